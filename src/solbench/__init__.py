@@ -1,0 +1,34 @@
+"""solbench: speed-of-light benchmark, kernel library and tools for LLM-inference operators.
+
+Library entry points (imported lazily, so ``import solbench`` stays cheap)::
+
+    solbench.glu(x, spec, out=None)           # the parameterized GLU family
+    solbench.silu_and_mul(x, out=None)
+    solbench.ActivationSpec / get_activation / register_activation
+"""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "glu": "solbench.ops.silu_and_mul.api",
+    "silu_and_mul": "solbench.ops.silu_and_mul.api",
+    "gelu_and_mul": "solbench.ops.silu_and_mul.api",
+    "gelu_tanh_and_mul": "solbench.ops.silu_and_mul.api",
+    "ActivationSpec": "solbench.ops.silu_and_mul.activation",
+    "get_activation": "solbench.ops.silu_and_mul.activation",
+    "register_activation": "solbench.ops.silu_and_mul.activation",
+    "known_activations": "solbench.ops.silu_and_mul.activation",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'solbench' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_LAZY))

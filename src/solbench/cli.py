@@ -1,0 +1,255 @@
+"""solbench command line: list | calibrate | run | roofline, plus the tools' subcommands
+(report, plot, compare, eval, task, profile), which live beside the code they drive."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import json
+import os
+import sys
+
+# Subcommand providers: each module has ``register(subparsers)``.
+PLUGINS = ("solbench.report.cli", "solbench.eval.cli", "solbench.profiles.cli")
+
+
+def _split(values):
+    if not values:
+        return None
+    out = []
+    for v in values:
+        out += [x for x in v.split(",") if x]
+    return out
+
+
+def _prepare_triton_env() -> None:
+    """Without a GPU, our Triton kernels can still run in Triton's interpreter. The switch must be
+    set before any kernel module is imported, because ``triton.jit`` reads it at decoration."""
+    if "TRITON_INTERPRET" in os.environ:
+        return
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            os.environ["TRITON_INTERPRET"] = "1"
+    except ImportError:
+        pass
+
+
+def _console():
+    from rich.console import Console
+
+    # Piped output (CI logs, files) gets a wide fixed width instead of rich's 80 columns.
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+
+
+# ---- list ---------------------------------------------------------------------------------------
+
+def cmd_list(args) -> int:
+    from solbench.catalog import catalog_summary
+    from solbench.core.spec import all_specs, impls_for
+
+    specs = all_specs(include_variants=args.variants)
+    data = {}
+    for s in specs:
+        impls = impls_for(s.name)
+        avail = [n for n, i in sorted(impls.items()) if i.available()]
+        data[s.name] = {"shapes": len(s.shapes), "importance": s.importance, "impls": avail,
+                        "registered": sorted(impls), "dtype": s.dtype, "catalog": s.catalog,
+                        "phase": s.entry.get("phase"), "origin": s.entry.get("origin")}
+    if args.json:
+        print(json.dumps({k: {kk: v[kk] for kk in ("shapes", "importance", "impls")} for k, v in data.items()},
+                         indent=1))
+        return 0
+    from rich.table import Table
+
+    console = _console()
+    summ = catalog_summary()
+    catalog_ops = [n for n, v in data.items() if v["catalog"]]
+    t = Table(title=f"solbench catalog: {len(catalog_ops)} operators, "
+                    f"{sum(data[n]['shapes'] for n in catalog_ops)} shapes "
+                    f"(importance from {summ['num_profiles']} production profiles)", title_justify="left")
+    for c in ("operator", "dtype", "phase", "shapes", "importance", "origin", "implementations here"):
+        t.add_column(c, justify="right" if c in ("shapes", "importance") else "left")
+    for name in sorted(data, key=lambda n: (not data[n]["catalog"], -data[n]["importance"])):
+        v = data[name]
+        origin = v["origin"] or {}
+        unavailable = [i for i in v["registered"] if i not in v["impls"]]
+        impl_txt = ", ".join(v["impls"]) + (f" [dim](unavailable: {', '.join(unavailable)})[/]" if unavailable else "")
+        t.add_row(name + ("" if v["catalog"] else " [dim](variant)[/]"), v["dtype"], v["phase"] or "",
+                  str(v["shapes"]), f"{v['importance']:.4f}",
+                  f"{origin.get('framework', '')}: {origin.get('symbol', '')}"[:48], impl_txt)
+    console.print(t)
+    return 0
+
+
+# ---- calibrate ----------------------------------------------------------------------------------
+
+def cmd_calibrate(args) -> int:
+    from solbench.core import hardware
+
+    console = _console()
+    with console.status("calibrating...") as status:
+        data = hardware.calibrate(force=args.force, quick=args.quick, progress=lambda m: status.update(f"calibrating: {m}"))
+    if args.json:
+        print(json.dumps(data, indent=1))
+        return 0
+    console.print(f"[b]{data.get('device')}[/] calibrated {data.get('date')} "
+                  f"(cache: {hardware.cache_dir() / (hardware.device_key() + '.json')})")
+    console.print(f"  copy bandwidth   {data['bandwidth'] / 1e12:.3f} TB/s (read + write, {data.get('bandwidth_kernel', '')})")
+    for path, v in sorted(data.get("peaks", {}).items()):
+        console.print(f"  matmul {path:<10} {v / 1e12:.1f} TFLOP/s")
+    if data.get("launch_floor_us") is not None:
+        console.print(f"  launch floor     {data['launch_floor_us']:.2f} µs per kernel under graph replay")
+    return 0
+
+
+# ---- roofline -----------------------------------------------------------------------------------
+
+def cmd_roofline(args) -> int:
+    from solbench.core import hardware, roofline
+    from solbench.core.spec import all_specs, get_spec
+
+    hw = hardware.get_sku(args.hw) if args.hw else hardware.SKUS["H100"]
+    specs = [get_spec(o) for o in _split(args.ops)] if args.ops else all_specs(include_variants=args.variants)
+    rows = []
+    for spec in specs:
+        for shape in spec.shapes:
+            cost = spec.cost(shape)
+            rl = roofline.roofline(cost, hw)
+            rows.append({"op": spec.name, "shape_id": shape.id, "flops": dict(cost.to_record()["flops"]),
+                         "bytes_read": cost.bytes_read, "bytes_written": cost.bytes_written, "ai": rl.ai,
+                         "regime": rl.regime, "sol_us": rl.sol_us, "compute_us": rl.compute_us,
+                         "memory_us": rl.memory_us, "hw": hw.name})
+    if args.json:
+        print(json.dumps(rows, indent=None if len(rows) > 50 else 1))
+        return 0
+    from rich.table import Table
+
+    t = Table(title=f"roofline on {hw.name} (datasheet)", title_justify="left")
+    for c in ("op", "shape", "GFLOP", "MB moved", "AI", "regime", "SOL µs"):
+        t.add_column(c, justify="left" if c in ("op", "regime") else "right")
+    for r in rows:
+        t.add_row(r["op"], str(r["shape_id"]), f"{sum(r['flops'].values()) / 1e9:.3g}",
+                  f"{(r['bytes_read'] + r['bytes_written']) / 1e6:.3g}",
+                  "-" if r["ai"] is None else f"{r['ai']:.3g}", r["regime"], f"{r['sol_us']:.3g}")
+    _console().print(t)
+    return 0
+
+
+# ---- run ----------------------------------------------------------------------------------------
+
+def _load_weights(path: str | None) -> dict | None:
+    if not path:
+        return None
+    try:
+        data = json.loads(open(path, encoding="utf-8").read())
+    except (OSError, json.JSONDecodeError) as e:
+        raise SystemExit(f"solbench: cannot read weights file {path}: {e}")
+    shares = data.get("shares") if isinstance(data, dict) else None
+    if not isinstance(shares, dict):
+        raise SystemExit(f"solbench: weights file {path} has no 'shares' object "
+                         "(expected the output of `solbench profile import`)")
+    return {str(k): float(v) for k, v in shares.items()}
+
+
+def cmd_run(args) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from solbench.core import hardware
+    from solbench.core.spec import all_specs
+    from solbench.report.terminal import print_run
+    from solbench.runner import RunConfig, run
+
+    weights = _load_weights(args.weights)
+    cfg = RunConfig(ops=_split(args.ops), impls=_split(args.impls), shapes=_split(args.shapes), hw=args.hw,
+                    timer=args.timer, out=args.out, suite=args.suite, weights=weights,
+                    smoke=True if args.smoke else (False if args.full else None),
+                    include_variants=args.variants)
+    console = _console()
+    device = hardware.current_device()
+    smoke = cfg.smoke if cfg.smoke is not None else device.type != "cuda"
+    if smoke:
+        console.print("[yellow]No GPU here: running the CPU smoke subset (each operator's smallest shapes, "
+                      "Triton kernels in the interpreter). Timings are CPU timings and say nothing about "
+                      "GPU speed.[/]" if device.type != "cuda" else "[yellow]--smoke: running the smoke subset[/]")
+    if not hardware.load_calibration(hardware.device_key()):
+        with console.status("calibrating this device (once; cached)..."):
+            hardware.calibrate(quick=device.type != "cuda")
+    with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console, transient=True) as prog:
+        task = prog.add_task("running", total=None)
+
+        def progress(done, total, desc):
+            prog.update(task, completed=done, total=total, description=desc[:60])
+
+        result = run(cfg, progress=progress)
+    importance = weights or {s.name: s.importance for s in all_specs(include_variants=True)}
+    print_run(console, result.records, result.hw, importance)
+    n = len(result.records)
+    counts = {k: sum(1 for r in result.records if r["status"] == k) for k in ("ok", "fail", "skip")}
+    console.print(f"{n} records on {result.device} ({'smoke subset' if result.smoke else 'full shapes'}; "
+                  f"datasheet {result.hw}, achievable from {result.achievable.source} ceilings): "
+                  f"{counts['ok']} ok, {counts['fail']} fail, {counts['skip']} skip"
+                  + (f"; {result.skipped_existing} reused from {args.out}" if result.skipped_existing else "")
+                  + (f"; written to {args.out}" if args.out else ""))
+    return 1 if args.strict and counts["fail"] else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="solbench", description=__doc__)
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    q = sub.add_parser("list", help="operators, shapes, importance and the implementations available here")
+    q.add_argument("--json", action="store_true")
+    q.add_argument("--variants", action="store_true", help="also list non-catalog variants (gelu_and_mul, ...)")
+    q.set_defaults(func=cmd_list)
+
+    q = sub.add_parser("calibrate", help="measure this device's copy bandwidth, matmul rates and launch floor")
+    q.add_argument("--force", action="store_true", help="measure again even if cached")
+    q.add_argument("--quick", action="store_true")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=cmd_calibrate)
+
+    q = sub.add_parser("roofline", help="cost model and SOL of every shape on a datasheet SKU (runs nothing)")
+    q.add_argument("--ops", action="append")
+    q.add_argument("--hw", help="SKU: H20, XPU-A, H100, H200, A100, B200 (default H100)")
+    q.add_argument("--json", action="store_true")
+    q.add_argument("--variants", action="store_true")
+    q.set_defaults(func=cmd_roofline)
+
+    q = sub.add_parser("run", help="check and time implementations against the speed of light")
+    q.add_argument("--ops", action="append", help="operators (comma-separated or repeated); default: all")
+    q.add_argument("--impls", action="append", help="implementations, e.g. ours_triton,torch_compile")
+    q.add_argument("--shapes", action="append", help="shape ids to run")
+    q.add_argument("--hw", help="datasheet SKU for `sol_us`/`s` (default: the detected device)")
+    q.add_argument("--timer", choices=("graph", "eager"), default="graph")
+    q.add_argument("--out", help="JSONL results file; appended to, and records already in it are skipped")
+    q.add_argument("--suite", help="a suite file (catalog schema), e.g. from `solbench profile shapes`")
+    q.add_argument("--weights", help="operator weights from `solbench profile import`")
+    g = q.add_mutually_exclusive_group()
+    g.add_argument("--smoke", action="store_true", help="run the small smoke subset even on a GPU")
+    g.add_argument("--full", action="store_true", help="run the full shapes even without a GPU")
+    q.add_argument("--variants", action="store_true", help="with no --ops: include non-catalog variants")
+    q.add_argument("--strict", action="store_true", help="exit 1 if any implementation FAILs")
+    q.set_defaults(func=cmd_run)
+
+    for name in PLUGINS:
+        if importlib.util.find_spec(name) is not None:
+            importlib.import_module(name).register(sub)
+    return p
+
+
+def main(argv=None) -> int:
+    _prepare_triton_env()
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (KeyError, ValueError, FileNotFoundError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        print(f"solbench: error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

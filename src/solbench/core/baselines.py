@@ -1,0 +1,69 @@
+"""Baseline helpers shared by every operator: torch.compile that really compiles every shape."""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+from solbench.core.spec import Support
+
+
+def _configure_dynamo() -> None:
+    import torch._dynamo.config as cfg
+
+    # Compile once with dynamic shapes, and make hitting the recompile limit an error instead of a
+    # silent fall back to eager (which would publish eager numbers under the torch_compile name).
+    for key, value in (("recompile_limit", 256), ("cache_size_limit", 256),
+                       ("accumulated_recompile_limit", 4096), ("accumulated_cache_size_limit", 4096),
+                       ("fail_on_recompile_limit_hit", True)):
+        if hasattr(cfg, key):
+            setattr(cfg, key, value)
+
+
+def compile_support() -> Support:
+    try:
+        import torch
+
+        if not hasattr(torch, "compile"):
+            return Support.no("this torch has no torch.compile")
+    except ImportError as e:
+        return Support.no(f"torch is not importable: {e}")
+    return Support.yes()
+
+
+class Compiled:
+    """``torch.compile(fn, dynamic=True, fullgraph=True)``; remembers per-call compile time.
+
+    ``prepare(shape, inputs_fn)`` calls it once on the shape's inputs and reports the seconds that
+    first call took (compilation, or a cache hit) as ``compile_s``: compile time is reported
+    separately, never inside the timed figure.
+    """
+
+    def __init__(self, fn: Callable, name: str):
+        self.fn = fn
+        self.name = name
+        self._compiled = None
+
+    @property
+    def compiled(self):
+        if self._compiled is None:
+            import torch
+
+            _configure_dynamo()
+            self._compiled = torch.compile(self.fn, dynamic=True, fullgraph=True)
+        return self._compiled
+
+    def __call__(self, *args, **kwargs):
+        return self.compiled(*args, **kwargs)
+
+    def warm(self, inputs: dict) -> dict:
+        import torch
+        from torch._dynamo.utils import counters
+
+        before = sum(counters["stats"].values()) if "stats" in counters else 0
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            self(**inputs)
+        if any(getattr(v, "is_cuda", False) for v in inputs.values()):
+            torch.cuda.synchronize()
+        frames = (sum(counters["stats"].values()) if "stats" in counters else 0) - before
+        return {"compile_s": round(time.perf_counter() - t0, 3), "dynamo_events": frames}

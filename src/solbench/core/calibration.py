@@ -1,0 +1,145 @@
+"""Measure the current device's achievable ceilings (used by ``solbench calibrate``).
+
+* Copy bandwidth: a device-to-device copy by an SM kernel, bytes read + written, timed with the
+  graph timer. torch's ``copy_`` is not used: captured in a CUDA graph it becomes a copy-engine
+  memcpy node, which is much slower than the SMs (2.76 vs 4.25 TB/s seen on an H200).
+* Dense matmul throughput per dtype path (bf16, fp16, fp8 where the part has it), random data.
+* The launch floor: one empty kernel per graph node, under graph replay.
+"""
+from __future__ import annotations
+
+import time
+
+from solbench.core.timing import quantiles, time_cpu, time_gpu
+
+
+def _triton_copy():
+    try:
+        import triton
+        import triton.language as tl
+    except ImportError:
+        return None
+
+    @triton.jit
+    def _copy_kernel(src, dst, n, BLOCK: tl.constexpr):
+        pid = tl.program_id(0).to(tl.int64)
+        offs = pid * BLOCK + tl.arange(0, BLOCK)
+        mask = offs < n
+        tl.store(dst + offs, tl.load(src + offs, mask=mask), mask=mask)
+
+    @triton.jit
+    def _empty_kernel(x):
+        pass
+
+    def copy(src, dst):
+        n = src.numel()
+        block = 8192
+        _copy_kernel[(triton.cdiv(n, block),)](src, dst, n, BLOCK=block, num_warps=8)
+
+    def empty(x):
+        _empty_kernel[(1,)](x)
+
+    return copy, empty
+
+
+def _measure_cuda(quick: bool, progress) -> dict:
+    import torch
+
+    dev = torch.device("cuda")
+    props = torch.cuda.get_device_properties(dev)
+    l2 = int(getattr(props, "L2_cache_size", 0) or 0)
+    out = {"peaks": {}, "l2_bytes": l2, "sm_count": props.multi_processor_count, "extra": {}}
+    tri = _triton_copy()
+
+    def step(msg):
+        if progress:
+            progress(msg)
+
+    # --- copy bandwidth ------------------------------------------------------------------------
+    step("copy bandwidth")
+    nbytes = 1 << 30  # 1 GiB each way: ~20x the L2 of current parts
+    n = nbytes // 4
+    srcs = [torch.randn(n, device=dev) for _ in range(2)]
+    dsts = [torch.empty_like(s) for s in srcs]
+    candidates = {}
+    if tri is not None:
+        copy, _ = tri
+        t = time_gpu(lambda i: copy(srcs[i], dsts[i]), 2, flush=False)
+        candidates["triton_copy"] = 2 * nbytes / (t.median_us * 1e-6)
+    # An elementwise torch kernel (x*1 into out=) runs on the SMs as well.
+    t = time_gpu(lambda i: torch.mul(srcs[i], 1.0, out=dsts[i]), 2, flush=False)
+    candidates["torch_elementwise"] = 2 * nbytes / (t.median_us * 1e-6)
+    best = max(candidates, key=candidates.get)
+    out["bandwidth"] = candidates[best]
+    out["extra"].update({f"bandwidth_{k}": v for k, v in candidates.items()})
+    out["bandwidth_kernel"] = best
+    del srcs, dsts
+
+    # --- matmul --------------------------------------------------------------------------------
+    size = 4096 if quick else 8192
+    for path, dtype in (("bf16_tc", torch.bfloat16), ("fp16_tc", torch.float16)):
+        step(f"matmul {path}")
+        a = [torch.randn(size, size, device=dev, dtype=dtype) for _ in range(2)]
+        b = [torch.randn(size, size, device=dev, dtype=dtype) for _ in range(2)]
+        c = [torch.empty(size, size, device=dev, dtype=dtype) for _ in range(2)]
+        t = time_gpu(lambda i: torch.matmul(a[i], b[i], out=c[i]), 2, flush=False)
+        out["peaks"][path] = 2 * size**3 / (t.median_us * 1e-6)
+        del a, b, c
+    if props.major * 10 + props.minor >= 89 and hasattr(torch, "_scaled_mm"):
+        step("matmul fp8")
+        try:
+            a = [torch.randn(size, size, device=dev).to(torch.float8_e4m3fn) for _ in range(2)]
+            b = [torch.randn(size, size, device=dev).to(torch.float8_e4m3fn).t() for _ in range(2)]
+            one = torch.ones((), device=dev)
+            t = time_gpu(lambda i: torch._scaled_mm(a[i], b[i], scale_a=one, scale_b=one,
+                                                    out_dtype=torch.bfloat16), 2, flush=False)
+            out["peaks"]["fp8_e4m3_tc"] = 2 * size**3 / (t.median_us * 1e-6)
+        except Exception as e:  # noqa: BLE001 - report, do not fail calibration
+            out["extra"]["fp8_error"] = str(e)[:200]
+
+    # --- launch floor --------------------------------------------------------------------------
+    step("launch floor")
+    x = torch.empty(1, device=dev)
+    if tri is not None:
+        _, empty = tri
+        t = time_gpu(lambda i: empty(x), 1, flush=False, target_sample_us=400)
+        out["launch_floor_kernel"] = "triton_empty"
+    else:
+        t = time_gpu(lambda i: x.add_(0), 1, flush=False, target_sample_us=400)
+        out["launch_floor_kernel"] = "torch_add_"
+    out["launch_floor_us"] = t.median_us
+    return out
+
+
+def _measure_cpu(quick: bool, progress) -> dict:
+    import torch
+
+    if progress:
+        progress("copy bandwidth")
+    n = (64 << 20) // 4
+    src, dst = torch.randn(n), torch.empty(n)
+    t = time_cpu(lambda i: dst.copy_(src), 1, budget_s=0.3)
+    bw = 2 * n * 4 / (t.median_us * 1e-6)
+    if progress:
+        progress("matmul fp32")
+    size = 512 if quick else 1024
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    c = torch.empty(size, size)
+    t = time_cpu(lambda i: torch.matmul(a, b, out=c), 1, budget_s=0.3)
+    fp32 = 2 * size**3 / (t.median_us * 1e-6)
+    t = time_cpu(lambda i: None, 1, budget_s=0.05, max_samples=1000)
+    return {"peaks": {"fp32": fp32, "bf16_tc": fp32, "fp16_tc": fp32}, "bandwidth": bw,
+            "launch_floor_us": t.median_us, "l2_bytes": None, "extra": {}}
+
+
+def measure(quick: bool = False, progress=None) -> dict:
+    import torch
+
+    t0 = time.time()
+    data = _measure_cuda(quick, progress) if torch.cuda.is_available() else _measure_cpu(quick, progress)
+    data["seconds"] = round(time.time() - t0, 2)
+    data["quick"] = quick
+    return data
+
+
+__all__ = ["measure", "quantiles"]

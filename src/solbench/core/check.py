@@ -1,0 +1,216 @@
+"""Correctness checker: every implementation, every shape, before anything is timed.
+
+Per seed: fresh random inputs; the reference runs on its own copy (implementations may work in
+place); ``out=`` outputs are poisoned with NaN (integers with a sentinel) before the call, and on
+CUDA the allocator is poisoned too, so an output nobody wrote can never look right. Floating
+outputs are compared element-wise (|got - ref| <= atol + rtol |ref|) and by RMS-relative error;
+NaN or Inf fails; integer outputs must match exactly unless the operator is structural, in which
+case its own invariants decide. Outputs must be plain dense tensors of the declared dtype.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+from solbench.core.spec import Impl, OpSpec, Shape, Tolerance
+
+INT_POISON = -0x5A5A5A5  # an unlikely index/count: shows up as wrong in any exact comparison
+DEFAULT_SEEDS = (0, 1, 2)
+
+
+@dataclass
+class CheckResult:
+    ok: bool
+    reason: str = ""
+    max_abs: float = 0.0
+    max_rel: float = 0.0
+    rms_rel: float = 0.0
+    seeds: list[int] = field(default_factory=list)
+
+    def to_record(self) -> dict:
+        return {"ok": self.ok, "reason": self.reason, "max_abs": _finite(self.max_abs),
+                "max_rel": _finite(self.max_rel), "rms_rel": _finite(self.rms_rel), "seeds": self.seeds}
+
+
+def _finite(x: float):
+    return x if isinstance(x, (int, float)) and math.isfinite(x) else None
+
+
+def poison_(t) -> None:
+    import torch
+
+    if t.is_floating_point():
+        if t.dtype in (torch.float8_e4m3fn, torch.float8_e5m2):
+            t.view(torch.uint8).fill_(0x7F if t.dtype == torch.float8_e4m3fn else 0x7E)  # NaN bit patterns
+        else:
+            t.fill_(float("nan"))
+    elif t.dtype == torch.bool:
+        t.fill_(True)
+    else:
+        t.fill_(INT_POISON if t.element_size() >= 4 else -1)
+
+
+def poison_allocator(device, nbytes: int) -> None:
+    """Make the CUDA caching allocator hand out NaN-filled memory for the next allocations, so
+    that implementations which allocate their own outputs are poisoned as well."""
+    import torch
+
+    if device.type != "cuda" or nbytes <= 0:
+        return
+    blocks = [torch.full((int(nbytes) // 4 + 1024,), float("nan"), device=device) for _ in range(4)]
+    del blocks
+
+
+def clone_inputs(inputs: Mapping[str, Any]) -> dict:
+    import torch
+
+    return {k: (v.clone() if isinstance(v, torch.Tensor) else v) for k, v in inputs.items()}
+
+
+def _fmt_index(flat_idx: int, shape) -> str:
+    idx = []
+    for s in reversed(list(shape)):
+        idx.append(flat_idx % s if s else 0)
+        flat_idx = flat_idx // s if s else 0
+    return "(" + ", ".join(str(i) for i in reversed(idx)) + ")"
+
+
+def compare_tensor(name: str, got, ref, tol: Tolerance) -> tuple[list[str], dict]:
+    """Errors (empty when ``got`` matches ``ref``) and error statistics for one output."""
+    import torch
+
+    stats = {"max_abs": 0.0, "max_rel": 0.0, "rms_rel": 0.0}
+    if not isinstance(got, torch.Tensor):
+        return [f"{name}: expected a tensor, got {type(got).__name__}"], stats
+    if tuple(got.shape) != tuple(ref.shape):
+        return [f"{name}: shape {tuple(got.shape)}, expected {tuple(ref.shape)}"], stats
+    if got.numel() == 0:
+        return [], stats
+    if not ref.is_floating_point():
+        if got.dtype.is_floating_point:
+            return [f"{name}: dtype {got.dtype}, expected integer {ref.dtype}"], stats
+        bad = got.to(torch.int64) != ref.to(torch.int64)
+        n_bad = int(bad.sum())
+        if n_bad:
+            i = int(bad.flatten().nonzero()[0])
+            return [f"{name}: {n_bad} of {got.numel()} integers differ, first at "
+                    f"{_fmt_index(i, got.shape)} (got {int(got.flatten()[i])}, expected {int(ref.flatten()[i])})"], stats
+        return [], stats
+    g = got.detach().to(torch.float64)
+    r = ref.detach().to(torch.float64)
+    errors = []
+    nonfinite = ~torch.isfinite(g) & torch.isfinite(r)
+    n_nf = int(nonfinite.sum())
+    if n_nf:
+        i = int(nonfinite.flatten().nonzero()[0])
+        errors.append(f"{name}: {n_nf} of {g.numel()} elements are NaN/Inf (first at {_fmt_index(i, g.shape)}; "
+                      "unwritten or overflowed)")
+        return errors, stats
+    both = torch.isfinite(r)
+    diff = (g - r).abs().where(both, torch.zeros_like(g))
+    stats["max_abs"] = float(diff.max())
+    denom = r.abs().clamp_min(tol.atol if tol.atol > 0 else 1e-30)
+    stats["max_rel"] = float((diff / denom).max())
+    ref_norm = float(torch.linalg.vector_norm(r.where(both, torch.zeros_like(r))))
+    err_norm = float(torch.linalg.vector_norm(diff))
+    stats["rms_rel"] = err_norm / ref_norm if ref_norm > 0 else (0.0 if err_norm == 0 else math.inf)
+    over = diff > tol.atol + tol.rtol * r.abs()
+    n_over = int(over.sum())
+    if n_over:
+        i = int(diff.where(over, torch.zeros_like(diff)).flatten().argmax())
+        errors.append(f"{name}: {n_over} of {g.numel()} elements outside atol={tol.atol:g} rtol={tol.rtol:g}; "
+                      f"worst at {_fmt_index(i, g.shape)}: got {float(g.flatten()[i]):.6g}, "
+                      f"expected {float(r.flatten()[i]):.6g}")
+    if tol.rms_rtol is not None and stats["rms_rel"] > tol.rms_rtol:
+        errors.append(f"{name}: RMS-relative error {stats['rms_rel']:.3g} > {tol.rms_rtol:g}")
+    # A constant output where the reference varies is never right, however loose the tolerance.
+    if g.numel() > 1 and float(r.max() - r.min()) > 0 and float(g.max() - g.min()) == 0:
+        errors.append(f"{name}: constant output ({float(g.flatten()[0]):.6g}) where the reference varies")
+    return errors, stats
+
+
+def plain_tensor_errors(name: str, t, device) -> list[str]:
+    """Outputs must be ordinary dense tensors on the device under test (no subclasses, no lazy
+    wrappers, no tensors left on another device)."""
+    import torch
+
+    if not isinstance(t, torch.Tensor):
+        return [f"{name}: not a tensor ({type(t).__name__})"]
+    errs = []
+    if type(t) is not torch.Tensor and not isinstance(t, torch.nn.Parameter):
+        errs.append(f"{name}: a {type(t).__name__} subclass, not a plain torch.Tensor")
+    if t.layout != torch.strided:
+        errs.append(f"{name}: layout {t.layout}, expected dense strided")
+    if t.device.type != torch.device(device).type:
+        errs.append(f"{name}: on {t.device}, expected {device}")
+    return errs
+
+
+def compare_outputs(spec: OpSpec, shape: Shape, inputs, got: Mapping, ref: Mapping, device) -> tuple[list[str], dict]:
+    errors: list[str] = []
+    agg = {"max_abs": 0.0, "max_rel": 0.0, "rms_rel": 0.0}
+    missing = [n for n in ref if n not in got]
+    if missing:
+        return [f"missing outputs {missing}; expected {list(ref)}"], agg
+    for name in ref:
+        errors += plain_tensor_errors(name, got[name], device)
+    for name in ref:
+        if got[name].dtype != ref[name].dtype:
+            errors.append(f"{name}: dtype {got[name].dtype}, expected {ref[name].dtype}")
+    if errors:
+        return errors, agg
+    errors += spec.check_invariants(shape, inputs, got, ref)
+    g_view, r_view = spec.compare_views(shape, inputs, got, ref)
+    tol = spec.tolerance(shape)
+    for name, r in r_view.items():
+        if spec.structural and not r.is_floating_point():
+            continue  # structural integer outputs are judged by check_invariants
+        errs, stats = compare_tensor(name, g_view[name], r, tol)
+        errors += errs
+        for k in agg:
+            agg[k] = max(agg[k], stats[k])
+    return errors, agg
+
+
+def run_impl(spec: OpSpec, impl: Impl, shape: Shape, inputs: dict, outs=None):
+    """Call an implementation the way the runner does and return ``{name: tensor}``."""
+    if impl.takes_out and outs is not None:
+        ret = impl.fn(**inputs, out=outs if len(spec.output_names) > 1 else outs[0])
+        if ret is None:
+            ret = outs if len(spec.output_names) > 1 else outs[0]
+        return spec.normalize_outputs(ret)
+    return spec.normalize_outputs(impl.fn(**inputs))
+
+
+def check_impl(spec: OpSpec, impl: Impl, shape: Shape, device, seeds: Sequence[int] = DEFAULT_SEEDS) -> CheckResult:
+    import torch
+
+    agg = {"max_abs": 0.0, "max_rel": 0.0, "rms_rel": 0.0}
+    for seed in seeds:
+        inputs = spec.make_inputs(shape, device, seed)
+        with torch.no_grad():
+            ref = spec.normalize_outputs(spec.reference(**clone_inputs(inputs)))
+        impl_inputs = clone_inputs(inputs)
+        outs = None
+        if impl.takes_out:
+            outs = spec.make_outputs(shape, impl_inputs)
+            if outs is not None:
+                outs = tuple(outs)
+                for t in outs:
+                    poison_(t)
+        out_bytes = sum(r.numel() * r.element_size() for r in ref.values())
+        poison_allocator(device, out_bytes)
+        try:
+            with torch.no_grad():
+                got = run_impl(spec, impl, shape, impl_inputs, outs)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+        except Exception as e:  # noqa: BLE001 - an implementation's crash is its FAIL verdict
+            return CheckResult(False, f"seed {seed}: raised {type(e).__name__}: {str(e)[:300]}", seeds=list(seeds))
+        errors, stats = compare_outputs(spec, shape, inputs, got, ref, device)
+        for k in agg:
+            agg[k] = max(agg[k], stats[k])
+        if errors:
+            return CheckResult(False, f"seed {seed}: " + "; ".join(errors[:3]), seeds=list(seeds), **agg)
+    return CheckResult(True, "", seeds=list(seeds), **agg)

@@ -1,0 +1,69 @@
+"""The environment every record carries: device, driver, clocks, versions, timer, commit."""
+from __future__ import annotations
+
+import functools
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+
+def _run(cmd: list[str], cwd=None) -> str | None:
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=10, cwd=cwd)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return r.stdout.strip() if r.returncode == 0 else None
+
+
+@functools.lru_cache(maxsize=None)
+def git_commit() -> str | None:
+    if os.environ.get("SOLBENCH_COMMIT"):
+        return os.environ["SOLBENCH_COMMIT"]
+    here = Path(__file__).resolve().parent
+    commit = _run(["git", "rev-parse", "--short=12", "HEAD"], cwd=here)
+    if commit and _run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here):
+        commit += "-dirty"
+    return commit
+
+
+def _gpu_facts() -> dict:
+    out = _run(["nvidia-smi", "--query-gpu=driver_version,clocks.sm,clocks.mem,clocks.max.sm,power.limit",
+                "--format=csv,noheader,nounits"])
+    if not out:
+        return {}
+    first = out.splitlines()[0].split(",")
+    keys = ["driver", "clock_sm_mhz", "clock_mem_mhz", "clock_sm_max_mhz", "power_limit_w"]
+    return {k: v.strip() for k, v in zip(keys, first)}
+
+
+@functools.lru_cache(maxsize=None)
+def _static_env() -> dict:
+    import torch
+
+    env = {"python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform(),
+           "commit": git_commit()}
+    try:
+        import triton
+
+        env["triton"] = triton.__version__
+    except Exception:  # noqa: BLE001
+        env["triton"] = None
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        env.update({"device": torch.cuda.get_device_name(0), "cuda": torch.version.cuda,
+                    "sm_count": props.multi_processor_count, "capability": f"{props.major}.{props.minor}",
+                    "memory_gb": round(props.total_memory / 2**30, 1)})
+    else:
+        env.update({"device": "cpu", "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count()})
+    return env
+
+
+def environment(timer: str) -> dict:
+    """Static facts plus what can change between runs (clocks are read now)."""
+    env = dict(_static_env())
+    env["timer"] = timer
+    env["triton_interpret"] = os.environ.get("TRITON_INTERPRET") == "1"
+    if env.get("device") != "cpu":
+        env.update(_gpu_facts())
+    return env

@@ -1,0 +1,94 @@
+"""Shared mechanics for our library kernels: availability, input validation, row views, ``out=``.
+
+Every public wrapper validates its inputs with errors that name what is supported, accepts any
+leading dims and a row stride (the last dim must be contiguous), and takes ``out=``.
+"""
+from __future__ import annotations
+
+import functools
+import os
+from typing import Iterable, Sequence
+
+from solbench.core.spec import Support
+
+
+def interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+@functools.lru_cache(maxsize=None)
+def _triton_import_error() -> str | None:
+    try:
+        import triton  # noqa: F401
+        import triton.language  # noqa: F401
+    except Exception as e:  # noqa: BLE001
+        return f"triton is not importable ({type(e).__name__}: {e})"
+    return None
+
+
+def triton_support() -> Support:
+    """Our Triton kernels run on a CUDA device, or on the CPU under ``TRITON_INTERPRET=1``."""
+    err = _triton_import_error()
+    if err:
+        return Support.no(err)
+    import torch
+
+    if torch.cuda.is_available() or interpreting():
+        return Support.yes()
+    return Support.no("no CUDA device, and TRITON_INTERPRET=1 is not set (the CPU runs Triton only in its interpreter)")
+
+
+def require_device(x, what: str) -> None:
+    if x.device.type == "cuda":
+        return
+    if x.device.type == "cpu" and interpreting():
+        return
+    raise RuntimeError(f"{what}: tensors on {x.device} are supported only under TRITON_INTERPRET=1; "
+                       "use a CUDA device")
+
+
+def check_dtype(x, allowed: Iterable, what: str, arg: str = "x") -> None:
+    allowed = tuple(allowed)
+    if x.dtype not in allowed:
+        names = ", ".join(str(d).replace("torch.", "") for d in allowed)
+        raise TypeError(f"{what}: {arg} has dtype {str(x.dtype).replace('torch.', '')}; supported: {names}")
+
+
+def as_rows(x, what: str, arg: str = "x"):
+    """View ``x[..., n]`` as ``[rows, n]`` without copying. The last dim must be contiguous and the
+    leading dims must collapse into one row stride (true for contiguous tensors and for row slices
+    such as ``big[:, :n]``)."""
+    if x.dim() == 0:
+        raise ValueError(f"{what}: {arg} must have at least one dimension")
+    n = x.shape[-1]
+    if n > 1 and x.stride(-1) != 1:
+        raise ValueError(f"{what}: {arg} must be contiguous in its last dimension (stride {x.stride(-1)})")
+    if x.dim() == 1:
+        return x.unsqueeze(0)
+    try:
+        return x.view(-1, n)
+    except RuntimeError:
+        pass
+    lead = x.shape[:-1]
+    # Collapse leading dims by hand: every dim must step by the next one's extent.
+    for i in range(len(lead) - 1):
+        if lead[i + 1] != 1 and lead[i] != 1 and x.stride(i) != x.stride(i + 1) * lead[i + 1]:
+            raise ValueError(f"{what}: {arg}'s leading dimensions cannot be viewed as rows with one stride "
+                             f"(shape {tuple(x.shape)}, strides {x.stride()}); call .contiguous() first")
+    rows = 1
+    for s in lead:
+        rows *= s
+    return x.as_strided((rows, n), (x.stride(len(lead) - 1) if lead else n, 1))
+
+
+def check_out(out, shape: Sequence[int], dtype, device, what: str, arg: str = "out") -> None:
+    if tuple(out.shape) != tuple(shape):
+        raise ValueError(f"{what}: {arg} has shape {tuple(out.shape)}, expected {tuple(shape)}")
+    if out.dtype != dtype:
+        raise TypeError(f"{what}: {arg} has dtype {out.dtype}, expected {dtype}")
+    if out.device != device:
+        raise ValueError(f"{what}: {arg} is on {out.device}, expected {device}")
+
+
+def next_pow2(n: int) -> int:
+    return 1 if n <= 1 else 1 << (int(n) - 1).bit_length()

@@ -1,0 +1,226 @@
+"""Timers. All return a :class:`Timing` with the median and the p20/p80 spread of per-call times.
+
+GPU, default (``graph``): the calls are captured into a CUDA graph and the graph is replayed,
+timed with CUDA events. Inputs come from rotating sets; when the sets together are smaller than
+twice the L2 cache, each call is preceded by a read of a 2xL2 buffer (a "flush") and the time of
+a graph of flushes alone is subtracted, so every call starts with a cold L2.
+
+GPU, ``eager``: each call is launched from Python between two events, with the same flush.
+
+CPU: ``time.perf_counter`` around each call, median.
+
+Nothing is allocated, cloned or synchronized inside the timed region: the caller's ``call(i)``
+must only launch work on input set ``i``.
+"""
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Sequence
+
+
+@dataclass
+class Timing:
+    median_us: float
+    p20_us: float
+    p80_us: float
+    mode: str                 # "graph" | "eager" | "cpu"
+    n_sets: int = 1
+    calls_per_sample: int = 1
+    samples: int = 0
+    cold_l2: str = ""         # "rotate" | "flush" | "" (CPU)
+    notes: list[str] = field(default_factory=list)
+
+    def to_record(self) -> dict:
+        return asdict(self)
+
+
+def quantiles(samples: Sequence[float]) -> tuple[float, float, float]:
+    """(median, p20, p80) with linear interpolation; a single sample is its own spread."""
+    if not samples:
+        raise ValueError("no samples to summarize")
+    xs = sorted(float(x) for x in samples)
+
+    def q(p: float) -> float:
+        pos = p * (len(xs) - 1)
+        lo, hi = math.floor(pos), math.ceil(pos)
+        return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+    return statistics.median(xs), q(0.2), q(0.8)
+
+
+def plan_sets(bytes_per_call: float, l2_bytes: int, max_sets: int = 8,
+              max_total_bytes: float = 4e9) -> tuple[int, bool]:
+    """How many rotating input sets, and whether an L2 flush is still needed.
+
+    Enough sets that together they are over twice the L2 means each set has been evicted by the
+    time it comes round again. When that would take more than ``max_sets`` sets (small shapes),
+    two sets plus a flush are used instead.
+    """
+    if bytes_per_call <= 0:
+        return 2, True
+    need = math.ceil(2 * l2_bytes / bytes_per_call) + 1
+    if need <= max_sets and need * bytes_per_call <= max_total_bytes:
+        return max(2, need), False
+    if 2 * bytes_per_call > max_total_bytes:
+        return 1, False  # one set is already many times the L2
+    return 2, True
+
+
+class _Flusher:
+    """Reads a buffer of twice the L2 so the next kernel starts cold. A read (not a memset) so
+    that the L2 is left holding clean lines: no write-back is charged to the next kernel."""
+
+    def __init__(self, device, l2_bytes: int):
+        import torch
+
+        n = max(1, (2 * l2_bytes) // 4)
+        self.buf = torch.ones(n, dtype=torch.float32, device=device)
+        self.sink = torch.empty((), dtype=torch.float32, device=device)
+
+    def __call__(self):
+        import torch
+
+        torch.sum(self.buf, dim=0, out=self.sink)
+
+
+def _events(n):
+    import torch
+
+    return [torch.cuda.Event(enable_timing=True) for _ in range(n)]
+
+
+def l2_bytes_of(device) -> int:
+    import torch
+
+    props = torch.cuda.get_device_properties(device)
+    return int(getattr(props, "L2_cache_size", 0) or 50 * 2**20)
+
+
+def time_gpu(call: Callable[[int], None], n_sets: int, *, flush: bool, mode: str = "graph",
+             device=None, target_sample_us: float = 500.0, samples: int = 30,
+             max_calls_per_sample: int = 200) -> Timing:
+    """Time ``call(i)`` on the current CUDA stream (see the module docstring)."""
+    import torch
+
+    device = device or torch.device("cuda")
+    flusher = _Flusher(device, l2_bytes_of(device)) if flush else None
+    # Warm-up: every set once (compilation, autotuning, allocator growth happen here).
+    for i in range(n_sets):
+        call(i)
+    torch.cuda.synchronize()
+    est = _estimate_us(call, n_sets)
+    if mode == "eager":
+        return _time_eager(call, n_sets, flusher, samples=max(samples, 50), est_us=est)
+    k = int(min(max_calls_per_sample, max(n_sets, math.ceil(target_sample_us / max(est, 1.0)))))
+    k = max(1, k)
+    try:
+        timing = _time_graph(call, n_sets, flusher, k, samples)
+    except Exception as e:  # capture can fail for code that syncs with the host
+        torch.cuda.synchronize()
+        t = _time_eager(call, n_sets, flusher, samples=max(samples, 50), est_us=est)
+        t.notes.append(f"graph capture failed ({type(e).__name__}: {str(e)[:160]}); timed eagerly")
+        return t
+    return timing
+
+
+def _estimate_us(call, n_sets) -> float:
+    import torch
+
+    start, end = _events(2)
+    start.record()
+    for i in range(3):
+        call(i % n_sets)
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end) * 1e3 / 3
+
+
+def _capture(body, warm=True):
+    import torch
+
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    if warm:  # one run on the capture stream first, as torch's graph docs ask
+        with torch.cuda.stream(stream):
+            body()
+        torch.cuda.current_stream().wait_stream(stream)
+    torch.cuda.synchronize()
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g, stream=stream):
+        body()
+    torch.cuda.synchronize()
+    return g
+
+
+def _replay_samples(g, samples: int) -> list[float]:
+    import torch
+
+    g.replay()  # first replay uploads the graph
+    torch.cuda.synchronize()
+    evs = _events(samples + 1)
+    evs[0].record()
+    for i in range(samples):
+        g.replay()
+        evs[i + 1].record()
+    torch.cuda.synchronize()
+    return [evs[i].elapsed_time(evs[i + 1]) * 1e3 for i in range(samples)]
+
+
+def _time_graph(call, n_sets, flusher, k, samples) -> Timing:
+    def body():
+        for j in range(k):
+            if flusher is not None:
+                flusher()
+            call(j % n_sets)
+
+    g = _capture(body)
+    raw = [t / k for t in _replay_samples(g, samples)]
+    notes = []
+    if flusher is not None:
+        def flush_only():
+            for _ in range(k):
+                flusher()
+
+        gf = _capture(flush_only)
+        base = statistics.median(_replay_samples(gf, samples)) / k
+        raw = [max(t - base, 0.0) for t in raw]
+        notes.append(f"flush {base:.2f} us/call subtracted")
+        del gf
+    del g
+    med, p20, p80 = quantiles(raw)
+    return Timing(med, p20, p80, "graph", n_sets, k, len(raw), "flush" if flusher else "rotate", notes)
+
+
+def _time_eager(call, n_sets, flusher, samples, est_us) -> Timing:
+    import torch
+
+    samples = int(max(10, min(samples, 2e6 / max(est_us, 1.0))))
+    starts, ends = _events(samples), _events(samples)
+    for i in range(samples):
+        if flusher is not None:
+            flusher()
+        starts[i].record()
+        call(i % n_sets)
+        ends[i].record()
+    torch.cuda.synchronize()
+    raw = [s.elapsed_time(e) * 1e3 for s, e in zip(starts, ends)]
+    med, p20, p80 = quantiles(raw)
+    return Timing(med, p20, p80, "eager", n_sets, 1, len(raw), "flush" if flusher else "rotate")
+
+
+def time_cpu(call: Callable[[int], None], n_sets: int, *, budget_s: float = 0.5,
+             min_samples: int = 5, max_samples: int = 200) -> Timing:
+    call(0)  # warm-up
+    raw: list[float] = []
+    t_end = time.perf_counter() + budget_s
+    i = 0
+    while len(raw) < max_samples and (len(raw) < min_samples or time.perf_counter() < t_end):
+        t0 = time.perf_counter()
+        call(i % n_sets)
+        raw.append((time.perf_counter() - t0) * 1e6)
+        i += 1
+    med, p20, p80 = quantiles(raw)
+    return Timing(med, p20, p80, "cpu", n_sets, 1, len(raw), "")

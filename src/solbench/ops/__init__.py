@@ -1,0 +1,1 @@
+"""One package per operator; importing a package registers its spec and implementations."""

@@ -1,0 +1,86 @@
+"""Implementations of the GLU family: ours_triton, torch_eager, torch_compile, liger."""
+from __future__ import annotations
+
+import functools
+
+from solbench.core.baselines import Compiled, compile_support
+from solbench.core.kernels import triton_support
+from solbench.core.spec import Impl, Support, add_impl
+from solbench.ops.silu_and_mul.activation import ActivationSpec, split_gate_up
+from solbench.ops.silu_and_mul.spec import GLU_SPECS
+
+
+def eager_glu(x, spec: ActivationSpec):
+    """What a user writes in PyTorch: slice, activate and multiply in the input dtype."""
+    import torch
+    import torch.nn.functional as F
+
+    g, u = split_gate_up(x, spec.layout)
+    if spec.limit is not None:
+        g = g.clamp(max=spec.limit)
+        u = u.clamp(-spec.limit, spec.limit)
+    if spec.kind == "silu":
+        a = F.silu(g) if spec.effective_alpha == 1.0 else g * torch.sigmoid(spec.effective_alpha * g)
+    elif spec.kind == "gelu":
+        a = F.gelu(g)
+    elif spec.kind == "gelu_tanh":
+        a = F.gelu(g, approximate="tanh")
+    else:
+        a = F.relu(g)
+    return a * (u + spec.up_shift) if spec.up_shift else a * u
+
+
+@functools.lru_cache(maxsize=None)
+def _liger():
+    try:
+        from liger_kernel.ops.geglu import LigerGELUMulFunction
+        from liger_kernel.ops.swiglu import LigerSiLUMulFunction
+    except Exception as e:  # noqa: BLE001
+        return None, f"liger_kernel is not importable ({type(e).__name__}: {str(e)[:120]})"
+    return (LigerSiLUMulFunction, LigerGELUMulFunction), ""
+
+
+def _liger_available() -> Support:
+    import torch
+
+    fns, why = _liger()
+    if fns is None:
+        return Support.no(why)
+    if not torch.cuda.is_available():
+        return Support.no("liger's kernels need a CUDA device")
+    return Support.yes()
+
+
+def _register(op: str) -> None:
+    act = GLU_SPECS[op].activation
+
+    def ours(x, out=None):
+        from solbench.ops.silu_and_mul.api import glu
+
+        return glu(x, act, out=out)
+
+    add_impl(Impl(op, "ours_triton", ours, available=triton_support, takes_out=True,
+                  description="solbench Triton GLU kernel (one pass, fp32 math)"))
+
+    def eager(x):
+        return eager_glu(x, act)
+
+    add_impl(Impl(op, "torch_eager", eager, baseline=True, description="slice + F.<act> + mul in bf16"))
+
+    compiled = Compiled(eager, f"{op}.torch_compile")
+    add_impl(Impl(op, "torch_compile", compiled, available=compile_support, baseline=True,
+                  prepare=lambda shape, inputs: compiled.warm(inputs),
+                  description="torch.compile(dynamic=True, fullgraph=True) of torch_eager"))
+
+    liger_kind = {"silu_and_mul": 0, "gelu_tanh_and_mul": 1}.get(op)
+    if liger_kind is not None:
+        def liger(x):
+            g, u = split_gate_up(x, "halves")
+            return _liger()[0][liger_kind].apply(g, u)
+
+        add_impl(Impl(op, "liger", liger, available=_liger_available, baseline=True,
+                      description="liger_kernel " + ("LigerSiLUMulFunction" if liger_kind == 0 else "LigerGELUMulFunction")))
+
+
+for _op in GLU_SPECS:
+    _register(_op)

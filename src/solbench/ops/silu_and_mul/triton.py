@@ -1,0 +1,68 @@
+"""Triton kernel for the GLU family: one kernel, the activation chosen at compile time.
+
+Each program owns a [BLOCK_M rows x BLOCK_N cols] tile of the output, reads the matching gate
+and up tiles once and writes the output once: 1.5 x the output bytes per output element, the
+minimum. Row offsets are int64 so tensors past 2^31 elements index correctly.
+"""
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from solbench.core.kernels import next_pow2
+
+
+@triton.jit
+def _glu_kernel(x_ptr, out_ptr, rows, d, x_row_stride, out_row_stride, alpha, limit, up_shift,
+                ACT: tl.constexpr, HAS_LIMIT: tl.constexpr, INTERLEAVED: tl.constexpr,
+                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    row = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)[:, None]
+    col = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)[None, :]
+    row_ok = row < rows
+    mask = row_ok & (col < d)
+    x_row = x_ptr + row * x_row_stride
+    if INTERLEAVED:
+        # [g0, u0, g1, u1, ...]: one contiguous load of 2*BLOCK_N values, then split the pairs.
+        col2 = tl.program_id(1) * (2 * BLOCK_N) + tl.arange(0, 2 * BLOCK_N)[None, :]
+        pairs = tl.load(x_row + col2, mask=row_ok & (col2 < 2 * d), other=0.0).to(tl.float32)
+        g, u = tl.split(tl.reshape(pairs, (BLOCK_M, BLOCK_N, 2)))
+    else:
+        g = tl.load(x_row + col, mask=mask, other=0.0).to(tl.float32)
+        u = tl.load(x_row + d + col, mask=mask, other=0.0).to(tl.float32)
+    if HAS_LIMIT:
+        g = tl.minimum(g, limit)
+        u = tl.minimum(tl.maximum(u, -limit), limit)
+    if ACT == 0:  # silu / swish: g * sigmoid(alpha g)
+        a = g * tl.sigmoid(alpha * g)
+    elif ACT == 1:  # gelu (erf)
+        a = 0.5 * g * (1.0 + tl.math.erf(g * 0.7071067811865476))
+    elif ACT == 2:  # gelu (tanh): 0.5 (1 + tanh z) == sigmoid(2 z), exact and cheaper
+        z = 0.7978845608028654 * (g + 0.044715 * g * g * g)
+        a = g * tl.sigmoid(2.0 * z)
+    else:  # relu
+        a = tl.maximum(g, 0.0)
+    y = a * (u + up_shift)
+    tl.store(out_ptr + row * out_row_stride + col, y.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+def _config(rows: int, d: int) -> tuple[int, int, int]:
+    """(BLOCK_M, BLOCK_N, num_warps): about 4-8K output elements per program, so that each
+    program keeps enough bytes in flight; decode shapes (few rows) get one row per program and
+    split the row across programs instead."""
+    block_n = min(next_pow2(d), 1024)
+    target = 8192 if rows * d >= (1 << 22) else 4096
+    block_m = max(1, min(next_pow2(rows), target // block_n))
+    num_warps = 8 if block_m * block_n >= 4096 else 4
+    return block_m, block_n, num_warps
+
+
+def launch_glu(x2d, out2d, act: int, alpha: float, limit: float | None, up_shift: float, interleaved: bool):
+    rows, d = out2d.shape
+    if rows == 0 or d == 0:
+        return
+    block_m, block_n, num_warps = _config(rows, d)
+    grid = (triton.cdiv(rows, block_m), triton.cdiv(d, block_n))
+    _glu_kernel[grid](x2d, out2d, rows, d, x2d.stride(0), out2d.stride(0), float(alpha),
+                      float(limit if limit is not None else 0.0), float(up_shift),
+                      ACT=act, HAS_LIMIT=limit is not None, INTERLEAVED=interleaved,
+                      BLOCK_M=block_m, BLOCK_N=block_n, num_warps=num_warps)

@@ -1,0 +1,287 @@
+"""The benchmark runner: for each operator x shape x implementation, check then time, and write
+one JSONL record (see README, "Results records").
+
+Records are appended as soon as a shape is done, so an interrupted run loses at most one shape,
+and a rerun with the same ``--out`` skips what is already measured (same op, shape, impl,
+hardware, device, timer).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Mapping, Sequence
+
+from solbench.core import check as checker
+from solbench.core import hardware, roofline, timing
+from solbench.core.env import environment
+from solbench.core.spec import Impl, OpSpec, Shape, all_specs, get_spec, impls_for
+
+SCHEMA_VERSION = 1
+BASELINES = ("torch_compile", "torch_eager")
+
+
+@dataclass
+class RunConfig:
+    ops: Sequence[str] | None = None
+    impls: Sequence[str] | None = None
+    shapes: Sequence[str] | None = None       # shape ids to keep
+    hw: str | None = None                      # datasheet SKU; default: the detected device
+    timer: str = "graph"                       # graph | eager (GPU); CPU always perf_counter
+    out: str | None = None
+    suite: str | None = None
+    weights: Mapping[str, float] | None = None
+    smoke: bool | None = None                  # None: smoke subset exactly when there is no GPU
+    seeds: Sequence[int] = checker.DEFAULT_SEEDS
+    include_variants: bool = False
+
+
+@dataclass
+class RunResult:
+    records: list[dict] = field(default_factory=list)
+    skipped_existing: int = 0
+    smoke: bool = False
+    device: str = ""
+    hw: str = ""
+    achievable: hardware.Hardware | None = None
+    datasheet: hardware.Hardware | None = None
+
+
+def record_key(r: Mapping) -> tuple:
+    return (r.get("op"), str(r.get("shape_id")), r.get("impl"), r.get("hw"), r.get("device"),
+            r.get("timer"), bool(r.get("smoke")))
+
+
+def read_records(path: str | os.PathLike) -> list[dict]:
+    """Read a JSONL results file; a malformed line is an error that names the file and line."""
+    records = []
+    p = Path(path)
+    with p.open("r", encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{p}:{lineno}: not a JSON record ({e.msg})") from None
+            if not isinstance(rec, dict) or "op" not in rec or "impl" not in rec:
+                raise ValueError(f"{p}:{lineno}: not a solbench record (needs 'op' and 'impl')")
+            records.append(rec)
+    return records
+
+
+def _json_safe(x):
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {str(k): _json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_json_safe(v) for v in x]
+    return x
+
+
+def select_shapes(spec: OpSpec, cfg: RunConfig, smoke: bool) -> list[Shape]:
+    if cfg.suite:
+        from solbench.catalog import make_shapes, operator_entries
+
+        entries = operator_entries(cfg.suite)
+        shapes = make_shapes(entries[spec.name]) if spec.name in entries else []
+    elif smoke:
+        shapes = spec.smoke_shapes()
+    else:
+        shapes = list(spec.shapes)
+    if cfg.shapes:
+        wanted = {str(s) for s in cfg.shapes}
+        pool = shapes if not smoke or cfg.suite else list(spec.shapes) + list(spec.smoke_shapes())
+        shapes = [s for s in pool if str(s.id) in wanted]
+    return shapes
+
+
+def select_ops(cfg: RunConfig) -> list[OpSpec]:
+    if cfg.ops:
+        return [get_spec(name) for name in cfg.ops]
+    if cfg.suite:
+        from solbench.catalog import operator_entries
+
+        return [get_spec(name) for name in operator_entries(cfg.suite)]
+    return all_specs(include_variants=cfg.include_variants)
+
+
+class _Timed:
+    """Input sets and preallocated outputs for one impl on one shape, and the call to time."""
+
+    def __init__(self, spec: OpSpec, impl: Impl, shape: Shape, device, n_sets: int):
+        self.sets = [spec.make_inputs(shape, device, 1000 + i) for i in range(n_sets)]
+        self.outs = [None] * n_sets
+        if impl.takes_out:
+            self.outs = [spec.make_outputs(shape, s) for s in self.sets]
+        self.spec, self.impl = spec, impl
+
+    def __call__(self, i: int):
+        inputs, outs = self.sets[i], self.outs[i]
+        if outs is not None:
+            self.impl.fn(**inputs, out=outs if len(outs) > 1 else outs[0])
+        else:
+            self.impl.fn(**inputs)
+
+
+def measure_impl(spec: OpSpec, impl: Impl, shape: Shape, device, cfg: RunConfig,
+                 bytes_per_call: float) -> tuple[str, str, dict]:
+    """(status, reason, facts) for one implementation on one shape."""
+    import torch
+
+    facts: dict = {}
+    support = impl.available()
+    if not support:
+        return "skip", support.reason, facts
+    support = impl.supports(shape, device)
+    if not support:
+        return "skip", support.reason, facts
+    try:
+        if impl.prepare is not None:
+            facts.update(impl.prepare(shape, spec.make_inputs(shape, device, 0)) or {})
+    except Exception as e:  # noqa: BLE001
+        return "fail", f"prepare raised {type(e).__name__}: {str(e)[:300]}", facts
+    result = checker.check_impl(spec, impl, shape, device, seeds=cfg.seeds)
+    facts["check"] = result.to_record()
+    if not result.ok:
+        return "fail", result.reason, facts
+    try:
+        with torch.no_grad():
+            if device.type == "cuda":
+                l2 = timing.l2_bytes_of(device)
+                n_sets, flush = timing.plan_sets(bytes_per_call, l2)
+                call = _Timed(spec, impl, shape, device, n_sets)
+                t = timing.time_gpu(call, n_sets, flush=flush, mode=cfg.timer, device=device)
+            else:
+                call = _Timed(spec, impl, shape, device, 2)
+                t = timing.time_cpu(call, 2)
+    except Exception as e:  # noqa: BLE001
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return "fail", f"timing raised {type(e).__name__}: {str(e)[:300]}", facts
+    finally:
+        call = None  # release input sets before the next implementation
+    facts["timing"] = t.to_record()
+    return "ok", "", facts
+
+
+def run(cfg: RunConfig, *, progress: Callable | None = None, on_shape_done: Callable | None = None) -> RunResult:
+    import torch
+
+    device = hardware.current_device()
+    smoke = cfg.smoke if cfg.smoke is not None else device.type != "cuda"
+    datasheet = hardware.get_sku(cfg.hw) if cfg.hw else hardware.datasheet_for_device(device)
+    achievable = hardware.achievable_for_device()
+    env = environment(cfg.timer if device.type == "cuda" else "cpu")
+    device_name = hardware.device_name(device)
+    timer_name = cfg.timer if device.type == "cuda" else "cpu"
+    res = RunResult(smoke=smoke, device=device_name, hw=datasheet.name, achievable=achievable, datasheet=datasheet)
+
+    existing: dict[tuple, dict] = {}
+    if cfg.out and Path(cfg.out).exists():
+        for r in read_records(cfg.out):
+            existing[record_key(r)] = r
+    out_f = open(cfg.out, "a", encoding="utf-8") if cfg.out else None
+
+    specs = select_ops(cfg)
+    plan = []
+    for spec in specs:
+        impls = impls_for(spec.name)
+        names = [i for i in cfg.impls if i in impls] if cfg.impls else sorted(impls)
+        if not names:
+            continue
+        for shape in select_shapes(spec, cfg, smoke):
+            plan.append((spec, shape, [impls[n] for n in names]))
+    total = sum(len(p[2]) for p in plan)
+    done = 0
+    try:
+        for spec, shape, impls in plan:
+            cost = spec.cost(shape)
+            rl_ds = roofline.roofline(cost, datasheet)
+            rl_ach = roofline.roofline(cost, achievable)
+            shape_records = []
+            for impl in impls:
+                base = {"schema": SCHEMA_VERSION, "op": spec.name, "shape_id": shape.id, "impl": impl.name,
+                        "hw": datasheet.name, "device": device_name, "timer": timer_name, "smoke": smoke}
+                key = record_key(base)
+                if key in existing:
+                    shape_records.append(existing[key])
+                    res.skipped_existing += 1
+                    done += 1
+                    if progress:
+                        progress(done, total, f"{spec.name} #{shape.id} {impl.name} (cached)")
+                    continue
+                if progress:
+                    progress(done, total, f"{spec.name} #{shape.id} {impl.name}")
+                t0 = time.perf_counter()
+                status, reason, facts = measure_impl(spec, impl, shape, device, cfg, cost.total_bytes)
+                t = facts.get("timing") or {}
+                time_us = t.get("median_us") if status == "ok" else None
+                rec = {
+                    **base, "status": status, "reason": reason,
+                    "time_us": time_us, "p20_us": t.get("p20_us"), "p80_us": t.get("p80_us"),
+                    "sol_us": rl_ds.sol_us, "sol_achievable_us": rl_ach.sol_us,
+                    "s": roofline.speed_of_light_fraction(rl_ds.sol_us, time_us),
+                    "s_achievable": roofline.speed_of_light_fraction(rl_ach.sol_us, time_us),
+                    "launch_floor_us": achievable.launch_floor_us,
+                    "ai": rl_ds.ai, "regime": rl_ds.regime, "bound": rl_ds.bound,
+                    "cost": cost.to_record(), "tolerance": spec.tolerance(shape).to_record(),
+                    "dtype": spec.dtype, "importance": (cfg.weights or {}).get(spec.name, spec.importance),
+                    "weight": shape.weight, "description": shape.description,
+                    "params": dict(shape.params), "provenance": dict(shape.provenance),
+                    "check": facts.get("check"), "timing": t or None,
+                    "compile_s": facts.get("compile_s"), "impl_facts": {k: v for k, v in facts.items()
+                                                                      if k not in ("check", "timing", "compile_s")},
+                    "peaks": {"datasheet": {"bandwidth": datasheet.bandwidth, "peaks": dict(datasheet.peaks)},
+                              "achievable": {"bandwidth": achievable.bandwidth, "peaks": dict(achievable.peaks),
+                                             "source": achievable.source}},
+                    "wall_s": round(time.perf_counter() - t0, 3), "env": env,
+                }
+                shape_records.append(rec)
+                done += 1
+            _add_speedups(shape_records)
+            for rec in shape_records:
+                if record_key(rec) in existing:
+                    continue
+                if out_f:
+                    out_f.write(json.dumps(_json_safe(rec)) + "\n")
+                    out_f.flush()
+            res.records.extend(shape_records)
+            if on_shape_done:
+                on_shape_done(spec, shape, shape_records)
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+    finally:
+        if out_f:
+            out_f.close()
+    if progress:
+        progress(total, total, "done")
+    return res
+
+
+def _add_speedups(shape_records: list[dict]) -> None:
+    times = {r["impl"]: r["time_us"] for r in shape_records if r.get("status") == "ok" and r.get("time_us")}
+    for r in shape_records:
+        t = times.get(r["impl"]) if r.get("status") == "ok" else None
+        sp = {}
+        if t:
+            for b in BASELINES:
+                if b in times:
+                    sp[f"vs_{b}"] = times[b] / t
+            peers = [bt for name, bt in times.items() if name != r["impl"] and not name.startswith("ours")]
+            if peers:
+                sp["vs_best_peer"] = min(peers) / t
+        r["speedup"] = sp
+
+
+def iter_ops(records: Iterable[Mapping]) -> list[str]:
+    seen = []
+    for r in records:
+        if r["op"] not in seen:
+            seen.append(r["op"])
+    return seen
