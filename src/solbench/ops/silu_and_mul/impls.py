@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import functools
 
-from solbench.core.baselines import Compiled, compile_support
+from solbench.core.baselines import register_torch_baselines
 from solbench.core.kernels import triton_support
 from solbench.core.spec import Impl, Support, add_impl
 from solbench.ops.silu_and_mul.activation import ActivationSpec, split_gate_up
@@ -65,12 +65,7 @@ def _register(op: str) -> None:
     def eager(x):
         return eager_glu(x, act)
 
-    add_impl(Impl(op, "torch_eager", eager, baseline=True, description="slice + F.<act> + mul in bf16"))
-
-    compiled = Compiled(eager, f"{op}.torch_compile")
-    add_impl(Impl(op, "torch_compile", compiled, available=compile_support, baseline=True,
-                  prepare=lambda shape, inputs: compiled.warm(inputs),
-                  description="torch.compile(dynamic=True, fullgraph=True) of torch_eager"))
+    register_torch_baselines(op, eager, "slice + F.<act> + mul in bf16")
 
     liger_kind = {"silu_and_mul": 0, "gelu_tanh_and_mul": 1}.get(op)
     if liger_kind is not None:

@@ -1,0 +1,34 @@
+"""Test set-up: without a GPU, our Triton kernels run in Triton's interpreter. The switch must be
+set before any kernel module is imported (triton.jit reads it when a kernel is decorated)."""
+import os
+import sys
+
+import pytest
+
+try:
+    import torch
+
+    HAS_CUDA = torch.cuda.is_available()
+except ImportError:  # pragma: no cover
+    HAS_CUDA = False
+
+if not HAS_CUDA:
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_cache(tmp_path_factory):
+    # Calibration and other caches go to a temp dir so tests never read a developer's cache.
+    os.environ["SOLBENCH_CACHE"] = str(tmp_path_factory.mktemp("solbench-cache"))
+    yield
+
+
+@pytest.fixture
+def device():
+    import torch
+
+    return torch.device("cuda" if HAS_CUDA else "cpu")
+
+
+def pytest_report_header(config):
+    return f"solbench tests: {'CUDA' if HAS_CUDA else 'CPU, TRITON_INTERPRET=' + os.environ.get('TRITON_INTERPRET', '')}; python {sys.version.split()[0]}"
