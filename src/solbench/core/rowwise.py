@@ -1,0 +1,154 @@
+"""Shared mechanics of row-wise kernels (norms, per-token quantization): how a ``[rows, n]``
+problem is tiled, and small ``@triton.jit`` helpers the kernels share.
+
+A row-wise kernel reads each row once, reduces over it (sum of squares, mean, max-abs), and
+writes it once. To stay at one pass over HBM, the whole row must stay on chip between the
+reduction and the write. Two regimes:
+
+* **whole row** (``n <= MAX_WHOLE_ROW``): one program owns ``block_m`` complete rows as a
+  ``[block_m, block_n]`` register tile (``block_n = next_pow2(n)``); each byte is read once from
+  HBM and written once.
+* **chunked** (``n > MAX_WHOLE_ROW``): one row per program, looped over in ``block_n`` chunks; the
+  reduction pass reads the row from HBM, the write pass reads it again from L2 (one row of a
+  program is at most a few hundred KB; all resident programs' rows together fit in L2).
+
+The tile shape is chosen from first principles (see :func:`row_config`) and can be overridden
+per (kernel, n) in :data:`OVERRIDES` once measured on a device:
+
+* every thread moves ``BYTES_PER_THREAD`` bytes per tensor (two 16-byte vector accesses, enough
+  loads in flight per thread to cover HBM latency without spilling registers);
+* a program holds about ``TILE_ELEMS`` elements: short rows (hidden 64-1024) pack several rows
+  per program, which is also what keeps decode shapes (1-64 rows) from launching a prefill-sized
+  grid of one-warp programs; wide rows (hidden >= ``TILE_ELEMS``) take one row per program with
+  more warps (up to ``MAX_WARPS``).
+
+Public API (small on purpose; other kernel families build on it):
+
+* :class:`RowConfig`, :func:`row_config` -- the tile for ``(n, rows, elem_bytes)``;
+* :func:`row_grid` -- the launch grid for a config;
+* :func:`rows_view` -- ``x[..., n]`` as a ``[rows, n]`` view with one row stride (no copy);
+* :func:`check_hidden` -- a clear error for unsupported row lengths;
+* ``@triton.jit`` helpers :func:`tile_offsets` and :func:`row_ptrs` (import them into a kernel
+  module and call them from a kernel).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Mapping
+
+from solbench.core.kernels import as_rows, next_pow2
+
+# ---- tunables ---------------------------------------------------------------------------------
+#: Elements of one row kept in registers when the row is processed whole. 16K bf16 = 32 KB per
+#: row; with 16 warps that is 32 elements (64 B) per thread per tensor, the most that fits beside
+#: a second tensor (residual, gate) without spilling.
+MAX_WHOLE_ROW = 16384
+#: Chunk length for rows longer than MAX_WHOLE_ROW.
+CHUNK_N = 4096
+#: Target elements per program tile (rows x padded row length) for short rows.
+TILE_ELEMS = 4096
+#: Bytes of one tensor each thread loads per tile: 32 B = two 16-byte vector accesses.
+BYTES_PER_THREAD = 32
+MAX_WARPS = 16
+#: Hard limit on the row length: column offsets stay int32 inside a row (row offsets are int64).
+MAX_N = 1 << 24
+
+#: Device-tuned overrides: ``{(kernel_name, n): RowConfig}`` or ``{(kernel_name, None): ...}``
+#: for all n. Filled by hand from `solbench run` measurements; empty means first principles.
+OVERRIDES: dict[tuple[str, int | None], "RowConfig"] = {}
+
+
+@dataclass(frozen=True)
+class RowConfig:
+    """How one program tiles the rows.
+
+    ``block_m`` rows per program, ``block_n`` columns per tile (a power of two >= n in the whole
+    row regime, :data:`CHUNK_N` when ``chunked``), ``num_warps`` warps per program.
+    """
+
+    block_m: int
+    block_n: int
+    num_warps: int
+    chunked: bool = False
+
+    def launch_kwargs(self) -> dict:
+        """Keyword arguments for ``kernel[grid](..., **cfg.launch_kwargs())``: the constexprs
+        ``BLOCK_M``, ``BLOCK_N``, ``CHUNKED`` and ``num_warps``."""
+        return {"BLOCK_M": self.block_m, "BLOCK_N": self.block_n, "CHUNKED": self.chunked,
+                "num_warps": self.num_warps}
+
+
+def _warps_for(elems: int, elem_bytes: int) -> int:
+    """Warps so that each thread moves about BYTES_PER_THREAD bytes of one tensor (a power of two
+    in [1, MAX_WARPS])."""
+    per_thread = max(1, BYTES_PER_THREAD // max(1, elem_bytes))
+    want = max(1, min(MAX_WARPS, elems // (32 * per_thread)))
+    warps = 1
+    while warps * 2 <= want:
+        warps *= 2
+    return warps
+
+
+def row_config(n: int, rows: int, elem_bytes: int = 2, kernel: str = "",
+               overrides: Mapping[tuple[str, int | None], RowConfig] | None = None) -> RowConfig:
+    """The tile for ``rows`` rows of ``n`` elements of ``elem_bytes`` bytes each.
+
+    ``kernel`` names the kernel for :data:`OVERRIDES` look-ups. ``block_m`` never exceeds the
+    next power of two of ``rows``, so a 3-row decode batch of hidden 128 is one program of 4 rows,
+    not 32 rows of masked-off work.
+    """
+    check_hidden(n, kernel or "row-wise kernel")
+    table = OVERRIDES if overrides is None else overrides
+    for key in ((kernel, int(n)), (kernel, None)):
+        if kernel and key in table:
+            cfg = table[key]
+            return replace(cfg, block_m=max(1, min(cfg.block_m, next_pow2(max(1, rows)))))
+    if n > MAX_WHOLE_ROW:
+        return RowConfig(block_m=1, block_n=CHUNK_N, num_warps=_warps_for(CHUNK_N, elem_bytes), chunked=True)
+    block_n = next_pow2(n)
+    block_m = max(1, min(TILE_ELEMS // block_n, next_pow2(max(1, rows))))
+    return RowConfig(block_m=block_m, block_n=block_n, num_warps=_warps_for(block_m * block_n, elem_bytes))
+
+
+def row_grid(rows: int, cfg: RowConfig) -> tuple[int]:
+    """One program per ``block_m`` rows."""
+    return ((rows + cfg.block_m - 1) // cfg.block_m,)
+
+
+def check_hidden(n: int, what: str, multiple_of: int = 1) -> None:
+    """Raise a ValueError naming the supported row lengths when ``n`` is not one of them."""
+    if not (1 <= n <= MAX_N):
+        raise ValueError(f"{what}: hidden size {n} is not supported (supported: 1..{MAX_N})")
+    if multiple_of > 1 and n % multiple_of:
+        raise ValueError(f"{what}: hidden size {n} must be a multiple of {multiple_of}")
+
+
+def rows_view(x, what: str, arg: str = "x", n: int | None = None):
+    """``x[..., n]`` viewed as ``[rows, n]`` with a single row stride, without copying; the last
+    dim must be contiguous. ``n`` (optional) checks the row length."""
+    if n is not None and (x.dim() == 0 or x.shape[-1] != n):
+        raise ValueError(f"{what}: {arg} must have last dimension {n}, got shape {tuple(x.shape)}")
+    return as_rows(x, what, arg)
+
+
+# ---- @triton.jit helpers ------------------------------------------------------------------------
+try:  # the package imports without triton; kernel modules import these only when triton is there
+    import triton
+    import triton.language as tl
+except Exception:  # noqa: BLE001
+    triton = None
+
+if triton is not None:
+    @triton.jit
+    def tile_offsets(pid, rows, n, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+        """Row indices (int64, ``[BLOCK_M, 1]``), column indices (``[1, BLOCK_N]``) and the
+        in-bounds mask of program ``pid``'s tile. Rows are int64 so that ``row * stride`` does not
+        overflow past 2^31 elements."""
+        r = pid.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M).to(tl.int64)[:, None]
+        c = tl.arange(0, BLOCK_N)[None, :]
+        return r, c, (r < rows) & (c < n)
+
+    @triton.jit
+    def row_ptrs(base, r, c, row_stride):
+        """Pointers ``base + r * row_stride + c`` for a tile from :func:`tile_offsets`."""
+        return base + r * row_stride + c
