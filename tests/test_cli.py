@@ -1,0 +1,47 @@
+"""The command line, end to end on CPU."""
+import json
+
+from solbench.cli import main
+from solbench.runner import read_records
+
+REQUIRED = {"op", "shape_id", "impl", "status", "reason", "time_us", "sol_us", "sol_achievable_us", "s",
+            "s_achievable", "hw", "env"}
+
+
+def test_list_json(capsys):
+    assert main(["list", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert "silu_and_mul" in data
+    assert data["silu_and_mul"]["shapes"] == 37 and "ours_triton" in data["silu_and_mul"]["impls"]
+    assert all(set(v) == {"shapes", "importance", "impls"} for v in data.values())
+
+
+def test_roofline_json_without_gpu(capsys):
+    assert main(["roofline", "--ops", "silu_and_mul", "--hw", "H20", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert len(rows) == 37
+    r = rows[0]
+    assert set(r) >= {"op", "shape_id", "flops", "bytes_read", "bytes_written", "ai", "regime", "sol_us"}
+    # [1, 1536] bf16: 3072 B in, 1536 B out, on 4.0 TB/s.
+    assert r["bytes_read"] == 3072 and r["bytes_written"] == 1536
+    assert abs(r["sol_us"] - 4608 / 4.0e12 * 1e6) < 1e-9
+
+
+def test_run_smoke_writes_jsonl_and_resumes(tmp_path, capsys):
+    out = tmp_path / "r.jsonl"
+    args = ["run", "--ops", "silu_and_mul", "--impls", "ours_triton,torch_eager", "--out", str(out)]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "smoke subset" in text
+    recs = read_records(out)
+    assert len(recs) == 4 and all(REQUIRED <= set(r) for r in recs)
+    assert all(r["status"] == "ok" and r["time_us"] > 0 and r["smoke"] for r in recs)
+    assert all(r["env"]["torch"] for r in recs)
+    assert main(args) == 0
+    assert "4 reused" in capsys.readouterr().out
+    assert len(read_records(out)) == 4, "a rerun must not duplicate records"
+
+
+def test_bad_input_errors(capsys):
+    assert main(["run", "--ops", "no_such_op"]) == 2
+    assert "unknown operator 'no_such_op'" in capsys.readouterr().err

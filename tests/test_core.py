@@ -1,0 +1,152 @@
+"""Unit tests of the core: catalog, spec registry, roofline, checker, timer statistics, hardware."""
+import json
+import math
+
+import pytest
+import torch
+
+from solbench.catalog import catalog_summary, make_shapes, operator_entries, shape_weight
+from solbench.core import hardware, roofline, timing
+from solbench.core.check import check_impl, compare_tensor
+from solbench.core.score import suite_scores, weighted_median
+from solbench.core.spec import Cost, Impl, Support, Tolerance, get_spec
+
+
+def test_catalog_has_30_ops_and_440_shapes():
+    assert catalog_summary() == {"operators": 30, "shapes": 440, "num_profiles": 1303}
+    entry = operator_entries()["silu_and_mul"]
+    shapes = make_shapes(entry)
+    assert len(shapes) == 37
+    assert shapes[0].params["shape"] == [1, 1536]
+    assert "deployed_us" in shapes[0].provenance
+
+
+def test_shape_weight_prefers_traced_time():
+    assert shape_weight({"total_duration_us": 10.0, "call_count": 3}) == 10.0
+    assert shape_weight({"call_count": 3}) == 3.0
+    assert shape_weight({}) == 1.0
+
+
+def test_support_refusal_needs_reason():
+    with pytest.raises(ValueError):
+        Support.no("")
+    assert not Support.no("no GPU") and Support.no("no GPU").reason == "no GPU"
+
+
+def test_roofline_hand_values():
+    h100 = hardware.get_sku("H100")
+    # silu_and_mul reads [.., 2d] and writes [.., d]: half as many bytes written as read.
+    for shape in get_spec("silu_and_mul").shapes:
+        cost = get_spec("silu_and_mul").cost(shape)
+        assert cost.bytes_written * 2 == cost.bytes_read
+    c = Cost(flops={"bf16_tc": 2 * 4096**3}, bytes_read=2 * 4096 * 4096 * 2, bytes_written=4096 * 4096 * 2)
+    rl = roofline.roofline(c, h100)
+    assert math.isclose(rl.compute_us, 2 * 4096**3 / 989e12 * 1e6)
+    assert rl.regime == "C" and rl.bound == "compute"
+    m = Cost(flops={"fp32": 1e6}, bytes_read=3.35e9, bytes_written=0)
+    rl = roofline.roofline(m, h100)
+    assert math.isclose(rl.sol_us, 1000.0) and rl.regime == "M"
+    assert roofline.roofline(Cost(flops={}, bytes_read=100, bytes_written=100), h100).regime == "I"
+    assert roofline.speed_of_light_fraction(5.0, 10.0) == 0.5
+
+
+def test_skus_and_fallback_paths():
+    assert hardware.get_sku("h20").peak("tf32_tc") == 74e12
+    assert hardware.get_sku("XPU-A").peak("tf32_tc") == 29.1e12  # no tf32: runs at fp32 rate
+    assert hardware.get_sku("A100").peak("fp8_e4m3_tc") == 312e12  # no fp8: bf16 rate
+    assert hardware.get_sku("H200").bandwidth == 4.8e12
+    assert hardware.match_sku("NVIDIA H100 80GB HBM3") == "H100"
+    assert hardware.match_sku("NVIDIA H200") == "H200"
+    with pytest.raises(KeyError, match="known"):
+        hardware.get_sku("V100")
+
+
+def test_quantiles_and_plan_sets():
+    med, p20, p80 = timing.quantiles([5, 1, 3, 2, 4])
+    assert (med, p20, p80) == (3, 1.8, 4.2)
+    assert timing.quantiles([7.0]) == (7.0, 7.0, 7.0)
+    l2 = 50 * 2**20
+    n, flush = timing.plan_sets(40 * 2**20, l2)
+    assert not flush and n * 40 * 2**20 > 2 * l2
+    assert timing.plan_sets(4096, l2) == (2, True)
+    assert timing.plan_sets(3e9, l2) == (1, False)
+
+
+def test_cpu_timer_measures():
+    import time as _t
+
+    t = timing.time_cpu(lambda i: _t.sleep(0.001), 2, budget_s=0.05)
+    assert t.mode == "cpu" and 900 < t.median_us < 20000 and t.p20_us <= t.median_us <= t.p80_us
+
+
+def test_weighted_median_and_suite_score():
+    assert weighted_median([1, 2, 3]) == 2
+    assert weighted_median([1, 2, 3], [1, 1, 10]) == 3
+    assert weighted_median([1, 2], [1, 1]) == 1.5
+    recs = [{"op": "a", "impl": "x", "status": "ok", "time_us": 1, "s_achievable": 0.5, "weight": 1},
+            {"op": "b", "impl": "x", "status": "ok", "time_us": 1, "s_achievable": 1.0, "weight": 1},
+            {"op": "b", "impl": "y", "status": "fail", "time_us": None, "s_achievable": None}]
+    s = suite_scores(recs, {"a": 0.2, "b": 0.1})
+    assert math.isclose(s["x"]["score"], 0.2 * 0.5 + 0.1 * 1.0)
+    assert "y" not in s
+
+
+# ---- the checker must reject broken kernels -------------------------------------------------
+
+SPEC = get_spec("silu_and_mul")
+SHAPE = next(s for s in SPEC.shapes if s.params["shape"] == [1, 1536])
+
+
+def _good(x, out):
+    from solbench.ops.silu_and_mul.activation import get_activation, reference_glu
+
+    out.copy_(reference_glu(x, get_activation("silu")))
+    return out
+
+
+def test_checker_accepts_correct_kernel(device):
+    assert check_impl(SPEC, Impl("silu_and_mul", "good", _good, takes_out=True), SHAPE, device).ok
+
+
+def test_checker_rejects_empty_kernel(device):
+    res = check_impl(SPEC, Impl("silu_and_mul", "empty", lambda x, out: out, takes_out=True), SHAPE, device)
+    assert not res.ok and "NaN" in res.reason
+
+
+def test_checker_rejects_last_row_unwritten(device):
+    spec = SPEC
+    shape = next(s for s in spec.shapes if s.params["shape"][0] > 1 and s.params["shape"][0] * s.params["shape"][1] < 2e6)
+
+    def lazy(x, out):
+        _good(x[:-1], out[:-1])
+        return out
+
+    res = check_impl(spec, Impl("silu_and_mul", "lazy", lazy, takes_out=True), shape, device)
+    assert not res.ok and "NaN" in res.reason
+
+
+def test_checker_rejects_returning_input(device):
+    res = check_impl(SPEC, Impl("silu_and_mul", "echo", lambda x: x[..., : x.shape[-1] // 2].clone()), SHAPE, device)
+    assert not res.ok and "outside" in res.reason
+
+
+def test_checker_rejects_wrong_dtype_and_crash(device):
+    res = check_impl(SPEC, Impl("silu_and_mul", "fp32", lambda x: _good(x.float(), torch.empty(
+        (*x.shape[:-1], x.shape[-1] // 2), device=x.device))), SHAPE, device)
+    assert not res.ok and "dtype" in res.reason
+
+    def boom(x):
+        raise RuntimeError("kaboom")
+
+    res = check_impl(SPEC, Impl("silu_and_mul", "boom", boom), SHAPE, device)
+    assert not res.ok and "kaboom" in res.reason
+
+
+def test_compare_tensor_constant_and_ints():
+    tol = Tolerance(atol=10.0, rtol=10.0)
+    errs, _ = compare_tensor("o", torch.zeros(10), torch.linspace(0, 1, 10), tol)
+    assert any("constant" in e for e in errs)
+    errs, _ = compare_tensor("i", torch.tensor([1, 2, 3]), torch.tensor([1, 2, 4]), tol)
+    assert errs and "differ" in errs[0]
+    errs, _ = compare_tensor("o", torch.tensor([1.0, float("nan")]), torch.tensor([1.0, 2.0]), tol)
+    assert errs and "NaN" in errs[0]

@@ -1,0 +1,169 @@
+"""The GLU family: every mode and layout against the fp32 reference, edge cases, errors, API."""
+import math
+from dataclasses import replace
+
+import pytest
+import torch
+
+import solbench
+import solbench.ops.silu_and_mul.api  # noqa: F401  (registers torch.ops.solbench.glu_)
+from solbench.ops.silu_and_mul.activation import (ActivationSpec, get_activation, known_activations,
+                                                 reference_glu, register_activation)
+
+HAS_CUDA = torch.cuda.is_available()
+MODES = ["silu", "swish", "swiglu", "gelu", "gelu_tanh", "geglu", "reglu"]
+TOL = {torch.float32: 2e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
+
+
+def _close(got, ref, dtype):
+    tol = TOL[dtype]
+    assert got.dtype == dtype and got.shape == ref.shape
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got.float(), ref.float(), atol=tol, rtol=tol)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("layout", ["halves", "interleaved"])
+def test_modes_match_reference(mode, layout, dtype, device):
+    spec = replace(get_activation(mode), layout=layout)
+    x = (torch.randn(3, 5, 2 * 37, device=device) * 3).to(dtype)  # odd d, several leading dims
+    _close(solbench.glu(x, spec), reference_glu(x, spec), dtype)
+
+
+def test_parameters_change_the_result(device):
+    x = torch.randn(4, 64, device=device) * 4
+    base = solbench.glu(x, get_activation("swish"))
+    for kw in ({"alpha": 1.702}, {"limit": 1.0}, {"up_shift": 1.0}):
+        spec = get_activation("swish", **kw)
+        out = solbench.glu(x, spec)
+        _close(out, reference_glu(x, spec), torch.float32)
+        assert not torch.allclose(out, base), kw
+
+
+def test_swiglu_matches_gpt_oss_formula(device):
+    x = torch.randn(6, 2 * 40, device=device) * 6
+    spec = replace(get_activation("swiglu"), layout="interleaved")
+    g, u = x[..., ::2], x[..., 1::2]
+    g = g.clamp(max=7.0)
+    u = u.clamp(-7.0, 7.0)
+    expected = (u + 1) * g * torch.sigmoid(1.702 * g)
+    _close(solbench.glu(x, spec), expected, torch.float32)
+
+
+def test_silu_and_mul_api_and_reference_formula(device):
+    x = torch.randn(2, 3, 16, device=device)
+    expected = torch.nn.functional.silu(x[..., :8]) * x[..., 8:]
+    _close(solbench.silu_and_mul(x), expected, torch.float32)
+    _close(solbench.gelu_and_mul(x), torch.nn.functional.gelu(x[..., :8]) * x[..., 8:], torch.float32)
+    _close(solbench.gelu_tanh_and_mul(x),
+           torch.nn.functional.gelu(x[..., :8], approximate="tanh") * x[..., 8:], torch.float32)
+
+
+def test_zero_tokens(device):
+    x = torch.empty(0, 64, device=device, dtype=torch.bfloat16)
+    out = solbench.silu_and_mul(x)
+    assert out.shape == (0, 32)
+    x3 = torch.empty(2, 0, 64, device=device)
+    assert solbench.silu_and_mul(x3).shape == (2, 0, 32)
+
+
+def test_non_contiguous_rows_and_out(device):
+    wide = torch.randn(7, 100, device=device, dtype=torch.bfloat16)
+    x = wide[:, :66]  # row stride 100, last dim contiguous
+    assert not x.is_contiguous()
+    out_wide = torch.full((7, 50), float("nan"), device=device, dtype=torch.bfloat16)
+    out = out_wide[:, :33]
+    ret = solbench.silu_and_mul(x, out=out)
+    assert ret.data_ptr() == out.data_ptr()
+    _close(out, reference_glu(x, get_activation("silu")), torch.bfloat16)
+    assert torch.isnan(out_wide[:, 33:]).all(), "wrote outside out's view"
+
+
+def test_int64_offsets_are_used():
+    # The kernel must index rows with 64-bit offsets: a row stride times row count past 2^31.
+    import inspect
+
+    from solbench.ops.silu_and_mul import triton as kernel
+
+    src = inspect.getsource(kernel._glu_kernel.fn if hasattr(kernel._glu_kernel, "fn") else kernel._glu_kernel)
+    assert "to(tl.int64)" in src
+
+
+def test_errors_name_what_is_supported(device):
+    with pytest.raises(ValueError, match="even"):
+        solbench.silu_and_mul(torch.randn(2, 7, device=device))
+    with pytest.raises(TypeError, match="supported: bfloat16, float16, float32"):
+        solbench.silu_and_mul(torch.randn(2, 8, device=device).to(torch.float64))
+    with pytest.raises(ValueError, match="shape"):
+        solbench.silu_and_mul(torch.randn(2, 8, device=device), out=torch.empty(2, 8, device=device))
+    with pytest.raises(TypeError, match="dtype"):
+        solbench.silu_and_mul(torch.randn(2, 8, device=device), out=torch.empty(2, 4, device=device, dtype=torch.float16))
+    with pytest.raises(ValueError, match="contiguous in its last dimension"):
+        solbench.silu_and_mul(torch.randn(8, 4, device=device).t())
+    with pytest.raises(ValueError, match="unknown activation 'mish'; known: .*silu"):
+        get_activation("mish")
+
+
+def test_registry_and_hf_config():
+    assert {"silu", "swish", "swiglu", "gelu", "gelu_tanh", "geglu", "reglu"} <= set(known_activations())
+    sw = ActivationSpec.from_hf_config({"hidden_act": "swiglu"})
+    assert (sw.alpha, sw.limit, sw.up_shift) == (1.702, 7.0, 1.0)
+
+    class Cfg:
+        hidden_act = "swiglu"
+        swiglu_limit = 10.0
+
+    assert ActivationSpec.from_hf_config(Cfg()).limit == 10.0
+    assert ActivationSpec.from_hf_config({"hidden_activation": "gelu_pytorch_tanh"}).kind == "gelu_tanh"
+    with pytest.raises(ValueError, match="known"):
+        ActivationSpec.from_hf_config({"hidden_act": "nope"})
+    with pytest.raises(ValueError, match="hidden_act"):
+        ActivationSpec.from_hf_config({})
+    register_activation("my_swish2", lambda **kw: ActivationSpec(name="my_swish2", kind="silu", alpha=2.0, **kw))
+    assert get_activation("my_swish2").alpha == 2.0
+    with pytest.raises(ValueError):
+        ActivationSpec(name="x", kind="silu", limit=-1.0)
+    with pytest.raises(ValueError, match="alpha"):
+        get_activation("gelu", alpha=2.0)
+
+
+def test_custom_op_passes_opcheck(device):
+    # opcheck runs the op for real and under fake tensors, and checks the schema (mutation of out).
+    x = torch.randn(4, 64, dtype=torch.bfloat16, device=device)
+    out = torch.empty(4, 32, dtype=torch.bfloat16, device=device)
+    torch.library.opcheck(torch.ops.solbench.glu_.default, (x, out, 0, 1.0, 0.0, False, 0.0, False),
+                          test_utils=("test_schema", "test_faketensor"))
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
+def test_under_torch_compile_and_cuda_graph():
+    x = torch.randn(64, 512, device="cuda", dtype=torch.bfloat16)
+    ref = reference_glu(x, get_activation("silu"))
+
+    @torch.compile(fullgraph=True)
+    def f(t):
+        return solbench.silu_and_mul(t) * 2
+
+    _close(f(x), ref * 2, torch.bfloat16)
+    out = torch.empty(64, 256, device="cuda", dtype=torch.bfloat16)
+    solbench.silu_and_mul(x, out=out)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        solbench.silu_and_mul(x, out=out)
+    out.fill_(float("nan"))
+    x.copy_(torch.randn_like(x))
+    g.replay()
+    torch.cuda.synchronize()
+    _close(out, reference_glu(x, get_activation("silu")), torch.bfloat16)
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
+def test_large_offsets_past_int32():
+    # 2^31 + change elements in x: row offsets overflow int32 unless computed in int64.
+    rows, d = (1 << 20) + 3, 1024
+    x = torch.randn(rows, 2 * d, device="cuda", dtype=torch.bfloat16)
+    out = solbench.silu_and_mul(x)
+    tail = x[-4:]
+    _close(out[-4:], reference_glu(tail, get_activation("silu")), torch.bfloat16)
+    assert math.prod(x.shape) > 2**31
