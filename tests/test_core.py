@@ -150,3 +150,9 @@ def test_compare_tensor_constant_and_ints():
     assert errs and "differ" in errs[0]
     errs, _ = compare_tensor("o", torch.tensor([1.0, float("nan")]), torch.tensor([1.0, 2.0]), tol)
     assert errs and "NaN" in errs[0]
+
+
+def test_every_operator_package_imports():
+    from solbench.core.spec import load_errors
+
+    assert load_errors() == {}

@@ -240,9 +240,19 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _warn_broken_ops() -> None:
+    from solbench.core.spec import load_errors
+
+    for name, err in load_errors().items():
+        print(f"solbench: warning: operator package {name!r} failed to import and is left out: {err}",
+              file=sys.stderr)
+
+
 def main(argv=None) -> int:
     _prepare_triton_env()
     args = build_parser().parse_args(argv)
+    if args.cmd in ("list", "run", "roofline"):
+        _warn_broken_ops()
     try:
         return int(args.func(args) or 0)
     except (KeyError, ValueError, FileNotFoundError) as e:

@@ -270,6 +270,7 @@ class OpSpec:
 _SPECS: dict[str, OpSpec] = {}
 _IMPLS: dict[str, dict[str, Impl]] = {}
 _LOADED = False
+_LOAD_ERRORS: dict[str, str] = {}
 
 
 def register_spec(spec: OpSpec) -> OpSpec:
@@ -307,8 +308,19 @@ def load_all() -> None:
 
     for mod in sorted(pkgutil.iter_modules(ops.__path__), key=lambda m: m.name):
         if mod.ispkg:
-            importlib.import_module(f"solbench.ops.{mod.name}")
+            # One broken operator package must not take the whole tool down; it is reported by
+            # load_errors() (the CLI prints it, and the test suite fails on it).
+            try:
+                importlib.import_module(f"solbench.ops.{mod.name}")
+            except Exception as e:  # noqa: BLE001
+                _LOAD_ERRORS[mod.name] = f"{type(e).__name__}: {e}"
     _LOADED = True
+
+
+def load_errors() -> dict[str, str]:
+    """Operator packages that failed to import, with the error."""
+    load_all()
+    return dict(_LOAD_ERRORS)
 
 
 def get_spec(name: str) -> OpSpec:
