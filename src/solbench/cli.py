@@ -235,7 +235,11 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(func=cmd_run)
 
     for name in PLUGINS:
-        if importlib.util.find_spec(name) is not None:
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except ModuleNotFoundError:  # the parent package is absent in this install
+            found = False
+        if found:
             importlib.import_module(name).register(sub)
     return p
 
