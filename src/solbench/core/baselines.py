@@ -69,16 +69,20 @@ class Compiled:
         return {"compile_s": round(time.perf_counter() - t0, 3), "dynamo_events": frames}
 
 
-def register_torch_baselines(op: str, eager_fn: Callable, description: str = "") -> None:
+def register_torch_baselines(op: str, eager_fn: Callable, description: str = "",
+                             supports: Callable | None = None) -> None:
     """Register ``torch_eager`` (the natural PyTorch formulation a user would write) and
     ``torch_compile`` (the same function compiled with dynamic shapes) for ``op``.
 
     ``eager_fn`` takes the operator's inputs as keyword arguments and returns its outputs.
+    ``supports(shape, device)``, when given, applies to both (e.g. a formulation that would
+    materialize more memory than the device has refuses with the reason).
     """
-    from solbench.core.spec import Impl, add_impl
+    from solbench.core.spec import Impl, _always, add_impl
 
-    add_impl(Impl(op, "torch_eager", eager_fn, baseline=True, description=description or "eager PyTorch"))
+    add_impl(Impl(op, "torch_eager", eager_fn, supports=supports or _always, baseline=True,
+                  description=description or "eager PyTorch"))
     compiled = Compiled(eager_fn, f"{op}.torch_compile")
-    add_impl(Impl(op, "torch_compile", compiled, available=compile_support, baseline=True,
-                  prepare=lambda shape, inputs: compiled.warm(inputs),
+    add_impl(Impl(op, "torch_compile", compiled, available=compile_support, supports=supports or _always,
+                  baseline=True, prepare=lambda shape, inputs: compiled.warm(inputs),
                   description="torch.compile(dynamic=True, fullgraph=True) of torch_eager"))
