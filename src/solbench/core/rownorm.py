@@ -1,0 +1,284 @@
+"""One Triton kernel family for the row normalizations: RMSNorm, LayerNorm and L2 norm, with
+optional fused residual add, sigmoid-linear gate, affine weight/bias, and per-segment rows.
+
+Used by the operators rms_norm, fused_add_rms_norm, fused_qk_rmsnorm, gated_rms_norm, l2_norm
+and layer_norm (their ``api.py`` files validate arguments and call :func:`launch_rownorm`
+through a ``torch.library`` custom op). All math is in fp32; each output is rounded once.
+
+What one "row" is: the kernel normalizes ``rows`` segments of ``n`` elements. Segment ``r`` lives
+in token ``t = r // segs`` at element offset ``t * stride + (r % segs) * seg_stride`` of each
+tensor; ``segs = 1`` is the plain ``[rows, n]`` case. Segments give the per-head norms
+(fused_qk_rmsnorm: q and k heads inside a packed qkv row) and group norms without copies.
+
+Per segment (fp32):
+
+* ``v = x`` (``+ residual``, rounded to the residual dtype and stored as ``residual_out``:
+  vLLM's fused_add_rms_norm normalizes the stored bf16 sum);
+* gate before norm (``norm_before_gate=False``): ``v = v * silu(z)``;
+* MODE 0 RMS: ``y = v / sqrt(mean(v^2) + eps)``; MODE 1 LayerNorm:
+  ``y = (v - mean(v)) / sqrt(var(v) + eps)`` (biased variance); MODE 2 L2:
+  ``y = v / sqrt(sum(v^2) + eps)``;
+* ``y = y * w (+ b)`` where ``w`` is ``weight`` or, for segments ``>= w2_from``, ``weight2``;
+  ``weight`` advances by ``w_seg_stride`` per segment (group norms), or is shared (0);
+* gate after norm (``norm_before_gate=True``): ``y = y * silu(z)``.
+
+One pass over HBM: rows up to :data:`~solbench.core.rowwise.MAX_WHOLE_ROW` elements stay in
+registers between the reduction and the write; longer rows loop over chunks and re-read the
+row from L2 (see core/rowwise.py).
+"""
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from solbench.core.rowwise import row_config, row_grid
+
+MODES = {"rms": 0, "layer": 1, "l2": 2}
+
+
+@triton.jit
+def _seg_offsets(r, segs, seg_stride, SEGMENTED: tl.constexpr):
+    """(token index, segment index, element offset of the segment inside its token)."""
+    if SEGMENTED:
+        t = r // segs
+        s = r - t * segs
+        return t, s, s * seg_stride
+    else:
+        return r, r * 0, r * 0
+
+
+@triton.jit
+def _prenorm(x_ptr, res_ptr, z_ptr, res_out_ptr, t, seg_off, c, mask,
+             x_stride, res_stride, z_stride, res_out_stride,
+             HAS_RES: tl.constexpr, HAS_Z: tl.constexpr, NORM_BEFORE_GATE: tl.constexpr,
+             STORE_RES: tl.constexpr, RELOAD_RES: tl.constexpr):
+    """The value that is normalized, for one tile of columns ``c``: x (+ residual, rounded to
+    the residual dtype as upstream stores it), times silu(z) when the gate comes first.
+    ``RELOAD_RES`` (chunked re-pass) reads the already stored sum back instead of recomputing."""
+    if HAS_RES:
+        if RELOAD_RES:
+            v = tl.load(res_out_ptr + t * res_out_stride + seg_off + c, mask=mask, other=0.0).to(tl.float32)
+        else:
+            v = tl.load(x_ptr + t * x_stride + seg_off + c, mask=mask, other=0.0).to(tl.float32)
+            v += tl.load(res_ptr + t * res_stride + seg_off + c, mask=mask, other=0.0).to(tl.float32)
+            v = v.to(res_out_ptr.dtype.element_ty)
+            if STORE_RES:
+                tl.store(res_out_ptr + t * res_out_stride + seg_off + c, v, mask=mask)
+            v = v.to(tl.float32)
+    else:
+        v = tl.load(x_ptr + t * x_stride + seg_off + c, mask=mask, other=0.0).to(tl.float32)
+    if HAS_Z:
+        if not NORM_BEFORE_GATE:
+            z = tl.load(z_ptr + t * z_stride + seg_off + c, mask=mask, other=0.0).to(tl.float32)
+            v = v * (z * tl.sigmoid(z))
+    return v
+
+
+@triton.jit
+def _finish(y, z_ptr, w_ptr, w2_ptr, b_ptr, out_ptr, t, s, seg_off, c, mask, cmask,
+            z_stride, out_stride, w_seg_stride, w2_from,
+            HAS_W: tl.constexpr, HAS_W2: tl.constexpr, HAS_B: tl.constexpr, HAS_Z: tl.constexpr,
+            NORM_BEFORE_GATE: tl.constexpr, SEGMENTED: tl.constexpr):
+    """Affine weight/bias, the gate after the norm, one rounding, one store."""
+    if HAS_W:
+        if SEGMENTED:
+            w = tl.load(w_ptr + s * w_seg_stride + c, mask=mask, other=0.0).to(tl.float32)
+            if HAS_W2:
+                w2 = tl.load(w2_ptr + c, mask=cmask, other=0.0).to(tl.float32)
+                w = tl.where(s >= w2_from, w2, w)
+        else:
+            w = tl.load(w_ptr + c, mask=cmask, other=0.0).to(tl.float32)
+        y = y * w
+    if HAS_B:
+        if SEGMENTED:
+            b = tl.load(b_ptr + s * w_seg_stride + c, mask=mask, other=0.0).to(tl.float32)
+        else:
+            b = tl.load(b_ptr + c, mask=cmask, other=0.0).to(tl.float32)
+        y = y + b
+    if HAS_Z:
+        if NORM_BEFORE_GATE:
+            z = tl.load(z_ptr + t * z_stride + seg_off + c, mask=mask, other=0.0).to(tl.float32)
+            y = y * (z * tl.sigmoid(z))
+    tl.store(out_ptr + t * out_stride + seg_off + c, y.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _rownorm_kernel(
+        x_ptr, res_ptr, z_ptr, w_ptr, w2_ptr, b_ptr, out_ptr, res_out_ptr,
+        rows, n, eps, segs, seg_stride, w_seg_stride, w2_from,
+        x_stride, res_stride, z_stride, out_stride, res_out_stride,
+        MODE: tl.constexpr, HAS_RES: tl.constexpr, HAS_Z: tl.constexpr, NORM_BEFORE_GATE: tl.constexpr,
+        HAS_W: tl.constexpr, HAS_W2: tl.constexpr, HAS_B: tl.constexpr, SEGMENTED: tl.constexpr,
+        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CHUNKED: tl.constexpr):
+    # int64 row indices: row * stride stays exact past 2^31 elements.
+    r = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M).to(tl.int64)[:, None]
+    rmask = r < rows
+    t, s, seg_off = _seg_offsets(r, segs, seg_stride, SEGMENTED)
+    cols = tl.arange(0, BLOCK_N)[None, :]
+    if not CHUNKED:
+        # Whole row in registers: read once, reduce, write once.
+        cmask = cols < n
+        mask = rmask & cmask
+        v = _prenorm(x_ptr, res_ptr, z_ptr, res_out_ptr, t, seg_off, cols, mask,
+                     x_stride, res_stride, z_stride, res_out_stride,
+                     HAS_RES, HAS_Z, NORM_BEFORE_GATE, True, False)
+        if MODE == 1:
+            mean = tl.sum(v, axis=1)[:, None] / n
+            v = tl.where(mask, v - mean, 0.0)
+            rstd = 1.0 / tl.sqrt(tl.sum(v * v, axis=1)[:, None] / n + eps)
+        elif MODE == 0:
+            rstd = 1.0 / tl.sqrt(tl.sum(v * v, axis=1)[:, None] / n + eps)
+        else:
+            rstd = 1.0 / tl.sqrt(tl.sum(v * v, axis=1)[:, None] + eps)
+        _finish(v * rstd, z_ptr, w_ptr, w2_ptr, b_ptr, out_ptr, t, s, seg_off, cols, mask, cmask,
+                z_stride, out_stride, w_seg_stride, w2_from,
+                HAS_W, HAS_W2, HAS_B, HAS_Z, NORM_BEFORE_GATE, SEGMENTED)
+    else:
+        # Long rows (BLOCK_M == 1): pass 1 reads HBM (and stores the residual sum); the later
+        # passes re-read the same row, which the previous pass left in L2.
+        acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+        for k in range(0, n, BLOCK_N):
+            c = k + cols
+            cmask = c < n
+            v = _prenorm(x_ptr, res_ptr, z_ptr, res_out_ptr, t, seg_off, c, rmask & cmask,
+                         x_stride, res_stride, z_stride, res_out_stride,
+                         HAS_RES, HAS_Z, NORM_BEFORE_GATE, True, False)
+            if MODE == 1:
+                acc += v
+            else:
+                acc += v * v
+        if HAS_RES:
+            # The re-reads below load the residual sum other threads of this program stored.
+            tl.debug_barrier()
+        if MODE == 1:
+            mean = tl.sum(acc, axis=1)[:, None] / n
+            acc2 = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+            for k in range(0, n, BLOCK_N):
+                c = k + cols
+                cmask = c < n
+                v = _prenorm(x_ptr, res_ptr, z_ptr, res_out_ptr, t, seg_off, c, rmask & cmask,
+                             x_stride, res_stride, z_stride, res_out_stride,
+                             HAS_RES, HAS_Z, NORM_BEFORE_GATE, False, True)
+                d = tl.where(rmask & cmask, v - mean, 0.0)
+                acc2 += d * d
+            rstd = 1.0 / tl.sqrt(tl.sum(acc2, axis=1)[:, None] / n + eps)
+        elif MODE == 0:
+            mean = tl.zeros([BLOCK_M, 1], dtype=tl.float32)
+            rstd = 1.0 / tl.sqrt(tl.sum(acc, axis=1)[:, None] / n + eps)
+        else:
+            mean = tl.zeros([BLOCK_M, 1], dtype=tl.float32)
+            rstd = 1.0 / tl.sqrt(tl.sum(acc, axis=1)[:, None] + eps)
+        for k in range(0, n, BLOCK_N):
+            c = k + cols
+            cmask = c < n
+            mask = rmask & cmask
+            v = _prenorm(x_ptr, res_ptr, z_ptr, res_out_ptr, t, seg_off, c, mask,
+                         x_stride, res_stride, z_stride, res_out_stride,
+                         HAS_RES, HAS_Z, NORM_BEFORE_GATE, False, True)
+            _finish((v - mean) * rstd, z_ptr, w_ptr, w2_ptr, b_ptr, out_ptr, t, s, seg_off, c, mask, cmask,
+                    z_stride, out_stride, w_seg_stride, w2_from,
+                    HAS_W, HAS_W2, HAS_B, HAS_Z, NORM_BEFORE_GATE, SEGMENTED)
+
+
+def launch_rownorm(x, out, *, mode: str, eps: float, n: int, rows: int,
+                   weight=None, weight2=None, bias=None, residual=None, residual_out=None, z=None,
+                   norm_before_gate: bool = True, segs: int = 1, seg_stride: int = 0,
+                   w_seg_stride: int = 0, w2_from: int = 0, kernel: str = "rownorm") -> None:
+    """Launch the kernel. ``x``, ``out``, ``residual``, ``residual_out`` and ``z`` are 2-D
+    ``[tokens, width]`` views with unit column stride (their row strides may differ); callers
+    validate shapes and dtypes. ``rows`` counts segments (``tokens * segs``)."""
+    if rows == 0 or n == 0:
+        return
+    if (residual is None) != (residual_out is None):
+        raise ValueError("launch_rownorm: residual and residual_out go together")
+    cfg = row_config(n, rows, x.element_size(), kernel=kernel)
+    dummy = out  # never dereferenced: the matching HAS_* constexpr is False
+
+    def stride(t):
+        return t.stride(0) if t is not None else 0
+
+    _rownorm_kernel[row_grid(rows, cfg)](
+        x, residual if residual is not None else dummy, z if z is not None else dummy,
+        weight if weight is not None else dummy, weight2 if weight2 is not None else dummy,
+        bias if bias is not None else dummy, out, residual_out if residual_out is not None else dummy,
+        rows, n, float(eps), max(1, segs), seg_stride, w_seg_stride, w2_from,
+        x.stride(0), stride(residual), stride(z), out.stride(0), stride(residual_out),
+        MODE=MODES[mode], HAS_RES=residual is not None, HAS_Z=z is not None,
+        NORM_BEFORE_GATE=bool(norm_before_gate), HAS_W=weight is not None, HAS_W2=weight2 is not None,
+        HAS_B=bias is not None, SEGMENTED=segs > 1, **cfg.launch_kwargs())
+
+
+# ---- argument checks shared by the public wrappers ----------------------------------------------
+def supported_dtypes():
+    import torch
+
+    return (torch.bfloat16, torch.float16, torch.float32)
+
+
+def rows_of(x, what: str, arg: str = "x"):
+    """Validate an activation tensor and view it as ``[rows, n]`` (no copy). Returns (x2d, n)."""
+    import torch
+
+    from solbench.core.kernels import check_dtype, require_device
+    from solbench.core.rowwise import check_hidden, rows_view
+
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{what}: {arg} must be a torch.Tensor, got {type(x).__name__}")
+    check_dtype(x, supported_dtypes(), what, arg)
+    if x.dim() == 0:
+        raise ValueError(f"{what}: {arg} must have at least one dimension")
+    require_device(x, what)
+    check_hidden(int(x.shape[-1]), what)
+    return rows_view(x, what, arg), int(x.shape[-1])
+
+
+def check_param(t, n: int, x, what: str, arg: str) -> None:
+    """A per-channel parameter (weight, bias): 1-D of length ``n``, contiguous, on x's device."""
+    import torch
+
+    from solbench.core.kernels import check_dtype
+
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{what}: {arg} must be a torch.Tensor, got {type(t).__name__}")
+    check_dtype(t, supported_dtypes(), what, arg)
+    if t.dim() != 1 or t.shape[0] != n:
+        raise ValueError(f"{what}: {arg} must have shape ({n},), got {tuple(t.shape)}")
+    if n > 1 and t.stride(0) != 1:
+        raise ValueError(f"{what}: {arg} must be contiguous")
+    if t.device != x.device:
+        raise ValueError(f"{what}: {arg} is on {t.device}, x on {x.device}")
+
+
+def overlaps(a, b) -> bool:
+    """True when the memory spans of ``a`` and ``b`` intersect (a conservative check)."""
+    if a.numel() == 0 or b.numel() == 0:
+        return False
+    if a.untyped_storage().data_ptr() != b.untyped_storage().data_ptr():
+        return False
+
+    def span(t):
+        lo = t.data_ptr()
+        hi = lo + (sum((s - 1) * st for s, st in zip(t.shape, t.stride())) + 1) * t.element_size()
+        return lo, hi
+
+    (a0, a1), (b0, b1) = span(a), span(b)
+    return a0 < b1 and b0 < a1
+
+
+def output_like(out, x, what: str, arg: str = "out", dtype=None, avoid=()):
+    """``out`` validated against ``x``'s shape (and ``dtype``, default x's), or a new tensor.
+    ``out`` must not overlap any tensor in ``avoid`` (inputs that other programs still read)."""
+    import torch
+
+    from solbench.core.kernels import check_out
+
+    dtype = dtype or x.dtype
+    if out is None:
+        return torch.empty(x.shape, dtype=dtype, device=x.device)
+    if not isinstance(out, torch.Tensor):
+        raise TypeError(f"{what}: {arg} must be a torch.Tensor, got {type(out).__name__}")
+    check_out(out, x.shape, dtype, x.device, what, arg)
+    for name, t in avoid:
+        if t is not None and overlaps(out, t):
+            raise ValueError(f"{what}: {arg} overlaps {name}; pass a separate output tensor")
+    return out

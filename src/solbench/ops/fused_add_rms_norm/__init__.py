@@ -1,0 +1,2 @@
+"""fused_add_rms_norm: spec, implementations and public API (api.py)."""
+from solbench.ops.fused_add_rms_norm import impls, spec  # noqa: F401  (registers the spec and impls)

@@ -1,0 +1,91 @@
+"""Public fused add + RMSNorm API (vLLM ``fused_add_rms_norm``).
+
+* ``fused_add_rms_norm(x, residual, weight, eps, out=None, residual_out=None)`` -> ``(out, residual_out)``:
+  out of place; ``x`` and ``residual`` are only read.
+* ``fused_add_rms_norm_(x, residual, weight, eps)`` -> ``(x, residual)``: in place, as vLLM does:
+  ``residual`` becomes ``x + residual`` and ``x`` the normalized output.
+
+Both read x, residual and weight once and write the two outputs once; the sum never leaves the
+chip between the add and the normalization. Custom ops ``solbench::fused_add_rms_norm_`` and
+``solbench::fused_add_rms_norm_inplace_`` (with fake implementations).
+"""
+from __future__ import annotations
+
+import torch
+
+from solbench.core.rownorm import check_param, launch_rownorm, output_like, overlaps, rows_of
+
+_WHAT = "fused_add_rms_norm"
+
+
+def _launch(x, residual, weight, out, residual_out, eps):
+    x2, n = rows_of(x, _WHAT)
+    launch_rownorm(x2, rows_of(out, _WHAT, "out")[0], mode="rms", eps=eps, n=n, rows=x2.shape[0], weight=weight,
+                   residual=rows_of(residual, _WHAT, "residual")[0],
+                   residual_out=rows_of(residual_out, _WHAT, "residual_out")[0], kernel="fused_add_rms_norm")
+
+
+@torch.library.custom_op("solbench::fused_add_rms_norm_", mutates_args=("out", "residual_out"))
+def _fused_add_op(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, out: torch.Tensor,
+                  residual_out: torch.Tensor, eps: float) -> None:
+    _launch(x, residual, weight, out, residual_out, eps)
+
+
+@_fused_add_op.register_fake
+def _fused_add_fake(x, residual, weight, out, residual_out, eps) -> None:
+    return None
+
+
+@torch.library.custom_op("solbench::fused_add_rms_norm_inplace_", mutates_args=("x", "residual"))
+def _fused_add_inplace_op(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float) -> None:
+    # Safe in place: each program reads its rows of x and residual before it writes them.
+    _launch(x, residual, weight, x, residual, eps)
+
+
+@_fused_add_inplace_op.register_fake
+def _fused_add_inplace_fake(x, residual, weight, eps) -> None:
+    return None
+
+
+def _check(x, residual, weight):
+    _, n = rows_of(x, _WHAT)
+    rows_of(residual, _WHAT, "residual")
+    if residual.shape != x.shape or residual.dtype != x.dtype:
+        raise ValueError(f"{_WHAT}: residual must match x in shape and dtype: x {tuple(x.shape)} {x.dtype}, "
+                         f"residual {tuple(residual.shape)} {residual.dtype}")
+    if residual.device != x.device:
+        raise ValueError(f"{_WHAT}: residual is on {residual.device}, x on {x.device}")
+    check_param(weight, n, x, _WHAT, "weight")
+
+
+def fused_add_rms_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6,
+                       out: torch.Tensor | None = None, residual_out: torch.Tensor | None = None):
+    """``s = x + residual`` (rounded to the input dtype); ``out = s / sqrt(mean(s^2) + eps) * weight``.
+
+    Returns ``(out, residual_out)`` with ``residual_out = s``. Out of place: new tensors unless
+    given; ``out=(out, residual_out)`` (a pair, as the benchmark runner passes it) also works.
+    """
+    if isinstance(out, (tuple, list)):
+        if residual_out is not None or len(out) != 2:
+            raise ValueError(f"{_WHAT}: out must be a tensor, or a pair (out, residual_out)")
+        out, residual_out = out
+    _check(x, residual, weight)
+    avoid = (("x", x), ("residual", residual), ("weight", weight))
+    out = output_like(out, x, _WHAT, avoid=avoid)
+    residual_out = output_like(residual_out, x, _WHAT, "residual_out", avoid=avoid)
+    if overlaps(out, residual_out):
+        raise ValueError(f"{_WHAT}: out and residual_out overlap")
+    rows_of(out, _WHAT, "out")
+    rows_of(residual_out, _WHAT, "residual_out")
+    torch.ops.solbench.fused_add_rms_norm_(x, residual, weight, out, residual_out, float(eps))
+    return out, residual_out
+
+
+def fused_add_rms_norm_(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6):
+    """In place, like vLLM: ``residual <- x + residual``; ``x <- rms_norm(residual) * weight``.
+    Returns ``(x, residual)``."""
+    _check(x, residual, weight)
+    if overlaps(x, residual):
+        raise ValueError(f"{_WHAT}: x and residual overlap")
+    torch.ops.solbench.fused_add_rms_norm_inplace_(x, residual, weight, float(eps))
+    return x, residual

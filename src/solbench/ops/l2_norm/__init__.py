@@ -1,0 +1,2 @@
+"""l2_norm: spec, implementations and public API (api.py)."""
+from solbench.ops.l2_norm import impls, spec  # noqa: F401  (registers the spec and impls)

@@ -1,0 +1,33 @@
+"""Public L2-norm API: ``l2_norm(x, eps=1e-6, out=None)`` (vLLM/fla ``l2norm_fwd``).
+
+Custom op ``solbench::l2_norm_`` (mutates ``out``) with a fake implementation.
+"""
+from __future__ import annotations
+
+import torch
+
+from solbench.core.rownorm import launch_rownorm, output_like, rows_of
+
+
+@torch.library.custom_op("solbench::l2_norm_", mutates_args=("out",))
+def _l2_norm_op(x: torch.Tensor, out: torch.Tensor, eps: float) -> None:
+    x2, n = rows_of(x, "l2_norm")
+    launch_rownorm(x2, rows_of(out, "l2_norm", "out")[0], mode="l2", eps=eps, n=n, rows=x2.shape[0],
+                   kernel="l2_norm")
+
+
+@_l2_norm_op.register_fake
+def _l2_norm_fake(x, out, eps) -> None:
+    return None
+
+
+def l2_norm(x: torch.Tensor, eps: float = 1e-6, out: torch.Tensor | None = None) -> torch.Tensor:
+    """``out = x / sqrt(sum(x^2, -1) + eps)`` over the last dim; fp32 math, one rounding.
+
+    ``x``: ``[..., n]`` bf16/fp16/fp32, rows may be strided (last dim contiguous). Returns ``out``.
+    """
+    rows_of(x, "l2_norm")
+    out = output_like(out, x, "l2_norm", avoid=(("x", x),))
+    rows_of(out, "l2_norm", "out")
+    torch.ops.solbench.l2_norm_(x, out, float(eps))
+    return out

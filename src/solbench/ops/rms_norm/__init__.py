@@ -1,0 +1,2 @@
+"""rms_norm: spec, implementations and public API (api.py)."""
+from solbench.ops.rms_norm import impls, spec  # noqa: F401  (registers the spec and impls)

@@ -1,0 +1,37 @@
+"""Public RMSNorm API: ``rms_norm(x, weight, eps=1e-6, out=None)``.
+
+The kernel is the ``torch.library`` custom op ``solbench::rms_norm_`` (mutates ``out``) with a
+fake implementation, so ``torch.compile`` traces through it and CUDA graphs capture it.
+"""
+from __future__ import annotations
+
+import torch
+
+from solbench.core.rownorm import check_param, launch_rownorm, output_like, rows_of
+
+
+@torch.library.custom_op("solbench::rms_norm_", mutates_args=("out",))
+def _rms_norm_op(x: torch.Tensor, weight: torch.Tensor, out: torch.Tensor, eps: float) -> None:
+    x2, n = rows_of(x, "rms_norm")
+    launch_rownorm(x2, rows_of(out, "rms_norm", "out")[0], mode="rms", eps=eps, n=n, rows=x2.shape[0],
+                   weight=weight, kernel="rms_norm")
+
+
+@_rms_norm_op.register_fake
+def _rms_norm_fake(x, weight, out, eps) -> None:
+    return None
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6,
+             out: torch.Tensor | None = None) -> torch.Tensor:
+    """``out = x / sqrt(mean(x^2, -1) + eps) * weight`` over the last dim (vLLM ``rms_norm``).
+
+    ``x``: ``[..., n]`` bf16/fp16/fp32, any leading dims, rows may be strided (last dim
+    contiguous). ``weight``: ``[n]``. Math in fp32, one rounding to ``x.dtype``. Returns ``out``.
+    """
+    _, n = rows_of(x, "rms_norm")
+    check_param(weight, n, x, "rms_norm", "weight")
+    out = output_like(out, x, "rms_norm", avoid=(("x", x), ("weight", weight)))
+    rows_of(out, "rms_norm", "out")
+    torch.ops.solbench.rms_norm_(x, weight, out, float(eps))
+    return out
