@@ -1,0 +1,64 @@
+"""Public gated RMSNorm API: ``gated_rms_norm(x, z, weight, eps=1e-6, norm_before_gate=True,
+group_size=None, bias=None, out=None)`` (SGLang/fla ``rms_norm_gated``).
+
+Custom op ``solbench::gated_rms_norm_`` (mutates ``out``) with a fake implementation.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from solbench.core.rownorm import check_param, launch_rownorm, output_like, rows_of
+
+_WHAT = "gated_rms_norm"
+
+
+@torch.library.custom_op("solbench::gated_rms_norm_", mutates_args=("out",))
+def _gated_op(x: torch.Tensor, z: Optional[torch.Tensor], weight: Optional[torch.Tensor],
+              bias: Optional[torch.Tensor], out: torch.Tensor, eps: float, norm_before_gate: bool,
+              group_size: int) -> None:
+    x2, n = rows_of(x, _WHAT)
+    segs = n // group_size
+    # Groups are segments of one row: the kernel normalizes each group and steps the weight
+    # and bias by group_size per group.
+    launch_rownorm(x2, rows_of(out, _WHAT, "out")[0], mode="rms", eps=eps, n=group_size, rows=x2.shape[0] * segs,
+                   weight=weight, bias=bias, z=rows_of(z, _WHAT, "z")[0] if z is not None else None,
+                   norm_before_gate=norm_before_gate, segs=segs, seg_stride=group_size,
+                   w_seg_stride=group_size, kernel=_WHAT)
+
+
+@_gated_op.register_fake
+def _gated_fake(x, z, weight, bias, out, eps, norm_before_gate, group_size) -> None:
+    return None
+
+
+def gated_rms_norm(x: torch.Tensor, z: torch.Tensor | None, weight: torch.Tensor | None, eps: float = 1e-6,
+                   norm_before_gate: bool = True, group_size: int | None = None,
+                   bias: torch.Tensor | None = None, out: torch.Tensor | None = None,
+                   activation: str = "silu") -> torch.Tensor:
+    """RMSNorm gated by ``silu(z)``, per group of ``group_size`` channels (default: the whole row).
+
+    ``norm_before_gate``: ``out = rmsnorm(x) * weight (+ bias) * silu(z)``; otherwise
+    ``out = rmsnorm(x * silu(z)) * weight (+ bias)``. ``z=None`` gives a plain (group) RMSNorm.
+    fp32 math, one rounding to ``x.dtype``. Returns ``out``.
+    """
+    if activation not in ("silu", "swish"):
+        raise ValueError(f"{_WHAT}: activation {activation!r} is not supported; supported: silu, swish")
+    _, n = rows_of(x, _WHAT)
+    g = n if group_size is None else int(group_size)
+    if g <= 0 or n % g:
+        raise ValueError(f"{_WHAT}: group_size {group_size} must divide the hidden size {n}")
+    if z is not None:
+        rows_of(z, _WHAT, "z")
+        if z.shape != x.shape:
+            raise ValueError(f"{_WHAT}: z must have x's shape {tuple(x.shape)}, got {tuple(z.shape)}")
+        if z.device != x.device:
+            raise ValueError(f"{_WHAT}: z is on {z.device}, x on {x.device}")
+    for arg, t in (("weight", weight), ("bias", bias)):
+        if t is not None:
+            check_param(t, n, x, _WHAT, arg)
+    out = output_like(out, x, _WHAT, avoid=(("x", x), ("z", z), ("weight", weight), ("bias", bias)))
+    rows_of(out, _WHAT, "out")
+    torch.ops.solbench.gated_rms_norm_(x, z, weight, bias, out, float(eps), bool(norm_before_gate), g)
+    return out
