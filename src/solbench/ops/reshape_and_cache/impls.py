@@ -1,0 +1,30 @@
+"""reshape_and_cache baselines: an in-place scatter into the flattened caches."""
+from __future__ import annotations
+
+from solbench.core.baselines import register_torch_baselines
+from solbench.ops.reshape_and_cache.spec import spec
+
+
+def eager(key, value, key_cache, value_cache, slot_mapping):
+    """index_put_ of every token's row at its slot, in place.
+
+    Skipped tokens (slot -1) are redirected to the first kept token's slot with that token's data:
+    duplicate writes of identical data are well defined, and the copy needs neither boolean
+    indexing nor a host sync (so it can be graph-captured and compiled with fullgraph). When no
+    token is kept, every write puts a slot's own value back."""
+    import torch
+
+    nb, bs, h, d = key_cache.shape
+    keep = slot_mapping >= 0
+    first = torch.argmax(keep.to(torch.int32)).view(1)  # a tensor index: no host sync
+    slot = torch.where(keep, slot_mapping, slot_mapping.index_select(0, first))
+    any_kept = keep.any()
+    for src, cache in ((key, key_cache), (value, value_cache)):
+        flat = cache.view(nb * bs, h, d)
+        rows = torch.where(keep[:, None, None], src, src.index_select(0, first))
+        rows = torch.where(any_kept, rows, flat[slot])
+        flat.index_put_((slot,), rows)
+    return key_cache, value_cache
+
+
+register_torch_baselines(spec.name, eager, "in-place index_put_ into the flattened caches (sync-free)")
