@@ -12,8 +12,10 @@ it is computed in fp32 and rounded once.
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 from solbench.core import inputs as rnd
-from solbench.core.spec import Cost, Shape, register_spec, torch_dtype
+from solbench.core.spec import Cost, OpSpec, Shape, register_spec, torch_dtype
 from solbench.ops.rms_norm.spec import RmsNormOp, norm_weight, rms_normalize
 
 # fp32 operations per element: the add (1) plus the RMSNorm's 4.
@@ -53,6 +55,12 @@ class FusedAddRmsNormOp(RmsNormOp):
         b = 2  # bf16
         return Cost(flops={"fp32": FLOPS_PER_ELEM * t * n + FLOPS_PER_ROW * t},
                     bytes_read=(2 * t * n + n) * b, bytes_written=2 * t * n * b)
+
+    def smoke_shapes(self) -> list[Shape]:
+        # The smallest catalog shapes (53 x 7168, 126 x 2048) take seconds in the Triton
+        # interpreter; keep their hidden sizes (one wide, one medium) with a few decode tokens.
+        return [replace(s, id=f"smoke{i}", params={**s.params, "token_count": t}, smoke=True)
+                for i, (s, t) in enumerate(zip(OpSpec.smoke_shapes(self), (5, 3)))]
 
 
 register_spec(FusedAddRmsNormOp.from_catalog())
