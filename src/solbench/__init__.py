@@ -5,6 +5,7 @@ Library entry points (imported lazily, so ``import solbench`` stays cheap)::
     solbench.glu(x, spec, out=None)           # the parameterized GLU family
     solbench.silu_and_mul(x, out=None)
     solbench.ActivationSpec / get_activation / register_activation
+    solbench.rms_norm / fused_add_rms_norm(_) / fused_qk_rmsnorm(_) / gated_rms_norm / l2_norm / layer_norm
 """
 from __future__ import annotations
 
@@ -19,6 +20,15 @@ _LAZY = {
     "get_activation": "solbench.ops.silu_and_mul.activation",
     "register_activation": "solbench.ops.silu_and_mul.activation",
     "known_activations": "solbench.ops.silu_and_mul.activation",
+    # the normalization family (one Triton row-norm kernel, core/rownorm.py)
+    "rms_norm": "solbench.ops.rms_norm.api",
+    "fused_add_rms_norm": "solbench.ops.fused_add_rms_norm.api",
+    "fused_add_rms_norm_": "solbench.ops.fused_add_rms_norm.api",
+    "fused_qk_rmsnorm": "solbench.ops.fused_qk_rmsnorm.api",
+    "fused_qk_rmsnorm_": "solbench.ops.fused_qk_rmsnorm.api",
+    "gated_rms_norm": "solbench.ops.gated_rms_norm.api",
+    "l2_norm": "solbench.ops.l2_norm.api",
+    "layer_norm": "solbench.ops.layer_norm.api",
 }
 
 
