@@ -106,3 +106,28 @@ def test_custom_ops_pass_opcheck(device):
                           test_utils=("test_schema", "test_faketensor"))
     torch.library.opcheck(torch.ops.solbench.fused_add_rms_norm_inplace_.default, (x.clone(), r.clone(), w, 1e-6),
                           test_utils=("test_schema", "test_faketensor"))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_in_place_under_torch_compile_and_cuda_graph():
+    x, r, w = _inputs(64, 2048, "cuda")
+    ref_out, ref_s = SPEC.reference(x, r, w, 1e-6)
+
+    @torch.compile(fullgraph=True)
+    def f(a, b):
+        fused_add_rms_norm_(a, b, w, 1e-6)
+        return a + 0, b + 0
+
+    out, s = f(x.clone(), r.clone())
+    assert_out_close(out, ref_out)
+    assert_close(s, ref_s, scale=4)
+    xa, ra = x.clone(), r.clone()
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        fused_add_rms_norm_(xa, ra, w, 1e-6)
+    xa.copy_(x)
+    ra.copy_(r)
+    g.replay()
+    torch.cuda.synchronize()
+    assert_out_close(xa, ref_out)
+    assert_close(ra, ref_s, scale=4)

@@ -83,3 +83,16 @@ def test_custom_ops_pass_opcheck(device):
     torch.library.opcheck(torch.ops.solbench.fused_qk_rmsnorm_out_.default,
                           (x, qw, kw, torch.empty_like(x), 4, 2, 16, 1e-6),
                           test_utils=("test_schema", "test_faketensor"))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_in_place_under_torch_compile():
+    x, qw, kw = _inputs(8, 32, 8, 128, "cuda")
+    ref = SPEC.reference(x, qw, kw, 32, 8, 128, 1e-6)
+
+    @torch.compile(fullgraph=True)
+    def f(t):
+        fused_qk_rmsnorm_(t, qw, kw, 32, 8, 128, 1e-6)
+        return t * 1
+
+    assert_close(f(x.clone()), ref)

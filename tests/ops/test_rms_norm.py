@@ -96,3 +96,39 @@ def test_custom_op_passes_opcheck(device):
     out = torch.empty_like(x)
     torch.library.opcheck(torch.ops.solbench.rms_norm_.default, (x, w, out, 1e-6),
                           test_utils=("test_schema", "test_faketensor"))
+
+
+HAS_CUDA = torch.cuda.is_available()
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
+def test_under_torch_compile_and_cuda_graph():
+    x = torch.randn(100, 1152, device="cuda", dtype=torch.bfloat16)
+    w = torch.randn(1152, device="cuda", dtype=torch.bfloat16)
+
+    @torch.compile(fullgraph=True)
+    def f(t):
+        return rms_norm(t, w) * 2
+
+    assert_close(f(x), _ref(x, w) * 2, scale=2)
+    out = torch.empty_like(x)
+    rms_norm(x, w, out=out)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        rms_norm(x, w, out=out)
+    out.fill_(float("nan"))
+    x.copy_(torch.randn_like(x))
+    g.replay()
+    torch.cuda.synchronize()
+    assert_close(out, _ref(x, w))
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
+def test_large_offsets_past_int32():
+    # 2^31 + change elements: row offsets overflow int32 unless computed in int64.
+    rows, n = (1 << 21) + 3, 1024
+    x = torch.randn(rows, n, device="cuda", dtype=torch.bfloat16)
+    w = torch.randn(n, device="cuda", dtype=torch.bfloat16)
+    out = rms_norm(x, w)
+    assert x.numel() > 2**31
+    assert_close(out[-4:], _ref(x[-4:], w))
