@@ -19,7 +19,7 @@ Positions for the inputs are random T/H/W triples below 8192 with Qwen2-VL's rop
 from __future__ import annotations
 
 from solbench.core import inputs as rnd
-from solbench.core.rotary import cos_sin, rotary_flops, rotate
+from solbench.core.rotary import cos_sin, rope_tolerance, rotary_flops, rotate
 from solbench.core.spec import Cost, OpSpec, Shape, Tolerance, register_spec, torch_dtype
 
 ROPE_THETA = 1_000_000.0
@@ -101,11 +101,7 @@ class Mrope(OpSpec):
                     bytes_written=rotated * 2)
 
     def tolerance(self, shape: Shape) -> Tolerance:
-        # a·cos - b·sin computed in bf16 (vLLM's native path casts cos/sin to the activation
-        # dtype) rounds cos, sin, both products and the difference: up to ~4 ulps of |a|+|b|
-        # (inputs ~N(0,1), tails to 4), i.e. 0.03 absolute where the two products cancel. The
-        # RMS bound stays at bf16's default, which a wrong section or pairing breaks by far.
-        return Tolerance(atol=4e-2, rtol=1.6e-2, rms_rtol=8e-3)
+        return rope_tolerance(self.dtype)
 
 
 spec = register_spec(Mrope.from_catalog())
