@@ -78,19 +78,21 @@ def _prenorm(x_ptr, res_ptr, z_ptr, res_out_ptr, t, seg_off, c, mask,
 def _finish(y, z_ptr, w_ptr, w2_ptr, b_ptr, out_ptr, t, s, seg_off, c, mask, cmask,
             z_stride, out_stride, w_seg_stride, w2_from,
             HAS_W: tl.constexpr, HAS_W2: tl.constexpr, HAS_B: tl.constexpr, HAS_Z: tl.constexpr,
-            NORM_BEFORE_GATE: tl.constexpr, SEGMENTED: tl.constexpr):
-    """Affine weight/bias, the gate after the norm, one rounding, one store."""
+            NORM_BEFORE_GATE: tl.constexpr, W_PER_SEG: tl.constexpr):
+    """Affine weight/bias, the gate after the norm, one rounding, one store. Shared parameters
+    load as one ``[1, BLOCK_N]`` vector per program (16-byte accesses); per-segment ones
+    (group norms) as a ``[BLOCK_M, BLOCK_N]`` tile."""
     if HAS_W:
-        if SEGMENTED:
+        if W_PER_SEG:
             w = tl.load(w_ptr + s * w_seg_stride + c, mask=mask, other=0.0).to(tl.float32)
-            if HAS_W2:
-                w2 = tl.load(w2_ptr + c, mask=cmask, other=0.0).to(tl.float32)
-                w = tl.where(s >= w2_from, w2, w)
         else:
             w = tl.load(w_ptr + c, mask=cmask, other=0.0).to(tl.float32)
+        if HAS_W2:
+            w2 = tl.load(w2_ptr + c, mask=cmask, other=0.0).to(tl.float32)
+            w = tl.where(s >= w2_from, w2, w)
         y = y * w
     if HAS_B:
-        if SEGMENTED:
+        if W_PER_SEG:
             b = tl.load(b_ptr + s * w_seg_stride + c, mask=mask, other=0.0).to(tl.float32)
         else:
             b = tl.load(b_ptr + c, mask=cmask, other=0.0).to(tl.float32)
@@ -109,7 +111,7 @@ def _rownorm_kernel(
         x_stride, res_stride, z_stride, out_stride, res_out_stride,
         MODE: tl.constexpr, HAS_RES: tl.constexpr, HAS_Z: tl.constexpr, NORM_BEFORE_GATE: tl.constexpr,
         HAS_W: tl.constexpr, HAS_W2: tl.constexpr, HAS_B: tl.constexpr, SEGMENTED: tl.constexpr,
-        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CHUNKED: tl.constexpr):
+        W_PER_SEG: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CHUNKED: tl.constexpr):
     # int64 row indices: row * stride stays exact past 2^31 elements.
     r = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M).to(tl.int64)[:, None]
     rmask = r < rows
@@ -132,7 +134,7 @@ def _rownorm_kernel(
             rstd = 1.0 / tl.sqrt(tl.sum(v * v, axis=1)[:, None] + eps)
         _finish(v * rstd, z_ptr, w_ptr, w2_ptr, b_ptr, out_ptr, t, s, seg_off, cols, mask, cmask,
                 z_stride, out_stride, w_seg_stride, w2_from,
-                HAS_W, HAS_W2, HAS_B, HAS_Z, NORM_BEFORE_GATE, SEGMENTED)
+                HAS_W, HAS_W2, HAS_B, HAS_Z, NORM_BEFORE_GATE, W_PER_SEG)
     else:
         # Long rows (BLOCK_M == 1): pass 1 reads HBM (and stores the residual sum); the later
         # passes re-read the same row, which the previous pass left in L2.
@@ -177,7 +179,7 @@ def _rownorm_kernel(
                          HAS_RES, HAS_Z, NORM_BEFORE_GATE, False, True)
             _finish((v - mean) * rstd, z_ptr, w_ptr, w2_ptr, b_ptr, out_ptr, t, s, seg_off, c, mask, cmask,
                     z_stride, out_stride, w_seg_stride, w2_from,
-                    HAS_W, HAS_W2, HAS_B, HAS_Z, NORM_BEFORE_GATE, SEGMENTED)
+                    HAS_W, HAS_W2, HAS_B, HAS_Z, NORM_BEFORE_GATE, W_PER_SEG)
 
 
 def launch_rownorm(x, out, *, mode: str, eps: float, n: int, rows: int,
@@ -205,7 +207,8 @@ def launch_rownorm(x, out, *, mode: str, eps: float, n: int, rows: int,
         x.stride(0), stride(residual), stride(z), out.stride(0), stride(residual_out),
         MODE=MODES[mode], HAS_RES=residual is not None, HAS_Z=z is not None,
         NORM_BEFORE_GATE=bool(norm_before_gate), HAS_W=weight is not None, HAS_W2=weight2 is not None,
-        HAS_B=bias is not None, SEGMENTED=segs > 1, **cfg.launch_kwargs())
+        HAS_B=bias is not None, SEGMENTED=segs > 1, W_PER_SEG=segs > 1 and w_seg_stride != 0,
+        **cfg.launch_kwargs())
 
 
 # ---- argument checks shared by the public wrappers ----------------------------------------------
