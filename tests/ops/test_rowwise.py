@@ -98,3 +98,13 @@ def test_kernel_compiles_for_sm90_with_16_byte_accesses():
     for case, ops in json.loads(proc.stdout.strip().splitlines()[-1]).items():
         assert any(o.startswith("ld") for o in ops) and any(o.startswith("st") for o in ops), case
         assert all(".v4.b32" in o for o in ops), (case, sorted(set(ops)))
+
+
+def test_tunables_read_from_the_environment(monkeypatch):
+    monkeypatch.setenv("SOLBENCH_ROW_TILE_ELEMS", "8192")
+    assert rowwise._env_int("SOLBENCH_ROW_TILE_ELEMS", 4096) == 8192
+    monkeypatch.setenv("SOLBENCH_ROW_TILE_ELEMS", "3000")
+    with pytest.raises(ValueError, match="power of two"):
+        rowwise._env_int("SOLBENCH_ROW_TILE_ELEMS", 4096)
+    monkeypatch.delenv("SOLBENCH_ROW_TILE_ELEMS")
+    assert rowwise._env_int("SOLBENCH_ROW_TILE_ELEMS", 4096) == 4096

@@ -39,17 +39,36 @@ from typing import Mapping
 from solbench.core.kernels import as_rows, next_pow2
 
 # ---- tunables ---------------------------------------------------------------------------------
+# Each may be overridden from the environment for tuning sweeps on a device without editing code
+# (``SOLBENCH_ROW_TILE_ELEMS=8192 solbench run ...``); the values below are the defaults.
+
+
+def _env_int(name: str, default: int) -> int:
+    import os
+
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not an integer") from None
+    if value < 1 or value & (value - 1):
+        raise ValueError(f"{name}={value} must be a power of two >= 1")
+    return value
+
+
 #: Elements of one row kept in registers when the row is processed whole. 16K bf16 = 32 KB per
 #: row; with 16 warps that is 32 elements (64 B) per thread per tensor, the most that fits beside
 #: a second tensor (residual, gate) without spilling.
-MAX_WHOLE_ROW = 16384
+MAX_WHOLE_ROW = _env_int("SOLBENCH_ROW_MAX_WHOLE_ROW", 16384)
 #: Chunk length for rows longer than MAX_WHOLE_ROW.
-CHUNK_N = 4096
+CHUNK_N = _env_int("SOLBENCH_ROW_CHUNK_N", 4096)
 #: Target elements per program tile (rows x padded row length) for short rows.
-TILE_ELEMS = 4096
+TILE_ELEMS = _env_int("SOLBENCH_ROW_TILE_ELEMS", 4096)
 #: Bytes of one tensor each thread loads per tile: 32 B = two 16-byte vector accesses.
-BYTES_PER_THREAD = 32
-MAX_WARPS = 16
+BYTES_PER_THREAD = _env_int("SOLBENCH_ROW_BYTES_PER_THREAD", 32)
+MAX_WARPS = _env_int("SOLBENCH_ROW_MAX_WARPS", 16)
 #: Hard limit on the row length: column offsets stay int32 inside a row (row offsets are int64).
 MAX_N = 1 << 24
 
