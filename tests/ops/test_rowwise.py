@@ -108,3 +108,25 @@ def test_tunables_read_from_the_environment(monkeypatch):
         rowwise._env_int("SOLBENCH_ROW_TILE_ELEMS", 4096)
     monkeypatch.delenv("SOLBENCH_ROW_TILE_ELEMS")
     assert rowwise._env_int("SOLBENCH_ROW_TILE_ELEMS", 4096) == 4096
+
+
+def test_jit_helpers_tile_a_strided_copy(device):
+    """tile_offsets/row_ptrs (the helpers other row-wise kernels build on) on a strided copy with
+    a ragged last tile."""
+    import torch
+    import triton
+    import triton.language as tl
+
+    from solbench.core.rowwise import row_ptrs, tile_offsets
+
+    @triton.jit
+    def _copy(x_ptr, y_ptr, rows, n, xs, ys, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+        r, c, mask = tile_offsets(tl.program_id(0), rows, n, BLOCK_M, BLOCK_N)
+        v = tl.load(row_ptrs(x_ptr, r, c, xs), mask=mask)
+        tl.store(row_ptrs(y_ptr, r, c, ys), v * 2, mask=mask)
+
+    x = torch.randn(7, 20, device=device)[:, :13]
+    y = torch.full((7, 13), float("nan"), device=device)
+    cfg = row_config(13, 7, 4)
+    _copy[row_grid(7, cfg)](x, y, 7, 13, x.stride(0), y.stride(0), BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n)
+    assert torch.equal(y, x * 2)
