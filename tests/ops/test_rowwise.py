@@ -5,7 +5,7 @@ import inspect
 import pytest
 
 from solbench.core import rowwise
-from solbench.core.rowwise import RowConfig, row_config, row_grid
+from solbench.core.rowwise import RowConfig, row_config, row_grid, row_ptrs, tile_offsets  # noqa: F401
 
 
 def test_short_rows_pack_several_rows_per_program():
@@ -117,9 +117,7 @@ def test_jit_helpers_tile_a_strided_copy(device):
     import triton
     import triton.language as tl
 
-    from solbench.core.rowwise import row_ptrs, tile_offsets
-
-    @triton.jit
+    @triton.jit  # the helpers are module globals, where jit resolves calls
     def _copy(x_ptr, y_ptr, rows, n, xs, ys, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
         r, c, mask = tile_offsets(tl.program_id(0), rows, n, BLOCK_M, BLOCK_N)
         v = tl.load(row_ptrs(x_ptr, r, c, xs), mask=mask)
