@@ -28,6 +28,8 @@ Public API (small on purpose; other kernel families build on it):
 * :func:`row_grid` -- the launch grid for a config;
 * :func:`rows_view` -- ``x[..., n]`` as a ``[rows, n]`` view with one row stride (no copy);
 * :func:`check_hidden` -- a clear error for unsupported row lengths;
+* :func:`rows_of`, :func:`check_param`, :func:`output_like`, :func:`overlaps` -- argument checks
+  for public wrappers (dtype/device/stride errors that name what is supported, ``out=``);
 * ``@triton.jit`` helpers :func:`tile_offsets` and :func:`row_ptrs` (import them into a kernel
   module and call them from a kernel).
 """
@@ -148,6 +150,83 @@ def rows_view(x, what: str, arg: str = "x", n: int | None = None):
     if n is not None and (x.dim() == 0 or x.shape[-1] != n):
         raise ValueError(f"{what}: {arg} must have last dimension {n}, got shape {tuple(x.shape)}")
     return as_rows(x, what, arg)
+
+
+# ---- argument checks for public wrappers of row-wise kernels ----------------------------------
+def supported_dtypes():
+    import torch
+
+    return (torch.bfloat16, torch.float16, torch.float32)
+
+
+def rows_of(x, what: str, arg: str = "x", dtypes=None):
+    """Validate an activation tensor (``dtypes``, default :func:`supported_dtypes`; device; a
+    supported row length) and view it as ``[rows, n]`` (no copy). Returns (x2d, n)."""
+    import torch
+
+    from solbench.core.kernels import check_dtype, require_device
+
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{what}: {arg} must be a torch.Tensor, got {type(x).__name__}")
+    check_dtype(x, dtypes or supported_dtypes(), what, arg)
+    if x.dim() == 0:
+        raise ValueError(f"{what}: {arg} must have at least one dimension")
+    require_device(x, what)
+    check_hidden(int(x.shape[-1]), what)
+    return rows_view(x, what, arg), int(x.shape[-1])
+
+
+def check_param(t, n: int, x, what: str, arg: str, dtypes=None) -> None:
+    """A per-channel parameter (weight, bias): 1-D of length ``n``, contiguous, on x's device,
+    of one of ``dtypes`` (default :func:`supported_dtypes`)."""
+    import torch
+
+    from solbench.core.kernels import check_dtype
+
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{what}: {arg} must be a torch.Tensor, got {type(t).__name__}")
+    check_dtype(t, dtypes or supported_dtypes(), what, arg)
+    if t.dim() != 1 or t.shape[0] != n:
+        raise ValueError(f"{what}: {arg} must have shape ({n},), got {tuple(t.shape)}")
+    if n > 1 and t.stride(0) != 1:
+        raise ValueError(f"{what}: {arg} must be contiguous")
+    if t.device != x.device:
+        raise ValueError(f"{what}: {arg} is on {t.device}, x on {x.device}")
+
+
+def overlaps(a, b) -> bool:
+    """True when the memory spans of ``a`` and ``b`` intersect (a conservative check)."""
+    if a.numel() == 0 or b.numel() == 0:
+        return False
+    if a.untyped_storage().data_ptr() != b.untyped_storage().data_ptr():
+        return False
+
+    def span(t):
+        lo = t.data_ptr()
+        hi = lo + (sum((s - 1) * st for s, st in zip(t.shape, t.stride())) + 1) * t.element_size()
+        return lo, hi
+
+    (a0, a1), (b0, b1) = span(a), span(b)
+    return a0 < b1 and b0 < a1
+
+
+def output_like(out, x, what: str, arg: str = "out", dtype=None, avoid=()):
+    """``out`` validated against ``x``'s shape (and ``dtype``, default x's), or a new tensor.
+    ``out`` must not overlap any tensor in ``avoid`` (inputs that other programs still read)."""
+    import torch
+
+    from solbench.core.kernels import check_out
+
+    dtype = dtype or x.dtype
+    if out is None:
+        return torch.empty(x.shape, dtype=dtype, device=x.device)
+    if not isinstance(out, torch.Tensor):
+        raise TypeError(f"{what}: {arg} must be a torch.Tensor, got {type(out).__name__}")
+    check_out(out, x.shape, dtype, x.device, what, arg)
+    for name, t in avoid:
+        if t is not None and overlaps(out, t):
+            raise ValueError(f"{what}: {arg} overlaps {name}; pass a separate output tensor")
+    return out
 
 
 # ---- @triton.jit helpers ------------------------------------------------------------------------

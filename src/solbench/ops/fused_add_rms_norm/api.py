@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import torch
 
-from solbench.core.rownorm import check_param, launch_rownorm, output_like, overlaps, rows_of
+from solbench.core.rownorm import launch_rownorm
+from solbench.core.rowwise import check_param, output_like, overlaps, rows_of
 
 _WHAT = "fused_add_rms_norm"
 

@@ -9,7 +9,8 @@ from typing import Optional
 
 import torch
 
-from solbench.core.rownorm import check_param, launch_rownorm, output_like, rows_of
+from solbench.core.rownorm import launch_rownorm
+from solbench.core.rowwise import check_param, output_like, rows_of
 
 _WHAT = "gated_rms_norm"
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import torch
 
-from solbench.core.rownorm import launch_rownorm, output_like, rows_of
+from solbench.core.rownorm import launch_rownorm
+from solbench.core.rowwise import output_like, rows_of
 
 
 @torch.library.custom_op("solbench::l2_norm_", mutates_args=("out",))

@@ -8,7 +8,8 @@ from typing import Optional
 
 import torch
 
-from solbench.core.rownorm import check_param, launch_rownorm, output_like, rows_of
+from solbench.core.rownorm import launch_rownorm
+from solbench.core.rowwise import check_param, output_like, rows_of
 
 
 @torch.library.custom_op("solbench::layer_norm_", mutates_args=("out",))

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import torch
 
-from solbench.core.rownorm import check_param, launch_rownorm, output_like, rows_of
+from solbench.core.rownorm import launch_rownorm
+from solbench.core.rowwise import check_param, output_like, rows_of
 
 
 @torch.library.custom_op("solbench::rms_norm_", mutates_args=("out",))
