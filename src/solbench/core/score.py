@@ -83,3 +83,91 @@ def speedups(records: Sequence[Mapping], baseline: str) -> dict[tuple, float]:
         if t0:
             out[(r["op"], str(r["shape_id"]), r["impl"])] = t0 / r["time_us"]
     return out
+
+
+# ---- published deployed kernels and the end-to-end (Amdahl) estimate -----------------------------
+
+DEPLOYED_SKU = "XPU-A"
+
+
+def deployed_s(record: Mapping, sku: str = DEPLOYED_SKU) -> float | None:
+    """S of the published deployed kernel for this record's shape: datasheet SOL on ``sku``
+    (from the record's cost fields) over the deployed time published for that same SKU. Only
+    the SKU the time was measured on is meaningful, so there is no cross-hardware variant."""
+    from solbench.core.hardware import get_sku
+    from solbench.core.roofline import roofline
+    from solbench.core.spec import Cost
+
+    dep = ((record.get("provenance") or {}).get("deployed_us") or {}).get(sku) or {}
+    t = dep.get("time_us") if isinstance(dep, Mapping) else None
+    cost = record.get("cost")
+    if not t or t <= 0 or not cost:
+        return None
+    c = Cost(flops=dict(cost.get("flops") or {}), bytes_read=float(cost.get("bytes_read") or 0),
+             bytes_written=float(cost.get("bytes_written") or 0))
+    if c.total_bytes <= 0 and c.total_flops <= 0:
+        return None
+    return roofline(c, get_sku(sku)).sol_us / t
+
+
+def amdahl_estimate(records: Sequence[Mapping], importance: Mapping[str, float] | None = None,
+                    key: str = "s", sku: str = DEPLOYED_SKU) -> dict:
+    """Share of production GPU time saved if each operator's deployed kernel were replaced by the
+    best correct implementation measured here.
+
+    Per shape, saving = 1 - t_best / t_deployed. The deployed times were published for ``sku``
+    while the records were measured on another device, so times are never divided across
+    chips: on one chip t_best / t_deployed = S_deployed / S_best (same SOL), and we use that
+    ratio with S_deployed = datasheet SOL on ``sku`` / published time, and S_best = the best
+    correct ``key`` (default: datasheet S of the measured device) over the shape's records.
+    The assumption, stated wherever the figure is shown, is that the fraction of the speed of
+    light a kernel reaches carries over between the two chips.
+
+    A shape only counts where replacing helps (saving clipped at 0: one would keep the deployed
+    kernel otherwise). Within an operator, shapes are weighted by their production weight
+    (traced GPU time where recorded); the operator counts with its importance (share of
+    production GPU time), so ``saved`` = sum over operators of importance x weighted saving.
+    Operators without a deployed time or a correct measurement are left out and ``coverage``
+    says how much importance was covered.
+    """
+    by_shape: dict[tuple[str, str], list[Mapping]] = defaultdict(list)
+    for r in records:
+        by_shape[(r["op"], str(r.get("shape_id")))].append(r)
+    per_op_rows: dict[str, list[tuple[float, float, float, float, str]]] = defaultdict(list)
+    imp: dict[str, float] = {}
+    for (op, _sid), rs in by_shape.items():
+        for r in rs:
+            if r.get("importance") is not None:
+                imp.setdefault(op, float(r["importance"]))
+        good = [r for r in ok_records(rs) if r.get(key) is not None and math.isfinite(r[key]) and r[key] > 0]
+        if not good:
+            continue
+        best = max(good, key=lambda r: r[key])
+        s_dep = deployed_s(best, sku)
+        if s_dep is None:
+            continue
+        saving = max(0.0, 1.0 - s_dep / best[key])
+        per_op_rows[op].append((float(best.get("weight") or 1.0), saving, s_dep, best[key], best["impl"]))
+    if importance is not None:
+        imp.update({k: float(v) for k, v in importance.items()})
+    per_op = {}
+    saved = coverage = 0.0
+    for op, rows in sorted(per_op_rows.items()):
+        w = [x[0] for x in rows]
+        frac = sum(wi * x[1] for wi, x in zip(w, rows)) / sum(w)
+        weight = imp.get(op, 0.0)
+        impls = defaultdict(float)
+        for wi, x in zip(w, rows):
+            impls[x[4]] += wi
+        per_op[op] = {"importance": weight, "saved_fraction": frac, "saved": weight * frac, "shapes": len(rows),
+                      "s_deployed": weighted_median([x[2] for x in rows], w),
+                      "s_best": weighted_median([x[3] for x in rows], w),
+                      "best_impls": dict(sorted(impls.items(), key=lambda kv: -kv[1]))}
+        saved += weight * frac
+        coverage += weight
+    return {"saved": saved, "coverage": coverage, "per_op": per_op, "sku": sku, "key": key,
+            "basis": (f"S_deployed (datasheet SOL on {sku} / published deployed time on {sku}) against the best "
+                      f"correct measured S per shape ('{key}': datasheet SOL of the measured device / measured "
+                      "time); t_best/t_deployed = S_deployed/S_best holds on one chip, and is assumed to carry "
+                      "over between chips. Savings clipped at 0 per shape; shapes weighted by production GPU "
+                      "time; operators by importance.")}
