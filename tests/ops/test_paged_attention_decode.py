@@ -22,7 +22,7 @@ def test_cost_by_hand_shape_5():
 def test_fp16_shapes_use_fp16():
     sh = next(s for s in spec.shapes if s.id == 4)
     x = spec.make_inputs(sh, CPU, 0)
-    assert x["query"].dtype == torch.float16 and x["key_cache"].dtype == torch.float16
+    assert x["query"].dtype == torch.float16 and x["k_cache"].dtype == torch.float16
     assert spec.cost(sh).flops.keys() == {"fp16_tc"}
     assert spec.tolerance(sh).rms_rtol < spec.tolerance(next(s for s in spec.shapes if s.id == 5)).rms_rtol
 
@@ -30,17 +30,17 @@ def test_fp16_shapes_use_fp16():
 def test_layout_is_x_split():
     sh = next(s for s in spec.shapes if s.id == 3)   # 4 seqs, ctx 128, heads 32/4, 128, block 16
     x = spec.make_inputs(sh, CPU, 0)
-    nb = x["key_cache"].shape[0]
-    assert x["key_cache"].shape == (nb, 4, 128 // 8, 16, 8)      # x = 16 bytes / 2
-    assert x["value_cache"].shape == (nb, 4, 128, 16)
+    nb = x["k_cache"].shape[0]
+    assert x["k_cache"].shape == (nb, 4, 128 // 8, 16, 8)      # x = 16 bytes / 2
+    assert x["v_cache"].shape == (nb, 4, 128, 16)
     assert x["block_tables"].shape == (4, 8) and x["seq_lens"].tolist() == [128] * 4
     assert x["block_tables"].unique().numel() == 32
 
 
 def _aiter_native(x):
-    """aiter's run_native: per sequence, token j's key is key_cache[block, :, :, off, :] flattened
-    to [heads, head_size], its value value_cache[block, :, :, off]; kv heads repeated."""
-    q, kc, vc, bt = x["query"], x["key_cache"], x["value_cache"], x["block_tables"]
+    """aiter's run_native: per sequence, token j's key is k_cache[block, :, :, off, :] flattened
+    to [heads, head_size], its value v_cache[block, :, :, off]; kv heads repeated."""
+    q, kc, vc, bt = x["query"], x["k_cache"], x["v_cache"], x["block_tables"]
     hkv, bs = vc.shape[1], vc.shape[3]
     g = q.shape[1] // hkv
     out = torch.zeros(q.shape, dtype=torch.float64)

@@ -134,8 +134,9 @@ def varlen_attention_reference(q, k, v, cu_seqlens_q, cu_seqlens_k, *, scale: fl
     dev = q.device
     out = torch.zeros((tq, h, dv), dtype=out_dtype, device=dev)
 
-    def run(seqs: Sequence[int], row0: int = 0, rows: int | None = None):
-        # One padded chunk: sequences ``seqs`` (or rows [row0, row0+rows) of a single sequence).
+    def run(seqs: Sequence[int], row0: int = 0, rows: int | None = None, kv=None):
+        # One padded chunk: sequences ``seqs`` (or rows [row0, row0+rows) of a single sequence,
+        # whose fp32 keys and values ``kv`` are converted once for all its row blocks).
         n = len(seqs)
         nq = rows if rows is not None else max(lq[s] for s in seqs)
         if rows is not None and causal:
@@ -155,8 +156,10 @@ def varlen_attention_reference(q, k, v, cu_seqlens_q, cu_seqlens_k, *, scale: fl
         qidx = (qstart[:, None] + pos[None, :]).clamp(max=max(tq - 1, 0))
         kidx = (kstart[:, None] + kpos[None, :]).clamp(max=max(k.shape[0] - 1, 0))
         qp = q[qidx].float()
-        kp = k[kidx].float()
-        vp = v[kidx].float()
+        if kv is not None:
+            kp, vp = kv[0][:, :nk], kv[1][:, :nk]
+        else:
+            kp, vp = k[kidx].float(), v[kidx].float()
         o = _attend(qp, kp, vp, pos[None, :].expand(n, nq), row_valid, klen, klen - qlen, causal, scale)
         dst = qidx[row_valid]
         out[dst] = o[row_valid].to(out_dtype)
@@ -170,8 +173,10 @@ def varlen_attention_reference(q, k, v, cu_seqlens_q, cu_seqlens_k, *, scale: fl
             if h * lq[s] * lk[s] > chunk_scores:
                 # Too long for one chunk: blocks of query rows over this sequence alone.
                 rows = max(1, chunk_scores // (h * lk[s]))
+                kv = (k[ck[s]:ck[s + 1]].float()[None], v[ck[s]:ck[s + 1]].float()[None])
                 for r0 in range(0, lq[s], rows):
-                    run([s], r0, min(rows, lq[s] - r0))
+                    run([s], r0, min(rows, lq[s] - r0), kv)
+                del kv
                 continue
             nq, nk = max(gq, lq[s]), max(gk, lk[s])
             if group and (len(group) + 1) * h * nq * nk > chunk_scores:

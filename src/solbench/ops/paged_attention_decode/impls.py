@@ -7,23 +7,23 @@ from solbench.core.spec import Impl, add_impl
 from solbench.ops.paged_attention_decode.spec import spec
 
 
-def _gather(key_cache, value_cache, block_tables, max_seq_len):
+def _gather(k_cache, v_cache, block_tables, max_seq_len):
     """K, V of every sequence as [B, Hkv, max_blocks * block_size, D] (token-major per head)."""
-    nb, hkv, dx, bs, x = key_cache.shape
+    nb, hkv, dx, bs, x = k_cache.shape
     nblk = -(-int(max_seq_len) // bs)
     bt = block_tables[:, :nblk]
     b = bt.shape[0]
-    k = key_cache[bt].permute(0, 2, 1, 4, 3, 5).reshape(b, hkv, nblk * bs, dx * x)
-    v = value_cache[bt].permute(0, 2, 1, 4, 3).reshape(b, hkv, nblk * bs, value_cache.shape[2])
+    k = k_cache[bt].permute(0, 2, 1, 4, 3, 5).reshape(b, hkv, nblk * bs, dx * x)
+    v = v_cache[bt].permute(0, 2, 1, 4, 3).reshape(b, hkv, nblk * bs, v_cache.shape[2])
     return k, v
 
 
-def eager(query, key_cache, value_cache, block_tables, seq_lens, max_seq_len, scale):
+def eager(query, k_cache, v_cache, block_tables, seq_lens, max_seq_len, scale):
     """Gather pages, grouped-query einsum in the input dtype, length-masked softmax, einsum."""
     import torch
 
     b, h, d = query.shape
-    k, v = _gather(key_cache, value_cache, block_tables, max_seq_len)
+    k, v = _gather(k_cache, v_cache, block_tables, max_seq_len)
     hkv, t = k.shape[1], k.shape[2]
     q = query.view(b, hkv, h // hkv, d)
     s = torch.einsum("bkgd,bktd->bkgt", q, k) * scale
@@ -33,13 +33,13 @@ def eager(query, key_cache, value_cache, block_tables, seq_lens, max_seq_len, sc
     return torch.einsum("bkgt,bktd->bkgd", p, v).reshape(b, h, d)
 
 
-def native(query, key_cache, value_cache, block_tables, seq_lens, max_seq_len, scale):
+def native(query, k_cache, v_cache, block_tables, seq_lens, max_seq_len, scale):
     """Gather pages, repeat kv heads, F.scaled_dot_product_attention with a length mask."""
     import torch
     import torch.nn.functional as F
 
     b, h, d = query.shape
-    k, v = _gather(key_cache, value_cache, block_tables, max_seq_len)
+    k, v = _gather(k_cache, v_cache, block_tables, max_seq_len)
     g = h // k.shape[1]
     if g > 1:
         k, v = k.repeat_interleave(g, dim=1), v.repeat_interleave(g, dim=1)

@@ -5,8 +5,8 @@ Inputs:
 
 * ``query`` [num_seqs, num_query_heads, head_size] (bf16 or fp16, per shape ``dtype``): the one
   new token of every sequence;
-* ``key_cache`` [num_blocks, num_kv_heads, head_size / x, block_size, x] with x = 16 bytes /
-  element size (8 here), ``value_cache`` [num_blocks, num_kv_heads, head_size, block_size]:
+* ``k_cache`` [num_blocks, num_kv_heads, head_size / x, block_size, x] with x = 16 bytes /
+  element size (8 here), ``v_cache`` [num_blocks, num_kv_heads, head_size, block_size]:
   the original vLLM paged-attention layout that aiter keeps (``x_split`` in core/paged.py);
 * ``block_tables`` [num_seqs, max_blocks] int32, ``seq_lens`` [num_seqs] int32 (= ``ctx_len``,
   the number of cached tokens including the new one), ``max_seq_len`` host int;
@@ -55,21 +55,21 @@ class PagedAttentionDecode(OpSpec):
         gen = rnd.generator(device, seed)
         return {
             "query": rnd.randn((b, h, d), dt, device, gen),
-            "key_cache": rnd.randn((nb, hkv, d // x, bs, x), dt, device, gen),
-            "value_cache": rnd.randn((nb, hkv, d, bs), dt, device, gen),
+            "k_cache": rnd.randn((nb, hkv, d // x, bs, x), dt, device, gen),
+            "v_cache": rnd.randn((nb, hkv, d, bs), dt, device, gen),
             "block_tables": random_block_table(lens, bs, nb, device, gen),
             "seq_lens": torch.tensor(lens, device=device, dtype=torch.int32),
             "max_seq_len": ctx,
             "scale": d ** -0.5,
         }
 
-    def reference(self, query, key_cache, value_cache, block_tables, seq_lens, max_seq_len, scale):
+    def reference(self, query, k_cache, v_cache, block_tables, seq_lens, max_seq_len, scale):
         """out[b, h] = Σ_{j < seq_lens[b]} softmax_j(scale · query[b, h]·K_b[j, h // G]) V_b[j, h // G];
         fp32 math, one cast to query's dtype."""
         import torch
 
         lens = [int(n) for n in seq_lens.cpu().tolist()]
-        k_nhd, v_nhd = x_split_to_nhd(key_cache, value_cache)
+        k_nhd, v_nhd = x_split_to_nhd(k_cache, v_cache)
         k = packed_from_nhd(k_nhd, block_tables, lens)
         v = packed_from_nhd(v_nhd, block_tables, lens)
         b = query.shape[0]
