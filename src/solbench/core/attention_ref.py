@@ -20,24 +20,27 @@ from typing import Sequence
 REFERENCE_CHUNK_SCORES = 1 << 27
 
 # Eager baselines that materialize the whole [B, H, Lq, Lk] score matrix refuse beyond this many
-# elements (4 GiB per bf16 copy; the formulation holds about three copies at once).
-DENSE_SCORES_LIMIT = 1 << 31
+# elements (2 GiB per bf16 copy; the formulation holds about three copies at once, next to the
+# inputs, their checker copies and the reference output).
+DENSE_SCORES_LIMIT = 1 << 30
 
 
 @contextlib.contextmanager
 def full_fp32():
-    """Run fp32 matmuls as true fp32 (no TF32), whatever the process-wide setting is."""
+    """Run fp32 matmuls as true fp32 (no TF32), whatever the process-wide setting is. Uses the
+    legacy ``allow_tf32`` flag, or the newer ``fp32_precision`` where torch refuses to mix them."""
     import torch
 
-    old_mm = torch.backends.cuda.matmul.allow_tf32
-    old_cudnn = torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
+    mm = torch.backends.cuda.matmul
+    try:
+        old, attr, value = mm.allow_tf32, "allow_tf32", False
+    except RuntimeError:  # torch >= 2.9 after the new API was used: stay on the new API
+        old, attr, value = mm.fp32_precision, "fp32_precision", "ieee"
+    setattr(mm, attr, value)
     try:
         yield
     finally:
-        torch.backends.cuda.matmul.allow_tf32 = old_mm
-        torch.backends.cudnn.allow_tf32 = old_cudnn
+        setattr(mm, attr, old)
 
 
 # ---- work counts (cost models) -------------------------------------------------------------------
