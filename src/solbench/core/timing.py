@@ -101,8 +101,13 @@ def l2_bytes_of(device) -> int:
 
 def time_gpu(call: Callable[[int], None], n_sets: int, *, flush: bool, mode: str = "graph",
              device=None, target_sample_us: float = 500.0, samples: int = 30,
-             max_calls_per_sample: int = 200) -> Timing:
-    """Time ``call(i)`` on the current CUDA stream (see the module docstring)."""
+             max_calls_per_sample: int = 200, on_graph: Callable | None = None) -> Timing:
+    """Time ``call(i)`` on the current CUDA stream (see the module docstring).
+
+    ``on_graph(replay, k)``, when given, is called once after the graph-replay samples, while the
+    timed graph (``k`` calls per replay) still exists: ``replay()`` runs it once more. The
+    candidate evaluator uses it to audit the outputs of the timed calls themselves. It must not
+    raise (a failure inside graph timing falls back to the eager timer)."""
     import torch
 
     device = device or torch.device("cuda")
@@ -117,7 +122,7 @@ def time_gpu(call: Callable[[int], None], n_sets: int, *, flush: bool, mode: str
     k = int(min(max_calls_per_sample, max(n_sets, math.ceil(target_sample_us / max(est, 1.0)))))
     k = max(1, k)
     try:
-        timing = _time_graph(call, n_sets, flusher, k, samples)
+        timing = _time_graph(call, n_sets, flusher, k, samples, on_graph)
     except Exception as e:  # capture can fail for code that syncs with the host
         torch.cuda.synchronize()
         t = _time_eager(call, n_sets, flusher, samples=max(samples, 50), est_us=est)
@@ -169,7 +174,7 @@ def _replay_samples(g, samples: int) -> list[float]:
     return [evs[i].elapsed_time(evs[i + 1]) * 1e3 for i in range(samples)]
 
 
-def _time_graph(call, n_sets, flusher, k, samples) -> Timing:
+def _time_graph(call, n_sets, flusher, k, samples, on_graph=None) -> Timing:
     def body():
         for j in range(k):
             if flusher is not None:
@@ -178,6 +183,11 @@ def _time_graph(call, n_sets, flusher, k, samples) -> Timing:
 
     g = _capture(body)
     raw = [t / k for t in _replay_samples(g, samples)]
+    if on_graph is not None:
+        import torch
+
+        on_graph(g.replay, k)
+        torch.cuda.synchronize()
     notes = []
     if flusher is not None:
         def flush_only():
