@@ -1,0 +1,70 @@
+"""Public API: ``dynamic_per_token_quant_fp8(x, out=None)`` -> ``(q, scale)``.
+
+aiter's ``dynamic_per_token_scaled_quant`` (what rtp-llm calls before its fp8 GEMMs): per token
+(row of the last dimension) ``scale = max(max|x|, 1e-10) / 448`` and
+``q = fp8_e4m3fn(clamp(x / scale, -448, 448))``; ``x ~= q * scale``. One pass over HBM.
+
+Registered as the ``torch.library`` custom op ``solbench::fp8_per_token_quant_`` (mutating
+``q`` and ``scale``) with a fake implementation, so ``torch.compile`` traces through it and CUDA
+graphs capture it.
+"""
+from __future__ import annotations
+
+import torch
+
+from solbench.core.fp8 import fp8_dtype
+from solbench.core.kernels import as_rows, check_out
+from solbench.core.rowwise import overlaps, rows_of
+
+_WHAT = "dynamic_per_token_quant_fp8"
+#: aiter's floor of a row's max-abs: an all-zero row gets a finite, positive scale.
+MIN_AMAX = 1e-10
+
+
+@torch.library.custom_op("solbench::fp8_per_token_quant_", mutates_args=("q", "scale"))
+def _per_token_quant_op(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor, min_amax: float) -> None:
+    from solbench.ops.fp8_dynamic_per_token_quant.triton import launch_per_token_quant
+
+    launch_per_token_quant(as_rows(x, _WHAT), as_rows(q, _WHAT, "q"), as_rows(scale, _WHAT, "scale"), min_amax)
+
+
+@_per_token_quant_op.register_fake
+def _per_token_quant_fake(x, q, scale, min_amax) -> None:
+    return None
+
+
+def quant_outputs(x: torch.Tensor, out, what: str):
+    """``(q, scale)`` for a per-token quantization of ``x``: validated ``out`` (a pair) or new
+    tensors. ``q`` is fp8 e4m3fn shaped like ``x``; ``scale`` fp32 ``x.shape[:-1] + (1,)``;
+    either may have a row stride."""
+    q_shape, s_shape = tuple(x.shape), (*x.shape[:-1], 1)
+    if out is None:
+        return (torch.empty(q_shape, dtype=fp8_dtype(), device=x.device),
+                torch.empty(s_shape, dtype=torch.float32, device=x.device))
+    if not isinstance(out, (tuple, list)) or len(out) != 2:
+        raise ValueError(f"{what}: out must be a pair (q, scale)")
+    q, scale = out
+    for name, t, shape, dtype in (("q", q, q_shape, fp8_dtype()), ("scale", scale, s_shape, torch.float32)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{what}: out {name} must be a torch.Tensor, got {type(t).__name__}")
+        check_out(t, shape, dtype, x.device, what, f"out {name}")
+        as_rows(t, what, f"out {name}")
+    if overlaps(q, x) or overlaps(scale, x) or overlaps(q, scale):
+        raise ValueError(f"{what}: the outputs must not overlap x or each other")
+    return q, scale
+
+
+def dynamic_per_token_quant_fp8(x: torch.Tensor, out=None, *, min_amax: float = MIN_AMAX):
+    """Quantize each row of ``x[..., n]`` to fp8 e4m3fn with its own scale.
+
+    ``scale = max(max|x_row|, min_amax) / 448``; ``q = fp8(clamp(x / scale, -448, 448))``
+    (round to nearest even). ``x``: bf16, fp16 or fp32, any leading dims, rows may be strided
+    (the last dim must be contiguous), 0 rows allowed. ``out``: optional pair ``(q, scale)``.
+    Returns ``(q, scale)`` with ``scale`` shaped ``x.shape[:-1] + (1,)``.
+    """
+    rows_of(x, _WHAT)
+    if not (min_amax >= 0.0):
+        raise ValueError(f"{_WHAT}: min_amax must be >= 0, got {min_amax}")
+    q, scale = quant_outputs(x, out, _WHAT)
+    torch.ops.solbench.fp8_per_token_quant_(x, q, scale, float(min_amax))
+    return q, scale
