@@ -1,0 +1,17 @@
+"""fused_moe baselines: torch_eager / torch_compile (sort by expert + torch._grouped_mm in bf16)."""
+from __future__ import annotations
+
+from solbench.core.baselines import register_torch_baselines
+from solbench.core.moe_routing import grouped_gemm_support, grouped_moe
+
+
+def eager(hidden_states, w1, w2, topk_weights, topk_ids):
+    """What a PyTorch user writes for an MoE FFN today (torchtitan style): bf16 grouped GEMMs
+    over the expert-sorted routed rows, fp32 weighted combine."""
+    import torch
+
+    return grouped_moe(hidden_states, w1, w2, topk_weights, topk_ids, torch.float32)
+
+
+register_torch_baselines("fused_moe", eager, "sort by expert + torch._grouped_mm (bf16) + index_add",
+                         supports=lambda shape, device: grouped_gemm_support())
