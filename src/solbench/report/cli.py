@@ -1,0 +1,103 @@
+"""Subcommands ``report``, ``plot`` and ``compare`` (registered by solbench.cli)."""
+from __future__ import annotations
+
+import json
+import sys
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+
+
+def cmd_report(args) -> int:
+    from solbench.report.html import MAX_BYTES, write_report
+
+    path, data = write_report(args.results, args.out, merge=args.merge, baseline=args.baseline, title=args.title)
+    size = path.stat().st_size
+    runs = data["runs"]
+    n = sum(r["records"] for r in runs)
+    print(f"wrote {path} ({size / 2**20:.2f} MB): {len(data['ops'])} operators, {len(data['shapes'])} shapes, "
+          f"{n} records in {len(runs)} run{'s' if len(runs) != 1 else ''}"
+          + (f"; deltas against run {data['baseline']} ({runs[data['baseline']]['label']})"
+             if data["baseline"] is not None else ""))
+    for i, r in enumerate(runs):
+        print(f"  run {i}: {r['label']}: {r['device']}, {r['hw']}, timer {r['timer']}"
+              f"{', smoke subset' if r['smoke'] else ''}: {r['counts']['ok']} ok, {r['counts']['fail']} FAIL, "
+              f"{r['counts']['skip']} skipped")
+    if size > MAX_BYTES:
+        print(f"solbench: warning: the page is {size / 2**20:.1f} MB, above the {MAX_BYTES / 2**20:.0f} MB "
+              "a full sweep should need", file=sys.stderr)
+    return 0
+
+
+def cmd_plot(args) -> int:
+    from solbench.report.plot import plot
+
+    path = plot(args.results, args.out, op=args.op, hw=args.hw, impls=_split(args.impls))
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from solbench.report.compare import compare_records, print_comparison
+    from solbench.runner import read_records
+
+    base, new = read_records(args.base), read_records(args.new)
+    cmp = compare_records(base, new)
+    if args.json:
+        print(json.dumps(cmp.to_json(), indent=1))
+    else:
+        print_comparison(_console(), cmp, args.base, args.new, changed_only=args.changed_only)
+    if not cmp.shapes:
+        print(f"solbench: warning: no records matched between {args.base} and {args.new} "
+              "(records are matched by op x shape x impl x hw, timer and smoke flag)", file=sys.stderr)
+    if args.fail_on_regression is not None:
+        bad = cmp.regressions(args.fail_on_regression)
+        if bad:
+            print(f"solbench: {len(bad)} regression(s) beyond noise and {args.fail_on_regression:g}%: " +
+                  ", ".join(f"{o.op}/{o.impl} ({o.verdict}" + (f", x{o.ratio:.3f}" if o.ratio else "") + ")"
+                            for o in bad), file=sys.stderr)
+            return 1
+    return 0
+
+
+def _split(values):
+    if not values:
+        return None
+    out = []
+    for v in values:
+        out += [x for x in v.split(",") if x]
+    return out
+
+
+def register(sub) -> None:
+    q = sub.add_parser("report", help="one self-contained HTML page from results files (opens offline)")
+    q.add_argument("results", nargs="+", help="JSONL results files; each is a run unless --merge")
+    q.add_argument("-o", "--out", default="report.html", help="output HTML file (default report.html)")
+    q.add_argument("--merge", action="store_true", help="pool the files into one run (a sweep split over files)")
+    q.add_argument("--baseline", type=int, default=None,
+                   help="index of the run the others are compared with (default: the first, when there are several)")
+    q.add_argument("--title", help="page title")
+    q.set_defaults(func=cmd_report)
+
+    q = sub.add_parser("plot", help="static roofline and S-per-shape figure (matplotlib; png, svg or pdf)")
+    q.add_argument("results", nargs="+", help="JSONL results files (pooled)")
+    q.add_argument("--op", help="operator to plot; without it, the whole suite (roofline + S per operator)")
+    q.add_argument("-o", "--out", required=True, help="output figure, e.g. fig.png or fig.svg")
+    q.add_argument("--hw", default="achievable",
+                   help="ceilings: 'achievable' (the run's calibrated device, default), 'datasheet' (the run's SKU) "
+                        "or a SKU name (H20, XPU-A, H100, H200, A100, B200)")
+    q.add_argument("--impls", action="append", help="implementations to draw (default: all)")
+    q.set_defaults(func=cmd_plot)
+
+    q = sub.add_parser("compare", help="compare two results files: faster, slower or the same within noise")
+    q.add_argument("base", help="baseline JSONL")
+    q.add_argument("new", help="new JSONL")
+    q.add_argument("--fail-on-regression", type=float, metavar="PCT", default=None,
+                   help="exit 1 if an operator x implementation is slower beyond noise by at least PCT percent, "
+                        "or now FAILs where it was correct")
+    q.add_argument("--changed-only", action="store_true", help="per-shape table: only shapes that changed")
+    q.add_argument("--json", action="store_true", help="machine-readable output")
+    q.set_defaults(func=cmd_compare)
