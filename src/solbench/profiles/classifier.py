@@ -1,0 +1,225 @@
+"""Map kernels to catalog operators or generic classes with an ordered rule table (``rules.yaml``).
+
+The table is data: users extend it with ``--rules extra.yaml`` (same schema; their rules are tried
+first). Each kernel is matched by name and, where the trace recorded it, by the CPU operator that
+launched it. Helper kernels (``attach``) are grouped with the operator launched alongside them, so a
+cuBLAS split-K reduction counts with its GEMM and FA3's scheduler and combine kernels with the
+attention launch.
+"""
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import yaml
+
+from solbench.profiles.model import Kernel
+
+CLASSES = ("gemm", "attention", "communication", "memcpy/memset", "elementwise", "reduction", "sampling",
+           "other")
+UNCLASSIFIED = "unclassified"
+# Softmax-attention operators of the catalog: with the class "attention", where every attention kernel
+# must land (the acceptance test checks that no attention kernel is filed anywhere else).
+ATTENTION_FAMILY = frozenset({"attention", "attention_forward", "unified_attention", "paged_attention_decode",
+                              "mla_decode_attention"})
+ATTACH = ("previous", "next", "either")
+
+
+class RulesError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    target: str
+    kernel: re.Pattern | None
+    cpu_op: re.Pattern | None
+    attach: str | None
+    with_: frozenset | None
+    source: str
+    line: int
+
+    def matches(self, name: str, cpu_op: str | None) -> bool:
+        if self.kernel is not None and not self.kernel.search(name):
+            return False
+        if self.cpu_op is not None and (cpu_op is None or not self.cpu_op.search(cpu_op)):
+            return False
+        return True
+
+
+@dataclass(frozen=True)
+class Match:
+    target: str
+    rule: Rule | None
+
+    @property
+    def helper(self) -> bool:
+        return self.rule is not None and self.rule.attach is not None
+
+
+@functools.lru_cache(maxsize=None)
+def catalog_operators() -> frozenset:
+    from solbench.catalog import operator_entries
+    return frozenset(operator_entries())
+
+
+def valid_targets() -> frozenset:
+    return catalog_operators() | frozenset(CLASSES)
+
+
+def load_rules(path: str | Path | None = None) -> list[Rule]:
+    """Parse a rules file (the packaged one when ``path`` is None). Errors name the file and line."""
+    if path is None:
+        source = "solbench/profiles/rules.yaml"
+        text = resources.files(__package__).joinpath("rules.yaml").read_text(encoding="utf-8")
+    else:
+        source = str(path)
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as e:
+            raise RulesError(f"{path}: cannot read rules file: {e}") from None
+    try:
+        loader = yaml.SafeLoader(text)
+        try:
+            root = loader.get_single_node()
+            data = loader.construct_document(root) if root is not None else None
+        finally:
+            loader.dispose()
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark else source
+        raise RulesError(f"{where}: invalid YAML: {getattr(e, 'problem', e)}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("rules"), list):
+        raise RulesError(f"{source}:1: a rules file is a mapping with a 'rules' list")
+    rules_node = next(v for k, v in root.value if k.value == "rules")
+    targets = valid_targets()
+    rules = []
+    for item, node in zip(data["rules"], rules_node.value):
+        line = node.start_mark.line + 1
+        where = f"{source}:{line}"
+        if not isinstance(item, dict):
+            raise RulesError(f"{where}: each rule is a mapping (kernel/cpu_op/target/...)")
+        unknown = set(item) - {"name", "kernel", "cpu_op", "target", "attach", "with"}
+        if unknown:
+            raise RulesError(f"{where}: unknown rule key(s) {sorted(unknown)}")
+        if "kernel" not in item and "cpu_op" not in item:
+            raise RulesError(f"{where}: a rule needs 'kernel' or 'cpu_op' (a regex)")
+        target = item.get("target")
+        if target not in targets:
+            raise RulesError(f"{where}: target {target!r} is neither a catalog operator nor a class "
+                             f"({', '.join(CLASSES)})")
+        attach = item.get("attach")
+        if attach is not None and attach not in ATTACH:
+            raise RulesError(f"{where}: attach must be one of {', '.join(ATTACH)}, got {attach!r}")
+        with_ = item.get("with")
+        if with_ is not None:
+            with_ = [with_] if isinstance(with_, str) else with_
+            bad = [w for w in with_ if w not in targets]
+            if bad:
+                raise RulesError(f"{where}: 'with' names unknown target(s) {bad}")
+            with_ = frozenset(with_)
+        pats = {}
+        for key in ("kernel", "cpu_op"):
+            if key in item:
+                try:
+                    pats[key] = re.compile(str(item[key]))
+                except re.error as e:
+                    raise RulesError(f"{where}: bad {key} regex {item[key]!r}: {e}") from None
+        rules.append(Rule(name=str(item.get("name", f"rule@{line}")), target=target, kernel=pats.get("kernel"),
+                          cpu_op=pats.get("cpu_op"), attach=attach, with_=with_, source=source, line=line))
+    return rules
+
+
+class Classifier:
+    def __init__(self, extra_rules: Sequence[str | Path] = ()):
+        rules: list[Rule] = []
+        for p in extra_rules:
+            rules.extend(load_rules(p))
+        rules.extend(load_rules())
+        self.rules = rules
+        self._cache: dict[tuple, Match] = {}
+
+    def match(self, name: str, cpu_op: str | None = None) -> Match:
+        key = (name, cpu_op)
+        m = self._cache.get(key)
+        if m is None:
+            m = Match(UNCLASSIFIED, None)
+            for r in self.rules:
+                if r.matches(name, cpu_op):
+                    m = Match(r.target, r)
+                    break
+            self._cache[key] = m
+        return m
+
+    def classify(self, kernels: Iterable[Kernel], ordered: bool) -> Iterator[tuple[Kernel, str, bool]]:
+        """Yield (kernel, target, is_primary). A helper that joined a neighbour takes its target and
+        is not a launch of its own; summary formats (not ordered) have no neighbours."""
+        if not ordered:
+            for k in kernels:
+                m = self.match(k.name, k.cpu_op)
+                yield k, m.target, True
+            return
+        prev: list | None = None  # previous group: [(kernel, match, resolved target)]
+        cur: list | None = None
+        for group in _groups(kernels):
+            entries = [[k, self.match(k.name, None if k.graph else k.cpu_op), None] for k in group]
+            if cur is not None:
+                yield from self._resolve(prev, cur, entries)
+                prev = cur
+            cur = entries
+        if cur is not None:
+            yield from self._resolve(prev, cur, None)
+
+    def _resolve(self, prev, cur, nxt):
+        for e in cur:
+            if not e[1].helper:
+                e[2] = e[1].target
+        for j, e in enumerate(cur):
+            k, m = e[0], e[1]
+            if not m.helper:
+                yield k, e[2], True
+                continue
+            joined = None
+            if k.launch is not None and len(cur) > 1:
+                before = [x for x in reversed(cur[:j]) if not x[1].helper]
+                after = [x for x in cur[j + 1:] if not x[1].helper]
+                order = {"previous": before + after, "next": after + before}.get(m.rule.attach, before + after)
+                joined = next((x[1].target for x in order if _allowed(m, x[1].target)), None)
+            else:
+                cands = []
+                if m.rule.attach in ("previous", "either"):
+                    p = cur[j - 1] if j > 0 else (prev[-1] if prev else None)
+                    if p is not None and p[0].stream == k.stream:
+                        cands.append(p[2])
+                if m.rule.attach in ("next", "either"):
+                    n = cur[j + 1] if j + 1 < len(cur) else (nxt[0] if nxt else None)
+                    if n is not None and n[0].stream == k.stream and not n[1].helper:
+                        cands.append(n[1].target)
+                joined = next((t for t in cands if t is not None and t != UNCLASSIFIED and _allowed(m, t)), None)
+            e[2] = joined if joined is not None else m.target
+            yield k, e[2], joined is None
+
+
+def _allowed(m: Match, target: str) -> bool:
+    if target == UNCLASSIFIED:
+        return False
+    return m.rule.with_ is None or target in m.rule.with_
+
+
+def _groups(kernels: Iterable[Kernel]) -> Iterator[list[Kernel]]:
+    """Consecutive kernels of one launch (same stream and launching CPU operator). Kernels with no
+    known launch are groups of one; their helpers look at the adjacent kernel on the stream."""
+    group: list[Kernel] = []
+    for k in kernels:
+        if group and (k.launch is None or k.launch != group[0].launch or k.stream != group[0].stream
+                      or k.graph or group[0].graph):
+            yield group
+            group = []
+        group.append(k)
+    if group:
+        yield group
