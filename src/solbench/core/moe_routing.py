@@ -41,6 +41,30 @@ def expected_experts_hit(num_tokens: int, num_experts: int, top_k: int) -> float
     return min(float(num_experts) * (1.0 - miss), float(num_tokens * top_k))
 
 
+def expert_counts(flat_ids, num_experts: int):
+    """Routed slots per expert, int64 [E]. A scatter-add rather than bincount: its output size is
+    fixed by E, which torch.compile(fullgraph=True) needs."""
+    import torch
+
+    ids = flat_ids.reshape(-1).to(torch.int64)
+    counts = torch.zeros(num_experts, dtype=torch.int64, device=ids.device)
+    return counts.scatter_add_(0, ids, torch.ones_like(ids))
+
+
+def routing_inputs(shape, device, seed: int, default_block_size: int = 128) -> dict:
+    """Inputs of the routing-layout operators: ``topk_ids`` of :func:`random_routing` for the
+    shape's token_count / num_experts / top_k, and the two integer parameters."""
+    from solbench.core.inputs import generator
+
+    t, e, k = int(shape["token_count"]), int(shape["num_experts"]), int(shape["top_k"])
+    bs = int(shape.get("block_size") or default_block_size)
+    if t < 0 or e < 1 or bs < 1 or not 1 <= k <= e:
+        raise ValueError(f"{shape.key}: need token_count >= 0, 1 <= top_k <= num_experts, block_size >= 1 "
+                         f"(got T={t} E={e} k={k} block_size={bs})")
+    _, ids = random_routing(t, e, k, device, generator(device, seed))
+    return {"topk_ids": ids, "num_experts": e, "block_size": bs}
+
+
 # ---- vLLM moe_align_block_size layout ----------------------------------------------------------
 def padded_capacity(numel: int, num_experts: int, block_size: int) -> int:
     """Length of vLLM's ``sorted_token_ids``: the worst case, every expert padding block_size-1."""
@@ -63,7 +87,7 @@ def align_layout(topk_ids, num_experts: int, block_size: int) -> dict:
     n = flat.numel()
     dev = flat.device
     cap = padded_capacity(n, num_experts, block_size)
-    counts = torch.bincount(flat, minlength=num_experts)[:num_experts]
+    counts = expert_counts(flat, num_experts)
     padded = (counts + block_size - 1) // block_size * block_size
     offsets = torch.zeros(num_experts + 1, dtype=torch.int64, device=dev)
     offsets[1:] = torch.cumsum(padded, 0)
@@ -145,7 +169,7 @@ def grouped_moe(x, w1, w2, topk_weights, topk_ids, out_dtype):
     e, two_i, _ = w1.shape
     flat = topk_ids.reshape(-1).to(torch.int64)
     order = torch.argsort(flat, stable=True)
-    offs = torch.cumsum(torch.bincount(flat, minlength=e), 0).to(torch.int32)
+    offs = torch.cumsum(expert_counts(flat, e), 0).to(torch.int32)
     tok = order // k
     xs = x[tok]
     h = torch._grouped_mm(xs, w1.transpose(-2, -1), offs=offs)
@@ -168,7 +192,7 @@ def reference_moe(x, topk_weights, topk_ids, num_experts: int, expert_weights, o
     t, k = topk_ids.shape
     flat = topk_ids.reshape(-1).to(torch.int64)
     order = torch.argsort(flat, stable=True)
-    counts = torch.bincount(flat, minlength=num_experts).tolist()
+    counts = expert_counts(flat, num_experts).tolist()
     wflat = topk_weights.reshape(-1).to(torch.float32)
     out = None
     start = 0
@@ -202,5 +226,5 @@ def ceil_div(a: int, b: int) -> int:
     return -(-int(a) // int(b))
 
 
-__all__ = ["random_routing", "expected_experts_hit", "padded_capacity", "align_layout", "check_aligned",
+__all__ = ["random_routing", "expert_counts", "routing_inputs", "expected_experts_hit", "padded_capacity", "align_layout", "check_aligned",
            "grouped_gemm_support", "grouped_moe", "reference_moe", "moe_ffn_cost", "ceil_div"]
