@@ -1,0 +1,82 @@
+"""per_token_group_quant_fp8 implementations: ours_triton, torch_eager, torch_compile, vllm.
+
+PyTorch has no native per-group fp8 quantization, so there is no ``torch_native`` peer.
+"""
+from __future__ import annotations
+
+import functools
+
+from solbench.core.baselines import register_torch_baselines
+from solbench.core.fp8 import FP8_E4M3FN_MAX, fp8_dtype
+from solbench.core.kernels import triton_support
+from solbench.core.spec import Impl, Support, add_impl
+
+OP = "per_token_group_quant_fp8"
+
+#: Peak bytes per element while the checker runs the eager formulation: x and its checker copy
+#: (2 + 2), reference and output fp8 (1 + 1), and the eager fp32 temporaries (upcast, quotient,
+#: clamp: 4 + 4 + 4).
+EAGER_BYTES_PER_ELEM = 18
+#: Shapes whose estimated eager peak exceeds this are refused (the largest catalog shapes,
+#: 2-3M tokens x 2048, would need 75-115 GB).
+EAGER_PEAK_LIMIT = 48 * 2 ** 30
+
+
+def eager_group_quant(x, group_size, eps):
+    """What a user writes: view as groups, fp32 max-abs, scale, divide, clamp, cast."""
+    k = x.shape[-1]
+    xg = x.float().view(*x.shape[:-1], k // group_size, group_size)
+    scale = xg.abs().amax(dim=-1, keepdim=True).clamp_min(eps) / FP8_E4M3FN_MAX
+    q = (xg / scale).clamp(-FP8_E4M3FN_MAX, FP8_E4M3FN_MAX).to(fp8_dtype())
+    return q.view(x.shape), scale.squeeze(-1)
+
+
+def _eager_supports(shape, device) -> Support:
+    t, k = int(shape["token_count"]), int(shape["hidden_size"])
+    need = t * k * EAGER_BYTES_PER_ELEM
+    if need > EAGER_PEAK_LIMIT:
+        return Support.no(f"the eager formulation materializes fp32 copies of x: ~{need / 2**30:.0f} GiB peak "
+                          f"with the checker's copies (limit {EAGER_PEAK_LIMIT / 2**30:.0f} GiB)")
+    return Support.yes()
+
+
+def ours(x, group_size, eps, out=None):
+    from solbench.ops.per_token_group_quant_fp8.api import per_token_group_quant_fp8
+
+    return per_token_group_quant_fp8(x, group_size, eps, out=out)
+
+
+@functools.lru_cache(maxsize=None)
+def _vllm_fn():
+    try:
+        from vllm.model_executor.layers.quantization.utils.fp8_utils import per_token_group_quant_fp8
+    except Exception as e:  # noqa: BLE001
+        return None, f"vllm is not importable ({type(e).__name__}: {str(e)[:120]})"
+    return per_token_group_quant_fp8, ""
+
+
+def _vllm_available() -> Support:
+    import torch
+
+    fn, why = _vllm_fn()
+    if fn is None:
+        return Support.no(why)
+    if not torch.cuda.is_available():
+        return Support.no("vLLM's quantization kernels need a CUDA device")
+    return Support.yes()
+
+
+def vllm_group_quant(x, group_size, eps):
+    fn, _ = _vllm_fn()
+    return fn(x, group_size, eps, column_major_scales=False, use_ue8m0=False)
+
+
+add_impl(Impl(OP, "ours_triton", ours, available=triton_support, takes_out=True,
+              description="solbench Triton per-token-group fp8 quant (one pass, ~4K-element tiles of whole groups)"))
+_EAGER_DESC = "view as groups, fp32 max-abs, divide, clamp, cast to fp8"
+register_torch_baselines(OP, eager_group_quant, _EAGER_DESC)
+# torch.compile fuses the same function into one kernel without the fp32 temporaries, so only
+# the eager baseline is refused on the largest shapes: re-register it with that refusal.
+add_impl(Impl(OP, "torch_eager", eager_group_quant, supports=_eager_supports, baseline=True, description=_EAGER_DESC))
+add_impl(Impl(OP, "vllm", vllm_group_quant, available=_vllm_available, baseline=True,
+              description="vllm fp8_utils.per_token_group_quant_fp8 (CUDA kernel, row-major scales)"))
