@@ -1,0 +1,14 @@
+"""moe_topk_gating_softmax baselines: softmax in fp32 + torch.topk (vLLM's own torch fallback)."""
+from __future__ import annotations
+
+from solbench.core.baselines import register_torch_baselines
+
+
+def eager(gating_output, top_k):
+    import torch
+
+    w, ids = torch.softmax(gating_output, dim=-1, dtype=torch.float32).topk(top_k, dim=-1)
+    return w, ids.to(torch.int32)
+
+
+register_torch_baselines("moe_topk_gating_softmax", eager, "torch.softmax(fp32) + torch.topk")
