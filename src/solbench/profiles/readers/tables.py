@@ -235,7 +235,7 @@ def _torch_table(path, headers, spans, lines, start, end, index) -> Profile:
             shown = prof.total_us
             if total > 0 and abs(shown - total) > 0.01 * total:
                 prof.notes.append(f"device rows sum to {shown:.1f} us but the footer says {total:.1f} us "
-                                  "(rows cut by row_limit are missing from the shares)")
+                                  "(device time not shown as a row, e.g. rows cut by row_limit, is missing from the shares)")
     if not prof.kernels:
         raise ProfileError(path, "key_averages table has no device rows (no kernel time recorded; was the "
                                  "profiler run with ProfilerActivity.CUDA?)", start)
