@@ -180,3 +180,38 @@ def test_custom_op_opcheck(device):
 def test_impls_registered():
     names = set(impls_for(OP))
     assert {"ours_triton", "torch_eager", "torch_compile"} <= names and "torch_native" not in names
+
+
+HAS_CUDA = torch.cuda.is_available()
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
+def test_gpu_compile_graph_and_int64_offsets():
+    from solbench.ops.fp8_dynamic_per_token_quant.api import dynamic_per_token_quant_fp8
+
+    spec = get_spec(OP)
+    x = torch.randn(100, 1536, device="cuda", dtype=torch.bfloat16)
+
+    @torch.compile(fullgraph=True)
+    def f(t):
+        q, s = dynamic_per_token_quant_fp8(t * 2)
+        return q, s
+
+    q, s = f(x)
+    rq, rs = spec.reference(x * 2)
+    assert fp8.check_scales("scale", s, rs) == [] and torch.equal(q.view(torch.uint8), rq.view(torch.uint8))
+    out = (torch.empty_like(q), torch.empty_like(s))
+    dynamic_per_token_quant_fp8(x, out=out)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        dynamic_per_token_quant_fp8(x, out=out)
+    out[1].fill_(float("nan"))
+    x.copy_(torch.randn_like(x))
+    g.replay()
+    torch.cuda.synchronize()
+    rq, rs = spec.reference(x)
+    assert fp8.check_scales("scale", out[1], rs) == [] and torch.equal(out[0].view(torch.uint8), rq.view(torch.uint8))
+    big = torch.randn((1 << 21) + 3, 1024, device="cuda", dtype=torch.bfloat16)  # > 2^31 elements
+    q, s = dynamic_per_token_quant_fp8(big)
+    rq, rs = spec.reference(big[-4:])
+    assert fp8.check_scales("scale", s[-4:], rs) == [] and torch.equal(q[-4:].view(torch.uint8), rq.view(torch.uint8))

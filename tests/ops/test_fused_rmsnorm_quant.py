@@ -159,3 +159,34 @@ def test_custom_op_fake(device):
 def test_impls_registered():
     names = set(impls_for(OP))
     assert {"ours_triton", "torch_eager", "torch_compile"} <= names and "torch_native" not in names
+
+
+HAS_CUDA = torch.cuda.is_available()
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
+def test_gpu_compile_graph_and_int64_offsets():
+    from solbench.ops.fused_rmsnorm_quant.api import fused_add_rms_norm_quant
+
+    dev = torch.device("cuda")
+    x, r, w = _inputs(100, 2048, dev)
+
+    @torch.compile(fullgraph=True)
+    def f(a, b):
+        return fused_add_rms_norm_quant(a, b, w, 1e-6)
+
+    _assert_close_to_reference(*f(x, r), x, r, w, 1e-6)
+    out = tuple(torch.empty_like(t) for t in fused_add_rms_norm_quant(x, r, w, 1e-6))
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        fused_add_rms_norm_quant(x, r, w, 1e-6, out=out)
+    out[1].fill_(float("nan"))
+    x.copy_(torch.randn_like(x))
+    g.replay()
+    torch.cuda.synchronize()
+    _assert_close_to_reference(*out, x, r, w, 1e-6)
+    xb = torch.randn((1 << 21) + 3, 1024, device="cuda", dtype=torch.bfloat16)  # > 2^31 elements
+    rb = torch.randn_like(xb)
+    wb = torch.ones(1024, device="cuda", dtype=torch.bfloat16)
+    q, s, res = fused_add_rms_norm_quant(xb, rb, wb, 1e-6)
+    _assert_close_to_reference(q[-4:], s[-4:], res[-4:], xb[-4:], rb[-4:], wb, 1e-6)

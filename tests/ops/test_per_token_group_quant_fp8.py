@@ -156,3 +156,32 @@ def test_custom_op_fake(device):
 def test_impls_registered():
     names = set(impls_for(OP))
     assert {"ours_triton", "torch_eager", "torch_compile"} <= names and "torch_native" not in names
+
+
+HAS_CUDA = torch.cuda.is_available()
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
+def test_gpu_compile_graph_and_int64_offsets():
+    from solbench.ops.per_token_group_quant_fp8.api import per_token_group_quant_fp8
+
+    dev = torch.device("cuda")
+    x = _x(100, 2048, dev)
+
+    @torch.compile(fullgraph=True)
+    def f(t):
+        return per_token_group_quant_fp8(t, 128)
+
+    _check(*f(x), x, 128)
+    out = per_token_group_quant_fp8(x, 128)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        per_token_group_quant_fp8(x, 128, out=out)
+    out[1].fill_(float("nan"))
+    x.copy_(_x(100, 2048, dev, seed=9))
+    g.replay()
+    torch.cuda.synchronize()
+    _check(*out, x, 128)
+    big = torch.randn((1 << 21) + 3, 1024, device="cuda", dtype=torch.bfloat16)  # > 2^31 elements
+    q, s = per_token_group_quant_fp8(big, 128)
+    _check(q[-4:], s[-4:], big[-4:], 128)

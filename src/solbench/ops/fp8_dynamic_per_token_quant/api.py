@@ -49,9 +49,16 @@ def quant_outputs(x: torch.Tensor, out, what: str):
             raise TypeError(f"{what}: out {name} must be a torch.Tensor, got {type(t).__name__}")
         check_out(t, shape, dtype, x.device, what, f"out {name}")
         as_rows(t, what, f"out {name}")
-    if overlaps(q, x) or overlaps(scale, x) or overlaps(q, scale):
+    if not tracing() and (overlaps(q, x) or overlaps(scale, x) or overlaps(q, scale)):
         raise ValueError(f"{what}: the outputs must not overlap x or each other")
     return q, scale
+
+
+def tracing() -> bool:
+    """True while torch.compile traces the wrapper: fake tensors have no storage to compare, so
+    the overlap checks (which read data pointers) run only eagerly."""
+    compiler = getattr(torch, "compiler", None)
+    return bool(compiler is not None and hasattr(compiler, "is_compiling") and compiler.is_compiling())
 
 
 def dynamic_per_token_quant_fp8(x: torch.Tensor, out=None, *, min_amax: float = MIN_AMAX):
