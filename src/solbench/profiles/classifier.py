@@ -43,13 +43,48 @@ class Rule:
     with_: frozenset | None
     source: str
     line: int
+    literals: tuple = ()
 
-    def matches(self, name: str, cpu_op: str | None) -> bool:
+    def matches(self, name: str, cpu_op: str | None, truncated: bool = False) -> bool:
         if self.kernel is not None and not self.kernel.search(name):
-            return False
+            if not (truncated and self._cut_literal(name)):
+                return False
         if self.cpu_op is not None and (cpu_op is None or not self.cpu_op.search(cpu_op)):
             return False
         return True
+
+    def _cut_literal(self, name: str) -> bool:
+        """A name cut short by the profiler ("...RMSNormKern...") matches a rule whose pattern has a
+        literal alternative that the visible text ends in the middle of (at least 6 characters)."""
+        visible = name[:-3] if name.endswith("...") else name
+        low = visible.lower()
+        for lit, icase in self.literals:
+            v = low if icase else visible
+            for j in range(len(lit) - 1, 5, -1):
+                if v.endswith(lit[:j]):
+                    return True
+        return False
+
+
+def _literal_alternatives(pattern: str) -> tuple:
+    icase = pattern.startswith("(?i)")
+    body = pattern[4:] if icase else pattern
+    alts, depth, cur = [], 0, ""
+    for ch in body:
+        depth += ch == "("
+        depth -= ch == ")"
+        if ch == "|" and depth == 0:
+            alts.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    alts.append(cur)
+    out = []
+    for a in alts:
+        a = a.replace("\\b", "").lstrip("^")
+        if re.fullmatch(r"[A-Za-z0-9_:]{6,}", a):
+            out.append((a.lower() if icase else a, icase))
+    return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -131,7 +166,8 @@ def load_rules(path: str | Path | None = None) -> list[Rule]:
                 except re.error as e:
                     raise RulesError(f"{where}: bad {key} regex {item[key]!r}: {e}") from None
         rules.append(Rule(name=str(item.get("name", f"rule@{line}")), target=target, kernel=pats.get("kernel"),
-                          cpu_op=pats.get("cpu_op"), attach=attach, with_=with_, source=source, line=line))
+                          cpu_op=pats.get("cpu_op"), attach=attach, with_=with_, source=source, line=line,
+                          literals=_literal_alternatives(str(item["kernel"])) if "kernel" in item else ()))
     return rules
 
 
@@ -149,8 +185,9 @@ class Classifier:
         m = self._cache.get(key)
         if m is None:
             m = Match(UNCLASSIFIED, None)
+            truncated = name.endswith("...")
             for r in self.rules:
-                if r.matches(name, cpu_op):
+                if r.matches(name, cpu_op, truncated):
                     m = Match(r.target, r)
                     break
             self._cache[key] = m
@@ -176,13 +213,17 @@ class Classifier:
             yield from self._resolve(prev, cur, None)
 
     def _resolve(self, prev, cur, nxt):
+        # Within one known launch, the first kernel of each target is that target's launch.
+        launched: set[str] = set()
         for e in cur:
             if not e[1].helper:
                 e[2] = e[1].target
         for j, e in enumerate(cur):
             k, m = e[0], e[1]
             if not m.helper:
-                yield k, e[2], True
+                first = k.launch is None or e[2] not in launched
+                launched.add(e[2])
+                yield k, e[2], first
                 continue
             joined = None
             if k.launch is not None and len(cur) > 1:
@@ -202,7 +243,9 @@ class Classifier:
                         cands.append(n[1].target)
                 joined = next((t for t in cands if t is not None and t != UNCLASSIFIED and _allowed(m, t)), None)
             e[2] = joined if joined is not None else m.target
-            yield k, e[2], joined is None
+            first = joined is None and (k.launch is None or e[2] not in launched)
+            launched.add(e[2])
+            yield k, e[2], first
 
 
 def _allowed(m: Match, target: str) -> bool:

@@ -119,15 +119,18 @@ def cmd_import(args) -> int:
     t = Table(title=f"GPU kernel time by operator over {imp.profiles} profile(s), "
                     f"{imp.total_us / 1e3:.3f} ms of kernels ({'mean of per-profile shares' if args.weighting == 'mean' else 'time-weighted'})",
               title_justify="left")
-    for col, kw in (("operator / class", {"no_wrap": True}), ("kind", {}), ("share", {"justify": "right"}),
-                    ("time-wtd" if args.weighting == "mean" else "mean", {"justify": "right"}),
-                    ("kernels", {"justify": "right"}), ("launches", {"justify": "right"}),
-                    ("top kernels", {"no_wrap": True, "overflow": "ellipsis", "ratio": 1})):
-        t.add_column(col, **kw)
+    num = {"justify": "right", "no_wrap": True, "min_width": 8}
+    t.add_column("operator / class", no_wrap=True, min_width=12)
+    t.add_column("kind", no_wrap=True, min_width=8)
+    t.add_column("share", **num)
+    t.add_column("time-wtd" if args.weighting == "mean" else "mean", **num)
+    t.add_column("kernels", **num)
+    t.add_column("launches", **num)
+    t.add_column("top kernels")
     for name, sh in sorted(shares.items(), key=lambda kv: (kv[0] == UNCLASSIFIED, -kv[1])):
         st = imp.stats[name]
         kind = "class" if name in CLASSES else ("-" if name == UNCLASSIFIED else "operator")
-        tops = "; ".join(_short(n) for n, _ in st.names.most_common(2))
+        tops = _short("; ".join(n for n, _ in st.names.most_common(2)), 56)
         style = "yellow" if name == UNCLASSIFIED else None
         t.add_row(name, kind, f"{sh:.2%}", f"{other.get(name, 0):.2%}", str(st.kernels), str(st.launches), tops,
                   style=style)
