@@ -283,9 +283,22 @@
     if (key === 'best') return st.best || '';
     if (key === 'gap') return st.bestS ? 1 / st.bestS : null;
     if (key === 'dep') return st.dep;
-    if (key === 'delta') { var d = delta(), o = d && d.ops[op.name], b = o && st.best && o[st.best]; return b ? b.ratio : null; }
+    if (key === 'delta') { var h = headlineDelta(op); return h ? h.d.ratio : null; }
     if (key.indexOf('s:') === 0) return st.s[key.slice(2)];
     return null;
+  }
+  // The operator row shows the change that matters most for review: a new FAIL, else a
+  // slowdown, else a speedup (largest first), else the best implementation's "same".
+  var VERDICT_RANK = { 'now FAIL': 5, 'slower': 4, 'faster': 3, 'fixed': 2, 'same': 1 };
+  function headlineDelta(op) {
+    var d = delta(), o = d && d.ops[op.name];
+    if (!o) return null;
+    var best = null;
+    Object.keys(o).forEach(function (impl) {
+      var x = o[impl], rank = VERDICT_RANK[x.v] || 0, mag = x.ratio ? Math.abs(Math.log(x.ratio)) : 0;
+      if (!best || rank > best.rank || (rank === best.rank && mag > best.mag)) best = { impl: impl, d: x, rank: rank, mag: mag };
+    });
+    return best;
   }
   function visibleOps(hw) {
     var q = state.q.trim().toLowerCase();
@@ -335,10 +348,12 @@
           if (c.impl) { td.setAttribute('data-impl', c.impl); if (v !== null && v !== undefined) td.setAttribute('data-s', String(v)); }
         } else if (c.key === 'delta') {
           td = el('td', { cls: 'txt' });
-          var o = d && d.ops[op.name];
-          if (o && st.best && o[st.best]) { td.appendChild(el('span', { cls: 'note', text: st.best + ' ' })); td.appendChild(verdictSpan(o[st.best])); }
-          else if (o) { var k = Object.keys(o)[0]; td.appendChild(el('span', { cls: 'note', text: k + ' ' })); td.appendChild(verdictSpan(o[k])); }
-          else td.textContent = '–';
+          var h = headlineDelta(op);
+          if (h) {
+            td.appendChild(el('span', { cls: 'note', text: h.impl + ' ' })); td.appendChild(verdictSpan(h.d));
+            var n = Object.keys(d.ops[op.name]).length;
+            if (n > 1) td.appendChild(el('span', { cls: 'note', text: ' (+' + (n - 1) + ' more in the shapes)' }));
+          } else td.textContent = '–';
         } else td = el('td', { cls: c.txt ? 'txt' : null, text: v === null || v === undefined ? '–' : String(v) });
         tr.appendChild(td);
       });
