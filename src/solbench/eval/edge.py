@@ -57,7 +57,13 @@ def _reference_accepts(spec: OpSpec, shape: Shape) -> bool:
         inputs = spec.make_inputs(shape, torch.device("cpu"), 0)
         with torch.no_grad():
             out = spec.normalize_outputs(spec.reference(**inputs))
-        return all(isinstance(v, torch.Tensor) for v in out.values())
+        if not all(isinstance(v, torch.Tensor) for v in out.values()):
+            return False
+        # The checker itself must be able to judge the shape: the reference against itself passes.
+        from solbench.core.check import compare_outputs
+
+        errors, _ = compare_outputs(spec, shape, inputs, out, out, torch.device("cpu"))
+        return not errors
     except Exception:  # noqa: BLE001 - the reference refusing the shape is the answer
         return False
 
