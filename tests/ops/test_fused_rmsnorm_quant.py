@@ -79,6 +79,7 @@ def test_checker_rejects_rounded_sum_norm(device):
 def _assert_close_to_reference(q, s, res, x, r, w, eps):
     rq, rs, rres = get_spec(OP).reference(x.reshape(-1, x.shape[-1]), r.reshape(-1, x.shape[-1]), w, eps)
     assert fp8.check_scales("scale", s.reshape(-1, 1), rs) == []
+    # fp32 summation order may move a value across a midpoint: rare single-step differences.
     diff = (q.reshape(-1, x.shape[-1]).view(torch.uint8) != rq.view(torch.uint8)).float().mean()
     assert diff < 1e-3
     if res is not None:

@@ -22,8 +22,12 @@ Scale conventions (``x ~= q * scale``, one fp32 scale per token or per group):
   one fp32 ulp above a power of two.
 
 Kernels compute the scale with a correctly rounded division and quantize by multiplying with
-``1 / scale`` (one reciprocal per row, as aiter does); the reference divides. The two can differ
-by one fp8 step only where ``x / scale`` falls within an fp32 ulp of a rounding midpoint.
+the correctly rounded ``1 / scale`` (one reciprocal per row or group), which is exactly aiter's
+formulation (``x * (1 / scale)``), so the per-token references do the same and our kernels match
+them bit for bit. vLLM's group quantization divides (``x / scale``); the two differ only where
+``x / scale`` is exactly a midpoint between two fp8 values (about 5e-4 of the elements of
+activation-like data, one fp8 step each, RMS-relative 2e-3 after dequantization), which the
+dequantized tolerance accepts and a wrong rounding mode does not.
 
 Checking. fp8 outputs are compared after dequantization (``q * scale``), through lazy row
 chunks so that outputs of several GB are never widened to float64 at once
@@ -85,13 +89,16 @@ def scale_from_amax(amax, min_amax: float = 0.0, ue8m0: bool = False):
     return ue8m0_ceil(s) if ue8m0 else s
 
 
-def quantize(v, scale):
+def quantize(v, scale, reciprocal: bool = False):
     """``fp8(clamp(v / scale, -448, 448))`` (round to nearest even), 0 where ``scale == 0``.
-    ``v`` is fp32; ``scale`` broadcasts against it."""
+    ``v`` is fp32; ``scale`` broadcasts against it. ``reciprocal``: multiply by the fp32
+    ``1 / scale`` instead of dividing (aiter's formulation; it differs from the division only
+    where ``v / scale`` is exactly a rounding midpoint, about 5e-4 of the elements)."""
     import torch
 
     safe = torch.where(scale > 0, scale, torch.ones_like(scale))
-    q = torch.where(scale > 0, v / safe, torch.zeros_like(v))
+    q = v * torch.where(scale > 0, 1.0 / safe, torch.zeros_like(safe)) if reciprocal else \
+        torch.where(scale > 0, v / safe, torch.zeros_like(v))
     return q.clamp(-FP8_E4M3FN_MAX, FP8_E4M3FN_MAX).to(fp8_dtype())
 
 
@@ -101,19 +108,22 @@ def row_chunks(rows: int, n: int, max_elems: int = CHECK_CHUNK_ELEMS) -> list[sl
     return [slice(r, min(rows, r + step)) for r in range(0, rows, step)] or [slice(0, 0)]
 
 
-def quantize_per_token(v2d, min_amax: float = 0.0):
-    """Per-row dynamic quantization of an fp32 ``[rows, n]`` tensor: ``(q, scale[rows, 1])``."""
+def quantize_per_token(v2d, min_amax: float = 0.0, reciprocal: bool = True):
+    """Per-row dynamic quantization of an fp32 ``[rows, n]`` tensor: ``(q, scale[rows, 1])``,
+    by default with aiter's reciprocal multiply (see :func:`quantize`)."""
     amax = v2d.abs().amax(dim=-1, keepdim=True) if v2d.shape[-1] else v2d.new_zeros((v2d.shape[0], 1))
     scale = scale_from_amax(amax, min_amax)
-    return quantize(v2d, scale), scale
+    return quantize(v2d, scale, reciprocal), scale
 
 
-def quantize_per_group(x, group_size: int, eps: float = GROUP_EPS, ue8m0: bool = False):
+def quantize_per_group(x, group_size: int, eps: float = GROUP_EPS, ue8m0: bool = False,
+                       reciprocal: bool = False):
     """vLLM ``per_token_group_quant_fp8`` semantics on ``x[..., K]`` (K divisible by
     ``group_size``): per group of ``group_size`` consecutive elements of a row,
     ``scale = max(amax, eps) / 448`` (UE8M0: rounded up to a power of two) and
     ``q = fp8(clamp(x / scale))``. Returns ``(q[..., K], scales[..., K // group_size])``
-    (row-major). Processed in row chunks so that no fp32 copy of a multi-GB input is made."""
+    (row-major). vLLM divides (its CUDA kernel computes ``val / y_s``); ``reciprocal`` multiplies
+    by ``1 / scale`` as our kernel does (see :func:`quantize`). Processed in row chunks so that no fp32 copy of a multi-GB input is made."""
     import torch
 
     k = int(x.shape[-1])
@@ -127,7 +137,7 @@ def quantize_per_group(x, group_size: int, eps: float = GROUP_EPS, ue8m0: bool =
     for sl in row_chunks(rows, k):
         xg = x2[sl].float().view(-1, groups, group_size)
         sc = scale_from_amax(xg.abs().amax(dim=-1), eps, ue8m0)
-        q[sl] = quantize(xg, sc[..., None]).view(-1, k)
+        q[sl] = quantize(xg, sc[..., None], reciprocal).view(-1, k)
         s[sl] = sc
     return q.view(x.shape), s.view(*x.shape[:-1], groups)
 

@@ -4,9 +4,10 @@ csrc/kernels/quant_kernels.cu), as rtp-llm calls it before its per-token fp8 GEM
 Per token ``t`` (a row of ``x[T, n]``, bf16):
 
 * ``scale[t] = max(max_j |x[t, j]|, 1e-10) / 448`` (fp32, shape ``[T, 1]``);
-* ``q[t, j] = fp8_e4m3fn(clamp(x[t, j] / scale[t], -448, 448))``, round to nearest even.
+* ``q[t, j] = fp8_e4m3fn(clamp(x[t, j] * (1 / scale[t]), -448, 448))``, round to nearest even,
+  with the reciprocal rounded to fp32 first, as upstream multiplies by ``1 / scale``.
 
-Upstream computes ``absmax * (1 / DTYPE_MAX)`` and multiplies by ``1 / scale``; its fp8 max is
+Upstream's scale is ``absmax * (1 / DTYPE_MAX)`` (within an fp32 ulp of ours); its fp8 max is
 ``torch.finfo(out dtype).max`` (240 for e4m3fnuz on MI300, 448 for e4m3fn): we measure the
 e4m3fn format (see core/fp8.py). The 1e-10 floor is aiter's zero-row guard (its test
 ``test_zero_scale_is_positive`` expects ``amax.clamp_min(1e-10) / max``); it changes nothing for
@@ -42,7 +43,7 @@ class Fp8DynamicPerTokenQuantOp(Fp8QuantSpec):
         return {"x": activation_like((t, n), torch_dtype(self.input_dtype), device, rnd.generator(device, seed))}
 
     def reference(self, x):
-        """scale = max(max|x_row|, 1e-10) / 448 ([T, 1] fp32); q = fp8(clamp(x / scale, +-448))."""
+        """scale = max(max|x_row|, 1e-10) / 448 ([T, 1] fp32); q = fp8(clamp(x * (1/scale), +-448))."""
         import torch
 
         n = x.shape[-1]

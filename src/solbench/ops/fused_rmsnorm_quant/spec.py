@@ -6,7 +6,8 @@ Per token ``t`` (row of ``x, residual [T, n]``, bf16), all in fp32:
 * ``v = x + residual``; ``residual_out = bf16(v)`` (the norm uses the unrounded fp32 sum);
 * ``y = v / sqrt(mean(v^2) + eps) * weight``;
 * ``scale[t] = max|y| / 448`` (fp32, ``[T, 1]``; upstream's ``yscale = rowmax / qmax``);
-* ``quantized = fp8_e4m3fn(clamp(y / scale, -448, 448))`` (0 where the scale is 0).
+* ``quantized = fp8_e4m3fn(clamp(y * (1 / scale), -448, 448))`` (0 where the scale is 0; the
+  fp32 reciprocal first, as upstream's ``n * inv_ys``).
 
 aiter's ``qmax`` is ``torch.finfo(out dtype).max``: 240 for e4m3fnuz (MI300), 448 for e4m3fn;
 we measure e4m3fn (core/fp8.py). eps comes from the shape (``eps``), default 1e-6.
@@ -50,7 +51,7 @@ class FusedRmsNormQuantOp(Fp8QuantSpec):
 
     def reference(self, x, residual, weight, eps):
         """v = x + residual (fp32); y = v / sqrt(mean(v^2) + eps) * weight; scale = max|y| / 448;
-        quantized = fp8(clamp(y / scale, +-448)); residual_out = round(v) to bf16."""
+        quantized = fp8(clamp(y * (1/scale), +-448)); residual_out = round(v) to bf16."""
         import torch
 
         n = x.shape[-1]

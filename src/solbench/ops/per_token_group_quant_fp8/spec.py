@@ -7,7 +7,9 @@ Per group ``g`` of ``group_size`` consecutive elements of row ``t`` of ``x[T, K]
 
 * ``scales[t, g] = max(max|x[t, g*G:(g+1)*G]|, eps) / 448`` (fp32, row-major ``[T, K/G]``,
   ``eps = 1e-10``);
-* ``quantized = fp8_e4m3fn(clamp(x / scales[t, g], -448, 448))``, round to nearest even.
+* ``quantized = fp8_e4m3fn(clamp(x / scales[t, g], -448, 448))``, round to nearest even
+  (a true division, as vLLM's CUDA kernel; our kernel multiplies by ``1 / scale``, which can
+  land one fp8 step away where the quotient is exactly a midpoint: see core/fp8.py).
 
 448 is vLLM's fp8 max on NVIDIA (``torch.float8_e4m3fn``); vLLM's UE8M0 and column-major scale
 options are kernel options of our API (the catalog shapes use the default row-major fp32 scales).
