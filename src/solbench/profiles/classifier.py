@@ -244,7 +244,8 @@ class Classifier:
                 joined = next((t for t in cands if t is not None and t != UNCLASSIFIED and _allowed(m, t)), None)
             e[2] = joined if joined is not None else m.target
             first = joined is None and (k.launch is None or e[2] not in launched)
-            launched.add(e[2])
+            if joined is None:
+                launched.add(e[2])
             yield k, e[2], first
 
 
