@@ -27,17 +27,19 @@ def _group_quant_kernel(x_ptr, q_ptr, s_ptr, n_groups, groups_per_row, x_stride,
                         s_row_stride, s_col_stride, eps,
                         GROUP: tl.constexpr, UE8M0: tl.constexpr, SOFT_FP8: tl.constexpr,
                         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CHUNKED: tl.constexpr):
-    # Group ids are int64 so that row * stride stays exact past 2^31 elements.
-    f = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M).to(tl.int64)[:, None]
-    row = f // groups_per_row
-    g = f - row * groups_per_row
+    # Group ids fit int32 (the launcher checks); the division by groups_per_row is per group, not
+    # per element, and int32 keeps it cheap. Element offsets are int64 (row * stride may pass 2^31).
+    f = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)[:, None]
+    row32 = f // groups_per_row
+    g = f - row32 * groups_per_row
+    row = row32.to(tl.int64)
     c = tl.arange(0, BLOCK_N)[None, :]
     fmask = f < n_groups
     mask = fmask & (c < GROUP)
     col = g * GROUP + c
     v = tl.load(x_ptr + row * x_stride + col, mask=mask, other=0.0).to(tl.float32)
     s, inv = scale_and_inverse(tl.max(tl.abs(v), axis=1)[:, None], eps, UE8M0)
-    tl.store(s_ptr + row * s_row_stride + g * s_col_stride, s, mask=fmask)
+    tl.store(s_ptr + row * s_row_stride + g.to(tl.int64) * s_col_stride, s, mask=fmask)
     tl.store(q_ptr + row * q_stride + col, quantize_bits(v, inv, SOFT_FP8), mask=mask)
 
 
@@ -55,6 +57,8 @@ def launch_group_quant(x2d, q2d, s2d, group_size: int, eps: float, ue8m0: bool) 
         return
     groups_per_row = k // group_size
     n_groups = rows * groups_per_row
+    if n_groups + 2 * MAX_WHOLE_ROW >= 2 ** 31:  # group ids (plus a tile of slack) are int32
+        raise ValueError(f"per_token_group_quant_fp8: {n_groups} groups is too many (supported: < 2^31)")
     cfg = row_config(group_size, n_groups, x2d.element_size(), kernel=KERNEL)
     if cfg.chunked or cfg.block_n != next_pow2(group_size):
         raise ValueError(f"per_token_group_quant_fp8: group_size {group_size} is too large "
