@@ -127,3 +127,13 @@ def test_cli_report(tmp_path, capsys):
     empty.write_text("")
     assert main(["report", str(empty), "-o", str(out)]) == 2
     assert "no records" in capsys.readouterr().err
+
+
+def test_minimal_records_still_render():
+    # Records from outside the runner may lack cost, peaks and env: the page shows what there is.
+    recs = [{"op": "x", "shape_id": 0, "impl": "a", "status": "ok", "time_us": 5.0},
+            {"op": "x", "shape_id": 1, "impl": "b", "status": "fail", "reason": "boom"}]
+    d = page_data(render(model.build([model.Source("m.jsonl", recs)])))
+    assert d["shapes"][0]["cost"] is None and d["runs"][0]["ach"] is None
+    assert d["reasons"] == ["boom"] and d["runs"][0]["counts"] == {"ok": 1, "fail": 1, "skip": 0}
+    assert d["runs"][0]["amdahl"]["coverage"] == 0

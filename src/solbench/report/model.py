@@ -195,8 +195,10 @@ def build(sources: Sequence[Source], *, merge: bool = False, baseline: int | Non
                     "dep": {sku: {"fw": d.get("framework"), "us": _round(d.get("time_us"))}
                             for sku, d in dep.items() if isinstance(d, Mapping) and d.get("time_us")},
                     "w": _round(float(r.get("weight") or 1.0)),
+                    # No cost fields (a record from outside the runner): S cannot be recomputed.
                     "cost": {"f": {k: _round(v) for k, v in (cost.get("flops") or {}).items() if v},
-                             "r": _round(cost.get("bytes_read") or 0), "w": _round(cost.get("bytes_written") or 0)},
+                             "r": _round(cost.get("bytes_read") or 0), "w": _round(cost.get("bytes_written") or 0)}
+                    if cost else None,
                     "ai": _round(r.get("ai")), "regime": r.get("regime"), "runs": {}}
             per_run = sh["runs"].setdefault(str(ri), {"sol": _round(r.get("sol_us")),
                                                       "sola": _round(r.get("sol_achievable_us")), "i": {}})

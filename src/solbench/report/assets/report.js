@@ -75,7 +75,7 @@
     return null;
   }
   function solUs(shape, hw) {
-    if (!hw) return null;
+    if (!hw || !shape.cost || (shape.cost.r + shape.cost.w <= 0 && !totalFlops(shape))) return null;
     var compute = 0;
     for (var p in shape.cost.f) {
       if (!Object.prototype.hasOwnProperty.call(shape.cost.f, p) || !shape.cost.f[p]) continue;
@@ -86,10 +86,11 @@
     var mem = (shape.cost.r + shape.cost.w) / hw.bw;
     return Math.max(compute, mem) * 1e6;
   }
-  function totalFlops(shape) { var t = 0; for (var p in shape.cost.f) t += shape.cost.f[p] || 0; return t; }
-  function totalBytes(shape) { return shape.cost.r + shape.cost.w; }
+  function totalFlops(shape) { var t = 0; if (shape.cost) for (var p in shape.cost.f) t += shape.cost.f[p] || 0; return t; }
+  function totalBytes(shape) { return shape.cost ? shape.cost.r + shape.cost.w : 0; }
   function mainPath(shape) {
     var best = null, bv = 0;
+    if (!shape.cost) return null;
     for (var p in shape.cost.f) if (shape.cost.f[p] > bv) { bv = shape.cost.f[p]; best = p; }
     return best;
   }
