@@ -187,3 +187,17 @@ def test_gpu_compile_graph_and_int64_offsets():
     big = torch.randn((1 << 21) + 3, 1024, device="cuda", dtype=torch.bfloat16)  # > 2^31 elements
     q, s = per_token_group_quant_fp8(big, 128)
     _check(q[-4:], s[-4:], big[-4:], 128)
+
+
+@needs_triton
+def test_ue8m0_colmajor_variant(device):
+    spec = get_spec("per_token_group_quant_fp8_ue8m0_colmajor")
+    assert not spec.catalog and len(spec.shapes) == len(get_spec(OP).shapes)
+    shape = spec.smoke_shapes()[0]
+    inputs = spec.make_inputs(shape, device, 0)
+    q, s = spec.make_outputs(shape, inputs)
+    assert s.stride() == (1, s.shape[0])
+    impls_for(spec.name)["ours_triton"].fn(**inputs, out=(q, s))
+    rq, rs = spec.reference(**inputs)
+    assert torch.equal(s, rs) and torch.all(torch.log2(s) == torch.round(torch.log2(s)))
+    assert torch.equal(q.view(torch.uint8), rq.view(torch.uint8))  # power-of-two scales: division is exact

@@ -10,6 +10,7 @@ from solbench.core.baselines import register_torch_baselines
 from solbench.core.fp8 import FP8_E4M3FN_MAX, fp8_dtype
 from solbench.core.kernels import triton_support
 from solbench.core.spec import Impl, Support, add_impl
+from solbench.ops.per_token_group_quant_fp8.spec import GROUP_QUANT_SPECS
 
 OP = "per_token_group_quant_fp8"
 
@@ -22,11 +23,15 @@ EAGER_BYTES_PER_ELEM = 18
 EAGER_PEAK_LIMIT = 48 * 2 ** 30
 
 
-def eager_group_quant(x, group_size, eps):
+def eager_group_quant(x, group_size, eps, ue8m0=False):
     """What a user writes: view as groups, fp32 max-abs, scale, divide, clamp, cast."""
+    import torch
+
     k = x.shape[-1]
     xg = x.float().view(*x.shape[:-1], k // group_size, group_size)
     scale = xg.abs().amax(dim=-1, keepdim=True).clamp_min(eps) / FP8_E4M3FN_MAX
+    if ue8m0:
+        scale = torch.exp2(torch.ceil(torch.log2(scale)))
     q = (xg / scale).clamp(-FP8_E4M3FN_MAX, FP8_E4M3FN_MAX).to(fp8_dtype())
     return q.view(x.shape), scale.squeeze(-1)
 
@@ -38,12 +43,6 @@ def _eager_supports(shape, device) -> Support:
         return Support.no(f"the eager formulation materializes fp32 copies of x: ~{need / 2**30:.0f} GiB peak "
                           f"with the checker's copies (limit {EAGER_PEAK_LIMIT / 2**30:.0f} GiB)")
     return Support.yes()
-
-
-def ours(x, group_size, eps, out=None):
-    from solbench.ops.per_token_group_quant_fp8.api import per_token_group_quant_fp8
-
-    return per_token_group_quant_fp8(x, group_size, eps, out=out)
 
 
 @functools.lru_cache(maxsize=None)
@@ -66,17 +65,32 @@ def _vllm_available() -> Support:
     return Support.yes()
 
 
-def vllm_group_quant(x, group_size, eps):
-    fn, _ = _vllm_fn()
-    return fn(x, group_size, eps, column_major_scales=False, use_ue8m0=False)
+def _register(spec) -> None:
+    op, ue8m0, colmajor = spec.name, spec.ue8m0, spec.column_major
+
+    def ours(x, group_size, eps, out=None):
+        from solbench.ops.per_token_group_quant_fp8.api import per_token_group_quant_fp8
+
+        return per_token_group_quant_fp8(x, group_size, eps, column_major_scales=colmajor, use_ue8m0=ue8m0, out=out)
+
+    def eager(x, group_size, eps):
+        return eager_group_quant(x, group_size, eps, ue8m0)
+
+    def vllm(x, group_size, eps):
+        fn, _ = _vllm_fn()
+        return fn(x, group_size, eps, column_major_scales=colmajor, use_ue8m0=ue8m0)
+
+    layout = ("UE8M0 " if ue8m0 else "") + ("column-major" if colmajor else "row-major") + " scales"
+    add_impl(Impl(op, "ours_triton", ours, available=triton_support, takes_out=True,
+                  description=f"solbench Triton per-token-group fp8 quant (one pass, ~4K-element tiles; {layout})"))
+    desc = "view as groups, fp32 max-abs, " + ("exp2(ceil(log2)) scale, " if ue8m0 else "") + "divide, clamp, cast"
+    register_torch_baselines(op, eager, desc)
+    # torch.compile fuses the same function into one kernel without the fp32 temporaries, so
+    # only the eager baseline is refused on the largest shapes: re-register it with that refusal.
+    add_impl(Impl(op, "torch_eager", eager, supports=_eager_supports, baseline=True, description=desc))
+    add_impl(Impl(op, "vllm", vllm, available=_vllm_available, baseline=True,
+                  description=f"vllm fp8_utils.per_token_group_quant_fp8 (CUDA kernel, {layout})"))
 
 
-add_impl(Impl(OP, "ours_triton", ours, available=triton_support, takes_out=True,
-              description="solbench Triton per-token-group fp8 quant (one pass, ~4K-element tiles of whole groups)"))
-_EAGER_DESC = "view as groups, fp32 max-abs, divide, clamp, cast to fp8"
-register_torch_baselines(OP, eager_group_quant, _EAGER_DESC)
-# torch.compile fuses the same function into one kernel without the fp32 temporaries, so only
-# the eager baseline is refused on the largest shapes: re-register it with that refusal.
-add_impl(Impl(OP, "torch_eager", eager_group_quant, supports=_eager_supports, baseline=True, description=_EAGER_DESC))
-add_impl(Impl(OP, "vllm", vllm_group_quant, available=_vllm_available, baseline=True,
-              description="vllm fp8_utils.per_token_group_quant_fp8 (CUDA kernel, row-major scales)"))
+for _spec in GROUP_QUANT_SPECS.values():
+    _register(_spec)

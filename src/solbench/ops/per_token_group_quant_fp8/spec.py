@@ -13,9 +13,13 @@ Per group ``g`` of ``group_size`` consecutive elements of row ``t`` of ``x[T, K]
 
 448 is vLLM's fp8 max on NVIDIA (``torch.float8_e4m3fn``); vLLM's UE8M0 and column-major scale
 options are kernel options of our API (the catalog shapes use the default row-major fp32 scales).
+The non-catalog variant ``per_token_group_quant_fp8_ue8m0_colmajor`` runs the same shapes with
+UE8M0 scales (``2^ceil(log2(scale))``) written column-major, as DeepGEMM on Blackwell reads them.
 Outputs, in order: ``quantized``, ``scales``.
 """
 from __future__ import annotations
+
+from dataclasses import replace
 
 from solbench.core import inputs as rnd
 from solbench.core.fp8 import GROUP_EPS, Fp8QuantSpec, activation_like, fp8_dtype, quantize_per_group
@@ -32,6 +36,8 @@ class PerTokenGroupQuantFp8Op(Fp8QuantSpec):
     output_names = ("quantized", "scales")
     fp8_outputs = {"quantized": ("scales", "group")}
     input_dtype = "bf16"
+    ue8m0 = False          # scales rounded up to powers of two
+    column_major = False   # scales stored as a transposed [K/G, T] buffer
 
     def dims(self, shape: Shape) -> tuple[int, int, int]:
         t, k, g = int(shape["token_count"]), int(shape["hidden_size"]), int(shape.get("group_size", 128))
@@ -50,14 +56,16 @@ class PerTokenGroupQuantFp8Op(Fp8QuantSpec):
 
     def reference(self, x, group_size, eps):
         """scales = max(max|group|, eps) / 448 per group of group_size; quantized = fp8(clamp(x / scale))."""
-        return quantize_per_group(x, group_size, eps)
+        return quantize_per_group(x, group_size, eps, self.ue8m0)
 
     def make_outputs(self, shape: Shape, inputs: dict):
         import torch
 
         x, g = inputs["x"], inputs["group_size"]
-        return (torch.empty(x.shape, dtype=fp8_dtype(), device=x.device),
-                torch.empty((*x.shape[:-1], x.shape[-1] // g), dtype=torch.float32, device=x.device))
+        q = torch.empty(x.shape, dtype=fp8_dtype(), device=x.device)
+        if self.column_major:
+            return q, torch.empty((x.shape[-1] // g, x.shape[0]), dtype=torch.float32, device=x.device).t()
+        return q, torch.empty((*x.shape[:-1], x.shape[-1] // g), dtype=torch.float32, device=x.device)
 
     def cost(self, shape: Shape) -> Cost:
         # Read: x [T, K] bf16. Write: quantized [T, K] fp8, scales [T, K/G] fp32.
@@ -68,4 +76,19 @@ class PerTokenGroupQuantFp8Op(Fp8QuantSpec):
                     bytes_read=t * k * 2, bytes_written=t * k + groups * 4)
 
 
-register_spec(PerTokenGroupQuantFp8Op.from_catalog())
+class PerTokenGroupQuantFp8Ue8m0ColMajorOp(PerTokenGroupQuantFp8Op):
+    name = "per_token_group_quant_fp8_ue8m0_colmajor"
+    catalog = False
+    ue8m0 = True
+    column_major = True
+
+    def reference(self, x, group_size, eps):
+        """As per_token_group_quant_fp8, with scales rounded up to powers of two (UE8M0)."""
+        return quantize_per_group(x, group_size, eps, True)
+
+
+GROUP_QUANT = register_spec(PerTokenGroupQuantFp8Op.from_catalog())
+_variant = PerTokenGroupQuantFp8Ue8m0ColMajorOp(
+    {**GROUP_QUANT.entry, "name": PerTokenGroupQuantFp8Ue8m0ColMajorOp.name, "importance": 0.0},
+    [replace(s, op=PerTokenGroupQuantFp8Ue8m0ColMajorOp.name) for s in GROUP_QUANT.shapes])
+GROUP_QUANT_SPECS = {GROUP_QUANT.name: GROUP_QUANT, _variant.name: register_spec(_variant)}
