@@ -197,7 +197,8 @@
       el('th', { text: 'importance covered' }), el('th', { text: 'normalized' })]));
     Object.keys(sc).sort(function (a, b) { return (sc[b].score - sc[a].score); }).forEach(function (impl) {
       st.appendChild(el('tr', { 'data-impl': impl }, [el('td', { text: impl === 'best' ? 'best per operator' : impl }),
-        el('td', { text: fmt(sc[impl].score, 4) }), el('td', { text: fmt(sc[impl].coverage, 4) }), el('td', { text: fmt(sc[impl].normalized, 3) })]));
+        el('td', { text: sc[impl].coverage ? fmt(sc[impl].score, 4) : '–', title: sc[impl].coverage ? '' : 'no correct timed result' }),
+        el('td', { text: fmt(sc[impl].coverage, 4) }), el('td', { text: fmt(sc[impl].normalized, 3) })]));
     });
     var mid = el('div', null, [el('h2', { text: 'Production-weighted score' }),
       el('p', { cls: 'note', text: 'S per operator is the median over its correct shapes, weighted by each shape\'s production GPU time; ' +
@@ -269,9 +270,9 @@
   function columns() {
     var cols = [{ key: 'name', label: 'operator', txt: true }, { key: 'dtype', label: 'dtype', txt: true },
       { key: 'importance', label: 'importance' }, { key: 'shapes', label: 'shapes' }, { key: 'regime', label: 'regime', txt: true }];
-    implsIn().forEach(function (impl) { cols.push({ key: 's:' + impl, label: 'S ' + impl, impl: impl }); });
+    implsIn().forEach(function (impl) { cols.push({ key: 's:' + impl, label: 'S ' + impl, impl: impl, wrap: true }); });
     cols.push({ key: 'best', label: 'best', txt: true }, { key: 'gap', label: 'gap to SOL' },
-      { key: 'dep', label: 'deployed S (' + D.deployed_sku + ')' });
+      { key: 'dep', label: 'deployed S (' + D.deployed_sku + ')', wrap: true });
     if (delta()) cols.push({ key: 'delta', label: 'Δ vs baseline', txt: true });
     return cols;
   }
@@ -325,7 +326,7 @@
     thead.textContent = ''; tbody.textContent = '';
     var hr = el('tr');
     cols.forEach(function (c) {
-      var th = el('th', { cls: c.txt ? 'txt' : null, 'data-col': c.key, scope: 'col', text: c.label,
+      var th = el('th', { cls: (c.txt ? 'txt' : '') + (c.wrap ? ' wrap' : '') || null, 'data-col': c.key, scope: 'col', text: c.label,
         title: c.impl ? 'weighted-median S of ' + c.impl + ' on ' + (hw ? hw.name : '?') + ' (click to sort)' : 'click to sort' });
       if ((state.sort || 'importance') === c.key) th.setAttribute('aria-sort', (state.sort ? state.dir : -1) > 0 ? 'ascending' : 'descending');
       th.addEventListener('click', function () {
@@ -353,7 +354,7 @@
           if (h) {
             td.appendChild(el('span', { cls: 'note', text: h.impl + ' ' })); td.appendChild(verdictSpan(h.d));
             var n = Object.keys(d.ops[op.name]).length;
-            if (n > 1) td.appendChild(el('span', { cls: 'note', text: ' (+' + (n - 1) + ' more in the shapes)' }));
+            if (n > 1) td.appendChild(el('span', { cls: 'note', text: ' (+' + (n - 1) + ')', title: (n - 1) + ' more implementation(s) compared: expand the operator' }));
           } else td.textContent = '–';
         } else td = el('td', { cls: c.txt ? 'txt' : null, text: v === null || v === undefined ? '–' : String(v) });
         tr.appendChild(td);
@@ -476,7 +477,7 @@
     return g;
   }
   function drawRoofline(pts, hw, paths) {
-    var W = 580, H = 330, m = { l: 84, r: 16, t: 14, b: 40 };
+    var W = 600, H = 330, m = { l: 100, r: 16, t: 14, b: 40 };
     var ceilings = [], main = paths.length ? paths : ['bf16_tc'];
     main.forEach(function (p) { var v = peak(hw, p); if (v && ceilings.every(function (c) { return c.v !== v; })) ceilings.push({ p: p, v: v }); });
     ceilings.sort(function (a, b) { return b.v - a.v; });
@@ -501,7 +502,7 @@
     return g;
   }
   function drawBandwidth(pts, hw) {
-    var W = 580, H = 260, m = { l: 84, r: 16, t: 14, b: 40 };
+    var W = 600, H = 260, m = { l: 100, r: 16, t: 14, b: 40 };
     var xmin = Infinity, xmax = 0, ymax = hw.bw * 1.15;
     pts.forEach(function (p) { xmin = Math.min(xmin, p.x); xmax = Math.max(xmax, p.x); ymax = Math.max(ymax, p.y * 1.1); });
     xmin /= 3; xmax *= 3;
