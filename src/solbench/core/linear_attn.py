@@ -77,9 +77,8 @@ def to_chunks(x, chunk_size: int):
 
     B, T = x.shape[:2]
     nt = chunk_count(T, chunk_size)
-    pad = nt * chunk_size - T
-    if pad:
-        x = torch.cat([x, x.new_zeros((B, pad, *x.shape[2:]))], dim=1)
+    # Always concatenate (an empty pad when T divides): no data-dependent branch for torch.compile.
+    x = torch.cat([x, x.new_zeros((B, nt * chunk_size - T, *x.shape[2:]))], dim=1)
     return x.view(B, nt, chunk_size, *x.shape[2:])
 
 

@@ -18,6 +18,8 @@ from solbench.core.spec import Cost, OpSpec, Shape, Tolerance, register_spec, te
 
 def effective_chunk(T: int, chunk_size: int) -> int:
     """The chunk length upstream uses: short prompts get a power-of-two chunk of at least 16."""
+    if T >= chunk_size:  # decided without int(T), so torch.compile keeps T symbolic
+        return int(chunk_size)
     p2 = 1 << max(0, int(T) - 1).bit_length()
     return min(int(chunk_size), max(16, p2))
 
