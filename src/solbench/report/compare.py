@@ -11,7 +11,11 @@ that measurement wanders. For a shape, the two widths are combined in quadrature
 of two independent measurements) into the band ``h``; a shape is slower when
 ``ln(t_new / t_base) > h`` and faster when it is below ``-h``. The band is wide compared with the
 statistical error of a median of many samples on purpose: it has to absorb what varies between
-two runs (clocks, placement), which within-run quantiles only hint at.
+two runs (clocks, placement), which within-run quantiles only hint at. Graph-replay medians can
+have very tight quantiles, so the band also takes, in quadrature, the run-to-run scatter the
+comparison itself shows: 1.4826 x the median absolute deviation of all matched log-ratios (from
+8 matched records up). A median-based spread is barely moved by the minority of records that
+really changed, so a regression does not hide itself.
 
 Per operator and implementation the shapes' log-ratios are averaged (geometric-mean ratio). Its
 band is the median of the shapes' bands plus twice the standard error of the log-ratios, so an
@@ -81,9 +85,12 @@ class Comparison:
     only_base: list[tuple] = field(default_factory=list)
     only_new: list[tuple] = field(default_factory=list)
     duplicates: int = 0
+    scatter: float = 0.0                 # run-to-run scatter of ln(ratio) over all matched records
+    median_ratio: float | None = None    # median t_new / t_base over all matched records
 
     def to_json(self) -> dict:
         return {"shapes": [asdict(s) for s in self.shapes], "ops": [asdict(o) for o in self.ops],
+                "scatter": self.scatter, "median_ratio": self.median_ratio,
                 "only_base": [list(k) for k in self.only_base], "only_new": [list(k) for k in self.only_new],
                 "duplicates": self.duplicates}
 
@@ -109,7 +116,24 @@ def _index(records: Iterable[Mapping]) -> tuple[dict, int]:
     return idx, dup
 
 
-def _shape_delta(b: Mapping, n: Mapping) -> ShapeDelta:
+def _timed_log_ratio(b: Mapping, n: Mapping) -> float | None:
+    tb, tn = b.get("time_us"), n.get("time_us")
+    if b.get("status") == n.get("status") == "ok" and tb and tn and tb > 0 and tn > 0:
+        return math.log(tn / tb)
+    return None
+
+
+def run_scatter(log_ratios: Sequence[float], min_n: int = 8) -> float:
+    """Robust spread of the per-shape log-ratios across the whole comparison (1.4826 x MAD, a
+    standard deviation for normal noise). It measures what varies from run to run beyond the
+    within-run quantiles; a minority of records that really changed barely moves it."""
+    if len(log_ratios) < min_n:
+        return 0.0
+    m = median(log_ratios)
+    return 1.4826 * median(abs(x - m) for x in log_ratios)
+
+
+def _shape_delta(b: Mapping, n: Mapping, scatter: float = 0.0) -> ShapeDelta:
     base = dict(op=b["op"], shape_id=str(b.get("shape_id")), impl=b["impl"], hw=b.get("hw") or "",
                 base_us=b.get("time_us"), new_us=n.get("time_us"),
                 base_status=b.get("status", ""), new_status=n.get("status", ""))
@@ -126,7 +150,8 @@ def _shape_delta(b: Mapping, n: Mapping) -> ShapeDelta:
         return ShapeDelta(**base, ratio=None, band=None, verdict=NOT_TIMED, reason=why or "")
     ratio = tn / tb
     sb, sn = relative_spread(b), relative_spread(n)
-    band = math.sqrt((sb or 0.0) ** 2 + (sn or 0.0) ** 2) if (sb is not None or sn is not None) else None
+    band = (math.sqrt((sb or 0.0) ** 2 + (sn or 0.0) ** 2 + scatter ** 2)
+            if (sb is not None or sn is not None or scatter > 0) else None)
     d = math.log(ratio)
     if band is None:  # no quantiles on either side: cannot tell noise from change per shape
         verdict = SAME if d == 0 else (SLOWER if d > 0 else FASTER)
@@ -167,6 +192,9 @@ def compare_records(base: Sequence[Mapping], new: Sequence[Mapping]) -> Comparis
     bi, bd = _index(base)
     ni, nd = _index(new)
     cmp = Comparison(duplicates=bd + nd)
+    logs = [x for x in (_timed_log_ratio(b, ni[k]) for k, b in bi.items() if k in ni) if x is not None]
+    cmp.scatter = run_scatter(logs)
+    cmp.median_ratio = math.exp(median(logs)) if logs else None
     groups: dict[tuple, list[ShapeDelta]] = defaultdict(list)
     for k, b in bi.items():
         n = ni.get(k)
@@ -176,7 +204,7 @@ def compare_records(base: Sequence[Mapping], new: Sequence[Mapping]) -> Comparis
             continue
         if b.get("status") == "skip" and n.get("status") == "skip":
             continue
-        d = _shape_delta(b, n)
+        d = _shape_delta(b, n, cmp.scatter)
         cmp.shapes.append(d)
         groups[(d.op, d.impl, d.hw)].append(d)
     cmp.only_new = [k[:4] for k, n in ni.items() if k not in bi and n.get("status") != "skip"]
@@ -232,6 +260,9 @@ def print_comparison(console, cmp: Comparison, base_name: str, new_name: str, ch
         extra.append(f"{len(cmp.only_new)} only in {new_name}")
     if cmp.duplicates:
         extra.append(f"{cmp.duplicates} repeated keys (last record kept)")
+    if cmp.median_ratio is not None:
+        extra.append(f"run-wide median ratio {cmp.median_ratio:.3f}, run-to-run scatter "
+                     f"±{(math.exp(cmp.scatter) - 1) * 100:.1f}% (in every noise band)")
     console.print(f"{len(cmp.shapes)} matched records, {len(cmp.ops)} operator x implementation pairs: " +
                   ", ".join(f"{n} {k}" for k, n in sorted(tally.items())) + ("; " + "; ".join(extra) if extra else ""))
 
