@@ -38,7 +38,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Iterator, Sequence
 
-from solbench.core.spec import Tolerance
+from solbench.core.spec import OpSpec, Tolerance
 
 #: Largest finite float8_e4m3fn value (the quantization range is [-448, 448]).
 FP8_E4M3FN_MAX = 448.0
@@ -324,9 +324,6 @@ if triton is not None:
 
 
 # ---- a base for the fp8 operator specs ------------------------------------------------------------
-from solbench.core.spec import OpSpec  # noqa: E402  (after the helpers it builds on)
-
-
 class Fp8QuantSpec(OpSpec):
     """Checker hooks shared by the fp8 quantization operators.
 
