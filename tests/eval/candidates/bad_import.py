@@ -1,0 +1,3 @@
+"""Fails to import."""
+import torch
+raise RuntimeError("this candidate does not even import")
