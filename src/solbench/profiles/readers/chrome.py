@@ -21,6 +21,7 @@ import gzip
 import io
 import json
 import re
+import zlib
 from array import array
 from pathlib import Path
 
@@ -98,6 +99,35 @@ def _open_text(path: Path):
     return open(path, "r", encoding="utf-8")
 
 
+class _IntMap:
+    """int -> int for ids that profilers hand out sequentially (External id, CUPTI correlation): a flat
+    array indexed by id, 8 bytes a slot, with a dict for ids far outside the dense range."""
+
+    def __init__(self):
+        self.slots = array("q")
+        self.sparse: dict[int, int] = {}
+
+    def __setitem__(self, key: int, value: int) -> None:
+        n = len(self.slots)
+        if 0 <= key < n:
+            self.slots[key] = value
+        elif n <= key < 2 * n + (1 << 16):
+            self.slots.extend(array("q", [-1]) * (key + 1 - n + (n >> 3)))
+            self.slots[key] = value
+        else:
+            self.sparse[key] = value
+
+    def get(self, key: int, default: int = -1) -> int:
+        if 0 <= key < len(self.slots):
+            v = self.slots[key]
+            return default if v < 0 else v
+        return self.sparse.get(key, default)
+
+
+def _int(v, default: int = -1) -> int:
+    return default if v is None else int(v)
+
+
 class _Columns:
     def __init__(self, collect_shapes: bool):
         self.names: dict[str, int] = {}
@@ -109,11 +139,13 @@ class _Columns:
         # CPU operators
         self.c_name, self.c_tid, self.c_ts, self.c_end, self.c_ext = (array("i"), array("i"), array("d"),
                                                                       array("d"), array("q"))
-        self.ext_to_op: dict[int, int] = {}
+        self.ext_to_op = _IntMap()
         self.collect_shapes = collect_shapes
+        self.found = False
         self.op_shapes: dict[int, tuple] = {}
-        # runtime launches: correlation -> (thread, ts, External id, is graph launch)
-        self.launches: dict[int, tuple] = {}
+        # runtime launches, by correlation id: thread, start, External id, is a graph launch
+        self.launch_of = _IntMap()
+        self.r_tid, self.r_ts, self.r_ext, self.r_graph = array("i"), array("d"), array("q"), array("b")
 
     def intern(self, s: str) -> int:
         i = self.names.get(s)
@@ -131,13 +163,14 @@ class _Columns:
             self.k_name.append(self.intern(str(ev.get("name", "?"))))
             self.k_ts.append(float(ev.get("ts", 0.0)))
             self.k_dur.append(float(ev.get("dur", 0.0)))
-            self.k_stream.append(int(args.get("stream", args.get("stream id", 0)) or 0))
-            self.k_corr.append(int(args.get("correlation", -1)))
-            self.k_ext.append(int(args.get("External id", -1)))
-            self.k_graph.append(1 if any("graph" in k.lower() and v not in (0, -1, None) for k, v in args.items())
-                                else 0)
+            self.k_stream.append(_int(args.get("stream"), 0))
+            self.k_corr.append(_int(args.get("correlation")))
+            self.k_ext.append(_int(args.get("External id")))
+            # Kineto tags kernels launched from a captured graph with their graph (node) id.
+            g = args.get("graph node id", args.get("graph id"))
+            self.k_graph.append(1 if g not in (None, 0, -1) else 0)
         elif cat in _CPU_CATS:
-            ext = int(args.get("External id", -1))
+            ext = _int(args.get("External id"))
             idx = len(self.c_name)
             ts = float(ev.get("ts", 0.0))
             self.c_name.append(self.intern(str(ev.get("name", "?"))))
@@ -152,9 +185,11 @@ class _Columns:
         elif cat in _LAUNCH_CATS:
             corr = args.get("correlation")
             if corr is not None:
-                name = str(ev.get("name", ""))
-                self.launches[int(corr)] = (self._thread(ev), float(ev.get("ts", 0.0)),
-                                            int(args.get("External id", -1)), "GraphLaunch" in name)
+                self.launch_of[int(corr)] = len(self.r_tid)
+                self.r_tid.append(self._thread(ev))
+                self.r_ts.append(float(ev.get("ts", 0.0)))
+                self.r_ext.append(_int(args.get("External id")))
+                self.r_graph.append(1 if "GraphLaunch" in str(ev.get("name", "")) else 0)
 
     def _thread(self, ev) -> int:
         key = (ev.get("pid"), ev.get("tid"))
@@ -224,41 +259,12 @@ def read_chrome_trace(path: str | Path, collect_shapes: bool = False) -> Profile
     with f:
         r = _Reader(f, path)
         try:
-            first = r.peek()
+            _parse(r, cols)
         except UnicodeDecodeError as e:
             raise ProfileError(path, f"not UTF-8 text: {e}") from None
-        if first == "":
-            raise ProfileError(path, "empty file")
-        found = False
-        if first == "[":  # the "JSON Array Format": the file is the event list itself
-            _events(r, cols)
-            found = True
-        elif first == "{":
-            r.pos += 1
-            while True:
-                c = r.peek()
-                if c == "}":
-                    r.pos += 1
-                    break
-                if c != '"':
-                    raise r.error("expected a key in the top-level object, found "
-                                  + (repr(c) if c else "the end of the file (truncated trace?)"))
-                key = r.value()
-                r.expect(":", f"after the key {key!r}")
-                if key == "traceEvents":
-                    _events(r, cols)
-                    found = True
-                else:
-                    r.value()
-                c = r.peek()
-                if c == ",":
-                    r.pos += 1
-                elif c != "}":
-                    raise r.error("expected ',' or '}' in the top-level object, found "
-                                  + (repr(c) if c else "the end of the file (truncated trace?)"))
-        else:
-            raise r.error(f"not a Chrome trace: expected '{{' or '[', found {first!r}")
-    if not found:
+        except (EOFError, OSError, zlib.error) as e:
+            raise ProfileError(path, f"cannot decompress / read (truncated gzip?): {e}") from None
+    if not cols.found:
         raise ProfileError(path, "no 'traceEvents' array in the trace")
     if not len(cols.k_name):
         raise ProfileError(path, "the trace has no kernel events (cat 'kernel'); was the profiler run with "
@@ -266,20 +272,80 @@ def read_chrome_trace(path: str | Path, collect_shapes: bool = False) -> Profile
     return _resolve(path, cols)
 
 
+def _parse(r: _Reader, cols: _Columns) -> None:
+    first = r.peek()
+    if first == "":
+        raise r.error("empty file")
+    found = False
+    if first == "[":  # the "JSON Array Format": the file is the event list itself
+        _events(r, cols)
+        found = True
+    elif first == "{":
+        r.pos += 1
+        while True:
+            c = r.peek()
+            if c == "}":
+                r.pos += 1
+                break
+            if c != '"':
+                raise r.error("expected a key in the top-level object, found "
+                              + (repr(c) if c else "the end of the file (truncated trace?)"))
+            key = r.value()
+            r.expect(":", f"after the key {key!r}")
+            if key == "traceEvents":
+                _events(r, cols)
+                found = True
+            else:
+                r.value()
+            c = r.peek()
+            if c == ",":
+                r.pos += 1
+            elif c != "}":
+                raise r.error("expected ',' or '}' in the top-level object, found "
+                              + (repr(c) if c else "the end of the file (truncated trace?)"))
+    else:
+        raise r.error(f"not a Chrome trace: expected '{{' or '[', found {first!r}")
+    cols.found = found
+
+
+_NEXT_EVENT = re.compile(r"[ \t\r\n]*,[ \t\r\n]*(?=\{)")
+_SCAN = _DECODER.scan_once  # the C scanner behind raw_decode, without its Python wrapper
+
+
 def _events(r: _Reader, cols: _Columns) -> None:
     r.expect("[", "to open 'traceEvents'")
     if r.peek() == "]":
         r.pos += 1
         return
+    add = cols.add
     while True:
         start = r.pos
-        ev = r.value()
+        # Fast path: a complete object in the buffer followed by ", {". Anything else (the end of
+        # the buffer, the end of the array, a malformed event) goes through the careful path.
+        ev = None
+        if r.buf.startswith("{", start):
+            try:
+                ev, end = _SCAN(r.buf, start)
+            except (StopIteration, json.JSONDecodeError):
+                ev = None
+            else:
+                m = _NEXT_EVENT.match(r.buf, end)
+                if m is None:
+                    r.pos = end
+                else:
+                    r.pos = m.end()
+        if ev is None:
+            r.pos = start
+            ev = r.value()
+            m = None
         if not isinstance(ev, dict):
             raise r.error(f"trace event is a {type(ev).__name__}, not an object", start)
         try:
-            cols.add(ev)
+            add(ev)
         except (TypeError, ValueError) as e:
             raise r.error(f"bad field in trace event: {e}", start) from None
+        if m is not None:
+            continue
         c = r.peek()
         if c == ",":
             r.pos += 1
@@ -294,28 +360,47 @@ def _events(r: _Reader, cols: _Columns) -> None:
                           + (repr(c) if c else "the end of the file (truncated trace?)"))
 
 
+def _stream_order(cols: _Columns) -> array:
+    """Kernel indices sorted by (stream, start), without a key tuple per kernel: each stream's
+    kernels are usually already in time order in the file, and only unsorted streams are sorted."""
+    by_stream: dict[int, array] = {}
+    for i, s in enumerate(cols.k_stream):
+        a = by_stream.get(s)
+        if a is None:
+            a = by_stream[s] = array("q")
+        a.append(i)
+    order = array("q")
+    ts = cols.k_ts
+    for s in sorted(by_stream):
+        a = by_stream.pop(s)
+        if any(ts[a[j]] > ts[a[j + 1]] for j in range(len(a) - 1)):
+            a = array("q", sorted(a, key=ts.__getitem__))
+        order.extend(a)
+    return order
+
+
 def _resolve(path: Path, cols: _Columns) -> Profile:
     n = len(cols.k_name)
     op_of, graph = array("q", [-1]) * n, array("b", cols.k_graph)
     contain = None
     unattributed = 0
     for i in range(n):
-        launch = cols.launches.get(cols.k_corr[i])
-        if launch is not None and launch[3]:
+        r = cols.launch_of.get(cols.k_corr[i]) if cols.k_corr[i] >= 0 else -1
+        if r >= 0 and cols.r_graph[r]:
             graph[i] = 1
         if graph[i]:
             continue
-        op = cols.ext_to_op.get(cols.k_ext[i], -1) if cols.k_ext[i] >= 0 else -1
-        if op < 0 and launch is not None:
-            op = cols.ext_to_op.get(launch[2], -1) if launch[2] >= 0 else -1
+        op = cols.ext_to_op.get(cols.k_ext[i]) if cols.k_ext[i] >= 0 else -1
+        if op < 0 and r >= 0:
+            op = cols.ext_to_op.get(cols.r_ext[r]) if cols.r_ext[r] >= 0 else -1
             if op < 0:
                 if contain is None:
                     contain = _Containment(cols)
-                op = contain.find(launch[0], launch[1])
+                op = contain.find(cols.r_tid[r], cols.r_ts[r])
         if op < 0:
             unattributed += 1
         op_of[i] = op
-    order = sorted(range(n), key=lambda i: (cols.k_stream[i], cols.k_ts[i]))
+    order = _stream_order(cols)
     prof = Profile(path=str(path), format="chrome_trace", ordered=True)
     prof.kernels = _Kernels(cols, order, op_of, graph)  # type: ignore[assignment]
     n_graph = sum(graph)
