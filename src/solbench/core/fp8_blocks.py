@@ -37,7 +37,8 @@ def dequantize(q, s, block: tuple[int, int], dtype=None):
     if n % bn or k % bk:
         return (q.to(torch.float32) * expand_scales(s, n, k, block)).to(dt)
     lead = q.shape[:-2]
-    x = q.to(dt).view(*lead, n // bn, bn, k // bk, bk)
+    # A fresh contiguous copy: the in-place scaling below must never touch q itself.
+    x = q.to(dtype=dt, copy=True, memory_format=torch.contiguous_format).view(*lead, n // bn, bn, k // bk, bk)
     x.mul_(s.to(dt).view(*lead, n // bn, 1, k // bk, 1))
     return x.view(q.shape)
 
