@@ -59,6 +59,6 @@ def leaderboard(per_candidate: Sequence[tuple[str, Sequence[Mapping]]], importan
         "suite": suite if measured else None,
         "suite_note": ("sum over operators of importance x weighted-median achievable S (core/score.py suite_scores); "
                        "coverage = importance of operators with a correct timed candidate")
-        if measured else "not measured: no GPU (correctness only; no S, no speedup, no suite score)",
+        if measured else "not measured: no GPU (correctness only: S and the suite score need a GPU)",
         "importance": {r["op"]: float(importance.get(r["op"], 0.0)) for r in rows if r.get("op")},
     }
