@@ -1,5 +1,6 @@
 """block_scaled_mm baselines: torch_eager / torch_compile (dequantize to bf16 + matmul) and
-torch_native (torch._scaled_mm with 1x128 / 128x128 blockwise scales, CUDA 12.9+ on sm90)."""
+torch_native (F.scaled_mm or torch._scaled_mm with 1x128 / 128x128 blockwise scales, CUDA 12.9+
+builds on sm90)."""
 from __future__ import annotations
 
 import functools
@@ -24,16 +25,36 @@ def eager(a, b, a_scales, b_scales):
     return (ad @ bd.T).to(torch.float32)
 
 
+def _native_v2(a, b, sa, sb):
+    import torch
+    import torch.nn.functional as F
+
+    return F.scaled_mm(a, b, sa, F.ScalingType.BlockWise1x128, sb, F.ScalingType.BlockWise128x128,
+                       output_dtype=torch.bfloat16)
+
+
+def _native_v1(a, b, sa, sb):
+    import torch
+
+    return torch._scaled_mm(a, b, scale_a=sa, scale_b=sb, out_dtype=torch.bfloat16)
+
+
+# Which entry point runs blockwise scaling on this build: F.scaled_mm (explicit scale recipes,
+# torch >= 2.10) or torch._scaled_mm (recipe inferred from the scale shapes). Set by the probe.
+_ROUTES = {"F.scaled_mm": _native_v2, "torch._scaled_mm": _native_v1}
+_route: list = []
+
+
 def native(a, b, a_scales, b_scales):
-    """torch._scaled_mm with BlockWise1x128 scales for a and BlockWise128x128 for b. Both scale
-    tensors must be outer-dim-major (stride(0) == 1), b column-major ([K, N] view of b [N, K]);
+    """Blockwise fp8 GEMM in PyTorch: BlockWise1x128 scales for a, BlockWise128x128 for b. Both scale
+    tensors must be outer-dim-major (stride(0) == 1) and b column-major ([K, N] view of b [N, K]);
     the blockwise path emits bf16, widened to the fp32 output."""
     import torch
 
     sa = a_scales.t().contiguous().t()
     sb = b_scales.t()  # [K/128, N/128], stride(0) == 1 for a contiguous [N/128, K/128]
-    out = torch._scaled_mm(a, b.t(), scale_a=sa, scale_b=sb, out_dtype=torch.bfloat16)
-    return out.to(torch.float32)
+    fn = _route[0] if _route else _native_v1
+    return fn(a, b.t(), sa, sb).to(torch.float32)
 
 
 @functools.lru_cache(maxsize=None)
@@ -45,22 +66,28 @@ def _native_probe() -> Support:
     if not torch.cuda.is_available():
         return Support.no("torch._scaled_mm runs on CUDA only (fp8 tensor cores, sm89+)")
     # Blockwise scaling depends on the torch build (CUTLASS path, CUDA 12.9+) and the GPU: run a
-    # small product once and compare it with the dequantized fp32 product.
-    try:
-        g = torch.Generator(device="cuda")
-        g.manual_seed(0)
-        a, sa = fp8_blocks.random_blocks((256, 512), (1, 128), "cuda", g)
-        b, sb = fp8_blocks.random_blocks((256, 512), (128, 128), "cuda", g, scale=512 ** -0.5)
-        got = native(a, b, sa, sb)
-        ref = fp8_blocks.dequantize(a, sa, (1, 128)) @ fp8_blocks.dequantize(b, sb, (128, 128)).T
-        err = float((got - ref).norm() / ref.norm())
-    except Exception as e:  # noqa: BLE001 - the reason is what the report shows
-        return Support.no(f"torch._scaled_mm has no blockwise (1x128, 128x128) path here: "
-                          f"{type(e).__name__}: {str(e)[:160]}")
-    if not err < 1e-2:
-        return Support.no(f"torch._scaled_mm blockwise probe disagrees with the dequantized product "
-                          f"(relative error {err:.3g})")
-    return Support.yes()
+    # small product through each entry point and compare it with the dequantized fp32 product.
+    g = torch.Generator(device="cuda")
+    g.manual_seed(0)
+    a, sa = fp8_blocks.random_blocks((256, 512), (1, 128), "cuda", g)
+    b, sb = fp8_blocks.random_blocks((256, 512), (128, 128), "cuda", g, scale=512 ** -0.5)
+    ref = fp8_blocks.dequantize(a, sa, (1, 128)) @ fp8_blocks.dequantize(b, sb, (128, 128)).T
+    why = []
+    for name, fn in _ROUTES.items():
+        if name == "F.scaled_mm" and not hasattr(torch.nn.functional, "scaled_mm"):
+            why.append(f"{name}: not in torch {torch.__version__}")
+            continue
+        _route[:] = [fn]
+        try:
+            err = float((native(a, b, sa, sb) - ref).norm() / ref.norm())
+        except Exception as e:  # noqa: BLE001 - the reason is what the report shows
+            why.append(f"{name}: {type(e).__name__}: {str(e)[:120]}")
+            continue
+        if err < 1e-2:
+            return Support.yes()
+        why.append(f"{name}: disagrees with the dequantized product (relative error {err:.3g})")
+    _route.clear()
+    return Support.no("no blockwise (1x128, 128x128) fp8 GEMM in this torch: " + "; ".join(why))
 
 
 def _native_supports(shape, device) -> Support:
@@ -76,4 +103,4 @@ def _native_supports(shape, device) -> Support:
 
 register_torch_baselines("block_scaled_mm", eager, "dequantize to bf16 + bf16 matmul, fp32 out")
 add_impl(Impl("block_scaled_mm", "torch_native", native, available=_native_probe, supports=_native_supports,
-              baseline=True, description="torch._scaled_mm blockwise 1x128 / 128x128 (bf16 out, widened)"))
+              baseline=True, description="F.scaled_mm / torch._scaled_mm blockwise 1x128 + 128x128 (bf16 out, widened)"))
