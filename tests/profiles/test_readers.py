@@ -210,3 +210,12 @@ def test_unrecognized_and_missing(tmp_path):
         read_profile(f)
     with pytest.raises(ProfileError, match=r"nope\.csv: no such file"):
         read_profile(tmp_path / "nope.csv")
+
+
+def test_gpu_trace_human_table_with_empty_cells():
+    prof, s, t = shares(FIX / "nsys_gpu_trace_table.txt")
+    assert prof.format == "nsys_gpu_trace_table"
+    # memcpy 2 (no grid/block cells), nvjet 40 + split-K 3 (one GEMM launch), silu 5.
+    assert t == pytest.approx({"memcpy/memset": 2, "gemm": 43, "silu_and_mul": 5})
+    assert s.targets["gemm"].launches == 1
+    assert [k.start_us for k in prof.kernels][:2] == pytest.approx([812345.0, 812350.0])

@@ -89,8 +89,14 @@ def read_nsys_text(path: Path, text: str) -> Profile:
     head = lines[header_idx]
     is_csv = head.count(",") >= 2 and not re.search(r"\S\s{2,}\S", head.strip())
     body_start = header_idx + 1
+    spans = None
     if body_start < len(lines) and re.fullmatch(r"[\s\-]+", lines[body_start] or "x"):
-        body_start += 1  # the dash rule under a human-readable header
+        # The dash rule under a human-readable header gives the column spans; slicing by them keeps
+        # empty cells (memcpy rows of cuda_gpu_trace have no grid or registers) in their columns.
+        rule_spans = [m.span() for m in re.finditer(r"-+", lines[body_start])]
+        if len(rule_spans) == len(headers) and "\t" not in head:
+            spans = rule_spans
+        body_start += 1
     body = [(j + 1, lines[j]) for j in range(body_start, len(lines)) if lines[j].strip()]
     name_col = _find(headers, "name")
     if name_col != len(headers) - 1:
@@ -108,7 +114,10 @@ def read_nsys_text(path: Path, text: str) -> Profile:
         for lineno, line in body:
             if line.strip().startswith(("Processing", "SKIPPED", "**")):
                 continue
-            cells = _split_aligned(line, len(headers) - 1, numeric_first=True)
+            if spans is not None:
+                cells = [line[a:b if k < len(spans) - 1 else None].strip() for k, (a, b) in enumerate(spans)]
+            else:
+                cells = _split_aligned(line, len(headers) - 1, numeric_first=True)
             if cells is None or len(cells) != len(headers):
                 raise ProfileError(path, f"expected {len(headers)} columns, got {0 if cells is None else len(cells)}",
                                    lineno)
