@@ -83,6 +83,11 @@ REAL_NAMES = [
 ]
 
 
+def test_ambiguous_truncation_is_not_guessed():
+    # Cut inside "rms_norm_": rms_norm_kernel (rms_norm) or rms_norm_dynamic_per_token_quant.
+    assert Classifier().match("void vllm::rms_norm_...").target == "unclassified"
+
+
 @pytest.mark.parametrize("name, target", REAL_NAMES)
 def test_real_kernel_names(name, target):
     assert Classifier().match(name).target == target

@@ -186,6 +186,13 @@ class Classifier:
         if m is None:
             m = Match(UNCLASSIFIED, None)
             truncated = name.endswith("...")
+            if truncated:
+                # Use the cut text only when it points at one target: "...rms_norm_" could be
+                # rms_norm_kernel or rms_norm_dynamic_per_token_quant, and then stays unresolved.
+                partial = {r.target for r in self.rules
+                           if r.kernel is not None and r.literals and r._cut_literal(name)
+                           and not r.kernel.search(name)}
+                truncated = len(partial) == 1
             for r in self.rules:
                 if r.matches(name, cpu_op, truncated):
                     m = Match(r.target, r)
