@@ -126,14 +126,20 @@ def cmd_import(args) -> int:
     t.add_column("time-wtd" if args.weighting == "mean" else "mean", **num)
     t.add_column("kernels", **num)
     t.add_column("launches", **num)
+    t.add_column("catalog", **num)
     t.add_column("top kernels")
+    from solbench.catalog import operator_entries
+
+    # The catalog's importance (1,303 production profiles) beside yours, for operators.
+    catalog = {n: e.get("importance") for n, e in operator_entries().items()}
     for name, sh in sorted(shares.items(), key=lambda kv: (kv[0] == UNCLASSIFIED, -kv[1])):
         st = imp.stats[name]
         kind = "class" if name in CLASSES else ("-" if name == UNCLASSIFIED else "operator")
         tops = _short("; ".join(n for n, _ in st.names.most_common(2)), 56)
         style = "yellow" if name == UNCLASSIFIED else None
-        t.add_row(name, kind, f"{sh:.2%}", f"{other.get(name, 0):.2%}", str(st.kernels), str(st.launches), tops,
-                  style=style)
+        cat = catalog.get(name)
+        t.add_row(name, kind, f"{sh:.2%}", f"{other.get(name, 0):.2%}", str(st.kernels), str(st.launches),
+                  f"{cat:.2%}" if isinstance(cat, (int, float)) else "-", tops, style=style)
     console.print(t)
     for s in summaries:
         for n in s.notes:
