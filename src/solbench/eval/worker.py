@@ -47,7 +47,8 @@ def apply_memory_cap(device, cap_bytes: int | None, gpu_fraction: float | None) 
         import torch
 
         if gpu_fraction:
-            torch.cuda.set_per_process_memory_fraction(float(gpu_fraction), device)
+            # The current device (an index-less torch.device is refused here).
+            torch.cuda.set_per_process_memory_fraction(float(gpu_fraction))
             return f"GPU memory fraction {gpu_fraction:g}; host RSS watched by the parent"
         return "host RSS watched by the parent"
     if cap_bytes:
