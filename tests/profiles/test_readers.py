@@ -111,16 +111,19 @@ def test_nsys_sqlite_without_kernel_table(tmp_path):
         read_profile(db)
 
 
-def test_torch_table_with_truncated_names(tmp_path):
-    rule = "-" * 40 + "  " + "  ".join("-" * 12 for _ in range(10))
+@pytest.mark.parametrize("input_shapes", [False, True])
+def test_torch_table_with_truncated_names(tmp_path, input_shapes):
+    # key_averages(group_by_input_shape=True) adds a last "Input Shapes" column whose cells hold spaces.
+    rule = "-" * 40 + "  " + "  ".join("-" * 14 for _ in range(10)) + ("  " + "-" * 24 if input_shapes else "")
     cols = ["Self CPU %", "Self CPU", "CPU total %", "CPU total", "CPU time avg", "Self CUDA", "Self CUDA %",
             "CUDA total", "CUDA time avg", "# of Calls"]
-    head = f"{'Name':>40}  " + "  ".join(f"{c:>12}" for c in cols)
+    head = f"{'Name':>40}  " + "  ".join(f"{c:>14}" for c in cols) + ("  Input Shapes" if input_shapes else "")
 
     def row(name, cpu, cuda, calls):
         vals = ["1.00%" if cpu else "0.00%", cpu or "0.000us", "1.00%" if cpu else "0.00%", cpu or "0.000us",
                 cpu or "0.000us", cuda, "1.00%", cuda, cuda, str(calls)]
-        return f"{name:>40}  " + "  ".join(f"{v:>12}" for v in vals)
+        return (f"{name:>40}  " + "  ".join(f"{v:>14}" for v in vals)
+                + ("  [[4, 64], [64, 256]]" if input_shapes and cpu else ("  []" if input_shapes else "")))
 
     text = "\n".join([rule, head, rule,
                       row("aten::mm", "10.000us", "1.500ms", 2),               # CPU op: not a kernel row
