@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from _traces import SILU, decode_step_trace
+from _profile_traces import SILU, decode_step_trace
 from solbench.cli import main
 
 FIX = Path(__file__).parent / "fixtures"
