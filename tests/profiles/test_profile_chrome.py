@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from _profile_traces import SILU, TraceBuilder, decode_step_trace, write_large_trace
+from _profile_traces import SILU, decode_step_trace, write_large_trace
 from solbench.profiles import Classifier, ProfileError, read_profile, summarize
 from solbench.profiles.shapes import collect, to_suite
 

@@ -141,9 +141,11 @@ def cmd_import(args) -> int:
         t.add_row(name, kind, f"{sh:.2%}", f"{other.get(name, 0):.2%}", str(st.kernels), str(st.launches),
                   f"{cat:.2%}" if isinstance(cat, (int, float)) else "-", tops, style=style)
     console.print(t)
-    for s in summaries:
-        for n in s.notes:
-            console.print(f"[dim]{s.path}: {n}[/]")
+    notes = [f"{s.path}: {n}" for s in summaries for n in s.notes]
+    for n in notes[:10]:
+        console.print(f"[dim]{n}[/]")
+    if len(notes) > 10:
+        console.print(f"[dim]... and {len(notes) - 10} more notes (see 'per_profile' in the weights file)[/]")
     unc = weights["top_unclassified"]
     if unc:
         console.print(f"[yellow]unclassified: {weights['unclassified']:.2%} of kernel time; top kernels to add "

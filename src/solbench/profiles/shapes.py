@@ -15,7 +15,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
-from solbench.profiles.classifier import CLASSES, UNCLASSIFIED, Classifier
+from solbench.profiles.classifier import Classifier
 from solbench.profiles.model import ShapeCall
 
 
@@ -273,4 +273,4 @@ def to_suite(rep: ShapeReport, top: int = 20, min_calls: int = 1, sources: Itera
             "operators": ops}
 
 
-__all__ = ["MAPPERS", "ShapeReport", "collect", "to_suite", "CLASSES", "UNCLASSIFIED"]
+__all__ = ["MAPPERS", "ShapeReport", "collect", "to_suite"]
