@@ -154,3 +154,17 @@ def test_large_trace_is_streamed(tmp_path):
     assert res["shares"] == pytest.approx({"gemm": 20 / 29, "rms_norm": 3 / 29, "silu_and_mul": 6 / 29})
     assert res["grown"] < 0.4 * size, f"grew {res['grown'] / 2**20:.1f} MiB reading a {size / 2**20:.1f} MiB trace"
     print(f"{size / 2**20:.0f} MiB, {n} kernels, +{res['grown'] / 2**20:.1f} MiB, {res['seconds']:.1f} s")
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 64])
+def test_tiny_read_chunks_give_the_same_answer(tmp_path, monkeypatch, chunk):
+    """Every event, key and number straddles a chunk boundary somewhere: the streaming decoder must
+    refill and resume without losing or splitting anything (e.g. a number "123" read as "12")."""
+    import solbench.profiles.readers.chrome as chrome
+
+    path = decode_step_trace().dump(tmp_path / "t.json")
+    monkeypatch.setattr(chrome, "_CHUNK", chunk)
+    (prof,) = read_profile(path)
+    s = summarize(prof, Classifier())
+    assert {t: st.time_us for t, st in s.targets.items()} == pytest.approx(EXPECTED)
+    assert [k.start_us for k in prof.kernels] == sorted(k.start_us for k in prof.kernels if k.stream == 7) + [200.0]
