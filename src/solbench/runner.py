@@ -146,7 +146,12 @@ def measure_impl(spec: OpSpec, impl: Impl, shape: Shape, device, cfg: RunConfig,
             facts.update(impl.prepare(shape, spec.make_inputs(shape, device, 0)) or {})
     except Exception as e:  # noqa: BLE001
         return "fail", f"prepare raised {type(e).__name__}: {str(e)[:300]}", facts
-    result = checker.check_impl(spec, impl, shape, device, seeds=cfg.seeds)
+    try:
+        result = checker.check_impl(spec, impl, shape, device, seeds=cfg.seeds)
+    except Exception as e:  # noqa: BLE001 - inputs/reference/compare failing (e.g. out of memory) is a FAIL, not a crash
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        return "fail", f"check raised {type(e).__name__}: {str(e)[:300]}", facts
     facts["check"] = result.to_record()
     if not result.ok:
         return "fail", result.reason, facts
