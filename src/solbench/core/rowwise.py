@@ -176,6 +176,16 @@ def rows_of(x, what: str, arg: str = "x", dtypes=None):
     return rows_view(x, what, arg), int(x.shape[-1])
 
 
+def check_residual(x, residual, what: str) -> None:
+    """A residual added to ``x`` must be rows of the same shape, dtype and device."""
+    rows_of(residual, what, "residual")
+    if residual.shape != x.shape or residual.dtype != x.dtype:
+        raise ValueError(f"{what}: residual must match x in shape and dtype: x {tuple(x.shape)} {x.dtype}, "
+                         f"residual {tuple(residual.shape)} {residual.dtype}")
+    if residual.device != x.device:
+        raise ValueError(f"{what}: residual is on {residual.device}, x on {x.device}")
+
+
 def check_param(t, n: int, x, what: str, arg: str, dtypes=None) -> None:
     """A per-channel parameter (weight, bias): 1-D of length ``n``, contiguous, on x's device,
     of one of ``dtypes`` (default :func:`supported_dtypes`)."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from solbench.core.rownorm import launch_rownorm
-from solbench.core.rowwise import check_param, output_like, overlaps, rows_of
+from solbench.core.rowwise import check_param, check_residual, output_like, overlaps, rows_of
 
 _WHAT = "fused_add_rms_norm"
 
@@ -50,12 +50,7 @@ def _fused_add_inplace_fake(x, residual, weight, eps) -> None:
 
 def _check(x, residual, weight):
     _, n = rows_of(x, _WHAT)
-    rows_of(residual, _WHAT, "residual")
-    if residual.shape != x.shape or residual.dtype != x.dtype:
-        raise ValueError(f"{_WHAT}: residual must match x in shape and dtype: x {tuple(x.shape)} {x.dtype}, "
-                         f"residual {tuple(residual.shape)} {residual.dtype}")
-    if residual.device != x.device:
-        raise ValueError(f"{_WHAT}: residual is on {residual.device}, x on {x.device}")
+    check_residual(x, residual, _WHAT)
     check_param(weight, n, x, _WHAT, "weight")
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 
 from solbench.core.kernels import as_rows
-from solbench.core.rowwise import check_param, output_like, overlaps, rows_of
+from solbench.core.rowwise import check_param, check_residual, output_like, overlaps, rows_of
 from solbench.ops.fp8_dynamic_per_token_quant.api import quant_outputs, tracing
 
 _WHAT = "fused_add_rms_norm_quant"
@@ -69,12 +69,7 @@ def fused_add_rms_norm_quant(x: torch.Tensor, residual: torch.Tensor, weight: to
     ``(q, scale, residual_out)``.
     """
     _, n = rows_of(x, _WHAT)
-    rows_of(residual, _WHAT, "residual")
-    if residual.shape != x.shape or residual.dtype != x.dtype:
-        raise ValueError(f"{_WHAT}: residual must match x in shape and dtype: x {tuple(x.shape)} {x.dtype}, "
-                         f"residual {tuple(residual.shape)} {residual.dtype}")
-    if residual.device != x.device:
-        raise ValueError(f"{_WHAT}: residual is on {residual.device}, x on {x.device}")
+    check_residual(x, residual, _WHAT)
     check_param(weight, n, x, _WHAT, "weight")
     _check_eps(eps, _WHAT)
     if out is None:
