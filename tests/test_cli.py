@@ -42,6 +42,38 @@ def test_run_smoke_writes_jsonl_and_resumes(tmp_path, capsys):
     assert len(read_records(out)) == 4, "a rerun must not duplicate records"
 
 
+def test_retry_failed_replaces_only_fail_records(tmp_path, capsys):
+    out = tmp_path / "r.jsonl"
+    args = ["run", "--ops", "silu_and_mul", "--impls", "ours_triton,torch_eager", "--out", str(out)]
+    assert main(args) == 0
+    recs = read_records(out)
+    recs[0]["status"], recs[0]["reason"], recs[0]["time_us"] = "fail", "made up for the test", None
+    out.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    assert main(args) == 0  # a plain rerun keeps the FAIL record
+    assert sum(r["status"] == "fail" for r in read_records(out)) == 1
+    assert main(args + ["--retry-failed"]) == 0
+    assert "3 reused" in capsys.readouterr().out
+    again = read_records(out)
+    assert len(again) == 4 and all(r["status"] == "ok" for r in again)
+
+
 def test_bad_input_errors(capsys):
     assert main(["run", "--ops", "no_such_op"]) == 2
     assert "unknown operator 'no_such_op'" in capsys.readouterr().err
+
+
+def test_calibrate_use_only_on_the_same_device(tmp_path, monkeypatch, capsys):
+    import pytest
+
+    from solbench.core import hardware
+
+    monkeypatch.setenv("SOLBENCH_CACHE", str(tmp_path / "cache"))
+    saved = {"device": "NVIDIA H100 80GB HBM3", "bandwidth": 3.0e12, "peaks": {"bf16_tc": 7.4e14}}
+    f = tmp_path / "cal.json"
+    f.write_text(json.dumps(saved))
+    with pytest.raises(SystemExit, match="measured on 'NVIDIA H100"):
+        main(["calibrate", "--use", str(f)])
+    saved["device"] = hardware.device_name()
+    f.write_text(json.dumps(saved))
+    assert main(["calibrate", "--use", str(f)]) == 0
+    assert hardware.load_calibration(hardware.device_key())["bandwidth"] == 3.0e12

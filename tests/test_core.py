@@ -152,6 +152,44 @@ def test_compare_tensor_constant_and_ints():
     assert errs and "NaN" in errs[0]
 
 
+def test_compare_tensor_chunked_matches_one_piece(monkeypatch):
+    """The float64 compare runs in chunks (huge outputs); statistics, the worst element and the
+    first NaN must not depend on where the chunk boundaries fall."""
+    import solbench.core.check as check
+
+    gen = torch.Generator().manual_seed(0)
+    ref = torch.randn(37, 29, generator=gen)
+    got = ref + 1e-3 * torch.randn(37, 29, generator=gen)
+    got[20, 3] += 0.5  # the single worst element, in a late chunk
+    tol = Tolerance(atol=1e-2, rtol=1e-2, rms_rtol=1.0)
+    whole = compare_tensor("o", got, ref, tol)
+    monkeypatch.setattr(check, "COMPARE_CHUNK_ELEMS", 64)
+    chunked = compare_tensor("o", got, ref, tol)
+    assert whole[0] == chunked[0] and "(20, 3)" in chunked[0][0] and "1 of 1073" in chunked[0][0]
+    for k in ("max_abs", "max_rel", "rms_rel"):
+        assert chunked[1][k] == pytest.approx(whole[1][k], rel=1e-12)
+    got[30, 1] = float("nan")
+    errs, _ = compare_tensor("o", got, ref, tol)
+    assert errs and "NaN" in errs[0] and "(30, 1)" in errs[0]
+    # Constant output across chunk boundaries is still caught.
+    errs, _ = compare_tensor("o", torch.zeros(200), torch.linspace(0, 1, 200), Tolerance(atol=9, rtol=9))
+    assert any("constant" in e for e in errs)
+
+
+def test_outlier_fraction_allows_only_that_many():
+    ref = torch.linspace(-1, 1, 1000)
+    got = ref.clone()
+    got[:3] += 0.1
+    strict = Tolerance(atol=1e-3, rtol=1e-3)
+    assert compare_tensor("o", got, ref, strict)[0]
+    assert not compare_tensor("o", got, ref, Tolerance(atol=1e-3, rtol=1e-3, outlier_frac=3e-3))[0]
+    errs, _ = compare_tensor("o", got, ref, Tolerance(atol=1e-3, rtol=1e-3, outlier_frac=2e-3))
+    assert errs and "3 of 1000" in errs[0] and "allowed" in errs[0]
+    # The RMS bound still applies to the allowed outliers.
+    errs, _ = compare_tensor("o", got, ref, Tolerance(atol=1e-3, rtol=1e-3, rms_rtol=1e-4, outlier_frac=0.5))
+    assert errs and "RMS" in errs[0]
+
+
 def test_every_operator_package_imports():
     from solbench.core.spec import load_errors
 

@@ -6,6 +6,7 @@ import argparse
 import importlib
 import importlib.util
 import json
+from pathlib import Path
 import os
 import sys
 
@@ -89,8 +90,22 @@ def cmd_calibrate(args) -> int:
     from solbench.core import hardware
 
     console = _console()
-    with console.status("calibrating...") as status:
-        data = hardware.calibrate(force=args.force, quick=args.quick, progress=lambda m: status.update(f"calibrating: {m}"))
+    if args.use:
+        # Reuse a committed calibration so a rerun's roofline fractions match the earlier run's,
+        # but only on the device it was measured on.
+        try:
+            data = json.loads(Path(args.use).read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise SystemExit(f"solbench calibrate: cannot read {args.use}: {e}")
+        here = hardware.device_name()
+        if data.get("device") != here:
+            raise SystemExit(f"solbench calibrate: {args.use} was measured on {data.get('device')!r}, "
+                             f"this device is {here!r}; run `solbench calibrate` instead")
+        hardware.save_calibration(hardware.device_key(), data)
+    else:
+        with console.status("calibrating...") as status:
+            data = hardware.calibrate(force=args.force, quick=args.quick,
+                                      progress=lambda m: status.update(f"calibrating: {m}"))
     if args.json:
         print(json.dumps(data, indent=1))
         return 0
@@ -165,7 +180,7 @@ def cmd_run(args) -> int:
     cfg = RunConfig(ops=_split(args.ops), impls=_split(args.impls), shapes=_split(args.shapes), hw=args.hw,
                     timer=args.timer, out=args.out, suite=args.suite, weights=weights,
                     smoke=True if args.smoke else (False if args.full else None),
-                    include_variants=args.variants)
+                    include_variants=args.variants, retry_failed=args.retry_failed)
     console = _console()
     device = hardware.current_device()
     smoke = cfg.smoke if cfg.smoke is not None else device.type != "cuda"
@@ -207,6 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     q = sub.add_parser("calibrate", help="measure this device's copy bandwidth, matmul rates and launch floor")
     q.add_argument("--force", action="store_true", help="measure again even if cached")
+    q.add_argument("--use", metavar="FILE", help="adopt a saved calibration (e.g. benchmarks/results/h100/"
+                   "calibration.json) if it was measured on this device model")
     q.add_argument("--quick", action="store_true")
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=cmd_calibrate)
@@ -232,6 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--full", action="store_true", help="run the full shapes even without a GPU")
     q.add_argument("--variants", action="store_true", help="with no --ops: include non-catalog variants")
     q.add_argument("--strict", action="store_true", help="exit 1 if any implementation FAILs")
+    q.add_argument("--retry-failed", action="store_true",
+                   help="with --out: measure the FAIL records already in the file again, replacing them")
     q.set_defaults(func=cmd_run)
 
     for name in PLUGINS:

@@ -37,6 +37,7 @@ class RunConfig:
     smoke: bool | None = None                  # None: smoke subset exactly when there is no GPU
     seeds: Sequence[int] = checker.DEFAULT_SEEDS
     include_variants: bool = False
+    retry_failed: bool = False                 # measure FAIL records in ``out`` again (replacing them)
 
 
 @dataclass
@@ -48,6 +49,21 @@ class RunResult:
     hw: str = ""
     achievable: hardware.Hardware | None = None
     datasheet: hardware.Hardware | None = None
+
+
+def _drop_failed(path: str, existing: dict) -> None:
+    """Rewrite ``path`` without its FAIL records (atomically: a crash leaves the old file), so
+    that they are measured again and the file keeps one record per key."""
+    failed = [k for k, r in existing.items() if r.get("status") == "fail"]
+    if not failed:
+        return
+    for k in failed:
+        del existing[k]
+    tmp = Path(path).with_suffix(".retry.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for r in existing.values():
+            f.write(json.dumps(_json_safe(r)) + "\n")
+    os.replace(tmp, path)
 
 
 def record_key(r: Mapping) -> tuple:
@@ -191,6 +207,8 @@ def run(cfg: RunConfig, *, progress: Callable | None = None, on_shape_done: Call
     if cfg.out and Path(cfg.out).exists():
         for r in read_records(cfg.out):
             existing[record_key(r)] = r
+        if cfg.retry_failed:
+            _drop_failed(cfg.out, existing)
     out_f = open(cfg.out, "a", encoding="utf-8") if cfg.out else None
 
     specs = select_ops(cfg)

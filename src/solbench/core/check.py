@@ -97,36 +97,74 @@ def compare_tensor(name: str, got, ref, tol: Tolerance) -> tuple[list[str], dict
             return [f"{name}: {n_bad} of {got.numel()} integers differ, first at "
                     f"{_fmt_index(i, got.shape)} (got {int(got.flatten()[i])}, expected {int(ref.flatten()[i])})"], stats
         return [], stats
-    g = got.detach().to(torch.float64)
-    r = ref.detach().to(torch.float64)
-    errors = []
-    nonfinite = ~torch.isfinite(g) & torch.isfinite(r)
-    n_nf = int(nonfinite.sum())
+    return _compare_floats(name, got.detach().reshape(-1), ref.detach().reshape(-1), tuple(got.shape), tol)
+
+
+# Elements compared per step in float64: bounds the checker's temporaries to a few hundred MB
+# however large the output (a 700k x 2048 fp32 GEMM output would need 11 GiB in one piece).
+COMPARE_CHUNK_ELEMS = 1 << 24
+
+
+def _compare_floats(name: str, g_flat, r_flat, shape: tuple, tol: Tolerance) -> tuple[list[str], dict]:
+    import torch
+
+    n = g_flat.numel()
+    n_nf = n_over = 0
+    first_nf = worst_i = -1
+    worst_over = -1.0
+    max_abs = max_rel = 0.0
+    err_sq = ref_sq = 0.0
+    g_lo = g_hi = r_lo = r_hi = None
+    floor = tol.atol if tol.atol > 0 else 1e-30
+    for start in range(0, n, COMPARE_CHUNK_ELEMS):
+        g = g_flat[start:start + COMPARE_CHUNK_ELEMS].to(torch.float64)
+        r = r_flat[start:start + COMPARE_CHUNK_ELEMS].to(torch.float64)
+        both = torch.isfinite(r)
+        nonfinite = ~torch.isfinite(g) & both
+        k = int(nonfinite.sum())
+        if k:
+            if first_nf < 0:
+                first_nf = start + int(nonfinite.nonzero()[0])
+            n_nf += k
+            continue
+        diff = (g - r).abs().where(both, torch.zeros_like(g))
+        max_abs = max(max_abs, float(diff.max()))
+        max_rel = max(max_rel, float((diff / r.abs().clamp_min(floor)).max()))
+        r_fin = r.where(both, torch.zeros_like(r))
+        err_sq += float(torch.linalg.vector_norm(diff)) ** 2
+        ref_sq += float(torch.linalg.vector_norm(r_fin)) ** 2
+        over = diff > tol.atol + tol.rtol * r.abs()
+        k = int(over.sum())
+        if k:
+            n_over += k
+            d_over = diff.where(over, torch.zeros_like(diff))
+            i = int(d_over.argmax())
+            if float(d_over[i]) > worst_over:
+                worst_over, worst_i = float(d_over[i]), start + i
+        g_lo = float(g.min()) if g_lo is None else min(g_lo, float(g.min()))
+        g_hi = float(g.max()) if g_hi is None else max(g_hi, float(g.max()))
+        r_lo = float(r_fin.min()) if r_lo is None else min(r_lo, float(r_fin.min()))
+        r_hi = float(r_fin.max()) if r_hi is None else max(r_hi, float(r_fin.max()))
+    stats = {"max_abs": 0.0, "max_rel": 0.0, "rms_rel": 0.0}
     if n_nf:
-        i = int(nonfinite.flatten().nonzero()[0])
-        errors.append(f"{name}: {n_nf} of {g.numel()} elements are NaN/Inf (first at {_fmt_index(i, g.shape)}; "
-                      "unwritten or overflowed)")
-        return errors, stats
-    both = torch.isfinite(r)
-    diff = (g - r).abs().where(both, torch.zeros_like(g))
-    stats["max_abs"] = float(diff.max())
-    denom = r.abs().clamp_min(tol.atol if tol.atol > 0 else 1e-30)
-    stats["max_rel"] = float((diff / denom).max())
-    ref_norm = float(torch.linalg.vector_norm(r.where(both, torch.zeros_like(r))))
-    err_norm = float(torch.linalg.vector_norm(diff))
-    stats["rms_rel"] = err_norm / ref_norm if ref_norm > 0 else (0.0 if err_norm == 0 else math.inf)
-    over = diff > tol.atol + tol.rtol * r.abs()
-    n_over = int(over.sum())
-    if n_over:
-        i = int(diff.where(over, torch.zeros_like(diff)).flatten().argmax())
-        errors.append(f"{name}: {n_over} of {g.numel()} elements outside atol={tol.atol:g} rtol={tol.rtol:g}; "
-                      f"worst at {_fmt_index(i, g.shape)}: got {float(g.flatten()[i]):.6g}, "
-                      f"expected {float(r.flatten()[i]):.6g}")
+        return [f"{name}: {n_nf} of {n} elements are NaN/Inf (first at {_fmt_index(first_nf, shape)}; "
+                "unwritten or overflowed)"], stats
+    err_norm, ref_norm = math.sqrt(err_sq), math.sqrt(ref_sq)
+    stats = {"max_abs": max_abs, "max_rel": max_rel,
+             "rms_rel": err_norm / ref_norm if ref_norm > 0 else (0.0 if err_norm == 0 else math.inf)}
+    errors = []
+    # A few outliers may be allowed where upstream's own tests judge by RMS error (long bf16
+    # recurrences), but never more than the spec's fraction, and the RMS bound still applies.
+    if n_over > tol.outlier_frac * n:
+        errors.append(f"{name}: {n_over} of {n} elements outside atol={tol.atol:g} rtol={tol.rtol:g}"
+                      + (f" (allowed {tol.outlier_frac:g} of them)" if tol.outlier_frac else "")
+                      + f"; worst at {_fmt_index(worst_i, shape)}: got {float(g_flat[worst_i]):.6g}, "
+                      f"expected {float(r_flat[worst_i]):.6g}")
     if tol.rms_rtol is not None and stats["rms_rel"] > tol.rms_rtol:
         errors.append(f"{name}: RMS-relative error {stats['rms_rel']:.3g} > {tol.rms_rtol:g}")
     # A constant output where the reference varies is never right, however loose the tolerance.
-    if g.numel() > 1 and float(r.max() - r.min()) > 0 and float(g.max() - g.min()) == 0:
-        errors.append(f"{name}: constant output ({float(g.flatten()[0]):.6g}) where the reference varies")
+    if n > 1 and r_hi > r_lo and g_hi == g_lo:
+        errors.append(f"{name}: constant output ({float(g_flat[0]):.6g}) where the reference varies")
     return errors, stats
 
 

@@ -127,11 +127,14 @@ def tensor_bytes(shape: Iterable[int], dtype: str) -> int:
 class Tolerance:
     """An element passes when |got - ref| <= atol + rtol * |ref|; the RMS-relative error of the whole
     output must also stay under ``rms_rtol`` (it catches a systematic bias a per-element test
-    with a loose atol would let through)."""
+    with a loose atol would let through). ``outlier_frac`` lets that fraction of elements miss
+    the per-element bound (default none): for long low-precision recurrences whose upstream tests
+    judge by RMS error alone, one element in ten million off by a bf16 ulp is not a defect."""
 
     atol: float
     rtol: float
     rms_rtol: float | None = None
+    outlier_frac: float = 0.0
 
     def to_record(self) -> dict:
         return dataclasses.asdict(self)

