@@ -1,6 +1,8 @@
 """The command line, end to end on CPU."""
 import json
 
+import pytest
+
 from solbench.cli import main
 from solbench.runner import read_records
 
@@ -55,6 +57,28 @@ def test_retry_failed_replaces_only_fail_records(tmp_path, capsys):
     assert "3 reused" in capsys.readouterr().out
     again = read_records(out)
     assert len(again) == 4 and all(r["status"] == "ok" for r in again)
+
+
+def test_time_budget_stops_cleanly_and_the_rerun_resumes(tmp_path, capsys):
+    out = tmp_path / "r.jsonl"
+    args = ["run", "--ops", "silu_and_mul", "--impls", "ours_triton,torch_eager", "--out", str(out)]
+    # A budget spent at once: every run still measures one shape (so budgeted reruns always make
+    # progress); the second shape is left for the rerun.
+    assert main(args + ["--time-budget", "1e-9"]) == 0
+    text = capsys.readouterr().out
+    assert "--time-budget" in text and "2 records not measured" in text and "resume" in text
+    assert len(read_records(out)) == 2
+    assert main(args) == 0
+    assert "2 reused" in capsys.readouterr().out
+    recs = read_records(out)
+    assert len(recs) == 4 and all(r["status"] == "ok" for r in recs)
+    # Where each record's wall time went is recorded.
+    assert all({"prepare", "check", "timing"} <= set(r["impl_facts"]["phase_s"]) for r in recs)
+
+
+def test_time_budget_must_be_positive():
+    with pytest.raises(SystemExit, match="positive"):
+        main(["run", "--ops", "silu_and_mul", "--time-budget", "-1"])
 
 
 def test_bad_input_errors(capsys):

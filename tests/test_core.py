@@ -194,3 +194,18 @@ def test_every_operator_package_imports():
     from solbench.core.spec import load_errors
 
     assert load_errors() == {}
+
+
+def test_check_impls_makes_one_reference_per_seed_for_all_impls(monkeypatch, device):
+    from solbench.core.check import check_impls
+
+    calls = []
+    real = SPEC.reference
+    monkeypatch.setattr(SPEC, "reference", lambda **kw: calls.append(1) or real(**kw))
+    good = Impl("silu_and_mul", "good", _good, takes_out=True)
+    empty = Impl("silu_and_mul", "empty", lambda x, out: out, takes_out=True)
+    res = check_impls(SPEC, [good, empty, Impl("silu_and_mul", "good2", _good, takes_out=True)], SHAPE, device,
+                      seeds=(0, 1, 2))
+    assert len(calls) == 3, "one reference per seed, shared by every implementation"
+    assert res["good"].ok and res["good2"].ok and res["good"].seeds == [0, 1, 2]
+    assert not res["empty"].ok and res["empty"].reason.startswith("seed 0:") and "NaN" in res["empty"].reason

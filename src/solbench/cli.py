@@ -180,7 +180,10 @@ def cmd_run(args) -> int:
     cfg = RunConfig(ops=_split(args.ops), impls=_split(args.impls), shapes=_split(args.shapes), hw=args.hw,
                     timer=args.timer, out=args.out, suite=args.suite, weights=weights,
                     smoke=True if args.smoke else (False if args.full else None),
-                    include_variants=args.variants, retry_failed=args.retry_failed)
+                    include_variants=args.variants, retry_failed=args.retry_failed,
+                    time_budget_s=args.time_budget)
+    if args.time_budget is not None and args.time_budget <= 0:
+        raise SystemExit("solbench: --time-budget must be a positive number of seconds")
     console = _console()
     device = hardware.current_device()
     smoke = cfg.smoke if cfg.smoke is not None else device.type != "cuda"
@@ -207,8 +210,48 @@ def cmd_run(args) -> int:
                   f"datasheet {result.hw}, achievable from {result.achievable.source} ceilings): "
                   f"{counts['ok']} ok, {counts['fail']} fail, {counts['skip']} skip"
                   + (f"; {result.skipped_existing} reused from {args.out}" if result.skipped_existing else "")
-                  + (f"; written to {args.out}" if args.out else ""))
+                  + (f"; written to {args.out}" if args.out else "")
+                  + f"; {result.wall_s:.0f} s")
+    if result.unfinished:
+        console.print(f"[yellow]--time-budget {args.time_budget:g} s reached: {result.unfinished} records not "
+                      "measured yet" + (f"; run the same command again to resume from {args.out}[/]" if args.out
+                                        else " (pass --out FILE to make the run resumable)[/]"))
     return 1 if args.strict and counts["fail"] else 0
+
+
+def cmd_tune(args) -> int:
+    from rich.table import Table
+
+    from solbench import tune as tuner
+    from solbench.core import hardware, tuning
+
+    console = _console()
+    if hardware.current_device().type != "cuda":
+        console.print("[red]solbench tune needs a CUDA device: it measures launch configurations of GPU kernels "
+                      "(CPU and interpreter timings say nothing about them). Nothing was written.[/]")
+        return 2
+    with console.status("tuning...") as status:
+        table, results = tuner.tune(_split(args.ops), time_budget_s=args.time_budget,
+                                    progress=lambda m: status.update(f"tuning {m}"))
+    key = hardware.device_key()
+    paths = [tuner.write_table(table, tuning.user_table_path(key))]
+    if args.out:
+        paths.append(tuner.write_table(table, args.out))
+    if args.log:
+        tuner.write_log(results, args.log)
+    tuning.reload()
+    t = Table(title=f"launch configurations on {table['device']}")
+    for col in ("kernel", "n", "shapes", "tuned config", "speedup", "adopted / note"):
+        t.add_column(col)
+    for r in results:
+        cfg = ", ".join(f"{k}={v}" for k, v in (r.best or {}).items())
+        t.add_row(r.kernel, str(r.n), " ".join(r.shapes), cfg or "-", f"{r.speedup:.3f}x" if r.best else "-",
+                  "adopted" if r.adopted else r.note)
+    console.print(t)
+    n_adopted = sum(r.adopted for r in results)
+    console.print(f"{n_adopted} of {len(results)} kernel keys tuned; table written to "
+                  + ", ".join(str(p) for p in paths) + ". `solbench run` uses it on this device.")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -251,7 +294,18 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--strict", action="store_true", help="exit 1 if any implementation FAILs")
     q.add_argument("--retry-failed", action="store_true",
                    help="with --out: measure the FAIL records already in the file again, replacing them")
+    q.add_argument("--time-budget", type=float, metavar="SECONDS",
+                   help="start no new shape after this many seconds (the run stops cleanly; with --out a "
+                        "rerun resumes)")
     q.set_defaults(func=cmd_run)
+
+    q = sub.add_parser("tune", help="measure launch configurations of our memory-bound kernels on this GPU "
+                                     "and write the tuned table `run` uses")
+    q.add_argument("--ops", action="append", help="operators to tune (default: all with ours_triton)")
+    q.add_argument("--out", help="also write the table here (e.g. src/solbench/core/tuned/<device>.json)")
+    q.add_argument("--log", help="every candidate's measurements as JSONL")
+    q.add_argument("--time-budget", type=float, metavar="SECONDS", help="stop tuning new keys after this long")
+    q.set_defaults(func=cmd_tune)
 
     for name in PLUGINS:
         try:

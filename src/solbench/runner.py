@@ -38,6 +38,9 @@ class RunConfig:
     seeds: Sequence[int] = checker.DEFAULT_SEEDS
     include_variants: bool = False
     retry_failed: bool = False                 # measure FAIL records in ``out`` again (replacing them)
+    # Stop starting new shapes once this many seconds have passed (the shape under way finishes
+    # and is written). With ``out``, a rerun resumes where it stopped.
+    time_budget_s: float | None = None
 
 
 @dataclass
@@ -49,6 +52,8 @@ class RunResult:
     hw: str = ""
     achievable: hardware.Hardware | None = None
     datasheet: hardware.Hardware | None = None
+    unfinished: int = 0        # records not measured because the time budget ran out
+    wall_s: float = 0.0
 
 
 def _drop_failed(path: str, existing: dict) -> None:
@@ -145,11 +150,8 @@ class _Timed:
             self.impl.fn(**inputs)
 
 
-def measure_impl(spec: OpSpec, impl: Impl, shape: Shape, device, cfg: RunConfig,
-                 bytes_per_call: float) -> tuple[str, str, dict]:
-    """(status, reason, facts) for one implementation on one shape."""
-    import torch
-
+def _prepare_impl(spec: OpSpec, impl: Impl, shape: Shape, device) -> tuple[str, str, dict]:
+    """("", "", facts) when ``impl`` may be checked on ``shape``; else (status, reason, facts)."""
     facts: dict = {}
     support = impl.available()
     if not support:
@@ -162,15 +164,14 @@ def measure_impl(spec: OpSpec, impl: Impl, shape: Shape, device, cfg: RunConfig,
             facts.update(impl.prepare(shape, spec.make_inputs(shape, device, 0)) or {})
     except Exception as e:  # noqa: BLE001
         return "fail", f"prepare raised {type(e).__name__}: {str(e)[:300]}", facts
-    try:
-        result = checker.check_impl(spec, impl, shape, device, seeds=cfg.seeds)
-    except Exception as e:  # noqa: BLE001 - inputs/reference/compare failing (e.g. out of memory) is a FAIL, not a crash
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-        return "fail", f"check raised {type(e).__name__}: {str(e)[:300]}", facts
-    facts["check"] = result.to_record()
-    if not result.ok:
-        return "fail", result.reason, facts
+    return "", "", facts
+
+
+def _time_impl(spec: OpSpec, impl: Impl, shape: Shape, device, cfg: RunConfig,
+               bytes_per_call: float) -> tuple[str, str, dict]:
+    """Time one implementation that passed its check: ("ok", "", {"timing": ...}) or a FAIL."""
+    import torch
+
     try:
         with torch.no_grad():
             if device.type == "cuda":
@@ -184,11 +185,73 @@ def measure_impl(spec: OpSpec, impl: Impl, shape: Shape, device, cfg: RunConfig,
     except Exception as e:  # noqa: BLE001
         if device.type == "cuda":
             torch.cuda.synchronize()
-        return "fail", f"timing raised {type(e).__name__}: {str(e)[:300]}", facts
+        return "fail", f"timing raised {type(e).__name__}: {str(e)[:300]}", {}
     finally:
         call = None  # release input sets before the next implementation
-    facts["timing"] = t.to_record()
-    return "ok", "", facts
+    return "ok", "", {"timing": t.to_record()}
+
+
+def measure_shape(spec: OpSpec, impls: Sequence[Impl], shape: Shape, device, cfg: RunConfig,
+                  bytes_per_call: float, progress: Callable[[str], None] | None = None) -> dict[str, tuple]:
+    """``{impl.name: (status, reason, facts, wall_s)}`` for the implementations of one shape.
+
+    Three stages: each implementation's availability, support and ``prepare`` (compilation);
+    one correctness check of all of them together (each seed's inputs and fp32 reference are
+    made once and shared, see :func:`solbench.core.check.check_impls`); then the timing of each
+    one that passed. ``facts["phase_s"]`` says where the wall time went."""
+    import torch
+
+    out: dict[str, tuple] = {}
+    facts: dict[str, dict] = {}
+    wall: dict[str, float] = {}
+    checkable: list[Impl] = []
+    for impl in impls:
+        if progress:
+            progress(f"{impl.name}: prepare")
+        t0 = time.perf_counter()
+        status, reason, f = _prepare_impl(spec, impl, shape, device)
+        wall[impl.name] = time.perf_counter() - t0
+        f["phase_s"] = {"prepare": round(wall[impl.name], 3)}
+        facts[impl.name] = f
+        if status:
+            out[impl.name] = (status, reason, f, wall[impl.name])
+        else:
+            checkable.append(impl)
+    if not checkable:
+        return out
+    if progress:
+        progress("check")
+    t0 = time.perf_counter()
+    try:
+        results = checker.check_impls(spec, checkable, shape, device, seeds=cfg.seeds)
+    except Exception as e:  # noqa: BLE001 - inputs/reference/compare failing (e.g. out of memory) is a FAIL, not a crash
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        check_s = time.perf_counter() - t0
+        for impl in checkable:
+            facts[impl.name]["phase_s"]["check"] = round(check_s, 3)
+            out[impl.name] = ("fail", f"check raised {type(e).__name__}: {str(e)[:300]}", facts[impl.name],
+                              wall[impl.name] + check_s / len(checkable))
+        return out
+    # The shared check's time is split evenly between the implementations it judged.
+    check_s = (time.perf_counter() - t0) / len(checkable)
+    for impl in checkable:
+        f, r = facts[impl.name], results[impl.name]
+        f["check"] = r.to_record()
+        f["phase_s"]["check"] = round(check_s, 3)
+        wall[impl.name] += check_s
+        if not r.ok:
+            out[impl.name] = ("fail", r.reason, f, wall[impl.name])
+            continue
+        if progress:
+            progress(f"{impl.name}: time")
+        t0 = time.perf_counter()
+        status, reason, tf = _time_impl(spec, impl, shape, device, cfg, bytes_per_call)
+        dt = time.perf_counter() - t0
+        f.update(tf)
+        f["phase_s"]["timing"] = round(dt, 3)
+        out[impl.name] = (status, reason, f, wall[impl.name] + dt)
+    return out
 
 
 def run(cfg: RunConfig, *, progress: Callable | None = None, on_shape_done: Callable | None = None) -> RunResult:
@@ -222,27 +285,43 @@ def run(cfg: RunConfig, *, progress: Callable | None = None, on_shape_done: Call
             plan.append((spec, shape, [impls[n] for n in names]))
     total = sum(len(p[2]) for p in plan)
     done = 0
+    t_start = time.perf_counter()
+    measured_any = False
     try:
-        for spec, shape, impls in plan:
+        def key_fields(sp: OpSpec, sh: Shape, impl_name: str) -> dict:
+            return {"schema": SCHEMA_VERSION, "op": sp.name, "shape_id": sh.id, "impl": impl_name,
+                    "hw": datasheet.name, "device": device_name, "timer": timer_name, "smoke": smoke}
+
+        for idx, (spec, shape, impls) in enumerate(plan):
+            base_of = {impl.name: key_fields(spec, shape, impl.name) for impl in impls}
+            todo = [impl for impl in impls if record_key(base_of[impl.name]) not in existing]
+            # The budget is checked between shapes, and every run measures at least one shape, so a
+            # series of budgeted reruns always gets through the plan.
+            if (todo and cfg.time_budget_s is not None and measured_any
+                    and time.perf_counter() - t_start > cfg.time_budget_s):
+                res.unfinished = sum(1 for sp, sh, im in plan[idx:] for i in im
+                                     if record_key(key_fields(sp, sh, i.name)) not in existing)
+                break
             cost = spec.cost(shape)
             rl_ds = roofline.roofline(cost, datasheet)
             rl_ach = roofline.roofline(cost, achievable)
+
+            def shape_progress(msg, _spec=spec, _shape=shape):
+                if progress:
+                    progress(done, total, f"{_spec.name} #{_shape.id} {msg}")
+
+            measured = measure_shape(spec, todo, shape, device, cfg, cost.total_bytes, shape_progress) if todo else {}
+            measured_any = measured_any or bool(todo)
             shape_records = []
             for impl in impls:
-                base = {"schema": SCHEMA_VERSION, "op": spec.name, "shape_id": shape.id, "impl": impl.name,
-                        "hw": datasheet.name, "device": device_name, "timer": timer_name, "smoke": smoke}
+                base = base_of[impl.name]
                 key = record_key(base)
                 if key in existing:
                     shape_records.append(existing[key])
                     res.skipped_existing += 1
                     done += 1
-                    if progress:
-                        progress(done, total, f"{spec.name} #{shape.id} {impl.name} (cached)")
                     continue
-                if progress:
-                    progress(done, total, f"{spec.name} #{shape.id} {impl.name}")
-                t0 = time.perf_counter()
-                status, reason, facts = measure_impl(spec, impl, shape, device, cfg, cost.total_bytes)
+                status, reason, facts, wall_s = measured[impl.name]
                 t = facts.get("timing") or {}
                 time_us = t.get("median_us") if status == "ok" else None
                 rec = {
@@ -263,10 +342,12 @@ def run(cfg: RunConfig, *, progress: Callable | None = None, on_shape_done: Call
                     "peaks": {"datasheet": {"bandwidth": datasheet.bandwidth, "peaks": dict(datasheet.peaks)},
                               "achievable": {"bandwidth": achievable.bandwidth, "peaks": dict(achievable.peaks),
                                              "source": achievable.source}},
-                    "wall_s": round(time.perf_counter() - t0, 3), "env": env,
+                    "wall_s": round(wall_s, 3), "env": env,
                 }
                 shape_records.append(rec)
                 done += 1
+            if progress:
+                progress(done, total, f"{spec.name} #{shape.id} done")
             _add_speedups(shape_records)
             for rec in shape_records:
                 if record_key(rec) in existing:
@@ -282,8 +363,9 @@ def run(cfg: RunConfig, *, progress: Callable | None = None, on_shape_done: Call
     finally:
         if out_f:
             out_f.close()
+    res.wall_s = time.perf_counter() - t_start
     if progress:
-        progress(total, total, "done")
+        progress(done, total, "done")
     return res
 
 

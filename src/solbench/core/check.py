@@ -221,34 +221,64 @@ def run_impl(spec: OpSpec, impl: Impl, shape: Shape, inputs: dict, outs=None):
     return spec.normalize_outputs(impl.fn(**inputs))
 
 
-def check_impl(spec: OpSpec, impl: Impl, shape: Shape, device, seeds: Sequence[int] = DEFAULT_SEEDS) -> CheckResult:
+def _check_one(spec: OpSpec, impl: Impl, shape: Shape, device, seed: int, inputs, ref) -> tuple[list[str], dict]:
+    """Run ``impl`` once on a copy of ``inputs`` (NaN-poisoned outputs and allocator) and compare
+    with ``ref``. Returns (errors, stats); a raised exception is an error."""
     import torch
 
-    agg = {"max_abs": 0.0, "max_rel": 0.0, "rms_rel": 0.0}
+    impl_inputs = clone_inputs(inputs)
+    outs = None
+    if impl.takes_out:
+        outs = spec.make_outputs(shape, impl_inputs)
+        if outs is not None:
+            outs = tuple(outs)
+            for t in outs:
+                poison_(t)
+    out_bytes = sum(r.numel() * r.element_size() for r in ref.values())
+    poison_allocator(device, out_bytes)
+    try:
+        with torch.no_grad():
+            got = run_impl(spec, impl, shape, impl_inputs, outs)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+    except Exception as e:  # noqa: BLE001 - an implementation's crash is its FAIL verdict
+        return [f"raised {type(e).__name__}: {str(e)[:300]}"], {}
+    return compare_outputs(spec, shape, inputs, got, ref, device)
+
+
+def check_impls(spec: OpSpec, impls: Sequence[Impl], shape: Shape, device,
+                seeds: Sequence[int] = DEFAULT_SEEDS) -> dict[str, CheckResult]:
+    """Check several implementations of one shape: ``{impl.name: CheckResult}``.
+
+    The seed loop is the outer one, so each seed's inputs and fp32 reference are made once and
+    judged against every implementation (the reference is often the most expensive call of a
+    shape). An implementation that fails a seed
+    is not run on the later ones. Inputs/reference failures (e.g. out of memory) propagate."""
+    import torch
+
+    agg = {i.name: {"max_abs": 0.0, "max_rel": 0.0, "rms_rel": 0.0} for i in impls}
+    results: dict[str, CheckResult] = {}
     for seed in seeds:
+        live = [i for i in impls if i.name not in results]
+        if not live:
+            break
         inputs = spec.make_inputs(shape, device, seed)
         with torch.no_grad():
             ref = spec.normalize_outputs(spec.reference(**clone_inputs(inputs)))
-        impl_inputs = clone_inputs(inputs)
-        outs = None
-        if impl.takes_out:
-            outs = spec.make_outputs(shape, impl_inputs)
-            if outs is not None:
-                outs = tuple(outs)
-                for t in outs:
-                    poison_(t)
-        out_bytes = sum(r.numel() * r.element_size() for r in ref.values())
-        poison_allocator(device, out_bytes)
-        try:
-            with torch.no_grad():
-                got = run_impl(spec, impl, shape, impl_inputs, outs)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-        except Exception as e:  # noqa: BLE001 - an implementation's crash is its FAIL verdict
-            return CheckResult(False, f"seed {seed}: raised {type(e).__name__}: {str(e)[:300]}", seeds=list(seeds))
-        errors, stats = compare_outputs(spec, shape, inputs, got, ref, device)
-        for k in agg:
-            agg[k] = max(agg[k], stats[k])
-        if errors:
-            return CheckResult(False, f"seed {seed}: " + "; ".join(errors[:3]), seeds=list(seeds), **agg)
-    return CheckResult(True, "", seeds=list(seeds), **agg)
+        for impl in live:
+            errors, stats = _check_one(spec, impl, shape, device, seed, inputs, ref)
+            for k in agg[impl.name]:
+                agg[impl.name][k] = max(agg[impl.name][k], stats.get(k, 0.0))
+            if errors:
+                results[impl.name] = CheckResult(False, f"seed {seed}: " + "; ".join(errors[:3]),
+                                                 seeds=list(seeds), **agg[impl.name])
+        # The next seed's tensors are made before these are released, so they get fresh addresses
+        # (an implementation that memoizes by pointer cannot replay an earlier seed's output).
+    for impl in impls:
+        results.setdefault(impl.name, CheckResult(True, "", seeds=list(seeds), **agg[impl.name]))
+    return results
+
+
+def check_impl(spec: OpSpec, impl: Impl, shape: Shape, device, seeds: Sequence[int] = DEFAULT_SEEDS) -> CheckResult:
+    """Check one implementation on one shape (see :func:`check_impls`)."""
+    return check_impls(spec, [impl], shape, device, seeds)[impl.name]

@@ -12,8 +12,9 @@ reduction and the write. Two regimes:
   reduction pass reads the row from HBM, the write pass reads it again from L2 (one row of a
   program is at most a few hundred KB; all resident programs' rows together fit in L2).
 
-The tile shape is chosen from first principles (see :func:`row_config`) and can be overridden
-per (kernel, n) in :data:`OVERRIDES` once measured on a device:
+The tile shape is chosen from first principles (see :func:`row_config`), unless this device has
+a tuned configuration for (kernel, n) (``solbench tune``, core/tuning.py) or :data:`OVERRIDES`
+names one. First principles:
 
 * every thread moves ``BYTES_PER_THREAD`` bytes per tensor (two 16-byte vector accesses, enough
   loads in flight per thread to cover HBM latency without spilling registers);
@@ -38,6 +39,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Mapping
 
+from solbench.core import tuning
 from solbench.core.kernels import as_rows, next_pow2
 
 # ---- tunables ---------------------------------------------------------------------------------
@@ -123,6 +125,11 @@ def row_config(n: int, rows: int, elem_bytes: int = 2, kernel: str = "",
     for key in ((kernel, int(n)), (kernel, None)):
         if kernel and key in table:
             cfg = table[key]
+            return replace(cfg, block_m=max(1, min(cfg.block_m, next_pow2(max(1, rows)))))
+    if kernel:
+        tuned = tuning.lookup(kernel, n, family="row", elem_bytes=elem_bytes)
+        if tuned is not None:
+            cfg = RowConfig(**tuned)
             return replace(cfg, block_m=max(1, min(cfg.block_m, next_pow2(max(1, rows)))))
     if n > MAX_WHOLE_ROW:
         return RowConfig(block_m=1, block_n=CHUNK_N, num_warps=_warps_for(CHUNK_N, elem_bytes), chunked=True)

@@ -100,7 +100,7 @@ def l2_bytes_of(device) -> int:
 
 
 def time_gpu(call: Callable[[int], None], n_sets: int, *, flush: bool, mode: str = "graph",
-             device=None, target_sample_us: float = 500.0, samples: int = 30,
+             device=None, target_sample_us: float = 1000.0, samples: int = 30,
              max_calls_per_sample: int = 200, on_graph: Callable | None = None) -> Timing:
     """Time ``call(i)`` on the current CUDA stream (see the module docstring).
 
@@ -119,7 +119,11 @@ def time_gpu(call: Callable[[int], None], n_sets: int, *, flush: bool, mode: str
     est = _estimate_us(call, n_sets)
     if mode == "eager":
         return _time_eager(call, n_sets, flusher, samples=max(samples, 50), est_us=est)
-    k = int(min(max_calls_per_sample, max(n_sets, math.ceil(target_sample_us / max(est, 1.0)))))
+    # A sample is about ``target_sample_us`` of GPU time, flushes included: sizing it by the call
+    # alone would replay up to 200 flushes per sample for a 2 us kernel (10x the time for no
+    # better estimate, since the flush-only graph is subtracted at the same length).
+    per_call = est + (_estimate_us(lambda i: flusher(), 1) if flusher is not None else 0.0)
+    k = int(min(max_calls_per_sample, max(n_sets, math.ceil(target_sample_us / max(per_call, 1.0)))))
     k = max(1, k)
     try:
         timing = _time_graph(call, n_sets, flusher, k, samples, on_graph)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+from solbench.core import tuning
 from solbench.core.kernels import next_pow2
 
 
@@ -45,10 +46,18 @@ def _glu_kernel(x_ptr, out_ptr, rows, d, x_row_stride, out_row_stride, alpha, li
     tl.store(out_ptr + row * out_row_stride + col, y.to(out_ptr.dtype.element_ty), mask=mask)
 
 
-def _config(rows: int, d: int) -> tuple[int, int, int]:
-    """(BLOCK_M, BLOCK_N, num_warps): about 4-8K output elements per program, so that each
+KERNEL = "glu"
+
+
+def _config(rows: int, d: int, elem_bytes: int = 2) -> tuple[int, int, int]:
+    """(BLOCK_M, BLOCK_N, num_warps): this device's tuned tile for ``d`` (core/tuning.py, with
+    BLOCK_M capped by the row count), else about 4-8K output elements per program, so that each
     program keeps enough bytes in flight; decode shapes (few rows) get one row per program and
     split the row across programs instead."""
+    tuned = tuning.lookup(KERNEL, d, family="glu", elem_bytes=elem_bytes)
+    if tuned is not None:
+        return (max(1, min(int(tuned["block_m"]), next_pow2(rows))), int(tuned["block_n"]),
+                int(tuned["num_warps"]))
     block_n = min(next_pow2(d), 1024)
     target = 8192 if rows * d >= (1 << 22) else 4096
     block_m = max(1, min(next_pow2(rows), target // block_n))
@@ -60,7 +69,7 @@ def launch_glu(x2d, out2d, act: int, alpha: float, limit: float | None, up_shift
     rows, d = out2d.shape
     if rows == 0 or d == 0:
         return
-    block_m, block_n, num_warps = _config(rows, d)
+    block_m, block_n, num_warps = _config(rows, d, out2d.element_size())
     grid = (triton.cdiv(rows, block_m), triton.cdiv(d, block_n))
     _glu_kernel[grid](x2d, out2d, rows, d, x2d.stride(0), out2d.stride(0), float(alpha),
                       float(limit if limit is not None else 0.0), float(up_shift),

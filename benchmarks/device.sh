@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# How the committed GPU results are produced: run on a GPU machine from the repository root as
+#   bash benchmarks/device.sh GPU STEP [STEP ...]
+# GPU names the results folder (benchmarks/results/GPU/). Every step writes there, or, when $OUT is
+# set (a lent machine whose files are fetched back from $OUT), into $OUT directly, so that a command
+# killed at its time limit still returns every record written so far; files a step resumes from are
+# first copied from benchmarks/results/GPU/. Steps:
+#   calibrate        measure copy bandwidth / matmul rates / launch floor (or adopt GPU/calibration.json)
+#   tune[:SECONDS]   `solbench tune`: tuned launch table -> GPU/tuned.json (+ the per-candidate log)
+#   sweep[:SECONDS]  `solbench run` on the whole catalog into GPU/sweep.jsonl (resumable; budgeted)
+#   glu[:SECONDS]    the GLU variants (gelu, gelu_tanh, swiglu) into GPU/glu_variants.jsonl
+#   repeat[:SECONDS] the norm/quant/GLU ops again into GPU/repeat.jsonl (for `solbench compare`)
+#   gputests         the GPU-only tests (custom ops under torch.compile / CUDA graphs, eval integrity)
+#   eval             `solbench eval` of examples/candidates/silu_and_mul_ours_triton.py vs the sweep
+# No network is needed: the package runs from src/ (python -m solbench); optional peers (liger) are
+# installed from .whl/ when it exists.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+gpu=${1:?usage: benchmarks/device.sh GPU STEP [STEP ...]}
+shift
+res=benchmarks/results/$gpu
+work=${OUT:-$res}
+mkdir -p "$res" "$work"
+export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
+if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    && export PYTHONPATH="$PYTHONPATH:/tmp/site"
+fi
+sb() { python3 -m solbench "$@"; }
+# The working copy of a results file: resumed from the committed one when there is one.
+w() { if [ "$work" != "$res" ] && [ -f "$res/$1" ] && [ ! -f "$work/$1" ]; then cp "$res/$1" "$work/$1"; fi; echo "$work/$1"; }
+status=0
+for step in "$@"; do
+  name=${step%%:*}; budget=${step#*:}; [ "$budget" = "$step" ] && budget=""
+  echo "=== $name ${budget:+(budget ${budget}s) }$(date +%T)"
+  case $name in
+    calibrate)
+      cal=$(w calibration.json)
+      if [ -f "$cal" ] && sb calibrate --use "$cal"; then :; else
+        sb calibrate --force && python3 -c "import json; from solbench.core import hardware as h; \
+print(json.dumps(h.load_calibration(h.device_key()), indent=1))" >"$cal" || status=1
+      fi ;;
+    tune)
+      sb tune --out "$work/tuned.json" --log "$work/tune_log.jsonl" ${budget:+--time-budget "$budget"} || status=1 ;;
+    sweep)
+      sb run --out "$(w sweep.jsonl)" ${budget:+--time-budget "$budget"} >"$work/sweep.log" 2>&1 || status=1
+      tail -n 60 "$work/sweep.log" ;;
+    glu)
+      sb run --ops gelu_and_mul,gelu_tanh_and_mul,swiglu_oai --out "$(w glu_variants.jsonl)" \
+        ${budget:+--time-budget "$budget"} >"$work/glu.log" 2>&1 || status=1
+      tail -n 20 "$work/glu.log" ;;
+    repeat)
+      sb run --ops silu_and_mul,rms_norm,fused_add_rms_norm,fp8_dynamic_per_token_quant,fused_rmsnorm_quant,l2_norm,layer_norm \
+        --out "$(w repeat.jsonl)" ${budget:+--time-budget "$budget"} >"$work/repeat.log" 2>&1 || status=1
+      tail -n 5 "$work/repeat.log" ;;
+    gputests)
+      python3 -m pytest -q -p no:cacheprovider tests/test_glu.py tests/ops/test_rms_norm.py \
+        tests/ops/test_fused_add_rms_norm.py tests/ops/test_fused_qk_rmsnorm.py tests/ops/test_fused_rmsnorm_quant.py \
+        tests/ops/test_fp8_dynamic_per_token_quant.py tests/ops/test_per_token_group_quant_fp8.py tests/eval \
+        tests/test_tuning.py >"$work/gputests.log" 2>&1 || status=1
+      tail -n 15 "$work/gputests.log" ;;
+    eval)
+      # Its own copy of the sweep's silu_and_mul records: eval extends the baselines file it is given.
+      python3 -c "import json,sys; [print(l, end='') for l in open(sys.argv[1]) if json.loads(l)['op'] == 'silu_and_mul']" \
+        "$(w sweep.jsonl)" >"$work/eval_baselines.jsonl"
+      sb eval examples/candidates/silu_and_mul_ours_triton.py --op silu_and_mul --baselines-from "$work/eval_baselines.jsonl" \
+        --out "$work/eval_silu_and_mul.jsonl" >"$work/eval.log" 2>&1 || status=1
+      tail -n 50 "$work/eval.log" ;;
+    *) echo "unknown step $name"; status=2 ;;
+  esac
+done
+echo "=== done $(date +%T) status $status"
+exit $status

@@ -1,0 +1,157 @@
+"""Device-tuned launch configurations for our memory-bound kernels.
+
+A kernel asks :func:`lookup` for its launch configuration by ``(kernel, n)`` (``n`` is the row
+length, or the GLU's ``d``) before falling back to its first-principles rule. The answer comes
+from, in this order:
+
+1. an override set by :func:`overriding` (``solbench tune`` uses it to try candidates);
+2. this device's tuned table: ``$SOLBENCH_CACHE/tuned/<device>.json`` written by
+   ``solbench tune``, else the table shipped in ``solbench/core/tuned/<device>.json`` (measured
+   by us on that GPU model and committed with the results it produced);
+3. nothing (``None``): the kernel uses its first-principles configuration.
+
+``SOLBENCH_TUNED=0`` ignores the tables (first principles everywhere), for A/B runs.
+
+A table holds only what was measured to beat the first-principles configuration on that
+device; each entry keeps its measured speedup and the shapes it was measured on.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import os
+from pathlib import Path
+from typing import Iterator, Mapping
+
+TABLE_VERSION = 1
+FAMILIES = ("row", "glu")
+
+_overrides: dict[tuple[str, int], dict] = {}
+_recording: list[set] = []
+_ignore_tables = 0  # > 0 inside first_principles()
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("SOLBENCH_CACHE", Path.home() / ".cache" / "solbench")) / "tuned"
+
+
+def packaged_dir() -> Path:
+    return Path(__file__).with_name("tuned")
+
+
+def user_table_path(device_key: str) -> Path:
+    return _cache_dir() / f"{device_key}.json"
+
+
+def packaged_table_path(device_key: str) -> Path:
+    return packaged_dir() / f"{device_key}.json"
+
+
+def read_table(path: str | os.PathLike) -> dict:
+    """A tuned table file, validated: ``{"version", "device", "entries": {kernel: {n: cfg}}}``."""
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"{p}: not a readable tuned-config table ({e})") from None
+    if not isinstance(data, dict) or data.get("version") != TABLE_VERSION or not isinstance(data.get("entries"), dict):
+        raise ValueError(f"{p}: not a version-{TABLE_VERSION} tuned-config table")
+    for kernel, by_n in data["entries"].items():
+        if not isinstance(by_n, dict):
+            raise ValueError(f"{p}: entries[{kernel!r}] must map row lengths to configs")
+        for n, cfg in by_n.items():
+            if not str(n).isdigit() or not isinstance(cfg, dict) or "config" not in cfg:
+                raise ValueError(f"{p}: entries[{kernel!r}][{n!r}] must be {{'config': {{...}}, ...}}")
+    return data
+
+
+def _current_device_key() -> str | None:
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            return None
+    except ImportError:
+        return None
+    from solbench.core.hardware import device_key
+
+    return device_key()
+
+
+@functools.lru_cache(maxsize=1)
+def active_table() -> tuple[str, dict]:
+    """(source, entries) for this device: the user's tuned table, else the packaged one, else
+    ("first principles", {}). Cached; :func:`reload` forgets it."""
+    if os.environ.get("SOLBENCH_TUNED", "1") == "0":
+        return "first principles (SOLBENCH_TUNED=0)", {}
+    key = _current_device_key()
+    if key is None:
+        return "first principles", {}
+    for path in (user_table_path(key), packaged_table_path(key)):
+        if path.exists():
+            return str(path), read_table(path)["entries"]
+    return "first principles", {}
+
+
+def reload() -> None:
+    active_table.cache_clear()
+
+
+def source() -> str:
+    """Where launch configurations come from on this device (recorded in every run's env)."""
+    return active_table()[0]
+
+
+def lookup(kernel: str, n: int, *, family: str, elem_bytes: int = 2) -> dict | None:
+    """The tuned configuration for ``kernel`` on rows of ``n`` elements of ``elem_bytes`` bytes,
+    or None. ``family`` ("row": a core/rowwise RowConfig; "glu": the GLU tile) says which
+    candidates ``solbench tune`` may try for it."""
+    if family not in FAMILIES:
+        raise ValueError(f"unknown kernel family {family!r}; known: {FAMILIES}")
+    key = (kernel, int(n))
+    for rec in _recording:
+        rec.add((kernel, int(n), family, int(elem_bytes)))
+    if key in _overrides:
+        return dict(_overrides[key])
+    if _ignore_tables:
+        return None
+    entry = active_table()[1].get(kernel, {}).get(str(int(n)))
+    return dict(entry["config"]) if entry else None
+
+
+@contextlib.contextmanager
+def overriding(kernel: str, n: int, config: Mapping | None) -> Iterator[None]:
+    """Use ``config`` for ``(kernel, n)`` inside the block (None: the first-principles rule)."""
+    key = (kernel, int(n))
+    old = _overrides.pop(key, None)
+    if config is not None:
+        _overrides[key] = dict(config)
+    try:
+        yield
+    finally:
+        _overrides.pop(key, None)
+        if old is not None:
+            _overrides[key] = old
+
+
+@contextlib.contextmanager
+def recording() -> Iterator[set]:
+    """Collect the ``(kernel, n, family, elem_bytes)`` of every look-up inside the block."""
+    keys: set = set()
+    _recording.append(keys)
+    try:
+        yield keys
+    finally:
+        _recording.remove(keys)
+
+
+@contextlib.contextmanager
+def first_principles() -> Iterator[None]:
+    """Ignore the tuned tables inside the block (what the kernels would do untuned)."""
+    global _ignore_tables
+    _ignore_tables += 1
+    try:
+        yield
+    finally:
+        _ignore_tables -= 1

@@ -1,0 +1,275 @@
+"""``solbench tune``: measure launch configurations of our memory-bound kernels on this device
+and write the tuned table that the kernels then use (core/tuning.py).
+
+For every operator with an ``ours_triton`` implementation, the catalog shapes are grouped by the
+``(kernel, n)`` keys their launches look up. Each key is tuned on up to two representative
+shapes that move at least ``MIN_TUNE_BYTES`` (smaller ones are launch-bound: the tile barely
+matters there): the one nearest ``TARGET_BYTES`` and the largest. Every candidate is checked for
+correctness on the shape first (a config that computes a wrong answer is never timed), then
+timed with the runner's timer (CUDA-graph replay, cold L2). A key gets an entry only when its
+best candidate beats the first-principles configuration by more than ``MIN_GAIN`` on a second,
+separate measurement of both; otherwise the kernel keeps its first-principles rule.
+
+Tuning never happens inside a timed run: ``solbench run`` only reads the table.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+from solbench.core import tuning
+
+MIN_TUNE_BYTES = 4e6
+TARGET_BYTES = 32e6
+MAX_TUNE_BYTES = 1.2e9
+MIN_GAIN = 0.03
+
+#: Largest register tile (elements) a candidate may use: beyond it the row no longer fits in
+#: registers beside a second tensor (see core/rowwise.MAX_WHOLE_ROW).
+MAX_TILE = 16384
+
+
+@dataclass
+class KeyResult:
+    kernel: str
+    n: int
+    family: str
+    shapes: list[str]
+    baseline: dict
+    best: dict | None = None
+    speedup: float = 1.0
+    adopted: bool = False
+    note: str = ""
+    measurements: list[dict] = field(default_factory=list)
+
+
+def _pow2_range(lo: int, hi: int) -> list[int]:
+    out, v = [], 1
+    while v <= hi:
+        if v >= lo:
+            out.append(v)
+        v *= 2
+    return out
+
+
+def candidates(family: str, n: int, elem_bytes: int, rows: int) -> list[dict]:
+    """Launch configurations worth trying for ``(family, n)`` on ``rows`` rows: each thread
+    moves 16-128 bytes of one tensor per tile (at least one 16-byte vector, at most what fits in
+    registers), and tiles never hold more rows than there are."""
+    from solbench.core.kernels import next_pow2
+    from solbench.core.rowwise import CHUNK_N, MAX_WHOLE_ROW
+
+    max_m = next_pow2(max(1, rows))
+    out: list[dict] = []
+
+    def per_thread_ok(tile: int, warps: int) -> bool:
+        b = tile * elem_bytes / (32 * warps)
+        return 16 <= b <= 128
+
+    if family == "row":
+        if n > MAX_WHOLE_ROW:
+            for block_n in sorted({CHUNK_N, 2048, 4096, 8192}):
+                for warps in _pow2_range(1, 16):
+                    if per_thread_ok(block_n, warps):
+                        out.append({"block_m": 1, "block_n": block_n, "num_warps": warps, "chunked": True})
+            return out
+        block_n = next_pow2(n)
+        for block_m in _pow2_range(1, min(max_m, 64)):
+            tile = block_m * block_n
+            if tile > MAX_TILE:
+                break
+            for warps in _pow2_range(1, 16):
+                if per_thread_ok(tile, warps):
+                    out.append({"block_m": block_m, "block_n": block_n, "num_warps": warps, "chunked": False})
+        return out
+    if family == "glu":
+        # Column blocks: the first-principles 1024 (or the whole row), 2048, and the largest power
+        # of two dividing d (no half-masked last block for d = 768, 1536, 2560, ...).
+        divisor = 1
+        while n % (divisor * 2) == 0 and divisor * 2 <= 2048:
+            divisor *= 2
+        widths = {min(next_pow2(n), 1024), min(next_pow2(n), 2048)} | ({divisor} if divisor >= 128 else set())
+        for block_n in sorted(widths):
+            for tile in (4096, 8192, 16384):
+                block_m = tile // block_n
+                if block_m < 1 or block_m > max_m:
+                    continue
+                for thread_bytes in (32, 64):
+                    warps = tile * elem_bytes // (32 * thread_bytes)
+                    if 2 <= warps <= 16:
+                        out.append({"block_m": block_m, "block_n": block_n, "num_warps": warps})
+        return out
+    raise ValueError(f"unknown kernel family {family!r}")
+
+
+def _rows_of(shape, n: int, bytes_total: float, elem_bytes: int) -> int:
+    """Rows of length ``n`` the shape's kernel launch covers (from its bytes: a row is read and
+    written about once, so bytes / (2 n elem_bytes) is within 2x, enough to bound block_m)."""
+    return max(1, int(bytes_total / max(1, 2 * n * elem_bytes)))
+
+
+def discover(specs, device) -> dict[tuple, list]:
+    """``{(kernel, n, family, elem_bytes): [(spec, impl, shape, bytes), ...]}``: which tuned keys
+    each catalog shape's ours_triton launch looks up (found by running it once per shape)."""
+    from solbench.core.spec import impls_for
+
+    keys: dict[tuple, list] = {}
+    for spec in specs:
+        impl = impls_for(spec.name).get("ours_triton")
+        if impl is None or not impl.available():
+            continue
+        for shape in spec.shapes:
+            nbytes = spec.cost(shape).total_bytes
+            if not (MIN_TUNE_BYTES <= nbytes <= MAX_TUNE_BYTES) or not impl.supports(shape, device):
+                continue
+            from solbench.core.check import run_impl
+
+            inputs = spec.make_inputs(shape, device, 0)
+            outs = spec.make_outputs(shape, inputs) if impl.takes_out else None
+            with tuning.recording() as seen:
+                run_impl(spec, impl, shape, inputs, tuple(outs) if outs is not None else None)
+            del inputs, outs
+            for key in seen:
+                keys.setdefault(key, []).append((spec, impl, shape, nbytes))
+    return keys
+
+
+def representatives(entries: list) -> list:
+    """The shape nearest TARGET_BYTES (log distance) and the largest one, without repeats."""
+    near = min(entries, key=lambda e: abs(math.log(e[3] / TARGET_BYTES)))
+    big = max(entries, key=lambda e: e[3])
+    return [near] if near is big else [near, big]
+
+
+def _time(spec, impl, shape, device, nbytes) -> float | None:
+    from solbench.runner import RunConfig, _time_impl
+
+    status, _, facts = _time_impl(spec, impl, shape, device, RunConfig(), nbytes)
+    return facts["timing"]["median_us"] if status == "ok" else None
+
+
+def _measure(kernel: str, n: int, cfg: dict | None, reps: list, device) -> tuple[list[float] | None, str]:
+    """Times (us) of ``cfg`` (None: first principles) on each representative, after a one-seed
+    correctness check; (None, reason) when it is wrong or fails to launch."""
+    from solbench.core.check import check_impl
+
+    times = []
+    with tuning.first_principles(), tuning.overriding(kernel, n, cfg):
+        for spec, impl, shape, nbytes in reps:
+            try:
+                res = check_impl(spec, impl, shape, device, seeds=(0,))
+            except Exception as e:  # noqa: BLE001 - a config that cannot launch is just not a candidate
+                return None, f"{type(e).__name__}: {str(e)[:160]}"
+            if not res.ok:
+                return None, f"wrong on {spec.name}#{shape.id}: {res.reason[:160]}"
+            t = _time(spec, impl, shape, device, nbytes)
+            if t is None:
+                return None, f"timing failed on {spec.name}#{shape.id}"
+            times.append(t)
+    return times, ""
+
+
+def _geomean_ratio(a: Sequence[float], b: Sequence[float]) -> float:
+    return math.exp(sum(math.log(x / y) for x, y in zip(a, b)) / len(a))
+
+
+def tune(ops: Sequence[str] | None = None, *, time_budget_s: float | None = None,
+         progress: Callable[[str], None] | None = None) -> tuple[dict, list[KeyResult]]:
+    """Tune every key of ``ops`` (default: all catalog operators with ours_triton). Returns the
+    table (``{"version", "device", ..., "entries"}``) and the per-key results."""
+    import torch
+
+    from solbench.core import hardware
+    from solbench.core.env import environment
+    from solbench.core.spec import all_specs, get_spec
+
+    device = hardware.current_device()
+    if device.type != "cuda":
+        raise RuntimeError("solbench tune measures GPU kernels and needs a CUDA device "
+                           "(CPU and interpreter timings say nothing about GPU launch configurations)")
+    specs = [get_spec(o) for o in ops] if ops else all_specs()
+    t0 = time.perf_counter()
+    keys = discover(specs, device)
+    results: list[KeyResult] = []
+    entries: dict[str, dict] = {}
+    # Most production time first (operator importance spread over its shapes), so that when the
+    # budget runs out the keys that matter most are done.
+    order = sorted(keys.items(), key=lambda kv: -sum(e[0].importance / max(1, len(e[0].shapes)) for e in kv[1]))
+    for i, ((kernel, n, family, elem_bytes), shape_entries) in enumerate(order):
+        if time_budget_s is not None and time.perf_counter() - t0 > time_budget_s:
+            for (k2, n2, f2, _), e2 in order[i:]:
+                results.append(KeyResult(k2, n2, f2, [f"{e[0].name}#{e[2].id}" for e in e2], {},
+                                         note="not tuned: time budget reached"))
+            break
+        reps = representatives(shape_entries)
+        names = [f"{e[0].name}#{e[2].id}" for e in reps]
+        rows = min(_rows_of(e[2], n, e[3], elem_bytes) for e in reps)
+        kr = KeyResult(kernel, n, family, names, baseline={"first_principles": True})
+        if progress:
+            progress(f"[{i + 1}/{len(order)}] {kernel} n={n} on {', '.join(names)}")
+        base, why = _measure(kernel, n, None, reps, device)
+        if base is None:
+            kr.note = f"first-principles config failed: {why}"
+            results.append(kr)
+            continue
+        kr.measurements.append({"config": None, "times_us": base})
+        best, best_score = None, 1.0
+        for cfg in candidates(family, n, elem_bytes, rows):
+            times, why = _measure(kernel, n, cfg, reps, device)
+            kr.measurements.append({"config": cfg, "times_us": times, "error": why or None})
+            if times is None:
+                continue
+            score = _geomean_ratio(times, base)
+            if score < best_score:
+                best, best_score = cfg, score
+        if best is None:
+            kr.note = "no candidate beat first principles"
+            results.append(kr)
+            continue
+        # A second, separate measurement of both: the gain must survive it.
+        base2, _ = _measure(kernel, n, None, reps, device)
+        best2, _ = _measure(kernel, n, best, reps, device)
+        if base2 is None or best2 is None:
+            kr.note = "re-measurement failed"
+            results.append(kr)
+            continue
+        score2 = _geomean_ratio(best2, base2)
+        kr.best, kr.speedup = best, 1.0 / max(score2, 1e-9)
+        kr.measurements.append({"config": None, "times_us": base2, "repeat": True})
+        kr.measurements.append({"config": best, "times_us": best2, "repeat": True})
+        if max(best_score, score2) < 1.0 - MIN_GAIN:
+            kr.adopted = True
+            entries.setdefault(kernel, {})[str(n)] = {
+                "config": best, "speedup": round(kr.speedup, 4), "first_measurement_speedup": round(1 / best_score, 4),
+                "shapes": names, "times_us": {"first_principles": base2, "tuned": best2}}
+        else:
+            kr.note = (f"best candidate {best} gained {1 / best_score:.3f}x, then {1 / score2:.3f}x on re-measurement: "
+                       f"under the {MIN_GAIN:.0%} bar, first principles kept")
+        results.append(kr)
+        torch.cuda.empty_cache()
+    env = environment("graph")
+    table = {"version": tuning.TABLE_VERSION, "device": hardware.device_name(device),
+             "date": time.strftime("%Y-%m-%dT%H:%M:%S"), "env": env,
+             "rule": f"adopted when the best candidate beat first principles by > {MIN_GAIN:.0%} on two "
+                     "separate measurements (geomean over the representative shapes)",
+             "entries": entries}
+    return table, results
+
+
+def write_table(table: dict, path: str | Path) -> Path:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_suffix(".tmp")
+    tmp.write_text(json.dumps(table, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    tmp.replace(p)
+    return p
+
+
+def write_log(results: list[KeyResult], path: str | Path) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        for r in results:
+            f.write(json.dumps(asdict(r)) + "\n")

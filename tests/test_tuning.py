@@ -1,0 +1,139 @@
+"""Tuned launch configurations: candidates, the table format, look-up precedence, and that the
+kernels' config functions honour a table (the measuring itself needs a GPU: `solbench tune`)."""
+import json
+
+import pytest
+
+from solbench import tune as tuner
+from solbench.core import rowwise, tuning
+from solbench.core.rowwise import RowConfig, row_config
+
+
+@pytest.fixture
+def fake_gpu(tmp_path, monkeypatch):
+    """A device key and an empty user table directory, as on a GPU box."""
+    monkeypatch.setenv("SOLBENCH_CACHE", str(tmp_path))
+    monkeypatch.delenv("SOLBENCH_TUNED", raising=False)
+    monkeypatch.setattr(tuning, "_current_device_key", lambda: "Fake_GPU")
+    tuning.reload()
+    yield tmp_path / "tuned" / "Fake_GPU.json"
+    tuning.reload()
+
+
+def _write(path, entries):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"version": tuning.TABLE_VERSION, "device": "Fake GPU", "entries": entries}))
+
+
+def test_candidates_respect_register_and_row_bounds():
+    for n in (128, 1152, 2048, 4096, 7168):
+        cands = tuner.candidates("row", n, 2, rows=100_000)
+        assert cands, n
+        for c in cands:
+            tile = c["block_m"] * c["block_n"]
+            assert tile <= tuner.MAX_TILE and c["block_n"] >= n
+            assert 16 <= tile * 2 / (32 * c["num_warps"]) <= 128
+    # Never more rows per tile than the problem has.
+    assert all(c["block_m"] <= 4 for c in tuner.candidates("row", 128, 2, rows=3))
+    # Rows past the whole-row limit are tuned as chunked loops of one row per program.
+    assert all(c["chunked"] and c["block_m"] == 1 for c in tuner.candidates("row", 32768, 2, rows=100))
+
+
+def test_glu_candidates_include_a_dividing_column_block():
+    widths = {c["block_n"] for c in tuner.candidates("glu", 1536, 2, rows=10_000)}
+    assert 512 in widths and 1024 in widths  # 512 divides 1536: no half-masked column block
+    assert {c["block_n"] for c in tuner.candidates("glu", 768, 2, rows=10_000)} >= {256}
+    with pytest.raises(ValueError, match="family"):
+        tuner.candidates("nope", 128, 2, rows=1)
+
+
+def test_lookup_precedence_override_table_first_principles(fake_gpu):
+    assert tuning.lookup("rms_norm", 4096, family="row") is None
+    assert tuning.source() == "first principles"
+    _write(fake_gpu, {"rms_norm": {"4096": {"config": {"block_m": 2, "block_n": 4096, "num_warps": 4,
+                                                       "chunked": False}, "speedup": 1.2}}})
+    tuning.reload()
+    assert tuning.source() == str(fake_gpu)
+    assert tuning.lookup("rms_norm", 4096, family="row")["num_warps"] == 4
+    with tuning.overriding("rms_norm", 4096, {"block_m": 1, "block_n": 4096, "num_warps": 16, "chunked": False}):
+        assert tuning.lookup("rms_norm", 4096, family="row")["num_warps"] == 16
+        with tuning.first_principles():  # an explicit override still wins (that is how candidates run)
+            assert tuning.lookup("rms_norm", 4096, family="row")["num_warps"] == 16
+    with tuning.first_principles():
+        assert tuning.lookup("rms_norm", 4096, family="row") is None
+    assert tuning.lookup("rms_norm", 4096, family="row")["num_warps"] == 4
+    with pytest.raises(ValueError, match="family"):
+        tuning.lookup("rms_norm", 4096, family="bogus")
+
+
+def test_disabled_by_environment(fake_gpu, monkeypatch):
+    _write(fake_gpu, {"rms_norm": {"4096": {"config": {"block_m": 2, "block_n": 4096, "num_warps": 4}}}})
+    monkeypatch.setenv("SOLBENCH_TUNED", "0")
+    tuning.reload()
+    assert tuning.lookup("rms_norm", 4096, family="row") is None
+    assert "SOLBENCH_TUNED=0" in tuning.source()
+
+
+def test_row_config_uses_the_table_and_caps_rows(fake_gpu):
+    untuned = row_config(4096, 10_000, 2, kernel="rms_norm")
+    _write(fake_gpu, {"rms_norm": {"4096": {"config": {"block_m": 4, "block_n": 4096, "num_warps": 16,
+                                                       "chunked": False}}}})
+    tuning.reload()
+    assert row_config(4096, 10_000, 2, kernel="rms_norm") == RowConfig(4, 4096, 16, False)
+    assert row_config(4096, 1, 2, kernel="rms_norm").block_m == 1   # decode: one row, one program
+    assert row_config(4096, 10_000, 2, kernel="l2_norm") == untuned  # other kernels unaffected
+    rowwise.OVERRIDES[("rms_norm", 4096)] = RowConfig(1, 4096, 2)  # hand overrides still win
+    try:
+        assert row_config(4096, 10_000, 2, kernel="rms_norm").num_warps == 2
+    finally:
+        rowwise.OVERRIDES.clear()
+
+
+def test_glu_config_uses_the_table(fake_gpu):
+    pytest.importorskip("triton")
+    from solbench.ops.silu_and_mul import triton as glu_triton
+
+    _write(fake_gpu, {"glu": {"1536": {"config": {"block_m": 16, "block_n": 512, "num_warps": 8}}}})
+    tuning.reload()
+    assert glu_triton._config(10_000, 1536) == (16, 512, 8)
+    assert glu_triton._config(3, 1536) == (4, 512, 8)
+    assert glu_triton._config(10_000, 2048) != (16, 512, 8)
+
+
+def test_recording_collects_keys():
+    with tuning.recording() as seen:
+        row_config(2048, 64, 2, kernel="fused_add_rms_norm")
+        row_config(2048, 64, 2)  # an anonymous kernel has no table key
+    assert seen == {("fused_add_rms_norm", 2048, "row", 2)}
+
+
+@pytest.mark.parametrize("bad", [
+    "not json", json.dumps({"version": 99, "entries": {}}),
+    json.dumps({"version": tuning.TABLE_VERSION, "entries": {"k": {"x": {"config": {}}}}}),
+    json.dumps({"version": tuning.TABLE_VERSION, "entries": {"k": {"128": {"block_m": 1}}}}),
+])
+def test_malformed_tables_are_errors_that_name_the_file(tmp_path, bad):
+    p = tmp_path / "t.json"
+    p.write_text(bad)
+    with pytest.raises(ValueError, match="t.json"):
+        tuning.read_table(p)
+
+
+def test_packaged_tables_are_valid():
+    for p in tuning.packaged_dir().glob("*.json"):
+        table = tuning.read_table(p)
+        for kernel, by_n in table["entries"].items():
+            for n, entry in by_n.items():
+                family = "glu" if kernel == "glu" else "row"
+                cfg = entry["config"]
+                if family == "row":
+                    RowConfig(**cfg)
+                assert entry["speedup"] > 1.0, (p, kernel, n)
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the no-GPU refusal")
+def test_tune_needs_a_gpu(capsys):
+    from solbench.cli import main
+
+    assert main(["tune"]) == 2
+    assert "needs a CUDA device" in capsys.readouterr().out
