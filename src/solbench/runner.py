@@ -153,12 +153,13 @@ class _Timed:
 def _prepare_impl(spec: OpSpec, impl: Impl, shape: Shape, device) -> tuple[str, str, dict]:
     """("", "", facts) when ``impl`` may be checked on ``shape``; else (status, reason, facts)."""
     facts: dict = {}
-    support = impl.available()
-    if not support:
-        return "skip", support.reason, facts
-    support = impl.supports(shape, device)
-    if not support:
-        return "skip", support.reason, facts
+    for what, probe in (("available()", impl.available), ("supports()", lambda: impl.supports(shape, device))):
+        try:
+            support = probe()
+        except Exception as e:  # noqa: BLE001 - a broken probe is this impl's FAIL, never the sweep's end
+            return "fail", f"{what} raised {type(e).__name__}: {str(e)[:300]}", facts
+        if not support:
+            return "skip", support.reason, facts
     try:
         if impl.prepare is not None:
             facts.update(impl.prepare(shape, spec.make_inputs(shape, device, 0)) or {})
