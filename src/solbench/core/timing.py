@@ -101,7 +101,8 @@ def l2_bytes_of(device) -> int:
 
 def time_gpu(call: Callable[[int], None], n_sets: int, *, flush: bool, mode: str = "graph",
              device=None, target_sample_us: float = 1000.0, samples: int = 30,
-             max_calls_per_sample: int = 200, on_graph: Callable | None = None) -> Timing:
+             max_calls_per_sample: int = 200, on_graph: Callable | None = None,
+             min_samples: int = 5, max_total_us: float = 5e5) -> Timing:
     """Time ``call(i)`` on the current CUDA stream (see the module docstring).
 
     ``on_graph(replay, k)``, when given, is called once after the graph-replay samples, while the
@@ -116,7 +117,9 @@ def time_gpu(call: Callable[[int], None], n_sets: int, *, flush: bool, mode: str
     for i in range(n_sets):
         call(i)
     torch.cuda.synchronize()
-    est = _estimate_us(call, n_sets)
+    est = _estimate_us(call, n_sets, reps=1)
+    if est < 10_000:  # a slow call (a Python-loop baseline at 100 ms) needs no finer estimate
+        est = _estimate_us(call, n_sets)
     if mode == "eager":
         return _time_eager(call, n_sets, flusher, samples=max(samples, 50), est_us=est)
     # A sample is about ``target_sample_us`` of GPU time, flushes included: sizing it by the call
@@ -125,6 +128,9 @@ def time_gpu(call: Callable[[int], None], n_sets: int, *, flush: bool, mode: str
     per_call = est + (_estimate_us(lambda i: flusher(), 1) if flusher is not None else 0.0)
     k = int(min(max_calls_per_sample, max(n_sets, math.ceil(target_sample_us / max(per_call, 1.0)))))
     k = max(1, k)
+    # At most about ``max_total_us`` of replays: 30 samples of a 100 ms baseline would spend 3 s
+    # per record measuring what 5 samples already pin down to well under its distance from SOL.
+    samples = int(max(min_samples, min(samples, max_total_us / max(k * per_call, 1.0))))
     try:
         timing = _time_graph(call, n_sets, flusher, k, samples, on_graph)
     except Exception as e:  # capture can fail for code that syncs with the host
@@ -135,16 +141,14 @@ def time_gpu(call: Callable[[int], None], n_sets: int, *, flush: bool, mode: str
     return timing
 
 
-def _estimate_us(call, n_sets) -> float:
-    import torch
-
+def _estimate_us(call, n_sets, reps: int = 3) -> float:
     start, end = _events(2)
     start.record()
-    for i in range(3):
+    for i in range(reps):
         call(i % n_sets)
     end.record()
     end.synchronize()
-    return start.elapsed_time(end) * 1e3 / 3
+    return start.elapsed_time(end) * 1e3 / reps
 
 
 def _capture(body, warm=True):
