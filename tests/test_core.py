@@ -200,8 +200,8 @@ def test_check_impls_makes_one_reference_per_seed_for_all_impls(monkeypatch, dev
     from solbench.core.check import check_impls
 
     calls = []
-    real = SPEC.reference
-    monkeypatch.setattr(SPEC, "reference", lambda **kw: calls.append(1) or real(**kw))
+    real = type(SPEC).reference  # patched on the class: the shared instance must stay untouched
+    monkeypatch.setattr(type(SPEC), "reference", lambda self, **kw: calls.append(1) or real(self, **kw))
     good = Impl("silu_and_mul", "good", _good, takes_out=True)
     empty = Impl("silu_and_mul", "empty", lambda x, out: out, takes_out=True)
     res = check_impls(SPEC, [good, empty, Impl("silu_and_mul", "good2", _good, takes_out=True)], SHAPE, device,
