@@ -54,7 +54,7 @@ print(json.dumps(h.load_calibration(h.device_key()), indent=1))" >"$cal" || stat
         --out "$(w repeat.jsonl)" ${budget:+--time-budget "$budget"} >"$work/repeat.log" 2>&1 || status=1
       tail -n 5 "$work/repeat.log" ;;
     gputests)
-      python3 -m pytest -q -p no:cacheprovider tests/test_glu.py tests/ops/test_rms_norm.py \
+      timeout "${budget:-300}" python3 -m pytest -q -p no:cacheprovider tests/test_glu.py tests/ops/test_rms_norm.py \
         tests/ops/test_fused_add_rms_norm.py tests/ops/test_fused_qk_rmsnorm.py tests/ops/test_fused_rmsnorm_quant.py \
         tests/ops/test_fp8_dynamic_per_token_quant.py tests/ops/test_per_token_group_quant_fp8.py tests/eval \
         tests/test_tuning.py >"$work/gputests.log" 2>&1 || status=1
@@ -62,8 +62,8 @@ print(json.dumps(h.load_calibration(h.device_key()), indent=1))" >"$cal" || stat
     eval)
       # Its own copy of the sweep's silu_and_mul records: eval extends the baselines file it is given.
       python3 -c "import json,sys; [print(l, end='') for l in open(sys.argv[1]) if json.loads(l)['op'] == 'silu_and_mul']" \
-        "$(w sweep.jsonl)" >"$work/eval_baselines.jsonl"
-      sb eval examples/candidates/silu_and_mul_ours_triton.py --op silu_and_mul --baselines-from "$work/eval_baselines.jsonl" \
+        "$res/sweep.jsonl" >/tmp/eval_baselines.jsonl
+      sb eval examples/candidates/silu_and_mul_ours_triton.py --op silu_and_mul --baselines-from /tmp/eval_baselines.jsonl \
         --out "$work/eval_silu_and_mul.jsonl" >"$work/eval.log" 2>&1 || status=1
       tail -n 50 "$work/eval.log" ;;
     *) echo "unknown step $name"; status=2 ;;
