@@ -54,11 +54,14 @@ print(json.dumps(h.load_calibration(h.device_key()), indent=1))" >"$cal" || stat
         --out "$(w repeat.jsonl)" ${budget:+--time-budget "$budget"} >"$work/repeat.log" 2>&1 || status=1
       tail -n 5 "$work/repeat.log" ;;
     gputests)
-      timeout "${budget:-300}" python3 -m pytest -q -p no:cacheprovider tests/test_glu.py tests/ops/test_rms_norm.py \
+      # -v prints each verdict as it happens, so a run cut off at its budget still says what failed;
+      # the per-test limit (pytest-timeout, where installed) keeps one hang from eating the budget.
+      pt_timeout=$(python3 -c "import pytest_timeout" 2>/dev/null && echo "--timeout=90")
+      timeout "${budget:-300}" python3 -m pytest -v --tb=short -rfE -p no:cacheprovider $pt_timeout tests/test_glu.py tests/ops/test_rms_norm.py \
         tests/ops/test_fused_add_rms_norm.py tests/ops/test_fused_qk_rmsnorm.py tests/ops/test_fused_rmsnorm_quant.py \
         tests/ops/test_fp8_dynamic_per_token_quant.py tests/ops/test_per_token_group_quant_fp8.py tests/eval \
         tests/test_tuning.py >"$work/gputests.log" 2>&1 || status=1
-      tail -n 15 "$work/gputests.log" ;;
+      grep -E "FAILED|ERROR|passed|failed" "$work/gputests.log" | tail -n 30 ;;
     eval)
       # Its own copy of the sweep's silu_and_mul records: eval extends the baselines file it is given.
       python3 -c "import json,sys; [print(l, end='') for l in open(sys.argv[1]) if json.loads(l)['op'] == 'silu_and_mul']" \

@@ -70,6 +70,10 @@ def test_quantiles_and_plan_sets():
     assert not flush and n * 40 * 2**20 > 2 * l2
     assert timing.plan_sets(4096, l2) == (2, True)
     assert timing.plan_sets(3e9, l2) == (1, False)
+    # Self-allocated outputs reuse graph-pool addresses: rotation cannot keep them cold, so calls
+    # whose outputs fit in twice the L2 are flushed; bigger outputs evict themselves.
+    assert timing.plan_sets(40 * 2**20, l2, outputs_rotate=False, bytes_written=20 * 2**20) == (2, True)
+    assert timing.plan_sets(3e9, l2, outputs_rotate=False, bytes_written=1e9) == (1, False)
 
 
 def test_cpu_timer_measures():

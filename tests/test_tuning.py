@@ -137,3 +137,23 @@ def test_tune_needs_a_gpu(capsys):
 
     assert main(["tune"]) == 2
     assert "needs a CUDA device" in capsys.readouterr().out
+
+
+def test_exported_glu_candidate_carries_the_packaged_tiles():
+    """examples/candidates/silu_and_mul_ours_triton.py is our kernel exported standalone: its copy
+    of the tuned GLU tiles must be the packaged tables' (else eval would not reproduce run)."""
+    import importlib.util
+    from pathlib import Path
+
+    pytest.importorskip("triton")
+    path = Path(__file__).resolve().parents[1] / "examples" / "candidates" / "silu_and_mul_ours_triton.py"
+    spec = importlib.util.spec_from_file_location("exported_candidate", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    tables = {}
+    for p in tuning.packaged_dir().glob("*.json"):
+        table = tuning.read_table(p)
+        glu = table["entries"].get("glu", {})
+        tables[table["device"]] = {int(d): (e["config"]["block_m"], e["config"]["block_n"], e["config"]["num_warps"])
+                                   for d, e in glu.items()}
+    assert mod.TUNED_TILES == {k: v for k, v in tables.items() if v}

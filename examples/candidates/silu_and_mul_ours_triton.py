@@ -15,6 +15,11 @@ import triton.language as tl
 
 OP = "silu_and_mul"
 
+# The tiles `solbench tune` measured for the GLU kernel, {gpu name: {d: (BLOCK_M, BLOCK_N, warps)}},
+# copied from src/solbench/core/tuned/<gpu>.json so that this file stays standalone (a test checks
+# that the copy matches); other GPUs and other d use the first-principles rule below.
+TUNED_TILES = {"NVIDIA H200": {768: (4, 1024, 8), 1536: (2, 2048, 8), 2048: (2, 2048, 8), 2560: (8, 512, 8), 4096: (2, 2048, 8)}}
+
 
 @triton.jit
 def _silu_and_mul_kernel(x_ptr, out_ptr, rows, d, x_row_stride, out_row_stride,
@@ -45,11 +50,16 @@ def silu_and_mul(x: torch.Tensor) -> torch.Tensor:
     rows = x2.shape[0]
     if rows == 0 or d == 0:
         return out
-    # About 4-8K output elements per program; decode shapes (few rows) split the row instead.
-    block_n = min(_next_pow2(d), 1024)
-    target = 8192 if rows * d >= (1 << 22) else 4096
-    block_m = max(1, min(_next_pow2(rows), target // block_n))
-    num_warps = 8 if block_m * block_n >= 4096 else 4
+    tuned = TUNED_TILES.get(torch.cuda.get_device_name(x.device) if x.is_cuda else "", {}).get(d)
+    if tuned is not None:
+        block_m, block_n, num_warps = tuned
+        block_m = max(1, min(block_m, _next_pow2(rows)))
+    else:
+        # About 4-8K output elements per program; decode shapes (few rows) split the row instead.
+        block_n = min(_next_pow2(d), 1024)
+        target = 8192 if rows * d >= (1 << 22) else 4096
+        block_m = max(1, min(_next_pow2(rows), target // block_n))
+        num_warps = 8 if block_m * block_n >= 4096 else 4
     grid = (triton.cdiv(rows, block_m), triton.cdiv(d, block_n))
     _silu_and_mul_kernel[grid](x2, out2, rows, d, x2.stride(0), out2.stride(0),
                                BLOCK_M=block_m, BLOCK_N=block_n, num_warps=num_warps)

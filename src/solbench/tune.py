@@ -148,7 +148,7 @@ def representatives(entries: list) -> list:
 def _time(spec, impl, shape, device, nbytes) -> float | None:
     from solbench.runner import RunConfig, _time_impl
 
-    status, _, facts = _time_impl(spec, impl, shape, device, RunConfig(), nbytes)
+    status, _, facts = _time_impl(spec, impl, shape, device, RunConfig(), nbytes, spec.cost(shape).bytes_written)
     return facts["timing"]["median_us"] if status == "ok" else None
 
 

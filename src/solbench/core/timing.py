@@ -52,14 +52,25 @@ def quantiles(samples: Sequence[float]) -> tuple[float, float, float]:
 
 
 def plan_sets(bytes_per_call: float, l2_bytes: int, max_sets: int = 8,
-              max_total_bytes: float = 4e9) -> tuple[int, bool]:
+              max_total_bytes: float = 4e9, *, outputs_rotate: bool = True,
+              bytes_written: float = 0.0) -> tuple[int, bool]:
     """How many rotating input sets, and whether an L2 flush is still needed.
 
     Enough sets that together they are over twice the L2 means each set has been evicted by the
     time it comes round again. When that would take more than ``max_sets`` sets (small shapes),
     two sets plus a flush are used instead.
+
+    Rotation only keeps *outputs* cold when they rotate too (``out=`` buffers per set). An
+    implementation that allocates its outputs writes, under graph replay, to the same graph-pool
+    addresses on every call; outputs smaller than twice the L2 then stay resident and dirty
+    between calls, so part of their write traffic never reaches HBM and the call looks faster
+    than it is. Such calls (``outputs_rotate=False``) are flushed instead: the flush before each
+    call evicts the previous call's outputs, and the write-back it forces is charged to the call
+    (the flush-only graph that is subtracted has nothing dirty to write back).
     """
     if bytes_per_call <= 0:
+        return 2, True
+    if not outputs_rotate and bytes_written < 2 * l2_bytes:
         return 2, True
     need = math.ceil(2 * l2_bytes / bytes_per_call) + 1
     if need <= max_sets and need * bytes_per_call <= max_total_bytes:

@@ -190,8 +190,11 @@ def shape_inputs_names(spec, shape, device) -> list[str]:
 def _perf(spec, shape, fn, device, rng, timer_mode, timing, integrity) -> dict:
     import torch
 
-    bytes_per_call = spec.cost(shape).total_bytes
-    n_sets, flush = timing.plan_sets(bytes_per_call, timing.l2_bytes_of(device))
+    cost = spec.cost(shape)
+    bytes_per_call = cost.total_bytes
+    # A candidate allocates its own outputs: they cannot rotate with the inputs (see plan_sets).
+    n_sets, flush = timing.plan_sets(bytes_per_call, timing.l2_bytes_of(device), outputs_rotate=False,
+                                     bytes_written=cost.bytes_written)
     in_place = integrity.mutates_inputs(fn, spec, shape, device)
     sets = [spec.make_inputs(shape, device, 1000 + i) for i in range(n_sets)]
     err = integrity.distinct_addresses(sets)

@@ -1,0 +1,85 @@
+"""Print the markdown tables of docs/PERFORMANCE.md from committed results files (nothing is
+measured here: every figure comes from the records, through solbench.core.score).
+
+    python benchmarks/performance_tables.py benchmarks/results/h200/sweep.jsonl [more.jsonl ...]
+"""
+from __future__ import annotations
+
+import math
+import sys
+from collections import Counter, defaultdict
+
+from statistics import median
+
+from solbench.core.score import amdahl_estimate, geomean, op_scores, suite_scores
+from solbench.runner import read_records
+
+IMPLS = ("ours_triton", "liger", "torch_native", "torch_compile", "torch_eager")
+
+
+def fmt(x, digits=2):
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+def main(paths: list[str]) -> None:
+    recs = [r for p in paths for r in read_records(p)]
+    importance = {r["op"]: r.get("importance") or 0.0 for r in recs}
+    per_op = op_scores(recs)
+    counts = defaultdict(Counter)
+    for r in recs:
+        counts[r["op"]][r["status"]] += 1
+    # Speedup of ours over torch_compile, shape by shape where both are correct.
+    times = defaultdict(dict)
+    for r in recs:
+        if r["status"] == "ok":
+            times[(r["op"], str(r["shape_id"]))][r["impl"]] = r["time_us"]
+    vs_compile = defaultdict(list)
+    for (op, _), t in times.items():
+        if "ours_triton" in t and "torch_compile" in t:
+            vs_compile[op].append(t["torch_compile"] / t["ours_triton"])
+
+    print("| operator | importance | ok/fail/skip | " + " | ".join(IMPLS) + " | ours vs compile (geomean) |")
+    print("|---|---|---|" + "---|" * len(IMPLS) + "---|")
+    for op in sorted(per_op, key=lambda o: -importance.get(o, 0)):
+        c = counts[op]
+        cells = [fmt(per_op[op].get(i)) for i in IMPLS]
+        gm = geomean(vs_compile.get(op, []))
+        print(f"| {op} | {importance.get(op, 0):.4f} | {c['ok']}/{c['fail']}/{c['skip']} | " + " | ".join(cells)
+              + f" | {fmt(gm) + 'x' if gm else '-'} |")
+    scores = suite_scores(recs, importance)
+    print()
+    print("| implementation | Σ importance × S | importance covered | normalized |")
+    print("|---|---|---|---|")
+    for impl, sc in sorted(scores.items(), key=lambda kv: -kv[1]["score"]):
+        print(f"| {impl} | {sc['score']:.4f} | {sc['coverage']:.4f} | {fmt(sc['normalized'])} |")
+    am = amdahl_estimate(recs)
+    if am:
+        print()
+        print(f"Amdahl estimate (vs the published XPU-A deployed kernels, assuming S carries over between chips): "
+              f"{am.get('saved', 0) * 100:.1f}% of production GPU time saved, over {am.get('coverage', 0):.3f} "
+              "of importance covered.")
+    # Plain (unweighted) median achievable S over each operator's correct shapes, for the kernel
+    # families: the production-weighted median above is dominated by launch-bound decode shapes.
+    plain = defaultdict(lambda: defaultdict(list))
+    for r in recs:
+        if r["status"] == "ok" and r.get("s_achievable") is not None:
+            plain[r["op"]][r["impl"]].append(r["s_achievable"])
+    ours_ops = [op for op in plain if "ours_triton" in plain[op]]
+    print()
+    print("| operator (plain median achievable S) | " + " | ".join(IMPLS) + " |")
+    print("|---|" + "---|" * len(IMPLS))
+    for op in sorted(ours_ops):
+        print(f"| {op} | " + " | ".join(fmt(median(plain[op][i])) if plain[op].get(i) else "-" for i in IMPLS) + " |")
+    fails = Counter((r["op"], r["impl"]) for r in recs if r["status"] == "fail")
+    if fails:
+        print()
+        print("FAIL records (all baselines; each carries its reason in the JSONL):",
+              ", ".join(f"{op}/{impl} x{n}" for (op, impl), n in sorted(fails.items())))
+    if not math.isfinite(sum(importance.values())):
+        raise SystemExit("bad importance values")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 2:
+        raise SystemExit(__doc__)
+    main(sys.argv[1:])
