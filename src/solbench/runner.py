@@ -18,7 +18,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 from solbench.core import check as checker
 from solbench.core import hardware, roofline, timing
 from solbench.core.env import environment
-from solbench.core.spec import Impl, OpSpec, Shape, all_specs, get_spec, impls_for
+from solbench.core.spec import Cost, Impl, OpSpec, Shape, all_specs, get_spec, impls_for
 
 SCHEMA_VERSION = 1
 BASELINES = ("torch_compile", "torch_eager")
@@ -168,8 +168,7 @@ def _prepare_impl(spec: OpSpec, impl: Impl, shape: Shape, device) -> tuple[str, 
     return "", "", facts
 
 
-def _time_impl(spec: OpSpec, impl: Impl, shape: Shape, device, cfg: RunConfig,
-               bytes_per_call: float, bytes_written: float = 0.0) -> tuple[str, str, dict]:
+def _time_impl(spec: OpSpec, impl: Impl, shape: Shape, device, cfg: RunConfig, cost: Cost) -> tuple[str, str, dict]:
     """Time one implementation that passed its check: ("ok", "", {"timing": ...}) or a FAIL."""
     import torch
 
@@ -178,8 +177,8 @@ def _time_impl(spec: OpSpec, impl: Impl, shape: Shape, device, cfg: RunConfig,
             if device.type == "cuda":
                 l2 = timing.l2_bytes_of(device)
                 # Without out= the outputs cannot rotate with the inputs (see plan_sets).
-                n_sets, flush = timing.plan_sets(bytes_per_call, l2, outputs_rotate=impl.takes_out,
-                                                 bytes_written=bytes_written)
+                n_sets, flush = timing.plan_sets(cost.total_bytes, l2, outputs_rotate=impl.takes_out,
+                                                 bytes_written=cost.bytes_written)
                 call = _Timed(spec, impl, shape, device, n_sets)
                 t = timing.time_gpu(call, n_sets, flush=flush, mode=cfg.timer, device=device)
             else:
@@ -194,9 +193,8 @@ def _time_impl(spec: OpSpec, impl: Impl, shape: Shape, device, cfg: RunConfig,
     return "ok", "", {"timing": t.to_record()}
 
 
-def measure_shape(spec: OpSpec, impls: Sequence[Impl], shape: Shape, device, cfg: RunConfig,
-                  bytes_per_call: float, progress: Callable[[str], None] | None = None,
-                  bytes_written: float = 0.0) -> dict[str, tuple]:
+def measure_shape(spec: OpSpec, impls: Sequence[Impl], shape: Shape, device, cfg: RunConfig, cost: Cost,
+                  progress: Callable[[str], None] | None = None) -> dict[str, tuple]:
     """``{impl.name: (status, reason, facts, wall_s)}`` for the implementations of one shape.
 
     Three stages: each implementation's availability, support and ``prepare`` (compilation);
@@ -250,7 +248,7 @@ def measure_shape(spec: OpSpec, impls: Sequence[Impl], shape: Shape, device, cfg
         if progress:
             progress(f"{impl.name}: time")
         t0 = time.perf_counter()
-        status, reason, tf = _time_impl(spec, impl, shape, device, cfg, bytes_per_call, bytes_written)
+        status, reason, tf = _time_impl(spec, impl, shape, device, cfg, cost)
         dt = time.perf_counter() - t0
         f.update(tf)
         f["phase_s"]["timing"] = round(dt, 3)
@@ -314,8 +312,7 @@ def run(cfg: RunConfig, *, progress: Callable | None = None, on_shape_done: Call
                 if progress:
                     progress(done, total, f"{_spec.name} #{_shape.id} {msg}")
 
-            measured = measure_shape(spec, todo, shape, device, cfg, cost.total_bytes, shape_progress,
-                                     cost.bytes_written) if todo else {}
+            measured = measure_shape(spec, todo, shape, device, cfg, cost, shape_progress) if todo else {}
             measured_any = measured_any or bool(todo)
             shape_records = []
             for impl in impls:

@@ -106,15 +106,16 @@ def candidates(family: str, n: int, elem_bytes: int, rows: int) -> list[dict]:
     raise ValueError(f"unknown kernel family {family!r}")
 
 
-def _rows_of(shape, n: int, bytes_total: float, elem_bytes: int) -> int:
+def _rows_of(n: int, bytes_total: float, elem_bytes: int) -> int:
     """Rows of length ``n`` the shape's kernel launch covers (from its bytes: a row is read and
     written about once, so bytes / (2 n elem_bytes) is within 2x, enough to bound block_m)."""
     return max(1, int(bytes_total / max(1, 2 * n * elem_bytes)))
 
 
 def discover(specs, device) -> dict[tuple, list]:
-    """``{(kernel, n, family, elem_bytes): [(spec, impl, shape, bytes), ...]}``: which tuned keys
+    """``{(kernel, n, family, elem_bytes): [(spec, impl, shape, cost), ...]}``: which tuned keys
     each catalog shape's ours_triton launch looks up (found by running it once per shape)."""
+    from solbench.core.check import run_impl
     from solbench.core.spec import impls_for
 
     keys: dict[tuple, list] = {}
@@ -123,32 +124,30 @@ def discover(specs, device) -> dict[tuple, list]:
         if impl is None or not impl.available():
             continue
         for shape in spec.shapes:
-            nbytes = spec.cost(shape).total_bytes
-            if not (MIN_TUNE_BYTES <= nbytes <= MAX_TUNE_BYTES) or not impl.supports(shape, device):
+            cost = spec.cost(shape)
+            if not (MIN_TUNE_BYTES <= cost.total_bytes <= MAX_TUNE_BYTES) or not impl.supports(shape, device):
                 continue
-            from solbench.core.check import run_impl
-
             inputs = spec.make_inputs(shape, device, 0)
             outs = spec.make_outputs(shape, inputs) if impl.takes_out else None
             with tuning.recording() as seen:
                 run_impl(spec, impl, shape, inputs, tuple(outs) if outs is not None else None)
             del inputs, outs
             for key in seen:
-                keys.setdefault(key, []).append((spec, impl, shape, nbytes))
+                keys.setdefault(key, []).append((spec, impl, shape, cost))
     return keys
 
 
 def representatives(entries: list) -> list:
     """The shape nearest TARGET_BYTES (log distance) and the largest one, without repeats."""
-    near = min(entries, key=lambda e: abs(math.log(e[3] / TARGET_BYTES)))
-    big = max(entries, key=lambda e: e[3])
+    near = min(entries, key=lambda e: abs(math.log(e[3].total_bytes / TARGET_BYTES)))
+    big = max(entries, key=lambda e: e[3].total_bytes)
     return [near] if near is big else [near, big]
 
 
-def _time(spec, impl, shape, device, nbytes) -> float | None:
+def _time(spec, impl, shape, device, cost) -> float | None:
     from solbench.runner import RunConfig, _time_impl
 
-    status, _, facts = _time_impl(spec, impl, shape, device, RunConfig(), nbytes, spec.cost(shape).bytes_written)
+    status, _, facts = _time_impl(spec, impl, shape, device, RunConfig(), cost)
     return facts["timing"]["median_us"] if status == "ok" else None
 
 
@@ -159,14 +158,14 @@ def _measure(kernel: str, n: int, cfg: dict | None, reps: list, device) -> tuple
 
     times = []
     with tuning.first_principles(), tuning.overriding(kernel, n, cfg):
-        for spec, impl, shape, nbytes in reps:
+        for spec, impl, shape, cost in reps:
             try:
                 res = check_impl(spec, impl, shape, device, seeds=(0,))
             except Exception as e:  # noqa: BLE001 - a config that cannot launch is just not a candidate
                 return None, f"{type(e).__name__}: {str(e)[:160]}"
             if not res.ok:
                 return None, f"wrong on {spec.name}#{shape.id}: {res.reason[:160]}"
-            t = _time(spec, impl, shape, device, nbytes)
+            t = _time(spec, impl, shape, device, cost)
             if t is None:
                 return None, f"timing failed on {spec.name}#{shape.id}"
             times.append(t)
@@ -207,7 +206,7 @@ def tune(ops: Sequence[str] | None = None, *, time_budget_s: float | None = None
             break
         reps = representatives(shape_entries)
         names = [f"{e[0].name}#{e[2].id}" for e in reps]
-        rows = min(_rows_of(e[2], n, e[3], elem_bytes) for e in reps)
+        rows = min(_rows_of(n, e[3].total_bytes, elem_bytes) for e in reps)
         kr = KeyResult(kernel, n, family, names, baseline={"first_principles": True})
         if progress:
             progress(f"[{i + 1}/{len(order)}] {kernel} n={n} on {', '.join(names)}")

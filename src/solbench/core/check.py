@@ -254,8 +254,8 @@ def check_impls(spec: OpSpec, impls: Sequence[Impl], shape: Shape, device,
 
     The seed loop is the outer one, so each seed's inputs and fp32 reference are made once and
     judged against every implementation (the reference is often the most expensive call of a
-    shape). An implementation that fails a seed
-    is not run on the later ones. Inputs/reference failures (e.g. out of memory) propagate."""
+    shape). An implementation that fails a seed is not run on the later ones. Inputs/reference
+    failures (e.g. out of memory) propagate."""
     import torch
 
     agg = {i.name: {"max_abs": 0.0, "max_rel": 0.0, "rms_rel": 0.0} for i in impls}

@@ -122,15 +122,14 @@ def row_config(n: int, rows: int, elem_bytes: int = 2, kernel: str = "",
     """
     check_hidden(n, kernel or "row-wise kernel")
     table = OVERRIDES if overrides is None else overrides
-    for key in ((kernel, int(n)), (kernel, None)):
-        if kernel and key in table:
-            cfg = table[key]
-            return replace(cfg, block_m=max(1, min(cfg.block_m, next_pow2(max(1, rows)))))
+    chosen = None
     if kernel:
-        tuned = tuning.lookup(kernel, n, family="row", elem_bytes=elem_bytes)
-        if tuned is not None:
-            cfg = RowConfig(**tuned)
-            return replace(cfg, block_m=max(1, min(cfg.block_m, next_pow2(max(1, rows)))))
+        chosen = next((table[key] for key in ((kernel, int(n)), (kernel, None)) if key in table), None)
+        if chosen is None:
+            tuned = tuning.lookup(kernel, n, family="row", elem_bytes=elem_bytes)
+            chosen = RowConfig(**tuned) if tuned is not None else None
+    if chosen is not None:
+        return replace(chosen, block_m=max(1, min(chosen.block_m, next_pow2(max(1, rows)))))
     if n > MAX_WHOLE_ROW:
         return RowConfig(block_m=1, block_n=CHUNK_N, num_warps=_warps_for(CHUNK_N, elem_bytes), chunked=True)
     block_n = next_pow2(n)
