@@ -12,6 +12,7 @@
 #   repeat[:SECONDS] the norm/quant/GLU ops again into GPU/repeat.jsonl (for `solbench compare`)
 #   gputests         the GPU-only tests (custom ops under torch.compile / CUDA graphs, eval integrity)
 #   eval             `solbench eval` of examples/candidates/silu_and_mul_ours_triton.py vs the sweep
+# FRESH=sweep.jsonl,repeat.jsonl starts those files empty instead of resuming them.
 # No network is needed: the package runs from src/ (python -m solbench); optional peers (liger) are
 # installed from .whl/ when it exists.
 set -uo pipefail
@@ -27,15 +28,26 @@ if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
     && export PYTHONPATH="$PYTHONPATH:/tmp/site"
 fi
 sb() { python3 -m solbench "$@"; }
-# The working copy of a results file: resumed from the committed one when there is one.
-w() { if [ "$work" != "$res" ] && [ -f "$res/$1" ] && [ ! -f "$work/$1" ]; then cp "$res/$1" "$work/$1"; fi; echo "$work/$1"; }
+# w FILE sets $wf, the working copy of a results file (no subshell, so $started persists):
+# resumed from the committed one when there is one, unless FRESH (a comma-separated list of file
+# names) names it: then it starts empty (in place, the committed file is moved to FILE.prev).
+started=","
+w() {
+  if [[ ",${FRESH:-}," == *",$1,"* ]]; then
+    if [[ "$started" != *",$1,"* ]]; then  # once per invocation: a second step resumes the first
+      started="$started$1,"
+      if [ "$work" = "$res" ] && [ -f "$res/$1" ]; then mv "$res/$1" "$res/$1.prev"; fi
+    fi
+  elif [ "$work" != "$res" ] && [ -f "$res/$1" ] && [ ! -f "$work/$1" ]; then cp "$res/$1" "$work/$1"; fi
+  wf="$work/$1"
+}
 status=0
 for step in "$@"; do
   name=${step%%:*}; budget=${step#*:}; [ "$budget" = "$step" ] && budget=""
   echo "=== $name ${budget:+(budget ${budget}s) }$(date +%T)"
   case $name in
     calibrate)
-      cal=$(w calibration.json)
+      w calibration.json; cal=$wf
       if [ -f "$cal" ] && sb calibrate --use "$cal"; then :; else
         sb calibrate --force && python3 -c "import json; from solbench.core import hardware as h; \
 print(json.dumps(h.load_calibration(h.device_key()), indent=1))" >"$cal" || status=1
@@ -43,15 +55,15 @@ print(json.dumps(h.load_calibration(h.device_key()), indent=1))" >"$cal" || stat
     tune)
       sb tune --out "$work/tuned.json" --log "$work/tune_log.jsonl" ${budget:+--time-budget "$budget"} || status=1 ;;
     sweep)
-      sb run --out "$(w sweep.jsonl)" ${budget:+--time-budget "$budget"} >"$work/sweep.log" 2>&1 || status=1
+      w sweep.jsonl; sb run --out "$wf" ${budget:+--time-budget "$budget"} >"$work/sweep.log" 2>&1 || status=1
       tail -n 60 "$work/sweep.log" ;;
     glu)
-      sb run --ops gelu_and_mul,gelu_tanh_and_mul,swiglu_oai --out "$(w glu_variants.jsonl)" \
+      w glu_variants.jsonl; sb run --ops gelu_and_mul,gelu_tanh_and_mul,swiglu_oai --out "$wf" \
         ${budget:+--time-budget "$budget"} >"$work/glu.log" 2>&1 || status=1
       tail -n 20 "$work/glu.log" ;;
     repeat)
-      sb run --ops silu_and_mul,rms_norm,fused_add_rms_norm,fp8_dynamic_per_token_quant,fused_rmsnorm_quant,l2_norm,layer_norm \
-        --out "$(w repeat.jsonl)" ${budget:+--time-budget "$budget"} >"$work/repeat.log" 2>&1 || status=1
+      w repeat.jsonl; sb run --ops silu_and_mul,rms_norm,fused_add_rms_norm,fp8_dynamic_per_token_quant,fused_rmsnorm_quant,l2_norm,layer_norm \
+        --out "$wf" ${budget:+--time-budget "$budget"} >"$work/repeat.log" 2>&1 || status=1
       tail -n 5 "$work/repeat.log" ;;
     gputests)
       # -v prints each verdict as it happens, so a run cut off at its budget still says what failed;
