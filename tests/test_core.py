@@ -76,6 +76,13 @@ def test_quantiles_and_plan_sets():
     assert timing.plan_sets(3e9, l2, outputs_rotate=False, bytes_written=1e9) == (1, False)
 
 
+def test_gpu_timer_rejects_an_unknown_eager_rule():
+    from solbench.core.timing import time_gpu
+
+    with pytest.raises(ValueError, match="device_sync"):
+        time_gpu(lambda i: None, 1, flush=False, eager="wall")
+
+
 def test_cpu_timer_measures():
     import time as _t
 

@@ -90,10 +90,10 @@ def test_errors(device):
         fused_add_rms_norm(x, r[:, :8], w)
     with pytest.raises(ValueError, match="residual must match x"):
         fused_add_rms_norm(x, r.half(), w)
-    with pytest.raises(ValueError, match="out and residual_out overlap"):
+    with pytest.raises(ValueError, match="out overlaps residual_out"):
         o = torch.empty_like(x)
         fused_add_rms_norm(x, r, w, out=o, residual_out=o)
-    with pytest.raises(ValueError, match="x and residual overlap"):
+    with pytest.raises(ValueError, match="x overlaps residual"):
         fused_add_rms_norm_(x, x, w)
     with pytest.raises(ValueError, match="pair"):
         fused_add_rms_norm(x, r, w, out=(torch.empty_like(x),))

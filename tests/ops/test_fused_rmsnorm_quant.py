@@ -79,9 +79,15 @@ def test_checker_rejects_rounded_sum_norm(device):
 def _assert_close_to_reference(q, s, res, x, r, w, eps):
     rq, rs, rres = get_spec(OP).reference(x.reshape(-1, x.shape[-1]), r.reshape(-1, x.shape[-1]), w, eps)
     assert fp8.check_scales("scale", s.reshape(-1, 1), rs) == []
-    # fp32 summation order may move a value across a midpoint: rare single-step differences.
-    diff = (q.reshape(-1, x.shape[-1]).view(torch.uint8) != rq.view(torch.uint8)).float().mean()
-    assert diff < 1e-3
+    # The kernel's fp32 sum of squares runs in another order than torch's: rstd, and with it a
+    # row's scale, may differ by an ulp, which moves values near a rounding midpoint by one fp8
+    # step. So: rare differences (the H200 showed 0.17% of elements), each exactly one step.
+    got = q.reshape(-1, x.shape[-1]).view(torch.uint8).int()
+    want = rq.view(torch.uint8).int()
+    differ = got != want
+    assert differ.float().mean() < 1e-2
+    # e4m3fn codes are sign | magnitude, and magnitudes are ordered: one step is a code +-1.
+    assert ((got - want).abs()[differ] == 1).all() and ((got ^ want)[differ] & 0x80 == 0).all()
     if res is not None:
         if res.is_cuda:
             assert torch.equal(res.reshape(rres.shape), rres)

@@ -84,8 +84,17 @@ def ue8m0_ceil(scale):
 
 
 def scale_from_amax(amax, min_amax: float = 0.0, ue8m0: bool = False):
-    """``max(amax, min_amax) / 448`` in fp32, rounded up to a power of two when ``ue8m0``."""
-    s = amax.float().clamp_min(float(min_amax)) / FP8_E4M3FN_MAX
+    """``max(amax, min_amax) / 448`` in fp32, correctly rounded on every device, rounded up to a
+    power of two when ``ue8m0``.
+
+    The divisor is a tensor on purpose: torch's CUDA division by a Python scalar multiplies by the
+    scalar's fp32 reciprocal (``1/448`` is inexact), which moves some scales by one ulp from the
+    CPU's result and, through ``1 / scale``, flips midpoint roundings of the quantized values. The
+    reference would then depend on the device it runs on; it must not."""
+    import torch
+
+    a = amax.float().clamp_min(float(min_amax))
+    s = torch.div(a, torch.full_like(a, FP8_E4M3FN_MAX))
     return ue8m0_ceil(s) if ue8m0 else s
 
 
@@ -97,7 +106,7 @@ def quantize(v, scale, reciprocal: bool = False):
     import torch
 
     safe = torch.where(scale > 0, scale, torch.ones_like(scale))
-    q = v * torch.where(scale > 0, 1.0 / safe, torch.zeros_like(safe)) if reciprocal else \
+    q = v * torch.where(scale > 0, torch.div(torch.ones_like(safe), safe), torch.zeros_like(safe)) if reciprocal else \
         torch.where(scale > 0, v / safe, torch.zeros_like(v))
     return q.clamp(-FP8_E4M3FN_MAX, FP8_E4M3FN_MAX).to(fp8_dtype())
 

@@ -210,6 +210,26 @@ def check_param(t, n: int, x, what: str, arg: str, dtypes=None) -> None:
         raise ValueError(f"{what}: {arg} is on {t.device}, x on {x.device}")
 
 
+def tracing() -> bool:
+    """True while torch.compile traces a wrapper: fake tensors have no storage to compare, so
+    overlap checks that read data pointers belong where real tensors are (eagerly, or inside
+    the custom op's body, which runs with real tensors under compile and graph capture too)."""
+    import torch
+
+    compiler = getattr(torch, "compiler", None)
+    return bool(compiler is not None and hasattr(compiler, "is_compiling") and compiler.is_compiling())
+
+
+def check_disjoint(what: str, outputs, inputs=()) -> None:
+    """Raise a ValueError naming the pair when two ``outputs`` overlap, or an output overlaps one
+    of ``inputs`` (both are ``(name, tensor)`` pairs; ``None`` tensors are skipped)."""
+    outs = [(n, t) for n, t in outputs if t is not None]
+    for i, (name, t) in enumerate(outs):
+        for other, u in outs[i + 1:] + [(n, u) for n, u in inputs if u is not None]:
+            if overlaps(t, u):
+                raise ValueError(f"{what}: {name} overlaps {other}; pass separate tensors")
+
+
 def overlaps(a, b) -> bool:
     """True when the memory spans of ``a`` and ``b`` intersect (a conservative check)."""
     if a.numel() == 0 or b.numel() == 0:
@@ -239,9 +259,10 @@ def output_like(out, x, what: str, arg: str = "out", dtype=None, avoid=()):
     if not isinstance(out, torch.Tensor):
         raise TypeError(f"{what}: {arg} must be a torch.Tensor, got {type(out).__name__}")
     check_out(out, x.shape, dtype, x.device, what, arg)
-    for name, t in avoid:
-        if t is not None and overlaps(out, t):
-            raise ValueError(f"{what}: {arg} overlaps {name}; pass a separate output tensor")
+    if not tracing():  # under compile, the op's body checks (check_disjoint)
+        for name, t in avoid:
+            if t is not None and overlaps(out, t):
+                raise ValueError(f"{what}: {arg} overlaps {name}; pass a separate output tensor")
     return out
 
 

@@ -6,6 +6,10 @@ twice the L2 cache, each call is preceded by a read of a 2xL2 buffer (a "flush")
 a graph of flushes alone is subtracted, so every call starts with a cold L2.
 
 GPU, ``eager``: each call is launched from Python between two events, with the same flush.
+With ``eager="device_sync"`` (the candidate evaluator's choice) a sample is instead the wall time
+between two device-wide synchronizations, less their cost: it covers work on every stream, so
+work hidden on a side stream the events' stream never waits for is timed too. A graph capture
+fails on such work (unjoined streams), so the fallback from graph timing uses the same rule.
 
 CPU: ``time.perf_counter`` around each call, median.
 
@@ -26,7 +30,7 @@ class Timing:
     median_us: float
     p20_us: float
     p80_us: float
-    mode: str                 # "graph" | "eager" | "cpu"
+    mode: str                 # "graph" | "eager" | "eager_device_sync" | "cpu"
     n_sets: int = 1
     calls_per_sample: int = 1
     samples: int = 0
@@ -113,14 +117,27 @@ def l2_bytes_of(device) -> int:
 def time_gpu(call: Callable[[int], None], n_sets: int, *, flush: bool, mode: str = "graph",
              device=None, target_sample_us: float = 1000.0, samples: int = 30,
              max_calls_per_sample: int = 200, on_graph: Callable | None = None,
-             min_samples: int = 5, max_total_us: float = 5e5) -> Timing:
+             min_samples: int = 5, max_total_us: float = 5e5, eager: str = "events",
+             clock: Callable[[], float] = time.perf_counter) -> Timing:
     """Time ``call(i)`` on the current CUDA stream (see the module docstring).
 
     ``on_graph(replay, k)``, when given, is called once after the graph-replay samples, while the
     timed graph (``k`` calls per replay) still exists: ``replay()`` runs it once more. The
     candidate evaluator uses it to audit the outputs of the timed calls themselves. It must not
-    raise (a failure inside graph timing falls back to the eager timer)."""
+    raise (a failure inside graph timing falls back to the eager timer).
+
+    ``eager`` picks the eager timer, for ``mode="eager"`` and for that fallback: ``"events"``
+    (CUDA events around each launch) or ``"device_sync"`` (wall time between device-wide
+    synchronizations, read with ``clock``)."""
     import torch
+
+    if eager not in ("events", "device_sync"):
+        raise ValueError(f"eager timer must be 'events' or 'device_sync', got {eager!r}")
+
+    def time_eager(n_samples):
+        if eager == "device_sync":
+            return _time_eager_device_sync(call, n_sets, flusher, n_samples, est, clock)
+        return _time_eager(call, n_sets, flusher, samples=n_samples, est_us=est)
 
     device = device or torch.device("cuda")
     flusher = _Flusher(device, l2_bytes_of(device)) if flush else None
@@ -132,7 +149,7 @@ def time_gpu(call: Callable[[int], None], n_sets: int, *, flush: bool, mode: str
     if est < 10_000:  # a slow call (a Python-loop baseline at 100 ms) needs no finer estimate
         est = _estimate_us(call, n_sets)
     if mode == "eager":
-        return _time_eager(call, n_sets, flusher, samples=max(samples, 50), est_us=est)
+        return time_eager(max(samples, 50))
     # A sample is about ``target_sample_us`` of GPU time, flushes included: sizing it by the call
     # alone would replay up to 200 flushes per sample for a 2 us kernel (10x the time for no
     # better estimate, since the flush-only graph is subtracted at the same length).
@@ -146,7 +163,7 @@ def time_gpu(call: Callable[[int], None], n_sets: int, *, flush: bool, mode: str
         timing = _time_graph(call, n_sets, flusher, k, samples, on_graph)
     except Exception as e:  # capture can fail for code that syncs with the host
         torch.cuda.synchronize()
-        t = _time_eager(call, n_sets, flusher, samples=max(samples, 50), est_us=est)
+        t = time_eager(max(samples, 50))
         t.notes.append(f"graph capture failed ({type(e).__name__}: {str(e)[:160]}); timed eagerly")
         return t
     return timing
@@ -238,6 +255,33 @@ def _time_eager(call, n_sets, flusher, samples, est_us) -> Timing:
     raw = [s.elapsed_time(e) * 1e3 for s, e in zip(starts, ends)]
     med, p20, p80 = quantiles(raw)
     return Timing(med, p20, p80, "eager", n_sets, 1, len(raw), "flush" if flusher else "rotate")
+
+
+def _time_eager_device_sync(call, n_sets, flusher, samples, est_us, clock) -> Timing:
+    import torch
+
+    samples = int(max(10, min(samples, 2e6 / max(est_us, 1.0))))
+    # The cost of a synchronize / clock pair with nothing to wait for, subtracted from each sample.
+    empty = []
+    for _ in range(20):
+        torch.cuda.synchronize()
+        t0 = clock()
+        torch.cuda.synchronize()
+        empty.append((clock() - t0) * 1e6)
+    overhead = statistics.median(empty)
+    raw = []
+    for i in range(samples):
+        if flusher is not None:
+            flusher()
+        torch.cuda.synchronize()  # every stream of the device, the flush included
+        t0 = clock()
+        call(i % n_sets)
+        torch.cuda.synchronize()
+        raw.append(max((clock() - t0) * 1e6 - overhead, 0.0))
+    med, p20, p80 = quantiles(raw)
+    return Timing(med, p20, p80, "eager_device_sync", n_sets, 1, len(raw), "flush" if flusher else "rotate",
+                  notes=[f"wall time between device-wide synchronizations, less {overhead:.1f} us of "
+                         "synchronization cost: includes launch overhead"])
 
 
 def time_cpu(call: Callable[[int], None], n_sets: int, *, budget_s: float = 0.5,

@@ -211,16 +211,25 @@ def _perf(spec, shape, fn, device, rng, timer_mode, timing, integrity) -> dict:
         audits.append(integrity.graph_audit(tc, spec, shape, device, rng, replay, k))
 
     with torch.no_grad():
-        t = timing.time_gpu(tc, n_sets, flush=flush, mode=timer_mode, device=device, on_graph=on_graph)
+        # Eager timing (asked for, or the fallback when capture fails, as it does for work on a stream
+        # the capture never joins) waits for the whole device, so side-stream work is timed too.
+        t = timing.time_gpu(tc, n_sets, flush=flush, mode=timer_mode, device=device, on_graph=on_graph,
+                            eager="device_sync", clock=_clock)
         tc.captured.clear()
         if t.mode != "graph" or in_place:
             audits.append(integrity.eager_audit(fn, spec, shape, sets, device, rng))
         stream = integrity.side_stream_check(tc, n_sets, clock=_clock)
     errors = [e for a in audits for e in a["errors"]]
     notes = [n for a in audits for n in a.get("notes", [])]
+    flags = [stream["flag"]] if stream["flag"] else []
+    if any("unjoined" in n for n in t.notes):
+        # CUDA refuses to end a capture while a forked stream has work the capturing stream never
+        # waited for: the caller could read the outputs before they are written.
+        flags.append("stream tricks: graph capture found work on a stream the caller's stream never waits "
+                     "for (capturing stream has unjoined work); outputs may be read before they are written")
     out = {"ok": not errors, "timing": t.to_record(), "audit": {"errors": errors, "notes": notes,
                                                                 "audited_call": [a.get("audited_call") for a in audits]},
-           "stream": stream, "flags": [stream["flag"]] if stream["flag"] else []}
+           "stream": stream, "flags": flags}
     if errors:
         out["reason"] = "; ".join(errors[:3])
     return out

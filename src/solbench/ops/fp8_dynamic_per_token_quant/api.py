@@ -14,7 +14,7 @@ import torch
 
 from solbench.core.fp8 import fp8_dtype
 from solbench.core.kernels import as_rows, check_out
-from solbench.core.rowwise import overlaps, rows_of
+from solbench.core.rowwise import overlaps, rows_of, tracing
 
 _WHAT = "dynamic_per_token_quant_fp8"
 #: aiter's floor of a row's max-abs: an all-zero row gets a finite, positive scale.
@@ -52,13 +52,6 @@ def quant_outputs(x: torch.Tensor, out, what: str):
     if not tracing() and (overlaps(q, x) or overlaps(scale, x) or overlaps(q, scale)):
         raise ValueError(f"{what}: the outputs must not overlap x or each other")
     return q, scale
-
-
-def tracing() -> bool:
-    """True while torch.compile traces the wrapper: fake tensors have no storage to compare, so
-    the overlap checks (which read data pointers) run only eagerly."""
-    compiler = getattr(torch, "compiler", None)
-    return bool(compiler is not None and hasattr(compiler, "is_compiling") and compiler.is_compiling())
 
 
 def dynamic_per_token_quant_fp8(x: torch.Tensor, out=None, *, min_amax: float = MIN_AMAX):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from solbench.core.rownorm import launch_rownorm
-from solbench.core.rowwise import check_param, check_residual, output_like, overlaps, rows_of
+from solbench.core.rowwise import check_disjoint, check_param, check_residual, output_like, rows_of
 
 _WHAT = "fused_add_rms_norm"
 
@@ -29,6 +29,10 @@ def _launch(x, residual, weight, out, residual_out, eps):
 @torch.library.custom_op("solbench::fused_add_rms_norm_", mutates_args=("out", "residual_out"))
 def _fused_add_op(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, out: torch.Tensor,
                   residual_out: torch.Tensor, eps: float) -> None:
+    # Aliasing is checked here, where the tensors are real under torch.compile and graph capture
+    # too (the wrapper sees fake tensors while it is traced).
+    check_disjoint(_WHAT, (("out", out), ("residual_out", residual_out)),
+                   (("x", x), ("residual", residual), ("weight", weight)))
     _launch(x, residual, weight, out, residual_out, eps)
 
 
@@ -39,7 +43,9 @@ def _fused_add_fake(x, residual, weight, out, residual_out, eps) -> None:
 
 @torch.library.custom_op("solbench::fused_add_rms_norm_inplace_", mutates_args=("x", "residual"))
 def _fused_add_inplace_op(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float) -> None:
-    # Safe in place: each program reads its rows of x and residual before it writes them.
+    # Safe in place: each program reads its rows of x and residual before it writes them; but x
+    # and residual must be distinct memory, and weight (read by every program) untouched.
+    check_disjoint(_WHAT, (("x", x), ("residual", residual)), (("weight", weight),))
     _launch(x, residual, weight, x, residual, eps)
 
 
@@ -69,8 +75,6 @@ def fused_add_rms_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Te
     avoid = (("x", x), ("residual", residual), ("weight", weight))
     out = output_like(out, x, _WHAT, avoid=avoid)
     residual_out = output_like(residual_out, x, _WHAT, "residual_out", avoid=avoid)
-    if overlaps(out, residual_out):
-        raise ValueError(f"{_WHAT}: out and residual_out overlap")
     rows_of(out, _WHAT, "out")
     rows_of(residual_out, _WHAT, "residual_out")
     torch.ops.solbench.fused_add_rms_norm_(x, residual, weight, out, residual_out, float(eps))
@@ -81,7 +85,5 @@ def fused_add_rms_norm_(x: torch.Tensor, residual: torch.Tensor, weight: torch.T
     """In place, like vLLM: ``residual <- x + residual``; ``x <- rms_norm(residual) * weight``.
     Returns ``(x, residual)``."""
     _check(x, residual, weight)
-    if overlaps(x, residual):
-        raise ValueError(f"{_WHAT}: x and residual overlap")
     torch.ops.solbench.fused_add_rms_norm_inplace_(x, residual, weight, float(eps))
     return x, residual

@@ -18,7 +18,8 @@ import torch
 
 from solbench.core.kernels import as_rows
 from solbench.core.rowwise import check_param, check_residual, output_like, overlaps, rows_of
-from solbench.ops.fp8_dynamic_per_token_quant.api import quant_outputs, tracing
+from solbench.core.rowwise import tracing
+from solbench.ops.fp8_dynamic_per_token_quant.api import quant_outputs
 
 _WHAT = "fused_add_rms_norm_quant"
 _WHAT_PLAIN = "rms_norm_quant"

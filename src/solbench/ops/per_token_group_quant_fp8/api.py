@@ -17,7 +17,7 @@ import torch
 from solbench.core.fp8 import GROUP_EPS, fp8_dtype
 from solbench.core.kernels import as_rows, check_out
 from solbench.core.rowwise import overlaps, rows_of
-from solbench.ops.fp8_dynamic_per_token_quant.api import tracing
+from solbench.core.rowwise import tracing
 
 _WHAT = "per_token_group_quant_fp8"
 
