@@ -68,11 +68,64 @@ def main(paths: list[str]) -> None:
     print("|---|" + "---|" * len(IMPLS))
     for op in sorted(ours_ops):
         print(f"| {op} | " + " | ".join(fmt(median(plain[op][i])) if plain[op].get(i) else "-" for i in IMPLS) + " |")
+    bars(recs)
     fails = Counter((r["op"], r["impl"]) for r in recs if r["status"] == "fail")
     if fails:
         print()
         print("FAIL records (all baselines; each carries its reason in the JSONL):",
               ", ".join(f"{op}/{impl} x{n}" for (op, impl), n in sorted(fails.items())))
+
+
+def bars(recs) -> None:
+    """The kernel bars of issues #2 and #7, per operator with an ours_triton: correct on every
+    shape; achievable S >= 0.85 on shapes moving >= 64 MB and >= 0.90 on >= 256 MB; faster than
+    the best peer (and by how much at worst); shapes moving < 1 MB within 2 us of the launch floor.
+    Shape ids after a colon are the misses."""
+    by_shape = defaultdict(dict)
+    for r in recs:
+        by_shape[(r["op"], str(r["shape_id"]))][r["impl"]] = r
+    rows = defaultdict(lambda: defaultdict(list))
+    for (op, sid), impls in by_shape.items():
+        ours = impls.get("ours_triton")
+        if ours is None:
+            continue
+        row = rows[op]
+        row["shapes"].append(sid)
+        if ours["status"] != "ok":
+            row["not_ok"].append(sid)
+            continue
+        mb = (ours["cost"]["bytes_read"] + ours["cost"]["bytes_written"]) / 1e6
+        s_ach = ours.get("s_achievable") or 0.0
+        if mb >= 64:
+            row["n64"].append(sid)
+            if s_ach < (0.90 if mb >= 256 else 0.85):
+                row["s_miss"].append(f"{sid}({s_ach:.2f})")
+        if mb < 1 and ours.get("launch_floor_us") is not None:
+            row["n_small"].append(sid)
+            if ours["time_us"] > ours["launch_floor_us"] + 2.0:
+                row["small_miss"].append(f"{sid}({ours['time_us']:.1f}us)")
+        peers = [r["time_us"] for i, r in impls.items() if i != "ours_triton" and r["status"] == "ok" and r["time_us"]]
+        if peers:
+            ratio = ours["time_us"] / min(peers)  # > 1: ours is slower than the best peer
+            row["n_peer"].append(sid)
+            if ratio < 1.0:
+                row["wins"].append(sid)
+            row["ratios"].append((ratio, sid))
+    print()
+    print("| operator | correct | S bar (>= 64 MB: 0.85, >= 256 MB: 0.90) misses | faster than best peer "
+          "| worst vs best peer | < 1 MB within 2 us of the launch floor |")
+    print("|---|---|---|---|---|---|")
+    for op in sorted(rows):
+        row = rows[op]
+        n = len(row["shapes"])
+        worst = max(row["ratios"]) if row["ratios"] else None
+        worst_txt = f"{worst[0]:.2f}x (#{worst[1]})" if worst else "-"
+        slow5 = [f"{sid}" for ratio, sid in sorted(row["ratios"], reverse=True) if ratio > 1.05]
+        print(f"| {op} | {n - len(row['not_ok'])}/{n} | {len(row['s_miss'])}/{len(row['n64'])}"
+              f"{': ' + ', '.join(row['s_miss']) if row['s_miss'] else ''} | {len(row['wins'])}/{len(row['n_peer'])}"
+              f"{' (>5% slower: ' + ', '.join(slow5) + ')' if slow5 else ''} | {worst_txt} | "
+              f"{len(row['n_small']) - len(row['small_miss'])}/{len(row['n_small'])}"
+              f"{': ' + ', '.join(row['small_miss']) if row['small_miss'] else ''} |")
 
 
 if __name__ == "__main__":

@@ -100,6 +100,36 @@ def test_glu_config_uses_the_table(fake_gpu):
     assert glu_triton._config(10_000, 2048) != (16, 512, 8)
 
 
+def test_gelu_tiles_are_their_own_key_and_divide_d_by_default(fake_gpu):
+    # The erf GELU is near the issue limit: its first-principles column block divides d (768 ->
+    # 256, 1536 -> 512) and it never borrows the memory-bound modes' tuned tiles.
+    from solbench.ops.silu_and_mul.triton import ACT_GELU_ERF, KERNEL_ERF
+
+    with tuning.recording() as seen:
+        assert glu_triton._config(10_000, 768, act=ACT_GELU_ERF)[1] == 256
+        assert glu_triton._config(10_000, 1536, act=ACT_GELU_ERF)[1] == 512
+        assert glu_triton._config(10_000, 1536)[1] == 1024  # silu: unchanged rule
+        assert glu_triton._config(10_000, 1000, act=ACT_GELU_ERF)[1] == 1024  # no power-of-two divisor >= 128
+    assert (KERNEL_ERF, 768, "glu", 2) in seen and ("glu", 1536, "glu", 2) in seen
+    with tuning.overriding("glu", 1536, {"block_m": 2, "block_n": 2048, "num_warps": 8}):
+        assert glu_triton._config(10_000, 1536, act=ACT_GELU_ERF)[1] == 512
+
+
+def test_tune_keeps_the_entries_it_did_not_measure():
+    from solbench.tune import KeyResult, keep_unmeasured
+
+    current = {"glu": {"1536": {"config": {"block_m": 2}}, "768": {"config": {"block_m": 4}}},
+               "rms_norm": {"4096": {"config": {"block_m": 1}}}}
+    measured_not_adopted = KeyResult("glu", 768, "glu", [], {}, measurements=[{"config": None}])
+    budget_cut = KeyResult("rms_norm", 4096, "row", [], {}, note="not tuned: time budget reached")
+    entries = {"glu_erf": {"768": {"config": {"block_m": 8}}}}
+    kept = keep_unmeasured(entries, [measured_not_adopted, budget_cut], current, "packaged.json")
+    assert kept == 2
+    assert entries["glu"] == {"1536": {"config": {"block_m": 2}, "kept_from": "packaged.json"}}
+    assert entries["rms_norm"]["4096"]["kept_from"] == "packaged.json"
+    assert entries["glu_erf"] == {"768": {"config": {"block_m": 8}}}
+
+
 def test_recording_collects_keys():
     with tuning.recording() as seen:
         row_config(2048, 64, 2, kernel="fused_add_rms_norm")

@@ -176,6 +176,21 @@ def _geomean_ratio(a: Sequence[float], b: Sequence[float]) -> float:
     return math.exp(sum(math.log(x / y) for x, y in zip(a, b)) / len(a))
 
 
+def keep_unmeasured(entries: dict, results: Sequence[KeyResult], current: dict, source: str) -> int:
+    """Copy into ``entries`` the entries of the table in use (``current``, read from ``source``)
+    for keys this run did not measure (other operators, or past the time budget), so that
+    ``tune --ops X`` refines X without forgetting the rest. A measured key that did not beat first
+    principles loses its old entry: the new measurement says so. Returns how many were kept."""
+    measured = {(r.kernel, str(r.n)) for r in results if r.measurements}
+    kept = 0
+    for kernel, by_n in current.items():
+        for n, entry in by_n.items():
+            if (kernel, str(n)) not in measured and str(n) not in entries.get(kernel, {}):
+                entries.setdefault(kernel, {})[str(n)] = dict(entry, kept_from=entry.get("kept_from", source))
+                kept += 1
+    return kept
+
+
 def tune(ops: Sequence[str] | None = None, *, time_budget_s: float | None = None,
          progress: Callable[[str], None] | None = None) -> tuple[dict, list[KeyResult]]:
     """Tune every key of ``ops`` (default: all catalog operators with ours_triton). Returns the
@@ -250,12 +265,14 @@ def tune(ops: Sequence[str] | None = None, *, time_budget_s: float | None = None
                        f"under the {MIN_GAIN:.0%} bar, first principles kept")
         results.append(kr)
         torch.cuda.empty_cache()
+    source, current = tuning.active_table()
+    kept = keep_unmeasured(entries, results, current, source)
     env = environment("graph")
     table = {"version": tuning.TABLE_VERSION, "device": hardware.device_name(device),
              "date": time.strftime("%Y-%m-%dT%H:%M:%S"), "env": env,
              "rule": f"adopted when the best candidate beat first principles by > {MIN_GAIN:.0%} on two "
                      "separate measurements (geomean over the representative shapes)",
-             "entries": entries}
+             "kept_entries": kept, "entries": entries}
     return table, results
 
 

@@ -11,25 +11,45 @@ import triton.language as tl
 
 from solbench.core import tuning
 from solbench.core.kernels import next_pow2
+from solbench.ops.silu_and_mul.activation import ACT_MODES
 
 
 @triton.jit
-def _half_erfc(z):
-    """``0.5 * erfc(z)`` for ``z >= 0`` from the Chebyshev fit ``erfc(z) = t exp(-z^2 + P(t))``,
-    ``t = 1 / (1 + z / 2)`` (Numerical Recipes' erfcc), relative error < 1.2e-7 for every z;
-    evaluated in fp32 it stays within 2e-6 relative down to z = 4 (|g| = 6), 2e-5 to the
-    underflow (the exponent's argument carries fp32 rounding).
+def _erfc_exponent_fp32(t):
+    """``log2(erfc(z) / (2 t)) + z^2 log2 e`` for ``t = 1 / (1 + z / 2)``: Numerical Recipes'
+    erfcc Chebyshev fit (relative error < 1.2e-7 for every z), with ``log2 e`` and the factor 1/2
+    folded into its coefficients (``exp2(P log2 e - 1) = exp(P) / 2``)."""
+    p = 0.4023215817 + t * (-1.6377531523 + t * (2.1474744639 + t * (-1.1861149451 + t * 0.2465172979)))
+    return -2.8257482184 + t * (1.4427292039 + t * (0.5397006155 + t * (0.1396300565 + t * (-0.2687568603 + t * p))))
 
-    Why not ``tl.math.erf``: libdevice's erff evaluates a long polynomial on each of two
-    branches, and with it the gelu GLU was issue-bound at 0.61-0.87 of copy bandwidth on an H200
-    where silu and gelu_tanh reach 0.93-1.0. This form costs one reciprocal, one exp and nine
-    FMAs. Phi(g) is taken from erfc on both sides of 0 (``1 - erfc/2`` above, ``erfc/2``
-    below), so the negative tail keeps its relative accuracy instead of cancelling in
-    ``1 + erf`` (as torch's fp32 gelu does)."""
-    t = 1.0 / (1.0 + 0.5 * z)
-    p = 0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277)))
-    p = -1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 + t * (-0.18628806 + t * p))))
-    return 0.5 * t * tl.exp(p - z * z)
+
+@triton.jit
+def _erfc_exponent_16bit(t):
+    """The same exponent from a degree-5 fit of ours (iteratively reweighted least squares over
+    z in [0, 9.7]): relative error of erfc <= 1e-5 up to |g| = 9, a hundredth of an fp16 ulp,
+    for four FMAs fewer. Folded like :func:`_erfc_exponent_fp32`."""
+    return -2.8272336895 + t * (1.4686853043 + t * (0.3670740402 + t * (0.6845691077 + t * (
+        -1.0231651127 + t * 0.3300813537))))
+
+
+@triton.jit
+def _half_erfc(ag, FP32_OUT: tl.constexpr):
+    """``0.5 * erfc(ag / sqrt 2)`` for ``ag = |g| >= 0``, i.e. ``Phi(-|g|)``, as
+    ``t exp2(E(t) - z^2 log2 e)`` with ``t = 1 / (1 + z / 2)``, ``z = ag / sqrt 2``.
+
+    Why not ``tl.math.erf``: libdevice's erff left the gelu GLU issue-bound on an H200 (0.61-0.87
+    of copy bandwidth where silu and gelu_tanh reach 0.93-1.0). Every constant here is folded so
+    that each step is one FMA (1/sqrt 2 into t's slope, z^2 = g^2 / 2 into the exponent). The fit
+    is matched to the output's rounding: the 9-term one for fp32 outputs (within 2e-6 relative
+    down to |g| = 6, 2e-5 to the underflow, in fp32 arithmetic), a 5-term one for bf16 / fp16.
+    Phi(g) is then ``1 - erfc/2`` above 0 and ``erfc/2`` below, so the negative tail keeps its
+    relative accuracy instead of cancelling in ``1 + erf`` (as torch's fp32 gelu does)."""
+    t = 1.0 / (1.0 + 0.35355339059327373 * ag)
+    if FP32_OUT:
+        e = _erfc_exponent_fp32(t)
+    else:
+        e = _erfc_exponent_16bit(t)
+    return t * tl.exp2(ag * (ag * -0.7213475204444817) + e)
 
 
 @triton.jit
@@ -55,7 +75,7 @@ def _glu_kernel(x_ptr, out_ptr, rows, d, x_row_stride, out_row_stride, alpha, li
     if ACT == 0:  # silu / swish: g * sigmoid(alpha g)
         a = g * tl.sigmoid(alpha * g)
     elif ACT == 1:  # gelu (erf): g * Phi(g), Phi from a closed-form erfc (see _half_erfc)
-        half_erfc = _half_erfc(tl.abs(g) * 0.7071067811865476)
+        half_erfc = _half_erfc(tl.abs(g), out_ptr.dtype.element_ty == tl.float32)
         a = g * tl.where(g >= 0.0, 1.0 - half_erfc, half_erfc)
     elif ACT == 2:  # gelu (tanh): 0.5 (1 + tanh z) == sigmoid(2 z), exact and cheaper
         z = 0.7978845608028654 * (g + 0.044715 * g * g * g)
@@ -67,18 +87,35 @@ def _glu_kernel(x_ptr, out_ptr, rows, d, x_row_stride, out_row_stride, alpha, li
 
 
 KERNEL = "glu"
+#: The erf GELU spends about 1.5x the instructions per element of the others and is near the
+#: issue limit, so its tiles are tuned apart from the memory-bound modes (where a half-masked
+#: column block costs nothing, it costs compute here).
+KERNEL_ERF = "glu_erf"
+ACT_GELU_ERF = ACT_MODES["gelu"]
 
 
-def _config(rows: int, d: int, elem_bytes: int = 2) -> tuple[int, int, int]:
+def _largest_pow2_divisor(d: int, cap: int) -> int:
+    v = 1
+    while d % (v * 2) == 0 and v * 2 <= cap:
+        v *= 2
+    return v
+
+
+def _config(rows: int, d: int, elem_bytes: int = 2, act: int = 0) -> tuple[int, int, int]:
     """(BLOCK_M, BLOCK_N, num_warps): this device's tuned tile for ``d`` (core/tuning.py, with
     BLOCK_M capped by the row count), else about 4-8K output elements per program, so that each
     program keeps enough bytes in flight; decode shapes (few rows) get one row per program and
-    split the row across programs instead."""
-    tuned = tuning.lookup(KERNEL, d, family="glu", elem_bytes=elem_bytes)
+    split the row across programs instead. For the erf GELU the first-principles column block
+    divides ``d`` when a power of two >= 128 does (no masked lanes doing arithmetic)."""
+    kernel = KERNEL_ERF if act == ACT_GELU_ERF else KERNEL
+    tuned = tuning.lookup(kernel, d, family="glu", elem_bytes=elem_bytes)
     if tuned is not None:
         return (max(1, min(int(tuned["block_m"]), next_pow2(rows))), int(tuned["block_n"]),
                 int(tuned["num_warps"]))
     block_n = min(next_pow2(d), 1024)
+    if act == ACT_GELU_ERF and d % block_n:
+        divisor = _largest_pow2_divisor(d, 1024)
+        block_n = divisor if divisor >= 128 else block_n
     target = 8192 if rows * d >= (1 << 22) else 4096
     block_m = max(1, min(next_pow2(rows), target // block_n))
     num_warps = 8 if block_m * block_n >= 4096 else 4
@@ -89,7 +126,7 @@ def launch_glu(x2d, out2d, act: int, alpha: float, limit: float | None, up_shift
     rows, d = out2d.shape
     if rows == 0 or d == 0:
         return
-    block_m, block_n, num_warps = _config(rows, d, out2d.element_size())
+    block_m, block_n, num_warps = _config(rows, d, out2d.element_size(), act)
     grid = (triton.cdiv(rows, block_m), triton.cdiv(d, block_n))
     _glu_kernel[grid](x2d, out2d, rows, d, x2d.stride(0), out2d.stride(0), float(alpha),
                       float(limit if limit is not None else 0.0), float(up_shift),
