@@ -103,6 +103,8 @@ def test_glu_config_uses_the_table(fake_gpu):
 def test_gelu_tiles_are_their_own_key_and_divide_d_by_default(fake_gpu):
     # The erf GELU is near the issue limit: its first-principles column block divides d (768 ->
     # 256, 1536 -> 512) and it never borrows the memory-bound modes' tuned tiles.
+    pytest.importorskip("triton")
+    from solbench.ops.silu_and_mul import triton as glu_triton
     from solbench.ops.silu_and_mul.triton import ACT_GELU_ERF, KERNEL_ERF
 
     with tuning.recording() as seen:
