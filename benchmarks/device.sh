@@ -12,6 +12,7 @@
 #   repeat[:SECONDS] the norm/quant/GLU ops again into GPU/repeat.jsonl (for `solbench compare`)
 #   gputests         the GPU-only tests (custom ops under torch.compile / CUDA graphs, eval integrity)
 #   eval             `solbench eval` of examples/candidates/silu_and_mul_ours_triton.py vs the sweep
+#                    (this run's sweep.jsonl when it made one, else the committed one)
 # FRESH=sweep.jsonl,repeat.jsonl starts those files empty instead of resuming them.
 # No network is needed: the package runs from src/ (python -m solbench); optional peers (liger) are
 # installed from .whl/ when it exists.
@@ -53,7 +54,9 @@ for step in "$@"; do
 print(json.dumps(h.load_calibration(h.device_key()), indent=1))" >"$cal" || status=1
       fi ;;
     tune)
-      sb tune --out "$work/tuned.json" --log "$work/tune_log.jsonl" ${budget:+--time-budget "$budget"} || status=1 ;;
+      # TUNE_OPS (comma-separated) tunes only those operators' keys; the others keep their entries.
+      sb tune ${TUNE_OPS:+--ops "$TUNE_OPS"} --out "$work/tuned.json" --log "$work/tune_log.jsonl" \
+        ${budget:+--time-budget "$budget"} || status=1 ;;
     sweep)
       w sweep.jsonl; sb run --out "$wf" ${budget:+--time-budget "$budget"} >"$work/sweep.log" 2>&1 || status=1
       tail -n 60 "$work/sweep.log" ;;
@@ -69,15 +72,16 @@ print(json.dumps(h.load_calibration(h.device_key()), indent=1))" >"$cal" || stat
       # -v prints each verdict as it happens, so a run cut off at its budget still says what failed;
       # the per-test limit (pytest-timeout, where installed) keeps one hang from eating the budget.
       pt_timeout=$(python3 -c "import pytest_timeout" 2>/dev/null && echo "--timeout=90")
-      timeout "${budget:-300}" python3 -m pytest -v --tb=short -rfE -p no:cacheprovider $pt_timeout tests/test_glu.py tests/ops/test_rms_norm.py \
+      # GPUTESTS (space-separated test paths) narrows the run, e.g. to the files that failed last time.
+      timeout "${budget:-300}" python3 -m pytest -v --tb=short -rfE -p no:cacheprovider $pt_timeout ${GPUTESTS:-tests/test_glu.py tests/ops/test_rms_norm.py \
         tests/ops/test_fused_add_rms_norm.py tests/ops/test_fused_qk_rmsnorm.py tests/ops/test_fused_rmsnorm_quant.py \
         tests/ops/test_fp8_dynamic_per_token_quant.py tests/ops/test_per_token_group_quant_fp8.py tests/eval \
-        tests/test_tuning.py >"$work/gputests.log" 2>&1 || status=1
+        tests/test_tuning.py} >"$work/gputests.log" 2>&1 || status=1
       grep -E "FAILED|ERROR|passed|failed" "$work/gputests.log" | tail -n 30 ;;
     eval)
       # Its own copy of the sweep's silu_and_mul records: eval extends the baselines file it is given.
       python3 -c "import json,sys; [print(l, end='') for l in open(sys.argv[1]) if json.loads(l)['op'] == 'silu_and_mul']" \
-        "$res/sweep.jsonl" >/tmp/eval_baselines.jsonl
+        "$([ -f "$work/sweep.jsonl" ] && echo "$work/sweep.jsonl" || echo "$res/sweep.jsonl")" >/tmp/eval_baselines.jsonl
       sb eval examples/candidates/silu_and_mul_ours_triton.py --op silu_and_mul --baselines-from /tmp/eval_baselines.jsonl \
         --out "$work/eval_silu_and_mul.jsonl" >"$work/eval.log" 2>&1 || status=1
       tail -n 50 "$work/eval.log" ;;
