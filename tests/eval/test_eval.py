@@ -141,7 +141,9 @@ def test_task_scores_rank_fast_above_slow_and_never_score_flagged():
 def test_speed_below_achievable_sol_is_flagged():
     from solbench.eval.integrity import speed_flags
 
-    assert speed_flags(1.0, 2.0, 1.5)[0].startswith("suspicious speed")
+    assert speed_flags(1.0, 2.0, 1.5)[0].startswith("suspicious speed")  # below the datasheet
+    assert "achievable" in speed_flags(1.8, 2.0, 1.5)[0]                 # 10% below the achievable
+    assert speed_flags(1.97, 2.0, 1.5) == []  # within the calibration's own margin (S = 1.015)
     assert speed_flags(3.0, 2.0, 1.5) == []
     assert speed_flags(None, 2.0, 1.5) == []
 

@@ -368,14 +368,23 @@ def side_stream_check(call: Callable[[int], None], n_sets: int, reps: int = 20,
                      "timed stream; work runs on a stream the caller's stream does not wait for") if flagged else None}
 
 
+#: How far below the achievable SOL a time may fall before it is called impossible. The calibrated
+#: copy bandwidth is itself a measurement (of torch's elementwise copy), and a good kernel beats it
+#: by a few percent on the largest shapes: the H200's exported silu kernel measured S = 1.01-1.02
+#: on shapes #7/#8. Cheats (cached outputs, skipped work) are off by far more than this margin,
+#: and nothing may beat the datasheet SOL at all.
+ACHIEVABLE_MARGIN = 0.05
+
+
 def speed_flags(time_us: float | None, sol_achievable_us: float | None, sol_us: float | None) -> list[str]:
-    """A measured time below the achievable SOL (calibrated ceilings) cannot be honest."""
+    """A measured time below the datasheet SOL, or more than :data:`ACHIEVABLE_MARGIN` below the
+    achievable SOL (calibrated ceilings), cannot be honest."""
     if time_us is None or time_us <= 0:
         return []
     flags = []
-    if sol_achievable_us and time_us < sol_achievable_us:
-        flags.append(f"suspicious speed: {time_us:.3g} us is below the achievable SOL {sol_achievable_us:.3g} us "
-                     f"(S = {sol_achievable_us / time_us:.2f} > 1); not scored")
-    elif sol_us and time_us < sol_us:
+    if sol_us and time_us < sol_us:
         flags.append(f"suspicious speed: {time_us:.3g} us is below the datasheet SOL {sol_us:.3g} us; not scored")
+    elif sol_achievable_us and time_us < sol_achievable_us * (1.0 - ACHIEVABLE_MARGIN):
+        flags.append(f"suspicious speed: {time_us:.3g} us is more than {ACHIEVABLE_MARGIN:.0%} below the achievable "
+                     f"SOL {sol_achievable_us:.3g} us (S = {sol_achievable_us / time_us:.2f}); not scored")
     return flags
