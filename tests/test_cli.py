@@ -101,3 +101,13 @@ def test_calibrate_use_only_on_the_same_device(tmp_path, monkeypatch, capsys):
     f.write_text(json.dumps(saved))
     assert main(["calibrate", "--use", str(f)]) == 0
     assert hardware.load_calibration(hardware.device_key())["bandwidth"] == 3.0e12
+
+
+def test_cold_l2_option_is_validated_and_cpu_runs_ignore_it(tmp_path):
+    from solbench.runner import RunConfig, run
+
+    with pytest.raises(ValueError, match="cold_l2"):
+        run(RunConfig(ops=["silu_and_mul"], impls=["torch_eager"], cold_l2="rotate-always"))
+    out = tmp_path / "f.jsonl"
+    assert main(["run", "--ops", "silu_and_mul", "--impls", "torch_eager", "--cold-l2", "flush", "--out", str(out)]) == 0
+    assert {r["timer"] for r in read_records(out)} == {"cpu"}  # the CPU timer has no L2 to flush

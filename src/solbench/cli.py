@@ -181,7 +181,7 @@ def cmd_run(args) -> int:
                     timer=args.timer, out=args.out, suite=args.suite, weights=weights,
                     smoke=True if args.smoke else (False if args.full else None),
                     include_variants=args.variants, retry_failed=args.retry_failed,
-                    time_budget_s=args.time_budget)
+                    time_budget_s=args.time_budget, cold_l2=args.cold_l2)
     if args.time_budget is not None and args.time_budget <= 0:
         raise SystemExit("solbench: --time-budget must be a positive number of seconds")
     console = _console()
@@ -284,6 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--shapes", action="append", help="shape ids to run")
     q.add_argument("--hw", help="datasheet SKU for `sol_us`/`s` (default: the detected device)")
     q.add_argument("--timer", choices=("graph", "eager"), default="graph")
+    q.add_argument("--cold-l2", choices=("auto", "flush"), default="auto",
+                   help="auto: rotate input sets larger than the L2, else flush it; flush: flush before every "
+                        "call for every implementation (records say timer 'graph+flush')")
     q.add_argument("--out", help="JSONL results file; appended to, and records already in it are skipped")
     q.add_argument("--suite", help="a suite file (catalog schema), e.g. from `solbench profile shapes`")
     q.add_argument("--weights", help="operator weights from `solbench profile import`")

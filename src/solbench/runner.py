@@ -24,6 +24,9 @@ SCHEMA_VERSION = 1
 BASELINES = ("torch_compile", "torch_eager")
 
 
+COLD_L2_MODES = ("auto", "flush")
+
+
 @dataclass
 class RunConfig:
     ops: Sequence[str] | None = None
@@ -41,6 +44,10 @@ class RunConfig:
     # Stop starting new shapes once this many seconds have passed (the shape under way finishes
     # and is written). With ``out``, a rerun resumes where it stopped.
     time_budget_s: float | None = None
+    # How calls start with a cold L2 on the GPU: "auto" (rotating input sets when they fit, else a
+    # flush; see timing.plan_sets) or "flush" (always two sets and a flush before every call: every
+    # implementation timed the same way, to measure what the choice itself does to a figure).
+    cold_l2: str = "auto"
 
 
 @dataclass
@@ -177,8 +184,11 @@ def _time_impl(spec: OpSpec, impl: Impl, shape: Shape, device, cfg: RunConfig, c
             if device.type == "cuda":
                 l2 = timing.l2_bytes_of(device)
                 # Without out= the outputs cannot rotate with the inputs (see plan_sets).
-                n_sets, flush = timing.plan_sets(cost.total_bytes, l2, outputs_rotate=impl.takes_out,
-                                                 bytes_written=cost.bytes_written)
+                if cfg.cold_l2 == "flush":
+                    n_sets, flush = 2, True
+                else:
+                    n_sets, flush = timing.plan_sets(cost.total_bytes, l2, outputs_rotate=impl.takes_out,
+                                                     bytes_written=cost.bytes_written)
                 call = _Timed(spec, impl, shape, device, n_sets)
                 t = timing.time_gpu(call, n_sets, flush=flush, mode=cfg.timer, device=device)
             else:
@@ -265,7 +275,10 @@ def run(cfg: RunConfig, *, progress: Callable | None = None, on_shape_done: Call
     achievable = hardware.achievable_for_device()
     env = environment(cfg.timer if device.type == "cuda" else "cpu")
     device_name = hardware.device_name(device)
-    timer_name = cfg.timer if device.type == "cuda" else "cpu"
+    if cfg.cold_l2 not in COLD_L2_MODES:
+        raise ValueError(f"cold_l2 must be one of {COLD_L2_MODES}, got {cfg.cold_l2!r}")
+    # A forced flush is part of the timer's name, so resuming never mixes the two methods.
+    timer_name = (cfg.timer + ("+flush" if cfg.cold_l2 == "flush" else "")) if device.type == "cuda" else "cpu"
     res = RunResult(smoke=smoke, device=device_name, hw=datasheet.name, achievable=achievable, datasheet=datasheet)
 
     existing: dict[tuple, dict] = {}

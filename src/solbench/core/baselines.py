@@ -17,6 +17,20 @@ def _configure_dynamo() -> None:
                        ("fail_on_recompile_limit_hit", True)):
         if hasattr(cfg, key):
             setattr(cfg, key, value)
+    # No state from earlier processes: with Inductor's on-disk FX-graph / autotune caches and
+    # dynamo's automatic-dynamic profiles on, what torch_compile generates depends on what ran
+    # before on the machine. On the H200 the sweep's fused_add_rms_norm compile reused a graph
+    # compiled by the GPU tests minutes earlier (0.69 s instead of a cold 1.26 s) and its kernels
+    # ran 10-20% slower on 14 of 19 shapes than a cold compile's in the repeat run. Every run
+    # compiles cold, so torch_compile figures (and compile_s) are reproducible.
+    import torch._inductor.config as inductor_cfg
+
+    for mod, key in ((inductor_cfg, "fx_graph_cache"), (inductor_cfg, "fx_graph_remote_cache"),
+                     (inductor_cfg, "autotune_local_cache"), (inductor_cfg, "autotune_remote_cache"),
+                     (inductor_cfg, "bundled_autotune_remote_cache"), (cfg, "automatic_dynamic_local_pgo"),
+                     (cfg, "automatic_dynamic_remote_pgo")):
+        if hasattr(mod, key):
+            setattr(mod, key, False)
 
 
 def compile_support() -> Support:
