@@ -10,6 +10,7 @@
 #   sweep[:SECONDS]  `solbench run` on the whole catalog into GPU/sweep.jsonl (resumable; budgeted)
 #   glu[:SECONDS]    the GLU variants (gelu, gelu_tanh, swiglu) into GPU/glu_variants.jsonl
 #   repeat[:SECONDS] the norm/quant/GLU ops again into GPU/repeat.jsonl (for `solbench compare`)
+#   flushcheck[:S]   ours_triton on silu_and_mul + rms_norm with --cold-l2 flush, 1 and 2 flush buffers
 #   gputests         the GPU-only tests (custom ops under torch.compile / CUDA graphs, eval integrity)
 #   eval             `solbench eval` of examples/candidates/silu_and_mul_ours_triton.py vs the sweep
 #                    (this run's sweep.jsonl when it made one, else the committed one)
@@ -78,6 +79,15 @@ print(json.dumps(h.load_calibration(h.device_key()), indent=1))" >"$cal" || stat
         tests/ops/test_fp8_dynamic_per_token_quant.py tests/ops/test_per_token_group_quant_fp8.py tests/eval \
         tests/test_tuning.py} >"$work/gputests.log" 2>&1 || status=1
       grep -E "FAILED|ERROR|passed|failed" "$work/gputests.log" | tail -n 30 ;;
+    flushcheck)
+      # Does the cold-L2 method move a figure? ours_triton (out= buffers, so the sweep rotated its
+      # large shapes) timed behind a flush of one buffer and of two alternating buffers; compare each
+      # with sweep.jsonl (`solbench compare`). See benchmarks/NOTES.md, "flush vs rotation".
+      for nb in 1 2; do
+        SOLBENCH_FLUSH_BUFFERS=$nb sb run --ops silu_and_mul,rms_norm --impls ours_triton --cold-l2 flush \
+          --out "$work/flush_check_$nb.jsonl" ${budget:+--time-budget "$budget"} >"$work/flush_check_$nb.log" 2>&1 || status=1
+        tail -n 3 "$work/flush_check_$nb.log"
+      done ;;
     eval)
       # Its own copy of the sweep's silu_and_mul records: eval extends the baselines file it is given.
       python3 -c "import json,sys; [print(l, end='') for l in open(sys.argv[1]) if json.loads(l)['op'] == 'silu_and_mul']" \

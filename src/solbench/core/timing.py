@@ -84,21 +84,46 @@ def plan_sets(bytes_per_call: float, l2_bytes: int, max_sets: int = 8,
     return 2, True
 
 
+def flush_buffers() -> int:
+    """How many flush buffers :class:`_Flusher` alternates between (``SOLBENCH_FLUSH_BUFFERS``,
+    1 or 2; default 1). Recorded in every record's ``env``.
+
+    Why 2 exists: the time of a graph of flushes alone is subtracted from a graph of flush + call
+    pairs. Back-to-back flushes of one buffer may find the previous flush's tail still in L2,
+    while a flush after a call finds the call's data there instead; then the subtraction takes off
+    less than the flush cost inside the pairs and the call looks slower. Alternating two buffers
+    makes every flush start from lines it does not own, in both graphs. On the H200 an allocating
+    kernel, flushed, timed 1.03-1.26x slower at 20-250 MB than the same kernel with rotating
+    ``out=`` buffers; whether this is the cause is the experiment this switch is for."""
+    import os
+
+    raw = os.environ.get("SOLBENCH_FLUSH_BUFFERS", "1")
+    if raw not in ("1", "2"):
+        raise ValueError(f"SOLBENCH_FLUSH_BUFFERS must be 1 or 2, got {raw!r}")
+    return int(raw)
+
+
 class _Flusher:
     """Reads a buffer of twice the L2 so the next kernel starts cold. A read (not a memset) so
-    that the L2 is left holding clean lines: no write-back is charged to the next kernel."""
+    that the L2 is left holding clean lines: no write-back is charged to the next kernel. With
+    ``buffers=2`` consecutive flushes alternate between two such buffers (see
+    :func:`flush_buffers`); under graph capture each captured flush keeps its buffer."""
 
-    def __init__(self, device, l2_bytes: int):
+    def __init__(self, device, l2_bytes: int, buffers: int | None = None):
         import torch
 
+        buffers = flush_buffers() if buffers is None else int(buffers)
         n = max(1, (2 * l2_bytes) // 4)
-        self.buf = torch.ones(n, dtype=torch.float32, device=device)
+        self.bufs = [torch.ones(n, dtype=torch.float32, device=device) for _ in range(buffers)]
         self.sink = torch.empty((), dtype=torch.float32, device=device)
+        self._next = 0
 
     def __call__(self):
         import torch
 
-        torch.sum(self.buf, dim=0, out=self.sink)
+        buf = self.bufs[self._next]
+        self._next = (self._next + 1) % len(self.bufs)
+        torch.sum(buf, dim=0, out=self.sink)
 
 
 def _events(n):
@@ -156,6 +181,8 @@ def time_gpu(call: Callable[[int], None], n_sets: int, *, flush: bool, mode: str
     per_call = est + (_estimate_us(lambda i: flusher(), 1) if flusher is not None else 0.0)
     k = int(min(max_calls_per_sample, max(n_sets, math.ceil(target_sample_us / max(per_call, 1.0)))))
     k = max(1, k)
+    if flusher is not None and len(flusher.bufs) == 2 and k % 2:
+        k += 1  # an even count keeps the buffers alternating across the boundary between replays
     # At most about ``max_total_us`` of replays: 30 samples of a 100 ms baseline would spend 3 s
     # per record measuring what 5 samples already pin down to well under its distance from SOL.
     samples = int(max(min_samples, min(samples, max_total_us / max(k * per_call, 1.0))))
