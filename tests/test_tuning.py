@@ -189,3 +189,37 @@ def test_exported_glu_candidate_carries_the_packaged_tiles():
         tables[table["device"]] = {int(d): (e["config"]["block_m"], e["config"]["block_n"], e["config"]["num_warps"])
                                    for d, e in glu.items()}
     assert mod.TUNED_TILES == {k: v for k, v in tables.items() if v}
+
+
+@pytest.fixture
+def few_rows_below_528(monkeypatch):
+    """A device with 132 SMs: launches of fewer than 4 x 132 rows are "few rows"."""
+    import functools
+
+    monkeypatch.setattr(tuning, "few_rows_limit", functools.lru_cache(maxsize=1)(lambda: 528))
+
+
+def test_few_rows_launches_prefer_their_own_entry_then_the_regular_one(fake_gpu, few_rows_below_528):
+    _write(fake_gpu, {"rms_norm": {"2048": {"config": {"block_m": 2, "block_n": 2048, "num_warps": 4}}},
+                      "rms_norm@few_rows": {"2048": {"config": {"block_m": 1, "block_n": 2048, "num_warps": 8}}}})
+    tuning.reload()
+    with tuning.recording() as seen:
+        assert row_config(2048, 100, 2, kernel="rms_norm").num_warps == 8      # few rows: its entry
+        assert row_config(2048, 10_000, 2, kernel="rms_norm").num_warps == 4   # many rows: the regular one
+        assert row_config(1024, 100, 2, kernel="rms_norm").block_m == 4        # no entry: first principles
+    assert seen == {("rms_norm@few_rows", 2048, "row", 2), ("rms_norm", 2048, "row", 2),
+                    ("rms_norm@few_rows", 1024, "row", 2)}
+    _write(fake_gpu, {"rms_norm": {"2048": {"config": {"block_m": 2, "block_n": 2048, "num_warps": 4}}}})
+    tuning.reload()
+    assert row_config(2048, 100, 2, kernel="rms_norm").num_warps == 4  # falls back to the regular entry
+    assert tuning.key_for("glu", None) == "glu" and tuning.base_kernel("glu@few_rows") == "glu"
+
+
+def test_few_rows_keys_are_tuned_on_the_smallest_and_largest_shapes():
+    from types import SimpleNamespace as NS
+
+    from solbench.tune import representatives
+
+    entries = [(None, None, NS(id=i), NS(total_bytes=b)) for i, b in enumerate((1e4, 2e6, 3e7, 4e8))]
+    assert [e[2].id for e in representatives(entries, few_rows=True)] == [0, 3]
+    assert [e[2].id for e in representatives(entries)] == [2, 3]  # nearest 32 MB, and the largest

@@ -3,12 +3,15 @@ and write the tuned table that the kernels then use (core/tuning.py).
 
 For every operator with an ``ours_triton`` implementation, the catalog shapes are grouped by the
 ``(kernel, n)`` keys their launches look up. Each key is tuned on up to two representative
-shapes that move at least ``MIN_TUNE_BYTES`` (smaller ones are launch-bound: the tile barely
-matters there): the one nearest ``TARGET_BYTES`` and the largest. Every candidate is checked for
-correctness on the shape first (a config that computes a wrong answer is never timed), then
-timed with the runner's timer (CUDA-graph replay, cold L2). A key gets an entry only when its
-best candidate beats the first-principles configuration by more than ``MIN_GAIN`` on a second,
-separate measurement of both; otherwise the kernel keeps its first-principles rule.
+shapes that move at least ``MIN_TUNE_BYTES``: the one nearest ``TARGET_BYTES`` and the largest.
+Launches over few rows (decode batches, small prefills; see core/tuning.py) look up their own
+``kernel@few_rows`` key, tuned on the smallest and the largest of those shapes, since their best
+tile is a latency question, not a bandwidth one. Every candidate is checked for correctness on
+the shape first (a config that computes a wrong answer is never timed), then timed with the
+runner's timer (CUDA-graph replay, cold L2). A key gets an entry only when its best candidate
+beats the baseline by more than ``MIN_GAIN`` on a second, separate measurement of both; the
+baseline is what the shapes use without the entry: first principles, or for a few-rows key the
+kernel's regular entry when it has one.
 
 Tuning never happens inside a timed run: ``solbench run`` only reads the table.
 """
@@ -56,10 +59,11 @@ def _pow2_range(lo: int, hi: int) -> list[int]:
     return out
 
 
-def candidates(family: str, n: int, elem_bytes: int, rows: int) -> list[dict]:
+def candidates(family: str, n: int, elem_bytes: int, rows: int, few_rows: bool = False) -> list[dict]:
     """Launch configurations worth trying for ``(family, n)`` on ``rows`` rows: each thread
     moves 16-128 bytes of one tensor per tile (at least one 16-byte vector, at most what fits in
-    registers), and tiles never hold more rows than there are."""
+    registers), and tiles never hold more rows than there are. ``few_rows`` (latency-bound
+    launches) adds the GLU's small tiles and one 16-byte vector per thread."""
     from solbench.core.kernels import next_pow2
     from solbench.core.rowwise import CHUNK_N, MAX_WHOLE_ROW
 
@@ -93,6 +97,17 @@ def candidates(family: str, n: int, elem_bytes: int, rows: int) -> list[dict]:
         while n % (divisor * 2) == 0 and divisor * 2 <= 2048:
             divisor *= 2
         widths = {min(next_pow2(n), 1024), min(next_pow2(n), 2048)} | ({divisor} if divisor >= 128 else set())
+        if few_rows:
+            # Latency-bound: any rows-per-program up to the rows there are, narrower column blocks
+            # (more programs for one row), and one 16-byte vector per thread.
+            widths |= {w for w in (256, 512) if w < next_pow2(n)}
+            for block_n in sorted(widths):
+                for block_m in _pow2_range(1, min(max_m, MAX_TILE // block_n)):
+                    for thread_bytes in (16, 32, 64):
+                        warps = block_m * block_n * elem_bytes // (32 * thread_bytes)
+                        if 1 <= warps <= 16:
+                            out.append({"block_m": block_m, "block_n": block_n, "num_warps": warps})
+            return out
         for block_n in sorted(widths):
             for tile in (4096, 8192, 16384):
                 block_m = tile // block_n
@@ -125,7 +140,7 @@ def discover(specs, device) -> dict[tuple, list]:
             continue
         for shape in spec.shapes:
             cost = spec.cost(shape)
-            if not (MIN_TUNE_BYTES <= cost.total_bytes <= MAX_TUNE_BYTES) or not impl.supports(shape, device):
+            if cost.total_bytes > MAX_TUNE_BYTES or not impl.supports(shape, device):
                 continue
             inputs = spec.make_inputs(shape, device, 0)
             outs = spec.make_outputs(shape, inputs) if impl.takes_out else None
@@ -133,15 +148,22 @@ def discover(specs, device) -> dict[tuple, list]:
                 run_impl(spec, impl, shape, inputs, tuple(outs) if outs is not None else None)
             del inputs, outs
             for key in seen:
-                keys.setdefault(key, []).append((spec, impl, shape, cost))
+                # Few-rows keys exist for the small, launch-bound shapes; the others are tuned on
+                # shapes big enough for the tile to matter.
+                if key[0].endswith(tuning.FEW_ROWS_SUFFIX) or cost.total_bytes >= MIN_TUNE_BYTES:
+                    keys.setdefault(key, []).append((spec, impl, shape, cost))
     return keys
 
 
-def representatives(entries: list) -> list:
-    """The shape nearest TARGET_BYTES (log distance) and the largest one, without repeats."""
-    near = min(entries, key=lambda e: abs(math.log(e[3].total_bytes / TARGET_BYTES)))
+def representatives(entries: list, few_rows: bool = False) -> list:
+    """The shape nearest TARGET_BYTES (log distance) and the largest one, without repeats; for a
+    few-rows key the smallest and the largest (its shapes span decode to small prefill)."""
     big = max(entries, key=lambda e: e[3].total_bytes)
-    return [near] if near is big else [near, big]
+    if few_rows:
+        other = min(entries, key=lambda e: e[3].total_bytes)
+    else:
+        other = min(entries, key=lambda e: abs(math.log(max(e[3].total_bytes, 1.0) / TARGET_BYTES)))
+    return [other] if other is big else [other, big]
 
 
 def _time(spec, impl, shape, device, cost) -> float | None:
@@ -213,26 +235,35 @@ def tune(ops: Sequence[str] | None = None, *, time_budget_s: float | None = None
     # Most production time first (operator importance spread over its shapes), so that when the
     # budget runs out the keys that matter most are done.
     order = sorted(keys.items(), key=lambda kv: -sum(e[0].importance / max(1, len(e[0].shapes)) for e in kv[1]))
+    source, current = tuning.active_table()
     for i, ((kernel, n, family, elem_bytes), shape_entries) in enumerate(order):
         if time_budget_s is not None and time.perf_counter() - t0 > time_budget_s:
             for (k2, n2, f2, _), e2 in order[i:]:
                 results.append(KeyResult(k2, n2, f2, [f"{e[0].name}#{e[2].id}" for e in e2], {},
                                          note="not tuned: time budget reached"))
             break
-        reps = representatives(shape_entries)
+        few_rows = kernel.endswith(tuning.FEW_ROWS_SUFFIX)
+        reps = representatives(shape_entries, few_rows)
         names = [f"{e[0].name}#{e[2].id}" for e in reps]
         rows = min(_rows_of(n, e[3].total_bytes, elem_bytes) for e in reps)
-        kr = KeyResult(kernel, n, family, names, baseline={"first_principles": True})
+        # What these shapes use without an entry of their own: for a few-rows key, the kernel's
+        # regular entry when it has one (a candidate must beat that), else first principles.
+        fallback = current.get(tuning.base_kernel(kernel), {}).get(str(n)) if few_rows else None
+        base_cfg = dict(fallback["config"]) if fallback else None
+        kr = KeyResult(kernel, n, family, names,
+                       baseline={"config": base_cfg, "from": tuning.base_kernel(kernel)} if base_cfg else
+                       {"first_principles": True})
         if progress:
             progress(f"[{i + 1}/{len(order)}] {kernel} n={n} on {', '.join(names)}")
-        base, why = _measure(kernel, n, None, reps, device)
+        base_name = f"{tuning.base_kernel(kernel)}'s entry" if base_cfg else "first principles"
+        base, why = _measure(kernel, n, base_cfg, reps, device)
         if base is None:
-            kr.note = f"first-principles config failed: {why}"
+            kr.note = f"baseline ({base_name}) failed: {why}"
             results.append(kr)
             continue
-        kr.measurements.append({"config": None, "times_us": base})
+        kr.measurements.append({"config": base_cfg, "times_us": base})
         best, best_score = None, 1.0
-        for cfg in candidates(family, n, elem_bytes, rows):
+        for cfg in candidates(family, n, elem_bytes, rows, few_rows):
             times, why = _measure(kernel, n, cfg, reps, device)
             kr.measurements.append({"config": cfg, "times_us": times, "error": why or None})
             if times is None:
@@ -241,11 +272,11 @@ def tune(ops: Sequence[str] | None = None, *, time_budget_s: float | None = None
             if score < best_score:
                 best, best_score = cfg, score
         if best is None:
-            kr.note = "no candidate beat first principles"
+            kr.note = f"no candidate beat {base_name}"
             results.append(kr)
             continue
         # A second, separate measurement of both: the gain must survive it.
-        base2, _ = _measure(kernel, n, None, reps, device)
+        base2, _ = _measure(kernel, n, base_cfg, reps, device)
         best2, _ = _measure(kernel, n, best, reps, device)
         if base2 is None or best2 is None:
             kr.note = "re-measurement failed"
@@ -253,19 +284,19 @@ def tune(ops: Sequence[str] | None = None, *, time_budget_s: float | None = None
             continue
         score2 = _geomean_ratio(best2, base2)
         kr.best, kr.speedup = best, 1.0 / max(score2, 1e-9)
-        kr.measurements.append({"config": None, "times_us": base2, "repeat": True})
+        kr.measurements.append({"config": base_cfg, "times_us": base2, "repeat": True})
         kr.measurements.append({"config": best, "times_us": best2, "repeat": True})
         if max(best_score, score2) < 1.0 - MIN_GAIN:
             kr.adopted = True
             entries.setdefault(kernel, {})[str(n)] = {
                 "config": best, "speedup": round(kr.speedup, 4), "first_measurement_speedup": round(1 / best_score, 4),
-                "shapes": names, "times_us": {"first_principles": base2, "tuned": best2}}
+                "shapes": names, "times_us": {"first_principles" if base_cfg is None else "fallback": base2,
+                                              "tuned": best2}}
         else:
             kr.note = (f"best candidate {best} gained {1 / best_score:.3f}x, then {1 / score2:.3f}x on re-measurement: "
-                       f"under the {MIN_GAIN:.0%} bar, first principles kept")
+                       f"under the {MIN_GAIN:.0%} bar, {base_name} kept")
         results.append(kr)
         torch.cuda.empty_cache()
-    source, current = tuning.active_table()
     kept = keep_unmeasured(entries, results, current, source)
     env = environment("graph")
     table = {"version": tuning.TABLE_VERSION, "device": hardware.device_name(device),

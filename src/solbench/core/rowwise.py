@@ -126,7 +126,7 @@ def row_config(n: int, rows: int, elem_bytes: int = 2, kernel: str = "",
     if kernel:
         chosen = next((table[key] for key in ((kernel, int(n)), (kernel, None)) if key in table), None)
         if chosen is None:
-            tuned = tuning.lookup(kernel, n, family="row", elem_bytes=elem_bytes)
+            tuned = tuning.lookup(kernel, n, family="row", elem_bytes=elem_bytes, rows=rows)
             chosen = RowConfig(**tuned) if tuned is not None else None
     if chosen is not None:
         return replace(chosen, block_m=max(1, min(chosen.block_m, next_pow2(max(1, rows)))))

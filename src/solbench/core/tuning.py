@@ -12,6 +12,12 @@ from, in this order:
 
 ``SOLBENCH_TUNED=0`` ignores the tables (first principles everywhere), for A/B runs.
 
+Few rows. A launch over fewer rows than :data:`FEW_ROWS_PER_SM` times the device's SM count
+(decode batches, small prefills) is latency-bound: its best tile is not the large shapes' one
+(on the H200 liger's one-row, 16-byte-per-thread programs beat our large-shape tiles by 0.3-1 us
+on such shapes). Look-ups that pass ``rows`` below that limit use the key ``kernel@few_rows``
+first (``solbench tune`` measures it on those shapes), and fall back to ``kernel``'s entry.
+
 A table holds only what was measured to beat the first-principles configuration on that
 device; each entry keeps its measured speedup and the shapes it was measured on.
 """
@@ -26,6 +32,10 @@ from typing import Iterator, Mapping
 
 TABLE_VERSION = 1
 FAMILIES = ("row", "glu")
+
+#: Below this many rows per SM a launch counts as "few rows" (see the module docstring).
+FEW_ROWS_PER_SM = 4
+FEW_ROWS_SUFFIX = "@few_rows"
 
 _overrides: dict[tuple[str, int], dict] = {}
 _recording: list[set] = []
@@ -96,6 +106,7 @@ def active_table() -> tuple[str, dict]:
 
 def reload() -> None:
     active_table.cache_clear()
+    few_rows_limit.cache_clear()
 
 
 def source() -> str:
@@ -103,21 +114,56 @@ def source() -> str:
     return active_table()[0]
 
 
-def lookup(kernel: str, n: int, *, family: str, elem_bytes: int = 2) -> dict | None:
-    """The tuned configuration for ``kernel`` on rows of ``n`` elements of ``elem_bytes`` bytes,
-    or None. ``family`` ("row": a core/rowwise RowConfig; "glu": the GLU tile) says which
-    candidates ``solbench tune`` may try for it."""
-    if family not in FAMILIES:
-        raise ValueError(f"unknown kernel family {family!r}; known: {FAMILIES}")
+@functools.lru_cache(maxsize=1)
+def few_rows_limit() -> int | None:
+    """Row counts below this are "few rows" on the current device (None without a CUDA device)."""
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            return None
+        return FEW_ROWS_PER_SM * int(torch.cuda.get_device_properties(torch.cuda.current_device()).multi_processor_count)
+    except Exception:  # noqa: BLE001 - no device facts, no few-rows regime
+        return None
+
+
+def key_for(kernel: str, rows: int | None) -> str:
+    """The table key a launch of ``rows`` rows uses first: ``kernel@few_rows`` below
+    :func:`few_rows_limit`, else ``kernel``."""
+    limit = few_rows_limit() if rows is not None else None
+    return kernel + FEW_ROWS_SUFFIX if limit is not None and int(rows) < limit else kernel
+
+
+def base_kernel(key: str) -> str:
+    return key[:-len(FEW_ROWS_SUFFIX)] if key.endswith(FEW_ROWS_SUFFIX) else key
+
+
+def _find(kernel: str, n: int) -> dict | None:
     key = (kernel, int(n))
-    for rec in _recording:
-        rec.add((kernel, int(n), family, int(elem_bytes)))
     if key in _overrides:
         return dict(_overrides[key])
     if _ignore_tables:
         return None
     entry = active_table()[1].get(kernel, {}).get(str(int(n)))
     return dict(entry["config"]) if entry else None
+
+
+def lookup(kernel: str, n: int, *, family: str, elem_bytes: int = 2, rows: int | None = None) -> dict | None:
+    """The tuned configuration for ``kernel`` on rows of ``n`` elements of ``elem_bytes`` bytes,
+    or None. ``family`` ("row": a core/rowwise RowConfig; "glu": the GLU tile) says which
+    candidates ``solbench tune`` may try for it. With ``rows`` below :func:`few_rows_limit` the
+    ``kernel@few_rows`` entry comes first, then ``kernel``'s (the key recorded for ``tune`` is
+    the first one looked at)."""
+    if family not in FAMILIES:
+        raise ValueError(f"unknown kernel family {family!r}; known: {FAMILIES}")
+    first = key_for(kernel, rows)
+    for rec in _recording:
+        rec.add((first, int(n), family, int(elem_bytes)))
+    for key in dict.fromkeys((first, kernel)):
+        cfg = _find(key, n)
+        if cfg is not None:
+            return cfg
+    return None
 
 
 @contextlib.contextmanager

@@ -108,7 +108,7 @@ def _config(rows: int, d: int, elem_bytes: int = 2, act: int = 0) -> tuple[int, 
     split the row across programs instead. For the erf GELU the first-principles column block
     divides ``d`` when a power of two >= 128 does (no masked lanes doing arithmetic)."""
     kernel = KERNEL_ERF if act == ACT_GELU_ERF else KERNEL
-    tuned = tuning.lookup(kernel, d, family="glu", elem_bytes=elem_bytes)
+    tuned = tuning.lookup(kernel, d, family="glu", elem_bytes=elem_bytes, rows=rows)
     if tuned is not None:
         return (max(1, min(int(tuned["block_m"]), next_pow2(rows))), int(tuned["block_n"]),
                 int(tuned["num_warps"]))
