@@ -111,3 +111,20 @@ def test_cold_l2_option_is_validated_and_cpu_runs_ignore_it(tmp_path):
     out = tmp_path / "f.jsonl"
     assert main(["run", "--ops", "silu_and_mul", "--impls", "torch_eager", "--cold-l2", "flush", "--out", str(out)]) == 0
     assert {r["timer"] for r in read_records(out)} == {"cpu"}  # the CPU timer has no L2 to flush
+
+
+def test_carried_records_are_measured_again_on_resume(tmp_path, capsys):
+    # A results file completed with records copied from another run (marked carried_from) gets
+    # them replaced by the next run that resumes it.
+    out = tmp_path / "r.jsonl"
+    args = ["run", "--ops", "silu_and_mul", "--impls", "ours_triton,torch_eager", "--out", str(out)]
+    assert main(args) == 0
+    recs = read_records(out)
+    recs[1]["carried_from"], recs[1]["time_us"] = "another file", 12345.0
+    out.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    capsys.readouterr()
+    assert main(args) == 0
+    assert "3 reused" in capsys.readouterr().out
+    again = read_records(out)
+    assert len(again) == 4 and not any(r.get("carried_from") for r in again)
+    assert all(r["time_us"] != 12345.0 for r in again)

@@ -63,10 +63,13 @@ class RunResult:
     wall_s: float = 0.0
 
 
-def _drop_failed(path: str, existing: dict) -> None:
-    """Rewrite ``path`` without its FAIL records (atomically: a crash leaves the old file), so
-    that they are measured again and the file keeps one record per key."""
-    failed = [k for k, r in existing.items() if r.get("status") == "fail"]
+def _drop_failed(path: str, existing: dict, failed_too: bool = True) -> None:
+    """Rewrite ``path`` without the records to measure again (atomically: a crash leaves the old
+    file), so that the file keeps one record per key: FAIL records (when ``failed_too``) and
+    records marked ``carried_from`` (copied from another results file to complete it; a run that
+    resumes the file replaces them with its own measurements)."""
+    failed = [k for k, r in existing.items()
+              if (failed_too and r.get("status") == "fail") or r.get("carried_from")]
     if not failed:
         return
     for k in failed:
@@ -285,8 +288,7 @@ def run(cfg: RunConfig, *, progress: Callable | None = None, on_shape_done: Call
     if cfg.out and Path(cfg.out).exists():
         for r in read_records(cfg.out):
             existing[record_key(r)] = r
-        if cfg.retry_failed:
-            _drop_failed(cfg.out, existing)
+        _drop_failed(cfg.out, existing, failed_too=cfg.retry_failed)
     out_f = open(cfg.out, "a", encoding="utf-8") if cfg.out else None
 
     specs = select_ops(cfg)
