@@ -108,6 +108,14 @@ def test_hostile_text_cannot_break_out_of_the_data(tmp_path):
     assert back["shapes"][0]["desc"] == evil and evil in back["reasons"]
 
 
+def test_carried_records_say_so_next_to_their_figures():
+    recs = synth.make_records(ops=["l2_norm"], max_shapes=1)
+    recs[0]["carried_from"] = "an older sweep"
+    data = model.build([model.Source("x.jsonl", recs)])
+    shown = [res for sh in data["shapes"] for run in sh["runs"].values() for res in run["i"].values() if "why" in res]
+    assert any(data["reasons"][res["why"]].endswith("carried from an older sweep") for res in shown)
+
+
 def test_long_parameter_lists_are_summarized():
     assert model._brief({"seq_lens": list(range(100)), "h": 8}) == {
         "seq_lens": "[100 values, min 0, max 99, sum 4950]", "h": 8}
