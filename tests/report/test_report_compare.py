@@ -109,3 +109,19 @@ def test_tight_quantiles_with_run_to_run_drift():
                            synth.make_records(seed=6, slow={("fused_moe", "torch_eager"): 1.2}, **kw))
     v = _verdicts(slow)
     assert v.pop(("fused_moe", "torch_eager")) == SLOWER and set(v.values()) == {SAME}
+
+
+def test_a_forced_flush_matches_the_same_records_and_is_named(capsys, tmp_path):
+    # graph and graph+flush (run --cold-l2 flush) are one quantity measured two ways: they match,
+    # and the comparison says the methods differ; graph and eager never match.
+    base, new = _run(1), _run(2)
+    for r in new:
+        r["timer"] = "graph+flush"
+    cmp = compare_records(base, new)
+    assert cmp.shapes and not cmp.only_base and cmp.timers == (["graph"], ["graph+flush"])
+    eager = [dict(r, timer="eager") for r in _run(2)]
+    assert not compare_records(base, eager).shapes
+    a, b = synth.write_jsonl(tmp_path / "a.jsonl", base), synth.write_jsonl(tmp_path / "b.jsonl", new)
+    capsys.readouterr()
+    assert main(["compare", str(a), str(b)]) == 0
+    assert "timers differ" in capsys.readouterr().out

@@ -3,7 +3,9 @@ or the same within noise.
 
 Records are matched by operator x shape x implementation x hardware (``hw``), plus the timer and
 the smoke flag, because a graph-replay time and an eager time of the same kernel are different
-quantities.
+quantities. The cold-L2 method is not part of the match (``graph`` and ``graph+flush``, from
+``run --cold-l2 flush``, are one quantity measured two ways: comparing them is how the method's
+effect is measured); the comparison says when the two files used different methods.
 
 Noise comes from the records themselves, never from a fixed percentage: each timed record has a
 median and its p20/p80. The relative width ``(p80 - p20) / median`` is how much one sample of
@@ -33,8 +35,14 @@ FASTER, SLOWER, SAME = "faster", "slower", "same"
 NOW_FAIL, FIXED, STILL_FAIL, NOT_TIMED = "now FAIL", "fixed", "still FAIL", "not timed"
 
 
+def timer_mode(timer: str | None) -> str:
+    """The timer without its cold-L2 qualifier: ``graph+flush`` -> ``graph``."""
+    return (timer or "").split("+")[0]
+
+
 def match_key(r: Mapping) -> tuple:
-    return (r.get("op"), str(r.get("shape_id")), r.get("impl"), r.get("hw"), r.get("timer"), bool(r.get("smoke")))
+    return (r.get("op"), str(r.get("shape_id")), r.get("impl"), r.get("hw"), timer_mode(r.get("timer")),
+            bool(r.get("smoke")))
 
 
 def relative_spread(r: Mapping) -> float | None:
@@ -85,6 +93,7 @@ class Comparison:
     only_base: list[tuple] = field(default_factory=list)
     only_new: list[tuple] = field(default_factory=list)
     duplicates: int = 0
+    timers: tuple[list, list] = ([], [])  # the timers (with cold-L2 qualifiers) of each file
     scatter: float = 0.0                 # run-to-run scatter of ln(ratio) over all matched records
     median_ratio: float | None = None    # median t_new / t_base over all matched records
 
@@ -92,7 +101,7 @@ class Comparison:
         return {"shapes": [asdict(s) for s in self.shapes], "ops": [asdict(o) for o in self.ops],
                 "scatter": self.scatter, "median_ratio": self.median_ratio,
                 "only_base": [list(k) for k in self.only_base], "only_new": [list(k) for k in self.only_new],
-                "duplicates": self.duplicates}
+                "duplicates": self.duplicates, "timers": {"base": self.timers[0], "new": self.timers[1]}}
 
     def regressions(self, pct: float) -> list[OpVerdict]:
         """Operator x implementation pairs that got slower by at least ``pct`` percent beyond noise,
@@ -191,7 +200,8 @@ def _op_verdict(op: str, impl: str, hw: str, deltas: Sequence[ShapeDelta]) -> Op
 def compare_records(base: Sequence[Mapping], new: Sequence[Mapping]) -> Comparison:
     bi, bd = _index(base)
     ni, nd = _index(new)
-    cmp = Comparison(duplicates=bd + nd)
+    cmp = Comparison(duplicates=bd + nd, timers=(sorted({str(r.get("timer")) for r in base}),
+                                                 sorted({str(r.get("timer")) for r in new})))
     logs = [x for x in (_timed_log_ratio(b, ni[k]) for k, b in bi.items() if k in ni) if x is not None]
     cmp.scatter = run_scatter(logs)
     cmp.median_ratio = math.exp(median(logs)) if logs else None
@@ -260,6 +270,9 @@ def print_comparison(console, cmp: Comparison, base_name: str, new_name: str, ch
         extra.append(f"{len(cmp.only_new)} only in {new_name}")
     if cmp.duplicates:
         extra.append(f"{cmp.duplicates} repeated keys (last record kept)")
+    if cmp.timers[0] != cmp.timers[1]:
+        extra.append(f"timers differ ({base_name}: {', '.join(cmp.timers[0])}; {new_name}: {', '.join(cmp.timers[1])}): "
+                     "a ratio there is what the timing method changes")
     if cmp.median_ratio is not None:
         extra.append(f"run-wide median ratio {cmp.median_ratio:.3f}, run-to-run scatter "
                      f"±{(math.exp(cmp.scatter) - 1) * 100:.1f}% (in every noise band)")
