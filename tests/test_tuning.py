@@ -223,3 +223,12 @@ def test_few_rows_keys_are_tuned_on_the_smallest_and_largest_shapes():
     entries = [(None, None, NS(id=i), NS(total_bytes=b)) for i, b in enumerate((1e4, 2e6, 3e7, 4e8))]
     assert [e[2].id for e in representatives(entries, few_rows=True)] == [0, 3]
     assert [e[2].id for e in representatives(entries)] == [2, 3]  # nearest 32 MB, and the largest
+
+
+def test_a_few_rows_key_must_beat_the_entry_those_shapes_use_today():
+    from solbench.tune import baseline_config
+
+    current = {"rms_norm": {"2048": {"config": {"block_m": 2, "block_n": 2048, "num_warps": 4}}}}
+    assert baseline_config("rms_norm@few_rows", 2048, current) == {"block_m": 2, "block_n": 2048, "num_warps": 4}
+    assert baseline_config("rms_norm@few_rows", 4096, current) is None   # no regular entry: first principles
+    assert baseline_config("rms_norm", 2048, current) is None             # regular keys: first principles

@@ -198,6 +198,16 @@ def _geomean_ratio(a: Sequence[float], b: Sequence[float]) -> float:
     return math.exp(sum(math.log(x / y) for x, y in zip(a, b)) / len(a))
 
 
+def baseline_config(kernel: str, n: int, current: dict) -> dict | None:
+    """What the shapes of key ``(kernel, n)`` use without an entry of their own, and so what a
+    candidate must beat: for a few-rows key the kernel's regular entry in ``current`` (the table
+    in use) when it has one; otherwise None, the first-principles rule."""
+    if not kernel.endswith(tuning.FEW_ROWS_SUFFIX):
+        return None
+    fallback = current.get(tuning.base_kernel(kernel), {}).get(str(int(n)))
+    return dict(fallback["config"]) if fallback else None
+
+
 def keep_unmeasured(entries: dict, results: Sequence[KeyResult], current: dict, source: str) -> int:
     """Copy into ``entries`` the entries of the table in use (``current``, read from ``source``)
     for keys this run did not measure (other operators, or past the time budget), so that
@@ -246,10 +256,7 @@ def tune(ops: Sequence[str] | None = None, *, time_budget_s: float | None = None
         reps = representatives(shape_entries, few_rows)
         names = [f"{e[0].name}#{e[2].id}" for e in reps]
         rows = min(_rows_of(n, e[3].total_bytes, elem_bytes) for e in reps)
-        # What these shapes use without an entry of their own: for a few-rows key, the kernel's
-        # regular entry when it has one (a candidate must beat that), else first principles.
-        fallback = current.get(tuning.base_kernel(kernel), {}).get(str(n)) if few_rows else None
-        base_cfg = dict(fallback["config"]) if fallback else None
+        base_cfg = baseline_config(kernel, n, current)
         kr = KeyResult(kernel, n, family, names,
                        baseline={"config": base_cfg, "from": tuning.base_kernel(kernel)} if base_cfg else
                        {"first_principles": True})
