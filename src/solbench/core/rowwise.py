@@ -260,9 +260,7 @@ def output_like(out, x, what: str, arg: str = "out", dtype=None, avoid=()):
         raise TypeError(f"{what}: {arg} must be a torch.Tensor, got {type(out).__name__}")
     check_out(out, x.shape, dtype, x.device, what, arg)
     if not tracing():  # under compile, the op's body checks (check_disjoint)
-        for name, t in avoid:
-            if t is not None and overlaps(out, t):
-                raise ValueError(f"{what}: {arg} overlaps {name}; pass a separate output tensor")
+        check_disjoint(what, ((arg, out),), avoid)
     return out
 
 

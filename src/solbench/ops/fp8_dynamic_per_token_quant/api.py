@@ -14,7 +14,7 @@ import torch
 
 from solbench.core.fp8 import fp8_dtype
 from solbench.core.kernels import as_rows, check_out
-from solbench.core.rowwise import overlaps, rows_of, tracing
+from solbench.core.rowwise import check_disjoint, rows_of, tracing
 
 _WHAT = "dynamic_per_token_quant_fp8"
 #: aiter's floor of a row's max-abs: an all-zero row gets a finite, positive scale.
@@ -49,8 +49,8 @@ def quant_outputs(x: torch.Tensor, out, what: str):
             raise TypeError(f"{what}: out {name} must be a torch.Tensor, got {type(t).__name__}")
         check_out(t, shape, dtype, x.device, what, f"out {name}")
         as_rows(t, what, f"out {name}")
-    if not tracing() and (overlaps(q, x) or overlaps(scale, x) or overlaps(q, scale)):
-        raise ValueError(f"{what}: the outputs must not overlap x or each other")
+    if not tracing():
+        check_disjoint(what, (("q", q), ("scale", scale)), (("x", x),))
     return q, scale
 
 

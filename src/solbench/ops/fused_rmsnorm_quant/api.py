@@ -17,8 +17,7 @@ from __future__ import annotations
 import torch
 
 from solbench.core.kernels import as_rows
-from solbench.core.rowwise import check_param, check_residual, output_like, overlaps, rows_of
-from solbench.core.rowwise import tracing
+from solbench.core.rowwise import check_disjoint, check_param, check_residual, output_like, rows_of, tracing
 from solbench.ops.fp8_dynamic_per_token_quant.api import quant_outputs
 
 _WHAT = "fused_add_rms_norm_quant"
@@ -83,10 +82,9 @@ def fused_add_rms_norm_quant(x: torch.Tensor, residual: torch.Tensor, weight: to
     residual_out = output_like(residual_out, x, _WHAT, "residual_out", avoid=avoid)
     rows_of(residual_out, _WHAT, "residual_out")
     q, scale = quant_outputs(x, None if q is None and scale is None else (q, scale), _WHAT)
-    for name, t in (("q", q), ("scale", scale)):
-        for other, u in (("residual", residual), ("residual_out", residual_out), ("weight", weight)):
-            if not tracing() and overlaps(t, u):
-                raise ValueError(f"{_WHAT}: {name} overlaps {other}; pass separate output tensors")
+    if not tracing():
+        check_disjoint(_WHAT, (("q", q), ("scale", scale)),
+                       (("residual", residual), ("residual_out", residual_out), ("weight", weight)))
     torch.ops.solbench.add_rmsnorm_quant_(x, residual, weight, q, scale, residual_out, float(eps))
     return q, scale, residual_out
 
@@ -98,7 +96,7 @@ def rms_norm_quant(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6, out
     check_param(weight, n, x, _WHAT_PLAIN, "weight")
     _check_eps(eps, _WHAT_PLAIN)
     q, scale = quant_outputs(x, out, _WHAT_PLAIN)
-    if not tracing() and (overlaps(q, weight) or overlaps(scale, weight)):
-        raise ValueError(f"{_WHAT_PLAIN}: the outputs must not overlap weight")
+    if not tracing():
+        check_disjoint(_WHAT_PLAIN, (("q", q), ("scale", scale)), (("weight", weight),))
     torch.ops.solbench.rmsnorm_quant_(x, weight, q, scale, float(eps))
     return q, scale

@@ -16,8 +16,7 @@ import torch
 
 from solbench.core.fp8 import GROUP_EPS, fp8_dtype
 from solbench.core.kernels import as_rows, check_out
-from solbench.core.rowwise import overlaps, rows_of
-from solbench.core.rowwise import tracing
+from solbench.core.rowwise import check_disjoint, rows_of, tracing
 
 _WHAT = "per_token_group_quant_fp8"
 
@@ -95,7 +94,7 @@ def per_token_group_quant_fp8(x: torch.Tensor, group_size: int = 128, eps: float
         check_out(scales, (*x.shape[:-1], groups), torch.float32, x.device, _WHAT, "out scales")
     as_rows(q, _WHAT, "q")
     _scales_2d(scales, x.numel() // k if k else 0, groups)
-    if not tracing() and (overlaps(q, x) or overlaps(scales, x) or overlaps(q, scales)):
-        raise ValueError(f"{_WHAT}: the outputs must not overlap x or each other")
+    if not tracing():
+        check_disjoint(_WHAT, (("q", q), ("scales", scales)), (("x", x),))
     torch.ops.solbench.per_token_group_quant_fp8_(x, q, scales, int(group_size), float(eps), bool(use_ue8m0))
     return q, scales
