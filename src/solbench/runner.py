@@ -63,16 +63,16 @@ class RunResult:
     wall_s: float = 0.0
 
 
-def _drop_failed(path: str, existing: dict, failed_too: bool = True) -> None:
+def _drop_to_remeasure(path: str, existing: dict, failed_too: bool = True) -> None:
     """Rewrite ``path`` without the records to measure again (atomically: a crash leaves the old
     file), so that the file keeps one record per key: FAIL records (when ``failed_too``) and
     records marked ``carried_from`` (copied from another results file to complete it; a run that
     resumes the file replaces them with its own measurements)."""
-    failed = [k for k, r in existing.items()
-              if (failed_too and r.get("status") == "fail") or r.get("carried_from")]
-    if not failed:
+    redo = [k for k, r in existing.items()
+            if (failed_too and r.get("status") == "fail") or r.get("carried_from")]
+    if not redo:
         return
-    for k in failed:
+    for k in redo:
         del existing[k]
     tmp = Path(path).with_suffix(".retry.tmp")
     with open(tmp, "w", encoding="utf-8") as f:
@@ -186,10 +186,9 @@ def _time_impl(spec: OpSpec, impl: Impl, shape: Shape, device, cfg: RunConfig, c
         with torch.no_grad():
             if device.type == "cuda":
                 l2 = timing.l2_bytes_of(device)
-                # Without out= the outputs cannot rotate with the inputs (see plan_sets).
                 if cfg.cold_l2 == "flush":
                     n_sets, flush = 2, True
-                else:
+                else:  # without out= the outputs cannot rotate with the inputs (see plan_sets)
                     n_sets, flush = timing.plan_sets(cost.total_bytes, l2, outputs_rotate=impl.takes_out,
                                                      bytes_written=cost.bytes_written)
                 call = _Timed(spec, impl, shape, device, n_sets)
@@ -276,19 +275,19 @@ def run(cfg: RunConfig, *, progress: Callable | None = None, on_shape_done: Call
     smoke = cfg.smoke if cfg.smoke is not None else device.type != "cuda"
     datasheet = hardware.get_sku(cfg.hw) if cfg.hw else hardware.datasheet_for_device(device)
     achievable = hardware.achievable_for_device()
-    env = environment(cfg.timer if device.type == "cuda" else "cpu")
-    device_name = hardware.device_name(device)
     if cfg.cold_l2 not in COLD_L2_MODES:
         raise ValueError(f"cold_l2 must be one of {COLD_L2_MODES}, got {cfg.cold_l2!r}")
     # A forced flush is part of the timer's name, so resuming never mixes the two methods.
     timer_name = (cfg.timer + ("+flush" if cfg.cold_l2 == "flush" else "")) if device.type == "cuda" else "cpu"
+    env = environment(timer_name)
+    device_name = hardware.device_name(device)
     res = RunResult(smoke=smoke, device=device_name, hw=datasheet.name, achievable=achievable, datasheet=datasheet)
 
     existing: dict[tuple, dict] = {}
     if cfg.out and Path(cfg.out).exists():
         for r in read_records(cfg.out):
             existing[record_key(r)] = r
-        _drop_failed(cfg.out, existing, failed_too=cfg.retry_failed)
+        _drop_to_remeasure(cfg.out, existing, failed_too=cfg.retry_failed)
     out_f = open(cfg.out, "a", encoding="utf-8") if cfg.out else None
 
     specs = select_ops(cfg)

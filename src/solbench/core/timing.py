@@ -160,9 +160,10 @@ def time_gpu(call: Callable[[int], None], n_sets: int, *, flush: bool, mode: str
         raise ValueError(f"eager timer must be 'events' or 'device_sync', got {eager!r}")
 
     def time_eager(n_samples):
+        n_samples = int(max(10, min(n_samples, 2e6 / max(est, 1.0))))  # about 2 s at most
         if eager == "device_sync":
-            return _time_eager_device_sync(call, n_sets, flusher, n_samples, est, clock)
-        return _time_eager(call, n_sets, flusher, samples=n_samples, est_us=est)
+            return _time_eager_device_sync(call, n_sets, flusher, n_samples, clock)
+        return _time_eager(call, n_sets, flusher, n_samples)
 
     device = device or torch.device("cuda")
     flusher = _Flusher(device, l2_bytes_of(device)) if flush else None
@@ -267,10 +268,9 @@ def _time_graph(call, n_sets, flusher, k, samples, on_graph=None) -> Timing:
     return Timing(med, p20, p80, "graph", n_sets, k, len(raw), "flush" if flusher else "rotate", notes)
 
 
-def _time_eager(call, n_sets, flusher, samples, est_us) -> Timing:
+def _time_eager(call, n_sets, flusher, samples) -> Timing:
     import torch
 
-    samples = int(max(10, min(samples, 2e6 / max(est_us, 1.0))))
     starts, ends = _events(samples), _events(samples)
     for i in range(samples):
         if flusher is not None:
@@ -284,10 +284,9 @@ def _time_eager(call, n_sets, flusher, samples, est_us) -> Timing:
     return Timing(med, p20, p80, "eager", n_sets, 1, len(raw), "flush" if flusher else "rotate")
 
 
-def _time_eager_device_sync(call, n_sets, flusher, samples, est_us, clock) -> Timing:
+def _time_eager_device_sync(call, n_sets, flusher, samples, clock) -> Timing:
     import torch
 
-    samples = int(max(10, min(samples, 2e6 / max(est_us, 1.0))))
     # The cost of a synchronize / clock pair with nothing to wait for, subtracted from each sample.
     empty = []
     for _ in range(20):
