@@ -64,7 +64,7 @@ def candidates(family: str, n: int, elem_bytes: int, rows: int, few_rows: bool =
     moves 16-128 bytes of one tensor per tile (at least one 16-byte vector, at most what fits in
     registers), and tiles never hold more rows than there are. ``few_rows`` (latency-bound
     launches) adds the GLU's small tiles and one 16-byte vector per thread."""
-    from solbench.core.kernels import next_pow2
+    from solbench.core.kernels import largest_pow2_divisor, next_pow2
     from solbench.core.rowwise import CHUNK_N, MAX_WHOLE_ROW
 
     max_m = next_pow2(max(1, rows))
@@ -93,9 +93,7 @@ def candidates(family: str, n: int, elem_bytes: int, rows: int, few_rows: bool =
     if family == "glu":
         # Column blocks: the first-principles 1024 (or the whole row), 2048, and the largest power
         # of two dividing d (no half-masked last block for d = 768, 1536, 2560, ...).
-        divisor = 1
-        while n % (divisor * 2) == 0 and divisor * 2 <= 2048:
-            divisor *= 2
+        divisor = largest_pow2_divisor(n, 2048)
         widths = {min(next_pow2(n), 1024), min(next_pow2(n), 2048)} | ({divisor} if divisor >= 128 else set())
         if few_rows:
             # Latency-bound: any rows-per-program up to the rows there are, narrower column blocks

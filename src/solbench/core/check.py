@@ -223,7 +223,7 @@ def run_impl(spec: OpSpec, impl: Impl, shape: Shape, inputs: dict, outs=None):
     return spec.normalize_outputs(impl.fn(**inputs))
 
 
-def _check_one(spec: OpSpec, impl: Impl, shape: Shape, device, seed: int, inputs, ref,
+def _check_one(spec: OpSpec, impl: Impl, shape: Shape, device, inputs, ref,
                impl_inputs: dict) -> tuple[list[str], dict]:
     """Run ``impl`` once on ``impl_inputs`` (a copy of ``inputs``; NaN-poisoned outputs and
     allocator) and compare with ``ref``. Returns (errors, stats); a raised exception is an error."""
@@ -281,7 +281,7 @@ def check_impls(spec: OpSpec, impls: Sequence[Impl], shape: Shape, device,
             impl_inputs = clone_inputs(inputs)
             if hold:
                 held[impl.name] = impl_inputs
-            errors, stats = _check_one(spec, impl, shape, device, seed, inputs, ref, impl_inputs)
+            errors, stats = _check_one(spec, impl, shape, device, inputs, ref, impl_inputs)
             del impl_inputs
             for k in agg[impl.name]:
                 agg[impl.name][k] = max(agg[impl.name][k], stats.get(k, 0.0))

@@ -92,3 +92,11 @@ def check_out(out, shape: Sequence[int], dtype, device, what: str, arg: str = "o
 
 def next_pow2(n: int) -> int:
     return 1 if n <= 1 else 1 << (int(n) - 1).bit_length()
+
+
+def largest_pow2_divisor(n: int, cap: int) -> int:
+    """The largest power of two that divides ``n`` and is at most ``cap``."""
+    v = 1
+    while n % (v * 2) == 0 and v * 2 <= cap:
+        v *= 2
+    return v

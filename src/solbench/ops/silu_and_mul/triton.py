@@ -10,7 +10,7 @@ import triton
 import triton.language as tl
 
 from solbench.core import tuning
-from solbench.core.kernels import next_pow2
+from solbench.core.kernels import largest_pow2_divisor, next_pow2
 from solbench.ops.silu_and_mul.activation import ACT_MODES
 
 
@@ -94,13 +94,6 @@ KERNEL_ERF = "glu_erf"
 ACT_GELU_ERF = ACT_MODES["gelu"]
 
 
-def _largest_pow2_divisor(d: int, cap: int) -> int:
-    v = 1
-    while d % (v * 2) == 0 and v * 2 <= cap:
-        v *= 2
-    return v
-
-
 def _config(rows: int, d: int, elem_bytes: int = 2, act: int = 0) -> tuple[int, int, int]:
     """(BLOCK_M, BLOCK_N, num_warps): this device's tuned tile for ``d`` (core/tuning.py, with
     BLOCK_M capped by the row count), else about 4-8K output elements per program, so that each
@@ -114,7 +107,7 @@ def _config(rows: int, d: int, elem_bytes: int = 2, act: int = 0) -> tuple[int, 
                 int(tuned["num_warps"]))
     block_n = min(next_pow2(d), 1024)
     if act == ACT_GELU_ERF and d % block_n:
-        divisor = _largest_pow2_divisor(d, 1024)
+        divisor = largest_pow2_divisor(d, 1024)
         block_n = divisor if divisor >= 128 else block_n
     target = 8192 if rows * d >= (1 << 22) else 4096
     block_m = max(1, min(next_pow2(rows), target // block_n))
