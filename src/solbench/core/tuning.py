@@ -18,8 +18,9 @@ Few rows. A launch over fewer rows than :data:`FEW_ROWS_PER_SM` times the device
 on such shapes). Look-ups that pass ``rows`` below that limit use the key ``kernel@few_rows``
 first (``solbench tune`` measures it on those shapes), and fall back to ``kernel``'s entry.
 
-A table holds only what was measured to beat the first-principles configuration on that
-device; each entry keeps its measured speedup and the shapes it was measured on.
+A table holds only what was measured to beat, on that device, what its shapes would use
+without the entry (first principles; for a few-rows key, the kernel's regular entry when it has
+one); each entry keeps its measured speedup and the shapes it was measured on.
 """
 from __future__ import annotations
 
