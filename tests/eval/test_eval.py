@@ -70,8 +70,9 @@ def test_honest_candidates_pass(name):
 CHEATS = {
     # output caching: the repeat-call audit sees outputs in the same memory and stale values
     "cache_after_check": "output caching",
-    # memoization by pointer: the set refilled in place gives it away
-    "memo_by_pointer": "fresh-input audit",
+    # memoization by pointer: the set refilled in place gives it away, unless the allocator already
+    # handed a later seed's input the address of an earlier one: then the seed check sees stale values
+    "memo_by_pointer": ("fresh-input audit", "elements outside atol"),
     # timer patching, at import
     "patch_timer": "time.perf_counter was replaced",
     # patching the evaluator's own checker, lazily on the first call
@@ -89,7 +90,8 @@ CHEATS = {
 def test_every_cpu_capable_cheat_is_caught(name):
     r, = run_eval(name).records
     assert r["verdict"] == "fail" and r["status"] == "fail"
-    assert CHEATS[name] in r["reason"], r["reason"]
+    expected = CHEATS[name] if isinstance(CHEATS[name], tuple) else (CHEATS[name],)
+    assert any(e in r["reason"] for e in expected), r["reason"]
     assert r["time_us"] is None and r["s_achievable"] is None
 
 
