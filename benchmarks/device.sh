@@ -6,11 +6,14 @@
 # killed at its time limit still returns every record written so far; files a step resumes from are
 # first copied from benchmarks/results/GPU/. Steps:
 #   calibrate        measure copy bandwidth / matmul rates / launch floor (or adopt GPU/calibration.json)
+#   copycurve        add the copy-by-size curve (`calibrate --by-size`) to GPU/calibration.json
 #   tune[:SECONDS]   `solbench tune`: tuned launch table -> GPU/tuned.json (+ the per-candidate log)
 #   sweep[:SECONDS]  `solbench run` on the whole catalog into GPU/sweep.jsonl (resumable; budgeted)
 #   glu[:SECONDS]    the GLU variants (gelu, gelu_tanh, swiglu) into GPU/glu_variants.jsonl
 #   repeat[:SECONDS] the norm/quant/GLU ops again into GPU/repeat.jsonl (for `solbench compare`)
 #   flushcheck[:S]   ours_triton on silu_and_mul + rms_norm with --cold-l2 flush, 1 and 2 flush buffers
+#   decodeprobe[:S]  the decode-sized shapes where ours trailed a peer, ours/liger/torch_compile timed
+#                    three ways in one run: the default rule, 2 alternating flush buffers, a warm L2
 #   gputests         the GPU-only tests (custom ops under torch.compile / CUDA graphs, eval integrity)
 #   eval             `solbench eval` of examples/candidates/silu_and_mul_ours_triton.py vs the sweep
 #                    (this run's sweep.jsonl when it made one, else the committed one)
@@ -54,6 +57,9 @@ for step in "$@"; do
         sb calibrate --force && python3 -c "import json; from solbench.core import hardware as h; \
 print(json.dumps(h.load_calibration(h.device_key()), indent=1))" >"$cal" || status=1
       fi ;;
+    copycurve)
+      w calibration.json; cal=$wf
+      { sb calibrate --use "$cal" --by-size && sb calibrate --json >"$cal.new" && mv "$cal.new" "$cal"; } || status=1 ;;
     tune)
       # TUNE_OPS (comma-separated) tunes only those operators' keys; the others keep their entries.
       sb tune ${TUNE_OPS:+--ops "$TUNE_OPS"} --out "$work/tuned.json" --log "$work/tune_log.jsonl" \
@@ -88,6 +94,16 @@ print(json.dumps(h.load_calibration(h.device_key()), indent=1))" >"$cal" || stat
           --out "$work/flush_check_$nb.jsonl" ${budget:+--time-budget "$budget"} >"$work/flush_check_$nb.log" 2>&1 || status=1
         tail -n 3 "$work/flush_check_$nb.log"
       done ;;
+    decodeprobe)
+      # Is the 0.3-0.8 us that ours trails liger/compile on decode shapes in the kernel, or in how a
+      # flushed call starts (code, parameters and data all cold)? Shape ids: silu_and_mul 0 9 10 12
+      # 17 and rms_norm 5 28 34 35 43 47 48 54 (the union runs a few more of each; harmless).
+      probe="--ops silu_and_mul,rms_norm --impls ours_triton,liger,torch_compile --shapes 0,5,9,10,12,17,28,34,35,43,47,48,54"
+      sb run $probe --out "$work/decode_default.jsonl" ${budget:+--time-budget "$budget"} >"$work/decode_default.log" 2>&1 || status=1
+      SOLBENCH_FLUSH_BUFFERS=2 sb run $probe --out "$work/decode_flush2.jsonl" ${budget:+--time-budget "$budget"} \
+        >"$work/decode_flush2.log" 2>&1 || status=1
+      sb run $probe --cold-l2 warm --out "$work/decode_warm.jsonl" ${budget:+--time-budget "$budget"} >"$work/decode_warm.log" 2>&1 || status=1
+      tail -n 3 "$work/decode_warm.log" ;;
     eval)
       # Its own copy of the sweep's silu_and_mul records: eval extends the baselines file it is given.
       python3 -c "import json,sys; [print(l, end='') for l in open(sys.argv[1]) if json.loads(l)['op'] == 'silu_and_mul']" \

@@ -101,6 +101,24 @@ def test_calibrate_use_only_on_the_same_device(tmp_path, monkeypatch, capsys):
     f.write_text(json.dumps(saved))
     assert main(["calibrate", "--use", str(f)]) == 0
     assert hardware.load_calibration(hardware.device_key())["bandwidth"] == 3.0e12
+    # The copy-by-size curve times copies against the L2: a clear refusal without a GPU, and the
+    # adopted calibration is left as it was.
+    with pytest.raises(SystemExit, match="--by-size: needs a CUDA device"):
+        main(["calibrate", "--use", str(f), "--by-size"])
+    assert "copy_by_size" not in hardware.load_calibration(hardware.device_key())
+
+
+def test_calibrate_prints_the_copy_by_size_curve(tmp_path, monkeypatch, capsys):
+    from solbench.core import hardware
+
+    monkeypatch.setenv("SOLBENCH_CACHE", str(tmp_path / "cache"))
+    cal = {"device": hardware.device_name(), "bandwidth": 4.0e12, "peaks": {},
+           "copy_by_size": [{"bytes": 64 << 20, "us": 20.0, "bandwidth": 3.355e12, "cold_l2": "rotate"}]}
+    f = tmp_path / "cal.json"
+    f.write_text(json.dumps(cal))
+    assert main(["calibrate", "--use", str(f)]) == 0
+    out = capsys.readouterr().out
+    assert "copy of      64 MiB" in out and "0.839 of the calibrated bandwidth (rotate)" in out
 
 
 def test_cold_l2_option_is_validated_and_cpu_runs_ignore_it(tmp_path):
@@ -108,9 +126,10 @@ def test_cold_l2_option_is_validated_and_cpu_runs_ignore_it(tmp_path):
 
     with pytest.raises(ValueError, match="cold_l2"):
         run(RunConfig(ops=["silu_and_mul"], impls=["torch_eager"], cold_l2="rotate-always"))
-    out = tmp_path / "f.jsonl"
-    assert main(["run", "--ops", "silu_and_mul", "--impls", "torch_eager", "--cold-l2", "flush", "--out", str(out)]) == 0
-    assert {r["timer"] for r in read_records(out)} == {"cpu"}  # the CPU timer has no L2 to flush
+    for mode in ("flush", "warm"):
+        out = tmp_path / f"{mode}.jsonl"
+        assert main(["run", "--ops", "silu_and_mul", "--impls", "torch_eager", "--cold-l2", mode, "--out", str(out)]) == 0
+        assert {r["timer"] for r in read_records(out)} == {"cpu"}  # the CPU timer has no L2 to flush or keep
 
 
 def test_carried_records_are_measured_again_on_resume(tmp_path, capsys):

@@ -81,6 +81,8 @@ def test_gpu_timer_rejects_an_unknown_eager_rule():
 
     with pytest.raises(ValueError, match="device_sync"):
         time_gpu(lambda i: None, 1, flush=False, eager="wall")
+    with pytest.raises(ValueError, match="warm and flush"):
+        time_gpu(lambda i: None, 1, flush=True, warm=True)
 
 
 def test_flusher_alternates_two_buffers_when_asked(monkeypatch):

@@ -106,6 +106,11 @@ def cmd_calibrate(args) -> int:
         with console.status("calibrating...") as status:
             data = hardware.calibrate(force=args.force, quick=args.quick,
                                       progress=lambda m: status.update(f"calibrating: {m}"))
+    if args.by_size:
+        if hardware.current_device().type != "cuda":
+            raise SystemExit("solbench calibrate --by-size: needs a CUDA device (it times copies against the L2)")
+        with console.status("copy bandwidth by size...") as status:
+            data = hardware.calibrate_by_size(progress=lambda m: status.update(f"calibrating: {m}"))
     if args.json:
         print(json.dumps(data, indent=1))
         return 0
@@ -116,6 +121,9 @@ def cmd_calibrate(args) -> int:
         console.print(f"  matmul {path:<10} {v / 1e12:.1f} TFLOP/s")
     if data.get("launch_floor_us") is not None:
         console.print(f"  launch floor     {data['launch_floor_us']:.2f} µs per kernel under graph replay")
+    for row in data.get("copy_by_size") or ():
+        console.print(f"  copy of {row['bytes'] / 2**20:7.0f} MiB  {row['us']:8.2f} µs  {row['bandwidth'] / 1e12:.3f} TB/s "
+                      f"= {row['bandwidth'] / data['bandwidth']:.3f} of the calibrated bandwidth ({row['cold_l2']})")
     return 0
 
 
@@ -268,6 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--use", metavar="FILE", help="adopt a saved calibration (e.g. benchmarks/results/h100/"
                    "calibration.json) if it was measured on this device model")
     q.add_argument("--quick", action="store_true")
+    q.add_argument("--by-size", action="store_true",
+                   help="also time the copy at 8 MiB-1 GiB with the run's cold-L2 rule (the most a memory-bound "
+                        "kernel of that size can reach); kept in the calibration, which is otherwise unchanged")
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=cmd_calibrate)
 
@@ -284,9 +295,10 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--shapes", action="append", help="shape ids to run")
     q.add_argument("--hw", help="datasheet SKU for `sol_us`/`s` (default: the detected device)")
     q.add_argument("--timer", choices=("graph", "eager"), default="graph")
-    q.add_argument("--cold-l2", choices=("auto", "flush"), default="auto",
+    q.add_argument("--cold-l2", choices=("auto", "flush", "warm"), default="auto",
                    help="auto: rotate input sets larger than the L2, else flush it; flush: flush before every "
-                        "call for every implementation (records say timer 'graph+flush')")
+                        "call for every implementation (records say timer 'graph+flush'); warm: one input set, "
+                        "no flush, L2 left warm (a diagnostic; records say 'graph+warm')")
     q.add_argument("--out", help="JSONL results file; appended to, and records already in it are skipped")
     q.add_argument("--suite", help="a suite file (catalog schema), e.g. from `solbench profile shapes`")
     q.add_argument("--weights", help="operator weights from `solbench profile import`")

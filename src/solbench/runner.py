@@ -24,7 +24,7 @@ SCHEMA_VERSION = 1
 BASELINES = ("torch_compile", "torch_eager")
 
 
-COLD_L2_MODES = ("auto", "flush")
+COLD_L2_MODES = ("auto", "flush", "warm")
 
 
 @dataclass
@@ -46,7 +46,10 @@ class RunConfig:
     time_budget_s: float | None = None
     # How calls start with a cold L2 on the GPU: "auto" (rotating input sets when they fit, else a
     # flush; see timing.plan_sets) or "flush" (always two sets and a flush before every call: every
-    # implementation timed the same way, to measure what the choice itself does to a figure).
+    # implementation timed the same way, to measure what the choice itself does to a figure) or
+    # "warm" (one input set, no flush: the data a decode-sized call reads is usually still in L2
+    # from the kernel that wrote it; a diagnostic, since S against an HBM roofline means little
+    # when the bytes come from L2).
     cold_l2: str = "auto"
 
 
@@ -188,11 +191,14 @@ def _time_impl(spec: OpSpec, impl: Impl, shape: Shape, device, cfg: RunConfig, c
                 l2 = timing.l2_bytes_of(device)
                 if cfg.cold_l2 == "flush":
                     n_sets, flush = 2, True
+                elif cfg.cold_l2 == "warm":
+                    n_sets, flush = 1, False
                 else:  # without out= the outputs cannot rotate with the inputs (see plan_sets)
                     n_sets, flush = timing.plan_sets(cost.total_bytes, l2, outputs_rotate=impl.takes_out,
                                                      bytes_written=cost.bytes_written)
                 call = _Timed(spec, impl, shape, device, n_sets)
-                t = timing.time_gpu(call, n_sets, flush=flush, mode=cfg.timer, device=device)
+                t = timing.time_gpu(call, n_sets, flush=flush, mode=cfg.timer, device=device,
+                                    warm=cfg.cold_l2 == "warm")
             else:
                 call = _Timed(spec, impl, shape, device, 2)
                 t = timing.time_cpu(call, 2)
@@ -277,8 +283,9 @@ def run(cfg: RunConfig, *, progress: Callable | None = None, on_shape_done: Call
     achievable = hardware.achievable_for_device()
     if cfg.cold_l2 not in COLD_L2_MODES:
         raise ValueError(f"cold_l2 must be one of {COLD_L2_MODES}, got {cfg.cold_l2!r}")
-    # A forced flush is part of the timer's name, so resuming never mixes the two methods.
-    timer_name = (cfg.timer + ("+flush" if cfg.cold_l2 == "flush" else "")) if device.type == "cuda" else "cpu"
+    # A forced flush (or a warm L2) is part of the timer's name, so resuming never mixes methods.
+    qualifier = {"flush": "+flush", "warm": "+warm"}.get(cfg.cold_l2, "")
+    timer_name = cfg.timer + qualifier if device.type == "cuda" else "cpu"
     env = environment(timer_name)
     device_name = hardware.device_name(device)
     res = RunResult(smoke=smoke, device=device_name, hw=datasheet.name, achievable=achievable, datasheet=datasheet)

@@ -5,6 +5,11 @@
   memcpy node, which is much slower than the SMs (2.76 vs 4.25 TB/s seen on an H200).
 * Dense matmul throughput per dtype path (bf16, fp16, fp8 where the part has it), random data.
 * The launch floor: one empty kernel per graph node, under graph replay.
+* On request (``calibrate --by-size``), the same copy at the sizes kernels actually move (8 MB to
+  1 GB read + written), with the run's cold-L2 rule: what a copy reaches at a given size is the
+  most a memory-bound kernel of that size can expect. The calibrated bandwidth comes from 1 GiB
+  copies and amortizes a fixed cost (launch, ramp-up, the last wave) that weighs a few
+  microseconds at every size; see :func:`copy_by_size`.
 """
 from __future__ import annotations
 
@@ -109,6 +114,36 @@ def _measure_cuda(quick: bool, progress) -> dict:
         out["launch_floor_kernel"] = "torch_add_"
     out["launch_floor_us"] = t.median_us
     return out
+
+
+#: Bytes moved (read + written) per copy in :func:`copy_by_size`.
+BY_SIZE_BYTES = tuple(1 << k for k in range(23, 31))  # 8 MiB .. 1 GiB
+
+
+def copy_by_size(sizes=BY_SIZE_BYTES, progress=None) -> list[dict]:
+    """The SM copy (``torch.mul(x, 1, out=)``, the kernel the calibrated bandwidth came from)
+    timed at each total size with the graph timer and the cold-L2 rule of ``solbench run`` for an
+    implementation with ``out=`` buffers (rotating sets where they fit, else a flush). Returns
+    ``[{"bytes": moved, "us": median, "bandwidth": bytes/s}]``."""
+    import torch
+
+    from solbench.core.timing import l2_bytes_of, plan_sets
+
+    dev = torch.device("cuda")
+    l2 = l2_bytes_of(dev)
+    rows = []
+    for moved in sizes:
+        if progress:
+            progress(f"copy of {moved / 2**20:.0f} MiB")
+        n = max(1, moved // 2 // 4)
+        n_sets, flush = plan_sets(moved, l2, bytes_written=moved / 2)
+        srcs = [torch.randn(n, device=dev) for _ in range(n_sets)]
+        dsts = [torch.empty_like(x) for x in srcs]
+        t = time_gpu(lambda i: torch.mul(srcs[i], 1.0, out=dsts[i]), n_sets, flush=flush)
+        rows.append({"bytes": 2 * n * 4, "us": t.median_us, "bandwidth": 2 * n * 4 / (t.median_us * 1e-6),
+                     "cold_l2": t.cold_l2})
+        del srcs, dsts
+    return rows
 
 
 def _measure_cpu(quick: bool, progress) -> dict:

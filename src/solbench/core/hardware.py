@@ -207,6 +207,20 @@ def calibrate(force: bool = False, quick: bool = False, progress=None) -> dict:
     return data
 
 
+def calibrate_by_size(progress=None) -> dict:
+    """Add the copy-by-size curve (core/calibration.copy_by_size) to this device's calibration,
+    measuring the calibration first if there is none. The calibrated bandwidth itself is left as
+    it was, so figures already computed against it stay comparable."""
+    from solbench.core import calibration
+
+    key = device_key()
+    data = calibrate(progress=progress)
+    data["copy_by_size"] = calibration.copy_by_size(progress=progress)
+    data["copy_by_size_date"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+    save_calibration(key, data)
+    return data
+
+
 def achievable_for_device(auto_calibrate: bool = True) -> Hardware:
     device = current_device()
     base = datasheet_for_device(device) if device.type == "cuda" else None

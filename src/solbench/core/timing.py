@@ -34,7 +34,7 @@ class Timing:
     n_sets: int = 1
     calls_per_sample: int = 1
     samples: int = 0
-    cold_l2: str = ""         # "rotate" | "flush" | "" (CPU)
+    cold_l2: str = ""         # "rotate" | "flush" | "warm" | "" (CPU)
     notes: list[str] = field(default_factory=list)
 
     def to_record(self) -> dict:
@@ -143,7 +143,7 @@ def time_gpu(call: Callable[[int], None], n_sets: int, *, flush: bool, mode: str
              device=None, target_sample_us: float = 1000.0, samples: int = 30,
              max_calls_per_sample: int = 200, on_graph: Callable | None = None,
              min_samples: int = 5, max_total_us: float = 5e5, eager: str = "events",
-             clock: Callable[[], float] = time.perf_counter) -> Timing:
+             clock: Callable[[], float] = time.perf_counter, warm: bool = False) -> Timing:
     """Time ``call(i)`` on the current CUDA stream (see the module docstring).
 
     ``on_graph(replay, k)``, when given, is called once after the graph-replay samples, while the
@@ -153,11 +153,16 @@ def time_gpu(call: Callable[[int], None], n_sets: int, *, flush: bool, mode: str
 
     ``eager`` picks the eager timer, for ``mode="eager"`` and for that fallback: ``"events"``
     (CUDA events around each launch) or ``"device_sync"`` (wall time between device-wide
-    synchronizations, read with ``clock``)."""
+    synchronizations, read with ``clock``).
+
+    ``warm=True`` (with ``flush=False``) only labels the result: the caller chose sets that stay in
+    L2 on purpose (``run --cold-l2 warm``), so the timing says "warm", not "rotate"."""
     import torch
 
     if eager not in ("events", "device_sync"):
         raise ValueError(f"eager timer must be 'events' or 'device_sync', got {eager!r}")
+    if warm and flush:
+        raise ValueError("time_gpu: warm and flush contradict each other")
 
     def time_eager(n_samples):
         n_samples = int(max(10, min(n_samples, 2e6 / max(est, 1.0))))  # about 2 s at most
@@ -175,7 +180,7 @@ def time_gpu(call: Callable[[int], None], n_sets: int, *, flush: bool, mode: str
     if est < 10_000:  # a slow call (a Python-loop baseline at 100 ms) needs no finer estimate
         est = _estimate_us(call, n_sets)
     if mode == "eager":
-        return time_eager(max(samples, 50))
+        return _labelled(time_eager(max(samples, 50)), warm)
     # A sample is about ``target_sample_us`` of GPU time, flushes included: sizing it by the call
     # alone would replay up to 200 flushes per sample for a 2 us kernel (10x the time for no
     # better estimate, since the flush-only graph is subtracted at the same length).
@@ -193,8 +198,14 @@ def time_gpu(call: Callable[[int], None], n_sets: int, *, flush: bool, mode: str
         torch.cuda.synchronize()
         t = time_eager(max(samples, 50))
         t.notes.append(f"graph capture failed ({type(e).__name__}: {str(e)[:160]}); timed eagerly")
-        return t
-    return timing
+        return _labelled(t, warm)
+    return _labelled(timing, warm)
+
+
+def _labelled(t: Timing, warm: bool) -> Timing:
+    if warm:
+        t.cold_l2 = "warm"
+    return t
 
 
 def _estimate_us(call, n_sets, reps: int = 3) -> float:
