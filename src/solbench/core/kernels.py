@@ -100,3 +100,33 @@ def largest_pow2_divisor(n: int, cap: int) -> int:
     while n % (v * 2) == 0 and v * 2 <= cap:
         v *= 2
     return v
+
+
+# ---- aliasing -----------------------------------------------------------------------------------
+# Called from each custom op's body: there the tensors are real, also under torch.compile (whose
+# tracing of a wrapper sees fake tensors without storage) and inside CUDA-graph capture.
+
+def check_disjoint(what: str, outputs, inputs=()) -> None:
+    """Raise a ValueError naming the pair when two ``outputs`` overlap, or an output overlaps one
+    of ``inputs`` (both are ``(name, tensor)`` pairs; ``None`` tensors are skipped)."""
+    outs = [(n, t) for n, t in outputs if t is not None]
+    for i, (name, t) in enumerate(outs):
+        for other, u in outs[i + 1:] + [(n, u) for n, u in inputs if u is not None]:
+            if overlaps(t, u):
+                raise ValueError(f"{what}: {name} overlaps {other}; pass separate tensors")
+
+
+def overlaps(a, b) -> bool:
+    """True when the memory spans of ``a`` and ``b`` intersect (a conservative check)."""
+    if a.numel() == 0 or b.numel() == 0:
+        return False
+    if a.untyped_storage().data_ptr() != b.untyped_storage().data_ptr():
+        return False
+
+    def span(t):
+        lo = t.data_ptr()
+        hi = lo + (sum((s - 1) * st for s, st in zip(t.shape, t.stride())) + 1) * t.element_size()
+        return lo, hi
+
+    (a0, a1), (b0, b1) = span(a), span(b)
+    return a0 < b1 and b0 < a1

@@ -29,8 +29,9 @@ Public API (small on purpose; other kernel families build on it):
 * :func:`row_grid` -- the launch grid for a config;
 * :func:`rows_view` -- ``x[..., n]`` as a ``[rows, n]`` view with one row stride (no copy);
 * :func:`check_hidden` -- a clear error for unsupported row lengths;
-* :func:`rows_of`, :func:`check_param`, :func:`output_like`, :func:`overlaps` -- argument checks
-  for public wrappers (dtype/device/stride errors that name what is supported, ``out=``);
+* :func:`rows_of`, :func:`check_param`, :func:`output_like` -- argument checks for public
+  wrappers (dtype/device/stride errors that name what is supported, ``out=``; aliasing is
+  core/kernels.check_disjoint, called by each custom op's body);
 * ``@triton.jit`` helpers :func:`tile_offsets` and :func:`row_ptrs` (import them into a kernel
   module and call them from a kernel).
 """
@@ -210,45 +211,10 @@ def check_param(t, n: int, x, what: str, arg: str, dtypes=None) -> None:
         raise ValueError(f"{what}: {arg} is on {t.device}, x on {x.device}")
 
 
-def tracing() -> bool:
-    """True while torch.compile traces a wrapper: fake tensors have no storage to compare, so
-    overlap checks that read data pointers belong where real tensors are (eagerly, or inside
-    the custom op's body, which runs with real tensors under compile and graph capture too)."""
-    import torch
-
-    compiler = getattr(torch, "compiler", None)
-    return bool(compiler is not None and hasattr(compiler, "is_compiling") and compiler.is_compiling())
-
-
-def check_disjoint(what: str, outputs, inputs=()) -> None:
-    """Raise a ValueError naming the pair when two ``outputs`` overlap, or an output overlaps one
-    of ``inputs`` (both are ``(name, tensor)`` pairs; ``None`` tensors are skipped)."""
-    outs = [(n, t) for n, t in outputs if t is not None]
-    for i, (name, t) in enumerate(outs):
-        for other, u in outs[i + 1:] + [(n, u) for n, u in inputs if u is not None]:
-            if overlaps(t, u):
-                raise ValueError(f"{what}: {name} overlaps {other}; pass separate tensors")
-
-
-def overlaps(a, b) -> bool:
-    """True when the memory spans of ``a`` and ``b`` intersect (a conservative check)."""
-    if a.numel() == 0 or b.numel() == 0:
-        return False
-    if a.untyped_storage().data_ptr() != b.untyped_storage().data_ptr():
-        return False
-
-    def span(t):
-        lo = t.data_ptr()
-        hi = lo + (sum((s - 1) * st for s, st in zip(t.shape, t.stride())) + 1) * t.element_size()
-        return lo, hi
-
-    (a0, a1), (b0, b1) = span(a), span(b)
-    return a0 < b1 and b0 < a1
-
-
-def output_like(out, x, what: str, arg: str = "out", dtype=None, avoid=()):
+def output_like(out, x, what: str, arg: str = "out", dtype=None):
     """``out`` validated against ``x``'s shape (and ``dtype``, default x's), or a new tensor.
-    ``out`` must not overlap any tensor in ``avoid`` (inputs that other programs still read)."""
+    Aliasing is checked by the custom op's body (core/kernels.check_disjoint), where the tensors
+    are real under torch.compile and graph capture too."""
     import torch
 
     from solbench.core.kernels import check_out
@@ -259,8 +225,6 @@ def output_like(out, x, what: str, arg: str = "out", dtype=None, avoid=()):
     if not isinstance(out, torch.Tensor):
         raise TypeError(f"{what}: {arg} must be a torch.Tensor, got {type(out).__name__}")
     check_out(out, x.shape, dtype, x.device, what, arg)
-    if not tracing():  # under compile, the op's body checks (check_disjoint)
-        check_disjoint(what, ((arg, out),), avoid)
     return out
 
 

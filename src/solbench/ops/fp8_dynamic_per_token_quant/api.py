@@ -13,8 +13,8 @@ from __future__ import annotations
 import torch
 
 from solbench.core.fp8 import fp8_dtype
-from solbench.core.kernels import as_rows, check_out
-from solbench.core.rowwise import check_disjoint, rows_of, tracing
+from solbench.core.kernels import as_rows, check_disjoint, check_out
+from solbench.core.rowwise import rows_of
 
 _WHAT = "dynamic_per_token_quant_fp8"
 #: aiter's floor of a row's max-abs: an all-zero row gets a finite, positive scale.
@@ -25,6 +25,7 @@ MIN_AMAX = 1e-10
 def _per_token_quant_op(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor, min_amax: float) -> None:
     from solbench.ops.fp8_dynamic_per_token_quant.triton import launch_per_token_quant
 
+    check_disjoint(_WHAT, (("q", q), ("scale", scale)), (("x", x),))
     launch_per_token_quant(as_rows(x, _WHAT), as_rows(q, _WHAT, "q"), as_rows(scale, _WHAT, "scale"), min_amax)
 
 
@@ -49,8 +50,6 @@ def quant_outputs(x: torch.Tensor, out, what: str):
             raise TypeError(f"{what}: out {name} must be a torch.Tensor, got {type(t).__name__}")
         check_out(t, shape, dtype, x.device, what, f"out {name}")
         as_rows(t, what, f"out {name}")
-    if not tracing():
-        check_disjoint(what, (("q", q), ("scale", scale)), (("x", x),))
     return q, scale
 
 

@@ -14,7 +14,8 @@ from __future__ import annotations
 import torch
 
 from solbench.core.rownorm import launch_rownorm
-from solbench.core.rowwise import check_disjoint, check_param, check_residual, output_like, rows_of
+from solbench.core.kernels import check_disjoint
+from solbench.core.rowwise import check_param, check_residual, output_like, rows_of
 
 _WHAT = "fused_add_rms_norm"
 
@@ -72,9 +73,8 @@ def fused_add_rms_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Te
             raise ValueError(f"{_WHAT}: out must be a tensor, or a pair (out, residual_out)")
         out, residual_out = out
     _check(x, residual, weight)
-    avoid = (("x", x), ("residual", residual), ("weight", weight))
-    out = output_like(out, x, _WHAT, avoid=avoid)
-    residual_out = output_like(residual_out, x, _WHAT, "residual_out", avoid=avoid)
+    out = output_like(out, x, _WHAT)
+    residual_out = output_like(residual_out, x, _WHAT, "residual_out")
     rows_of(out, _WHAT, "out")
     rows_of(residual_out, _WHAT, "residual_out")
     torch.ops.solbench.fused_add_rms_norm_(x, residual, weight, out, residual_out, float(eps))

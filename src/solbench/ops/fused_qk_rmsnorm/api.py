@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import torch
 
+from solbench.core.kernels import check_disjoint
 from solbench.core.rownorm import launch_rownorm
 from solbench.core.rowwise import check_param, output_like, rows_of
 
@@ -31,6 +32,7 @@ def _launch(qkv, out, q_weight, k_weight, head_num, kv_head_num, size_per_head, 
 def _qk_inplace_op(qkv: torch.Tensor, q_weight: torch.Tensor, k_weight: torch.Tensor, head_num: int,
                    kv_head_num: int, size_per_head: int, eps: float) -> None:
     # In place is safe: every head is read whole before it is written, by the same program.
+    check_disjoint(_WHAT, (("qkv", qkv),), (("q_weight", q_weight), ("k_weight", k_weight)))
     _launch(qkv, qkv, q_weight, k_weight, head_num, kv_head_num, size_per_head, eps)
 
 
@@ -42,6 +44,7 @@ def _qk_inplace_fake(qkv, q_weight, k_weight, head_num, kv_head_num, size_per_he
 @torch.library.custom_op("solbench::fused_qk_rmsnorm_out_", mutates_args=("out",))
 def _qk_out_op(qkv: torch.Tensor, q_weight: torch.Tensor, k_weight: torch.Tensor, out: torch.Tensor,
                head_num: int, kv_head_num: int, size_per_head: int, eps: float) -> None:
+    check_disjoint(_WHAT, (("out", out),), (("qkv", qkv), ("q_weight", q_weight), ("k_weight", k_weight)))
     _launch(qkv, out, q_weight, k_weight, head_num, kv_head_num, size_per_head, eps)
     v0 = (head_num + kv_head_num) * size_per_head
     out[..., v0:].copy_(qkv[..., v0:])
@@ -81,7 +84,7 @@ def fused_qk_rmsnorm(qkv: torch.Tensor, q_weight: torch.Tensor, k_weight: torch.
     """Out-of-place form of :func:`fused_qk_rmsnorm_`: ``out`` gets the normalized q and k heads
     and a copy of the v heads. Returns ``out``."""
     _check(qkv, q_weight, k_weight, head_num, kv_head_num, size_per_head)
-    out = output_like(out, qkv, _WHAT, avoid=(("qkv", qkv), ("q_weight", q_weight), ("k_weight", k_weight)))
+    out = output_like(out, qkv, _WHAT)
     rows_of(out, _WHAT, "out")
     torch.ops.solbench.fused_qk_rmsnorm_out_(qkv, q_weight, k_weight, out, int(head_num), int(kv_head_num),
                                              int(size_per_head), float(eps))

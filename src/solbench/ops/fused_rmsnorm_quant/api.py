@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import torch
 
-from solbench.core.kernels import as_rows
-from solbench.core.rowwise import check_disjoint, check_param, check_residual, output_like, rows_of, tracing
+from solbench.core.kernels import as_rows, check_disjoint
+from solbench.core.rowwise import check_param, check_residual, output_like, rows_of
 from solbench.ops.fp8_dynamic_per_token_quant.api import quant_outputs
 
 _WHAT = "fused_add_rms_norm_quant"
@@ -35,6 +35,8 @@ def _launch(x, weight, q, scale, eps, residual=None, residual_out=None):
 @torch.library.custom_op("solbench::add_rmsnorm_quant_", mutates_args=("q", "scale", "residual_out"))
 def _add_rmsnorm_quant_op(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, q: torch.Tensor,
                           scale: torch.Tensor, residual_out: torch.Tensor, eps: float) -> None:
+    check_disjoint(_WHAT, (("q", q), ("scale", scale), ("residual_out", residual_out)),
+                   (("x", x), ("residual", residual), ("weight", weight)))
     _launch(x, weight, q, scale, eps, residual, residual_out)
 
 
@@ -46,6 +48,7 @@ def _add_rmsnorm_quant_fake(x, residual, weight, q, scale, residual_out, eps) ->
 @torch.library.custom_op("solbench::rmsnorm_quant_", mutates_args=("q", "scale"))
 def _rmsnorm_quant_op(x: torch.Tensor, weight: torch.Tensor, q: torch.Tensor, scale: torch.Tensor,
                       eps: float) -> None:
+    check_disjoint(_WHAT_PLAIN, (("q", q), ("scale", scale)), (("x", x), ("weight", weight)))
     _launch(x, weight, q, scale, eps)
 
 
@@ -78,13 +81,9 @@ def fused_add_rms_norm_quant(x: torch.Tensor, residual: torch.Tensor, weight: to
         q, scale, residual_out = out
     else:
         raise ValueError(f"{_WHAT}: out must be a triple (q, scale, residual_out)")
-    avoid = () if tracing() else (("x", x), ("residual", residual), ("weight", weight))
-    residual_out = output_like(residual_out, x, _WHAT, "residual_out", avoid=avoid)
+    residual_out = output_like(residual_out, x, _WHAT, "residual_out")
     rows_of(residual_out, _WHAT, "residual_out")
     q, scale = quant_outputs(x, None if q is None and scale is None else (q, scale), _WHAT)
-    if not tracing():
-        check_disjoint(_WHAT, (("q", q), ("scale", scale)),
-                       (("residual", residual), ("residual_out", residual_out), ("weight", weight)))
     torch.ops.solbench.add_rmsnorm_quant_(x, residual, weight, q, scale, residual_out, float(eps))
     return q, scale, residual_out
 
@@ -96,7 +95,5 @@ def rms_norm_quant(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6, out
     check_param(weight, n, x, _WHAT_PLAIN, "weight")
     _check_eps(eps, _WHAT_PLAIN)
     q, scale = quant_outputs(x, out, _WHAT_PLAIN)
-    if not tracing():
-        check_disjoint(_WHAT_PLAIN, (("q", q), ("scale", scale)), (("weight", weight),))
     torch.ops.solbench.rmsnorm_quant_(x, weight, q, scale, float(eps))
     return q, scale

@@ -9,6 +9,7 @@ from typing import Optional
 
 import torch
 
+from solbench.core.kernels import check_disjoint
 from solbench.core.rownorm import launch_rownorm
 from solbench.core.rowwise import check_param, output_like, rows_of
 
@@ -19,6 +20,7 @@ _WHAT = "gated_rms_norm"
 def _gated_op(x: torch.Tensor, z: Optional[torch.Tensor], weight: Optional[torch.Tensor],
               bias: Optional[torch.Tensor], out: torch.Tensor, eps: float, norm_before_gate: bool,
               group_size: int) -> None:
+    check_disjoint(_WHAT, (("out", out),), (("x", x), ("z", z), ("weight", weight), ("bias", bias)))
     x2, n = rows_of(x, _WHAT)
     segs = n // group_size
     # Groups are segments of one row: the kernel normalizes each group and steps the weight
@@ -59,7 +61,7 @@ def gated_rms_norm(x: torch.Tensor, z: torch.Tensor | None, weight: torch.Tensor
     for arg, t in (("weight", weight), ("bias", bias)):
         if t is not None:
             check_param(t, n, x, _WHAT, arg)
-    out = output_like(out, x, _WHAT, avoid=(("x", x), ("z", z), ("weight", weight), ("bias", bias)))
+    out = output_like(out, x, _WHAT)
     rows_of(out, _WHAT, "out")
     torch.ops.solbench.gated_rms_norm_(x, z, weight, bias, out, float(eps), bool(norm_before_gate), g)
     return out

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import torch
 
+from solbench.core.kernels import check_disjoint
 from solbench.core.rownorm import launch_rownorm
 from solbench.core.rowwise import output_like, rows_of
 
 
 @torch.library.custom_op("solbench::l2_norm_", mutates_args=("out",))
 def _l2_norm_op(x: torch.Tensor, out: torch.Tensor, eps: float) -> None:
+    check_disjoint("l2_norm", (("out", out),), (("x", x),))
     x2, n = rows_of(x, "l2_norm")
     launch_rownorm(x2, rows_of(out, "l2_norm", "out")[0], mode="l2", eps=eps, n=n, rows=x2.shape[0],
                    kernel="l2_norm")
@@ -28,7 +30,7 @@ def l2_norm(x: torch.Tensor, eps: float = 1e-6, out: torch.Tensor | None = None)
     ``x``: ``[..., n]`` bf16/fp16/fp32, rows may be strided (last dim contiguous). Returns ``out``.
     """
     rows_of(x, "l2_norm")
-    out = output_like(out, x, "l2_norm", avoid=(("x", x),))
+    out = output_like(out, x, "l2_norm")
     rows_of(out, "l2_norm", "out")
     torch.ops.solbench.l2_norm_(x, out, float(eps))
     return out

@@ -8,6 +8,7 @@ from typing import Optional
 
 import torch
 
+from solbench.core.kernels import check_disjoint
 from solbench.core.rownorm import launch_rownorm
 from solbench.core.rowwise import check_param, output_like, rows_of
 
@@ -15,6 +16,7 @@ from solbench.core.rowwise import check_param, output_like, rows_of
 @torch.library.custom_op("solbench::layer_norm_", mutates_args=("out",))
 def _layer_norm_op(x: torch.Tensor, weight: Optional[torch.Tensor], bias: Optional[torch.Tensor],
                    out: torch.Tensor, eps: float) -> None:
+    check_disjoint("layer_norm", (("out", out),), (("x", x), ("weight", weight), ("bias", bias)))
     x2, n = rows_of(x, "layer_norm")
     launch_rownorm(x2, rows_of(out, "layer_norm", "out")[0], mode="layer", eps=eps, n=n, rows=x2.shape[0],
                    weight=weight, bias=bias, kernel="layer_norm")
@@ -34,7 +36,7 @@ def layer_norm(x: torch.Tensor, weight: torch.Tensor | None = None, bias: torch.
     for arg, t in (("weight", weight), ("bias", bias)):
         if t is not None:
             check_param(t, n, x, "layer_norm", arg)
-    out = output_like(out, x, "layer_norm", avoid=(("x", x), ("weight", weight), ("bias", bias)))
+    out = output_like(out, x, "layer_norm")
     rows_of(out, "layer_norm", "out")
     torch.ops.solbench.layer_norm_(x, weight, bias, out, float(eps))
     return out

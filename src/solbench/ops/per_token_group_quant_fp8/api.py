@@ -15,8 +15,8 @@ from __future__ import annotations
 import torch
 
 from solbench.core.fp8 import GROUP_EPS, fp8_dtype
-from solbench.core.kernels import as_rows, check_out
-from solbench.core.rowwise import check_disjoint, rows_of, tracing
+from solbench.core.kernels import as_rows, check_disjoint, check_out
+from solbench.core.rowwise import rows_of
 
 _WHAT = "per_token_group_quant_fp8"
 
@@ -26,6 +26,7 @@ def _group_quant_op(x: torch.Tensor, q: torch.Tensor, scales: torch.Tensor, grou
                     ue8m0: bool) -> None:
     from solbench.ops.per_token_group_quant_fp8.triton import launch_group_quant
 
+    check_disjoint(_WHAT, (("q", q), ("scales", scales)), (("x", x),))
     k = x.shape[-1]
     x2 = as_rows(x, _WHAT)
     launch_group_quant(x2, as_rows(q, _WHAT, "q"), _scales_2d(scales, x2.shape[0], k // group_size),
@@ -94,7 +95,5 @@ def per_token_group_quant_fp8(x: torch.Tensor, group_size: int = 128, eps: float
         check_out(scales, (*x.shape[:-1], groups), torch.float32, x.device, _WHAT, "out scales")
     as_rows(q, _WHAT, "q")
     _scales_2d(scales, x.numel() // k if k else 0, groups)
-    if not tracing():
-        check_disjoint(_WHAT, (("q", q), ("scales", scales)), (("x", x),))
     torch.ops.solbench.per_token_group_quant_fp8_(x, q, scales, int(group_size), float(eps), bool(use_ue8m0))
     return q, scales

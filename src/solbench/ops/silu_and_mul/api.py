@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from solbench.core.kernels import as_rows, check_dtype, check_out, require_device
+from solbench.core.kernels import as_rows, check_disjoint, check_dtype, check_out, require_device
 from solbench.ops.silu_and_mul.activation import ACT_MODES, ActivationSpec, get_activation
 
 SUPPORTED_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
@@ -19,6 +19,7 @@ def _glu_op(x: torch.Tensor, out: torch.Tensor, act: int, alpha: float, limit: f
             up_shift: float, interleaved: bool) -> None:
     from solbench.ops.silu_and_mul.triton import launch_glu
 
+    check_disjoint("glu", (("out", out),), (("x", x),))
     launch_glu(as_rows(x, "glu"), as_rows(out, "glu", "out"), act, alpha, limit if has_limit else None,
                up_shift, interleaved)
 
