@@ -78,21 +78,50 @@ def test_gelu_erf_is_accurate_over_the_whole_range_and_the_tail(device):
     assert rel[g[tail] > -6.0].max() < 5e-6
 
 
+def _exact_glu(mode: str, g, u):
+    """The GLU in float64, from the formulas (not the fp32 reference)."""
+    if mode == "gelu":
+        return g * 0.5 * torch.special.erfc(-g / math.sqrt(2.0)) * u
+    if mode == "gelu_tanh":
+        # 0.5 (1 + tanh z) as sigmoid(2 z): the same value without float64's cancellation in the tail
+        return g * torch.sigmoid(2.0 * math.sqrt(2.0 / math.pi) * (g + 0.044715 * g**3)) * u
+    if mode == "swiglu":  # gpt-oss: alpha 1.702, limit 7
+        g, u = g.clamp(max=7.0), u.clamp(-7.0, 7.0)
+        return (u + 1.0) * g * torch.sigmoid(1.702 * g)
+    return g * torch.sigmoid(g) * u
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered in exp")  # the interpreter's sigmoid at |g| = 100
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_gelu_erf_16bit_is_one_rounding_of_the_exact_value(dtype, device):
-    # 16-bit outputs use a shorter erfc fit (relative error <= 1e-5): the result must still be the
-    # correctly rounded exact gelu * up, but for rare one-ulp flips at rounding midpoints.
+@pytest.mark.parametrize("mode", ["silu", "gelu", "gelu_tanh", "swiglu"])
+def test_16bit_outputs_are_one_rounding_of_the_exact_value(mode, dtype, device):
+    # 16-bit outputs take shortcuts: a shorter erfc fit for gelu (relative error <= 1e-5) and, on
+    # the GPU, reciprocal / exp2 without subnormal fix-ups (core/fastmath.py). The result must still
+    # be the correctly rounded exact value but for rare one-ulp flips at rounding midpoints, over
+    # the whole range: both tails, values whose sigmoid under- or overflows, and tiny inputs.
     gen = torch.Generator().manual_seed(3)
-    g = torch.cat([torch.linspace(-9.0, 9.0, 4001), 2.5 * torch.randn(4000, generator=gen)]).to(dtype)
+    g = torch.cat([torch.linspace(-9.0, 9.0, 4001), 2.5 * torch.randn(4000, generator=gen),
+                   torch.tensor([-100.0, -60.0, -30.0, -1e-3, -1e-6, 0.0, 1e-6, 1e-3, 30.0, 60.0, 100.0])]).to(dtype)
     u = (1.0 + torch.rand(g.shape, generator=gen)).to(dtype)
-    got = solbench.gelu_and_mul(torch.cat([g, u]).to(device)[None, :])[0].cpu()
-    g64, u64 = g.double(), u.double()
-    want = (g64 * 0.5 * torch.special.erfc(-g64 / math.sqrt(2.0)) * u64).to(dtype)
+    spec = get_activation(mode)
+    got = solbench.glu(torch.cat([g, u]).to(device)[None, :], spec)[0].cpu()
+    want = _exact_glu(mode, g.double(), u.double()).to(dtype)
+    assert torch.isfinite(got).all()
     differ = got != want
     if not (interpreting() and dtype == torch.bfloat16):  # the interpreter truncates fp32 -> bf16
         assert differ.float().mean() < 1e-2, int(differ.sum())
     ulp = torch.finfo(dtype).eps * want.double().abs().clamp_min(torch.finfo(dtype).tiny)
     assert ((got.double() - want.double()).abs()[differ] <= 1.01 * ulp[differ]).all()
+
+
+def test_fast_math_only_for_16bit_outputs_on_a_compiled_gpu_kernel():
+    from solbench.core.fastmath import ptx_fast_math
+
+    for dtype in (torch.float32, torch.bfloat16, torch.float16):
+        assert not ptx_fast_math(torch.empty(1, dtype=dtype))  # a CPU tensor: never
+    if HAS_CUDA and not interpreting():
+        assert ptx_fast_math(torch.empty(1, dtype=torch.bfloat16, device="cuda"))
+        assert not ptx_fast_math(torch.empty(1, dtype=torch.float32, device="cuda"))
 
 
 def test_zero_tokens(device):

@@ -2,14 +2,17 @@
 
 Each program owns a [BLOCK_M rows x BLOCK_N cols] tile of the output, reads the matching gate
 and up tiles once and writes the output once: 1.5 x the output bytes per output element, the
-minimum. Row offsets are int64 so tensors past 2^31 elements index correctly.
+minimum. Row offsets are int64 so tensors past 2^31 elements index correctly. For 16-bit outputs
+on the GPU the sigmoid, reciprocal and exp2 skip their subnormal fix-ups (``FAST``, see
+core/fastmath.py): fp32 outputs, and the CPU interpreter, keep the exact forms.
 """
 from __future__ import annotations
 
 import triton
 import triton.language as tl
 
-from solbench.core import tuning
+from solbench.core import fastmath, tuning
+from solbench.core.fastmath import ptx_fast_math
 from solbench.core.kernels import largest_pow2_divisor, next_pow2
 from solbench.ops.silu_and_mul.activation import ACT_MODES
 
@@ -33,7 +36,7 @@ def _erfc_exponent_16bit(t):
 
 
 @triton.jit
-def _half_erfc(ag, FP32_OUT: tl.constexpr):
+def _half_erfc(ag, FP32_OUT: tl.constexpr, FAST: tl.constexpr):
     """``0.5 * erfc(ag / sqrt 2)`` for ``ag = |g| >= 0``, i.e. ``Phi(-|g|)``, as
     ``t exp2(E(t) - z^2 log2 e)`` with ``t = 1 / (1 + z / 2)``, ``z = ag / sqrt 2``.
 
@@ -43,19 +46,20 @@ def _half_erfc(ag, FP32_OUT: tl.constexpr):
     is matched to the output's rounding: the 9-term one for fp32 outputs (within 2e-6 relative
     down to |g| = 6, 2e-5 to the underflow, in fp32 arithmetic), a 5-term one for bf16 / fp16.
     Phi(g) is then ``1 - erfc/2`` above 0 and ``erfc/2`` below, so the negative tail keeps its
-    relative accuracy instead of cancelling in ``1 + erf`` (as torch's fp32 gelu does)."""
-    t = 1.0 / (1.0 + 0.35355339059327373 * ag)
+    relative accuracy instead of cancelling in ``1 + erf`` (as torch's fp32 gelu does).
+    ``FAST``: the reciprocal and exp2 without their subnormal fix-ups (core/fastmath.py)."""
+    t = fastmath.rcp(1.0 + 0.35355339059327373 * ag, FAST)
     if FP32_OUT:
         e = _erfc_exponent_fp32(t)
     else:
         e = _erfc_exponent_16bit(t)
-    return t * tl.exp2(ag * (ag * -0.7213475204444817) + e)
+    return t * fastmath.exp2(ag * (ag * -0.7213475204444817) + e, FAST)
 
 
 @triton.jit
 def _glu_kernel(x_ptr, out_ptr, rows, d, x_row_stride, out_row_stride, alpha, limit, up_shift,
                 ACT: tl.constexpr, HAS_LIMIT: tl.constexpr, INTERLEAVED: tl.constexpr,
-                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, FAST: tl.constexpr):
     row = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)[:, None]
     col = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)[None, :]
     row_ok = row < rows
@@ -73,13 +77,13 @@ def _glu_kernel(x_ptr, out_ptr, rows, d, x_row_stride, out_row_stride, alpha, li
         g = tl.minimum(g, limit)
         u = tl.minimum(tl.maximum(u, -limit), limit)
     if ACT == 0:  # silu / swish: g * sigmoid(alpha g)
-        a = g * tl.sigmoid(alpha * g)
+        a = g * fastmath.sigmoid(alpha * g, FAST)
     elif ACT == 1:  # gelu (erf): g * Phi(g), Phi from a closed-form erfc (see _half_erfc)
-        half_erfc = _half_erfc(tl.abs(g), out_ptr.dtype.element_ty == tl.float32)
+        half_erfc = _half_erfc(tl.abs(g), out_ptr.dtype.element_ty == tl.float32, FAST)
         a = g * tl.where(g >= 0.0, 1.0 - half_erfc, half_erfc)
     elif ACT == 2:  # gelu (tanh): 0.5 (1 + tanh z) == sigmoid(2 z), exact and cheaper
         z = 0.7978845608028654 * (g + 0.044715 * g * g * g)
-        a = g * tl.sigmoid(2.0 * z)
+        a = g * fastmath.sigmoid(2.0 * z, FAST)
     else:  # relu
         a = tl.maximum(g, 0.0)
     y = a * (u + up_shift)
@@ -124,4 +128,4 @@ def launch_glu(x2d, out2d, act: int, alpha: float, limit: float | None, up_shift
     _glu_kernel[grid](x2d, out2d, rows, d, x2d.stride(0), out2d.stride(0), float(alpha),
                       float(limit if limit is not None else 0.0), float(up_shift),
                       ACT=act, HAS_LIMIT=limit is not None, INTERLEAVED=interleaved,
-                      BLOCK_M=block_m, BLOCK_N=block_n, num_warps=num_warps)
+                      BLOCK_M=block_m, BLOCK_N=block_n, FAST=ptx_fast_math(out2d), num_warps=num_warps)

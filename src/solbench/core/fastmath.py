@@ -1,0 +1,63 @@
+"""Approximate fp32 reciprocal, exp2 and sigmoid for kernels whose results are rounded to 16 bits.
+
+Why: Triton lowers ``1.0 / x`` and ``tl.exp2`` to the SFU's approximate instructions plus a
+range fix-up each (a compare, a select and predicated multiplies that keep subnormal inputs and
+results exact): offline SASS for sm_90 (Triton 3.9's ptxas, no GPU needed) of a bf16 kernel
+``out = g * sigmoid(g)`` is 18 instructions per element with ``tl.sigmoid`` and 11 with the
+``.ftz`` forms below. For an activation near the
+issue limit (the erf GELU GLU) that is the difference between waiting on memory and waiting on
+the scheduler. What the fix-ups buy, exact fp32 subnormals (below 1.2e-38), is invisible after
+rounding to fp16 (whose smallest subnormal is 6e-8) and changes a bf16 result by less than 1e-38,
+so kernels take the fast forms only for 16-bit outputs.
+
+The PTX instructions (``rcp.approx.ftz.f32``: relative error <= 2^-23; ``ex2.approx.ftz.f32``:
+<= 2^-22.5) exist on every NVIDIA GPU Triton targets. Triton's CPU interpreter cannot run inline
+PTX, so each helper takes ``PTX: tl.constexpr`` and falls back to the plain expression; kernels
+pass :func:`ptx_fast_math` for the tensor they write.
+"""
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from solbench.core.kernels import interpreting
+
+LOG2E = 1.4426950408889634
+
+
+def ptx_fast_math(out) -> bool:
+    """True when a kernel writing ``out`` may use the approximate forms: a 16-bit output on a
+    CUDA (not ROCm) device, compiled (not the interpreter)."""
+    import torch
+
+    return (out.is_cuda and not interpreting() and getattr(torch.version, "hip", None) is None
+            and out.dtype in (torch.bfloat16, torch.float16))
+
+
+@triton.jit
+def rcp(x, PTX: tl.constexpr):
+    """``1 / x`` (subnormals flushed to zero on the PTX path)."""
+    if PTX:
+        return tl.inline_asm_elementwise("rcp.approx.ftz.f32 $0, $1;", "=r,r", [x], dtype=tl.float32,
+                                         is_pure=True, pack=1)
+    else:
+        return 1.0 / x
+
+
+@triton.jit
+def exp2(x, PTX: tl.constexpr):
+    """``2 ** x`` (results below 2^-126 flushed to zero on the PTX path)."""
+    if PTX:
+        return tl.inline_asm_elementwise("ex2.approx.ftz.f32 $0, $1;", "=r,r", [x], dtype=tl.float32,
+                                         is_pure=True, pack=1)
+    else:
+        return tl.exp2(x)
+
+
+@triton.jit
+def sigmoid(x, PTX: tl.constexpr):
+    """``1 / (1 + exp(-x))``: 0 for x -> -inf (the reciprocal of inf), 1 for x -> +inf."""
+    if PTX:
+        return rcp(1.0 + exp2(x * -1.4426950408889634, PTX), PTX)
+    else:
+        return tl.sigmoid(x)
