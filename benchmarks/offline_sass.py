@@ -1,0 +1,91 @@
+"""Instruction counts of our GLU kernel, compiled for sm_90 on a machine without a GPU.
+
+    python benchmarks/offline_sass.py [--block-m 2 --block-n 2048 --warps 8]
+
+Triton compiles for a named target without a device, and its wheel ships ptxas and nvdisasm, so
+the SASS a kernel would run on an H100/H200 can be read anywhere. Static counts say nothing about
+time; they show what a source change does to the instruction stream (core/fastmath.py quotes
+them). Each GLU mode is compiled for bf16 with and without ``FAST`` (the subnormal-fix-up-free
+reciprocal/exp2), with the divisibility-by-16 specialization a launch on aligned tensors gets.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import warnings
+from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+warnings.filterwarnings("ignore")
+
+
+def sass_of(fn, signature: dict, constexprs: dict, divisible_by_16=(), num_warps: int = 4) -> list[str]:
+    """The SASS instructions of ``fn`` compiled for sm_90, one string per instruction."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    attrs = {(fn.arg_names.index(name),): [["tt.divisibility", 16]] for name in divisible_by_16}
+    kernel = triton.compile(ASTSource(fn, signature, constexprs, attrs), target=GPUTarget("cuda", 90, 32),
+                            options={"num_warps": num_warps})
+    nvdisasm = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "nvdisasm")
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(kernel.asm["cubin"])
+        f.flush()
+        text = subprocess.run([nvdisasm, "-c", f.name], capture_output=True, text=True, check=True).stdout
+    return [line.split("*/", 1)[1].strip().rstrip(";").strip() for line in text.splitlines()
+            if re.match(r"\s*/\*[0-9a-f]{4}\*/", line)]
+
+
+def opcode(instruction: str) -> str:
+    parts = instruction.split()
+    return parts[1] if parts[0].startswith("@") and len(parts) > 1 else parts[0]
+
+
+def main(argv=None) -> int:
+    import triton
+
+    from solbench.ops.silu_and_mul.activation import ACT_MODES
+    from solbench.ops.silu_and_mul.triton import _glu_kernel
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--block-m", type=int, default=2)
+    p.add_argument("--block-n", type=int, default=2048)
+    p.add_argument("--warps", type=int, default=8)
+    p.add_argument("--modes", default="silu,gelu,gelu_tanh", help="comma-separated GLU modes")
+    p.add_argument("--json", action="store_true", help="one JSON object per line instead of the table")
+    a = p.parse_args(argv)
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        raise SystemExit("offline_sass: unset TRITON_INTERPRET (the interpreter compiles nothing)")
+    signature = {"x_ptr": "*bf16", "out_ptr": "*bf16", "rows": "i32", "d": "i32", "x_row_stride": "i32",
+                 "out_row_stride": "i32", "alpha": "fp32", "limit": "fp32", "up_shift": "fp32"}
+    aligned = ("x_ptr", "out_ptr", "d", "x_row_stride", "out_row_stride")
+    per_thread = a.block_m * a.block_n // (32 * a.warps)
+    if not a.json:
+        print(f"triton {triton.__version__}, sm_90, bf16, tile {a.block_m}x{a.block_n}, {a.warps} warps "
+              f"({per_thread} outputs per thread)")
+        print(f"{'mode':<10} {'FAST':<5} {'instructions':>12} {'per output':>10}  MUFU")
+    for mode in a.modes.split(","):
+        for fast in (False, True):
+            ins = sass_of(_glu_kernel, signature,
+                          {"ACT": ACT_MODES[mode], "HAS_LIMIT": False, "INTERLEAVED": False,
+                           "BLOCK_M": a.block_m, "BLOCK_N": a.block_n, "FAST": fast},
+                          divisible_by_16=aligned, num_warps=a.warps)
+            mufu = Counter(op for op in map(opcode, ins) if op.startswith("MUFU"))
+            if a.json:
+                print(json.dumps({"triton": triton.__version__, "mode": mode, "fast": fast, "instructions": len(ins),
+                                  "per_output": len(ins) / per_thread, "mufu": dict(mufu)}))
+                continue
+            print(f"{mode:<10} {str(fast):<5} {len(ins):>12} {len(ins) / per_thread:>10.1f}  "
+                  + " ".join(f"{k}={v}" for k, v in sorted(mufu.items())))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
