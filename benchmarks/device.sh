@@ -15,8 +15,8 @@
 #   decodeprobe[:S]  the decode-sized shapes where ours trailed a peer, ours/liger/torch_compile timed
 #                    three ways in one run: the default rule, 2 alternating flush buffers, a warm L2
 #   gputests         the GPU-only tests (custom ops under torch.compile / CUDA graphs, eval integrity)
-#   eval             `solbench eval` of examples/candidates/silu_and_mul_ours_triton.py vs the sweep
-#                    (this run's sweep.jsonl when it made one, else the committed one)
+#   eval             `solbench eval` of examples/candidates/silu_and_mul_ours_triton.py, its baselines
+#                    (ours_triton, torch_compile) flushed like it, ours_triton's from flush_check_1.jsonl
 # FRESH=sweep.jsonl,repeat.jsonl starts those files empty instead of resuming them.
 # No network is needed: the package runs from src/ (python -m solbench); optional peers (liger) are
 # installed from .whl/ when it exists.
@@ -105,10 +105,16 @@ print(json.dumps(h.load_calibration(h.device_key()), indent=1))" >"$cal" || stat
       sb run $probe --cold-l2 warm --out "$work/decode_warm.jsonl" ${budget:+--time-budget "$budget"} >"$work/decode_warm.log" 2>&1 || status=1
       tail -n 3 "$work/decode_warm.log" ;;
     eval)
-      # Its own copy of the sweep's silu_and_mul records: eval extends the baselines file it is given.
-      python3 -c "import json,sys; [print(l, end='') for l in open(sys.argv[1]) if json.loads(l)['op'] == 'silu_and_mul']" \
-        "$([ -f "$work/sweep.jsonl" ] && echo "$work/sweep.jsonl" || echo "$res/sweep.jsonl")" >/tmp/eval_baselines.jsonl
-      sb eval examples/candidates/silu_and_mul_ours_triton.py --op silu_and_mul --baselines-from /tmp/eval_baselines.jsonl \
+      # Like for like: the exported kernel allocates its output, so it is flushed; the baselines are
+      # flushed too (--baselines-cold-l2 flush), and ours_triton's flushed records come from this
+      # run's flushcheck (or the committed one) when there is one. vs_ours_triton in the records is
+      # then the reproduction ratio (issue #6). Eval extends the baselines file it is given: a copy.
+      fc="$([ -f "$work/flush_check_1.jsonl" ] && echo "$work/flush_check_1.jsonl" || echo "$res/flush_check_1.jsonl")"
+      : >/tmp/eval_baselines.jsonl
+      [ -f "$fc" ] && python3 -c "import json,sys; [print(l, end='') for l in open(sys.argv[1]) if json.loads(l)['op'] == 'silu_and_mul']" \
+        "$fc" >/tmp/eval_baselines.jsonl
+      sb eval examples/candidates/silu_and_mul_ours_triton.py --op silu_and_mul --baselines ours_triton,torch_compile \
+        --baselines-cold-l2 flush --baselines-from /tmp/eval_baselines.jsonl \
         --out "$work/eval_silu_and_mul.jsonl" >"$work/eval.log" 2>&1 || status=1
       tail -n 50 "$work/eval.log" ;;
     *) echo "unknown step $name"; status=2 ;;

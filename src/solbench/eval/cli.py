@@ -43,7 +43,8 @@ def _config(args, candidate: str, op: str):
                       timeouts=_timeouts(args.timeout), mem_cap_gb=args.mem_gb,
                       gpu_mem_fraction=args.gpu_mem_fraction,
                       baselines=_split(args.baselines) if args.baselines is not None else None,
-                      baselines_from=args.baselines_from, timer=args.timer, edge=not args.no_edge, hw=args.hw,
+                      baselines_from=args.baselines_from, baselines_cold_l2=args.baselines_cold_l2,
+                      timer=args.timer, edge=not args.no_edge, hw=args.hw,
                       smoke=True if args.smoke else None, audit_seed=args.audit_seed)
 
 
@@ -128,6 +129,9 @@ def register(sub) -> None:
     q.add_argument("--baselines", action="append",
                    help="implementations timed beside it (default: every available one; '' for none)")
     q.add_argument("--baselines-from", help="a `run` JSONL whose baseline records are reused (and extended)")
+    q.add_argument("--baselines-cold-l2", choices=("auto", "flush"), default="auto",
+                   help="auto: `run`'s rule (out= implementations rotate their buffers); flush: every baseline "
+                        "behind an L2 flush, exactly as the candidate is timed (like for like)")
     q.add_argument("--timer", choices=("graph", "eager"), default="graph")
     q.add_argument("--hw", help="datasheet SKU for SOL (default: the detected device)")
     q.add_argument("--smoke", action="store_true", help="only the smoke shapes, even on a GPU")

@@ -46,6 +46,10 @@ class EvalConfig:
     gpu_mem_fraction: float = 0.8
     baselines: Sequence[str] | None = None       # impl names to time beside it; None: every available one
     baselines_from: str | None = None            # a `run` JSONL to reuse (and extend) baseline records from
+    # How the baselines start cold: "auto" (`run`'s rule: implementations with out= buffers rotate
+    # them, the rest are flushed like the candidate) or "flush" (every baseline behind an L2 flush,
+    # timed exactly as an allocating candidate is: the like-for-like comparison).
+    baselines_cold_l2: str = "auto"
     timer: str = "graph"
     edge: bool = True
     hw: str | None = None
@@ -110,19 +114,20 @@ def measure_baselines(spec: OpSpec, shapes: Sequence[Shape], cfg: EvalConfig, pr
         return []
     rc = RunConfig(ops=[spec.name], impls=names, shapes=[str(s.id) for s in shapes], hw=cfg.hw, timer=cfg.timer,
                    out=cfg.baselines_from, smoke=cfg.smoke if cfg.smoke is not None else False,
-                   seeds=cfg.seeds, include_variants=True)
+                   seeds=cfg.seeds, include_variants=True, cold_l2=cfg.baselines_cold_l2)
     return run(rc, progress=(lambda d, t, m: progress(f"baseline {m}")) if progress else None).records
 
 
 def _speedups(rec: dict, baselines: Sequence[Mapping]) -> dict:
-    """The candidate against torch_compile, torch_eager, the best in-library implementation
-    (ours included) and the best peer (``run``'s meaning: third party and torch, not ours)."""
+    """The candidate against every baseline timed on its shape (``vs_<impl>``: the baseline's time
+    over the candidate's), the best in-library implementation (ours included) and the best peer
+    (``run``'s meaning: third party and torch, not ours)."""
     t = rec.get("time_us")
     if not t:
         return {}
     times = {b["impl"]: b["time_us"] for b in baselines
              if b.get("status") == "ok" and b.get("time_us") and str(b["shape_id"]) == str(rec["shape_id"])}
-    sp = {f"vs_{n}": times[n] / t for n in ("torch_compile", "torch_eager") if n in times}
+    sp = {f"vs_{n}": times[n] / t for n in sorted(times)}
     if times:
         best = min(times, key=times.get)
         sp["vs_best_library"] = times[best] / t
