@@ -18,6 +18,9 @@
 #   eval             `solbench eval` of examples/candidates/silu_and_mul_ours_triton.py, its baselines
 #                    (ours_triton, torch_compile) flushed like it, ours_triton's from flush_check_1.jsonl
 # FRESH=sweep.jsonl,repeat.jsonl starts those files empty instead of resuming them.
+# The lent machine's tool returns at most 8 files from $OUT: pack them after the steps, under a
+# timeout that kills the steps' process group first:
+#   timeout 540 bash benchmarks/device.sh h200 ...; tar czf /tmp/r.tgz -C $OUT . && rm -rf $OUT/* && mv /tmp/r.tgz $OUT/
 # No network is needed: the package runs from src/ (python -m solbench); optional peers (liger) are
 # installed from .whl/ when it exists.
 set -uo pipefail
