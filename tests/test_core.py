@@ -106,6 +106,54 @@ def test_flusher_alternates_two_buffers_when_asked(monkeypatch):
         timing.flush_buffers()
 
 
+def test_flush_subtraction_pairs_replays_so_drift_cancels(monkeypatch):
+    # A simulated GPU whose every replay runs 0.25 us slower than the one before (clocks drifting):
+    # the flush + call graph and the flush-only graph are replayed in alternation and subtracted
+    # sample by sample, so the 2 us call comes out as ~2 us. Subtracting the median of a later,
+    # separate run of flush-only replays (the old way) would have taken drift off with it.
+    import torch
+
+    clock = [0.0]
+    replays = [0]
+    FLUSH_US, CALL_US, K = 36.0, 2.0, 4
+
+    class Graph:
+        def __init__(self, body):
+            counts = {"flush": 0, "call": 0}
+            body_counts[0] = counts
+            body()
+            self.us = FLUSH_US * counts["flush"] + CALL_US * counts["call"]
+
+        def replay(self):
+            replays[0] += 1
+            clock[0] += self.us + 0.25 * replays[0]
+
+    class Event:
+        def record(self):
+            self.t = clock[0]
+
+        def elapsed_time(self, later):
+            return (later.t - self.t) / 1e3  # ms, like CUDA events
+
+    body_counts = [None]
+    monkeypatch.setattr(timing, "_capture", lambda body, warm=True: Graph(body))
+    monkeypatch.setattr(timing, "_events", lambda n: [Event() for _ in range(n)])
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *a, **k: None)
+
+    def flusher():
+        body_counts[0]["flush"] += 1
+
+    def call(i):
+        body_counts[0]["call"] += 1
+
+    t = timing._time_graph(call, 2, flusher, K, samples=30)
+    assert t.cold_l2 == "flush" and t.samples == 30 and "interleaved" in t.notes[0]
+    # each pair's flush-only replay comes one replay later: 0.25 us of drift over K calls
+    assert t.median_us == pytest.approx(CALL_US - 0.25 / K, abs=1e-6)
+    warm = timing._time_graph(call, 2, None, K, samples=10)
+    assert warm.cold_l2 == "rotate" and warm.notes == []
+
+
 def test_cpu_timer_measures():
     import time as _t
 

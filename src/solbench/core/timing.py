@@ -3,7 +3,8 @@
 GPU, default (``graph``): the calls are captured into a CUDA graph and the graph is replayed,
 timed with CUDA events. Inputs come from rotating sets; when the sets together are smaller than
 twice the L2 cache, each call is preceded by a read of a 2xL2 buffer (a "flush") and the time of
-a graph of flushes alone is subtracted, so every call starts with a cold L2.
+a graph of flushes alone is subtracted, replay by replay (the two graphs alternate), so every call
+starts with a cold L2.
 
 GPU, ``eager``: each call is launched from Python between two events, with the same flush.
 With ``eager="device_sync"`` (the candidate evaluator's choice) a sample is instead the wall time
@@ -235,18 +236,25 @@ def _capture(body, warm=True):
     return g
 
 
-def _replay_samples(g, samples: int) -> list[float]:
+def _replay_samples(graphs, samples: int) -> list[list[float]]:
+    """Replay times (us) of each graph, ``samples`` each, the graphs replayed in alternation
+    (g0, g1, g0, g1, ...): slow drift (clocks, temperature) then reaches every graph alike, so a
+    difference taken sample by sample cancels it."""
     import torch
 
-    g.replay()  # first replay uploads the graph
+    for g in graphs:  # the first replay uploads the graph
+        g.replay()
     torch.cuda.synchronize()
-    evs = _events(samples + 1)
+    n = len(graphs)
+    evs = _events(samples * n + 1)
     evs[0].record()
     for i in range(samples):
-        g.replay()
-        evs[i + 1].record()
+        for j, g in enumerate(graphs):
+            g.replay()
+            evs[i * n + j + 1].record()
     torch.cuda.synchronize()
-    return [evs[i].elapsed_time(evs[i + 1]) * 1e3 for i in range(samples)]
+    times = [evs[m].elapsed_time(evs[m + 1]) * 1e3 for m in range(samples * n)]
+    return [times[j::n] for j in range(n)]
 
 
 def _time_graph(call, n_sets, flusher, k, samples, on_graph=None) -> Timing:
@@ -257,23 +265,26 @@ def _time_graph(call, n_sets, flusher, k, samples, on_graph=None) -> Timing:
             call(j % n_sets)
 
     g = _capture(body)
-    raw = [t / k for t in _replay_samples(g, samples)]
+    notes = []
+    if flusher is None:
+        raw = [t / k for t in _replay_samples([g], samples)[0]]
+    else:
+        def flush_only():
+            for _ in range(k):
+                flusher()
+
+        # The flushes' own time comes off each sample of flush + call pairs, taken from the
+        # flush-only replay right after it (interleaved, so drift does not bias the subtraction).
+        gf = _capture(flush_only)
+        pairs, flushes = _replay_samples([g, gf], samples)
+        raw = [max((tp - tf) / k, 0.0) for tp, tf in zip(pairs, flushes)]
+        notes.append(f"flush {statistics.median(flushes) / k:.2f} us/call subtracted (interleaved replays)")
+        del gf
     if on_graph is not None:
         import torch
 
         on_graph(g.replay, k)
         torch.cuda.synchronize()
-    notes = []
-    if flusher is not None:
-        def flush_only():
-            for _ in range(k):
-                flusher()
-
-        gf = _capture(flush_only)
-        base = statistics.median(_replay_samples(gf, samples)) / k
-        raw = [max(t - base, 0.0) for t in raw]
-        notes.append(f"flush {base:.2f} us/call subtracted")
-        del gf
     del g
     med, p20, p80 = quantiles(raw)
     return Timing(med, p20, p80, "graph", n_sets, k, len(raw), "flush" if flusher else "rotate", notes)
