@@ -49,3 +49,20 @@ def test_impls_pass_checker(op, sid, device):
         assert res.ok, f"{op} #{sid} {name}: {res.reason}"
         ran += 1
     assert ran >= 1, f"{op}: no implementation ran on CPU"
+
+
+NORM_QUANT_FAMILY = ("rms_norm", "fused_add_rms_norm", "fused_qk_rmsnorm", "gated_rms_norm", "l2_norm", "layer_norm",
+                     "fused_rmsnorm_quant", "fp8_dynamic_per_token_quant", "per_token_group_quant_fp8")
+
+
+@pytest.mark.parametrize("op", NORM_QUANT_FAMILY)
+def test_norm_quant_family_registers_ours_and_the_torch_peers(op):
+    # Issue 7: ours beside torch_eager and torch_compile everywhere; torch's own kernel only where
+    # torch has the operator (F.rms_norm, F.layer_norm), never a stand-in for the fp8 quantizers.
+    names = set(impls_for(op))
+    assert {"ours_triton", "torch_eager", "torch_compile"} <= names
+    if op in ("fp8_dynamic_per_token_quant", "fused_rmsnorm_quant", "per_token_group_quant_fp8"):
+        assert "torch_native" not in names
+    if op in ("rms_norm", "layer_norm"):
+        assert "torch_native" in names
+

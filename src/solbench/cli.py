@@ -14,7 +14,9 @@ import sys
 PLUGINS = ("solbench.report.cli", "solbench.eval.cli", "solbench.profiles.cli")
 
 
-def _split(values):
+def split_csv(values):
+    """Repeatable comma-separated options (``--ops a,b --ops c``) as one list; None when absent.
+    The subcommand plugins use it too."""
     if not values:
         return None
     out = []
@@ -134,7 +136,7 @@ def cmd_roofline(args) -> int:
     from solbench.core.spec import all_specs, get_spec
 
     hw = hardware.get_sku(args.hw) if args.hw else hardware.SKUS["H100"]
-    specs = [get_spec(o) for o in _split(args.ops)] if args.ops else all_specs(include_variants=args.variants)
+    specs = [get_spec(o) for o in split_csv(args.ops)] if args.ops else all_specs(include_variants=args.variants)
     rows = []
     for spec in specs:
         for shape in spec.shapes:
@@ -185,7 +187,7 @@ def cmd_run(args) -> int:
     from solbench.runner import RunConfig, run
 
     weights = _load_weights(args.weights)
-    cfg = RunConfig(ops=_split(args.ops), impls=_split(args.impls), shapes=_split(args.shapes), hw=args.hw,
+    cfg = RunConfig(ops=split_csv(args.ops), impls=split_csv(args.impls), shapes=split_csv(args.shapes), hw=args.hw,
                     timer=args.timer, out=args.out, suite=args.suite, weights=weights,
                     smoke=True if args.smoke else (False if args.full else None),
                     include_variants=args.variants, retry_failed=args.retry_failed,
@@ -239,7 +241,7 @@ def cmd_tune(args) -> int:
                       "(CPU and interpreter timings say nothing about them). Nothing was written.[/]")
         return 2
     with console.status("tuning...") as status:
-        table, results = tuner.tune(_split(args.ops), time_budget_s=args.time_budget,
+        table, results = tuner.tune(split_csv(args.ops), time_budget_s=args.time_budget,
                                     progress=lambda m: status.update(f"tuning {m}"))
     key = hardware.device_key()
     paths = [tuner.write_table(table, tuning.user_table_path(key))]

@@ -5,14 +5,7 @@ import json
 import sys
 from pathlib import Path
 
-
-def _split(values):
-    if not values:
-        return None
-    out = []
-    for v in values:
-        out += [x for x in v.split(",") if x]
-    return out
+from solbench.cli import split_csv
 
 
 def _timeouts(text: str | None) -> dict:
@@ -39,10 +32,10 @@ def _console():
 def _config(args, candidate: str, op: str):
     from solbench.eval.evaluate import EvalConfig
 
-    return EvalConfig(candidate=candidate, op=op, shapes=_split(args.shapes), out=args.out, name=args.name,
+    return EvalConfig(candidate=candidate, op=op, shapes=split_csv(args.shapes), out=args.out, name=args.name,
                       timeouts=_timeouts(args.timeout), mem_cap_gb=args.mem_gb,
                       gpu_mem_fraction=args.gpu_mem_fraction,
-                      baselines=_split(args.baselines) if args.baselines is not None else None,
+                      baselines=split_csv(args.baselines) if args.baselines is not None else None,
                       baselines_from=args.baselines_from, baselines_cold_l2=args.baselines_cold_l2,
                       timer=args.timer, edge=not args.no_edge, hw=args.hw,
                       smoke=True if args.smoke else None, audit_seed=args.audit_seed)
@@ -106,7 +99,7 @@ def cmd_eval(args) -> int:
 def cmd_task_export(args) -> int:
     from solbench.eval.task import export_task
 
-    info = export_task(args.op, args.dir, shapes=_split(args.shapes), with_hints=args.with_hints,
+    info = export_task(args.op, args.dir, shapes=split_csv(args.shapes), with_hints=args.with_hints,
                        edge=not args.no_edge, force=args.force)
     print(f"task {args.op} exported to {info['dir']}: {info['shapes']} shapes "
           f"({info['edge_shapes']} edge cases){' with the cost model' if args.with_hints else ''}")

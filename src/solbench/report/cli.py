@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 import sys
 
+from solbench.cli import split_csv
+
 
 def _console():
     from rich.console import Console
@@ -35,7 +37,7 @@ def cmd_report(args) -> int:
 def cmd_plot(args) -> int:
     from solbench.report.plot import plot
 
-    path = plot(args.results, args.out, op=args.op, hw=args.hw, impls=_split(args.impls))
+    path = plot(args.results, args.out, op=args.op, hw=args.hw, impls=split_csv(args.impls))
     print(f"wrote {path}")
     return 0
 
@@ -62,14 +64,6 @@ def cmd_compare(args) -> int:
             return 1
     return 0
 
-
-def _split(values):
-    if not values:
-        return None
-    out = []
-    for v in values:
-        out += [x for x in v.split(",") if x]
-    return out
 
 
 def register(sub) -> None:
