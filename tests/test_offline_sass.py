@@ -22,7 +22,7 @@ def test_fast_math_removes_the_fixups_not_the_sfu_work():
     if p.returncode and ("ptxas" in p.stderr or "nvdisasm" in p.stderr):
         pytest.skip(f"cannot compile for sm_90 here: {p.stderr.strip().splitlines()[-1][:200]}")
     assert p.returncode == 0, p.stderr[-2000:]
-    rows = {(r["mode"], r["fast"]): r for r in map(json.loads, p.stdout.splitlines())}
+    rows = {(r["mode"], r["fast"]): r for r in map(json.loads, p.stdout.splitlines())}  # fast: "as launched"
     for mode in ("silu", "gelu"):
         slow, fast = rows[(mode, False)], rows[(mode, True)]
         # one exp2 per output either way, and reciprocals on the SFU in both (ptxas may add one)

@@ -59,7 +59,8 @@ def _half_erfc(ag, FP32_OUT: tl.constexpr, FAST: tl.constexpr):
 @triton.jit
 def _glu_kernel(x_ptr, out_ptr, rows, d, x_row_stride, out_row_stride, alpha, limit, up_shift,
                 ACT: tl.constexpr, HAS_LIMIT: tl.constexpr, INTERLEAVED: tl.constexpr,
-                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, FAST: tl.constexpr):
+                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, FAST: tl.constexpr,
+                SCALED: tl.constexpr = True, SHIFTED: tl.constexpr = True):
     row = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)[:, None]
     col = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)[None, :]
     row_ok = row < rows
@@ -76,8 +77,8 @@ def _glu_kernel(x_ptr, out_ptr, rows, d, x_row_stride, out_row_stride, alpha, li
     if HAS_LIMIT:
         g = tl.minimum(g, limit)
         u = tl.minimum(tl.maximum(u, -limit), limit)
-    if ACT == 0:  # silu / swish: g * sigmoid(alpha g)
-        a = g * fastmath.sigmoid(alpha * g, FAST)
+    if ACT == 0:  # silu / swish: g * sigmoid(alpha g); SCALED is False for alpha == 1 (one multiply less)
+        a = g * fastmath.sigmoid(alpha * g if SCALED else g, FAST)
     elif ACT == 1:  # gelu (erf): g * Phi(g), Phi from a closed-form erfc (see _half_erfc)
         half_erfc = _half_erfc(tl.abs(g), out_ptr.dtype.element_ty == tl.float32, FAST)
         a = g * tl.where(g >= 0.0, 1.0 - half_erfc, half_erfc)
@@ -86,7 +87,7 @@ def _glu_kernel(x_ptr, out_ptr, rows, d, x_row_stride, out_row_stride, alpha, li
         a = g * fastmath.sigmoid(2.0 * z, FAST)
     else:  # relu
         a = tl.maximum(g, 0.0)
-    y = a * (u + up_shift)
+    y = a * (u + up_shift) if SHIFTED else a * u  # SHIFTED: up_shift != 0 (swiglu's + 1)
     tl.store(out_ptr + row * out_row_stride + col, y.to(out_ptr.dtype.element_ty), mask=mask)
 
 
@@ -128,4 +129,5 @@ def launch_glu(x2d, out2d, act: int, alpha: float, limit: float | None, up_shift
     _glu_kernel[grid](x2d, out2d, rows, d, x2d.stride(0), out2d.stride(0), float(alpha),
                       float(limit if limit is not None else 0.0), float(up_shift),
                       ACT=act, HAS_LIMIT=limit is not None, INTERLEAVED=interleaved,
-                      BLOCK_M=block_m, BLOCK_N=block_n, FAST=ptx_fast_math(out2d), num_warps=num_warps)
+                      BLOCK_M=block_m, BLOCK_N=block_n, FAST=ptx_fast_math(out2d), SCALED=float(alpha) != 1.0,
+                      SHIFTED=float(up_shift) != 0.0, num_warps=num_warps)
