@@ -84,6 +84,22 @@ def test_time_budget_must_be_positive():
 def test_bad_input_errors(capsys):
     assert main(["run", "--ops", "no_such_op"]) == 2
     assert "unknown operator 'no_such_op'" in capsys.readouterr().err
+    # A typo in --shapes or --impls must not run nothing and say nothing.
+    assert main(["run", "--ops", "silu_and_mul,rms_norm", "--impls", "torch_eager", "--shapes", "99", "--full"]) == 2
+    assert "shape id(s) 99 match no shape of the selected operators (silu_and_mul: 0-36; rms_norm: 0-55)" in \
+        capsys.readouterr().err
+    assert main(["run", "--ops", "silu_and_mul", "--impls", "ours_trito"]) == 2
+    err = capsys.readouterr().err
+    assert "ours_trito registered for none of the selected operators" in err and "ours_triton" in err
+
+
+def test_shapes_and_impls_only_some_operators_have_are_fine(tmp_path):
+    # rms_norm has a shape 47, silu_and_mul does not: each operator runs the ids it has.
+    out = tmp_path / "r.jsonl"
+    assert main(["run", "--ops", "silu_and_mul,rms_norm", "--impls", "torch_eager", "--shapes", "0,47", "--full",
+                 "--out", str(out)]) == 0
+    assert sorted((r["op"], r["shape_id"]) for r in read_records(out)) == [
+        ("rms_norm", 0), ("rms_norm", 47), ("silu_and_mul", 0)]
 
 
 def test_calibrate_use_only_on_the_same_device(tmp_path, monkeypatch, capsys):

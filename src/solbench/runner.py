@@ -118,21 +118,60 @@ def _json_safe(x):
     return x
 
 
-def select_shapes(spec: OpSpec, cfg: RunConfig, smoke: bool) -> list[Shape]:
+def _shape_pool(spec: OpSpec, cfg: RunConfig, smoke: bool) -> tuple[list[Shape], list[Shape]]:
+    """(the shapes a run takes without --shapes, the shapes --shapes may pick from)."""
     if cfg.suite:
         from solbench.catalog import make_shapes, operator_entries
 
         entries = operator_entries(cfg.suite)
         shapes = make_shapes(entries[spec.name]) if spec.name in entries else []
-    elif smoke:
-        shapes = spec.smoke_shapes()
-    else:
-        shapes = list(spec.shapes)
+        return shapes, shapes
+    if smoke:
+        return spec.smoke_shapes(), list(spec.shapes) + list(spec.smoke_shapes())
+    return list(spec.shapes), list(spec.shapes)
+
+
+def select_shapes(spec: OpSpec, cfg: RunConfig, smoke: bool) -> list[Shape]:
+    shapes, pool = _shape_pool(spec, cfg, smoke)
     if cfg.shapes:
         wanted = {str(s) for s in cfg.shapes}
-        pool = shapes if not smoke or cfg.suite else list(spec.shapes) + list(spec.smoke_shapes())
         shapes = [s for s in pool if str(s.id) in wanted]
     return shapes
+
+
+def _id_ranges(ids: Iterable[str]) -> str:
+    """``0-36`` for runs of consecutive integer ids, then the other ids (a few)."""
+    ids = set(map(str, ids))
+    ints = sorted(int(i) for i in ids if i.isdigit())
+    parts: list[str] = []
+    for i in ints:
+        if parts and parts[-1][1] == i - 1:
+            parts[-1][1] = i
+        else:
+            parts.append([i, i])
+    text = [f"{a}-{b}" if b > a else f"{a}" for a, b in parts]
+    others = sorted(i for i in ids if not i.isdigit())
+    return ", ".join(text + others[:4] + (["..."] if len(others) > 4 else []))
+
+
+def check_selection(specs: Sequence[OpSpec], cfg: RunConfig, smoke: bool) -> None:
+    """A ValueError when ``--shapes`` or ``--impls`` names something that none of the selected
+    operators has (a typo would otherwise run nothing and say nothing). A name that only some of
+    them have is fine: ``--impls liger`` over the norms runs liger where it exists."""
+    if cfg.shapes:
+        known = {str(s.id) for spec in specs for s in _shape_pool(spec, cfg, smoke)[1]}
+        unknown = [str(s) for s in cfg.shapes if str(s) not in known]
+        if unknown:
+            have = "; ".join(f"{spec.name}: {_id_ranges([str(s.id) for s in _shape_pool(spec, cfg, smoke)[1]])}"
+                             for spec in specs[:6])
+            raise ValueError(f"shape id(s) {', '.join(unknown)} match no shape of the selected operators "
+                             f"({have}{'; ...' if len(specs) > 6 else ''})")
+    if cfg.impls:
+        known = {name for spec in specs for name in impls_for(spec.name)}
+        unknown = [i for i in cfg.impls if i not in known]
+        if unknown:
+            raise ValueError(f"implementation(s) {', '.join(unknown)} registered for none of the selected operators "
+                             f"(known here: {', '.join(sorted(known))})")
 
 
 def select_ops(cfg: RunConfig) -> list[OpSpec]:
@@ -298,6 +337,7 @@ def run(cfg: RunConfig, *, progress: Callable | None = None, on_shape_done: Call
     out_f = open(cfg.out, "a", encoding="utf-8") if cfg.out else None
 
     specs = select_ops(cfg)
+    check_selection(specs, cfg, smoke)
     plan = []
     for spec in specs:
         impls = impls_for(spec.name)
