@@ -39,6 +39,32 @@ def test_candidates_respect_register_and_row_bounds():
     assert all(c["chunked"] and c["block_m"] == 1 for c in tuner.candidates("row", 32768, 2, rows=100))
 
 
+def test_persistent_candidates_only_for_kernels_that_loop_and_never_for_few_rows():
+    plain = tuner.candidates("row", 2048, 2, rows=100_000)
+    loops = tuner.candidates("row_persistent", 2048, 2, rows=100_000)
+    persistent = [c for c in loops if c.get("programs_per_sm")]
+    assert not any(c.get("programs_per_sm") for c in plain) and loops[:len(plain)] == plain
+    assert persistent and all(c["stages"] == 2 and c["block_m"] * c["block_n"] in (2048, 4096, 8192)
+                              for c in persistent)
+    # the pipeline's shared memory (one tile of x and residual ahead) stays within the SM budget
+    assert all(c["programs_per_sm"] * 2 * c["block_m"] * c["block_n"] * 2 <= tuner.PERSISTENT_SMEM_PER_SM
+               for c in persistent)
+    assert not any(c.get("programs_per_sm") for c in tuner.candidates("row_persistent", 2048, 2, rows=100,
+                                                                       few_rows=True))
+
+
+def test_persistent_entries_apply_where_the_kernel_loops(fake_gpu):
+    cfg = {"block_m": 2, "block_n": 2048, "num_warps": 8, "chunked": False, "programs_per_sm": 4, "stages": 2}
+    _write(fake_gpu, {"rms_norm": {"2048": {"config": cfg}}})
+    tuning.reload()
+    looping = row_config(2048, 10_000, 2, kernel="rms_norm", persistent_ok=True)
+    assert looping.persistent and looping.stages == 2
+    assert rowwise.row_grid(10_000, looping, sm_count=132) == (528,)     # 4 programs per SM
+    assert rowwise.row_grid(100, looping, sm_count=132) == (50,)         # never more programs than tiles
+    flat = row_config(2048, 10_000, 2, kernel="rms_norm")                # a kernel without the loop
+    assert not flat.persistent and flat.block_m == 2 and rowwise.row_grid(10_000, flat) == (5000,)
+
+
 def test_glu_candidates_include_a_dividing_column_block():
     widths = {c["block_n"] for c in tuner.candidates("glu", 1536, 2, rows=10_000)}
     assert 512 in widths and 1024 in widths  # 512 divides 1536: no half-masked column block

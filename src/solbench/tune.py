@@ -11,7 +11,10 @@ the shape first (a config that computes a wrong answer is never timed), then tim
 runner's timer (CUDA-graph replay, cold L2). A key gets an entry only when its best candidate
 beats the baseline by more than ``MIN_GAIN`` on a second, separate measurement of both; the
 baseline is what the shapes use without the entry: first principles, or for a few-rows key the
-kernel's regular entry when it has one.
+kernel's regular entry when it has one. The row-norm kernels (core/rownorm.py) can also run
+persistent: a few programs per SM striding over the tiles with the next tile's loads pipelined
+(family ``row_persistent``); their non-few-rows keys try such launches beside the usual tiles, so a
+persistent grid is used exactly where it measured faster.
 
 Tuning never happens inside a timed run: ``solbench run`` only reads the table.
 """
@@ -34,6 +37,10 @@ MIN_GAIN = 0.03
 #: Largest register tile (elements) a candidate may use: beyond it the row no longer fits in
 #: registers beside a second tensor (see core/rowwise.MAX_WHOLE_ROW).
 MAX_TILE = 16384
+#: Persistent row-kernel candidates: programs per SM tried, and the shared memory their pipeline
+#: (stages - 1 tiles of up to two input tensors) may take on one SM (H100/H200 have 228 KB).
+PERSISTENT_PROGRAMS_PER_SM = (2, 4, 8)
+PERSISTENT_SMEM_PER_SM = 160 * 1024
 
 
 @dataclass
@@ -63,7 +70,9 @@ def candidates(family: str, n: int, elem_bytes: int, rows: int, few_rows: bool =
     """Launch configurations worth trying for ``(family, n)`` on ``rows`` rows: each thread
     moves 16-128 bytes of one tensor per tile (at least one 16-byte vector, at most what fits in
     registers), and tiles never hold more rows than there are. ``few_rows`` (latency-bound
-    launches) adds the GLU's small tiles and one 16-byte vector per thread."""
+    launches) adds the GLU's small tiles and one 16-byte vector per thread. Family
+    ``row_persistent`` adds, outside the few-rows regime, persistent launches of the small tiles
+    (2-stage pipelined, a few programs per SM within a shared-memory budget)."""
     from solbench.core.kernels import largest_pow2_divisor, next_pow2
     from solbench.core.rowwise import CHUNK_N, MAX_WHOLE_ROW
 
@@ -74,7 +83,7 @@ def candidates(family: str, n: int, elem_bytes: int, rows: int, few_rows: bool =
         b = tile * elem_bytes / (32 * warps)
         return 16 <= b <= 128
 
-    if family == "row":
+    if family in ("row", "row_persistent"):
         if n > MAX_WHOLE_ROW:
             for block_n in sorted({CHUNK_N, 2048, 4096, 8192}):
                 for warps in _pow2_range(1, 16):
@@ -89,6 +98,16 @@ def candidates(family: str, n: int, elem_bytes: int, rows: int, few_rows: bool =
             for warps in _pow2_range(1, 16):
                 if per_thread_ok(tile, warps):
                     out.append({"block_m": block_m, "block_n": block_n, "num_warps": warps, "chunked": False})
+        if family == "row_persistent" and not few_rows:
+            # Tiles of 2048-8192 elements at 32 bytes per thread (the first-principles load width),
+            # one stage ahead; the pipeline holds that tile of x and of the residual in shared memory.
+            for cfg in out[:]:
+                tile = cfg["block_m"] * block_n
+                if tile not in (2048, 4096, 8192) or tile * elem_bytes != 32 * 32 * cfg["num_warps"]:
+                    continue
+                for pps in PERSISTENT_PROGRAMS_PER_SM:
+                    if pps * 2 * tile * elem_bytes <= PERSISTENT_SMEM_PER_SM:
+                        out.append({**cfg, "programs_per_sm": pps, "stages": 2})
         return out
     if family == "glu":
         # Column blocks: the first-principles 1024 (or the whole row), 2048, and the largest power

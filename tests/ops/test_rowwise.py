@@ -45,7 +45,8 @@ def test_row_indices_are_int64():
     from solbench.core import rownorm
 
     src = inspect.getsource(rownorm._rownorm_kernel.fn)
-    assert "tl.program_id(0).to(tl.int64)" in src
+    assert "tl.program_id(0).to(tl.int64)" in src                                  # chunked rows
+    assert "tl.arange(0, BLOCK_M).to(tl.int64)[:, None] + tile * BLOCK_M" in inspect.getsource(rownorm._whole_rows.fn)
 
 
 _COMPILE_SCRIPT = r"""
@@ -65,7 +66,7 @@ for case, (consts, warps) in json.loads(sys.argv[1]).items():
     src = ASTSource(fn=_rownorm_kernel, signature=sig, constexprs=consts,
                     attrs={(i,): [["tt.divisibility", 16]] for i in aligned})
     ptx = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps}).asm["ptx"]
-    result[case] = re.findall(r"(?:ld|st)\.global[.\w]*", ptx)
+    result[case] = re.findall(r"(?:ld|st)\.global[.\w]*|cp\.async\.[.\w]*", ptx)
 print(json.dumps(result))
 """
 
@@ -80,7 +81,7 @@ def test_kernel_compiles_for_sm90_with_16_byte_accesses():
 
     pytest.importorskip("triton")
     base = dict(MODE=0, HAS_RES=False, HAS_Z=False, NORM_BEFORE_GATE=True, HAS_W=True, HAS_W2=False, HAS_B=False,
-                SEGMENTED=False, W_PER_SEG=False, BLOCK_M=32, BLOCK_N=128, CHUNKED=False)
+                SEGMENTED=False, W_PER_SEG=False, BLOCK_M=32, BLOCK_N=128, CHUNKED=False, PERSISTENT=False, STAGES=1)
     cases = {
         "rms_short_rows": (base, 8),
         "fused_add_wide": ({**base, "HAS_RES": True, "BLOCK_M": 1, "BLOCK_N": 8192}, 16),
@@ -88,6 +89,9 @@ def test_kernel_compiles_for_sm90_with_16_byte_accesses():
         "gated": ({**base, "HAS_Z": True}, 8),
         "layer_chunked": ({**base, "MODE": 1, "HAS_B": True, "HAS_RES": True, "BLOCK_M": 1, "BLOCK_N": 4096,
                            "CHUNKED": True}, 8),
+        # persistent and pipelined: the next tile's loads are 16-byte cp.async copies into shared memory
+        "fused_add_persistent": ({**base, "HAS_RES": True, "BLOCK_M": 2, "BLOCK_N": 1024, "PERSISTENT": True,
+                                  "STAGES": 2}, 4),
     }
     env = {**os.environ, "TRITON_INTERPRET": "0", "TRITON_DEFAULT_FP_FUSION": "1"}
     proc = subprocess.run([sys.executable, "-c", _COMPILE_SCRIPT, json.dumps(cases)], env=env,
@@ -96,8 +100,11 @@ def test_kernel_compiles_for_sm90_with_16_byte_accesses():
         pytest.skip(f"this triton has another offline compile API: {proc.stderr.strip().splitlines()[-1]}")
     assert proc.returncode == 0, proc.stderr[-2000:]
     for case, ops in json.loads(proc.stdout.strip().splitlines()[-1]).items():
-        assert any(o.startswith("ld") for o in ops) and any(o.startswith("st") for o in ops), case
-        assert all(".v4.b32" in o for o in ops), (case, sorted(set(ops)))
+        copies = [o for o in ops if o.startswith("cp.async.") and ".shared.global" in o]
+        assert any(o.startswith("ld") for o in ops) or copies, case
+        assert any(o.startswith("st") for o in ops), case
+        assert all(".v4.b32" in o for o in ops if o.startswith(("ld", "st"))), (case, sorted(set(ops)))
+        assert bool(copies) == (case == "fused_add_persistent"), (case, sorted(set(ops)))
 
 
 def test_tunables_read_from_the_environment(monkeypatch):
@@ -128,3 +135,37 @@ def test_jit_helpers_tile_a_strided_copy(device):
     cfg = row_config(13, 7, 4)
     _copy[row_grid(7, cfg)](x, y, 7, 13, x.stride(0), y.stride(0), BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n)
     assert torch.equal(y, x * 2)
+
+
+ROWNORM_OPS = ("rms_norm", "fused_add_rms_norm", "layer_norm", "l2_norm", "gated_rms_norm", "fused_qk_rmsnorm")
+
+
+@pytest.mark.parametrize("op", ROWNORM_OPS)
+def test_persistent_pipelined_launch_matches_the_reference(op, device):
+    # A persistent config (what `solbench tune` may adopt for these kernels) forced on every key
+    # the operator looks up: two programs per SM striding over tiles of 2 rows, 2-stage pipeline.
+    # Shapes with a row count that is not a multiple of tiles x programs, and a decode-sized one.
+    from solbench.core import tuning
+    from solbench.core.check import check_impl, run_impl
+    from solbench.core.kernels import next_pow2
+    from solbench.core.spec import get_spec, impls_for
+
+    spec, impl = get_spec(op), impls_for(op)["ours_triton"]
+    if not impl.available():
+        pytest.skip(impl.available().reason)
+    for shape in spec.smoke_shapes():
+        inputs = spec.make_inputs(shape, device, 0)
+        with tuning.recording() as keys:
+            run_impl(spec, impl, shape, inputs)
+        looping = [(k, n) for k, n, family, _ in keys if family == "row_persistent"]
+        assert looping, f"{op} launches no kernel that can loop"
+        overrides = [tuning.overriding(k, n, {"block_m": 2, "block_n": next_pow2(n), "num_warps": 2, "chunked": False,
+                                              "programs_per_sm": 2, "stages": 2}) for k, n in looping]
+        for o in overrides:
+            o.__enter__()
+        try:
+            res = check_impl(spec, impl, shape, device)
+        finally:
+            for o in reversed(overrides):
+                o.__exit__(None, None, None)
+        assert res.ok, (op, shape.id, res.reason)

@@ -105,39 +105,69 @@ def _finish(y, z_ptr, w_ptr, w2_ptr, b_ptr, out_ptr, t, s, seg_off, c, mask, cma
 
 
 @triton.jit
+def _whole_rows(tile, x_ptr, res_ptr, z_ptr, w_ptr, w2_ptr, b_ptr, out_ptr, res_out_ptr,
+                rows, n, eps, segs, seg_stride, w_seg_stride, w2_from,
+                x_stride, res_stride, z_stride, out_stride, res_out_stride,
+                MODE: tl.constexpr, HAS_RES: tl.constexpr, HAS_Z: tl.constexpr, NORM_BEFORE_GATE: tl.constexpr,
+                HAS_W: tl.constexpr, HAS_W2: tl.constexpr, HAS_B: tl.constexpr, SEGMENTED: tl.constexpr,
+                W_PER_SEG: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Tile ``tile`` (``BLOCK_M`` whole rows) in registers: read once, reduce, write once."""
+    # int64 row indices: row * stride stays exact past 2^31 elements (tile * BLOCK_M < rows + BLOCK_M
+    # fits int32; the loop index is a plain int under the interpreter, so no .to() on it).
+    r = tl.arange(0, BLOCK_M).to(tl.int64)[:, None] + tile * BLOCK_M
+    rmask = r < rows
+    t, s, seg_off = _seg_offsets(r, segs, seg_stride, SEGMENTED)
+    cols = tl.arange(0, BLOCK_N)[None, :]
+    cmask = cols < n
+    mask = rmask & cmask
+    v = _prenorm(x_ptr, res_ptr, z_ptr, res_out_ptr, t, seg_off, cols, mask,
+                 x_stride, res_stride, z_stride, res_out_stride,
+                 HAS_RES, HAS_Z, NORM_BEFORE_GATE, True, False)
+    if MODE == 1:
+        mean = tl.sum(v, axis=1)[:, None] / n
+        v = tl.where(mask, v - mean, 0.0)
+        rstd = 1.0 / tl.sqrt(tl.sum(v * v, axis=1)[:, None] / n + eps)
+    elif MODE == 0:
+        rstd = 1.0 / tl.sqrt(tl.sum(v * v, axis=1)[:, None] / n + eps)
+    else:
+        rstd = 1.0 / tl.sqrt(tl.sum(v * v, axis=1)[:, None] + eps)
+    _finish(v * rstd, z_ptr, w_ptr, w2_ptr, b_ptr, out_ptr, t, s, seg_off, cols, mask, cmask,
+            z_stride, out_stride, w_seg_stride, w2_from,
+            HAS_W, HAS_W2, HAS_B, HAS_Z, NORM_BEFORE_GATE, W_PER_SEG)
+
+
+@triton.jit
 def _rownorm_kernel(
         x_ptr, res_ptr, z_ptr, w_ptr, w2_ptr, b_ptr, out_ptr, res_out_ptr,
         rows, n, eps, segs, seg_stride, w_seg_stride, w2_from,
         x_stride, res_stride, z_stride, out_stride, res_out_stride,
         MODE: tl.constexpr, HAS_RES: tl.constexpr, HAS_Z: tl.constexpr, NORM_BEFORE_GATE: tl.constexpr,
         HAS_W: tl.constexpr, HAS_W2: tl.constexpr, HAS_B: tl.constexpr, SEGMENTED: tl.constexpr,
-        W_PER_SEG: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CHUNKED: tl.constexpr):
-    # int64 row indices: row * stride stays exact past 2^31 elements.
-    r = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M).to(tl.int64)[:, None]
-    rmask = r < rows
-    t, s, seg_off = _seg_offsets(r, segs, seg_stride, SEGMENTED)
-    cols = tl.arange(0, BLOCK_N)[None, :]
+        W_PER_SEG: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CHUNKED: tl.constexpr,
+        PERSISTENT: tl.constexpr = False, STAGES: tl.constexpr = 1):
     if not CHUNKED:
-        # Whole row in registers: read once, reduce, write once.
-        cmask = cols < n
-        mask = rmask & cmask
-        v = _prenorm(x_ptr, res_ptr, z_ptr, res_out_ptr, t, seg_off, cols, mask,
-                     x_stride, res_stride, z_stride, res_out_stride,
-                     HAS_RES, HAS_Z, NORM_BEFORE_GATE, True, False)
-        if MODE == 1:
-            mean = tl.sum(v, axis=1)[:, None] / n
-            v = tl.where(mask, v - mean, 0.0)
-            rstd = 1.0 / tl.sqrt(tl.sum(v * v, axis=1)[:, None] / n + eps)
-        elif MODE == 0:
-            rstd = 1.0 / tl.sqrt(tl.sum(v * v, axis=1)[:, None] / n + eps)
+        if PERSISTENT:
+            # A grid of a few programs per SM, each striding over the tiles; with STAGES > 1 Triton
+            # pipelines the loop, so the next tiles' loads are in flight during this one's reduction.
+            for tile in tl.range(tl.program_id(0), tl.cdiv(rows, BLOCK_M), tl.num_programs(0), num_stages=STAGES):
+                _whole_rows(tile, x_ptr, res_ptr, z_ptr, w_ptr, w2_ptr, b_ptr, out_ptr, res_out_ptr,
+                            rows, n, eps, segs, seg_stride, w_seg_stride, w2_from,
+                            x_stride, res_stride, z_stride, out_stride, res_out_stride,
+                            MODE, HAS_RES, HAS_Z, NORM_BEFORE_GATE, HAS_W, HAS_W2, HAS_B, SEGMENTED,
+                            W_PER_SEG, BLOCK_M, BLOCK_N)
         else:
-            rstd = 1.0 / tl.sqrt(tl.sum(v * v, axis=1)[:, None] + eps)
-        _finish(v * rstd, z_ptr, w_ptr, w2_ptr, b_ptr, out_ptr, t, s, seg_off, cols, mask, cmask,
-                z_stride, out_stride, w_seg_stride, w2_from,
-                HAS_W, HAS_W2, HAS_B, HAS_Z, NORM_BEFORE_GATE, W_PER_SEG)
+            _whole_rows(tl.program_id(0), x_ptr, res_ptr, z_ptr, w_ptr, w2_ptr, b_ptr, out_ptr, res_out_ptr,
+                        rows, n, eps, segs, seg_stride, w_seg_stride, w2_from,
+                        x_stride, res_stride, z_stride, out_stride, res_out_stride,
+                        MODE, HAS_RES, HAS_Z, NORM_BEFORE_GATE, HAS_W, HAS_W2, HAS_B, SEGMENTED,
+                        W_PER_SEG, BLOCK_M, BLOCK_N)
     else:
         # Long rows (BLOCK_M == 1): pass 1 reads HBM (and stores the residual sum); the later
         # passes re-read the same row, which the previous pass left in L2.
+        r = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M).to(tl.int64)[:, None]
+        rmask = r < rows
+        t, s, seg_off = _seg_offsets(r, segs, seg_stride, SEGMENTED)
+        cols = tl.arange(0, BLOCK_N)[None, :]
         acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
         for k in range(0, n, BLOCK_N):
             c = k + cols
@@ -193,7 +223,7 @@ def launch_rownorm(x, out, *, mode: str, eps: float, n: int, rows: int,
         return
     if (residual is None) != (residual_out is None):
         raise ValueError("launch_rownorm: residual and residual_out go together")
-    cfg = row_config(n, rows, x.element_size(), kernel=kernel)
+    cfg = row_config(n, rows, x.element_size(), kernel=kernel, persistent_ok=True)
     dummy = out  # never dereferenced: the matching HAS_* constexpr is False
 
     def stride(t):
@@ -208,4 +238,4 @@ def launch_rownorm(x, out, *, mode: str, eps: float, n: int, rows: int,
         MODE=MODES[mode], HAS_RES=residual is not None, HAS_Z=z is not None,
         NORM_BEFORE_GATE=bool(norm_before_gate), HAS_W=weight is not None, HAS_W2=weight2 is not None,
         HAS_B=bias is not None, SEGMENTED=segs > 1, W_PER_SEG=segs > 1 and w_seg_stride != 0,
-        **cfg.launch_kwargs())
+        PERSISTENT=cfg.persistent, STAGES=cfg.stages if cfg.persistent else 1, **cfg.launch_kwargs())

@@ -88,12 +88,24 @@ class RowConfig:
 
     ``block_m`` rows per program, ``block_n`` columns per tile (a power of two >= n in the whole
     row regime, :data:`CHUNK_N` when ``chunked``), ``num_warps`` warps per program.
+
+    ``programs_per_sm > 0`` makes the launch persistent (only kernels that look their tile up with
+    ``persistent_ok``, whose per-column parameters do not change from row to row, honour it): at
+    most that many programs per SM, each looping over tiles of ``block_m`` rows with the loads of
+    the next ``stages - 1`` tiles in flight (Triton's software pipelining, cp.async into shared
+    memory) and the weight loaded once per program instead of once per tile.
     """
 
     block_m: int
     block_n: int
     num_warps: int
     chunked: bool = False
+    programs_per_sm: int = 0
+    stages: int = 1
+
+    @property
+    def persistent(self) -> bool:
+        return self.programs_per_sm > 0 and not self.chunked
 
     def launch_kwargs(self) -> dict:
         """Keyword arguments for ``kernel[grid](..., **cfg.launch_kwargs())``: the constexprs
@@ -114,12 +126,15 @@ def _warps_for(elems: int, elem_bytes: int) -> int:
 
 
 def row_config(n: int, rows: int, elem_bytes: int = 2, kernel: str = "",
-               overrides: Mapping[tuple[str, int | None], RowConfig] | None = None) -> RowConfig:
+               overrides: Mapping[tuple[str, int | None], RowConfig] | None = None,
+               persistent_ok: bool = False) -> RowConfig:
     """The tile for ``rows`` rows of ``n`` elements of ``elem_bytes`` bytes each.
 
     ``kernel`` names the kernel for :data:`OVERRIDES` look-ups. ``block_m`` never exceeds the
     next power of two of ``rows``, so a 3-row decode batch of hidden 128 is one program of 4 rows,
-    not 32 rows of masked-off work.
+    not 32 rows of masked-off work. ``persistent_ok``: the caller's kernel can run a persistent
+    launch (``solbench tune`` then tries some); otherwise a tuned persistent entry is launched
+    one program per tile.
     """
     check_hidden(n, kernel or "row-wise kernel")
     table = OVERRIDES if overrides is None else overrides
@@ -127,10 +142,12 @@ def row_config(n: int, rows: int, elem_bytes: int = 2, kernel: str = "",
     if kernel:
         chosen = next((table[key] for key in ((kernel, int(n)), (kernel, None)) if key in table), None)
         if chosen is None:
-            tuned = tuning.lookup(kernel, n, family="row", elem_bytes=elem_bytes, rows=rows)
+            tuned = tuning.lookup(kernel, n, family="row_persistent" if persistent_ok else "row",
+                                  elem_bytes=elem_bytes, rows=rows)
             chosen = RowConfig(**tuned) if tuned is not None else None
     if chosen is not None:
-        return replace(chosen, block_m=max(1, min(chosen.block_m, next_pow2(max(1, rows)))))
+        chosen = replace(chosen, block_m=max(1, min(chosen.block_m, next_pow2(max(1, rows)))))
+        return chosen if persistent_ok or not chosen.persistent else replace(chosen, programs_per_sm=0, stages=1)
     if n > MAX_WHOLE_ROW:
         return RowConfig(block_m=1, block_n=CHUNK_N, num_warps=_warps_for(CHUNK_N, elem_bytes), chunked=True)
     block_n = next_pow2(n)
@@ -138,9 +155,14 @@ def row_config(n: int, rows: int, elem_bytes: int = 2, kernel: str = "",
     return RowConfig(block_m=block_m, block_n=block_n, num_warps=_warps_for(block_m * block_n, elem_bytes))
 
 
-def row_grid(rows: int, cfg: RowConfig) -> tuple[int]:
-    """One program per ``block_m`` rows."""
-    return ((rows + cfg.block_m - 1) // cfg.block_m,)
+def row_grid(rows: int, cfg: RowConfig, sm_count: int | None = None) -> tuple[int]:
+    """One program per ``block_m`` rows; for a persistent config at most ``programs_per_sm``
+    programs per SM (``sm_count`` SMs; None: the current device's, see core/tuning.sm_count)."""
+    tiles = (rows + cfg.block_m - 1) // cfg.block_m
+    if cfg.persistent:
+        sms = sm_count if sm_count is not None else tuning.sm_count() or 1
+        return (max(1, min(tiles, sms * cfg.programs_per_sm)),)
+    return (tiles,)
 
 
 def check_hidden(n: int, what: str, multiple_of: int = 1) -> None:

@@ -32,7 +32,9 @@ from pathlib import Path
 from typing import Iterator, Mapping
 
 TABLE_VERSION = 1
-FAMILIES = ("row", "glu")
+#: "row": a core/rowwise RowConfig; "row_persistent": the same for a kernel that can also run a
+#: persistent launch (tune tries some); "glu": the GLU tile.
+FAMILIES = ("row", "row_persistent", "glu")
 
 #: Below this many rows per SM a launch counts as "few rows" (see the module docstring).
 FEW_ROWS_PER_SM = 4
@@ -107,7 +109,7 @@ def active_table() -> tuple[str, dict]:
 
 def reload() -> None:
     active_table.cache_clear()
-    few_rows_limit.cache_clear()
+    sm_count.cache_clear()
 
 
 def source() -> str:
@@ -116,16 +118,22 @@ def source() -> str:
 
 
 @functools.lru_cache(maxsize=1)
-def few_rows_limit() -> int | None:
-    """Row counts below this are "few rows" on the current device (None without a CUDA device)."""
+def sm_count() -> int | None:
+    """The current CUDA device's SM count (None without one)."""
     try:
         import torch
 
         if not torch.cuda.is_available():
             return None
-        return FEW_ROWS_PER_SM * int(torch.cuda.get_device_properties(torch.cuda.current_device()).multi_processor_count)
-    except Exception:  # noqa: BLE001 - no device facts, no few-rows regime
+        return int(torch.cuda.get_device_properties(torch.cuda.current_device()).multi_processor_count)
+    except Exception:  # noqa: BLE001 - no device facts
         return None
+
+
+def few_rows_limit() -> int | None:
+    """Row counts below this are "few rows" on the current device (None without a CUDA device)."""
+    sms = sm_count()
+    return FEW_ROWS_PER_SM * sms if sms else None
 
 
 def key_for(kernel: str, rows: int | None) -> str:
