@@ -231,3 +231,20 @@ def test_large_offsets_past_int32():
     tail = x[-4:]
     _close(out[-4:], reference_glu(tail, get_activation("silu")), torch.bfloat16)
     assert math.prod(x.shape) > 2**31
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
+def test_exported_candidate_is_bit_identical_to_ours():
+    # examples/candidates/silu_and_mul_ours_triton.py is what `eval` times to reproduce `run`:
+    # the same launch rule and math must give the same bits (decode, small and large shapes).
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "candidates" / "silu_and_mul_ours_triton.py"
+    spec = importlib.util.spec_from_file_location("exported_candidate", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    for shape in ((1, 1536), (183, 2048), (128, 4096), (4096, 5120), (3, 7, 2 * 1000)):
+        for dtype in (torch.bfloat16, torch.float16, torch.float32):
+            x = torch.randn(shape, device="cuda", dtype=dtype) * 4
+            assert torch.equal(mod.silu_and_mul(x), solbench.silu_and_mul(x)), (shape, dtype)

@@ -65,6 +65,24 @@ def test_persistent_entries_apply_where_the_kernel_loops(fake_gpu):
     assert not flat.persistent and flat.block_m == 2 and rowwise.row_grid(10_000, flat) == (5000,)
 
 
+def test_first_principles_leave_no_sm_without_a_program(monkeypatch):
+    from solbench.core.kernels import fill_sms
+    from solbench.ops.silu_and_mul.triton import _config
+
+    # 126 rows of 2048 packed two per program would be 63 programs on a 132-SM part
+    assert fill_sms(2, 4, lambda bm: -(-126 // bm), 132) == (1, 2)
+    assert fill_sms(4, 8, lambda bm: -(-10_000 // bm), 132) == (4, 8)   # plenty of programs: unchanged
+    assert fill_sms(2, 4, lambda bm: 1, None) == (2, 4)                  # no device facts: unchanged
+    assert row_config(2048, 126, 2).block_m == 2                          # CPU: no SM count
+    monkeypatch.setattr(tuning, "sm_count", lambda: 132)
+    cfg = row_config(2048, 126, 2)
+    assert cfg.block_m == 1 and cfg.num_warps == rowwise._warps_for(2048, 2)
+    assert row_config(2048, 100_000, 2).block_m == 2                      # prefill: rows still packed
+    # the GLU: 183 rows of d = 1024 were 46 programs of 4 rows; now one row per program
+    monkeypatch.setattr(tuning, "lookup", lambda *a, **k: None)
+    assert _config(183, 1024)[0] == 1 and _config(100_000, 1024)[0] == 8
+
+
 def test_glu_candidates_include_a_dividing_column_block():
     widths = {c["block_n"] for c in tuner.candidates("glu", 1536, 2, rows=10_000)}
     assert 512 in widths and 1024 in widths  # 512 divides 1536: no half-masked column block
@@ -197,24 +215,42 @@ def test_tune_needs_a_gpu(capsys):
     assert "needs a CUDA device" in capsys.readouterr().out
 
 
-def test_exported_glu_candidate_carries_the_packaged_tiles():
+def test_exported_glu_candidate_carries_the_packaged_tiles(monkeypatch):
     """examples/candidates/silu_and_mul_ours_triton.py is our kernel exported standalone: its copy
-    of the tuned GLU tiles must be the packaged tables' (else eval would not reproduce run)."""
+    of the tuned GLU tiles must be the packaged tables' and its launch rule ours, shape for shape
+    (else eval would not reproduce run)."""
     import importlib.util
     from pathlib import Path
+
+    from solbench.ops.silu_and_mul.triton import _config
 
     pytest.importorskip("triton")
     path = Path(__file__).resolve().parents[1] / "examples" / "candidates" / "silu_and_mul_ours_triton.py"
     spec = importlib.util.spec_from_file_location("exported_candidate", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    tables = {}
+
+    def tiles(entries):
+        return {int(d): (e["config"]["block_m"], e["config"]["block_n"], e["config"]["num_warps"])
+                for d, e in entries.items()}
+
+    regular, few = {}, {}
     for p in tuning.packaged_dir().glob("*.json"):
         table = tuning.read_table(p)
-        glu = table["entries"].get("glu", {})
-        tables[table["device"]] = {int(d): (e["config"]["block_m"], e["config"]["block_n"], e["config"]["num_warps"])
-                                   for d, e in glu.items()}
-    assert mod.TUNED_TILES == {k: v for k, v in tables.items() if v}
+        regular[table["device"]] = tiles(table["entries"].get("glu", {}))
+        few[table["device"]] = tiles(table["entries"].get("glu" + tuning.FEW_ROWS_SUFFIX, {}))
+    assert mod.TUNED_TILES == {k: v for k, v in regular.items() if v}
+    assert mod.FEW_ROWS_TILES == {k: v for k, v in few.items() if v}
+    assert mod.FEW_ROWS_PER_SM == tuning.FEW_ROWS_PER_SM
+    # The same launch as ours on an H200 (its packaged table, 132 SMs), decode to prefill, and on
+    # a device without a table.
+    h200 = tuning.read_table(tuning.packaged_table_path("NVIDIA_H200"))["entries"]
+    for gpu, entries in (("NVIDIA H200", h200), ("Other GPU", {})):
+        monkeypatch.setattr(tuning, "active_table", lambda entries=entries: ("test", entries))
+        monkeypatch.setattr(tuning, "sm_count", lambda: 132)
+        for rows in (1, 7, 128, 183, 527, 528, 4096, 100_000):
+            for d in (256, 768, 1024, 1536, 2048, 2560, 4096, 7168):
+                assert mod.launch_config(rows, d, gpu, 132) == _config(rows, d), (gpu, rows, d)
 
 
 @pytest.fixture

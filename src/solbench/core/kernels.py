@@ -90,6 +90,21 @@ def check_out(out, shape: Sequence[int], dtype, device, what: str, arg: str = "o
         raise ValueError(f"{what}: {arg} is on {out.device}, expected {device}")
 
 
+def fill_sms(block_m: int, num_warps: int, programs_of, sm_count: int | None) -> tuple[int, int]:
+    """First-principles tiles pack several rows per program; on a launch with fewer programs than
+    the device has SMs that leaves SMs idle, and a small memory-bound launch is then limited by
+    the load throughput of the few SMs it runs on. Halve the rows per program (and the warps with
+    them, so each thread still moves the same bytes) while ``programs_of(block_m)`` is below
+    ``sm_count`` and a tile can still be split. Returns ``(block_m, num_warps)``; unchanged
+    without a device (``sm_count`` None)."""
+    if not sm_count:
+        return block_m, num_warps
+    while block_m > 1 and programs_of(block_m) < sm_count:
+        block_m //= 2
+        num_warps = max(1, num_warps // 2)
+    return block_m, num_warps
+
+
 def next_pow2(n: int) -> int:
     return 1 if n <= 1 else 1 << (int(n) - 1).bit_length()
 

@@ -21,7 +21,9 @@ names one. First principles:
 * a program holds about ``TILE_ELEMS`` elements: short rows (hidden 64-1024) pack several rows
   per program, which is also what keeps decode shapes (1-64 rows) from launching a prefill-sized
   grid of one-warp programs; wide rows (hidden >= ``TILE_ELEMS``) take one row per program with
-  more warps (up to ``MAX_WARPS``).
+  more warps (up to ``MAX_WARPS``);
+* but never so many rows per program that the launch has fewer programs than the device has SMs
+  while a tile could still be split (core/kernels.fill_sms).
 
 Public API (small on purpose; other kernel families build on it):
 
@@ -41,7 +43,7 @@ from dataclasses import dataclass, replace
 from typing import Mapping
 
 from solbench.core import tuning
-from solbench.core.kernels import as_rows, next_pow2
+from solbench.core.kernels import as_rows, fill_sms, next_pow2
 
 # ---- tunables ---------------------------------------------------------------------------------
 # Each may be overridden from the environment for tuning sweeps on a device without editing code
@@ -152,7 +154,9 @@ def row_config(n: int, rows: int, elem_bytes: int = 2, kernel: str = "",
         return RowConfig(block_m=1, block_n=CHUNK_N, num_warps=_warps_for(CHUNK_N, elem_bytes), chunked=True)
     block_n = next_pow2(n)
     block_m = max(1, min(TILE_ELEMS // block_n, next_pow2(max(1, rows))))
-    return RowConfig(block_m=block_m, block_n=block_n, num_warps=_warps_for(block_m * block_n, elem_bytes))
+    block_m, warps = fill_sms(block_m, _warps_for(block_m * block_n, elem_bytes),
+                              lambda bm: (rows + bm - 1) // bm, tuning.sm_count())
+    return RowConfig(block_m=block_m, block_n=block_n, num_warps=warps)
 
 
 def row_grid(rows: int, cfg: RowConfig, sm_count: int | None = None) -> tuple[int]:

@@ -13,7 +13,7 @@ import triton.language as tl
 
 from solbench.core import fastmath, tuning
 from solbench.core.fastmath import ptx_fast_math
-from solbench.core.kernels import largest_pow2_divisor, next_pow2
+from solbench.core.kernels import fill_sms, largest_pow2_divisor, next_pow2
 from solbench.ops.silu_and_mul.activation import ACT_MODES
 
 
@@ -103,7 +103,8 @@ def _config(rows: int, d: int, elem_bytes: int = 2, act: int = 0) -> tuple[int, 
     """(BLOCK_M, BLOCK_N, num_warps): this device's tuned tile for ``d`` (core/tuning.py, with
     BLOCK_M capped by the row count), else about 4-8K output elements per program, so that each
     program keeps enough bytes in flight; decode shapes (few rows) get one row per program and
-    split the row across programs instead. For the erf GELU the first-principles column block
+    split the row across programs instead, and no launch packs rows so that SMs go without a
+    program (core/kernels.fill_sms). For the erf GELU the first-principles column block
     divides ``d`` when a power of two >= 128 does (no masked lanes doing arithmetic)."""
     kernel = KERNEL_ERF if act == ACT_GELU_ERF else KERNEL
     tuned = tuning.lookup(kernel, d, family="glu", elem_bytes=elem_bytes, rows=rows)
@@ -117,6 +118,9 @@ def _config(rows: int, d: int, elem_bytes: int = 2, act: int = 0) -> tuple[int, 
     target = 8192 if rows * d >= (1 << 22) else 4096
     block_m = max(1, min(next_pow2(rows), target // block_n))
     num_warps = 8 if block_m * block_n >= 4096 else 4
+    col_blocks = triton.cdiv(d, block_n)
+    block_m, num_warps = fill_sms(block_m, num_warps, lambda bm: triton.cdiv(rows, bm) * col_blocks,
+                                  tuning.sm_count())
     return block_m, block_n, num_warps
 
 
