@@ -10,7 +10,8 @@
 #   tune[:SECONDS]   `solbench tune`: tuned launch table -> GPU/tuned.json (+ the per-candidate log)
 #   sweep[:SECONDS]  `solbench run` on the whole catalog into GPU/sweep.jsonl (resumable; budgeted)
 #   glu[:SECONDS]    the GLU variants (gelu, gelu_tanh, swiglu) into GPU/glu_variants.jsonl
-#   repeat[:SECONDS] the norm/quant/GLU ops again into GPU/repeat.jsonl (for `solbench compare`)
+#   repeat[:SECONDS] silu_and_mul and the 9 norm/quant ops again into GPU/repeat.jsonl (for `solbench
+#                    compare`, and with glu the inputs of a fresh bars table)
 #   flushcheck[:S]   ours_triton on silu_and_mul + rms_norm with --cold-l2 flush, 1 and 2 flush buffers
 #   decodeprobe[:S]  the decode-sized shapes where ours trailed a peer, ours/liger/torch_compile timed
 #                    three ways in one run: the default rule, 2 alternating flush buffers, a warm L2
@@ -75,7 +76,8 @@ print(json.dumps(h.load_calibration(h.device_key()), indent=1))" >"$cal" || stat
         ${budget:+--time-budget "$budget"} >"$work/glu.log" 2>&1 || status=1
       tail -n 20 "$work/glu.log" ;;
     repeat)
-      w repeat.jsonl; sb run --ops silu_and_mul,rms_norm,fused_add_rms_norm,fp8_dynamic_per_token_quant,fused_rmsnorm_quant,l2_norm,layer_norm \
+      # Every operator of issues #2 and #7, so a fresh repeat (with glu) re-measures both bars.
+      w repeat.jsonl; sb run --ops silu_and_mul,rms_norm,fused_add_rms_norm,fused_qk_rmsnorm,gated_rms_norm,l2_norm,layer_norm,fused_rmsnorm_quant,fp8_dynamic_per_token_quant,per_token_group_quant_fp8 \
         --out "$wf" ${budget:+--time-budget "$budget"} >"$work/repeat.log" 2>&1 || status=1
       tail -n 5 "$work/repeat.log" ;;
     gputests)
