@@ -89,6 +89,11 @@ def decode_gaps(d: Path) -> None:
                 best = min(peers, key=peers.get)
                 table[key][name] = (t["ours_triton"] / peers[best], best, t["ours_triton"])
     names = list(runs)
+    for name in names:  # how much one sample wanders under each method: the noise the gaps sit in
+        spreads = [(r["p80_us"] - r["p20_us"]) / r["time_us"] for r in runs[name]
+                   if r.get("p20_us") is not None and r.get("p80_us") is not None]
+        if spreads:
+            print(f"  {name}: median p20-p80 spread {median(spreads):.1%} of the median over {len(spreads)} records")
     print(f"  {'op':<14} {'shape':>5}  " + "  ".join(f"{n:>22}" for n in names))
     for key in sorted(table, key=lambda k: (k[0], int(k[1]) if k[1].isdigit() else 0)):
         cells = []

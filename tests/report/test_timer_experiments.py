@@ -30,8 +30,8 @@ def test_reads_every_experiment_and_prints_the_ratios(tmp_path, capsys):
     _write(sweep, [_rec("silu_and_mul", 4, "ours_triton", 20.0, 70), _rec("silu_and_mul", 7, "ours_triton", 100.0, 500)])
     _write(tmp_path / "flush_check_1.jsonl", [_rec("silu_and_mul", 4, "ours_triton", 24.0, 70, "flush"),
                                                _rec("silu_and_mul", 7, "ours_triton", 101.0, 500, "flush")])
-    _write(tmp_path / "decode_warm.jsonl", [_rec("rms_norm", 47, "ours_triton", 3.0, 0.02, "warm"),
-                                             _rec("rms_norm", 47, "liger", 2.0, 0.02, "warm")])
+    _write(tmp_path / "decode_warm.jsonl", [_rec("rms_norm", 47, "ours_triton", 3.0, 0.02, "warm", p20_us=2.9, p80_us=3.2),
+                                             _rec("rms_norm", 47, "liger", 2.0, 0.02, "warm", p20_us=1.9, p80_us=2.1)])
     _write(tmp_path / "eval_silu_and_mul.jsonl", [_rec("silu_and_mul", 4, "candidate", 21.0, 70, "flush", verdict="pass",
                                                        speedup={"vs_ours_triton": 0.95})])
     (tmp_path / "calibration.json").write_text(json.dumps(
@@ -41,6 +41,7 @@ def test_reads_every_experiment_and_prints_the_ratios(tmp_path, capsys):
     assert "S of the copy 0.850" in out
     assert "64-256 MB    1.200  (1)" in out and ">= 256 MB    1.010  (1)" in out   # flushed / rotated
     assert "1.50 vs liger" in out                                                 # ours / best peer, warm
+    assert "warm: median p20-p80 spread 10.0% of the median over 2 records" in out
     assert "median 0.950" in out
 
 
