@@ -228,3 +228,38 @@ def ceil_div(a: int, b: int) -> int:
 
 __all__ = ["random_routing", "expert_counts", "routing_inputs", "expected_experts_hit", "padded_capacity", "align_layout", "check_aligned",
            "grouped_gemm_support", "grouped_moe", "reference_moe", "moe_ffn_cost", "ceil_div"]
+
+
+# ---- what the fused-MoE operator specs share --------------------------------------------------------
+
+def moe_dims(shape) -> tuple[int, int, int, int, int]:
+    """(T, H, I, E, k) of a MoE shape (token_count, hidden_size, intermediate_size, num_experts,
+    top_k), validated."""
+    t, h, i = int(shape["token_count"]), int(shape["hidden_size"]), int(shape["intermediate_size"])
+    e, k = int(shape["num_experts"]), int(shape["top_k"])
+    if t < 0 or min(h, i, e, k) < 1 or k > e:
+        raise ValueError(f"{shape.key}: need token_count >= 0, positive sizes and top_k <= num_experts "
+                         f"(got T={t} H={h} I={i} E={e} k={k})")
+    return t, h, i, e, k
+
+
+class MoeOutputs:
+    """Mixin for fused-MoE specs: one output ``out`` shaped like ``hidden_states`` in the spec's
+    ``out_dtype``, and smoke shapes of the same structure as the catalog's at small sizes (the
+    smallest catalog shape still holds every expert's weights, too heavy for a CPU check)."""
+
+    output_names = ("out",)
+
+    def make_outputs(self, shape, inputs: dict):
+        import torch
+
+        from solbench.core.spec import torch_dtype
+
+        x = inputs["hidden_states"]
+        return (torch.empty(x.shape, dtype=torch_dtype(self.out_dtype), device=x.device),)
+
+    def small_shapes(self, dims: list[dict]) -> list:
+        from dataclasses import replace
+
+        base = min(self.shapes, key=lambda s: int(s["token_count"]))
+        return [replace(base, id=f"smoke{j}", params=d, smoke=True) for j, d in enumerate(dims)]

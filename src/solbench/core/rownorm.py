@@ -156,6 +156,7 @@ def _rownorm_kernel(
                             MODE, HAS_RES, HAS_Z, NORM_BEFORE_GATE, HAS_W, HAS_W2, HAS_B, SEGMENTED,
                             W_PER_SEG, BLOCK_M, BLOCK_N)
         else:
+            # Not the loop above run once: a one-trip loop compiles with an extra barrier.
             _whole_rows(tl.program_id(0), x_ptr, res_ptr, z_ptr, w_ptr, w2_ptr, b_ptr, out_ptr, res_out_ptr,
                         rows, n, eps, segs, seg_stride, w_seg_stride, w2_from,
                         x_stride, res_stride, z_stride, out_stride, res_out_stride,

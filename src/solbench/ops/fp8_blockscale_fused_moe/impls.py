@@ -24,7 +24,7 @@ def _supports(shape, device):
     if not ok:
         return ok
     from solbench.core.spec import Support
-    from solbench.ops.fused_moe.spec import moe_dims
+    from solbench.core.moe_routing import moe_dims
 
     # Dequantizing every expert costs 2 bytes (bf16, scaled in place) per weight; past ~40 GB of
     # temporaries this formulation cannot run next to its inputs on one 80 GB GPU.

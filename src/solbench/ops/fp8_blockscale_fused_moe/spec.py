@@ -21,22 +21,19 @@ fp8 before the second GEMM, which the tolerance allows for.
 """
 from __future__ import annotations
 
-from dataclasses import replace
 
 from solbench.core import fp8_blocks
 from solbench.core import inputs as rnd
-from solbench.core.moe_routing import ceil_div, moe_ffn_cost, random_routing, reference_moe
+from solbench.core.moe_routing import MoeOutputs, ceil_div, moe_dims, moe_ffn_cost, random_routing, reference_moe
 from solbench.core.spec import Cost, OpSpec, Shape, Tolerance, register_spec, torch_dtype
-from solbench.ops.fused_moe.spec import moe_dims
 
 BLOCK = 128  # aiter fc_scale_blkn = fc_scale_blkk = 128; activation groups of 128 along H
 
 
-class Fp8BlockscaleFusedMoe(OpSpec):
+class Fp8BlockscaleFusedMoe(MoeOutputs, OpSpec):
     name = "fp8_blockscale_fused_moe"
     dtype = "fp8_e4m3"
     out_dtype = "bf16"
-    output_names = ("out",)
 
     def make_inputs(self, shape: Shape, device, seed: int) -> dict:
         t, h, i, e, k = moe_dims(shape)
@@ -60,12 +57,6 @@ class Fp8BlockscaleFusedMoe(OpSpec):
                              lambda e: (fp8_blocks.dequantize(w1[e], fc1_scale[e], b),
                                         fp8_blocks.dequantize(w2[e], fc2_scale[e], b)),
                              torch_dtype(self.out_dtype))
-
-    def make_outputs(self, shape: Shape, inputs: dict):
-        import torch
-
-        x = inputs["hidden_states"]
-        return (torch.empty(x.shape, dtype=torch_dtype(self.out_dtype), device=x.device),)
 
     def cost(self, shape: Shape) -> Cost:
         # Read: hidden_states (T*H fp8) + a_scale (T*ceil(H/128) fp32), topk_weights + topk_ids
@@ -92,10 +83,8 @@ class Fp8BlockscaleFusedMoe(OpSpec):
     def smoke_shapes(self) -> list[Shape]:
         # The smallest catalog shape holds 128 experts of 4096x3072 fp8 weights; the CPU check
         # uses the same structure (128-blocks, several H and I blocks) at small sizes.
-        base = min(self.shapes, key=lambda s: int(s["token_count"]))
-        dims = [dict(token_count=2, hidden_size=256, intermediate_size=128, num_experts=8, top_k=2),
-                dict(token_count=12, hidden_size=384, intermediate_size=256, num_experts=16, top_k=4)]
-        return [replace(base, id=f"smoke{j}", params=d, smoke=True) for j, d in enumerate(dims)]
+        return self.small_shapes([dict(token_count=2, hidden_size=256, intermediate_size=128, num_experts=8, top_k=2),
+                                  dict(token_count=12, hidden_size=384, intermediate_size=256, num_experts=16, top_k=4)])
 
 
 register_spec(Fp8BlockscaleFusedMoe.from_catalog())

@@ -13,28 +13,16 @@ writes).
 """
 from __future__ import annotations
 
-from dataclasses import replace
 
 from solbench.core import inputs as rnd
-from solbench.core.moe_routing import moe_ffn_cost, random_routing, reference_moe
+from solbench.core.moe_routing import MoeOutputs, moe_dims, moe_ffn_cost, random_routing, reference_moe
 from solbench.core.spec import Cost, OpSpec, Shape, Tolerance, register_spec, torch_dtype
 
 
-def moe_dims(shape: Shape) -> tuple[int, int, int, int, int]:
-    """(T, H, I, E, k) of a MoE shape, validated."""
-    t, h, i = int(shape["token_count"]), int(shape["hidden_size"]), int(shape["intermediate_size"])
-    e, k = int(shape["num_experts"]), int(shape["top_k"])
-    if t < 0 or min(h, i, e, k) < 1 or k > e:
-        raise ValueError(f"{shape.key}: need token_count >= 0, positive sizes and top_k <= num_experts "
-                         f"(got T={t} H={h} I={i} E={e} k={k})")
-    return t, h, i, e, k
-
-
-class FusedMoe(OpSpec):
+class FusedMoe(MoeOutputs, OpSpec):
     name = "fused_moe"
     dtype = "bf16"
     out_dtype = "fp32"  # the catalog's output_dtypes
-    output_names = ("out",)
 
     def make_inputs(self, shape: Shape, device, seed: int) -> dict:
         t, h, i, e, k = moe_dims(shape)
@@ -50,16 +38,8 @@ class FusedMoe(OpSpec):
     def reference(self, hidden_states, w1, w2, topk_weights, topk_ids):
         """out[t] = sum_j topk_weights[t,j] * W2[e] (silu(W1g[e] x[t]) * W1u[e] x[t]), e = topk_ids[t,j];
         fp32 math, one expert at a time, cast once to fp32 (the catalog's output dtype)."""
-        import torch
-
         return reference_moe(hidden_states.float(), topk_weights, topk_ids, w1.shape[0],
                              lambda e: (w1[e].float(), w2[e].float()), torch_dtype(self.out_dtype))
-
-    def make_outputs(self, shape: Shape, inputs: dict):
-        import torch
-
-        x = inputs["hidden_states"]
-        return (torch.empty(x.shape, dtype=torch_dtype(self.out_dtype), device=x.device),)
 
     def cost(self, shape: Shape) -> Cost:
         # Read: hidden_states once (T*H bf16), topk_weights + topk_ids (T*k*4 each), and the w1/w2
@@ -83,10 +63,8 @@ class FusedMoe(OpSpec):
     def smoke_shapes(self) -> list[Shape]:
         # The smallest catalog shape still holds 128 experts' weights (1.2 GB of bf16): too heavy
         # for a CPU check. Same structure, smaller dims: decode-like and prefill-like.
-        base = min(self.shapes, key=lambda s: int(s["token_count"]))
-        dims = [dict(token_count=3, hidden_size=128, intermediate_size=64, num_experts=8, top_k=2),
-                dict(token_count=24, hidden_size=256, intermediate_size=96, num_experts=16, top_k=4)]
-        return [replace(base, id=f"smoke{j}", params=d, smoke=True) for j, d in enumerate(dims)]
+        return self.small_shapes([dict(token_count=3, hidden_size=128, intermediate_size=64, num_experts=8, top_k=2),
+                                  dict(token_count=24, hidden_size=256, intermediate_size=96, num_experts=16, top_k=4)])
 
 
 register_spec(FusedMoe.from_catalog())
