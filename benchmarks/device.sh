@@ -85,7 +85,7 @@ print(json.dumps(h.load_calibration(h.device_key()), indent=1))" >"$cal" || stat
       # the per-test limit (pytest-timeout, where installed) keeps one hang from eating the budget.
       pt_timeout=$(python3 -c "import pytest_timeout" 2>/dev/null && echo "--timeout=90")
       # GPUTESTS (space-separated test paths) narrows the run, e.g. to the files that failed last time.
-      timeout "${budget:-300}" python3 -m pytest -v --tb=short -rfE -p no:cacheprovider $pt_timeout ${GPUTESTS:-tests/test_glu.py tests/ops/test_rms_norm.py \
+      timeout "${budget:-300}" python3 -m pytest -v --tb=short -rfE -p no:cacheprovider $pt_timeout ${GPUTESTS:-tests/test_gpu_timing.py tests/test_glu.py tests/ops/test_rms_norm.py \
         tests/ops/test_fused_add_rms_norm.py tests/ops/test_fused_qk_rmsnorm.py tests/ops/test_fused_rmsnorm_quant.py \
         tests/ops/test_fp8_dynamic_per_token_quant.py tests/ops/test_per_token_group_quant_fp8.py tests/eval \
         tests/test_tuning.py} >"$work/gputests.log" 2>&1 || status=1
