@@ -23,8 +23,6 @@ import triton.language as tl
 
 from solbench.core.kernels import interpreting
 
-LOG2E = 1.4426950408889634
-
 
 def ptx_fast_math(out) -> bool:
     """True when a kernel writing ``out`` may use the approximate forms: a 16-bit output on a
@@ -61,7 +59,8 @@ def exp2(x, PTX: tl.constexpr):
 
 @triton.jit
 def sigmoid(x, PTX: tl.constexpr):
-    """``1 / (1 + exp(-x))``: 0 for x -> -inf (the reciprocal of inf), 1 for x -> +inf."""
+    """``1 / (1 + exp(-x))`` as ``1 / (1 + 2^(-x log2 e))``: 0 for x -> -inf (the reciprocal of
+    inf), 1 for x -> +inf."""
     if PTX:
         return rcp(1.0 + exp2(x * -1.4426950408889634, PTX), PTX)
     else:
