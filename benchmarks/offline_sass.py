@@ -3,7 +3,8 @@
     python benchmarks/offline_sass.py [--block-m 2 --block-n 2048 --warps 8]
 
 Triton compiles for a named target without a device, and its wheel ships ptxas and nvdisasm, so
-the SASS a kernel would run on an H100/H200 can be read anywhere. Static counts say nothing about
+the SASS a kernel would run on an H100/H200 can be read anywhere (``solbench sass`` does it for
+every launch an operator makes; this script compares two builds of one kernel). Static counts say nothing about
 time; they show what a source change does to the instruction stream (core/fastmath.py quotes
 them). Each GLU mode is compiled for bf16 as the committed figures measured it ("exact") and as it
 is launched now ("as launched": the ``FAST`` reciprocal/exp2 without subnormal fix-ups, and
@@ -15,10 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
-import subprocess
 import sys
-import tempfile
 import warnings
 from collections import Counter
 from pathlib import Path
@@ -28,32 +26,17 @@ warnings.filterwarnings("ignore")
 
 
 def sass_of(fn, signature: dict, constexprs: dict, divisible_by_16=(), num_warps: int = 4) -> list[str]:
-    """The SASS instructions of ``fn`` compiled for sm_90, one string per instruction."""
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
+    """The SASS instructions of ``fn`` compiled for sm_90 (solbench.sass.compile_sm90)."""
+    from solbench.sass import compile_sm90
 
-    attrs = {(fn.arg_names.index(name),): [["tt.divisibility", 16]] for name in divisible_by_16}
-    kernel = triton.compile(ASTSource(fn, signature, constexprs, attrs), target=GPUTarget("cuda", 90, 32),
-                            options={"num_warps": num_warps})
-    nvdisasm = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "nvdisasm")
-    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
-        f.write(kernel.asm["cubin"])
-        f.flush()
-        text = subprocess.run([nvdisasm, "-c", f.name], capture_output=True, text=True, check=True).stdout
-    return [line.split("*/", 1)[1].strip().rstrip(";").strip() for line in text.splitlines()
-            if re.match(r"\s*/\*[0-9a-f]{4}\*/", line)]
-
-
-def opcode(instruction: str) -> str:
-    parts = instruction.split()
-    return parts[1] if parts[0].startswith("@") and len(parts) > 1 else parts[0]
+    return compile_sm90(fn, signature, constexprs, divisible_by_16, num_warps)[0]
 
 
 def main(argv=None) -> int:
     import triton
 
     from solbench.ops.silu_and_mul.activation import ACT_MODES
+    from solbench.sass import opcode
     from solbench.ops.silu_and_mul.triton import _glu_kernel
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])

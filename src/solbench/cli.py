@@ -11,7 +11,7 @@ import os
 import sys
 
 # Subcommand providers: each module has ``register(subparsers)``.
-PLUGINS = ("solbench.report.cli", "solbench.eval.cli", "solbench.profiles.cli")
+PLUGINS = ("solbench.report.cli", "solbench.eval.cli", "solbench.profiles.cli", "solbench.sass")
 
 
 def split_csv(values):

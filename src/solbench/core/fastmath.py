@@ -21,7 +21,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from solbench.core.kernels import interpreting
+from solbench.core import kernels
 
 
 def ptx_fast_math(out) -> bool:
@@ -29,7 +29,7 @@ def ptx_fast_math(out) -> bool:
     CUDA (not ROCm) device, compiled (not the interpreter)."""
     import torch
 
-    return (out.is_cuda and not interpreting() and getattr(torch.version, "hip", None) is None
+    return (kernels.gpu_codegen(out) and getattr(torch.version, "hip", None) is None
             and out.dtype in (torch.bfloat16, torch.float16))
 
 

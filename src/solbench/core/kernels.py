@@ -16,6 +16,18 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
+#: Set by `solbench sass` while it records launches on CPU tensors: they are then described as a
+#: GPU compiles them (hardware fp8 conversion, fast math), not as the interpreter runs them.
+EMULATE_GPU_CODEGEN = False
+
+
+def gpu_codegen(t) -> bool:
+    """True when a kernel launched on tensor ``t`` is compiled for a GPU rather than run by
+    Triton's CPU interpreter: the switch for code paths only a compiled kernel can take (inline
+    PTX, hardware fp8 conversion)."""
+    return EMULATE_GPU_CODEGEN or (t.is_cuda and not interpreting())
+
+
 @functools.lru_cache(maxsize=None)
 def _triton_import_error() -> str | None:
     try:

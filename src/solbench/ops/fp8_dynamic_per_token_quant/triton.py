@@ -17,7 +17,7 @@ import triton
 import triton.language as tl
 
 from solbench.core.fp8 import fp8e4m3_bits, quantize_bits, scale_and_inverse  # noqa: F401 (jit globals)
-from solbench.core.kernels import interpreting
+from solbench.core.kernels import gpu_codegen
 from solbench.core.rowwise import row_config, row_grid, row_ptrs, tile_offsets
 
 KERNEL = "fp8_per_token_quant"
@@ -61,4 +61,4 @@ def launch_per_token_quant(x2d, q2d, s2d, min_amax: float) -> None:
     cfg = row_config(n, rows, x2d.element_size(), kernel=KERNEL)
     _per_token_quant_kernel[row_grid(rows, cfg)](
         x2d, q2d.view(torch.uint8), s2d, rows, n, x2d.stride(0), q2d.stride(0), s2d.stride(0),
-        float(min_amax), SOFT_FP8=interpreting(), **cfg.launch_kwargs())
+        float(min_amax), SOFT_FP8=not gpu_codegen(x2d), **cfg.launch_kwargs())

@@ -16,7 +16,7 @@ import triton
 import triton.language as tl
 
 from solbench.core.fp8 import fp8e4m3_bits, quantize_bits, scale_and_inverse  # noqa: F401 (jit globals)
-from solbench.core.kernels import interpreting
+from solbench.core.kernels import gpu_codegen
 from solbench.core.rowwise import row_config, row_grid, row_ptrs, tile_offsets
 
 KERNEL = "fused_rmsnorm_quant"
@@ -94,4 +94,4 @@ def launch_rmsnorm_quant(x2d, weight, q2d, s2d, eps: float, residual2d=None, res
         residual_out2d if has_res else dummy, rows, n, float(eps),
         x2d.stride(0), residual2d.stride(0) if has_res else 0, q2d.stride(0), s2d.stride(0),
         residual_out2d.stride(0) if has_res else 0,
-        HAS_RES=has_res, SOFT_FP8=interpreting(), **cfg.launch_kwargs())
+        HAS_RES=has_res, SOFT_FP8=not gpu_codegen(x2d), **cfg.launch_kwargs())

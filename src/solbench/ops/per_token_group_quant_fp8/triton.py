@@ -16,7 +16,7 @@ import triton
 import triton.language as tl
 
 from solbench.core.fp8 import fp8e4m3_bits, quantize_bits, scale_and_inverse  # noqa: F401 (jit globals)
-from solbench.core.kernels import interpreting, next_pow2
+from solbench.core.kernels import gpu_codegen, next_pow2
 from solbench.core.rowwise import MAX_WHOLE_ROW, row_config, row_grid
 
 KERNEL = "per_token_group_quant_fp8"
@@ -66,4 +66,4 @@ def launch_group_quant(x2d, q2d, s2d, group_size: int, eps: float, ue8m0: bool) 
     _group_quant_kernel[row_grid(n_groups, cfg)](
         x2d, q2d.view(torch.uint8), s2d, n_groups, groups_per_row, x2d.stride(0), q2d.stride(0),
         s2d.stride(0), s2d.stride(1), float(eps), GROUP=group_size, UE8M0=bool(ue8m0),
-        SOFT_FP8=interpreting(), **cfg.launch_kwargs())
+        SOFT_FP8=not gpu_codegen(x2d), **cfg.launch_kwargs())

@@ -1,0 +1,55 @@
+"""`solbench sass`: the sm_90 code of each kernel launch, compiled on this CPU machine (the tool
+records the launches in Triton's interpreter and compiles them in a second process)."""
+import json
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("triton")
+
+from solbench.cli import main  # noqa: E402
+from solbench.sass import inspect_op  # noqa: E402
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "candidates" / "silu_and_mul_ours_triton.py"
+
+
+def _compiles_here():
+    import os
+
+    import triton
+
+    return os.path.exists(os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas"))
+
+
+pytestmark = pytest.mark.skipif(not _compiles_here(), reason="this triton wheel ships no ptxas")
+
+
+def test_ours_as_launched_on_an_h200():
+    rows = inspect_op("silu_and_mul", ["0", "3"], gpu_table="NVIDIA_H200", sms=132)
+    by = {str(r["shape_id"]): r for r in rows}
+    assert set(by) == {"0", "3"} and all("error" not in r for r in rows)
+    big = by["3"]  # 10700 x 2d = 2*2500: the tuned 2560 tile, every access a 16-byte vector, no spill
+    assert big["kernel"] == "_glu_kernel" and big["grid"][0] > 132 and big["spill_bytes"] == 0
+    assert set(big["global_loads"]) == {"16"} and set(big["global_stores"]) == {"16"}
+    assert big["constexprs"]["FAST"] is True      # as a GPU build chooses it, not the interpreter
+    assert big["sfu"] > 0 and big["cp_async"] == 0 and big["instructions"] > 0
+    assert by["0"]["grid"] == [1, 1]              # one token: one program
+
+
+def test_a_candidate_file_and_the_cli_json(capsys):
+    assert main(["sass", "--op", "silu_and_mul", "--shapes", "3", "--candidate", str(EXAMPLE), "--json",
+                 "--gpu-table", "NVIDIA_H200", "--sms", "132"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(rows) == 1 and rows[0]["kernel"] == "_silu_and_mul_kernel" and "error" not in rows[0]
+    assert set(rows[0]["global_loads"]) == {"16"} and rows[0]["spill_bytes"] == 0
+    # the file picks fast math by x.is_cuda, and the launches were recorded on CPU tensors
+    assert rows[0]["constexprs"]["FAST"] is False
+    assert main(["sass", "--op", "silu_and_mul", "--shapes", "3", "--candidate", str(EXAMPLE)]) == 0
+    assert "what is shown is its CPU path" in capsys.readouterr().out
+
+
+def test_bad_requests_are_clear_errors():
+    with pytest.raises(SystemExit, match="has no implementation 'nope'"):
+        main(["sass", "--op", "silu_and_mul", "--impl", "nope", "--shapes", "0"])
+    with pytest.raises(SystemExit, match="has no shape 999"):
+        main(["sass", "--op", "silu_and_mul", "--shapes", "999"])
