@@ -1,5 +1,5 @@
 """solbench command line: list | calibrate | run | roofline, plus the tools' subcommands
-(report, plot, compare, eval, task, profile), which live beside the code they drive."""
+(report, plot, compare, eval, task, profile, sass), which live beside the code they drive."""
 from __future__ import annotations
 
 import argparse
