@@ -18,10 +18,11 @@ def _compiles_here():
 
     import triton
 
-    return os.path.exists(os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas"))
+    tools = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
+    return all(os.path.exists(os.path.join(tools, t)) for t in ("ptxas", "nvdisasm", "cuobjdump"))
 
 
-pytestmark = pytest.mark.skipif(not _compiles_here(), reason="this triton wheel ships no ptxas")
+pytestmark = pytest.mark.skipif(not _compiles_here(), reason="this triton wheel ships no ptxas/nvdisasm/cuobjdump")
 
 
 def test_ours_as_launched_on_an_h200():

@@ -42,9 +42,13 @@ TARGET_ARCH = 90
 # ---- compile side -----------------------------------------------------------------------------
 
 def _tool(name: str) -> str:
+    """A CUDA tool from the Triton wheel (ptxas, nvdisasm, cuobjdump), or a clear error."""
     import triton
 
-    return os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", name)
+    path = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", name)
+    if not os.path.exists(path):
+        raise RuntimeError(f"this triton ({triton.__version__}) ships no {name} at {path}: cannot compile for sm_90 here")
+    return path
 
 
 def opcode(instruction: str) -> str:
