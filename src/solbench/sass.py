@@ -80,7 +80,9 @@ def compile_sm90(fn, signature: dict, constexprs: dict, divisible: Sequence[str]
                                check=True).stdout
     instructions = [line.split("*/", 1)[1].strip().rstrip(";").strip() for line in text.splitlines()
                     if re.match(r"\s*/\*[0-9a-f]{4}\*/", line)]
-    resources = {k.lower(): int(v) for k, v in re.findall(r"\b(REG|SHARED|LOCAL|STACK):(\d+)", usage)}
+    resources = {k.lower(): int(v) for k, v in re.findall(r"\b(REG|LOCAL|STACK):(\d+)", usage)}
+    # Triton's shared memory is dynamic (sized at launch), so cuobjdump's static SHARED misses it.
+    resources["shared"] = int(getattr(kernel.metadata, "shared", 0) or 0)
     return instructions, resources
 
 
