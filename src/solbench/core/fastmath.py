@@ -5,7 +5,8 @@ range fix-up each (a compare, a select and predicated multiplies that keep subno
 results exact). In our bf16 GLU kernel compiled for sm_90 (``python benchmarks/offline_sass.py``,
 no GPU needed; Triton 3.6 and 3.9 alike) the ``.ftz`` forms below take silu from 23 to 16
 instructions per output, the erf GELU from 30.5 to 23.5 and the tanh GELU from 27 to 20 (one more
-each when alpha = 1 and up_shift = 0 are compile-time: 14, 22.5, 19). For an
+each when alpha = 1 and up_shift = 0 are compile-time: 14, 22.5, 19; the erf GELU's relu form,
+one more half: 22). For an
 activation near the issue limit (the erf GELU) that is the difference between waiting on memory
 and waiting on the scheduler. What the fix-ups buy, exact fp32 subnormals (below 1.2e-38), is
 invisible after rounding to fp16 (whose smallest subnormal is 6e-8) and changes a bf16 result by
