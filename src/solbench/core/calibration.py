@@ -124,7 +124,7 @@ def copy_by_size(sizes=BY_SIZE_BYTES, progress=None) -> list[dict]:
     """The SM copy (``torch.mul(x, 1, out=)``, the kernel the calibrated bandwidth came from)
     timed at each total size with the graph timer and the cold-L2 rule of ``solbench run`` for an
     implementation with ``out=`` buffers (rotating sets where they fit, else a flush). Returns
-    ``[{"bytes": moved, "us": median, "bandwidth": bytes/s}]``."""
+    ``[{"bytes": moved, "us": median, "bandwidth": bytes/s, "cold_l2": "rotate" | "flush"}]``."""
     import torch
 
     from solbench.core.timing import l2_bytes_of, plan_sets

@@ -153,8 +153,14 @@ def datasheet_for_device(device=None) -> Hardware:
 
 # ---- calibration --------------------------------------------------------------------------------
 
+def cache_root() -> Path:
+    """Where solbench keeps per-device state (calibrations, tuned tables): ``$SOLBENCH_CACHE``,
+    else ``~/.cache/solbench``."""
+    return Path(os.environ.get("SOLBENCH_CACHE", Path.home() / ".cache" / "solbench"))
+
+
 def cache_dir() -> Path:
-    return Path(os.environ.get("SOLBENCH_CACHE", Path.home() / ".cache" / "solbench")) / "calibration"
+    return cache_root() / "calibration"
 
 
 def load_calibration(key: str) -> dict | None:

@@ -92,10 +92,9 @@ class RowConfig:
     row regime, :data:`CHUNK_N` when ``chunked``), ``num_warps`` warps per program.
 
     ``programs_per_sm > 0`` makes the launch persistent (only kernels that look their tile up with
-    ``persistent_ok``, whose per-column parameters do not change from row to row, honour it): at
-    most that many programs per SM, each looping over tiles of ``block_m`` rows with the loads of
-    the next ``stages - 1`` tiles in flight (Triton's software pipelining, cp.async into shared
-    memory) and the weight loaded once per program instead of once per tile.
+    ``persistent_ok``, the row-norm kernel, honour it): at most that many programs per SM, each
+    looping over tiles of ``block_m`` rows with the loads of the next ``stages - 1`` tiles in
+    flight (Triton's software pipelining, cp.async into shared memory).
     """
 
     block_m: int

@@ -46,7 +46,9 @@ _ignore_tables = 0  # > 0 inside first_principles()
 
 
 def _cache_dir() -> Path:
-    return Path(os.environ.get("SOLBENCH_CACHE", Path.home() / ".cache" / "solbench")) / "tuned"
+    from solbench.core.hardware import cache_root
+
+    return cache_root() / "tuned"
 
 
 def packaged_dir() -> Path:

@@ -12,7 +12,6 @@ import triton
 import triton.language as tl
 
 from solbench.core import fastmath, tuning
-from solbench.core.fastmath import ptx_fast_math
 from solbench.core.kernels import fill_sms, largest_pow2_divisor, next_pow2
 from solbench.ops.silu_and_mul.activation import ACT_MODES
 
@@ -45,7 +44,7 @@ def _half_erfc(ag, FP32_OUT: tl.constexpr, FAST: tl.constexpr):
     that each step is one FMA (1/sqrt 2 into t's slope, z^2 = g^2 / 2 into the exponent). The fit
     is matched to the output's rounding: the 9-term one for fp32 outputs (within 2e-6 relative
     down to |g| = 6, 2e-5 to the underflow, in fp32 arithmetic), a 5-term one for bf16 / fp16.
-    Phi(g) is then ``1 - erfc/2`` above 0 and ``erfc/2`` below, so the negative tail keeps its
+    The kernel forms ``g Phi(g) = relu(g) - |g| Phi(-|g|)`` from it, so the negative tail keeps its
     relative accuracy instead of cancelling in ``1 + erf`` (as torch's fp32 gelu does).
     ``FAST``: the reciprocal and exp2 without their subnormal fix-ups (core/fastmath.py)."""
     t = fastmath.rcp(1.0 + 0.35355339059327373 * ag, FAST)
@@ -135,5 +134,5 @@ def launch_glu(x2d, out2d, act: int, alpha: float, limit: float | None, up_shift
     _glu_kernel[grid](x2d, out2d, rows, d, x2d.stride(0), out2d.stride(0), float(alpha),
                       float(limit if limit is not None else 0.0), float(up_shift),
                       ACT=act, HAS_LIMIT=limit is not None, INTERLEAVED=interleaved,
-                      BLOCK_M=block_m, BLOCK_N=block_n, FAST=ptx_fast_math(out2d), SCALED=float(alpha) != 1.0,
-                      SHIFTED=float(up_shift) != 0.0, num_warps=num_warps)
+                      BLOCK_M=block_m, BLOCK_N=block_n, FAST=fastmath.ptx_fast_math(out2d),
+                      SCALED=float(alpha) != 1.0, SHIFTED=float(up_shift) != 0.0, num_warps=num_warps)
