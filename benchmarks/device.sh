@@ -13,11 +13,13 @@
 #   repeat[:SECONDS] silu_and_mul and the 9 norm/quant ops again into GPU/repeat.jsonl (for `solbench
 #                    compare`, and with glu the inputs of a fresh bars table)
 #   flushcheck[:S]   ours_triton on silu_and_mul + rms_norm with --cold-l2 flush, 1 and 2 flush buffers
+#   arbiter[:S]      the same ours_triton records timed eagerly (events around each call, no graph, no
+#                    subtraction), behind a flush and with rotating sets: which graph method is biased
 #   decodeprobe[:S]  the decode-sized shapes where ours trailed a peer, ours/liger/torch_compile timed
 #                    three ways in one run: the default rule, 2 alternating flush buffers, a warm L2
 #   gputests         the GPU-only tests (custom ops under torch.compile / CUDA graphs, eval integrity)
-#   eval             `solbench eval` of examples/candidates/silu_and_mul_ours_triton.py, its baselines
-#                    (ours_triton, torch_compile) flushed like it, ours_triton's from flush_check_1.jsonl
+#   eval             `solbench eval` of examples/candidates/silu_and_mul_ours_triton.py against
+#                    ours_triton and torch_compile, timed alike (their records from repeat.jsonl)
 # FRESH=sweep.jsonl,repeat.jsonl starts those files empty instead of resuming them.
 # The lent machine's tool returns at most 8 files from $OUT: pack them after the steps, under a
 # timeout that kills the steps' process group first:
@@ -99,6 +101,17 @@ print(json.dumps(h.load_calibration(h.device_key()), indent=1))" >"$cal" || stat
           --out "$work/flush_check_$nb.jsonl" ${budget:+--time-budget "$budget"} >"$work/flush_check_$nb.log" 2>&1 || status=1
         tail -n 3 "$work/flush_check_$nb.log"
       done ;;
+    arbiter)
+      # flushcheck found graph+flush 1.08-1.17x slower than graph+rotate at 20-64 MB, with one or two
+      # flush buffers alike. The eager timer subtracts nothing (events right around the call, the
+      # flush before the start event), so eager+flush says whether the flush itself slows the call
+      # (then rotation is optimistic) or the graph's subtraction is biased. Calls of >= 10 us keep
+      # the host ahead of the device, so the eager figure there is the kernel's, not the launch's.
+      for mode in flush auto; do
+        sb run --ops silu_and_mul,rms_norm --impls ours_triton --timer eager --cold-l2 $mode \
+          --out "$work/eager_$mode.jsonl" ${budget:+--time-budget "$budget"} >"$work/eager_$mode.log" 2>&1 || status=1
+        tail -n 2 "$work/eager_$mode.log"
+      done ;;
     decodeprobe)
       # Is the 0.3-0.8 us that ours trails liger/compile on decode shapes in the kernel, or in how a
       # flushed call starts (code, parameters and data all cold)? Shape ids: silu_and_mul 0 9 10 12
@@ -110,16 +123,17 @@ print(json.dumps(h.load_calibration(h.device_key()), indent=1))" >"$cal" || stat
       sb run $probe --cold-l2 warm --out "$work/decode_warm.jsonl" ${budget:+--time-budget "$budget"} >"$work/decode_warm.log" 2>&1 || status=1
       tail -n 3 "$work/decode_warm.log" ;;
     eval)
-      # Like for like: the exported kernel allocates its output, so it is flushed; the baselines are
-      # flushed too (--baselines-cold-l2 flush), and ours_triton's flushed records come from this
-      # run's flushcheck (or the committed one) when there is one. vs_ours_triton in the records is
-      # then the reproduction ratio (issue #6). Eval extends the baselines file it is given: a copy.
-      fc="$([ -f "$work/flush_check_1.jsonl" ] && echo "$work/flush_check_1.jsonl" || echo "$res/flush_check_1.jsonl")"
+      # Like for like: the exported kernel is timed by run's rule (graph replay; its allocated
+      # outputs rotate with the inputs, as ours' out= buffers do), and ours_triton's and
+      # torch_compile's records come from this run's repeat.jsonl when there is one. vs_ours_triton
+      # in the records is then the reproduction ratio (issue #6). Eval extends the baselines file
+      # it is given: a copy.
+      rp="$([ -f "$work/repeat.jsonl" ] && echo "$work/repeat.jsonl" || echo "$res/repeat.jsonl")"
       : >/tmp/eval_baselines.jsonl
-      [ -f "$fc" ] && python3 -c "import json,sys; [print(l, end='') for l in open(sys.argv[1]) if json.loads(l)['op'] == 'silu_and_mul']" \
-        "$fc" >/tmp/eval_baselines.jsonl
+      [ -f "$rp" ] && python3 -c "import json,sys; [print(l, end='') for l in open(sys.argv[1]) if json.loads(l)['op'] == 'silu_and_mul']" \
+        "$rp" >/tmp/eval_baselines.jsonl
       sb eval examples/candidates/silu_and_mul_ours_triton.py --op silu_and_mul --baselines ours_triton,torch_compile \
-        --baselines-cold-l2 flush --baselines-from /tmp/eval_baselines.jsonl \
+        --baselines-from /tmp/eval_baselines.jsonl \
         --out "$work/eval_silu_and_mul.jsonl" >"$work/eval.log" 2>&1 || status=1
       tail -n 50 "$work/eval.log" ;;
     *) echo "unknown step $name"; status=2 ;;

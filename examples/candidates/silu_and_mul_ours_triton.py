@@ -21,8 +21,8 @@ OP = "silu_and_mul"
 # copied from src/solbench/core/tuned/<gpu>.json so that this file stays standalone (a test checks
 # that the copy matches); other GPUs and other d use the first-principles rule below. Launches
 # over fewer than FEW_ROWS_PER_SM rows per SM look in FEW_ROWS_TILES first (the "glu@few_rows" key).
-TUNED_TILES = {"NVIDIA H200": {768: (4, 1024, 8), 1536: (2, 2048, 8), 2048: (2, 2048, 8), 2560: (8, 512, 8), 4096: (2, 2048, 8)}}
-FEW_ROWS_TILES: dict = {}
+TUNED_TILES = {"NVIDIA H200": {1536: (2, 2048, 8), 2560: (4, 1024, 8)}}
+FEW_ROWS_TILES = {"NVIDIA H200": {2048: (8, 256, 4)}}
 FEW_ROWS_PER_SM = 4
 
 

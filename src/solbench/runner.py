@@ -195,11 +195,12 @@ class _Timed:
         self.spec, self.impl = spec, impl
 
     def __call__(self, i: int):
+        """Runs set ``i``; returns what the implementation returned (the timer keeps captured
+        calls' outputs alive, so allocated outputs get a buffer per call, see core/timing)."""
         inputs, outs = self.sets[i], self.outs[i]
         if outs is not None:
-            self.impl.fn(**inputs, out=outs if len(outs) > 1 else outs[0])
-        else:
-            self.impl.fn(**inputs)
+            return self.impl.fn(**inputs, out=outs if len(outs) > 1 else outs[0])
+        return self.impl.fn(**inputs)
 
 
 def _prepare_impl(spec: OpSpec, impl: Impl, shape: Shape, device) -> tuple[str, str, dict]:
@@ -232,12 +233,13 @@ def _time_impl(spec: OpSpec, impl: Impl, shape: Shape, device, cfg: RunConfig, c
                     n_sets, flush = 2, True
                 elif cfg.cold_l2 == "warm":
                     n_sets, flush = 1, False
-                else:  # without out= the outputs cannot rotate with the inputs (see plan_sets)
-                    n_sets, flush = timing.plan_sets(cost.total_bytes, l2, outputs_rotate=impl.takes_out,
+                else:  # outputs rotate with out= buffers, or as the graph's kept returns (see plan_sets)
+                    n_sets, flush = timing.plan_sets(cost.total_bytes, l2,
+                                                     outputs_rotate=impl.takes_out or cfg.timer == "graph",
                                                      bytes_written=cost.bytes_written)
                 call = _Timed(spec, impl, shape, device, n_sets)
                 t = timing.time_gpu(call, n_sets, flush=flush, mode=cfg.timer, device=device,
-                                    warm=cfg.cold_l2 == "warm")
+                                    warm=cfg.cold_l2 == "warm", eager_flush=not impl.takes_out)
             else:
                 call = _Timed(spec, impl, shape, device, 2)
                 t = timing.time_cpu(call, 2)

@@ -8,7 +8,10 @@ from solbench.core import rowwise
 from solbench.core.rowwise import RowConfig, row_config, row_grid, row_ptrs, tile_offsets  # noqa: F401
 
 
-def test_short_rows_pack_several_rows_per_program():
+def test_short_rows_pack_several_rows_per_program(monkeypatch):
+    from solbench.core import tuning
+
+    monkeypatch.setattr(tuning, "sm_count", lambda: None)  # the tile rule alone, no device
     # hidden 128 bf16, prefill: 4096-element tiles = 32 rows, 8 warps x 32 threads x 16 elements.
     assert row_config(128, 100_000) == RowConfig(block_m=32, block_n=128, num_warps=8)
     # decode: 3 rows -> one program of 4 rows, one warp (16 elements per thread), not 32 rows.
@@ -16,6 +19,17 @@ def test_short_rows_pack_several_rows_per_program():
     assert (cfg.block_m, cfg.num_warps, row_grid(3, cfg)) == (4, 1, (1,))
     # hidden 1152 pads to 2048: two rows per program.
     assert row_config(1152, 300).block_m == 2
+
+
+def test_on_a_device_tiles_split_until_every_sm_has_a_program(monkeypatch):
+    from solbench.core import tuning
+
+    monkeypatch.setattr(tuning, "sm_count", lambda: 132)  # an H100 / H200
+    assert row_config(128, 100_000).block_m == 32  # thousands of programs already
+    cfg = row_config(128, 3)  # 3 rows: one row per program, 3 programs, not one of 4 rows
+    assert (cfg.block_m, cfg.num_warps, row_grid(3, cfg)) == (1, 1, (3,))
+    assert row_config(1152, 300).block_m == 2  # 150 programs >= 132 SMs: unchanged
+    assert row_config(1152, 200).block_m == 1  # 100 programs of 2 rows would idle 32 SMs
 
 
 def test_wide_rows_take_one_row_and_more_warps():

@@ -6,7 +6,16 @@ twice the L2 cache, each call is preceded by a read of a 2xL2 buffer (a "flush")
 a graph of flushes alone is subtracted, replay by replay (the two graphs alternate), so every call
 starts with a cold L2.
 
-GPU, ``eager``: each call is launched from Python between two events, with the same flush.
+Outputs: a call that allocates its outputs (no ``out=``) and returns them gets, under capture, a
+fresh output buffer per captured call, because the timer keeps every captured call's return value
+alive until the capture ends; replays then write to ``calls_per_sample`` distinct buffers, which
+rotate with the inputs just like preallocated ``out=`` buffers do. Without that, every call would
+write to the one address the caching allocator hands back, which stays resident and dirty in L2.
+
+GPU, ``eager``: each call is launched from Python between two events, with the same flush. The
+stream is first held by a device-side spin long enough for the host to queue every sample, so the
+events time the device's work, not the host's launch overhead (on the H200 host a Python-side
+launch of our custom op takes 100-300 us, which an un-held eager timer reported as kernel time).
 With ``eager="device_sync"`` (the candidate evaluator's choice) a sample is instead the wall time
 between two device-wide synchronizations, less their cost: it covers work on every stream, so
 work hidden on a side stream the events' stream never waits for is timed too. A graph capture
@@ -65,13 +74,19 @@ def plan_sets(bytes_per_call: float, l2_bytes: int, max_sets: int = 8,
     time it comes round again. When that would take more than ``max_sets`` sets (small shapes),
     two sets plus a flush are used instead.
 
-    Rotation only keeps *outputs* cold when they rotate too (``out=`` buffers per set). An
-    implementation that allocates its outputs writes, under graph replay, to the same graph-pool
-    addresses on every call; outputs smaller than twice the L2 then stay resident and dirty
-    between calls, so part of their write traffic never reaches HBM and the call looks faster
-    than it is. Such calls (``outputs_rotate=False``) are flushed instead: the flush before each
-    call evicts the previous call's outputs, and the write-back it forces is charged to the call
-    (the flush-only graph that is subtracted has nothing dirty to write back).
+    Rotation only keeps *outputs* cold when they rotate too: ``out=`` buffers per set, or, under
+    graph timing, an allocating call that returns its outputs (the timer keeps each captured
+    call's outputs alive, so each gets its own buffer; see the module docstring). A call whose
+    outputs land on one address every time (an eager timing of an allocating implementation)
+    would keep outputs smaller than twice the L2 resident and dirty between calls, so part of
+    their write traffic never reaches HBM and the call looks faster than it is. Such calls
+    (``outputs_rotate=False``) are flushed instead.
+
+    Why rotation is preferred to a flush wherever it fits (H200, benchmarks/NOTES.md): the same
+    kernel, flushed, timed 1.08-1.17x slower than rotated at 20-64 MB and up to 5% faster above
+    500 MB, where the flush (a 2.9 TB/s read) hides the previous call's dirty L2 write-back in its
+    unused bandwidth. Rotation is what a kernel meets in a serving step (the previous kernel's
+    data resident and dirty) and what the copy ceiling was calibrated with.
     """
     if bytes_per_call <= 0:
         return 2, True
@@ -144,7 +159,8 @@ def time_gpu(call: Callable[[int], None], n_sets: int, *, flush: bool, mode: str
              device=None, target_sample_us: float = 1000.0, samples: int = 30,
              max_calls_per_sample: int = 200, on_graph: Callable | None = None,
              min_samples: int = 5, max_total_us: float = 5e5, eager: str = "events",
-             clock: Callable[[], float] = time.perf_counter, warm: bool = False) -> Timing:
+             clock: Callable[[], float] = time.perf_counter, warm: bool = False,
+             eager_flush: bool = False) -> Timing:
     """Time ``call(i)`` on the current CUDA stream (see the module docstring).
 
     ``on_graph(replay, k)``, when given, is called once after the graph-replay samples, while the
@@ -155,6 +171,10 @@ def time_gpu(call: Callable[[int], None], n_sets: int, *, flush: bool, mode: str
     ``eager`` picks the eager timer, for ``mode="eager"`` and for that fallback: ``"events"``
     (CUDA events around each launch) or ``"device_sync"`` (wall time between device-wide
     synchronizations, read with ``clock``).
+
+    ``eager_flush=True``: the call allocates its outputs, which rotate only under graph capture, so
+    an eager timing of it (asked for, or the fallback) flushes before every call even where the
+    plan rotates (see :func:`plan_sets`).
 
     ``warm=True`` (with ``flush=False``) only labels the result: the caller chose sets that stay in
     L2 on purpose (``run --cold-l2 warm``), so the timing says "warm", not "rotate"."""
@@ -167,9 +187,12 @@ def time_gpu(call: Callable[[int], None], n_sets: int, *, flush: bool, mode: str
 
     def time_eager(n_samples):
         n_samples = int(max(10, min(n_samples, 2e6 / max(est, 1.0))))  # about 2 s at most
+        eager_flusher = flusher
+        if eager_flusher is None and eager_flush and not warm:
+            eager_flusher = _Flusher(device, l2_bytes_of(device))
         if eager == "device_sync":
-            return _time_eager_device_sync(call, n_sets, flusher, n_samples, clock)
-        return _time_eager(call, n_sets, flusher, n_samples)
+            return _time_eager_device_sync(call, n_sets, eager_flusher, n_samples, clock)
+        return _time_eager(call, n_sets, eager_flusher, n_samples)
 
     device = device or torch.device("cuda")
     flusher = _Flusher(device, l2_bytes_of(device)) if flush else None
@@ -259,10 +282,11 @@ def _replay_samples(graphs, samples: int) -> list[list[float]]:
 
 def _time_graph(call, n_sets, flusher, k, samples, on_graph=None) -> Timing:
     def body():
+        kept = []  # each captured call's outputs stay alive: distinct buffers (module docstring)
         for j in range(k):
             if flusher is not None:
                 flusher()
-            call(j % n_sets)
+            kept.append(call(j % n_sets))
 
     g = _capture(body)
     notes = []
@@ -294,6 +318,7 @@ def _time_eager(call, n_sets, flusher, samples) -> Timing:
     import torch
 
     starts, ends = _events(samples), _events(samples)
+    _hold_stream(_host_us_per_iteration(call, n_sets, flusher) * samples)
     for i in range(samples):
         if flusher is not None:
             flusher()
@@ -304,6 +329,36 @@ def _time_eager(call, n_sets, flusher, samples) -> Timing:
     raw = [s.elapsed_time(e) * 1e3 for s, e in zip(starts, ends)]
     med, p20, p80 = quantiles(raw)
     return Timing(med, p20, p80, "eager", n_sets, 1, len(raw), "flush" if flusher else "rotate")
+
+
+def _host_us_per_iteration(call, n_sets, flusher, reps: int = 5) -> float:
+    """Host time (us) to queue one eager sample (flush, two events, the call), the slowest of a
+    few: the device is synchronized after each, so no queue back-pressure is included."""
+    import torch
+
+    worst = 0.0
+    ev = torch.cuda.Event()
+    for i in range(reps):
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        if flusher is not None:
+            flusher()
+        ev.record()
+        call(i % n_sets)
+        ev.record()
+        worst = max(worst, (time.perf_counter() - t0) * 1e6)
+    torch.cuda.synchronize()
+    return worst
+
+
+def _hold_stream(host_us: float) -> None:
+    """Spin the current stream on the device for about twice ``host_us`` (at most 0.5 s), so that
+    the work queued meanwhile runs back to back. Cycles are counted at 2 GHz, above any data-center
+    GPU's clock: at a lower clock the spin only lasts longer."""
+    import torch
+
+    us = min(2.0 * host_us + 100.0, 5e5)
+    torch.cuda._sleep(int(us * 2e3))
 
 
 def _time_eager_device_sync(call, n_sets, flusher, samples, clock) -> Timing:

@@ -46,9 +46,9 @@ class EvalConfig:
     gpu_mem_fraction: float = 0.8
     baselines: Sequence[str] | None = None       # impl names to time beside it; None: every available one
     baselines_from: str | None = None            # a `run` JSONL to reuse (and extend) baseline records from
-    # How the baselines start cold: "auto" (`run`'s rule: implementations with out= buffers rotate
-    # them, the rest are flushed like the candidate) or "flush" (every baseline behind an L2 flush,
-    # timed exactly as an allocating candidate is: the like-for-like comparison).
+    # How the baselines start cold: "auto" (`run`'s rule, the one the candidate is timed with: under
+    # graph timing every implementation's outputs rotate with its inputs where the sets fit, the
+    # rest are flushed) or "flush" (every baseline behind an L2 flush).
     baselines_cold_l2: str = "auto"
     timer: str = "graph"
     edge: bool = True

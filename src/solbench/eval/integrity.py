@@ -281,10 +281,11 @@ class TimedCall:
         self.captured: list[tuple[int, Any]] = []
         self._capturing = torch.cuda.is_current_stream_capturing
 
-    def __call__(self, i: int) -> None:
+    def __call__(self, i: int):
         out = self.fn(**self.sets[i])
         if self._capturing():
             self.captured.append((i, out))
+        return out
 
 
 def graph_audit(tc: TimedCall, spec: OpSpec, shape: Shape, device, rng: random.Random,

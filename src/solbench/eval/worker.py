@@ -192,9 +192,10 @@ def _perf(spec, shape, fn, device, rng, timer_mode, timing, integrity) -> dict:
 
     cost = spec.cost(shape)
     bytes_per_call = cost.total_bytes
-    # A candidate allocates its own outputs: they cannot rotate with the inputs (see plan_sets).
-    n_sets, flush = timing.plan_sets(bytes_per_call, timing.l2_bytes_of(device), outputs_rotate=False,
-                                     bytes_written=cost.bytes_written)
+    # A candidate allocates its own outputs: under graph timing each captured call keeps its own
+    # (TimedCall returns them), so they rotate with the inputs; an eager timing flushes instead.
+    n_sets, flush = timing.plan_sets(bytes_per_call, timing.l2_bytes_of(device),
+                                     outputs_rotate=timer_mode == "graph", bytes_written=cost.bytes_written)
     in_place = integrity.mutates_inputs(fn, spec, shape, device)
     sets = [spec.make_inputs(shape, device, 1000 + i) for i in range(n_sets)]
     err = integrity.distinct_addresses(sets)
@@ -214,7 +215,7 @@ def _perf(spec, shape, fn, device, rng, timer_mode, timing, integrity) -> dict:
         # Eager timing (asked for, or the fallback when capture fails, as it does for work on a stream
         # the capture never joins) waits for the whole device, so side-stream work is timed too.
         t = timing.time_gpu(tc, n_sets, flush=flush, mode=timer_mode, device=device, on_graph=on_graph,
-                            eager="device_sync", clock=_clock)
+                            eager="device_sync", clock=_clock, eager_flush=True)
         tc.captured.clear()
         if t.mode != "graph" or in_place:
             audits.append(integrity.eager_audit(fn, spec, shape, sets, device, rng))
