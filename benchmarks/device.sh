@@ -7,7 +7,8 @@
 # first copied from benchmarks/results/GPU/. Steps:
 #   calibrate        measure copy bandwidth / matmul rates / launch floor (or adopt GPU/calibration.json)
 #   copycurve        add the copy-by-size curve (`calibrate --by-size`) to GPU/calibration.json
-#   tune[:SECONDS]   `solbench tune`: tuned launch table -> GPU/tuned.json (+ the per-candidate log)
+#   tune[:SECONDS]   `solbench tune`: tuned launch table -> GPU/tuned.json (+ the per-candidate log;
+#                    TUNE_CONTINUE=1 continues the committed log's budgeted tune)
 #   sweep[:SECONDS]  `solbench run` on the whole catalog into GPU/sweep.jsonl (resumable; budgeted)
 #   glu[:SECONDS]    the GLU variants (gelu, gelu_tanh, swiglu) into GPU/glu_variants.jsonl
 #   repeat[:SECONDS] silu_and_mul and the 9 norm/quant ops again into GPU/repeat.jsonl (for `solbench
@@ -68,7 +69,11 @@ print(json.dumps(h.load_calibration(h.device_key()), indent=1))" >"$cal" || stat
       { sb calibrate --use "$cal" --by-size && sb calibrate --json >"$cal.new" && mv "$cal.new" "$cal"; } || status=1 ;;
     tune)
       # TUNE_OPS (comma-separated) tunes only those operators' keys; the others keep their entries.
-      sb tune ${TUNE_OPS:+--ops "$TUNE_OPS"} --out "$work/tuned.json" --log "$work/tune_log.jsonl" \
+      # TUNE_CONTINUE=1 skips the keys the committed tune_log.jsonl measured (a budgeted tune's
+      # second part) and logs to tune_log_continued.jsonl.
+      log="$work/tune_log.jsonl"; skip=()
+      if [ -n "${TUNE_CONTINUE:-}" ]; then log="$work/tune_log_continued.jsonl"; skip=(--skip-measured-in "$res/tune_log.jsonl"); fi
+      sb tune ${TUNE_OPS:+--ops "$TUNE_OPS"} ${skip[@]+"${skip[@]}"} --out "$work/tuned.json" --log "$log" \
         ${budget:+--time-budget "$budget"} || status=1 ;;
     sweep)
       w sweep.jsonl; sb run --out "$wf" ${budget:+--time-budget "$budget"} >"$work/sweep.log" 2>&1 || status=1

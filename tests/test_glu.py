@@ -248,3 +248,17 @@ def test_exported_candidate_is_bit_identical_to_ours():
         for dtype in (torch.bfloat16, torch.float16, torch.float32):
             x = torch.randn(shape, device="cuda", dtype=dtype) * 4
             assert torch.equal(mod.silu_and_mul(x), solbench.silu_and_mul(x)), (shape, dtype)
+
+
+def test_a_regular_tuned_glu_tile_still_fills_the_sms(monkeypatch):
+    from solbench.core import tuning
+    from solbench.ops.silu_and_mul import triton as glu_triton
+
+    monkeypatch.setattr(tuning, "sm_count", lambda: 132)
+    tile = {"block_m": 2, "block_n": 2048, "num_warps": 8}
+    with tuning.overriding(glu_triton.KERNEL_ERF, 2048, tile):
+        # gelu #10 on the H200: 183 rows of d = 2048 packed 2 per program ran on 92 of 132 SMs
+        assert glu_triton._config(183, 2048, 2, glu_triton.ACT_GELU_ERF) == (1, 2048, 4)
+        assert glu_triton._config(100_000, 2048, 2, glu_triton.ACT_GELU_ERF) == (2, 2048, 8)
+    with tuning.overriding(glu_triton.KERNEL + tuning.FEW_ROWS_SUFFIX, 2048, tile):
+        assert glu_triton._config(183, 2048, 2, 0) == (2, 2048, 8)

@@ -176,6 +176,19 @@ def test_tune_keeps_the_entries_it_did_not_measure():
     assert entries["glu_erf"] == {"768": {"config": {"block_m": 8}}}
 
 
+def test_a_budgeted_tune_is_continued_from_its_log(tmp_path):
+    from solbench.tune import KeyResult, measured_keys, write_log
+
+    log = tmp_path / "tune_log.jsonl"
+    write_log([KeyResult("glu", 768, "glu", ["silu_and_mul#0"], {}, measurements=[{"config": None}]),
+               KeyResult("rms_norm", 4096, "row", [], {}, note="not tuned: time budget reached"),
+               KeyResult("rms_norm", 128, "row", [], {}, note="skipped: measured by an earlier run")], log)
+    # only the key it measured is skipped next time; the budget-cut and skipped ones are tuned
+    assert measured_keys(log) == {("glu", "768")}
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        measured_keys(tmp_path / "missing.jsonl")
+
+
 def test_recording_collects_keys():
     with tuning.recording() as seen:
         row_config(2048, 64, 2, kernel="fused_add_rms_norm")

@@ -61,16 +61,20 @@ def launch_config(rows: int, d: int, gpu: str = "", sm_count: int | None = None)
     """(BLOCK_M, BLOCK_N, num_warps) for ``rows`` rows of ``d`` outputs on the GPU named ``gpu``
     with ``sm_count`` SMs ("" / None: no GPU)."""
     few = sm_count is not None and rows < FEW_ROWS_PER_SM * sm_count
-    tuned = (FEW_ROWS_TILES.get(gpu, {}).get(d) if few else None) or TUNED_TILES.get(gpu, {}).get(d)
+    few_tile = FEW_ROWS_TILES.get(gpu, {}).get(d) if few else None
+    if few_tile is not None:  # measured on launches of this size: used as it is
+        block_m, block_n, num_warps = few_tile
+        return max(1, min(block_m, _next_pow2(rows))), block_n, num_warps
+    tuned = TUNED_TILES.get(gpu, {}).get(d)
     if tuned is not None:
         block_m, block_n, num_warps = tuned
-        return max(1, min(block_m, _next_pow2(rows))), block_n, num_warps
-    # About 4-8K output elements per program; decode shapes (few rows) split the row instead, and
-    # rows are not packed so far that SMs go without a program.
-    block_n = min(_next_pow2(d), 1024)
-    target = 8192 if rows * d >= (1 << 22) else 4096
-    block_m = max(1, min(_next_pow2(rows), target // block_n))
-    num_warps = 8 if block_m * block_n >= 4096 else 4
+        block_m = max(1, min(block_m, _next_pow2(rows)))
+    else:  # about 4-8K output elements per program; decode shapes (few rows) split the row instead
+        block_n = min(_next_pow2(d), 1024)
+        target = 8192 if rows * d >= (1 << 22) else 4096
+        block_m = max(1, min(_next_pow2(rows), target // block_n))
+        num_warps = 8 if block_m * block_n >= 4096 else 4
+    # Rows are not packed so far that SMs go without a program.
     while sm_count and block_m > 1 and triton.cdiv(rows, block_m) * triton.cdiv(d, block_n) < sm_count:
         block_m, num_warps = block_m // 2, max(1, num_warps // 2)
     return block_m, block_n, num_warps

@@ -241,8 +241,9 @@ def cmd_tune(args) -> int:
                       "(CPU and interpreter timings say nothing about them). Nothing was written.[/]")
         return 2
     with console.status("tuning...") as status:
+        skip = tuner.measured_keys(args.skip_measured_in) if args.skip_measured_in else set()
         table, results = tuner.tune(split_csv(args.ops), time_budget_s=args.time_budget,
-                                    progress=lambda m: status.update(f"tuning {m}"))
+                                    progress=lambda m: status.update(f"tuning {m}"), skip=skip)
     key = hardware.device_key()
     paths = [tuner.write_table(table, tuning.user_table_path(key))]
     if args.out:
@@ -322,6 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--out", help="also write the table here (e.g. src/solbench/core/tuned/<device>.json)")
     q.add_argument("--log", help="every candidate's measurements as JSONL")
     q.add_argument("--time-budget", type=float, metavar="SECONDS", help="stop tuning new keys after this long")
+    q.add_argument("--skip-measured-in", metavar="LOG.jsonl",
+                   help="continue a budgeted tune: skip the keys this earlier --log measured (they keep their entries)")
     q.set_defaults(func=cmd_tune)
 
     for name in PLUGINS:

@@ -25,7 +25,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Collection, Sequence
 
 from solbench.core import tuning
 
@@ -240,10 +240,28 @@ def keep_unmeasured(entries: dict, results: Sequence[KeyResult], current: dict, 
     return kept
 
 
+def measured_keys(log_path: str | Path) -> set[tuple[str, str]]:
+    """The ``(kernel, n)`` keys a tune log (``tune --log``) measured; keys it skipped or never
+    reached (time budget) are not among them."""
+    path = Path(log_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"tune log {path} does not exist")
+    keys = set()
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            rec = json.loads(line)
+            if rec.get("measurements"):
+                keys.add((rec["kernel"], str(rec["n"])))
+    return keys
+
+
 def tune(ops: Sequence[str] | None = None, *, time_budget_s: float | None = None,
-         progress: Callable[[str], None] | None = None) -> tuple[dict, list[KeyResult]]:
+         progress: Callable[[str], None] | None = None,
+         skip: Collection[tuple[str, str]] = ()) -> tuple[dict, list[KeyResult]]:
     """Tune every key of ``ops`` (default: all catalog operators with ours_triton). Returns the
-    table (``{"version", "device", ..., "entries"}``) and the per-key results."""
+    table (``{"version", "device", ..., "entries"}``) and the per-key results. Keys in ``skip``
+    (``(kernel, str(n))``, e.g. :func:`measured_keys` of an earlier run's log) are not measured
+    and keep their current entry, so a budgeted tune can be continued by a second one."""
     import torch
 
     from solbench.core import hardware
@@ -269,6 +287,10 @@ def tune(ops: Sequence[str] | None = None, *, time_budget_s: float | None = None
                 results.append(KeyResult(k2, n2, f2, [f"{e[0].name}#{e[2].id}" for e in e2], {},
                                          note="not tuned: time budget reached"))
             break
+        if (kernel, str(n)) in skip:
+            results.append(KeyResult(kernel, n, family, [f"{e[0].name}#{e[2].id}" for e in shape_entries], {},
+                                     note="skipped: measured by an earlier run"))
+            continue
         few_rows = kernel.endswith(tuning.FEW_ROWS_SUFFIX)
         reps = representatives(shape_entries, few_rows)
         names = [f"{e[0].name}#{e[2].id}" for e in reps]

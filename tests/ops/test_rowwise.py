@@ -183,3 +183,16 @@ def test_persistent_pipelined_launch_matches_the_reference(op, device):
             for o in reversed(overrides):
                 o.__exit__(None, None, None)
         assert res.ok, (op, shape.id, res.reason)
+
+
+def test_a_regular_tuned_tile_still_fills_the_sms_but_a_few_rows_tile_is_kept(monkeypatch):
+    from solbench.core import tuning
+
+    monkeypatch.setattr(tuning, "sm_count", lambda: 132)
+    tile = {"block_m": 8, "block_n": 2048, "num_warps": 8, "chunked": False}
+    with tuning.overriding("rms_norm", 2048, tile):
+        assert row_config(2048, 100_000, kernel="rms_norm").block_m == 8  # as tuned
+        cfg = row_config(2048, 300, kernel="rms_norm")  # 8 rows per program: 38 programs
+        assert (cfg.block_m, cfg.num_warps, row_grid(300, cfg)) == (2, 2, (150,))
+    with tuning.overriding("rms_norm" + tuning.FEW_ROWS_SUFFIX, 2048, tile):
+        assert row_config(2048, 300, kernel="rms_norm").block_m == 8  # measured on such launches

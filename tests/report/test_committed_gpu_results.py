@@ -65,13 +65,6 @@ def test_compare_same_code_same_gpu_is_same_and_a_20pct_slowdown_is_slower(gpu, 
     capsys.readouterr()
     assert main(["compare", str(base), str(repeat), "--json"]) == 0
     verdicts = {(o["op"], o["impl"]): o["verdict"] for o in json.loads(capsys.readouterr().out)["ops"]}
-    # One known difference, and compare is right to report it: until core/baselines.py turned
-    # Inductor's on-disk caches off, the H200 sweep's fused_add_rms_norm torch_compile reused a
-    # graph compiled earlier on the machine (by the GPU tests) and ran 10-20% slower than the
-    # repeat's cold compile. Remove this once both files are re-measured with the caches off.
-    known = {("fused_add_rms_norm", "torch_compile"): "faster"} if gpu == "h200" else {}
-    for key, verdict in known.items():
-        assert verdicts.pop(key, verdict) == verdict
     assert verdicts and set(verdicts.values()) == {"same"}, {k: v for k, v in verdicts.items() if v != "same"}
     # The same second run with one implementation 20% slower on every shape.
     slowed = tmp_path / "slowed.jsonl"
@@ -84,6 +77,4 @@ def test_compare_same_code_same_gpu_is_same_and_a_20pct_slowdown_is_slower(gpu, 
     assert main(["compare", str(base), str(slowed), "--json", "--fail-on-regression", "10"]) == 1
     verdicts = {(o["op"], o["impl"]): o["verdict"] for o in json.loads(capsys.readouterr().out)["ops"]}
     assert verdicts.pop(("rms_norm", "ours_triton")) == "slower"
-    for key in known:
-        verdicts.pop(key, None)
     assert set(verdicts.values()) == {"same"}

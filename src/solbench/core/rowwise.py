@@ -135,20 +135,30 @@ def row_config(n: int, rows: int, elem_bytes: int = 2, kernel: str = "",
     next power of two of ``rows``, so a 3-row decode batch of hidden 128 is one program of 4 rows,
     not 32 rows of masked-off work. ``persistent_ok``: the caller's kernel can run a persistent
     launch (``solbench tune`` then tries some); otherwise a tuned persistent entry is launched
-    one program per tile.
+    one program per tile. A regular tuned entry (not ``kernel@few_rows``) was measured on larger
+    launches, so on this one its rows per program are still split while SMs would go idle
+    (core/kernels.fill_sms); a few-rows entry was measured on launches like this one and is used
+    as it is.
     """
     check_hidden(n, kernel or "row-wise kernel")
     table = OVERRIDES if overrides is None else overrides
-    chosen = None
+    chosen, regular_tuned = None, False
     if kernel:
         chosen = next((table[key] for key in ((kernel, int(n)), (kernel, None)) if key in table), None)
         if chosen is None:
-            tuned = tuning.lookup(kernel, n, family="row_persistent" if persistent_ok else "row",
-                                  elem_bytes=elem_bytes, rows=rows)
+            tuned, key = tuning.lookup_keyed(kernel, n, family="row_persistent" if persistent_ok else "row",
+                                             elem_bytes=elem_bytes, rows=rows)
             chosen = RowConfig(**tuned) if tuned is not None else None
+            regular_tuned = key == kernel
     if chosen is not None:
         chosen = replace(chosen, block_m=max(1, min(chosen.block_m, next_pow2(max(1, rows)))))
-        return chosen if persistent_ok or not chosen.persistent else replace(chosen, programs_per_sm=0, stages=1)
+        if chosen.persistent and not persistent_ok:
+            chosen = replace(chosen, programs_per_sm=0, stages=1)
+        if regular_tuned and not chosen.persistent:  # tuned on larger launches: no idle SMs here
+            bm, warps = fill_sms(chosen.block_m, chosen.num_warps, lambda bm: (rows + bm - 1) // bm,
+                                 tuning.sm_count())
+            chosen = replace(chosen, block_m=bm, num_warps=warps)
+        return chosen
     if n > MAX_WHOLE_ROW:
         return RowConfig(block_m=1, block_n=CHUNK_N, num_warps=_warps_for(CHUNK_N, elem_bytes), chunked=True)
     block_n = next_pow2(n)

@@ -165,6 +165,15 @@ def lookup(kernel: str, n: int, *, family: str, elem_bytes: int = 2, rows: int |
     candidates ``solbench tune`` may try for it. With ``rows`` below :func:`few_rows_limit` the
     ``kernel@few_rows`` entry comes first, then ``kernel``'s (the key recorded for ``tune`` is
     the first one looked at)."""
+    return lookup_keyed(kernel, n, family=family, elem_bytes=elem_bytes, rows=rows)[0]
+
+
+def lookup_keyed(kernel: str, n: int, *, family: str, elem_bytes: int = 2,
+                 rows: int | None = None) -> tuple[dict | None, str | None]:
+    """:func:`lookup` and the key its configuration came from (None with no configuration).
+    Callers use the key to tell a few-rows entry, measured on launches of this size, from the
+    regular one, measured on larger launches, whose rows per program may then leave SMs idle
+    (see core/kernels.fill_sms)."""
     if family not in FAMILIES:
         raise ValueError(f"unknown kernel family {family!r}; known: {FAMILIES}")
     first = key_for(kernel, rows)
@@ -173,8 +182,8 @@ def lookup(kernel: str, n: int, *, family: str, elem_bytes: int = 2, rows: int |
     for key in dict.fromkeys((first, kernel)):
         cfg = _find(key, n)
         if cfg is not None:
-            return cfg
-    return None
+            return cfg, key
+    return None, None
 
 
 @contextlib.contextmanager

@@ -102,16 +102,22 @@ ACT_GELU_ERF = ACT_MODES["gelu"]
 
 def _config(rows: int, d: int, elem_bytes: int = 2, act: int = 0) -> tuple[int, int, int]:
     """(BLOCK_M, BLOCK_N, num_warps): this device's tuned tile for ``d`` (core/tuning.py, with
-    BLOCK_M capped by the row count), else about 4-8K output elements per program, so that each
+    BLOCK_M capped by the row count; a regular entry, tuned on larger launches, also split by
+    core/kernels.fill_sms), else about 4-8K output elements per program, so that each
     program keeps enough bytes in flight; decode shapes (few rows) get one row per program and
     split the row across programs instead, and no launch packs rows so that SMs go without a
     program (core/kernels.fill_sms). For the erf GELU the first-principles column block
     divides ``d`` when a power of two >= 128 does (no masked lanes doing arithmetic)."""
     kernel = KERNEL_ERF if act == ACT_GELU_ERF else KERNEL
-    tuned = tuning.lookup(kernel, d, family="glu", elem_bytes=elem_bytes, rows=rows)
+    tuned, key = tuning.lookup_keyed(kernel, d, family="glu", elem_bytes=elem_bytes, rows=rows)
     if tuned is not None:
-        return (max(1, min(int(tuned["block_m"]), next_pow2(rows))), int(tuned["block_n"]),
-                int(tuned["num_warps"]))
+        block_m, block_n = max(1, min(int(tuned["block_m"]), next_pow2(rows))), int(tuned["block_n"])
+        num_warps = int(tuned["num_warps"])
+        if key == kernel:  # a tile measured on larger launches: still no idle SMs on this one
+            col_blocks = triton.cdiv(d, block_n)
+            block_m, num_warps = fill_sms(block_m, num_warps, lambda bm: triton.cdiv(rows, bm) * col_blocks,
+                                          tuning.sm_count())
+        return block_m, block_n, num_warps
     block_n = min(next_pow2(d), 1024)
     if act == ACT_GELU_ERF and d % block_n:
         divisor = largest_pow2_divisor(d, 1024)
