@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from solbench.core.fp8 import fp8_dtype
-from solbench.core.kernels import as_rows, check_disjoint, check_out
+from solbench.core.kernels import as_rows, check_disjoint, check_out, kernel_op
 from solbench.core.rowwise import rows_of
 
 _WHAT = "dynamic_per_token_quant_fp8"
@@ -21,7 +21,7 @@ _WHAT = "dynamic_per_token_quant_fp8"
 MIN_AMAX = 1e-10
 
 
-@torch.library.custom_op("solbench::fp8_per_token_quant_", mutates_args=("q", "scale"))
+@kernel_op("solbench::fp8_per_token_quant_", mutates_args=("q", "scale"))
 def _per_token_quant_op(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor, min_amax: float) -> None:
     from solbench.ops.fp8_dynamic_per_token_quant.triton import launch_per_token_quant
 
@@ -65,5 +65,5 @@ def dynamic_per_token_quant_fp8(x: torch.Tensor, out=None, *, min_amax: float = 
     if not (min_amax >= 0.0):
         raise ValueError(f"{_WHAT}: min_amax must be >= 0, got {min_amax}")
     q, scale = quant_outputs(x, out, _WHAT)
-    torch.ops.solbench.fp8_per_token_quant_(x, q, scale, float(min_amax))
+    _per_token_quant_op(x, q, scale, float(min_amax))
     return q, scale

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from solbench.core.rownorm import launch_rownorm
-from solbench.core.kernels import check_disjoint
+from solbench.core.kernels import check_disjoint, kernel_op
 from solbench.core.rowwise import check_param, check_residual, output_like, rows_of
 
 _WHAT = "fused_add_rms_norm"
@@ -27,7 +27,7 @@ def _launch(x, residual, weight, out, residual_out, eps):
                    residual_out=rows_of(residual_out, _WHAT, "residual_out")[0], kernel="fused_add_rms_norm")
 
 
-@torch.library.custom_op("solbench::fused_add_rms_norm_", mutates_args=("out", "residual_out"))
+@kernel_op("solbench::fused_add_rms_norm_", mutates_args=("out", "residual_out"))
 def _fused_add_op(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, out: torch.Tensor,
                   residual_out: torch.Tensor, eps: float) -> None:
     # Aliasing is checked here, where the tensors are real under torch.compile and graph capture
@@ -42,7 +42,7 @@ def _fused_add_fake(x, residual, weight, out, residual_out, eps) -> None:
     return None
 
 
-@torch.library.custom_op("solbench::fused_add_rms_norm_inplace_", mutates_args=("x", "residual"))
+@kernel_op("solbench::fused_add_rms_norm_inplace_", mutates_args=("x", "residual"))
 def _fused_add_inplace_op(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float) -> None:
     # Safe in place: each program reads its rows of x and residual before it writes them; but x
     # and residual must be distinct memory, and weight (read by every program) untouched.
@@ -77,7 +77,7 @@ def fused_add_rms_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Te
     residual_out = output_like(residual_out, x, _WHAT, "residual_out")
     rows_of(out, _WHAT, "out")
     rows_of(residual_out, _WHAT, "residual_out")
-    torch.ops.solbench.fused_add_rms_norm_(x, residual, weight, out, residual_out, float(eps))
+    _fused_add_op(x, residual, weight, out, residual_out, float(eps))
     return out, residual_out
 
 
@@ -85,5 +85,5 @@ def fused_add_rms_norm_(x: torch.Tensor, residual: torch.Tensor, weight: torch.T
     """In place, like vLLM: ``residual <- x + residual``; ``x <- rms_norm(residual) * weight``.
     Returns ``(x, residual)``."""
     _check(x, residual, weight)
-    torch.ops.solbench.fused_add_rms_norm_inplace_(x, residual, weight, float(eps))
+    _fused_add_inplace_op(x, residual, weight, float(eps))
     return x, residual

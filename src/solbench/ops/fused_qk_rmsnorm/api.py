@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from solbench.core.kernels import check_disjoint
+from solbench.core.kernels import check_disjoint, kernel_op
 from solbench.core.rownorm import launch_rownorm
 from solbench.core.rowwise import check_param, output_like, rows_of
 
@@ -28,7 +28,7 @@ def _launch(qkv, out, q_weight, k_weight, head_num, kv_head_num, size_per_head, 
                    seg_stride=size_per_head, w_seg_stride=0, w2_from=head_num, kernel=_WHAT)
 
 
-@torch.library.custom_op("solbench::fused_qk_rmsnorm_", mutates_args=("qkv",))
+@kernel_op("solbench::fused_qk_rmsnorm_", mutates_args=("qkv",))
 def _qk_inplace_op(qkv: torch.Tensor, q_weight: torch.Tensor, k_weight: torch.Tensor, head_num: int,
                    kv_head_num: int, size_per_head: int, eps: float) -> None:
     # In place is safe: every head is read whole before it is written, by the same program.
@@ -41,7 +41,7 @@ def _qk_inplace_fake(qkv, q_weight, k_weight, head_num, kv_head_num, size_per_he
     return None
 
 
-@torch.library.custom_op("solbench::fused_qk_rmsnorm_out_", mutates_args=("out",))
+@kernel_op("solbench::fused_qk_rmsnorm_out_", mutates_args=("out",))
 def _qk_out_op(qkv: torch.Tensor, q_weight: torch.Tensor, k_weight: torch.Tensor, out: torch.Tensor,
                head_num: int, kv_head_num: int, size_per_head: int, eps: float) -> None:
     check_disjoint(_WHAT, (("out", out),), (("qkv", qkv), ("q_weight", q_weight), ("k_weight", k_weight)))
@@ -73,7 +73,7 @@ def fused_qk_rmsnorm_(qkv: torch.Tensor, q_weight: torch.Tensor, k_weight: torch
     """Normalize every q and k head of the packed ``qkv [..., (H + 2 KV) * D]`` in place:
     ``head / sqrt(mean(head^2) + eps) * weight`` (fp32 math, one rounding). Returns ``qkv``."""
     _check(qkv, q_weight, k_weight, head_num, kv_head_num, size_per_head)
-    torch.ops.solbench.fused_qk_rmsnorm_(qkv, q_weight, k_weight, int(head_num), int(kv_head_num),
+    _qk_inplace_op(qkv, q_weight, k_weight, int(head_num), int(kv_head_num),
                                          int(size_per_head), float(eps))
     return qkv
 
@@ -86,6 +86,6 @@ def fused_qk_rmsnorm(qkv: torch.Tensor, q_weight: torch.Tensor, k_weight: torch.
     _check(qkv, q_weight, k_weight, head_num, kv_head_num, size_per_head)
     out = output_like(out, qkv, _WHAT)
     rows_of(out, _WHAT, "out")
-    torch.ops.solbench.fused_qk_rmsnorm_out_(qkv, q_weight, k_weight, out, int(head_num), int(kv_head_num),
+    _qk_out_op(qkv, q_weight, k_weight, out, int(head_num), int(kv_head_num),
                                              int(size_per_head), float(eps))
     return out

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from solbench.core.kernels import as_rows, check_disjoint
+from solbench.core.kernels import as_rows, check_disjoint, kernel_op
 from solbench.core.rowwise import check_param, check_residual, output_like, rows_of
 from solbench.ops.fp8_dynamic_per_token_quant.api import quant_outputs
 
@@ -32,7 +32,7 @@ def _launch(x, weight, q, scale, eps, residual=None, residual_out=None):
                          None if residual_out is None else as_rows(residual_out, _WHAT, "residual_out"))
 
 
-@torch.library.custom_op("solbench::add_rmsnorm_quant_", mutates_args=("q", "scale", "residual_out"))
+@kernel_op("solbench::add_rmsnorm_quant_", mutates_args=("q", "scale", "residual_out"))
 def _add_rmsnorm_quant_op(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, q: torch.Tensor,
                           scale: torch.Tensor, residual_out: torch.Tensor, eps: float) -> None:
     check_disjoint(_WHAT, (("q", q), ("scale", scale), ("residual_out", residual_out)),
@@ -45,7 +45,7 @@ def _add_rmsnorm_quant_fake(x, residual, weight, q, scale, residual_out, eps) ->
     return None
 
 
-@torch.library.custom_op("solbench::rmsnorm_quant_", mutates_args=("q", "scale"))
+@kernel_op("solbench::rmsnorm_quant_", mutates_args=("q", "scale"))
 def _rmsnorm_quant_op(x: torch.Tensor, weight: torch.Tensor, q: torch.Tensor, scale: torch.Tensor,
                       eps: float) -> None:
     check_disjoint(_WHAT_PLAIN, (("q", q), ("scale", scale)), (("x", x), ("weight", weight)))
@@ -84,7 +84,7 @@ def fused_add_rms_norm_quant(x: torch.Tensor, residual: torch.Tensor, weight: to
     residual_out = output_like(residual_out, x, _WHAT, "residual_out")
     rows_of(residual_out, _WHAT, "residual_out")
     q, scale = quant_outputs(x, None if q is None and scale is None else (q, scale), _WHAT)
-    torch.ops.solbench.add_rmsnorm_quant_(x, residual, weight, q, scale, residual_out, float(eps))
+    _add_rmsnorm_quant_op(x, residual, weight, q, scale, residual_out, float(eps))
     return q, scale, residual_out
 
 
@@ -95,5 +95,5 @@ def rms_norm_quant(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6, out
     check_param(weight, n, x, _WHAT_PLAIN, "weight")
     _check_eps(eps, _WHAT_PLAIN)
     q, scale = quant_outputs(x, out, _WHAT_PLAIN)
-    torch.ops.solbench.rmsnorm_quant_(x, weight, q, scale, float(eps))
+    _rmsnorm_quant_op(x, weight, q, scale, float(eps))
     return q, scale

@@ -9,14 +9,14 @@ from typing import Optional
 
 import torch
 
-from solbench.core.kernels import check_disjoint
+from solbench.core.kernels import check_disjoint, kernel_op
 from solbench.core.rownorm import launch_rownorm
 from solbench.core.rowwise import check_param, output_like, rows_of
 
 _WHAT = "gated_rms_norm"
 
 
-@torch.library.custom_op("solbench::gated_rms_norm_", mutates_args=("out",))
+@kernel_op("solbench::gated_rms_norm_", mutates_args=("out",))
 def _gated_op(x: torch.Tensor, z: Optional[torch.Tensor], weight: Optional[torch.Tensor],
               bias: Optional[torch.Tensor], out: torch.Tensor, eps: float, norm_before_gate: bool,
               group_size: int) -> None:
@@ -63,5 +63,5 @@ def gated_rms_norm(x: torch.Tensor, z: torch.Tensor | None, weight: torch.Tensor
             check_param(t, n, x, _WHAT, arg)
     out = output_like(out, x, _WHAT)
     rows_of(out, _WHAT, "out")
-    torch.ops.solbench.gated_rms_norm_(x, z, weight, bias, out, float(eps), bool(norm_before_gate), g)
+    _gated_op(x, z, weight, bias, out, float(eps), bool(norm_before_gate), g)
     return out

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import torch
 
-from solbench.core.kernels import check_disjoint
+from solbench.core.kernels import check_disjoint, kernel_op
 from solbench.core.rownorm import launch_rownorm
 from solbench.core.rowwise import output_like, rows_of
 
 
-@torch.library.custom_op("solbench::l2_norm_", mutates_args=("out",))
+@kernel_op("solbench::l2_norm_", mutates_args=("out",))
 def _l2_norm_op(x: torch.Tensor, out: torch.Tensor, eps: float) -> None:
     check_disjoint("l2_norm", (("out", out),), (("x", x),))
     x2, n = rows_of(x, "l2_norm")
@@ -32,5 +32,5 @@ def l2_norm(x: torch.Tensor, eps: float = 1e-6, out: torch.Tensor | None = None)
     rows_of(x, "l2_norm")
     out = output_like(out, x, "l2_norm")
     rows_of(out, "l2_norm", "out")
-    torch.ops.solbench.l2_norm_(x, out, float(eps))
+    _l2_norm_op(x, out, float(eps))
     return out

@@ -8,12 +8,12 @@ from typing import Optional
 
 import torch
 
-from solbench.core.kernels import check_disjoint
+from solbench.core.kernels import check_disjoint, kernel_op
 from solbench.core.rownorm import launch_rownorm
 from solbench.core.rowwise import check_param, output_like, rows_of
 
 
-@torch.library.custom_op("solbench::layer_norm_", mutates_args=("out",))
+@kernel_op("solbench::layer_norm_", mutates_args=("out",))
 def _layer_norm_op(x: torch.Tensor, weight: Optional[torch.Tensor], bias: Optional[torch.Tensor],
                    out: torch.Tensor, eps: float) -> None:
     check_disjoint("layer_norm", (("out", out),), (("x", x), ("weight", weight), ("bias", bias)))
@@ -38,5 +38,5 @@ def layer_norm(x: torch.Tensor, weight: torch.Tensor | None = None, bias: torch.
             check_param(t, n, x, "layer_norm", arg)
     out = output_like(out, x, "layer_norm")
     rows_of(out, "layer_norm", "out")
-    torch.ops.solbench.layer_norm_(x, weight, bias, out, float(eps))
+    _layer_norm_op(x, weight, bias, out, float(eps))
     return out

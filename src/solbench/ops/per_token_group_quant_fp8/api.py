@@ -15,13 +15,13 @@ from __future__ import annotations
 import torch
 
 from solbench.core.fp8 import GROUP_EPS, fp8_dtype
-from solbench.core.kernels import as_rows, check_disjoint, check_out
+from solbench.core.kernels import as_rows, check_disjoint, check_out, kernel_op
 from solbench.core.rowwise import rows_of
 
 _WHAT = "per_token_group_quant_fp8"
 
 
-@torch.library.custom_op("solbench::per_token_group_quant_fp8_", mutates_args=("q", "scales"))
+@kernel_op("solbench::per_token_group_quant_fp8_", mutates_args=("q", "scales"))
 def _group_quant_op(x: torch.Tensor, q: torch.Tensor, scales: torch.Tensor, group_size: int, eps: float,
                     ue8m0: bool) -> None:
     from solbench.ops.per_token_group_quant_fp8.triton import launch_group_quant
@@ -95,5 +95,5 @@ def per_token_group_quant_fp8(x: torch.Tensor, group_size: int = 128, eps: float
         check_out(scales, (*x.shape[:-1], groups), torch.float32, x.device, _WHAT, "out scales")
     as_rows(q, _WHAT, "q")
     _scales_2d(scales, x.numel() // k if k else 0, groups)
-    torch.ops.solbench.per_token_group_quant_fp8_(x, q, scales, int(group_size), float(eps), bool(use_ue8m0))
+    _group_quant_op(x, q, scales, int(group_size), float(eps), bool(use_ue8m0))
     return q, scales

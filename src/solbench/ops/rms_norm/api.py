@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import torch
 
-from solbench.core.kernels import check_disjoint
+from solbench.core.kernels import check_disjoint, kernel_op
 from solbench.core.rownorm import launch_rownorm
 from solbench.core.rowwise import check_param, output_like, rows_of
 
 
-@torch.library.custom_op("solbench::rms_norm_", mutates_args=("out",))
+@kernel_op("solbench::rms_norm_", mutates_args=("out",))
 def _rms_norm_op(x: torch.Tensor, weight: torch.Tensor, out: torch.Tensor, eps: float) -> None:
     check_disjoint("rms_norm", (("out", out),), (("x", x), ("weight", weight)))
     x2, n = rows_of(x, "rms_norm")
@@ -36,5 +36,5 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6,
     check_param(weight, n, x, "rms_norm", "weight")
     out = output_like(out, x, "rms_norm")
     rows_of(out, "rms_norm", "out")
-    torch.ops.solbench.rms_norm_(x, weight, out, float(eps))
+    _rms_norm_op(x, weight, out, float(eps))
     return out

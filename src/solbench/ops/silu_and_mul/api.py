@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import torch
 
-from solbench.core.kernels import as_rows, check_disjoint, check_dtype, check_out, require_device
+from solbench.core.kernels import as_rows, check_disjoint, check_dtype, check_out, kernel_op, require_device
 from solbench.ops.silu_and_mul.activation import ACT_MODES, ActivationSpec, get_activation
 
 SUPPORTED_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 
 
-@torch.library.custom_op("solbench::glu_", mutates_args=("out",))
+@kernel_op("solbench::glu_", mutates_args=("out",))
 def _glu_op(x: torch.Tensor, out: torch.Tensor, act: int, alpha: float, limit: float, has_limit: bool,
             up_shift: float, interleaved: bool) -> None:
     from solbench.ops.silu_and_mul.triton import launch_glu
@@ -52,7 +52,7 @@ def glu(x: torch.Tensor, spec: ActivationSpec | str = "silu", out: torch.Tensor 
     require_device(x, "glu")
     as_rows(x, "glu")            # validate strides up front, with the public name in the error
     as_rows(out, "glu", "out")
-    torch.ops.solbench.glu_(x, out, ACT_MODES[spec.kind], spec.effective_alpha,
+    _glu_op(x, out, ACT_MODES[spec.kind], spec.effective_alpha,
                             float(spec.limit) if spec.limit is not None else 0.0, spec.limit is not None,
                             float(spec.up_shift), spec.layout == "interleaved")
     return out
