@@ -18,6 +18,8 @@
 #                    subtraction), behind a flush and with rotating sets: which graph method is biased
 #   decodeprobe[:S]  the decode-sized shapes where ours trailed a peer, ours/liger/torch_compile timed
 #                    three ways in one run: the default rule, 2 alternating flush buffers, a warm L2
+#   noiseprobe[:S]   three separate runs of the flushed and the warm decode shapes (ours, liger, compile):
+#                    is the 10-20% run-to-run scatter of flushed 2-us records per process or per run?
 #   gputests         the GPU-only tests (custom ops under torch.compile / CUDA graphs, eval integrity)
 #   eval             `solbench eval` of examples/candidates/silu_and_mul_ours_triton.py against
 #                    ours_triton and torch_compile, timed alike (their records from repeat.jsonl)
@@ -117,6 +119,16 @@ print(json.dumps(h.load_calibration(h.device_key()), indent=1))" >"$cal" || stat
           --out "$work/eager_$mode.jsonl" ${budget:+--time-budget "$budget"} >"$work/eager_$mode.log" 2>&1 || status=1
         tail -n 2 "$work/eager_$mode.log"
       done ;;
+    noiseprobe)
+      # The same flushed decode records in three processes, then warm once: within-run p20-p80 is ~9%
+      # but runs differ by 10-20% (silu #0: 1.51-1.88 us), so the median's sampling error (~1%) is
+      # not the cause. Compare the three with `solbench compare noise_1.jsonl noise_2.jsonl`.
+      probe="--ops silu_and_mul,rms_norm --impls ours_triton,liger,torch_compile --shapes 0,9,12,28,47"
+      for i in 1 2 3; do
+        sb run $probe --out "$work/noise_$i.jsonl" ${budget:+--time-budget "$budget"} >"$work/noise_$i.log" 2>&1 || status=1
+      done
+      sb run $probe --cold-l2 warm --out "$work/noise_warm.jsonl" >"$work/noise_warm.log" 2>&1 || status=1
+      tail -n 2 "$work/noise_3.log" ;;
     decodeprobe)
       # Is the 0.3-0.8 us that ours trails liger/compile on decode shapes in the kernel, or in how a
       # flushed call starts (code, parameters and data all cold)? Shape ids: silu_and_mul 0 9 10 12
