@@ -189,6 +189,15 @@ def test_a_budgeted_tune_is_continued_from_its_log(tmp_path):
         measured_keys(tmp_path / "missing.jsonl")
 
 
+def test_decode_sized_few_rows_representatives_are_timed_warm():
+    from solbench.tune import times_warm
+
+    l2 = 50 << 20
+    assert times_warm(True, 3 << 20, l2)  # a decode batch: warm (flushed 2-us timings are noise)
+    assert not times_warm(True, 17 << 20, l2)  # a few-rows prefill of 17 MB: run's rule
+    assert not times_warm(False, 1 << 20, l2)  # regular keys: always run's rule
+
+
 def test_recording_collects_keys():
     with tuning.recording() as seen:
         row_config(2048, 64, 2, kernel="fused_add_rms_norm")
