@@ -198,6 +198,16 @@ def test_decode_sized_few_rows_representatives_are_timed_warm():
     assert not times_warm(False, 1 << 20, l2)  # regular keys: always run's rule
 
 
+def test_few_rows_glu_candidates_include_short_threads():
+    from solbench.tune import candidates
+
+    few = candidates("glu", 1024, 2, rows=183, few_rows=True)
+    # gelu #10 on the H200: 183 rows of 1024 outputs; 8 warps of 4 outputs per thread is a candidate
+    assert {"block_m": 1, "block_n": 1024, "num_warps": 8} in few
+    assert all(c["block_m"] * c["block_n"] * 2 // (32 * c["num_warps"]) >= 8 for c in few)  # >= 8 B a thread
+    assert {"block_m": 1, "block_n": 1024, "num_warps": 8} not in candidates("glu", 1024, 2, rows=100_000)
+
+
 def test_recording_collects_keys():
     with tuning.recording() as seen:
         row_config(2048, 64, 2, kernel="fused_add_rms_norm")

@@ -72,7 +72,7 @@ def candidates(family: str, n: int, elem_bytes: int, rows: int, few_rows: bool =
     """Launch configurations worth trying for ``(family, n)`` on ``rows`` rows: each thread
     moves 16-128 bytes of one tensor per tile (at least one 16-byte vector, at most what fits in
     registers), and tiles never hold more rows than there are. ``few_rows`` (latency-bound
-    launches) adds the GLU's small tiles and one 16-byte vector per thread. Family
+    launches) adds the GLU's small tiles and 8- or 16-byte vectors per thread. Family
     ``row_persistent`` adds, outside the few-rows regime, persistent launches of the small tiles
     (2-stage pipelined, a few programs per SM within a shared-memory budget)."""
     from solbench.core.kernels import largest_pow2_divisor, next_pow2
@@ -118,11 +118,14 @@ def candidates(family: str, n: int, elem_bytes: int, rows: int, few_rows: bool =
         widths = {min(next_pow2(n), 1024), min(next_pow2(n), 2048)} | ({divisor} if divisor >= 128 else set())
         if few_rows:
             # Latency-bound: any rows-per-program up to the rows there are, narrower column blocks
-            # (more programs for one row), and one 16-byte vector per thread.
+            # (more programs for one row), and down to one 8-byte vector per thread: with one or
+            # two warps per SM the activation's arithmetic is a dependent chain per element that
+            # nothing hides (H200: gelu on 183 x 1024 ran 1.4x silu's time with the same 2-warp
+            # tile, 344 against 216 instructions), and more, shorter threads shorten it.
             widths |= {w for w in (256, 512) if w < next_pow2(n)}
             for block_n in sorted(widths):
                 for block_m in _pow2_range(1, min(max_m, MAX_TILE // block_n)):
-                    for thread_bytes in (16, 32, 64):
+                    for thread_bytes in (8, 16, 32, 64):
                         warps = block_m * block_n * elem_bytes // (32 * thread_bytes)
                         if 1 <= warps <= 16:
                             out.append({"block_m": block_m, "block_n": block_n, "num_warps": warps})
