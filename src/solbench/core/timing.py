@@ -233,7 +233,14 @@ def _labelled(t: Timing, warm: bool) -> Timing:
 
 
 def _estimate_us(call, n_sets, reps: int = 3) -> float:
+    """Device time (us) of one call: the stream is held while the host queues the calls, so a
+    call whose Python launch path is slower than its kernel is not estimated at its host cost.
+    (It was, before: on the H200 host a 2-us kernel was estimated at 100-300 us, the graph then
+    held only 3-16 calls per replay, and a replay of ~10 us of work waited for the host to
+    submit it: warm and rotated records of small calls included host time, more of it for an
+    implementation with a slower Python path.)"""
     start, end = _events(2)
+    _hold_stream(_host_us_per_iteration(call, n_sets, None, reps=1) * reps)
     start.record()
     for i in range(reps):
         call(i % n_sets)
@@ -268,8 +275,18 @@ def _replay_samples(graphs, samples: int) -> list[list[float]]:
     for g in graphs:  # the first replay uploads the graph
         g.replay()
     torch.cuda.synchronize()
+    host_us = 0.0  # the host's time to submit one replay and its event, the slowest graph's
+    probe = _events(1)[0]
+    for g in graphs:
+        t0 = time.perf_counter()
+        g.replay()
+        probe.record()
+        host_us = max(host_us, (time.perf_counter() - t0) * 1e6)
+    torch.cuda.synchronize()
     n = len(graphs)
     evs = _events(samples * n + 1)
+    # Every replay queued before the device starts: none waits for the host to submit it.
+    _hold_stream(host_us * samples * n)
     evs[0].record()
     for i in range(samples):
         for j, g in enumerate(graphs):
@@ -337,7 +354,7 @@ def _host_us_per_iteration(call, n_sets, flusher, reps: int = 5) -> float:
     import torch
 
     worst = 0.0
-    ev = torch.cuda.Event()
+    ev = _events(1)[0]
     for i in range(reps):
         torch.cuda.synchronize()
         t0 = time.perf_counter()
