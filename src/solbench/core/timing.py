@@ -83,9 +83,9 @@ def plan_sets(bytes_per_call: float, l2_bytes: int, max_sets: int = 8,
     (``outputs_rotate=False``) are flushed instead.
 
     Why rotation is preferred to a flush wherever it fits (H200, benchmarks/NOTES.md): the same
-    kernel, flushed, timed 1.08-1.17x slower than rotated at 20-64 MB and up to 5% faster above
-    500 MB, where the flush (a 2.9 TB/s read) hides the previous call's dirty L2 write-back in its
-    unused bandwidth. Rotation is what a kernel meets in a serving step (the previous kernel's
+    kernel, flushed, timed 1.09-1.14x (geomean) slower than rotated at 20-64 MB and up to 5%
+    faster above 500 MB, where the flush (a 2.9 TB/s read) hides the previous call's dirty L2
+    write-back in its unused bandwidth. Rotation is what a kernel meets in a serving step (the previous kernel's
     data resident and dirty) and what the copy ceiling was calibrated with.
     """
     if bytes_per_call <= 0:
