@@ -16,6 +16,11 @@ DIR holds what `benchmarks/device.sh` steps wrote (any of them may be missing):
   the ceiling of the S bar at that size.
 * ``eval_silu_and_mul.jsonl`` (step ``eval``): the exported kernel against ours_triton
   (``speedup.vs_ours_triton``), issue #6's reproduction.
+* every ``*.jsonl``: the work a graph replay held (``calls_per_sample`` x the call's time), by
+  cold-L2 method. Replays of under ~50 us wait for the host to submit them (session 5 found warm
+  replays of 10-50 us); since replays are sized by device time they should hold about 1 ms.
+* ``noise_1..3.jsonl`` (step ``noiseprobe``): the same records from three processes, max/min per
+  record: the run-to-run scatter, against the within-run p20-p80 spread.
 """
 from __future__ import annotations
 
@@ -130,6 +135,34 @@ def eval_reproduction(d: Path) -> None:
         print(f"  shape {r['shape_id']}: {x:.3f} ({_moved_mb(r):.1f} MB)")
 
 
+def replay_sizes(d: Path) -> None:
+    work = defaultdict(list)
+    for path in sorted(d.glob("*.jsonl")):
+        for r in _ok(path):
+            t = r.get("timing") or {}
+            if t.get("mode") == "graph" and t.get("calls_per_sample"):
+                work[t.get("cold_l2", "?")].append(t["calls_per_sample"] * r["time_us"])
+    if work:
+        print("\nwork per graph replay (calls_per_sample x call time; flushes not counted):")
+    for mode, xs in sorted(work.items()):
+        xs.sort()
+        print(f"  {mode:<7} {len(xs):5d} records  p10 {xs[len(xs) // 10]:8.0f} us  median {median(xs):8.0f} us  "
+              f"under 50 us: {sum(x < 50 for x in xs)}")
+
+
+def noise_probe(d: Path) -> None:
+    runs = [{(r["op"], r["shape_id"], r["impl"]): r for r in _ok(d / f"noise_{i}.jsonl")} for i in (1, 2, 3)]
+    keys = set.intersection(*(set(r) for r in runs)) if all(runs) else set()
+    if not keys:
+        return
+    print("\nnoise probe: the same flushed record in three processes (max/min), and its within-run p20-p80:")
+    for key in sorted(keys):
+        ts = [run[key]["time_us"] for run in runs]
+        spread = median((run[key]["p80_us"] - run[key]["p20_us"]) / run[key]["time_us"] for run in runs)
+        times = " ".join(f"{t:6.2f}" for t in ts)
+        print(f"  {key[0]:<14} {key[1]:>3} {key[2]:<14} {times}  max/min {max(ts) / min(ts):.3f}  p20-p80 {spread:.1%}")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("dir", type=Path)
@@ -139,6 +172,8 @@ def main(argv=None) -> int:
     flush_vs_rotation(a.dir, a.sweep)
     decode_gaps(a.dir)
     eval_reproduction(a.dir)
+    replay_sizes(a.dir)
+    noise_probe(a.dir)
     return 0
 
 

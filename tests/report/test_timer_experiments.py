@@ -48,3 +48,19 @@ def test_reads_every_experiment_and_prints_the_ratios(tmp_path, capsys):
 def test_missing_files_print_nothing(tmp_path, capsys):
     assert _tool().main([str(tmp_path), "--sweep", str(tmp_path / "none.jsonl")]) == 0
     assert capsys.readouterr().out == ""
+
+
+def test_replay_sizes_and_the_noise_probe(tmp_path, capsys):
+    def graph(rec, k):
+        rec["timing"].update(mode="graph", calls_per_sample=k)
+        return rec
+
+    _write(tmp_path / "warm.jsonl", [graph(_rec("rms_norm", 28, "ours_triton", 2.5, 0.02, "warm"), 4),
+                                     graph(_rec("rms_norm", 28, "liger", 1.6, 0.02, "warm"), 400)])
+    for i, t in enumerate((1.5, 1.8, 1.6), 1):
+        _write(tmp_path / f"noise_{i}.jsonl", [_rec("silu_and_mul", 0, "ours_triton", t, 0.005, "flush",
+                                                    p20_us=t * 0.95, p80_us=t * 1.05)])
+    assert _tool().main([str(tmp_path), "--sweep", str(tmp_path / "none.jsonl")]) == 0
+    out = capsys.readouterr().out
+    assert "warm        2 records  p10       10 us" in out and "under 50 us: 1" in out  # 4 x 2.5 us
+    assert "1.50   1.80   1.60  max/min 1.200  p20-p80 10.0%" in out
