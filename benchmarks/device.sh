@@ -109,11 +109,11 @@ print(json.dumps(h.load_calibration(h.device_key()), indent=1))" >"$cal" || stat
         tail -n 3 "$work/flush_check_$nb.log"
       done ;;
     arbiter)
-      # flushcheck found graph+flush 1.08-1.17x slower than graph+rotate at 20-64 MB, with one or two
+      # flushcheck found graph+flush 1.09-1.14x slower than graph+rotate at 20-64 MB, with one or two
       # flush buffers alike. The eager timer subtracts nothing (events right around the call, the
       # flush before the start event), so eager+flush says whether the flush itself slows the call
-      # (then rotation is optimistic) or the graph's subtraction is biased. Calls of >= 10 us keep
-      # the host ahead of the device, so the eager figure there is the kernel's, not the launch's.
+      # or the graph's subtraction is biased. (Session 5 ran this with the old eager timer, which
+      # timed the host below ~200 us; the eager timer now holds the stream while the host queues.)
       for mode in flush auto; do
         sb run --ops silu_and_mul,rms_norm --impls ours_triton --timer eager --cold-l2 $mode \
           --out "$work/eager_$mode.jsonl" ${budget:+--time-budget "$budget"} >"$work/eager_$mode.log" 2>&1 || status=1
