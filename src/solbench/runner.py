@@ -233,10 +233,8 @@ def _time_impl(spec: OpSpec, impl: Impl, shape: Shape, device, cfg: RunConfig, c
                     n_sets, flush = 2, True
                 elif cfg.cold_l2 == "warm":
                     n_sets, flush = 1, False
-                else:  # outputs rotate with out= buffers, or as the graph's kept returns (see plan_sets)
-                    n_sets, flush = timing.plan_sets(cost.total_bytes, l2,
-                                                     outputs_rotate=impl.takes_out or cfg.timer == "graph",
-                                                     bytes_written=cost.bytes_written)
+                else:
+                    n_sets, flush = timing.plan_for(cost, l2, allocates_outputs=not impl.takes_out, mode=cfg.timer)
                 call = _Timed(spec, impl, shape, device, n_sets)
                 t = timing.time_gpu(call, n_sets, flush=flush, mode=cfg.timer, device=device,
                                     warm=cfg.cold_l2 == "warm", eager_flush=not impl.takes_out)

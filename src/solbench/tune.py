@@ -209,24 +209,23 @@ def times_warm(few_rows: bool, total_bytes: float, l2_bytes: int) -> bool:
     return few_rows and total_bytes <= WARM_TUNE_L2_FRACTION * l2_bytes
 
 
-def _measure(kernel: str, n: int, cfg: dict | None, reps: list, device) -> tuple[list[float] | None, str]:
-    """Times (us) of ``cfg`` (None: first principles) on each representative, after a one-seed
-    correctness check; (None, reason) when it is wrong or fails to launch."""
+def _measure(kernel: str, n: int, cfg: dict | None, reps: list, device,
+             warm: Sequence[bool]) -> tuple[list[float] | None, str]:
+    """Times (us) of ``cfg`` (None: first principles) on each representative (``warm[i]``: with a
+    warm L2, see :func:`times_warm`), after a one-seed correctness check; (None, reason) when it is
+    wrong or fails to launch."""
     from solbench.core.check import check_impl
-    from solbench.core.timing import l2_bytes_of
 
-    few_rows = kernel.endswith(tuning.FEW_ROWS_SUFFIX)
-    l2 = l2_bytes_of(device)
     times = []
     with tuning.first_principles(), tuning.overriding(kernel, n, cfg):
-        for spec, impl, shape, cost in reps:
+        for (spec, impl, shape, cost), rep_warm in zip(reps, warm):
             try:
                 res = check_impl(spec, impl, shape, device, seeds=(0,))
             except Exception as e:  # noqa: BLE001 - a config that cannot launch is just not a candidate
                 return None, f"{type(e).__name__}: {str(e)[:160]}"
             if not res.ok:
                 return None, f"wrong on {spec.name}#{shape.id}: {res.reason[:160]}"
-            t = _time(spec, impl, shape, device, cost, warm=times_warm(few_rows, cost.total_bytes, l2))
+            t = _time(spec, impl, shape, device, cost, warm=rep_warm)
             if t is None:
                 return None, f"timing failed on {spec.name}#{shape.id}"
             times.append(t)
@@ -304,30 +303,34 @@ def tune(ops: Sequence[str] | None = None, *, time_budget_s: float | None = None
     # budget runs out the keys that matter most are done.
     order = sorted(keys.items(), key=lambda kv: -sum(e[0].importance / max(1, len(e[0].shapes)) for e in kv[1]))
     source, current = tuning.active_table()
+    l2 = l2_bytes_of(device)
+
+    def shape_names(entries):
+        return [f"{e[0].name}#{e[2].id}" for e in entries]
+
     for i, ((kernel, n, family, elem_bytes), shape_entries) in enumerate(order):
         if time_budget_s is not None and time.perf_counter() - t0 > time_budget_s:
             for (k2, n2, f2, _), e2 in order[i:]:
-                results.append(KeyResult(k2, n2, f2, [f"{e[0].name}#{e[2].id}" for e in e2], {},
-                                         note="not tuned: time budget reached"))
+                results.append(KeyResult(k2, n2, f2, shape_names(e2), {}, note="not tuned: time budget reached"))
             break
         if (kernel, str(n)) in skip:
-            results.append(KeyResult(kernel, n, family, [f"{e[0].name}#{e[2].id}" for e in shape_entries], {},
+            results.append(KeyResult(kernel, n, family, shape_names(shape_entries), {},
                                      note="skipped: measured by an earlier run"))
             continue
         few_rows = kernel.endswith(tuning.FEW_ROWS_SUFFIX)
         reps = representatives(shape_entries, few_rows)
-        names = [f"{e[0].name}#{e[2].id}" for e in reps]
+        names = shape_names(reps)
+        warm = [times_warm(few_rows, e[3].total_bytes, l2) for e in reps]
         rows = min(_rows_of(n, e[3].total_bytes, elem_bytes) for e in reps)
         base_cfg = baseline_config(kernel, n, current)
         kr = KeyResult(kernel, n, family, names,
                        baseline={"config": base_cfg, "from": tuning.base_kernel(kernel)} if base_cfg else
                        {"first_principles": True},
-                       timed_warm=[f"{e[0].name}#{e[2].id}" for e in reps
-                                   if times_warm(few_rows, e[3].total_bytes, l2_bytes_of(device))])
+                       timed_warm=[name for name, w in zip(names, warm) if w])
         if progress:
             progress(f"[{i + 1}/{len(order)}] {kernel} n={n} on {', '.join(names)}")
         base_name = f"{tuning.base_kernel(kernel)}'s entry" if base_cfg else "first principles"
-        base, why = _measure(kernel, n, base_cfg, reps, device)
+        base, why = _measure(kernel, n, base_cfg, reps, device, warm)
         if base is None:
             kr.note = f"baseline ({base_name}) failed: {why}"
             results.append(kr)
@@ -335,7 +338,7 @@ def tune(ops: Sequence[str] | None = None, *, time_budget_s: float | None = None
         kr.measurements.append({"config": base_cfg, "times_us": base})
         best, best_score = None, 1.0
         for cfg in candidates(family, n, elem_bytes, rows, few_rows):
-            times, why = _measure(kernel, n, cfg, reps, device)
+            times, why = _measure(kernel, n, cfg, reps, device, warm)
             kr.measurements.append({"config": cfg, "times_us": times, "error": why or None})
             if times is None:
                 continue
@@ -347,8 +350,8 @@ def tune(ops: Sequence[str] | None = None, *, time_budget_s: float | None = None
             results.append(kr)
             continue
         # A second, separate measurement of both: the gain must survive it.
-        base2, _ = _measure(kernel, n, base_cfg, reps, device)
-        best2, _ = _measure(kernel, n, best, reps, device)
+        base2, _ = _measure(kernel, n, base_cfg, reps, device, warm)
+        best2, _ = _measure(kernel, n, best, reps, device, warm)
         if base2 is None or best2 is None:
             kr.note = "re-measurement failed"
             results.append(kr)

@@ -141,6 +141,7 @@ def row_config(n: int, rows: int, elem_bytes: int = 2, kernel: str = "",
     as it is.
     """
     check_hidden(n, kernel or "row-wise kernel")
+    programs_of = lambda bm: (rows + bm - 1) // bm  # noqa: E731 - the launch's program count for bm rows each
     table = OVERRIDES if overrides is None else overrides
     chosen, regular_tuned = None, False
     if kernel:
@@ -155,16 +156,14 @@ def row_config(n: int, rows: int, elem_bytes: int = 2, kernel: str = "",
         if chosen.persistent and not persistent_ok:
             chosen = replace(chosen, programs_per_sm=0, stages=1)
         if regular_tuned and not chosen.persistent:  # tuned on larger launches: no idle SMs here
-            bm, warps = fill_sms(chosen.block_m, chosen.num_warps, lambda bm: (rows + bm - 1) // bm,
-                                 tuning.sm_count())
+            bm, warps = fill_sms(chosen.block_m, chosen.num_warps, programs_of, tuning.sm_count())
             chosen = replace(chosen, block_m=bm, num_warps=warps)
         return chosen
     if n > MAX_WHOLE_ROW:
         return RowConfig(block_m=1, block_n=CHUNK_N, num_warps=_warps_for(CHUNK_N, elem_bytes), chunked=True)
     block_n = next_pow2(n)
     block_m = max(1, min(TILE_ELEMS // block_n, next_pow2(max(1, rows))))
-    block_m, warps = fill_sms(block_m, _warps_for(block_m * block_n, elem_bytes),
-                              lambda bm: (rows + bm - 1) // bm, tuning.sm_count())
+    block_m, warps = fill_sms(block_m, _warps_for(block_m * block_n, elem_bytes), programs_of, tuning.sm_count())
     return RowConfig(block_m=block_m, block_n=block_n, num_warps=warps)
 
 

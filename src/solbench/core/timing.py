@@ -85,8 +85,8 @@ def plan_sets(bytes_per_call: float, l2_bytes: int, max_sets: int = 8,
     Why rotation is preferred to a flush wherever it fits (H200, benchmarks/NOTES.md): the same
     kernel, flushed, timed 1.09-1.14x (geomean) slower than rotated at 20-64 MB and up to 5%
     faster above 500 MB, where the flush (a 2.9 TB/s read) hides the previous call's dirty L2
-    write-back in its unused bandwidth. Rotation is what a kernel meets in a serving step (the previous kernel's
-    data resident and dirty) and what the copy ceiling was calibrated with.
+    write-back in its unused bandwidth. Rotation is what a kernel meets in a serving step (the
+    previous kernel's data resident and dirty) and what the copy ceiling was calibrated with.
     """
     if bytes_per_call <= 0:
         return 2, True
@@ -100,6 +100,15 @@ def plan_sets(bytes_per_call: float, l2_bytes: int, max_sets: int = 8,
     return 2, True
 
 
+def plan_for(cost, l2_bytes: int, *, allocates_outputs: bool, mode: str) -> tuple[int, bool]:
+    """:func:`plan_sets` for one call of ``cost`` (a core/spec Cost). Outputs the implementation
+    allocates itself rotate with the inputs only under graph timing (each captured call keeps its
+    own buffer); timed eagerly they land on one address every call, so they count as not rotating.
+    Pass ``eager_flush=allocates_outputs`` to :func:`time_gpu` along with the plan."""
+    return plan_sets(cost.total_bytes, l2_bytes, outputs_rotate=not allocates_outputs or mode == "graph",
+                     bytes_written=cost.bytes_written)
+
+
 def flush_buffers() -> int:
     """How many flush buffers :class:`_Flusher` alternates between (``SOLBENCH_FLUSH_BUFFERS``,
     1 or 2; default 1). Recorded in every record's ``env``.
@@ -108,9 +117,9 @@ def flush_buffers() -> int:
     pairs. Back-to-back flushes of one buffer may find the previous flush's tail still in L2,
     while a flush after a call finds the call's data there instead; then the subtraction takes off
     less than the flush cost inside the pairs and the call looks slower. Alternating two buffers
-    makes every flush start from lines it does not own, in both graphs. On the H200 an allocating
-    kernel, flushed, timed 1.03-1.26x slower at 20-250 MB than the same kernel with rotating
-    ``out=`` buffers; whether this is the cause is the experiment this switch is for."""
+    makes every flush start from lines it does not own, in both graphs. Measured on the H200
+    (session 5, benchmarks/NOTES.md): one and two buffers give the same figures, so this is not
+    why flushed calls time slower than rotated ones; the switch stays for that experiment."""
     import os
 
     raw = os.environ.get("SOLBENCH_FLUSH_BUFFERS", "1")

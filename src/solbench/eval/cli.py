@@ -123,8 +123,8 @@ def register(sub) -> None:
                    help="implementations timed beside it (default: every available one; '' for none)")
     q.add_argument("--baselines-from", help="a `run` JSONL whose baseline records are reused (and extended)")
     q.add_argument("--baselines-cold-l2", choices=("auto", "flush"), default="auto",
-                   help="auto: `run`'s rule (out= implementations rotate their buffers); flush: every baseline "
-                        "behind an L2 flush, exactly as the candidate is timed (like for like)")
+                   help="auto: `run`'s rule, the one the candidate is timed with (outputs rotate with the "
+                        "inputs where the sets fit, else a flush); flush: every baseline behind an L2 flush")
     q.add_argument("--timer", choices=("graph", "eager"), default="graph")
     q.add_argument("--hw", help="datasheet SKU for SOL (default: the detected device)")
     q.add_argument("--smoke", action="store_true", help="only the smoke shapes, even on a GPU")

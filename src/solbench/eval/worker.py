@@ -190,12 +190,9 @@ def shape_inputs_names(spec, shape, device) -> list[str]:
 def _perf(spec, shape, fn, device, rng, timer_mode, timing, integrity) -> dict:
     import torch
 
-    cost = spec.cost(shape)
-    bytes_per_call = cost.total_bytes
-    # A candidate allocates its own outputs: under graph timing each captured call keeps its own
-    # (TimedCall returns them), so they rotate with the inputs; an eager timing flushes instead.
-    n_sets, flush = timing.plan_sets(bytes_per_call, timing.l2_bytes_of(device),
-                                     outputs_rotate=timer_mode == "graph", bytes_written=cost.bytes_written)
+    # A candidate allocates its own outputs (TimedCall returns them, so the graph keeps one per call).
+    n_sets, flush = timing.plan_for(spec.cost(shape), timing.l2_bytes_of(device), allocates_outputs=True,
+                                    mode=timer_mode)
     in_place = integrity.mutates_inputs(fn, spec, shape, device)
     sets = [spec.make_inputs(shape, device, 1000 + i) for i in range(n_sets)]
     err = integrity.distinct_addresses(sets)

@@ -113,18 +113,16 @@ def _config(rows: int, d: int, elem_bytes: int = 2, act: int = 0) -> tuple[int, 
     if tuned is not None:
         block_m, block_n = max(1, min(int(tuned["block_m"]), next_pow2(rows))), int(tuned["block_n"])
         num_warps = int(tuned["num_warps"])
-        if key == kernel:  # a tile measured on larger launches: still no idle SMs on this one
-            col_blocks = triton.cdiv(d, block_n)
-            block_m, num_warps = fill_sms(block_m, num_warps, lambda bm: triton.cdiv(rows, bm) * col_blocks,
-                                          tuning.sm_count())
-        return block_m, block_n, num_warps
-    block_n = min(next_pow2(d), 1024)
-    if act == ACT_GELU_ERF and d % block_n:
-        divisor = largest_pow2_divisor(d, 1024)
-        block_n = divisor if divisor >= 128 else block_n
-    target = 8192 if rows * d >= (1 << 22) else 4096
-    block_m = max(1, min(next_pow2(rows), target // block_n))
-    num_warps = 8 if block_m * block_n >= 4096 else 4
+        if key != kernel:  # a few-rows tile, measured on launches like this one: used as it is
+            return block_m, block_n, num_warps
+    else:
+        block_n = min(next_pow2(d), 1024)
+        if act == ACT_GELU_ERF and d % block_n:
+            divisor = largest_pow2_divisor(d, 1024)
+            block_n = divisor if divisor >= 128 else block_n
+        target = 8192 if rows * d >= (1 << 22) else 4096
+        block_m = max(1, min(next_pow2(rows), target // block_n))
+        num_warps = 8 if block_m * block_n >= 4096 else 4
     col_blocks = triton.cdiv(d, block_n)
     block_m, num_warps = fill_sms(block_m, num_warps, lambda bm: triton.cdiv(rows, bm) * col_blocks,
                                   tuning.sm_count())
