@@ -166,9 +166,9 @@ class KernelOp:
     whose plain eager calls skip the dispatcher and run the op's body directly.
 
     Why: a custom op call goes through the autograd, ADInplaceOrView and dynamo-disable layers
-    before reaching the body: about 30 us of host time per call on a 2 GHz core, against a 2-5 us
-    kernel. On the H200 host the whole eager launch path of a norm cost 100-300 us
-    (benchmarks/NOTES.md). The direct path is taken only where nothing needs the dispatcher: not
+    before reaching the body, host time spent on every call of a 2-5 us kernel. On the H200 host
+    an eager call of our ops cost 81-421 us of host time in all (benchmarks/results/h200/
+    eager_hostbound_*.jsonl). The direct path is taken only where nothing needs the dispatcher: not
     while torch.compile / export traces, and only when every tensor argument is a plain
     ``torch.Tensor`` (fake tensors, subclasses and proxies go through the op, hence its fake
     implementation). Under CUDA-graph capture the body launches on the capturing stream either way.

@@ -15,7 +15,7 @@ write to the one address the caching allocator hands back, which stays resident 
 GPU, ``eager``: each call is launched from Python between two events, with the same flush. The
 stream is first held by a device-side spin long enough for the host to queue every sample, so the
 events time the device's work, not the host's launch overhead (on the H200 host a Python-side
-launch of our custom op takes 100-300 us, which an un-held eager timer reported as kernel time).
+launch of our custom op took 81-421 us, which an un-held eager timer reported as kernel time).
 With ``eager="device_sync"`` (the candidate evaluator's choice) a sample is instead the wall time
 between two device-wide synchronizations, less their cost: it covers work on every stream, so
 work hidden on a side stream the events' stream never waits for is timed too. A graph capture
@@ -244,7 +244,7 @@ def _labelled(t: Timing, warm: bool) -> Timing:
 def _estimate_us(call, n_sets, reps: int = 3) -> float:
     """Device time (us) of one call: the stream is held while the host queues the calls, so a
     call whose Python launch path is slower than its kernel is not estimated at its host cost.
-    (It was, before: on the H200 host a 2-us kernel was estimated at 100-300 us, the graph then
+    (It was, before: on the H200 host a 2-us kernel was estimated at 81-421 us, the graph then
     held only 3-16 calls per replay, and a replay of ~10 us of work waited for the host to
     submit it: warm and rotated records of small calls included host time, more of it for an
     implementation with a slower Python path.)"""
