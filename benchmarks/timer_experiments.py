@@ -138,6 +138,8 @@ def eval_reproduction(d: Path) -> None:
 def replay_sizes(d: Path) -> None:
     work = defaultdict(list)
     for path in sorted(d.glob("*.jsonl")):
+        if path.name.startswith("tune_log"):  # a tune's log, not run records
+            continue
         for r in _ok(path):
             t = r.get("timing") or {}
             if t.get("mode") == "graph" and t.get("calls_per_sample"):

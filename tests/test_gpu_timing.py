@@ -101,7 +101,8 @@ def test_graph_timing_of_a_slow_host_call_times_the_kernel():
 
     for warm in (True, False):  # warm: no flush to subtract, so host starvation would show in full
         t = timing.time_gpu(slow_host_call, 1 if warm else 2, flush=not warm, warm=warm)
-        # sized by the kernel's device time, a replay holds ~1 ms of work (it held 3-4 calls when
-        # the estimate was the host's 300 us, and the device then waited for every submission)
-        assert t.calls_per_sample >= 100, t
+        # sized by the device time of a call (and of its flush, ~36 us on an H200), a replay holds
+        # ~1 ms of work: 3-4 calls when the estimate was the host's 300 us, and the device then
+        # waited for every submission
+        assert t.calls_per_sample >= (100 if warm else 10), t
         assert t.median_us < 10, t

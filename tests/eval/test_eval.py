@@ -231,6 +231,7 @@ def test_gpu_stream_and_capture_cheats_are_caught(name, needle):
 
 
 @gpu_only
+@pytest.mark.timeout(400)  # two evals, each compiling torch_compile cold in its subprocess (> 90 s on an H200)
 def test_gpu_fast_candidate_ranks_above_slow_and_matches_run(tmp_path):
     shapes = ("1", "5")
     # The baselines are timed by `run`'s rule, the candidate's own: the exported kernel's allocated
