@@ -76,7 +76,11 @@ def test_first_principles_leave_no_sm_without_a_program(monkeypatch):
     assert row_config(2048, 126, 2).block_m == 2                          # CPU: no SM count
     monkeypatch.setattr(tuning, "sm_count", lambda: 132)
     cfg = row_config(2048, 126, 2)
-    assert cfg.block_m == 1 and cfg.num_warps == rowwise._warps_for(2048, 2)
+    # still fewer programs than SMs at one row each: a 16-byte vector per thread, more warps per row
+    assert cfg.block_m == 1 and cfg.num_warps == rowwise._warps_for(2048, 2, rowwise.DECODE_BYTES_PER_THREAD) == 8
+    assert row_config(1280, 7, 2).num_warps == 8 and row_config(5120, 1, 2).num_warps == 16  # rms_norm #28, #47
+    wide = row_config(2048, 264, 2)  # every SM has a program: bandwidth-bound, 32 B per thread
+    assert (wide.block_m, wide.num_warps) == (2, rowwise._warps_for(2 * 2048, 2))
     assert row_config(2048, 100_000, 2).block_m == 2                      # prefill: rows still packed
     # the GLU: 183 rows of d = 1024 were 46 programs of 4 rows; now one row per program
     monkeypatch.setattr(tuning, "lookup", lambda *a, **k: None)
@@ -187,6 +191,14 @@ def test_a_budgeted_tune_is_continued_from_its_log(tmp_path):
     assert measured_keys(log) == {("glu", "768")}
     with pytest.raises(FileNotFoundError, match="does not exist"):
         measured_keys(tmp_path / "missing.jsonl")
+
+
+def test_tune_keys_select_by_kernel_or_kernel_and_width():
+    from solbench.tune import key_selected
+
+    assert key_selected("rms_norm@few_rows", 1280, ["*@few_rows"])
+    assert not key_selected("rms_norm", 1280, ["*@few_rows"])
+    assert key_selected("rms_norm", 1280, ["glu", "rms_norm:1280"]) and not key_selected("rms_norm", 128, ["rms_norm:1280"])
 
 
 def test_decode_sized_few_rows_representatives_are_timed_warm():

@@ -243,7 +243,8 @@ def cmd_tune(args) -> int:
     with console.status("tuning...") as status:
         skip = tuner.measured_keys(args.skip_measured_in) if args.skip_measured_in else set()
         table, results = tuner.tune(split_csv(args.ops), time_budget_s=args.time_budget,
-                                    progress=lambda m: status.update(f"tuning {m}"), skip=skip)
+                                    progress=lambda m: status.update(f"tuning {m}"), skip=skip,
+                                    select=split_csv(args.keys))
     key = hardware.device_key()
     paths = [tuner.write_table(table, tuning.user_table_path(key))]
     if args.out:
@@ -325,6 +326,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--time-budget", type=float, metavar="SECONDS", help="stop tuning new keys after this long")
     q.add_argument("--skip-measured-in", metavar="LOG.jsonl",
                    help="continue a budgeted tune: skip the keys this earlier --log measured (they keep their entries)")
+    q.add_argument("--keys", action="append", metavar="PATTERN",
+                   help="tune only the kernel keys matching these shell patterns, tried against KERNEL and "
+                        "KERNEL:N (e.g. '*@few_rows', 'rms_norm:1280'); the others keep their entries")
     q.set_defaults(func=cmd_tune)
 
     for name in PLUGINS:

@@ -21,6 +21,7 @@ Tuning never happens inside a timed run: ``solbench run`` only reads the table.
 """
 from __future__ import annotations
 
+import fnmatch
 import json
 import math
 import time
@@ -261,6 +262,12 @@ def keep_unmeasured(entries: dict, results: Sequence[KeyResult], current: dict, 
     return kept
 
 
+def key_selected(kernel: str, n: int, patterns: Sequence[str]) -> bool:
+    """Whether key ``(kernel, n)`` matches one of the shell ``patterns``, each tried against
+    ``kernel`` and ``kernel:n`` (``*@few_rows`` is every decode key, ``rms_norm:1280`` one key)."""
+    return any(fnmatch.fnmatchcase(kernel, p) or fnmatch.fnmatchcase(f"{kernel}:{int(n)}", p) for p in patterns)
+
+
 def measured_keys(log_path: str | Path) -> set[tuple[str, str]]:
     """The ``(kernel, n)`` keys a tune log (``tune --log``) measured; keys it skipped or never
     reached (time budget) are not among them."""
@@ -278,11 +285,13 @@ def measured_keys(log_path: str | Path) -> set[tuple[str, str]]:
 
 def tune(ops: Sequence[str] | None = None, *, time_budget_s: float | None = None,
          progress: Callable[[str], None] | None = None,
-         skip: Collection[tuple[str, str]] = ()) -> tuple[dict, list[KeyResult]]:
+         skip: Collection[tuple[str, str]] = (),
+         select: Sequence[str] | None = None) -> tuple[dict, list[KeyResult]]:
     """Tune every key of ``ops`` (default: all catalog operators with ours_triton). Returns the
     table (``{"version", "device", ..., "entries"}``) and the per-key results. Keys in ``skip``
     (``(kernel, str(n))``, e.g. :func:`measured_keys` of an earlier run's log) are not measured
-    and keep their current entry, so a budgeted tune can be continued by a second one."""
+    and keep their current entry, so a budgeted tune can be continued by a second one. ``select``
+    (shell patterns, :func:`key_selected`) narrows the tune to matching keys the same way."""
     import torch
 
     from solbench.core import hardware
@@ -316,6 +325,10 @@ def tune(ops: Sequence[str] | None = None, *, time_budget_s: float | None = None
         if (kernel, str(n)) in skip:
             results.append(KeyResult(kernel, n, family, shape_names(shape_entries), {},
                                      note="skipped: measured by an earlier run"))
+            continue
+        if select and not key_selected(kernel, n, select):
+            results.append(KeyResult(kernel, n, family, shape_names(shape_entries), {},
+                                     note="skipped: not selected by --keys"))
             continue
         few_rows = kernel.endswith(tuning.FEW_ROWS_SUFFIX)
         reps = representatives(shape_entries, few_rows)
