@@ -292,3 +292,28 @@ def test_check_impls_makes_one_reference_per_seed_for_all_impls(monkeypatch, dev
     assert len(calls) == 3, "one reference per seed, shared by every implementation"
     assert res["good"].ok and res["good2"].ok and res["good"].seeds == [0, 1, 2]
     assert not res["empty"].ok and res["empty"].reason.startswith("seed 0:") and "NaN" in res["empty"].reason
+
+
+def test_torch_compile_is_first_traced_on_the_largest_shape_that_fits(monkeypatch):
+    """Inductor keeps the kernel its first launch autotuned: that launch is the operator's largest
+    shape (a measurable one), not whichever tiny shape a run reaches first."""
+    from solbench.core import baselines
+    from solbench.core.spec import Support, get_spec
+
+    spec = get_spec("silu_and_mul")
+    monkeypatch.setattr(baselines, "FIRST_TRACE_MAX_BYTES", 2e6)
+    label, inputs = baselines._largest_inputs("silu_and_mul", "cpu", lambda s, d: Support.yes())
+    small = [s for s in spec.shapes if spec.cost(s).total_bytes <= 2e6]
+    largest = max(small, key=lambda s: spec.cost(s).total_bytes)
+    assert label == f"shape {largest.id}" and tuple(inputs["x"].shape) == tuple(spec.make_inputs(largest, "cpu", 0)["x"].shape)
+    refuse_largest = lambda s, d: Support.yes() if s.id != largest.id else Support.no("too big")  # noqa: E731
+    assert baselines._largest_inputs("silu_and_mul", "cpu", refuse_largest)[0] != label
+    assert baselines._largest_inputs("silu_and_mul", "cpu", lambda s, d: Support.no("no")) is None
+
+    calls = []
+    compiled = baselines.Compiled(lambda x: calls.append(tuple(x.shape)) or x, "probe")
+    compiled._compiled = compiled.fn  # no compilation: only the warm-up order is under test
+    first = lambda: ("shape big", {"x": torch.zeros(8, 4)})  # noqa: E731
+    facts = compiled.warm({"x": torch.zeros(1, 4)}, first=first)
+    assert calls == [(8, 4), (1, 4)] and facts["first_traced_on"] == "shape big"
+    assert "first_traced_on" not in compiled.warm({"x": torch.zeros(2, 4)}, first=first) and calls[-1] == (2, 4)
