@@ -18,6 +18,8 @@
 #                    subtraction), behind a flush and with rotating sets: which graph method is biased
 #   decodeprobe[:S]  the decode-sized shapes where ours trailed a peer, ours/liger/torch_compile timed
 #                    three ways in one run: the default rule, 2 alternating flush buffers, a warm L2
+#   paramsfirst[:S]  ours on the row norms with the parameter loads after the reduction / first on
+#                    decode launches only (SOLBENCH_ROW_PARAMS_FIRST), against repeat.jsonl's default
 #   noiseprobe[:S]   three separate runs of the flushed and the warm decode shapes (ours, liger, compile):
 #                    is the 10-20% run-to-run scatter of flushed 2-us records per process or per run?
 #   gputests         the GPU-only tests (custom ops under torch.compile / CUDA graphs, eval integrity)
@@ -70,12 +72,13 @@ print(json.dumps(h.load_calibration(h.device_key()), indent=1))" >"$cal" || stat
       w calibration.json; cal=$wf
       { sb calibrate --use "$cal" --by-size && sb calibrate --json >"$cal.new" && mv "$cal.new" "$cal"; } || status=1 ;;
     tune)
-      # TUNE_OPS (comma-separated) tunes only those operators' keys; the others keep their entries.
+      # TUNE_OPS (comma-separated) tunes only those operators' keys, TUNE_KEYS only the kernel keys
+      # matching its patterns (e.g. '*@few_rows'); the others keep their entries.
       # TUNE_CONTINUE=1 skips the keys the committed tune_log.jsonl measured (a budgeted tune's
       # second part) and logs to tune_log_continued.jsonl.
       log="$work/tune_log.jsonl"; skip=()
       if [ -n "${TUNE_CONTINUE:-}" ]; then log="$work/tune_log_continued.jsonl"; skip=(--skip-measured-in "$res/tune_log.jsonl"); fi
-      sb tune ${TUNE_OPS:+--ops "$TUNE_OPS"} ${skip[@]+"${skip[@]}"} --out "$work/tuned.json" --log "$log" \
+      sb tune ${TUNE_OPS:+--ops "$TUNE_OPS"} ${TUNE_KEYS:+--keys "$TUNE_KEYS"} ${skip[@]+"${skip[@]}"} --out "$work/tuned.json" --log "$log" \
         ${budget:+--time-budget "$budget"} || status=1 ;;
     sweep)
       w sweep.jsonl; sb run --out "$wf" ${budget:+--time-budget "$budget"} >"$work/sweep.log" 2>&1 || status=1
@@ -118,6 +121,17 @@ print(json.dumps(h.load_calibration(h.device_key()), indent=1))" >"$cal" || stat
         sb run --ops silu_and_mul,rms_norm --impls ours_triton --timer eager --cold-l2 $mode \
           --out "$work/eager_$mode.jsonl" ${budget:+--time-budget "$budget"} >"$work/eager_$mode.log" 2>&1 || status=1
         tail -n 2 "$work/eager_$mode.log"
+      done ;;
+    paramsfirst)
+      # When the row norms load weight/bias/gate (core/rownorm.PARAMS_FIRST_POLICY): repeat.jsonl has
+      # the default ("always": with the row); these time ours with "never" (after the reduction) and
+      # "decode" (with the row only on launches that leave SMs idle), "few_waves" (<= 8 programs per SM).
+      # Compare each with repeat.jsonl. PARAMS_MODES (space-separated) picks the policies.
+      for mode in ${PARAMS_MODES:-never decode few_waves}; do
+        SOLBENCH_ROW_PARAMS_FIRST=$mode sb run --ops rms_norm,fused_add_rms_norm,layer_norm,gated_rms_norm,l2_norm \
+          --impls ours_triton --out "$work/params_$mode.jsonl" ${budget:+--time-budget "$budget"} \
+          >"$work/params_$mode.log" 2>&1 || status=1
+        tail -n 1 "$work/params_$mode.log"
       done ;;
     noiseprobe)
       # The same flushed decode records in three processes, then warm once: within-run p20-p80 is ~9%

@@ -95,12 +95,14 @@ def test_kernel_compiles_for_sm90_with_16_byte_accesses():
 
     pytest.importorskip("triton")
     base = dict(MODE=0, HAS_RES=False, HAS_Z=False, NORM_BEFORE_GATE=True, HAS_W=True, HAS_W2=False, HAS_B=False,
-                SEGMENTED=False, W_PER_SEG=False, BLOCK_M=32, BLOCK_N=128, CHUNKED=False, PERSISTENT=False, STAGES=1)
+                SEGMENTED=False, W_PER_SEG=False, BLOCK_M=32, BLOCK_N=128, CHUNKED=False, PERSISTENT=False, STAGES=1,
+                PARAMS_FIRST=True)
     cases = {
         "rms_short_rows": (base, 8),
         "fused_add_wide": ({**base, "HAS_RES": True, "BLOCK_M": 1, "BLOCK_N": 8192}, 16),
         "qk_heads": ({**base, "HAS_W2": True, "SEGMENTED": True}, 8),
         "gated": ({**base, "HAS_Z": True}, 8),
+        "gated_params_after_reduction": ({**base, "HAS_Z": True, "PARAMS_FIRST": False}, 8),
         "layer_chunked": ({**base, "MODE": 1, "HAS_B": True, "HAS_RES": True, "BLOCK_M": 1, "BLOCK_N": 4096,
                            "CHUNKED": True}, 8),
         # persistent and pipelined: the next tile's loads are 16-byte cp.async copies into shared memory
@@ -196,3 +198,15 @@ def test_a_regular_tuned_tile_still_fills_the_sms_but_a_few_rows_tile_is_kept(mo
         assert (cfg.block_m, cfg.num_warps, row_grid(300, cfg)) == (2, 2, (150,))
     with tuning.overriding("rms_norm" + tuning.FEW_ROWS_SUFFIX, 2048, tile):
         assert row_config(2048, 300, kernel="rms_norm").block_m == 8  # measured on such launches
+
+
+def test_params_first_policies(monkeypatch):
+    from solbench.core import rownorm, tuning
+
+    monkeypatch.setattr(tuning, "sm_count", lambda: 132)
+    assert rownorm.params_first(10**6) and rownorm.PARAMS_FIRST_POLICY == "always"  # the measured default
+    assert not rownorm.params_first(7, "never")
+    assert rownorm.params_first(131, "decode") and not rownorm.params_first(132, "decode")
+    assert rownorm.params_first(8 * 132, "few_waves") and not rownorm.params_first(8 * 132 + 1, "few_waves")
+    monkeypatch.setattr(tuning, "sm_count", lambda: None)
+    assert rownorm.params_first(10**6, "few_waves")

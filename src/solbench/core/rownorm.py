@@ -28,9 +28,12 @@ row from L2 (see core/rowwise.py).
 """
 from __future__ import annotations
 
+import os
+
 import triton
 import triton.language as tl
 
+from solbench.core import tuning
 from solbench.core.rowwise import row_config, row_grid
 
 MODES = {"rms": 0, "layer": 1, "l2": 2}
@@ -75,13 +78,20 @@ def _prenorm(x_ptr, res_ptr, z_ptr, res_out_ptr, t, seg_off, c, mask,
 
 
 @triton.jit
-def _finish(y, z_ptr, w_ptr, w2_ptr, b_ptr, out_ptr, t, s, seg_off, c, mask, cmask,
-            z_stride, out_stride, w_seg_stride, w2_from,
-            HAS_W: tl.constexpr, HAS_W2: tl.constexpr, HAS_B: tl.constexpr, HAS_Z: tl.constexpr,
-            NORM_BEFORE_GATE: tl.constexpr, W_PER_SEG: tl.constexpr):
-    """Affine weight/bias, the gate after the norm, one rounding, one store. Shared parameters
-    load as one ``[1, BLOCK_N]`` vector per program (16-byte accesses); per-segment ones
-    (group norms) as a ``[BLOCK_M, BLOCK_N]`` tile."""
+def _load_affine(z_ptr, w_ptr, w2_ptr, b_ptr, t, s, seg_off, c, mask, cmask,
+                 z_stride, w_seg_stride, w2_from,
+                 HAS_W: tl.constexpr, HAS_W2: tl.constexpr, HAS_B: tl.constexpr, HAS_Z: tl.constexpr,
+                 NORM_BEFORE_GATE: tl.constexpr, W_PER_SEG: tl.constexpr):
+    """(weight, bias, gate after the norm) for columns ``c``, as fp32. Shared parameters load as
+    one ``[1, BLOCK_N]`` vector per program (16-byte accesses); per-segment ones (group norms) as
+    a ``[BLOCK_M, BLOCK_N]`` tile. Unused ones are a placeholder the compiler drops.
+
+    The whole-row path calls this right after loading the row, before the reduction: a load after
+    the reduction's barrier is not issued until the reduction is done, so a decode launch (one
+    wave, every program waiting on memory) paid a second DRAM round trip for the weight."""
+    w = cmask.to(tl.float32)
+    b = w
+    g = w
     if HAS_W:
         if W_PER_SEG:
             w = tl.load(w_ptr + s * w_seg_stride + c, mask=mask, other=0.0).to(tl.float32)
@@ -90,17 +100,31 @@ def _finish(y, z_ptr, w_ptr, w2_ptr, b_ptr, out_ptr, t, s, seg_off, c, mask, cma
         if HAS_W2:
             w2 = tl.load(w2_ptr + c, mask=cmask, other=0.0).to(tl.float32)
             w = tl.where(s >= w2_from, w2, w)
-        y = y * w
     if HAS_B:
         if W_PER_SEG:
             b = tl.load(b_ptr + s * w_seg_stride + c, mask=mask, other=0.0).to(tl.float32)
         else:
             b = tl.load(b_ptr + c, mask=cmask, other=0.0).to(tl.float32)
-        y = y + b
     if HAS_Z:
         if NORM_BEFORE_GATE:
             z = tl.load(z_ptr + t * z_stride + seg_off + c, mask=mask, other=0.0).to(tl.float32)
-            y = y * (z * tl.sigmoid(z))
+            g = z * tl.sigmoid(z)
+    return w, b, g
+
+
+@triton.jit
+def _store_affine(y, w, b, g, out_ptr, t, seg_off, c, mask, out_stride,
+                  HAS_W: tl.constexpr, HAS_B: tl.constexpr, HAS_Z: tl.constexpr,
+                  NORM_BEFORE_GATE: tl.constexpr):
+    """Affine weight/bias and the gate after the norm (from :func:`_load_affine`), one rounding,
+    one store."""
+    if HAS_W:
+        y = y * w
+    if HAS_B:
+        y = y + b
+    if HAS_Z:
+        if NORM_BEFORE_GATE:
+            y = y * g
     tl.store(out_ptr + t * out_stride + seg_off + c, y.to(out_ptr.dtype.element_ty), mask=mask)
 
 
@@ -110,8 +134,11 @@ def _whole_rows(tile, x_ptr, res_ptr, z_ptr, w_ptr, w2_ptr, b_ptr, out_ptr, res_
                 x_stride, res_stride, z_stride, out_stride, res_out_stride,
                 MODE: tl.constexpr, HAS_RES: tl.constexpr, HAS_Z: tl.constexpr, NORM_BEFORE_GATE: tl.constexpr,
                 HAS_W: tl.constexpr, HAS_W2: tl.constexpr, HAS_B: tl.constexpr, SEGMENTED: tl.constexpr,
-                W_PER_SEG: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    """Tile ``tile`` (``BLOCK_M`` whole rows) in registers: read once, reduce, write once."""
+                W_PER_SEG: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                PARAMS_FIRST: tl.constexpr):
+    """Tile ``tile`` (``BLOCK_M`` whole rows) in registers: read once, reduce, write once.
+    ``PARAMS_FIRST``: the weight/bias/gate loads are issued with the row's, before the reduction
+    (:func:`params_first`)."""
     # int64 row indices: row * stride stays exact past 2^31 elements (tile * BLOCK_M < rows + BLOCK_M
     # fits int32; the loop index is a plain int under the interpreter, so no .to() on it).
     r = tl.arange(0, BLOCK_M).to(tl.int64)[:, None] + tile * BLOCK_M
@@ -123,6 +150,10 @@ def _whole_rows(tile, x_ptr, res_ptr, z_ptr, w_ptr, w2_ptr, b_ptr, out_ptr, res_
     v = _prenorm(x_ptr, res_ptr, z_ptr, res_out_ptr, t, seg_off, cols, mask,
                  x_stride, res_stride, z_stride, res_out_stride,
                  HAS_RES, HAS_Z, NORM_BEFORE_GATE, True, False)
+    if PARAMS_FIRST:  # see _load_affine
+        w, b, g = _load_affine(z_ptr, w_ptr, w2_ptr, b_ptr, t, s, seg_off, cols, mask, cmask,
+                               z_stride, w_seg_stride, w2_from,
+                               HAS_W, HAS_W2, HAS_B, HAS_Z, NORM_BEFORE_GATE, W_PER_SEG)
     if MODE == 1:
         mean = tl.sum(v, axis=1)[:, None] / n
         v = tl.where(mask, v - mean, 0.0)
@@ -131,9 +162,12 @@ def _whole_rows(tile, x_ptr, res_ptr, z_ptr, w_ptr, w2_ptr, b_ptr, out_ptr, res_
         rstd = 1.0 / tl.sqrt(tl.sum(v * v, axis=1)[:, None] / n + eps)
     else:
         rstd = 1.0 / tl.sqrt(tl.sum(v * v, axis=1)[:, None] + eps)
-    _finish(v * rstd, z_ptr, w_ptr, w2_ptr, b_ptr, out_ptr, t, s, seg_off, cols, mask, cmask,
-            z_stride, out_stride, w_seg_stride, w2_from,
-            HAS_W, HAS_W2, HAS_B, HAS_Z, NORM_BEFORE_GATE, W_PER_SEG)
+    if not PARAMS_FIRST:
+        w, b, g = _load_affine(z_ptr, w_ptr, w2_ptr, b_ptr, t, s, seg_off, cols, mask, cmask,
+                               z_stride, w_seg_stride, w2_from,
+                               HAS_W, HAS_W2, HAS_B, HAS_Z, NORM_BEFORE_GATE, W_PER_SEG)
+    _store_affine(v * rstd, w, b, g, out_ptr, t, seg_off, cols, mask, out_stride,
+                  HAS_W, HAS_B, HAS_Z, NORM_BEFORE_GATE)
 
 
 @triton.jit
@@ -144,7 +178,7 @@ def _rownorm_kernel(
         MODE: tl.constexpr, HAS_RES: tl.constexpr, HAS_Z: tl.constexpr, NORM_BEFORE_GATE: tl.constexpr,
         HAS_W: tl.constexpr, HAS_W2: tl.constexpr, HAS_B: tl.constexpr, SEGMENTED: tl.constexpr,
         W_PER_SEG: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CHUNKED: tl.constexpr,
-        PERSISTENT: tl.constexpr = False, STAGES: tl.constexpr = 1):
+        PERSISTENT: tl.constexpr = False, STAGES: tl.constexpr = 1, PARAMS_FIRST: tl.constexpr = True):
     if not CHUNKED:
         if PERSISTENT:
             # A grid of a few programs per SM, each striding over the tiles; with STAGES > 1 Triton
@@ -154,14 +188,14 @@ def _rownorm_kernel(
                             rows, n, eps, segs, seg_stride, w_seg_stride, w2_from,
                             x_stride, res_stride, z_stride, out_stride, res_out_stride,
                             MODE, HAS_RES, HAS_Z, NORM_BEFORE_GATE, HAS_W, HAS_W2, HAS_B, SEGMENTED,
-                            W_PER_SEG, BLOCK_M, BLOCK_N)
+                            W_PER_SEG, BLOCK_M, BLOCK_N, PARAMS_FIRST)
         else:
             # Not the loop above run once: a one-trip loop compiles with an extra barrier.
             _whole_rows(tl.program_id(0), x_ptr, res_ptr, z_ptr, w_ptr, w2_ptr, b_ptr, out_ptr, res_out_ptr,
                         rows, n, eps, segs, seg_stride, w_seg_stride, w2_from,
                         x_stride, res_stride, z_stride, out_stride, res_out_stride,
                         MODE, HAS_RES, HAS_Z, NORM_BEFORE_GATE, HAS_W, HAS_W2, HAS_B, SEGMENTED,
-                        W_PER_SEG, BLOCK_M, BLOCK_N)
+                        W_PER_SEG, BLOCK_M, BLOCK_N, PARAMS_FIRST)
     else:
         # Long rows (BLOCK_M == 1): pass 1 reads HBM (and stores the residual sum); the later
         # passes re-read the same row, which the previous pass left in L2.
@@ -208,9 +242,11 @@ def _rownorm_kernel(
             v = _prenorm(x_ptr, res_ptr, z_ptr, res_out_ptr, t, seg_off, c, mask,
                          x_stride, res_stride, z_stride, res_out_stride,
                          HAS_RES, HAS_Z, NORM_BEFORE_GATE, False, True)
-            _finish((v - mean) * rstd, z_ptr, w_ptr, w2_ptr, b_ptr, out_ptr, t, s, seg_off, c, mask, cmask,
-                    z_stride, out_stride, w_seg_stride, w2_from,
-                    HAS_W, HAS_W2, HAS_B, HAS_Z, NORM_BEFORE_GATE, W_PER_SEG)
+            w, b, g = _load_affine(z_ptr, w_ptr, w2_ptr, b_ptr, t, s, seg_off, c, mask, cmask,
+                                   z_stride, w_seg_stride, w2_from,
+                                   HAS_W, HAS_W2, HAS_B, HAS_Z, NORM_BEFORE_GATE, W_PER_SEG)
+            _store_affine((v - mean) * rstd, w, b, g, out_ptr, t, seg_off, c, mask, out_stride,
+                          HAS_W, HAS_B, HAS_Z, NORM_BEFORE_GATE)
 
 
 def launch_rownorm(x, out, *, mode: str, eps: float, n: int, rows: int,
@@ -239,4 +275,39 @@ def launch_rownorm(x, out, *, mode: str, eps: float, n: int, rows: int,
         MODE=MODES[mode], HAS_RES=residual is not None, HAS_Z=z is not None,
         NORM_BEFORE_GATE=bool(norm_before_gate), HAS_W=weight is not None, HAS_W2=weight2 is not None,
         HAS_B=bias is not None, SEGMENTED=segs > 1, W_PER_SEG=segs > 1 and w_seg_stride != 0,
-        PERSISTENT=cfg.persistent, STAGES=cfg.stages if cfg.persistent else 1, **cfg.launch_kwargs())
+        PERSISTENT=cfg.persistent, STAGES=cfg.stages if cfg.persistent else 1,
+        PARAMS_FIRST=params_first(row_grid(rows, cfg)[0]), **cfg.launch_kwargs())
+
+
+#: When the whole-row path loads the weight/bias/gate (H200, session 6: repeat.jsonl has
+#: ``always``, params_never.jsonl / params_decode.jsonl the other two, ours_triton alone):
+#:
+#: * ``always``, with the row (the default): closes most of the decode gap to liger (rms_norm #47
+#:   3.16 -> 2.48 us, layer_norm #12 3.75 -> 2.80) and wins 7-9% on launches of a few programs per
+#:   SM (fused_add_rms_norm #9/#15, rms_norm #50/#54);
+#: * ``never``, after the reduction (the code before): 4-5% faster on launches of many waves
+#:   (rms_norm #10-#14 and #53, layer_norm #7/#8, 37-302 MB, 14-62 programs per SM);
+#: * ``decode``: with the row only on launches that leave SMs without a program;
+#: * ``few_waves``: with the row on launches of at most :data:`FEW_WAVES_PER_SM` programs per SM,
+#:   the rule both files point to (each shape then runs code one of them measured); not yet
+#:   measured as a whole, so not the default.
+PARAMS_FIRST_POLICY = os.environ.get("SOLBENCH_ROW_PARAMS_FIRST", "always")
+PARAMS_FIRST_POLICIES = ("always", "never", "decode", "few_waves")
+if PARAMS_FIRST_POLICY not in PARAMS_FIRST_POLICIES:
+    raise ValueError(f"SOLBENCH_ROW_PARAMS_FIRST={PARAMS_FIRST_POLICY!r}: expected one of {', '.join(PARAMS_FIRST_POLICIES)}")
+#: Programs per SM up to which ``few_waves`` loads the parameters first: the launches that gained
+#: had at most 4.8, the ones that lost at least 14.
+FEW_WAVES_PER_SM = 8
+
+
+def params_first(programs: int, policy: str | None = None) -> bool:
+    """Whether a launch of ``programs`` programs issues the parameter loads with the row's
+    (``policy``: default :data:`PARAMS_FIRST_POLICY`). Without a device's SM count (CPU, the
+    interpreter) the SM-dependent policies load them first."""
+    policy = policy or PARAMS_FIRST_POLICY
+    if policy in ("always", "never"):
+        return policy == "always"
+    sms = tuning.sm_count()
+    if not sms:
+        return True
+    return programs < sms if policy == "decode" else programs <= FEW_WAVES_PER_SM * sms

@@ -75,6 +75,10 @@ CHUNK_N = _env_int("SOLBENCH_ROW_CHUNK_N", 4096)
 TILE_ELEMS = _env_int("SOLBENCH_ROW_TILE_ELEMS", 4096)
 #: Bytes of one tensor each thread loads per tile: 32 B = two 16-byte vector accesses.
 BYTES_PER_THREAD = _env_int("SOLBENCH_ROW_BYTES_PER_THREAD", 32)
+#: Bytes per thread on a launch too small to give every SM a program (decode: a handful of rows):
+#: there the time is one memory round trip per program, not bandwidth, so each thread issues a
+#: single 16-byte vector of each tensor and the row's reduction spreads over more warps.
+DECODE_BYTES_PER_THREAD = _env_int("SOLBENCH_ROW_DECODE_BYTES_PER_THREAD", 16)
 MAX_WARPS = _env_int("SOLBENCH_ROW_MAX_WARPS", 16)
 #: Hard limit on the row length: column offsets stay int32 inside a row (row offsets are int64).
 MAX_N = 1 << 24
@@ -115,10 +119,10 @@ class RowConfig:
                 "num_warps": self.num_warps}
 
 
-def _warps_for(elems: int, elem_bytes: int) -> int:
-    """Warps so that each thread moves about BYTES_PER_THREAD bytes of one tensor (a power of two
-    in [1, MAX_WARPS])."""
-    per_thread = max(1, BYTES_PER_THREAD // max(1, elem_bytes))
+def _warps_for(elems: int, elem_bytes: int, bytes_per_thread: int = BYTES_PER_THREAD) -> int:
+    """Warps so that each thread moves about ``bytes_per_thread`` bytes of one tensor (a power of
+    two in [1, MAX_WARPS])."""
+    per_thread = max(1, bytes_per_thread // max(1, elem_bytes))
     want = max(1, min(MAX_WARPS, elems // (32 * per_thread)))
     warps = 1
     while warps * 2 <= want:
@@ -157,14 +161,25 @@ def row_config(n: int, rows: int, elem_bytes: int = 2, kernel: str = "",
             chosen = replace(chosen, programs_per_sm=0, stages=1)
         if regular_tuned and not chosen.persistent:  # tuned on larger launches: no idle SMs here
             bm, warps = fill_sms(chosen.block_m, chosen.num_warps, programs_of, tuning.sm_count())
-            chosen = replace(chosen, block_m=bm, num_warps=warps)
+            chosen = replace(chosen, block_m=bm, num_warps=_decode_warps(bm, chosen.block_n, warps, elem_bytes,
+                                                                           programs_of(bm), chosen.chunked))
         return chosen
     if n > MAX_WHOLE_ROW:
         return RowConfig(block_m=1, block_n=CHUNK_N, num_warps=_warps_for(CHUNK_N, elem_bytes), chunked=True)
     block_n = next_pow2(n)
     block_m = max(1, min(TILE_ELEMS // block_n, next_pow2(max(1, rows))))
     block_m, warps = fill_sms(block_m, _warps_for(block_m * block_n, elem_bytes), programs_of, tuning.sm_count())
+    warps = _decode_warps(block_m, block_n, warps, elem_bytes, programs_of(block_m), False)
     return RowConfig(block_m=block_m, block_n=block_n, num_warps=warps)
+
+
+def _decode_warps(block_m: int, block_n: int, warps: int, elem_bytes: int, programs: int, chunked: bool) -> int:
+    """``warps``, raised to :data:`DECODE_BYTES_PER_THREAD` per thread when the launch leaves SMs
+    without a program even at one row per program (see core/kernels.fill_sms); whole rows only."""
+    sms = tuning.sm_count()
+    if chunked or not sms or programs >= sms:
+        return warps
+    return max(warps, _warps_for(block_m * block_n, elem_bytes, DECODE_BYTES_PER_THREAD))
 
 
 def row_grid(rows: int, cfg: RowConfig, sm_count: int | None = None) -> tuple[int]:
