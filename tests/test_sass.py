@@ -34,7 +34,8 @@ def test_ours_as_launched_on_an_h200():
     assert set(big["global_loads"]) == {"16"} and set(big["global_stores"]) == {"16"}
     assert big["constexprs"]["FAST"] is True      # as a GPU build chooses it, not the interpreter
     assert big["sfu"] > 0 and big["cp_async"] == 0 and big["instructions"] > 0
-    assert by["0"]["grid"] == [1, 1]              # one token: one program
+    # one token of d = 768: the H200's tuned few-rows tile (512 columns; tune_log_few_rows.jsonl)
+    assert by["0"]["grid"] == [1, 2] and by["0"]["num_warps"] == 4
 
 
 def test_a_candidate_file_and_the_cli_json(capsys):

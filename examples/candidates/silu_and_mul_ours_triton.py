@@ -22,7 +22,7 @@ OP = "silu_and_mul"
 # that the copy matches); other GPUs and other d use the first-principles rule below. Launches
 # over fewer than FEW_ROWS_PER_SM rows per SM look in FEW_ROWS_TILES first (the "glu@few_rows" key).
 TUNED_TILES = {"NVIDIA H200": {1536: (2, 2048, 8), 2560: (4, 1024, 8)}}
-FEW_ROWS_TILES = {"NVIDIA H200": {2048: (8, 256, 4)}}
+FEW_ROWS_TILES = {"NVIDIA H200": {768: (1, 512, 4), 1024: (1, 512, 4), 1280: (1, 512, 4), 2048: (1, 1024, 8)}}
 FEW_ROWS_PER_SM = 4
 
 
