@@ -81,7 +81,9 @@ print(json.dumps(h.load_calibration(h.device_key()), indent=1))" >"$cal" || stat
       sb tune ${TUNE_OPS:+--ops "$TUNE_OPS"} ${TUNE_KEYS:+--keys "$TUNE_KEYS"} ${skip[@]+"${skip[@]}"} --out "$work/tuned.json" --log "$log" \
         ${budget:+--time-budget "$budget"} || status=1 ;;
     sweep)
-      w sweep.jsonl; sb run --out "$wf" ${budget:+--time-budget "$budget"} >"$work/sweep.log" 2>&1 || status=1
+      # REMEASURE_OPS (comma-separated) measures those operators again, the rest of the file reused.
+      w sweep.jsonl; sb run --out "$wf" ${REMEASURE_OPS:+--remeasure-ops "$REMEASURE_OPS"} ${budget:+--time-budget "$budget"} \
+        >"$work/sweep.log" 2>&1 || status=1
       tail -n 60 "$work/sweep.log" ;;
     glu)
       w glu_variants.jsonl; sb run --ops gelu_and_mul,gelu_tanh_and_mul,swiglu_oai --out "$wf" \

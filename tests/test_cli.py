@@ -59,6 +59,28 @@ def test_retry_failed_replaces_only_fail_records(tmp_path, capsys):
     assert len(again) == 4 and all(r["status"] == "ok" for r in again)
 
 
+def test_remeasure_ops_replaces_only_those_operators_records(tmp_path, capsys):
+    out = tmp_path / "r.jsonl"
+    args = ["run", "--ops", "silu_and_mul,rms_norm", "--impls", "ours_triton", "--out", str(out)]
+    assert main(args) == 0
+    recs = read_records(out)
+    for r in recs:  # mark every record, to see which ones get measured again
+        r["time_us"] = 12345.0
+    out.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    assert main(args + ["--remeasure-ops", "silu_and_mul"]) == 0
+    again = read_records(out)
+    assert len(again) == len(recs)
+    assert all((r["time_us"] == 12345.0) == (r["op"] == "rms_norm") for r in again)
+    replaced = read_records(str(out) + ".replaced.jsonl")  # the old records are not lost
+    assert len(replaced) == sum(r["op"] == "silu_and_mul" for r in recs) and {r["op"] for r in replaced} == {"silu_and_mul"}
+    capsys.readouterr()
+    for bad, needle in ((["run", "--ops", "rms_norm", "--remeasure-ops", "rms_norm"], "needs an --out"),
+                        (args + ["--remeasure-ops", "nope"], "unknown operators nope"),
+                        (["run", "--ops", "rms_norm", "--out", str(out), "--remeasure-ops", "silu_and_mul"], "not among --ops")):
+        assert main(bad) == 2 and needle in capsys.readouterr().err, bad
+    assert len(read_records(out)) == len(recs)  # a refused request changed nothing
+
+
 def test_time_budget_stops_cleanly_and_the_rerun_resumes(tmp_path, capsys):
     out = tmp_path / "r.jsonl"
     args = ["run", "--ops", "silu_and_mul", "--impls", "ours_triton,torch_eager", "--out", str(out)]

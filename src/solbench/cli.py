@@ -191,6 +191,7 @@ def cmd_run(args) -> int:
                     timer=args.timer, out=args.out, suite=args.suite, weights=weights,
                     smoke=True if args.smoke else (False if args.full else None),
                     include_variants=args.variants, retry_failed=args.retry_failed,
+                    remeasure_ops=split_csv(args.remeasure_ops) or (),
                     time_budget_s=args.time_budget, cold_l2=args.cold_l2)
     if args.time_budget is not None and args.time_budget <= 0:
         raise SystemExit("solbench: --time-budget must be a positive number of seconds")
@@ -313,6 +314,10 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--strict", action="store_true", help="exit 1 if any implementation FAILs")
     q.add_argument("--retry-failed", action="store_true",
                    help="with --out: measure the FAIL records already in the file again, replacing them")
+    q.add_argument("--remeasure-ops", action="append", metavar="OPS",
+                   help="with --out: measure these operators again, replacing their records (the old ones are "
+                        "appended to OUT.replaced.jsonl); the file's other records are reused. Resume a "
+                        "budget-cut run without it")
     q.add_argument("--time-budget", type=float, metavar="SECONDS",
                    help="start no new shape after this many seconds (the run stops cleanly; with --out a "
                         "rerun resumes)")

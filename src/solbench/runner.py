@@ -13,7 +13,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, Sequence
+from typing import Callable, Collection, Iterable, Mapping, Sequence
 
 from solbench.core import check as checker
 from solbench.core import hardware, roofline, timing
@@ -41,6 +41,11 @@ class RunConfig:
     seeds: Sequence[int] = checker.DEFAULT_SEEDS
     include_variants: bool = False
     retry_failed: bool = False                 # measure FAIL records in ``out`` again (replacing them)
+    # Operators whose records in ``out`` are measured again (replacing them; the replaced records are
+    # appended to ``<out>.replaced.jsonl``), e.g. after a kernel change, while the rest of the file is
+    # reused. A run cut by its time budget is resumed without it (with it, the part already
+    # re-measured would be measured once more).
+    remeasure_ops: Sequence[str] = ()
     # Stop starting new shapes once this many seconds have passed (the shape under way finishes
     # and is written). With ``out``, a rerun resumes where it stopped.
     time_budget_s: float | None = None
@@ -66,15 +71,22 @@ class RunResult:
     wall_s: float = 0.0
 
 
-def _drop_to_remeasure(path: str, existing: dict, failed_too: bool = True) -> None:
+def _drop_to_remeasure(path: str, existing: dict, failed_too: bool = True, ops: Collection[str] = ()) -> int:
     """Rewrite ``path`` without the records to measure again (atomically: a crash leaves the old
-    file), so that the file keeps one record per key: FAIL records (when ``failed_too``) and
-    records marked ``carried_from`` (copied from another results file to complete it; a run that
-    resumes the file replaces them with its own measurements)."""
+    file), so that the file keeps one record per key: FAIL records (when ``failed_too``), records
+    marked ``carried_from`` (copied from another results file to complete it; a run that resumes
+    the file replaces them with its own measurements) and every record of the operators ``ops``
+    (those are first saved to ``<path>.replaced.jsonl``, so nothing measured is lost if the run
+    stops early). Returns how many records were dropped."""
     redo = [k for k, r in existing.items()
-            if (failed_too and r.get("status") == "fail") or r.get("carried_from")]
+            if (failed_too and r.get("status") == "fail") or r.get("carried_from") or r.get("op") in ops]
     if not redo:
-        return
+        return 0
+    replaced = [existing[k] for k in redo if existing[k].get("op") in ops]
+    if replaced:
+        with open(str(path) + ".replaced.jsonl", "a", encoding="utf-8") as f:  # appended: never lost
+            for r in replaced:
+                f.write(json.dumps(_json_safe(r)) + "\n")
     for k in redo:
         del existing[k]
     tmp = Path(path).with_suffix(".retry.tmp")
@@ -82,6 +94,23 @@ def _drop_to_remeasure(path: str, existing: dict, failed_too: bool = True) -> No
         for r in existing.values():
             f.write(json.dumps(_json_safe(r)) + "\n")
     os.replace(tmp, path)
+    return len(redo)
+
+
+def _check_remeasure(cfg: "RunConfig") -> None:
+    """``remeasure_ops`` must name known operators that this run measures, into an ``out`` file:
+    otherwise their records would be dropped and not measured again."""
+    from solbench.core.spec import all_specs
+
+    if not cfg.out:
+        raise ValueError("remeasuring operators needs an --out file whose records they replace")
+    known = {s.name for s in all_specs(include_variants=True)}
+    unknown = sorted(set(cfg.remeasure_ops) - known)
+    if unknown:
+        raise ValueError(f"cannot remeasure unknown operators {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+    outside = sorted(set(cfg.remeasure_ops) - set(cfg.ops)) if cfg.ops else []
+    if outside:
+        raise ValueError(f"--remeasure-ops {', '.join(outside)}: not among --ops, so they would not be measured again")
 
 
 def record_key(r: Mapping) -> tuple:
@@ -329,11 +358,13 @@ def run(cfg: RunConfig, *, progress: Callable | None = None, on_shape_done: Call
     device_name = hardware.device_name(device)
     res = RunResult(smoke=smoke, device=device_name, hw=datasheet.name, achievable=achievable, datasheet=datasheet)
 
+    if cfg.remeasure_ops:
+        _check_remeasure(cfg)
     existing: dict[tuple, dict] = {}
     if cfg.out and Path(cfg.out).exists():
         for r in read_records(cfg.out):
             existing[record_key(r)] = r
-        _drop_to_remeasure(cfg.out, existing, failed_too=cfg.retry_failed)
+        _drop_to_remeasure(cfg.out, existing, failed_too=cfg.retry_failed, ops=set(cfg.remeasure_ops))
     out_f = open(cfg.out, "a", encoding="utf-8") if cfg.out else None
 
     specs = select_ops(cfg)
