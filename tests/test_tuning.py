@@ -193,6 +193,12 @@ def test_a_budgeted_tune_is_continued_from_its_log(tmp_path):
         measured_keys(tmp_path / "missing.jsonl")
 
 
+def test_few_rows_row_candidates_go_down_to_8_bytes_per_thread():
+    def warps(few):
+        return {c["num_warps"] for c in tuner.candidates("row", 512, 2, rows=3, few_rows=few) if c["block_m"] == 1}
+    assert warps(True) == {1, 2, 4} and warps(False) == {1, 2}  # 4 warps x 32 threads x 8 B = one 512-wide bf16 row
+
+
 def test_tune_keys_select_by_kernel_or_kernel_and_width():
     from solbench.tune import key_selected
 

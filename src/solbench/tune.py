@@ -73,7 +73,7 @@ def candidates(family: str, n: int, elem_bytes: int, rows: int, few_rows: bool =
     """Launch configurations worth trying for ``(family, n)`` on ``rows`` rows: each thread
     moves 16-128 bytes of one tensor per tile (at least one 16-byte vector, at most what fits in
     registers), and tiles never hold more rows than there are. ``few_rows`` (latency-bound
-    launches) adds the GLU's small tiles and 8- or 16-byte vectors per thread. Family
+    launches) adds the GLU's small tiles, and 8-byte vectors per thread for both families. Family
     ``row_persistent`` adds, outside the few-rows regime, persistent launches of the small tiles
     (2-stage pipelined, a few programs per SM within a shared-memory budget)."""
     from solbench.core.kernels import largest_pow2_divisor, next_pow2
@@ -83,8 +83,10 @@ def candidates(family: str, n: int, elem_bytes: int, rows: int, few_rows: bool =
     out: list[dict] = []
 
     def per_thread_ok(tile: int, warps: int) -> bool:
+        # few rows: also 8 bytes per thread, liger's rms_norm tile for short decode rows (3 x 512:
+        # 4 warps of 8-byte loads; ours at 2 warps of 16 bytes trailed it by 0.25 us on the H200)
         b = tile * elem_bytes / (32 * warps)
-        return 16 <= b <= 128
+        return (8 if few_rows else 16) <= b <= 128
 
     if family in ("row", "row_persistent"):
         if n > MAX_WHOLE_ROW:
