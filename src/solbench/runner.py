@@ -71,17 +71,17 @@ class RunResult:
     wall_s: float = 0.0
 
 
-def _drop_to_remeasure(path: str, existing: dict, failed_too: bool = True, ops: Collection[str] = ()) -> int:
+def _drop_to_remeasure(path: str, existing: dict, failed_too: bool = True, ops: Collection[str] = ()) -> None:
     """Rewrite ``path`` without the records to measure again (atomically: a crash leaves the old
     file), so that the file keeps one record per key: FAIL records (when ``failed_too``), records
     marked ``carried_from`` (copied from another results file to complete it; a run that resumes
     the file replaces them with its own measurements) and every record of the operators ``ops``
     (those are first saved to ``<path>.replaced.jsonl``, so nothing measured is lost if the run
-    stops early). Returns how many records were dropped."""
+    stops early)."""
     redo = [k for k, r in existing.items()
             if (failed_too and r.get("status") == "fail") or r.get("carried_from") or r.get("op") in ops]
     if not redo:
-        return 0
+        return
     replaced = [existing[k] for k in redo if existing[k].get("op") in ops]
     if replaced:
         with open(str(path) + ".replaced.jsonl", "a", encoding="utf-8") as f:  # appended: never lost
@@ -94,7 +94,6 @@ def _drop_to_remeasure(path: str, existing: dict, failed_too: bool = True, ops: 
         for r in existing.values():
             f.write(json.dumps(_json_safe(r)) + "\n")
     os.replace(tmp, path)
-    return len(redo)
 
 
 def _check_remeasure(cfg: "RunConfig") -> None:

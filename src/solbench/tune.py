@@ -324,13 +324,10 @@ def tune(ops: Sequence[str] | None = None, *, time_budget_s: float | None = None
             for (k2, n2, f2, _), e2 in order[i:]:
                 results.append(KeyResult(k2, n2, f2, shape_names(e2), {}, note="not tuned: time budget reached"))
             break
-        if (kernel, str(n)) in skip:
-            results.append(KeyResult(kernel, n, family, shape_names(shape_entries), {},
-                                     note="skipped: measured by an earlier run"))
-            continue
-        if select and not key_selected(kernel, n, select):
-            results.append(KeyResult(kernel, n, family, shape_names(shape_entries), {},
-                                     note="skipped: not selected by --keys"))
+        skipped = ("measured by an earlier run" if (kernel, str(n)) in skip else
+                   "not selected by --keys" if select and not key_selected(kernel, n, select) else None)
+        if skipped:
+            results.append(KeyResult(kernel, n, family, shape_names(shape_entries), {}, note=f"skipped: {skipped}"))
             continue
         few_rows = kernel.endswith(tuning.FEW_ROWS_SUFFIX)
         reps = representatives(shape_entries, few_rows)

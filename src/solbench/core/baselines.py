@@ -137,8 +137,9 @@ def _largest_inputs(op: str, device, supports: Callable) -> tuple[str, dict] | N
     Why: Inductor autotunes each generated kernel on its first launch and keeps the winner for
     every later shape of the dynamic graph. Traced on whichever shape a run reaches first, that
     choice was made on a microsecond-scale launch, where timing noise decides: on the H200 two runs
-    of the same code picked different kernels and torch_compile moved by 11% on every large
-    silu_and_mul shape and by 1.5x on rms_norm's hidden-128 shapes (repeat.jsonl of sessions 5 and 6).
+    of the same code picked different kernels and torch_compile moved by 1.10-1.18x on every
+    silu_and_mul shape above 7 MB and by 1.5x on rms_norm's hidden-128 shapes (results/h200:
+    session 5's repeat.jsonl, in git history, against repeat_pre_first_trace.jsonl).
     Serving frameworks warm their compiled graphs up at their largest batch; so does this."""
     from solbench.core.spec import get_spec
 

@@ -266,7 +266,8 @@ def launch_rownorm(x, out, *, mode: str, eps: float, n: int, rows: int,
     def stride(t):
         return t.stride(0) if t is not None else 0
 
-    _rownorm_kernel[row_grid(rows, cfg)](
+    grid = row_grid(rows, cfg)
+    _rownorm_kernel[grid](
         x, residual if residual is not None else dummy, z if z is not None else dummy,
         weight if weight is not None else dummy, weight2 if weight2 is not None else dummy,
         bias if bias is not None else dummy, out, residual_out if residual_out is not None else dummy,
@@ -276,7 +277,7 @@ def launch_rownorm(x, out, *, mode: str, eps: float, n: int, rows: int,
         NORM_BEFORE_GATE=bool(norm_before_gate), HAS_W=weight is not None, HAS_W2=weight2 is not None,
         HAS_B=bias is not None, SEGMENTED=segs > 1, W_PER_SEG=segs > 1 and w_seg_stride != 0,
         PERSISTENT=cfg.persistent, STAGES=cfg.stages if cfg.persistent else 1,
-        PARAMS_FIRST=params_first(row_grid(rows, cfg)[0]), **cfg.launch_kwargs())
+        PARAMS_FIRST=params_first(grid[0]), **cfg.launch_kwargs())
 
 
 #: When the whole-row path loads the weight/bias/gate (H200, session 6: repeat.jsonl has
