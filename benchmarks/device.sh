@@ -20,6 +20,8 @@
 #                    three ways in one run: the default rule, 2 alternating flush buffers, a warm L2
 #   paramsfirst[:S]  ours on the row norms with the parameter loads after the reduction / first on
 #                    decode launches only (SOLBENCH_ROW_PARAMS_FIRST), against repeat.jsonl's default
+#   streamhints[:S]  ours on the row norms under each SOLBENCH_ROW_STREAM policy (STREAM_MODES; evict-first
+#                    loads + streaming stores on many-wave launches, or never), each in its own process
 #   noiseprobe[:S]   three separate runs of the flushed and the warm decode shapes (ours, liger, compile):
 #                    is the 10-20% run-to-run scatter of flushed 2-us records per process or per run?
 #   gputests         the GPU-only tests (custom ops under torch.compile / CUDA graphs, eval integrity)
@@ -91,8 +93,10 @@ print(json.dumps(h.load_calibration(h.device_key()), indent=1))" >"$cal" || stat
       tail -n 20 "$work/glu.log" ;;
     repeat)
       # Every operator of issues #2 and #7, so a fresh repeat (with glu) re-measures both bars.
+      # REPEAT_REMEASURE_OPS (comma-separated) measures those again, the rest of the file reused.
       w repeat.jsonl; sb run --ops silu_and_mul,rms_norm,fused_add_rms_norm,fused_qk_rmsnorm,gated_rms_norm,l2_norm,layer_norm,fused_rmsnorm_quant,fp8_dynamic_per_token_quant,per_token_group_quant_fp8 \
-        --out "$wf" ${budget:+--time-budget "$budget"} >"$work/repeat.log" 2>&1 || status=1
+        --out "$wf" ${REPEAT_REMEASURE_OPS:+--remeasure-ops "$REPEAT_REMEASURE_OPS"} ${budget:+--time-budget "$budget"} \
+        >"$work/repeat.log" 2>&1 || status=1
       tail -n 5 "$work/repeat.log" ;;
     gputests)
       # -v prints each verdict as it happens, so a run cut off at its budget still says what failed;
@@ -126,14 +130,25 @@ print(json.dumps(h.load_calibration(h.device_key()), indent=1))" >"$cal" || stat
       done ;;
     paramsfirst)
       # When the row norms load weight/bias/gate (core/rownorm.PARAMS_FIRST_POLICY): repeat.jsonl has
-      # the default ("always": with the row); these time ours with "never" (after the reduction) and
-      # "decode" (with the row only on launches that leave SMs idle), "few_waves" (<= 8 programs per SM).
+      # the default ("few_waves": with the row on launches of <= 8 programs per SM); these time ours
+      # with "always" (with the row), "never" (after the reduction) and "decode" (with the row only on
+      # launches that leave SMs idle).
       # Compare each with repeat.jsonl. PARAMS_MODES (space-separated) picks the policies.
-      for mode in ${PARAMS_MODES:-never decode few_waves}; do
+      for mode in ${PARAMS_MODES:-always never decode}; do
         SOLBENCH_ROW_PARAMS_FIRST=$mode sb run --ops rms_norm,fused_add_rms_norm,layer_norm,gated_rms_norm,l2_norm \
           --impls ours_triton --out "$work/params_$mode.jsonl" ${budget:+--time-budget "$budget"} \
           >"$work/params_$mode.log" 2>&1 || status=1
         tail -n 1 "$work/params_$mode.log"
+      done ;;
+    streamhints)
+      # Cache hints on the row norms' own loads and stores (core/rownorm.streaming_hints, policy
+      # SOLBENCH_ROW_STREAM): ours alone, one process per policy, so the comparison is within one
+      # call. STREAM_MODES (space-separated) picks the policies.
+      for mode in ${STREAM_MODES:-never many_waves}; do
+        SOLBENCH_ROW_STREAM=$mode sb run --ops rms_norm,fused_add_rms_norm,layer_norm,gated_rms_norm,l2_norm \
+          --impls ours_triton --out "$work/stream_$mode.jsonl" ${budget:+--time-budget "$budget"} \
+          >"$work/stream_$mode.log" 2>&1 || status=1
+        tail -n 1 "$work/stream_$mode.log"
       done ;;
     noiseprobe)
       # The same flushed decode records in three processes, then warm once: within-run p20-p80 is ~9%

@@ -80,7 +80,7 @@ for case, (consts, warps) in json.loads(sys.argv[1]).items():
     src = ASTSource(fn=_rownorm_kernel, signature=sig, constexprs=consts,
                     attrs={(i,): [["tt.divisibility", 16]] for i in aligned})
     ptx = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps}).asm["ptx"]
-    result[case] = re.findall(r"(?:ld|st)\.global[.\w]*|cp\.async\.[.\w]*", ptx)
+    result[case] = re.findall(r"(?:ld|st)\.global[.:\w]*|cp\.async\.[.\w]*", ptx)
 print(json.dumps(result))
 """
 
@@ -96,7 +96,7 @@ def test_kernel_compiles_for_sm90_with_16_byte_accesses():
     pytest.importorskip("triton")
     base = dict(MODE=0, HAS_RES=False, HAS_Z=False, NORM_BEFORE_GATE=True, HAS_W=True, HAS_W2=False, HAS_B=False,
                 SEGMENTED=False, W_PER_SEG=False, BLOCK_M=32, BLOCK_N=128, CHUNKED=False, PERSISTENT=False, STAGES=1,
-                PARAMS_FIRST=True)
+                PARAMS_FIRST=True, BLOCK_T1=0, BLOCK_T2=0, LOAD_EVICT="", STORE_CACHE="")
     cases = {
         "rms_short_rows": (base, 8),
         "fused_add_wide": ({**base, "HAS_RES": True, "BLOCK_M": 1, "BLOCK_N": 8192}, 16),
@@ -105,6 +105,14 @@ def test_kernel_compiles_for_sm90_with_16_byte_accesses():
         "gated_params_after_reduction": ({**base, "HAS_Z": True, "PARAMS_FIRST": False}, 8),
         "layer_chunked": ({**base, "MODE": 1, "HAS_B": True, "HAS_RES": True, "BLOCK_M": 1, "BLOCK_N": 4096,
                            "CHUNKED": True}, 8),
+        # split whole rows (core/rowwise.column_tiles): 1152 as 1024 + 128, 7168 as 4096 + 2048 + 1024,
+        # every tile still one 16-byte vector per access
+        "rms_split_1152": ({**base, "BLOCK_M": 8, "BLOCK_N": 1024, "BLOCK_T1": 128}, 4),
+        "layer_split_7168": ({**base, "MODE": 1, "HAS_B": True, "HAS_RES": True, "BLOCK_M": 1, "BLOCK_N": 4096,
+                              "BLOCK_T1": 2048, "BLOCK_T2": 1024}, 4),
+        # many-wave launches: the row's loads evict-first, its stores streaming (rownorm.streaming_hints)
+        "fused_add_streaming": ({**base, "HAS_RES": True, "BLOCK_M": 2, "BLOCK_N": 1024, "LOAD_EVICT": "evict_first",
+                                 "STORE_CACHE": ".cs"}, 4),
         # persistent and pipelined: the next tile's loads are 16-byte cp.async copies into shared memory
         "fused_add_persistent": ({**base, "HAS_RES": True, "BLOCK_M": 2, "BLOCK_N": 1024, "PERSISTENT": True,
                                   "STAGES": 2}, 4),
@@ -121,6 +129,11 @@ def test_kernel_compiles_for_sm90_with_16_byte_accesses():
         assert any(o.startswith("st") for o in ops), case
         assert all(".v4.b32" in o for o in ops if o.startswith(("ld", "st"))), (case, sorted(set(ops)))
         assert bool(copies) == (case == "fused_add_persistent"), (case, sorted(set(ops)))
+        streaming = case == "fused_add_streaming"
+        row_loads = [o for o in ops if o.startswith("ld")]
+        # x and residual evict-first, the weight (shared by every program) not
+        assert sum("evict_first" in o for o in row_loads) == (len(row_loads) - 1 if streaming else 0), (case, ops)
+        assert all((".cs." in o) == streaming for o in ops if o.startswith("st")), (case, ops)
 
 
 def test_tunables_read_from_the_environment(monkeypatch):
@@ -204,9 +217,82 @@ def test_params_first_policies(monkeypatch):
     from solbench.core import rownorm, tuning
 
     monkeypatch.setattr(tuning, "sm_count", lambda: 132)
-    assert rownorm.params_first(10**6) and rownorm.PARAMS_FIRST_POLICY == "always"  # the measured default
+    assert rownorm.PARAMS_FIRST_POLICY == "few_waves"  # the default
+    assert rownorm.params_first(10**6, "always") and not rownorm.params_first(10**6)
     assert not rownorm.params_first(7, "never")
     assert rownorm.params_first(131, "decode") and not rownorm.params_first(132, "decode")
     assert rownorm.params_first(8 * 132, "few_waves") and not rownorm.params_first(8 * 132 + 1, "few_waves")
     monkeypatch.setattr(tuning, "sm_count", lambda: None)
     assert rownorm.params_first(10**6, "few_waves")
+
+
+def test_streaming_hints_only_on_many_wave_whole_row_launches(monkeypatch):
+    from solbench.core import rownorm, tuning
+
+    none = {"LOAD_EVICT": "", "STORE_CACHE": ""}
+    hints = {"LOAD_EVICT": "evict_first", "STORE_CACHE": ".cs"}
+    monkeypatch.setattr(tuning, "sm_count", lambda: 132)
+    assert rownorm.STREAM_POLICY == "many_waves"  # the default
+    assert rownorm.streaming_hints(8 * 132 + 1) == hints and rownorm.streaming_hints(8 * 132) == none
+    assert rownorm.streaming_hints(10**6, chunked=True) == none  # later passes re-read the row from L2
+    assert rownorm.streaming_hints(10**6, policy="never") == none and rownorm.streaming_hints(1, policy="always") == hints
+    monkeypatch.setattr(tuning, "sm_count", lambda: None)
+    assert rownorm.streaming_hints(10**6) == none  # no device facts: no hints
+
+
+#: A non-power-of-two row length per row-norm operator, so the split whole-row path (two or three
+#: column tiles, core/rowwise.column_tiles) runs: 1152 = 1024 + 128, 7168 = 4096 + 2048 + 1024,
+#: 112 = 64 + 32 + 16, 80 = 64 + 16.
+SPLIT_SHAPES = {
+    "rms_norm": {"token_count": 5, "hidden_size": 1152, "eps": 1e-6},
+    "fused_add_rms_norm": {"token_count": 3, "hidden_size": 7168, "eps": 1e-6},
+    "layer_norm": {"shape": [3, 1, 1152]},
+    "l2_norm": {"num_tokens": 3, "hidden_size": 1152},
+    "gated_rms_norm": {"rows": 5, "hidden_size": 112, "eps": 1e-6, "norm_before_gate": True, "activation": "silu"},
+    "fused_qk_rmsnorm": {"num_tokens": 3, "head_num": 4, "kv_head_num": 2, "size_per_head": 80, "dtype": "fp16"},
+}
+
+
+def test_column_tiles_cover_the_row_with_less_padding():
+    assert rowwise.column_tiles(1152) == (1024, 128, 0)
+    assert rowwise.column_tiles(7168) == (4096, 2048, 1024)
+    assert rowwise.column_tiles(5120) == (4096, 1024, 0)
+    assert rowwise.column_tiles(2048) == (2048, 0, 0)  # a power of two: nothing to split
+    assert rowwise.column_tiles(1000) == (1024, 0, 0)  # 512 + 256 + 256 saves nothing
+    assert rowwise.column_tiles(1025) == (2048, 0, 0)  # a 1-element tile: not split
+    for n in range(1, 5000, 7):
+        main, t1, t2 = rowwise.column_tiles(n)
+        assert main + t1 + t2 >= n and all(t & (t - 1) == 0 for t in (main, t1, t2))
+        assert main + t1 + t2 <= rowwise.next_pow2(n)
+    cfg = RowConfig(block_m=2, block_n=2048, num_warps=4, split=True)
+    assert cfg.column_kwargs(1152) == {"BLOCK_N": 1024, "BLOCK_T1": 128, "BLOCK_T2": 0}
+    assert RowConfig(block_m=2, block_n=2048, num_warps=4).column_kwargs(1152) == {}
+
+
+@pytest.mark.parametrize("op", ROWNORM_OPS)
+@pytest.mark.parametrize("block_m", [1, 2])
+def test_split_column_tiles_match_the_reference(op, block_m, device):
+    # A split config (what `solbench tune` may adopt for rows that are not a power of two) forced
+    # on every key the operator looks up, with NaN-poisoned outputs and three seeds (check_impl).
+    from solbench.core import tuning
+    from solbench.core.check import check_impl, run_impl
+    from solbench.core.spec import Shape, get_spec, impls_for
+
+    spec, impl = get_spec(op), impls_for(op)["ours_triton"]
+    if not impl.available():
+        pytest.skip(impl.available().reason)
+    shape = Shape(op=op, id="split", params=SPLIT_SHAPES[op], input_kwargs=SPLIT_SHAPES[op])
+    with tuning.recording() as keys:
+        run_impl(spec, impl, shape, spec.make_inputs(shape, device, 0))
+    split = [(k, n) for k, n, family, _ in keys if family == "row_persistent" and rowwise.column_tiles(n)[1]]
+    assert split, f"{op}: no row-norm launch with a splittable row length"
+    overrides = [tuning.overriding(k, n, {"block_m": block_m, "block_n": rowwise.next_pow2(n), "num_warps": 2,
+                                          "chunked": False, "split": True}) for k, n in split]
+    for o in overrides:
+        o.__enter__()
+    try:
+        res = check_impl(spec, impl, shape, device)
+    finally:
+        for o in reversed(overrides):
+            o.__exit__(None, None, None)
+    assert res.ok, (op, res.reason)

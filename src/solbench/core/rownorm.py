@@ -39,6 +39,7 @@ from solbench.core.rowwise import row_config, row_grid
 MODES = {"rms": 0, "layer": 1, "l2": 2}
 
 
+
 @triton.jit
 def _seg_offsets(r, segs, seg_stride, SEGMENTED: tl.constexpr):
     """(token index, segment index, element offset of the segment inside its token)."""
@@ -54,25 +55,26 @@ def _seg_offsets(r, segs, seg_stride, SEGMENTED: tl.constexpr):
 def _prenorm(x_ptr, res_ptr, z_ptr, res_out_ptr, t, seg_off, c, mask,
              x_stride, res_stride, z_stride, res_out_stride,
              HAS_RES: tl.constexpr, HAS_Z: tl.constexpr, NORM_BEFORE_GATE: tl.constexpr,
-             STORE_RES: tl.constexpr, RELOAD_RES: tl.constexpr):
+             STORE_RES: tl.constexpr, RELOAD_RES: tl.constexpr,
+             LOAD_EVICT: tl.constexpr, STORE_CACHE: tl.constexpr):
     """The value that is normalized, for one tile of columns ``c``: x (+ residual, rounded to
     the residual dtype as upstream stores it), times silu(z) when the gate comes first.
     ``RELOAD_RES`` (chunked re-pass) reads the already stored sum back instead of recomputing."""
     if HAS_RES:
         if RELOAD_RES:
-            v = tl.load(res_out_ptr + t * res_out_stride + seg_off + c, mask=mask, other=0.0).to(tl.float32)
+            v = tl.load(res_out_ptr + t * res_out_stride + seg_off + c, mask=mask, other=0.0, eviction_policy=LOAD_EVICT).to(tl.float32)
         else:
-            v = tl.load(x_ptr + t * x_stride + seg_off + c, mask=mask, other=0.0).to(tl.float32)
-            v += tl.load(res_ptr + t * res_stride + seg_off + c, mask=mask, other=0.0).to(tl.float32)
+            v = tl.load(x_ptr + t * x_stride + seg_off + c, mask=mask, other=0.0, eviction_policy=LOAD_EVICT).to(tl.float32)
+            v += tl.load(res_ptr + t * res_stride + seg_off + c, mask=mask, other=0.0, eviction_policy=LOAD_EVICT).to(tl.float32)
             v = v.to(res_out_ptr.dtype.element_ty)
             if STORE_RES:
-                tl.store(res_out_ptr + t * res_out_stride + seg_off + c, v, mask=mask)
+                tl.store(res_out_ptr + t * res_out_stride + seg_off + c, v, mask=mask, cache_modifier=STORE_CACHE)
             v = v.to(tl.float32)
     else:
-        v = tl.load(x_ptr + t * x_stride + seg_off + c, mask=mask, other=0.0).to(tl.float32)
+        v = tl.load(x_ptr + t * x_stride + seg_off + c, mask=mask, other=0.0, eviction_policy=LOAD_EVICT).to(tl.float32)
     if HAS_Z:
         if not NORM_BEFORE_GATE:
-            z = tl.load(z_ptr + t * z_stride + seg_off + c, mask=mask, other=0.0).to(tl.float32)
+            z = tl.load(z_ptr + t * z_stride + seg_off + c, mask=mask, other=0.0, eviction_policy=LOAD_EVICT).to(tl.float32)
             v = v * (z * tl.sigmoid(z))
     return v
 
@@ -81,10 +83,14 @@ def _prenorm(x_ptr, res_ptr, z_ptr, res_out_ptr, t, seg_off, c, mask,
 def _load_affine(z_ptr, w_ptr, w2_ptr, b_ptr, t, s, seg_off, c, mask, cmask,
                  z_stride, w_seg_stride, w2_from,
                  HAS_W: tl.constexpr, HAS_W2: tl.constexpr, HAS_B: tl.constexpr, HAS_Z: tl.constexpr,
-                 NORM_BEFORE_GATE: tl.constexpr, W_PER_SEG: tl.constexpr):
+                 NORM_BEFORE_GATE: tl.constexpr, W_PER_SEG: tl.constexpr, ROW_BROADCAST: tl.constexpr,
+                 LOAD_EVICT: tl.constexpr):
     """(weight, bias, gate after the norm) for columns ``c``, as fp32. Shared parameters load as
     one ``[1, BLOCK_N]`` vector per program (16-byte accesses); per-segment ones (group norms) as
     a ``[BLOCK_M, BLOCK_N]`` tile. Unused ones are a placeholder the compiler drops.
+    ``ROW_BROADCAST`` loads shared parameters as the ``[BLOCK_M, BLOCK_N]`` tile too (every row the
+    same addresses, served by L1): for a narrow tail tile of a split row (128 lanes over 4 warps),
+    where the vector layout would give each thread one 2-byte element.
 
     The whole-row path calls this right after loading the row, before the reduction: a load after
     the reduction's barrier is not issued until the reduction is done, so a decode launch (one
@@ -95,19 +101,26 @@ def _load_affine(z_ptr, w_ptr, w2_ptr, b_ptr, t, s, seg_off, c, mask, cmask,
     if HAS_W:
         if W_PER_SEG:
             w = tl.load(w_ptr + s * w_seg_stride + c, mask=mask, other=0.0).to(tl.float32)
+        elif ROW_BROADCAST:
+            w = tl.load(w_ptr + t * 0 + c, mask=mask, other=0.0).to(tl.float32)
         else:
             w = tl.load(w_ptr + c, mask=cmask, other=0.0).to(tl.float32)
         if HAS_W2:
-            w2 = tl.load(w2_ptr + c, mask=cmask, other=0.0).to(tl.float32)
+            if ROW_BROADCAST:
+                w2 = tl.load(w2_ptr + t * 0 + c, mask=mask, other=0.0).to(tl.float32)
+            else:
+                w2 = tl.load(w2_ptr + c, mask=cmask, other=0.0).to(tl.float32)
             w = tl.where(s >= w2_from, w2, w)
     if HAS_B:
         if W_PER_SEG:
             b = tl.load(b_ptr + s * w_seg_stride + c, mask=mask, other=0.0).to(tl.float32)
+        elif ROW_BROADCAST:
+            b = tl.load(b_ptr + t * 0 + c, mask=mask, other=0.0).to(tl.float32)
         else:
             b = tl.load(b_ptr + c, mask=cmask, other=0.0).to(tl.float32)
     if HAS_Z:
         if NORM_BEFORE_GATE:
-            z = tl.load(z_ptr + t * z_stride + seg_off + c, mask=mask, other=0.0).to(tl.float32)
+            z = tl.load(z_ptr + t * z_stride + seg_off + c, mask=mask, other=0.0, eviction_policy=LOAD_EVICT).to(tl.float32)
             g = z * tl.sigmoid(z)
     return w, b, g
 
@@ -115,7 +128,7 @@ def _load_affine(z_ptr, w_ptr, w2_ptr, b_ptr, t, s, seg_off, c, mask, cmask,
 @triton.jit
 def _store_affine(y, w, b, g, out_ptr, t, seg_off, c, mask, out_stride,
                   HAS_W: tl.constexpr, HAS_B: tl.constexpr, HAS_Z: tl.constexpr,
-                  NORM_BEFORE_GATE: tl.constexpr):
+                  NORM_BEFORE_GATE: tl.constexpr, STORE_CACHE: tl.constexpr):
     """Affine weight/bias and the gate after the norm (from :func:`_load_affine`), one rounding,
     one store."""
     if HAS_W:
@@ -125,7 +138,61 @@ def _store_affine(y, w, b, g, out_ptr, t, seg_off, c, mask, out_stride,
     if HAS_Z:
         if NORM_BEFORE_GATE:
             y = y * g
-    tl.store(out_ptr + t * out_stride + seg_off + c, y.to(out_ptr.dtype.element_ty), mask=mask)
+    tl.store(out_ptr + t * out_stride + seg_off + c, y.to(out_ptr.dtype.element_ty), mask=mask, cache_modifier=STORE_CACHE)
+
+
+@triton.jit
+def _load_cols(x_ptr, res_ptr, z_ptr, w_ptr, w2_ptr, b_ptr, res_out_ptr, t, s, seg_off, rmask, n,
+               z_stride, w_seg_stride, w2_from, x_stride, res_stride, res_out_stride,
+               START: tl.constexpr, BLOCK: tl.constexpr,
+               HAS_RES: tl.constexpr, HAS_Z: tl.constexpr, NORM_BEFORE_GATE: tl.constexpr,
+               HAS_W: tl.constexpr, HAS_W2: tl.constexpr, HAS_B: tl.constexpr, W_PER_SEG: tl.constexpr,
+               PARAMS_FIRST: tl.constexpr, LOAD_EVICT: tl.constexpr, STORE_CACHE: tl.constexpr):
+    """One column tile ``[START, START + BLOCK)`` of the tile's rows: (value to normalize, weight,
+    bias, gate, columns, column mask, mask). Weight/bias/gate are loaded here when
+    ``PARAMS_FIRST`` (see :func:`_load_affine`), else they are placeholders loaded later."""
+    cols = START + tl.arange(0, BLOCK)[None, :]
+    cmask = cols < n
+    mask = rmask & cmask
+    v = _prenorm(x_ptr, res_ptr, z_ptr, res_out_ptr, t, seg_off, cols, mask,
+                 x_stride, res_stride, z_stride, res_out_stride,
+                 HAS_RES, HAS_Z, NORM_BEFORE_GATE, True, False, LOAD_EVICT, STORE_CACHE)
+    if PARAMS_FIRST:
+        w, b, g = _load_affine(z_ptr, w_ptr, w2_ptr, b_ptr, t, s, seg_off, cols, mask, cmask,
+                               z_stride, w_seg_stride, w2_from,
+                               HAS_W, HAS_W2, HAS_B, HAS_Z, NORM_BEFORE_GATE, W_PER_SEG, START > 0, LOAD_EVICT)
+    else:
+        w = cmask.to(tl.float32)
+        b = w
+        g = w
+    return v, w, b, g, cols, cmask, mask
+
+
+@triton.jit
+def _finish_cols(y, w, b, g, cols, cmask, mask, z_ptr, w_ptr, w2_ptr, b_ptr, out_ptr,
+                 t, s, seg_off, z_stride, w_seg_stride, w2_from, out_stride,
+                 HAS_W: tl.constexpr, HAS_W2: tl.constexpr, HAS_B: tl.constexpr, HAS_Z: tl.constexpr,
+                 NORM_BEFORE_GATE: tl.constexpr, W_PER_SEG: tl.constexpr, PARAMS_FIRST: tl.constexpr,
+                 TAIL: tl.constexpr, LOAD_EVICT: tl.constexpr, STORE_CACHE: tl.constexpr):
+    """The normalized values ``y`` of one column tile from :func:`_load_cols`: apply the affine
+    parameters and the gate, store."""
+    if not PARAMS_FIRST:
+        w, b, g = _load_affine(z_ptr, w_ptr, w2_ptr, b_ptr, t, s, seg_off, cols, mask, cmask,
+                               z_stride, w_seg_stride, w2_from,
+                               HAS_W, HAS_W2, HAS_B, HAS_Z, NORM_BEFORE_GATE, W_PER_SEG, TAIL, LOAD_EVICT)
+    _store_affine(y, w, b, g, out_ptr, t, seg_off, cols, mask, out_stride,
+                  HAS_W, HAS_B, HAS_Z, NORM_BEFORE_GATE, STORE_CACHE)
+
+
+@triton.jit
+def _rstd(sum_sq, n, eps, MODE: tl.constexpr):
+    """``1 / sqrt(mean(v^2) + eps)`` (``sum(v^2)`` for the L2 norm): one SFU reciprocal square
+    root instead of a rounded square root and a division, whose dependent latency every program
+    of a decode launch waits through after its reduction."""
+    if MODE == 2:
+        return tl.math.rsqrt(sum_sq + eps)
+    else:
+        return tl.math.rsqrt(sum_sq / n + eps)
 
 
 @triton.jit
@@ -135,39 +202,69 @@ def _whole_rows(tile, x_ptr, res_ptr, z_ptr, w_ptr, w2_ptr, b_ptr, out_ptr, res_
                 MODE: tl.constexpr, HAS_RES: tl.constexpr, HAS_Z: tl.constexpr, NORM_BEFORE_GATE: tl.constexpr,
                 HAS_W: tl.constexpr, HAS_W2: tl.constexpr, HAS_B: tl.constexpr, SEGMENTED: tl.constexpr,
                 W_PER_SEG: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                PARAMS_FIRST: tl.constexpr):
+                PARAMS_FIRST: tl.constexpr, BLOCK_T1: tl.constexpr, BLOCK_T2: tl.constexpr,
+                LOAD_EVICT: tl.constexpr, STORE_CACHE: tl.constexpr):
     """Tile ``tile`` (``BLOCK_M`` whole rows) in registers: read once, reduce, write once.
     ``PARAMS_FIRST``: the weight/bias/gate loads are issued with the row's, before the reduction
-    (:func:`params_first`)."""
+    (:func:`params_first`). A row is one column tile of ``BLOCK_N`` (a power of two >= n), or,
+    with ``BLOCK_T1`` (and ``BLOCK_T2``) > 0, two or three tiles ``BLOCK_N + BLOCK_T1 (+ BLOCK_T2)``
+    that cover n = 1152 as 1024 + 128 instead of a 2048-lane tile with 44% of its lanes masked
+    (core/rowwise.column_tiles). ``LOAD_EVICT`` / ``STORE_CACHE``: cache hints on the row's own
+    loads and stores (:func:`streaming_hints`)."""
     # int64 row indices: row * stride stays exact past 2^31 elements (tile * BLOCK_M < rows + BLOCK_M
     # fits int32; the loop index is a plain int under the interpreter, so no .to() on it).
     r = tl.arange(0, BLOCK_M).to(tl.int64)[:, None] + tile * BLOCK_M
     rmask = r < rows
     t, s, seg_off = _seg_offsets(r, segs, seg_stride, SEGMENTED)
-    cols = tl.arange(0, BLOCK_N)[None, :]
-    cmask = cols < n
-    mask = rmask & cmask
-    v = _prenorm(x_ptr, res_ptr, z_ptr, res_out_ptr, t, seg_off, cols, mask,
-                 x_stride, res_stride, z_stride, res_out_stride,
-                 HAS_RES, HAS_Z, NORM_BEFORE_GATE, True, False)
-    if PARAMS_FIRST:  # see _load_affine
-        w, b, g = _load_affine(z_ptr, w_ptr, w2_ptr, b_ptr, t, s, seg_off, cols, mask, cmask,
-                               z_stride, w_seg_stride, w2_from,
-                               HAS_W, HAS_W2, HAS_B, HAS_Z, NORM_BEFORE_GATE, W_PER_SEG)
-    if MODE == 1:
-        mean = tl.sum(v, axis=1)[:, None] / n
-        v = tl.where(mask, v - mean, 0.0)
-        rstd = 1.0 / tl.sqrt(tl.sum(v * v, axis=1)[:, None] / n + eps)
-    elif MODE == 0:
-        rstd = 1.0 / tl.sqrt(tl.sum(v * v, axis=1)[:, None] / n + eps)
-    else:
-        rstd = 1.0 / tl.sqrt(tl.sum(v * v, axis=1)[:, None] + eps)
-    if not PARAMS_FIRST:
-        w, b, g = _load_affine(z_ptr, w_ptr, w2_ptr, b_ptr, t, s, seg_off, cols, mask, cmask,
-                               z_stride, w_seg_stride, w2_from,
-                               HAS_W, HAS_W2, HAS_B, HAS_Z, NORM_BEFORE_GATE, W_PER_SEG)
-    _store_affine(v * rstd, w, b, g, out_ptr, t, seg_off, cols, mask, out_stride,
-                  HAS_W, HAS_B, HAS_Z, NORM_BEFORE_GATE)
+    v0, wt0, bt0, gt0, c0, cm0, m0 = _load_cols(
+        x_ptr, res_ptr, z_ptr, w_ptr, w2_ptr, b_ptr, res_out_ptr, t, s, seg_off, rmask, n,
+        z_stride, w_seg_stride, w2_from, x_stride, res_stride, res_out_stride, 0, BLOCK_N,
+        HAS_RES, HAS_Z, NORM_BEFORE_GATE, HAS_W, HAS_W2, HAS_B, W_PER_SEG, PARAMS_FIRST,
+        LOAD_EVICT, STORE_CACHE)
+    if BLOCK_T1 > 0:
+        v1, wt1, bt1, gt1, c1, cm1, m1 = _load_cols(
+            x_ptr, res_ptr, z_ptr, w_ptr, w2_ptr, b_ptr, res_out_ptr, t, s, seg_off, rmask, n,
+            z_stride, w_seg_stride, w2_from, x_stride, res_stride, res_out_stride, BLOCK_N, BLOCK_T1,
+            HAS_RES, HAS_Z, NORM_BEFORE_GATE, HAS_W, HAS_W2, HAS_B, W_PER_SEG, PARAMS_FIRST,
+            LOAD_EVICT, STORE_CACHE)
+    if BLOCK_T2 > 0:
+        v2, wt2, bt2, gt2, c2, cm2, m2 = _load_cols(
+            x_ptr, res_ptr, z_ptr, w_ptr, w2_ptr, b_ptr, res_out_ptr, t, s, seg_off, rmask, n,
+            z_stride, w_seg_stride, w2_from, x_stride, res_stride, res_out_stride, BLOCK_N + BLOCK_T1,
+            BLOCK_T2, HAS_RES, HAS_Z, NORM_BEFORE_GATE, HAS_W, HAS_W2, HAS_B, W_PER_SEG, PARAMS_FIRST,
+            LOAD_EVICT, STORE_CACHE)
+    if MODE == 1:  # LayerNorm: centre first (two reductions, both on registers)
+        total = tl.sum(v0, axis=1)
+        if BLOCK_T1 > 0:
+            total += tl.sum(v1, axis=1)
+        if BLOCK_T2 > 0:
+            total += tl.sum(v2, axis=1)
+        mean = total[:, None] / n
+        v0 = tl.where(m0, v0 - mean, 0.0)
+        if BLOCK_T1 > 0:
+            v1 = tl.where(m1, v1 - mean, 0.0)
+        if BLOCK_T2 > 0:
+            v2 = tl.where(m2, v2 - mean, 0.0)
+    sum_sq = tl.sum(v0 * v0, axis=1)
+    if BLOCK_T1 > 0:
+        sum_sq += tl.sum(v1 * v1, axis=1)
+    if BLOCK_T2 > 0:
+        sum_sq += tl.sum(v2 * v2, axis=1)
+    rstd = _rstd(sum_sq, n, eps, MODE)[:, None]
+    _finish_cols(v0 * rstd, wt0, bt0, gt0, c0, cm0, m0, z_ptr, w_ptr, w2_ptr, b_ptr, out_ptr,
+                 t, s, seg_off, z_stride, w_seg_stride, w2_from, out_stride,
+                 HAS_W, HAS_W2, HAS_B, HAS_Z, NORM_BEFORE_GATE, W_PER_SEG, PARAMS_FIRST, False,
+                 LOAD_EVICT, STORE_CACHE)
+    if BLOCK_T1 > 0:
+        _finish_cols(v1 * rstd, wt1, bt1, gt1, c1, cm1, m1, z_ptr, w_ptr, w2_ptr, b_ptr, out_ptr,
+                     t, s, seg_off, z_stride, w_seg_stride, w2_from, out_stride,
+                     HAS_W, HAS_W2, HAS_B, HAS_Z, NORM_BEFORE_GATE, W_PER_SEG, PARAMS_FIRST, True,
+                     LOAD_EVICT, STORE_CACHE)
+    if BLOCK_T2 > 0:
+        _finish_cols(v2 * rstd, wt2, bt2, gt2, c2, cm2, m2, z_ptr, w_ptr, w2_ptr, b_ptr, out_ptr,
+                     t, s, seg_off, z_stride, w_seg_stride, w2_from, out_stride,
+                     HAS_W, HAS_W2, HAS_B, HAS_Z, NORM_BEFORE_GATE, W_PER_SEG, PARAMS_FIRST, True,
+                     LOAD_EVICT, STORE_CACHE)
 
 
 @triton.jit
@@ -178,7 +275,9 @@ def _rownorm_kernel(
         MODE: tl.constexpr, HAS_RES: tl.constexpr, HAS_Z: tl.constexpr, NORM_BEFORE_GATE: tl.constexpr,
         HAS_W: tl.constexpr, HAS_W2: tl.constexpr, HAS_B: tl.constexpr, SEGMENTED: tl.constexpr,
         W_PER_SEG: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CHUNKED: tl.constexpr,
-        PERSISTENT: tl.constexpr = False, STAGES: tl.constexpr = 1, PARAMS_FIRST: tl.constexpr = True):
+        PERSISTENT: tl.constexpr = False, STAGES: tl.constexpr = 1, PARAMS_FIRST: tl.constexpr = True,
+        BLOCK_T1: tl.constexpr = 0, BLOCK_T2: tl.constexpr = 0,
+        LOAD_EVICT: tl.constexpr = "", STORE_CACHE: tl.constexpr = ""):
     if not CHUNKED:
         if PERSISTENT:
             # A grid of a few programs per SM, each striding over the tiles; with STAGES > 1 Triton
@@ -188,17 +287,20 @@ def _rownorm_kernel(
                             rows, n, eps, segs, seg_stride, w_seg_stride, w2_from,
                             x_stride, res_stride, z_stride, out_stride, res_out_stride,
                             MODE, HAS_RES, HAS_Z, NORM_BEFORE_GATE, HAS_W, HAS_W2, HAS_B, SEGMENTED,
-                            W_PER_SEG, BLOCK_M, BLOCK_N, PARAMS_FIRST)
+                            W_PER_SEG, BLOCK_M, BLOCK_N, PARAMS_FIRST, BLOCK_T1, BLOCK_T2,
+                            LOAD_EVICT, STORE_CACHE)
         else:
             # Not the loop above run once: a one-trip loop compiles with an extra barrier.
             _whole_rows(tl.program_id(0), x_ptr, res_ptr, z_ptr, w_ptr, w2_ptr, b_ptr, out_ptr, res_out_ptr,
                         rows, n, eps, segs, seg_stride, w_seg_stride, w2_from,
                         x_stride, res_stride, z_stride, out_stride, res_out_stride,
                         MODE, HAS_RES, HAS_Z, NORM_BEFORE_GATE, HAS_W, HAS_W2, HAS_B, SEGMENTED,
-                        W_PER_SEG, BLOCK_M, BLOCK_N, PARAMS_FIRST)
+                        W_PER_SEG, BLOCK_M, BLOCK_N, PARAMS_FIRST, BLOCK_T1, BLOCK_T2,
+                            LOAD_EVICT, STORE_CACHE)
     else:
         # Long rows (BLOCK_M == 1): pass 1 reads HBM (and stores the residual sum); the later
-        # passes re-read the same row, which the previous pass left in L2.
+        # passes re-read the same row, which the previous pass left in L2 (so no cache hints:
+        # the "" arguments below; a string default of a helper does not compile on Triton 3.6).
         r = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M).to(tl.int64)[:, None]
         rmask = r < rows
         t, s, seg_off = _seg_offsets(r, segs, seg_stride, SEGMENTED)
@@ -209,7 +311,7 @@ def _rownorm_kernel(
             cmask = c < n
             v = _prenorm(x_ptr, res_ptr, z_ptr, res_out_ptr, t, seg_off, c, rmask & cmask,
                          x_stride, res_stride, z_stride, res_out_stride,
-                         HAS_RES, HAS_Z, NORM_BEFORE_GATE, True, False)
+                         HAS_RES, HAS_Z, NORM_BEFORE_GATE, True, False, "", "")
             if MODE == 1:
                 acc += v
             else:
@@ -225,28 +327,25 @@ def _rownorm_kernel(
                 cmask = c < n
                 v = _prenorm(x_ptr, res_ptr, z_ptr, res_out_ptr, t, seg_off, c, rmask & cmask,
                              x_stride, res_stride, z_stride, res_out_stride,
-                             HAS_RES, HAS_Z, NORM_BEFORE_GATE, False, True)
+                             HAS_RES, HAS_Z, NORM_BEFORE_GATE, False, True, "", "")
                 d = tl.where(rmask & cmask, v - mean, 0.0)
                 acc2 += d * d
-            rstd = 1.0 / tl.sqrt(tl.sum(acc2, axis=1)[:, None] / n + eps)
-        elif MODE == 0:
-            mean = tl.zeros([BLOCK_M, 1], dtype=tl.float32)
-            rstd = 1.0 / tl.sqrt(tl.sum(acc, axis=1)[:, None] / n + eps)
+            rstd = _rstd(tl.sum(acc2, axis=1)[:, None], n, eps, MODE)
         else:
             mean = tl.zeros([BLOCK_M, 1], dtype=tl.float32)
-            rstd = 1.0 / tl.sqrt(tl.sum(acc, axis=1)[:, None] + eps)
+            rstd = _rstd(tl.sum(acc, axis=1)[:, None], n, eps, MODE)
         for k in range(0, n, BLOCK_N):
             c = k + cols
             cmask = c < n
             mask = rmask & cmask
             v = _prenorm(x_ptr, res_ptr, z_ptr, res_out_ptr, t, seg_off, c, mask,
                          x_stride, res_stride, z_stride, res_out_stride,
-                         HAS_RES, HAS_Z, NORM_BEFORE_GATE, False, True)
+                         HAS_RES, HAS_Z, NORM_BEFORE_GATE, False, True, "", "")
             w, b, g = _load_affine(z_ptr, w_ptr, w2_ptr, b_ptr, t, s, seg_off, c, mask, cmask,
                                    z_stride, w_seg_stride, w2_from,
-                                   HAS_W, HAS_W2, HAS_B, HAS_Z, NORM_BEFORE_GATE, W_PER_SEG)
+                                   HAS_W, HAS_W2, HAS_B, HAS_Z, NORM_BEFORE_GATE, W_PER_SEG, False, "")
             _store_affine((v - mean) * rstd, w, b, g, out_ptr, t, seg_off, c, mask, out_stride,
-                          HAS_W, HAS_B, HAS_Z, NORM_BEFORE_GATE)
+                          HAS_W, HAS_B, HAS_Z, NORM_BEFORE_GATE, "")
 
 
 def launch_rownorm(x, out, *, mode: str, eps: float, n: int, rows: int,
@@ -277,22 +376,24 @@ def launch_rownorm(x, out, *, mode: str, eps: float, n: int, rows: int,
         NORM_BEFORE_GATE=bool(norm_before_gate), HAS_W=weight is not None, HAS_W2=weight2 is not None,
         HAS_B=bias is not None, SEGMENTED=segs > 1, W_PER_SEG=segs > 1 and w_seg_stride != 0,
         PERSISTENT=cfg.persistent, STAGES=cfg.stages if cfg.persistent else 1,
-        PARAMS_FIRST=params_first(grid[0]), **cfg.launch_kwargs())
+        PARAMS_FIRST=params_first(grid[0]), **streaming_hints(grid[0], cfg.chunked),
+        **{**cfg.launch_kwargs(), **cfg.column_kwargs(n)})
 
 
-#: When the whole-row path loads the weight/bias/gate (H200, session 6: repeat.jsonl has
-#: ``always``, params_never.jsonl / params_decode.jsonl the other two, ours_triton alone):
+#: When the whole-row path loads the weight/bias/gate (H200, session 6: the code of then measured
+#: with ``always`` in its repeat.jsonl, params_never.jsonl / params_decode.jsonl the other two,
+#: ours_triton alone; session 7: ``few_waves`` whole in repeat_split_one_warp.jsonl, ``always``
+#: beside it in params_always.jsonl, rms_norm #14 73.6 against 75.6 us, #53 29.4 against 30.2):
 #:
-#: * ``always``, with the row (the default): closes most of the decode gap to liger (rms_norm #47
-#:   3.16 -> 2.48 us, layer_norm #12 3.75 -> 2.80) and wins 7-9% on launches of a few programs per
-#:   SM (fused_add_rms_norm #9/#15, rms_norm #50/#54);
+#: * ``always``, with the row: closes most of the decode gap to liger (rms_norm #47 3.16 -> 2.48
+#:   us, layer_norm #12 3.75 -> 2.80) and wins 7-9% on launches of a few programs per SM
+#:   (fused_add_rms_norm #9/#15, rms_norm #50/#54);
 #: * ``never``, after the reduction (the code before): 4-5% faster on launches of many waves
 #:   (rms_norm #10-#14 and #53, layer_norm #7/#8, 37-302 MB, 14-62 programs per SM);
 #: * ``decode``: with the row only on launches that leave SMs without a program;
-#: * ``few_waves``: with the row on launches of at most :data:`FEW_WAVES_PER_SM` programs per SM,
-#:   the rule both files point to (each shape then runs code one of them measured); not yet
-#:   measured as a whole, so not the default.
-PARAMS_FIRST_POLICY = os.environ.get("SOLBENCH_ROW_PARAMS_FIRST", "always")
+#: * ``few_waves`` (the default): with the row on launches of at most :data:`FEW_WAVES_PER_SM`
+#:   programs per SM, after the reduction on larger ones -- the rule both session-6 files point to.
+PARAMS_FIRST_POLICY = os.environ.get("SOLBENCH_ROW_PARAMS_FIRST", "few_waves")
 PARAMS_FIRST_POLICIES = ("always", "never", "decode", "few_waves")
 if PARAMS_FIRST_POLICY not in PARAMS_FIRST_POLICIES:
     raise ValueError(f"SOLBENCH_ROW_PARAMS_FIRST={PARAMS_FIRST_POLICY!r}: expected one of {', '.join(PARAMS_FIRST_POLICIES)}")
@@ -312,3 +413,37 @@ def params_first(programs: int, policy: str | None = None) -> bool:
     if not sms:
         return True
     return programs < sms if policy == "decode" else programs <= FEW_WAVES_PER_SM * sms
+
+
+#: Cache hints on a whole-row launch's own accesses (x, residual, gate: each read once; the
+#: outputs: written once): loads marked first to leave L2 (``evict_first``), stores streaming
+#: (``st.global.cs``). H200, session 7, ours alone, one process each (results/h200/): with both
+#: hints, stream_many_waves.jsonl against stream_never.jsonl was 2.2% faster on the 14-64 MB shapes
+#: (geomean of 26), 1.1% on 64-256 MB (30), level above 256 MB (8) and under 14 MB (44, noise);
+#: rms_norm 0.98, layer_norm 0.96, l2_norm 0.99, fused_add 1.00, gated_rms_norm 1.01. The
+#: experiment before, on another machine (cache_{none,loads,stores,loads_stores}.jsonl, hints on
+#: every launch), agrees: both 3.6% / 1.1% / level; either hint alone level or slower (evict_first
+#: loads alone: 1-4% slower). Policies (``SOLBENCH_ROW_STREAM``):
+#:
+#: * ``many_waves`` (the default): on launches of more than :data:`FEW_WAVES_PER_SM` programs per
+#:   SM, where every figure above came from; a decode-sized launch keeps its output an ordinary
+#:   L2 line for the kernel that reads it next;
+#: * ``never`` / ``always``: for A/B runs (``device.sh streamhints``).
+#:
+#: Never on the chunked path: its later passes re-read the row from L2.
+STREAM_POLICY = os.environ.get("SOLBENCH_ROW_STREAM", "many_waves")
+STREAM_POLICIES = ("many_waves", "never", "always")
+if STREAM_POLICY not in STREAM_POLICIES:
+    raise ValueError(f"SOLBENCH_ROW_STREAM={STREAM_POLICY!r}: expected one of {', '.join(STREAM_POLICIES)}")
+
+
+def streaming_hints(programs: int, chunked: bool = False, policy: str | None = None) -> dict:
+    """The ``LOAD_EVICT`` / ``STORE_CACHE`` constexprs of a launch of ``programs`` programs
+    (``policy``: default :data:`STREAM_POLICY`). Without a device's SM count (CPU, the
+    interpreter) ``many_waves`` gives none."""
+    policy = policy or STREAM_POLICY
+    on = False
+    if not chunked and policy != "never":
+        sms = tuning.sm_count()
+        on = policy == "always" or bool(sms and programs > FEW_WAVES_PER_SM * sms)
+    return {"LOAD_EVICT": "evict_first", "STORE_CACHE": ".cs"} if on else {"LOAD_EVICT": "", "STORE_CACHE": ""}

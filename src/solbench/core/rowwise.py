@@ -95,6 +95,10 @@ class RowConfig:
     ``block_m`` rows per program, ``block_n`` columns per tile (a power of two >= n in the whole
     row regime, :data:`CHUNK_N` when ``chunked``), ``num_warps`` warps per program.
 
+    ``split`` (whole rows whose length is not a power of two; only the row-norm kernel honours
+    it): the row is covered by the two or three power-of-two column tiles of
+    :func:`column_tiles` instead of one ``block_n`` tile, so 1152 is 1024 + 128 lanes, not 2048.
+
     ``programs_per_sm > 0`` makes the launch persistent (only kernels that look their tile up with
     ``persistent_ok``, the row-norm kernel, honour it): at most that many programs per SM, each
     looping over tiles of ``block_m`` rows with the loads of the next ``stages - 1`` tiles in
@@ -107,6 +111,7 @@ class RowConfig:
     chunked: bool = False
     programs_per_sm: int = 0
     stages: int = 1
+    split: bool = False
 
     @property
     def persistent(self) -> bool:
@@ -117,6 +122,38 @@ class RowConfig:
         ``BLOCK_M``, ``BLOCK_N``, ``CHUNKED`` and ``num_warps``."""
         return {"BLOCK_M": self.block_m, "BLOCK_N": self.block_n, "CHUNKED": self.chunked,
                 "num_warps": self.num_warps}
+
+    def column_kwargs(self, n: int) -> dict:
+        """For a kernel with the split whole-row path (``BLOCK_T1``/``BLOCK_T2`` constexprs, the
+        row norms): the column tiles of a row of ``n`` (:func:`column_tiles`) when ``split``, to
+        be merged over :meth:`launch_kwargs`; empty otherwise."""
+        if not self.split or self.chunked:
+            return {}
+        main, tail1, tail2 = column_tiles(n)
+        return {"BLOCK_N": main, "BLOCK_T1": tail1, "BLOCK_T2": tail2}
+
+
+#: The smallest column tile :func:`column_tiles` splits off (16 bf16 = one 32-byte sector).
+MIN_COLUMN_TILE = 16
+
+
+def column_tiles(n: int) -> tuple[int, int, int]:
+    """Power-of-two column tiles ``(main, tail1, tail2)`` that cover a row of ``n`` elements
+    with fewer masked lanes than one ``next_pow2(n)`` tile: the largest power of two that fits,
+    then the next, the last one rounded up (1152 -> 1024 + 128, 7168 -> 4096 + 2048 + 1024,
+    5120 -> 4096 + 1024). ``(next_pow2(n), 0, 0)`` when splitting saves nothing (powers of two,
+    1000 -> 512 + 256 + 256) or would cut a tile under :data:`MIN_COLUMN_TILE`."""
+    tiles, rest = [], int(n)
+    while rest > 0 and len(tiles) < 2:
+        tile = 1 << (rest.bit_length() - 1)
+        tiles.append(tile)
+        rest -= tile
+    if rest > 0:
+        tiles.append(next_pow2(rest))
+    if len(tiles) == 1 or sum(tiles) >= next_pow2(n) or min(tiles) < MIN_COLUMN_TILE:
+        return next_pow2(n), 0, 0
+    main, tail1, tail2 = tiles + [0] * (3 - len(tiles))
+    return main, tail1, tail2
 
 
 def _warps_for(elems: int, elem_bytes: int, bytes_per_thread: int = BYTES_PER_THREAD) -> int:
