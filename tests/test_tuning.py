@@ -9,6 +9,21 @@ from solbench.core import rowwise, tuning
 from solbench.core.rowwise import RowConfig, row_config
 
 
+@pytest.fixture(autouse=True)
+def no_device_facts():
+    """The rules as on a machine without a GPU (no SM count, no device table), also when these
+    tests run on one (device.sh gputests); a test that needs device facts sets them itself. Its
+    own MonkeyPatch, undone after the test's, so the caches are cleared with the real functions."""
+    import functools
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(tuning, "sm_count", functools.lru_cache(maxsize=1)(lambda: None))  # reload() clears it
+        mp.setattr(tuning, "_current_device_key", lambda: None)
+        tuning.active_table.cache_clear()
+        yield
+    tuning.reload()
+
+
 @pytest.fixture
 def fake_gpu(tmp_path, monkeypatch):
     """A device key and an empty user table directory, as on a GPU box."""
@@ -334,7 +349,25 @@ def test_few_rows_keys_are_tuned_on_the_smallest_and_largest_shapes():
 
     entries = [(None, None, NS(id=i), NS(total_bytes=b)) for i, b in enumerate((1e4, 2e6, 3e7, 4e8))]
     assert [e[2].id for e in representatives(entries, few_rows=True)] == [0, 3]
-    assert [e[2].id for e in representatives(entries)] == [2, 3]  # nearest 32 MB, and the largest
+    # the smallest, the nearest to 32 MB, the largest
+    assert [e[2].id for e in representatives(entries)] == [0, 2, 3]
+    assert [e[2].id for e in representatives(entries[2:])] == [2, 3]  # no repeats
+
+
+def test_few_rows_keys_follow_their_regular_key_and_its_new_entry():
+    from solbench.tune import KeyResult, regular_keys_first, table_so_far
+
+    order = [(("rms_norm@few_rows", 1152, "row_persistent", 2), []), (("glu", 1024, "glu", 2), []),
+             (("rms_norm", 1152, "row_persistent", 2), []), (("rms_norm@few_rows", 2048, "row_persistent", 2), [])]
+    assert [(k[0], k[1]) for k, _ in regular_keys_first(order)] == [
+        ("glu", 1024), ("rms_norm", 1152), ("rms_norm@few_rows", 1152), ("rms_norm@few_rows", 2048)]
+    current = {"rms_norm": {"1152": {"config": {"block_m": 1}}, "1024": {"config": {"block_m": 4}}}}
+    new = {"rms_norm": {"1152": {"config": {"block_m": 2}}}}
+    measured = [KeyResult("rms_norm", 1152, "row_persistent", [], {}, measurements=[{}]),
+                KeyResult("rms_norm", 1024, "row_persistent", [], {}, measurements=[{}])]
+    table = table_so_far(current, new, measured)
+    assert table["rms_norm"] == {"1152": {"config": {"block_m": 2}}}  # 1024 measured, not adopted: gone
+    assert table_so_far(current, {}, [])["rms_norm"]["1024"] == {"config": {"block_m": 4}}
 
 
 def test_a_few_rows_key_must_beat_the_entry_those_shapes_use_today():
