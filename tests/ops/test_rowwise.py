@@ -175,7 +175,7 @@ def test_persistent_pipelined_launch_matches_the_reference(op, device):
     # the operator looks up: two programs per SM striding over tiles of 2 rows, 2-stage pipeline.
     # Shapes with a row count that is not a multiple of tiles x programs, and a decode-sized one.
     from solbench.core import tuning
-    from solbench.core.check import check_impl, run_impl
+    from solbench.core.check import run_impl
     from solbench.core.kernels import next_pow2
     from solbench.core.spec import get_spec, impls_for
 
@@ -188,16 +188,24 @@ def test_persistent_pipelined_launch_matches_the_reference(op, device):
             run_impl(spec, impl, shape, inputs)
         looping = [(k, n) for k, n, family, _ in keys if family == "row_persistent"]
         assert looping, f"{op} launches no kernel that can loop"
-        overrides = [tuning.overriding(k, n, {"block_m": 2, "block_n": next_pow2(n), "num_warps": 2, "chunked": False,
-                                              "programs_per_sm": 2, "stages": 2}) for k, n in looping]
-        for o in overrides:
-            o.__enter__()
-        try:
-            res = check_impl(spec, impl, shape, device)
-        finally:
-            for o in reversed(overrides):
-                o.__exit__(None, None, None)
+        res = _check_with_configs(spec, impl, shape, device, {
+            (k, n): {"block_m": 2, "block_n": next_pow2(n), "num_warps": 2, "chunked": False,
+                     "programs_per_sm": 2, "stages": 2} for k, n in looping})
         assert res.ok, (op, shape.id, res.reason)
+
+
+def _check_with_configs(spec, impl, shape, device, configs):
+    """check_impl (fresh seeds, NaN-poisoned outputs) with ``configs`` ({(kernel, n): cfg})
+    forced on those tuned-table keys."""
+    import contextlib
+
+    from solbench.core import tuning
+    from solbench.core.check import check_impl
+
+    with contextlib.ExitStack() as stack:
+        for (kernel, n), cfg in configs.items():
+            stack.enter_context(tuning.overriding(kernel, n, cfg))
+        return check_impl(spec, impl, shape, device)
 
 
 def test_a_regular_tuned_tile_still_fills_the_sms_but_a_few_rows_tile_is_kept(monkeypatch):
@@ -275,7 +283,7 @@ def test_split_column_tiles_match_the_reference(op, block_m, device):
     # A split config (what `solbench tune` may adopt for rows that are not a power of two) forced
     # on every key the operator looks up, with NaN-poisoned outputs and three seeds (check_impl).
     from solbench.core import tuning
-    from solbench.core.check import check_impl, run_impl
+    from solbench.core.check import run_impl
     from solbench.core.spec import Shape, get_spec, impls_for
 
     spec, impl = get_spec(op), impls_for(op)["ours_triton"]
@@ -286,13 +294,7 @@ def test_split_column_tiles_match_the_reference(op, block_m, device):
         run_impl(spec, impl, shape, spec.make_inputs(shape, device, 0))
     split = [(k, n) for k, n, family, _ in keys if family == "row_persistent" and rowwise.column_tiles(n)[1]]
     assert split, f"{op}: no row-norm launch with a splittable row length"
-    overrides = [tuning.overriding(k, n, {"block_m": block_m, "block_n": rowwise.next_pow2(n), "num_warps": 2,
-                                          "chunked": False, "split": True}) for k, n in split]
-    for o in overrides:
-        o.__enter__()
-    try:
-        res = check_impl(spec, impl, shape, device)
-    finally:
-        for o in reversed(overrides):
-            o.__exit__(None, None, None)
+    res = _check_with_configs(spec, impl, shape, device, {
+        (k, n): {"block_m": block_m, "block_n": rowwise.next_pow2(n), "num_warps": 2, "chunked": False,
+                 "split": True} for k, n in split})
     assert res.ok, (op, res.reason)
