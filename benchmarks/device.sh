@@ -22,6 +22,7 @@
 #                    decode launches only (SOLBENCH_ROW_PARAMS_FIRST), against repeat.jsonl's default
 #   streamhints[:S]  ours on the row norms under each SOLBENCH_ROW_STREAM policy (STREAM_MODES; evict-first
 #                    loads + streaming stores on many-wave launches, or never), each in its own process
+#   glustream[:S]    ours on silu_and_mul / gelu_and_mul under each SOLBENCH_GLU_STREAM policy (GLU_STREAM_MODES)
 #   noiseprobe[:S]   three separate runs of the flushed and the warm decode shapes (ours, liger, compile):
 #                    is the 10-20% run-to-run scatter of flushed 2-us records per process or per run?
 #   gputests         the GPU-only tests (custom ops under torch.compile / CUDA graphs, eval integrity)
@@ -58,6 +59,19 @@ w() {
     fi
   elif [ "$work" != "$res" ] && [ -f "$res/$1" ] && [ ! -f "$work/$1" ]; then cp "$res/$1" "$work/$1"; fi
   wf="$work/$1"
+}
+# ab VAR PREFIX OPS MODE...: ours_triton on OPS once per MODE, each in its own process with VAR=MODE,
+# into PREFIX_MODE.jsonl: an A/B of a kernel policy within one call (the paramsfirst, streamhints
+# and glustream steps; *_MODES, space-separated, picks the modes).
+ROW_NORMS=rms_norm,fused_add_rms_norm,layer_norm,gated_rms_norm,l2_norm
+ab() {
+  local var=$1 prefix=$2 ops=$3 mode
+  shift 3
+  for mode in "$@"; do
+    env "$var=$mode" python3 -m solbench run --ops "$ops" --impls ours_triton --out "$work/${prefix}_$mode.jsonl" \
+      ${budget:+--time-budget "$budget"} >"$work/${prefix}_$mode.log" 2>&1 || status=1
+    tail -n 1 "$work/${prefix}_$mode.log"
+  done
 }
 status=0
 for step in "$@"; do
@@ -132,24 +146,14 @@ print(json.dumps(h.load_calibration(h.device_key()), indent=1))" >"$cal" || stat
       # When the row norms load weight/bias/gate (core/rownorm.PARAMS_FIRST_POLICY): repeat.jsonl has
       # the default ("few_waves": with the row on launches of <= 8 programs per SM); these time ours
       # with "always" (with the row), "never" (after the reduction) and "decode" (with the row only on
-      # launches that leave SMs idle).
-      # Compare each with repeat.jsonl. PARAMS_MODES (space-separated) picks the policies.
-      for mode in ${PARAMS_MODES:-always never decode}; do
-        SOLBENCH_ROW_PARAMS_FIRST=$mode sb run --ops rms_norm,fused_add_rms_norm,layer_norm,gated_rms_norm,l2_norm \
-          --impls ours_triton --out "$work/params_$mode.jsonl" ${budget:+--time-budget "$budget"} \
-          >"$work/params_$mode.log" 2>&1 || status=1
-        tail -n 1 "$work/params_$mode.log"
-      done ;;
+      # launches that leave SMs idle). Compare each with repeat.jsonl.
+      ab SOLBENCH_ROW_PARAMS_FIRST params "$ROW_NORMS" ${PARAMS_MODES:-always never decode} ;;
     streamhints)
-      # Cache hints on the row norms' own loads and stores (core/rownorm.streaming_hints, policy
-      # SOLBENCH_ROW_STREAM): ours alone, one process per policy, so the comparison is within one
-      # call. STREAM_MODES (space-separated) picks the policies.
-      for mode in ${STREAM_MODES:-never many_waves}; do
-        SOLBENCH_ROW_STREAM=$mode sb run --ops rms_norm,fused_add_rms_norm,layer_norm,gated_rms_norm,l2_norm \
-          --impls ours_triton --out "$work/stream_$mode.jsonl" ${budget:+--time-budget "$budget"} \
-          >"$work/stream_$mode.log" 2>&1 || status=1
-        tail -n 1 "$work/stream_$mode.log"
-      done ;;
+      # Cache hints on the row norms' own loads and stores (core/rownorm.streaming_hints).
+      ab SOLBENCH_ROW_STREAM stream "$ROW_NORMS" ${STREAM_MODES:-never many_waves} ;;
+    glustream)
+      # The same cache hints for the GLU kernel (ops/silu_and_mul/triton.GLU_STREAM_POLICY; default never).
+      ab SOLBENCH_GLU_STREAM glu_stream silu_and_mul,gelu_and_mul ${GLU_STREAM_MODES:-never many_waves} ;;
     noiseprobe)
       # The same flushed decode records in three processes, then warm once: within-run p20-p80 is ~9%
       # but runs differ by 10-20% (silu #0: 1.51-1.88 us), so the median's sampling error (~1%) is

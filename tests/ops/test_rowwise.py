@@ -298,3 +298,16 @@ def test_split_column_tiles_match_the_reference(op, block_m, device):
         (k, n): {"block_m": block_m, "block_n": rowwise.next_pow2(n), "num_warps": 2, "chunked": False,
                  "split": True} for k, n in split})
     assert res.ok, (op, res.reason)
+
+
+def test_stream_policies_are_validated_and_the_glu_hints_are_off_by_default(monkeypatch):
+    from solbench.core import kernels
+    from solbench.ops.silu_and_mul import triton as glu_triton
+
+    monkeypatch.setenv("SOLBENCH_TEST_STREAM", "sometimes")
+    with pytest.raises(ValueError, match="SOLBENCH_TEST_STREAM='sometimes': expected one of many_waves, never, always"):
+        kernels.stream_policy("SOLBENCH_TEST_STREAM", "never")
+    monkeypatch.delenv("SOLBENCH_TEST_STREAM")
+    assert kernels.stream_policy("SOLBENCH_TEST_STREAM", "never") == "never"
+    assert glu_triton.GLU_STREAM_POLICY == "never"  # not measured for the GLU kernel yet
+    assert kernels.streaming_hints(10**6, "never", 132) == {"LOAD_EVICT": "", "STORE_CACHE": ""}

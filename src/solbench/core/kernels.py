@@ -129,6 +129,37 @@ def largest_pow2_divisor(n: int, cap: int) -> int:
     return v
 
 
+# ---- cache hints on read-once / write-once streams -----------------------------------------------
+#: Policies for the cache hints of a memory-bound launch's own accesses (each kernel family reads
+#: its policy from its own environment variable, see :func:`stream_policy`):
+#: ``many_waves``: on launches of more than :data:`MANY_WAVES_PER_SM` programs per SM; ``never``;
+#: ``always``.
+STREAM_POLICIES = ("many_waves", "never", "always")
+#: Programs per SM above which a launch counts as many waves: bandwidth-bound, every SM with a
+#: queue of programs (a decode launch is one wave of programs waiting on memory).
+MANY_WAVES_PER_SM = 8
+_NO_HINTS = {"LOAD_EVICT": "", "STORE_CACHE": ""}
+_STREAM_HINTS = {"LOAD_EVICT": "evict_first", "STORE_CACHE": ".cs"}
+
+
+def stream_policy(env: str, default: str) -> str:
+    """The cache-hint policy named by environment variable ``env`` (``default`` when unset),
+    validated against :data:`STREAM_POLICIES`."""
+    value = os.environ.get(env) or default
+    if value not in STREAM_POLICIES:
+        raise ValueError(f"{env}={value!r}: expected one of {', '.join(STREAM_POLICIES)}")
+    return value
+
+
+def streaming_hints(programs: int, policy: str, sm_count: int | None) -> dict:
+    """The ``LOAD_EVICT`` / ``STORE_CACHE`` constexprs for a launch of ``programs`` programs
+    under ``policy``: loads marked first to leave L2 (``evict_first``) and streaming stores
+    (``st.global.cs``), or no hints (empty strings). Without an SM count (CPU, the interpreter)
+    ``many_waves`` gives none."""
+    on = policy == "always" or (policy == "many_waves" and bool(sm_count) and programs > MANY_WAVES_PER_SM * sm_count)
+    return dict(_STREAM_HINTS if on else _NO_HINTS)
+
+
 # ---- aliasing -----------------------------------------------------------------------------------
 # Called from each custom op's body: there the tensors are real, also under torch.compile (whose
 # tracing of a wrapper sees fake tensors without storage) and inside CUDA-graph capture.

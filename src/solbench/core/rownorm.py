@@ -34,6 +34,8 @@ import triton
 import triton.language as tl
 
 from solbench.core import tuning
+from solbench.core.kernels import MANY_WAVES_PER_SM, stream_policy
+from solbench.core.kernels import streaming_hints as kernel_streaming_hints
 from solbench.core.rowwise import row_config, row_grid
 
 MODES = {"rms": 0, "layer": 1, "l2": 2}
@@ -398,8 +400,8 @@ PARAMS_FIRST_POLICIES = ("always", "never", "decode", "few_waves")
 if PARAMS_FIRST_POLICY not in PARAMS_FIRST_POLICIES:
     raise ValueError(f"SOLBENCH_ROW_PARAMS_FIRST={PARAMS_FIRST_POLICY!r}: expected one of {', '.join(PARAMS_FIRST_POLICIES)}")
 #: Programs per SM up to which ``few_waves`` loads the parameters first: the launches that gained
-#: had at most 4.8, the ones that lost at least 14.
-FEW_WAVES_PER_SM = 8
+#: had at most 4.8, the ones that lost at least 14 (the many-waves line of core/kernels).
+FEW_WAVES_PER_SM = MANY_WAVES_PER_SM
 
 
 def params_first(programs: int, policy: str | None = None) -> bool:
@@ -431,19 +433,12 @@ def params_first(programs: int, policy: str | None = None) -> bool:
 #: * ``never`` / ``always``: for A/B runs (``device.sh streamhints``).
 #:
 #: Never on the chunked path: its later passes re-read the row from L2.
-STREAM_POLICY = os.environ.get("SOLBENCH_ROW_STREAM", "many_waves")
-STREAM_POLICIES = ("many_waves", "never", "always")
-if STREAM_POLICY not in STREAM_POLICIES:
-    raise ValueError(f"SOLBENCH_ROW_STREAM={STREAM_POLICY!r}: expected one of {', '.join(STREAM_POLICIES)}")
+STREAM_POLICY = stream_policy("SOLBENCH_ROW_STREAM", "many_waves")
 
 
 def streaming_hints(programs: int, chunked: bool = False, policy: str | None = None) -> dict:
     """The ``LOAD_EVICT`` / ``STORE_CACHE`` constexprs of a launch of ``programs`` programs
-    (``policy``: default :data:`STREAM_POLICY`). Without a device's SM count (CPU, the
-    interpreter) ``many_waves`` gives none."""
-    policy = policy or STREAM_POLICY
-    on = False
-    if not chunked and policy != "never":
-        sms = tuning.sm_count()
-        on = policy == "always" or bool(sms and programs > FEW_WAVES_PER_SM * sms)
-    return {"LOAD_EVICT": "evict_first", "STORE_CACHE": ".cs"} if on else {"LOAD_EVICT": "", "STORE_CACHE": ""}
+    (``policy``: default :data:`STREAM_POLICY`; core/kernels.streaming_hints); none on the
+    chunked path."""
+    return kernel_streaming_hints(0 if chunked else programs, "never" if chunked else policy or STREAM_POLICY,
+                                  tuning.sm_count())
