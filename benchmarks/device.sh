@@ -22,6 +22,7 @@
 #                    decode launches only (SOLBENCH_ROW_PARAMS_FIRST), against repeat.jsonl's default
 #   streamhints[:S]  ours on the row norms under each SOLBENCH_ROW_STREAM policy (STREAM_MODES; evict-first
 #                    loads + streaming stores on many-wave launches, or never), each in its own process
+#   layerstats[:S]   ours on layer_norm with two-pass and Welford statistics (LAYER_STATS_MODES)
 #   glustream[:S]    ours on silu_and_mul / gelu_and_mul under each SOLBENCH_GLU_STREAM policy (GLU_STREAM_MODES)
 #   noiseprobe[:S]   three separate runs of the flushed and the warm decode shapes (ours, liger, compile):
 #                    is the 10-20% run-to-run scatter of flushed 2-us records per process or per run?
@@ -61,16 +62,19 @@ w() {
   wf="$work/$1"
 }
 # ab VAR PREFIX OPS MODE...: ours_triton on OPS once per MODE, each in its own process with VAR=MODE,
-# into PREFIX_MODE.jsonl: an A/B of a kernel policy within one call (the paramsfirst, streamhints
-# and glustream steps; *_MODES, space-separated, picks the modes).
+# into PREFIX_MODE.jsonl (PREFIX_MODE_again.jsonl when the step already ran in this invocation, so
+# `layerstats layerstats` is two runs): an A/B of a kernel policy within one call (the paramsfirst,
+# streamhints, layerstats and glustream steps; *_MODES, space-separated, picks the modes).
 ROW_NORMS=rms_norm,fused_add_rms_norm,layer_norm,gated_rms_norm,l2_norm
 ab() {
-  local var=$1 prefix=$2 ops=$3 mode
+  local var=$1 prefix=$2 ops=$3 mode out
   shift 3
   for mode in "$@"; do
-    env "$var=$mode" python3 -m solbench run --ops "$ops" --impls ours_triton --out "$work/${prefix}_$mode.jsonl" \
-      ${budget:+--time-budget "$budget"} >"$work/${prefix}_$mode.log" 2>&1 || status=1
-    tail -n 1 "$work/${prefix}_$mode.log"
+    out="$work/${prefix}_$mode"
+    if [[ "$started" == *",$out,"* ]]; then out="${out}_again"; else started="$started$out,"; fi
+    env "$var=$mode" python3 -m solbench run --ops "$ops" --impls ours_triton --out "$out.jsonl" \
+      ${budget:+--time-budget "$budget"} >"$out.log" 2>&1 || status=1
+    tail -n 1 "$out.log"
   done
 }
 status=0
@@ -151,6 +155,9 @@ print(json.dumps(h.load_calibration(h.device_key()), indent=1))" >"$cal" || stat
     streamhints)
       # Cache hints on the row norms' own loads and stores (core/rownorm.streaming_hints).
       ab SOLBENCH_ROW_STREAM stream "$ROW_NORMS" ${STREAM_MODES:-never many_waves} ;;
+    layerstats)
+      # LayerNorm's statistics from two reductions or one Welford reduction (core/rownorm.LAYER_STATS).
+      ab SOLBENCH_ROW_LAYER_STATS layer_stats layer_norm ${LAYER_STATS_MODES:-two_pass welford} ;;
     glustream)
       # The same cache hints for the GLU kernel (ops/silu_and_mul/triton.GLU_STREAM_POLICY; default never).
       ab SOLBENCH_GLU_STREAM glu_stream silu_and_mul,gelu_and_mul ${GLU_STREAM_MODES:-never many_waves} ;;
