@@ -25,6 +25,15 @@ Per segment (fp32):
 One pass over HBM: rows up to :data:`~solbench.core.rowwise.MAX_WHOLE_ROW` elements stay in
 registers between the reduction and the write; longer rows loop over chunks and re-read the
 row from L2 (see core/rowwise.py).
+
+Choices made per launch, each measured on the H200 (the comments at each say what with):
+
+* the tile (core/rowwise.row_config: the device's tuned table or first principles), optionally
+  as two or three unpadded column tiles (``split``, core/rowwise.column_tiles);
+* when the weight/bias/gate are loaded (:func:`params_first`: with the row on launches of a few
+  programs per SM, after the reduction on larger ones);
+* cache hints on the row's own accesses on many-wave launches (:func:`streaming_hints`);
+* LayerNorm's statistics from two reductions or one Welford reduction (:data:`LAYER_STATS`).
 """
 from __future__ import annotations
 
@@ -39,7 +48,6 @@ from solbench.core.kernels import streaming_hints as kernel_streaming_hints
 from solbench.core.rowwise import row_config, row_grid
 
 MODES = {"rms": 0, "layer": 1, "l2": 2}
-
 
 
 @triton.jit
@@ -420,7 +428,8 @@ def launch_rownorm(x, out, *, mode: str, eps: float, n: int, rows: int,
 #: How the whole-row LayerNorm gets its mean and variance (``SOLBENCH_ROW_LAYER_STATS``):
 #: ``two_pass`` (the default: the mean's reduction, then the centred squares'), or ``welford``
 #: (one reduction of (mean, squared deviations, count) triples, merged pairwise as Chan et al.:
-#: as exact as the two-pass form, one cross-thread round instead of two, a division per merge).
+#: stable like the two-pass form, with no E[x^2] - mean^2 cancellation; one cross-thread round
+#: instead of two, a division per merge). The chunked path keeps its passes over L2.
 #: Not measured yet: on the H200 layer_norm 1152 sits at S 0.77-0.85 on 71-187 MB where
 #: rms_norm's one reduction reaches 0.85-0.93 on the same rows (``device.sh layerstats``).
 LAYER_STATS = os.environ.get("SOLBENCH_ROW_LAYER_STATS") or "two_pass"
