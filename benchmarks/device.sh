@@ -66,12 +66,13 @@ w() {
 # `layerstats layerstats` is two runs): an A/B of a kernel policy within one call (the paramsfirst,
 # streamhints, layerstats and glustream steps; *_MODES, space-separated, picks the modes).
 ROW_NORMS=rms_norm,fused_add_rms_norm,layer_norm,gated_rms_norm,l2_norm
+ab_done=","  # the PREFIX_MODE files ab wrote in this invocation
 ab() {
   local var=$1 prefix=$2 ops=$3 mode out
   shift 3
   for mode in "$@"; do
     out="$work/${prefix}_$mode"
-    if [[ "$started" == *",$out,"* ]]; then out="${out}_again"; else started="$started$out,"; fi
+    if [[ "$ab_done" == *",$out,"* ]]; then out="${out}_again"; else ab_done="$ab_done$out,"; fi
     env "$var=$mode" python3 -m solbench run --ops "$ops" --impls ours_triton --out "$out.jsonl" \
       ${budget:+--time-budget "$budget"} >"$out.log" 2>&1 || status=1
     tail -n 1 "$out.log"

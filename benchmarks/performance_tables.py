@@ -123,6 +123,7 @@ def bars(recs) -> None:
     by_shape = defaultdict(dict)
     for r in recs:
         by_shape[(r["op"], str(r["shape_id"]))][r["impl"]] = r
+    vs_best_peer = _ours_vs_best_peer(recs)  # > 1: ours is slower than the best peer
     rows = defaultdict(lambda: defaultdict(list))
     for (op, sid), impls in by_shape.items():
         ours = impls.get("ours_triton")
@@ -143,9 +144,8 @@ def bars(recs) -> None:
             row["n_small"].append(sid)
             if ours["time_us"] > ours["launch_floor_us"] + 2.0:
                 row["small_miss"].append(f"{sid}({ours['time_us']:.1f}us)")
-        peers = [r["time_us"] for i, r in impls.items() if i != "ours_triton" and r["status"] == "ok" and r["time_us"]]
-        if peers:
-            ratio = ours["time_us"] / min(peers)  # > 1: ours is slower than the best peer
+        ratio = vs_best_peer.get((op, sid))
+        if ratio is not None:
             row["n_peer"].append(sid)
             if ratio < 1.0:
                 row["wins"].append(sid)

@@ -142,13 +142,19 @@ _NO_HINTS = {"LOAD_EVICT": "", "STORE_CACHE": ""}
 _STREAM_HINTS = {"LOAD_EVICT": "evict_first", "STORE_CACHE": ".cs"}
 
 
-def stream_policy(env: str, default: str) -> str:
-    """The cache-hint policy named by environment variable ``env`` (``default`` when unset),
-    validated against :data:`STREAM_POLICIES`."""
+def env_choice(env: str, default: str, choices: Sequence[str]) -> str:
+    """A kernel switch read from environment variable ``env``: ``default`` when unset or empty
+    (as core/rowwise reads its integer tunables), else one of ``choices`` or a clear error."""
     value = os.environ.get(env) or default
-    if value not in STREAM_POLICIES:
-        raise ValueError(f"{env}={value!r}: expected one of {', '.join(STREAM_POLICIES)}")
+    if value not in choices:
+        raise ValueError(f"{env}={value!r}: expected one of {', '.join(choices)}")
     return value
+
+
+def stream_policy(env: str, default: str) -> str:
+    """The cache-hint policy named by environment variable ``env`` (:func:`env_choice` over
+    :data:`STREAM_POLICIES`)."""
+    return env_choice(env, default, STREAM_POLICIES)
 
 
 def streaming_hints(programs: int, policy: str, sm_count: int | None) -> dict:

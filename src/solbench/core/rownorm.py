@@ -37,13 +37,11 @@ Choices made per launch, each measured on the H200 (the comments at each say wha
 """
 from __future__ import annotations
 
-import os
-
 import triton
 import triton.language as tl
 
 from solbench.core import tuning
-from solbench.core.kernels import MANY_WAVES_PER_SM, stream_policy
+from solbench.core.kernels import MANY_WAVES_PER_SM, env_choice, stream_policy
 from solbench.core.kernels import streaming_hints as kernel_streaming_hints
 from solbench.core.rowwise import row_config, row_grid
 
@@ -90,6 +88,13 @@ def _prenorm(x_ptr, res_ptr, z_ptr, res_out_ptr, t, seg_off, c, mask,
 
 
 @triton.jit
+def _no_affine(cmask):
+    """Placeholders for (weight, bias, gate) that are not loaded (yet): the compiler drops them."""
+    w = cmask.to(tl.float32)
+    return w, w, w
+
+
+@triton.jit
 def _load_affine(z_ptr, w_ptr, w2_ptr, b_ptr, t, s, seg_off, c, mask, cmask,
                  z_stride, w_seg_stride, w2_from,
                  HAS_W: tl.constexpr, HAS_W2: tl.constexpr, HAS_B: tl.constexpr, HAS_Z: tl.constexpr,
@@ -105,9 +110,7 @@ def _load_affine(z_ptr, w_ptr, w2_ptr, b_ptr, t, s, seg_off, c, mask, cmask,
     The whole-row path calls this right after loading the row, before the reduction: a load after
     the reduction's barrier is not issued until the reduction is done, so a decode launch (one
     wave, every program waiting on memory) paid a second DRAM round trip for the weight."""
-    w = cmask.to(tl.float32)
-    b = w
-    g = w
+    w, b, g = _no_affine(cmask)
     if HAS_W:
         if W_PER_SEG:
             w = tl.load(w_ptr + s * w_seg_stride + c, mask=mask, other=0.0).to(tl.float32)
@@ -172,9 +175,7 @@ def _load_cols(x_ptr, res_ptr, z_ptr, w_ptr, w2_ptr, b_ptr, res_out_ptr, t, s, s
                                z_stride, w_seg_stride, w2_from,
                                HAS_W, HAS_W2, HAS_B, HAS_Z, NORM_BEFORE_GATE, W_PER_SEG, START > 0, LOAD_EVICT)
     else:
-        w = cmask.to(tl.float32)
-        b = w
-        g = w
+        w, b, g = _no_affine(cmask)
     return v, w, b, g, cols, cmask, mask
 
 
@@ -261,28 +262,24 @@ def _whole_rows(tile, x_ptr, res_ptr, z_ptr, w_ptr, w2_ptr, b_ptr, out_ptr, res_
             z_stride, w_seg_stride, w2_from, x_stride, res_stride, res_out_stride, BLOCK_N + BLOCK_T1,
             BLOCK_T2, HAS_RES, HAS_Z, NORM_BEFORE_GATE, HAS_W, HAS_W2, HAS_B, W_PER_SEG, PARAMS_FIRST,
             LOAD_EVICT, STORE_CACHE)
-    if MODE == 1 and ONE_PASS:  # LayerNorm, one reduction for the mean and the variance
-        mean, ssd, cnt = _welford_tile(v0, m0)  # ssd: sum of squared deviations from the mean
-        if BLOCK_T1 > 0:
-            mean_t, ssd_t, cnt_t = _welford_tile(v1, m1)
-            mean, ssd, cnt = _welford_combine(mean, ssd, cnt, mean_t, ssd_t, cnt_t)
-        if BLOCK_T2 > 0:
-            mean_t, ssd_t, cnt_t = _welford_tile(v2, m2)
-            mean, ssd, cnt = _welford_combine(mean, ssd, cnt, mean_t, ssd_t, cnt_t)
-        rstd = tl.math.rsqrt(ssd / n + eps)[:, None]
-        mean = mean[:, None]
-        v0 = tl.where(m0, v0 - mean, 0.0)
-        if BLOCK_T1 > 0:
-            v1 = tl.where(m1, v1 - mean, 0.0)
-        if BLOCK_T2 > 0:
-            v2 = tl.where(m2, v2 - mean, 0.0)
-    elif MODE == 1:  # LayerNorm: centre first (two reductions, both on registers)
-        total = tl.sum(v0, axis=1)
-        if BLOCK_T1 > 0:
-            total += tl.sum(v1, axis=1)
-        if BLOCK_T2 > 0:
-            total += tl.sum(v2, axis=1)
-        mean = total[:, None] / n
+    if MODE == 1:  # LayerNorm: centre the row first
+        if ONE_PASS:  # one reduction for the mean and the variance
+            mean, ssd, cnt = _welford_tile(v0, m0)  # ssd: sum of squared deviations from the mean
+            if BLOCK_T1 > 0:
+                mean_t, ssd_t, cnt_t = _welford_tile(v1, m1)
+                mean, ssd, cnt = _welford_combine(mean, ssd, cnt, mean_t, ssd_t, cnt_t)
+            if BLOCK_T2 > 0:
+                mean_t, ssd_t, cnt_t = _welford_tile(v2, m2)
+                mean, ssd, cnt = _welford_combine(mean, ssd, cnt, mean_t, ssd_t, cnt_t)
+            rstd = _rstd(ssd, n, eps, MODE)[:, None]
+            mean = mean[:, None]
+        else:  # the mean's reduction here, the centred squares' below
+            total = tl.sum(v0, axis=1)
+            if BLOCK_T1 > 0:
+                total += tl.sum(v1, axis=1)
+            if BLOCK_T2 > 0:
+                total += tl.sum(v2, axis=1)
+            mean = total[:, None] / n
         v0 = tl.where(m0, v0 - mean, 0.0)
         if BLOCK_T1 > 0:
             v1 = tl.where(m1, v1 - mean, 0.0)
@@ -432,9 +429,7 @@ def launch_rownorm(x, out, *, mode: str, eps: float, n: int, rows: int,
 #: instead of two, a division per merge). The chunked path keeps its passes over L2.
 #: Not measured yet: on the H200 layer_norm 1152 sits at S 0.77-0.85 on 71-187 MB where
 #: rms_norm's one reduction reaches 0.85-0.93 on the same rows (``device.sh layerstats``).
-LAYER_STATS = os.environ.get("SOLBENCH_ROW_LAYER_STATS") or "two_pass"
-if LAYER_STATS not in ("two_pass", "welford"):
-    raise ValueError(f"SOLBENCH_ROW_LAYER_STATS={LAYER_STATS!r}: expected two_pass or welford")
+LAYER_STATS = env_choice("SOLBENCH_ROW_LAYER_STATS", "two_pass", ("two_pass", "welford"))
 
 #: When the whole-row path loads the weight/bias/gate (H200, session 6: the code of then measured
 #: with ``always`` in its repeat.jsonl, params_never.jsonl / params_decode.jsonl the other two,
@@ -449,10 +444,8 @@ if LAYER_STATS not in ("two_pass", "welford"):
 #: * ``decode``: with the row only on launches that leave SMs without a program;
 #: * ``few_waves`` (the default): with the row on launches of at most :data:`FEW_WAVES_PER_SM`
 #:   programs per SM, after the reduction on larger ones -- the rule both session-6 files point to.
-PARAMS_FIRST_POLICY = os.environ.get("SOLBENCH_ROW_PARAMS_FIRST", "few_waves")
 PARAMS_FIRST_POLICIES = ("always", "never", "decode", "few_waves")
-if PARAMS_FIRST_POLICY not in PARAMS_FIRST_POLICIES:
-    raise ValueError(f"SOLBENCH_ROW_PARAMS_FIRST={PARAMS_FIRST_POLICY!r}: expected one of {', '.join(PARAMS_FIRST_POLICIES)}")
+PARAMS_FIRST_POLICY = env_choice("SOLBENCH_ROW_PARAMS_FIRST", "few_waves", PARAMS_FIRST_POLICIES)
 #: Programs per SM up to which ``few_waves`` loads the parameters first: the launches that gained
 #: had at most 4.8, the ones that lost at least 14 (the many-waves line of core/kernels).
 FEW_WAVES_PER_SM = MANY_WAVES_PER_SM
@@ -494,5 +487,4 @@ def streaming_hints(programs: int, chunked: bool = False, policy: str | None = N
     """The ``LOAD_EVICT`` / ``STORE_CACHE`` constexprs of a launch of ``programs`` programs
     (``policy``: default :data:`STREAM_POLICY`; core/kernels.streaming_hints); none on the
     chunked path."""
-    return kernel_streaming_hints(0 if chunked else programs, "never" if chunked else policy or STREAM_POLICY,
-                                  tuning.sm_count())
+    return kernel_streaming_hints(programs, "never" if chunked else policy or STREAM_POLICY, tuning.sm_count())
