@@ -24,6 +24,8 @@
 #                    loads + streaming stores on many-wave launches, or never), each in its own process
 #   layerstats[:S]   ours on layer_norm with two-pass and Welford statistics (LAYER_STATS_MODES)
 #   glustream[:S]    ours on silu_and_mul / gelu_and_mul under each SOLBENCH_GLU_STREAM policy (GLU_STREAM_MODES)
+#   tableab[:S]      ours on TABLE_OPS (TABLE_SHAPES) with the packaged tuned table and with a copy changed by TABLE_SET /
+#                    TABLE_DROP (benchmarks/table_variant.py): table_packaged.jsonl / table_variant.jsonl
 #   noiseprobe[:S]   three separate runs of the flushed and the warm decode shapes (ours, liger, compile):
 #                    is the 10-20% run-to-run scatter of flushed 2-us records per process or per run?
 #   gputests         the GPU-only tests (custom ops under torch.compile / CUDA graphs, eval integrity)
@@ -67,14 +69,17 @@ w() {
 # streamhints, layerstats and glustream steps; *_MODES, space-separated, picks the modes).
 ROW_NORMS=rms_norm,fused_add_rms_norm,layer_norm,gated_rms_norm,l2_norm
 ab_done=","  # the PREFIX_MODE files ab wrote in this invocation
+# A MODE of the form LABEL=VALUE names the files by LABEL and sets VAR=VALUE (tableab's table paths);
+# AB_SHAPES (a --shapes list) narrows the runs.
 ab() {
-  local var=$1 prefix=$2 ops=$3 mode out
+  local var=$1 prefix=$2 ops=$3 mode label out
   shift 3
   for mode in "$@"; do
-    out="$work/${prefix}_$mode"
+    label=${mode%%=*}; [[ "$mode" == *=* ]] && mode=${mode#*=}
+    out="$work/${prefix}_$label"
     if [[ "$ab_done" == *",$out,"* ]]; then out="${out}_again"; else ab_done="$ab_done$out,"; fi
     env "$var=$mode" python3 -m solbench run --ops "$ops" --impls ours_triton --out "$out.jsonl" \
-      ${budget:+--time-budget "$budget"} >"$out.log" 2>&1 || status=1
+      ${AB_SHAPES:+--shapes "$AB_SHAPES"} ${budget:+--time-budget "$budget"} >"$out.log" 2>&1 || status=1
     tail -n 1 "$out.log"
   done
 }
@@ -162,6 +167,17 @@ print(json.dumps(h.load_calibration(h.device_key()), indent=1))" >"$cal" || stat
     glustream)
       # The same cache hints for the GLU kernel (ops/silu_and_mul/triton.GLU_STREAM_POLICY; default never).
       ab SOLBENCH_GLU_STREAM glu_stream silu_and_mul,gelu_and_mul ${GLU_STREAM_MODES:-never many_waves} ;;
+    tableab)
+      # One tuned entry with and without (benchmarks/table_variant.py): TABLE_SET ('KERNEL:N=JSON',
+      # several separated by ';') and TABLE_DROP ('KERNEL:N;...') change a copy of the packaged table;
+      # ours on TABLE_OPS (TABLE_SHAPES narrows) with the packaged table, then with the copy.
+      base=$(python3 -c "from solbench.core import hardware, tuning; print(tuning.packaged_table_path(hardware.device_key()))")
+      args=(); IFS=';' read -ra sets <<<"${TABLE_SET:-}"; IFS=';' read -ra drops <<<"${TABLE_DROP:-}"
+      for x in ${sets[@]+"${sets[@]}"}; do args+=(--set "$x"); done
+      for x in ${drops[@]+"${drops[@]}"}; do args+=(--drop "$x"); done
+      if python3 benchmarks/table_variant.py --base "$base" ${args[@]+"${args[@]}"} --out "$work/table_variant.json"; then
+        AB_SHAPES=${TABLE_SHAPES:-} ab SOLBENCH_TUNED_TABLE table "${TABLE_OPS:?tableab needs TABLE_OPS}" packaged= "variant=$work/table_variant.json"
+      else status=1; fi ;;
     noiseprobe)
       # The same flushed decode records in three processes, then warm once: within-run p20-p80 is ~9%
       # but runs differ by 10-20% (silu #0: 1.51-1.88 us), so the median's sampling error (~1%) is

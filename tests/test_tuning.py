@@ -1,6 +1,7 @@
 """Tuned launch configurations: candidates, the table format, look-up precedence, and that the
 kernels' config functions honour a table (the measuring itself needs a GPU: `solbench tune`)."""
 import json
+from pathlib import Path
 
 import pytest
 
@@ -29,6 +30,7 @@ def fake_gpu(tmp_path, monkeypatch):
     """A device key and an empty user table directory, as on a GPU box."""
     monkeypatch.setenv("SOLBENCH_CACHE", str(tmp_path))
     monkeypatch.delenv("SOLBENCH_TUNED", raising=False)
+    monkeypatch.delenv("SOLBENCH_TUNED_TABLE", raising=False)
     monkeypatch.setattr(tuning, "_current_device_key", lambda: "Fake_GPU")
     tuning.reload()
     yield tmp_path / "tuned" / "Fake_GPU.json"
@@ -137,6 +139,45 @@ def test_disabled_by_environment(fake_gpu, monkeypatch):
     assert "SOLBENCH_TUNED=0" in tuning.source()
 
 
+def test_a_chosen_table_replaces_the_device_tables(fake_gpu, tmp_path, monkeypatch):
+    _write(fake_gpu, {"rms_norm": {"4096": {"config": {"block_m": 2, "block_n": 4096, "num_warps": 4}}}})
+    chosen = tmp_path / "variant.json"
+    _write(chosen, {"rms_norm": {"2048": {"config": {"block_m": 1, "block_n": 2048, "num_warps": 8}}}})
+    monkeypatch.setenv("SOLBENCH_TUNED_TABLE", str(chosen))
+    tuning.reload()
+    assert tuning.source() == str(chosen)
+    assert tuning.lookup("rms_norm", 4096, family="row") is None  # the user table is not consulted
+    assert tuning.lookup("rms_norm", 2048, family="row")["num_warps"] == 8
+    monkeypatch.setenv("SOLBENCH_TUNED_TABLE", str(tmp_path / "missing.json"))
+    tuning.reload()
+    with pytest.raises(FileNotFoundError, match="SOLBENCH_TUNED_TABLE"):
+        tuning.lookup("rms_norm", 4096, family="row")
+    monkeypatch.setenv("SOLBENCH_TUNED_TABLE", "")  # empty: the device's own tables, as unset
+    tuning.reload()
+    assert tuning.lookup("rms_norm", 4096, family="row")["num_warps"] == 4
+
+
+def test_table_variant_sets_and_drops_entries(tmp_path):
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "table_variant.py"
+    spec = importlib.util.spec_from_file_location("table_variant", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    base = tmp_path / "base.json"
+    _write(base, {"rms_norm": {"4096": {"config": {"block_m": 2}}}, "glu": {"1024": {"config": {"block_m": 1}}}})
+    out = tmp_path / "out.json"
+    assert mod.main(["--base", str(base), "--set", 'rms_norm:1152={"block_m": 2, "num_warps": 4}',
+                     "--drop", "glu:1024", "--out", str(out)]) == 0
+    entries = tuning.read_table(out)["entries"]
+    assert entries["rms_norm"]["1152"]["config"] == {"block_m": 2, "num_warps": 4}
+    assert entries["rms_norm"]["4096"]["config"] == {"block_m": 2} and "glu" not in entries
+    assert tuning.read_table(base)["entries"]["glu"]  # the base is untouched
+    for bad in (["--drop", "glu:2048"], ["--set", "rms_norm=1"], ["--set", "rms_norm:1152={oops"], []):
+        with pytest.raises(SystemExit):
+            mod.main(["--base", str(base), *bad, "--out", str(tmp_path / "bad.json")])
+
+
 def test_row_config_uses_the_table_and_caps_rows(fake_gpu):
     untuned = row_config(4096, 10_000, 2, kernel="rms_norm")
     _write(fake_gpu, {"rms_norm": {"4096": {"config": {"block_m": 4, "block_n": 4096, "num_warps": 16,
@@ -220,15 +261,6 @@ def test_tune_keys_select_by_kernel_or_kernel_and_width():
     assert key_selected("rms_norm@few_rows", 1280, ["*@few_rows"])
     assert not key_selected("rms_norm", 1280, ["*@few_rows"])
     assert key_selected("rms_norm", 1280, ["glu", "rms_norm:1280"]) and not key_selected("rms_norm", 128, ["rms_norm:1280"])
-
-
-def test_decode_sized_few_rows_representatives_are_timed_warm():
-    from solbench.tune import times_warm
-
-    l2 = 50 << 20
-    assert times_warm(True, 3 << 20, l2)  # a decode batch: warm (flushed 2-us timings are noise)
-    assert not times_warm(True, 17 << 20, l2)  # a few-rows prefill of 17 MB: run's rule
-    assert not times_warm(False, 1 << 20, l2)  # regular keys: always run's rule
 
 
 def test_few_rows_glu_candidates_include_short_threads():

@@ -9,8 +9,8 @@ Launches over few rows (decode batches, small prefills; see core/tuning.py) look
 ``kernel@few_rows`` key, tuned on the smallest and the largest of those shapes, since their best
 tile is a latency question, not a bandwidth one. Every candidate is checked for correctness on
 the shape first (a config that computes a wrong answer is never timed), then timed with the
-runner's timer (CUDA-graph replay, cold L2; few-rows representatives of decode size with a warm
-L2, see ``WARM_TUNE_L2_FRACTION``). A key gets an entry only when its best candidate
+runner's timer, exactly as ``run`` times the shape (CUDA-graph replay, cold L2: see
+``_time``). A key gets an entry only when its best candidate
 beats the baseline by more than ``MIN_GAIN`` (geomean over the representatives) on a second,
 separate measurement of both, and no representative is slower than the baseline by more than
 ``MAX_REPRESENTATIVE_LOSS`` in either; the baseline is what the shapes use without the entry:
@@ -65,7 +65,6 @@ class KeyResult:
     adopted: bool = False
     note: str = ""
     measurements: list[dict] = field(default_factory=list)
-    timed_warm: list[str] = field(default_factory=list)  # representatives timed with a warm L2
 
 
 def _pow2_range(lo: int, hi: int) -> list[int]:
@@ -222,44 +221,35 @@ def representatives(entries: list, few_rows: bool = False) -> list:
     return out
 
 
-#: Representatives of few-rows keys that move at most this fraction of the L2 are timed with a warm
-#: L2. Flushed, a 2-5 us launch scatters 10-20% between runs on the H200 (benchmarks/NOTES.md),
-#: far more than the 3% a candidate must gain, so the choice was noise; warm, the same records
-#: agree within 0.5%. Warm is also the decode case: a decode-sized kernel reads what the previous
-#: kernel just wrote. Larger few-rows shapes keep `run`'s rule (their L2-resident timing would
-#: describe a different regime).
-WARM_TUNE_L2_FRACTION = 1 / 8
+def _time(spec, impl, shape, device, cost) -> float | None:
+    """The median time of one representative, timed by ``run``'s rule.
 
-
-def _time(spec, impl, shape, device, cost, warm: bool = False) -> float | None:
+    Few-rows keys used to be timed with a warm L2 when their shapes were decode-sized: flushed,
+    such a launch then scattered 10-20% between runs. Session 6's timer fix made flushed decode
+    records agree within about 1% between processes (noise_*.jsonl), and the warm choice
+    then lost where it is scored: rms_norm@few_rows:1280, tuned warm, trailed liger on #28 in both
+    runs of session 7. A table entry is judged by the record ``run`` writes, so it is chosen by one."""
     from solbench.runner import RunConfig, _time_impl
 
-    status, _, facts = _time_impl(spec, impl, shape, device, RunConfig(cold_l2="warm" if warm else "auto"), cost)
+    status, _, facts = _time_impl(spec, impl, shape, device, RunConfig(), cost)
     return facts["timing"]["median_us"] if status == "ok" else None
 
 
-def times_warm(few_rows: bool, total_bytes: float, l2_bytes: int) -> bool:
-    """Whether a representative of a key is timed with a warm L2 (see WARM_TUNE_L2_FRACTION)."""
-    return few_rows and total_bytes <= WARM_TUNE_L2_FRACTION * l2_bytes
-
-
-def _measure(kernel: str, n: int, cfg: dict | None, reps: list, device,
-             warm: Sequence[bool]) -> tuple[list[float] | None, str]:
-    """Times (us) of ``cfg`` (None: first principles) on each representative (``warm[i]``: with a
-    warm L2, see :func:`times_warm`), after a one-seed correctness check; (None, reason) when it is
-    wrong or fails to launch."""
+def _measure(kernel: str, n: int, cfg: dict | None, reps: list, device) -> tuple[list[float] | None, str]:
+    """Times (us) of ``cfg`` (None: first principles) on each representative, after a one-seed
+    correctness check; (None, reason) when it is wrong or fails to launch."""
     from solbench.core.check import check_impl
 
     times = []
     with tuning.first_principles(), tuning.overriding(kernel, n, cfg):
-        for (spec, impl, shape, cost), rep_warm in zip(reps, warm):
+        for spec, impl, shape, cost in reps:
             try:
                 res = check_impl(spec, impl, shape, device, seeds=(0,))
             except Exception as e:  # noqa: BLE001 - a config that cannot launch is just not a candidate
                 return None, f"{type(e).__name__}: {str(e)[:160]}"
             if not res.ok:
                 return None, f"wrong on {spec.name}#{shape.id}: {res.reason[:160]}"
-            t = _time(spec, impl, shape, device, cost, warm=rep_warm)
+            t = _time(spec, impl, shape, device, cost)
             if t is None:
                 return None, f"timing failed on {spec.name}#{shape.id}"
             times.append(t)
@@ -365,8 +355,6 @@ def tune(ops: Sequence[str] | None = None, *, time_budget_s: float | None = None
     from solbench.core import hardware
     from solbench.core.env import environment
     from solbench.core.spec import all_specs, get_spec
-    from solbench.core.timing import l2_bytes_of
-
     device = hardware.current_device()
     if device.type != "cuda":
         raise RuntimeError("solbench tune measures GPU kernels and needs a CUDA device "
@@ -381,7 +369,6 @@ def tune(ops: Sequence[str] | None = None, *, time_budget_s: float | None = None
     order = regular_keys_first(sorted(keys.items(), key=lambda kv: -sum(e[0].importance / max(1, len(e[0].shapes))
                                                                          for e in kv[1])))
     source, current = tuning.active_table()
-    l2 = l2_bytes_of(device)
 
     def shape_names(entries):
         return [f"{e[0].name}#{e[2].id}" for e in entries]
@@ -399,19 +386,17 @@ def tune(ops: Sequence[str] | None = None, *, time_budget_s: float | None = None
         few_rows = kernel.endswith(tuning.FEW_ROWS_SUFFIX)
         reps = representatives(shape_entries, few_rows)
         names = shape_names(reps)
-        warm = [times_warm(few_rows, e[3].total_bytes, l2) for e in reps]
         rows = min(_rows_of(n, e[3].total_bytes, elem_bytes) for e in reps)
         # A few-rows key falls back to its kernel's regular entry: the one this run chose for it
         # when it measured that key (regular keys go first), not the one it replaced.
         base_cfg = baseline_config(kernel, n, table_so_far(current, entries, results))
         kr = KeyResult(kernel, n, family, names,
                        baseline={"config": base_cfg, "from": tuning.base_kernel(kernel)} if base_cfg else
-                       {"first_principles": True},
-                       timed_warm=[name for name, w in zip(names, warm) if w])
+                       {"first_principles": True})
         if progress:
             progress(f"[{i + 1}/{len(order)}] {kernel} n={n} on {', '.join(names)}")
         base_name = f"{tuning.base_kernel(kernel)}'s entry" if base_cfg else "first principles"
-        base, why = _measure(kernel, n, base_cfg, reps, device, warm)
+        base, why = _measure(kernel, n, base_cfg, reps, device)
         if base is None:
             kr.note = f"baseline ({base_name}) failed: {why}"
             results.append(kr)
@@ -419,7 +404,7 @@ def tune(ops: Sequence[str] | None = None, *, time_budget_s: float | None = None
         kr.measurements.append({"config": base_cfg, "times_us": base})
         best, best_score = None, 1.0
         for cfg in candidates(family, n, elem_bytes, rows, few_rows):
-            times, why = _measure(kernel, n, cfg, reps, device, warm)
+            times, why = _measure(kernel, n, cfg, reps, device)
             kr.measurements.append({"config": cfg, "times_us": times, "error": why or None})
             if times is None:
                 continue
@@ -433,8 +418,8 @@ def tune(ops: Sequence[str] | None = None, *, time_budget_s: float | None = None
             results.append(kr)
             continue
         # A second, separate measurement of both: the gain must survive it.
-        base2, _ = _measure(kernel, n, base_cfg, reps, device, warm)
-        best2, _ = _measure(kernel, n, best, reps, device, warm)
+        base2, _ = _measure(kernel, n, base_cfg, reps, device)
+        best2, _ = _measure(kernel, n, best, reps, device)
         if base2 is None or best2 is None:
             kr.note = "re-measurement failed"
             results.append(kr)

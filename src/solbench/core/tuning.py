@@ -10,7 +10,9 @@ from, in this order:
    by us on that GPU model and committed with the results it produced);
 3. nothing (``None``): the kernel uses its first-principles configuration.
 
-``SOLBENCH_TUNED=0`` ignores the tables (first principles everywhere), for A/B runs.
+``SOLBENCH_TUNED=0`` ignores the tables (first principles everywhere), for A/B runs;
+``SOLBENCH_TUNED_TABLE=FILE`` uses that table instead of both (an A/B of one entry: a copy of the
+packaged table with the entry changed, ``benchmarks/table_variant.py``).
 
 Few rows. A launch over fewer rows than :data:`FEW_ROWS_PER_SM` times the device's SM count
 (decode batches, small prefills) is latency-bound: its best tile is not the large shapes' one
@@ -100,6 +102,11 @@ def active_table() -> tuple[str, dict]:
     ("first principles", {}). Cached; :func:`reload` forgets it."""
     if os.environ.get("SOLBENCH_TUNED", "1") == "0":
         return "first principles (SOLBENCH_TUNED=0)", {}
+    chosen = os.environ.get("SOLBENCH_TUNED_TABLE")
+    if chosen:  # a missing file is an error, not a silent fall-back to another table
+        if not Path(chosen).is_file():
+            raise FileNotFoundError(f"SOLBENCH_TUNED_TABLE={chosen}: no such tuned-config table")
+        return str(chosen), read_table(chosen)["entries"]
     key = _current_device_key()
     if key is None:
         return "first principles", {}
