@@ -68,12 +68,33 @@ def test_quantiles_and_plan_sets():
     l2 = 50 * 2**20
     n, flush = timing.plan_sets(40 * 2**20, l2)
     assert not flush and n * 40 * 2**20 > 2 * l2
-    assert timing.plan_sets(4096, l2) == (2, True)
+    n, flush = timing.plan_sets(16384, l2)  # a decode call of 16 KB rotates thousands of sets
+    assert not flush and n * 16384 > 2 * l2 and n <= timing.MAX_ROTATING_SETS
+    assert timing.plan_sets(4096, l2) == (2, True)  # smaller still: a flush
     assert timing.plan_sets(3e9, l2) == (1, False)
     # Self-allocated outputs reuse graph-pool addresses: rotation cannot keep them cold, so calls
     # whose outputs fit in twice the L2 are flushed; bigger outputs evict themselves.
     assert timing.plan_sets(40 * 2**20, l2, outputs_rotate=False, bytes_written=20 * 2**20) == (2, True)
     assert timing.plan_sets(3e9, l2, outputs_rotate=False, bytes_written=1e9) == (1, False)
+
+
+def test_many_sets_fall_back_to_a_flush_when_slow_to_make():
+    made = []
+    ticks = iter(range(1000))
+    sets, flush = timing.make_sets(1000, False, lambda i: made.append(i) or i, budget_s=100.0,
+                                   clock=lambda: float(next(ticks)))  # 1 s per set: 999 s projected
+    assert (sets, flush) == ([0, 1], True) and len(made) == 5
+    ticks = iter(range(1000))
+    sets, flush = timing.make_sets(1000, False, lambda i: i, budget_s=2000.0, clock=lambda: float(next(ticks)))
+    assert (len(sets), flush) == (1000, False)
+    assert timing.make_sets(8, True, lambda i: i, budget_s=0.0) == (list(range(8)), True)  # few sets: as planned
+
+
+def test_every_set_is_replayed_in_each_sample():
+    assert timing.calls_per_sample(8, 2.0, 1000.0, 200) == 200     # small calls: capped at max_calls
+    assert timing.calls_per_sample(25_000, 2.0, 1000.0, 200) == 25_000  # but never fewer than the sets
+    assert timing.calls_per_sample(2, 5000.0, 1000.0, 200) == 2
+    assert timing.calls_per_sample(1, 5000.0, 1000.0, 200) == 1
 
 
 def test_gpu_timer_rejects_an_unknown_eager_rule():

@@ -32,7 +32,7 @@ def test_copy_by_size_is_physical():
     rows = calibration.copy_by_size(sizes=(16 << 20, 256 << 20))
     bw = hardware.load_calibration(hardware.device_key()) or hardware.calibrate()
     small, big = rows
-    assert small["cold_l2"] == "flush" and big["cold_l2"] == "rotate"
+    assert small["cold_l2"] == big["cold_l2"] == "rotate"  # run's rule: rotation down to ~13 KB calls
     # a bigger copy amortizes the fixed cost better, and neither beats the calibrated copy by much
     assert small["bandwidth"] < big["bandwidth"] < 1.1 * bw["bandwidth"]
 

@@ -215,11 +215,14 @@ def select_ops(cfg: RunConfig) -> list[OpSpec]:
 class _Timed:
     """Input sets and preallocated outputs for one impl on one shape, and the call to time."""
 
-    def __init__(self, spec: OpSpec, impl: Impl, shape: Shape, device, n_sets: int):
-        self.sets = [spec.make_inputs(shape, device, 1000 + i) for i in range(n_sets)]
-        self.outs = [None] * n_sets
-        if impl.takes_out:
-            self.outs = [spec.make_outputs(shape, s) for s in self.sets]
+    def __init__(self, spec: OpSpec, impl: Impl, shape: Shape, device, n_sets: int, flush: bool = False):
+        def make_set(i):
+            inputs = spec.make_inputs(shape, device, 1000 + i)
+            return inputs, spec.make_outputs(shape, inputs) if impl.takes_out else None
+
+        made, self.flush = timing.make_sets(n_sets, flush, make_set)
+        self.sets = [inputs for inputs, _ in made]
+        self.outs = [outs for _, outs in made]
         self.spec, self.impl = spec, impl
 
     def __call__(self, i: int):
@@ -263,8 +266,8 @@ def _time_impl(spec: OpSpec, impl: Impl, shape: Shape, device, cfg: RunConfig, c
                     n_sets, flush = 1, False
                 else:
                     n_sets, flush = timing.plan_for(cost, l2, allocates_outputs=not impl.takes_out, mode=cfg.timer)
-                call = _Timed(spec, impl, shape, device, n_sets)
-                t = timing.time_gpu(call, n_sets, flush=flush, mode=cfg.timer, device=device,
+                call = _Timed(spec, impl, shape, device, n_sets, flush)
+                t = timing.time_gpu(call, len(call.sets), flush=call.flush, mode=cfg.timer, device=device,
                                     warm=cfg.cold_l2 == "warm", eager_flush=not impl.takes_out)
             else:
                 call = _Timed(spec, impl, shape, device, 2)

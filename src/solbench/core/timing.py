@@ -1,10 +1,11 @@
 """Timers. All return a :class:`Timing` with the median and the p20/p80 spread of per-call times.
 
 GPU, default (``graph``): the calls are captured into a CUDA graph and the graph is replayed,
-timed with CUDA events. Inputs come from rotating sets; when the sets together are smaller than
-twice the L2 cache, each call is preceded by a read of a 2xL2 buffer (a "flush") and the time of
-a graph of flushes alone is subtracted, replay by replay (the two graphs alternate), so every call
-starts with a cold L2.
+timed with CUDA events. Inputs come from rotating sets, enough of them to be over twice the L2
+cache together, so every call starts with a cold L2 (up to :data:`MAX_ROTATING_SETS`, i.e. calls
+down to about 13 KB). Only smaller calls are each preceded by a read of a 2xL2 buffer (a "flush"),
+and the time of a graph of flushes alone is subtracted, replay by replay (the two graphs
+alternate).
 
 Outputs: a call that allocates its outputs (no ``out=``) and returns them gets, under capture, a
 fresh output buffer per captured call, because the timer keeps every captured call's return value
@@ -65,14 +66,28 @@ def quantiles(samples: Sequence[float]) -> tuple[float, float, float]:
     return statistics.median(xs), q(0.2), q(0.8)
 
 
-def plan_sets(bytes_per_call: float, l2_bytes: int, max_sets: int = 8,
+#: At most this many rotating input sets: calls down to about 13 KB (2 x 50 MB of L2 / 8192) rotate
+#: instead of being flushed (smaller decode calls would need tens of thousands of sets, each
+#: launched three times from Python before the timing starts). Why not a flush for everything under ~12 MB (the old limit was 8 sets):
+#: the flush's own time (~36 us on the H200) is subtracted, and the flush-only graph's time differs
+#: from the flushes' time inside the flush + call graph by an amount that changes from process to
+#: process. On the H200 (benchmarks/results/h200/table_*.jsonl) two processes timed the same
+#: kernels on 1.7-5.5 MB 0.3 us apart (2.90 / 3.28 us), exactly the 0.33 us between their
+#: flush-only times (36.40 / 36.07 us), while flush + call stayed put: a 10% error on a 3 us call,
+#: larger than the differences between implementations it was meant to rank.
+MAX_ROTATING_SETS = 8192
+#: ... unless making that many sets would take longer than this (see :func:`make_sets`).
+MAX_SET_MAKING_S = 3.0
+
+
+def plan_sets(bytes_per_call: float, l2_bytes: int, max_sets: int = MAX_ROTATING_SETS,
               max_total_bytes: float = 4e9, *, outputs_rotate: bool = True,
               bytes_written: float = 0.0) -> tuple[int, bool]:
     """How many rotating input sets, and whether an L2 flush is still needed.
 
     Enough sets that together they are over twice the L2 means each set has been evicted by the
-    time it comes round again. When that would take more than ``max_sets`` sets (small shapes),
-    two sets plus a flush are used instead.
+    time it comes round again. When that would take more than ``max_sets`` sets (calls of a few
+    KB), two sets plus a flush are used instead (see :data:`MAX_ROTATING_SETS`).
 
     Rotation only keeps *outputs* cold when they rotate too: ``out=`` buffers per set, or, under
     graph timing, an allocating call that returns its outputs (the timer keeps each captured
@@ -107,6 +122,22 @@ def plan_for(cost, l2_bytes: int, *, allocates_outputs: bool, mode: str) -> tupl
     Pass ``eager_flush=allocates_outputs`` to :func:`time_gpu` along with the plan."""
     return plan_sets(cost.total_bytes, l2_bytes, outputs_rotate=not allocates_outputs or mode == "graph",
                      bytes_written=cost.bytes_written)
+
+
+def make_sets(n_sets: int, flush: bool, make_set: Callable[[int], object],
+              budget_s: float = MAX_SET_MAKING_S, clock: Callable[[], float] = time.perf_counter) -> tuple[list, bool]:
+    """``([make_set(0), ...], flush)`` for a plan of :func:`plan_sets`. Many small sets (a decode
+    call rotates thousands) are only affordable when one is cheap to make: when the first few
+    project a total over ``budget_s``, the plan falls back to two sets and a flush."""
+    sets: list = []
+    started = None
+    for i in range(n_sets):
+        sets.append(make_set(i))
+        if i == 0:
+            started = clock()  # the first set may pay one-time costs (allocator growth, lazy init)
+        elif i == 4 and n_sets > 16 and (clock() - started) / 4 * (n_sets - 1) > budget_s:
+            return sets[:2], True
+    return sets, flush
 
 
 def flush_buffers() -> int:
@@ -218,8 +249,7 @@ def time_gpu(call: Callable[[int], None], n_sets: int, *, flush: bool, mode: str
     # alone would replay up to 200 flushes per sample for a 2 us kernel (10x the time for no
     # better estimate, since the flush-only graph is subtracted at the same length).
     per_call = est + (_estimate_us(lambda i: flusher(), 1) if flusher is not None else 0.0)
-    k = int(min(max_calls_per_sample, max(n_sets, math.ceil(target_sample_us / max(per_call, 1.0)))))
-    k = max(1, k)
+    k = calls_per_sample(n_sets, per_call, target_sample_us, max_calls_per_sample)
     if flusher is not None and len(flusher.bufs) == 2 and k % 2:
         k += 1  # an even count keeps the buffers alternating across the boundary between replays
     # At most about ``max_total_us`` of replays: 30 samples of a 100 ms baseline would spend 3 s
@@ -233,6 +263,13 @@ def time_gpu(call: Callable[[int], None], n_sets: int, *, flush: bool, mode: str
         t.notes.append(f"graph capture failed ({type(e).__name__}: {str(e)[:160]}); timed eagerly")
         return _labelled(t, warm)
     return _labelled(timing, warm)
+
+
+def calls_per_sample(n_sets: int, per_call_us: float, target_sample_us: float, max_calls: int) -> int:
+    """Calls in one replayed sample: about ``target_sample_us`` of work, at most ``max_calls``,
+    but every set at least once (a replay of fewer calls than sets would reuse its first sets
+    while they are still in L2, and never touch the rest)."""
+    return int(max(1, n_sets, min(max_calls, math.ceil(target_sample_us / max(per_call_us, 1.0)))))
 
 
 def _labelled(t: Timing, warm: bool) -> Timing:
