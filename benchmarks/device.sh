@@ -22,7 +22,6 @@
 #                    decode launches only (SOLBENCH_ROW_PARAMS_FIRST), against repeat.jsonl's default
 #   streamhints[:S]  ours on the row norms under each SOLBENCH_ROW_STREAM policy (STREAM_MODES; evict-first
 #                    loads + streaming stores on many-wave launches, or never), each in its own process
-#   layerstats[:S]   ours on layer_norm with two-pass and Welford statistics (LAYER_STATS_MODES)
 #   glustream[:S]    ours on silu_and_mul / gelu_and_mul under each SOLBENCH_GLU_STREAM policy (GLU_STREAM_MODES)
 #   tableab[:S]      ours on TABLE_OPS (TABLE_SHAPES) with the packaged tuned table and with a copy changed by TABLE_SET /
 #                    TABLE_DROP (benchmarks/table_variant.py): table_packaged.jsonl / table_variant.jsonl
@@ -65,8 +64,8 @@ w() {
 }
 # ab VAR PREFIX OPS MODE...: ours_triton on OPS once per MODE, each in its own process with VAR=MODE,
 # into PREFIX_MODE.jsonl (PREFIX_MODE_again.jsonl when the step already ran in this invocation, so
-# `layerstats layerstats` is two runs): an A/B of a kernel policy within one call (the paramsfirst,
-# streamhints, layerstats and glustream steps; *_MODES, space-separated, picks the modes).
+# `glustream glustream` is two runs): an A/B of a kernel policy within one call (the paramsfirst,
+# streamhints, glustream and tableab steps; *_MODES, space-separated, picks the modes).
 ROW_NORMS=rms_norm,fused_add_rms_norm,layer_norm,gated_rms_norm,l2_norm
 ab_done=","  # the PREFIX_MODE files ab wrote in this invocation
 # A MODE of the form LABEL=VALUE names the files by LABEL and sets VAR=VALUE (tableab's table paths);
@@ -161,9 +160,6 @@ print(json.dumps(h.load_calibration(h.device_key()), indent=1))" >"$cal" || stat
     streamhints)
       # Cache hints on the row norms' own loads and stores (core/rownorm.streaming_hints).
       ab SOLBENCH_ROW_STREAM stream "$ROW_NORMS" ${STREAM_MODES:-never many_waves} ;;
-    layerstats)
-      # LayerNorm's statistics from two reductions or one Welford reduction (core/rownorm.LAYER_STATS).
-      ab SOLBENCH_ROW_LAYER_STATS layer_stats layer_norm ${LAYER_STATS_MODES:-two_pass welford} ;;
     glustream)
       # The same cache hints for the GLU kernel (ops/silu_and_mul/triton.GLU_STREAM_POLICY; default never).
       ab SOLBENCH_GLU_STREAM glu_stream silu_and_mul,gelu_and_mul ${GLU_STREAM_MODES:-never many_waves} ;;

@@ -32,8 +32,12 @@ Choices made per launch, each measured on the H200 (the comments at each say wha
   as two or three unpadded column tiles (``split``, core/rowwise.column_tiles);
 * when the weight/bias/gate are loaded (:func:`params_first`: with the row on launches of a few
   programs per SM, after the reduction on larger ones);
-* cache hints on the row's own accesses on many-wave launches (:func:`streaming_hints`);
-* LayerNorm's statistics from two reductions or one Welford reduction (:data:`LAYER_STATS`).
+* cache hints on the row's own accesses on many-wave launches (:func:`streaming_hints`).
+
+LayerNorm takes its statistics from two dependent reductions (the mean, then the centred
+squares). One Welford reduction of (mean, squared deviations, count) triples was tried instead:
+1.3-2.0x slower on every layer_norm shape of the H200 (benchmarks/results/h200/layer_stats_*.jsonl),
+its division per merge and three-value shuffles costing more than the second round it saves.
 """
 from __future__ import annotations
 
@@ -207,23 +211,6 @@ def _rstd(sum_sq, n, eps, MODE: tl.constexpr):
 
 
 @triton.jit
-def _welford_combine(mean_a, ssd_a, n_a, mean_b, ssd_b, n_b):
-    """Chan et al.'s merge of two (mean, sum of squared deviations, count) partial statistics;
-    ``n_b / n`` is 0 where both counts are 0 (masked lanes)."""
-    n = n_a + n_b
-    frac = tl.where(n > 0.0, n_b / tl.maximum(n, 1.0), 0.0)
-    delta = mean_b - mean_a
-    return mean_a + delta * frac, ssd_a + ssd_b + delta * delta * (n_a * frac), n
-
-
-@triton.jit
-def _welford_tile(v, mask):
-    """Per-row (mean, sum of squared deviations, count) of one column tile, masked lanes excluded:
-    one reduction for both statistics instead of the mean's and then the variance's."""
-    return tl.reduce((v, v * 0.0, mask.to(tl.float32)), axis=1, combine_fn=_welford_combine)
-
-
-@triton.jit
 def _whole_rows(tile, x_ptr, res_ptr, z_ptr, w_ptr, w2_ptr, b_ptr, out_ptr, res_out_ptr,
                 rows, n, eps, segs, seg_stride, w_seg_stride, w2_from,
                 x_stride, res_stride, z_stride, out_stride, res_out_stride,
@@ -231,15 +218,14 @@ def _whole_rows(tile, x_ptr, res_ptr, z_ptr, w_ptr, w2_ptr, b_ptr, out_ptr, res_
                 HAS_W: tl.constexpr, HAS_W2: tl.constexpr, HAS_B: tl.constexpr, SEGMENTED: tl.constexpr,
                 W_PER_SEG: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                 PARAMS_FIRST: tl.constexpr, BLOCK_T1: tl.constexpr, BLOCK_T2: tl.constexpr,
-                LOAD_EVICT: tl.constexpr, STORE_CACHE: tl.constexpr, ONE_PASS: tl.constexpr):
+                LOAD_EVICT: tl.constexpr, STORE_CACHE: tl.constexpr):
     """Tile ``tile`` (``BLOCK_M`` whole rows) in registers: read once, reduce, write once.
     ``PARAMS_FIRST``: the weight/bias/gate loads are issued with the row's, before the reduction
     (:func:`params_first`). A row is one column tile of ``BLOCK_N`` (a power of two >= n), or,
     with ``BLOCK_T1`` (and ``BLOCK_T2``) > 0, two or three tiles ``BLOCK_N + BLOCK_T1 (+ BLOCK_T2)``
     that cover n = 1152 as 1024 + 128 instead of a 2048-lane tile with 44% of its lanes masked
     (core/rowwise.column_tiles). ``LOAD_EVICT`` / ``STORE_CACHE``: cache hints on the row's own
-    loads and stores (:func:`streaming_hints`). ``ONE_PASS`` (LayerNorm): mean and variance from
-    one Welford reduction (:data:`LAYER_STATS`) instead of two dependent ones."""
+    loads and stores (:func:`streaming_hints`)."""
     # int64 row indices: row * stride stays exact past 2^31 elements (tile * BLOCK_M < rows + BLOCK_M
     # fits int32; the loop index is a plain int under the interpreter, so no .to() on it).
     r = tl.arange(0, BLOCK_M).to(tl.int64)[:, None] + tile * BLOCK_M
@@ -262,36 +248,24 @@ def _whole_rows(tile, x_ptr, res_ptr, z_ptr, w_ptr, w2_ptr, b_ptr, out_ptr, res_
             z_stride, w_seg_stride, w2_from, x_stride, res_stride, res_out_stride, BLOCK_N + BLOCK_T1,
             BLOCK_T2, HAS_RES, HAS_Z, NORM_BEFORE_GATE, HAS_W, HAS_W2, HAS_B, W_PER_SEG, PARAMS_FIRST,
             LOAD_EVICT, STORE_CACHE)
-    if MODE == 1:  # LayerNorm: centre the row first
-        if ONE_PASS:  # one reduction for the mean and the variance
-            mean, ssd, cnt = _welford_tile(v0, m0)  # ssd: sum of squared deviations from the mean
-            if BLOCK_T1 > 0:
-                mean_t, ssd_t, cnt_t = _welford_tile(v1, m1)
-                mean, ssd, cnt = _welford_combine(mean, ssd, cnt, mean_t, ssd_t, cnt_t)
-            if BLOCK_T2 > 0:
-                mean_t, ssd_t, cnt_t = _welford_tile(v2, m2)
-                mean, ssd, cnt = _welford_combine(mean, ssd, cnt, mean_t, ssd_t, cnt_t)
-            rstd = _rstd(ssd, n, eps, MODE)[:, None]
-            mean = mean[:, None]
-        else:  # the mean's reduction here, the centred squares' below
-            total = tl.sum(v0, axis=1)
-            if BLOCK_T1 > 0:
-                total += tl.sum(v1, axis=1)
-            if BLOCK_T2 > 0:
-                total += tl.sum(v2, axis=1)
-            mean = total[:, None] / n
+    if MODE == 1:  # LayerNorm: centre the row first (the mean's reduction, then the squares')
+        total = tl.sum(v0, axis=1)
+        if BLOCK_T1 > 0:
+            total += tl.sum(v1, axis=1)
+        if BLOCK_T2 > 0:
+            total += tl.sum(v2, axis=1)
+        mean = total[:, None] / n
         v0 = tl.where(m0, v0 - mean, 0.0)
         if BLOCK_T1 > 0:
             v1 = tl.where(m1, v1 - mean, 0.0)
         if BLOCK_T2 > 0:
             v2 = tl.where(m2, v2 - mean, 0.0)
-    if not (MODE == 1 and ONE_PASS):
-        sum_sq = tl.sum(v0 * v0, axis=1)
-        if BLOCK_T1 > 0:
-            sum_sq += tl.sum(v1 * v1, axis=1)
-        if BLOCK_T2 > 0:
-            sum_sq += tl.sum(v2 * v2, axis=1)
-        rstd = _rstd(sum_sq, n, eps, MODE)[:, None]
+    sum_sq = tl.sum(v0 * v0, axis=1)
+    if BLOCK_T1 > 0:
+        sum_sq += tl.sum(v1 * v1, axis=1)
+    if BLOCK_T2 > 0:
+        sum_sq += tl.sum(v2 * v2, axis=1)
+    rstd = _rstd(sum_sq, n, eps, MODE)[:, None]
     _finish_cols(v0 * rstd, wt0, bt0, gt0, c0, cm0, m0, z_ptr, w_ptr, w2_ptr, b_ptr, out_ptr,
                  t, s, seg_off, z_stride, w_seg_stride, w2_from, out_stride,
                  HAS_W, HAS_W2, HAS_B, HAS_Z, NORM_BEFORE_GATE, W_PER_SEG, PARAMS_FIRST, False,
@@ -318,7 +292,7 @@ def _rownorm_kernel(
         W_PER_SEG: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CHUNKED: tl.constexpr,
         PERSISTENT: tl.constexpr = False, STAGES: tl.constexpr = 1, PARAMS_FIRST: tl.constexpr = True,
         BLOCK_T1: tl.constexpr = 0, BLOCK_T2: tl.constexpr = 0,
-        LOAD_EVICT: tl.constexpr = "", STORE_CACHE: tl.constexpr = "", ONE_PASS: tl.constexpr = False):
+        LOAD_EVICT: tl.constexpr = "", STORE_CACHE: tl.constexpr = ""):
     if not CHUNKED:
         if PERSISTENT:
             # A grid of a few programs per SM, each striding over the tiles; with STAGES > 1 Triton
@@ -329,7 +303,7 @@ def _rownorm_kernel(
                             x_stride, res_stride, z_stride, out_stride, res_out_stride,
                             MODE, HAS_RES, HAS_Z, NORM_BEFORE_GATE, HAS_W, HAS_W2, HAS_B, SEGMENTED,
                             W_PER_SEG, BLOCK_M, BLOCK_N, PARAMS_FIRST, BLOCK_T1, BLOCK_T2,
-                            LOAD_EVICT, STORE_CACHE, ONE_PASS)
+                            LOAD_EVICT, STORE_CACHE)
         else:
             # Not the loop above run once: a one-trip loop compiles with an extra barrier.
             _whole_rows(tl.program_id(0), x_ptr, res_ptr, z_ptr, w_ptr, w2_ptr, b_ptr, out_ptr, res_out_ptr,
@@ -337,7 +311,7 @@ def _rownorm_kernel(
                         x_stride, res_stride, z_stride, out_stride, res_out_stride,
                         MODE, HAS_RES, HAS_Z, NORM_BEFORE_GATE, HAS_W, HAS_W2, HAS_B, SEGMENTED,
                         W_PER_SEG, BLOCK_M, BLOCK_N, PARAMS_FIRST, BLOCK_T1, BLOCK_T2,
-                            LOAD_EVICT, STORE_CACHE, ONE_PASS)
+                            LOAD_EVICT, STORE_CACHE)
     else:
         # Long rows (BLOCK_M == 1): pass 1 reads HBM (and stores the residual sum); the later
         # passes re-read the same row, which the previous pass left in L2 (so no cache hints:
@@ -417,19 +391,10 @@ def launch_rownorm(x, out, *, mode: str, eps: float, n: int, rows: int,
         NORM_BEFORE_GATE=bool(norm_before_gate), HAS_W=weight is not None, HAS_W2=weight2 is not None,
         HAS_B=bias is not None, SEGMENTED=segs > 1, W_PER_SEG=segs > 1 and w_seg_stride != 0,
         PERSISTENT=cfg.persistent, STAGES=cfg.stages if cfg.persistent else 1,
-        PARAMS_FIRST=params_first(grid[0]), ONE_PASS=mode == "layer" and LAYER_STATS == "welford",
+        PARAMS_FIRST=params_first(grid[0]),
         **streaming_hints(grid[0], cfg.chunked),
         **{**cfg.launch_kwargs(), **cfg.column_kwargs(n)})
 
-
-#: How the whole-row LayerNorm gets its mean and variance (``SOLBENCH_ROW_LAYER_STATS``):
-#: ``two_pass`` (the default: the mean's reduction, then the centred squares'), or ``welford``
-#: (one reduction of (mean, squared deviations, count) triples, merged pairwise as Chan et al.:
-#: stable like the two-pass form, with no E[x^2] - mean^2 cancellation; one cross-thread round
-#: instead of two, a division per merge). The chunked path keeps its passes over L2.
-#: Not measured yet: on the H200 layer_norm 1152 sits at S 0.77-0.85 on 71-187 MB where
-#: rms_norm's one reduction reaches 0.85-0.93 on the same rows (``device.sh layerstats``).
-LAYER_STATS = env_choice("SOLBENCH_ROW_LAYER_STATS", "two_pass", ("two_pass", "welford"))
 
 #: When the whole-row path loads the weight/bias/gate (H200, session 6: the code of then measured
 #: with ``always`` in its repeat.jsonl, params_never.jsonl / params_decode.jsonl the other two,

@@ -95,8 +95,10 @@ def _glu_kernel(x_ptr, out_ptr, rows, d, x_row_stride, out_row_stride, alpha, li
 
 
 #: Cache hints on the GLU's own loads and stores (core/kernels.streaming_hints), from
-#: ``SOLBENCH_GLU_STREAM``: ``never`` (the default) until a device run measures them for this
-#: kernel (``device.sh glustream``); the row norms gained 1-4% at 14-256 MB from them on the H200.
+#: ``SOLBENCH_GLU_STREAM``; ``never`` by default. The row norms gain 1-4% at 14-256 MB from them on
+#: the H200, but the GLU does not (``device.sh glustream``, glu_stream_*.jsonl, two runs each,
+#: within 0.1% of each other): the erf GELU 3.5% faster at d = 768 and 113-810 MB, silu 3-6% slower
+#: on #4, #23 and #29, the rest level.
 GLU_STREAM_POLICY = stream_policy("SOLBENCH_GLU_STREAM", "never")
 
 KERNEL = "glu"
