@@ -409,3 +409,27 @@ def test_a_few_rows_key_must_beat_the_entry_those_shapes_use_today():
     assert baseline_config("rms_norm@few_rows", 2048, current) == {"block_m": 2, "block_n": 2048, "num_warps": 4}
     assert baseline_config("rms_norm@few_rows", 4096, current) is None   # no regular entry: first principles
     assert baseline_config("rms_norm", 2048, current) is None             # regular keys: first principles
+
+
+def test_tune_makes_a_representatives_input_sets_once(monkeypatch):
+    # solbench tune times dozens of configurations per shape; a decode shape rotates thousands of
+    # input sets, so they are made once per key (runner._time_impl's sets_cache), not per candidate.
+    import torch
+
+    from solbench.core.spec import get_spec, impls_for
+    from solbench.runner import RunConfig, _time_impl
+
+    spec = get_spec("rms_norm")
+    impl = impls_for("rms_norm")["torch_eager"]
+    shape = spec.smoke_shapes()[0]
+    made = []
+    real = spec.make_inputs
+    monkeypatch.setattr(spec, "make_inputs", lambda *a, **k: made.append(1) or real(*a, **k))
+    cache: dict = {}
+    device = torch.device("cpu")
+    for _ in range(3):
+        status, reason, facts = _time_impl(spec, impl, shape, device, RunConfig(), spec.cost(shape), cache)
+        assert status == "ok", reason
+    assert len(made) == 2 and len(cache) == 1  # two CPU sets, made for the first timing only
+    _time_impl(spec, impl, shape, device, RunConfig(), spec.cost(shape))
+    assert len(made) == 4  # without a cache: made again

@@ -252,26 +252,36 @@ def _prepare_impl(spec: OpSpec, impl: Impl, shape: Shape, device) -> tuple[str, 
     return "", "", facts
 
 
-def _time_impl(spec: OpSpec, impl: Impl, shape: Shape, device, cfg: RunConfig, cost: Cost) -> tuple[str, str, dict]:
-    """Time one implementation that passed its check: ("ok", "", {"timing": ...}) or a FAIL."""
+def _time_impl(spec: OpSpec, impl: Impl, shape: Shape, device, cfg: RunConfig, cost: Cost,
+               sets_cache: dict | None = None) -> tuple[str, str, dict]:
+    """Time one implementation that passed its check: ("ok", "", {"timing": ...}) or a FAIL.
+    ``sets_cache`` (``solbench tune``, which times many launch configurations of one
+    implementation on one shape) keeps the input sets between calls instead of making them again."""
     import torch
 
+    call = None
     try:
         with torch.no_grad():
-            if device.type == "cuda":
-                l2 = timing.l2_bytes_of(device)
-                if cfg.cold_l2 == "flush":
-                    n_sets, flush = 2, True
-                elif cfg.cold_l2 == "warm":
-                    n_sets, flush = 1, False
-                else:
-                    n_sets, flush = timing.plan_for(cost, l2, allocates_outputs=not impl.takes_out, mode=cfg.timer)
+            if device.type != "cuda":
+                n_sets, flush = 2, False
+            elif cfg.cold_l2 == "flush":
+                n_sets, flush = 2, True
+            elif cfg.cold_l2 == "warm":
+                n_sets, flush = 1, False
+            else:
+                n_sets, flush = timing.plan_for(cost, timing.l2_bytes_of(device), allocates_outputs=not impl.takes_out,
+                                                mode=cfg.timer)
+            key = (spec.name, shape.id, impl.name, n_sets, flush)
+            call = sets_cache.get(key) if sets_cache is not None else None
+            if call is None:
                 call = _Timed(spec, impl, shape, device, n_sets, flush)
+                if sets_cache is not None:
+                    sets_cache[key] = call
+            if device.type == "cuda":
                 t = timing.time_gpu(call, len(call.sets), flush=call.flush, mode=cfg.timer, device=device,
                                     warm=cfg.cold_l2 == "warm", eager_flush=not impl.takes_out)
             else:
-                call = _Timed(spec, impl, shape, device, 2)
-                t = timing.time_cpu(call, 2)
+                t = timing.time_cpu(call, len(call.sets))
     except Exception as e:  # noqa: BLE001
         if device.type == "cuda":
             torch.cuda.synchronize()

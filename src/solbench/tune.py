@@ -221,7 +221,7 @@ def representatives(entries: list, few_rows: bool = False) -> list:
     return out
 
 
-def _time(spec, impl, shape, device, cost) -> float | None:
+def _time(spec, impl, shape, device, cost, sets_cache: dict | None = None) -> float | None:
     """The median time of one representative, timed by ``run``'s rule.
 
     Few-rows keys used to be timed with a warm L2 when their shapes were decode-sized: flushed,
@@ -231,13 +231,16 @@ def _time(spec, impl, shape, device, cost) -> float | None:
     runs of session 7. A table entry is judged by the record ``run`` writes, so it is chosen by one."""
     from solbench.runner import RunConfig, _time_impl
 
-    status, _, facts = _time_impl(spec, impl, shape, device, RunConfig(), cost)
+    status, _, facts = _time_impl(spec, impl, shape, device, RunConfig(), cost, sets_cache)
     return facts["timing"]["median_us"] if status == "ok" else None
 
 
-def _measure(kernel: str, n: int, cfg: dict | None, reps: list, device) -> tuple[list[float] | None, str]:
+def _measure(kernel: str, n: int, cfg: dict | None, reps: list, device,
+             sets_cache: dict | None = None) -> tuple[list[float] | None, str]:
     """Times (us) of ``cfg`` (None: first principles) on each representative, after a one-seed
-    correctness check; (None, reason) when it is wrong or fails to launch."""
+    correctness check; (None, reason) when it is wrong or fails to launch. ``sets_cache``: the
+    representatives' input sets, made once for all the key's candidates (a decode shape rotates
+    thousands)."""
     from solbench.core.check import check_impl
 
     times = []
@@ -249,7 +252,7 @@ def _measure(kernel: str, n: int, cfg: dict | None, reps: list, device) -> tuple
                 return None, f"{type(e).__name__}: {str(e)[:160]}"
             if not res.ok:
                 return None, f"wrong on {spec.name}#{shape.id}: {res.reason[:160]}"
-            t = _time(spec, impl, shape, device, cost)
+            t = _time(spec, impl, shape, device, cost, sets_cache)
             if t is None:
                 return None, f"timing failed on {spec.name}#{shape.id}"
             times.append(t)
@@ -396,7 +399,8 @@ def tune(ops: Sequence[str] | None = None, *, time_budget_s: float | None = None
         if progress:
             progress(f"[{i + 1}/{len(order)}] {kernel} n={n} on {', '.join(names)}")
         base_name = f"{tuning.base_kernel(kernel)}'s entry" if base_cfg else "first principles"
-        base, why = _measure(kernel, n, base_cfg, reps, device)
+        sets: dict = {}  # input sets per representative, shared by every candidate of this key
+        base, why = _measure(kernel, n, base_cfg, reps, device, sets)
         if base is None:
             kr.note = f"baseline ({base_name}) failed: {why}"
             results.append(kr)
@@ -404,7 +408,7 @@ def tune(ops: Sequence[str] | None = None, *, time_budget_s: float | None = None
         kr.measurements.append({"config": base_cfg, "times_us": base})
         best, best_score = None, 1.0
         for cfg in candidates(family, n, elem_bytes, rows, few_rows):
-            times, why = _measure(kernel, n, cfg, reps, device)
+            times, why = _measure(kernel, n, cfg, reps, device, sets)
             kr.measurements.append({"config": cfg, "times_us": times, "error": why or None})
             if times is None:
                 continue
@@ -418,8 +422,8 @@ def tune(ops: Sequence[str] | None = None, *, time_budget_s: float | None = None
             results.append(kr)
             continue
         # A second, separate measurement of both: the gain must survive it.
-        base2, _ = _measure(kernel, n, base_cfg, reps, device)
-        best2, _ = _measure(kernel, n, best, reps, device)
+        base2, _ = _measure(kernel, n, base_cfg, reps, device, sets)
+        best2, _ = _measure(kernel, n, best, reps, device, sets)
         if base2 is None or best2 is None:
             kr.note = "re-measurement failed"
             results.append(kr)
@@ -441,6 +445,7 @@ def tune(ops: Sequence[str] | None = None, *, time_budget_s: float | None = None
             kr.note = (f"best candidate {best} gained {1 / best_score:.3f}x, then {1 / score2:.3f}x on re-measurement: "
                        f"under the {MIN_GAIN:.0%} bar, {base_name} kept")
         results.append(kr)
+        sets.clear()
         torch.cuda.empty_cache()
     kept = keep_unmeasured(entries, results, current, source)
     env = environment("graph")

@@ -78,6 +78,8 @@ def quantiles(samples: Sequence[float]) -> tuple[float, float, float]:
 MAX_ROTATING_SETS = 8192
 #: ... unless making that many sets would take longer than this (see :func:`make_sets`).
 MAX_SET_MAKING_S = 3.0
+#: Sets launched once before the timing starts.
+WARMUP_SETS = 8
 
 
 def plan_sets(bytes_per_call: float, l2_bytes: int, max_sets: int = MAX_ROTATING_SETS,
@@ -236,8 +238,9 @@ def time_gpu(call: Callable[[int], None], n_sets: int, *, flush: bool, mode: str
 
     device = device or torch.device("cuda")
     flusher = _Flusher(device, l2_bytes_of(device)) if flush else None
-    # Warm-up: every set once (compilation, autotuning, allocator growth happen here).
-    for i in range(n_sets):
+    # Warm-up (compilation, autotuning happen here): a few sets, not thousands of decode sets,
+    # each of which the capture's own warm run below launches once more anyway.
+    for i in range(min(n_sets, WARMUP_SETS)):
         call(i)
     torch.cuda.synchronize()
     est = _estimate_us(call, n_sets, reps=1)
