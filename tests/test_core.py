@@ -157,7 +157,7 @@ def test_flush_subtraction_pairs_replays_so_drift_cancels(monkeypatch):
             return (later.t - self.t) / 1e3  # ms, like CUDA events
 
     body_counts = [None]
-    monkeypatch.setattr(timing, "_capture", lambda body, warm=True: Graph(body))
+    monkeypatch.setattr(timing, "_capture", lambda body, warm_body=None: Graph(body))
     monkeypatch.setattr(timing, "_events", lambda n: [Event() for _ in range(n)])
     monkeypatch.setattr(torch.cuda, "synchronize", lambda *a, **k: None)
     monkeypatch.setattr(timing, "_hold_stream", lambda us: None)  # no device to spin
