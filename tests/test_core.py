@@ -79,15 +79,26 @@ def test_quantiles_and_plan_sets():
 
 
 def test_many_sets_fall_back_to_a_flush_when_slow_to_make():
-    made = []
-    ticks = iter(range(1000))
-    sets, flush = timing.make_sets(1000, False, lambda i: made.append(i) or i, budget_s=100.0,
-                                   clock=lambda: float(next(ticks)))  # 1 s per set: 999 s projected
-    assert (sets, flush) == ([0, 1], True) and len(made) == 5
-    ticks = iter(range(1000))
-    sets, flush = timing.make_sets(1000, False, lambda i: i, budget_s=2000.0, clock=lambda: float(next(ticks)))
+    def run(n, seconds_per_set, budget_s, flush=False):
+        made, now = [], [0.0]
+
+        def make(i):
+            made.append(i)
+            now[0] += seconds_per_set(i)
+            return i
+        sets, fl = timing.make_sets(n, flush, make, budget_s=budget_s, clock=lambda: now[0])
+        return sets, fl, len(made)
+
+    # 1 s per set: 1000 s projected after 64 sets, far over 3 x 100 s
+    assert run(1000, lambda i: 1.0, 100.0) == ([0, 1], True, 64)
+    # one slow set among cheap ones (an allocation): no fall-back
+    sets, flush, made = run(1000, lambda i: 0.5 if i == 1 else 0.001, 10.0)
+    assert (len(sets), flush, made) == (1000, False, 1000)
+    # projected under 3 x budget but over budget in fact: stops when the budget is spent
+    assert run(1000, lambda i: 0.02, 10.0)[1:] == (True, 501)
+    sets, flush, _ = run(1000, lambda i: 0.001, 2000.0)
     assert (len(sets), flush) == (1000, False)
-    assert timing.make_sets(8, True, lambda i: i, budget_s=0.0) == (list(range(8)), True)  # few sets: as planned
+    assert run(8, lambda i: 10.0, 0.0, flush=True)[:2] == (list(range(8)), True)  # few sets: as planned
 
 
 def test_every_set_is_replayed_in_each_sample():
