@@ -68,9 +68,9 @@ def test_quantiles_and_plan_sets():
     l2 = 50 * 2**20
     n, flush = timing.plan_sets(40 * 2**20, l2)
     assert not flush and n * 40 * 2**20 > 2 * l2
-    n, flush = timing.plan_sets(16384, l2)  # a decode call of 16 KB rotates thousands of sets
-    assert not flush and n * 16384 > 2 * l2 and n <= timing.MAX_ROTATING_SETS
-    assert timing.plan_sets(4096, l2) == (2, True)  # smaller still: a flush
+    n, flush = timing.plan_sets(4096, l2)  # a decode call of 4 KB rotates thousands of sets
+    assert not flush and n * 4096 > 2 * l2 and n <= timing.MAX_ROTATING_SETS
+    assert timing.plan_sets(1024, l2) == (2, True)  # smaller still: a flush
     assert timing.plan_sets(3e9, l2) == (1, False)
     # Self-allocated outputs reuse graph-pool addresses: rotation cannot keep them cold, so calls
     # whose outputs fit in twice the L2 are flushed; bigger outputs evict themselves.

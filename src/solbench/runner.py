@@ -216,13 +216,8 @@ class _Timed:
     """Input sets and preallocated outputs for one impl on one shape, and the call to time."""
 
     def __init__(self, spec: OpSpec, impl: Impl, shape: Shape, device, n_sets: int, flush: bool = False):
-        def make_set(i):
-            inputs = spec.make_inputs(shape, device, 1000 + i)
-            return inputs, spec.make_outputs(shape, inputs) if impl.takes_out else None
-
-        made, self.flush = timing.make_sets(n_sets, flush, make_set)
-        self.sets = [inputs for inputs, _ in made]
-        self.outs = [outs for _, outs in made]
+        self.sets, self.flush = timing.input_sets(n_sets, flush, lambda i: spec.make_inputs(shape, device, 1000 + i))
+        self.outs = [spec.make_outputs(shape, s) if impl.takes_out else None for s in self.sets]
         self.spec, self.impl = spec, impl
 
     def __call__(self, i: int):

@@ -2,7 +2,7 @@
 inputs are a pure function of (shape, device, seed), and values are never all zeros."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Mapping, Sequence
 
 
 def generator(device, seed: int):
@@ -48,3 +48,51 @@ def row_slice(x, extra: int):
     wide[..., n:] = 0
     wide[..., :n] = x
     return wide[..., :n]
+
+
+def replicate(base: Mapping, n: int, align: int = 512) -> list[dict] | None:
+    """``n`` input sets holding ``base``'s values, each in memory of its own: every storage that
+    ``base``'s tensors use is copied ``n`` times into one buffer (one copy kernel per storage), and
+    each tensor is re-created on each copy with its size, strides and offset, so tensors that
+    share a storage in ``base`` (views of one packed buffer, a row-strided slice) share one in
+    every copy. Non-tensor values are shared. None when ``base`` holds tensors inside containers
+    (the caller then makes each set itself)."""
+    import torch
+
+    for v in base.values():
+        inner = v.values() if isinstance(v, Mapping) else v if isinstance(v, (list, tuple)) else ()
+        if any(isinstance(x, torch.Tensor) for x in inner):
+            return None
+    groups: dict = {}
+    for key, t in base.items():
+        if isinstance(t, torch.Tensor):
+            st = t.untyped_storage()
+            groups.setdefault((st.device, st.data_ptr()), (st, []))[1].append(key)
+    out = [dict(base) for _ in range(n)]
+    for st, keys in groups.values():
+        nbytes = st.nbytes()
+        row = max(1, -(-nbytes // align)) * align  # each copy starts on an ``align``-byte boundary
+        big = torch.empty((n, row), dtype=torch.uint8, device=st.device)
+        if nbytes:
+            src = torch.empty(0, dtype=torch.uint8, device=st.device).set_(st)
+            big[:, :nbytes].copy_(src.expand(n, nbytes))
+        for key in keys:
+            t = base[key]
+            typed = big.view(-1).view(t.dtype)
+            per_copy = row // t.element_size()
+            for i in range(n):
+                out[i][key] = typed.as_strided(t.size(), t.stride(), i * per_copy + t.storage_offset())
+    return out
+
+
+def rotating_sets(make: Callable[[int], dict], n: int, distinct: int = 8) -> list[dict] | None:
+    """``n`` input sets for a rotating timer: ``distinct`` of them made by ``make(i)`` (fresh
+    seeds), the rest copies of those in turn (:func:`replicate`), so a decode call's thousands of
+    sets cost a few copy kernels, not thousands of random draws. None when a set cannot be copied."""
+    bases = [make(j) for j in range(min(n, distinct))]
+    if n <= len(bases):
+        return bases
+    copies = [replicate(b, len(range(j, n, len(bases)))) for j, b in enumerate(bases)]
+    if any(c is None for c in copies):
+        return None
+    return [copies[i % len(bases)][i // len(bases)] for i in range(n)]

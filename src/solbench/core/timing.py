@@ -3,7 +3,7 @@
 GPU, default (``graph``): the calls are captured into a CUDA graph and the graph is replayed,
 timed with CUDA events. Inputs come from rotating sets, enough of them to be over twice the L2
 cache together, so every call starts with a cold L2 (up to :data:`MAX_ROTATING_SETS`, i.e. calls
-down to about 13 KB). Only smaller calls are each preceded by a read of a 2xL2 buffer (a "flush"),
+down to about 3 KB; all but a few of the sets are copies). Only smaller calls are each preceded by a read of a 2xL2 buffer (a "flush"),
 and the time of a graph of flushes alone is subtracted, replay by replay (the two graphs
 alternate).
 
@@ -66,16 +66,17 @@ def quantiles(samples: Sequence[float]) -> tuple[float, float, float]:
     return statistics.median(xs), q(0.2), q(0.8)
 
 
-#: At most this many rotating input sets: calls down to about 13 KB (2 x 50 MB of L2 / 8192) rotate
-#: instead of being flushed (smaller decode calls would need tens of thousands of sets, each
-#: launched three times from Python before the timing starts). Why not a flush for everything under ~12 MB (the old limit was 8 sets):
+#: At most this many rotating input sets: calls down to about 3 KB (2 x 50 MB of L2 / 32768) rotate
+#: instead of being flushed. Most sets are copies of a few (:func:`input_sets`), so making them is
+#: a few copy kernels; what remains per set is its launch inside the graph capture (~30-60 us of
+#: Python). Why not a flush for everything under ~12 MB (the old limit was 8 sets):
 #: the flush's own time (~36 us on the H200) is subtracted, and the flush-only graph's time differs
 #: from the flushes' time inside the flush + call graph by an amount that changes from process to
 #: process. On the H200 (benchmarks/results/h200/table_*.jsonl) two processes timed the same
 #: kernels on 1.7-5.5 MB 0.3 us apart (2.90 / 3.28 us), exactly the 0.33 us between their
 #: flush-only times (36.40 / 36.07 us), while flush + call stayed put: a 10% error on a 3 us call,
 #: larger than the differences between implementations it was meant to rank.
-MAX_ROTATING_SETS = 8192
+MAX_ROTATING_SETS = 32768
 #: ... unless making that many sets would take longer than this (see :func:`make_sets`).
 MAX_SET_MAKING_S = 3.0
 #: Sets whose making time projects the rest's (see :func:`make_sets`).
@@ -126,6 +127,24 @@ def plan_for(cost, l2_bytes: int, *, allocates_outputs: bool, mode: str) -> tupl
     Pass ``eager_flush=allocates_outputs`` to :func:`time_gpu` along with the plan."""
     return plan_sets(cost.total_bytes, l2_bytes, outputs_rotate=not allocates_outputs or mode == "graph",
                      bytes_written=cost.bytes_written)
+
+
+#: Input sets made from fresh seeds; the rest of a plan's sets are copies of these (see input_sets).
+DISTINCT_SETS = 8
+
+
+def input_sets(n_sets: int, flush: bool, make_inputs: Callable[[int], dict]) -> tuple[list[dict], bool]:
+    """The input sets of a :func:`plan_sets` plan and whether to flush: up to :data:`DISTINCT_SETS`
+    made by ``make_inputs(i)``, the rest copies of them (core/inputs.rotating_sets; a memory copy
+    keeps a set cold as well as fresh values would). Sets that cannot be copied (tensors inside
+    containers) are each made, within :func:`make_sets`' budget."""
+    if n_sets > DISTINCT_SETS:
+        from solbench.core.inputs import rotating_sets
+
+        sets = rotating_sets(make_inputs, n_sets, DISTINCT_SETS)
+        if sets is not None:
+            return sets, flush
+    return make_sets(n_sets, flush, make_inputs)
 
 
 def make_sets(n_sets: int, flush: bool, make_set: Callable[[int], object],

@@ -194,7 +194,7 @@ def _perf(spec, shape, fn, device, rng, timer_mode, timing, integrity) -> dict:
     n_sets, flush = timing.plan_for(spec.cost(shape), timing.l2_bytes_of(device), allocates_outputs=True,
                                     mode=timer_mode)
     in_place = integrity.mutates_inputs(fn, spec, shape, device)
-    sets, flush = timing.make_sets(n_sets, flush, lambda i: spec.make_inputs(shape, device, 1000 + i))
+    sets, flush = timing.input_sets(n_sets, flush, lambda i: spec.make_inputs(shape, device, 1000 + i))
     n_sets = len(sets)
     err = integrity.distinct_addresses(sets)
     if err:
