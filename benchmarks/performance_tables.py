@@ -115,6 +115,11 @@ def behind_in_both(first, second) -> None:
         print(f"| {op} | {len(keys)} | {both(1.03)} | {both(1.05)} |")
 
 
+#: "Within this of the best peer" counts as level: the run-to-run scatter of the rotating timer is
+#: about 0.2-0.5% (H200, session 8), so a shape 0.1% behind is a tie, not a loss.
+TIE = 0.01
+
+
 def bars(recs) -> None:
     """The kernel bars of issues #2 and #7, per operator with an ours_triton: correct on every
     shape; achievable S >= 0.85 on shapes moving >= 64 MB and >= 0.90 on >= 256 MB; faster than
@@ -149,11 +154,13 @@ def bars(recs) -> None:
             row["n_peer"].append(sid)
             if ratio < 1.0:
                 row["wins"].append(sid)
+            if ratio <= 1.0 + TIE:
+                row["level"].append(sid)
             row["ratios"].append((ratio, sid))
     print()
     print("| operator | correct | S bar (>= 64 MB: 0.85, >= 256 MB: 0.90) misses | faster than best peer "
-          "| worst vs best peer | < 1 MB within 2 us of the launch floor |")
-    print("|---|---|---|---|---|---|")
+          f"| within {TIE:.0%} of it or faster | worst vs best peer | < 1 MB within 2 us of the launch floor |")
+    print("|---|---|---|---|---|---|---|")
     for op in sorted(rows):
         row = rows[op]
         n = len(row["shapes"])
@@ -162,7 +169,8 @@ def bars(recs) -> None:
         slow5 = [f"{sid}" for ratio, sid in sorted(row["ratios"], reverse=True) if ratio > 1.05]
         print(f"| {op} | {n - len(row['not_ok'])}/{n} | {len(row['s_miss'])}/{len(row['n64'])}"
               f"{': ' + ', '.join(row['s_miss']) if row['s_miss'] else ''} | {len(row['wins'])}/{len(row['n_peer'])}"
-              f"{' (>5% slower: ' + ', '.join(slow5) + ')' if slow5 else ''} | {worst_txt} | "
+              f"{' (>5% slower: ' + ', '.join(slow5) + ')' if slow5 else ''} | {len(row['level'])}/{len(row['n_peer'])} "
+              f"| {worst_txt} | "
               f"{len(row['n_small']) - len(row['small_miss'])}/{len(row['n_small'])}"
               f"{': ' + ', '.join(row['small_miss']) if row['small_miss'] else ''} |")
 

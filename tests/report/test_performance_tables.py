@@ -38,3 +38,16 @@ def test_tables_print_from_the_committed_h200_files(capsys, monkeypatch):
          {"__name__": "__main__"})
     out = capsys.readouterr().out
     assert "| silu_and_mul | 37/37 |" in out and "by > 5% in both" in out
+
+
+def test_bars_count_ties_apart_from_losses(capsys):
+    mod = _module()
+    recs = []
+    for sid, ours in enumerate((0.90, 1.004, 1.03)):  # ahead, level (0.4% behind), behind
+        for impl, t in (("ours_triton", ours), ("liger", 1.0)):
+            recs.append({**_rec("x", sid, impl, t), "cost": {"bytes_read": 1e3, "bytes_written": 1e3},
+                         "s_achievable": 0.5, "launch_floor_us": 0.7})
+    mod.bars(recs)
+    row = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| x |")][0]
+    assert row.split(" | ")[3:5] == ["1/3", "2/3"]  # faster on one shape, within 1% on two
+
