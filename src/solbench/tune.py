@@ -224,11 +224,13 @@ def representatives(entries: list, few_rows: bool = False) -> list:
 def _time(spec, impl, shape, device, cost, sets_cache: dict | None = None) -> float | None:
     """The median time of one representative, timed by ``run``'s rule.
 
-    Few-rows keys used to be timed with a warm L2 when their shapes were decode-sized: flushed,
-    such a launch then scattered 10-20% between runs. Session 6's timer fix made flushed decode
-    records agree within about 1% between processes (noise_*.jsonl), and the warm choice
-    then lost where it is scored: rms_norm@few_rows:1280, tuned warm, trailed liger on #28 in both
-    runs of session 7. A table entry is judged by the record ``run`` writes, so it is chosen by one."""
+    Few-rows keys used to be timed with a warm L2 when their shapes were decode-sized, because
+    flushed, such a launch scattered 10-20% between runs. The warm choice then lost where it is
+    scored (rms_norm@few_rows:1280, tuned warm, trailed liger on #28 in both runs of session 7),
+    and the scatter turned out to be the flush subtraction's per-process bias (H200, session 8).
+    Decode shapes now rotate their input sets instead, and the tune's two measurements of a
+    candidate agree within 0.2-2% (tune_log_session8_rotated.jsonl). A table entry is judged by the
+    record ``run`` writes, so it is chosen by one."""
     from solbench.runner import RunConfig, _time_impl
 
     status, _, facts = _time_impl(spec, impl, shape, device, RunConfig(), cost, sets_cache)
