@@ -62,6 +62,21 @@ def test_the_timer_copies_sets_and_makes_them_when_it_cannot():
     assert (len(sets), flush) == (20, False) and made[-12:] == list(range(8, 20))
 
 
+def test_sets_that_hold_much_memory_are_flushed_not_rotated(monkeypatch):
+    # A call that moves a few KB of a large cache plans thousands of sets; copies of the whole
+    # cache would not fit, so such a plan is flushed (two sets).
+    cache = torch.zeros(1 << 20)  # 4 MB held, whatever the call moves
+    packed = torch.zeros(4, 8)
+    assert inputs.footprint({"cache": cache, "view": cache[:10], "q": packed[:, :4], "k": packed[:, 4:],
+                             "xs": [torch.zeros(2)], "eps": 1e-6}) == (1 << 22) + 4 * 8 * 4 + 8
+    monkeypatch.setattr(timing, "MAX_SETS_BYTES", 100 * (1 << 22))
+    made = []
+    sets, flush = timing.input_sets(1000, False, lambda i: made.append(i) or {"cache": torch.zeros(1 << 20)})
+    assert (len(sets), flush, made) == (2, True, [0, 1])
+    sets, flush = timing.input_sets(50, False, lambda i: {"cache": torch.zeros(1 << 20)})
+    assert (len(sets), flush) == (50, False)
+
+
 @pytest.mark.parametrize("spec", all_specs(include_variants=True), ids=lambda s: s.name)
 def test_a_copied_set_is_the_same_input_for_every_operator(spec):
     # Every operator's reference gives the same answer on a copy as on the set it was copied from:

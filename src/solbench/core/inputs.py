@@ -50,6 +50,20 @@ def row_slice(x, extra: int):
     return wide[..., :n]
 
 
+def footprint(inputs: Mapping) -> int:
+    """Bytes of memory an input set holds: the storages of its tensors, each counted once."""
+    import torch
+
+    seen: dict = {}
+    for v in inputs.values():
+        items = v.values() if isinstance(v, Mapping) else v if isinstance(v, (list, tuple)) else (v,)
+        for t in items:
+            if isinstance(t, torch.Tensor):
+                st = t.untyped_storage()
+                seen[(st.device, st.data_ptr(), st.nbytes())] = st.nbytes()
+    return sum(seen.values())
+
+
 def replicate(base: Mapping, n: int, align: int = 512) -> list[dict] | None:
     """``n`` input sets holding ``base``'s values, each in memory of its own: every storage that
     ``base``'s tensors use is copied ``n`` times into one buffer (one copy kernel per storage), and

@@ -131,19 +131,31 @@ def plan_for(cost, l2_bytes: int, *, allocates_outputs: bool, mode: str) -> tupl
 
 #: Input sets made from fresh seeds; the rest of a plan's sets are copies of these (see input_sets).
 DISTINCT_SETS = 8
+#: The most memory a plan of many sets may hold in inputs (see input_sets).
+MAX_SETS_BYTES = 2e9
 
 
 def input_sets(n_sets: int, flush: bool, make_inputs: Callable[[int], dict]) -> tuple[list[dict], bool]:
     """The input sets of a :func:`plan_sets` plan and whether to flush: up to :data:`DISTINCT_SETS`
     made by ``make_inputs(i)``, the rest copies of them (core/inputs.rotating_sets; a memory copy
     keeps a set cold as well as fresh values would). Sets that cannot be copied (tensors inside
-    containers) are each made, within :func:`make_sets`' budget."""
-    if n_sets > DISTINCT_SETS:
-        from solbench.core.inputs import rotating_sets
+    containers) are each made, within :func:`make_sets`' budget.
 
-        sets = rotating_sets(make_inputs, n_sets, DISTINCT_SETS)
+    The plan counts the bytes a call moves, not the memory its inputs hold: a call that writes
+    a few KB into a cache of GBs (reshape_and_cache's decode shapes) would plan thousands of sets
+    of the whole cache. A plan of more than :data:`DISTINCT_SETS` sets whose inputs would hold
+    more than :data:`MAX_SETS_BYTES` together is flushed instead."""
+    if n_sets > DISTINCT_SETS:
+        from solbench.core.inputs import footprint, rotating_sets
+
+        first = make_inputs(0)
+        if n_sets * footprint(first) > MAX_SETS_BYTES:
+            return [first, make_inputs(1)], True
+        make = lambda i: first if i == 0 else make_inputs(i)  # noqa: E731 - the set just made is the first
+        sets = rotating_sets(make, n_sets, DISTINCT_SETS)
         if sets is not None:
             return sets, flush
+        return make_sets(n_sets, flush, make)
     return make_sets(n_sets, flush, make_inputs)
 
 
