@@ -349,3 +349,35 @@ def test_torch_compile_is_first_traced_on_the_largest_shape_that_fits(monkeypatc
     facts = compiled.warm({"x": torch.zeros(1, 4)}, first=first)
     assert calls == [(8, 4), (1, 4)] and facts["first_traced_on"] == "shape big"
     assert "first_traced_on" not in compiled.warm({"x": torch.zeros(2, 4)}, first=first) and calls[-1] == (2, 4)
+
+
+def test_a_slow_call_over_many_sets_is_flushed_instead(monkeypatch):
+    # A Python-loop baseline (100 us a call) on a decode plan of 5000 sets would replay 0.5 s per
+    # sample; time_gpu flushes two sets instead, and says so.
+    import torch
+
+    seen = {}
+
+    class FakeFlusher:
+        bufs = [None]
+
+        def __init__(self, *a, **k):
+            pass
+
+        def __call__(self):
+            pass
+
+    def fake_graph(call, n_sets, flusher, k, samples, on_graph=None):
+        seen.update(n_sets=n_sets, flushed=flusher is not None, k=k)
+        return timing.Timing(100.0, 99.0, 101.0, "graph", n_sets, k, samples, "flush" if flusher else "rotate", [])
+
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *a, **k: None)
+    monkeypatch.setattr(timing, "_estimate_us", lambda call, n, reps=3: 100.0)
+    monkeypatch.setattr(timing, "_Flusher", FakeFlusher)
+    monkeypatch.setattr(timing, "l2_bytes_of", lambda device: 50 << 20)
+    monkeypatch.setattr(timing, "_time_graph", fake_graph)
+    t = timing.time_gpu(lambda i: None, 5000, flush=False, device=torch.device("cpu"))
+    assert seen["n_sets"] == 2 and seen["flushed"] and t.cold_l2 == "flush"
+    assert "5000 rotating sets would replay 500 ms per sample" in t.notes[0]
+    t = timing.time_gpu(lambda i: None, 300, flush=False, device=torch.device("cpu"))  # 30 ms: rotates
+    assert seen["n_sets"] == 300 and not seen["flushed"] and seen["k"] == 300 and t.notes == []

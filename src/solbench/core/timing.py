@@ -133,6 +133,8 @@ def plan_for(cost, l2_bytes: int, *, allocates_outputs: bool, mode: str) -> tupl
 DISTINCT_SETS = 8
 #: The most memory a plan of many sets may hold in inputs (see input_sets).
 MAX_SETS_BYTES = 2e9
+#: The longest replay (us) a plan of many sets may take; slower calls are flushed (see time_gpu).
+MAX_ROTATION_REPLAY_US = 50_000.0
 
 
 def input_sets(n_sets: int, flush: bool, make_inputs: Callable[[int], dict]) -> tuple[list[dict], bool]:
@@ -285,6 +287,13 @@ def time_gpu(call: Callable[[int], None], n_sets: int, *, flush: bool, mode: str
         est = _estimate_us(call, n_sets)
     if mode == "eager":
         return _labelled(time_eager(max(samples, 50)), warm)
+    plan_notes = []
+    if flusher is None and not warm and n_sets > DISTINCT_SETS and n_sets * est > MAX_ROTATION_REPLAY_US:
+        # A slow call (a Python-loop baseline) on a plan of thousands of small sets: every replay
+        # would hold all of them, seconds per sample; its own time dwarfs the flush's bias anyway.
+        plan_notes.append(f"{n_sets} rotating sets would replay {n_sets * est / 1e3:.0f} ms per sample: "
+                          "2 sets and a flush instead")
+        n_sets, flusher = 2, _Flusher(device, l2_bytes_of(device))
     # A sample is about ``target_sample_us`` of GPU time, flushes included: sizing it by the call
     # alone would replay up to 200 flushes per sample for a 2 us kernel (10x the time for no
     # better estimate, since the flush-only graph is subtracted at the same length).
@@ -301,8 +310,9 @@ def time_gpu(call: Callable[[int], None], n_sets: int, *, flush: bool, mode: str
     except Exception as e:  # capture can fail for code that syncs with the host
         torch.cuda.synchronize()
         t = time_eager(max(samples, 50))
-        t.notes.append(f"graph capture failed ({type(e).__name__}: {str(e)[:160]}); timed eagerly")
+        t.notes.extend(plan_notes + [f"graph capture failed ({type(e).__name__}: {str(e)[:160]}); timed eagerly"])
         return _labelled(t, warm)
+    timing.notes.extend(plan_notes)
     return _labelled(timing, warm)
 
 
