@@ -39,9 +39,9 @@ TARGET_BYTES = 32e6
 MAX_TUNE_BYTES = 1.2e9
 MIN_GAIN = 0.03
 #: No representative may get slower than the baseline by more than this (one entry serves every
-#: launch of its key). Looser than MIN_GAIN: the smallest representatives are flushed 4-10 us
-#: launches, which scatter 5-9% between runs on the H200; the losses this guards against were
-#: 27-36% (see representatives).
+#: launch of its key). Looser than MIN_GAIN: when it was set (session 7) the smallest
+#: representatives were flushed 4-10 us launches that scattered 5-9% between runs on the H200;
+#: the losses this guards against were 27-36% (see representatives).
 MAX_REPRESENTATIVE_LOSS = 0.08
 
 #: Largest register tile (elements) a candidate may use: beyond it the row no longer fits in

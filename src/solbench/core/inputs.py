@@ -50,18 +50,36 @@ def row_slice(x, extra: int):
     return wide[..., :n]
 
 
+def _inner(value) -> tuple | list:
+    """What a container value of an input set holds (a mapping's values, a list's or tuple's
+    items); nothing for a tensor or a scalar."""
+    if isinstance(value, Mapping):
+        return list(value.values())
+    return value if isinstance(value, (list, tuple)) else ()
+
+
+def _storage_key(t) -> tuple:
+    st = t.untyped_storage()
+    return st.device, st.data_ptr()
+
+
 def footprint(inputs: Mapping) -> int:
     """Bytes of memory an input set holds: the storages of its tensors, each counted once."""
     import torch
 
     seen: dict = {}
     for v in inputs.values():
-        items = v.values() if isinstance(v, Mapping) else v if isinstance(v, (list, tuple)) else (v,)
-        for t in items:
+        for t in (*_inner(v), v):
             if isinstance(t, torch.Tensor):
-                st = t.untyped_storage()
-                seen[(st.device, st.data_ptr(), st.nbytes())] = st.nbytes()
+                seen[_storage_key(t)] = t.untyped_storage().nbytes()
     return sum(seen.values())
+
+
+def copyable(inputs: Mapping) -> bool:
+    """Whether :func:`replicate` can copy the set: no tensors inside containers."""
+    import torch
+
+    return not any(isinstance(x, torch.Tensor) for v in inputs.values() for x in _inner(v))
 
 
 def replicate(base: Mapping, n: int, align: int = 512) -> list[dict] | None:
@@ -69,19 +87,16 @@ def replicate(base: Mapping, n: int, align: int = 512) -> list[dict] | None:
     ``base``'s tensors use is copied ``n`` times into one buffer (one copy kernel per storage), and
     each tensor is re-created on each copy with its size, strides and offset, so tensors that
     share a storage in ``base`` (views of one packed buffer, a row-strided slice) share one in
-    every copy. Non-tensor values are shared. None when ``base`` holds tensors inside containers
+    every copy. Non-tensor values are shared. None when ``base`` is not :func:`copyable`
     (the caller then makes each set itself)."""
     import torch
 
-    for v in base.values():
-        inner = v.values() if isinstance(v, Mapping) else v if isinstance(v, (list, tuple)) else ()
-        if any(isinstance(x, torch.Tensor) for x in inner):
-            return None
+    if not copyable(base):
+        return None
     groups: dict = {}
     for key, t in base.items():
         if isinstance(t, torch.Tensor):
-            st = t.untyped_storage()
-            groups.setdefault((st.device, st.data_ptr()), (st, []))[1].append(key)
+            groups.setdefault(_storage_key(t), (t.untyped_storage(), []))[1].append(key)
     out = [dict(base) for _ in range(n)]
     for st, keys in groups.values():
         nbytes = st.nbytes()
@@ -99,14 +114,15 @@ def replicate(base: Mapping, n: int, align: int = 512) -> list[dict] | None:
     return out
 
 
-def rotating_sets(make: Callable[[int], dict], n: int, distinct: int = 8) -> list[dict] | None:
+def rotating_sets(make: Callable[[int], dict], n: int, distinct: int = 8) -> list[dict]:
     """``n`` input sets for a rotating timer: ``distinct`` of them made by ``make(i)`` (fresh
     seeds), the rest copies of those in turn (:func:`replicate`), so a decode call's thousands of
-    sets cost a few copy kernels, not thousands of random draws. None when a set cannot be copied."""
+    sets cost a few copy kernels, not thousands of random draws. The sets must be
+    :func:`copyable`."""
     bases = [make(j) for j in range(min(n, distinct))]
     if n <= len(bases):
         return bases
     copies = [replicate(b, len(range(j, n, len(bases)))) for j, b in enumerate(bases)]
     if any(c is None for c in copies):
-        return None
+        raise ValueError("rotating_sets: an input set holds tensors inside containers and cannot be copied")
     return [copies[i % len(bases)][i // len(bases)] for i in range(n)]

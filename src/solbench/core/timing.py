@@ -148,15 +148,14 @@ def input_sets(n_sets: int, flush: bool, make_inputs: Callable[[int], dict]) -> 
     of the whole cache. A plan of more than :data:`DISTINCT_SETS` sets whose inputs would hold
     more than :data:`MAX_SETS_BYTES` together is flushed instead."""
     if n_sets > DISTINCT_SETS:
-        from solbench.core.inputs import footprint, rotating_sets
+        from solbench.core.inputs import copyable, footprint, rotating_sets
 
         first = make_inputs(0)
         if n_sets * footprint(first) > MAX_SETS_BYTES:
             return [first, make_inputs(1)], True
         make = lambda i: first if i == 0 else make_inputs(i)  # noqa: E731 - the set just made is the first
-        sets = rotating_sets(make, n_sets, DISTINCT_SETS)
-        if sets is not None:
-            return sets, flush
+        if copyable(first):
+            return rotating_sets(make, n_sets, DISTINCT_SETS), flush
         return make_sets(n_sets, flush, make)
     return make_sets(n_sets, flush, make_inputs)
 
