@@ -69,8 +69,8 @@ def quantiles(samples: Sequence[float]) -> tuple[float, float, float]:
 #: At most this many rotating input sets: calls down to about 3 KB (2 x 50 MB of L2 / 32768) rotate
 #: instead of being flushed. Most sets are copies of a few (:func:`input_sets`), so making them is
 #: a few copy kernels; what remains per set is its Python launch inside the graph capture (records
-#: of 2000-8192 sets spent 2-5 s each in timing on the H200: impl_facts.phase_s of
-#: repeat_session8_no_liger.jsonl). Why not a flush for everything under ~12 MB (the old limit was 8 sets):
+#: of 2000-8192 sets spent 2-5 s each in timing on the H200 while every set was still made, warmed
+#: up and captured twice: impl_facts.phase_s of repeat_session8_no_liger.jsonl). Why not a flush for everything under ~12 MB (the old limit was 8 sets):
 #: the flush's own time (~36 us on the H200) is subtracted, and the flush-only graph's time differs
 #: from the flushes' time inside the flush + call graph by an amount that changes from process to
 #: process. On the H200 (benchmarks/results/h200/table_*.jsonl) two processes timed the same
