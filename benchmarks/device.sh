@@ -172,8 +172,9 @@ print(json.dumps(h.load_calibration(h.device_key()), indent=1))" >"$cal" || stat
     decodebytes)
       # Bytes per thread on decode launches (core/rowwise.DECODE_BYTES_PER_THREAD, default 16): one
       # 16-byte vector per thread gives layer_norm #11 (1 x 4096) 16 warps, where liger's 8 warps of
-      # two vectors were 7% faster (session 8). DECODE_BYTES_MODES picks the values.
-      ab SOLBENCH_ROW_DECODE_BYTES_PER_THREAD decode_bytes "$ROW_NORMS" ${DECODE_BYTES_MODES:-16 32} ;;
+      # two vectors were 7% faster (session 8). DECODE_BYTES_MODES picks the values, DECODE_BYTES_OPS
+      # the operators (default: the row norms).
+      ab SOLBENCH_ROW_DECODE_BYTES_PER_THREAD decode_bytes "${DECODE_BYTES_OPS:-$ROW_NORMS}" ${DECODE_BYTES_MODES:-16 32} ;;
     tableab)
       # One tuned entry with and without (benchmarks/table_variant.py): TABLE_SET ('KERNEL:N=JSON',
       # several separated by ';') and TABLE_DROP ('KERNEL:N;...') change a copy of the packaged table;
