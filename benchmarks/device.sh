@@ -114,8 +114,9 @@ print(json.dumps(h.load_calibration(h.device_key()), indent=1))" >"$cal" || stat
         >"$work/sweep.log" 2>&1 || status=1
       tail -n 60 "$work/sweep.log" ;;
     glu)
-      # GLU_REMEASURE_OPS (comma-separated) measures those variants again, the rest of the file reused.
-      w glu_variants.jsonl; sb run --ops gelu_and_mul,gelu_tanh_and_mul,swiglu_oai --out "$wf" \
+      # GLU_REMEASURE_OPS (comma-separated) measures those variants again, the rest of the file reused;
+      # GLU_SHAPES (a --shapes list) narrows the run, and the re-measurement, to those shapes.
+      w glu_variants.jsonl; sb run --ops gelu_and_mul,gelu_tanh_and_mul,swiglu_oai --out "$wf" ${GLU_SHAPES:+--shapes "$GLU_SHAPES"} \
         ${GLU_REMEASURE_OPS:+--remeasure-ops "$GLU_REMEASURE_OPS"} ${budget:+--time-budget "$budget"} >"$work/glu.log" 2>&1 || status=1
       tail -n 20 "$work/glu.log" ;;
     repeat)

@@ -79,6 +79,17 @@ def test_remeasure_ops_replaces_only_those_operators_records(tmp_path, capsys):
                         (["run", "--ops", "rms_norm", "--out", str(out), "--remeasure-ops", "silu_and_mul"], "not among --ops")):
         assert main(bad) == 2 and needle in capsys.readouterr().err, bad
     assert len(read_records(out)) == len(recs)  # a refused request changed nothing
+    # With --shapes only those shapes' records of the operator are measured again (the others are
+    # neither dropped nor measured: the run takes no other shapes).
+    first = str(next(r["shape_id"] for r in recs if r["op"] == "silu_and_mul"))
+    for r in recs:
+        r["time_us"] = 12345.0
+    out.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    args = ["run", "--ops", "silu_and_mul", "--impls", "ours_triton", "--out", str(out)]
+    assert main(args + ["--remeasure-ops", "silu_and_mul", "--shapes", first]) == 0
+    again = read_records(out)
+    assert len(again) == len(recs)
+    assert all((r["time_us"] == 12345.0) == (r["op"] != "silu_and_mul" or str(r["shape_id"]) != first) for r in again)
 
 
 def test_time_budget_stops_cleanly_and_the_rerun_resumes(tmp_path, capsys):

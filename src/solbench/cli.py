@@ -315,9 +315,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--retry-failed", action="store_true",
                    help="with --out: measure the FAIL records already in the file again, replacing them")
     q.add_argument("--remeasure-ops", action="append", metavar="OPS",
-                   help="with --out: measure these operators again, replacing their records (the old ones are "
-                        "appended to OUT.replaced.jsonl); the file's other records are reused. Resume a "
-                        "budget-cut run without it")
+                   help="with --out: measure these operators again, replacing their records (with --shapes, "
+                        "only those shapes' records; the old ones are appended to OUT.replaced.jsonl); the "
+                        "file's other records are reused. Resume a budget-cut run without it")
     q.add_argument("--time-budget", type=float, metavar="SECONDS",
                    help="start no new shape after this many seconds (the run stops cleanly; with --out a "
                         "rerun resumes)")

@@ -71,18 +71,24 @@ class RunResult:
     wall_s: float = 0.0
 
 
-def _drop_to_remeasure(path: str, existing: dict, failed_too: bool = True, ops: Collection[str] = ()) -> None:
+def _drop_to_remeasure(path: str, existing: dict, failed_too: bool = True, ops: Collection[str] = (),
+                       shapes: Collection[str] | None = None) -> None:
     """Rewrite ``path`` without the records to measure again (atomically: a crash leaves the old
     file), so that the file keeps one record per key: FAIL records (when ``failed_too``), records
     marked ``carried_from`` (copied from another results file to complete it; a run that resumes
     the file replaces them with its own measurements) and every record of the operators ``ops``
-    (those are first saved to ``<path>.replaced.jsonl``, so nothing measured is lost if the run
-    stops early)."""
+    (only of the shape ids ``shapes`` when given: the run measures no others; those records are
+    first saved to ``<path>.replaced.jsonl``, so nothing measured is lost if the run stops early)."""
+    wanted = None if not shapes else {str(s) for s in shapes}
+
+    def remeasured(r: dict) -> bool:
+        return r.get("op") in ops and (wanted is None or str(r.get("shape_id")) in wanted)
+
     redo = [k for k, r in existing.items()
-            if (failed_too and r.get("status") == "fail") or r.get("carried_from") or r.get("op") in ops]
+            if (failed_too and r.get("status") == "fail") or r.get("carried_from") or remeasured(r)]
     if not redo:
         return
-    replaced = [existing[k] for k in redo if existing[k].get("op") in ops]
+    replaced = [existing[k] for k in redo if remeasured(existing[k])]
     if replaced:
         with open(str(path) + ".replaced.jsonl", "a", encoding="utf-8") as f:  # appended: never lost
             for r in replaced:
@@ -155,7 +161,11 @@ def _shape_pool(spec: OpSpec, cfg: RunConfig, smoke: bool) -> tuple[list[Shape],
         shapes = make_shapes(entries[spec.name]) if spec.name in entries else []
         return shapes, shapes
     if smoke:
-        return spec.smoke_shapes(), list(spec.shapes) + list(spec.smoke_shapes())
+        # A smoke shape stands in for the catalog shape of its id (a record is keyed by the id), so
+        # --shapes picks it, and a catalog shape only where no smoke shape has that id.
+        small = list(spec.smoke_shapes())
+        ids = {str(s.id) for s in small}
+        return small, small + [s for s in spec.shapes if str(s.id) not in ids]
     return list(spec.shapes), list(spec.shapes)
 
 
@@ -371,7 +381,8 @@ def run(cfg: RunConfig, *, progress: Callable | None = None, on_shape_done: Call
     if cfg.out and Path(cfg.out).exists():
         for r in read_records(cfg.out):
             existing[record_key(r)] = r
-        _drop_to_remeasure(cfg.out, existing, failed_too=cfg.retry_failed, ops=set(cfg.remeasure_ops))
+        _drop_to_remeasure(cfg.out, existing, failed_too=cfg.retry_failed, ops=set(cfg.remeasure_ops),
+                           shapes=cfg.shapes)
     out_f = open(cfg.out, "a", encoding="utf-8") if cfg.out else None
 
     specs = select_ops(cfg)

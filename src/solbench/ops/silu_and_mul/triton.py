@@ -94,15 +94,15 @@ def _glu_kernel(x_ptr, out_ptr, rows, d, x_row_stride, out_row_stride, alpha, li
              cache_modifier=STORE_CACHE)
 
 
-#: Cache hints on the GLU's own loads and stores (core/kernels.streaming_hints). The row norms
-#: gain 1-4% at 14-256 MB from them on the H200; for the GLU they depend on the mode
-#: (``device.sh glustream``, glu_stream_*.jsonl, two processes per policy agreeing within 0.1%):
-#: the erf GELU is 1-3.5% faster on 14 of its 15 shapes of 46-810 MB on many-wave launches (3%
-#: slower on #23 only), silu 3-6% slower on #4, #23 and #29 and level elsewhere. So the erf GELU
-#: uses them on many-wave launches and the other modes do not. ``SOLBENCH_GLU_STREAM``, when set,
-#: applies one policy to every mode (the A/B).
+#: Cache hints on the GLU's own loads and stores (core/kernels.streaming_hints), from
+#: ``SOLBENCH_GLU_STREAM``; ``never`` by default. The row norms gain 1-4% at 14-256 MB from them on
+#: the H200; the GLU does not. Session 8's A/B (``device.sh glustream``, glu_stream_*.jsonl, two
+#: processes per policy agreeing within 0.1%) had silu 3-6% slower on #4, #23 and #29 and the erf
+#: GELU 1-3.5% faster on its large shapes, but that was with a glu_erf:768 entry since dropped: with
+#: the first-principles tile and hints on for the erf GELU alone, its d = 768 shapes of 113-810 MB
+#: were level and #4, #23, #29 2.5-3.4% slower (benchmarks/results/h200/glu_variants_erf_stream.jsonl
+#: against glu_variants.jsonl's erf GELU records, session 9).
 GLU_STREAM_POLICY = stream_policy("SOLBENCH_GLU_STREAM", "never")
-GLU_ERF_STREAM_POLICY = stream_policy("SOLBENCH_GLU_STREAM", "many_waves")
 
 KERNEL = "glu"
 #: The erf GELU spends about 1.5x the instructions per element of the others and is near the
@@ -152,6 +152,4 @@ def launch_glu(x2d, out2d, act: int, alpha: float, limit: float | None, up_shift
                       ACT=act, HAS_LIMIT=limit is not None, INTERLEAVED=interleaved,
                       BLOCK_M=block_m, BLOCK_N=block_n, FAST=fastmath.ptx_fast_math(out2d),
                       SCALED=float(alpha) != 1.0, SHIFTED=float(up_shift) != 0.0, num_warps=num_warps,
-                      **streaming_hints(grid[0] * grid[1],
-                                        GLU_ERF_STREAM_POLICY if act == ACT_GELU_ERF else GLU_STREAM_POLICY,
-                                        tuning.sm_count()))
+                      **streaming_hints(grid[0] * grid[1], GLU_STREAM_POLICY, tuning.sm_count()))
