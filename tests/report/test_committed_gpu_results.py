@@ -64,8 +64,16 @@ def test_compare_same_code_same_gpu_is_same_and_a_20pct_slowdown_is_slower(gpu, 
     base, repeat = RESULTS / gpu / "sweep.jsonl", RESULTS / gpu / "repeat.jsonl"
     capsys.readouterr()
     assert main(["compare", str(base), str(repeat), "--json"]) == 0
-    verdicts = {(o["op"], o["impl"]): o["verdict"] for o in json.loads(capsys.readouterr().out)["ops"]}
-    assert verdicts and set(verdicts.values()) == {"same"}, {k: v for k, v in verdicts.items() if v != "same"}
+    pairs = json.loads(capsys.readouterr().out)["ops"]
+    verdicts = {(o["op"], o["impl"]): o["verdict"] for o in pairs}
+    # torch_compile's kernels need not be the same code in two processes: Inductor times the
+    # candidate launch configs of a reduction kernel at its first call and keeps the fastest, so a
+    # close race can go either way (the likely cause of H200 session 9's fused_qk_rmsnorm: compiled
+    # kernels 1.8% apart on all 4 shapes while every other pair was "same"). Its pairs may differ
+    # by up to 3%; all others not.
+    differing = {(o["op"], o["impl"]): round(o["ratio"], 3) for o in pairs if o["verdict"] != "same"}
+    assert verdicts and all(impl == "torch_compile" and abs(ratio - 1) <= 0.03
+                            for (_, impl), ratio in differing.items()), differing
     # The same second run with one implementation 20% slower on every shape.
     slowed = tmp_path / "slowed.jsonl"
     with slowed.open("w") as f:
@@ -77,4 +85,4 @@ def test_compare_same_code_same_gpu_is_same_and_a_20pct_slowdown_is_slower(gpu, 
     assert main(["compare", str(base), str(slowed), "--json", "--fail-on-regression", "10"]) == 1
     verdicts = {(o["op"], o["impl"]): o["verdict"] for o in json.loads(capsys.readouterr().out)["ops"]}
     assert verdicts.pop(("rms_norm", "ours_triton")) == "slower"
-    assert set(verdicts.values()) == {"same"}
+    assert {k: v for k, v in verdicts.items() if v != "same"}.keys() <= differing.keys()
