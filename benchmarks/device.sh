@@ -23,8 +23,6 @@
 #   streamhints[:S]  ours on the row norms under each SOLBENCH_ROW_STREAM policy (STREAM_MODES; evict-first
 #                    loads + streaming stores on many-wave launches, or never), each in its own process
 #   glustream[:S]    ours on silu_and_mul / gelu_and_mul under each SOLBENCH_GLU_STREAM policy (GLU_STREAM_MODES)
-#   layerstats[:S]   ours on layer_norm with two-pass and shifted one-reduction statistics (LAYER_STATS_MODES):
-#                    layer_sums_MODE.jsonl (the session-8 Welford A/B is layer_stats_*.jsonl)
 #   decodebytes[:S]  ours on the row norms with 16 and 32 bytes per thread on decode launches (DECODE_BYTES_MODES)
 #   tableab[:S]      ours on TABLE_OPS (TABLE_SHAPES) with the packaged tuned table and with a copy changed by TABLE_SET /
 #                    TABLE_DROP (benchmarks/table_variant.py): table_packaged.jsonl / table_variant.jsonl
@@ -168,9 +166,6 @@ print(json.dumps(h.load_calibration(h.device_key()), indent=1))" >"$cal" || stat
     glustream)
       # The same cache hints for the GLU kernel (ops/silu_and_mul/triton.GLU_STREAM_POLICY; default never).
       ab SOLBENCH_GLU_STREAM glu_stream silu_and_mul,gelu_and_mul ${GLU_STREAM_MODES:-never many_waves} ;;
-    layerstats)
-      # LayerNorm's statistics from two dependent reductions or one of shifted sums (core/rownorm.LAYER_STATS).
-      ab SOLBENCH_ROW_LAYER_STATS layer_sums layer_norm ${LAYER_STATS_MODES:-two_pass shifted} ;;
     decodebytes)
       # Bytes per thread on decode launches (core/rowwise.DECODE_BYTES_PER_THREAD, default 16): one
       # 16-byte vector per thread gives layer_norm #11 (1 x 4096) 16 warps, where liger's 8 warps of

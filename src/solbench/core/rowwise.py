@@ -77,7 +77,10 @@ TILE_ELEMS = _env_int("SOLBENCH_ROW_TILE_ELEMS", 4096)
 BYTES_PER_THREAD = _env_int("SOLBENCH_ROW_BYTES_PER_THREAD", 32)
 #: Bytes per thread on a launch too small to give every SM a program (decode: a handful of rows):
 #: there the time is one memory round trip per program, not bandwidth, so each thread issues a
-#: single 16-byte vector of each tensor and the row's reduction spreads over more warps.
+#: single 16-byte vector of each tensor and the row's reduction spreads over more warps. 32 (no
+#: raise) was 3-6% faster on layer_norm #10/#11 but mixed on rms_norm (#46 2% faster, #18 / #32 /
+#: #42 0.7-2.4% slower) in both of two processes (H200, decode_bytes_*.jsonl, session 9); the
+#: layer_norm shapes got their few-rows entries from the tune instead.
 DECODE_BYTES_PER_THREAD = _env_int("SOLBENCH_ROW_DECODE_BYTES_PER_THREAD", 16)
 MAX_WARPS = _env_int("SOLBENCH_ROW_MAX_WARPS", 16)
 #: Hard limit on the row length: column offsets stay int32 inside a row (row offsets are int64).
