@@ -5,8 +5,8 @@ import pytest
 
 import report_synth as synth
 from solbench.cli import main
-from solbench.report.compare import (FASTER, NOW_FAIL, SAME, SLOWER, compare_records, match_key,
-                                     relative_spread)
+from solbench.report.compare import (FASTER, NOW_FAIL, SAME, SLOWER, compare_records, different_gpus,
+                                     match_key, relative_spread)
 
 OPS = ["rms_norm", "silu_and_mul", "fused_moe", "moe_align_block_size"]
 
@@ -125,3 +125,24 @@ def test_a_forced_flush_matches_the_same_records_and_is_named(capsys, tmp_path):
     capsys.readouterr()
     assert main(["compare", str(a), str(b)]) == 0
     assert "timers differ" in capsys.readouterr().out
+
+
+def test_runs_on_two_gpus_are_named(capsys, tmp_path):
+    # Records name their GPU (env.gpu_uuid); two files with no GPU in common say so, since a shift
+    # of every implementation alike may then be the machines' (the verdicts stay the verdicts).
+    base, new = _run(1), _run(2, slow={("rms_norm", "ours_triton"): 1.2})
+    for records, uuid in ((base, "GPU-aaaaaaaa-1111"), (new, "GPU-bbbbbbbb-2222")):
+        for r in records:
+            r["env"] = dict(r.get("env") or {}, gpu_uuid=uuid)
+    cmp = compare_records(base, new)
+    assert cmp.gpus == (["GPU-aaaaaaaa-1111"], ["GPU-bbbbbbbb-2222"])
+    assert _verdicts(cmp)[("rms_norm", "ours_triton")] == SLOWER
+    a, b = synth.write_jsonl(tmp_path / "a.jsonl", base), synth.write_jsonl(tmp_path / "b.jsonl", new)
+    capsys.readouterr()
+    assert main(["compare", str(a), str(b)]) == 0
+    assert "different GPUs" in " ".join(capsys.readouterr().out.split())
+    assert main(["compare", str(a), str(b), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["gpus"] == {"base": ["GPU-aaaaaaaa-1111"], "new": ["GPU-bbbbbbbb-2222"]}
+    # one GPU in both files (a run resumed on the same machine): not flagged
+    new[0]["env"]["gpu_uuid"] = "GPU-aaaaaaaa-1111"
+    assert not different_gpus(compare_records(base, new))

@@ -28,12 +28,15 @@ def git_commit() -> str | None:
 
 
 def _gpu_facts() -> dict:
-    out = _run(["nvidia-smi", "--query-gpu=driver_version,clocks.sm,clocks.mem,clocks.max.sm,power.limit",
+    # The UUID tells two runs on one GPU from runs on two GPUs of one model (`solbench compare`
+    # says so): on the H200s lent to this project two machines timed every implementation,
+    # baselines included, about 1% apart (benchmarks/NOTES.md, session 9).
+    out = _run(["nvidia-smi", "--query-gpu=driver_version,clocks.sm,clocks.mem,clocks.max.sm,power.limit,uuid",
                 "--format=csv,noheader,nounits"])
     if not out:
         return {}
     first = out.splitlines()[0].split(",")
-    keys = ["driver", "clock_sm_mhz", "clock_mem_mhz", "clock_sm_max_mhz", "power_limit_w"]
+    keys = ["driver", "clock_sm_mhz", "clock_mem_mhz", "clock_sm_max_mhz", "power_limit_w", "gpu_uuid"]
     return {k: v.strip() for k, v in zip(keys, first)}
 
 

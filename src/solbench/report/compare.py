@@ -94,6 +94,7 @@ class Comparison:
     only_new: list[tuple] = field(default_factory=list)
     duplicates: int = 0
     timers: tuple[list, list] = ([], [])  # the timers (with cold-L2 qualifiers) of each file
+    gpus: tuple[list, list] = ([], [])    # the GPU UUIDs each file's records name (env.gpu_uuid)
     scatter: float = 0.0                 # run-to-run scatter of ln(ratio) over all matched records
     median_ratio: float | None = None    # median t_new / t_base over all matched records
 
@@ -101,7 +102,8 @@ class Comparison:
         return {"shapes": [asdict(s) for s in self.shapes], "ops": [asdict(o) for o in self.ops],
                 "scatter": self.scatter, "median_ratio": self.median_ratio,
                 "only_base": [list(k) for k in self.only_base], "only_new": [list(k) for k in self.only_new],
-                "duplicates": self.duplicates, "timers": {"base": self.timers[0], "new": self.timers[1]}}
+                "duplicates": self.duplicates, "timers": {"base": self.timers[0], "new": self.timers[1]},
+                "gpus": {"base": self.gpus[0], "new": self.gpus[1]}}
 
     def regressions(self, pct: float) -> list[OpVerdict]:
         """Operator x implementation pairs that got slower by at least ``pct`` percent beyond noise,
@@ -197,11 +199,22 @@ def _op_verdict(op: str, impl: str, hw: str, deltas: Sequence[ShapeDelta]) -> Op
     return v
 
 
+def _gpu_uuids(records: Sequence[Mapping]) -> list[str]:
+    return sorted({str(u) for r in records if (u := (r.get("env") or {}).get("gpu_uuid"))})
+
+
+def different_gpus(cmp: "Comparison") -> bool:
+    """Both files name their GPUs and no GPU is in both: a shift shared by every implementation,
+    baselines included, is then the machines' as likely as the code's."""
+    return bool(cmp.gpus[0] and cmp.gpus[1] and not set(cmp.gpus[0]) & set(cmp.gpus[1]))
+
+
 def compare_records(base: Sequence[Mapping], new: Sequence[Mapping]) -> Comparison:
     bi, bd = _index(base)
     ni, nd = _index(new)
     cmp = Comparison(duplicates=bd + nd, timers=(sorted({str(r.get("timer")) for r in base}),
-                                                 sorted({str(r.get("timer")) for r in new})))
+                                                 sorted({str(r.get("timer")) for r in new})),
+                     gpus=(_gpu_uuids(base), _gpu_uuids(new)))
     logs = [x for x in (_timed_log_ratio(b, ni[k]) for k, b in bi.items() if k in ni) if x is not None]
     cmp.scatter = run_scatter(logs)
     cmp.median_ratio = math.exp(median(logs)) if logs else None
@@ -273,6 +286,10 @@ def print_comparison(console, cmp: Comparison, base_name: str, new_name: str, ch
     if cmp.timers[0] != cmp.timers[1]:
         extra.append(f"timers differ ({base_name}: {', '.join(cmp.timers[0])}; {new_name}: {', '.join(cmp.timers[1])}): "
                      "a ratio there is what the timing method changes")
+    if different_gpus(cmp):
+        extra.append(f"different GPUs ({base_name}: {', '.join(u[:12] for u in cmp.gpus[0])}; {new_name}: "
+                     f"{', '.join(u[:12] for u in cmp.gpus[1])}): a ratio shared by every implementation, "
+                     "baselines included, may be the machines'")
     if cmp.median_ratio is not None:
         extra.append(f"run-wide median ratio {cmp.median_ratio:.3f}, run-to-run scatter "
                      f"±{(math.exp(cmp.scatter) - 1) * 100:.1f}% (in every noise band)")
