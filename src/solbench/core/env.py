@@ -29,8 +29,8 @@ def git_commit() -> str | None:
 
 def _gpu_facts() -> dict:
     # The UUID tells two runs on one GPU from runs on two GPUs of one model (`solbench compare`
-    # says so): on the H200s lent to this project two machines timed every implementation,
-    # baselines included, about 1% apart (benchmarks/NOTES.md, session 9).
+    # says so): two device calls of H200 session 9, each on a freshly started lent machine, timed
+    # every implementation, baselines included, about 1% apart (benchmarks/NOTES.md).
     out = _run(["nvidia-smi", "--query-gpu=driver_version,clocks.sm,clocks.mem,clocks.max.sm,power.limit,uuid",
                 "--format=csv,noheader,nounits"])
     if not out:
