@@ -2,11 +2,13 @@
 measured here: every figure comes from the records, through solbench.core.score).
 
     python benchmarks/performance_tables.py benchmarks/results/h200/sweep.jsonl [more.jsonl ...]
-        [--second-run OTHER.jsonl]
+        [--second-run OTHER.jsonl [--second-run EARLIER.jsonl ...]]
 
 ``--second-run``: a second measurement of (some of) the same operators, in another process; a
 table then lists the shapes where ours trails the best peer in both runs (a flushed 2-µs record
-scatters 2-13% between processes, so one run's ranking of such a shape is not a finding).
+scatters 2-13% between processes, so one run's ranking of such a shape is not a finding). Given
+more than once, each operator's second run comes from the first of those files that has it (a
+repeat cut by its budget, completed by an earlier one).
 """
 from __future__ import annotations
 
@@ -95,6 +97,16 @@ def _ours_vs_best_peer(recs) -> dict:
     return out
 
 
+def second_run(runs: list[list[dict]]) -> list[dict]:
+    """The records of several second runs, each operator's from the first run that has it."""
+    taken, out = set(), []
+    for recs in runs:
+        ops = {r["op"] for r in recs} - taken
+        out.extend(r for r in recs if r["op"] in ops)
+        taken |= ops
+    return out
+
+
 def behind_in_both(first, second) -> None:
     """Per operator measured in both runs: the shapes where ours is slower than the best peer by
     more than 3% (issue #2's noise allowance) and by more than 5% (issue #7's limit) in both."""
@@ -179,13 +191,13 @@ if __name__ == "__main__":
     if len(sys.argv) < 2:
         raise SystemExit(__doc__)
     args = sys.argv[1:]
-    second = None
-    if "--second-run" in args:
+    seconds = []
+    while "--second-run" in args:
         i = args.index("--second-run")
         if i + 1 >= len(args):
             raise SystemExit("--second-run needs a JSONL file")
-        second = args[i + 1]
+        seconds.append(args[i + 1])
         del args[i:i + 2]
     main(args)
-    if second:
-        behind_in_both([r for p in args for r in read_records(p)], read_records(second))
+    if seconds:
+        behind_in_both([r for p in args for r in read_records(p)], second_run([read_records(p) for p in seconds]))

@@ -30,6 +30,13 @@ def test_behind_in_both_needs_both_runs(capsys):
     assert row == "| x | 3 | 0 (1.10x / 1.06x) | 0 (1.10x / 1.06x) |"
 
 
+def test_each_operators_second_run_comes_from_the_first_file_that_has_it():
+    mod = _module()
+    partial = [_rec("x", 0, "ours_triton", 1.0)]
+    earlier = [_rec("x", 0, "ours_triton", 2.0), _rec("y", 0, "ours_triton", 3.0)]
+    assert mod.second_run([partial, earlier]) == [_rec("x", 0, "ours_triton", 1.0), _rec("y", 0, "ours_triton", 3.0)]
+
+
 def test_tables_print_from_the_committed_h200_files(capsys, monkeypatch):
     res = ROOT / "benchmarks" / "results" / "h200"
     monkeypatch.setattr("sys.argv", ["performance_tables.py", str(res / "repeat.jsonl"), "--second-run",
