@@ -22,7 +22,7 @@ from solbench.report import compare as cmp
 
 STATUS = ("ok", "fail", "skip")
 # Environment fields worth a line in the summary; the rest (platform strings) stay in the records.
-ENV_KEYS = ("device", "driver", "cuda", "torch", "triton", "python", "commit", "capability", "sm_count",
+ENV_KEYS = ("device", "gpu_uuid", "driver", "cuda", "torch", "triton", "python", "commit", "capability", "sm_count",
             "memory_gb", "clock_sm_mhz", "clock_mem_mhz", "clock_sm_max_mhz", "power_limit_w", "cpu",
             "cpu_count", "timer", "triton_interpret")
 
