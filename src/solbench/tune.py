@@ -10,12 +10,12 @@ Launches over few rows (decode batches, small prefills; see core/tuning.py) look
 tile is a latency question, not a bandwidth one. Every candidate is checked for correctness on
 the shape first (a config that computes a wrong answer is never timed), then timed with the
 runner's timer, exactly as ``run`` times the shape (CUDA-graph replay, cold L2: see
-``_time``). A key gets an entry only when its best candidate
-beats the baseline by more than ``MIN_GAIN`` (geomean over the representatives) on a second,
-separate measurement of both, and no representative is slower than the baseline by more than
-``MAX_REPRESENTATIVE_LOSS`` in either; the baseline is what the shapes use without the entry:
-first principles, or for a few-rows key the kernel's regular entry when it has one (the one this
-tune chose: a regular key is tuned before its few-rows key). The row-norm kernels (core/rownorm.py) can also run
+``_time``). A key gets an entry only when its best candidate beats the baseline by more than
+``MIN_GAIN`` (geomean over the representatives) on a second, separate measurement of both, and
+no representative is slower than the baseline by more than ``MAX_REPRESENTATIVE_LOSS`` in
+either; the baseline is what the shapes use without the entry: first principles, or for a
+few-rows key the kernel's regular entry when it has one (the one this tune chose: a regular key
+is tuned before its few-rows key). The row-norm kernels (core/rownorm.py) can also run
 persistent: a few programs per SM striding over the tiles with the next tile's loads pipelined
 (family ``row_persistent``); their non-few-rows keys try such launches beside the usual tiles, so a
 persistent grid is used exactly where it measured faster.
@@ -112,10 +112,10 @@ def candidates(family: str, n: int, elem_bytes: int, rows: int, few_rows: bool =
             for warps in _pow2_range(1, 16):
                 if per_thread_ok(tile, warps):
                     out.append({"block_m": block_m, "block_n": block_n, "num_warps": warps, "chunked": False})
-        if family == "row_persistent" and sum(column_tiles(n)) < block_n:
+        covered = sum(column_tiles(n))
+        if family == "row_persistent" and covered < block_n:
             # Rows that are not a power of two, as two or three column tiles without the padding
             # (1152 = 1024 + 128; core/rowwise.column_tiles): per-thread bytes of the real row.
-            covered = sum(column_tiles(n))
             for block_m in _pow2_range(1, min(max_m, 64)):
                 if block_m * block_n > MAX_TILE:
                     break

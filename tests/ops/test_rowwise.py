@@ -311,5 +311,3 @@ def test_stream_policies_are_validated_and_the_glu_hints_are_off_by_default(monk
     assert kernels.stream_policy("SOLBENCH_TEST_STREAM", "never") == "never"
     assert glu_triton.GLU_STREAM_POLICY == "never"  # measured: no GLU mode gains (see its comment)
     assert kernels.streaming_hints(10**6, "never", 132) == {"LOAD_EVICT": "", "STORE_CACHE": ""}
-
-

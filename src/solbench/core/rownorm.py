@@ -315,7 +315,7 @@ def _rownorm_kernel(
                         x_stride, res_stride, z_stride, out_stride, res_out_stride,
                         MODE, HAS_RES, HAS_Z, NORM_BEFORE_GATE, HAS_W, HAS_W2, HAS_B, SEGMENTED,
                         W_PER_SEG, BLOCK_M, BLOCK_N, PARAMS_FIRST, BLOCK_T1, BLOCK_T2,
-                            LOAD_EVICT, STORE_CACHE)
+                        LOAD_EVICT, STORE_CACHE)
     else:
         # Long rows (BLOCK_M == 1): pass 1 reads HBM (and stores the residual sum); the later
         # passes re-read the same row, which the previous pass left in L2 (so no cache hints:

@@ -3,9 +3,9 @@
 GPU, default (``graph``): the calls are captured into a CUDA graph and the graph is replayed,
 timed with CUDA events. Inputs come from rotating sets, enough of them to be over twice the L2
 cache together, so every call starts with a cold L2 (up to :data:`MAX_ROTATING_SETS`, i.e. calls
-down to about 3 KB; all but a few of the sets are copies). Only smaller calls are each preceded by a read of a 2xL2 buffer (a "flush"),
-and the time of a graph of flushes alone is subtracted, replay by replay (the two graphs
-alternate).
+down to about 3 KB; all but a few of the sets are copies). Only smaller calls are each preceded
+by a read of a 2xL2 buffer (a "flush"), and the time of a graph of flushes alone is subtracted,
+replay by replay (the two graphs alternate).
 
 Outputs: a call that allocates its outputs (no ``out=``) and returns them gets, under capture, a
 fresh output buffer per captured call, because the timer keeps every captured call's return value
@@ -70,13 +70,14 @@ def quantiles(samples: Sequence[float]) -> tuple[float, float, float]:
 #: instead of being flushed. Most sets are copies of a few (:func:`input_sets`), so making them is
 #: a few copy kernels; what remains per set is its Python launch inside the graph capture (records
 #: of 2000-8192 sets spent 2-5 s each in timing on the H200 while every set was still made, warmed
-#: up and captured twice: impl_facts.phase_s of repeat_session8_no_liger.jsonl). Why not a flush for everything under ~12 MB (the old limit was 8 sets):
-#: the flush's own time (~36 us on the H200) is subtracted, and the flush-only graph's time differs
-#: from the flushes' time inside the flush + call graph by an amount that changes from process to
-#: process. On the H200 (benchmarks/results/h200/table_*.jsonl) two processes timed the same
-#: kernels on 1.7-5.5 MB 0.3 us apart (2.90 / 3.28 us), exactly the 0.33 us between their
-#: flush-only times (36.40 / 36.07 us), while flush + call stayed put: a 10% error on a 3 us call,
-#: larger than the differences between implementations it was meant to rank.
+#: up and captured twice: impl_facts.phase_s of repeat_session8_no_liger.jsonl). Why not a flush
+#: for everything under ~12 MB (the old limit was 8 sets): the flush's own time (~36 us on the
+#: H200) is subtracted, and the flush-only graph's time differs from the flushes' time inside the
+#: flush + call graph by an amount that changes from process to process. On the H200
+#: (benchmarks/results/h200/table_*.jsonl) two processes timed the same kernels on 1.7-5.5 MB 0.3
+#: us apart (2.90 / 3.28 us), exactly the 0.33 us between their flush-only times (36.40 / 36.07
+#: us), while flush + call stayed put: a 10% error on a 3 us call, larger than the differences
+#: between implementations it was meant to rank.
 MAX_ROTATING_SETS = 32768
 #: ... unless making that many sets would take longer than this (see :func:`make_sets`).
 MAX_SET_MAKING_S = 3.0
