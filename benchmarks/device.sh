@@ -23,9 +23,12 @@
 #   streamhints[:S]  ours on the row norms under each SOLBENCH_ROW_STREAM policy (STREAM_MODES; evict-first
 #                    loads + streaming stores on many-wave launches, or never), each in its own process
 #   glustream[:S]    ours on silu_and_mul / gelu_and_mul under each SOLBENCH_GLU_STREAM policy (GLU_STREAM_MODES)
+#   layerstats[:S]   ours on layer_norm under each SOLBENCH_ROW_LAYER_STATS policy (LAYER_STATS_MODES, default
+#                    two_pass few_waves): layer_stats_policy_MODE.jsonl
 #   decodebytes[:S]  ours on the row norms with 16 and 32 bytes per thread on decode launches (DECODE_BYTES_MODES)
 #   tableab[:S]      ours on TABLE_OPS (TABLE_SHAPES) with the packaged tuned table and with a copy changed by TABLE_SET /
-#                    TABLE_DROP (benchmarks/table_variant.py): table_packaged.jsonl / table_variant.jsonl
+#                    TABLE_DROP (benchmarks/table_variant.py): table_packaged.jsonl / table_variant.jsonl; or with
+#                    several copies in one pass (TABLE_VARIANTS='LABEL::SETS|...'): table_LABEL.jsonl each
 #   noiseprobe[:S]   three separate runs of the flushed and the warm decode shapes (ours, liger, compile):
 #                    is the 10-20% run-to-run scatter of flushed 2-us records per process or per run?
 #   gputests         the GPU-only tests (custom ops under torch.compile / CUDA graphs, eval integrity)
@@ -166,6 +169,10 @@ print(json.dumps(h.load_calibration(h.device_key()), indent=1))" >"$cal" || stat
     glustream)
       # The same cache hints for the GLU kernel (ops/silu_and_mul/triton.GLU_STREAM_POLICY; default never).
       ab SOLBENCH_GLU_STREAM glu_stream silu_and_mul,gelu_and_mul ${GLU_STREAM_MODES:-never many_waves} ;;
+    layerstats)
+      # LayerNorm's statistics: two dependent reductions, or one of shifted sums on few-wave launches
+      # (core/rownorm.LAYER_STATS; session 9's two_pass / shifted A/B is layer_sums_*.jsonl).
+      ab SOLBENCH_ROW_LAYER_STATS layer_stats_policy layer_norm ${LAYER_STATS_MODES:-two_pass few_waves} ;;
     decodebytes)
       # Bytes per thread on decode launches (core/rowwise.DECODE_BYTES_PER_THREAD, default 16): one
       # 16-byte vector per thread gives layer_norm #11 (1 x 4096) 16 warps, where liger's 8 warps of
@@ -174,15 +181,30 @@ print(json.dumps(h.load_calibration(h.device_key()), indent=1))" >"$cal" || stat
       ab SOLBENCH_ROW_DECODE_BYTES_PER_THREAD decode_bytes "${DECODE_BYTES_OPS:-$ROW_NORMS}" ${DECODE_BYTES_MODES:-16 32} ;;
     tableab)
       # One tuned entry with and without (benchmarks/table_variant.py): TABLE_SET ('KERNEL:N=JSON',
-      # several separated by ';') and TABLE_DROP ('KERNEL:N;...') change a copy of the packaged table;
+      # several separated by ';') and TABLE_DROP ('KERNEL:N;...') change a copy of the packaged table
+      # (TABLE_BASE: another table);
       # ours on TABLE_OPS (TABLE_SHAPES narrows) with the packaged table, then with the copy.
-      base=$(python3 -c "from solbench.core import hardware, tuning; print(tuning.packaged_table_path(hardware.device_key()))")
+      base=${TABLE_BASE:-$(python3 -c "from solbench.core import hardware, tuning; print(tuning.packaged_table_path(hardware.device_key()))")}
       args=(); IFS=';' read -ra sets <<<"${TABLE_SET:-}"; IFS=';' read -ra drops <<<"${TABLE_DROP:-}"
       for x in ${sets[@]+"${sets[@]}"}; do args+=(--set "$x"); done
       for x in ${drops[@]+"${drops[@]}"}; do args+=(--drop "$x"); done
-      if python3 benchmarks/table_variant.py --base "$base" ${args[@]+"${args[@]}"} --out "$work/table_variant.json"; then
-        AB_SHAPES=${TABLE_SHAPES:-} ab SOLBENCH_TUNED_TABLE table "${TABLE_OPS:?tableab needs TABLE_OPS}" packaged= "variant=$work/table_variant.json"
-      else status=1; fi ;;
+      # TABLE_VARIANTS instead times several copies in one pass: 'LABEL::SETS|LABEL::SETS' (SETS as
+      # TABLE_SET), into PREFIX_LABEL.jsonl each, the packaged table first and again last (drift).
+      # TABLE_PREFIX (default table) names the files, so two tableab passes of one call keep theirs apart.
+      tprefix=${TABLE_PREFIX:-table}; modes=(packaged=)
+      if [ -n "${TABLE_VARIANTS:-}" ]; then
+        IFS='|' read -ra variants <<<"$TABLE_VARIANTS"
+        for v in "${variants[@]}"; do
+          label=${v%%::*}; vargs=(); IFS=';' read -ra sets <<<"${v#*::}"
+          for x in "${sets[@]}"; do vargs+=(--set "$x"); done
+          python3 benchmarks/table_variant.py --base "$base" "${vargs[@]}" --out "$work/${tprefix}_$label.json" \
+            && modes+=("$label=$work/${tprefix}_$label.json") || status=1
+        done
+        modes+=(packaged=)
+      elif python3 benchmarks/table_variant.py --base "$base" ${args[@]+"${args[@]}"} --out "$work/${tprefix}_variant.json"; then
+        modes+=("variant=$work/${tprefix}_variant.json")
+      else status=1; fi
+      AB_SHAPES=${TABLE_SHAPES:-} ab SOLBENCH_TUNED_TABLE "$tprefix" "${TABLE_OPS:?tableab needs TABLE_OPS}" "${modes[@]}" ;;
     noiseprobe)
       # The same flushed decode records in three processes, then warm once: within-run p20-p80 is ~9%
       # but runs differ by 10-20% (silu #0: 1.51-1.88 us), so the median's sampling error (~1%) is

@@ -96,7 +96,7 @@ def test_kernel_compiles_for_sm90_with_16_byte_accesses():
     pytest.importorskip("triton")
     base = dict(MODE=0, HAS_RES=False, HAS_Z=False, NORM_BEFORE_GATE=True, HAS_W=True, HAS_W2=False, HAS_B=False,
                 SEGMENTED=False, W_PER_SEG=False, BLOCK_M=32, BLOCK_N=128, CHUNKED=False, PERSISTENT=False, STAGES=1,
-                PARAMS_FIRST=True, BLOCK_T1=0, BLOCK_T2=0, LOAD_EVICT="", STORE_CACHE="")
+                PARAMS_FIRST=True, BLOCK_T1=0, BLOCK_T2=0, LOAD_EVICT="", STORE_CACHE="", SHIFTED_STATS=False)
     cases = {
         "rms_short_rows": (base, 8),
         "fused_add_wide": ({**base, "HAS_RES": True, "BLOCK_M": 1, "BLOCK_N": 8192}, 16),
@@ -110,6 +110,9 @@ def test_kernel_compiles_for_sm90_with_16_byte_accesses():
         "rms_split_1152": ({**base, "BLOCK_M": 8, "BLOCK_N": 1024, "BLOCK_T1": 128}, 4),
         "layer_split_7168": ({**base, "MODE": 1, "HAS_B": True, "HAS_RES": True, "BLOCK_M": 1, "BLOCK_N": 4096,
                               "BLOCK_T1": 2048, "BLOCK_T2": 1024}, 4),
+        # LayerNorm statistics from one reduction of shifted sums (rownorm.shifted_stats), on a split row
+        "layer_shifted_split": ({**base, "MODE": 1, "HAS_B": True, "HAS_RES": True, "SHIFTED_STATS": True,
+                                 "BLOCK_M": 8, "BLOCK_N": 1024, "BLOCK_T1": 128}, 4),
         # many-wave launches: the row's loads evict-first, its stores streaming (rownorm.streaming_hints)
         "fused_add_streaming": ({**base, "HAS_RES": True, "BLOCK_M": 2, "BLOCK_N": 1024, "LOAD_EVICT": "evict_first",
                                  "STORE_CACHE": ".cs"}, 4),
@@ -127,7 +130,9 @@ def test_kernel_compiles_for_sm90_with_16_byte_accesses():
         copies = [o for o in ops if o.startswith("cp.async.") and ".shared.global" in o]
         assert any(o.startswith("ld") for o in ops) or copies, case
         assert any(o.startswith("st") for o in ops), case
-        assert all(".v4.b32" in o for o in ops if o.startswith(("ld", "st"))), (case, sorted(set(ops)))
+        # the shifted LayerNorm statistics load each row's first value (x and the residual) as a scalar
+        scalar_ok = {"ld.global.b16"} if case == "layer_shifted_split" else set()
+        assert all(".v4.b32" in o or o in scalar_ok for o in ops if o.startswith(("ld", "st"))), (case, sorted(set(ops)))
         assert bool(copies) == (case == "fused_add_persistent"), (case, sorted(set(ops)))
         streaming = case == "fused_add_streaming"
         row_loads = [o for o in ops if o.startswith("ld")]
@@ -311,3 +316,57 @@ def test_stream_policies_are_validated_and_the_glu_hints_are_off_by_default(monk
     assert kernels.stream_policy("SOLBENCH_TEST_STREAM", "never") == "never"
     assert glu_triton.GLU_STREAM_POLICY == "never"  # measured: no GLU mode gains (see its comment)
     assert kernels.streaming_hints(10**6, "never", 132) == {"LOAD_EVICT": "", "STORE_CACHE": ""}
+
+
+@pytest.mark.parametrize("split", [False, True])
+def test_layer_norm_shifted_statistics_match_the_reference(split, device, monkeypatch):
+    # rownorm.shifted_stats (one reduction of the sums of d and d^2, d = v - the row's first value),
+    # on the catalog's smoke shapes and a 1152-wide one, padded or split into 1024 + 128 lanes, and
+    # on rows far from zero mean, where sum(x^2) - n mean^2 would cancel.
+    import torch
+
+    from solbench.core import rownorm, tuning
+    from solbench.core.check import run_impl
+    from solbench.core.spec import Shape, get_spec, impls_for
+    from solbench.ops.layer_norm.api import layer_norm
+
+    monkeypatch.setattr(rownorm, "LAYER_STATS", "shifted")
+    spec, impl = get_spec("layer_norm"), impls_for("layer_norm")["ours_triton"]
+    if not impl.available():
+        pytest.skip(impl.available().reason)
+    shapes = spec.smoke_shapes() + [Shape(op="layer_norm", id="1152", params=SPLIT_SHAPES["layer_norm"],
+                                          input_kwargs=SPLIT_SHAPES["layer_norm"])]
+    for shape in shapes:
+        with tuning.recording() as keys:  # the keys this launch looks up (few-rows ones on a GPU)
+            run_impl(spec, impl, shape, spec.make_inputs(shape, device, 0))
+        res = _check_with_configs(spec, impl, shape, device, {
+            (k, n): {"block_m": 2, "block_n": rowwise.next_pow2(n), "num_warps": 2, "chunked": False, "split": split}
+            for k, n, family, _ in keys if family == "row_persistent"})
+        assert res.ok, (shape.id, res.reason)
+    for offset in (1e3, -3e4):  # fp32 rows whose mean is far from 0: no worse than the two passes
+        x = torch.randn(6, 300, device=device) + offset
+        w, b = torch.randn(300, device=device), torch.randn(300, device=device)
+        exact = torch.nn.functional.layer_norm(x.double(), (300,), w.double(), b.double(), 1e-5)
+        err = {}
+        for stats in ("two_pass", "shifted"):
+            monkeypatch.setattr(rownorm, "LAYER_STATS", stats)
+            err[stats] = float((layer_norm(x, w, b, 1e-5).double() - exact).abs().max())
+        # (under the interpreter: 7.6e-5 against 2.3e-4 at 1e3, 2.8e-3 against 8.4e-3 at -3e4, where
+        # fp32's spacing is 2e-3: the mean itself cannot be held closer)
+        assert err["shifted"] <= 1.5 * err["two_pass"] + 1e-5, (offset, err)
+
+
+def test_layer_stats_policies(monkeypatch):
+    # few_waves: shifted up to FEW_WAVES_PER_SM programs per SM, two passes beyond; without an SM
+    # count (CPU) every launch counts as few waves; the other two are what they say.
+    from solbench.core import rownorm, tuning
+
+    monkeypatch.setattr(tuning, "sm_count", lambda: 132)
+    limit = rownorm.FEW_WAVES_PER_SM * 132
+    assert rownorm.shifted_stats(limit, "few_waves") and not rownorm.shifted_stats(limit + 1, "few_waves")
+    assert rownorm.shifted_stats(10**6, "shifted") and not rownorm.shifted_stats(1, "two_pass")
+    monkeypatch.setattr(tuning, "sm_count", lambda: None)
+    assert rownorm.shifted_stats(10**6, "few_waves")
+    monkeypatch.setenv("SOLBENCH_ROW_LAYER_STATS", "bogus")
+    with pytest.raises(ValueError, match="SOLBENCH_ROW_LAYER_STATS"):
+        rownorm.env_choice("SOLBENCH_ROW_LAYER_STATS", "two_pass", rownorm.LAYER_STATS_POLICIES)

@@ -35,13 +35,10 @@ Choices made per launch, each measured on the H200 (the comments at each say wha
 * cache hints on the row's own accesses on many-wave launches (:func:`streaming_hints`).
 
 LayerNorm takes its statistics from two dependent reductions (the mean, then the centred
-squares). Two ways to do it in one reduction lost on every large layer_norm shape of the H200:
-one Welford reduction of (mean, squared deviations, count) triples, 1.3-2.0x slower (its division
-per merge; benchmarks/results/h200/layer_stats_*.jsonl, session 8), and one reduction of the sums
-of d and d^2 with d = v - the row's first value, 9-15% slower at 13-60 us in both of two processes
-(layer_sums_*.jsonl, session 9), although its sm_90 code has 2 barriers instead of 3. Why is not
-established; the reduction of pairs moves twice the values through shared memory, and the shift
-is one more dependent load before the row's arithmetic can start.
+squares), or, on the launches where it measured faster, from one reduction of the sums of d and
+d^2 with d = v - the row's first value (:func:`shifted_stats`). One Welford reduction of (mean,
+squared deviations, count) triples was 1.3-2.0x slower on every layer_norm shape of the H200 (its
+division per merge; benchmarks/results/h200/layer_stats_*.jsonl, session 8).
 """
 from __future__ import annotations
 
@@ -215,6 +212,19 @@ def _rstd(sum_sq, n, eps, MODE: tl.constexpr):
 
 
 @triton.jit
+def _add_pairs(a1, a2, b1, b2):
+    return a1 + b1, a2 + b2
+
+
+@triton.jit
+def _shifted_sums(v, mask, shift):
+    """Per-row (sum of d, sum of d^2) for ``d = v - shift`` over the unmasked lanes, in one
+    reduction."""
+    d = tl.where(mask, v - shift, 0.0)
+    return tl.reduce((d, d * d), axis=1, combine_fn=_add_pairs)
+
+
+@triton.jit
 def _whole_rows(tile, x_ptr, res_ptr, z_ptr, w_ptr, w2_ptr, b_ptr, out_ptr, res_out_ptr,
                 rows, n, eps, segs, seg_stride, w_seg_stride, w2_from,
                 x_stride, res_stride, z_stride, out_stride, res_out_stride,
@@ -222,14 +232,15 @@ def _whole_rows(tile, x_ptr, res_ptr, z_ptr, w_ptr, w2_ptr, b_ptr, out_ptr, res_
                 HAS_W: tl.constexpr, HAS_W2: tl.constexpr, HAS_B: tl.constexpr, SEGMENTED: tl.constexpr,
                 W_PER_SEG: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                 PARAMS_FIRST: tl.constexpr, BLOCK_T1: tl.constexpr, BLOCK_T2: tl.constexpr,
-                LOAD_EVICT: tl.constexpr, STORE_CACHE: tl.constexpr):
+                LOAD_EVICT: tl.constexpr, STORE_CACHE: tl.constexpr, SHIFTED_STATS: tl.constexpr):
     """Tile ``tile`` (``BLOCK_M`` whole rows) in registers: read once, reduce, write once.
     ``PARAMS_FIRST``: the weight/bias/gate loads are issued with the row's, before the reduction
     (:func:`params_first`). A row is one column tile of ``BLOCK_N`` (a power of two >= n), or,
     with ``BLOCK_T1`` (and ``BLOCK_T2``) > 0, two or three tiles ``BLOCK_N + BLOCK_T1 (+ BLOCK_T2)``
     that cover n = 1152 as 1024 + 128 instead of a 2048-lane tile with 44% of its lanes masked
     (core/rowwise.column_tiles). ``LOAD_EVICT`` / ``STORE_CACHE``: cache hints on the row's own
-    loads and stores (:func:`streaming_hints`)."""
+    loads and stores (:func:`streaming_hints`). ``SHIFTED_STATS`` (LayerNorm): the mean and
+    variance from one reduction of shifted sums (:func:`shifted_stats`)."""
     # int64 row indices: row * stride stays exact past 2^31 elements (tile * BLOCK_M < rows + BLOCK_M
     # fits int32; the loop index is a plain int under the interpreter, so no .to() on it).
     r = tl.arange(0, BLOCK_M).to(tl.int64)[:, None] + tile * BLOCK_M
@@ -252,24 +263,47 @@ def _whole_rows(tile, x_ptr, res_ptr, z_ptr, w_ptr, w2_ptr, b_ptr, out_ptr, res_
             z_stride, w_seg_stride, w2_from, x_stride, res_stride, res_out_stride, BLOCK_N + BLOCK_T1,
             BLOCK_T2, HAS_RES, HAS_Z, NORM_BEFORE_GATE, HAS_W, HAS_W2, HAS_B, W_PER_SEG, PARAMS_FIRST,
             LOAD_EVICT, STORE_CACHE)
-    if MODE == 1:  # LayerNorm: centre the row first (the mean's reduction, then the squares')
-        total = tl.sum(v0, axis=1)
+    if MODE == 1 and SHIFTED_STATS:
+        # One reduction of (sum d, sum d^2), d = v - k with k the row's first value: the sum of
+        # squared deviations is then sum d^2 - (sum d)^2 / n, and the shift keeps that difference
+        # from cancelling when the row's mean is far from 0 (as the two-pass form does).
+        k = _prenorm(x_ptr, res_ptr, z_ptr, res_out_ptr, t, seg_off, tl.zeros([1, 1], dtype=tl.int32), rmask,
+                     x_stride, res_stride, z_stride, res_out_stride,
+                     HAS_RES, HAS_Z, NORM_BEFORE_GATE, False, False, "", "")
+        s1, s2 = _shifted_sums(v0, m0, k)
         if BLOCK_T1 > 0:
-            total += tl.sum(v1, axis=1)
+            s1_t, s2_t = _shifted_sums(v1, m1, k)
+            s1, s2 = s1 + s1_t, s2 + s2_t
         if BLOCK_T2 > 0:
-            total += tl.sum(v2, axis=1)
-        mean = total[:, None] / n
-        v0 = tl.where(m0, v0 - mean, 0.0)
+            s1_t, s2_t = _shifted_sums(v2, m2, k)
+            s1, s2 = s1 + s1_t, s2 + s2_t
+        mean_d = s1 / n
+        rstd = _rstd(tl.maximum(s2 - s1 * mean_d, 0.0), n, eps, MODE)[:, None]
+        mean = k + mean_d[:, None]
+        v0 = v0 - mean  # masked lanes are never stored
         if BLOCK_T1 > 0:
-            v1 = tl.where(m1, v1 - mean, 0.0)
+            v1 = v1 - mean
         if BLOCK_T2 > 0:
-            v2 = tl.where(m2, v2 - mean, 0.0)
-    sum_sq = tl.sum(v0 * v0, axis=1)
-    if BLOCK_T1 > 0:
-        sum_sq += tl.sum(v1 * v1, axis=1)
-    if BLOCK_T2 > 0:
-        sum_sq += tl.sum(v2 * v2, axis=1)
-    rstd = _rstd(sum_sq, n, eps, MODE)[:, None]
+            v2 = v2 - mean
+    else:
+        if MODE == 1:  # LayerNorm: centre the row first (the mean's reduction, then the squares')
+            total = tl.sum(v0, axis=1)
+            if BLOCK_T1 > 0:
+                total += tl.sum(v1, axis=1)
+            if BLOCK_T2 > 0:
+                total += tl.sum(v2, axis=1)
+            mean = total[:, None] / n
+            v0 = tl.where(m0, v0 - mean, 0.0)
+            if BLOCK_T1 > 0:
+                v1 = tl.where(m1, v1 - mean, 0.0)
+            if BLOCK_T2 > 0:
+                v2 = tl.where(m2, v2 - mean, 0.0)
+        sum_sq = tl.sum(v0 * v0, axis=1)
+        if BLOCK_T1 > 0:
+            sum_sq += tl.sum(v1 * v1, axis=1)
+        if BLOCK_T2 > 0:
+            sum_sq += tl.sum(v2 * v2, axis=1)
+        rstd = _rstd(sum_sq, n, eps, MODE)[:, None]
     _finish_cols(v0 * rstd, wt0, bt0, gt0, c0, cm0, m0, z_ptr, w_ptr, w2_ptr, b_ptr, out_ptr,
                  t, s, seg_off, z_stride, w_seg_stride, w2_from, out_stride,
                  HAS_W, HAS_W2, HAS_B, HAS_Z, NORM_BEFORE_GATE, W_PER_SEG, PARAMS_FIRST, False,
@@ -296,7 +330,7 @@ def _rownorm_kernel(
         W_PER_SEG: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CHUNKED: tl.constexpr,
         PERSISTENT: tl.constexpr = False, STAGES: tl.constexpr = 1, PARAMS_FIRST: tl.constexpr = True,
         BLOCK_T1: tl.constexpr = 0, BLOCK_T2: tl.constexpr = 0,
-        LOAD_EVICT: tl.constexpr = "", STORE_CACHE: tl.constexpr = ""):
+        LOAD_EVICT: tl.constexpr = "", STORE_CACHE: tl.constexpr = "", SHIFTED_STATS: tl.constexpr = False):
     if not CHUNKED:
         if PERSISTENT:
             # A grid of a few programs per SM, each striding over the tiles; with STAGES > 1 Triton
@@ -307,7 +341,7 @@ def _rownorm_kernel(
                             x_stride, res_stride, z_stride, out_stride, res_out_stride,
                             MODE, HAS_RES, HAS_Z, NORM_BEFORE_GATE, HAS_W, HAS_W2, HAS_B, SEGMENTED,
                             W_PER_SEG, BLOCK_M, BLOCK_N, PARAMS_FIRST, BLOCK_T1, BLOCK_T2,
-                            LOAD_EVICT, STORE_CACHE)
+                            LOAD_EVICT, STORE_CACHE, SHIFTED_STATS)
         else:
             # Not the loop above run once: a one-trip loop compiles with an extra barrier.
             _whole_rows(tl.program_id(0), x_ptr, res_ptr, z_ptr, w_ptr, w2_ptr, b_ptr, out_ptr, res_out_ptr,
@@ -315,7 +349,7 @@ def _rownorm_kernel(
                         x_stride, res_stride, z_stride, out_stride, res_out_stride,
                         MODE, HAS_RES, HAS_Z, NORM_BEFORE_GATE, HAS_W, HAS_W2, HAS_B, SEGMENTED,
                         W_PER_SEG, BLOCK_M, BLOCK_N, PARAMS_FIRST, BLOCK_T1, BLOCK_T2,
-                        LOAD_EVICT, STORE_CACHE)
+                        LOAD_EVICT, STORE_CACHE, SHIFTED_STATS)
     else:
         # Long rows (BLOCK_M == 1): pass 1 reads HBM (and stores the residual sum); the later
         # passes re-read the same row, which the previous pass left in L2 (so no cache hints:
@@ -395,7 +429,7 @@ def launch_rownorm(x, out, *, mode: str, eps: float, n: int, rows: int,
         NORM_BEFORE_GATE=bool(norm_before_gate), HAS_W=weight is not None, HAS_W2=weight2 is not None,
         HAS_B=bias is not None, SEGMENTED=segs > 1, W_PER_SEG=segs > 1 and w_seg_stride != 0,
         PERSISTENT=cfg.persistent, STAGES=cfg.stages if cfg.persistent else 1,
-        PARAMS_FIRST=params_first(grid[0]),
+        PARAMS_FIRST=params_first(grid[0]), SHIFTED_STATS=mode == "layer" and shifted_stats(grid[0]),
         **streaming_hints(grid[0], cfg.chunked),
         **{**cfg.launch_kwargs(), **cfg.column_kwargs(n)})
 
@@ -431,6 +465,36 @@ def params_first(programs: int, policy: str | None = None) -> bool:
     if not sms:
         return True
     return programs < sms if policy == "decode" else programs <= FEW_WAVES_PER_SM * sms
+
+
+#: How the whole-row LayerNorm gets its mean and variance (``SOLBENCH_ROW_LAYER_STATS``):
+#:
+#: * ``two_pass`` (the default): the mean's reduction, then the centred squares';
+#: * ``shifted``: one reduction of the row's sums of d and d^2, d = v - its first value (one
+#:   cross-warp round instead of two dependent ones, merged by additions);
+#: * ``few_waves``: shifted on launches of at most :data:`FEW_WAVES_PER_SM` programs per SM, two
+#:   passes on larger ones.
+#:
+#: H200, session 9 (layer_sums_{two_pass,shifted}{,_again}.jsonl, ours alone, two processes per mode
+#: agreeing within 0.3%): shifted was 3-5% faster on the launches of a few programs per SM (#0-#3,
+#: 276-2024 rows; #10/#11, one row of 2048/4096) and 2-15% slower on the many-wave ones (#4-#8,
+#: 4100-40560 rows of 1152: its sm_90 code has 13% more instructions, where the two passes' static
+#: count times the programs per SM is already about 2/3 of what an SM can issue in the time), and
+#: on #12 (one row of 5120) 3.7% slower; ``few_waves`` is the rule both point to, measured whole by
+#: ``device.sh layerstats``.
+LAYER_STATS_POLICIES = ("two_pass", "shifted", "few_waves")
+LAYER_STATS = env_choice("SOLBENCH_ROW_LAYER_STATS", "two_pass", LAYER_STATS_POLICIES)
+
+
+def shifted_stats(programs: int, policy: str | None = None) -> bool:
+    """Whether a LayerNorm launch of ``programs`` programs takes its statistics from one
+    reduction of shifted sums (``policy``: default :data:`LAYER_STATS`). Without a device's SM
+    count (CPU, the interpreter) ``few_waves`` counts every launch as few waves."""
+    policy = policy or LAYER_STATS
+    if policy in ("two_pass", "shifted"):
+        return policy == "shifted"
+    sms = tuning.sm_count()
+    return not sms or programs <= FEW_WAVES_PER_SM * sms
 
 
 #: Cache hints on a whole-row launch's own accesses (x, residual, gate: each read once; the
