@@ -336,6 +336,8 @@ def test_exported_glu_candidate_carries_the_packaged_tiles(monkeypatch):
         table = tuning.read_table(p)
         regular[table["device"]] = tiles(table["entries"].get("glu", {}))
         few[table["device"]] = tiles(table["entries"].get("glu" + tuning.FEW_ROWS_SUFFIX, {}))
+        # the export knows the few-rows tier only: a many-rows GLU entry would need it there too
+        assert not table["entries"].get("glu" + tuning.MANY_ROWS_SUFFIX), p
     assert mod.TUNED_TILES == {k: v for k, v in regular.items() if v}
     assert mod.FEW_ROWS_TILES == {k: v for k, v in few.items() if v}
     assert mod.FEW_ROWS_PER_SM == tuning.FEW_ROWS_PER_SM
@@ -372,6 +374,42 @@ def test_few_rows_launches_prefer_their_own_entry_then_the_regular_one(fake_gpu,
     tuning.reload()
     assert row_config(2048, 100, 2, kernel="rms_norm").num_warps == 4  # falls back to the regular entry
     assert tuning.key_for("glu", None) == "glu" and tuning.base_kernel("glu@few_rows") == "glu"
+
+
+def test_many_rows_launches_prefer_their_own_entry_then_the_regular_one(fake_gpu, monkeypatch):
+    # 132 SMs: from 64 x 132 = 8448 rows a launch looks up kernel@many_rows first (the split one-warp
+    # layer_norm tile of the H200 table), below that the regular entry, below 528 the few-rows one.
+    import functools
+
+    monkeypatch.setattr(tuning, "sm_count", functools.lru_cache(maxsize=1)(lambda: 132))
+    assert tuning.many_rows_limit() == tuning.MANY_ROWS_PER_SM * 132 == 8448
+    assert [tuning.key_for("layer_norm", r) for r in (527, 528, 8447, 8448)] == [
+        "layer_norm@few_rows", "layer_norm", "layer_norm", "layer_norm@many_rows"]
+    assert tuning.base_kernel("glu@many_rows") == "glu" and tuning.is_tier_key("glu@many_rows")
+    assert not tuning.is_tier_key("glu")
+    _write(fake_gpu, {"layer_norm": {"1152": {"config": {"block_m": 2, "block_n": 2048, "num_warps": 4}}},
+                      "layer_norm@many_rows": {"1152": {"config": {"block_m": 1, "block_n": 2048, "num_warps": 1,
+                                                                   "split": True}}}})
+    tuning.reload()
+    monkeypatch.setattr(tuning, "sm_count", functools.lru_cache(maxsize=1)(lambda: 132))
+    with tuning.recording() as seen:
+        many = row_config(1152, 40_000, 2, kernel="layer_norm", persistent_ok=True)
+        regular = row_config(1152, 4_000, 2, kernel="layer_norm", persistent_ok=True)
+        fallback = row_config(1024, 40_000, 2, kernel="layer_norm", persistent_ok=True)
+    assert (many.num_warps, many.split, many.block_m) == (1, True, 1)
+    assert (regular.num_warps, regular.split, regular.block_m) == (4, False, 2)
+    assert fallback == row_config(1024, 40_000, 2)  # no entry for either key: first principles
+    assert ("layer_norm@many_rows", 1152, "row_persistent", 2) in seen
+    assert ("layer_norm", 1152, "row_persistent", 2) in seen
+
+
+def test_a_many_rows_key_is_tuned_after_and_against_its_regular_entry():
+    from solbench.tune import baseline_config, regular_keys_first
+
+    current = {"layer_norm": {"1152": {"config": {"block_m": 2, "block_n": 2048, "num_warps": 4}}}}
+    assert baseline_config("layer_norm@many_rows", 1152, current) == current["layer_norm"]["1152"]["config"]
+    order = [(("layer_norm@many_rows", 1152, "row_persistent", 2), []), (("layer_norm", 1152, "row_persistent", 2), [])]
+    assert [k[0] for k, _ in regular_keys_first(order)] == ["layer_norm", "layer_norm@many_rows"]
 
 
 def test_few_rows_keys_are_tuned_on_the_smallest_and_largest_shapes():

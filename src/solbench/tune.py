@@ -272,9 +272,9 @@ def _worst_ratio(a: Sequence[float], b: Sequence[float]) -> float:
 
 def baseline_config(kernel: str, n: int, current: dict) -> dict | None:
     """What the shapes of key ``(kernel, n)`` use without an entry of their own, and so what a
-    candidate must beat: for a few-rows key the kernel's regular entry in ``current`` (the table
-    in use) when it has one; otherwise None, the first-principles rule."""
-    if not kernel.endswith(tuning.FEW_ROWS_SUFFIX):
+    candidate must beat: for a tier's key (few or many rows) the kernel's regular entry in
+    ``current`` (the table in use) when it has one; otherwise None, the first-principles rule."""
+    if not tuning.is_tier_key(kernel):
         return None
     fallback = current.get(tuning.base_kernel(kernel), {}).get(str(int(n)))
     return dict(fallback["config"]) if fallback else None
@@ -294,17 +294,18 @@ def table_so_far(current: dict, entries: dict, results: Sequence[KeyResult]) -> 
 
 def regular_keys_first(order: list) -> list:
     """``order`` (``[((kernel, n, family, elem_bytes), entries), ...]``, most important first)
-    with each ``kernel@few_rows`` key moved right after its regular ``(kernel, n)`` key when that
-    comes later: the few-rows key is measured against the regular key's new entry."""
+    with each tier's key (``kernel@few_rows``, ``kernel@many_rows``) moved right after its regular
+    ``(kernel, n)`` key when that comes later: the tier's key is measured against the regular key's
+    new entry."""
     out, waiting = [], {}
-    regular_later = {(k, n) for (k, n, _, _), _ in order if not k.endswith(tuning.FEW_ROWS_SUFFIX)}
+    regular_later = {(k, n) for (k, n, _, _), _ in order if not tuning.is_tier_key(k)}
     for item in order:
         kernel, n = item[0][0], item[0][1]
-        if kernel.endswith(tuning.FEW_ROWS_SUFFIX) and (tuning.base_kernel(kernel), n) in regular_later:
+        if tuning.is_tier_key(kernel) and (tuning.base_kernel(kernel), n) in regular_later:
             waiting.setdefault((tuning.base_kernel(kernel), n), []).append(item)
             continue
         out.append(item)
-        if not kernel.endswith(tuning.FEW_ROWS_SUFFIX):
+        if not tuning.is_tier_key(kernel):
             regular_later.discard((kernel, n))
             out.extend(waiting.pop((kernel, n), []))
     return out

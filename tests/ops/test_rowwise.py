@@ -357,13 +357,15 @@ def test_layer_norm_shifted_statistics_match_the_reference(split, device, monkey
 
 
 def test_layer_stats_policies(monkeypatch):
-    # few_waves: shifted up to FEW_WAVES_PER_SM programs per SM, two passes beyond; without an SM
-    # count (CPU) every launch counts as few waves; the other two are what they say.
+    # few_waves: shifted from one program per SM up to FEW_WAVES_PER_SM, two passes on fewer or
+    # more; without an SM count (CPU) on every launch; the other two are what they say.
     from solbench.core import rownorm, tuning
 
+    assert rownorm.LAYER_STATS == "few_waves"  # the default (SOLBENCH_ROW_LAYER_STATS unset in CI)
     monkeypatch.setattr(tuning, "sm_count", lambda: 132)
     limit = rownorm.FEW_WAVES_PER_SM * 132
     assert rownorm.shifted_stats(limit, "few_waves") and not rownorm.shifted_stats(limit + 1, "few_waves")
+    assert rownorm.shifted_stats(132, "few_waves") and not rownorm.shifted_stats(131, "few_waves")
     assert rownorm.shifted_stats(10**6, "shifted") and not rownorm.shifted_stats(1, "two_pass")
     monkeypatch.setattr(tuning, "sm_count", lambda: None)
     assert rownorm.shifted_stats(10**6, "few_waves")

@@ -179,10 +179,10 @@ def row_config(n: int, rows: int, elem_bytes: int = 2, kernel: str = "",
     next power of two of ``rows``, so a 3-row decode batch of hidden 128 is one program of 4 rows,
     not 32 rows of masked-off work. ``persistent_ok``: the caller's kernel can run a persistent
     launch (``solbench tune`` then tries some); otherwise a tuned persistent entry is launched
-    one program per tile. A regular tuned entry (not ``kernel@few_rows``) was measured on larger
-    launches, so on this one its rows per program are still split while SMs would go idle
-    (core/kernels.fill_sms); a few-rows entry was measured on launches like this one and is used
-    as it is.
+    one program per tile. A regular tuned entry (not a row-count tier's, ``kernel@few_rows`` or
+    ``kernel@many_rows``) was measured on larger launches, so on this one its rows per program are
+    still split while SMs would go idle (core/kernels.fill_sms); a tier's entry was measured on
+    launches like this one and is used as it is.
     """
     check_hidden(n, kernel or "row-wise kernel")
     programs_of = lambda bm: (rows + bm - 1) // bm  # noqa: E731 - the launch's program count for bm rows each

@@ -20,6 +20,12 @@ Few rows. A launch over fewer rows than :data:`FEW_ROWS_PER_SM` times the device
 on such shapes). Look-ups that pass ``rows`` below that limit use the key ``kernel@few_rows``
 first (``solbench tune`` measures it on those shapes), and fall back to ``kernel``'s entry.
 
+Many rows. At the other end, a launch over at least :data:`MANY_ROWS_PER_SM` rows per SM is a
+throughput question of many waves: its best tile can be one whose programs are too slow for the
+same row length at a few thousand rows (H200, layer_norm 1152: one warp per row, no cross-warp
+reduction, 9-11% faster at 15-41k rows and 24% slower at 1k; results/h200/table_ln_*.jsonl).
+Such launches look up ``kernel@many_rows`` first, then ``kernel``.
+
 A table holds only what was measured to beat, on that device, what its shapes would use
 without the entry (first principles; for a few-rows key, the kernel's regular entry when it has
 one); each entry keeps its measured speedup and the shapes it was measured on.
@@ -41,6 +47,11 @@ FAMILIES = ("row", "row_persistent", "glu")
 #: Below this many rows per SM a launch counts as "few rows" (see the module docstring).
 FEW_ROWS_PER_SM = 4
 FEW_ROWS_SUFFIX = "@few_rows"
+#: From this many rows per SM on a launch counts as "many rows" (see the module docstring).
+MANY_ROWS_PER_SM = 64
+MANY_ROWS_SUFFIX = "@many_rows"
+#: Keys of a row-count tier: each falls back to the kernel's regular key.
+TIER_SUFFIXES = (FEW_ROWS_SUFFIX, MANY_ROWS_SUFFIX)
 
 _overrides: dict[tuple[str, int], dict] = {}
 _recording: list[set] = []
@@ -145,15 +156,35 @@ def few_rows_limit() -> int | None:
     return FEW_ROWS_PER_SM * sms if sms else None
 
 
+def many_rows_limit() -> int | None:
+    """Row counts from this on are "many rows" on the current device (None without a CUDA device)."""
+    sms = sm_count()
+    return MANY_ROWS_PER_SM * sms if sms else None
+
+
 def key_for(kernel: str, rows: int | None) -> str:
     """The table key a launch of ``rows`` rows uses first: ``kernel@few_rows`` below
-    :func:`few_rows_limit`, else ``kernel``."""
-    limit = few_rows_limit() if rows is not None else None
-    return kernel + FEW_ROWS_SUFFIX if limit is not None and int(rows) < limit else kernel
+    :func:`few_rows_limit`, ``kernel@many_rows`` from :func:`many_rows_limit` on, else ``kernel``."""
+    if rows is None:
+        return kernel
+    few, many = few_rows_limit(), many_rows_limit()
+    if few is not None and int(rows) < few:
+        return kernel + FEW_ROWS_SUFFIX
+    if many is not None and int(rows) >= many:
+        return kernel + MANY_ROWS_SUFFIX
+    return kernel
 
 
 def base_kernel(key: str) -> str:
-    return key[:-len(FEW_ROWS_SUFFIX)] if key.endswith(FEW_ROWS_SUFFIX) else key
+    """The regular key a tier's key (``kernel@few_rows``, ``kernel@many_rows``) falls back to."""
+    for suffix in TIER_SUFFIXES:
+        if key.endswith(suffix):
+            return key[:-len(suffix)]
+    return key
+
+
+def is_tier_key(key: str) -> bool:
+    return base_kernel(key) != key
 
 
 def _find(kernel: str, n: int) -> dict | None:
@@ -169,8 +200,9 @@ def _find(kernel: str, n: int) -> dict | None:
 def lookup(kernel: str, n: int, *, family: str, elem_bytes: int = 2, rows: int | None = None) -> dict | None:
     """The tuned configuration for ``kernel`` on rows of ``n`` elements of ``elem_bytes`` bytes,
     or None. ``family`` ("row": a core/rowwise RowConfig; "glu": the GLU tile) says which
-    candidates ``solbench tune`` may try for it. With ``rows`` below :func:`few_rows_limit` the
-    ``kernel@few_rows`` entry comes first, then ``kernel``'s (the key recorded for ``tune`` is
+    candidates ``solbench tune`` may try for it. With ``rows`` in a tier (below
+    :func:`few_rows_limit`, from :func:`many_rows_limit` on) the ``kernel@few_rows`` or
+    ``kernel@many_rows`` entry comes first, then ``kernel``'s (the key recorded for ``tune`` is
     the first one looked at)."""
     return lookup_keyed(kernel, n, family=family, elem_bytes=elem_bytes, rows=rows)[0]
 

@@ -126,7 +126,7 @@ def _config(rows: int, d: int, elem_bytes: int = 2, act: int = 0) -> tuple[int, 
     if tuned is not None:
         block_m, block_n = max(1, min(int(tuned["block_m"]), next_pow2(rows))), int(tuned["block_n"])
         num_warps = int(tuned["num_warps"])
-        if key != kernel:  # a few-rows tile, measured on launches like this one: used as it is
+        if key != kernel:  # a tier's tile (few / many rows), measured on launches like this one: used as it is
             return block_m, block_n, num_warps
     else:
         block_n = min(next_pow2(d), 1024)
