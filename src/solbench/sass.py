@@ -58,7 +58,7 @@ def opcode(instruction: str) -> str:
 
 
 def compile_sm90(fn, signature: dict, constexprs: dict, divisible: Sequence[str] = (), num_warps: int = 4,
-                 num_stages: int | None = None) -> tuple[list[str], dict]:
+                 num_stages: int | None = None, maxnreg: int | None = None) -> tuple[list[str], dict]:
     """(SASS instructions, resource usage) of the ``@triton.jit`` function ``fn`` compiled for
     sm_90. ``signature``: Triton type per runtime argument (``"*bf16"``, ``"i32"``, ...);
     ``divisible``: the arguments known to be multiples of 16 (pointers: 16-byte aligned)."""
@@ -70,6 +70,8 @@ def compile_sm90(fn, signature: dict, constexprs: dict, divisible: Sequence[str]
     options = {"num_warps": num_warps}
     if num_stages is not None:
         options["num_stages"] = num_stages
+    if maxnreg:
+        options["maxnreg"] = maxnreg
     kernel = triton.compile(ASTSource(fn, signature, constexprs, attrs),
                             target=GPUTarget("cuda", TARGET_ARCH, 32), options=options)
     with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
@@ -119,8 +121,8 @@ def _compile_main() -> int:
     launches = json.load(sys.stdin)
     done: dict[str, dict] = {}
     for launch in launches:
-        key = json.dumps({k: launch[k] for k in ("module", "kernel", "signature", "constexprs", "divisible",
-                                                 "num_warps", "num_stages")}, sort_keys=True)
+        key = json.dumps({k: launch.get(k) for k in ("module", "kernel", "signature", "constexprs", "divisible",
+                                                     "num_warps", "num_stages", "maxnreg")}, sort_keys=True)
         if key not in done:
             try:
                 if launch.get("candidate"):
@@ -129,7 +131,7 @@ def _compile_main() -> int:
                     mod = importlib.import_module(launch["module"])
                 fn = getattr(mod, launch["kernel"])
                 ins, res = compile_sm90(fn, launch["signature"], launch["constexprs"], launch["divisible"],
-                                        launch["num_warps"], launch["num_stages"])
+                                        launch["num_warps"], launch["num_stages"], launch.get("maxnreg"))
                 done[key] = summarize(ins, res)
             except Exception as e:  # noqa: BLE001 - reported per launch, the others still compile
                 done[key] = {"error": f"{type(e).__name__}: {str(e).strip().splitlines()[-1][:200] if str(e).strip() else ''}"}
@@ -173,6 +175,7 @@ def _describe(interp, args, kwargs, grid) -> dict:
     return {"module": module, "kernel": fn.__name__ if importable else fn.__qualname__, "importable": importable,
             "signature": signature, "constexprs": constexprs, "divisible": divisible,
             "num_warps": int(options.get("num_warps", 4)), "num_stages": options.get("num_stages"),
+            "maxnreg": options.get("maxnreg"),
             "grid": [int(g) for g in (grid if isinstance(grid, (tuple, list)) else (grid,))]}
 
 

@@ -372,3 +372,10 @@ def test_layer_stats_policies(monkeypatch):
     monkeypatch.setenv("SOLBENCH_ROW_LAYER_STATS", "bogus")
     with pytest.raises(ValueError, match="SOLBENCH_ROW_LAYER_STATS"):
         rownorm.env_choice("SOLBENCH_ROW_LAYER_STATS", "two_pass", rownorm.LAYER_STATS_POLICIES)
+
+
+def test_a_register_cap_is_a_launch_option_only_when_set():
+    # RowConfig.maxnreg: ptxas's .maxnreg for the launch (more warps per SM than the compiler's
+    # own allocation allows); unset, the launch carries no such option.
+    assert "maxnreg" not in RowConfig(1, 2048, 1).launch_kwargs()
+    assert RowConfig(1, 2048, 1, split=True, maxnreg=80).launch_kwargs()["maxnreg"] == 80

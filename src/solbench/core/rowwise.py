@@ -106,6 +106,9 @@ class RowConfig:
     ``persistent_ok``, the row-norm kernel, honour it): at most that many programs per SM, each
     looping over tiles of ``block_m`` rows with the loads of the next ``stages - 1`` tiles in
     flight (Triton's software pipelining, cp.async into shared memory).
+
+    ``maxnreg > 0`` caps the registers per thread (ptxas ``.maxnreg``), so more warps fit on an SM
+    than the compiler's own allocation allows; 0 leaves the choice to the compiler.
     """
 
     block_m: int
@@ -115,6 +118,7 @@ class RowConfig:
     programs_per_sm: int = 0
     stages: int = 1
     split: bool = False
+    maxnreg: int = 0
 
     @property
     def persistent(self) -> bool:
@@ -122,9 +126,12 @@ class RowConfig:
 
     def launch_kwargs(self) -> dict:
         """Keyword arguments for ``kernel[grid](..., **cfg.launch_kwargs())``: the constexprs
-        ``BLOCK_M``, ``BLOCK_N``, ``CHUNKED`` and ``num_warps``."""
-        return {"BLOCK_M": self.block_m, "BLOCK_N": self.block_n, "CHUNKED": self.chunked,
-                "num_warps": self.num_warps}
+        ``BLOCK_M``, ``BLOCK_N``, ``CHUNKED``, ``num_warps`` and, when set, ``maxnreg``."""
+        kwargs = {"BLOCK_M": self.block_m, "BLOCK_N": self.block_n, "CHUNKED": self.chunked,
+                  "num_warps": self.num_warps}
+        if self.maxnreg:
+            kwargs["maxnreg"] = self.maxnreg
+        return kwargs
 
     def column_kwargs(self, n: int) -> dict:
         """For a kernel with the split whole-row path (``BLOCK_T1``/``BLOCK_T2`` constexprs, the
