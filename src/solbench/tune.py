@@ -4,21 +4,21 @@ and write the tuned table that the kernels then use (core/tuning.py).
 For every operator with an ``ours_triton`` implementation, the catalog shapes are grouped by the
 ``(kernel, n)`` keys their launches look up. Each key is tuned on up to three representative
 shapes that move at least ``MIN_TUNE_BYTES``: the smallest, the one nearest ``TARGET_BYTES`` and
-the largest.
-Launches over few rows (decode batches, small prefills; see core/tuning.py) look up their own
-``kernel@few_rows`` key, tuned on the smallest and the largest of those shapes, since their best
-tile is a latency question, not a bandwidth one. Every candidate is checked for correctness on
-the shape first (a config that computes a wrong answer is never timed), then timed with the
-runner's timer, exactly as ``run`` times the shape (CUDA-graph replay, cold L2: see
-``_time``). A key gets an entry only when its best candidate beats the baseline by more than
-``MIN_GAIN`` (geomean over the representatives) on a second, separate measurement of both, and
-no representative is slower than the baseline by more than ``MAX_REPRESENTATIVE_LOSS`` in
-either; the baseline is what the shapes use without the entry: first principles, or for a
-few-rows key the kernel's regular entry when it has one (the one this tune chose: a regular key
-is tuned before its few-rows key). The row-norm kernels (core/rownorm.py) can also run
-persistent: a few programs per SM striding over the tiles with the next tile's loads pipelined
-(family ``row_persistent``); their non-few-rows keys try such launches beside the usual tiles, so a
-persistent grid is used exactly where it measured faster.
+the largest. Launches over few rows (decode batches, small prefills; see core/tuning.py) look up
+their own ``kernel@few_rows`` key, tuned on the smallest and the largest of those shapes, since
+their best tile is a latency question, not a bandwidth one. Launches over many rows look up
+``kernel@many_rows``, tuned like a regular key (its candidates, three representatives). Every
+candidate is checked for correctness on the shape first (a config that computes a wrong answer is
+never timed), then timed with the runner's timer, exactly as ``run`` times the shape (CUDA-graph
+replay, cold L2: see ``_time``). A key gets an entry only when its best candidate beats the
+baseline by more than ``MIN_GAIN`` (geomean over the representatives) on a second, separate
+measurement of both, and no representative is slower than the baseline by more than
+``MAX_REPRESENTATIVE_LOSS`` in either; the baseline is what the shapes use without the entry:
+first principles, or for a tier's key the kernel's regular entry when it has one (the one this
+tune chose: a regular key is tuned before its tiers' keys). The row-norm kernels (core/rownorm.py)
+can also run persistent: a few programs per SM striding over the tiles with the next tile's loads
+pipelined (family ``row_persistent``); their non-few-rows keys try such launches beside the usual
+tiles, so a persistent grid is used exactly where it measured faster.
 
 Tuning never happens inside a timed run: ``solbench run`` only reads the table.
 """

@@ -475,12 +475,12 @@ def params_first(programs: int, policy: str | None = None) -> bool:
 #: * ``few_waves`` (the default): shifted on launches that give every SM a program but at most
 #:   :data:`FEW_WAVES_PER_SM`, two passes on the others.
 #:
-#: H200, ours alone, two processes per mode agreeing within 0.3%. Session 9, shifted on every
+#: H200, ours alone, two processes per mode agreeing within 0.4%. Session 9, shifted on every
 #: launch (layer_sums_{two_pass,shifted}{,_again}.jsonl): 3-5% faster at 276-2024 rows (#0-#3), 2-15%
 #: slower at 4100-40560 rows of 1152 (#4-#8: its sm_90 code has 13% more instructions, where the
 #: two passes' static count times the programs per SM is already about 2/3 of what an SM can issue
 #: in the time). Session 10, shifted up to 8 programs per SM (layer_stats_policy_*.jsonl): again
-#: 3-5% faster on #0-#3, but on the one-program launches (#10-#12, one row of 2048/4096/5120) +1%,
+#: 3-6% faster on #0-#3, but on the one-program launches (#10-#12, one row of 2048/4096/5120) +1%,
 #: -1.3% and -10%, hence the lower bound.
 LAYER_STATS_POLICIES = ("two_pass", "shifted", "few_waves")
 LAYER_STATS = env_choice("SOLBENCH_ROW_LAYER_STATS", "few_waves", LAYER_STATS_POLICIES)

@@ -27,8 +27,8 @@ reduction, 9-11% faster at 15-41k rows and 24% slower at 1k; results/h200/table_
 Such launches look up ``kernel@many_rows`` first, then ``kernel``.
 
 A table holds only what was measured to beat, on that device, what its shapes would use
-without the entry (first principles; for a few-rows key, the kernel's regular entry when it has
-one); each entry keeps its measured speedup and the shapes it was measured on.
+without the entry (first principles; for a tier's key, few or many rows, the kernel's regular
+entry when it has one); each entry keeps its measured speedup and the shapes it was measured on.
 """
 from __future__ import annotations
 
