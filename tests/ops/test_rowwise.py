@@ -318,11 +318,14 @@ def test_stream_policies_are_validated_and_the_glu_hints_are_off_by_default(monk
     assert kernels.streaming_hints(10**6, "never", 132) == {"LOAD_EVICT": "", "STORE_CACHE": ""}
 
 
+@pytest.mark.parametrize("stats", ["shifted", "two_pass"])
 @pytest.mark.parametrize("split", [False, True])
-def test_layer_norm_shifted_statistics_match_the_reference(split, device, monkeypatch):
-    # rownorm.shifted_stats (one reduction of the sums of d and d^2, d = v - the row's first value),
-    # on the catalog's smoke shapes and a 1152-wide one, padded or split into 1024 + 128 lanes, and
-    # on rows far from zero mean, where sum(x^2) - n mean^2 would cancel.
+def test_layer_norm_statistics_match_the_reference(split, stats, device, monkeypatch):
+    # Both ways to the mean and variance (rownorm.shifted_stats: one reduction of the sums of d and
+    # d^2, d = v - the row's first value, or the two dependent passes; without an SM count the CPU
+    # runs take the shifted one everywhere, so the two passes are checked here), on the catalog's
+    # smoke shapes and a 1152-wide one, padded or split into 1024 + 128 lanes; and, for the shifted
+    # sums, on rows far from zero mean, where sum(x^2) - n mean^2 would cancel.
     import torch
 
     from solbench.core import rownorm, tuning
@@ -330,7 +333,7 @@ def test_layer_norm_shifted_statistics_match_the_reference(split, device, monkey
     from solbench.core.spec import Shape, get_spec, impls_for
     from solbench.ops.layer_norm.api import layer_norm
 
-    monkeypatch.setattr(rownorm, "LAYER_STATS", "shifted")
+    monkeypatch.setattr(rownorm, "LAYER_STATS", stats)
     spec, impl = get_spec("layer_norm"), impls_for("layer_norm")["ours_triton"]
     if not impl.available():
         pytest.skip(impl.available().reason)
@@ -343,6 +346,8 @@ def test_layer_norm_shifted_statistics_match_the_reference(split, device, monkey
             (k, n): {"block_m": 2, "block_n": rowwise.next_pow2(n), "num_warps": 2, "chunked": False, "split": split}
             for k, n, family, _ in keys if family == "row_persistent"})
         assert res.ok, (shape.id, res.reason)
+    if stats != "shifted":
+        return
     for offset in (1e3, -3e4):  # fp32 rows whose mean is far from 0: no worse than the two passes
         x = torch.randn(6, 300, device=device) + offset
         w, b = torch.randn(300, device=device), torch.randn(300, device=device)
