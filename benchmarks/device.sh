@@ -86,6 +86,15 @@ ab() {
     tail -n 1 "$out.log"
   done
 }
+# table_copy LABEL SETS DROPS (tableab): a copy of $base with the ';'-separated SETS set and DROPS
+# dropped (benchmarks/table_variant.py), written to PREFIX_LABEL.json and added to $modes as LABEL.
+table_copy() {
+  local x xs a=()
+  IFS=';' read -ra xs <<<"$2"; for x in ${xs[@]+"${xs[@]}"}; do a+=(--set "$x"); done
+  IFS=';' read -ra xs <<<"$3"; for x in ${xs[@]+"${xs[@]}"}; do a+=(--drop "$x"); done
+  python3 benchmarks/table_variant.py --base "$base" ${a[@]+"${a[@]}"} --out "$work/${tprefix}_$1.json" \
+    && modes+=("$1=$work/${tprefix}_$1.json") || status=1
+}
 status=0
 for step in "$@"; do
   name=${step%%:*}; budget=${step#*:}; [ "$budget" = "$step" ] && budget=""
@@ -185,25 +194,17 @@ print(json.dumps(h.load_calibration(h.device_key()), indent=1))" >"$cal" || stat
       # (TABLE_BASE: another table);
       # ours on TABLE_OPS (TABLE_SHAPES narrows) with the packaged table, then with the copy.
       base=${TABLE_BASE:-$(python3 -c "from solbench.core import hardware, tuning; print(tuning.packaged_table_path(hardware.device_key()))")}
-      args=(); IFS=';' read -ra sets <<<"${TABLE_SET:-}"; IFS=';' read -ra drops <<<"${TABLE_DROP:-}"
-      for x in ${sets[@]+"${sets[@]}"}; do args+=(--set "$x"); done
-      for x in ${drops[@]+"${drops[@]}"}; do args+=(--drop "$x"); done
       # TABLE_VARIANTS instead times several copies in one pass: 'LABEL::SETS|LABEL::SETS' (SETS as
       # TABLE_SET), into PREFIX_LABEL.jsonl each, the packaged table first and again last (drift).
       # TABLE_PREFIX (default table) names the files, so two tableab passes of one call keep theirs apart.
       tprefix=${TABLE_PREFIX:-table}; modes=(packaged=)
       if [ -n "${TABLE_VARIANTS:-}" ]; then
         IFS='|' read -ra variants <<<"$TABLE_VARIANTS"
-        for v in "${variants[@]}"; do
-          label=${v%%::*}; vargs=(); IFS=';' read -ra sets <<<"${v#*::}"
-          for x in "${sets[@]}"; do vargs+=(--set "$x"); done
-          python3 benchmarks/table_variant.py --base "$base" "${vargs[@]}" --out "$work/${tprefix}_$label.json" \
-            && modes+=("$label=$work/${tprefix}_$label.json") || status=1
-        done
+        for v in "${variants[@]}"; do table_copy "${v%%::*}" "${v#*::}" ""; done
         modes+=(packaged=)
-      elif python3 benchmarks/table_variant.py --base "$base" ${args[@]+"${args[@]}"} --out "$work/${tprefix}_variant.json"; then
-        modes+=("variant=$work/${tprefix}_variant.json")
-      else status=1; fi
+      else
+        table_copy variant "${TABLE_SET:-}" "${TABLE_DROP:-}"
+      fi
       AB_SHAPES=${TABLE_SHAPES:-} ab SOLBENCH_TUNED_TABLE "$tprefix" "${TABLE_OPS:?tableab needs TABLE_OPS}" "${modes[@]}" ;;
     noiseprobe)
       # The same flushed decode records in three processes, then warm once: within-run p20-p80 is ~9%

@@ -390,8 +390,7 @@ def test_many_rows_launches_prefer_their_own_entry_then_the_regular_one(fake_gpu
     _write(fake_gpu, {"layer_norm": {"1152": {"config": {"block_m": 2, "block_n": 2048, "num_warps": 4}}},
                       "layer_norm@many_rows": {"1152": {"config": {"block_m": 1, "block_n": 2048, "num_warps": 1,
                                                                    "split": True}}}})
-    tuning.reload()
-    monkeypatch.setattr(tuning, "sm_count", functools.lru_cache(maxsize=1)(lambda: 132))
+    tuning.reload()  # clears the (patched) sm_count's cache, which still answers 132
     with tuning.recording() as seen:
         many = row_config(1152, 40_000, 2, kernel="layer_norm", persistent_ok=True)
         regular = row_config(1152, 4_000, 2, kernel="layer_norm", persistent_ok=True)
