@@ -377,13 +377,13 @@ def test_few_rows_launches_prefer_their_own_entry_then_the_regular_one(fake_gpu,
 
 
 def test_many_rows_launches_prefer_their_own_entry_then_the_regular_one(fake_gpu, monkeypatch):
-    # 132 SMs: from 64 x 132 = 8448 rows a launch looks up kernel@many_rows first (the split one-warp
+    # 132 SMs: from 24 x 132 = 3168 rows a launch looks up kernel@many_rows first (the split one-warp
     # layer_norm tile of the H200 table), below that the regular entry, below 528 the few-rows one.
     import functools
 
     monkeypatch.setattr(tuning, "sm_count", functools.lru_cache(maxsize=1)(lambda: 132))
-    assert tuning.many_rows_limit() == tuning.MANY_ROWS_PER_SM * 132 == 8448
-    assert [tuning.key_for("layer_norm", r) for r in (527, 528, 8447, 8448)] == [
+    assert tuning.many_rows_limit() == tuning.MANY_ROWS_PER_SM * 132 == 3168
+    assert [tuning.key_for("layer_norm", r) for r in (527, 528, 3167, 3168)] == [
         "layer_norm@few_rows", "layer_norm", "layer_norm", "layer_norm@many_rows"]
     assert tuning.base_kernel("glu@many_rows") == "glu" and tuning.is_tier_key("glu@many_rows")
     assert not tuning.is_tier_key("glu")
@@ -393,7 +393,7 @@ def test_many_rows_launches_prefer_their_own_entry_then_the_regular_one(fake_gpu
     tuning.reload()  # clears the (patched) sm_count's cache, which still answers 132
     with tuning.recording() as seen:
         many = row_config(1152, 40_000, 2, kernel="layer_norm", persistent_ok=True)
-        regular = row_config(1152, 4_000, 2, kernel="layer_norm", persistent_ok=True)
+        regular = row_config(1152, 3_000, 2, kernel="layer_norm", persistent_ok=True)
         fallback = row_config(1024, 40_000, 2, kernel="layer_norm", persistent_ok=True)
     assert (many.num_warps, many.split, many.block_m) == (1, True, 1)
     assert (regular.num_warps, regular.split, regular.block_m) == (4, False, 2)

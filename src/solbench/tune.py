@@ -86,7 +86,7 @@ def candidates(family: str, n: int, elem_bytes: int, rows: int, few_rows: bool =
     persistent launches of the small tiles (2-stage pipelined, a few programs per SM within a
     shared-memory budget)."""
     from solbench.core.kernels import largest_pow2_divisor, next_pow2
-    from solbench.core.rowwise import CHUNK_N, MAX_WHOLE_ROW, column_tiles
+    from solbench.core.rowwise import CHUNK_N, MAX_WHOLE_ROW, column_tiles, split_tails
 
     max_m = next_pow2(max(1, rows))
     out: list[dict] = []
@@ -112,15 +112,16 @@ def candidates(family: str, n: int, elem_bytes: int, rows: int, few_rows: bool =
             for warps in _pow2_range(1, 16):
                 if per_thread_ok(tile, warps):
                     out.append({"block_m": block_m, "block_n": block_n, "num_warps": warps, "chunked": False})
-        covered = sum(column_tiles(n))
-        if family == "row_persistent" and covered < block_n:
+        if family == "row_persistent" and sum(column_tiles(n)) < block_n:
             # Rows that are not a power of two, as two or three column tiles without the padding
-            # (1152 = 1024 + 128; core/rowwise.column_tiles): per-thread bytes of the real row.
+            # (1152 = 1024 + 256 on one warp; core/rowwise.column_tiles, split_tails): per-thread
+            # bytes of the lanes the split covers, where it still splits at that many warps.
             for block_m in _pow2_range(1, min(max_m, 64)):
                 if block_m * block_n > MAX_TILE:
                     break
                 for warps in _pow2_range(1, 16):
-                    if per_thread_ok(block_m * covered, warps):
+                    covered = sum(column_tiles(n, split_tails(warps, elem_bytes)))
+                    if covered < block_n and per_thread_ok(block_m * covered, warps):
                         out.append({"block_m": block_m, "block_n": block_n, "num_warps": warps, "chunked": False,
                                     "split": True})
         if family == "row_persistent" and not few_rows:

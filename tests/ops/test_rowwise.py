@@ -80,7 +80,7 @@ for case, (consts, warps) in json.loads(sys.argv[1]).items():
     src = ASTSource(fn=_rownorm_kernel, signature=sig, constexprs=consts,
                     attrs={(i,): [["tt.divisibility", 16]] for i in aligned})
     ptx = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps}).asm["ptx"]
-    result[case] = re.findall(r"(?:ld|st)\.global[.:\w]*|cp\.async\.[.\w]*", ptx)
+    result[case] = re.findall(r"(?:ld|st)\.global[.:\w]*|cp\.async\.[.\w]*|shfl\.sync\.\w+", ptx)
 print(json.dumps(result))
 """
 
@@ -108,6 +108,9 @@ def test_kernel_compiles_for_sm90_with_16_byte_accesses():
         # split whole rows (core/rowwise.column_tiles): 1152 as 1024 + 128, 7168 as 4096 + 2048 + 1024,
         # every tile still one 16-byte vector per access
         "rms_split_1152": ({**base, "BLOCK_M": 8, "BLOCK_N": 1024, "BLOCK_T1": 128}, 4),
+        # one warp, whole-vector tail (rowwise.split_tails): 1024 + 256, one register layout
+        "layer_split_one_warp": ({**base, "MODE": 1, "HAS_B": True, "BLOCK_M": 1, "BLOCK_N": 1024,
+                                  "BLOCK_T1": 256}, 1),
         "layer_split_7168": ({**base, "MODE": 1, "HAS_B": True, "HAS_RES": True, "BLOCK_M": 1, "BLOCK_N": 4096,
                               "BLOCK_T1": 2048, "BLOCK_T2": 1024}, 4),
         # LayerNorm statistics from one reduction of shifted sums (rownorm.shifted_stats), on a split row
@@ -139,6 +142,9 @@ def test_kernel_compiles_for_sm90_with_16_byte_accesses():
         # x and residual evict-first, the weight (shared by every program) not
         assert sum("evict_first" in o for o in row_loads) == (len(row_loads) - 1 if streaming else 0), (case, ops)
         assert all((".cs." in o) == streaming for o in ops if o.startswith("st")), (case, ops)
+        if case == "layer_split_one_warp":  # one register layout: the only shuffles are the reductions'
+            assert not any(o.startswith("shfl.sync.idx") for o in ops), (case, ops)
+            assert sum(o.startswith("shfl.sync.bfly") for o in ops) == 2 * 2 * 5, (case, ops)
 
 
 def test_tunables_read_from_the_environment(monkeypatch):
@@ -277,16 +283,44 @@ def test_column_tiles_cover_the_row_with_less_padding():
         main, t1, t2 = rowwise.column_tiles(n)
         assert main + t1 + t2 >= n and all(t & (t - 1) == 0 for t in (main, t1, t2))
         assert main + t1 + t2 <= rowwise.next_pow2(n)
-    cfg = RowConfig(block_m=2, block_n=2048, num_warps=4, split=True)
-    assert cfg.column_kwargs(1152) == {"BLOCK_N": 1024, "BLOCK_T1": 128, "BLOCK_T2": 0}
+    for n in range(1, 20000, 3):
+        for min_tail in (128, 256, 1024, 4096):
+            main, t1, t2 = rowwise.column_tiles(n, min_tail)
+            assert main + t1 + t2 >= n and main + t1 + t2 <= rowwise.next_pow2(n)
+            assert all(t == 0 or t >= min_tail for t in (t1, t2))
+            if t1:  # every tile but the last inside the row (the kernel drops their column masks)
+                assert main < n and (t2 == 0 or main + t1 < n)
+    assert rowwise.column_tiles(1152, 256) == (1024, 256, 0)
+    assert rowwise.column_tiles(1152, 1024) == (2048, 0, 0)  # a tail as wide as the main tile: no gain
+    assert rowwise.column_tiles(4288, 256) == (4096, 256, 0)  # not 4096 + 256 + 256 (a tile wholly masked)
+
+
+def test_split_tails_keep_one_vector_per_thread():
+    # Tails narrower than one 16-byte vector per thread get their own register layout, and the
+    # row is then converted between layouts with shuffles (rowwise.split_tails).
+    assert rowwise.split_tails(1, 2) == 256 and rowwise.split_tails(4, 2) == 1024 and rowwise.split_tails(1, 4) == 128
+    assert rowwise.split_tails(4, 2, policy="exact") == 1
+    one_warp = RowConfig(block_m=1, block_n=2048, num_warps=1, split=True)
+    assert one_warp.column_kwargs(1152) == {"BLOCK_N": 1024, "BLOCK_T1": 256, "BLOCK_T2": 0}
+    assert one_warp.column_kwargs(1152, elem_bytes=4) == {"BLOCK_N": 1024, "BLOCK_T1": 128, "BLOCK_T2": 0}
+    assert RowConfig(block_m=2, block_n=2048, num_warps=4, split=True).column_kwargs(1152) == {
+        "BLOCK_N": 2048, "BLOCK_T1": 0, "BLOCK_T2": 0}  # 1024 + 1024 would save nothing
     assert RowConfig(block_m=2, block_n=2048, num_warps=4).column_kwargs(1152) == {}
 
 
-@pytest.mark.parametrize("op", ROWNORM_OPS)
+#: Whole-vector tails (rowwise.split_tails) split no row under 512 bf16: gated_rms_norm's group
+#: widens to 1152 for them; fused_qk_rmsnorm's heads (at most 256) never split so.
+WHOLE_VECTOR_SHAPES = {**SPLIT_SHAPES, "gated_rms_norm": {**SPLIT_SHAPES["gated_rms_norm"], "hidden_size": 1152}}
+
+
+@pytest.mark.parametrize("op,tails", [(op, tails) for op in ROWNORM_OPS for tails in rowwise.SPLIT_TAILS_POLICIES
+                                      if (op, tails) != ("fused_qk_rmsnorm", "whole_vectors")])
 @pytest.mark.parametrize("block_m", [1, 2])
-def test_split_column_tiles_match_the_reference(op, block_m, device):
+def test_split_column_tiles_match_the_reference(op, tails, block_m, device, monkeypatch):
     # A split config (what `solbench tune` may adopt for rows that are not a power of two) forced
-    # on every key the operator looks up, with NaN-poisoned outputs and three seeds (check_impl).
+    # on every key the operator looks up, with NaN-poisoned outputs and three seeds (check_impl):
+    # one warp with whole-vector tails (1152 = 1024 + 256, the last 128 masked), two warps with
+    # exact tails (1152 = 1024 + 128, 112 = 64 + 32 + 16).
     from solbench.core import tuning
     from solbench.core.check import run_impl
     from solbench.core.spec import Shape, get_spec, impls_for
@@ -294,13 +328,17 @@ def test_split_column_tiles_match_the_reference(op, block_m, device):
     spec, impl = get_spec(op), impls_for(op)["ours_triton"]
     if not impl.available():
         pytest.skip(impl.available().reason)
-    shape = Shape(op=op, id="split", params=SPLIT_SHAPES[op], input_kwargs=SPLIT_SHAPES[op])
+    params = (WHOLE_VECTOR_SHAPES if tails == "whole_vectors" else SPLIT_SHAPES)[op]
+    shape = Shape(op=op, id="split", params=params, input_kwargs=params)
     with tuning.recording() as keys:
         run_impl(spec, impl, shape, spec.make_inputs(shape, device, 0))
-    split = [(k, n) for k, n, family, _ in keys if family == "row_persistent" and rowwise.column_tiles(n)[1]]
+    warps = 1 if tails == "whole_vectors" else 2
+    monkeypatch.setattr(rowwise, "SPLIT_TAILS", tails)
+    split = [(k, n) for k, n, family, _ in keys
+             if family == "row_persistent" and rowwise.column_tiles(n, rowwise.split_tails(warps, 2))[1]]
     assert split, f"{op}: no row-norm launch with a splittable row length"
     res = _check_with_configs(spec, impl, shape, device, {
-        (k, n): {"block_m": block_m, "block_n": rowwise.next_pow2(n), "num_warps": 2, "chunked": False,
+        (k, n): {"block_m": block_m, "block_n": rowwise.next_pow2(n), "num_warps": warps, "chunked": False,
                  "split": True} for k, n in split})
     assert res.ok, (op, res.reason)
 

@@ -162,15 +162,19 @@ def _store_affine(y, w, b, g, out_ptr, t, seg_off, c, mask, out_stride,
 @triton.jit
 def _load_cols(x_ptr, res_ptr, z_ptr, w_ptr, w2_ptr, b_ptr, res_out_ptr, t, s, seg_off, rmask, n,
                z_stride, w_seg_stride, w2_from, x_stride, res_stride, res_out_stride,
-               START: tl.constexpr, BLOCK: tl.constexpr,
+               START: tl.constexpr, BLOCK: tl.constexpr, FULL: tl.constexpr,
                HAS_RES: tl.constexpr, HAS_Z: tl.constexpr, NORM_BEFORE_GATE: tl.constexpr,
                HAS_W: tl.constexpr, HAS_W2: tl.constexpr, HAS_B: tl.constexpr, W_PER_SEG: tl.constexpr,
                PARAMS_FIRST: tl.constexpr, LOAD_EVICT: tl.constexpr, STORE_CACHE: tl.constexpr):
     """One column tile ``[START, START + BLOCK)`` of the tile's rows: (value to normalize, weight,
-    bias, gate, columns, column mask, mask). Weight/bias/gate are loaded here when
+    bias, gate, columns, column mask, mask). ``FULL``: the tile lies inside the row (a split row's
+    main tile), so it has no column mask to compute or apply. Weight/bias/gate are loaded here when
     ``PARAMS_FIRST`` (see :func:`_load_affine`), else they are placeholders loaded later."""
     cols = START + tl.arange(0, BLOCK)[None, :]
-    cmask = cols < n
+    if FULL:
+        cmask = tl.full([1, BLOCK], 1, tl.int1)
+    else:
+        cmask = cols < n
     mask = rmask & cmask
     v = _prenorm(x_ptr, res_ptr, z_ptr, res_out_ptr, t, seg_off, cols, mask,
                  x_stride, res_stride, z_stride, res_out_stride,
@@ -219,9 +223,10 @@ def _add_pairs(a1, a2, b1, b2):
 @triton.jit
 def _shifted_sums(v, mask, shift):
     """Per-row (sum of d, sum of d^2) for ``d = v - shift`` over the unmasked lanes, in one
-    reduction."""
+    reduction, shaped ``[BLOCK_M, 1]``."""
     d = tl.where(mask, v - shift, 0.0)
-    return tl.reduce((d, d * d), axis=1, combine_fn=_add_pairs)
+    s1, s2 = tl.reduce((d, d * d), axis=1, combine_fn=_add_pairs)
+    return s1[:, None], s2[:, None]
 
 
 @triton.jit
@@ -248,20 +253,20 @@ def _whole_rows(tile, x_ptr, res_ptr, z_ptr, w_ptr, w2_ptr, b_ptr, out_ptr, res_
     t, s, seg_off = _seg_offsets(r, segs, seg_stride, SEGMENTED)
     v0, wt0, bt0, gt0, c0, cm0, m0 = _load_cols(
         x_ptr, res_ptr, z_ptr, w_ptr, w2_ptr, b_ptr, res_out_ptr, t, s, seg_off, rmask, n,
-        z_stride, w_seg_stride, w2_from, x_stride, res_stride, res_out_stride, 0, BLOCK_N,
+        z_stride, w_seg_stride, w2_from, x_stride, res_stride, res_out_stride, 0, BLOCK_N, BLOCK_T1 > 0,
         HAS_RES, HAS_Z, NORM_BEFORE_GATE, HAS_W, HAS_W2, HAS_B, W_PER_SEG, PARAMS_FIRST,
         LOAD_EVICT, STORE_CACHE)
     if BLOCK_T1 > 0:
         v1, wt1, bt1, gt1, c1, cm1, m1 = _load_cols(
             x_ptr, res_ptr, z_ptr, w_ptr, w2_ptr, b_ptr, res_out_ptr, t, s, seg_off, rmask, n,
-            z_stride, w_seg_stride, w2_from, x_stride, res_stride, res_out_stride, BLOCK_N, BLOCK_T1,
+            z_stride, w_seg_stride, w2_from, x_stride, res_stride, res_out_stride, BLOCK_N, BLOCK_T1, BLOCK_T2 > 0,
             HAS_RES, HAS_Z, NORM_BEFORE_GATE, HAS_W, HAS_W2, HAS_B, W_PER_SEG, PARAMS_FIRST,
             LOAD_EVICT, STORE_CACHE)
     if BLOCK_T2 > 0:
         v2, wt2, bt2, gt2, c2, cm2, m2 = _load_cols(
             x_ptr, res_ptr, z_ptr, w_ptr, w2_ptr, b_ptr, res_out_ptr, t, s, seg_off, rmask, n,
             z_stride, w_seg_stride, w2_from, x_stride, res_stride, res_out_stride, BLOCK_N + BLOCK_T1,
-            BLOCK_T2, HAS_RES, HAS_Z, NORM_BEFORE_GATE, HAS_W, HAS_W2, HAS_B, W_PER_SEG, PARAMS_FIRST,
+            BLOCK_T2, False, HAS_RES, HAS_Z, NORM_BEFORE_GATE, HAS_W, HAS_W2, HAS_B, W_PER_SEG, PARAMS_FIRST,
             LOAD_EVICT, STORE_CACHE)
     if MODE == 1 and SHIFTED_STATS:
         # One reduction of (sum d, sum d^2), d = v - k with k the row's first value: the sum of
@@ -278,8 +283,8 @@ def _whole_rows(tile, x_ptr, res_ptr, z_ptr, w_ptr, w2_ptr, b_ptr, out_ptr, res_
             s1_t, s2_t = _shifted_sums(v2, m2, k)
             s1, s2 = s1 + s1_t, s2 + s2_t
         mean_d = s1 / n
-        rstd = _rstd(tl.maximum(s2 - s1 * mean_d, 0.0), n, eps, MODE)[:, None]
-        mean = k + mean_d[:, None]
+        rstd = _rstd(tl.maximum(s2 - s1 * mean_d, 0.0), n, eps, MODE)
+        mean = k + mean_d
         v0 = v0 - mean  # masked lanes are never stored
         if BLOCK_T1 > 0:
             v1 = v1 - mean
@@ -293,8 +298,13 @@ def _whole_rows(tile, x_ptr, res_ptr, z_ptr, w_ptr, w2_ptr, b_ptr, out_ptr, res_
             if BLOCK_T2 > 0:
                 total += tl.sum(v2, axis=1)
             mean = total[:, None] / n
-            v0 = tl.where(m0, v0 - mean, 0.0)
-            if BLOCK_T1 > 0:
+            if BLOCK_T1 > 0:  # a split row's main tile has no masked column (a masked row is never stored)
+                v0 = v0 - mean
+            else:
+                v0 = tl.where(m0, v0 - mean, 0.0)
+            if BLOCK_T2 > 0:
+                v1 = v1 - mean
+            elif BLOCK_T1 > 0:
                 v1 = tl.where(m1, v1 - mean, 0.0)
             if BLOCK_T2 > 0:
                 v2 = tl.where(m2, v2 - mean, 0.0)
@@ -429,9 +439,9 @@ def launch_rownorm(x, out, *, mode: str, eps: float, n: int, rows: int,
         NORM_BEFORE_GATE=bool(norm_before_gate), HAS_W=weight is not None, HAS_W2=weight2 is not None,
         HAS_B=bias is not None, SEGMENTED=segs > 1, W_PER_SEG=segs > 1 and w_seg_stride != 0,
         PERSISTENT=cfg.persistent, STAGES=cfg.stages if cfg.persistent else 1,
-        PARAMS_FIRST=params_first(grid[0]), SHIFTED_STATS=mode == "layer" and shifted_stats(grid[0]),
+        PARAMS_FIRST=params_first(grid[0]) if cfg.params_first is None else bool(cfg.params_first), SHIFTED_STATS=mode == "layer" and shifted_stats(grid[0]),
         **streaming_hints(grid[0], cfg.chunked),
-        **{**cfg.launch_kwargs(), **cfg.column_kwargs(n)})
+        **{**cfg.launch_kwargs(), **cfg.column_kwargs(n, x.element_size())})
 
 
 #: When the whole-row path loads the weight/bias/gate (H200, session 6: the code of then measured

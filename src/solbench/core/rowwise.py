@@ -43,7 +43,7 @@ from dataclasses import dataclass, replace
 from typing import Mapping
 
 from solbench.core import tuning
-from solbench.core.kernels import as_rows, fill_sms, next_pow2
+from solbench.core.kernels import as_rows, env_choice, fill_sms, next_pow2
 
 # ---- tunables ---------------------------------------------------------------------------------
 # Each may be overridden from the environment for tuning sweeps on a device without editing code
@@ -100,7 +100,8 @@ class RowConfig:
 
     ``split`` (whole rows whose length is not a power of two; only the row-norm kernel honours
     it): the row is covered by the two or three power-of-two column tiles of
-    :func:`column_tiles` instead of one ``block_n`` tile, so 1152 is 1024 + 128 lanes, not 2048.
+    :func:`column_tiles` instead of one ``block_n`` tile, so 1152 is 1024 + 256 lanes (the 256
+    masked to 128) on one warp, not 2048 (see :func:`split_tails` for why not 1024 + 128).
 
     ``programs_per_sm > 0`` makes the launch persistent (only kernels that look their tile up with
     ``persistent_ok``, the row-norm kernel, honour it): at most that many programs per SM, each
@@ -109,6 +110,10 @@ class RowConfig:
 
     ``maxnreg > 0`` caps the registers per thread (ptxas ``.maxnreg``), so more warps fit on an SM
     than the compiler's own allocation allows; 0 leaves the choice to the compiler.
+
+    ``params_first`` (the row-norm kernel): True / False issues the weight/bias loads with the
+    row's / after the reduction for this tile, whatever the launch's size; None (the default)
+    leaves it to core/rownorm.params_first's rule by programs per SM.
     """
 
     block_m: int
@@ -119,6 +124,7 @@ class RowConfig:
     stages: int = 1
     split: bool = False
     maxnreg: int = 0
+    params_first: bool | None = None
 
     @property
     def persistent(self) -> bool:
@@ -133,34 +139,67 @@ class RowConfig:
             kwargs["maxnreg"] = self.maxnreg
         return kwargs
 
-    def column_kwargs(self, n: int) -> dict:
+    def column_kwargs(self, n: int, elem_bytes: int = 2) -> dict:
         """For a kernel with the split whole-row path (``BLOCK_T1``/``BLOCK_T2`` constexprs, the
-        row norms): the column tiles of a row of ``n`` (:func:`column_tiles`) when ``split``, to
-        be merged over :meth:`launch_kwargs`; empty otherwise."""
+        row norms): the column tiles of a row of ``n`` elements of ``elem_bytes`` bytes
+        (:func:`column_tiles`, tails at least :func:`split_tails` wide) when ``split``, to be
+        merged over :meth:`launch_kwargs`; empty otherwise."""
         if not self.split or self.chunked:
             return {}
-        main, tail1, tail2 = column_tiles(n)
+        main, tail1, tail2 = column_tiles(n, split_tails(self.num_warps, elem_bytes))
         return {"BLOCK_N": main, "BLOCK_T1": tail1, "BLOCK_T2": tail2}
+
+
+#: How wide a split row's tail tiles are (``SOLBENCH_ROW_SPLIT_TAILS``, for A/B runs):
+#:
+#: * ``whole_vectors`` (the default): at least one 16-byte vector per thread of the program (256
+#:   bf16 lanes per warp), the last one masked. A narrower tail gets its own register layout (1152
+#:   on one warp: 1024 lanes at 8 per thread, 128 at 4), and Triton then converts the whole row
+#:   between the two layouts with warp shuffles, on the way in and again on the way out: 136 of
+#:   the 760 sm_90 instructions of layer_norm's one-warp 1024 + 128 tile (624 as 1024 + 256, no
+#:   shuffle left but the reductions'; `solbench sass`);
+#: * ``exact``: the tails as :func:`column_tiles` cuts them without a width (1152 = 1024 + 128).
+SPLIT_TAILS_POLICIES = ("whole_vectors", "exact")
+SPLIT_TAILS = env_choice("SOLBENCH_ROW_SPLIT_TAILS", "whole_vectors", SPLIT_TAILS_POLICIES)
+
+
+def warp_width(elem_bytes: int) -> int:
+    """Elements one warp covers with one 16-byte vector per lane (256 bf16, 128 fp32)."""
+    return 32 * max(1, 16 // max(1, elem_bytes))
+
+
+def split_tails(num_warps: int, elem_bytes: int, policy: str | None = None) -> int:
+    """The narrowest tail tile :func:`column_tiles` may cut for a program of ``num_warps``
+    warps over ``elem_bytes``-byte elements (``policy``: default :data:`SPLIT_TAILS`): one
+    16-byte vector per thread, so every column tile of the row shares the main tile's layout."""
+    if (policy or SPLIT_TAILS) == "exact":
+        return 1
+    return max(1, num_warps) * warp_width(elem_bytes)
 
 
 #: The smallest column tile :func:`column_tiles` splits off (16 bf16 = one 32-byte sector).
 MIN_COLUMN_TILE = 16
 
 
-def column_tiles(n: int) -> tuple[int, int, int]:
+def column_tiles(n: int, min_tail: int = 1) -> tuple[int, int, int]:
     """Power-of-two column tiles ``(main, tail1, tail2)`` that cover a row of ``n`` elements
     with fewer masked lanes than one ``next_pow2(n)`` tile: the largest power of two that fits,
     then the next, the last one rounded up (1152 -> 1024 + 128, 7168 -> 4096 + 2048 + 1024,
-    5120 -> 4096 + 1024). ``(next_pow2(n), 0, 0)`` when splitting saves nothing (powers of two,
-    1000 -> 512 + 256 + 256) or would cut a tile under :data:`MIN_COLUMN_TILE`."""
-    tiles, rest = [], int(n)
-    while rest > 0 and len(tiles) < 2:
-        tile = 1 << (rest.bit_length() - 1)
+    5120 -> 4096 + 1024); each tail at least ``min_tail`` (a power of two, :func:`split_tails`;
+    1152 with 256 -> 1024 + 256). Every tile but the last lies wholly inside the row (the kernel
+    drops their column masks). ``(next_pow2(n), 0, 0)`` when splitting saves nothing (powers of
+    two, 1000 -> 512 + 256 + 256, 1152 with 1024 -> 1024 + 1024) or would cut a tile under
+    :data:`MIN_COLUMN_TILE`."""
+    n, floor = int(n), next_pow2(max(1, min_tail))
+    tiles = [1 << (n.bit_length() - 1)] if n > 0 else []
+    rest = n - sum(tiles)
+    while rest > 0 and len(tiles) < 3:
+        tile = max(1 << (rest.bit_length() - 1), floor)
+        if tile < rest and len(tiles) == 2:  # the last tile: rounded up to cover the rest
+            tile = max(next_pow2(rest), floor)
         tiles.append(tile)
         rest -= tile
-    if rest > 0:
-        tiles.append(next_pow2(rest))
-    if len(tiles) == 1 or sum(tiles) >= next_pow2(n) or min(tiles) < MIN_COLUMN_TILE:
+    if len(tiles) <= 1 or sum(tiles) >= next_pow2(n) or min(tiles) < MIN_COLUMN_TILE:
         return next_pow2(n), 0, 0
     main, tail1, tail2 = tiles + [0] * (3 - len(tiles))
     return main, tail1, tail2
