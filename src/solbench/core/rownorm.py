@@ -165,26 +165,16 @@ def _load_cols(x_ptr, res_ptr, z_ptr, w_ptr, w2_ptr, b_ptr, res_out_ptr, t, s, s
                START: tl.constexpr, BLOCK: tl.constexpr, FULL: tl.constexpr,
                HAS_RES: tl.constexpr, HAS_Z: tl.constexpr, NORM_BEFORE_GATE: tl.constexpr,
                HAS_W: tl.constexpr, HAS_W2: tl.constexpr, HAS_B: tl.constexpr, W_PER_SEG: tl.constexpr,
-               PARAMS_FIRST: tl.constexpr, LOAD_EVICT: tl.constexpr, STORE_CACHE: tl.constexpr,
-               WARP_CHUNK: tl.constexpr):
+               PARAMS_FIRST: tl.constexpr, LOAD_EVICT: tl.constexpr, STORE_CACHE: tl.constexpr):
     """One column tile ``[START, START + BLOCK)`` of the tile's rows: (value to normalize, weight,
     bias, gate, columns, column mask, mask). ``FULL``: the tile lies inside the row (a split row's
     main tile), so it has no column mask to compute or apply. Weight/bias/gate are loaded here when
-    ``PARAMS_FIRST`` (see :func:`_load_affine`), else they are placeholders loaded later.
-    ``WARP_CHUNK > 0``: the tile is ``[BLOCK_M, BLOCK // WARP_CHUNK, WARP_CHUNK]`` (one warp per row,
-    see :func:`_whole_rows`), its parameters loaded at the tile's own shape (``ROW_BROADCAST``)."""
-    if WARP_CHUNK > 0:
-        cols = START + tl.arange(0, BLOCK // WARP_CHUNK)[None, :, None] * WARP_CHUNK + tl.arange(0, WARP_CHUNK)[None, None, :]
-        if FULL:
-            cmask = tl.full([1, BLOCK // WARP_CHUNK, WARP_CHUNK], 1, tl.int1)
-        else:
-            cmask = cols < n
+    ``PARAMS_FIRST`` (see :func:`_load_affine`), else they are placeholders loaded later."""
+    cols = START + tl.arange(0, BLOCK)[None, :]
+    if FULL:
+        cmask = tl.full([1, BLOCK], 1, tl.int1)
     else:
-        cols = START + tl.arange(0, BLOCK)[None, :]
-        if FULL:
-            cmask = tl.full([1, BLOCK], 1, tl.int1)
-        else:
-            cmask = cols < n
+        cmask = cols < n
     mask = rmask & cmask
     v = _prenorm(x_ptr, res_ptr, z_ptr, res_out_ptr, t, seg_off, cols, mask,
                  x_stride, res_stride, z_stride, res_out_stride,
@@ -192,8 +182,7 @@ def _load_cols(x_ptr, res_ptr, z_ptr, w_ptr, w2_ptr, b_ptr, res_out_ptr, t, s, s
     if PARAMS_FIRST:
         w, b, g = _load_affine(z_ptr, w_ptr, w2_ptr, b_ptr, t, s, seg_off, cols, mask, cmask,
                                z_stride, w_seg_stride, w2_from,
-                               HAS_W, HAS_W2, HAS_B, HAS_Z, NORM_BEFORE_GATE, W_PER_SEG,
-                               START > 0 or WARP_CHUNK > 0, LOAD_EVICT)
+                               HAS_W, HAS_W2, HAS_B, HAS_Z, NORM_BEFORE_GATE, W_PER_SEG, START > 0, LOAD_EVICT)
     else:
         w, b, g = _no_affine(cmask)
     return v, w, b, g, cols, cmask, mask
@@ -227,17 +216,6 @@ def _rstd(sum_sq, n, eps, MODE: tl.constexpr):
 
 
 @triton.jit
-def _row_sum(v, WARP_CHUNK: tl.constexpr):
-    """Each row's sum of a column tile, shaped to broadcast against the tile (``[BLOCK_M, 1]``, or
-    ``[BLOCK_M, 1, 1]`` for a one-warp-per-row tile: its chunks first, inside each thread, then
-    one warp reduction of the lanes rather than one per chunk)."""
-    if WARP_CHUNK > 0:
-        return tl.sum(tl.sum(v, axis=1), axis=1)[:, None, None]
-    else:
-        return tl.sum(v, axis=1)[:, None]
-
-
-@triton.jit
 def _add_pairs(a1, a2, b1, b2):
     return a1 + b1, a2 + b2
 
@@ -259,8 +237,7 @@ def _whole_rows(tile, x_ptr, res_ptr, z_ptr, w_ptr, w2_ptr, b_ptr, out_ptr, res_
                 HAS_W: tl.constexpr, HAS_W2: tl.constexpr, HAS_B: tl.constexpr, SEGMENTED: tl.constexpr,
                 W_PER_SEG: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                 PARAMS_FIRST: tl.constexpr, BLOCK_T1: tl.constexpr, BLOCK_T2: tl.constexpr,
-                LOAD_EVICT: tl.constexpr, STORE_CACHE: tl.constexpr, SHIFTED_STATS: tl.constexpr,
-                WARP_CHUNK: tl.constexpr):
+                LOAD_EVICT: tl.constexpr, STORE_CACHE: tl.constexpr, SHIFTED_STATS: tl.constexpr):
     """Tile ``tile`` (``BLOCK_M`` whole rows) in registers: read once, reduce, write once.
     ``PARAMS_FIRST``: the weight/bias/gate loads are issued with the row's, before the reduction
     (:func:`params_first`). A row is one column tile of ``BLOCK_N`` (a power of two >= n), or,
@@ -268,37 +245,29 @@ def _whole_rows(tile, x_ptr, res_ptr, z_ptr, w_ptr, w2_ptr, b_ptr, out_ptr, res_
     that cover n = 1152 as 1024 + 128 instead of a 2048-lane tile with 44% of its lanes masked
     (core/rowwise.column_tiles). ``LOAD_EVICT`` / ``STORE_CACHE``: cache hints on the row's own
     loads and stores (:func:`streaming_hints`). ``SHIFTED_STATS`` (LayerNorm): the mean and
-    variance from one reduction of shifted sums (:func:`shifted_stats`; 2-D tiles only).
-
-    ``WARP_CHUNK > 0`` (``RowConfig.warp_rows``): one warp per row, each column tile held as
-    ``[BLOCK_M, BLOCK // WARP_CHUNK, WARP_CHUNK]``; on Triton 3.6 the chunk axis orders between rows
-    and lanes, so the warps spread over the rows and the reductions stay inside a warp.
-    (Triton 3.9 orders it the other way, putting the warps along the row.)"""
+    variance from one reduction of shifted sums (:func:`shifted_stats`)."""
     # int64 row indices: row * stride stays exact past 2^31 elements (tile * BLOCK_M < rows + BLOCK_M
     # fits int32; the loop index is a plain int under the interpreter, so no .to() on it).
-    if WARP_CHUNK > 0:
-        r = tl.arange(0, BLOCK_M).to(tl.int64)[:, None, None] + tile * BLOCK_M
-    else:
-        r = tl.arange(0, BLOCK_M).to(tl.int64)[:, None] + tile * BLOCK_M
+    r = tl.arange(0, BLOCK_M).to(tl.int64)[:, None] + tile * BLOCK_M
     rmask = r < rows
     t, s, seg_off = _seg_offsets(r, segs, seg_stride, SEGMENTED)
     v0, wt0, bt0, gt0, c0, cm0, m0 = _load_cols(
         x_ptr, res_ptr, z_ptr, w_ptr, w2_ptr, b_ptr, res_out_ptr, t, s, seg_off, rmask, n,
         z_stride, w_seg_stride, w2_from, x_stride, res_stride, res_out_stride, 0, BLOCK_N, BLOCK_T1 > 0,
         HAS_RES, HAS_Z, NORM_BEFORE_GATE, HAS_W, HAS_W2, HAS_B, W_PER_SEG, PARAMS_FIRST,
-        LOAD_EVICT, STORE_CACHE, WARP_CHUNK)
+        LOAD_EVICT, STORE_CACHE)
     if BLOCK_T1 > 0:
         v1, wt1, bt1, gt1, c1, cm1, m1 = _load_cols(
             x_ptr, res_ptr, z_ptr, w_ptr, w2_ptr, b_ptr, res_out_ptr, t, s, seg_off, rmask, n,
             z_stride, w_seg_stride, w2_from, x_stride, res_stride, res_out_stride, BLOCK_N, BLOCK_T1, BLOCK_T2 > 0,
             HAS_RES, HAS_Z, NORM_BEFORE_GATE, HAS_W, HAS_W2, HAS_B, W_PER_SEG, PARAMS_FIRST,
-            LOAD_EVICT, STORE_CACHE, WARP_CHUNK)
+            LOAD_EVICT, STORE_CACHE)
     if BLOCK_T2 > 0:
         v2, wt2, bt2, gt2, c2, cm2, m2 = _load_cols(
             x_ptr, res_ptr, z_ptr, w_ptr, w2_ptr, b_ptr, res_out_ptr, t, s, seg_off, rmask, n,
             z_stride, w_seg_stride, w2_from, x_stride, res_stride, res_out_stride, BLOCK_N + BLOCK_T1,
             BLOCK_T2, False, HAS_RES, HAS_Z, NORM_BEFORE_GATE, HAS_W, HAS_W2, HAS_B, W_PER_SEG, PARAMS_FIRST,
-            LOAD_EVICT, STORE_CACHE, WARP_CHUNK)
+            LOAD_EVICT, STORE_CACHE)
     if MODE == 1 and SHIFTED_STATS:
         # One reduction of (sum d, sum d^2), d = v - k with k the row's first value: the sum of
         # squared deviations is then sum d^2 - (sum d)^2 / n, and the shift keeps that difference
@@ -323,12 +292,12 @@ def _whole_rows(tile, x_ptr, res_ptr, z_ptr, w_ptr, w2_ptr, b_ptr, out_ptr, res_
             v2 = v2 - mean
     else:
         if MODE == 1:  # LayerNorm: centre the row first (the mean's reduction, then the squares')
-            total = _row_sum(v0, WARP_CHUNK)
+            total = tl.sum(v0, axis=1)
             if BLOCK_T1 > 0:
-                total += _row_sum(v1, WARP_CHUNK)
+                total += tl.sum(v1, axis=1)
             if BLOCK_T2 > 0:
-                total += _row_sum(v2, WARP_CHUNK)
-            mean = total / n
+                total += tl.sum(v2, axis=1)
+            mean = total[:, None] / n
             if BLOCK_T1 > 0:  # a split row's main tile has no masked column (a masked row is never stored)
                 v0 = v0 - mean
             else:
@@ -339,15 +308,15 @@ def _whole_rows(tile, x_ptr, res_ptr, z_ptr, w_ptr, w2_ptr, b_ptr, out_ptr, res_
                 v1 = tl.where(m1, v1 - mean, 0.0)
             if BLOCK_T2 > 0:
                 v2 = tl.where(m2, v2 - mean, 0.0)
-        sum_sq = _row_sum(v0 * v0, WARP_CHUNK)
+        sum_sq = tl.sum(v0 * v0, axis=1)
         if BLOCK_T1 > 0:
-            sum_sq += _row_sum(v1 * v1, WARP_CHUNK)
+            sum_sq += tl.sum(v1 * v1, axis=1)
         if BLOCK_T2 > 0:
-            sum_sq += _row_sum(v2 * v2, WARP_CHUNK)
-        rstd = _rstd(sum_sq, n, eps, MODE)
+            sum_sq += tl.sum(v2 * v2, axis=1)
+        rstd = _rstd(sum_sq, n, eps, MODE)[:, None]
     _finish_cols(v0 * rstd, wt0, bt0, gt0, c0, cm0, m0, z_ptr, w_ptr, w2_ptr, b_ptr, out_ptr,
                  t, s, seg_off, z_stride, w_seg_stride, w2_from, out_stride,
-                 HAS_W, HAS_W2, HAS_B, HAS_Z, NORM_BEFORE_GATE, W_PER_SEG, PARAMS_FIRST, WARP_CHUNK > 0,
+                 HAS_W, HAS_W2, HAS_B, HAS_Z, NORM_BEFORE_GATE, W_PER_SEG, PARAMS_FIRST, False,
                  LOAD_EVICT, STORE_CACHE)
     if BLOCK_T1 > 0:
         _finish_cols(v1 * rstd, wt1, bt1, gt1, c1, cm1, m1, z_ptr, w_ptr, w2_ptr, b_ptr, out_ptr,
@@ -371,8 +340,7 @@ def _rownorm_kernel(
         W_PER_SEG: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CHUNKED: tl.constexpr,
         PERSISTENT: tl.constexpr = False, STAGES: tl.constexpr = 1, PARAMS_FIRST: tl.constexpr = True,
         BLOCK_T1: tl.constexpr = 0, BLOCK_T2: tl.constexpr = 0,
-        LOAD_EVICT: tl.constexpr = "", STORE_CACHE: tl.constexpr = "", SHIFTED_STATS: tl.constexpr = False,
-        WARP_CHUNK: tl.constexpr = 0):
+        LOAD_EVICT: tl.constexpr = "", STORE_CACHE: tl.constexpr = "", SHIFTED_STATS: tl.constexpr = False):
     if not CHUNKED:
         if PERSISTENT:
             # A grid of a few programs per SM, each striding over the tiles; with STAGES > 1 Triton
@@ -383,7 +351,7 @@ def _rownorm_kernel(
                             x_stride, res_stride, z_stride, out_stride, res_out_stride,
                             MODE, HAS_RES, HAS_Z, NORM_BEFORE_GATE, HAS_W, HAS_W2, HAS_B, SEGMENTED,
                             W_PER_SEG, BLOCK_M, BLOCK_N, PARAMS_FIRST, BLOCK_T1, BLOCK_T2,
-                            LOAD_EVICT, STORE_CACHE, SHIFTED_STATS, WARP_CHUNK)
+                            LOAD_EVICT, STORE_CACHE, SHIFTED_STATS)
         else:
             # Not the loop above run once: a one-trip loop compiles with an extra barrier.
             _whole_rows(tl.program_id(0), x_ptr, res_ptr, z_ptr, w_ptr, w2_ptr, b_ptr, out_ptr, res_out_ptr,
@@ -391,7 +359,7 @@ def _rownorm_kernel(
                         x_stride, res_stride, z_stride, out_stride, res_out_stride,
                         MODE, HAS_RES, HAS_Z, NORM_BEFORE_GATE, HAS_W, HAS_W2, HAS_B, SEGMENTED,
                         W_PER_SEG, BLOCK_M, BLOCK_N, PARAMS_FIRST, BLOCK_T1, BLOCK_T2,
-                        LOAD_EVICT, STORE_CACHE, SHIFTED_STATS, WARP_CHUNK)
+                        LOAD_EVICT, STORE_CACHE, SHIFTED_STATS)
     else:
         # Long rows (BLOCK_M == 1): pass 1 reads HBM (and stores the residual sum); the later
         # passes re-read the same row, which the previous pass left in L2 (so no cache hints:
@@ -471,7 +439,7 @@ def launch_rownorm(x, out, *, mode: str, eps: float, n: int, rows: int,
         NORM_BEFORE_GATE=bool(norm_before_gate), HAS_W=weight is not None, HAS_W2=weight2 is not None,
         HAS_B=bias is not None, SEGMENTED=segs > 1, W_PER_SEG=segs > 1 and w_seg_stride != 0,
         PERSISTENT=cfg.persistent, STAGES=cfg.stages if cfg.persistent else 1,
-        PARAMS_FIRST=params_first(grid[0]) if cfg.params_first is None else bool(cfg.params_first), SHIFTED_STATS=mode == "layer" and not cfg.warp_rows and shifted_stats(grid[0]),
+        PARAMS_FIRST=params_first(grid[0]) if cfg.params_first is None else bool(cfg.params_first), SHIFTED_STATS=mode == "layer" and shifted_stats(grid[0]),
         **streaming_hints(grid[0], cfg.chunked),
         **{**cfg.launch_kwargs(), **cfg.column_kwargs(n, x.element_size())})
 

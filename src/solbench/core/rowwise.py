@@ -114,9 +114,6 @@ class RowConfig:
     ``params_first`` (the row-norm kernel): True / False issues the weight/bias loads with the
     row's / after the reduction for this tile, whatever the launch's size; None (the default)
     leaves it to core/rownorm.params_first's rule by programs per SM.
-
-    ``warp_rows`` (the row-norm kernel, rows of at least one 16-byte vector per lane of a warp,
-    ``block_m`` a multiple of ``num_warps``): each warp owns whole rows (core/rownorm._whole_rows).
     """
 
     block_m: int
@@ -128,7 +125,6 @@ class RowConfig:
     split: bool = False
     maxnreg: int = 0
     params_first: bool | None = None
-    warp_rows: bool = False
 
     @property
     def persistent(self) -> bool:
@@ -144,27 +140,14 @@ class RowConfig:
         return kwargs
 
     def column_kwargs(self, n: int, elem_bytes: int = 2) -> dict:
-        """For the row-norm kernel (``BLOCK_T1``/``BLOCK_T2``/``WARP_CHUNK`` constexprs): the
-        column tiles of a row of ``n`` elements of ``elem_bytes`` bytes (:func:`column_tiles`,
-        tails at least :func:`split_tails` wide) when ``split``, and the warp width of a
-        ``warp_rows`` tile; empty otherwise. A ``warp_rows`` tile that cannot be laid out so
-        raises a ValueError naming why."""
-        if self.chunked or not (self.split or self.warp_rows):
+        """For a kernel with the split whole-row path (``BLOCK_T1``/``BLOCK_T2`` constexprs, the
+        row norms): the column tiles of a row of ``n`` elements of ``elem_bytes`` bytes
+        (:func:`column_tiles`, tails at least :func:`split_tails` wide) when ``split``, to be
+        merged over :meth:`launch_kwargs`; empty otherwise."""
+        if not self.split or self.chunked:
             return {}
-        kwargs = {}
-        if self.warp_rows:
-            chunk = warp_width(elem_bytes)
-            if next_pow2(n) < chunk or self.block_m % self.num_warps:
-                raise ValueError(f"warp_rows tile {self}: needs rows of >= {chunk} elements of {elem_bytes} bytes "
-                                 f"(got {n}) and block_m a multiple of num_warps")
-            kwargs["WARP_CHUNK"] = chunk
-            min_tail = chunk
-        else:
-            min_tail = split_tails(self.num_warps, elem_bytes)
-        if self.split:
-            main, tail1, tail2 = column_tiles(n, min_tail)
-            kwargs.update({"BLOCK_N": main, "BLOCK_T1": tail1, "BLOCK_T2": tail2})
-        return kwargs
+        main, tail1, tail2 = column_tiles(n, split_tails(self.num_warps, elem_bytes))
+        return {"BLOCK_N": main, "BLOCK_T1": tail1, "BLOCK_T2": tail2}
 
 
 #: How wide a split row's tail tiles are (``SOLBENCH_ROW_SPLIT_TAILS``, for A/B runs):
@@ -266,8 +249,6 @@ def row_config(n: int, rows: int, elem_bytes: int = 2, kernel: str = "",
             bm, warps = fill_sms(chosen.block_m, chosen.num_warps, programs_of, tuning.sm_count())
             chosen = replace(chosen, block_m=bm, num_warps=_decode_warps(bm, chosen.block_n, warps, elem_bytes,
                                                                            programs_of(bm), chosen.chunked))
-        if chosen.warp_rows and chosen.num_warps > chosen.block_m:  # one warp per row: no idle warps
-            chosen = replace(chosen, num_warps=chosen.block_m)
         return chosen
     if n > MAX_WHOLE_ROW:
         return RowConfig(block_m=1, block_n=CHUNK_N, num_warps=_warps_for(CHUNK_N, elem_bytes), chunked=True)
