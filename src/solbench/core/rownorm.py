@@ -439,7 +439,8 @@ def launch_rownorm(x, out, *, mode: str, eps: float, n: int, rows: int,
         NORM_BEFORE_GATE=bool(norm_before_gate), HAS_W=weight is not None, HAS_W2=weight2 is not None,
         HAS_B=bias is not None, SEGMENTED=segs > 1, W_PER_SEG=segs > 1 and w_seg_stride != 0,
         PERSISTENT=cfg.persistent, STAGES=cfg.stages if cfg.persistent else 1,
-        PARAMS_FIRST=params_first(grid[0]) if cfg.params_first is None else bool(cfg.params_first), SHIFTED_STATS=mode == "layer" and shifted_stats(grid[0]),
+        PARAMS_FIRST=params_first(grid[0]) if cfg.params_first is None else bool(cfg.params_first),
+        SHIFTED_STATS=mode == "layer" and shifted_stats(grid[0]),
         **streaming_hints(grid[0], cfg.chunked),
         **{**cfg.launch_kwargs(), **cfg.column_kwargs(n, x.element_size())})
 
