@@ -245,6 +245,36 @@ def test_params_first_policies(monkeypatch):
     assert rownorm.params_first(10**6, "few_waves")
 
 
+@pytest.mark.parametrize("pinned", [True, False, None])
+def test_a_tile_can_pin_when_the_parameters_load(pinned, monkeypatch, device):
+    # RowConfig.params_first (the H200's layer_norm@many_rows:1152 pins True) overrides the rule by
+    # programs per SM, which without an SM count loads them first; the output stays the reference's.
+    import torch
+
+    from solbench.core import rownorm, tuning
+    from solbench.ops.layer_norm.api import layer_norm
+
+    launched = []
+    kernel = rownorm._rownorm_kernel
+
+    class Recorder:
+        def __getitem__(self, grid):
+            def launch(*args, **kwargs):
+                launched.append(kwargs["PARAMS_FIRST"])
+                return kernel[grid](*args, **kwargs)
+            return launch
+
+    monkeypatch.setattr(rownorm, "_rownorm_kernel", Recorder())
+    x = torch.randn(5, 1152, device=device, dtype=torch.bfloat16)
+    w, b = torch.randn(1152, device=device, dtype=torch.bfloat16), torch.randn(1152, device=device, dtype=torch.bfloat16)
+    tile = {"block_m": 1, "block_n": 2048, "num_warps": 1, "chunked": False, "split": True, "params_first": pinned}
+    with tuning.overriding("layer_norm", 1152, tile):
+        y = layer_norm(x, w, b)
+    assert launched == [True if pinned is None else pinned]
+    ref = torch.nn.functional.layer_norm(x.float(), (1152,), w.float(), b.float(), 1e-5)
+    torch.testing.assert_close(y.float(), ref, atol=0.05, rtol=0.02)
+
+
 def test_streaming_hints_only_on_many_wave_whole_row_launches(monkeypatch):
     from solbench.core import rownorm, tuning
 
