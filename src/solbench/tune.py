@@ -112,7 +112,7 @@ def candidates(family: str, n: int, elem_bytes: int, rows: int, few_rows: bool =
             for warps in _pow2_range(1, 16):
                 if per_thread_ok(tile, warps):
                     out.append({"block_m": block_m, "block_n": block_n, "num_warps": warps, "chunked": False})
-        if family == "row_persistent" and sum(column_tiles(n)) < block_n:
+        if family == "row_persistent":
             # Rows that are not a power of two, as two or three column tiles without the padding
             # (1152 = 1024 + 256 on one warp; core/rowwise.column_tiles, split_tails): per-thread
             # bytes of the lanes the split covers, where it still splits at that many warps.

@@ -216,6 +216,16 @@ def _rstd(sum_sq, n, eps, MODE: tl.constexpr):
 
 
 @triton.jit
+def _centre(v, mean, mask, FULL: tl.constexpr):
+    """``v - mean`` with masked lanes zeroed, so they add nothing to the squares' sum; a ``FULL``
+    tile (as in :func:`_load_cols`) has only whole masked rows, which are never stored."""
+    if FULL:
+        return v - mean
+    else:
+        return tl.where(mask, v - mean, 0.0)
+
+
+@triton.jit
 def _add_pairs(a1, a2, b1, b2):
     return a1 + b1, a2 + b2
 
@@ -242,8 +252,9 @@ def _whole_rows(tile, x_ptr, res_ptr, z_ptr, w_ptr, w2_ptr, b_ptr, out_ptr, res_
     ``PARAMS_FIRST``: the weight/bias/gate loads are issued with the row's, before the reduction
     (:func:`params_first`). A row is one column tile of ``BLOCK_N`` (a power of two >= n), or,
     with ``BLOCK_T1`` (and ``BLOCK_T2``) > 0, two or three tiles ``BLOCK_N + BLOCK_T1 (+ BLOCK_T2)``
-    that cover n = 1152 as 1024 + 128 instead of a 2048-lane tile with 44% of its lanes masked
-    (core/rowwise.column_tiles). ``LOAD_EVICT`` / ``STORE_CACHE``: cache hints on the row's own
+    that cover n = 1152 as 1024 + 256 (one warp; 256 = a 16-byte vector per thread, 128 of it
+    masked) instead of a 2048-lane tile with 44% of its lanes masked (core/rowwise.column_tiles,
+    split_tails). ``LOAD_EVICT`` / ``STORE_CACHE``: cache hints on the row's own
     loads and stores (:func:`streaming_hints`). ``SHIFTED_STATS`` (LayerNorm): the mean and
     variance from one reduction of shifted sums (:func:`shifted_stats`)."""
     # int64 row indices: row * stride stays exact past 2^31 elements (tile * BLOCK_M < rows + BLOCK_M
@@ -298,16 +309,11 @@ def _whole_rows(tile, x_ptr, res_ptr, z_ptr, w_ptr, w2_ptr, b_ptr, out_ptr, res_
             if BLOCK_T2 > 0:
                 total += tl.sum(v2, axis=1)
             mean = total[:, None] / n
-            if BLOCK_T1 > 0:  # a split row's main tile has no masked column (a masked row is never stored)
-                v0 = v0 - mean
-            else:
-                v0 = tl.where(m0, v0 - mean, 0.0)
+            v0 = _centre(v0, mean, m0, BLOCK_T1 > 0)
+            if BLOCK_T1 > 0:
+                v1 = _centre(v1, mean, m1, BLOCK_T2 > 0)
             if BLOCK_T2 > 0:
-                v1 = v1 - mean
-            elif BLOCK_T1 > 0:
-                v1 = tl.where(m1, v1 - mean, 0.0)
-            if BLOCK_T2 > 0:
-                v2 = tl.where(m2, v2 - mean, 0.0)
+                v2 = _centre(v2, mean, m2, False)
         sum_sq = tl.sum(v0 * v0, axis=1)
         if BLOCK_T1 > 0:
             sum_sq += tl.sum(v1 * v1, axis=1)
