@@ -158,7 +158,7 @@ class RowConfig:
 #:   between the two layouts with warp shuffles, on the way in and again on the way out: 136 of
 #:   the 760 sm_90 instructions of layer_norm's one-warp 1024 + 128 tile (624 as 1024 + 256, no
 #:   shuffle left but the reductions'; 568 with the main tile's column mask dropped; `solbench sass`;
-#:   H200: 1-1.5% faster at 15k rows, results/h200/table_ln6_*, table_lnexact_*);
+#:   H200: 1% faster at 15k rows, layer_norm #6, results/h200/table_ln6_*, table_lnexact_*);
 #: * ``exact``: the tails as :func:`column_tiles` cuts them without a width (1152 = 1024 + 128).
 SPLIT_TAILS_POLICIES = ("whole_vectors", "exact")
 SPLIT_TAILS = env_choice("SOLBENCH_ROW_SPLIT_TAILS", "whole_vectors", SPLIT_TAILS_POLICIES)
