@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import solbench
-from solbench.core.kernels import interpreting
+from solbench.kernels.common import interpreting
 import solbench.ops.silu_and_mul.api  # noqa: F401  (registers torch.ops.solbench.glu_)
 from solbench.ops.silu_and_mul.activation import (ActivationSpec, get_activation, known_activations,
                                                  reference_glu, register_activation)

@@ -3,7 +3,7 @@ dispatcher round trip), and go through torch.library wherever something traces o
 import pytest
 import torch
 
-from solbench.core.kernels import triton_support
+from solbench.core.baselines import triton_support
 from solbench.ops.rms_norm import api as rms_api
 
 pytestmark = pytest.mark.skipif(not triton_support(), reason="needs a GPU or TRITON_INTERPRET=1")

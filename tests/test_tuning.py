@@ -83,7 +83,7 @@ def test_persistent_entries_apply_where_the_kernel_loops(fake_gpu):
 
 
 def test_first_principles_leave_no_sm_without_a_program(monkeypatch):
-    from solbench.core.kernels import fill_sms
+    from solbench.kernels.common import fill_sms
     from solbench.ops.silu_and_mul.triton import _config
 
     # 126 rows of 2048 packed two per program would be 63 programs on a 132-SM part

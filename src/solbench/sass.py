@@ -195,7 +195,8 @@ def _capture_main(argv: Sequence[str]) -> int:
 
     from triton.runtime import interpreter
 
-    from solbench.core import kernels, tuning
+    from solbench.core import tuning
+    from solbench.kernels import common as kernels
     from solbench.core.check import run_impl
     from solbench.core.spec import get_spec, impls_for
 

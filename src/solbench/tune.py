@@ -85,7 +85,7 @@ def candidates(family: str, n: int, elem_bytes: int, rows: int, few_rows: bool =
     tiles split into unpadded column tiles (``split``), and, outside the few-rows regime,
     persistent launches of the small tiles (2-stage pipelined, a few programs per SM within a
     shared-memory budget)."""
-    from solbench.core.kernels import largest_pow2_divisor, next_pow2
+    from solbench.kernels.common import largest_pow2_divisor, next_pow2
     from solbench.core.rowwise import CHUNK_N, MAX_WHOLE_ROW, column_tiles, split_tails
 
     max_m = next_pow2(max(1, rows))

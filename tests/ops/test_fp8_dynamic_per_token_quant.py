@@ -6,7 +6,7 @@ import torch
 
 from solbench.core import fp8
 from solbench.core.check import check_impl
-from solbench.core.kernels import triton_support
+from solbench.core.baselines import triton_support
 from solbench.core.spec import get_spec
 
 OP = "fp8_dynamic_per_token_quant"

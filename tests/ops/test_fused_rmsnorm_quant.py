@@ -8,7 +8,7 @@ import torch
 
 from solbench.core import fp8
 from solbench.core.check import check_impl
-from solbench.core.kernels import triton_support
+from solbench.core.baselines import triton_support
 from solbench.core.spec import Impl, get_spec
 
 OP = "fused_rmsnorm_quant"

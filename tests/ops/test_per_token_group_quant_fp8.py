@@ -7,7 +7,7 @@ import torch
 
 from solbench.core import fp8
 from solbench.core.check import compare_outputs
-from solbench.core.kernels import triton_support
+from solbench.core.baselines import triton_support
 from solbench.core.spec import get_spec, impls_for
 
 OP = "per_token_group_quant_fp8"

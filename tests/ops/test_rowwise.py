@@ -187,7 +187,7 @@ def test_persistent_pipelined_launch_matches_the_reference(op, device):
     # Shapes with a row count that is not a multiple of tiles x programs, and a decode-sized one.
     from solbench.core import tuning
     from solbench.core.check import run_impl
-    from solbench.core.kernels import next_pow2
+    from solbench.kernels.common import next_pow2
     from solbench.core.spec import get_spec, impls_for
 
     spec, impl = get_spec(op), impls_for(op)["ours_triton"]
@@ -374,7 +374,7 @@ def test_split_column_tiles_match_the_reference(op, tails, block_m, device, monk
 
 
 def test_stream_policies_are_validated_and_the_glu_hints_are_off_by_default(monkeypatch):
-    from solbench.core import kernels
+    from solbench.kernels import common as kernels
     from solbench.ops.silu_and_mul import triton as glu_triton
 
     monkeypatch.setenv("SOLBENCH_TEST_STREAM", "sometimes")

@@ -149,3 +149,11 @@ def _largest_inputs(op: str, device, supports: Callable) -> tuple[str, dict] | N
         return None
     shape = max(fits, key=lambda s: spec.cost(s).total_bytes)
     return f"shape {shape.id}", spec.make_inputs(shape, device, 0)
+
+
+def triton_support() -> Support:
+    """Our Triton kernels run on a CUDA device, or on the CPU under ``TRITON_INTERPRET=1``."""
+    from solbench.kernels.common import triton_unavailable_reason
+
+    why = triton_unavailable_reason()
+    return Support.no(why) if why else Support.yes()

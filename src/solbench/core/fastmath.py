@@ -22,7 +22,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from solbench.core import kernels
+from solbench.kernels import common as kernels
 
 
 def ptx_fast_math(out) -> bool:

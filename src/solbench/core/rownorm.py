@@ -46,8 +46,8 @@ import triton
 import triton.language as tl
 
 from solbench.core import tuning
-from solbench.core.kernels import MANY_WAVES_PER_SM, env_choice, stream_policy
-from solbench.core.kernels import streaming_hints as kernel_streaming_hints
+from solbench.kernels.common import MANY_WAVES_PER_SM, env_choice, stream_policy
+from solbench.kernels.common import streaming_hints as kernel_streaming_hints
 from solbench.core.rowwise import row_config, row_grid
 
 MODES = {"rms": 0, "layer": 1, "l2": 2}

@@ -43,7 +43,7 @@ from dataclasses import dataclass, replace
 from typing import Mapping
 
 from solbench.core import tuning
-from solbench.core.kernels import as_rows, env_choice, fill_sms, next_pow2
+from solbench.kernels.common import as_rows, env_choice, fill_sms, next_pow2
 
 # ---- tunables ---------------------------------------------------------------------------------
 # Each may be overridden from the environment for tuning sweeps on a device without editing code
@@ -307,7 +307,7 @@ def rows_of(x, what: str, arg: str = "x", dtypes=None):
     supported row length) and view it as ``[rows, n]`` (no copy). Returns (x2d, n)."""
     import torch
 
-    from solbench.core.kernels import check_dtype, require_device
+    from solbench.kernels.common import check_dtype, require_device
 
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{what}: {arg} must be a torch.Tensor, got {type(x).__name__}")
@@ -334,7 +334,7 @@ def check_param(t, n: int, x, what: str, arg: str, dtypes=None) -> None:
     of one of ``dtypes`` (default :func:`supported_dtypes`)."""
     import torch
 
-    from solbench.core.kernels import check_dtype
+    from solbench.kernels.common import check_dtype
 
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{what}: {arg} must be a torch.Tensor, got {type(t).__name__}")
@@ -353,7 +353,7 @@ def output_like(out, x, what: str, arg: str = "out", dtype=None):
     are real under torch.compile and graph capture too."""
     import torch
 
-    from solbench.core.kernels import check_out
+    from solbench.kernels.common import check_out
 
     dtype = dtype or x.dtype
     if out is None:

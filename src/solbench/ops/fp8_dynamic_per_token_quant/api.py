@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from solbench.core.fp8 import fp8_dtype
-from solbench.core.kernels import as_rows, check_disjoint, check_out, kernel_op
+from solbench.kernels.common import as_rows, check_disjoint, check_out, kernel_op
 from solbench.core.rowwise import rows_of
 
 _WHAT = "dynamic_per_token_quant_fp8"

@@ -9,7 +9,7 @@ import functools
 
 from solbench.core.baselines import register_torch_baselines
 from solbench.core.fp8 import FP8_E4M3FN_MAX, fp8_dtype
-from solbench.core.kernels import triton_support
+from solbench.core.baselines import triton_support
 from solbench.core.spec import Impl, Support, add_impl
 from solbench.ops.fp8_dynamic_per_token_quant.spec import MIN_AMAX
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from solbench.core.rownorm import launch_rownorm
-from solbench.core.kernels import check_disjoint, kernel_op
+from solbench.kernels.common import check_disjoint, kernel_op
 from solbench.core.rowwise import check_param, check_residual, output_like, rows_of
 
 _WHAT = "fused_add_rms_norm"

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from solbench.core.kernels import check_disjoint, kernel_op
+from solbench.kernels.common import check_disjoint, kernel_op
 from solbench.core.rownorm import launch_rownorm
 from solbench.core.rowwise import check_param, output_like, rows_of
 

@@ -3,7 +3,7 @@ torch_compile, torch_native (F.rms_norm on the head views). liger has no QK-norm
 from __future__ import annotations
 
 from solbench.core.baselines import register_torch_baselines
-from solbench.core.kernels import triton_support
+from solbench.core.baselines import triton_support
 from solbench.core.spec import Impl, add_impl
 from solbench.ops.rms_norm.impls import native_support
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from solbench.core.kernels import as_rows, check_disjoint, kernel_op
+from solbench.kernels.common import as_rows, check_disjoint, kernel_op
 from solbench.core.rowwise import check_param, check_residual, output_like, rows_of
 from solbench.ops.fp8_dynamic_per_token_quant.api import quant_outputs
 

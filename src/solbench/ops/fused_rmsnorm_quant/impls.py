@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from solbench.core.baselines import register_torch_baselines
 from solbench.core.fp8 import FP8_E4M3FN_MAX, fp8_dtype
-from solbench.core.kernels import triton_support
+from solbench.core.baselines import triton_support
 from solbench.core.spec import Impl, add_impl
 
 OP = "fused_rmsnorm_quant"

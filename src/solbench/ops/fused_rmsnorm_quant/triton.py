@@ -16,7 +16,7 @@ import triton
 import triton.language as tl
 
 from solbench.core.fp8 import fp8e4m3_bits, quantize_bits, scale_and_inverse  # noqa: F401 (jit globals)
-from solbench.core.kernels import gpu_codegen
+from solbench.kernels.common import gpu_codegen
 from solbench.core.rowwise import row_config, row_grid, row_ptrs, tile_offsets
 
 KERNEL = "fused_rmsnorm_quant"

@@ -3,7 +3,7 @@ gated norm (torch_native is absent on purpose) and liger has no such operator.""
 from __future__ import annotations
 
 from solbench.core.baselines import register_torch_baselines
-from solbench.core.kernels import triton_support
+from solbench.core.baselines import triton_support
 from solbench.core.spec import Impl, add_impl
 
 OP = "gated_rms_norm"

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from solbench.core.baselines import register_torch_baselines
-from solbench.core.kernels import triton_support
+from solbench.core.baselines import triton_support
 from solbench.core.spec import Impl, add_impl
 
 OP = "l2_norm"

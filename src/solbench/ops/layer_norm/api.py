@@ -8,7 +8,7 @@ from typing import Optional
 
 import torch
 
-from solbench.core.kernels import check_disjoint, kernel_op
+from solbench.kernels.common import check_disjoint, kernel_op
 from solbench.core.rownorm import launch_rownorm
 from solbench.core.rowwise import check_param, output_like, rows_of
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from solbench.core.baselines import register_torch_baselines
-from solbench.core.kernels import triton_support
+from solbench.core.baselines import triton_support
 from solbench.core.spec import Impl, add_impl
 from solbench.ops.rms_norm.impls import liger_import, liger_support
 

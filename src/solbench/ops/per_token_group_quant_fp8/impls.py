@@ -8,7 +8,7 @@ import functools
 
 from solbench.core.baselines import register_torch_baselines
 from solbench.core.fp8 import FP8_E4M3FN_MAX, fp8_dtype
-from solbench.core.kernels import triton_support
+from solbench.core.baselines import triton_support
 from solbench.core.spec import Impl, Support, add_impl
 from solbench.ops.per_token_group_quant_fp8.spec import GROUP_QUANT_SPECS
 

@@ -16,7 +16,7 @@ import triton
 import triton.language as tl
 
 from solbench.core.fp8 import fp8e4m3_bits, quantize_bits, scale_and_inverse  # noqa: F401 (jit globals)
-from solbench.core.kernels import gpu_codegen, next_pow2
+from solbench.kernels.common import gpu_codegen, next_pow2
 from solbench.core.rowwise import MAX_WHOLE_ROW, row_config, row_grid
 
 KERNEL = "per_token_group_quant_fp8"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 
 from solbench.core.baselines import register_torch_baselines
-from solbench.core.kernels import triton_support
+from solbench.core.baselines import triton_support
 from solbench.core.spec import Impl, Support, add_impl
 
 OP = "rms_norm"

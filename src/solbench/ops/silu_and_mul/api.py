@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from solbench.core.kernels import as_rows, check_disjoint, check_dtype, check_out, kernel_op, require_device
+from solbench.kernels.common import as_rows, check_disjoint, check_dtype, check_out, kernel_op, require_device
 from solbench.ops.silu_and_mul.activation import ACT_MODES, ActivationSpec, get_activation
 
 SUPPORTED_DTYPES = (torch.bfloat16, torch.float16, torch.float32)

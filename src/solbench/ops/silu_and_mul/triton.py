@@ -12,7 +12,7 @@ import triton
 import triton.language as tl
 
 from solbench.core import fastmath, tuning
-from solbench.core.kernels import fill_sms, largest_pow2_divisor, next_pow2, stream_policy, streaming_hints
+from solbench.kernels.common import fill_sms, largest_pow2_divisor, next_pow2, stream_policy, streaming_hints
 from solbench.ops.silu_and_mul.activation import ACT_MODES
 
 

@@ -1,4 +1,4 @@
-"""Shared mechanics for our library kernels: availability, input validation, row views, ``out=``.
+"""Shared mechanics of the kernel library (no benchmark imports here): availability, input validation, row views, ``out=``.
 
 Every public wrapper validates its inputs with errors that name what is supported, accepts any
 leading dims and a row stride (the last dim must be contiguous), and takes ``out=``.
@@ -9,7 +9,6 @@ import functools
 import os
 from typing import Iterable, Sequence
 
-from solbench.core.spec import Support
 
 
 def interpreting() -> bool:
@@ -29,7 +28,8 @@ def gpu_codegen(t) -> bool:
 
 
 @functools.lru_cache(maxsize=None)
-def _triton_import_error() -> str | None:
+def triton_import_error() -> str | None:
+    """Why Triton cannot be imported here, or None when it can."""
     try:
         import triton  # noqa: F401
         import triton.language  # noqa: F401
@@ -38,16 +38,17 @@ def _triton_import_error() -> str | None:
     return None
 
 
-def triton_support() -> Support:
-    """Our Triton kernels run on a CUDA device, or on the CPU under ``TRITON_INTERPRET=1``."""
-    err = _triton_import_error()
+def triton_unavailable_reason() -> str | None:
+    """None when our Triton kernels can run here (a CUDA device, or the CPU under
+    ``TRITON_INTERPRET=1``), else the reason they cannot."""
+    err = triton_import_error()
     if err:
-        return Support.no(err)
+        return err
     import torch
 
     if torch.cuda.is_available() or interpreting():
-        return Support.yes()
-    return Support.no("no CUDA device, and TRITON_INTERPRET=1 is not set (the CPU runs Triton only in its interpreter)")
+        return None
+    return "no CUDA device, and TRITON_INTERPRET=1 is not set (the CPU runs Triton only in its interpreter)"
 
 
 def require_device(x, what: str) -> None:
