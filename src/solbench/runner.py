@@ -437,7 +437,7 @@ def run(cfg: RunConfig, *, progress: Callable | None = None, on_shape_done: Call
                 t = facts.get("timing") or {}
                 time_us = t.get("median_us") if status == "ok" else None
                 rec = {
-                    **base, "status": status, "reason": reason,
+                    **base, "role": impl.role, "status": status, "reason": reason,
                     "time_us": time_us, "p20_us": t.get("p20_us"), "p80_us": t.get("p80_us"),
                     "sol_us": rl_ds.sol_us, "sol_achievable_us": rl_ach.sol_us,
                     "s": roofline.speed_of_light_fraction(rl_ds.sol_us, time_us),
@@ -483,6 +483,7 @@ def run(cfg: RunConfig, *, progress: Callable | None = None, on_shape_done: Call
 
 def _add_speedups(shape_records: list[dict]) -> None:
     times = {r["impl"]: r["time_us"] for r in shape_records if r.get("status") == "ok" and r.get("time_us")}
+    roles = {r["impl"]: r.get("role") or ("ours" if r["impl"].startswith("ours") else "peer") for r in shape_records}
     for r in shape_records:
         t = times.get(r["impl"]) if r.get("status") == "ok" else None
         sp = {}
@@ -490,7 +491,7 @@ def _add_speedups(shape_records: list[dict]) -> None:
             for b in BASELINES:
                 if b in times:
                     sp[f"vs_{b}"] = times[b] / t
-            peers = [bt for name, bt in times.items() if name != r["impl"] and not name.startswith("ours")]
+            peers = [bt for name, bt in times.items() if name != r["impl"] and roles.get(name) == "peer"]
             if peers:
                 sp["vs_best_peer"] = min(peers) / t
         r["speedup"] = sp

@@ -20,7 +20,7 @@ def test_cost_by_hand_shape_3():
     kv = 2 * 16 * 1 * 128 * 2        # the 16 cached tokens' K and V, one kv head
     meta = 1 * 4 + 2 * 4 + 1 * 4     # one block-table entry, cu_seqlens_q, seqused_k
     assert c.bytes_read == q + kv + meta == 73_744
-    assert c.bytes_written == 16 * 16 * 128 * 4   # fp32 output
+    assert c.bytes_written == 16 * 16 * 128 * 2   # bf16 output, as q
 
 
 def test_visible_pairs_matches_brute_force():
@@ -58,8 +58,8 @@ def test_reference_matches_block_table_walk_with_context():
     x = spec.make_inputs(sh, CPU, 2)
     assert x["cu_seqlens_q"].tolist() == [0, 40, 43, 60] and x["seqused_k"].tolist() == [40, 9, 70]
     got = spec.reference(**x)
-    assert got.dtype == torch.float32
-    assert torch.allclose(got.double(), _walk_reference(x), atol=1e-5, rtol=1e-5)
+    assert got.dtype == torch.bfloat16  # q's dtype, as vLLM writes it
+    assert torch.allclose(got.double(), _walk_reference(x), atol=1e-2, rtol=8e-3)
 
 
 def test_chunked_causal_reference_equals_single_chunk():

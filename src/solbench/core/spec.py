@@ -194,6 +194,15 @@ class Impl:
     prepare: Callable[["Shape", Any], dict] | None = None
     baseline: bool = False  # torch_eager / torch_compile / third party: what ours is compared with
     description: str = ""
+    #: "ours", "peer" (ranked against ours) or "reference" (shown beside them, never ranked: e.g.
+    #: a dense kernel on inputs gathered outside the timed call). Empty: from the name.
+    role: str = ""
+
+    def __post_init__(self):
+        if not self.role:
+            self.role = "ours" if self.name.startswith("ours") else "peer"
+        if self.role not in ("ours", "peer", "reference"):
+            raise ValueError(f"Impl {self.op}/{self.name}: role {self.role!r} is not ours, peer or reference")
 
 
 class OpSpec:

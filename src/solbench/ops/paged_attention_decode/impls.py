@@ -1,10 +1,17 @@
-"""paged_attention_decode baselines: gather the sequences' pages out of the aiter layout, then
-explicit eager attention (and its torch.compile) or ``F.scaled_dot_product_attention``."""
+"""paged_attention_decode implementations: ours_triton (the flash kernel reading the x-split
+cache in place), and the sequences' pages gathered out of the aiter layout for explicit eager
+attention (and its torch.compile) or ``F.scaled_dot_product_attention``."""
 from __future__ import annotations
 
-from solbench.core.baselines import register_torch_baselines
+from solbench.core.baselines import register_torch_baselines, triton_support
 from solbench.core.spec import Impl, add_impl
 from solbench.ops.paged_attention_decode.spec import spec
+
+
+def ours(query, k_cache, v_cache, block_tables, seq_lens, max_seq_len, scale, out=None):
+    from solbench.kernels.attention import paged_attention_decode
+
+    return paged_attention_decode(query, k_cache, v_cache, block_tables, seq_lens, scale, out=out)
 
 
 def _gather(k_cache, v_cache, block_tables, max_seq_len):
@@ -48,6 +55,9 @@ def native(query, k_cache, v_cache, block_tables, seq_lens, max_seq_len, scale):
     return o[:, :, 0, :]
 
 
+add_impl(Impl(spec.name, "ours_triton", ours, available=triton_support, takes_out=True,
+              description="solbench Triton flash decode: one program per sequence and kv head, its G query "
+                          "heads as the rows of one tensor-core tile"))
 register_torch_baselines(spec.name, eager, "gather pages, einsum + length-masked softmax + einsum")
 add_impl(Impl(spec.name, "torch_native", native, baseline=True,
               description="gather pages + F.scaled_dot_product_attention with a length mask"))

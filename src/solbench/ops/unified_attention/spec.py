@@ -10,7 +10,8 @@ Inputs, as the upstream wrapper takes them:
 
 Semantics (upstream asserts ``causal``): the queries of sequence b are the last L_q[b] of its
 L_k[b] tokens, so query i sees key j iff j <= L_k - L_q + i; query head h reads kv head
-h // (H / H_kv). The output is fp32, as the catalog records for this call site.
+h // (H / H_kv). The output has the query's dtype (bf16), as vLLM's kernel and Atrex's reference
+write it (the catalog metadata's fp32 is a recording error).
 
 Catalog shapes: ``seq_lens`` are the sequence lengths of a batch of fresh prefills (the
 descriptions say "prefill paged attention" / "causal attention", and the deployed times track
@@ -78,7 +79,7 @@ class UnifiedAttention(OpSpec):
                   max_seqlen_k, softmax_scale):
         """out[t, h] = Σ_j softmax_j(softmax_scale · q[t, h]·K_b[j, h // G]) V_b[j, h // G] over
         the keys j <= L_k - L_q + i of t's sequence b (t is its query i); K_b / V_b are the
-        sequence's tokens read through ``block_table``. fp32 math, fp32 output."""
+        sequence's tokens read through ``block_table``. fp32 math, one cast to q's dtype."""
         import torch
 
         lens = [int(n) for n in seqused_k.cpu().tolist()]
@@ -86,12 +87,12 @@ class UnifiedAttention(OpSpec):
         v = packed_from_nhd(v_cache, block_table, lens)
         cu_k = torch.tensor([0] + lens, device=q.device).cumsum(0)
         return varlen_attention_reference(q, k, v, cu_seqlens_q, cu_k, scale=softmax_scale, causal=True,
-                                          out_dtype=torch.float32)
+                                          out_dtype=q.dtype)
 
     def cost(self, shape: Shape) -> Cost:
         # Read: q [Tq, H, D] bf16; the K and V of each sequence's L_k tokens (bf16, through the
         # block table: its ceil(L_k / block_size) entries, int32); cu_seqlens_q and seqused_k.
-        # Write: out [Tq, H, D] fp32. FLOPs: QK^T and PV over the causal (bottom-right) pairs only.
+        # Write: out [Tq, H, D] bf16. FLOPs: QK^T and PV over the causal (bottom-right) pairs only.
         lq, lk = self.lengths(shape)
         h, hkv, d = self.heads(shape)
         bs = int(shape["block_size"])
@@ -99,10 +100,9 @@ class UnifiedAttention(OpSpec):
         read = (sum(lq) * h * d * 2 + 2 * sum(lk) * hkv * d * 2 + sum(blocks_needed(lk, bs)) * 4
                 + (len(lk) + 1) * 4 + len(lk) * 4)
         return Cost(flops={"bf16_tc": attention_matmul_flops(pairs, h, d, d)}, bytes_read=read,
-                    bytes_written=sum(lq) * h * d * 4)
+                    bytes_written=sum(lq) * h * d * 2)
 
     def tolerance(self, shape: Shape) -> Tolerance:
-        # The output is fp32 but the inputs and every practical kernel's P·V are bf16.
         return attention_tolerance("bf16")
 
     def smoke_shapes(self) -> list[Shape]:

@@ -1,0 +1,152 @@
+"""Our attention kernel (solbench.kernels.attention) against the fp32 reference, in Triton's CPU
+interpreter on small shapes: GQA ratios, partial pages, chunked prefill (L_q < L_k), one-token
+decode, an empty sequence in a batch, strided q, out=, the x-split decode layout, and errors."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from solbench.core.attention_ref import varlen_attention_reference
+from solbench.core.baselines import triton_support
+from solbench.core.paged import blocks_needed, packed_from_nhd, pool_blocks, random_block_table, x_split_to_nhd
+
+pytestmark = pytest.mark.skipif(not triton_support(), reason="needs a GPU or TRITON_INTERPRET=1")
+DEV = "cuda" if torch.cuda.is_available() else "cpu"
+# bf16 output against the fp32 reference: rounding plus bf16 P.V.
+TOL = dict(atol=2e-2, rtol=2e-2)
+
+
+@pytest.fixture(autouse=True)
+def _interpret(monkeypatch):
+    if DEV == "cpu":
+        monkeypatch.setenv("TRITON_INTERPRET", "1")
+
+
+def _paged(lq, lk, h, hkv, d, bs=16, seed=0, dtype=torch.bfloat16):
+    gen = torch.Generator(device=DEV).manual_seed(seed)
+    nb = pool_blocks(len(lk) * max(blocks_needed(lk, bs) + [1]))
+    q = torch.randn(sum(lq), h, d, dtype=dtype, device=DEV, generator=gen)
+    kc = torch.randn(nb, bs, hkv, d, dtype=dtype, device=DEV, generator=gen)
+    vc = torch.randn(nb, bs, hkv, d, dtype=dtype, device=DEV, generator=gen)
+    cu = torch.tensor([0] + lq, device=DEV).cumsum(0).to(torch.int32)
+    sk = torch.tensor(lk, dtype=torch.int32, device=DEV)
+    bt = random_block_table([max(n, 1) for n in lk], bs, nb, DEV, gen)
+    return q, kc, vc, cu, sk, bt
+
+
+def _reference_paged(q, kc, vc, cu, sk, bt, causal=True):
+    lk = [int(n) for n in sk.tolist()]
+    k, v = packed_from_nhd(kc, bt, lk), packed_from_nhd(vc, bt, lk)
+    cu_k = torch.tensor([0] + lk, device=q.device).cumsum(0)
+    return varlen_attention_reference(q, k, v, cu, cu_k, scale=q.shape[-1] ** -0.5, causal=causal,
+                                      out_dtype=torch.float32)
+
+
+@pytest.mark.parametrize("lq,lk,h,hkv,d", [
+    ([40, 3, 17], [40, 9, 70], 4, 2, 64),   # chunked prefill with contexts, partial pages
+    ([5], [5], 8, 1, 128),                  # G = 8 (MQA-like), one short sequence
+    ([20], [20], 14, 2, 80),                # G = 7, head_size padded in registers
+    ([1, 1, 1], [33, 1, 17], 8, 2, 72),     # decode rows through the varlen path
+    ([3, 0, 4], [3, 5, 4], 4, 4, 64),       # an empty sequence in the batch
+    ([9], [9], 5, 5, 256),                  # G = 1, D = 256
+])
+def test_unified_matches_reference(lq, lk, h, hkv, d):
+    from solbench.kernels.attention import unified_attention
+
+    q, kc, vc, cu, sk, bt = _paged(lq, lk, h, hkv, d)
+    out = torch.full_like(q, float("nan"))
+    got = unified_attention(q, kc, vc, cu, sk, bt, max(lq), out=out)
+    assert got is out
+    torch.testing.assert_close(got.float(), _reference_paged(q, kc, vc, cu, sk, bt), **TOL)
+
+
+def test_unified_without_keys_gives_zero_and_fp16():
+    from solbench.kernels.attention import unified_attention
+
+    q, kc, vc, cu, sk, bt = _paged([2, 3], [0, 3], 2, 1, 32, dtype=torch.float16)
+    sk[0] = 0  # a sequence whose queries see no key (non-causal so nothing else is masked)
+    got = unified_attention(q, kc, vc, cu, sk, bt, 3, causal=False)
+    assert torch.all(got[:2] == 0)
+    torch.testing.assert_close(got.float(), _reference_paged(q, kc, vc, cu, sk, bt, causal=False), **TOL)
+
+
+def test_unified_strided_q_and_zero_tokens():
+    from solbench.kernels.attention import unified_attention
+
+    q, kc, vc, cu, sk, bt = _paged([6, 2], [6, 11], 4, 2, 64, seed=3)
+    wide = torch.randn(q.shape[0], q.shape[1], 2 * q.shape[2], dtype=q.dtype, device=DEV)
+    wide[..., :64] = q
+    strided = wide[..., :64]  # rows strided, last dim contiguous
+    assert not strided.is_contiguous()
+    got = unified_attention(strided, kc, vc, cu, sk, bt, 6)
+    torch.testing.assert_close(got.float(), _reference_paged(q, kc, vc, cu, sk, bt), **TOL)
+    empty = q[:0]
+    assert unified_attention(empty, kc, vc, torch.zeros(1, dtype=torch.int32, device=DEV), sk[:0], bt[:0], 0).shape \
+        == (0, 4, 64)
+
+
+def test_varlen_dense_causal_and_not():
+    from solbench.kernels.attention import varlen_attention
+
+    gen = torch.Generator(device=DEV).manual_seed(5)
+    lens_q, lens_k = [7, 30, 1], [7, 33, 12]
+    q = torch.randn(sum(lens_q), 6, 72, dtype=torch.bfloat16, device=DEV, generator=gen)
+    k = torch.randn(sum(lens_k), 2, 72, dtype=torch.bfloat16, device=DEV, generator=gen)
+    v = torch.randn(sum(lens_k), 2, 72, dtype=torch.bfloat16, device=DEV, generator=gen)
+    cq = torch.tensor([0] + lens_q, device=DEV).cumsum(0).to(torch.int32)
+    ck = torch.tensor([0] + lens_k, device=DEV).cumsum(0).to(torch.int32)
+    for causal in (False, True):
+        got = varlen_attention(q, k, v, cq, ck, max(lens_q), causal=causal)
+        ref = varlen_attention_reference(q, k, v, cq, ck, scale=72 ** -0.5, causal=causal, out_dtype=torch.float32)
+        torch.testing.assert_close(got.float(), ref, **TOL)
+
+
+@pytest.mark.parametrize("h,hkv,ctx", [(8, 2, 37), (4, 1, 16), (3, 3, 5)])
+def test_paged_decode_x_split(h, hkv, ctx):
+    from solbench.kernels.attention import paged_attention_decode
+
+    gen = torch.Generator(device=DEV).manual_seed(7)
+    b, d, bs, x = 3, 64, 16, 8
+    lens = [ctx, max(1, ctx - 4), 1]
+    nb = pool_blocks(sum(blocks_needed(lens, bs)))
+    query = torch.randn(b, h, d, dtype=torch.bfloat16, device=DEV, generator=gen)
+    kc = torch.randn(nb, hkv, d // x, bs, x, dtype=torch.bfloat16, device=DEV, generator=gen)
+    vc = torch.randn(nb, hkv, d, bs, dtype=torch.bfloat16, device=DEV, generator=gen)
+    bt = random_block_table(lens, bs, nb, DEV, gen)
+    sl = torch.tensor(lens, dtype=torch.int32, device=DEV)
+    got = paged_attention_decode(query, kc, vc, bt, sl)
+    k_nhd, v_nhd = x_split_to_nhd(kc, vc)
+    k, v = packed_from_nhd(k_nhd, bt, lens), packed_from_nhd(v_nhd, bt, lens)
+    ref = varlen_attention_reference(query, k, v, torch.arange(b + 1, device=DEV),
+                                     torch.tensor([0] + lens, device=DEV).cumsum(0), scale=d ** -0.5, causal=False,
+                                     out_dtype=torch.float32)
+    torch.testing.assert_close(got.float(), ref, **TOL)
+
+
+def test_errors_name_what_is_supported():
+    from solbench.kernels.attention import unified_attention, varlen_attention
+
+    q, kc, vc, cu, sk, bt = _paged([4], [4], 4, 2, 64)
+    with pytest.raises(TypeError, match="supported: bfloat16, float16"):
+        unified_attention(q.float(), kc, vc, cu, sk, bt, 4)
+    with pytest.raises(ValueError, match="not a multiple of"):
+        unified_attention(q[:, :3], kc, vc, cu, sk, bt, 4)
+    with pytest.raises(TypeError, match="int32"):
+        unified_attention(q, kc, vc, cu.long(), sk, bt, 4)
+    with pytest.raises(ValueError, match="nhd"):
+        unified_attention(q, kc[..., None], vc, cu, sk, bt, 4)
+    with pytest.raises(ValueError, match="expected"):
+        unified_attention(q, kc, vc, cu, sk, bt, 4, out=torch.empty_like(q[:1]))
+    with pytest.raises(ValueError, match="head_size"):
+        varlen_attention(q, q[:, :2, :32].contiguous(), q[:, :2, :32].contiguous(), cu, cu, 4)
+
+
+def test_custom_op_has_a_fake_and_traces():
+    """The op is a torch.library custom op: opcheck's schema and fake-tensor checks pass."""
+    from solbench.kernels import attention
+
+    q, kc, vc, cu, sk, bt = _paged([5, 3], [5, 8], 4, 2, 32, seed=11)
+    out = torch.empty_like(q)
+    torch.library.opcheck(attention._attention_op.op, (q, kc, vc, out, cu, None, sk, bt, 5, 0.2, True),
+                          test_utils=("test_schema", "test_faketensor"))
+
