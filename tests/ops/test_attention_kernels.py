@@ -150,3 +150,25 @@ def test_custom_op_has_a_fake_and_traces():
     torch.library.opcheck(attention._attention_op.op, (q, kc, vc, out, cu, None, sk, bt, 5, 0.2, True),
                           test_utils=("test_schema", "test_faketensor"))
 
+
+
+def test_mla_decode_matches_reference():
+    """Heads not a multiple of the head tile, a sequence longer than one key tile, rope part
+    narrower than its padded tile."""
+    from solbench.kernels.mla import mla_decode
+
+    gen = torch.Generator(device=DEV).manual_seed(9)
+    b, h, r, p, lens = 3, 5, 64, 8, [40, 1, 7]
+    q = torch.randn(b, h, r + p, dtype=torch.bfloat16, device=DEV, generator=gen)
+    pages = sum(lens) + 9
+    kv = torch.randn(pages, 1, 1, r + p, dtype=torch.bfloat16, device=DEV, generator=gen)
+    indptr = torch.tensor([0] + lens, device=DEV).cumsum(0).to(torch.int32)
+    indices = torch.randperm(pages, generator=gen, device=DEV)[:sum(lens)].to(torch.int32)
+    out = torch.full((b, h, r), float("nan"), dtype=torch.bfloat16, device=DEV)
+    got = mla_decode(q, kv, indptr, indices, r, out=out)
+    c = kv.view(-1, r + p)[indices.long()][:, None]
+    ref = varlen_attention_reference(q, c, c[..., :r], torch.arange(b + 1, device=DEV), indptr,
+                                     scale=(r + p) ** -0.5, causal=False, out_dtype=torch.float32)
+    torch.testing.assert_close(got.float(), ref, **TOL)
+    with pytest.raises(ValueError, match="power of two"):
+        mla_decode(q, kv, indptr, indices, 48)

@@ -31,7 +31,7 @@ import dataclasses
 
 import torch
 
-from solbench.kernels.common import check_dtype, check_out, interpreting, kernel_op, next_pow2
+from solbench.kernels.common import check_dtype, check_out, gpu_codegen, interpreting, kernel_op, next_pow2
 
 try:
     import triton
@@ -265,7 +265,8 @@ def _attention_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.
     hkv, d, page, x, ks, vs = _kv_geometry(k, v, paged)
     g = h // hkv
     d_pad = max(16, next_pow2(d))
-    cfg = tiles_override() or default_config(d_pad, max(1, int(max_seqlen_q)) * g, q.is_cuda)
+    gpu = gpu_codegen(q)
+    cfg = tiles_override() or default_config(d_pad, max(1, int(max_seqlen_q)) * g, gpu)
     blocks = num_seqs if decode else total * g // cfg.block_m + num_seqs
     dummy = q.new_empty(0, dtype=torch.int32)
     _attention_fwd[(blocks, hkv)](
@@ -277,7 +278,7 @@ def _attention_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.
         ks[0], ks[1], ks[2], ks[3], vs[0], vs[1], vs[2], vs[3],
         block_table.stride(0) if paged else 0,
         G=g, D=d, D_PAD=d_pad, KX=x, PAGE=page, CAUSAL=bool(causal), DECODE=decode,
-        BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, DOT_FP32=not q.is_cuda,
+        BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, DOT_FP32=not gpu,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages)
 
 

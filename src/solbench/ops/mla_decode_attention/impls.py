@@ -3,7 +3,7 @@ attention (and its torch.compile) or ``F.scaled_dot_product_attention``."""
 from __future__ import annotations
 
 from solbench.core.attention_ref import pad_varlen
-from solbench.core.baselines import register_torch_baselines
+from solbench.core.baselines import register_torch_baselines, triton_support
 from solbench.core.spec import Impl, add_impl
 from solbench.ops.mla_decode_attention.spec import spec
 
@@ -40,3 +40,14 @@ def native(q, kv_cache, kv_indptr, kv_indices, kv_lora_rank, max_seqlen_k, sm_sc
 register_torch_baselines(spec.name, eager, "gather latent rows, einsum + masked softmax + einsum")
 add_impl(Impl(spec.name, "torch_native", native, baseline=True,
               description="gather latent rows + F.scaled_dot_product_attention (kv head broadcast)"))
+
+
+def ours(q, kv_cache, kv_indptr, kv_indices, kv_lora_rank, max_seqlen_k, sm_scale, out=None):
+    from solbench.kernels.mla import mla_decode
+
+    return mla_decode(q, kv_cache, kv_indptr, kv_indices, kv_lora_rank, sm_scale, out=out)
+
+
+add_impl(Impl(spec.name, "ours_triton", ours, available=triton_support, takes_out=True,
+              description="solbench Triton MLA decode: a sequence's heads as the tile's rows, each latent tile "
+                          "loaded once as keys and values"))
