@@ -104,7 +104,7 @@ def deployed_s(record: Mapping, sku: str = DEPLOYED_SKU) -> float | None:
     if not t or t <= 0 or not cost:
         return None
     c = Cost(flops=dict(cost.get("flops") or {}), bytes_read=float(cost.get("bytes_read") or 0),
-             bytes_written=float(cost.get("bytes_written") or 0))
+             bytes_written=float(cost.get("bytes_written") or 0), serial=tuple(cost.get("serial") or ()))
     if c.total_bytes <= 0 and c.total_flops <= 0:
         return None
     return roofline(c, get_sku(sku)).sol_us / t
