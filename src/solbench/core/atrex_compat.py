@@ -253,3 +253,24 @@ def atrex_cost(spec: OpSpec, shape: Shape) -> AtrexCost:
     # Same contract: our cost's tensors, and all of its FLOPs on the metadata dtype's one path.
     c = spec.cost(shape)
     return AtrexCost(c.total_flops, w_dtype, float(c.bytes_read), float(c.bytes_written), "native")
+
+
+# Operators whose published deployed time measured Atrex's contract where ours differs: it is
+# compared with the Atrex-mode SOL only (linear_sigmoid_mul: the 4096-wide gate GEMM, not the
+# production one-scalar gate).
+DEPLOYED_ATREX_CONTRACT = frozenset({"linear_sigmoid_mul"})
+
+
+def atrex_sol_for(op: str, shape_id, sku: str) -> float | None:
+    """Atrex-mode SOL (µs) of catalog shape ``op``/``shape_id`` on datasheet SKU ``sku``; None when
+    the shape is not a catalog shape (smoke shapes, suites from profiles)."""
+    from solbench.core.hardware import get_sku
+    from solbench.core.spec import get_spec
+
+    spec = get_spec(op)
+    if not spec.catalog:
+        return None
+    shape = next((s for s in spec.shapes if str(s.id) == str(shape_id)), None)
+    if shape is None:
+        return None
+    return atrex_sol_us(atrex_cost(spec, shape), get_sku(sku))
