@@ -7,9 +7,9 @@ Atrex-Bench (alibaba/atrex-bench, ``scripts/roofline.py``) publishes one SOL per
 * W = the FLOPs its traced reference executes, all priced at the peak of the operator's
   metadata dtype (one path: ``bf16`` -> the bf16 tensor cores even for softmax or a norm,
   ``fp32`` -> the fp32 CUDA cores, an integer dtype -> no compute leg);
-* SOL = max(W / P[dtype], Q / B), with two "active row" overrides (fused_moe and
-  fp8_blockscale_fused_moe: the expected occupied experts of random routing;
-  chunk_gated_delta_rule_state: only the batch's state rows).
+* SOL = max(W / P[dtype], Q / B), with their active-row overrides: fused_moe and
+  fp8_blockscale_fused_moe read the expected occupied experts of random routing,
+  chunk_gated_delta_rule_state only the batch's state rows.
 
 This module reproduces those numbers from our catalog shapes. Where Atrex's contract is the one
 our spec measures, the counts come from the spec's own ``cost``; where the contracts differ, the
