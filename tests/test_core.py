@@ -47,6 +47,13 @@ def test_roofline_hand_values():
     rl = roofline.roofline(m, h100)
     assert math.isclose(rl.sol_us, 1000.0) and rl.regime == "M"
     assert roofline.roofline(Cost(flops={}, bytes_read=100, bytes_written=100), h100).regime == "I"
+    # Paths overlap: the slowest one bounds the time, not their sum (a sum is no lower bound).
+    both = Cost(flops={"bf16_tc": 989e12 * 1e-3, "fp32": 67e12 * 0.5e-3}, bytes_read=0, bytes_written=0)
+    assert math.isclose(roofline.roofline(both, h100).compute_us, 1000.0)
+    # A path declared serial (its cost comment says why it cannot overlap) adds to the max.
+    serial = Cost(flops=dict(both.flops), bytes_read=0, bytes_written=0, serial=("fp32",))
+    assert math.isclose(roofline.roofline(serial, h100).compute_us, 1500.0)
+    assert serial.to_record()["serial"] == ["fp32"] and "serial" not in both.to_record()
     assert roofline.speed_of_light_fraction(5.0, 10.0) == 0.5
 
 

@@ -132,11 +132,53 @@ def cmd_calibrate(args) -> int:
 # ---- roofline -----------------------------------------------------------------------------------
 
 def cmd_roofline(args) -> int:
-    from solbench.core import hardware, roofline
+    from solbench.core import hardware
     from solbench.core.spec import all_specs, get_spec
 
     hw = hardware.get_sku(args.hw) if args.hw else hardware.SKUS["H100"]
     specs = [get_spec(o) for o in split_csv(args.ops)] if args.ops else all_specs(include_variants=args.variants)
+    if args.compat == "atrex":
+        rows = _atrex_rows(specs, hw)
+    else:
+        rows = _native_rows(specs, hw)
+    if args.json:
+        print(json.dumps(rows, indent=None if len(rows) > 50 else 1))
+        return 0
+    from rich.table import Table
+
+    mode = "Atrex-Bench conventions" if args.compat == "atrex" else "datasheet"
+    t = Table(title=f"roofline on {hw.name} ({mode})", title_justify="left")
+    for c in ("op", "shape", "GFLOP", "MB moved", "AI", "regime", "SOL µs"):
+        t.add_column(c, justify="left" if c in ("op", "regime") else "right")
+    for r in rows:
+        t.add_row(r["op"], str(r["shape_id"]), f"{sum(r['flops'].values()) / 1e9:.3g}",
+                  f"{(r['bytes_read'] + r['bytes_written']) / 1e6:.3g}",
+                  "-" if r["ai"] is None else f"{r['ai']:.3g}", r["regime"], f"{r['sol_us']:.3g}")
+    _console().print(t)
+    return 0
+
+
+def _atrex_rows(specs, hw) -> list[dict]:
+    from solbench.core.atrex_compat import atrex_cost, atrex_sol_us
+
+    rows = []
+    for spec in specs:
+        if not spec.catalog:
+            continue  # Atrex publishes catalog operators only
+        for shape in spec.shapes:
+            c = atrex_cost(spec, shape)
+            flops = {c.w_dtype: c.w_flops} if c.w_dtype and c.w_flops else {}
+            ai = c.w_flops / c.q_total if c.q_total else None
+            rows.append({"op": spec.name, "shape_id": shape.id, "flops": flops, "bytes_read": c.q_read,
+                         "bytes_written": c.q_write, "ai": ai,
+                         "regime": "I" if not flops else ("C" if ai and ai > 10 else "M"),
+                         "sol_us": atrex_sol_us(c, hw), "hw": hw.name, "compat": "atrex", "rule": c.rule})
+    return rows
+
+
+def _native_rows(specs, hw) -> list[dict]:
+    from solbench.core import roofline
+
     rows = []
     for spec in specs:
         for shape in spec.shapes:
@@ -146,20 +188,7 @@ def cmd_roofline(args) -> int:
                          "bytes_read": cost.bytes_read, "bytes_written": cost.bytes_written, "ai": rl.ai,
                          "regime": rl.regime, "sol_us": rl.sol_us, "compute_us": rl.compute_us,
                          "memory_us": rl.memory_us, "hw": hw.name})
-    if args.json:
-        print(json.dumps(rows, indent=None if len(rows) > 50 else 1))
-        return 0
-    from rich.table import Table
-
-    t = Table(title=f"roofline on {hw.name} (datasheet)", title_justify="left")
-    for c in ("op", "shape", "GFLOP", "MB moved", "AI", "regime", "SOL µs"):
-        t.add_column(c, justify="left" if c in ("op", "regime") else "right")
-    for r in rows:
-        t.add_row(r["op"], str(r["shape_id"]), f"{sum(r['flops'].values()) / 1e9:.3g}",
-                  f"{(r['bytes_read'] + r['bytes_written']) / 1e6:.3g}",
-                  "-" if r["ai"] is None else f"{r['ai']:.3g}", r["regime"], f"{r['sol_us']:.3g}")
-    _console().print(t)
-    return 0
+    return rows
 
 
 # ---- run ----------------------------------------------------------------------------------------
@@ -292,6 +321,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--hw", help="SKU: H20, XPU-A, H100, H200, A100, B200 (default H100)")
     q.add_argument("--json", action="store_true")
     q.add_argument("--variants", action="store_true")
+    q.add_argument("--compat", choices=("native", "atrex"), default="native",
+                   help="atrex: Atrex-Bench's counting (whole tensors, one FLOP path at the metadata dtype's "
+                        "peak); see docs/ROOFLINE.md")
     q.set_defaults(func=cmd_roofline)
 
     q = sub.add_parser("run", help="check and time implementations against the speed of light")

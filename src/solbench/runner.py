@@ -417,6 +417,9 @@ def run(cfg: RunConfig, *, progress: Callable | None = None, on_shape_done: Call
             cost = spec.cost(shape)
             rl_ds = roofline.roofline(cost, datasheet)
             rl_ach = roofline.roofline(cost, achievable)
+            # The cold floor (calibrate): no kernel of any size beats it, so below it S says
+            # nothing about the kernel; None until the device's calibration has measured it.
+            cold_floor_us = (achievable.extra or {}).get("cold_floor_us")
 
             def shape_progress(msg, _spec=spec, _shape=shape):
                 if progress:
@@ -443,6 +446,9 @@ def run(cfg: RunConfig, *, progress: Callable | None = None, on_shape_done: Call
                     "s": roofline.speed_of_light_fraction(rl_ds.sol_us, time_us),
                     "s_achievable": roofline.speed_of_light_fraction(rl_ach.sol_us, time_us),
                     "launch_floor_us": achievable.launch_floor_us,
+                    "cold_floor_us": cold_floor_us,
+                    "s_floor": (max(rl_ach.sol_us, cold_floor_us) / time_us
+                                if cold_floor_us and time_us else None),
                     "ai": rl_ds.ai, "regime": rl_ds.regime, "bound": rl_ds.bound,
                     "cost": cost.to_record(), "tolerance": spec.tolerance(shape).to_record(),
                     "dtype": spec.dtype, "importance": (cfg.weights or {}).get(spec.name, spec.importance),

@@ -5,6 +5,9 @@
   memcpy node, which is much slower than the SMs (2.76 vs 4.25 TB/s seen on an H200).
 * Dense matmul throughput per dtype path (bf16, fp16, fp8 where the part has it), random data.
 * The launch floor: one empty kernel per graph node, under graph replay.
+* The cold floor: a kernel that reads one 128-byte line from HBM and writes one, under graph
+  replay with the run's cold-L2 rule (:func:`cold_floor`). No kernel of any size can beat it, so
+  ``s_floor = max(SOL, cold floor) / T`` says how far a decode-sized call is from the floor.
 * On request (``calibrate --by-size``), the same copy at the sizes kernels actually move (8 MB to
   1 GB read + written), with the run's cold-L2 rule: what a copy reaches at a given size is the
   most a memory-bound kernel of that size can expect. The calibrated bandwidth comes from 1 GiB
@@ -113,7 +116,32 @@ def _measure_cuda(quick: bool, progress) -> dict:
         t = time_gpu(lambda i: x.add_(0), 1, flush=False, target_sample_us=400)
         out["launch_floor_kernel"] = "torch_add_"
     out["launch_floor_us"] = t.median_us
+    step("cold floor")
+    out["extra"].update(cold_floor())
     return out
+
+
+#: One cache line, the least a kernel that reads its input and writes its output can move each way.
+COLD_FLOOR_BYTES = 128
+
+
+def cold_floor() -> dict:
+    """The time of the smallest real kernel: one 128-byte line read from HBM and one written
+    (``torch.mul(x, 1, out=)`` on 32 fp32, the kernel family of the copy calibration), graph
+    replayed with the cold-L2 rule ``solbench run`` applies to a call of that size (one this small
+    cannot rotate input sets past the L2, so the L2 is flushed and the flush time subtracted).
+    Returns ``{"cold_floor_us": median, "cold_floor_cold_l2": "flush" | "rotate"}``."""
+    import torch
+
+    from solbench.core.timing import l2_bytes_of, plan_sets
+
+    dev = torch.device("cuda")
+    n = COLD_FLOOR_BYTES // 4
+    n_sets, flush = plan_sets(2 * COLD_FLOOR_BYTES, l2_bytes_of(dev), bytes_written=COLD_FLOOR_BYTES)
+    srcs = [torch.randn(n, device=dev) for _ in range(n_sets)]
+    dsts = [torch.empty_like(x) for x in srcs]
+    t = time_gpu(lambda i: torch.mul(srcs[i], 1.0, out=dsts[i]), n_sets, flush=flush)
+    return {"cold_floor_us": t.median_us, "cold_floor_cold_l2": t.cold_l2}
 
 
 #: Bytes moved (read + written) per copy in :func:`copy_by_size`.
@@ -163,8 +191,12 @@ def _measure_cpu(quick: bool, progress) -> dict:
     t = time_cpu(lambda i: torch.matmul(a, b, out=c), 1, budget_s=0.3)
     fp32 = 2 * size**3 / (t.median_us * 1e-6)
     t = time_cpu(lambda i: None, 1, budget_s=0.05, max_samples=1000)
+    # The CPU's cold floor: the smallest real copy (one line each way; its caches stay warm).
+    s1, d1 = torch.randn(COLD_FLOOR_BYTES // 4), torch.empty(COLD_FLOOR_BYTES // 4)
+    t1 = time_cpu(lambda i: torch.mul(s1, 1.0, out=d1), 1, budget_s=0.05, max_samples=1000)
     return {"peaks": {"fp32": fp32, "bf16_tc": fp32, "fp16_tc": fp32}, "bandwidth": bw,
-            "launch_floor_us": t.median_us, "l2_bytes": None, "extra": {}}
+            "launch_floor_us": t.median_us, "l2_bytes": None,
+            "extra": {"cold_floor_us": t1.median_us, "cold_floor_cold_l2": "warm"}}
 
 
 def measure(quick: bool = False, progress=None) -> dict:

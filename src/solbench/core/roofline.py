@@ -1,4 +1,9 @@
-"""Speed of light: SOL = max(sum_d W_d / P_d, (Q_read + Q_write) / B).
+"""Speed of light: SOL = max(max_d W_d / P_d, (Q_read + Q_write) / B).
+
+Execution paths run concurrently (tensor-core MMAs beside CUDA-core epilogues, softmax or block
+rescales in other warps, loads in flight under both), so a lower bound takes the slowest path,
+not the sum: a kernel that perfectly overlaps them reaches the max, and none can beat it. A path
+a cost declares ``serial`` (its comment says why it cannot overlap) adds to that max instead.
 
 The launch floor is reported beside SOL, never folded into it: a 3 KB decode shape has a SOL of
 about a nanosecond, and its gap to the floor is a different question from its gap to SOL.
@@ -35,7 +40,10 @@ def arithmetic_intensity(cost: Cost) -> float | None:
 
 
 def roofline(cost: Cost, hw: Hardware) -> Roofline:
-    compute_s = sum(w / hw.peak(path) for path, w in cost.flops.items() if w)
+    times = {path: w / hw.peak(path) for path, w in cost.flops.items() if w}
+    serial = set(cost.serial)
+    compute_s = max((t for p, t in times.items() if p not in serial), default=0.0) \
+        + sum(t for p, t in times.items() if p in serial)
     memory_s = cost.total_bytes / hw.bandwidth
     sol_s = max(compute_s, memory_s)
     return Roofline(sol_us=sol_s * 1e6, compute_us=compute_s * 1e6, memory_us=memory_s * 1e6,

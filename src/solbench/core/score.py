@@ -90,10 +90,14 @@ def speedups(records: Sequence[Mapping], baseline: str) -> dict[tuple, float]:
 DEPLOYED_SKU = "XPU-A"
 
 
-def deployed_s(record: Mapping, sku: str = DEPLOYED_SKU) -> float | None:
+def deployed_s(record: Mapping, sku: str = DEPLOYED_SKU, compat: str = "native") -> float | None:
     """S of the published deployed kernel for this record's shape: datasheet SOL on ``sku``
     (from the record's cost fields) over the deployed time published for that same SKU. Only
-    the SKU the time was measured on is meaningful, so there is no cross-hardware variant."""
+    the SKU the time was measured on is meaningful, so there is no cross-hardware variant.
+    ``compat="atrex"`` puts the time against the Atrex-mode SOL of the shape instead. A time is
+    compared only with the contract it measured: where that is Atrex's and ours differs
+    (core/atrex_compat.DEPLOYED_ATREX_CONTRACT), the native S is None."""
+    from solbench.core.atrex_compat import DEPLOYED_ATREX_CONTRACT, atrex_sol_for
     from solbench.core.hardware import get_sku
     from solbench.core.roofline import roofline
     from solbench.core.spec import Cost
@@ -101,10 +105,18 @@ def deployed_s(record: Mapping, sku: str = DEPLOYED_SKU) -> float | None:
     dep = ((record.get("provenance") or {}).get("deployed_us") or {}).get(sku) or {}
     t = dep.get("time_us") if isinstance(dep, Mapping) else None
     cost = record.get("cost")
-    if not t or t <= 0 or not cost:
+    if not t or t <= 0:
+        return None
+    if compat == "atrex":
+        try:
+            sol = atrex_sol_for(record["op"], record.get("shape_id"), sku)
+        except KeyError:
+            return None
+        return sol / t if sol else None
+    if not cost or record.get("op") in DEPLOYED_ATREX_CONTRACT:
         return None
     c = Cost(flops=dict(cost.get("flops") or {}), bytes_read=float(cost.get("bytes_read") or 0),
-             bytes_written=float(cost.get("bytes_written") or 0))
+             bytes_written=float(cost.get("bytes_written") or 0), serial=tuple(cost.get("serial") or ()))
     if c.total_bytes <= 0 and c.total_flops <= 0:
         return None
     return roofline(c, get_sku(sku)).sol_us / t

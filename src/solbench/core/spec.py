@@ -98,12 +98,15 @@ class Cost:
     """First-principles cost of one call: FLOPs per dtype path, bytes read and written once.
 
     FLOP paths: ``bf16_tc``, ``fp16_tc``, ``fp8_e4m3_tc``, ``tf32_tc`` (tensor cores), ``fp32``
-    (CUDA-core arithmetic). Structural operators have no FLOPs at all.
+    (CUDA-core arithmetic). Structural operators have no FLOPs at all. Paths overlap, so the
+    roofline takes the slowest one; ``serial`` names paths that cannot overlap the others (their
+    time adds), and the cost comment must say why.
     """
 
     flops: Mapping[str, float]
     bytes_read: float
     bytes_written: float
+    serial: tuple[str, ...] = ()
 
     @property
     def total_flops(self) -> float:
@@ -114,8 +117,11 @@ class Cost:
         return float(self.bytes_read + self.bytes_written)
 
     def to_record(self) -> dict:
-        return {"flops": {k: float(v) for k, v in self.flops.items() if v},
-                "bytes_read": float(self.bytes_read), "bytes_written": float(self.bytes_written)}
+        rec = {"flops": {k: float(v) for k, v in self.flops.items() if v},
+               "bytes_read": float(self.bytes_read), "bytes_written": float(self.bytes_written)}
+        if self.serial:
+            rec["serial"] = list(self.serial)
+        return rec
 
 
 def tensor_bytes(shape: Iterable[int], dtype: str) -> int:

@@ -39,7 +39,7 @@ def ceilings(records: Sequence[Mapping], hw: str = "achievable") -> hardware.Har
 def record_cost(r: Mapping) -> Cost:
     c = r.get("cost") or {}
     return Cost(flops=dict(c.get("flops") or {}), bytes_read=float(c.get("bytes_read") or 0),
-                bytes_written=float(c.get("bytes_written") or 0))
+                bytes_written=float(c.get("bytes_written") or 0), serial=tuple(c.get("serial") or ()))
 
 
 def s_against(r: Mapping, hw: hardware.Hardware) -> float | None:

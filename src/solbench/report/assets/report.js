@@ -76,13 +76,16 @@
   }
   function solUs(shape, hw) {
     if (!hw || !shape.cost || (shape.cost.r + shape.cost.w <= 0 && !totalFlops(shape))) return null;
-    var compute = 0;
+    // Same rule as solbench.core.roofline: paths overlap (the slowest bounds the time), and a
+    // path the cost declares serial adds to that max.
+    var over = 0, serial = 0, sr = shape.cost.sr || [];
     for (var p in shape.cost.f) {
       if (!Object.prototype.hasOwnProperty.call(shape.cost.f, p) || !shape.cost.f[p]) continue;
       var pk = peak(hw, p);
       if (!pk) return null;
-      compute += shape.cost.f[p] / pk;
+      if (sr.indexOf(p) >= 0) serial += shape.cost.f[p] / pk; else over = Math.max(over, shape.cost.f[p] / pk);
     }
+    var compute = over + serial;
     var mem = (shape.cost.r + shape.cost.w) / hw.bw;
     return Math.max(compute, mem) * 1e6;
   }
@@ -136,17 +139,22 @@
       s[impl] = wmedian(v, w);
       if (s[impl] !== null && (best === null || s[impl] > s[best])) best = impl;
     });
-    var dv = [], dw = [], dsku = hwFor(D.deployed_sku);
+    // A deployed time is compared only with the contract it measured: ops whose published time
+    // measured Atrex's contract (op.dep_contract) get no native deployed S.
+    var dv = [], dw = [], av = [], aw = [], dsku = hwFor(D.deployed_sku);
     shapes.forEach(function (sh) {
       var d = sh.dep[D.deployed_sku];
-      if (d && d.us > 0) { var sol = solUs(sh, dsku); if (sol !== null) { dv.push(sol / d.us); dw.push(sh.w); } }
+      if (!(d && d.us > 0)) return;
+      var sol = op.dep_contract === 'atrex' ? null : solUs(sh, dsku);
+      if (sol !== null) { dv.push(sol / d.us); dw.push(sh.w); }
+      if (sh.atx) { av.push(sh.atx / d.us); aw.push(sh.w); }
     });
     var regimes = {};
     shapes.forEach(function (sh) { if (sh.regime) regimes[sh.regime] = true; });
     var reg = ['C', 'M', 'I'].filter(function (r) { return regimes[r]; }).join('+');
     var fails = 0, skips = 0;
     shapes.forEach(function (sh) { var pr = sh.runs[String(state.run)]; for (var k in pr.i) { if (pr.i[k].st === 'fail') fails++; if (pr.i[k].st === 'skip') skips++; } });
-    return { shapes: shapes.length, s: s, best: best, bestS: best ? s[best] : null, dep: wmedian(dv, dw), regime: reg,
+    return { shapes: shapes.length, s: s, best: best, bestS: best ? s[best] : null, dep: wmedian(dv, dw), depA: wmedian(av, aw), regime: reg,
              fails: fails, skips: skips };
   }
   function importanceOf(op) {
@@ -203,6 +211,18 @@
     var mid = el('div', null, [el('h2', { text: 'Production-weighted score' }),
       el('p', { cls: 'note', text: 'S per operator is the median over its correct shapes, weighted by each shape\'s production GPU time; ' +
         'the suite score sums importance (share of production GPU time) × S over the operators an implementation covers. Ceilings: ' + (hw ? hw.name : '–') + '.' }), st]);
+    if (r.suite_floor && Object.keys(r.suite_floor).some(function (k) { return r.suite_floor[k].coverage; })) {
+      var ft2 = el('table', { cls: 'score-table', id: 'suite-floor' });
+      ft2.appendChild(el('tr', null, [el('th', { text: 'implementation' }), el('th', { text: 'Σ importance × S floor' }), el('th', { text: 'normalized' })]));
+      Object.keys(r.suite_floor).sort(function (a, b) { return r.suite_floor[b].score - r.suite_floor[a].score; }).forEach(function (impl) {
+        var f = r.suite_floor[impl];
+        ft2.appendChild(el('tr', { 'data-impl': impl }, [el('td', { text: impl === 'best' ? 'best per operator' : impl }),
+          el('td', { text: f.coverage ? fmt(f.score, 4) : '–' }), el('td', { text: fmt(f.normalized, 3) })]));
+      });
+      mid.appendChild(el('p', { cls: 'note', text: 'Against the cold floor: S floor = max(achievable SOL, cold floor ' +
+        (r.cold_floor_us ? fmtUs(r.cold_floor_us) + ' µs' : '') + ') / time, what a decode-sized call can reach on this device; S stays the headline.' }));
+      mid.appendChild(ft2);
+    }
 
     var a = r.amdahl, ap = el('div', null, [el('h2', { text: 'End-to-end estimate (Amdahl)' })]);
     if (a && a.coverage > 0) {
@@ -272,7 +292,8 @@
       { key: 'importance', label: 'importance' }, { key: 'shapes', label: 'shapes' }, { key: 'regime', label: 'regime', txt: true }];
     implsIn().forEach(function (impl) { cols.push({ key: 's:' + impl, label: 'S ' + impl, impl: impl, wrap: true }); });
     cols.push({ key: 'best', label: 'best', txt: true }, { key: 'gap', label: 'gap to SOL' },
-      { key: 'dep', label: 'deployed S (' + D.deployed_sku + ')', wrap: true });
+      { key: 'dep', label: 'deployed S (' + D.deployed_sku + ')', wrap: true },
+      { key: 'depA', label: 'deployed S, Atrex SOL (' + D.deployed_sku + ')', wrap: true });
     if (delta()) cols.push({ key: 'delta', label: 'Δ vs baseline', txt: true });
     return cols;
   }
@@ -285,6 +306,7 @@
     if (key === 'best') return st.best || '';
     if (key === 'gap') return st.bestS ? 1 / st.bestS : null;
     if (key === 'dep') return st.dep;
+    if (key === 'depA') return st.depA;
     if (key === 'delta') { var h = headlineDelta(op); return h ? h.d.ratio : null; }
     if (key.indexOf('s:') === 0) return st.s[key.slice(2)];
     return null;
@@ -345,7 +367,7 @@
         if (c.key === 'name') td = el('td', { cls: 'txt name', text: op.name, title: op.origin ? (op.origin.framework + ': ' + op.origin.symbol) : '' });
         else if (c.key === 'importance') td = el('td', { text: v === null || v === undefined ? '–' : (v * 100).toFixed(2) + '%' });
         else if (c.key === 'gap') td = el('td', { text: v ? '×' + (v >= 100 ? Math.round(v) : v.toPrecision(3)) : '–', title: 'measured time of the best implementation over SOL' });
-        else if (c.key === 'dep' || c.key.indexOf('s:') === 0) {
+        else if (c.key === 'dep' || c.key === 'depA' || c.key.indexOf('s:') === 0) {
           td = el('td', { text: fmtS(v), cls: (v === null || v === undefined ? 'na' : '') + (c.impl && c.impl === st.best ? ' best-cell' : '') });
           if (c.impl) { td.setAttribute('data-impl', c.impl); if (v !== null && v !== undefined) td.setAttribute('data-s', String(v)); }
         } else if (c.key === 'delta') {
@@ -368,7 +390,8 @@
     });
     document.getElementById('table-note').textContent = rows.length + ' of ' + D.ops.filter(function (o) { return shapesOf(o).length; }).length +
       ' operators. S against ' + (hw ? hw.name : '?') + '; gap to SOL = best measured time / SOL. Deployed S is the published deployed kernel\'s time on ' +
-      D.deployed_sku + ' against the ' + D.deployed_sku + ' datasheet roofline, whatever the ceilings selected, because that is the only hardware it was measured on.';
+      D.deployed_sku + ' against the ' + D.deployed_sku + ' datasheet roofline, whatever the ceilings selected, because that is the only hardware it was measured on; ' +
+      'the Atrex column puts the same time against Atrex-Bench\'s published-style SOL (roofline --compat atrex, docs/ROOFLINE.md).';
   }
 
   // ---------------------------------------------------------------- operator detail
@@ -390,7 +413,11 @@
     if (p.tensor_parallel_size) parts.push('TP' + p.tensor_parallel_size);
     if (p.call_count) parts.push(p.call_count.toLocaleString('en-US') + ' calls');
     if (p.total_duration_us) parts.push(fmtUs(p.total_duration_us) + ' µs traced');
-    for (var sku in sh.dep) parts.push('deployed ' + (sh.dep[sku].fw || '') + ' on ' + sku + ': ' + fmtUs(sh.dep[sku].us) + ' µs');
+    for (var sku in sh.dep) {
+      var dt = 'deployed ' + (sh.dep[sku].fw || '') + ' on ' + sku + ': ' + fmtUs(sh.dep[sku].us) + ' µs';
+      if (sku === D.deployed_sku && sh.atx) dt += ' (S against Atrex SOL ' + fmtS(sh.atx / sh.dep[sku].us) + ')';
+      parts.push(dt);
+    }
     return parts.join(' · ');
   }
   function paramText(params) {
@@ -403,7 +430,7 @@
   }
   function shapeTable(op, shapes, impls, hw) {
     var d = delta(), t = el('table', { cls: 'shapes', 'data-op': op.name });
-    var head = ['impl', 'status', 'µs', 'p20–p80 µs', 'S', '× compile', '× eager', '× best peer'];
+    var head = ['impl', 'status', 'µs', 'p20–p80 µs', 'S', 'S floor', '× compile', '× eager', '× best peer'];
     if (d) head.push('Δ vs baseline');
     head.push('notes');
     t.appendChild(el('tr', null, head.map(function (h, i) { return el('th', { cls: i < 2 || h === 'S' || h === 'notes' || h === 'Δ vs baseline' ? 'txt' : null, text: h }); })));
@@ -425,7 +452,8 @@
         var row = [el('td', { cls: 'txt' }, [el('i', { style: 'display:inline-block;width:8px;height:8px;border-radius:50%;margin-right:5px;background:' + implColor(impl) }), impl]),
           el('td', { cls: 'txt' }, [el('span', { cls: stCls, text: res.st === 'fail' ? 'FAIL' : res.st })]),
           el('td', { text: fmtUs(res.t) }), el('td', { text: res.st === 'ok' && res.lo !== undefined ? fmtUs(res.lo) + '–' + fmtUs(res.hi) : '–' }),
-          sCell, el('td', { text: sp.torch_compile ? fmt(sp.torch_compile) : '–' }), el('td', { text: sp.torch_eager ? fmt(sp.torch_eager) : '–' }),
+          sCell, el('td', { text: res.sf ? fmtS(res.sf) : '–', title: 'max(achievable SOL, cold floor) / time' }),
+          el('td', { text: sp.torch_compile ? fmt(sp.torch_compile) : '–' }), el('td', { text: sp.torch_eager ? fmt(sp.torch_eager) : '–' }),
           el('td', { text: sp.best_peer ? fmt(sp.best_peer) : '–' })];
         if (d) { var ds = d.shapes[op.name + '|' + sh.id], x = ds && ds[impl], dc = el('td', { cls: 'txt' }); if (x) { dc.appendChild(verdictSpan(x)); if (x.base) dc.appendChild(el('span', { cls: 'note', text: ' (was ' + fmtUs(x.base) + ' µs)' })); } else dc.textContent = '–'; row.push(dc); }
         var notes = [];
