@@ -23,7 +23,8 @@ def sdpa_backend_ran(q, k, v, mask, is_causal: bool, scale: float, enable_gqa: b
         from torch.nn.attention import SDPBackend
 
         kw = {"enable_gqa": enable_gqa} if enable_gqa else {}
-        choice = torch._fused_sdp_choice(q, k, v, mask, 0.0, is_causal, scale, **kw)
+        choice = torch._fused_sdp_choice(q, k, v, attn_mask=mask, dropout_p=0.0, is_causal=is_causal, scale=scale,
+                                         **kw)
         return SDPBackend(choice).name.lower()
     except Exception as e:  # noqa: BLE001 - private API; the record says why the name is missing
         return f"unknown ({type(e).__name__})"

@@ -55,17 +55,17 @@ class AttentionConfig:
 
 
 def default_config(head_dim_padded: int, rows_per_seq: int, is_cuda: bool) -> AttentionConfig:
-    """First-principles tiles: 128 x 64 with 8 warps for long prefills (the shape Hopper's
-    tensor cores and Triton's flash-attention pipelines run best at for D <= 128), a smaller M
-    when a sequence has few rows (decode: G rows), half the key tile for D = 256 so the K and V
-    stages fit shared memory."""
+    """First-principles tiles: 128 x 128 with 8 warps (two warpgroups of 64 rows) and three
+    stages for long prefills at D <= 128; half the key tile and two stages at D = 256 so the K
+    and V stages fit shared memory; a smaller M when a sequence has few rows (decode: G rows)."""
     bm = 128 if rows_per_seq >= 128 else max(16, next_pow2(rows_per_seq))
-    bn = 64 if head_dim_padded <= 128 else 32
     if not is_cuda:
-        return AttentionConfig(bm, bn, 4, 1)
-    warps = 8 if bm >= 128 else 4
-    stages = 3 if head_dim_padded <= 128 else 2
-    return AttentionConfig(bm, bn, warps, stages)
+        return AttentionConfig(bm, 64 if head_dim_padded <= 128 else 32, 4, 1)
+    if bm < 128:
+        return AttentionConfig(bm, 64 if head_dim_padded <= 128 else 32, 4, 3 if head_dim_padded <= 128 else 2)
+    if head_dim_padded <= 128:
+        return AttentionConfig(128, 128, 8, 3)
+    return AttentionConfig(128, 64, 8, 2)
 
 
 def tiles_override() -> AttentionConfig | None:
@@ -124,18 +124,20 @@ if triton is not None:
                               PAGE, KX, MASKED)
             if DOT_FP32:
                 k = k.to(tl.float32)
-            s = tl.dot(q, tl.trans(k)) * qk_scale
+            qk = tl.dot(q, tl.trans(k))
             if MASKED:
                 visible = n_mask[None, :]
                 if CAUSAL:
                     visible = visible & (j[None, :] <= (t_row + diag)[:, None])
-                s = tl.where(visible, s, float("-inf"))
+                s = tl.where(visible, qk * qk_scale, float("-inf"))
                 m_new = tl.maximum(m_i, tl.max(s, 1))
                 # A row that has seen no key yet keeps m = -inf; subtract 0 instead so it stays 0.
                 m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)
             else:
-                m_new = tl.maximum(m_i, tl.max(s, 1))
+                # The scale folds into the exponent's argument: one FMA per score.
+                m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
                 m_ref = m_new
+                s = qk * qk_scale
             p = tl.math.exp2(s - m_ref[:, None])
             alpha = tl.math.exp2(m_i - m_ref)
             l_i = l_i * alpha + tl.sum(p, 1)

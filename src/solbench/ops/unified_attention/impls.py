@@ -117,6 +117,8 @@ _dense = peers.DenseReference()
 
 
 def _dense_kv(k_cache, v_cache, block_table, max_seqlen_k, h):
+    import torch
+
     def gather():
         kp, vp = _gather_kv(k_cache, v_cache, block_table, max_seqlen_k)
         g = h // kp.shape[2]
@@ -132,6 +134,26 @@ def sdpa_dense(q, k_cache, v_cache, cu_seqlens_q, seqused_k, block_table, max_se
     o = peers.sdpa(_batched(q, cu_seqlens_q, max_seqlen_q), kp, vp, is_causal=True, scale=softmax_scale,
                    backend=_dense.backend)
     return o.reshape(q.shape)
+
+
+_dense_ours = peers.DenseReference()
+
+
+def ours_dense(q, k_cache, v_cache, cu_seqlens_q, seqused_k, block_table, max_seqlen_q, max_seqlen_k,
+               softmax_scale):
+    """Reference: our kernel's dense path on K/V gathered before the timed call (what paging costs us)."""
+    from solbench.kernels.attention import varlen_attention
+
+    import torch
+
+    def gather():
+        kp, vp = _gather_kv(k_cache, v_cache, block_table, max_seqlen_k)
+        b, lk, hkv, d = kp.shape
+        cu_k = torch.arange(0, (b + 1) * lk, lk, device=q.device, dtype=torch.int32)
+        return kp.reshape(b * lk, hkv, d).contiguous(), vp.reshape(b * lk, hkv, d).contiguous(), cu_k
+
+    k, v, cu_k = _dense_ours.dense(k_cache, gather)
+    return varlen_attention(q, k, v, cu_seqlens_q, cu_k, max_seqlen_q, softmax_scale, causal=True)
 
 
 def dense_prepare(shape, inputs):
@@ -174,3 +196,6 @@ add_impl(Impl(spec.name, "sdpa_dense", sdpa_dense, supports=_dense_ref_supports,
               role="reference", available=lambda: peers.flash_support(True, True),
               description="reference, not paged: SDPA's fastest backend (cuDNN first) on K/V gathered dense and "
                           "GQA-expanded before the timed call"))
+add_impl(Impl(spec.name, "ours_dense", ours_dense, available=triton_support, supports=_dense_ref_supports,
+              role="reference",
+              description="reference, not paged: our kernel's dense varlen path on K/V gathered before the timed call"))
