@@ -68,6 +68,14 @@ def default_config(head_dim_padded: int, rows_per_seq: int, is_cuda: bool) -> At
     return AttentionConfig(128, 64, 8, 2)
 
 
+def head_dim_chunks(d: int) -> tuple[int, int]:
+    """head_size as one or two power-of-two column chunks, the second padded in registers:
+    72 -> (64, 16), 80 -> (64, 16), 96 -> (64, 32), 192 -> (128, 64), 128 -> (128, 0)."""
+    a = max(16, 1 << (int(d).bit_length() - 1))
+    rest = int(d) - a
+    return a, (0 if rest <= 0 else max(16, next_pow2(rest)))
+
+
 def tiles_override() -> AttentionConfig | None:
     """``SOLBENCH_ATTENTION_TILES=block_m,block_n,num_warps,num_stages``: one config for every
     launch, for A/B runs from the command line (read at each call)."""
@@ -88,7 +96,7 @@ if triton is not None:
     @triton.jit
     def _load_kv_tile(base, page_row, j, n_mask, offs_d, d_mask, stride_page, stride_tok, stride_x,
                       PAGE: tl.constexpr, X: tl.constexpr, MASKED: tl.constexpr):
-        """A [BLOCK_N, D_PAD] tile of keys or values j (``page_row``: this sequence's block-table
+        """A [BLOCK_N, len(offs_d)] tile of keys or values j (``page_row``: this sequence's block-table
         row, unused when dense). Element d of token j sits at page * stride_page + (j % PAGE) *
         stride_tok + d * stride_x, or with an x-split head_size (X > 0) at ... + (d // X) *
         stride_x + d % X."""
@@ -110,13 +118,15 @@ if triton is not None:
         return tl.load(ptrs, mask=d_mask[None, :], other=0.0)
 
     @triton.jit
-    def _attend_tiles(acc, l_i, m_i, q, k_base, v_base, page_row, n_lo, n_hi, k_len, t_row, diag,
-                      offs_n, offs_d, d_mask, qk_scale,
+    def _attend_tiles(acc, acc_b, l_i, m_i, q, q_b, k_base, v_base, page_row, n_lo, n_hi, k_len, t_row, diag,
+                      offs_n, offs_d, d_mask, offs_db, db_mask, qk_scale,
                       stride_kp, stride_kt, stride_kx, stride_vp, stride_vt, stride_vd,
                       PAGE: tl.constexpr, KX: tl.constexpr, CAUSAL: tl.constexpr, MASKED: tl.constexpr,
-                      BLOCK_N: tl.constexpr, DOT_FP32: tl.constexpr):
+                      BLOCK_N: tl.constexpr, D_B: tl.constexpr, DOT_FP32: tl.constexpr):
         """Online softmax over key tiles [n_lo, n_hi). Unmasked tiles (every key visible to every
-        row) skip the masks and the empty-row guard."""
+        row) skip the masks and the empty-row guard. A head_size that is not a power of two runs
+        as two column chunks (``acc`` and, when D_B > 0, ``acc_b``): 72 = 64 + 16 (8 masked)
+        multiplies 80 columns instead of 128."""
         for n in range(n_lo, n_hi, BLOCK_N):
             j = n + offs_n
             n_mask = j < k_len
@@ -125,6 +135,12 @@ if triton is not None:
             if DOT_FP32:
                 k = k.to(tl.float32)
             qk = tl.dot(q, tl.trans(k))
+            if D_B > 0:
+                k_b = _load_kv_tile(k_base, page_row, j, n_mask, offs_db, db_mask, stride_kp, stride_kt, stride_kx,
+                                    PAGE, KX, MASKED)
+                if DOT_FP32:
+                    k_b = k_b.to(tl.float32)
+                qk += tl.dot(q_b, tl.trans(k_b))
             if MASKED:
                 visible = n_mask[None, :]
                 if CAUSAL:
@@ -146,17 +162,35 @@ if triton is not None:
             if DOT_FP32:
                 v = v.to(tl.float32)
             acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+            if D_B > 0:
+                v_b = _load_kv_tile(v_base, page_row, j, n_mask, offs_db, db_mask, stride_vp, stride_vt, stride_vd,
+                                    PAGE, 0, MASKED)
+                if DOT_FP32:
+                    v_b = v_b.to(tl.float32)
+                acc_b = acc_b * alpha[:, None] + tl.dot(p.to(v_b.dtype), v_b)
             m_i = m_new
-        return acc, l_i, m_i
+        return acc, acc_b, l_i, m_i
 
     @triton.jit
     def _attention_fwd(Q, K, V, O, cu_q, cu_k, seqused_k, block_table, qk_scale, num_seqs,
                        stride_qt, stride_qh, stride_ot, stride_oh,
                        stride_kp, stride_kt, stride_kh, stride_kx,
                        stride_vp, stride_vt, stride_vh, stride_vd, stride_bt,
-                       G: tl.constexpr, D: tl.constexpr, D_PAD: tl.constexpr, KX: tl.constexpr,
+                       G: tl.constexpr, D: tl.constexpr, D_A: tl.constexpr, D_B: tl.constexpr, KX: tl.constexpr,
                        PAGE: tl.constexpr, CAUSAL: tl.constexpr, DECODE: tl.constexpr,
-                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, DOT_FP32: tl.constexpr):
+                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, VEC: tl.constexpr, DOT_FP32: tl.constexpr):
+        # Strides arrive divided by VEC: multiplied back here, the compiler knows every row start
+        # is VEC-aligned (72-wide heads: 144 B) and issues 16-byte vector loads.
+        stride_qt *= VEC
+        stride_qh *= VEC
+        stride_ot *= VEC
+        stride_oh *= VEC
+        stride_kp *= VEC
+        stride_kt *= VEC
+        stride_kh *= VEC
+        stride_vp *= VEC
+        stride_vt *= VEC
+        stride_vh *= VEC
         kvh = tl.program_id(1)
         pid = tl.num_programs(0) - 1 - tl.program_id(0)  # last blocks (longest causal rows) first
         if DECODE:
@@ -197,16 +231,20 @@ if triton is not None:
 
         offs_m = row0 + tl.arange(0, BLOCK_M)
         offs_n = tl.arange(0, BLOCK_N)
-        offs_d = tl.arange(0, D_PAD)
+        offs_d = tl.arange(0, D_A)
         d_mask = offs_d < D
+        offs_db = D_A + tl.arange(0, 16 if D_B == 0 else D_B)
+        db_mask = offs_db < D
         m_mask = offs_m < n_rows
         t_row = offs_m // G
         head = kvh * G + offs_m % G
         tok = (q_start + t_row).to(tl.int64)
-        q = tl.load(Q + tok[:, None] * stride_qt + head[:, None] * stride_qh + offs_d[None, :],
-                    mask=m_mask[:, None] & d_mask[None, :], other=0.0)
+        q_rows = Q + tok[:, None] * stride_qt + head[:, None] * stride_qh
+        q = tl.load(q_rows + offs_d[None, :], mask=m_mask[:, None] & d_mask[None, :], other=0.0)
+        q_b = tl.load(q_rows + offs_db[None, :], mask=m_mask[:, None] & db_mask[None, :], other=0.0)
         if DOT_FP32:
             q = q.to(tl.float32)
+            q_b = q_b.to(tl.float32)
 
         page_row = block_table + s.to(tl.int64) * stride_bt
 
@@ -221,19 +259,23 @@ if triton is not None:
 
         m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
         l_i = tl.zeros([BLOCK_M], tl.float32)
-        acc = tl.zeros([BLOCK_M, D_PAD], tl.float32)
-        acc, l_i, m_i = _attend_tiles(acc, l_i, m_i, q, k_base, v_base, page_row, 0, n_full, k_len, t_row, diag,
-                                      offs_n, offs_d, d_mask, qk_scale,
-                                      stride_kp, stride_kt, stride_kx, stride_vp, stride_vt, stride_vd,
-                                      PAGE, KX, CAUSAL, False, BLOCK_N, DOT_FP32)
-        acc, l_i, m_i = _attend_tiles(acc, l_i, m_i, q, k_base, v_base, page_row, n_full, n_end, k_len, t_row,
-                                      diag, offs_n, offs_d, d_mask, qk_scale,
-                                      stride_kp, stride_kt, stride_kx, stride_vp, stride_vt, stride_vd,
-                                      PAGE, KX, CAUSAL, True, BLOCK_N, DOT_FP32)
+        acc = tl.zeros([BLOCK_M, D_A], tl.float32)
+        acc_b = tl.zeros([BLOCK_M, 16 if D_B == 0 else D_B], tl.float32)
+        acc, acc_b, l_i, m_i = _attend_tiles(acc, acc_b, l_i, m_i, q, q_b, k_base, v_base, page_row, 0, n_full,
+                                             k_len, t_row, diag, offs_n, offs_d, d_mask, offs_db, db_mask, qk_scale,
+                                             stride_kp, stride_kt, stride_kx, stride_vp, stride_vt, stride_vd,
+                                             PAGE, KX, CAUSAL, False, BLOCK_N, D_B, DOT_FP32)
+        acc, acc_b, l_i, m_i = _attend_tiles(acc, acc_b, l_i, m_i, q, q_b, k_base, v_base, page_row, n_full,
+                                             n_end, k_len, t_row, diag, offs_n, offs_d, d_mask, offs_db, db_mask,
+                                             qk_scale, stride_kp, stride_kt, stride_kx, stride_vp, stride_vt,
+                                             stride_vd, PAGE, KX, CAUSAL, True, BLOCK_N, D_B, DOT_FP32)
         l_i = tl.where(l_i > 0.0, l_i, 1.0)
-        out = acc / l_i[:, None]
-        tl.store(O + tok[:, None] * stride_ot + head[:, None] * stride_oh + offs_d[None, :],
-                 out.to(O.dtype.element_ty), mask=m_mask[:, None] & d_mask[None, :])
+        o_rows = O + tok[:, None] * stride_ot + head[:, None] * stride_oh
+        tl.store(o_rows + offs_d[None, :], (acc / l_i[:, None]).to(O.dtype.element_ty),
+                 mask=m_mask[:, None] & d_mask[None, :])
+        if D_B > 0:
+            tl.store(o_rows + offs_db[None, :], (acc_b / l_i[:, None]).to(O.dtype.element_ty),
+                     mask=m_mask[:, None] & db_mask[None, :])
 
 
 # ---- the custom op ------------------------------------------------------------------------------
@@ -266,21 +308,24 @@ def _attention_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.
         return
     hkv, d, page, x, ks, vs = _kv_geometry(k, v, paged)
     g = h // hkv
-    d_pad = max(16, next_pow2(d))
+    d_a, d_b = head_dim_chunks(d)
+    d_pad = d_a + d_b
     gpu = gpu_codegen(q)
     cfg = tiles_override() or default_config(d_pad, max(1, int(max_seqlen_q)) * g, gpu)
     blocks = num_seqs if decode else total * g // cfg.block_m + num_seqs
     dummy = q.new_empty(0, dtype=torch.int32)
+    row_strides = (q.stride(0), q.stride(1), out.stride(0), out.stride(1), ks[0], ks[1], ks[2], vs[0], vs[1], vs[2])
+    vec = 16 // q.element_size()
+    vec = vec if all(st % vec == 0 for st in row_strides) else 1
+    qt, qh, ot, oh, kp, kt, kh, vp, vt, vh = (st // vec for st in row_strides)
     _attention_fwd[(blocks, hkv)](
         q, k, v, out,
         dummy if decode else cu_seqlens_q, dummy if cu_seqlens_k is None else cu_seqlens_k,
         dummy if seqused_k is None else seqused_k, dummy if block_table is None else block_table,
-        float(scale) * _LOG2E, num_seqs,
-        q.stride(0), q.stride(1), out.stride(0), out.stride(1),
-        ks[0], ks[1], ks[2], ks[3], vs[0], vs[1], vs[2], vs[3],
+        float(scale) * _LOG2E, num_seqs, qt, qh, ot, oh, kp, kt, kh, ks[3], vp, vt, vh, vs[3],
         block_table.stride(0) if paged else 0,
-        G=g, D=d, D_PAD=d_pad, KX=x, PAGE=page, CAUSAL=bool(causal), DECODE=decode,
-        BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, DOT_FP32=not gpu,
+        G=g, D=d, D_A=d_a, D_B=d_b, KX=x, PAGE=page, CAUSAL=bool(causal), DECODE=decode,
+        BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, VEC=vec, DOT_FP32=not gpu,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages)
 
 
