@@ -6,6 +6,7 @@ Library entry points (imported lazily, so ``import solbench`` stays cheap)::
     solbench.silu_and_mul(x, out=None)
     solbench.ActivationSpec / get_activation / register_activation
     solbench.rms_norm / fused_add_rms_norm(_) / fused_qk_rmsnorm(_) / gated_rms_norm / l2_norm / layer_norm
+    solbench.unified_attention / varlen_attention / paged_attention_decode / mla_decode
 """
 from __future__ import annotations
 
@@ -29,6 +30,11 @@ _LAZY = {
     "gated_rms_norm": "solbench.ops.gated_rms_norm.api",
     "l2_norm": "solbench.ops.l2_norm.api",
     "layer_norm": "solbench.ops.layer_norm.api",
+    # attention (solbench/kernels/attention.py, kernels/mla.py)
+    "unified_attention": "solbench.kernels.attention",
+    "varlen_attention": "solbench.kernels.attention",
+    "paged_attention_decode": "solbench.kernels.attention",
+    "mla_decode": "solbench.kernels.mla",
 }
 
 
