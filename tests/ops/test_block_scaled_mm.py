@@ -188,3 +188,24 @@ def test_default_options_by_m_bucket():
 def test_options_round_trip_through_the_op_encoding():
     for opt in (SMALL, replace(SMALL, tma=None), replace(SMALL, tma=True, split_k=4)):
         assert BlockFp8Options.decode(opt.encode()) == opt
+
+
+@pytest.mark.parametrize("m", [5, 100])
+def test_every_sweep_candidate_is_correct(m):
+    # The device sweep times these; each must compute the same product (decode and mid buckets,
+    # whose tiles stay small enough for the interpreter).
+    a, b, sa, sb = _operands(m, 64, 512)
+    want = _expected(a, b, sa, sb)
+    cands = block_fp8.candidates(m, 64, 512, sms=2)
+    assert cands[0] == default_options(m, 64, 512, sms=2) and len(set(cands)) == len(cands)
+    for opt in cands:
+        _close(block_scaled_mm(a, b, sa, sb, options=replace(opt, tma=bool(opt.tma))), want)
+    assert all(o.split_k == 1 for o in block_fp8.candidates(m, 64, 512, out_dtype=torch.bfloat16, sms=2))
+
+
+def test_sweep_needs_cuda(capsys):
+    if HAS_CUDA:
+        return
+    from solbench.kernels.gemm import sweep
+
+    assert sweep.main([]) == 2 and "CUDA" in capsys.readouterr().err

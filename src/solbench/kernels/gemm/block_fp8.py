@@ -25,7 +25,7 @@ from dataclasses import astuple, dataclass, fields, replace
 import torch
 
 from solbench.kernels.common import (
-    as_rows, check_disjoint, check_dtype, check_out, interpreting, kernel_op, require_device,
+    as_rows, check_disjoint, check_dtype, check_out, gpu_codegen, kernel_op, require_device,
     triton_unavailable_reason,
 )
 
@@ -120,6 +120,36 @@ def default_options(m: int, n: int, k: int, group_k: int = 128, out_dtype=torch.
     while out_dtype == torch.float32 and tiles * split < goal and kb // (2 * split) >= 2:
         split *= 2
     return replace(opt, split_k=split)
+
+
+def candidates(m: int, n: int, k: int, group_k: int = 128, out_dtype=torch.float32,
+               sms: int = 132) -> list[BlockFp8Options]:
+    """Launches worth timing against the heuristic's for one shape (the heuristic's first): its
+    tile against the neighbouring tiles, one stage more or less, split-K halved and doubled,
+    a wider grouping, and pointer loads against TMA. For the device sweep (``sweep.py``) and a
+    tuned table."""
+    base = default_options(m, n, k, group_k, out_dtype, sms)
+    kb = _cdiv(max(k, 1), group_k)
+    tiles = {(base.block_m, base.block_n, base.num_warps)}
+    if m > 1024:
+        tiles |= {(128, 64, 4), (64, 128, 4), (128, 128, 4)}
+    elif m > 64:
+        tiles |= {(128, 128, 8), (64, 64, 4), (128, 64, 4)}
+    else:
+        tiles |= {(64, 64, 4), (max(16, base.block_m), 128, 4), (16, 32, 4)}
+    out = [base]
+    for bm, bn, w in sorted(tiles):
+        out.append(replace(base, block_m=bm, block_n=bn, num_warps=w))
+    out += [replace(base, num_stages=base.num_stages + d) for d in (-1, 1)]
+    out += [replace(base, group_m=16), replace(base, tma=False), replace(base, programs_per_sm=2)]
+    if out_dtype == torch.float32:
+        out += [replace(base, split_k=s) for s in (base.split_k // 2, base.split_k * 2) if 1 <= s <= kb]
+    seen, unique = set(), []
+    for o in out:
+        if o not in seen and o.num_stages >= 2:
+            seen.add(o)
+            unique.append(o)
+    return unique
 
 
 def _tma_possible(a2, b) -> str | None:
@@ -230,8 +260,8 @@ def launch(a2, b, sa, sb, out2, group_n: int, group_k: int, options: BlockFp8Opt
     no_tma = _tma_possible(a2, b) if opt.tma is not False else "off"
     if opt.tma and no_tma:
         raise ValueError(f"{WHAT}: options ask for TMA, but {no_tma}")
-    on_gpu = a2.is_cuda and not interpreting()
-    use_tma = opt.tma if opt.tma is not None else (no_tma is None and on_gpu)
+    # TMA where a GPU build compiles the kernel (also `solbench sass`), never picked in the interpreter.
+    use_tma = opt.tma if opt.tma is not None else (no_tma is None and gpu_codegen(a2))
 
     import triton
 
