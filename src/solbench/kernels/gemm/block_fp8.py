@@ -94,7 +94,8 @@ def default_options(m: int, n: int, k: int, group_k: int = 128, out_dtype=torch.
 
     * M > 1024: 128 x 128 tiles, 8 warps (two warpgroups, 64 fp32 accumulator registers each
       for the sum and as many for the K block's partial), 4 stages of 32 KB, GROUP_M 8.
-    * 64 < M <= 1024: 64 x 128 tiles, 4 warps (same registers per thread), 4 stages.
+    * 64 < M <= 1024: 64 x 128 tiles, 4 warps (same registers per thread), 4 stages, 2 programs
+      per SM (2 x 96 KB of stages fit): one's tensor-core work overlaps the other's rescaling.
     * M <= 64 (decode): 16/32/64-row tiles against 64 columns, 5 stages, 2 programs per SM; the
       weight is the traffic, so K is split until the tiles cover the SMs twice (fp32 out only),
       keeping at least 2 K blocks per split.
@@ -105,7 +106,7 @@ def default_options(m: int, n: int, k: int, group_k: int = 128, out_dtype=torch.
     if b > 1024:
         opt = BlockFp8Options(block_m=128, block_n=128, group_m=8, num_warps=8, num_stages=4)
     elif b > 64:
-        opt = BlockFp8Options(block_m=64, block_n=128, group_m=8, num_warps=4, num_stages=4)
+        opt = BlockFp8Options(block_m=64, block_n=128, group_m=8, num_warps=4, num_stages=4, programs_per_sm=2)
     else:
         opt = BlockFp8Options(block_m=max(16, b), block_n=64, group_m=1, num_warps=4, num_stages=5,
                               programs_per_sm=2)
@@ -124,24 +125,23 @@ def default_options(m: int, n: int, k: int, group_k: int = 128, out_dtype=torch.
 
 def candidates(m: int, n: int, k: int, group_k: int = 128, out_dtype=torch.float32,
                sms: int = 132) -> list[BlockFp8Options]:
-    """Launches worth timing against the heuristic's for one shape (the heuristic's first): its
-    tile against the neighbouring tiles, one stage more or less, split-K halved and doubled,
-    a wider grouping, and pointer loads against TMA. For the device sweep (``sweep.py``) and a
-    tuned table."""
+    """Launches worth timing against the heuristic's for one shape (the heuristic's first): other
+    tiles (for prefill, two 4-warp CTAs per SM, which interleave one's tensor-core work with the
+    other's rescaling, against one 8-warp CTA whose warpgroups meet at every K step's barrier),
+    one stage more or less, split-K halved and doubled, a wider grouping, and pointer loads
+    against TMA. For the device sweep (``sweep.py``) and a tuned table."""
     base = default_options(m, n, k, group_k, out_dtype, sms)
     kb = _cdiv(max(k, 1), group_k)
-    tiles = {(base.block_m, base.block_n, base.num_warps)}
     if m > 1024:
-        tiles |= {(128, 64, 4), (64, 128, 4), (128, 128, 4)}
+        tiles = [(64, 128, 4, 2), (128, 64, 4, 2), (64, 64, 4, 2)]
     elif m > 64:
-        tiles |= {(128, 128, 8), (64, 64, 4), (128, 64, 4)}
+        tiles = [(64, 128, 4, 1), (128, 128, 8, 1), (64, 64, 4, 2)]
     else:
-        tiles |= {(64, 64, 4), (max(16, base.block_m), 128, 4), (16, 32, 4)}
+        tiles = [(64, 64, 4, 2), (max(16, base.block_m), 128, 4, 2), (16, 32, 4, 4)]
     out = [base]
-    for bm, bn, w in sorted(tiles):
-        out.append(replace(base, block_m=bm, block_n=bn, num_warps=w))
-    out += [replace(base, num_stages=base.num_stages + d) for d in (-1, 1)]
-    out += [replace(base, group_m=16), replace(base, tma=False), replace(base, programs_per_sm=2)]
+    out += [replace(base, block_m=bm, block_n=bn, num_warps=w, programs_per_sm=p) for bm, bn, w, p in tiles]
+    out += [replace(o, num_stages=o.num_stages + d) for o in out[:2] for d in (-1, 1)]
+    out += [replace(base, group_m=16), replace(base, tma=False)]
     if out_dtype == torch.float32:
         out += [replace(base, split_k=s) for s in (base.split_k // 2, base.split_k * 2) if 1 <= s <= kb]
     seen, unique = set(), []
