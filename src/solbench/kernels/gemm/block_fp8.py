@@ -76,6 +76,11 @@ def _sm_count(device_index: int) -> int:
     return int(torch.cuda.get_device_properties(device_index).multi_processor_count)
 
 
+@functools.lru_cache(maxsize=None)
+def _major(device_index: int) -> int:
+    return torch.cuda.get_device_capability(device_index)[0]
+
+
 def sm_count(device) -> int:
     """SMs of a CUDA device; under the interpreter a small stand-in (2), so tests walk the
     persistent loop over several tiles per program."""
@@ -158,7 +163,7 @@ def _tma_possible(a2, b) -> str | None:
         from triton.tools.tensor_descriptor import TensorDescriptor  # noqa: F401
     except ImportError:
         return "this triton has no triton.tools.tensor_descriptor"
-    if a2.is_cuda and torch.cuda.get_device_capability(a2.device)[0] < 9:
+    if a2.is_cuda and _major(a2.device.index if a2.device.index is not None else torch.cuda.current_device()) < 9:
         return "TMA needs sm90 or newer"
     for name, t in (("a", a2), ("b", b)):
         if t.data_ptr() % 16 or t.stride(0) % 16:

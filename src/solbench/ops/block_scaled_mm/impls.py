@@ -70,17 +70,12 @@ def native(a, b, a_scales, b_scales):
     import torch
 
     sa = a_scales.t().contiguous().t()
-    # cuBLASLt takes 128x128 scales as [L4, N/128], K-block-major, with the K blocks L padded to a
-    # multiple of 4 (torch's test_scaled_matmul_cuda pads them so): a no-op for K = 2048 or 4096.
-    sb = _pad_k_blocks(b_scales).t()
+    # [K/128, N/128], stride(0) == 1 for a contiguous [N/128, K/128]. torch's own tests pad the K
+    # blocks to a multiple of 4 for cuBLASLt; every catalog K (2048, 4096) has 16 or 32 already,
+    # and torch 2.11 on the H100 took 2 (the row probe's K = 256) unpadded.
+    sb = b_scales.t()
     fn = _route[0] if _route else _native_v1
     return fn(a, b.t(), sa, sb).to(torch.float32)
-
-
-def _pad_k_blocks(s):
-    import torch.nn.functional as F
-
-    return F.pad(s, (0, -s.shape[1] % 4)) if s.shape[1] % 4 else s
 
 
 @functools.lru_cache(maxsize=None)
