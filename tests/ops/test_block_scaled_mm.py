@@ -209,3 +209,14 @@ def test_sweep_needs_cuda(capsys):
     from solbench.kernels.gemm import sweep
 
     assert sweep.main([]) == 2 and "CUDA" in capsys.readouterr().err
+
+
+def test_options_refuse_launches_triton_cannot_compile():
+    with pytest.raises(ValueError, match="powers of two >= 16"):
+        BlockFp8Options(block_m=8)
+    with pytest.raises(ValueError, match="powers of two >= 16"):
+        BlockFp8Options(block_n=96)
+    with pytest.raises(ValueError, match="num_warps"):
+        BlockFp8Options(num_warps=6)
+    with pytest.raises(ValueError, match="split_k"):
+        BlockFp8Options(split_k=0)

@@ -52,6 +52,15 @@ class BlockFp8Options:
     programs_per_sm: int = 1
     tma: bool | None = None
 
+    def __post_init__(self):
+        pow2 = lambda v: v >= 1 and v & (v - 1) == 0  # noqa: E731
+        if not (pow2(self.block_m) and pow2(self.block_n) and min(self.block_m, self.block_n) >= 16):
+            raise ValueError(f"{WHAT}: block_m and block_n must be powers of two >= 16 (got {self.block_m}, {self.block_n})")
+        if not (pow2(self.num_warps) and self.num_warps <= 16):
+            raise ValueError(f"{WHAT}: num_warps must be a power of two up to 16 (got {self.num_warps})")
+        if min(self.group_m, self.split_k, self.num_stages, self.programs_per_sm) < 1:
+            raise ValueError(f"{WHAT}: group_m, split_k, num_stages and programs_per_sm must be >= 1 ({self})")
+
     def encode(self) -> list[int]:
         """The options as ints (a custom op's argument): ``tma`` None/False/True is -1/0/1."""
         return [(-1 if v is None else int(v)) for v in astuple(self)]
