@@ -87,13 +87,16 @@ def _close(got, want, tol=1e-5):
 
 
 @pytest.mark.parametrize("m,n,k", [(5, 96, 128), (33, 200, 384), (1, 64, 256)])
-@pytest.mark.parametrize("opt", [SMALL, replace(SMALL, split_k=2), replace(SMALL, tma=True),
+@pytest.mark.parametrize("opt", [SMALL, "split_k", replace(SMALL, tma=True), replace(SMALL, flatten=True),
                                  replace(SMALL, block_m=32, block_n=64, group_m=1, programs_per_sm=2)],
-                         ids=["pointers", "split_k2", "tma", "wide"])
+                         ids=["pointers", "split_k", "tma", "flatten", "wide"])
 def test_ours_matches_the_kblock_loop(m, n, k, opt):
     # M not a multiple of the tile, one K block (K = 128) and several, N partial in the last tile;
-    # 2 programs (the interpreter's SM stand-in) walk several tiles each.
+    # 2 programs (the interpreter's SM stand-in) walk several tiles each. split_k: one split per
+    # K block (1, 3 and 2 splits), added by atomics.
     a, b, sa, sb = _operands(m, n, k)
+    if opt == "split_k":
+        opt = replace(SMALL, split_k=k // 128)
     _close(block_scaled_mm(a, b, sa, sb, options=opt), _expected(a, b, sa, sb))
 
 
@@ -151,6 +154,8 @@ def test_ours_refuses_what_it_does_not_support():
         block_scaled_mm(a, b, sa, sb.t())
     with pytest.raises(ValueError, match="group_k one of"):
         block_scaled_mm(a, b, sa, sb, (128, 96))
+    with pytest.raises(ValueError, match="split_k 4 does not divide the 2 K blocks"):
+        block_scaled_mm(a, b, sa, sb, options=replace(SMALL, split_k=4))
     with pytest.raises(ValueError, match="needs fp32 out"):
         block_scaled_mm(a, b, sa, sb, out_dtype=torch.bfloat16, options=replace(SMALL, split_k=2))
     with pytest.raises(TypeError, match="out has dtype"):
@@ -174,7 +179,7 @@ def test_default_options_by_m_bucket():
     # Prefill: 128x128 tiles, no split (enough tiles); decode: small tiles, K split until the
     # tiles cover the SMs twice, at least 2 K blocks per split, and only with fp32 out.
     big = default_options(8192, 4096, 4096, sms=132)
-    assert (big.block_m, big.block_n, big.split_k, big.num_warps) == (128, 128, 1, 8)
+    assert (big.block_m, big.block_n, big.split_k, big.num_warps, big.flatten) == (128, 128, 1, 8, True)
     mid = default_options(237, 4096, 4096, sms=132)
     assert (mid.block_m, mid.block_n, mid.split_k) == (64, 128, 1)
     dec = default_options(4, 2048, 2048, sms=132)
@@ -182,11 +187,12 @@ def test_default_options_by_m_bucket():
     assert (dec.block_m, dec.block_n, dec.programs_per_sm, dec.split_k) == (16, 64, 2, 8)
     assert default_options(4, 2048, 2048, out_dtype=torch.bfloat16, sms=132).split_k == 1
     assert default_options(4, 2048, 256, sms=132).split_k == 1  # 2 K blocks: nothing to split
+    assert default_options(4, 2048, 128 * 12, sms=132).split_k == 4  # splits divide the 12 K blocks
     assert block_fp8.m_bucket(1) == 16 and block_fp8.m_bucket(1000) == 1024 and block_fp8.m_bucket(10 ** 6) == 8192
 
 
 def test_options_round_trip_through_the_op_encoding():
-    for opt in (SMALL, replace(SMALL, tma=None), replace(SMALL, tma=True, split_k=4)):
+    for opt in (SMALL, replace(SMALL, tma=None), replace(SMALL, tma=True, split_k=4, flatten=True)):
         assert BlockFp8Options.decode(opt.encode()) == opt
 
 

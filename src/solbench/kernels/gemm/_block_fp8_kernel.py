@@ -33,18 +33,20 @@ def _block_fp8_mm_kernel(
     GROUP_N: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     GROUP_M: tl.constexpr, SPLIT_K: tl.constexpr,
-    USE_TMA: tl.constexpr, EVEN_K: tl.constexpr, B_SCALE_PER_TILE: tl.constexpr,
+    USE_TMA: tl.constexpr, EVEN_K: tl.constexpr, B_SCALE_PER_TILE: tl.constexpr, FLATTEN: tl.constexpr,
 ):
     pid = tl.program_id(0)
     num_pid_m = tl.cdiv(M, BLOCK_M)
     num_pid_n = tl.cdiv(N, BLOCK_N)
     k_blocks = tl.cdiv(K, BLOCK_K)
-    kb_per_split = tl.cdiv(k_blocks, SPLIT_K)
+    kb_per_split = k_blocks // SPLIT_K  # the launcher makes SPLIT_K divide the K blocks
     num_mn = num_pid_m * num_pid_n
     num_tiles = num_mn * SPLIT_K
     offs_k = tl.arange(0, BLOCK_K)
 
-    for tile in tl.range(pid, num_tiles, num_progs):
+    # FLATTEN: one software pipeline over every (tile, K block) pair of the program, so the next
+    # tile's first loads are in flight during this tile's epilogue (needs the fixed trip count).
+    for tile in tl.range(pid, num_tiles, num_progs, flatten=FLATTEN):
         # Split-major: the programs of one wave share K ranges, and with them L2 lines of b.
         split = tile // num_mn
         pid_m, pid_n = _tile_of(tile % num_mn, num_pid_m, num_pid_n, GROUP_M)
@@ -60,10 +62,10 @@ def _block_fp8_mm_kernel(
         else:
             sb_rows = sb_ptr + (cols // GROUP_N) * stride_sbn
         kb0 = split * kb_per_split
-        kb1 = tl.minimum(kb0 + kb_per_split, k_blocks)
 
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-        for kb in tl.range(kb0, kb1):
+        for i in tl.range(0, kb_per_split):
+            kb = kb0 + i
             k0 = kb * BLOCK_K
             if USE_TMA:
                 # Out-of-range rows, columns and K are zero-filled by the copy engine.

@@ -39,9 +39,12 @@ M_BUCKETS = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 
 @dataclass(frozen=True)
 class BlockFp8Options:
-    """Launch options. ``split_k > 1`` needs an fp32 output. ``programs_per_sm``: persistent
-    programs per SM (the grid is at most that many per SM, at most one per tile). ``tma``: None
-    picks TMA descriptors where the device (sm90+) and the strides allow them."""
+    """Launch options. ``split_k`` must divide the K blocks (ceil(K/gk)), and ``split_k > 1``
+    needs an fp32 output. ``programs_per_sm``: persistent programs per SM (the grid is at most
+    that many per SM, at most one per tile). ``tma``: None picks TMA descriptors where the device
+    (sm90+) and the strides allow them. ``flatten``: pipeline a program's loads across its tiles
+    (the next tile's loads overlap this one's epilogue; on sm_90 it also holds the tile in shared
+    memory: 192 KB at 128x128 with 4 stages, so one program per SM)."""
 
     block_m: int = 128
     block_n: int = 128
@@ -51,6 +54,7 @@ class BlockFp8Options:
     num_stages: int = 4
     programs_per_sm: int = 1
     tma: bool | None = None
+    flatten: bool = False
 
     def __post_init__(self):
         pow2 = lambda v: v >= 1 and v & (v - 1) == 0  # noqa: E731
@@ -72,6 +76,7 @@ class BlockFp8Options:
             raise ValueError(f"{WHAT}: expected {len(names)} option values, got {len(values)}")
         d = dict(zip(names, (int(v) for v in values)))
         d["tma"] = None if d["tma"] < 0 else bool(d["tma"])
+        d["flatten"] = bool(d["flatten"])
         return cls(**d)
 
 
@@ -107,18 +112,19 @@ def default_options(m: int, n: int, k: int, group_k: int = 128, out_dtype=torch.
     """First-principles launch for an (N, K, M bucket) on a part with ``sms`` SMs.
 
     * M > 1024: 128 x 128 tiles, 8 warps (two warpgroups, 64 fp32 accumulator registers each
-      for the sum and as many for the K block's partial), 4 stages of 32 KB, GROUP_M 8.
+      for the sum and as many for the K block's partial), 4 stages of 32 KB, GROUP_M 8, loads
+      pipelined across tiles (one program per SM either way).
     * 64 < M <= 1024: 64 x 128 tiles, 4 warps (same registers per thread), 4 stages, 2 programs
       per SM (2 x 96 KB of stages fit): one's tensor-core work overlaps the other's rescaling.
     * M <= 64 (decode): 16/32/64-row tiles against 64 columns, 5 stages, 2 programs per SM; the
       weight is the traffic, so K is split until the tiles cover the SMs twice (fp32 out only),
-      keeping at least 2 K blocks per split.
+      keeping at least 2 K blocks per split and splitting them evenly.
     Tiles that leave more than half the SMs idle also split K (fp32 out only).
     """
     b = m_bucket(m)
     kb = _cdiv(max(k, 1), group_k)
     if b > 1024:
-        opt = BlockFp8Options(block_m=128, block_n=128, group_m=8, num_warps=8, num_stages=4)
+        opt = BlockFp8Options(block_m=128, block_n=128, group_m=8, num_warps=8, num_stages=4, flatten=True)
     elif b > 64:
         opt = BlockFp8Options(block_m=64, block_n=128, group_m=8, num_warps=4, num_stages=4, programs_per_sm=2)
     else:
@@ -132,7 +138,7 @@ def default_options(m: int, n: int, k: int, group_k: int = 128, out_dtype=torch.
     else:
         goal = sms if tiles <= sms // 2 else 0
     split = 1
-    while out_dtype == torch.float32 and tiles * split < goal and kb // (2 * split) >= 2:
+    while out_dtype == torch.float32 and tiles * split < goal and kb % (2 * split) == 0 and kb // (2 * split) >= 2:
         split *= 2
     return replace(opt, split_k=split)
 
@@ -155,9 +161,9 @@ def candidates(m: int, n: int, k: int, group_k: int = 128, out_dtype=torch.float
     out = [base]
     out += [replace(base, block_m=bm, block_n=bn, num_warps=w, programs_per_sm=p) for bm, bn, w, p in tiles]
     out += [replace(o, num_stages=o.num_stages + d) for o in out[:2] for d in (-1, 1)]
-    out += [replace(base, group_m=16), replace(base, tma=False)]
+    out += [replace(base, group_m=16), replace(base, tma=False), replace(base, flatten=not base.flatten)]
     if out_dtype == torch.float32:
-        out += [replace(base, split_k=s) for s in (base.split_k // 2, base.split_k * 2) if 1 <= s <= kb]
+        out += [replace(base, split_k=s) for s in (base.split_k // 2, base.split_k * 2) if s >= 1 and kb % s == 0]
     seen, unique = set(), []
     for o in out:
         if o not in seen and o.num_stages >= 2:
@@ -271,6 +277,8 @@ def launch(a2, b, sa, sb, out2, group_n: int, group_k: int, options: BlockFp8Opt
     opt = options or default_options(m, n, k, group_k, out2.dtype, sms)
     if opt.split_k > 1 and out2.dtype != torch.float32:
         raise ValueError(f"{WHAT}: split_k > 1 needs fp32 out (got {out2.dtype})")
+    if _cdiv(k, group_k) % opt.split_k:
+        raise ValueError(f"{WHAT}: split_k {opt.split_k} does not divide the {_cdiv(k, group_k)} K blocks")
     no_tma = _tma_possible(a2, b) if opt.tma is not False else "off"
     if opt.tma and no_tma:
         raise ValueError(f"{WHAT}: options ask for TMA, but {no_tma}")
@@ -299,6 +307,6 @@ def launch(a2, b, sa, sb, out2, group_n: int, group_k: int, options: BlockFp8Opt
         progs,
         GROUP_N=group_n, BLOCK_M=opt.block_m, BLOCK_N=opt.block_n, BLOCK_K=group_k,
         GROUP_M=opt.group_m, SPLIT_K=opt.split_k, USE_TMA=bool(use_tma), EVEN_K=k % group_k == 0,
-        B_SCALE_PER_TILE=group_n % opt.block_n == 0,
+        B_SCALE_PER_TILE=group_n % opt.block_n == 0, FLATTEN=opt.flatten,
         num_warps=opt.num_warps, num_stages=opt.num_stages,
     )
