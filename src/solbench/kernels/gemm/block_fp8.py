@@ -159,7 +159,9 @@ def candidates(m: int, n: int, k: int, group_k: int = 128, out_dtype=torch.float
     else:
         tiles = [(64, 64, 4, 2), (max(16, base.block_m), 128, 4, 2), (16, 32, 4, 4)]
     out = [base]
-    out += [replace(base, block_m=bm, block_n=bn, num_warps=w, programs_per_sm=p) for bm, bn, w, p in tiles]
+    # Two programs per SM fit only unflattened (a flattened 64x128 program holds 128 KB of shared).
+    out += [replace(base, block_m=bm, block_n=bn, num_warps=w, programs_per_sm=p, flatten=base.flatten and p == 1)
+            for bm, bn, w, p in tiles]
     out += [replace(o, num_stages=o.num_stages + d) for o in out[:2] for d in (-1, 1)]
     out += [replace(base, group_m=16), replace(base, tma=False), replace(base, flatten=not base.flatten)]
     if out_dtype == torch.float32:
