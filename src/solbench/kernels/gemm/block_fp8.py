@@ -163,6 +163,8 @@ def candidates(m: int, n: int, k: int, group_k: int = 128, out_dtype=torch.float
     out += [replace(base, block_m=bm, block_n=bn, num_warps=w, programs_per_sm=p, flatten=base.flatten and p == 1)
             for bm, bn, w, p in tiles]
     out += [replace(o, num_stages=o.num_stages + d) for o in out[:2] for d in (-1, 1)]
+    if m <= 64:  # narrow tiles instead of split-K: no zeroing of out before the launch
+        out.append(replace(base, block_n=32, programs_per_sm=4, split_k=1))
     out += [replace(base, group_m=16), replace(base, tma=False), replace(base, flatten=not base.flatten)]
     if out_dtype == torch.float32:
         out += [replace(base, split_k=s) for s in (base.split_k // 2, base.split_k * 2) if s >= 1 and kb % s == 0]
