@@ -3,7 +3,12 @@
 * Copy bandwidth: a device-to-device copy by an SM kernel, bytes read + written, timed with the
   graph timer. torch's ``copy_`` is not used: captured in a CUDA graph it becomes a copy-engine
   memcpy node, which is much slower than the SMs (2.76 vs 4.25 TB/s seen on an H200).
-* Dense matmul throughput per dtype path (bf16, fp16, fp8 where the part has it), random data.
+* Dense matmul throughput per dtype path, random data: bf16 and fp16 (``torch.matmul``), and fp8
+  e4m3 with its own fp8 matmul (per-tensor ``torch._scaled_mm``, cuBLASLt's fp8 tensor-core GEMM)
+  where the part has fp8 tensor cores. The fp8 rate is measured, never derived from bf16: it is
+  the ceiling of the fp8 paths' achievable SOL (``sol_achievable_us``). Without it (no CUDA, a
+  part without fp8, a torch without ``_scaled_mm``) ``fp8_matmul`` says why and there is no fp8
+  peak; core/hardware then keeps the datasheet's fp8 rate.
 * The launch floor: one empty kernel per graph node, under graph replay.
 * The cold floor: a kernel that reads one 128-byte line from HBM and writes one, under graph
   replay with the run's cold-L2 rule (:func:`cold_floor`). No kernel of any size can beat it, so
@@ -93,17 +98,16 @@ def _measure_cuda(quick: bool, progress) -> dict:
         t = time_gpu(lambda i: torch.matmul(a[i], b[i], out=c[i]), 2, flush=False)
         out["peaks"][path] = 2 * size**3 / (t.median_us * 1e-6)
         del a, b, c
-    if props.major * 10 + props.minor >= 89 and hasattr(torch, "_scaled_mm"):
+    why = fp8_unsupported(props.major * 10 + props.minor)
+    if why:
+        out["fp8_matmul"] = {"skipped": why}
+    else:
         step("matmul fp8")
         try:
-            a = [torch.randn(size, size, device=dev).to(torch.float8_e4m3fn) for _ in range(2)]
-            b = [torch.randn(size, size, device=dev).to(torch.float8_e4m3fn).t() for _ in range(2)]
-            one = torch.ones((), device=dev)
-            t = time_gpu(lambda i: torch._scaled_mm(a[i], b[i], scale_a=one, scale_b=one,
-                                                    out_dtype=torch.bfloat16), 2, flush=False)
-            out["peaks"]["fp8_e4m3_tc"] = 2 * size**3 / (t.median_us * 1e-6)
+            out["peaks"]["fp8_e4m3_tc"] = fp8_matmul_rate(dev, size, time_gpu)
+            out["fp8_matmul"] = {"kernel": FP8_KERNEL, "size": size}
         except Exception as e:  # noqa: BLE001 - report, do not fail calibration
-            out["extra"]["fp8_error"] = str(e)[:200]
+            out["fp8_matmul"] = {"skipped": f"{type(e).__name__}: {str(e)[:200]}"}
 
     # --- launch floor --------------------------------------------------------------------------
     step("launch floor")
@@ -142,6 +146,37 @@ def cold_floor() -> dict:
     dsts = [torch.empty_like(x) for x in srcs]
     t = time_gpu(lambda i: torch.mul(srcs[i], 1.0, out=dsts[i]), n_sets, flush=flush)
     return {"cold_floor_us": t.median_us, "cold_floor_cold_l2": t.cold_l2}
+
+
+FP8_KERNEL = "torch._scaled_mm, per-tensor scales, e4m3 x e4m3 -> bf16 (cuBLASLt)"
+
+
+def fp8_unsupported(capability: int | None) -> str | None:
+    """Why this device's fp8 matmul rate cannot be measured (``capability``: 10 * major + minor,
+    None for no CUDA device), or None when it can."""
+    import torch
+
+    if capability is None:
+        return "no CUDA device (fp8 tensor cores are measured on the GPU only)"
+    if capability < 89:
+        return f"sm_{capability} has no fp8 tensor cores (sm_89 and newer have)"
+    if not hasattr(torch, "_scaled_mm"):
+        return f"torch {torch.__version__} has no torch._scaled_mm"
+    return None
+
+
+def fp8_matmul_rate(dev, size: int, timer) -> float:
+    """FLOP/s of a square fp8 e4m3 GEMM (``size``^3, per-tensor scales, bf16 out) on ``dev``,
+    timed by ``timer(fn, n_sets, flush=False)`` over two input sets, as the bf16 rate is."""
+    import torch
+
+    a = [torch.randn(size, size, device=dev).to(torch.float8_e4m3fn) for _ in range(2)]
+    # cuBLASLt's fp8 GEMM takes the second operand column-major.
+    b = [torch.randn(size, size, device=dev).to(torch.float8_e4m3fn).t() for _ in range(2)]
+    one = torch.ones((), device=dev)
+    t = timer(lambda i: torch._scaled_mm(a[i], b[i], scale_a=one, scale_b=one, out_dtype=torch.bfloat16),
+              2, flush=False)
+    return 2 * size**3 / (t.median_us * 1e-6)
 
 
 #: Bytes moved (read + written) per copy in :func:`copy_by_size`.
@@ -196,7 +231,8 @@ def _measure_cpu(quick: bool, progress) -> dict:
     t1 = time_cpu(lambda i: torch.mul(s1, 1.0, out=d1), 1, budget_s=0.05, max_samples=1000)
     return {"peaks": {"fp32": fp32, "bf16_tc": fp32, "fp16_tc": fp32}, "bandwidth": bw,
             "launch_floor_us": t.median_us, "l2_bytes": None,
-            "extra": {"cold_floor_us": t1.median_us, "cold_floor_cold_l2": "warm"}}
+            "extra": {"cold_floor_us": t1.median_us, "cold_floor_cold_l2": "warm"},
+            "fp8_matmul": {"skipped": fp8_unsupported(None)}}
 
 
 def measure(quick: bool = False, progress=None) -> dict:

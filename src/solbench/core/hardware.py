@@ -181,19 +181,33 @@ def save_calibration(key: str, data: dict) -> Path:
     return p
 
 
+#: Tensor-core paths that run the fp8 instructions: their calibrated rate is the fp8 matmul's own
+#: (core/calibration), never the 16-bit ratio applied to the datasheet.
+FP8_PATHS = ("fp8_e4m3_tc", "fp8_e5m2_tc")
+
+
 def calibrated_hardware(cal: Mapping, base: Hardware | None) -> Hardware:
-    """Achievable ceilings: measured bandwidth and matmul rates; paths that were not measured
-    keep the datasheet value scaled by the measured/datasheet ratio of the 16-bit tensor cores."""
+    """Achievable ceilings: measured bandwidth and matmul rates. The fp8 paths take the measured
+    fp8 matmul rate (e5m2 runs the same tensor-core instructions as e4m3), or, where none was
+    measured, the datasheet's fp8 rate (still a lower bound on time, marked in ``notes``). Other
+    paths that were not measured keep the datasheet value scaled by the measured/datasheet ratio
+    of the 16-bit tensor cores."""
     peaks = dict(base.peaks) if base else {}
     measured = dict(cal.get("peaks", {}))
     if base and "bf16_tc" in measured and base.peaks.get("bf16_tc"):
         ratio = measured["bf16_tc"] / base.peaks["bf16_tc"]
-        peaks = {k: v * ratio for k, v in peaks.items()}
+        peaks = {k: v if k in FP8_PATHS else v * ratio for k, v in peaks.items()}
     peaks.update(measured)
+    notes = f"calibrated {cal.get('date', '')} on {cal.get('device', '')}"
+    fp8 = measured.get("fp8_e4m3_tc")
+    if fp8:
+        peaks.update({p: fp8 for p in FP8_PATHS if p not in measured})
+    elif any(p in peaks for p in FP8_PATHS):
+        why = (cal.get("fp8_matmul") or {}).get("skipped", "not measured")
+        notes += f"; fp8 at the datasheet rate ({why})"
     return Hardware(name=f"{base.name} (calibrated)" if base else "CPU", peaks=peaks,
                     bandwidth=float(cal["bandwidth"]), source="calibrated", l2_bytes=cal.get("l2_bytes"),
-                    launch_floor_us=cal.get("launch_floor_us"),
-                    notes=f"calibrated {cal.get('date', '')} on {cal.get('device', '')}",
+                    launch_floor_us=cal.get("launch_floor_us"), notes=notes,
                     extra={k: v for k, v in cal.get("extra", {}).items()})
 
 

@@ -1,12 +1,14 @@
-"""block_scaled_mm baselines: torch_eager / torch_compile (dequantize to bf16 + matmul) and
-torch_native (F.scaled_mm or torch._scaled_mm with 1x128 / 128x128 blockwise scales, CUDA 12.9+
-builds on sm90)."""
+"""block_scaled_mm implementations: ours_triton (kernels/gemm), torch_eager / torch_compile
+(dequantize to bf16 + matmul) and torch_native (F.scaled_mm or torch._scaled_mm with 1x128 /
+128x128 blockwise scales, CUDA 12.9+ builds on sm90). The variant block_scaled_mm_per_tensor has
+torch._scaled_mm's per-tensor form: the upper reference for fp8 tensor-core speed without block
+scales."""
 from __future__ import annotations
 
 import functools
 
 from solbench.core import fp8_blocks
-from solbench.core.baselines import register_torch_baselines
+from solbench.core.baselines import register_torch_baselines, triton_support
 from solbench.core.spec import Impl, Support, add_impl
 
 
@@ -23,6 +25,22 @@ def eager(a, b, a_scales, b_scales):
     ad = fp8_blocks.dequantize(a, a_scales, (1, gk), torch.bfloat16)
     bd = fp8_blocks.dequantize(b, b_scales, (gn, gk), torch.bfloat16)
     return (ad @ bd.T).to(torch.float32)
+
+
+def ours(a, b, a_scales, b_scales, out=None):
+    from solbench.kernels.gemm import block_scaled_mm
+
+    return block_scaled_mm(a, b, a_scales, b_scales, _groups(a, b, a_scales, b_scales), out=out)
+
+
+def _ours_supports(shape, device) -> Support:
+    from solbench.kernels.gemm.block_fp8 import GROUP_K_SUPPORTED
+    from solbench.ops.block_scaled_mm.spec import mm_dims
+
+    gk = mm_dims(shape)[4]
+    if gk not in GROUP_K_SUPPORTED:
+        return Support.no(f"our kernel takes group_k in {GROUP_K_SUPPORTED} (one K step per scale group; got {gk})")
+    return Support.yes()
 
 
 def _native_v2(a, b, sa, sb):
@@ -52,7 +70,10 @@ def native(a, b, a_scales, b_scales):
     import torch
 
     sa = a_scales.t().contiguous().t()
-    sb = b_scales.t()  # [K/128, N/128], stride(0) == 1 for a contiguous [N/128, K/128]
+    # [K/128, N/128], stride(0) == 1 for a contiguous [N/128, K/128]. torch's own tests pad the K
+    # blocks to a multiple of 4 for cuBLASLt; every catalog K (2048, 4096) has 16 or 32 already,
+    # and torch 2.11 on the H100 took 2 (the row probe's K = 256) unpadded.
+    sb = b_scales.t()
     fn = _route[0] if _route else _native_v1
     return fn(a, b.t(), sa, sb).to(torch.float32)
 
@@ -126,6 +147,62 @@ def _rows_probe(m_mod_16: int, device: str) -> Support:
     return Support.yes()
 
 
+add_impl(Impl("block_scaled_mm", "ours_triton", ours, available=triton_support, supports=_ours_supports,
+              takes_out=True, description="solbench Triton W8A8 block-fp8 GEMM (kernels/gemm)"))
 register_torch_baselines("block_scaled_mm", eager, "dequantize to bf16 + bf16 matmul, fp32 out")
 add_impl(Impl("block_scaled_mm", "torch_native", native, available=_native_probe, supports=_native_supports,
               baseline=True, description="F.scaled_mm / torch._scaled_mm blockwise 1x128 + 128x128 (bf16 out, widened)"))
+
+
+# ---- the per-tensor upper reference (variant block_scaled_mm_per_tensor) -------------------------
+_PER_TENSOR_OUT: list = []  # the out_dtype this torch takes for per-tensor fp8, set by the probe
+
+
+def per_tensor(a, b, a_scale, b_scale):
+    """torch._scaled_mm with one scale per operand (cuBLASLt's tensor-wise fp8 GEMM); fp32 out
+    where this build gives it, else bf16 widened."""
+    import torch
+
+    dt = _PER_TENSOR_OUT[0] if _PER_TENSOR_OUT else torch.float32
+    return torch._scaled_mm(a, b.t(), scale_a=a_scale, scale_b=b_scale, out_dtype=dt).to(torch.float32)
+
+
+@functools.lru_cache(maxsize=None)
+def _per_tensor_probe() -> Support:
+    import torch
+
+    if not hasattr(torch, "_scaled_mm"):
+        return Support.no(f"torch {torch.__version__} has no torch._scaled_mm")
+    if not torch.cuda.is_available():
+        return Support.no("torch._scaled_mm runs on CUDA only (fp8 tensor cores, sm89+)")
+    a = torch.randn(64, 128, device="cuda").to(torch.float8_e4m3fn)
+    b = torch.randn(64, 128, device="cuda").to(torch.float8_e4m3fn)
+    one = torch.ones((), device="cuda")
+    ref = a.float() @ b.float().T
+    why = []
+    for dt in (torch.float32, torch.bfloat16):
+        _PER_TENSOR_OUT[:] = [dt]
+        try:
+            err = float((per_tensor(a, b, one, one) - ref).norm() / ref.norm())
+        except Exception as e:  # noqa: BLE001 - the reason is what the report shows
+            why.append(f"out {dt}: {type(e).__name__}: {str(e)[:120]}")
+            continue
+        if err < 1e-2:
+            return Support.yes()
+        why.append(f"out {dt}: disagrees with the fp32 product (relative error {err:.3g})")
+    _PER_TENSOR_OUT.clear()
+    return Support.no("no per-tensor fp8 torch._scaled_mm here: " + "; ".join(why))
+
+
+def eager_per_tensor(a, b, a_scale, b_scale):
+    """bf16 matmul of the fp8 payloads (exact in bf16), then both scales on the fp32 result."""
+    import torch
+
+    return (a.to(torch.bfloat16) @ b.to(torch.bfloat16).T).to(torch.float32) * (a_scale * b_scale)
+
+
+register_torch_baselines("block_scaled_mm_per_tensor", eager_per_tensor, "bf16 matmul of the payloads, scaled")
+add_impl(Impl("block_scaled_mm_per_tensor", "torch_native", per_tensor, available=_per_tensor_probe,
+              baseline=True,
+              description="upper reference, not the block-scaled contract: torch._scaled_mm per-tensor "
+                          "(one scale per operand), fp8 tensor-core speed without block scales"))

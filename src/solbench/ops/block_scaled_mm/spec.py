@@ -11,6 +11,8 @@ output (the catalog's output dtype; vLLM takes it as ``output_dtype``).
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 from solbench.core import fp8_blocks
 from solbench.core import inputs as rnd
 from solbench.core.moe_routing import ceil_div
@@ -84,12 +86,57 @@ class BlockScaledMm(OpSpec):
     def smoke_shapes(self) -> list[Shape]:
         # The smallest catalog GEMM (349x2048x2048) is 3 GFLOP of fp32 on the CPU: use the same
         # 128x128 block structure at small sizes (one with a partial last row group of a).
-        from dataclasses import replace
-
         base = min(self.shapes, key=lambda s: int(s["m"]))
         dims = [dict(m=5, n=256, k=384, group_n=128, group_k=128),
                 dict(m=33, n=384, k=256, group_n=128, group_k=128)]
         return [replace(base, id=f"smoke{j}", params=d, smoke=True) for j, d in enumerate(dims)]
 
 
-register_spec(BlockScaledMm.from_catalog())
+class BlockScaledMmPerTensor(BlockScaledMm):
+    """An upper reference beside block_scaled_mm, not its contract: the same GEMM sizes with one
+    fp32 scale per operand, ``out = (a * a_scale) @ (b * b_scale)^T`` (fp32 out). What fp8 tensor
+    cores reach without per-block scales; a separate variant so that its figures are ranked apart
+    from the block-scaled implementations and never enter the suite score (importance 0)."""
+
+    name = "block_scaled_mm_per_tensor"
+    catalog = False
+
+    def make_inputs(self, shape: Shape, device, seed: int) -> dict:
+        import torch
+
+        m, n, k, _, _ = mm_dims(shape)
+        gen = rnd.generator(device, seed)
+        # One block spanning each operand: the same value statistics as the block-scaled inputs.
+        a, a_scale = fp8_blocks.random_blocks((m, k), (max(m, 1), k), device, gen, scale=1.0)
+        b, b_scale = fp8_blocks.random_blocks((n, k), (n, k), device, gen, scale=k ** -0.5)
+        return {"a": a, "b": b, "a_scale": a_scale.reshape(()).to(torch.float32),
+                "b_scale": b_scale.reshape(()).to(torch.float32)}
+
+    def reference(self, a, b, a_scale, b_scale):
+        """out = (a * a_scale) @ (b * b_scale)^T in fp32, in row chunks of a."""
+        import torch
+
+        m, k = a.shape
+        bt = (b.to(torch.float32) * b_scale).T
+        out = torch.empty((m, b.shape[0]), dtype=torch.float32, device=a.device)
+        step = max(1, _REF_ROWS_ELEMS // max(k, b.shape[0], 1))
+        for r0 in range(0, m, step):
+            r1 = min(m, r0 + step)
+            out[r0:r1] = (a[r0:r1].to(torch.float32) * a_scale) @ bt
+        return out
+
+    def cost(self, shape: Shape) -> Cost:
+        # Read: a (M*K fp8), b (N*K fp8), two fp32 scales. Write: out (M*N fp32). FLOPs: 2*M*N*K on
+        # fp8 tensor cores; the one rescale per output is the epilogue's (counted as fp32).
+        m, n, k, _, _ = mm_dims(shape)
+        return Cost(flops={"fp8_e4m3_tc": 2.0 * m * n * k, "fp32": 1.0 * m * n},
+                    bytes_read=m * k + n * k + 8, bytes_written=m * n * 4)
+
+
+BLOCK_SCALED_MM = register_spec(BlockScaledMm.from_catalog())
+# The variant's shapes drop the deployed times: those measured the block-scaled contract.
+PER_TENSOR = register_spec(BlockScaledMmPerTensor(
+    {**BLOCK_SCALED_MM.entry, "name": BlockScaledMmPerTensor.name, "importance": 0.0},
+    [replace(s, op=BlockScaledMmPerTensor.name,
+             provenance={k: v for k, v in s.provenance.items() if k != "deployed_us"})
+     for s in BLOCK_SCALED_MM.shapes]))
