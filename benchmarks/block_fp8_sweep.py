@@ -1,8 +1,8 @@
-"""Device sweep of the block-fp8 GEMM's launch candidates: ``python -m solbench.kernels.gemm.sweep``.
+"""Device sweep of the block-fp8 GEMM's launch candidates: ``python benchmarks/block_fp8_sweep.py``.
 
 For each shape, every candidate of :func:`~solbench.kernels.gemm.block_fp8.candidates` (the
 heuristic's launch first) is checked against an fp32 product and timed with
-``triton.testing.do_bench`` (L2 cleared before every call, median), beside cuBLASLt's per-tensor
+the measurement core's graph timer (L2 flushed before every call, median), beside cuBLASLt's per-tensor
 fp8 GEMM (``torch._scaled_mm``) as the upper reference. It prints one line per candidate and the
 best; ``--json F`` writes the rows. A ranking for choosing the heuristic's configs: the
 benchmark's figures come from ``solbench run``.
@@ -39,7 +39,10 @@ def _reference(a, b, sa, sb, g=128):
 
 
 def sweep(shapes, progress=print) -> list[dict]:
-    import triton.testing
+    from solbench.core.timing import time_gpu
+
+    def bench(fn) -> float:  # milliseconds
+        return time_gpu(lambda i: fn(), 1, flush=True).median_us * 1e-3
 
     dev = torch.device("cuda")
     sms = sm_count(dev)
@@ -50,8 +53,7 @@ def sweep(shapes, progress=print) -> list[dict]:
         out = torch.empty(m, n, device=dev)
         flops, weight = 2.0 * m * n * k, n * k
         one = torch.ones((), device=dev)
-        t_ref = triton.testing.do_bench(lambda: torch._scaled_mm(a, b.t(), scale_a=one, scale_b=one,
-                                                                 out_dtype=torch.float32), return_mode="median")
+        t_ref = bench(lambda: torch._scaled_mm(a, b.t(), scale_a=one, scale_b=one, out_dtype=torch.float32))
         progress(f"M={m} N={n} K={k}: per-tensor torch._scaled_mm {t_ref * 1e3:.1f} us "
                  f"({flops / t_ref / 1e9:.0f} TFLOP/s)")
         best = None
@@ -65,7 +67,7 @@ def sweep(shapes, progress=print) -> list[dict]:
                 err = float((out - ref).norm() / ref.norm())
                 if not err < 1e-3:
                     raise AssertionError(f"relative error {err:.3g}")
-                t = triton.testing.do_bench(fn, return_mode="median")
+                t = bench(fn)
                 row.update(us=t * 1e3, tflops=flops / t / 1e9, weight_gbs=weight / t / 1e6)
                 if best is None or t < best[0]:
                     best = (t, i)
@@ -85,7 +87,7 @@ def sweep(shapes, progress=print) -> list[dict]:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m solbench.kernels.gemm.sweep", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python benchmarks/block_fp8_sweep.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--shapes", help="M,N,K;M,N,K... (default: catalog and decode sizes)")
     p.add_argument("--json", help="write the rows here")
     args = p.parse_args(argv)
