@@ -9,9 +9,10 @@ python3 -m solbench calibrate --use benchmarks/results/$G/calibration.json > $OU
 run() { local name=$1; shift; timeout ${TO:-150} python3 -m solbench run "$@" --out $OUT/$name.jsonl > $OUT/log_$name.txt 2>&1; echo "$name rc=$?"; }
 STEPS=${STEPS:-ua pd tiles}
 for step in $STEPS; do case $step in
-  ua) TO=170 run ua --ops unified_attention --shapes ${UA_SHAPES:-20,21,9,16,24,7} --impls ours_triton,ours_dense,torch_native,sdpa_flash,flex_attention,sdpa_dense ;;
-  pd) TO=200 run pd --ops mla_decode_attention,paged_attention_decode --impls ours_triton,torch_native,torch_compile ;;
-  af) TO=150 run af --ops attention_forward --shapes ${AF_SHAPES:-4,17,9} --impls ours_triton,torch_native,sdpa_flash,flex_attention,sdpa_dense ;;
+  ua) TO=${UA_TO:-170} run ua --ops unified_attention --shapes ${UA_SHAPES:-20,21,9,16,24,7} --impls ours_triton,ours_dense,torch_native,sdpa_flash,flex_attention,sdpa_dense ;;
+  pd) TO=${PD_TO:-200} run pd --ops mla_decode_attention,paged_attention_decode --impls ${PD_IMPLS:-ours_triton,torch_native,torch_compile} ;;
+  af) TO=${AF_TO:-150} run af --ops attention_forward --shapes ${AF_SHAPES:-4,17,9} --impls ours_triton,torch_native,sdpa_flash,flex_attention,sdpa_dense ;;
+  gemm) TO=${GEMM_TO:-150} run bsm --ops block_scaled_mm --impls ours_triton,torch_native,torch_compile --shapes ${GEMM_SHAPES:-0,5,10,14,20} ;;
   tiles) for t in ${TILES:-128,128,8,4 128,64,8,3 64,128,4,3}; do
            SOLBENCH_ATTENTION_TILES=$t TO=60 run tiles_${t//,/_} --ops unified_attention --shapes ${TILE_SHAPES:-20,21} --impls ours_triton; done ;;
 esac; done
