@@ -60,7 +60,7 @@ def read_profile(path: str | Path, collect_shapes: bool = False) -> list[Profile
             raise ProfileError(path, "mentions key_averages columns but holds no complete table "
                                      "(dashed rule, header, dashed rule, rows, dashed rule)")
         return profiles
-    return [read_nsys_text(path, text)]
+    return read_nsys_text(path, text)
 
 
 __all__ = ["FORMATS", "Profile", "ProfileError", "detect_format", "read_profile"]
