@@ -234,7 +234,8 @@ class Classifier:
         if r.kernel is not None:
             hit = r.kernel.search(name)
             if hit is not None:
-                lines.append(f"     kernel pattern {r.kernel.pattern!r} matched {hit.group(0)!r} at column {hit.start()}")
+                lines.append(f"     its kernel pattern {_short_pattern(r.kernel.pattern)} matched {hit.group(0)!r} at "
+                             f"column {hit.start()}")
                 # Lookaheads (Inductor rules) test for ops anywhere in the name: say which were found.
                 needs = re.findall(r"\(\?=\\w\*(.*?)\(_\|\$\)\)", r.kernel.pattern)
                 if needs:
@@ -243,7 +244,7 @@ class Classifier:
             else:
                 lit = r.cut_literal(name)
                 lines.append(f"     the name is cut short and its visible text ends inside {lit!r}, a literal of "
-                             f"the kernel pattern {r.kernel.pattern!r}")
+                             f"its kernel pattern {_short_pattern(r.kernel.pattern)}")
         if r.cpu_op is not None:
             lines.append(f"     launching CPU operator {cpu_op!r} matched {r.cpu_op.pattern!r}")
         if r.attach is not None:
@@ -305,6 +306,10 @@ class Classifier:
             if joined is None:
                 launched.add(e[2])
             yield k, e[2], first
+
+
+def _short_pattern(pattern: str, width: int = 90) -> str:
+    return repr(pattern) if len(pattern) <= width else repr(pattern[:width - 3] + "...")
 
 
 def _allowed(m: Match, target: str) -> bool:
