@@ -236,11 +236,9 @@ class Classifier:
             if hit is not None:
                 lines.append(f"     its kernel pattern {_short_pattern(r.kernel.pattern)} matched {hit.group(0)!r} at "
                              f"column {hit.start()}")
-                # Lookaheads (Inductor rules) test for ops anywhere in the name: say which were found.
-                needs = re.findall(r"\(\?=\\w\*(.*?)\(_\|\$\)\)", r.kernel.pattern)
-                if needs:
-                    found = [re.search(n + r"(?=_|$)", name[hit.end():]) for n in needs]
-                    lines.append("     and the name lists the ops " + ", ".join(repr(f.group(0)) for f in found if f))
+                # Lookaheads (Inductor rules) test for ops anywhere in the rest of the name.
+                if "(?=" in r.kernel.pattern:
+                    lines.append(f"     and its lookaheads found the ops they require in {name[hit.end():]!r}")
             else:
                 lit = r.cut_literal(name)
                 lines.append(f"     the name is cut short and its visible text ends inside {lit!r}, a literal of "
