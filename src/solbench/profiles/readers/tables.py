@@ -559,7 +559,7 @@ def _check_torch_footer(path, prof, lines, end) -> None:
 
 def sniff_text(text: str) -> str | None:
     head = text[:20000]
-    if re.search(r"Self (?:CUDA|Device|XPU|HIP)\b", head) and "# of Calls" in head:
+    if re.search(r"Self (?:CPU|CUDA|Device|XPU|HIP)\b", head) and "# of Calls" in head:
         return "torch_table"
     for line in head.splitlines()[:400]:
         if "Name" in line and re.search(r"Total\s*Time|Duration|Time\s*\(%\)|Time\(%\)", line):
