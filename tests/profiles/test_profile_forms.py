@@ -104,6 +104,7 @@ W = 55
 
 def torch_table(cols, rows, footer=(), prefix=""):
     rule = "-" * W + "  " + "  ".join(["-" * 12] * len(cols)) + "  "
+    # As torch prints it: a label wider than its 12-character column ("CUDA time avg") pushes the rest right.
     lines = [rule, "Name".rjust(W) + "  " + "  ".join(c.rjust(12) for c in cols) + "  ", rule]
     for name, *cells in rows:
         lines.append(name.rjust(W) + "  " + "  ".join(c.rjust(12) for c in cells) + "  ")
@@ -175,3 +176,17 @@ def test_name_wider_than_its_column_is_re_split(tmp_path):
     assert times(p) == pytest.approx({"gemm": 2000.0, "rms_norm": 500.0})
     assert [w[:8] for w in p.warnings] == ["line 5: "]
     assert p.kernels[1].count == 100
+
+
+def test_header_that_disagrees_with_the_rule(tmp_path):
+    zero = ["0.00%", "0.000us", "0.00%", "0.000us", "0.000us"]
+    text = torch_table(FULL, [(GEMM, *zero, "2.000ms", "80.00%", "2.000ms", "200.000us", "10")],
+                       footer=["Self CUDA time total: 2.000ms"])
+    lines = text.splitlines()
+    lines[1] = " " * 7 + lines[1]  # the header alone indented: its labels straddle the rule's columns
+    (p,) = read(tmp_path, "\n".join(lines) + "\n")
+    assert times(p) == pytest.approx({"gemm": 2000.0})
+    assert p.warnings[0].startswith("line 2: the header does not line up with the dashed rule")
+    lines[1] = lines[1].replace("Self CPU %", "Self  CPU %")
+    with pytest.raises(ProfileError, match=r"p\.txt:2: the header names 12 columns but the dashed rule has 11"):
+        read(tmp_path, "\n".join(lines) + "\n")

@@ -412,13 +412,31 @@ def read_torch_tables(path: Path, text: str) -> list[Profile]:
         spans = _spans(body[i])
         header_line = body[i + 1]
         headers = [header_line[a:b if k < len(spans) - 1 else None].strip() for k, (a, b) in enumerate(spans)]
+        # The header's own words name the columns; the rule places them. When the two disagree (a
+        # header edited or re-flowed), the header's words win and the rows are read by content.
+        by_text = [c for c in re.split(r"\s{2,}", header_line.strip()) if c]
+        header_warning = None
+        # torch lets a label wider than its column ("CUDA time avg") run into the spacing, pushing the
+        # rest right: a cut label that keeps most of its words still names its column.
+        if len(by_text) == len(headers) and all(h and (t.startswith(h) or t.endswith(h)) and 2 * len(h) >= len(t)
+                                                for t, h in zip(by_text, headers)):
+            headers = by_text
+        elif by_text != headers:
+            if len(by_text) != len(spans):
+                raise ProfileError(path, f"the header names {len(by_text)} columns but the dashed rule has "
+                                         f"{len(spans)}: {by_text}", i + 2)
+            header_warning = (i + 2, "the header does not line up with the dashed rule; columns are named by the "
+                                     "header's words and rows read by their numeric cells")
+            headers = by_text
+            spans = [(0, 0)] * len(spans)  # no position can be trusted: every row is re-split by content
         start = i + 3
         j = start
         while j < len(body) and not _DASH_RULE.match(body[j]):
             j += 1
         if j >= len(body):
             raise ProfileError(path, "key_averages table is not closed by a dashed rule (truncated file?)", i + 1)
-        profiles.append(_torch_table(path, headers, spans, body, start, j, len(profiles)))
+        prof = _torch_table(path, headers, spans, body, start, j, len(profiles), header_warning)
+        profiles.append(prof)
         i = j + 1
     return profiles
 
@@ -430,7 +448,7 @@ def _strip_prefix(line: str, prefix: re.Pattern | None) -> str:
     return line[m.end():] if m else line
 
 
-def _torch_table(path, headers, spans, lines, start, end, index) -> Profile:
+def _torch_table(path, headers, spans, lines, start, end, index, header_warning=None) -> Profile:
     hdr_line = start - 1
     name_col = _find(headers, "name")
     dev_col = _find(headers, *_DEVICE_TIME_COLS)
@@ -448,6 +466,8 @@ def _torch_table(path, headers, spans, lines, start, end, index) -> Profile:
         dev_col = dev_total_col
     suffix = f"#{index}" if index else ""
     prof = Profile(path=f"{path}{suffix}", format="torch_key_averages")
+    if header_warning is not None:
+        prof.warn(*header_warning)
     # The columns read as numbers: everything after the name up to the first free-text column.
     numeric = [k for k in range(name_col + 1, len(headers))
                if not re.search(r"(?i)shape|source|stack|location|overload|name", headers[k])]
@@ -455,7 +475,7 @@ def _torch_table(path, headers, spans, lines, start, end, index) -> Profile:
     numeric = [k for k in numeric if k <= last_num]
 
     def parse(line: str, lineno: int):
-        cells = _sliced(line, spans)
+        cells = _sliced(line, spans) if header_warning is None else None
         vals = _torch_values(cells, name_col, dev_col, cpu_total_col, self_cpu_col, calls_col) if cells else None
         if vals is not None:
             return vals
@@ -480,8 +500,9 @@ def _torch_table(path, headers, spans, lines, start, end, index) -> Profile:
         if vals is None:
             raise ProfileError(path, "row does not fit the table's columns and its cells are not numbers "
                                      "(is the row shifted against the header?)", lineno)
-        prof.warn(lineno, f"row does not fit the columns (a name wider than its column?); re-split by its numeric "
-                          f"cells: {cells[name_col]!r}")
+        if header_warning is None:
+            prof.warn(lineno, f"row does not fit the columns (a name wider than its column?); re-split by its "
+                              f"numeric cells: {cells[name_col]!r}")
         return vals
 
     device_rows, cpu_names = [], set()
