@@ -91,6 +91,12 @@ def test_cells_that_disagree_with_the_tables_own_totals_warn_with_the_line(tmp_p
     assert any(w.startswith("line 3:") and "disagrees with Time (%)" in w for w in p.warnings)
 
 
+def test_an_unsettled_decimal_mark_is_a_warned_guess(tmp_path):
+    (p,) = read(tmp_path, f"Total Time (ns)\tInstances\tName\n1,500\t3\t{GEMM}\n")
+    assert times(p) == pytest.approx({"gemm": 1.5})
+    assert p.warnings == ["line 2: no cell shows the decimal mark: ',' in '1,500' was read as a thousands separator"]
+
+
 def test_time_percent_over_100(tmp_path):
     (p,) = read(tmp_path, "Time (%),Total Time (ns),Instances,Name\n"
                           f"70.0,7000,1,{GEMM}\n70.0,7000,1,{GEMM}x\n")

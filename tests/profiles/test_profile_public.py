@@ -121,3 +121,17 @@ def test_bar_on_public_profiles(name):
                 assert target in ATTENTION_FAMILY, (kname, target)
             elif _GEMM.search(kname):
                 assert target in GEMM_FAMILY, (kname, target)
+
+
+def test_import_all_public_profiles_from_the_command_line(capsys):
+    from solbench.cli import main
+    assert main(["profile", "import", *(str(FIX / n) for n in PUBLIC), "--json"]) == 0
+    cap = capsys.readouterr()
+    import json
+    data = json.loads(cap.out)
+    assert data["profiles"] == 5 and data["unclassified"] < 0.01
+    assert "quantization" in data["shares"] and "mla_decode_attention" in data["shares"]
+    # Guesses are reported on stderr with the file and line; the tables' own accounts go into the JSON.
+    assert "solbench: warning: " in cap.err and "public_vllm_llama8b_h100_kern_sum.txt: line 17: " in cap.err
+    notes = {p["path"]: p.get("notes", []) for p in data["per_profile"]}
+    assert any("row_limit" in n for n in notes[str(FIX / "public_sglang_dsv3_b200_key_averages.txt")])

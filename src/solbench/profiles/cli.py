@@ -156,7 +156,8 @@ def cmd_import(args) -> int:
         t.add_row(name, kind, f"{sh:.2%}", f"{other.get(name, 0):.2%}", str(st.kernels), str(st.launches),
                   f"{cat:.2%}" if isinstance(cat, (int, float)) else "-", tops, style=style)
     console.print(t)
-    notes = [f"{s.path}: {n}" for s in summaries for n in s.notes]
+    # Warnings went to stderr as the files were read; the notes say what the tables say about themselves.
+    notes = [f"{s.path}: {n}" for s in summaries for n in s.notes if not n.startswith("warning: ")]
     for n in notes[:10]:
         console.print(f"[dim]{n}[/]")
     if len(notes) > 10:

@@ -212,9 +212,10 @@ def _nsys_table(path, lines, header_idx, style, headers, kind, index) -> tuple[P
     if misaligned:
         prof.warn(misaligned[0], f"{len(misaligned)} row(s) do not line up with the column rule (first here); "
                                  "their cells were read by content, not by position")
-    _fill_nsys(path, prof, headers, kind, rows, header_idx)
+    dec_comma = _decimal_mark(prof, rows)
+    _fill_nsys(path, prof, headers, kind, rows, header_idx, dec_comma)
     if kind == "kern_sum":
-        _check_kern_sum_totals(path, prof, headers, rows, elided)
+        _check_kern_sum_totals(path, prof, headers, rows, elided, dec_comma)
     elif elided:
         prof.notes.append(f"rows elided at line(s) {', '.join(map(str, elided))}: kernels there are not counted")
     return prof, j
@@ -284,8 +285,21 @@ def _split_aligned(line: str, n_numeric: int) -> list[str] | None:
     return [line[a:b] for a, b in spans[:n_numeric]] + [line[spans[n_numeric][0]:].strip()]
 
 
-def _fill_nsys(path, prof, headers, kind, rows, header_idx) -> None:
+def _decimal_mark(prof, rows) -> bool:
+    """Whether ',' is the decimal mark, decided per table. With no cell to settle it, "1,500" is read as
+    1500 and the reader says so."""
     dec_comma = detect_decimal_comma(c for _, cells in rows for c in cells[:-1])
+    if not dec_comma and not any("." in c or re.search(r"\d,(?!\d{3}(?!\d))", c) for _, cells in rows
+                                 for c in cells[:-1]):
+        for lineno, cells in rows:
+            c = next((c for c in cells[:-1] if re.search(r"\d,\d{3}(?!\d)", c)), None)
+            if c is not None:
+                prof.warn(lineno, f"no cell shows the decimal mark: ',' in {c!r} was read as a thousands separator")
+                break
+    return dec_comma
+
+
+def _fill_nsys(path, prof, headers, kind, rows, header_idx, dec_comma) -> None:
     name_col = len(headers) - 1
 
     def num(cells, col, lineno, what):
@@ -333,14 +347,13 @@ def _fill_nsys(path, prof, headers, kind, rows, header_idx) -> None:
         prof.kernels.sort(key=lambda k: (k.stream, k.start_us))
 
 
-def _check_kern_sum_totals(path, prof, headers, rows, elided) -> None:
+def _check_kern_sum_totals(path, prof, headers, rows, elided, dec_comma) -> None:
     """The Time (%) column is the table's own account of its total: compare the rows with it."""
     pct_col = _find(headers, "time(%)", "time%", "time")
     if pct_col is None or not prof.kernels:
         if elided:
             prof.notes.append(f"rows elided at line(s) {', '.join(map(str, elided))}: kernels there are not counted")
         return
-    dec_comma = detect_decimal_comma(c for _, cells in rows for c in cells[:-1])
     pcts = []
     for (lineno, cells), k in zip(rows, prof.kernels):
         try:
