@@ -307,7 +307,7 @@ class Classifier:
 
 
 def _short_pattern(pattern: str, width: int = 90) -> str:
-    return repr(pattern) if len(pattern) <= width else repr(pattern[:width - 3] + "...")
+    return "/" + (pattern if len(pattern) <= width else pattern[:width - 3] + "...") + "/"
 
 
 def _allowed(m: Match, target: str) -> bool:
