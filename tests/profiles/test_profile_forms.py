@@ -66,6 +66,18 @@ def test_boxed_table_cut_by_unicode_ellipsis_line(tmp_path):
     assert any("cover 90.0%" in n and "line 5" in n for n in p.notes)
 
 
+def test_an_untagged_kernel_table_after_a_short_api_report(tmp_path):
+    (p,) = read(tmp_path, " ** CUDA API Summary (cuda_api_sum):\n\n"
+                          " Time (%)  Total Time (ns)  Num Calls  Name\n"
+                          " --------  ---------------  ---------  ----\n"
+                          "     90.0            9,000          3  cudaLaunchKernel\n\n"
+                          " Time (%)  Total Time (ns)  Instances  Name\n"
+                          " --------  ---------------  ---------  ----\n"
+                          f"    100.0            2,000          1  {GEMM}\n")
+    assert times(p) == pytest.approx({"gemm": 2.0})
+    assert p.notes == ["skipped other nsys reports: cuda_api_sum (line 3)"]
+
+
 def test_only_other_reports(tmp_path):
     with pytest.raises(ProfileError, match=r"p\.txt: holds nsys reports but no kernel table.*cuda_api_sum \(line 3\)"):
         read(tmp_path, " ** CUDA API Summary (cuda_api_sum):\n\n"
@@ -152,6 +164,17 @@ def test_record_function_range_is_told_by_its_cpu_twin(tmp_path):
     assert [n for n, _, _ in p.annotations] == ["pipeline_forward"]
     assert times(p) == pytest.approx({"rms_norm": 700.0})
     assert not p.notes[1:]  # the kernel rows add up to the footer
+
+
+def test_inductor_kernel_with_its_cpu_twin_is_a_kernel(tmp_path):
+    # Inductor launches each Triton kernel inside a CPU range of the same name.
+    zero = ["0.00%", "0.000us", "0.00%", "0.000us", "0.000us"]
+    name = "triton_red_fused__to_copy_add_mean_mul_pow_rsqrt_0"
+    (p,) = read(tmp_path, torch_table(FULL, [
+        (name, "2.00%", "20.000us", "2.00%", "20.000us", "2.000us", "0.000us", "0.00%", "300.000us", "30.000us", "10"),
+        (name, *zero, "300.000us", "100.00%", "300.000us", "30.000us", "10"),
+    ], footer=["Self CPU time total: 1.000ms", "Self CUDA time total: 300.000us"]))
+    assert times(p) == pytest.approx({"rms_norm": 300.0}) and not p.annotations
 
 
 def test_log_prefixed_table(tmp_path):

@@ -107,10 +107,13 @@ def _header_cells(line: str, style: str) -> list[str]:
 
 
 def _report_tag(lines: list[str], i: int) -> str | None:
+    """The report named just above a header, not one named above an earlier table."""
     for j in range(i - 1, max(-1, i - 8), -1):
         m = _REPORT_TAG.search(lines[j])
         if m:
             return m.group(1) or m.group(2)
+        if (_RULE.match(lines[j]) and lines[j].strip()) or re.match(r"^\s*\|?\s*[-+]?\d", lines[j]):
+            break
     return None
 
 
@@ -396,6 +399,9 @@ _TORCH_CELL = r"(?:[-+]?\d[\d.,]*(?:%|[a-zA-Zμµ]+)?(?: [KMGT]?[Bb])?|--)"
 # record_function ranges, Inductor's "## Call CompiledFxGraph <hash> ##", torch.compile's regions.
 _ANNOTATION = re.compile(r"^(ProfilerStep[#*]|nccl:|c10d::|## |Torch-Compiled Region|CompiledFunction|"
                          r"record_param_comms$|gpu_user_annotation)")
+# Inductor wraps each Triton launch in a CPU range named after the kernel, so a kernel can have a CPU
+# twin too; a name that looks like a kernel is never taken for a range by its twin alone.
+_KERNEL_LIKE = re.compile(r"^(void |triton_|_)|[Kk]ernel|[<(]")
 
 
 def _spans(rule: str) -> list[tuple[int, int]]:
@@ -531,7 +537,7 @@ def _torch_table(path, headers, spans, lines, start, end, index, header_warning=
     for name, dev_us, calls, lineno in device_rows:
         # A range recorded with record_function shows twice: as a CPU row and as a device row (the
         # GPU-side annotation) spanning the kernels it encloses, which have rows of their own.
-        if _ANNOTATION.match(name) or name in cpu_names:
+        if _ANNOTATION.match(name) or (name in cpu_names and not _KERNEL_LIKE.search(name)):
             prof.annotations.append((name, dev_us, lineno))
         else:
             prof.kernels.append(Kernel(name=name, total_us=dev_us, count=calls, truncated=_is_truncated(name),
@@ -544,7 +550,7 @@ def _torch_table(path, headers, spans, lines, start, end, index, header_warning=
     _check_torch_footer(path, prof, lines, end)
     if not prof.kernels:
         raise ProfileError(path, "key_averages table has no kernel rows (no kernel time recorded; was the "
-                                 "profiler run with ProfilerActivity.CUDA?)", start)
+                                 "profiler run with ProfilerActivity.CUDA?)", start + 1)
     return prof
 
 
