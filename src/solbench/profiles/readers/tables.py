@@ -108,11 +108,14 @@ def _header_cells(line: str, style: str) -> list[str]:
 
 def _report_tag(lines: list[str], i: int) -> str | None:
     """The report named just above a header, not one named above an earlier table."""
+    own_border = True  # the rule right above a boxed header is the table's own
     for j in range(i - 1, max(-1, i - 8), -1):
         m = _REPORT_TAG.search(lines[j])
         if m:
             return m.group(1) or m.group(2)
-        if (_RULE.match(lines[j]) and lines[j].strip()) or re.match(r"^\s*\|?\s*[-+]?\d", lines[j]):
+        is_rule = bool(_RULE.match(lines[j]) and lines[j].strip())
+        own_border = own_border and is_rule
+        if (is_rule and not own_border) or re.match(r"^\s*\|?\s*[-+]?\d", lines[j]):
             break
     return None
 
