@@ -219,3 +219,30 @@ def test_header_that_disagrees_with_the_rule(tmp_path):
     lines[1] = lines[1].replace("Self CPU %", "Self  CPU %")
     with pytest.raises(ProfileError, match=r"p\.txt:2: the header names 12 columns but the dashed rule has 11"):
         read(tmp_path, "\n".join(lines) + "\n")
+
+
+def test_nsys_stats_default_output_with_executing_tags_and_grid_columns(tmp_path):
+    # `nsys stats` without -r: reports tagged "[n/8] Executing '...' stats report"; the kernel report
+    # here is cuda_gpu_kern_gb_sum, whose GridXYZ/BlockXYZ cells hold spaces (cut at the rule's columns).
+    text = (
+        "[5/8] Executing 'osrt_sum' stats report\n\n"
+        " Time (%)  Total Time (ns)  Num Calls    Avg (ns)     Med (ns)    Min (ns)   Max (ns)   StdDev (ns)   Name\n"
+        " --------  ---------------  ---------  -----------  -----------  ---------  ---------  -----------  ------\n"
+        "     90.0       30,000,000         10  3,000,000.0  3,000,000.0  2,000,000  4,000,000    100,000.0  ioctl\n\n"
+        "[6/8] Executing 'cuda_gpu_kern_gb_sum' stats report\n\n"
+        " Time (%)  Total Time (ns)  Instances   Avg (ns)     Med (ns)    Min (ns)   Max (ns)   StdDev (ns)      GridXYZ"
+        "          BlockXYZ        Name\n"
+        " --------  ---------------  ---------  -----------  -----------  ---------  ---------  -----------  ----------"
+        "------  --------------  ----------------------------------------\n"
+        + "     70.0        7,000,000          1  7,000,000.0  7,000,000.0  7,000,000  7,000,000          0.0  "
+        + "132    1    1".rjust(16) + "  " + "384    1    1".rjust(14) + "  nvjet_tst_320x64_64x4_2x1_2cta_v_bz_TNT\n"
+        + "     30.0        3,000,000          2  1,500,000.0  1,500,000.0  1,400,000  1,600,000    141,421.4  "
+        + "4096    1    1".rjust(16) + "  " + "256    1    1".rjust(14)
+        + "  void vllm::act_and_mul_kernel<c10::BFloat16, &vllm::silu_kernel<c10::BFloat16>, true>\n\n"
+        + "[7/8] Executing 'cuda_gpu_mem_time_sum' stats report\n\n"
+        " Time (%)  Total Time (ns)  Count  Avg (ns)  Med (ns)  Min (ns)  Max (ns)  StdDev (ns)   Operation\n"
+        " --------  ---------------  -----  --------  --------  --------  --------  -----------  ----------\n"
+        "    100.0            5,000      2   2,500.0   2,500.0     2,000     3,000        707.1  [CUDA memset]\n")
+    (p,) = read(tmp_path, text)
+    assert times(p) == pytest.approx({"gemm": 7000.0, "silu_and_mul": 3000.0})
+    assert p.notes == ["skipped other nsys reports: osrt_sum (line 3)"] and not p.warnings
