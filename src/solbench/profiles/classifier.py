@@ -20,13 +20,27 @@ import yaml
 from solbench.profiles.model import Kernel
 
 CLASSES = ("gemm", "attention", "communication", "memcpy/memset", "elementwise", "reduction", "sampling",
-           "other")
+           "quantization", "other")
 UNCLASSIFIED = "unclassified"
 # Softmax-attention operators of the catalog: with the class "attention", where every attention kernel
 # must land (the acceptance test checks that no attention kernel is filed anywhere else).
 ATTENTION_FAMILY = frozenset({"attention", "attention_forward", "unified_attention", "paged_attention_decode",
                               "mla_decode_attention"})
+# The families the acceptance tests hold the table to: a GEMM or MoE kernel must land in its family.
+GEMM_FAMILY = frozenset({"gemm", "block_scaled_mm", "fused_moe", "fp8_blockscale_fused_moe", "linear_sigmoid_mul"})
+MOE_FAMILY = frozenset({"fused_moe", "fp8_blockscale_fused_moe", "moe_topk_gating_softmax", "moe_align_block_size",
+                        "moe_count_and_sort", "moe_sum_reduce"})
 ATTACH = ("previous", "next", "either")
+# Profilers mark a cut name with "..." (torch tables) or "…" (U+2026, nsys tables).
+CUT_MARKS = ("...", "\u2026")
+
+
+def visible_part(name: str) -> tuple[str, bool]:
+    """The text a profiler left of a name it cut short, and whether it was cut."""
+    for mark in CUT_MARKS:
+        if name.endswith(mark):
+            return name[: -len(mark)], True
+    return name, False
 
 
 class RulesError(ValueError):
@@ -54,16 +68,20 @@ class Rule:
         return True
 
     def _cut_literal(self, name: str) -> bool:
+        return self.cut_literal(name) is not None
+
+    def cut_literal(self, name: str) -> str | None:
         """A name cut short by the profiler ("...RMSNormKern...") matches a rule whose pattern has a
-        literal alternative that the visible text ends in the middle of (at least 6 characters)."""
-        visible = name[:-3] if name.endswith("...") else name
+        literal alternative that the visible text ends in the middle of (at least 6 characters).
+        Returns that literal."""
+        visible = visible_part(name)[0]
         low = visible.lower()
         for lit, icase in self.literals:
             v = low if icase else visible
             for j in range(len(lit) - 1, 5, -1):
                 if v.endswith(lit[:j]):
-                    return True
-        return False
+                    return lit
+        return None
 
 
 def _literal_alternatives(pattern: str) -> tuple:
@@ -185,7 +203,7 @@ class Classifier:
         m = self._cache.get(key)
         if m is None:
             m = Match(UNCLASSIFIED, None)
-            truncated = name.endswith("...")
+            truncated = visible_part(name)[1]
             if truncated:
                 # Use the cut text only when it points at one target: "...rms_norm_" could be
                 # rms_norm_kernel or rms_norm_dynamic_per_token_quant, and then stays unresolved.
@@ -199,6 +217,38 @@ class Classifier:
                     break
             self._cache[key] = m
         return m
+
+    def explain(self, name: str, cpu_op: str | None = None) -> str:
+        """Which rule files ``name`` where, and why: the rule, where it is defined, and the text of the
+        name that its pattern matched (or, for a cut name, the literal the visible text ends inside)."""
+        m = self.match(name, cpu_op)
+        lines = [name]
+        if m.rule is None:
+            visible, cut = visible_part(name)
+            lines.append(f"  -> {UNCLASSIFIED}: no rule matches"
+                         + (" (the name is cut short; the visible text points at no single target)" if cut else ""))
+            return "\n".join(lines)
+        r = m.rule
+        kind = "class" if r.target in CLASSES else "catalog operator"
+        lines.append(f"  -> {r.target} ({kind}), rule '{r.name}' at {r.source}:{r.line}")
+        if r.kernel is not None:
+            hit = r.kernel.search(name)
+            if hit is not None:
+                lines.append(f"     its kernel pattern {_short_pattern(r.kernel.pattern)} matched {hit.group(0)!r} at "
+                             f"column {hit.start()}")
+                # Lookaheads (Inductor rules) test for ops anywhere in the rest of the name.
+                if "(?=" in r.kernel.pattern:
+                    lines.append(f"     and its lookaheads found the ops they require in {name[hit.end():]!r}")
+            else:
+                lit = r.cut_literal(name)
+                lines.append(f"     the name is cut short and its visible text ends inside {lit!r}, a literal of "
+                             f"its kernel pattern {_short_pattern(r.kernel.pattern)}")
+        if r.cpu_op is not None:
+            lines.append(f"     launching CPU operator {cpu_op!r} matched {r.cpu_op.pattern!r}")
+        if r.attach is not None:
+            lines.append(f"     a helper kernel: in traces it joins the {r.attach} launch"
+                         + (f" if that is one of {sorted(r.with_)}" if r.with_ else ""))
+        return "\n".join(lines)
 
     def classify(self, kernels: Iterable[Kernel], ordered: bool) -> Iterator[tuple[Kernel, str, bool]]:
         """Yield (kernel, target, is_primary). A helper that joined a neighbour takes its target and
@@ -254,6 +304,10 @@ class Classifier:
             if joined is None:
                 launched.add(e[2])
             yield k, e[2], first
+
+
+def _short_pattern(pattern: str, width: int = 90) -> str:
+    return "/" + (pattern if len(pattern) <= width else pattern[:width - 3] + "...") + "/"
 
 
 def _allowed(m: Match, target: str) -> bool:

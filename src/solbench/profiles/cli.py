@@ -14,7 +14,7 @@ def register(sub) -> None:
     psub = p.add_subparsers(dest="profile_cmd", required=True)
 
     q = psub.add_parser("import", help="classify kernel time by operator; write weights for `run --weights`")
-    q.add_argument("files", nargs="+", help="profiles or folders of profiles (nsys CSV/table/SQLite, torch "
+    q.add_argument("files", nargs="*", help="profiles or folders of profiles (nsys CSV/table/SQLite, torch "
                                             "key_averages table, Chrome trace .json/.json.gz)")
     q.add_argument("--out", help="write the weights JSON here")
     q.add_argument("--rules", action="append", default=[], help="extra rules YAML, tried before the built-in ones")
@@ -23,6 +23,8 @@ def register(sub) -> None:
     q.add_argument("--top", type=int, default=20, help="unclassified kernels to list")
     q.add_argument("--skip-bad", action="store_true", help="warn about unreadable files instead of stopping")
     q.add_argument("--json", action="store_true", help="print the weights JSON instead of the table")
+    q.add_argument("--explain", action="append", default=[], metavar="NAME",
+                   help="print which rule files kernel NAME where, and why (repeatable; no files needed)")
     q.set_defaults(func=cmd_import)
 
     q = psub.add_parser("shapes", help="hot shapes from traces recorded with record_shapes=True -> suite file")
@@ -66,6 +68,8 @@ def _read_all(paths, collect_shapes, skip_bad, console, on_profile):
             prog.update(task, description=f"reading {path.name[:40]}")
             try:
                 for prof in read_profile(path, collect_shapes=collect_shapes):
+                    for w in prof.warnings:
+                        print(f"solbench: warning: {prof.path}: {w}", file=sys.stderr)
                     on_profile(prof)
             except ProfileError as e:
                 if not skip_bad:
@@ -92,6 +96,17 @@ def cmd_import(args) -> int:
     from solbench.profiles.importance import combine, summarize
 
     console = _console()
+    if args.explain or not args.files:
+        if not args.explain:
+            return _fail("give profiles to import, or --explain NAME")
+        try:
+            clf = _classifier(args.rules)
+        except RulesError as e:
+            return _fail(str(e))
+        for name in args.explain:
+            print(clf.explain(name))
+        if not args.files:
+            return 0
     try:
         clf = _classifier(args.rules)
         paths = _expand(args.files)
@@ -141,7 +156,8 @@ def cmd_import(args) -> int:
         t.add_row(name, kind, f"{sh:.2%}", f"{other.get(name, 0):.2%}", str(st.kernels), str(st.launches),
                   f"{cat:.2%}" if isinstance(cat, (int, float)) else "-", tops, style=style)
     console.print(t)
-    notes = [f"{s.path}: {n}" for s in summaries for n in s.notes]
+    # Warnings went to stderr as the files were read; the notes say what the tables say about themselves.
+    notes = [f"{s.path}: {n}" for s in summaries for n in s.notes if not n.startswith("warning: ")]
     for n in notes[:10]:
         console.print(f"[dim]{n}[/]")
     if len(notes) > 10:

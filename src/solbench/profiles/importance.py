@@ -58,7 +58,7 @@ def summarize(profile: Profile, classifier: Classifier) -> ProfileSummary:
         total += k.total_us
         graph += k.count if k.graph else 0
     return ProfileSummary(path=profile.path, format=profile.format, total_us=total, targets=targets,
-                          graph_kernels=graph, notes=list(profile.notes))
+                          graph_kernels=graph, notes=list(profile.notes) + [f"warning: {w}" for w in profile.warnings])
 
 
 @dataclass

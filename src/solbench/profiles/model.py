@@ -63,6 +63,14 @@ class Profile:
     ordered: bool = False           # trace formats: kernels are sorted by (stream, start)
     shape_calls: list[ShapeCall] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # Places where a reader had to guess ("line N: ..."): printed as warnings, never silent.
+    warnings: list[str] = field(default_factory=list)
+    # Rows that are not kernels but ranges around them (ProfilerStep#, nccl:*, "## ... ##",
+    # record_function ranges): (name, device us, line). Excluded from the kernel time.
+    annotations: list[tuple[str, float, int]] = field(default_factory=list)
+
+    def warn(self, line: int | None, message: str) -> None:
+        self.warnings.append(f"line {line}: {message}" if line is not None else message)
 
     @property
     def total_us(self) -> float:

@@ -3,6 +3,7 @@ returns one :class:`~solbench.profiles.model.Profile` per profile in the file (a
 several key_averages tables)."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from solbench.profiles.model import Profile, ProfileError
@@ -20,7 +21,8 @@ def detect_format(path: Path) -> str:
         raise ProfileError(path, "empty file")
     if head.startswith(SQLITE_MAGIC):
         return "nsys_sqlite"
-    if head[:2] == b"\x1f\x8b" or head.lstrip()[:1] in (b"{", b"["):
+    # JSON: an object, or the bare event array "[{...". A log line may start with "[" too ("[rank0]: ...").
+    if head[:2] == b"\x1f\x8b" or head.lstrip()[:1] == b"{" or re.match(rb"\s*\[\s*(\{|\]|$)", head):
         return "chrome_trace"
     try:
         text = head.decode("utf-8", errors="strict" if len(head) < 4096 else "ignore")
@@ -60,7 +62,7 @@ def read_profile(path: str | Path, collect_shapes: bool = False) -> list[Profile
             raise ProfileError(path, "mentions key_averages columns but holds no complete table "
                                      "(dashed rule, header, dashed rule, rows, dashed rule)")
         return profiles
-    return [read_nsys_text(path, text)]
+    return read_nsys_text(path, text)
 
 
 __all__ = ["FORMATS", "Profile", "ProfileError", "detect_format", "read_profile"]
