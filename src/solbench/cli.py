@@ -355,13 +355,15 @@ def _warn_broken_ops() -> None:
 
 
 def main(argv=None) -> int:
+    from solbench.resultsfile import ResultsLocked
+
     _prepare_triton_env()
     args = build_parser().parse_args(argv)
     if args.cmd in ("list", "run", "roofline"):
         _warn_broken_ops()
     try:
         return int(args.func(args) or 0)
-    except (KeyError, ValueError, FileNotFoundError) as e:
+    except (KeyError, ValueError, FileNotFoundError, ResultsLocked) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
         print(f"solbench: error: {msg}", file=sys.stderr)
         return 2
