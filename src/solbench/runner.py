@@ -34,6 +34,7 @@ class RunConfig:
     ops: Sequence[str] | None = None
     impls: Sequence[str] | None = None
     shapes: Sequence[str] | None = None       # shape ids to keep
+    max_shapes: int | None = None              # at most this many shapes per operator (the first ones)
     hw: str | None = None                      # datasheet SKU; default: the detected device
     timer: str = "graph"                       # graph | eager (GPU); CPU always perf_counter
     out: str | None = None
@@ -172,7 +173,7 @@ def select_shapes(spec: OpSpec, cfg: RunConfig, smoke: bool) -> list[Shape]:
     if cfg.shapes:
         wanted = {str(s) for s in cfg.shapes}
         shapes = [s for s in pool if str(s.id) in wanted]
-    return shapes
+    return shapes[:cfg.max_shapes] if cfg.max_shapes else shapes
 
 
 def _id_ranges(ids: Iterable[str]) -> str:
