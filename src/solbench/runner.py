@@ -18,7 +18,7 @@ from typing import Callable, Collection, Iterable, Mapping, Sequence
 
 from solbench.core import check as checker
 from solbench.core import hardware, roofline, timing
-from solbench.core.env import environment
+from solbench.core.env import environment, running_clocks
 from solbench.core.spec import Cost, Impl, OpSpec, Shape, all_specs, get_spec, impls_for
 from solbench.resultsfile import ResultsFile, json_safe
 
@@ -434,6 +434,9 @@ def run(cfg: RunConfig, *, progress: Callable | None = None, on_shape_done: Call
 
             measured = measure_shape(spec, todo, shape, device, cfg, cost, shape_progress) if todo else {}
             measured_any = measured_any or bool(todo)
+            # The clocks the shape ran at (the run's start saw an idle GPU); that one is kept beside.
+            clocks = running_clocks(device) if todo else {}
+            shape_env = {**env, **clocks, "clock_sm_start_mhz": env.get("clock_sm_mhz")} if clocks else env
             shape_records = []
             for impl in impls:
                 base = base_of[impl.name]
@@ -464,7 +467,7 @@ def run(cfg: RunConfig, *, progress: Callable | None = None, on_shape_done: Call
                     "peaks": {"datasheet": {"bandwidth": datasheet.bandwidth, "peaks": dict(datasheet.peaks)},
                               "achievable": {"bandwidth": achievable.bandwidth, "peaks": dict(achievable.peaks),
                                              "source": achievable.source}},
-                    "wall_s": round(wall_s, 3), "env": env,
+                    "wall_s": round(wall_s, 3), "env": shape_env,
                 }
                 shape_records.append(rec)
                 done += 1
