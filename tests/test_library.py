@@ -64,7 +64,18 @@ SAMPLES = _samples()
 
 def test_every_registered_op_has_an_opcheck_sample():
     # A new kernel family adds its ops' arguments to _samples(), so CI opchecks them too.
-    assert sorted(set(OPS) - set(SAMPLES)) == []
+    assert sorted({n for n in OPS if n.startswith("solbench::")} - set(SAMPLES)) == []
+
+
+def test_an_op_without_a_torch_formulation_says_so_off_cuda(eager_cpu):
+    from solbench.kernels.common import kernel_op
+
+    @kernel_op("solbench_test::no_eager.out", mutates_args=("out",))
+    def op(x: torch.Tensor, out: torch.Tensor) -> None:
+        raise AssertionError("the Triton body must not run on CPU tensors without the interpreter")
+
+    with pytest.raises(RuntimeError, match="no_eager.out: tensors on cpu are supported only on CUDA"):
+        op(torch.ones(2), torch.empty(2))
 
 
 # opcheck's schema and AOT tests compare outputs, which torch cannot do for fp8 on CPU.

@@ -61,10 +61,17 @@ KERNEL_MODULES = (
 
 
 def _register_kernels() -> None:
+    """Import every kernel module; one that fails to import is named in a warning and left out
+    (the rest of the library, and the command line, keep working)."""
     import importlib
+    import warnings
 
     for module in KERNEL_MODULES:
-        importlib.import_module(module)
+        try:
+            importlib.import_module(module)
+        except Exception as e:  # noqa: BLE001
+            warnings.warn(f"solbench: {module} failed to import and its ops are not registered: "
+                          f"{type(e).__name__}: {e}", RuntimeWarning, stacklevel=2)
 
 
 _register_kernels()

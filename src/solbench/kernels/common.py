@@ -236,7 +236,8 @@ class KernelOp:
     still notices an in-place write into a saved tensor.
 
     ``eager``, with the body's signature, computes the same result with torch operations; it runs
-    instead of the body where :func:`runs_eager` says so (tensors off CUDA)."""
+    instead of the body where :func:`runs_eager` says so (tensors off CUDA); without it such
+    calls raise an error that says so."""
 
     def __init__(self, name: str, fn, mutates_args: Sequence[str], eager=None, schema: str | None = None):
         import inspect
@@ -245,7 +246,7 @@ class KernelOp:
 
         self.name = name
         self.kernel, self.eager = fn, eager
-        self.fn = self._dispatch if eager is not None else fn
+        self.fn = self._dispatch
         if schema is None:
             schema = torch.library.infer_schema(fn, mutates_args=tuple(mutates_args))
         self.op = torch.library.custom_op(name, self.fn, mutates_args=tuple(mutates_args), schema=schema)
@@ -260,7 +261,12 @@ class KernelOp:
 
     def _dispatch(self, *args):
         t = _first_tensor(args)
-        return (self.eager if t is not None and runs_eager(t) else self.kernel)(*args)
+        if t is None or not runs_eager(t):
+            return self.kernel(*args)
+        if self.eager is None:
+            raise RuntimeError(f"{self.name}: tensors on {t.device} are supported only on CUDA (or on the CPU "
+                               "under TRITON_INTERPRET=1): this kernel has no torch formulation yet")
+        return self.eager(*args)
 
     def register_fake(self, fn):
         return self.op.register_fake(fn)
@@ -285,7 +291,9 @@ def kernel_op(name: str, *, mutates_args: Sequence[str], eager=None):
     """Decorator: ``@kernel_op("solbench::rms_norm.out", mutates_args=("out",), eager=f)`` over the
     op's body makes a :class:`KernelOp` (call it with positional arguments). Name the op that
     writes into given outputs ``<name>.out`` and the one that updates its inputs ``<name>_``, as
-    aten does, and give the plain name to :func:`functional_op`."""
+    aten does, and give the plain name to :func:`functional_op`. The module that defines the op
+    must decorate no Triton kernel when imported (import the kernel inside the body): see
+    ``solbench.KERNEL_MODULES``."""
     return lambda fn: KernelOp(name, fn, mutates_args, eager)
 
 
@@ -318,7 +326,7 @@ def functional_op(name: str, out_op: KernelOp, outputs) -> KernelOp:
         outs = tuple(outputs(*args))
         return outs[0] if n_out == 1 else outs
 
-    op = KernelOp(name, body, (), schema=text)
+    op = KernelOp(name, body, (), eager=body, schema=text)  # the out op's body picks the path
     op.params = [a.split()[-1].split("=")[0] for a in keep]
     op.register_fake(fake)
     return op
