@@ -378,6 +378,14 @@ def run(cfg: RunConfig, *, progress: Callable | None = None, on_shape_done: Call
         _check_remeasure(cfg)
     specs = select_ops(cfg)
     check_selection(specs, cfg, smoke)
+    plan = []
+    for spec in specs:
+        impls = impls_for(spec.name)
+        names = [i for i in cfg.impls if i in impls] if cfg.impls else sorted(impls)
+        if not names:
+            continue
+        for shape in select_shapes(spec, cfg, smoke):
+            plan.append((spec, shape, [impls[n] for n in names]))
     existing: dict[tuple, dict] = {}
     out_f = ResultsFile(cfg.out) if cfg.out else None
     if out_f:
@@ -397,14 +405,6 @@ def run(cfg: RunConfig, *, progress: Callable | None = None, on_shape_done: Call
         if out_f:
             out_f.close()
         raise
-    plan = []
-    for spec in specs:
-        impls = impls_for(spec.name)
-        names = [i for i in cfg.impls if i in impls] if cfg.impls else sorted(impls)
-        if not names:
-            continue
-        for shape in select_shapes(spec, cfg, smoke):
-            plan.append((spec, shape, [impls[n] for n in names]))
     total = sum(len(p[2]) for p in plan)
     done = 0
     t_start = time.perf_counter()
