@@ -82,12 +82,20 @@ def test_an_op_without_a_torch_formulation_says_so_off_cuda(eager_cpu):
 FP8_OPS = ("quant",)
 
 
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def _to(args, device):
+    return tuple(a.to(device) if isinstance(a, torch.Tensor) else a for a in args)
+
+
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("name", sorted(SAMPLES))
-def test_opcheck(name, eager_cpu):
+def test_opcheck(name, device, eager_cpu):
     op = OPS[name].overload
-    utils = ("test_faketensor",) if any(k in name for k in FP8_OPS) else \
+    utils = ("test_faketensor",) if device == "cpu" and any(k in name for k in FP8_OPS) else \
         ("test_schema", "test_faketensor", "test_aot_dispatch_dynamic")
-    torch.library.opcheck(op, SAMPLES[name], test_utils=utils)
+    torch.library.opcheck(op, _to(SAMPLES[name], device), test_utils=utils)
 
 
 def test_import_registers_every_op_without_decorating_triton_kernels():
@@ -132,11 +140,12 @@ def test_cpu_tensors_get_the_references_values(op, eager_cpu):
                            r.view(torch.uint8) if r.dtype == fp8_dtype() else r), op
 
 
-def test_torch_compile_fullgraph_through_the_library_on_cpu(eager_cpu):
+@pytest.mark.parametrize("device", DEVICES)
+def test_torch_compile_fullgraph_through_the_library(device, eager_cpu):
     import torch._dynamo
 
     torch._dynamo.reset()
-    x, res, w = _r(4, 64), _r(4, 64), _r(64)
+    x, res, w = _to((_r(4, 64), _r(4, 64), _r(64)), device)
 
     def block(x, res, w):
         h, r = solbench.fused_add_rms_norm(x, res, w, 1e-6)
