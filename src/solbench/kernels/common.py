@@ -309,13 +309,10 @@ def functional_op(name: str, out_op: KernelOp, outputs) -> KernelOp:
     n_out = len(out_op.mutates_args)
     ret = "Tensor" if n_out == 1 else "(" + ", ".join(["Tensor"] * n_out) + ")"
     text = "(" + ", ".join(keep) + ") -> " + ret
-    where = [out_op.params.index(a) for a in out_op.mutates_args]
 
     def merged(args, outs):
-        full, it_args, it_outs = [], iter(args), iter(outs)
-        for i in range(len(out_op.params)):
-            full.append(next(it_outs) if i in where else next(it_args))
-        return full
+        by_name, it_args = dict(zip(out_op.mutates_args, outs)), iter(args)
+        return [by_name[p] if p in by_name else next(it_args) for p in out_op.params]
 
     def body(*args):
         outs = tuple(outputs(*args))
