@@ -1,5 +1,6 @@
 # Two entry points, both self-contained on a fresh machine:
-#   make run   - set up .venv and run `solbench run` (the default suite; a smoke subset on CPU)
+#   make run   - set up .venv and run `solbench run` (the whole catalog on a GPU; a quick smoke subset on
+#                CPU), writing the records to $(OUT).jsonl and the HTML report to $(OUT).html
 #   make test  - set up .venv and run the test suite
 # The venv sees system site-packages so that a GPU machine's own torch is reused, never replaced.
 PYTHON ?= python3
@@ -9,6 +10,15 @@ PY     := $(VENV)/bin/python
 # on, this version is a local CPU wheel; on a GPU box the preinstalled CUDA torch is kept.
 TORCH_SPEC ?= torch==2.13.0
 RUN_ARGS ?=
+# Where `make run` writes (a new pair of files per run; OUT=out/mine resumes that one instead).
+ifndef OUT
+OUT := out/run-$(shell date +%Y%m%d-%H%M%S)
+endif
+# Without a GPU, `make run` shows something in about a minute: our kernels (in Triton's interpreter)
+# against eager torch on each operator's smallest smoke shape (torch.compile is left out there: its
+# CPU compiles alone take several minutes). The budget stops starting new shapes after 120 s, for a
+# loaded machine.
+CPU_RUN_ARGS ?= --impls ours_triton,torch_eager --max-shapes 1 --time-budget 120
 
 .PHONY: setup run test clean
 
@@ -22,7 +32,10 @@ $(VENV)/.installed: pyproject.toml
 setup: $(VENV)/.installed
 
 run: setup
-	$(VENV)/bin/solbench run $(RUN_ARGS)
+	@mkdir -p $(dir $(OUT))
+	@if $(PY) -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then cpu=""; \
+	 else cpu="$(CPU_RUN_ARGS)"; fi; \
+	 $(VENV)/bin/solbench run --out $(OUT).jsonl --report $(OUT).html $$cpu $(RUN_ARGS)
 
 test: setup
 	$(PY) -m pytest -q

@@ -7,7 +7,7 @@ import torch
 
 import solbench
 from solbench.kernels.common import interpreting
-import solbench.ops.silu_and_mul.api  # noqa: F401  (registers torch.ops.solbench.glu_)
+import solbench.ops.silu_and_mul.api  # noqa: F401  (registers torch.ops.solbench.glu)
 from solbench.ops.silu_and_mul.activation import (ActivationSpec, get_activation, known_activations,
                                                  reference_glu, register_activation)
 
@@ -196,7 +196,7 @@ def test_custom_op_passes_opcheck(device):
     # opcheck runs the op for real and under fake tensors, and checks the schema (mutation of out).
     x = torch.randn(4, 64, dtype=torch.bfloat16, device=device)
     out = torch.empty(4, 32, dtype=torch.bfloat16, device=device)
-    torch.library.opcheck(torch.ops.solbench.glu_.default, (x, out, 0, 1.0, 0.0, False, 0.0, False),
+    torch.library.opcheck(torch.ops.solbench.glu.out, (x, out, 0, 1.0, 0.0, False, 0.0, False),
                           test_utils=("test_schema", "test_faketensor"))
 
 

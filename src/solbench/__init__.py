@@ -1,12 +1,16 @@
 """solbench: speed-of-light benchmark, kernel library and tools for LLM-inference operators.
 
-Library entry points (imported lazily, so ``import solbench`` stays cheap)::
+``import solbench`` registers every public kernel as a ``torch.ops.solbench`` custom op (see
+``KERNEL_MODULES``). Library entry points::
 
     solbench.glu(x, spec, out=None)           # the parameterized GLU family
     solbench.silu_and_mul(x, out=None)
     solbench.ActivationSpec / get_activation / register_activation
     solbench.rms_norm / fused_add_rms_norm(_) / fused_qk_rmsnorm(_) / gated_rms_norm / l2_norm / layer_norm
     solbench.unified_attention / varlen_attention / paged_attention_decode / mla_decode
+    solbench.dynamic_per_token_quant_fp8 / rms_norm_quant / fused_add_rms_norm_quant / per_token_group_quant_fp8
+
+Off CUDA (and on the CPU unless ``TRITON_INTERPRET=1``) they compute with their torch formulation.
 """
 from __future__ import annotations
 
@@ -35,7 +39,48 @@ _LAZY = {
     "varlen_attention": "solbench.kernels.attention",
     "paged_attention_decode": "solbench.kernels.attention",
     "mla_decode": "solbench.kernels.mla",
+    "dynamic_per_token_quant_fp8": "solbench.ops.fp8_dynamic_per_token_quant.api",
+    "fused_add_rms_norm_quant": "solbench.ops.fused_rmsnorm_quant.api",
+    "rms_norm_quant": "solbench.ops.fused_rmsnorm_quant.api",
+    "per_token_group_quant_fp8": "solbench.ops.per_token_group_quant_fp8.api",
 }
+
+
+#: The modules that define the library's public kernels. ``import solbench`` imports each, which
+#: registers its custom ops as ``torch.ops.solbench.<name>`` (functional, ``.out`` and in-place
+#: ``<name>_`` forms). A new kernel family is listed here (and its public functions in ``_LAZY``).
+#: Such a module must decorate no Triton kernel when imported (import the kernels inside the
+#: launcher): ``triton.jit`` fixes compiled-or-interpreted when it decorates, and the command line
+#: chooses (``TRITON_INTERPRET`` on a machine without a GPU) only after ``import solbench``.
+KERNEL_MODULES = (
+    "solbench.ops.silu_and_mul.api",
+    "solbench.ops.rms_norm.api",
+    "solbench.ops.fused_add_rms_norm.api",
+    "solbench.ops.fused_qk_rmsnorm.api",
+    "solbench.ops.gated_rms_norm.api",
+    "solbench.ops.l2_norm.api",
+    "solbench.ops.layer_norm.api",
+    "solbench.ops.fp8_dynamic_per_token_quant.api",
+    "solbench.ops.fused_rmsnorm_quant.api",
+    "solbench.ops.per_token_group_quant_fp8.api",
+)
+
+
+def _register_kernels() -> None:
+    """Import every kernel module; one that fails to import is named in a warning and left out
+    (the rest of the library, and the command line, keep working)."""
+    import importlib
+    import warnings
+
+    for module in KERNEL_MODULES:
+        try:
+            importlib.import_module(module)
+        except Exception as e:  # noqa: BLE001
+            warnings.warn(f"solbench: {module} failed to import and its ops are not registered: "
+                          f"{type(e).__name__}: {e}", RuntimeWarning, stacklevel=2)
+
+
+_register_kernels()
 
 
 def __getattr__(name: str):

@@ -216,7 +216,12 @@ def cmd_run(args) -> int:
     from solbench.runner import RunConfig, run
 
     weights = _load_weights(args.weights)
+    if args.max_shapes is not None and args.max_shapes < 1:
+        raise SystemExit("solbench: --max-shapes must be at least 1")
+    if args.report and not args.out:
+        raise SystemExit("solbench: --report needs --out (the report is made from the results file)")
     cfg = RunConfig(ops=split_csv(args.ops), impls=split_csv(args.impls), shapes=split_csv(args.shapes), hw=args.hw,
+                    max_shapes=args.max_shapes,
                     timer=args.timer, out=args.out, suite=args.suite, weights=weights,
                     smoke=True if args.smoke else (False if args.full else None),
                     include_variants=args.variants, retry_failed=args.retry_failed,
@@ -234,14 +239,29 @@ def cmd_run(args) -> int:
     if not hardware.load_calibration(hardware.device_key()):
         with console.status("calibrating this device (once; cached)..."):
             hardware.calibrate(quick=device.type != "cuda")
-    with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=console, transient=True) as prog:
-        task = prog.add_task("running", total=None)
+    try:
+        if console.is_terminal:
+            with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                          TimeElapsedColumn(), console=console, transient=True) as prog:
+                task = prog.add_task("running", total=None)
 
-        def progress(done, total, desc):
-            prog.update(task, completed=done, total=total, description=desc[:60])
+                def progress(done, total, desc):
+                    prog.update(task, completed=done, total=total, description=desc[:60])
 
-        result = run(cfg, progress=progress)
+                result = run(cfg, progress=progress)
+        else:
+            lines = _OpLines(console)
+            result = run(cfg, progress=lines.progress, on_shape_done=lines.shape_done)
+            lines.flush()
+    except KeyboardInterrupt:
+        if args.out and Path(args.out).exists():
+            from solbench.runner import read_records
+
+            n = len(read_records(args.out))
+            print(f"\ninterrupted: {n} records in {args.out}; rerun with the same --out to resume", file=sys.stderr)
+        else:
+            print("\ninterrupted: nothing was saved (pass --out FILE to keep records and resume)", file=sys.stderr)
+        return 130
     importance = weights or {s.name: s.importance for s in all_specs(include_variants=True)}
     print_run(console, result.records, result.hw, importance)
     n = len(result.records)
@@ -252,11 +272,52 @@ def cmd_run(args) -> int:
                   + (f"; {result.skipped_existing} reused from {args.out}" if result.skipped_existing else "")
                   + (f"; written to {args.out}" if args.out else "")
                   + f"; {result.wall_s:.0f} s")
+    if args.report:
+        from solbench.report.html import write_report
+
+        write_report([args.out], args.report)
     if result.unfinished:
         console.print(f"[yellow]--time-budget {args.time_budget:g} s reached: {result.unfinished} records not "
                       "measured yet" + (f"; run the same command again to resume from {args.out}[/]" if args.out
                                         else " (pass --out FILE to make the run resumable)[/]"))
+    if args.out:
+        console.print(f"results: {args.out}")
+    if args.report:
+        console.print(f"report:  {args.report}")
     return 1 if args.strict and counts["fail"] else 0
+
+
+class _OpLines:
+    """Progress for a log or a pipe (no live bar there): one line per operator once its shapes
+    are done, with its record counts, its time and the run's progress in records."""
+
+    def __init__(self, console):
+        import time
+
+        self.console, self.clock = console, time.perf_counter
+        self.op, self.counts, self.t0, self.done, self.total = None, {}, self.clock(), 0, 0
+
+    def progress(self, done, total, desc):
+        self.done, self.total = done, total
+        op = desc.split(" #")[0]  # "<op> #<shape id> <stage>" while a shape is measured
+        if self.op is not None and op != self.op and " #" in desc:
+            self.flush()
+
+    def shape_done(self, spec, shape, records):
+        if spec.name != self.op:
+            self.flush()
+            self.op, self.counts = spec.name, {}
+        for r in records:
+            self.counts[r["status"]] = self.counts.get(r["status"], 0) + 1
+
+    def flush(self):
+        if self.op is None:
+            return
+        parts = ", ".join(f"{v} {k}" for k, v in sorted(self.counts.items()))
+        now = self.clock()
+        self.console.print(f"{self.op}: {parts} in {now - self.t0:.1f} s (records {self.done}/{self.total})")
+        sys.stdout.flush()
+        self.op, self.t0 = None, now
 
 
 def cmd_tune(args) -> int:
@@ -336,7 +397,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto: rotate input sets larger than the L2, else flush it; flush: flush before every "
                         "call for every implementation (records say timer 'graph+flush'); warm: one input set, "
                         "no flush, L2 left warm (a diagnostic; records say 'graph+warm')")
-    q.add_argument("--out", help="JSONL results file; appended to, and records already in it are skipped")
+    q.add_argument("--out", help="JSONL results file; appended to, and records already in it are skipped "
+                   "(locked against a second run; a line cut off by a crash is moved to OUT.partial)")
+    q.add_argument("--report", metavar="HTML", help="with --out: also write the HTML report of OUT here")
+    q.add_argument("--max-shapes", type=int, metavar="N", help="at most N shapes per operator (the first ones)")
     q.add_argument("--suite", help="a suite file (catalog schema), e.g. from `solbench profile shapes`")
     q.add_argument("--weights", help="operator weights from `solbench profile import`")
     g = q.add_mutually_exclusive_group()
@@ -387,13 +451,15 @@ def _warn_broken_ops() -> None:
 
 
 def main(argv=None) -> int:
+    from solbench.resultsfile import ResultsLocked
+
     _prepare_triton_env()
     args = build_parser().parse_args(argv)
     if args.cmd in ("list", "run", "roofline"):
         _warn_broken_ops()
     try:
         return int(args.func(args) or 0)
-    except (KeyError, ValueError, FileNotFoundError) as e:
+    except (KeyError, ValueError, FileNotFoundError, ResultsLocked) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
         print(f"solbench: error: {msg}", file=sys.stderr)
         return 2

@@ -3,13 +3,14 @@ one JSONL record (see README, "Results records").
 
 Records are appended as soon as a shape is done, so an interrupted run loses at most one shape,
 and a rerun with the same ``--out`` skips what is already measured (same op, shape, impl,
-hardware, device, timer).
+hardware, device, timer). The file is locked against a second run and repaired after a crash
+(:mod:`solbench.resultsfile`).
 """
 from __future__ import annotations
 
 import json
-import math
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,8 +18,9 @@ from typing import Callable, Collection, Iterable, Mapping, Sequence
 
 from solbench.core import check as checker
 from solbench.core import hardware, roofline, timing
-from solbench.core.env import environment
+from solbench.core.env import environment, running_clocks
 from solbench.core.spec import Cost, Impl, OpSpec, Shape, all_specs, get_spec, impls_for
+from solbench.resultsfile import ResultsFile, json_safe
 
 SCHEMA_VERSION = 1
 BASELINES = ("torch_compile", "torch_eager")
@@ -32,6 +34,7 @@ class RunConfig:
     ops: Sequence[str] | None = None
     impls: Sequence[str] | None = None
     shapes: Sequence[str] | None = None       # shape ids to keep
+    max_shapes: int | None = None              # at most this many shapes per operator (the first ones)
     hw: str | None = None                      # datasheet SKU; default: the detected device
     timer: str = "graph"                       # graph | eager (GPU); CPU always perf_counter
     out: str | None = None
@@ -127,29 +130,25 @@ def read_records(path: str | os.PathLike) -> list[dict]:
     """Read a JSONL results file; a malformed line is an error that names the file and line."""
     records = []
     p = Path(path)
-    with p.open("r", encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{p}:{lineno}: not a JSON record ({e.msg})") from None
-            if not isinstance(rec, dict) or "op" not in rec or "impl" not in rec:
-                raise ValueError(f"{p}:{lineno}: not a solbench record (needs 'op' and 'impl')")
-            records.append(rec)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{p}: not a JSONL results file (byte {e.start} is not UTF-8 text)") from None
+    for lineno, line in enumerate(text.split("\n"), 1):
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{p}:{lineno}: not a JSON record ({e.msg})") from None
+        if not isinstance(rec, dict) or "op" not in rec or "impl" not in rec:
+            raise ValueError(f"{p}:{lineno}: not a solbench record (needs 'op' and 'impl')")
+        records.append(rec)
     return records
 
 
-def _json_safe(x):
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, dict):
-        return {str(k): _json_safe(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_json_safe(v) for v in x]
-    return x
+_json_safe = json_safe
 
 
 def _shape_pool(spec: OpSpec, cfg: RunConfig, smoke: bool) -> tuple[list[Shape], list[Shape]]:
@@ -174,7 +173,7 @@ def select_shapes(spec: OpSpec, cfg: RunConfig, smoke: bool) -> list[Shape]:
     if cfg.shapes:
         wanted = {str(s) for s in cfg.shapes}
         shapes = [s for s in pool if str(s.id) in wanted]
-    return shapes
+    return shapes[:cfg.max_shapes] if cfg.max_shapes else shapes
 
 
 def _id_ranges(ids: Iterable[str]) -> str:
@@ -377,14 +376,6 @@ def run(cfg: RunConfig, *, progress: Callable | None = None, on_shape_done: Call
 
     if cfg.remeasure_ops:
         _check_remeasure(cfg)
-    existing: dict[tuple, dict] = {}
-    if cfg.out and Path(cfg.out).exists():
-        for r in read_records(cfg.out):
-            existing[record_key(r)] = r
-        _drop_to_remeasure(cfg.out, existing, failed_too=cfg.retry_failed, ops=set(cfg.remeasure_ops),
-                           shapes=cfg.shapes)
-    out_f = open(cfg.out, "a", encoding="utf-8") if cfg.out else None
-
     specs = select_ops(cfg)
     check_selection(specs, cfg, smoke)
     plan = []
@@ -395,6 +386,25 @@ def run(cfg: RunConfig, *, progress: Callable | None = None, on_shape_done: Call
             continue
         for shape in select_shapes(spec, cfg, smoke):
             plan.append((spec, shape, [impls[n] for n in names]))
+    existing: dict[tuple, dict] = {}
+    out_f = ResultsFile(cfg.out) if cfg.out else None
+    if out_f:
+        # Locked against other runs from here to the end; the tail is repaired before it is read.
+        out_f.acquire()
+        for note in out_f.notes:
+            print(f"solbench: {note}", file=sys.stderr)
+    try:
+        if cfg.out and Path(cfg.out).exists():
+            for r in read_records(cfg.out):
+                existing[record_key(r)] = r
+            _drop_to_remeasure(cfg.out, existing, failed_too=cfg.retry_failed, ops=set(cfg.remeasure_ops),
+                               shapes=cfg.shapes)
+        if out_f:
+            out_f.open_append()
+    except BaseException:
+        if out_f:
+            out_f.close()
+        raise
     total = sum(len(p[2]) for p in plan)
     done = 0
     t_start = time.perf_counter()
@@ -427,6 +437,9 @@ def run(cfg: RunConfig, *, progress: Callable | None = None, on_shape_done: Call
 
             measured = measure_shape(spec, todo, shape, device, cfg, cost, shape_progress) if todo else {}
             measured_any = measured_any or bool(todo)
+            # The clocks the shape ran at (the run's start saw an idle GPU); that one is kept beside.
+            clocks = running_clocks(device) if todo else {}
+            shape_env = {**env, **clocks, "clock_sm_start_mhz": env.get("clock_sm_mhz")} if clocks else env
             shape_records = []
             for impl in impls:
                 base = base_of[impl.name]
@@ -460,7 +473,7 @@ def run(cfg: RunConfig, *, progress: Callable | None = None, on_shape_done: Call
                     "peaks": {"datasheet": {"bandwidth": datasheet.bandwidth, "peaks": dict(datasheet.peaks)},
                               "achievable": {"bandwidth": achievable.bandwidth, "peaks": dict(achievable.peaks),
                                              "source": achievable.source}},
-                    "wall_s": round(wall_s, 3), "env": env,
+                    "wall_s": round(wall_s, 3), "env": shape_env,
                 }
                 shape_records.append(rec)
                 done += 1
@@ -471,8 +484,7 @@ def run(cfg: RunConfig, *, progress: Callable | None = None, on_shape_done: Call
                 if record_key(rec) in existing:
                     continue
                 if out_f:
-                    out_f.write(json.dumps(_json_safe(rec)) + "\n")
-                    out_f.flush()
+                    out_f.append(rec)
             res.records.extend(shape_records)
             if on_shape_done:
                 on_shape_done(spec, shape, shape_records)

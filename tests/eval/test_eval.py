@@ -195,6 +195,17 @@ def test_cli_eval_prints_no_speedup_without_gpu_and_batch_writes_a_leaderboard(t
     assert "no GPU" in board["suite_note"]
 
 
+def test_cli_eval_exits_non_zero_unless_every_shape_passes(tmp_path, capsys):
+    from solbench.cli import main
+
+    broken = tmp_path / "broken.py"
+    broken.write_text("def silu_and_mul(x:\n    return x\n")  # a syntax error
+    args = ["eval", str(broken), "--op", OP, "--shapes", "0", "--no-edge", "--baselines", ""]
+    assert main(args) == 1
+    assert "did not pass every shape" in capsys.readouterr().err
+    assert main(args + ["--report-only"]) == 0  # a passing candidate exits 0: the batch test below
+
+
 def test_guard_sees_patches_made_after_the_snapshot():
     import time
 

@@ -55,6 +55,22 @@ def test_export_is_self_contained_checkable_and_leaves_out_the_answers(tmp_path,
     assert r.returncode == 0 and "ok" in r.stdout, r.stderr[-2000:]
 
 
+def test_local_check_on_cpu_defaults_to_the_small_shapes_eval_takes_there(tmp_path, capsys):
+    from solbench.core.spec import get_spec
+
+    task = tmp_path / "silu"
+    assert main(["task", "export", "silu_and_mul", str(task)]) == 0
+    rows = json.loads((task / "shapes.json").read_text())["shapes"]
+    small = {str(s.id) for s in get_spec("silu_and_mul").smoke_shapes()}
+    assert {str(r["id"]) for r in rows if r.get("cpu")} == small
+    n_cpu = len([r for r in rows if r.get("cpu") or r["edge"]])
+    r = subprocess.run([sys.executable, "reference.py", "check", "candidate.py"], capture_output=True, text=True,
+                       cwd=task, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert f"CPU: checking the {n_cpu} small shapes of {len(rows)}" in r.stdout
+    assert f"{n_cpu}/{n_cpu} shapes correct" in r.stdout
+
+
 def test_with_hints_adds_the_cost_model_only(tmp_path):
     from solbench.eval.task import export_task
 

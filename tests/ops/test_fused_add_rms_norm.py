@@ -101,10 +101,10 @@ def test_errors(device):
 
 def test_custom_ops_pass_opcheck(device):
     x, r, w = _inputs(3, 24, device)
-    torch.library.opcheck(torch.ops.solbench.fused_add_rms_norm_.default,
+    torch.library.opcheck(torch.ops.solbench.fused_add_rms_norm.out,
                           (x, r, w, torch.empty_like(x), torch.empty_like(r), 1e-6),
                           test_utils=("test_schema", "test_faketensor"))
-    torch.library.opcheck(torch.ops.solbench.fused_add_rms_norm_inplace_.default, (x.clone(), r.clone(), w, 1e-6),
+    torch.library.opcheck(torch.ops.solbench.fused_add_rms_norm_.default, (x.clone(), r.clone(), w, 1e-6),
                           test_utils=("test_schema", "test_faketensor"))
 
 

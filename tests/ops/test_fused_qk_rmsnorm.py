@@ -80,7 +80,7 @@ def test_custom_ops_pass_opcheck(device):
     x, qw, kw = _inputs(2, 4, 2, 16, device)
     torch.library.opcheck(torch.ops.solbench.fused_qk_rmsnorm_.default, (x.clone(), qw, kw, 4, 2, 16, 1e-6),
                           test_utils=("test_schema", "test_faketensor"))
-    torch.library.opcheck(torch.ops.solbench.fused_qk_rmsnorm_out_.default,
+    torch.library.opcheck(torch.ops.solbench.fused_qk_rmsnorm.out,
                           (x, qw, kw, torch.empty_like(x), 4, 2, 16, 1e-6),
                           test_utils=("test_schema", "test_faketensor"))
 

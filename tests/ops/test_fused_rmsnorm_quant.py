@@ -159,7 +159,7 @@ def test_custom_op_fake(device):
     x, r, w = _inputs(3, 64, device)
     outs = (torch.empty((3, 64), dtype=torch.float8_e4m3fn, device=device), torch.empty((3, 1), device=device),
             torch.empty_like(x))
-    torch.library.opcheck(torch.ops.solbench.add_rmsnorm_quant_.default, (x, r, w, *outs, 1e-6),
+    torch.library.opcheck(torch.ops.solbench.fused_add_rms_norm_quant.out, (x, r, w, *outs, 1e-6),
                           test_utils=("test_faketensor",))  # test_schema cannot compare fp8 on CPU
 
 

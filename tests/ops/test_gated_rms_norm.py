@@ -67,6 +67,6 @@ def test_errors(device):
 def test_custom_op_passes_opcheck(device):
     x, z = (torch.randn(3, 32, device=device).to(torch.bfloat16) for _ in range(2))
     w = torch.randn(32, device=device).to(torch.bfloat16)
-    torch.library.opcheck(torch.ops.solbench.gated_rms_norm_.default,
+    torch.library.opcheck(torch.ops.solbench.gated_rms_norm.out,
                           (x, z, w, None, torch.empty_like(x), 1e-6, True, 32),
                           test_utils=("test_schema", "test_faketensor"))

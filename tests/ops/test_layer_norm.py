@@ -66,5 +66,5 @@ def test_errors(device):
 def test_custom_op_passes_opcheck(device):
     x = torch.randn(3, 24, device=device).to(torch.bfloat16)
     w = torch.randn(24, device=device).to(torch.bfloat16)
-    torch.library.opcheck(torch.ops.solbench.layer_norm_.default, (x, w, None, torch.empty_like(x), 1e-5),
+    torch.library.opcheck(torch.ops.solbench.layer_norm.out, (x, w, None, torch.empty_like(x), 1e-5),
                           test_utils=("test_schema", "test_faketensor"))

@@ -94,7 +94,7 @@ def test_custom_op_passes_opcheck(device):
     x = torch.randn(3, 24, device=device).to(torch.bfloat16)
     w = torch.randn(24, device=device).to(torch.bfloat16)
     out = torch.empty_like(x)
-    torch.library.opcheck(torch.ops.solbench.rms_norm_.default, (x, w, out, 1e-6),
+    torch.library.opcheck(torch.ops.solbench.rms_norm.out, (x, w, out, 1e-6),
                           test_utils=("test_schema", "test_faketensor"))
 
 

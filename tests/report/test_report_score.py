@@ -61,3 +61,20 @@ def test_amdahl_ignores_failures_even_if_faster():
     records = [rec("a", 0, "ours", 0.5, importance=0.1),
                dict(rec("a", 0, "cheat", 0.99, importance=0.1), status="fail")]
     assert amdahl_estimate(records)["per_op"]["a"]["s_best"] == pytest.approx(0.5)
+
+
+def test_amdahl_divides_catalog_importance_by_its_sum():
+    # The catalog's importances are shares over different sets of profiles and sum to 1.095:
+    # production time saved and covered are shares of that sum, so never above 100%.
+    from solbench.catalog import catalog_importance
+
+    cat = catalog_importance()
+    total = sum(cat.values())
+    assert 1.09 < total < 1.10
+    records = [rec(op, 0, "ours", 1.0, importance=imp, deployed_us=2.0) for op, imp in cat.items()]
+    est = amdahl_estimate(records)
+    assert est["importance_total"] == pytest.approx(total)
+    assert est["coverage"] == pytest.approx(1.0) and est["saved"] == pytest.approx(0.5)
+    assert "normalised by the catalog's importance sum (1.095" in est["basis"]
+    # Weights from a profile import are one fleet's shares already: not divided.
+    assert amdahl_estimate(records[:1], {records[0]["op"]: 1.0})["importance_total"] == 1.0

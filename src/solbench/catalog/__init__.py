@@ -40,6 +40,8 @@ def load_suite(path: str | Path | None = None) -> dict:
         raise CatalogError(f"suite file {path} does not exist") from None
     except json.JSONDecodeError as e:
         raise CatalogError(f"suite file {path} is not valid JSON: {e}") from None
+    except UnicodeDecodeError as e:
+        raise CatalogError(f"suite file {path} is not a JSON text file (byte {e.start} is not UTF-8)") from None
     if not isinstance(data, dict) or not isinstance(data.get("operators"), list):
         raise CatalogError(f"suite file {path} must be an object with an 'operators' list")
     known = {o["name"]: o for o in base["operators"]}
@@ -89,6 +91,13 @@ def make_shapes(entry: Mapping[str, Any]) -> list[Shape]:
             provenance={k: raw[k] for k in PROVENANCE_FIELDS if k in raw},
             weight=shape_weight(raw)))
     return shapes
+
+
+def catalog_importance() -> dict[str, float]:
+    """Each catalog operator's importance: its share of GPU time over the production profiles
+    that run it (``importance_num_profiles`` of them, not all). Being shares of different sets of
+    profiles, they do not sum to 1 (1.095 for the packaged catalog)."""
+    return {o["name"]: float(o["importance"]) for o in _load_default()["operators"] if o.get("importance") is not None}
 
 
 def catalog_summary() -> dict:

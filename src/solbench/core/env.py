@@ -76,3 +76,26 @@ def environment(timer: str) -> dict:
     if env.get("device") != "cpu":
         env.update(_gpu_facts())
     return env
+
+
+def running_clocks(device) -> dict:
+    """The SM and memory clocks now, for records of work just timed on ``device`` ({} off CUDA).
+
+    Read right after a shape's timing, while the GPU still runs at the clocks it was timed at:
+    the clocks of :func:`environment`, read when a run starts, are those of an idle GPU (an H200
+    showed 345 of 1980 MHz there)."""
+    if getattr(device, "type", None) != "cuda":
+        return {}
+    try:  # NVML through torch: no process start
+        import torch
+
+        sm = torch.cuda.clock_rate(device)
+        return {"clock_sm_mhz": str(sm)} if sm else {}
+    except Exception:  # noqa: BLE001 - no pynvml: ask nvidia-smi
+        pass
+    out = _run(["nvidia-smi", f"--id={device.index or 0}", "--query-gpu=clocks.sm,clocks.mem",
+                "--format=csv,noheader,nounits"])
+    if not out:
+        return {}
+    sm, _, mem = out.splitlines()[0].partition(",")
+    return {"clock_sm_mhz": sm.strip(), "clock_mem_mhz": mem.strip()}

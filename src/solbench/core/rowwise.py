@@ -303,18 +303,18 @@ def supported_dtypes():
 
 
 def rows_of(x, what: str, arg: str = "x", dtypes=None):
-    """Validate an activation tensor (``dtypes``, default :func:`supported_dtypes`; device; a
-    supported row length) and view it as ``[rows, n]`` (no copy). Returns (x2d, n)."""
+    """Validate an activation tensor (``dtypes``, default :func:`supported_dtypes`; a supported
+    row length) and view it as ``[rows, n]`` (no copy). Returns (x2d, n). Any device: off CUDA the
+    ops compute with their torch formulation."""
     import torch
 
-    from solbench.kernels.common import check_dtype, require_device
+    from solbench.kernels.common import check_dtype
 
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{what}: {arg} must be a torch.Tensor, got {type(x).__name__}")
     check_dtype(x, dtypes or supported_dtypes(), what, arg)
     if x.dim() == 0:
         raise ValueError(f"{what}: {arg} must have at least one dimension")
-    require_device(x, what)
     check_hidden(int(x.shape[-1]), what)
     return rows_view(x, what, arg), int(x.shape[-1])
 
@@ -365,23 +365,14 @@ def output_like(out, x, what: str, arg: str = "out", dtype=None):
 
 
 # ---- @triton.jit helpers ------------------------------------------------------------------------
-try:  # the package imports without triton; kernel modules import these only when triton is there
-    import triton
-    import triton.language as tl
-except Exception:  # noqa: BLE001
-    triton = None
+#: Defined in core/rowwise_jit.py and imported on first use (``from solbench.core.rowwise import ...`` works
+#: as before): decorating them here would fix interpreter-or-GPU before the CLI has chosen.
+_JIT_HELPERS = ("tile_offsets", "row_ptrs")
 
-if triton is not None:
-    @triton.jit
-    def tile_offsets(pid, rows, n, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-        """Row indices (int64, ``[BLOCK_M, 1]``), column indices (``[1, BLOCK_N]``) and the
-        in-bounds mask of program ``pid``'s tile. Rows are int64 so that ``row * stride`` does not
-        overflow past 2^31 elements."""
-        r = pid.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M).to(tl.int64)[:, None]
-        c = tl.arange(0, BLOCK_N)[None, :]
-        return r, c, (r < rows) & (c < n)
 
-    @triton.jit
-    def row_ptrs(base, r, c, row_stride):
-        """Pointers ``base + r * row_stride + c`` for a tile from :func:`tile_offsets`."""
-        return base + r * row_stride + c
+def __getattr__(name: str):
+    if name in _JIT_HELPERS:
+        from solbench.core import rowwise_jit
+
+        return getattr(rowwise_jit, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -177,9 +177,26 @@ def amdahl_estimate(records: Sequence[Mapping], importance: Mapping[str, float] 
                       "best_impls": dict(sorted(impls.items(), key=lambda kv: -kv[1]))}
         saved += weight * frac
         coverage += weight
-    return {"saved": saved, "coverage": coverage, "per_op": per_op, "sku": sku, "key": key,
+    total = importance_total(imp)
+    return {"saved": saved / total, "coverage": coverage / total, "importance_total": total,
+            "per_op": per_op, "sku": sku, "key": key,
             "basis": (f"S_deployed (datasheet SOL on {sku} / published deployed time on {sku}) against the best "
                       f"correct measured S per shape ('{key}': datasheet SOL of the measured device / measured "
                       "time); t_best/t_deployed = S_deployed/S_best holds on one chip, and is assumed to carry "
                       "over between chips. Savings clipped at 0 per shape; shapes weighted by production GPU "
-                      "time; operators by importance.")}
+                      "time; operators by importance"
+                      + (f", normalised by the catalog's importance sum ({total:.3f}: each operator's share is "
+                         "measured over the profiles that run it, so the shares do not sum to 1)." if total != 1.0
+                         else "."))}
+
+
+def importance_total(importance: Mapping[str, float]) -> float:
+    """What shares of production time are divided by: the catalog's importance sum (see
+    :func:`solbench.catalog.catalog_importance`) where ``importance`` is the catalog's own, else
+    1 (weights from ``solbench profile import`` are shares of one fleet's time already)."""
+    from solbench.catalog import catalog_importance
+
+    cat = catalog_importance()
+    if importance and all(op in cat and abs(cat[op] - float(v)) < 1e-12 for op, v in importance.items()):
+        return max(1.0, sum(cat.values()))
+    return 1.0

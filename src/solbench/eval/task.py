@@ -209,6 +209,16 @@ def export_task(op: str, dest: str | Path, shapes: Sequence[str] | None = None, 
     spec_module = type(spec).__module__.replace("solbench.", f"{BUNDLE}.", 1)
 
     shape_rows = [{"id": s.id, "params": dict(s.params), "edge": False} for s in chosen]
+    # The local check on a CPU takes the shapes eval takes there (the smoke shapes, "cpu": true):
+    # catalog rows where they are catalog shapes, else extra reduced rows.
+    by_id = {str(r["id"]): r for r in shape_rows}
+    for sm in spec.smoke_shapes():
+        row = by_id.get(str(sm.id))
+        if row is not None and row["params"] == dict(sm.params):
+            row["cpu"] = True
+        elif not shapes:
+            sid = sm.id if row is None else f"reduced-{sm.id}"
+            shape_rows.append({"id": sid, "params": dict(sm.params), "edge": False, "reduced": True, "cpu": True})
     shape_rows += [{"id": s.id, "params": dict(s.params), "edge": True, "description": s.description} for s in edges]
     (dest / "shapes.json").write_text(json.dumps({"op": spec.name, "dtype": spec.dtype,
                                                   "output_names": list(spec.output_names), "shapes": shape_rows},
@@ -471,7 +481,8 @@ def _main(argv) -> int:
     p.add_argument("command", choices=["check"])
     p.add_argument("candidate")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--shapes", help="comma-separated shape ids (default: all; on CPU, pick small ones)")
+    p.add_argument("--shapes", help="comma-separated shape ids, or 'all' (default: on a GPU the catalog shapes and "
+                   "the edge cases; on the CPU the small ones, as solbench eval takes there)")
     p.add_argument("--seeds", default="0,1,2")
     a = p.parse_args(argv)
     mspec = importlib.util.spec_from_file_location("candidate", os.path.abspath(a.candidate))
@@ -482,8 +493,16 @@ def _main(argv) -> int:
         fn = lambda **kw: model(**kw)  # noqa: E731
     else:
         fn = getattr(mod, "{op}", None) or getattr(mod, "kernel")
-    ids = a.shapes.split(",") if a.shapes else None
-    chosen = [s for s in SHAPES if ids is None or str(s["id"]) in ids]
+    ids = a.shapes.split(",") if a.shapes and a.shapes != "all" else None
+    if ids is not None:
+        chosen = [s for s in SHAPES if str(s["id"]) in ids]
+    elif a.shapes == "all":
+        chosen = list(SHAPES)
+    elif a.device == "cpu" and any(s.get("cpu") for s in SHAPES):
+        chosen = [s for s in SHAPES if s.get("cpu") or s.get("edge")]
+        print(f"CPU: checking the {{len(chosen)}} small shapes of {{len(SHAPES)}} (--shapes all for every one)")
+    else:
+        chosen = [s for s in SHAPES if not s.get("reduced")]
     failed = 0
     for sid, err in check(fn, chosen, a.device, tuple(int(s) for s in a.seeds.split(","))):
         print(f"shape {{sid}}: {{'ok' if err is None else 'FAIL ' + err}}")

@@ -199,6 +199,28 @@ def overlaps(a, b) -> bool:
 
 # ---- custom ops with an eager fast path -----------------------------------------------------------
 
+def runs_eager(t) -> bool:
+    """True when a kernel called on tensor ``t`` computes with its torch formulation instead:
+    on every device but CUDA, except the CPU under ``TRITON_INTERPRET=1`` (the interpreter is then
+    asked for). So the library works wherever torch works."""
+    dev = t.device.type
+    return dev != "cuda" and not (dev == "cpu" and interpreting())
+
+
+def _first_tensor(args):
+    import torch
+
+    for a in args:
+        if isinstance(a, torch.Tensor):
+            return a
+    return None
+
+
+#: Every op made by :func:`kernel_op` / :func:`functional_op`, by qualified name
+#: (``solbench::rms_norm.out``): what CI runs ``torch.library.opcheck`` on.
+OPS: dict = {}
+
+
 class KernelOp:
     """A ``torch.library`` custom op (so ``torch.compile`` traces it and its fake implementation)
     whose plain eager calls skip the dispatcher and run the op's body directly.
@@ -211,24 +233,48 @@ class KernelOp:
     ``torch.Tensor`` (fake tensors, subclasses and proxies go through the op, hence its fake
     implementation). Under CUDA-graph capture the body launches on the capturing stream either way.
     Mutated arguments get their version counter bumped, as the dispatcher would do, so autograd
-    still notices an in-place write into a saved tensor."""
+    still notices an in-place write into a saved tensor.
 
-    def __init__(self, name: str, fn, mutates_args: Sequence[str]):
+    ``eager``, with the body's signature, computes the same result with torch operations; it runs
+    instead of the body where :func:`runs_eager` says so (tensors off CUDA); without it such
+    calls raise an error that says so."""
+
+    def __init__(self, name: str, fn, mutates_args: Sequence[str], eager=None, schema: str | None = None):
         import inspect
 
         import torch
 
-        self.fn = fn
-        self.op = torch.library.custom_op(name, mutates_args=tuple(mutates_args))(fn)
-        params = list(inspect.signature(fn).parameters)
-        self._mutated = tuple(params.index(a) for a in mutates_args)
+        self.name = name
+        self.kernel, self.eager = fn, eager
+        self.fn = self._dispatch
+        if schema is None:
+            schema = torch.library.infer_schema(fn, mutates_args=tuple(mutates_args))
+        self.op = torch.library.custom_op(name, self.fn, mutates_args=tuple(mutates_args), schema=schema)
+        self.params = list(inspect.signature(fn).parameters)
+        self.mutates_args = tuple(mutates_args)
+        self._mutated = tuple(self.params.index(a) for a in mutates_args)
         self._is_compiling = getattr(torch.compiler, "is_compiling", None) or torch._dynamo.is_compiling
         self._bump = getattr(torch.autograd.graph, "increment_version", None)
         self._tensor = torch.Tensor
         functools.update_wrapper(self, fn)
+        OPS[name] = self
+
+    def _dispatch(self, *args):
+        t = _first_tensor(args)
+        if t is None or not runs_eager(t):
+            return self.kernel(*args)
+        if self.eager is None:
+            raise RuntimeError(f"{self.name}: tensors on {t.device} are supported only on CUDA (or on the CPU "
+                               "under TRITON_INTERPRET=1): this kernel has no torch formulation yet")
+        return self.eager(*args)
 
     def register_fake(self, fn):
         return self.op.register_fake(fn)
+
+    @property
+    def overload(self):
+        """The ``torch.ops.solbench.<name>.<overload>`` object."""
+        return self.op._opoverload
 
     def __call__(self, *args):
         if self._is_compiling() or not all(type(a) is self._tensor for a in args if isinstance(a, self._tensor)):
@@ -241,7 +287,43 @@ class KernelOp:
         return result
 
 
-def kernel_op(name: str, *, mutates_args: Sequence[str]):
-    """Decorator: ``@kernel_op("solbench::rms_norm_", mutates_args=("out",))`` over the op's body
-    makes a :class:`KernelOp` (call it with positional arguments)."""
-    return lambda fn: KernelOp(name, fn, mutates_args)
+def kernel_op(name: str, *, mutates_args: Sequence[str], eager=None):
+    """Decorator: ``@kernel_op("solbench::rms_norm.out", mutates_args=("out",), eager=f)`` over the
+    op's body makes a :class:`KernelOp` (call it with positional arguments). Name the op that
+    writes into given outputs ``<name>.out`` and the one that updates its inputs ``<name>_``, as
+    aten does, and give the plain name to :func:`functional_op`. The module that defines the op
+    must decorate no Triton kernel when imported (import the kernel inside the body): see
+    ``solbench.KERNEL_MODULES``."""
+    return lambda fn: KernelOp(name, fn, mutates_args, eager)
+
+
+def functional_op(name: str, out_op: KernelOp, outputs) -> KernelOp:
+    """The functional form ``solbench::<name>`` of an out-variant op: it takes the out op's
+    arguments less the outputs, allocates them with ``outputs(*args)`` (a tuple, in the order of
+    ``out_op``'s mutated arguments; also the fake implementation, so it must only read shapes,
+    dtypes and devices) and returns them (one tensor, or a tuple)."""
+    # The out op's arguments in schema syntax ("Tensor? z", "Tensor(a2!) out", ...), less the outputs.
+    text = str(out_op.overload._schema)
+    args = text[text.index("(") + 1: text.rindex(") ->")]
+    keep = [a for a in args.split(", ") if a.split()[-1].split("=")[0] not in out_op.mutates_args]
+    n_out = len(out_op.mutates_args)
+    ret = "Tensor" if n_out == 1 else "(" + ", ".join(["Tensor"] * n_out) + ")"
+    text = "(" + ", ".join(keep) + ") -> " + ret
+
+    def merged(args, outs):
+        by_name, it_args = dict(zip(out_op.mutates_args, outs)), iter(args)
+        return [by_name[p] if p in by_name else next(it_args) for p in out_op.params]
+
+    def body(*args):
+        outs = tuple(outputs(*args))
+        out_op.fn(*merged(args, outs))
+        return outs[0] if n_out == 1 else outs
+
+    def fake(*args):
+        outs = tuple(outputs(*args))
+        return outs[0] if n_out == 1 else outs
+
+    op = KernelOp(name, body, (), eager=body, schema=text)  # the out op's body picks the path
+    op.params = [a.split()[-1].split("=")[0] for a in keep]
+    op.register_fake(fake)
+    return op

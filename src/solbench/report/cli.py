@@ -46,7 +46,12 @@ def cmd_compare(args) -> int:
     from solbench.report.compare import compare_records, print_comparison
     from solbench.runner import read_records
 
+    if args.fail_on_regression is not None and not args.fail_on_regression >= 0:
+        raise ValueError(f"--fail-on-regression takes a percentage >= 0, got {args.fail_on_regression:g}")
     base, new = read_records(args.base), read_records(args.new)
+    for path, recs in ((args.base, base), (args.new, new)):
+        if not recs:
+            raise ValueError(f"{path}: no records to compare (an empty results file)")
     cmp = compare_records(base, new)
     if args.json:
         print(json.dumps(cmp.to_json(), indent=1))

@@ -117,7 +117,16 @@ def _env_summary(records: Sequence[Mapping]) -> dict:
             v = (r.get("env") or {}).get(k)
             if v is not None and v not in vals[k]:
                 vals[k].append(v)
-    return {k: (v[0] if len(v) == 1 else " | ".join(str(x) for x in v)) for k, v in vals.items()}
+    out = {k: (v[0] if len(v) == 1 else " | ".join(str(x) for x in v)) for k, v in vals.items()}
+    for k in _CLOCK_KEYS:  # read after each shape's timing: a range, not a list of every reading
+        nums = [float(x) for x in vals.get(k, ()) if str(x).replace(".", "", 1).isdigit()]
+        if len(nums) > 1:
+            out[k] = f"{min(nums):g}-{max(nums):g}"
+    return out
+
+
+#: Clocks the runner reads after each shape's timing (core/env.running_clocks).
+_CLOCK_KEYS = ("clock_sm_mhz", "clock_mem_mhz")
 
 
 def _peaks(r: Mapping, which: str) -> dict | None:

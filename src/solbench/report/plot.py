@@ -138,6 +138,8 @@ def plot(paths: Sequence[str | os.PathLike], out: str | os.PathLike, *, op: str 
     if out.suffix.lower() not in (".png", ".svg", ".pdf"):
         raise ValueError(f"output {out} must end in .png, .svg or .pdf")
     records = [r for p in paths for r in read_records(p)]
+    if not records:
+        raise ValueError(f"{', '.join(map(str, paths))}: no records to plot (an empty results file)")
     devices = sorted({(r.get("device"), r.get("hw"), r.get("timer")) for r in records}, key=str)
     if len(devices) > 1:
         raise ValueError("the records come from several devices/timers (" +

@@ -4,16 +4,17 @@ aiter's ``dynamic_per_token_scaled_quant`` (what rtp-llm calls before its fp8 GE
 (row of the last dimension) ``scale = max(max|x|, 1e-10) / 448`` and
 ``q = fp8_e4m3fn(clamp(x / scale, -448, 448))``; ``x ~= q * scale``. One pass over HBM.
 
-Registered as the ``torch.library`` custom op ``solbench::fp8_per_token_quant_`` (mutating
-``q`` and ``scale``) with a fake implementation, so ``torch.compile`` traces through it and CUDA
-graphs capture it.
+Registered as the ``torch.library`` custom ops ``torch.ops.solbench.dynamic_per_token_quant_fp8``
+(functional) and ``.out`` (mutating ``q`` and ``scale``) with fake implementations, so
+``torch.compile`` traces through them and CUDA graphs capture them; off CUDA they compute with
+torch.
 """
 from __future__ import annotations
 
 import torch
 
-from solbench.core.fp8 import fp8_dtype
-from solbench.kernels.common import as_rows, check_disjoint, check_out, kernel_op
+from solbench.core.fp8 import fp8_dtype, quantize_per_token
+from solbench.kernels.common import as_rows, check_disjoint, check_out, functional_op, kernel_op
 from solbench.core.rowwise import rows_of
 
 _WHAT = "dynamic_per_token_quant_fp8"
@@ -21,7 +22,14 @@ _WHAT = "dynamic_per_token_quant_fp8"
 MIN_AMAX = 1e-10
 
 
-@kernel_op("solbench::fp8_per_token_quant_", mutates_args=("q", "scale"))
+def _eager(x, q, scale, min_amax) -> None:
+    check_disjoint(_WHAT, (("q", q), ("scale", scale)), (("x", x),))
+    qq, ss = quantize_per_token(as_rows(x, _WHAT).float(), min_amax)
+    as_rows(q, _WHAT, "q").copy_(qq)
+    as_rows(scale, _WHAT, "scale").copy_(ss)
+
+
+@kernel_op("solbench::dynamic_per_token_quant_fp8.out", mutates_args=("q", "scale"), eager=_eager)
 def _per_token_quant_op(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor, min_amax: float) -> None:
     from solbench.ops.fp8_dynamic_per_token_quant.triton import launch_per_token_quant
 
@@ -32,6 +40,10 @@ def _per_token_quant_op(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor, m
 @_per_token_quant_op.register_fake
 def _per_token_quant_fake(x, q, scale, min_amax) -> None:
     return None
+
+
+functional_op("solbench::dynamic_per_token_quant_fp8", _per_token_quant_op,
+              lambda x, min_amax: quant_outputs(x, None, _WHAT))
 
 
 def quant_outputs(x: torch.Tensor, out, what: str):

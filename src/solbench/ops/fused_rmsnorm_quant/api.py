@@ -9,19 +9,47 @@ norm uses the unrounded sum), ``y = v / sqrt(mean(v^2) + eps) * weight``,
 ``scale = max|y| / 448`` (fp32, shape ``x.shape[:-1] + (1,)``; 0 for an all-zero row),
 ``q = fp8_e4m3fn(clamp(y / scale, -448, 448))`` (0 where the scale is 0).
 
-Custom ops ``solbench::rmsnorm_quant_`` and ``solbench::add_rmsnorm_quant_`` (with fake
-implementations) mutate the outputs they are given.
+Custom ops ``torch.ops.solbench.fused_add_rms_norm_quant`` and ``rms_norm_quant`` (functional)
+and their ``.out`` forms (mutating the outputs they are given), with fake implementations; off
+CUDA they compute with torch.
 """
 from __future__ import annotations
 
 import torch
 
-from solbench.kernels.common import as_rows, check_disjoint, kernel_op
+from solbench.core.fp8 import fp8_dtype, quantize_per_token
 from solbench.core.rowwise import check_param, check_residual, output_like, rows_of
+from solbench.kernels.common import as_rows, check_disjoint, functional_op, kernel_op
+from solbench.kernels.eager import rms_normalize
 from solbench.ops.fp8_dynamic_per_token_quant.api import quant_outputs
 
 _WHAT = "fused_add_rms_norm_quant"
 _WHAT_PLAIN = "rms_norm_quant"
+
+
+def _eager(x, weight, q, scale, eps, residual=None, residual_out=None):
+    v = x.float() if residual is None else x.float() + residual.float()
+    if residual_out is not None:
+        residual_out.copy_(v)
+    qq, ss = quantize_per_token(as_rows(rms_normalize(v, eps) * weight.float(), _WHAT), 0.0)
+    as_rows(q, _WHAT, "q").copy_(qq)
+    as_rows(scale, _WHAT, "scale").copy_(ss)
+
+
+def _eager_add_op(x, residual, weight, q, scale, residual_out, eps) -> None:
+    check_disjoint(_WHAT, (("q", q), ("scale", scale), ("residual_out", residual_out)),
+                   (("x", x), ("residual", residual), ("weight", weight)))
+    _eager(x, weight, q, scale, eps, residual, residual_out)
+
+
+def _eager_plain_op(x, weight, q, scale, eps) -> None:
+    check_disjoint(_WHAT_PLAIN, (("q", q), ("scale", scale)), (("x", x), ("weight", weight)))
+    _eager(x, weight, q, scale, eps)
+
+
+def _quant_alloc(x):
+    return (torch.empty(x.shape, dtype=fp8_dtype(), device=x.device),
+            torch.empty((*x.shape[:-1], 1), dtype=torch.float32, device=x.device))
 
 
 def _launch(x, weight, q, scale, eps, residual=None, residual_out=None):
@@ -32,7 +60,7 @@ def _launch(x, weight, q, scale, eps, residual=None, residual_out=None):
                          None if residual_out is None else as_rows(residual_out, _WHAT, "residual_out"))
 
 
-@kernel_op("solbench::add_rmsnorm_quant_", mutates_args=("q", "scale", "residual_out"))
+@kernel_op("solbench::fused_add_rms_norm_quant.out", mutates_args=("q", "scale", "residual_out"), eager=_eager_add_op)
 def _add_rmsnorm_quant_op(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, q: torch.Tensor,
                           scale: torch.Tensor, residual_out: torch.Tensor, eps: float) -> None:
     check_disjoint(_WHAT, (("q", q), ("scale", scale), ("residual_out", residual_out)),
@@ -45,7 +73,7 @@ def _add_rmsnorm_quant_fake(x, residual, weight, q, scale, residual_out, eps) ->
     return None
 
 
-@kernel_op("solbench::rmsnorm_quant_", mutates_args=("q", "scale"))
+@kernel_op("solbench::rms_norm_quant.out", mutates_args=("q", "scale"), eager=_eager_plain_op)
 def _rmsnorm_quant_op(x: torch.Tensor, weight: torch.Tensor, q: torch.Tensor, scale: torch.Tensor,
                       eps: float) -> None:
     check_disjoint(_WHAT_PLAIN, (("q", q), ("scale", scale)), (("x", x), ("weight", weight)))
@@ -55,6 +83,11 @@ def _rmsnorm_quant_op(x: torch.Tensor, weight: torch.Tensor, q: torch.Tensor, sc
 @_rmsnorm_quant_op.register_fake
 def _rmsnorm_quant_fake(x, weight, q, scale, eps) -> None:
     return None
+
+
+functional_op("solbench::fused_add_rms_norm_quant", _add_rmsnorm_quant_op,
+              lambda x, residual, weight, eps: (*_quant_alloc(x), torch.empty_like(residual)))
+functional_op("solbench::rms_norm_quant", _rmsnorm_quant_op, lambda x, weight, eps: _quant_alloc(x))
 
 
 def _check_eps(eps, what):

@@ -1,7 +1,8 @@
 """Public gated RMSNorm API: ``gated_rms_norm(x, z, weight, eps=1e-6, norm_before_gate=True,
 group_size=None, bias=None, out=None)`` (SGLang/fla ``rms_norm_gated``).
 
-Custom op ``solbench::gated_rms_norm_`` (mutates ``out``) with a fake implementation.
+Custom ops ``torch.ops.solbench.gated_rms_norm`` (functional) and ``gated_rms_norm.out`` (mutates
+``out``), with fake implementations; off CUDA they compute with torch.
 """
 from __future__ import annotations
 
@@ -9,17 +10,33 @@ from typing import Optional
 
 import torch
 
-from solbench.kernels.common import check_disjoint, kernel_op
-from solbench.core.rownorm import launch_rownorm
 from solbench.core.rowwise import check_param, output_like, rows_of
+from solbench.kernels.common import check_disjoint, functional_op, kernel_op
+from solbench.kernels.eager import rms_normalize, silu
 
 _WHAT = "gated_rms_norm"
 
 
-@kernel_op("solbench::gated_rms_norm_", mutates_args=("out",))
+def _eager(x, z, weight, bias, out, eps, norm_before_gate, group_size) -> None:
+    check_disjoint(_WHAT, (("out", out),), (("x", x), ("z", z), ("weight", weight), ("bias", bias)))
+    gate = silu(z.float()) if z is not None else None
+    v = x.float() if norm_before_gate or gate is None else x.float() * gate
+    y = rms_normalize(v, eps, group_size)
+    if weight is not None:
+        y = y * weight.float()
+    if bias is not None:
+        y = y + bias.float()
+    if norm_before_gate and gate is not None:
+        y = y * gate
+    out.copy_(y)
+
+
+@kernel_op("solbench::gated_rms_norm.out", mutates_args=("out",), eager=_eager)
 def _gated_op(x: torch.Tensor, z: Optional[torch.Tensor], weight: Optional[torch.Tensor],
               bias: Optional[torch.Tensor], out: torch.Tensor, eps: float, norm_before_gate: bool,
               group_size: int) -> None:
+    from solbench.core.rownorm import launch_rownorm
+
     check_disjoint(_WHAT, (("out", out),), (("x", x), ("z", z), ("weight", weight), ("bias", bias)))
     x2, n = rows_of(x, _WHAT)
     segs = n // group_size
@@ -34,6 +51,9 @@ def _gated_op(x: torch.Tensor, z: Optional[torch.Tensor], weight: Optional[torch
 @_gated_op.register_fake
 def _gated_fake(x, z, weight, bias, out, eps, norm_before_gate, group_size) -> None:
     return None
+
+
+functional_op("solbench::gated_rms_norm", _gated_op, lambda x, *_: (torch.empty_like(x),))
 
 
 def gated_rms_norm(x: torch.Tensor, z: torch.Tensor | None, weight: torch.Tensor | None, eps: float = 1e-6,

@@ -8,20 +8,30 @@ row-major by default, column-major with ``column_major_scales`` (2-D ``x``; the 
 transposed ``[G, M]`` buffer, as DeepGEMM reads it; ``tma_aligned_scales`` pads M to a multiple
 of 4 like vLLM), or any layout passed in ``out``.
 
-Custom op ``solbench::per_token_group_quant_fp8_`` (fake implementation registered).
+Custom ops ``torch.ops.solbench.per_token_group_quant_fp8`` (functional, row-major scales) and
+``per_token_group_quant_fp8.out`` (any scales layout), with fake implementations; off CUDA they
+compute with torch (dividing by the scale, as vLLM's reference does).
 """
 from __future__ import annotations
 
 import torch
 
-from solbench.core.fp8 import GROUP_EPS, fp8_dtype
-from solbench.kernels.common import as_rows, check_disjoint, check_out, kernel_op
+from solbench.core.fp8 import GROUP_EPS, fp8_dtype, quantize_per_group
+from solbench.kernels.common import as_rows, check_disjoint, check_out, functional_op, kernel_op
 from solbench.core.rowwise import rows_of
 
 _WHAT = "per_token_group_quant_fp8"
 
 
-@kernel_op("solbench::per_token_group_quant_fp8_", mutates_args=("q", "scales"))
+def _eager(x, q, scales, group_size, eps, ue8m0) -> None:
+    check_disjoint(_WHAT, (("q", q), ("scales", scales)), (("x", x),))
+    k = x.shape[-1]
+    qq, ss = quantize_per_group(as_rows(x, _WHAT), group_size, eps, ue8m0)
+    as_rows(q, _WHAT, "q").copy_(qq)
+    _scales_2d(scales, qq.shape[0], k // group_size).copy_(ss)
+
+
+@kernel_op("solbench::per_token_group_quant_fp8.out", mutates_args=("q", "scales"), eager=_eager)
 def _group_quant_op(x: torch.Tensor, q: torch.Tensor, scales: torch.Tensor, group_size: int, eps: float,
                     ue8m0: bool) -> None:
     from solbench.ops.per_token_group_quant_fp8.triton import launch_group_quant
@@ -36,6 +46,11 @@ def _group_quant_op(x: torch.Tensor, q: torch.Tensor, scales: torch.Tensor, grou
 @_group_quant_op.register_fake
 def _group_quant_fake(x, q, scales, group_size, eps, ue8m0) -> None:
     return None
+
+
+functional_op("solbench::per_token_group_quant_fp8", _group_quant_op,
+              lambda x, group_size, eps, ue8m0: (torch.empty(x.shape, dtype=fp8_dtype(), device=x.device),
+                                                _alloc_scales(x, x.shape[-1] // group_size, False, False)))
 
 
 def _scales_2d(scales, rows: int, groups: int):

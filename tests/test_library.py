@@ -1,0 +1,166 @@
+"""The kernel library as a PyTorch user meets it: every public kernel is a ``torch.ops.solbench``
+op after ``import solbench``, passes ``torch.library.opcheck``, compiles with fullgraph, and on
+CPU tensors (no TRITON_INTERPRET) computes the reference's values with torch."""
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+import solbench
+from solbench.core.fp8 import fp8_dtype
+from solbench.core.spec import all_specs, impls_for
+from solbench.kernels.common import OPS
+
+BF16 = torch.bfloat16
+
+
+@pytest.fixture
+def eager_cpu(monkeypatch):
+    """CPU tensors take the torch formulation (the library's default without the interpreter)."""
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+
+
+def _r(*shape, dtype=BF16):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(sum(shape)), dtype=torch.float32).to(dtype)
+
+
+def _samples():
+    """Arguments for one call of every registered op (qualified name -> args)."""
+    x, w, b, res, z = _r(4, 64), _r(64), _r(64) * 0.1, _r(4, 64), _r(4, 64)
+    qkv, qw, kw = _r(3, 64), _r(16), _r(16)  # 2 q heads, 1 kv head of 16
+
+    def e(*s, dtype=BF16):
+        return torch.empty(*s, dtype=dtype)
+
+    q8, s1, s2 = e(4, 64, dtype=fp8_dtype()), e(4, 1, dtype=torch.float32), e(4, 2, dtype=torch.float32)
+    glu = (0, 1.0, 0.0, False, 0.0, False)
+    out = {
+        "glu.out": (x, e(4, 32), *glu), "glu": (x, *glu),
+        "rms_norm.out": (x, w, e(4, 64), 1e-6), "rms_norm": (x, w, 1e-6),
+        "fused_add_rms_norm.out": (x, res, w, e(4, 64), e(4, 64), 1e-6),
+        "fused_add_rms_norm_": (x.clone(), res.clone(), w, 1e-6), "fused_add_rms_norm": (x, res, w, 1e-6),
+        "fused_qk_rmsnorm.out": (qkv, qw, kw, e(3, 64), 2, 1, 16, 1e-6),
+        "fused_qk_rmsnorm_": (qkv.clone(), qw, kw, 2, 1, 16, 1e-6), "fused_qk_rmsnorm": (qkv, qw, kw, 2, 1, 16, 1e-6),
+        "gated_rms_norm.out": (x, z, w, b, e(4, 64), 1e-6, True, 32), "gated_rms_norm": (x, z, w, None, 1e-6, False, 64),
+        "l2_norm.out": (x, e(4, 64), 1e-6), "l2_norm": (x, 1e-6),
+        "layer_norm.out": (x, w, b, e(4, 64), 1e-5), "layer_norm": (x, None, None, 1e-5),
+        "dynamic_per_token_quant_fp8.out": (x, q8, s1, 1e-10), "dynamic_per_token_quant_fp8": (x, 1e-10),
+        "rms_norm_quant.out": (x, w, q8, s1, 1e-6), "rms_norm_quant": (x, w, 1e-6),
+        "fused_add_rms_norm_quant.out": (x, res, w, q8, s1, e(4, 64), 1e-6),
+        "fused_add_rms_norm_quant": (x, res, w, 1e-6),
+        "per_token_group_quant_fp8.out": (x, q8, s2, 32, 1e-10, False),
+        "per_token_group_quant_fp8": (x, 32, 1e-10, True),
+    }
+    for name in ("silu_and_mul", "gelu_and_mul", "gelu_tanh_and_mul"):
+        out[name + ".out"], out[name] = (x, e(4, 32)), (x,)
+    return {"solbench::" + k: v for k, v in out.items()}
+
+
+SAMPLES = _samples()
+
+
+def test_every_registered_op_has_an_opcheck_sample():
+    # A new kernel family adds its ops' arguments to _samples(), so CI opchecks them too.
+    assert sorted({n for n in OPS if n.startswith("solbench::")} - set(SAMPLES)) == []
+
+
+def test_an_op_without_a_torch_formulation_says_so_off_cuda(eager_cpu):
+    from solbench.kernels.common import kernel_op
+
+    @kernel_op("solbench_test::no_eager.out", mutates_args=("out",))
+    def op(x: torch.Tensor, out: torch.Tensor) -> None:
+        raise AssertionError("the Triton body must not run on CPU tensors without the interpreter")
+
+    with pytest.raises(RuntimeError, match="no_eager.out: tensors on cpu are supported only on CUDA"):
+        op(torch.ones(2), torch.empty(2))
+
+
+# opcheck's schema and AOT tests compare outputs, which torch cannot do for fp8 on CPU.
+FP8_OPS = ("quant",)
+
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def _to(args, device):
+    return tuple(a.to(device) if isinstance(a, torch.Tensor) else a for a in args)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("name", sorted(SAMPLES))
+def test_opcheck(name, device, eager_cpu):
+    op = OPS[name].overload
+    utils = ("test_faketensor",) if device == "cpu" and any(k in name for k in FP8_OPS) else \
+        ("test_schema", "test_faketensor", "test_aot_dispatch_dynamic")
+    torch.library.opcheck(op, _to(SAMPLES[name], device), test_utils=utils)
+
+
+def test_import_registers_every_op_without_decorating_triton_kernels():
+    code = textwrap.dedent("""
+        import sys, torch, solbench
+        for name in ("rms_norm", "silu_and_mul", "fused_add_rms_norm_", "layer_norm", "per_token_group_quant_fp8"):
+            getattr(torch.ops.solbench, name)
+        assert hasattr(torch.ops.solbench.rms_norm, "out") and hasattr(torch.ops.solbench.silu_and_mul, "out")
+        assert "triton" not in sys.modules, "import solbench must not decorate Triton kernels"
+        x = torch.randn(3, 64, dtype=torch.bfloat16)
+        w = torch.randn(64, dtype=torch.bfloat16)
+        ref = (x.float() * torch.rsqrt(x.float().square().mean(-1, keepdim=True) + 1e-6) * w.float()).to(x.dtype)
+        assert torch.equal(solbench.rms_norm(x, w), ref)
+        g, u = x.float().chunk(2, -1)
+        assert torch.equal(solbench.silu_and_mul(x), (g * torch.sigmoid(g) * u).to(x.dtype))
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = os.pathsep.join(sys.path)
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+# The library's operators: those whose ours_triton implementation calls a KERNEL_MODULES function.
+LIBRARY_OPS = sorted({m.split(".")[2] for m in solbench.KERNEL_MODULES} | {"gelu_and_mul", "gelu_tanh_and_mul"})
+
+
+@pytest.mark.parametrize("op", LIBRARY_OPS)
+def test_cpu_tensors_get_the_references_values(op, eager_cpu):
+    specs = {s.name: s for s in all_specs(include_variants=True)}
+    spec = specs[op]
+    impl = impls_for(op)["ours_triton"]
+    shape = spec.smoke_shapes()[0]
+    inputs = spec.make_inputs(shape, torch.device("cpu"), 3)
+    ref = spec.reference(**inputs)
+    got = impl.fn(**inputs)  # after the reference: some forms work in place
+    got = got if isinstance(got, (tuple, list)) else (got,)
+    ref = ref if isinstance(ref, (tuple, list)) else (ref,)
+    assert len(got) == len(ref)
+    for g, r in zip(got, ref):
+        assert g.dtype == r.dtype and g.shape == r.shape
+        assert torch.equal(g.view(torch.uint8) if g.dtype == fp8_dtype() else g,
+                           r.view(torch.uint8) if r.dtype == fp8_dtype() else r), op
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_torch_compile_fullgraph_through_the_library(device, eager_cpu):
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    x, res, w = _to((_r(4, 64), _r(4, 64), _r(64)), device)
+
+    def block(x, res, w):
+        h, r = solbench.fused_add_rms_norm(x, res, w, 1e-6)
+        y = solbench.silu_and_mul(solbench.rms_norm(h, w) * 2)
+        q, s = solbench.dynamic_per_token_quant_fp8(y)
+        return y, r, q.float() * s, torch.ops.solbench.layer_norm(h, w, None, 1e-5)
+
+    compiled = torch.compile(block, fullgraph=True)
+    for g, e in zip(compiled(x, res, w), block(x, res, w)):
+        torch.testing.assert_close(g, e, atol=0, rtol=0)
+
+
+def test_in_place_forms_update_their_inputs(eager_cpu):
+    x, res, w = _r(4, 64), _r(4, 64), _r(64)
+    out, res_out = solbench.fused_add_rms_norm(x, res, w, 1e-6)
+    xi, ri = x.clone(), res.clone()
+    torch.ops.solbench.fused_add_rms_norm_(xi, ri, w, 1e-6)
+    assert torch.equal(xi, out) and torch.equal(ri, res_out)
