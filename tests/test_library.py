@@ -56,10 +56,29 @@ def _samples():
     }
     for name in ("silu_and_mul", "gelu_and_mul", "gelu_tanh_and_mul"):
         out[name + ".out"], out[name] = (x, e(4, 32)), (x,)
+    i32 = lambda *v: torch.tensor(v, dtype=torch.int32)  # noqa: E731
+    q, kc, vc = _r(5, 4, 16), _r(4, 16, 2, 16), _r(4, 16, 2, 16)
+    unified = (q, kc, vc, i32(0, 2, 5), i32(3, 5), i32(2, 0, 3, 1).view(2, 2))
+    out["unified_attention.out"], out["unified_attention"] = (*unified, e(5, 4, 16), 3, 0.25, True), \
+        (*unified, 3, 0.25, True)
+    varlen = (q, _r(8, 2, 16), _r(8, 2, 16), i32(0, 2, 5), i32(0, 3, 8))
+    out["varlen_attention.out"], out["varlen_attention"] = (*varlen, e(5, 4, 16), 3, 0.25, False), \
+        (*varlen, 3, 0.25, False)
+    decode = (_r(2, 4, 16), _r(4, 2, 2, 16, 8), _r(4, 2, 16, 16), i32(3, 1).view(2, 1), i32(5, 16))
+    out["paged_attention_decode.out"], out["paged_attention_decode"] = (*decode, e(2, 4, 16), 0.25), (*decode, 0.25)
+    mla = (_r(2, 4, 48), _r(10, 1, 1, 48), i32(0, 3, 7), i32(9, 2, 5, 0, 7, 1, 4))
+    out["mla_decode.out"], out["mla_decode"] = (*mla, e(2, 4, 32), 32, 0.2), (*mla, 32, 0.2)
+    fp8 = (e(4, 128, dtype=fp8_dtype()), e(64, 128, dtype=fp8_dtype()), torch.rand(4, 1) + 0.5, torch.rand(1, 1) + 0.5)
+    out["block_scaled_mm.out"], out["block_scaled_mm"] = (*fp8, e(4, 64, dtype=torch.float32), 128, 128, []), \
+        (*fp8, 128, 128, [])
     return {"solbench::" + k: v for k, v in out.items()}
 
 
 SAMPLES = _samples()
+
+
+def test_every_kernel_module_is_accounted_for():
+    assert set(KERNEL_FAMILY_OPS) == {m for m in solbench.KERNEL_MODULES if m.startswith("solbench.kernels.")}
 
 
 def test_every_registered_op_has_an_opcheck_sample():
@@ -79,7 +98,7 @@ def test_an_op_without_a_torch_formulation_says_so_off_cuda(eager_cpu):
 
 
 # opcheck's schema and AOT tests compare outputs, which torch cannot do for fp8 on CPU.
-FP8_OPS = ("quant",)
+FP8_OPS = ("quant", "block_scaled_mm")
 
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -119,7 +138,14 @@ def test_import_registers_every_op_without_decorating_triton_kernels():
 
 
 # The library's operators: those whose ours_triton implementation calls a KERNEL_MODULES function.
-LIBRARY_OPS = sorted({m.split(".")[2] for m in solbench.KERNEL_MODULES} | {"gelu_and_mul", "gelu_tanh_and_mul"})
+# Operators of the kernels/ families (their torch formulation computes the same math in another
+# order than the reference: compared within the operator's tolerance, not bit for bit).
+KERNEL_FAMILY_OPS = {"solbench.kernels.attention": ("unified_attention", "attention_forward", "paged_attention_decode"),
+                     "solbench.kernels.mla": ("mla_decode_attention",),
+                     "solbench.kernels.gemm.block_fp8": ("block_scaled_mm",)}
+TOLERANCE_OPS = {op for ops in KERNEL_FAMILY_OPS.values() for op in ops}
+LIBRARY_OPS = sorted({m.split(".")[2] for m in solbench.KERNEL_MODULES if m.startswith("solbench.ops.")}
+                     | {"gelu_and_mul", "gelu_tanh_and_mul"} | TOLERANCE_OPS)
 
 
 @pytest.mark.parametrize("op", LIBRARY_OPS)
@@ -136,6 +162,10 @@ def test_cpu_tensors_get_the_references_values(op, eager_cpu):
     assert len(got) == len(ref)
     for g, r in zip(got, ref):
         assert g.dtype == r.dtype and g.shape == r.shape
+        if op in TOLERANCE_OPS:
+            tol = spec.tolerance(shape)
+            torch.testing.assert_close(g.float(), r.float(), atol=tol.atol, rtol=tol.rtol)
+            continue
         assert torch.equal(g.view(torch.uint8) if g.dtype == fp8_dtype() else g,
                            r.view(torch.uint8) if r.dtype == fp8_dtype() else r), op
 

@@ -39,6 +39,7 @@ _LAZY = {
     "varlen_attention": "solbench.kernels.attention",
     "paged_attention_decode": "solbench.kernels.attention",
     "mla_decode": "solbench.kernels.mla",
+    "block_scaled_mm": "solbench.kernels.gemm.block_fp8",
     "dynamic_per_token_quant_fp8": "solbench.ops.fp8_dynamic_per_token_quant.api",
     "fused_add_rms_norm_quant": "solbench.ops.fused_rmsnorm_quant.api",
     "rms_norm_quant": "solbench.ops.fused_rmsnorm_quant.api",
@@ -63,6 +64,9 @@ KERNEL_MODULES = (
     "solbench.ops.fp8_dynamic_per_token_quant.api",
     "solbench.ops.fused_rmsnorm_quant.api",
     "solbench.ops.per_token_group_quant_fp8.api",
+    "solbench.kernels.attention",
+    "solbench.kernels.mla",
+    "solbench.kernels.gemm.block_fp8",
 )
 
 

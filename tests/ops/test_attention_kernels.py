@@ -141,17 +141,6 @@ def test_errors_name_what_is_supported():
         varlen_attention(q, q[:, :2, :32].contiguous(), q[:, :2, :32].contiguous(), cu, cu, 4)
 
 
-def test_custom_op_has_a_fake_and_traces():
-    """The op is a torch.library custom op: opcheck's schema and fake-tensor checks pass."""
-    from solbench.kernels import attention
-
-    q, kc, vc, cu, sk, bt = _paged([5, 3], [5, 8], 4, 2, 32, seed=11)
-    out = torch.empty_like(q)
-    torch.library.opcheck(attention._attention_op.op, (q, kc, vc, out, cu, None, sk, bt, 5, 0.2, True),
-                          test_utils=("test_schema", "test_faketensor"))
-
-
-
 def test_mla_decode_matches_reference():
     """Heads not a multiple of the head tile, a sequence longer than one key tile, rope part
     narrower than its padded tile."""

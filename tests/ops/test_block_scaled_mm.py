@@ -114,7 +114,7 @@ def test_ours_default_launch_and_the_op_registration():
     want = _expected(a, b, sa, sb)
     _close(block_scaled_mm(a, b, sa, sb), want)
     out = torch.full((20, 160), float("nan"), device=DEV)
-    torch.ops.solbench.block_scaled_mm_(a, b, sa, sb, out, 128, 128, [])
+    torch.ops.solbench.block_scaled_mm.out(a, b, sa, sb, out, 128, 128, [])
     _close(out, want)
 
 

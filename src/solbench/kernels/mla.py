@@ -17,15 +17,9 @@ import dataclasses
 
 import torch
 
-from solbench.kernels.common import check_dtype, check_out, gpu_codegen, interpreting, kernel_op, next_pow2
+from solbench.kernels.common import check_dtype, check_out, functional_op, kernel_op
 
-try:
-    import triton
-    import triton.language as tl
-except ImportError:
-    triton = None
-
-_LOG2E = 1.4426950408889634
+LOG2E = 1.4426950408889634
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,72 +36,34 @@ def default_config(heads: int, gpu: bool) -> MlaConfig:
     return MlaConfig(16, 32, 4, 2 if gpu else 1)
 
 
-if triton is not None:
-
-    @triton.jit
-    def _mla_decode(Q, C, O, indptr, indices, qk_scale, heads, stride_qb, stride_qh, stride_c, stride_ob,
-                    stride_oh, R: tl.constexpr, P: tl.constexpr, P_PAD: tl.constexpr, BLOCK_H: tl.constexpr,
-                    BLOCK_N: tl.constexpr, DOT_FP32: tl.constexpr):
-        b = tl.program_id(0)
-        h = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
-        h_mask = h < heads
-        offs_r = tl.arange(0, R)
-        offs_p = tl.arange(0, P_PAD)
-        p_mask = offs_p < P
-        q_row = Q + b.to(tl.int64) * stride_qb + h[:, None] * stride_qh
-        q_nope = tl.load(q_row + offs_r[None, :], mask=h_mask[:, None], other=0.0)
-        q_rope = tl.load(q_row + R + offs_p[None, :], mask=h_mask[:, None] & p_mask[None, :], other=0.0)
-        if DOT_FP32:
-            q_nope = q_nope.to(tl.float32)
-            q_rope = q_rope.to(tl.float32)
-        start = tl.load(indptr + b)
-        length = tl.load(indptr + b + 1) - start
-        m_i = tl.full([BLOCK_H], float("-inf"), tl.float32)
-        l_i = tl.zeros([BLOCK_H], tl.float32)
-        acc = tl.zeros([BLOCK_H, R], tl.float32)
-        offs_n = tl.arange(0, BLOCK_N)
-        for n in range(0, length, BLOCK_N):
-            n_mask = n + offs_n < length
-            page = tl.load(indices + start + n + offs_n, mask=n_mask, other=0)
-            row = C + page.to(tl.int64) * stride_c
-            c_nope = tl.load(row[:, None] + offs_r[None, :], mask=n_mask[:, None], other=0.0)
-            c_rope = tl.load(row[:, None] + R + offs_p[None, :], mask=n_mask[:, None] & p_mask[None, :], other=0.0)
-            if DOT_FP32:
-                c_nope = c_nope.to(tl.float32)
-                c_rope = c_rope.to(tl.float32)
-            s = tl.dot(q_nope, tl.trans(c_nope)) + tl.dot(q_rope, tl.trans(c_rope))
-            s = tl.where(n_mask[None, :], s * qk_scale, float("-inf"))
-            m_new = tl.maximum(m_i, tl.max(s, 1))
-            p = tl.math.exp2(s - m_new[:, None])
-            alpha = tl.math.exp2(m_i - m_new)
-            l_i = l_i * alpha + tl.sum(p, 1)
-            acc = acc * alpha[:, None] + tl.dot(p.to(c_nope.dtype), c_nope)
-            m_i = m_new
-        l_i = tl.where(l_i > 0.0, l_i, 1.0)
-        out = acc / l_i[:, None]
-        tl.store(O + b.to(tl.int64) * stride_ob + h[:, None] * stride_oh + offs_r[None, :],
-                 out.to(O.dtype.element_ty), mask=h_mask[:, None])
+def _eager(q, kv_cache, kv_indptr, kv_indices, out, kv_lora_rank: int, scale: float) -> None:
+    """The torch formulation (off CUDA): per sequence, fp32 scores over its latent rows."""
+    c_all = kv_cache.reshape(-1, q.shape[-1])
+    ptr = kv_indptr.tolist()
+    out.zero_()
+    for b in range(q.shape[0]):
+        c = c_all[kv_indices[ptr[b]:ptr[b + 1]].long()].float()
+        if c.shape[0] == 0:
+            continue
+        p = torch.softmax(q[b].float() @ c.T * scale, -1)
+        out[b] = (p @ c[:, :kv_lora_rank]).to(out.dtype)
 
 
-@kernel_op("solbench::mla_decode_", mutates_args=("out",))
+@kernel_op("solbench::mla_decode.out", mutates_args=("out",), eager=_eager)
 def _mla_op(q: torch.Tensor, kv_cache: torch.Tensor, kv_indptr: torch.Tensor, kv_indices: torch.Tensor,
             out: torch.Tensor, kv_lora_rank: int, scale: float) -> None:
-    b, heads, d = q.shape
-    if b == 0 or heads == 0:
-        return
-    gpu = gpu_codegen(q)
-    cfg = default_config(heads, gpu)
-    c = kv_cache.view(-1, d)
-    r, p = kv_lora_rank, d - kv_lora_rank
-    _mla_decode[(b, triton.cdiv(heads, cfg.block_h))](
-        q, c, out, kv_indptr, kv_indices, float(scale) * _LOG2E, heads, q.stride(0), q.stride(1), c.stride(0),
-        out.stride(0), out.stride(1), R=r, P=p, P_PAD=max(16, next_pow2(p)), BLOCK_H=cfg.block_h,
-        BLOCK_N=cfg.block_n, DOT_FP32=not gpu, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+    from solbench.kernels._mla_triton import launch
+
+    launch(q, kv_cache, kv_indptr, kv_indices, out, kv_lora_rank, scale)
 
 
 @_mla_op.register_fake
 def _mla_fake(q, kv_cache, kv_indptr, kv_indices, out, kv_lora_rank, scale) -> None:
     return None
+
+
+functional_op("solbench::mla_decode", _mla_op,
+              lambda q, kv, indptr, indices, r, scale: (q.new_empty(q.shape[0], q.shape[1], r),))
 
 
 def mla_decode(q: torch.Tensor, kv_cache: torch.Tensor, kv_indptr: torch.Tensor, kv_indices: torch.Tensor,
@@ -143,10 +99,6 @@ def mla_decode(q: torch.Tensor, kv_cache: torch.Tensor, kv_indptr: torch.Tensor,
         out = q.new_empty(b, heads, r)
     else:
         check_out(out, (b, heads, r), q.dtype, q.device, what)
-    if triton is None:
-        raise RuntimeError(f"{what}: Triton is not importable here")
-    if q.device.type != "cuda" and not (q.device.type == "cpu" and interpreting()):
-        raise RuntimeError(f"{what}: tensors on {q.device} are supported only under TRITON_INTERPRET=1")
     scale = d ** -0.5 if sm_scale is None else float(sm_scale)
     _mla_op(q, kv_cache, kv_indptr, kv_indices, out, r, scale)
     return out

@@ -25,7 +25,7 @@ from dataclasses import astuple, dataclass, fields, replace
 import torch
 
 from solbench.kernels.common import (
-    as_rows, check_disjoint, check_dtype, check_out, gpu_codegen, kernel_op, require_device,
+    as_rows, check_disjoint, check_dtype, check_out, functional_op, gpu_codegen, kernel_op,
     triton_unavailable_reason,
 )
 
@@ -217,7 +217,6 @@ def _check_inputs(a, b, a_scales, b_scales, block_size):
     for name, t in (("b", b), ("a_scales", a_scales), ("b_scales", b_scales)):
         if t.device != a.device:
             raise ValueError(f"{WHAT}: {name} is on {t.device}, a on {a.device}")
-    require_device(a, WHAT)
     return gn, gk
 
 
@@ -250,7 +249,15 @@ def block_scaled_mm(a: torch.Tensor, b: torch.Tensor, a_scales: torch.Tensor, b_
     return out
 
 
-@kernel_op("solbench::block_scaled_mm_", mutates_args=("out",))
+def _eager(a, b, a_scales, b_scales, out, group_n: int, group_k: int, options: list[int]) -> None:
+    """The torch formulation (off CUDA): dequantize by block, fp32 product, one rounding."""
+    k = a.shape[-1]
+    af = a.float() * a_scales.float().repeat_interleave(group_k, -1)[..., :k]
+    sb = b_scales.float().repeat_interleave(group_n, 0)[: b.shape[0]].repeat_interleave(group_k, 1)[:, :k]
+    out.copy_(af @ (b.float() * sb).T)
+
+
+@kernel_op("solbench::block_scaled_mm.out", mutates_args=("out",), eager=_eager)
 def _block_scaled_mm_op(a: torch.Tensor, b: torch.Tensor, a_scales: torch.Tensor, b_scales: torch.Tensor,
                         out: torch.Tensor, group_n: int, group_k: int, options: list[int]) -> None:
     check_disjoint(WHAT, (("out", out),), (("a", a), ("b", b), ("a_scales", a_scales), ("b_scales", b_scales)))
@@ -262,6 +269,11 @@ def _block_scaled_mm_op(a: torch.Tensor, b: torch.Tensor, a_scales: torch.Tensor
 @_block_scaled_mm_op.register_fake
 def _block_scaled_mm_fake(a, b, a_scales, b_scales, out, group_n, group_k, options) -> None:
     return None
+
+
+# The functional form writes fp32, the public function's default.
+functional_op("solbench::block_scaled_mm", _block_scaled_mm_op,
+              lambda a, b, sa, sb, gn, gk, opts: (a.new_empty((*a.shape[:-1], b.shape[0]), dtype=torch.float32),))
 
 
 def launch(a2, b, sa, sb, out2, group_n: int, group_k: int, options: BlockFp8Options | None = None) -> None:

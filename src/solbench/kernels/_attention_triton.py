@@ -1,0 +1,245 @@
+"""The Triton kernel behind :mod:`solbench.kernels.attention` (imported at the first launch, so
+``import solbench`` decorates no Triton kernel)."""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from solbench.kernels.attention import LOG2E, default_config, head_dim_chunks, tiles_override
+from solbench.kernels.common import gpu_codegen
+
+
+@triton.jit
+def _load_kv_tile(base, page_row, j, n_mask, offs_d, d_mask, stride_page, stride_tok, stride_x,
+                  PAGE: tl.constexpr, X: tl.constexpr, MASKED: tl.constexpr):
+    """A [BLOCK_N, len(offs_d)] tile of keys or values j (``page_row``: this sequence's block-table
+    row, unused when dense). Element d of token j sits at page * stride_page + (j % PAGE) *
+    stride_tok + d * stride_x, or with an x-split head_size (X > 0) at ... + (d // X) *
+    stride_x + d % X."""
+    if PAGE > 0:
+        if MASKED:
+            page = tl.load(page_row + j // PAGE, mask=n_mask, other=0)
+        else:
+            page = tl.load(page_row + j // PAGE)
+        row = page.to(tl.int64) * stride_page + (j % PAGE).to(tl.int64) * stride_tok
+    else:
+        row = j.to(tl.int64) * stride_tok
+    if X == 0:  # head_size contiguous (stride_x is its stride)
+        col = offs_d * stride_x
+    else:
+        col = (offs_d // X) * stride_x + offs_d % X
+    ptrs = base + row[:, None] + col[None, :]
+    if MASKED:
+        return tl.load(ptrs, mask=n_mask[:, None] & d_mask[None, :], other=0.0)
+    return tl.load(ptrs, mask=d_mask[None, :], other=0.0)
+
+@triton.jit
+def _attend_tiles(acc, acc_b, l_i, m_i, q, q_b, k_base, v_base, page_row, n_lo, n_hi, k_len, t_row, diag,
+                  offs_n, offs_d, d_mask, offs_db, db_mask, qk_scale,
+                  stride_kp, stride_kt, stride_kx, stride_vp, stride_vt, stride_vd,
+                  PAGE: tl.constexpr, KX: tl.constexpr, CAUSAL: tl.constexpr, MASKED: tl.constexpr,
+                  BLOCK_N: tl.constexpr, D_B: tl.constexpr, DOT_FP32: tl.constexpr):
+    """Online softmax over key tiles [n_lo, n_hi). Unmasked tiles (every key visible to every
+    row) skip the masks and the empty-row guard. A head_size that is not a power of two runs
+    as two column chunks (``acc`` and, when D_B > 0, ``acc_b``): 72 = 64 + 16 (8 masked)
+    multiplies 80 columns instead of 128."""
+    for n in range(n_lo, n_hi, BLOCK_N):
+        j = n + offs_n
+        n_mask = j < k_len
+        k = _load_kv_tile(k_base, page_row, j, n_mask, offs_d, d_mask, stride_kp, stride_kt, stride_kx,
+                          PAGE, KX, MASKED)
+        if DOT_FP32:
+            k = k.to(tl.float32)
+        qk = tl.dot(q, tl.trans(k))
+        if D_B > 0:
+            k_b = _load_kv_tile(k_base, page_row, j, n_mask, offs_db, db_mask, stride_kp, stride_kt, stride_kx,
+                                PAGE, KX, MASKED)
+            if DOT_FP32:
+                k_b = k_b.to(tl.float32)
+            qk += tl.dot(q_b, tl.trans(k_b))
+        if MASKED:
+            visible = n_mask[None, :]
+            if CAUSAL:
+                visible = visible & (j[None, :] <= (t_row + diag)[:, None])
+            s = tl.where(visible, qk * qk_scale, float("-inf"))
+            m_new = tl.maximum(m_i, tl.max(s, 1))
+            # A row that has seen no key yet keeps m = -inf; subtract 0 instead so it stays 0.
+            m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)
+        else:
+            # The scale folds into the exponent's argument: one FMA per score.
+            m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
+            m_ref = m_new
+            s = qk * qk_scale
+        p = tl.math.exp2(s - m_ref[:, None])
+        alpha = tl.math.exp2(m_i - m_ref)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        v = _load_kv_tile(v_base, page_row, j, n_mask, offs_d, d_mask, stride_vp, stride_vt, stride_vd,
+                          PAGE, 0, MASKED)
+        if DOT_FP32:
+            v = v.to(tl.float32)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+        if D_B > 0:
+            v_b = _load_kv_tile(v_base, page_row, j, n_mask, offs_db, db_mask, stride_vp, stride_vt, stride_vd,
+                                PAGE, 0, MASKED)
+            if DOT_FP32:
+                v_b = v_b.to(tl.float32)
+            acc_b = acc_b * alpha[:, None] + tl.dot(p.to(v_b.dtype), v_b)
+        m_i = m_new
+    return acc, acc_b, l_i, m_i
+
+@triton.jit
+def _attention_fwd(Q, K, V, O, cu_q, cu_k, seqused_k, block_table, qk_scale, num_seqs,
+                   stride_qt, stride_qh, stride_ot, stride_oh,
+                   stride_kp, stride_kt, stride_kh, stride_kx,
+                   stride_vp, stride_vt, stride_vh, stride_vd, stride_bt,
+                   G: tl.constexpr, D: tl.constexpr, D_A: tl.constexpr, D_B: tl.constexpr, KX: tl.constexpr,
+                   PAGE: tl.constexpr, CAUSAL: tl.constexpr, DECODE: tl.constexpr,
+                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, VEC: tl.constexpr, DOT_FP32: tl.constexpr):
+    # Strides arrive divided by VEC: multiplied back here, the compiler knows every row start
+    # is VEC-aligned (72-wide heads: 144 B) and issues 16-byte vector loads.
+    stride_qt *= VEC
+    stride_qh *= VEC
+    stride_ot *= VEC
+    stride_oh *= VEC
+    stride_kp *= VEC
+    stride_kt *= VEC
+    stride_kh *= VEC
+    stride_vp *= VEC
+    stride_vt *= VEC
+    stride_vh *= VEC
+    kvh = tl.program_id(1)
+    pid = tl.num_programs(0) - 1 - tl.program_id(0)  # last blocks (longest causal rows) first
+    if DECODE:
+        # One query per sequence: program s owns sequence s, rows = its G heads.
+        s = pid
+        q_start = pid
+        q_len = 1
+        row0 = 0
+    else:
+        # Sequence s owns program slots from (cu_q[s] * G) // BLOCK_M + s on: a bound on the
+        # blocks before it that needs no prefix sum over the batch.
+        lo = 0
+        hi = num_seqs
+        while lo < hi:
+            mid = (lo + hi) // 2
+            first = tl.load(cu_q + mid) * G // BLOCK_M + mid
+            if first <= pid:
+                lo = mid + 1
+            else:
+                hi = mid
+        s = lo - 1
+        q_start = tl.load(cu_q + s)
+        q_len = tl.load(cu_q + s + 1) - q_start
+        row0 = (pid - (q_start * G // BLOCK_M + s)) * BLOCK_M
+    n_rows = q_len * G
+    if row0 >= n_rows:
+        return
+    k_base = K + kvh.to(tl.int64) * stride_kh
+    v_base = V + kvh.to(tl.int64) * stride_vh
+    if PAGE > 0:
+        k_len = tl.load(seqused_k + s)
+    else:
+        k_start = tl.load(cu_k + s)
+        k_len = tl.load(cu_k + s + 1) - k_start
+        k_base += k_start.to(tl.int64) * stride_kt
+        v_base += k_start.to(tl.int64) * stride_vt
+    diag = k_len - q_len
+
+    offs_m = row0 + tl.arange(0, BLOCK_M)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, D_A)
+    d_mask = offs_d < D
+    offs_db = D_A + tl.arange(0, 16 if D_B == 0 else D_B)
+    db_mask = offs_db < D
+    m_mask = offs_m < n_rows
+    t_row = offs_m // G
+    head = kvh * G + offs_m % G
+    tok = (q_start + t_row).to(tl.int64)
+    q_rows = Q + tok[:, None] * stride_qt + head[:, None] * stride_qh
+    q = tl.load(q_rows + offs_d[None, :], mask=m_mask[:, None] & d_mask[None, :], other=0.0)
+    q_b = tl.load(q_rows + offs_db[None, :], mask=m_mask[:, None] & db_mask[None, :], other=0.0)
+    if DOT_FP32:
+        q = q.to(tl.float32)
+        q_b = q_b.to(tl.float32)
+
+    page_row = block_table + s.to(tl.int64) * stride_bt
+
+    t_first = row0 // G
+    t_last = (tl.minimum(row0 + BLOCK_M, n_rows) - 1) // G
+    if CAUSAL:
+        n_end = tl.minimum(k_len, t_last + diag + 1)
+        n_full = tl.maximum(tl.minimum(k_len, t_first + diag + 1), 0) // BLOCK_N * BLOCK_N
+    else:
+        n_end = k_len
+        n_full = k_len // BLOCK_N * BLOCK_N
+
+    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, D_A], tl.float32)
+    acc_b = tl.zeros([BLOCK_M, 16 if D_B == 0 else D_B], tl.float32)
+    acc, acc_b, l_i, m_i = _attend_tiles(acc, acc_b, l_i, m_i, q, q_b, k_base, v_base, page_row, 0, n_full,
+                                         k_len, t_row, diag, offs_n, offs_d, d_mask, offs_db, db_mask, qk_scale,
+                                         stride_kp, stride_kt, stride_kx, stride_vp, stride_vt, stride_vd,
+                                         PAGE, KX, CAUSAL, False, BLOCK_N, D_B, DOT_FP32)
+    acc, acc_b, l_i, m_i = _attend_tiles(acc, acc_b, l_i, m_i, q, q_b, k_base, v_base, page_row, n_full,
+                                         n_end, k_len, t_row, diag, offs_n, offs_d, d_mask, offs_db, db_mask,
+                                         qk_scale, stride_kp, stride_kt, stride_kx, stride_vp, stride_vt,
+                                         stride_vd, PAGE, KX, CAUSAL, True, BLOCK_N, D_B, DOT_FP32)
+    l_i = tl.where(l_i > 0.0, l_i, 1.0)
+    o_rows = O + tok[:, None] * stride_ot + head[:, None] * stride_oh
+    tl.store(o_rows + offs_d[None, :], (acc / l_i[:, None]).to(O.dtype.element_ty),
+             mask=m_mask[:, None] & d_mask[None, :])
+    if D_B > 0:
+        tl.store(o_rows + offs_db[None, :], (acc_b / l_i[:, None]).to(O.dtype.element_ty),
+                 mask=m_mask[:, None] & db_mask[None, :])
+
+
+def _kv_geometry(k, v, paged: bool):
+    """(H_kv, D, page size (0: dense), x (0: head_size not split), key strides (page, token, head,
+    d or x-split), value strides (page, token, head, d)) for the three cache layouts."""
+    if not paged:  # dense packed [T, H_kv, D]
+        return (k.shape[1], k.shape[2], 0, 0, (0, k.stride(0), k.stride(1), k.stride(2)),
+                (0, v.stride(0), v.stride(1), v.stride(2)))
+    if k.dim() == 4:  # nhd [num_blocks, block_size, H_kv, D]
+        return (k.shape[2], k.shape[3], k.shape[1], 0, (k.stride(0), k.stride(1), k.stride(2), k.stride(3)),
+                (v.stride(0), v.stride(1), v.stride(2), v.stride(3)))
+    # x_split key [num_blocks, H_kv, D / x, block_size, x], value [num_blocks, H_kv, D, block_size]
+    x = k.shape[4]
+    return (k.shape[1], k.shape[2] * x, k.shape[3], x, (k.stride(0), k.stride(3), k.stride(1), k.stride(2)),
+            (v.stride(0), v.stride(3), v.stride(1), v.stride(2)))
+
+
+def launch(q, k, v, out, cu_seqlens_q, cu_seqlens_k, seqused_k, block_table, max_seqlen_q: int, scale: float,
+           causal: bool) -> None:
+    """Launch on validated tensors: dense K/V when ``block_table`` is None, paged otherwise (nhd
+    4-D or x-split 5-D key); one query per sequence when ``cu_seqlens_q`` is None."""
+    paged = block_table is not None
+    total, h, d_q = q.shape
+    decode = cu_seqlens_q is None
+    num_seqs = total if decode else cu_seqlens_q.shape[0] - 1
+    if total == 0 or num_seqs == 0:
+        return
+    hkv, d, page, x, ks, vs = _kv_geometry(k, v, paged)
+    g = h // hkv
+    d_a, d_b = head_dim_chunks(d)
+    d_pad = d_a + d_b
+    gpu = gpu_codegen(q)
+    cfg = tiles_override() or default_config(d_pad, max(1, int(max_seqlen_q)) * g, gpu)
+    blocks = num_seqs if decode else total * g // cfg.block_m + num_seqs
+    dummy = q.new_empty(0, dtype=torch.int32)
+    row_strides = (q.stride(0), q.stride(1), out.stride(0), out.stride(1), ks[0], ks[1], ks[2], vs[0], vs[1], vs[2])
+    vec = 16 // q.element_size()
+    vec = vec if all(st % vec == 0 for st in row_strides) else 1
+    qt, qh, ot, oh, kp, kt, kh, vp, vt, vh = (st // vec for st in row_strides)
+    _attention_fwd[(blocks, hkv)](
+        q, k, v, out,
+        dummy if decode else cu_seqlens_q, dummy if cu_seqlens_k is None else cu_seqlens_k,
+        dummy if seqused_k is None else seqused_k, dummy if block_table is None else block_table,
+        float(scale) * LOG2E, num_seqs, qt, qh, ot, oh, kp, kt, kh, ks[3], vp, vt, vh, vs[3],
+        block_table.stride(0) if paged else 0,
+        G=g, D=d, D_A=d_a, D_B=d_b, KX=x, PAGE=page, CAUSAL=bool(causal), DECODE=decode,
+        BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, VEC=vec, DOT_FP32=not gpu,
+        num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+
+
