@@ -85,7 +85,7 @@ def test_reference_gptj_pairs_by_hand():
     assert torch.equal(q[0, 0, 0], want_q) and torch.equal(v[0, 0, 0], qkv[0, 8:])
 
 
-# ---- our kernel (Triton interpreter on CPU) --------------------------------------------------------
+# ---- our kernel (Triton interpreter on CPU, compiled on a GPU) --------------------------------------------------------
 
 def _ours():
     impl = impls_for(spec.name)["ours_triton"]
@@ -102,13 +102,13 @@ def _ours():
     (5, 3, 1, 12, 8, True, True, torch.float32),       # head dim not a power of two, partial rotary
     (3, 2, 2, 16, 12, False, False, torch.float16),    # GPT-J pairs, a pass-through tail
 ])
-def test_ours_against_reference(t, h, hkv, d, rd, neox, bias, dtype):
+def test_ours_against_reference(t, h, hkv, d, rd, neox, bias, dtype, device):
     fn = _ours()
     g = torch.Generator().manual_seed(t + d)
     width = (h + 2 * hkv) * d
-    qkv = torch.randn(t, width, generator=g).to(dtype)
-    b = torch.randn(width, generator=g).to(dtype) if bias else None
-    pos = torch.randint(0, 8192, (t,), generator=g, dtype=torch.int32)
+    qkv = torch.randn(t, width, generator=g).to(dtype).to(device)
+    b = torch.randn(width, generator=g).to(dtype).to(device) if bias else None
+    pos = torch.randint(0, 8192, (t,), generator=g, dtype=torch.int32).to(device)
     want = spec.reference(qkv, b, pos, h, hkv, d, rd, 10000.0, is_neox_style=neox)
     out = tuple(torch.full_like(w, float("nan")) for w in want)
     got = fn(qkv, pos, h, hkv, d, rd, 10000.0, qkv_bias=b, is_neox_style=neox, out=out)
@@ -118,35 +118,35 @@ def test_ours_against_reference(t, h, hkv, d, rd, neox, bias, dtype):
         torch.testing.assert_close(a.float(), w.float(), atol=tol * 4, rtol=tol)
 
 
-def test_ours_large_positions_stay_accurate():
+def test_ours_large_positions_stay_accurate(device):
     # fp32 activations at positions near 2^20: the fp64 angle keeps the error at fp32 rounding.
     fn = _ours()
     g = torch.Generator().manual_seed(9)
-    qkv = torch.randn(4, 3 * 16, generator=g)
-    pos = torch.tensor([1 << 20, (1 << 20) - 3, 777_777, 12], dtype=torch.int64)
+    qkv = torch.randn(4, 3 * 16, generator=g).to(device)
+    pos = torch.tensor([1 << 20, (1 << 20) - 3, 777_777, 12], dtype=torch.int64, device=device)
     want = spec.reference(qkv, None, pos, 1, 1, 16, 16, 1e6)
     for a, w in zip(fn(qkv, pos, 1, 1, 16, 16, 1e6), want):
         torch.testing.assert_close(a, w, atol=2e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("sid", ["smoke_7tok", "smoke_gptj"])
-def test_ours_on_smoke_shapes_via_checker(sid):
+def test_ours_on_smoke_shapes_via_checker(sid, device):
     _ours()
     sh = next(s for s in spec.smoke_shapes() if s.id == sid)
-    res = check_impl(spec, impls_for(spec.name)["ours_triton"], sh, CPU, seeds=(0, 1))
+    res = check_impl(spec, impls_for(spec.name)["ours_triton"], sh, device, seeds=(0, 1))
     assert res.ok, res.reason
 
 
-def test_ours_rejects_bad_inputs():
+def test_ours_rejects_bad_inputs(device):
     fn = _ours()
-    qkv = torch.randn(2, 4 * 16).half()
-    pos = torch.zeros(2, dtype=torch.int32)
+    qkv = torch.randn(2, 4 * 16, device=device).half()
+    pos = torch.zeros(2, dtype=torch.int32, device=device)
     with pytest.raises(ValueError, match=r"\[num_tokens, 96\]"):
         fn(qkv, pos, 4, 1, 16)                       # (4 + 2) heads would be 96 wide
     with pytest.raises(ValueError, match="rotary dim"):
         fn(qkv, pos, 2, 1, 16, rope_dim=7)
     with pytest.raises(ValueError, match="qkv_bias"):
-        fn(qkv, pos, 2, 1, 16, qkv_bias=torch.zeros(64))
+        fn(qkv, pos, 2, 1, 16, qkv_bias=torch.zeros(64, device=device))
     with pytest.raises(ValueError, match="positions"):
         fn(qkv, pos.float(), 2, 1, 16)
     with pytest.raises(TypeError, match="dtype"):

@@ -75,7 +75,7 @@ def test_reference_matches_row_loop():
                                    rtol=8e-3, atol=1e-3)
 
 
-# ---- our kernels (Triton interpreter on CPU) -------------------------------------------------------
+# ---- our kernels (Triton interpreter on CPU, compiled on a GPU) -------------------------------------------------------
 
 def _ours():
     impl = impls_for(spec.name)["ours_triton"]
@@ -86,13 +86,13 @@ def _ours():
     return linear_sigmoid_mul
 
 
-def _case(t, h, n, d, seed=0, bias=True, dtype=torch.bfloat16):
+def _case(t, h, n, d, device, seed=0, bias=True, dtype=torch.bfloat16):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(t, h, generator=g).to(dtype)
     w = (torch.randn(n, h, generator=g) * h ** -0.5).to(dtype)
     b = (torch.randn(n, generator=g) * 0.5).to(dtype) if bias else None
     p = torch.randn(t, d, generator=g).to(dtype)
-    return x, w, b, p
+    return tuple(v.to(device) if v is not None else None for v in (x, w, b, p))
 
 
 def _want(x, w, b, p):
@@ -101,9 +101,9 @@ def _want(x, w, b, p):
 
 
 @pytest.mark.parametrize("t,h,d,bias", [(0, 64, 64, True), (1, 100, 100, True), (3, 64, 40, False), (9, 300, 300, True)])
-def test_ours_gate_vector(t, h, d, bias):
+def test_ours_gate_vector(t, h, d, bias, device):
     fn = _ours()
-    x, w, b, p = _case(t, h, 1, d, seed=t + h, bias=bias)
+    x, w, b, p = _case(t, h, 1, d, device, seed=t + h, bias=bias)
     out = torch.full_like(p, float("nan"))
     assert fn(x, w, b, p, out=out) is out
     torch.testing.assert_close(out.float(), _want(x, w, b, p).float(), atol=1e-2, rtol=1.6e-2)
@@ -111,33 +111,33 @@ def test_ours_gate_vector(t, h, d, bias):
 
 @pytest.mark.parametrize("t,h,n,bias,dtype", [(0, 32, 16, True, torch.bfloat16), (1, 136, 48, True, torch.bfloat16),
                                               (70, 96, 80, False, torch.float16)])
-def test_ours_gemm(t, h, n, bias, dtype):
+def test_ours_gemm(t, h, n, bias, dtype, device):
     fn = _ours()
-    x, w, b, p = _case(t, h, n, n, seed=n, bias=bias, dtype=dtype)
+    x, w, b, p = _case(t, h, n, n, device, seed=n, bias=bias, dtype=dtype)
     out = fn(x, w, b, p)
     torch.testing.assert_close(out.float(), _want(x, w, b, p).float(), atol=1e-2, rtol=1.6e-2)
 
 
-def test_ours_strided_rows():
+def test_ours_strided_rows(device):
     fn = _ours()
-    x, w, b, p = _case(4, 64, 1, 64)
-    wide = torch.randn(4, 200).bfloat16()
+    x, w, b, p = _case(4, 64, 1, 64, device)
+    wide = torch.randn(4, 200, device=device).bfloat16()
     wide[:, 8:72] = x
     torch.testing.assert_close(fn(wide[:, 8:72], w, b, p).float(), _want(x, w, b, p).float(), atol=1e-2, rtol=1.6e-2)
 
 
 @pytest.mark.parametrize("op", ["linear_sigmoid_mul", "linear_sigmoid_mul_atrex"])
-def test_ours_on_smoke_shapes_via_checker(op):
+def test_ours_on_smoke_shapes_via_checker(op, device):
     _ours()
     s = get_spec(op)
     sh = min(s.smoke_shapes(), key=lambda x: s.cost(x).total_bytes)
-    res = check_impl(s, impls_for(op)["ours_triton"], sh, CPU, seeds=(0,))
+    res = check_impl(s, impls_for(op)["ours_triton"], sh, device, seeds=(0,))
     assert res.ok, res.reason
 
 
-def test_ours_rejects_bad_inputs():
+def test_ours_rejects_bad_inputs(device):
     fn = _ours()
-    x, w, b, p = _case(3, 64, 4, 4)
+    x, w, b, p = _case(3, 64, 4, 4, device)
     with pytest.raises(ValueError, match=r"post_mul must be \[rows, 4\]"):
         fn(x, w, b, p[:, :3])
     with pytest.raises(ValueError, match="bias"):

@@ -124,7 +124,7 @@ def test_checker_fails_an_impl_that_writes_out_of_place_wrongly():
     assert not res.ok and "not found in their slot" in res.reason
 
 
-# ---- our kernel (Triton interpreter on CPU) --------------------------------------------------------
+# ---- our kernel (Triton interpreter on CPU, compiled on a GPU) ---------------------------------------
 
 def _ours():
     impl = impls_for(spec.name)["ours_triton"]
@@ -135,55 +135,51 @@ def _ours():
     return reshape_and_cache
 
 
-def _case(t, h, d, bs, nb, slots, dtype=torch.bfloat16, seed=0):
+def _case(t, h, d, bs, nb, slots, device, dtype=torch.bfloat16, seed=0):
     g = torch.Generator().manual_seed(seed)
     key, value = (torch.randn(t, h, d, generator=g).to(dtype) for _ in range(2))
     kc, vc = (torch.randn(nb, bs, h, d, generator=g).to(dtype) for _ in range(2))
-    return key, value, kc, vc, torch.tensor(slots, dtype=torch.int64)
-
-
-def _want(key, value, kc, vc, slots):
-    return spec.reference(key, value, kc, vc, slots)
+    return tuple(x.to(device) for x in (key, value, kc, vc, torch.tensor(slots, dtype=torch.int64)))
 
 
 @pytest.mark.parametrize("slots", [[], [5], [-1], [3, -1, 17, 0, -1, 30], [-1, -1, -1]],
                          ids=["0_tokens", "1_token", "1_padding", "mixed_padding", "all_padding"])
-def test_ours_edge_cases(slots):
+def test_ours_edge_cases(slots, device):
     fn = _ours()
-    key, value, kc, vc, sm = _case(len(slots), 2, 8, 4, 8, slots)
-    want_k, want_v = _want(key, value, kc, vc, sm)
+    key, value, kc, vc, sm = _case(len(slots), 2, 8, 4, 8, slots, device)
+    want_k, want_v = spec.reference(key, value, kc, vc, sm)
     got_k, got_v = fn(key, value, kc, vc, sm)
     assert got_k is kc and got_v is vc
     assert torch.equal(kc, want_k) and torch.equal(vc, want_v)
 
 
-def test_ours_strided_views_and_int32_slots():
+def test_ours_strided_views_and_int32_slots(device):
     # key/value as column views of a fused [T, q + k + v] tensor, the caches as the halves of a
     # [num_blocks, 2, block_size, H, D] pool (vLLM's flash layout), fp16, int32 slots.
     fn = _ours()
     t, h, d, bs, nb = 6, 2, 16, 4, 5
     g = torch.Generator().manual_seed(3)
-    qkv = torch.randn(t, 3 * h * d + 8, generator=g).half()
+    qkv = torch.randn(t, 3 * h * d + 8, generator=g).half().to(device)
     key = qkv[:, h * d:2 * h * d].view(t, h, d)
     value = qkv[:, 2 * h * d:3 * h * d].view(t, h, d)
-    pool = torch.randn(nb, 2, bs, h, d, generator=g).half()
-    sm = torch.tensor([19, 2, 7, -1, 8, 0], dtype=torch.int32)
+    pool = torch.randn(nb, 2, bs, h, d, generator=g).half().to(device)
+    sm = torch.tensor([19, 2, 7, -1, 8, 0], dtype=torch.int32, device=device)
     before = pool.clone()
-    want_k, want_v = _want(key.contiguous(), value.contiguous(), before[:, 0].contiguous(),
-                           before[:, 1].contiguous(), sm.long())
+    want_k, want_v = spec.reference(key.contiguous(), value.contiguous(), before[:, 0].contiguous(),
+                                    before[:, 1].contiguous(), sm.long())
     fn(key, value, pool[:, 0], pool[:, 1], sm)
     assert torch.equal(pool[:, 0], want_k) and torch.equal(pool[:, 1], want_v)
 
 
-def test_ours_padded_smoke_shape_via_checker():
+def test_ours_padded_smoke_shape_via_checker(device):
     _ours()
-    res = check_impl(spec, impls_for(spec.name)["ours_triton"], PAD, CPU, seeds=(0, 1))
+    res = check_impl(spec, impls_for(spec.name)["ours_triton"], PAD, device, seeds=(0, 1))
     assert res.ok, res.reason
 
 
-def test_ours_rejects_bad_inputs():
+def test_ours_rejects_bad_inputs(device):
     fn = _ours()
-    key, value, kc, vc, sm = _case(3, 2, 8, 4, 8, [0, 1, 2])
+    key, value, kc, vc, sm = _case(3, 2, 8, 4, 8, [0, 1, 2], device)
     with pytest.raises(TypeError, match="dtype"):
         fn(key.float(), value, kc, vc, sm)
     with pytest.raises(ValueError, match="NHD"):
