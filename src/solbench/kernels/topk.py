@@ -67,25 +67,26 @@ if triton is not None:
         return tl.where(key == tl.full((), 0x7FFFFFFF, tl.uint32), tl.full((), 0x80000000, tl.uint32), key)
 
     @triton.jit
-    def _search_bits(key, valid, k, tau, FIRST: tl.constexpr, LAST: tl.constexpr):
-        """Bits FIRST down to LAST of the k-th largest key among ``valid`` lanes, given the bits
-        above FIRST in ``tau``."""
+    def _search_bits(key, k, tau, FIRST: tl.constexpr, LAST: tl.constexpr):
+        """Bits FIRST down to LAST of the k-th largest key, given the bits above FIRST in ``tau``.
+        Lanes outside the set hold key 0, which no candidate (>= 1) counts: no mask per element."""
         one = tl.full((), 1, tl.uint32)
         for i in range(31 - FIRST, 32 - LAST):
             cand = tau | (one << (tl.full((), 31, tl.int32) - i).to(tl.uint32))
-            cnt = tl.sum(((key >= cand) & valid).to(tl.int32))
+            cnt = tl.sum((key >= cand).to(tl.int32))
             tau = tl.where(cnt >= k, cand, tau)
         return tau
 
     @triton.jit
     def _kth_key(key, valid, k):
-        """The k-th largest of the ``valid`` keys of a register tile (1 <= k <= count(valid))."""
-        tau = _search_bits(key, valid, k, tl.full((), 0, tl.uint32), 31, 16)
+        """The k-th largest of the ``valid`` keys of a register tile (1 <= k <= count(valid)); the
+        other lanes must hold key 0."""
+        tau = _search_bits(key, k, tl.full((), 0, tl.uint32), 31, 16)
         # Settled when nothing lies between tau and the smallest key above it, the k-th value.
         lo = tl.min(tl.where(valid & (key >= tau), key, tl.full((), 0xFFFFFFFF, tl.uint32)))
-        unsettled = tl.sum(((key > lo) & valid).to(tl.int32)) >= k
+        unsettled = tl.sum((key > lo).to(tl.int32)) >= k
         if unsettled:
-            tau = _search_bits(key, valid, k, tau, 15, 0)
+            tau = _search_bits(key, k, tau, 15, 0)
         return tl.where(unsettled, tau, lo)
 
     @triton.jit
@@ -110,7 +111,7 @@ if triton is not None:
         cols = tl.arange(0, BLOCK)
         valid = cols < n
         x = tl.load(x_ptr + row * x_stride + cols, mask=valid, other=0.0)
-        key = _order_keys(x)
+        key = tl.where(valid, _order_keys(x), tl.full((), 0, tl.uint32))
         tau = _kth_key(key, valid, k)
         tl.store(out_ptr + row * out_stride + cols, tl.where(key >= tau, x, float("-inf")), mask=valid)
 
@@ -121,7 +122,8 @@ if triton is not None:
         c = tl.program_id(1)
         cols = c * CHUNK + tl.arange(0, CHUNK)
         valid = cols < n
-        key = _order_keys(tl.load(x_ptr + row * x_stride + cols, mask=valid, other=0.0))
+        key = tl.where(valid, _order_keys(tl.load(x_ptr + row * x_stride + cols, mask=valid, other=0.0)),
+                       tl.full((), 0, tl.uint32))
         n_c = tl.minimum(n - c * CHUNK, CHUNK)
         tau = _kth_key(key, valid, tl.minimum(k, n_c))
         sel = valid & (key >= tau)
@@ -151,7 +153,8 @@ if triton is not None:
             have = cm[:, None] & (j[None, :] < counts[:, None])
             cand = tl.load(cand_ptr + slots[:, None] * SEG + j[None, :], mask=have, other=0)
             cand = cand.to(tl.uint32, bitcast=True)
-            tau = _kth_key(cand, have & (cand >= bound), k)
+            live = have & (cand >= bound)
+            tau = _kth_key(tl.where(live, cand, tl.full((), 0, tl.uint32)), live, k)
             if tl.max(counts) > SEG:  # a chunk's ties did not fit: search the row itself
                 tau = _kth_key_streamed(x_row, n, k, CHUNK)
         cols = c * CHUNK + tl.arange(0, CHUNK)

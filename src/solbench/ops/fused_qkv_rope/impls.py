@@ -56,17 +56,17 @@ def ours(qkv, qkv_bias, positions, num_heads, num_kv_heads, head_dim, rope_dim, 
 
 
 def liger(qkv, qkv_bias, positions, num_heads, num_kv_heads, head_dim, rope_dim, rope_theta, is_neox_style=True):
-    """The torch prelude (bias add, head split into [1, heads, T, D], cos/sin of the positions)
-    and LigerRopeFunction rotating q and k in place."""
+    """The torch prelude (bias add, head split, cos/sin of the positions), LigerRopeFunction on q
+    and k viewed as [1, heads, T, D] (it makes them token-major and rotates in place), and the
+    transpose to rtp-llm's dense [1, heads, T, D] outputs."""
     import torch
 
     fn, _ = liger_import(*LIGER)
-    q, k, v = (y.transpose(0, 1).unsqueeze(0).contiguous()
-               for y in _split_heads(qkv, qkv_bias, num_heads, num_kv_heads, head_dim))
+    q, k, v = (y.transpose(0, 1).unsqueeze(0) for y in _split_heads(qkv, qkv_bias, num_heads, num_kv_heads, head_dim))
     cos, sin = _cos_sin(positions, rope_dim, rope_theta, qkv.device)
     cos, sin = torch.cat([cos, cos], dim=-1)[None], torch.cat([sin, sin], dim=-1)[None]
     q, k = fn.apply(q, k, cos, sin)
-    return q, k, v
+    return q.contiguous(), k.contiguous(), v.contiguous()
 
 
 def liger_supports(shape, device) -> Support:
