@@ -57,16 +57,17 @@ def ours(qkv, qkv_bias, positions, num_heads, num_kv_heads, head_dim, rope_dim, 
 
 def liger(qkv, qkv_bias, positions, num_heads, num_kv_heads, head_dim, rope_dim, rope_theta, is_neox_style=True):
     """The torch prelude (bias add, head split, cos/sin of the positions), LigerRopeFunction on q
-    and k viewed as [1, heads, T, D] (it makes them token-major and rotates in place), and the
-    transpose to rtp-llm's dense [1, heads, T, D] outputs."""
+    and k viewed as [1, heads, T, D], and the transpose to rtp-llm's dense [1, heads, T, D]."""
     import torch
 
     fn, _ = liger_import(*LIGER)
-    q, k, v = (y.transpose(0, 1).unsqueeze(0) for y in _split_heads(qkv, qkv_bias, num_heads, num_kv_heads, head_dim))
+    # Token-major copies ([1, T, heads, D]): Liger rotates them in place, never qkv itself.
+    q, k, v = (y.unsqueeze(0).clone(memory_format=torch.contiguous_format)
+               for y in _split_heads(qkv, qkv_bias, num_heads, num_kv_heads, head_dim))
     cos, sin = _cos_sin(positions, rope_dim, rope_theta, qkv.device)
     cos, sin = torch.cat([cos, cos], dim=-1)[None], torch.cat([sin, sin], dim=-1)[None]
-    q, k = fn.apply(q, k, cos, sin)
-    return q.contiguous(), k.contiguous(), v.contiguous()
+    q, k = fn.apply(q.transpose(1, 2), k.transpose(1, 2), cos, sin)
+    return q.contiguous(), k.contiguous(), v.transpose(1, 2).contiguous()
 
 
 def liger_supports(shape, device) -> Support:

@@ -59,8 +59,8 @@ def liger(q, k, cos, sin, mrope_section, head_size, rotary_dim, mrope_interleave
     s = torch.cat([sin, sin], dim=-1)[:, None]
     qv = q.view(1, t, -1, head_size).transpose(1, 2)
     kv = k.view(1, t, -1, head_size).transpose(1, 2)
-    fn.apply(qv, kv, c, s, list(mrope_section))
-    return q, k
+    qo, ko = fn.apply(qv, kv, c, s, list(mrope_section))   # in place on q and k when they are dense
+    return qo.transpose(1, 2).reshape(q.shape), ko.transpose(1, 2).reshape(k.shape)
 
 
 def liger_supports(shape, device) -> Support:
