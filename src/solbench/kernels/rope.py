@@ -13,7 +13,6 @@ vectors; one launch covers every head of q, k (and v), so a decode call is one l
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import torch
 

@@ -15,8 +15,9 @@ Inputs:
 
 Semantics: x = qkv (+ bias); q and k heads get rotary embedding on their first ``rope_dim`` dims
 at their token's position, frequency i = rope_theta^(-2i / rope_dim), NeoX (rotate-half) or
-GPT-J (interleaved pairs) style; v is not rotated. The tokens form one sequence (batch 1), and the outputs are transposed to
-rtp-llm's ``[batch, heads, seq_len, head_dim]``: q [1, H, T, D], k and v [1, H_kv, T, D].
+GPT-J (interleaved pairs) style; v is not rotated. The tokens form one sequence (batch 1), and
+the outputs are transposed to rtp-llm's ``[batch, heads, seq_len, head_dim]``: q [1, H, T, D],
+k and v [1, H_kv, T, D].
 Positions are random below 8192 (a decode token sits anywhere in its context; position 0
 would make the rotation the identity).
 """
