@@ -8,10 +8,9 @@ caches are updated in place and are the outputs; every slot no token maps to kee
 
 Inputs: the catalog's ``shape`` = [num_tokens, num_heads, head_size] and ``block_size``. The pool
 has 1/8 more blocks than the tokens need; tokens fill randomly chosen blocks in order (as vLLM's
-allocator hands them out). Every catalog token has a slot: the profiled calls write every token
-they are given, and a padded batch would make the cost depend on a padding count the trace does
-not record. Padding (the last ``padding_tokens`` tokens get slot -1) is exercised by a smoke
-shape only.
+allocator hands them out). Every catalog token has a slot: the traces record no padding count,
+and a made-up one would change the cost. Padding (the last ``padding_tokens`` tokens get slot
+-1) is exercised by a smoke shape only.
 """
 from __future__ import annotations
 
