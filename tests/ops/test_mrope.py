@@ -74,3 +74,74 @@ def test_make_inputs_match_positions_and_shape():
     assert x["cos"].shape == (3, 5, 64) and x["cos"].dtype == torch.float32
     assert torch.allclose(x["cos"] ** 2 + x["sin"] ** 2, torch.ones(3, 5, 64), atol=1e-6)
     assert not x["mrope_interleaved"] and x["is_neox_style"]
+
+
+# ---- our kernel (Triton interpreter on CPU, compiled on a GPU) --------------------------------------------------------
+import pytest  # noqa: E402
+
+from solbench.core.check import check_impl  # noqa: E402
+from solbench.core.rotary import cos_sin  # noqa: E402
+from solbench.core.spec import impls_for  # noqa: E402
+
+
+def _ours():
+    impl = impls_for(spec.name)["ours_triton"]
+    if not impl.available():
+        pytest.skip(impl.available().reason)
+    from solbench.kernels.rope import mrope
+
+    return mrope
+
+
+@pytest.mark.parametrize("neox", [True, False])
+@pytest.mark.parametrize("interleaved", [False, True])
+def test_ours_tiny_by_hand_example(neox, interleaved, device):
+    fn = _ours()
+    x = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in _tiny_inputs(neox, interleaved).items()}
+    want = spec.reference(**{k: (v.clone() if torch.is_tensor(v) else v) for k, v in x.items()})
+    q, k = x["q"].clone(), x["k"].clone()
+    got = fn(q, k, x["cos"], x["sin"], x["mrope_section"], 6, 4, interleaved, neox)
+    assert got[0] is q and got[1] is k                     # in place, as vLLM's triton_mrope
+    # Within one bf16 ulp: Triton's CPU interpreter truncates fp32 -> bf16 (a GPU rounds).
+    for a, w in ((q, want[0]), (k, want[1])):
+        torch.testing.assert_close(a.float(), w.float(), rtol=2 ** -7, atol=0.0)
+
+
+@pytest.mark.parametrize("t", [0, 1, 9])
+def test_ours_out_of_place_views_of_a_fused_qkv(t, device):
+    # q and k as column views of a fused [T, q + k + v] tensor; out= leaves them untouched and
+    # copies the pass-through dims.
+    fn = _ours()
+    g = torch.Generator().manual_seed(t)
+    hq, hk, hs, rd = 3, 1, 16, 12
+    qkv = torch.randn(t, (hq + 2 * hk) * hs, generator=g).bfloat16().to(device)
+    q, k = qkv[:, :hq * hs], qkv[:, hq * hs:(hq + hk) * hs]
+    cos, sin = cos_sin(torch.randint(0, 8192, (3, t), generator=g).to(device), rd, 1e6)
+    want = spec.reference(q.clone(), k.clone(), cos, sin, [2, 2, 2], hs, rd, False, True)
+    before = qkv.clone()
+    out = (torch.full_like(q, float("nan")), torch.full_like(k, float("nan")))
+    got = fn(q, k, cos, sin, [2, 2, 2], hs, rd, out=out)
+    assert torch.equal(qkv, before)
+    for a, w in zip(got, want):
+        torch.testing.assert_close(a.float(), w.float(), atol=2 ** -6, rtol=2 ** -7)
+
+
+@pytest.mark.parametrize("sid", ["smoke_sections", "smoke_interleaved"])
+def test_ours_on_smoke_shapes_via_checker(sid, device):
+    _ours()
+    sh = next(s for s in spec.smoke_shapes() if s.id == sid)
+    res = check_impl(spec, impls_for(spec.name)["ours_triton"], sh, device, seeds=(0, 1))
+    assert res.ok, res.reason
+
+
+def test_ours_rejects_bad_inputs(device):
+    fn = _ours()
+    x = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in _tiny_inputs(True).items()}
+    with pytest.raises(ValueError, match="mrope_section"):
+        fn(x["q"], x["k"], x["cos"], x["sin"], [1, 1, 1], 6, 4)
+    with pytest.raises(ValueError, match="rotary dim"):
+        fn(x["q"], x["k"], x["cos"], x["sin"], [1, 1, 0], 6, 5)
+    with pytest.raises(ValueError, match="cos must be float32"):
+        fn(x["q"], x["k"], x["cos"].half(), x["sin"], [1, 1, 0], 6, 4)
+    with pytest.raises(ValueError, match="heads"):
+        fn(x["q"], x["k"], x["cos"], x["sin"], [1, 1, 0], 4, 4)

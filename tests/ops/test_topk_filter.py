@@ -47,3 +47,99 @@ def test_dropping_a_tie_is_rejected():
     # On the catalog's shape the tie-dropping formulation fails the full checker for some seed.
     res = check_impl(spec, Impl(spec.name, "exactly_k", exactly_k), sh, CPU, seeds=(0, 1, 2, 3))
     assert not res.ok and "masked" in res.reason
+
+
+# ---- our kernel (Triton interpreter on CPU, compiled on a GPU) ---------------------------------------
+import pytest  # noqa: E402
+
+from solbench.core.spec import impls_for  # noqa: E402
+
+
+def _kernels():
+    impl = impls_for(spec.name)["ours_triton"]
+    if not impl.available():
+        pytest.skip(impl.available().reason)
+    from solbench.kernels import topk
+
+    return topk
+
+
+def _logits(rows, vocab, device, seed=0, bf16_grid=True):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(rows, vocab, generator=g) * 3
+    return (x.bfloat16().float() if bf16_grid else x).to(device)
+
+
+@pytest.mark.parametrize("k", range(1, 9))
+def test_ours_ties_signed_zeros_and_k_past_vocab(k, device):
+    topk = _kernels()
+    x = torch.tensor([[3.0, 1.0, 2.0, 2.0, 0.0, -0.0, -1.0]], device=device)   # -0.0 ties with 0.0
+    assert torch.equal(topk.top_k_mask_logits(x, k), spec.reference(x, k))
+
+
+@pytest.mark.parametrize("rows,vocab,k", [(0, 16, 3), (1, 1, 1), (1, 97, 5), (5, 40, 12), (3, 33, 33), (2, 20, 50)])
+def test_ours_rows_path(rows, vocab, k, device):
+    topk = _kernels()
+    for bf16_grid in (True, False):
+        x = _logits(rows, vocab, device, rows + vocab, bf16_grid)
+        out = torch.full_like(x, float("nan"))
+        assert topk.top_k_mask_logits(x, k, out=out) is out
+        assert torch.equal(out, spec.reference(x, k))
+
+
+def test_ours_half_precision_and_strided_rows(device):
+    topk = _kernels()
+    big = _logits(4, 80, device, 7)
+    x = big[:, :64].bfloat16()                 # a row stride of its own
+    got = topk.top_k_mask_logits(x, 6)
+    assert got.dtype == torch.bfloat16 and torch.equal(got.float(), spec.reference(x.float(), 6))
+
+
+# Small options make the chunked path (rows wider than row_max) run on tiny rows.
+WIDE = dict(row_max=64, chunk=32, cand_max=1024)
+
+
+@pytest.mark.parametrize("rows,vocab,k", [(2, 300, 5), (1, 257, 20), (2, 200, 40), (1, 65, 64)])
+def test_ours_chunked_path(rows, vocab, k, device):
+    topk = _kernels()
+    for bf16_grid in (True, False):
+        x = _logits(rows, vocab, device, vocab + k, bf16_grid)
+        out = torch.full_like(x, float("nan"))
+        topk._launch(x, out, k, topk.TopkOptions(**WIDE))
+        assert torch.equal(out, spec.reference(x, k))
+
+
+def test_ours_chunked_path_with_more_ties_than_candidates_fit(device):
+    # One value fills whole chunks: a chunk has more ties with its k-th value than its 2k
+    # candidate slots, so the search falls back to the row itself.
+    topk = _kernels()
+    x = _logits(2, 96, device, 3)
+    x[0, 10:90] = 4.5                          # chunk 1 holds 32 ties, more than its 16 slots
+    x[1] = 1.0
+    x[1, 77] = 2.0
+    out = torch.empty_like(x)
+    topk._launch(x, out, 5, topk.TopkOptions(**WIDE))
+    assert torch.equal(out, spec.reference(x, 5))
+
+
+def test_ours_streamed_search_for_large_k(device):
+    topk = _kernels()
+    x = _logits(1, 96, device, 4)
+    out = torch.empty_like(x)
+    topk._launch(x, out, 50, topk.TopkOptions(row_max=64, chunk=32, cand_max=64))   # 4 chunks x 32 > 64
+    assert torch.equal(out, spec.reference(x, 50))
+
+
+def test_ours_rejects_bad_arguments(device):
+    topk = _kernels()
+    x = _logits(2, 16, device)
+    with pytest.raises(ValueError, match="top_k must be >= 1"):
+        topk.top_k_mask_logits(x, 0)
+    with pytest.raises(TypeError, match="Python int"):
+        topk.top_k_mask_logits(x, torch.tensor([3, 4]))
+    with pytest.raises(TypeError, match="dtype"):
+        topk.top_k_mask_logits(x.double(), 3)
+    with pytest.raises(ValueError, match=r"\[rows, vocab\]"):
+        topk.top_k_mask_logits(x[0], 3)
+    with pytest.raises(ValueError, match="overlaps"):
+        topk.top_k_mask_logits(x, 3, out=x)

@@ -18,6 +18,8 @@ Positions for the inputs are random T/H/W triples below 8192 with Qwen2-VL's rop
 """
 from __future__ import annotations
 
+import dataclasses
+
 from solbench.core import inputs as rnd
 from solbench.core.rotary import cos_sin, rope_tolerance, rotary_flops, rotate
 from solbench.core.spec import Cost, OpSpec, Shape, Tolerance, register_spec, torch_dtype
@@ -87,7 +89,7 @@ class Mrope(OpSpec):
         s = sin[plane, :, i].t()[:, None, :]
         outs = []
         for x in (q, k):
-            xh = x.view(x.shape[0], -1, head_size)
+            xh = x.view(x.shape[0], x.shape[1] // head_size, head_size)
             outs.append(rotate(xh, c, s, is_neox_style).to(x.dtype).view_as(x))
         return tuple(outs)
 
@@ -102,6 +104,21 @@ class Mrope(OpSpec):
 
     def tolerance(self, shape: Shape) -> Tolerance:
         return rope_tolerance(self.dtype)
+
+    def smoke_shapes(self) -> list[Shape]:
+        # The catalog's smallest shape has 838 tokens (too many for the CPU interpreter). Reduced
+        # shapes: Qwen2-VL's sections on 7 tokens; and Qwen3-VL-style interleaving with GPT-J pairs
+        # on a partial rotary dim (dims 64.. pass through), head counts not powers of two.
+        base = min(self.shapes, key=lambda s: self.cost(s).total_bytes)
+        p = {**base.params, "token_count": 7, "num_query_heads": 4, "num_kv_heads": 2}
+        return [dataclasses.replace(base, id="smoke_sections", params=p, smoke=True,
+                                    description="reduced: 7 tokens, heads 4/2, sections [16, 24, 24]"),
+                dataclasses.replace(base, id="smoke_interleaved", smoke=True,
+                                    params={**p, "token_count": 5, "num_query_heads": 3, "num_kv_heads": 1,
+                                            "rotary_dim": 64, "mrope_section": [12, 10, 10],
+                                            "mrope_interleaved": True, "is_neox_style": False},
+                                    description="reduced: 5 tokens, heads 3/1, interleaved [12, 10, 10], "
+                                                "GPT-J pairs on rotary_dim 64 of 128")]
 
 
 spec = register_spec(Mrope.from_catalog())

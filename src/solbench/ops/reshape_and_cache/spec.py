@@ -8,10 +8,13 @@ caches are updated in place and are the outputs; every slot no token maps to kee
 
 Inputs: the catalog's ``shape`` = [num_tokens, num_heads, head_size] and ``block_size``. The pool
 has 1/8 more blocks than the tokens need; tokens fill randomly chosen blocks in order (as vLLM's
-allocator hands them out), and the last num_tokens // 16 tokens are padding (slot -1).
+allocator hands them out). Every catalog token has a slot: the traces record no padding count,
+and a made-up one would change the cost. Padding (the last ``padding_tokens`` tokens get slot
+-1) is exercised by a smoke shape only.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 
 from solbench.core import inputs as rnd
@@ -19,9 +22,9 @@ from solbench.core.paged import pool_blocks
 from solbench.core.spec import Cost, OpSpec, Shape, Tolerance, register_spec, torch_dtype
 
 
-def padding_tokens(num_tokens: int) -> int:
-    """Trailing tokens with slot -1 (none for tiny decode batches)."""
-    return int(num_tokens) // 16
+def padding_tokens(shape: Shape) -> int:
+    """Trailing tokens with slot -1: the shape's ``padding_tokens`` (0 on every catalog shape)."""
+    return int(shape.get("padding_tokens", 0))
 
 
 def _bits(t):
@@ -42,9 +45,10 @@ class ReshapeAndCache(OpSpec):
     def dims(shape: Shape) -> tuple[int, int, int, int]:
         t, h, d = (int(x) for x in shape["shape"])
         bs = int(shape["block_size"])
-        if min(t, h, d, bs) < 1:
-            raise ValueError(f"reshape_and_cache shape {shape.id}: shape {shape['shape']} and block_size "
-                             f"{bs} must be positive")
+        if min(h, d, bs) < 1 or t < 0 or not 0 <= padding_tokens(shape) <= t:
+            raise ValueError(f"reshape_and_cache shape {shape.id}: shape {shape['shape']}, block_size {bs} "
+                             f"and padding_tokens {padding_tokens(shape)} must be positive, with at most "
+                             f"num_tokens padding tokens")
         return t, h, d, bs
 
     def make_inputs(self, shape: Shape, device, seed: int) -> dict:
@@ -57,7 +61,7 @@ class ReshapeAndCache(OpSpec):
         blocks = torch.randperm(nb, generator=gen, device=device)
         tok = torch.arange(t, device=device)
         slots = blocks[tok // bs] * bs + tok % bs
-        slots[t - padding_tokens(t):] = -1
+        slots[t - padding_tokens(shape):] = -1
         return {
             "key": rnd.randn((t, h, d), dt, device, gen),
             "value": rnd.randn((t, h, d), dt, device, gen),
@@ -114,13 +118,22 @@ class ReshapeAndCache(OpSpec):
         # Read: key and value of the tokens that have a slot (bf16), slot_mapping for all tokens
         # (int64). Write: those tokens' rows of key_cache and value_cache. No arithmetic.
         t, h, d, bs = self.dims(shape)
-        kept = t - padding_tokens(t)
+        kept = t - padding_tokens(shape)
         row = h * d * 2
         return Cost(flops={}, bytes_read=2 * kept * row + t * 8, bytes_written=2 * kept * row)
 
     def tolerance(self, shape: Shape) -> Tolerance:
         # A copy: exact.
         return Tolerance(atol=0.0, rtol=0.0, rms_rtol=0.0)
+
+    def smoke_shapes(self) -> list[Shape]:
+        # The two smallest catalog shapes, plus CUDA-graph padding: 37 tokens of which the last 5
+        # have slot -1 (a partial block, a token tile that mixes kept and skipped tokens).
+        base = min(self.shapes, key=lambda s: self.cost(s).total_bytes)
+        params = {**base.params, "shape": [37, 2, 64], "padding_tokens": 5}
+        return super().smoke_shapes() + [dataclasses.replace(
+            base, id="smoke_pad", params=params, smoke=True,
+            description="reduced: 37 tokens (5 padding, slot -1), 2 heads of 64")]
 
 
 spec = register_spec(ReshapeAndCache.from_catalog())

@@ -1,7 +1,13 @@
-"""topk_filter baselines: vLLM's torch top-k mask (torch.topk for the k-th value + masked_fill)."""
+"""topk_filter implementations: ours_triton, vLLM's torch top-k mask (torch.topk for the k-th value
++ masked_fill) eager and compiled, and the same with flag-gems' Triton topk where it imports."""
 from __future__ import annotations
 
-from solbench.core.baselines import register_torch_baselines
+from solbench.core.baselines import register_torch_baselines, triton_support
+from solbench.core.spec import Impl, add_impl
+from solbench.ops.reshape_and_cache.impls import flag_gems_import, flag_gems_support
+
+OP = "topk_filter"
+FLAG_GEMS = ("flag_gems", "topk")
 
 
 def eager(logits, top_k):
@@ -12,4 +18,23 @@ def eager(logits, top_k):
     return logits.masked_fill(logits < kth, float("-inf"))
 
 
-register_torch_baselines("topk_filter", eager, "torch.topk k-th value + masked_fill")
+def ours(logits, top_k, out=None):
+    from solbench.kernels.topk import top_k_mask_logits
+
+    return top_k_mask_logits(logits, int(top_k), out=out)
+
+
+def flag_gems(logits, top_k):
+    """The eager formulation with flag-gems' Triton topk for the k-th value."""
+    topk, _ = flag_gems_import(*FLAG_GEMS)
+    k = min(int(top_k), logits.shape[-1])
+    kth = topk(logits, k, dim=-1)[0][..., -1:]
+    return logits.masked_fill(logits < kth, float("-inf"))
+
+
+add_impl(Impl(OP, "ours_triton", ours, available=triton_support, takes_out=True,
+              description="solbench Triton bitwise threshold select (row in registers; chunked candidates "
+                          "over 16k-wide rows), ties kept"))
+register_torch_baselines(OP, eager, "torch.topk k-th value + masked_fill")
+add_impl(Impl(OP, "flag_gems", flag_gems, available=lambda: flag_gems_support(*FLAG_GEMS), baseline=True,
+              description="flag_gems.topk k-th value + masked_fill"))
