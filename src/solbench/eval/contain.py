@@ -4,7 +4,7 @@
   namespaces are allowed: the worker is the namespace's init, so when it ends, however it ends,
   the kernel ends every process the candidate started, ``setsid`` and double forks included.
 * **A child subreaper** (``PR_SET_CHILD_SUBREAPER``) on the evaluator, everywhere: orphans of the
-  candidate's tree are re-parented to the evaluator instead of init, so :func:`sweep` finds them
+  candidate's tree are re-parented to the evaluator instead of init, so :func:`leftovers` finds them
   by walking ``/proc`` and ends them.
 * **Landlock** (Linux >= 5.13, applied by the worker to itself before the candidate is imported):
   writes, creations, removals and renames are allowed only beneath the evaluation's scratch folder
@@ -70,7 +70,7 @@ def namespace_prefix() -> list[str]:
 # ---- the process tree ----------------------------------------------------------------------------
 
 def _stat(pid: int) -> tuple[int, int, int, str] | None:
-    """(ppid, pgid, sid, comm) of ``pid``, or None when it is gone."""
+    """(ppid, pgid, sid, comm) of ``pid``, or None when it is gone or a zombie."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             raw = f.read().decode("utf-8", "replace")
@@ -79,6 +79,8 @@ def _stat(pid: int) -> tuple[int, int, int, str] | None:
     head, _, rest = raw.rpartition(")")
     comm = head.partition("(")[2]
     fields = rest.split()
+    if fields and fields[0] in ("Z", "X"):
+        return None
     try:
         return int(fields[1]), int(fields[2]), int(fields[3]), comm
     except (IndexError, ValueError):
@@ -115,12 +117,6 @@ def describe(pid: int, st: tuple[int, int, int, str]) -> str:
     return f"pid {pid} ({st[3]}{': ' + cmd if cmd and cmd != st[3] else ''})"
 
 
-def escaped(tree: dict[int, tuple[int, int, int, str]], worker_sid: int) -> list[str]:
-    """The processes of the candidate's tree that left the worker's session (``setsid``,
-    ``setpgid`` to a new session, double forks that re-parent away): each is named."""
-    return [describe(p, st) for p, st in sorted(tree.items()) if st[2] != worker_sid]
-
-
 def kill_all(pids, rounds: int = 5) -> None:
     """Stop, then kill, every pid in ``pids`` and anything they fork meanwhile; reap the ones that
     were re-parented to this process."""
@@ -145,14 +141,11 @@ def kill_all(pids, rounds: int = 5) -> None:
             pass
 
 
-def sweep(evaluator: int, before: set[int], keep: set[int] = frozenset()) -> dict[int, tuple]:
-    """The evaluator's descendants that did not exist before the worker started (``before``), less
-    ``keep``: what the candidate left behind. Returns them (already named by :func:`describe`
-    where needed by the caller) and ends them."""
-    left = {p: st for p, st in descendants(evaluator).items() if p not in before and p not in keep}
-    if left:
-        kill_all(left)
-    return left
+def leftovers(evaluator: int, before: set[int], keep: set[int]) -> dict[int, tuple]:
+    """The evaluator's live descendants that did not exist before the worker started (``before``),
+    less ``keep`` (the worker itself): what the candidate left behind, re-parented to the
+    evaluator (the subreaper) or still in the worker's tree."""
+    return {p: st for p, st in descendants(evaluator).items() if p not in before and p not in keep}
 
 
 # ---- Landlock (applied by the worker to itself) --------------------------------------------------

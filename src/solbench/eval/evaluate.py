@@ -193,7 +193,6 @@ def judge_candidate(spec: OpSpec, device, cfg: EvalConfig, items: list[tuple[Sha
                 for sid in served:
                     outcomes[sid].fail = survivors_message(found) + (f"; {outcomes[sid].fail}"
                                                                      if outcomes[sid].fail else "")
-                    outcomes[sid].stage = outcomes[sid].stage or "containment"
         worker, served = None, []
 
     for shape, timed in items:

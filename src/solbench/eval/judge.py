@@ -47,8 +47,8 @@ AUDITS = 4
 REFILLS = 4
 #: The share of a pass's wall time (less what is expected outside the samples) the reported samples
 #: must account for, and the slack (us) for the exchange itself. On CPU (tests of the protocol, on
-#: shared machines) a Python loop between samples is slower and less steady than graph replays.
-MIN_SHARE = {"cuda": 0.8, "cpu": 0.5}
+#: shared machines) the judge may wake up tens of ms after a short pass ended.
+MIN_SHARE = {"cuda": 0.8, "cpu": 0.25}
 SLACK_US = 5_000.0
 
 

@@ -90,8 +90,11 @@ class Worker:
             for f in (fd, cmd_r, reply_w):
                 os.close(f)
         self.stage = "start"
+        self.stage_pids = {self.proc.pid}
         self.ended: WorkerGone | None = None
         self.ready = self.request(start, stage="import", max_bytes=0, is_start=True)
+        # The stage's own processes (unshare and the worker inside it); anything else is the candidate's.
+        self.stage_pids = {self.proc.pid, *self._tree()}
 
     # ---- deadlines ----
     def _deadline(self, stage: str) -> float:
@@ -216,8 +219,9 @@ class Worker:
     def close(self) -> list[str]:
         """End the worker and everything it started. Returns the processes that outlived it or
         left its session, named (empty when there were none)."""
-        tree = self._tree()
-        found = contain.escaped(tree, self.proc.pid)
+        # Looked at before the worker is told to end: in a PID namespace its end ends them all.
+        tree = {p: st for p, st in self._tree().items() if p not in self.stage_pids}
+        found = {p: contain.describe(p, st) for p, st in tree.items() if st[2] != self.proc.pid}
         if self.proc.poll() is None and not self.ended:
             try:
                 self._write(_frame({"cmd": "end"}), time.monotonic() + 2.0)
@@ -228,11 +232,14 @@ class Worker:
             except subprocess.TimeoutExpired:
                 pass
         self.kill()
-        # Orphans re-parented to this process (the subreaper) outside the worker's tree.
-        left = contain.sweep(self.me, self.before, keep={self.proc.pid})
-        named = {int(d.split()[1]) for d in found}
-        found += [contain.describe(p, st) for p, st in sorted(left.items()) if p not in named and p not in tree]
-        contain.kill_all(tree)
+        # Orphans re-parented to this process (the subreaper) rather than to the worker.
+        left = contain.leftovers(self.me, self.before, self.stage_pids)
+        # Reported: what left the worker's session. What stayed in it (a compiler's helper still
+        # exiting) ends with the stage without a word.
+        for p, st in left.items():
+            if st[2] != self.proc.pid:
+                found.setdefault(p, contain.describe(p, st))
+        contain.kill_all(set(tree) | set(left) | self.stage_pids)
         for f in (self.cmd_w, self.reply_r):
             try:
                 os.close(f)
@@ -242,7 +249,7 @@ class Worker:
             os.unlink(self.log)
         except OSError:
             pass
-        return found
+        return [found[p] for p in sorted(found)]
 
     def stderr_tail(self) -> str:
         return _tail(self.log)
