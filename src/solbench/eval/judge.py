@@ -133,20 +133,21 @@ class Judge:
     def call(self, w: Worker, shape: Shape, index: int, state: dict, what: str,
              refill: bool = False) -> tuple[list[str], dict, dict]:
         """Run the candidate once on the worker's set ``index`` (whose values the judge holds in
-        ``state``; sent first when ``refill``) and judge everything it returns. Returns (errors,
-        error statistics, the set's values after the call)."""
+        ``state``; sent first when ``refill``) and judge everything it returns: the outputs, and the
+        digests of the inputs after the call (an input the operator only reads must be as it was).
+        Returns (errors, error statistics, the set's values after the call)."""
         ref, after, written = self.expected(state)
         bufs: list = []
         head = {"cmd": "call", "set": index, "want_inputs": True, "out_bytes": wire.nbytes(ref),
                 "refill": wire.encode(state, bufs) if refill else None}
-        reply, rbufs = w.request(head, bufs, stage="check", max_bytes=4 * wire.nbytes(ref) + 2 * wire.nbytes(state))
+        reply, rbufs = w.request(head, bufs, stage="check", max_bytes=4 * wire.nbytes(ref))
         if not reply.get("ok"):
             return [f"{what}: raised {reply.get('error')}"], {}, after
         if reply.get("fake"):
             return [f"integrity: fake output: {what}: {reply['fake']}"], {}, after
         try:
             got = self.outputs_of(reply["out"], rbufs)
-            back = wire.decode(reply["inputs"], rbufs, self.device) if reply.get("inputs") else {}
+            back = reply.get("input_digests") or {}
         except (wire.WireError, ValueError, KeyError, TypeError) as e:
             return [f"integrity: fake output: {what}: outputs that do not decode ({e})"], {}, after
         errors, stats = checker.compare_outputs(self.spec, shape, state, got, ref, self.device)
@@ -154,7 +155,7 @@ class Judge:
         for k, v in state.items():
             if k in written or not hasattr(v, "dtype"):
                 continue
-            if not isinstance(back, dict) or k not in back or not _same_bits(v, back[k]):
+            if not isinstance(back, dict) or not wire.digests_match(wire.digests([[v]])[0], back.get(k) or []):
                 errors.insert(0, f"integrity: inputs written: {what}: the candidate wrote into input {k!r}, which "
                                  "the operator only reads")
         return errors, stats, after

@@ -23,6 +23,7 @@ from solbench.eval import contain, wire
 
 DEFAULT_TIMEOUTS = {"import": 120.0, "check": 300.0, "perf": 300.0}
 POLL_S = 0.25
+PIPE_BYTES = 1 << 20
 
 
 class WorkerGone(Exception):
@@ -80,6 +81,13 @@ class Worker:
         cmd_r, self.cmd_w = os.pipe()
         self.reply_r, reply_w = os.pipe()
         os.set_blocking(self.cmd_w, False)
+        for f in (self.cmd_w, self.reply_r):
+            try:  # bigger pipes: fewer wake-ups for input and output bytes (best effort)
+                import fcntl
+
+                fcntl.fcntl(f, 1031, PIPE_BYTES)  # F_SETPIPE_SZ
+            except OSError:
+                pass
         env = {**env, "SOLBENCH_EVAL_REPLY_FD": str(reply_w)}
         self.namespace = bool(contain.namespace_prefix())
         argv = contain.namespace_prefix() + [sys.executable, "-m", "solbench.eval.worker"]
@@ -152,7 +160,7 @@ class Worker:
                 self._watch(deadline)
                 continue
             try:
-                n = os.write(self.cmd_w, view[:1 << 16])
+                n = os.write(self.cmd_w, view[:PIPE_BYTES])
             except BlockingIOError:
                 continue
             except BrokenPipeError:
