@@ -161,3 +161,18 @@ def test_wire_refuses_what_it_did_not_ask_for():
     assert type(back["a"]) is torch.Tensor and torch.equal(back["a"], torch.arange(6.0).reshape(2, 3))
     os.close(r)
     os.close(w)
+
+
+def test_digests_are_exact_per_tensor_and_batched():
+    a = [[torch.empty(0), torch.randn(3, 5).bfloat16()], [torch.arange(10, dtype=torch.int32)],
+         [torch.randn(4, 4).t()], [torch.empty(0)]]
+    d = wire.digests(a)
+
+    def one(t):
+        b = t.reshape(-1).view(torch.uint8).long()
+        return [int(b.sum()), int((b * b).sum())]
+
+    assert d == [[x for t in c for x in one(t)] for c in a]
+    changed = [[t.clone() for t in c] for c in a]
+    changed[2][0][1, 2] += 1
+    assert wire.digests(changed)[2] != d[2] and wire.digests(changed)[:2] == d[:2]

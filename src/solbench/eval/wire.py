@@ -164,57 +164,43 @@ def nbytes(value: Any) -> int:
 
 # ---- digests -------------------------------------------------------------------------------------
 
-def digests(per_call: list[list]) -> list[list[float]]:
-    """Per call, the L1 and L2 norms (float64) of the bytes of each of its output tensors: what
-    the worker commits to at the end of a timing pass, before the judge says which calls it will
-    look at. Computed with few kernels on the device (batched over calls); the judge recomputes
-    them from the bytes it fetches."""
+#: Bytes digested per step (their int64 running sums take 16x that on the device).
+DIGEST_CHUNK = 32 << 20
+
+
+def digests(per_call: list[list]) -> list[list[int]]:
+    """Per call, for each of its output tensors, the sum and the sum of squares of its bytes:
+    exact integers, the same on any device and in any summation order. The worker commits to them
+    at the end of a timing pass, before the judge says which calls it will look at; the judge
+    recomputes them from the bytes it fetches. Batched: a few kernels per 32 MB of outputs,
+    however many calls (a decode plan keeps thousands)."""
     import torch
 
-    flat: list = []
-    owners: list[int] = []
-    for n, outs in enumerate(per_call):
-        for t in outs:
-            flat.append(t)
-            owners.append(n)
-    out: list[list[float]] = [[] for _ in per_call]
-    chunk: list = []
-    chunk_owner: list[int] = []
-    budget = 0
-
-    def flush():
-        if not chunk:
-            return
-        conv = [t.detach().reshape(-1).view(torch.uint8).to(torch.float32) if t.numel() else
-                torch.zeros(1, device=t.device) for t in chunk]
-        l1 = torch._foreach_norm(conv, 1, dtype=torch.float64)
-        l2 = torch._foreach_norm(conv, 2, dtype=torch.float64)
-        vals = torch.stack([torch.stack(list(l1)), torch.stack(list(l2))], 1).cpu().tolist()
-        for o, (a, b) in zip(chunk_owner, vals):
-            out[o] += [a, b]
-        chunk.clear()
-        chunk_owner.clear()
-
-    for t, n in zip(flat, owners):
-        if budget + 4 * t.numel() * t.element_size() > (256 << 20):
-            flush()
-            budget = 0
-        chunk.append(t if t.is_contiguous() else t.contiguous())
-        chunk_owner.append(n)
-        budget += 4 * t.numel() * t.element_size()
-    flush()
+    flat = [(n, t.detach().reshape(-1).view(torch.uint8)) for n, outs in enumerate(per_call) for t in outs]
+    out: list[list[int]] = [[] for _ in per_call]
+    i = 0
+    while i < len(flat):
+        j, size = i, 0
+        while j < len(flat) and (j == i or size + flat[j][1].numel() <= DIGEST_CHUNK):
+            size += flat[j][1].numel()
+            j += 1
+        group = flat[i:j]
+        lens = [b.numel() for _, b in group]
+        if size:
+            v = torch.cat([b for _, b in group]).to(torch.int64)
+            zero = torch.zeros(1, dtype=torch.int64, device=v.device)
+            c1, c2 = torch.cat([zero, torch.cumsum(v, 0)]), torch.cat([zero, torch.cumsum(v * v, 0)])
+            ends = torch.tensor([sum(lens[:m + 1]) for m in range(len(lens))], device=v.device)
+            s1 = torch.diff(c1[ends], prepend=zero).tolist()
+            s2 = torch.diff(c2[ends], prepend=zero).tolist()
+        else:
+            s1 = s2 = [0] * len(group)
+        for (n, _), a, b in zip(group, s1, s2):
+            out[n] += [int(a), int(b)]
+        i = j
     return out
 
 
-def digests_match(a: list[float], b: list[float], rel: float = 1e-6) -> bool:
-    if len(a) != len(b):
-        return False
-    for x, y in zip(a, b):
-        if not (isinstance(x, (int, float)) and isinstance(y, (int, float))):
-            return False
-        if math.isnan(x) or math.isnan(y):
-            if not (math.isnan(x) and math.isnan(y)):
-                return False
-        elif abs(x - y) > rel * max(abs(x), abs(y), 1.0):
-            return False
-    return True
+def digests_match(a: list, b: list) -> bool:
+    return isinstance(a, list) and isinstance(b, list) and len(a) == len(b) and all(
+        isinstance(x, int) and isinstance(y, int) and x == y for x, y in zip(a, b))
