@@ -157,6 +157,19 @@ def test_a_survivor_is_named_and_ended(namespace, monkeypatch):
     assert _alive("sleep 37.123") == []
 
 
+def test_a_worker_that_cannot_start_in_a_namespace_starts_without_one(monkeypatch):
+    # Some drivers or container profiles refuse a user/PID namespace: the worker dies before any
+    # candidate code runs, and the next one starts without it (the records say so).
+    from solbench.eval import contain
+
+    monkeypatch.setenv("SOLBENCH_EVAL_NAMESPACE", "1")
+    monkeypatch.setattr(contain, "_NS_PREFIX", ["false"])
+    res = run_eval("model_correct")
+    r, = res.records
+    assert r["verdict"] == "pass", r["reason"]
+    assert res.workers == 1 and r["integrity"]["pid_namespace"] is False
+
+
 def test_a_candidate_cannot_change_its_recorded_file_or_the_evaluators_files(tmp_path, monkeypatch):
     src = tmp_path / "self_rewrite.py"
     shutil.copy(CANDIDATES / "self_rewrite.py", src)

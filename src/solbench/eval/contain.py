@@ -67,6 +67,12 @@ def namespace_prefix() -> list[str]:
     return list(_NS_PREFIX)
 
 
+def disable_namespace() -> None:
+    """Start later workers without a PID namespace (one did not start inside it)."""
+    global _NS_PREFIX
+    _NS_PREFIX = []
+
+
 # ---- the process tree ----------------------------------------------------------------------------
 
 def _stat(pid: int) -> tuple[int, int, int, str] | None:

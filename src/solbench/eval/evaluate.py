@@ -33,7 +33,7 @@ from solbench.core import check as checker
 from solbench.core import hardware, roofline
 from solbench.core.env import environment
 from solbench.core.spec import OpSpec, Shape, get_spec, impls_for
-from solbench.eval import integrity
+from solbench.eval import contain, integrity
 from solbench.eval.edge import edge_shapes
 from solbench.eval.judge import CandidateRaised, Judge, Verdict
 from solbench.eval.sandbox import Worker, WorkerGone, survivors_message
@@ -167,6 +167,19 @@ def worker_env(scratch: str, gpu: bool) -> dict:
     return env
 
 
+def start_worker(start: dict, scratch: str, env: dict, timeouts: dict, rss_cap: int) -> Worker:
+    """A worker, in a PID namespace where one can be made. A worker that dies before it is ready
+    (before any candidate code) inside a namespace is the system's doing (a driver that refuses
+    it): later workers start without one, and the records say so."""
+    try:
+        return Worker(start, scratch, env, timeouts, rss_cap)
+    except WorkerGone:
+        if not contain.namespace_prefix():
+            raise
+        contain.disable_namespace()
+        return Worker(start, scratch, env, timeouts, rss_cap)
+
+
 def judge_candidate(spec: OpSpec, device, cfg: EvalConfig, items: list[tuple[Shape, bool]], copy: str,
                     original_dir: str, scratch: str, progress=None) -> tuple[dict, dict]:
     """Run the judge over ``items`` (shape, timed), starting a fresh worker after any that ends.
@@ -205,7 +218,7 @@ def judge_candidate(spec: OpSpec, device, cfg: EvalConfig, items: list[tuple[Sha
             if worker is None or worker.ended:
                 retire()
                 facts["workers"] += 1
-                worker = Worker(start, scratch, env, timeouts, rss_cap=cap + (4 << 30))
+                worker = start_worker(start, scratch, env, timeouts, rss_cap=cap + (4 << 30))
                 facts["confinement"] = worker.ready.get("confinement", "")
                 facts["namespace"] = worker.namespace
                 imp, _ = worker.request({"cmd": "import", "path": copy, "op": spec.name, "extra_path": original_dir},

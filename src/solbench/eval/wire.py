@@ -19,7 +19,7 @@ import struct
 from typing import Any
 
 MAGIC = b"SBW1"
-MAX_HEADER = 4 << 20
+MAX_HEADER = 16 << 20  # a decode plan's digests: thousands of calls
 
 
 class WireError(Exception):
