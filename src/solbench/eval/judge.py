@@ -42,7 +42,7 @@ REPEAT_CALLS = 6
 PASSES = 2
 PASS_US = {"cuda": 100_000.0, "cpu": 40_000.0}
 #: Timed calls fetched and judged after each pass (at least one on a set refilled before it).
-AUDITS = 4
+AUDITS = 8
 #: Sets refilled with fresh values before each pass after the first, at most.
 REFILLS = 4
 #: The share of a pass's wall time (less what is expected outside the samples) the reported samples
