@@ -229,7 +229,10 @@ def judge_candidate(spec: OpSpec, device, cfg: EvalConfig, items: list[tuple[Sha
                     o.fail, o.stage = failed_import, "import"
                     continue
             served.append(sid)
-            o.check = judge.check(worker, shape)
+            try:
+                o.check = judge.check(worker, shape)
+            except CandidateRaised as e:
+                o.check = Verdict(ok=False, errors=[f"raised {e}"])
             if progress:
                 progress(f"check shape {sid}: {'ok' if o.check.ok else 'FAIL'}")
             if o.check.ok and timed:

@@ -23,6 +23,8 @@ from solbench.eval import contain, wire
 
 DEFAULT_TIMEOUTS = {"import": 120.0, "check": 300.0, "perf": 300.0}
 POLL_S = 0.25
+#: Workers alive in this process (their launcher pids): one evaluation's sweep leaves another's be.
+LIVE: set[int] = set()
 PIPE_BYTES = 1 << 20
 
 
@@ -103,6 +105,7 @@ class Worker:
         self.ready = self.request(start, stage="import", max_bytes=0, is_start=True)
         # The stage's own processes (unshare and the worker inside it); anything else is the candidate's.
         self.stage_pids = {self.proc.pid, *self._tree()}
+        LIVE.add(self.proc.pid)
 
     # ---- deadlines ----
     def _deadline(self, stage: str) -> float:
@@ -122,12 +125,12 @@ class Worker:
         self.ended = WorkerGone(kind, detail, _tail(self.log))
         raise self.ended
 
-    def _died(self):
+    def _died(self, error: str | None = None):
         rc = self.proc.wait()
         from solbench.eval.worker import EXIT_CONTEXT_LOST
 
         if rc == EXIT_CONTEXT_LOST:
-            self._fail("context", "CUDA error; context lost")
+            self._fail("context", f"raised {error}; CUDA context lost" if error else "CUDA error; context lost")
         self._fail("crash", f"worker {_describe_exit(rc)} during {self.stage}")
 
     def _read_exact(self, deadline: float):
@@ -191,7 +194,7 @@ class Worker:
                                    "evaluator's channel")
         self._check_seq(reply, header.get("cmd", "start"))
         if reply.get("fatal"):
-            self._died()
+            self._died(str(reply.get("error") or "")[:400])
         return reply if is_start else (reply, rbufs)
 
     def _check_seq(self, reply: dict, cmd: str) -> None:
@@ -241,7 +244,9 @@ class Worker:
                 pass
         self.kill()
         # Orphans re-parented to this process (the subreaper) rather than to the worker.
-        left = contain.leftovers(self.me, self.before, self.stage_pids)
+        LIVE.discard(self.proc.pid)
+        others = {p for w in LIVE for p in (w, *contain.descendants(w))}
+        left = contain.leftovers(self.me, self.before, self.stage_pids | others)
         # Reported: what left the worker's session. What stayed in it (a compiler's helper still
         # exiting) ends with the stage without a word.
         for p, st in left.items():

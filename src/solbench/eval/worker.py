@@ -284,6 +284,9 @@ class Worker:
             if self.graphs is not None:
                 times = timing._replay_samples(self.graphs, samples)
             else:
+                # Eager (CPU, `--timer eager`, or a capture that failed): a sample is k calls between
+                # device-wide synchronizations, so work on any stream is inside it; one flush per
+                # sample where the plan flushes.
                 row = []
                 for _ in range(samples):
                     if self.flusher is not None:
@@ -337,6 +340,7 @@ def main() -> int:
     device = torch.device(req["device"])
     if device.type == "cuda":
         torch.cuda.init()
+        torch.zeros(1, device=device)  # the context exists before the sandbox closes (it opens device files)
     from solbench.core import check  # noqa: F401 - imported before the sandbox closes, like the rest
     from solbench.eval import candidate, contain, integrity  # noqa: F401
 
