@@ -63,7 +63,8 @@ def test_honest_timing_passes_with_its_audits_and_windows():
     assert len(v.facts["windows"]) == 2 and all(a["values"] == "digests and values" for a in v.facts["audits"])
     # After the first pass some sets were refilled, and one audited call used one of them.
     last = v.facts["audits"][-1]
-    assert last["refilled_sets"] and any(c % v.facts["timing"]["n_sets"] in last["refilled_sets"] for c in last["calls"])
+    n_sets = v.facts["timing"]["n_sets"]
+    assert last["refilled_sets"] and any(c % n_sets in last["refilled_sets"] for c in last["calls"])
 
 
 def test_window_rule():

@@ -245,8 +245,8 @@ def judge_candidate(spec: OpSpec, device, cfg: EvalConfig, items: list[tuple[Sha
         except WorkerGone as e:
             tail = e.stderr.splitlines()[-6:]
             o.fail = e.detail + (f" | stderr: {' / '.join(tail)[-600:]}" if tail and e.kind == "crash" else "")
-            o.stage = "import" if worker is not None and worker.stage == "import" else (worker.stage if worker else None)
-            if o.stage == "import":
+            o.stage = worker.stage if worker is not None else "start"
+            if o.stage in ("import", "start"):  # no worker got as far as the candidate's function
                 failed_import = o.fail
     retire()
     return outcomes, facts

@@ -116,7 +116,8 @@ class Worker:
 
     def _watch(self, deadline: float) -> None:
         if time.monotonic() > deadline:
-            self._fail("timeout", f"timed out: {self.stage} stage ran past its {self.timeouts.get(self.stage, 0):g} s limit")
+            limit = self.timeouts.get(self.stage, 0)
+            self._fail("timeout", f"timed out: {self.stage} stage ran past its {limit:g} s limit")
         if self.rss_cap and _rss_bytes([self.proc.pid, *self._tree()]) > self.rss_cap:
             self._fail("memory", f"memory cap: resident set above {self.rss_cap / 2**30:.1f} GiB during {self.stage}")
 

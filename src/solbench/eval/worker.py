@@ -341,7 +341,8 @@ def main() -> int:
     if device.type == "cuda":
         torch.cuda.init()
         torch.zeros(1, device=device)  # the context exists before the sandbox closes (it opens device files)
-    from solbench.core import check  # noqa: F401 - imported before the sandbox closes, like the rest
+    # Everything the worker needs is imported before the sandbox closes.
+    from solbench.core import check  # noqa: F401
     from solbench.eval import candidate, contain, integrity  # noqa: F401
 
     w = Worker(req, reply_fd)
