@@ -248,6 +248,10 @@ def judge_candidate(spec: OpSpec, device, cfg: EvalConfig, items: list[tuple[Sha
             o.stage = worker.stage if worker is not None else "start"
             if o.stage in ("import", "start"):  # no worker got as far as the candidate's function
                 failed_import = o.fail
+        if gpu:
+            import torch
+
+            torch.cuda.empty_cache()  # the judge's inputs and references of this shape
     retire()
     return outcomes, facts
 
@@ -307,7 +311,10 @@ def evaluate(cfg: EvalConfig, progress: Callable[[str], None] | None = None) -> 
         result = EvalResult(gpu=gpu, device=dev_name, hw=datasheet.name)
         # Baselines (and --baselines-from) are read and measured before any candidate code runs.
         if gpu:
+            import torch
+
             result.baseline_records = measure_baselines(spec, shapes, cfg, progress)
+            torch.cuda.empty_cache()  # the worker gets the memory the baselines held
         items = [(s, gpu or cfg.time_on_cpu) for s in shapes] + [(s, False) for s in edges]
         t0 = time.perf_counter()
         outcomes, facts = judge_candidate(spec, device, cfg, items, copy, str(Path(cand_path).parent), scratch,

@@ -117,6 +117,15 @@ def _num(x, default: float = 0.0) -> float:
     return x if math.isfinite(x) and x >= 0 else default
 
 
+def _moved(inputs: dict, device) -> dict:
+    """``inputs`` with its tensors on ``device`` (the same dict where they already are)."""
+    import torch
+
+    if all(not isinstance(v, torch.Tensor) or v.device.type == torch.device(device).type for v in inputs.values()):
+        return inputs
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
+
+
 def _seed() -> int:
     return secrets.randbits(31)
 
@@ -253,6 +262,8 @@ class Judge:
         try:
             for i, b in enumerate(bases):
                 self.put(w, 100 + i, b)
+            # The judge's copies wait on the host: on a GPU the worker holds the timed sets.
+            bases = [_moved(b, "cpu") for b in bases]
             mode = "cpu" if cpu else ("graph" if self.timer == "graph" else "eager_device_sync")
             prep = self._ok(w.request({"cmd": "prepare", "bases": [100 + i for i in range(len(bases))],
                                        "n_sets": n_sets, "flush": flush, "mode": mode}, stage="perf", max_bytes=0))
@@ -325,7 +336,7 @@ class Judge:
         bufs: list = []
         descs = {str(i): wire.encode(s, bufs) for i, s in new.items()}
         self._ok(w.request({"cmd": "refill", "sets": descs}, bufs, stage="perf", max_bytes=0))
-        state.update(new)
+        state.update({i: _moved(s, "cpu") for i, s in new.items()})
         return chosen
 
     def one_pass(self, w: Worker, shape: Shape, p: int, k: int, samples: int, n_sets: int, state: dict,
@@ -380,7 +391,7 @@ class Judge:
         for j in calls:
             s = j % n_sets
             if s not in refs:
-                refs[s] = self.expected(state[s])
+                refs[s] = self.expected(_moved(state[s], self.device))
                 writes_inputs |= bool(refs[s][2])
             ref_bytes += wire.nbytes(refs[s][0])
         reply, rbufs = w.request({"cmd": "fetch", "calls": calls}, stage="perf", max_bytes=4 * ref_bytes)
@@ -410,7 +421,8 @@ class Judge:
             if writes_inputs:
                 continue  # the set's values after many in-place calls are not the judge's to replay
             got = {n: t.to(self.device) for n, t in self.spec.normalize_outputs(got_raw).items()}
-            errors, _ = checker.compare_outputs(self.spec, shape, state[s], got, refs[s][0], self.device)
+            errors, _ = checker.compare_outputs(self.spec, shape, _moved(state[s], self.device), got, refs[s][0],
+                                                self.device)
             if errors:
                 v.fail(f"integrity: fake output: {what}: {errors[0]} (the timed calls did not compute what the "
                        "checked calls did)")
