@@ -103,23 +103,21 @@ class Worker:
         if self.device.type == "cuda":
             self.torch.cuda.synchronize()
 
+    @staticmethod
+    def _leaves(ret) -> list:
+        """Everything a return value holds, through dicts, tuples and lists."""
+        if isinstance(ret, dict):
+            return [x for v in ret.values() for x in Worker._leaves(v)]
+        if isinstance(ret, (tuple, list)):
+            return [x for v in ret for x in Worker._leaves(v)]
+        return [ret]
+
+    def _flat(self, ret) -> list:
+        return [t for t in self._leaves(ret) if isinstance(t, self.torch.Tensor)]
+
     def outputs(self, ret) -> tuple[dict | None, list, str | None]:
         """(wire description, buffers, why the outputs are not plain tensors)."""
-        ts = []
-
-        def walk(v):
-            if isinstance(v, self.plain):
-                ts.append(v)
-            elif isinstance(v, dict):
-                for x in v.values():
-                    walk(x)
-            elif isinstance(v, (tuple, list)):
-                for x in v:
-                    walk(x)
-            else:
-                ts.append(v)
-
-        walk(ret)
+        ts = self._leaves(ret)
         for t in ts:
             if not isinstance(t, self.plain):
                 return None, [], f"an output is a {type(t).__name__}, not a tensor"
@@ -253,22 +251,6 @@ class Worker:
                 notes.append(f"graph capture failed ({type(e).__name__}: {str(e)[:160]}); timed eagerly")
                 self.mode = "eager_device_sync"
         self.send({"ok": True, "mode": self.mode, "notes": notes})
-
-    def _flat(self, ret) -> list:
-        out = []
-
-        def walk(v):
-            if isinstance(v, self.torch.Tensor):
-                out.append(v)
-            elif isinstance(v, dict):
-                for x in v.values():
-                    walk(x)
-            elif isinstance(v, (tuple, list)):
-                for x in v:
-                    walk(x)
-
-        walk(ret)
-        return out
 
     def cmd_pass(self, msg, bufs):
         """Run ``samples`` samples of ``k`` calls, then commit to digests of the last sample's
