@@ -1,9 +1,13 @@
-"""Candidate evaluation end to end: the adversarial suite (tests/eval/candidates/), isolation, scores,
-records. Each evaluation starts one worker subprocess (a torch import, ~3 s), so most tests use one
-small shape. The GPU part (stream tricks, capture tricks, timing, ranking) runs on a device only."""
+"""Candidate evaluation end to end: the hostile-candidate suite (tests/eval/candidates/), one test
+per attack class of the threat model (docs/EVAL.md), isolation, scores, records. Each evaluation
+starts one worker subprocess (a torch import, ~3 s), so every test uses one small shape and the
+judge's own logic is tested in-process in test_judge.py. The GPU part (stream, capture and
+doing-less tricks, timing, ranking) runs on a device only."""
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -30,8 +34,20 @@ cpu_only = pytest.mark.skipif(HAS_CUDA, reason="checks the no-GPU behaviour")
 def run_eval(name: str | Path, shapes=("0",), edge=False, **kw):
     path = name if isinstance(name, Path) else CANDIDATES / f"{name}.py"
     cfg = EvalConfig(candidate=str(path), op=OP, shapes=list(shapes) if shapes else None, edge=edge,
-                     baselines=kw.pop("baselines", []), audit_seed=kw.pop("audit_seed", 7), **kw)
+                     baselines=kw.pop("baselines", []), **kw)
     return evaluate(cfg)
+
+
+def failed(name: str, *needles: str, **kw) -> dict:
+    """The one record of ``name``: a FAIL whose reason has one of ``needles``, with no figure."""
+    r, = run_eval(name, **kw).records
+    assert r["verdict"] == "fail" and r["status"] == "fail", (name, r["verdict"], r["reason"])
+    assert any(n in r["reason"] for n in needles), (name, r["reason"])
+    assert r["time_us"] is None and r["s_achievable"] is None
+    return r
+
+
+WRONG = ("elements outside atol", "constant output", "NaN")  # the judge's comparison, in its own process
 
 
 # ---- honest candidates ---------------------------------------------------------------------------
@@ -55,49 +71,136 @@ def test_example_triton_candidate_passes_with_edge_cases_and_no_perf_claim(tmp_p
     back = read_records(out)
     assert len(back) == len(recs)
     compare_records(back, back)
+    # The record names the file that ran by the hash of its bytes, taken before it ran.
+    assert recs[0]["candidate"]["sha256"] == hashlib.sha256(EXAMPLE.read_bytes()).hexdigest()
 
 
-@pytest.mark.parametrize("name", ["model_correct", "slow_correct"])
+@pytest.mark.parametrize("name", ["model_correct", "prints_megabytes"])
 def test_honest_candidates_pass(name):
+    # prints_megabytes: 9 MB at import and 256 KB a call go to the worker's log, not the verdict.
     res = run_eval(name)
     r, = res.records
     assert r["verdict"] == "pass", r["reason"]
     assert r["impl_facts"]["resolved"].startswith("Model" if name == "model_correct" else "function")
+    assert len(r["reason"]) < 100
 
 
-# ---- cheats --------------------------------------------------------------------------------------
-
-CHEATS = {
-    # output caching: the repeat-call audit sees outputs in the same memory and stale values
-    "cache_after_check": "output caching",
-    # memoization by pointer: the set refilled in place gives it away, unless the allocator already
-    # handed a later seed's input the address of an earlier one: then the seed check sees stale values
-    "memo_by_pointer": ("fresh-input audit", "elements outside atol"),
-    # timer patching, at import
-    "patch_timer": "time.perf_counter was replaced",
-    # patching the evaluator's own checker, lazily on the first call
-    "patch_checker": "solbench.core.check.compare_outputs was replaced",
-    # degenerate output
-    "constant_output": "constant output",
-    # lazy / subclassed tensors
-    "lazy_subclass": "subclass, not a plain torch.Tensor",
-    # forged protocol lines
-    "forge_protocol": "forged lines",
-}
+@cpu_only
+def test_honest_candidate_passes_the_timing_protocol_on_cpu_without_a_figure():
+    r, = run_eval("model_correct", time_on_cpu=True).records
+    assert r["verdict"] == "pass", r["reason"]
+    assert r["time_us"] is None and r["timing"] is None and r["perf"] == NO_GPU  # a CPU time is no figure
+    assert r["integrity"]["timing_check"]["samples"] > 0 and len(r["integrity"]["windows"]) == 2
+    assert all(a["values"] == "digests and values" for a in r["integrity"]["perf_audit"])
 
 
-@pytest.mark.parametrize("name", sorted(CHEATS))
-def test_every_cpu_capable_cheat_is_caught(name):
-    r, = run_eval(name).records
-    assert r["verdict"] == "fail" and r["status"] == "fail"
-    expected = CHEATS[name] if isinstance(CHEATS[name], tuple) else (CHEATS[name],)
-    assert any(e in r["reason"] for e in expected), r["reason"]
-    assert r["time_us"] is None and r["s_achievable"] is None
+# ---- the attack classes (docs/EVAL.md, "Threat model") -------------------------------------------
+
+def test_patching_the_judge_or_its_tools_changes_nothing_it_uses():
+    # Patches the checker, the spec's tolerance and cost model, sys.modules and builtins inside
+    # its own process; the judge never imported any of them there. Off by one: FAIL.
+    failed("patch_judge", "elements outside atol")
 
 
-def test_timer_patch_names_the_cuda_event_too():
-    r, = run_eval("patch_timer").records
-    assert "torch.cuda.Event.elapsed_time was replaced" in r["reason"]
+@cpu_only
+def test_a_patched_clock_is_a_timing_mismatch():
+    # The clocks it can reach are its own process's; the judge's clock around each pass is not.
+    r = failed("patch_timer", "integrity: timing mismatch", time_on_cpu=True)
+    assert "work ran outside the timed calls" in r["reason"]
+
+
+@pytest.mark.parametrize("name", ["read_frames", "predict_audit"])
+def test_reading_the_judges_state_finds_nothing_to_use(name):
+    # Frames and gc hold no reference, token or audit choice in the worker (they live in the
+    # judge); every check call is judged, so predicting which one is audited gains nothing.
+    failed(name, *WRONG)
+
+
+@pytest.mark.parametrize("name,needles", [("lazy_parameter", ("integrity: fake output", "tensor subclass")),
+                                          ("profile_hook", WRONG), ("constant_output", ("constant output",))])
+def test_lazy_fake_or_degenerate_outputs_fail(name, needles):
+    # Only bytes cross to the judge: a Parameter subclass computed when read is refused by name,
+    # and a hook that would copy the reference in at judging time never sees one.
+    failed(name, *needles)
+
+
+@pytest.mark.parametrize("name,needles,kw", [
+    ("cache_after_check", WRONG, {}),            # stale outputs after the first calls
+    ("memo_by_pointer", WRONG, {}),              # same addresses, new values (the set refilled in place)
+    ("writes_inputs", ("integrity: inputs written",), {}),
+    ("first_calls", ("integrity: fake output: timed call",), {"time_on_cpu": True}),
+    ("background_work", ("integrity: fake output", "integrity: timing mismatch"), {"time_on_cpu": True}),
+])
+def test_stage_detection_fails(name, needles, kw):
+    failed(name, *needles, **kw)
+
+
+def _alive(marker: str) -> list[int]:
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if marker.encode() in f.read().replace(b"\0", b" "):
+                    found.append(int(pid))
+        except OSError:
+            pass
+    return found
+
+
+@pytest.mark.parametrize("namespace", ["1", "0"])
+def test_a_survivor_is_named_and_ended(namespace, monkeypatch):
+    # A daemon in a new session (double fork + setsid) outlives nothing: with a PID namespace the
+    # kernel ends it with the worker; without one the evaluator is its subreaper and ends it.
+    monkeypatch.setenv("SOLBENCH_EVAL_NAMESPACE", namespace)
+    r = failed("survivor", "integrity: survivor")
+    assert "sleep" in r["reason"] and r["integrity"]["survivors"]
+    assert _alive("sleep 37.123") == []
+
+
+def test_a_worker_that_cannot_start_in_a_namespace_starts_without_one(monkeypatch):
+    # Some drivers or container profiles refuse a user/PID namespace: the worker dies before any
+    # candidate code runs, and the next one starts without it (the records say so).
+    from solbench.eval import contain
+
+    monkeypatch.setenv("SOLBENCH_EVAL_NAMESPACE", "1")
+    monkeypatch.setattr(contain, "_NS_PREFIX", ["false"])
+    res = run_eval("model_correct")
+    r, = res.records
+    assert r["verdict"] == "pass", r["reason"]
+    assert res.workers == 1 and r["integrity"]["pid_namespace"] is False
+
+
+def test_a_candidate_cannot_change_its_recorded_file_or_the_evaluators_files(tmp_path, monkeypatch):
+    src = tmp_path / "self_rewrite.py"
+    shutil.copy(CANDIDATES / "self_rewrite.py", src)
+    original = src.read_bytes()
+    target = tmp_path / "results.jsonl"
+    target.write_text("precious\n")
+    monkeypatch.setenv("SOLBENCH_EVAL_TEST_TARGET", str(target))
+    r = failed(src, *WRONG)
+    # It ran from a copy hashed before it ran: the record names the hostile file, which is intact.
+    assert r["candidate"]["sha256"] == hashlib.sha256(original).hexdigest() and src.read_bytes() == original
+    if r["integrity"]["confinement"].startswith("landlock"):
+        assert target.read_text() == "precious\n"  # the write outside its scratch folder was refused
+
+
+def test_forged_protocol_frames_are_an_integrity_failure():
+    failed("forge_protocol", "integrity: protocol")
+
+
+# ---- bad input -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name,needle", [("wrong_signature", "interface: signature (gate, up) does not match"),
+                                         ("syntax_error", "import failed: SyntaxError"),
+                                         ("bad_import", "this candidate does not even import")])
+def test_bad_input_is_one_clear_line(name, needle):
+    r = failed(name, needle)
+    assert "\n" not in r["reason"] and len(r["reason"]) < 300
+
+
+def test_a_missing_file_is_an_error_before_anything_runs():
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        run_eval("no_such_candidate")
 
 
 # ---- isolation -----------------------------------------------------------------------------------
@@ -109,12 +212,11 @@ def test_crash_hang_memory_and_import_failures_are_fails_and_the_evaluator_survi
     res = run_eval("hang", shapes=("0", "9"), timeouts={"check": 2.0})
     assert [r["verdict"] for r in res.records] == ["fail", "fail"] and res.workers == 2
     assert all("check stage ran past its 2 s limit" in r["reason"] for r in res.records)
+    assert not any("survivor" in r["reason"] for r in res.records)  # the killed worker is no survivor
     hog, = run_eval("memory_hog", mem_cap_gb=1.0).records
     # Without CUDA the cap is an address-space limit (the allocation fails); a CUDA worker needs
     # a huge address space, so there the resident-set watcher kills it instead.
     assert hog["verdict"] == "fail" and ("allocate" in hog["reason"] or "memory cap" in hog["reason"]), hog["reason"]
-    bad, = run_eval("bad_import").records
-    assert bad["verdict"] == "fail" and "this candidate does not even import" in bad["reason"]
 
 
 # ---- scores, CLI, batch --------------------------------------------------------------------------
@@ -206,36 +308,13 @@ def test_cli_eval_exits_non_zero_unless_every_shape_passes(tmp_path, capsys):
     assert main(args + ["--report-only"]) == 0  # a passing candidate exits 0: the batch test below
 
 
-def test_guard_sees_patches_made_after_the_snapshot():
-    import time
-
-    from solbench.core import check
-    from solbench.core.spec import get_spec
-    from solbench.eval.integrity import Guard
-
-    spec = get_spec(OP)
-    g = Guard(spec)
-    orig_clock, orig_cmp = time.perf_counter, check.compare_tensor
-    try:
-        assert g.violations() == []
-        time.perf_counter = lambda: 0.0
-        check.compare_tensor = lambda *a, **k: ([], {})
-        spec.reference = lambda **k: None
-        v = g.violations()
-        assert v[0] == "time.perf_counter was replaced"
-        assert "solbench.core.check.compare_tensor was replaced" in v
-        assert any("reference() was overridden" in x for x in v)
-    finally:
-        time.perf_counter, check.compare_tensor = orig_clock, orig_cmp
-        del spec.reference
-    assert g.violations() == []
-
-
 # ---- GPU part (run on the device; output committed under tests/eval/gpu_results/) -----------------
 
 @gpu_only
-@pytest.mark.parametrize("name,needle", [("side_stream", "stream"), ("skip_when_captured", "fresh-input audit")])
-def test_gpu_stream_and_capture_cheats_are_caught(name, needle):
+@pytest.mark.parametrize("name,needle", [("side_stream", "stream"),
+                                         ("skip_when_captured", "integrity: fake output: timed call"),
+                                         ("less_when_timed", "integrity: fake output: timed call")])
+def test_gpu_stream_capture_and_doing_less_cheats_are_caught(name, needle):
     r, = run_eval(name, shapes=("1",)).records
     assert r["verdict"] in ("fail", "flagged") and r["time_us"] is None, (r["verdict"], r["reason"], r.get("timing"))
     assert needle in r["reason"] or any(needle in f for f in r["flags"]), r["reason"]

@@ -42,9 +42,11 @@ def declared_op(path: str | Path) -> str | None:
     return None
 
 
-def import_file(path: str | Path, module_name: str = "solbench_candidate") -> ModuleType:
-    """Import a candidate file as a fresh module (its folder is put first on ``sys.path`` so it can
-    import files beside it)."""
+def import_file(path: str | Path, module_name: str = "solbench_candidate",
+                extra_path: str | None = None) -> ModuleType:
+    """Import a candidate file as a fresh module (its folder is put first on ``sys.path``, and
+    ``extra_path`` after it: the evaluator imports a copy and passes the original's folder, so
+    the candidate can still import files beside it)."""
     p = Path(path).resolve()
     if not p.is_file():
         raise CandidateError(f"candidate file {p} does not exist")
@@ -55,6 +57,8 @@ def import_file(path: str | Path, module_name: str = "solbench_candidate") -> Mo
     sys.modules[module_name] = mod
     if str(p.parent) not in sys.path:
         sys.path.insert(0, str(p.parent))
+    if extra_path and extra_path not in sys.path:
+        sys.path.insert(1, extra_path)
     spec.loader.exec_module(mod)
     return mod
 

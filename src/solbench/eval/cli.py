@@ -145,7 +145,8 @@ def register(sub) -> None:
     q.add_argument("--hw", help="datasheet SKU for SOL (default: the detected device)")
     q.add_argument("--smoke", action="store_true", help="only the smoke shapes, even on a GPU")
     q.add_argument("--no-edge", action="store_true", help="leave out the edge-case shapes")
-    q.add_argument("--audit-seed", type=int, help="fix the random choice of audited calls (default: random)")
+    q.add_argument("--audit-seed", type=int,
+                   help="ignored (kept for old scripts): the judge draws its audits with `secrets`")
     q.add_argument("--json", action="store_true", help="also print the task scores as JSON")
     q.add_argument("--report-only", action="store_true",
                    help="exit 0 whatever the verdicts (by default eval exits 1 unless every shape passes)")

@@ -21,10 +21,31 @@ def _us(x):
     return f"{x:,.0f}" if x >= 100 else (f"{x:.2f}" if x >= 1 else f"{x:.3f}")
 
 
+_CONFINEMENT_NOTED = False
+
+
+def confinement_note(res: EvalResult) -> str | None:
+    """What this system could not enforce around the candidate (None when everything was)."""
+    missing = []
+    if res.confinement and not res.confinement.startswith("landlock"):
+        missing.append(f"its file writes are not confined ({res.confinement.removeprefix('none: ')})")
+    if res.workers and not res.namespace:
+        missing.append("no PID namespace (processes it starts are found and ended by a sweep instead)")
+    if not missing:
+        return None
+    return ("note: on this system the candidate runs with " + "; ".join(missing)
+            + ". Evaluate untrusted code inside a container (docs/EVAL.md, Threat model).")
+
+
 def print_eval(console, res: EvalResult, brief: bool = False) -> None:
+    global _CONFINEMENT_NOTED
     recs = res.records
     if not recs:
         return
+    note = confinement_note(res)
+    if note and not _CONFINEMENT_NOTED:  # once per process: a batch says it once
+        console.print(f"[yellow]{note}[/]", markup=True)
+        _CONFINEMENT_NOTED = True
     op = recs[0]["op"]
     imp = res.import_info or {}
     head = (f"{op}: candidate {recs[0]['candidate']['path']} ({imp.get('desc') or 'not imported'}) on {res.device}"

@@ -1,65 +1,39 @@
-"""The parent side of isolation: run the worker, enforce a wall-clock timeout per stage and a
-memory cap, survive whatever the candidate does.
+"""The judge's handle on the candidate's process: start it contained, talk to it with deadlines,
+end it and everything it started.
 
-A crash (segfault, ``os._exit``, an uncaught CUDA error), a hang past the stage's timeout, or a
-resident set above the cap kills the worker's whole process group; the shape it was working on
-is marked FAIL with the stage and the tail of its stderr, and a fresh worker picks up the
-remaining shapes. A failed import fails every shape with the import error.
+A worker is started in a new session (and, where the system allows, a new PID namespace: see
+:mod:`solbench.eval.contain`) with its stdout and stderr going to a log file the judge only tails,
+commands on its stdin and replies on a pipe of their own. Every request has a deadline (the stage's
+timeout); a reply that does not come in time, a worker that dies, a resident set over the cap or a
+frame that does not parse ends the worker (:class:`WorkerGone` says how). :meth:`Worker.close`
+names the processes the candidate left outside its session and ends every process it started.
 """
 from __future__ import annotations
 
-import json
 import os
 import secrets
-import selectors
+import select
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
-from typing import Callable
+
+from solbench.eval import contain, wire
 
 DEFAULT_TIMEOUTS = {"import": 120.0, "check": 300.0, "perf": 300.0}
+POLL_S = 0.25
+#: Workers alive in this process (their launcher pids): one evaluation's sweep leaves another's be.
+LIVE: set[int] = set()
+PIPE_BYTES = 1 << 20
 
 
-@dataclass
-class ShapeOutcome:
-    check: dict | None = None
-    perf: dict | None = None
-    fail: str | None = None      # crash / timeout / memory cap / import failure
-    stage: str | None = None     # the stage ``fail`` happened in
+class WorkerGone(Exception):
+    """The worker ended or was ended: ``kind`` is crash | timeout | memory | context | protocol."""
 
-
-@dataclass
-class SandboxResult:
-    outcomes: dict[str, ShapeOutcome] = field(default_factory=dict)
-    import_info: dict | None = None
-    workers: int = 0
-    foreign_lines: int = 0       # lines on the protocol channel without the nonce
-    stderr_tail: str = ""
-
-
-def _rss_bytes(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError):
-        return 0
-    return 0
-
-
-def _kill(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)  # the worker and anything it spawned
-    except (ProcessLookupError, PermissionError):
-        pass
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        pass
+    def __init__(self, kind: str, detail: str, stderr: str = ""):
+        super().__init__(detail)
+        self.kind, self.detail, self.stderr = kind, detail, stderr
 
 
 def _tail(path: str, n: int = 1500) -> str:
@@ -82,142 +56,229 @@ def _describe_exit(rc: int) -> str:
     return f"exited with code {rc}"
 
 
-def run_worker_once(request: dict, timeouts: dict[str, float], rss_cap: int | None,
-                    on_event: Callable[[dict], None], env: dict | None = None) -> dict:
-    """One worker over ``request['shapes']``. Calls ``on_event`` for each authentic message.
-    Returns ``{"end": "done" | "crash" | "timeout" | "memory" | "context", "stage", "shape",
-    "detail", "foreign", "stderr"}``."""
-    nonce = secrets.token_hex(16)
-    err_f = tempfile.NamedTemporaryFile(prefix="solbench-eval-", suffix=".stderr", delete=False)
-    err_path = err_f.name
-    proc = subprocess.Popen([sys.executable, "-m", "solbench.eval.worker"], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=err_f, start_new_session=True,
-                            env=env or os.environ.copy())
-    err_f.close()
-    stage, shape = "start", None
-    deadline = time.monotonic() + timeouts.get("import", DEFAULT_TIMEOUTS["import"]) + 60.0
-    foreign = 0
-    buf = b""
-    end: dict = {}
-    try:
-        proc.stdin.write((json.dumps({**request, "nonce": nonce}) + "\n").encode())
-        proc.stdin.close()
-    except BrokenPipeError:
-        pass
-    sel = selectors.DefaultSelector()
-    sel.register(proc.stdout, selectors.EVENT_READ)
-    try:
-        while True:
-            ready = sel.select(timeout=0.2)
-            if ready:
-                chunk = os.read(proc.stdout.fileno(), 1 << 16)
-                if not chunk:
-                    rc = proc.wait()
-                    if end.get("end") != "done":
-                        from solbench.eval.worker import EXIT_CONTEXT_LOST
-
-                        kind = "context" if rc == EXIT_CONTEXT_LOST else "crash"
-                        end = {"end": kind, "stage": stage, "shape": shape,
-                               "detail": "CUDA error; context lost" if kind == "context" else
-                               f"worker {_describe_exit(rc)} during {stage}"}
-                    break
-                buf += chunk
-                while b"\n" in buf:
-                    line, buf = buf.split(b"\n", 1)
-                    try:
-                        msg = json.loads(line)
-                    except ValueError:
-                        foreign += 1
-                        continue
-                    if not isinstance(msg, dict) or msg.pop("nonce", None) != nonce:
-                        foreign += 1
-                        continue
-                    if msg.get("ev") == "begin":
-                        stage, shape = msg["stage"], msg.get("shape")
-                        deadline = time.monotonic() + float(timeouts.get(stage, DEFAULT_TIMEOUTS.get(stage, 300.0)))
-                        continue
-                    if msg.get("ev") == "done":
-                        end = {"end": "done"}
-                    on_event(msg)
-            if time.monotonic() > deadline:
-                _kill(proc)
-                end = {"end": "timeout", "stage": stage, "shape": shape,
-                       "detail": f"timed out: {stage} stage ran past its {timeouts.get(stage, 0):g} s limit"}
-                break
-            if rss_cap and _rss_bytes(proc.pid) > rss_cap:
-                _kill(proc)
-                end = {"end": "memory", "stage": stage, "shape": shape,
-                       "detail": f"memory cap: resident set above {rss_cap / 2**30:.1f} GiB during {stage}"}
-                break
-    finally:
-        sel.close()
-        if proc.poll() is None:
-            _kill(proc)
-        proc.stdout.close()
-    end["foreign"] = foreign
-    end["stderr"] = _tail(err_path)
-    try:
-        os.unlink(err_path)
-    except OSError:
-        pass
-    return end
+def _rss_bytes(pids) -> int:
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1]) * 1024
+                        break
+        except (OSError, ValueError):
+            pass
+    return total
 
 
-def run_candidate(request: dict, shapes: list[dict], timeouts: dict[str, float] | None = None,
-                  rss_cap: int | None = None, progress: Callable[[str], None] | None = None,
-                  env: dict | None = None) -> SandboxResult:
-    """Evaluate ``shapes`` (worker payloads with ``id``) with as many workers as crashes need."""
-    timeouts = {**DEFAULT_TIMEOUTS, **(timeouts or {})}
-    res = SandboxResult(outcomes={str(s["id"]): ShapeOutcome() for s in shapes})
-    remaining = list(shapes)
+class Worker:
+    """One worker process. ``start`` is the first frame it reads (device, memory cap, scratch)."""
 
-    def complete(sid: str, payload: dict) -> bool:
-        o = res.outcomes[sid]
-        if o.fail:
-            return True
-        if o.check is None:
-            return False
-        if not o.check.get("ok") or not payload.get("timed") or request.get("device", "cpu") == "cpu":
-            return True
-        return o.perf is not None
+    def __init__(self, start: dict, scratch: str, env: dict, timeouts: dict, rss_cap: int | None):
+        contain.set_subreaper()
+        self.timeouts = {**DEFAULT_TIMEOUTS, **(timeouts or {})}
+        self.rss_cap = rss_cap
+        self.me = os.getpid()
+        self.before = set(contain.descendants(self.me))
+        fd, self.log = tempfile.mkstemp(prefix="solbench-eval-", suffix=".log")
+        cmd_r, self.cmd_w = os.pipe()
+        self.reply_r, reply_w = os.pipe()
+        os.set_blocking(self.cmd_w, False)
+        for f in (self.cmd_w, self.reply_r):
+            try:  # bigger pipes: fewer wake-ups for input and output bytes (best effort)
+                import fcntl
 
-    def on_event(msg: dict) -> None:
-        ev = msg.get("ev")
-        if ev == "import":
-            res.import_info = msg
-        elif ev in ("check", "perf"):
-            o = res.outcomes.get(str(msg.get("shape")))
-            if o is not None:
-                setattr(o, ev, msg)
-                if progress:
-                    progress(f"{ev} shape {msg.get('shape')}: {'ok' if msg.get('ok') else 'FAIL'}")
+                fcntl.fcntl(f, 1031, PIPE_BYTES)  # F_SETPIPE_SZ
+            except OSError:
+                pass
+        env = {**env, "SOLBENCH_EVAL_REPLY_FD": str(reply_w)}
+        self.namespace = bool(contain.namespace_prefix())
+        argv = contain.namespace_prefix() + [sys.executable, "-m", "solbench.eval.worker"]
+        try:
+            self.proc = subprocess.Popen(argv, stdin=cmd_r, stdout=fd, stderr=fd, pass_fds=(reply_w,),
+                                         start_new_session=True, cwd=scratch, env=env)
+        finally:
+            for f in (fd, cmd_r, reply_w):
+                os.close(f)
+        self.stage = "start"
+        self.stage_pids = {self.proc.pid}
+        self.ended: WorkerGone | None = None
+        self.ready = self.request(start, stage="import", max_bytes=0, is_start=True)
+        # The stage's own processes (unshare and the worker inside it); anything else is the candidate's.
+        self.stage_pids = {self.proc.pid, *self._tree()}
+        LIVE.add(self.proc.pid)
 
-    while remaining:
-        res.workers += 1
-        end = run_worker_once({**request, "shapes": remaining}, timeouts, rss_cap, on_event, env)
-        res.foreign_lines += end.get("foreign", 0)
-        res.stderr_tail = end.get("stderr", "")
-        if res.import_info is not None and not res.import_info.get("ok"):
-            why = f"import failed: {res.import_info.get('error')}"
-            for s in remaining:
-                res.outcomes[str(s["id"])].fail, res.outcomes[str(s["id"])].stage = why, "import"
-            break
-        if end["end"] == "done":
-            break
-        detail = end.get("detail", "")
-        tail = end.get("stderr", "").splitlines()[-6:]
-        reason = detail + (f" | stderr: {' / '.join(tail)[-600:]}" if tail and end["end"] == "crash" else "")
-        if end.get("stage") in ("start", "import"):
-            for s in remaining:
-                o = res.outcomes[str(s["id"])]
-                o.fail, o.stage = reason, end.get("stage")
-            break
-        sid = str(end.get("shape"))
-        o = res.outcomes.get(sid)
-        # After a CUDA error the worker has already reported the shape's FAIL with the error text.
-        if o is not None and end["end"] != "context" and o.fail is None:
-            o.fail, o.stage = reason, end.get("stage")
-        remaining = [s for s in remaining if not complete(str(s["id"]), s)]
-        # The shape that took the worker down is done, whatever it had reported before.
-        remaining = [s for s in remaining if str(s["id"]) != sid]
-    return res
+    # ---- deadlines ----
+    def _deadline(self, stage: str) -> float:
+        return time.monotonic() + float(self.timeouts.get(stage, 300.0)) + (30.0 if stage == "import" else 0.0)
+
+    def _tree(self) -> dict:
+        return contain.descendants(self.proc.pid)
+
+    def _watch(self, deadline: float) -> None:
+        if time.monotonic() > deadline:
+            limit = self.timeouts.get(self.stage, 0)
+            self._fail("timeout", f"timed out: {self.stage} stage ran past its {limit:g} s limit")
+        if self.rss_cap and _rss_bytes([self.proc.pid, *self._tree()]) > self.rss_cap:
+            self._fail("memory", f"memory cap: resident set above {self.rss_cap / 2**30:.1f} GiB during {self.stage}")
+
+    def _fail(self, kind: str, detail: str):
+        self.kill()
+        self.ended = WorkerGone(kind, detail, _tail(self.log))
+        raise self.ended
+
+    def _died(self, error: str | None = None):
+        rc = self.proc.wait()
+        from solbench.eval.worker import EXIT_CONTEXT_LOST
+
+        if rc == EXIT_CONTEXT_LOST:
+            self._fail("context", f"raised {error}; CUDA context lost" if error else "CUDA error; context lost")
+        self._fail("crash", f"worker {_describe_exit(rc)} during {self.stage}")
+
+    def _read_exact(self, deadline: float):
+        def read(fd: int, n: int) -> bytearray:
+            buf = bytearray(n)
+            view = memoryview(buf)
+            got = 0
+            while got < n:
+                r, _, _ = select.select([fd], [], [], POLL_S)
+                if not r:
+                    if self.proc.poll() is not None:
+                        self._died()
+                    self._watch(deadline)
+                    continue
+                k = os.readv(fd, [view[got:]])
+                if k == 0:
+                    self._died()
+                got += k
+            return buf
+
+        return read
+
+    def _write(self, data, deadline: float) -> None:
+        view = memoryview(data).cast("B")
+        while view.nbytes:
+            _, w, _ = select.select([], [self.cmd_w], [], POLL_S)
+            if not w:
+                if self.proc.poll() is not None:
+                    self._died()
+                self._watch(deadline)
+                continue
+            try:
+                n = os.write(self.cmd_w, view[:PIPE_BYTES])
+            except BlockingIOError:
+                continue
+            except BrokenPipeError:
+                self._died()
+            view = view[n:]
+
+    # ---- requests ----
+    def request(self, header: dict, bufs: list = (), *, stage: str, max_bytes: int,
+                is_start: bool = False) -> tuple[dict, list] | dict:
+        """Send one command and return ``(reply, buffers)`` (the bare reply for the start frame).
+        A reply with ``ok: false`` is returned as it is; a dead, late or garbled worker raises."""
+        if self.ended:
+            raise self.ended
+        self.stage = stage
+        deadline = self._deadline(stage)
+        # A fresh token per command, echoed in its reply: a frame written ahead of time by anything
+        # else on the channel answers no command.
+        self.seq = secrets.token_hex(8)
+        header = {**header, "seq": self.seq}
+        self._write(_frame(header, bufs), deadline)
+        for b in bufs:
+            self._write(b, deadline)
+        try:
+            reply, rbufs = wire.read_frame(self.reply_r, max_bytes + (1 << 20), read_exact=self._read_exact(deadline))
+        except wire.WireError as e:
+            self._fail("protocol", f"integrity: protocol: the worker's reply to {header.get('cmd', 'start')} is not "
+                                   f"a frame of the evaluator's wire format ({e}); something else wrote on the "
+                                   "evaluator's channel")
+        self._check_seq(reply, header.get("cmd", "start"))
+        if reply.get("fatal"):
+            self._died(str(reply.get("error") or "")[:400])
+        return reply if is_start else (reply, rbufs)
+
+    def _check_seq(self, reply: dict, cmd: str) -> None:
+        if reply.get("seq") != self.seq:
+            self._fail("protocol", f"integrity: protocol: a frame on the evaluator's channel does not answer its "
+                                   f"{cmd!r} command (forged, or out of turn)")
+
+    def reply(self, *, stage: str, max_bytes: int) -> tuple[dict, list]:
+        """A further reply to the last command (commands that answer with two frames)."""
+        if self.ended:
+            raise self.ended
+        self.stage = stage
+        try:
+            reply, bufs = wire.read_frame(self.reply_r, max_bytes + (1 << 20),
+                                          read_exact=self._read_exact(self._deadline(stage)))
+        except wire.WireError as e:
+            self._fail("protocol", f"integrity: protocol: a reply is not a frame of the evaluator's wire format ({e})")
+        self._check_seq(reply, "pass")
+        return reply, bufs
+
+    # ---- ending ----
+    def kill(self) -> None:
+        for target in (lambda: os.killpg(self.proc.pid, signal.SIGKILL), lambda: self.proc.kill()):
+            try:
+                target()
+            except (ProcessLookupError, PermissionError, OSError):
+                pass
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+
+    def close(self) -> list[str]:
+        """End the worker and everything it started. Returns the processes that outlived it or
+        left its session, named (empty when there were none)."""
+        # Looked at before the worker is told to end: in a PID namespace its end ends them all.
+        tree = {p: st for p, st in self._tree().items() if p not in self.stage_pids}
+        found = {p: contain.describe(p, st) for p, st in tree.items() if st[2] != self.proc.pid}
+        if self.proc.poll() is None and not self.ended:
+            try:
+                self._write(_frame({"cmd": "end"}), time.monotonic() + 2.0)
+            except (WorkerGone, OSError):
+                pass
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+        self.kill()
+        # Orphans re-parented to this process (the subreaper) rather than to the worker.
+        LIVE.discard(self.proc.pid)
+        others = {p for w in LIVE for p in (w, *contain.descendants(w))}
+        left = contain.leftovers(self.me, self.before, self.stage_pids | others)
+        # Reported: what left the worker's session. What stayed in it (a compiler's helper still
+        # exiting) ends with the stage without a word.
+        for p, st in left.items():
+            if st[2] != self.proc.pid:
+                found.setdefault(p, contain.describe(p, st))
+        contain.kill_all(set(tree) | set(left) | self.stage_pids)
+        for f in (self.cmd_w, self.reply_r):
+            try:
+                os.close(f)
+            except OSError:
+                pass
+        try:
+            os.unlink(self.log)
+        except OSError:
+            pass
+        return [found[p] for p in sorted(found)]
+
+    def stderr_tail(self) -> str:
+        return _tail(self.log)
+
+
+def survivors_message(found: list[str]) -> str:
+    shown = "; ".join(found[:4]) + (f"; and {len(found) - 4} more" if len(found) > 4 else "")
+    return (f"integrity: survivor: {len(found)} process(es) started by the candidate left its stage "
+            f"(a new session, or alive after the worker ended): {shown}; all were ended")
+
+
+def _frame(header: dict, bufs: list = ()) -> bytes:
+    """The head of a frame (magic, length, JSON header); the buffers follow it."""
+    import json
+    import struct
+
+    head = json.dumps({**header, "bufs": [len(memoryview(b).cast("B")) for b in bufs]}).encode()
+    return wire.MAGIC + struct.pack("<I", len(head)) + head

@@ -1,10 +1,16 @@
-"""Cheat: patches the clocks the timer reads (correct outputs otherwise)."""
+"""Cheat (patching the clocks): rebinds the clocks a timer reads -- ``time.perf_counter``, the
+worker's own clock, CUDA events -- so every sample reads as almost nothing. Correct outputs."""
+import sys
 import time
 
 import torch
 
 torch.cuda.Event.elapsed_time = lambda self, end: 1e-3
 time.perf_counter = lambda: 0.0
+for name in ("__main__", "solbench.eval.worker"):
+    mod = sys.modules.get(name)
+    if mod is not None and hasattr(mod, "_clock"):
+        mod._clock = lambda: 0.0
 
 
 def silu_and_mul(x):

@@ -1,0 +1,3 @@
+"""Bad input: not Python."""
+def silu_and_mul(x)
+    return x
