@@ -322,7 +322,8 @@ def keep_unmeasured(entries: dict, results: Sequence[KeyResult], current: dict, 
     for kernel, by_n in current.items():
         for n, entry in by_n.items():
             if (kernel, str(n)) not in measured and str(n) not in entries.get(kernel, {}):
-                entries.setdefault(kernel, {})[str(n)] = dict(entry, kept_from=entry.get("kept_from", source))
+                origin = tuning.portable_source(entry.get("kept_from", source))  # the table ships: no machine path
+                entries.setdefault(kernel, {})[str(n)] = dict(entry, kept_from=origin)
                 kept += 1
     return kept
 
@@ -453,6 +454,7 @@ def tune(ops: Sequence[str] | None = None, *, time_budget_s: float | None = None
         torch.cuda.empty_cache()
     kept = keep_unmeasured(entries, results, current, source)
     env = environment("graph")
+    env["launch_configs"] = tuning.portable_source(env["launch_configs"])
     table = {"version": tuning.TABLE_VERSION, "device": hardware.device_name(device),
              "date": time.strftime("%Y-%m-%dT%H:%M:%S"), "env": env,
              "rule": f"adopted when the best candidate beat first principles by > {MIN_GAIN:.0%} on two "

@@ -140,6 +140,18 @@ def source() -> str:
     return active_table()[0]
 
 
+def portable_source(src: str) -> str:
+    """``src`` (a :func:`source`) without machine paths, for files that ship: a packaged table as
+    ``solbench/core/tuned/<name>``, any other table file by its name, anything else unchanged."""
+    if src.startswith("first principles"):
+        return src
+    p = Path(src)
+    try:
+        return "solbench/" + p.resolve().relative_to(packaged_dir().resolve().parents[1]).as_posix()
+    except ValueError:
+        return p.name
+
+
 @functools.lru_cache(maxsize=1)
 def sm_count() -> int | None:
     """The current CUDA device's SM count (None without one)."""
