@@ -5,7 +5,8 @@
     python benchmarks/performance_tables.py FILE.jsonl [more.jsonl ...] [--second-run OTHER.jsonl ...]
 
 ``--doc [RESULTS_DIR]`` prints the whole page: one section per GPU folder of
-``benchmarks/results/``, from all of its JSONL files but ``repeat.jsonl``, which is the second run.
+``benchmarks/results/``, from its JSONL runs (not ``eval_*``, ``tune_log*`` or ``table_*``) but
+``repeat.jsonl``, which is the second run.
 ``--second-run``: a second measurement of (some of) the same operators, in another process; a
 table then lists the shapes where ours trails the best peer in both runs (a 2-us record scatters
 between processes, so one run's ranking of such a shape is not a finding). Given more than once,
@@ -194,6 +195,8 @@ def bars(recs) -> None:
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SECOND_RUN = "repeat.jsonl"
+#: JSONL files of a GPU folder that are not runs of the catalog: candidate evaluations, tuner logs, A/Bs.
+NOT_RUNS = ("eval_", "tune_log", "table_")
 
 HEADER = """# Performance
 
@@ -219,7 +222,7 @@ def _env_summary(recs: list[dict]) -> str:
 
 def gpu_section(folder: Path) -> str:
     """The markdown section of one GPU folder."""
-    files = sorted(p for p in folder.glob("*.jsonl") if p.name != SECOND_RUN)
+    files = sorted(p for p in folder.glob("*.jsonl") if p.name != SECOND_RUN and not p.name.startswith(NOT_RUNS))
     recs = [r for p in files for r in read_records(p)]
     device = next((r.get("device") for r in recs if r.get("device")), folder.name)
     out = io.StringIO()

@@ -484,7 +484,7 @@ def shifted_stats(programs: int, policy: str | None = None) -> bool:
 #: * ``many_waves`` (the default): on launches of more than :data:`FEW_WAVES_PER_SM` programs per
 #:   SM, where the gains were measured; a decode-sized launch keeps its output an ordinary
 #:   L2 line for the kernel that reads it next;
-#: * ``never`` / ``always``: for A/B runs (``device.sh streamhints``).
+#: * ``never`` / ``always``: for A/B runs.
 #:
 #: Never on the chunked path: its later passes re-read the row from L2.
 STREAM_POLICY = stream_policy("SOLBENCH_ROW_STREAM", "many_waves")
