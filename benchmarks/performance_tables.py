@@ -125,7 +125,7 @@ def behind_in_both(first, second) -> None:
     for op in ops:
         keys = [k for k in common if k[0] == op]
 
-        def both(limit):
+        def both(limit, op=op, keys=keys):
             hits = [f"{sid} ({a[(op, sid)]:.2f}x / {b[(op, sid)]:.2f}x)" for _, sid in keys
                     if a[(op, sid)] > limit and b[(op, sid)] > limit]
             return ", ".join(hits) if hits else "none"
@@ -187,7 +187,8 @@ def bars(recs) -> None:
         slow5 = [f"{sid}" for ratio, sid in sorted(row["ratios"], reverse=True) if ratio > 1.05]
         print(f"| {op} | {n - len(row['not_ok'])}/{n} | {len(row['s_miss'])}/{len(row['n64'])}"
               f"{': ' + ', '.join(row['s_miss']) if row['s_miss'] else ''} | {len(row['wins'])}/{len(row['n_peer'])}"
-              f"{' (>5% slower: ' + ', '.join(slow5) + ')' if slow5 else ''} | {len(row['level'])}/{len(row['n_peer'])} "
+              f"{' (>5% slower: ' + ', '.join(slow5) + ')' if slow5 else ''} "
+              f"| {len(row['level'])}/{len(row['n_peer'])} "
               f"| {worst_txt} | "
               f"{len(row['n_small']) - len(row['small_miss'])}/{len(row['n_small'])}"
               f"{': ' + ', '.join(row['small_miss']) if row['small_miss'] else ''} |")

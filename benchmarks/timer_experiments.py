@@ -119,7 +119,8 @@ def copy_curve(d: Path) -> None:
     if rows:
         print(f"\ncopy by size (calibrated bandwidth {cal['bandwidth'] / 1e12:.2f} TB/s):")
         for row in rows:
-            print(f"  {row['bytes'] / 2**20:7.0f} MiB  {row['us']:8.2f} us  S of the copy {row['bandwidth'] / cal['bandwidth']:.3f}"
+            share = row["bandwidth"] / cal["bandwidth"]
+            print(f"  {row['bytes'] / 2**20:7.0f} MiB  {row['us']:8.2f} us  S of the copy {share:.3f}"
                   f"  ({row['cold_l2']})")
 
 

@@ -74,8 +74,8 @@ def candidates(family: str, n: int, elem_bytes: int, rows: int, few_rows: bool =
     tiles split into unpadded column tiles (``split``), and, outside the few-rows regime,
     persistent launches of the small tiles (2-stage pipelined, a few programs per SM within a
     shared-memory budget)."""
-    from solbench.kernels.common import largest_pow2_divisor, next_pow2
     from solbench.core.rowwise import CHUNK_N, MAX_WHOLE_ROW, column_tiles, split_tails
+    from solbench.kernels.common import largest_pow2_divisor, next_pow2
 
     max_m = next_pow2(max(1, rows))
     out: list[dict] = []
@@ -118,7 +118,8 @@ def candidates(family: str, n: int, elem_bytes: int, rows: int, few_rows: bool =
             # one stage ahead; the pipeline holds that tile of x and of the residual in shared memory.
             for cfg in out[:]:
                 tile = cfg["block_m"] * block_n
-                if cfg.get("split") or tile not in (2048, 4096, 8192) or tile * elem_bytes != 32 * 32 * cfg["num_warps"]:
+                full_width = tile * elem_bytes == 32 * 32 * cfg["num_warps"]
+                if cfg.get("split") or tile not in (2048, 4096, 8192) or not full_width:
                     continue
                 for pps in PERSISTENT_PROGRAMS_PER_SM:
                     if pps * 2 * tile * elem_bytes <= PERSISTENT_SMEM_PER_SM:

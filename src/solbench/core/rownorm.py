@@ -21,9 +21,9 @@ import triton
 import triton.language as tl
 
 from solbench.core import tuning
+from solbench.core.rowwise import row_config, row_grid
 from solbench.kernels.common import MANY_WAVES_PER_SM, env_choice, stream_policy
 from solbench.kernels.common import streaming_hints as kernel_streaming_hints
-from solbench.core.rowwise import row_config, row_grid
 
 MODES = {"rms": 0, "layer": 1, "l2": 2}
 
@@ -50,10 +50,13 @@ def _prenorm(x_ptr, res_ptr, z_ptr, res_out_ptr, t, seg_off, c, mask,
     ``RELOAD_RES`` (chunked re-pass) reads the already stored sum back instead of recomputing."""
     if HAS_RES:
         if RELOAD_RES:
-            v = tl.load(res_out_ptr + t * res_out_stride + seg_off + c, mask=mask, other=0.0, eviction_policy=LOAD_EVICT).to(tl.float32)
+            v = tl.load(res_out_ptr + t * res_out_stride + seg_off + c, mask=mask, other=0.0,
+                        eviction_policy=LOAD_EVICT).to(tl.float32)
         else:
-            v = tl.load(x_ptr + t * x_stride + seg_off + c, mask=mask, other=0.0, eviction_policy=LOAD_EVICT).to(tl.float32)
-            v += tl.load(res_ptr + t * res_stride + seg_off + c, mask=mask, other=0.0, eviction_policy=LOAD_EVICT).to(tl.float32)
+            v = tl.load(x_ptr + t * x_stride + seg_off + c, mask=mask, other=0.0,
+                        eviction_policy=LOAD_EVICT).to(tl.float32)
+            v += tl.load(res_ptr + t * res_stride + seg_off + c, mask=mask, other=0.0,
+                         eviction_policy=LOAD_EVICT).to(tl.float32)
             v = v.to(res_out_ptr.dtype.element_ty)
             if STORE_RES:
                 tl.store(res_out_ptr + t * res_out_stride + seg_off + c, v, mask=mask, cache_modifier=STORE_CACHE)
@@ -62,7 +65,8 @@ def _prenorm(x_ptr, res_ptr, z_ptr, res_out_ptr, t, seg_off, c, mask,
         v = tl.load(x_ptr + t * x_stride + seg_off + c, mask=mask, other=0.0, eviction_policy=LOAD_EVICT).to(tl.float32)
     if HAS_Z:
         if not NORM_BEFORE_GATE:
-            z = tl.load(z_ptr + t * z_stride + seg_off + c, mask=mask, other=0.0, eviction_policy=LOAD_EVICT).to(tl.float32)
+            z = tl.load(z_ptr + t * z_stride + seg_off + c, mask=mask, other=0.0,
+                        eviction_policy=LOAD_EVICT).to(tl.float32)
             v = v * (z * tl.sigmoid(z))
     return v
 
@@ -113,7 +117,8 @@ def _load_affine(z_ptr, w_ptr, w2_ptr, b_ptr, t, s, seg_off, c, mask, cmask,
             b = tl.load(b_ptr + c, mask=cmask, other=0.0).to(tl.float32)
     if HAS_Z:
         if NORM_BEFORE_GATE:
-            z = tl.load(z_ptr + t * z_stride + seg_off + c, mask=mask, other=0.0, eviction_policy=LOAD_EVICT).to(tl.float32)
+            z = tl.load(z_ptr + t * z_stride + seg_off + c, mask=mask, other=0.0,
+                        eviction_policy=LOAD_EVICT).to(tl.float32)
             g = z * tl.sigmoid(z)
     return w, b, g
 
@@ -131,7 +136,8 @@ def _store_affine(y, w, b, g, out_ptr, t, seg_off, c, mask, out_stride,
     if HAS_Z:
         if NORM_BEFORE_GATE:
             y = y * g
-    tl.store(out_ptr + t * out_stride + seg_off + c, y.to(out_ptr.dtype.element_ty), mask=mask, cache_modifier=STORE_CACHE)
+    tl.store(out_ptr + t * out_stride + seg_off + c, y.to(out_ptr.dtype.element_ty), mask=mask,
+             cache_modifier=STORE_CACHE)
 
 
 @triton.jit

@@ -11,7 +11,6 @@ import os
 from typing import Iterable, Sequence
 
 
-
 def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
