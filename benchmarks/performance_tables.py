@@ -194,7 +194,6 @@ def bars(recs) -> None:
               f"{': ' + ', '.join(row['small_miss']) if row['small_miss'] else ''} |")
 
 
-RESULTS = Path(__file__).resolve().parent / "results"
 SECOND_RUN = "repeat.jsonl"
 #: JSONL files of a GPU folder that are not runs of the catalog: candidate evaluations, tuner logs, A/Bs.
 NOT_RUNS = ("eval_", "tune_log", "table_")
@@ -256,8 +255,10 @@ def gpu_section(folder: Path) -> str:
     return out.getvalue()
 
 
-def doc(results: Path = RESULTS) -> str:
-    """The whole of docs/PERFORMANCE.md: the GPU with the most records first."""
+def doc(results: Path | None = None) -> str:
+    """The whole of docs/PERFORMANCE.md (from ``benchmarks/results/`` by default): the GPU with the
+    most records first."""
+    results = results or Path(__file__).resolve().parent / "results"
     folders = [d for d in results.iterdir() if d.is_dir() and any(d.glob("*.jsonl"))]
     folders.sort(key=lambda d: (-sum(1 for p in d.glob("*.jsonl") for _ in p.open()), d.name))
     return HEADER + "".join("\n" + gpu_section(d) for d in folders)
@@ -268,7 +269,7 @@ if __name__ == "__main__":
         raise SystemExit(__doc__)
     args = sys.argv[1:]
     if args[0] == "--doc":
-        sys.stdout.buffer.write(doc(Path(args[1]) if len(args) > 1 else RESULTS).encode("utf-8"))
+        sys.stdout.buffer.write(doc(Path(args[1]) if len(args) > 1 else None).encode("utf-8"))
         raise SystemExit(0)
     seconds = []
     while "--second-run" in args:
