@@ -4,38 +4,28 @@
 # GPU names the results folder (benchmarks/results/GPU/). Every step writes there, or, when $OUT is
 # set (a lent machine whose files are fetched back from $OUT), into $OUT directly, so that a command
 # killed at its time limit still returns every record written so far; files a step resumes from are
-# first copied from benchmarks/results/GPU/. Steps:
+# first copied from benchmarks/results/GPU/. A newcomer's full pass on a new GPU:
+#   bash benchmarks/device.sh GPU calibrate tune sweep glu repeat gputests eval
+# then `python benchmarks/performance_tables.py --doc > docs/PERFORMANCE.md`. Steps:
 #   calibrate        measure copy bandwidth / matmul rates / launch floor (or adopt GPU/calibration.json)
 #   copycurve        add the copy-by-size curve (`calibrate --by-size`) to GPU/calibration.json
 #   tune[:SECONDS]   `solbench tune`: tuned launch table -> GPU/tuned.json (+ the per-candidate log;
-#                    TUNE_CONTINUE=1 continues the committed log's budgeted tune)
+#                    TUNE_CONTINUE=1 continues the committed log's budgeted tune); ship it as
+#                    src/solbench/core/tuned/<device>.json
 #   sweep[:SECONDS]  `solbench run` on the whole catalog into GPU/sweep.jsonl (resumable; budgeted)
 #   glu[:SECONDS]    the GLU variants (gelu, gelu_tanh, swiglu) into GPU/glu_variants.jsonl
-#   repeat[:SECONDS] silu_and_mul and the 9 norm/quant ops again into GPU/repeat.jsonl (for `solbench
-#                    compare`, and with glu the inputs of a fresh bars table)
-#   flushcheck[:S]   ours_triton on silu_and_mul + rms_norm with --cold-l2 flush, 1 and 2 flush buffers
-#   arbiter[:S]      the same ours_triton records timed eagerly (events around each call, no graph, no
-#                    subtraction), behind a flush and with rotating sets: which graph method is biased
-#   decodeprobe[:S]  the decode-sized shapes where ours trailed a peer, ours/liger/torch_compile timed
-#                    three ways in one run: the default rule, 2 alternating flush buffers, a warm L2
-#   paramsfirst[:S]  ours on the row norms with the parameter loads after the reduction / first on
-#                    decode launches only (SOLBENCH_ROW_PARAMS_FIRST), against repeat.jsonl's default
-#   streamhints[:S]  ours on the row norms under each SOLBENCH_ROW_STREAM policy (STREAM_MODES; evict-first
-#                    loads + streaming stores on many-wave launches, or never), each in its own process
-#   glustream[:S]    ours on silu_and_mul / gelu_and_mul under each SOLBENCH_GLU_STREAM policy (GLU_STREAM_MODES)
-#   layerstats[:S]   ours on layer_norm under each SOLBENCH_ROW_LAYER_STATS policy (LAYER_STATS_MODES, default
-#                    two_pass few_waves): layer_stats_policy_MODE.jsonl
-#   decodebytes[:S]  ours on the row norms with 16 and 32 bytes per thread on decode launches (DECODE_BYTES_MODES)
+#   repeat[:SECONDS] silu_and_mul and the 9 norm/quant ops again into GPU/repeat.jsonl (the second
+#                    run: `solbench compare`, and the both-runs table of docs/PERFORMANCE.md)
 #   tableab[:S]      ours on TABLE_OPS (TABLE_SHAPES) with the packaged tuned table and with a copy changed by TABLE_SET /
 #                    TABLE_DROP (benchmarks/table_variant.py): table_packaged.jsonl / table_variant.jsonl; or with
-#                    several copies in one pass (TABLE_VARIANTS='LABEL::SETS|...'): table_LABEL.jsonl each
-#   noiseprobe[:S]   three separate runs of the flushed and the warm decode shapes (ours, liger, compile):
-#                    is the 10-20% run-to-run scatter of flushed 2-us records per process or per run?
+#                    several copies in one pass (TABLE_VARIANTS='LABEL::SETS|...'): table_LABEL.jsonl each.
+#                    An A/B of a table entry: record the verdict in docs/DECISIONS.md, then move the files out
+#                    (benchmarks/results/ARCHIVE.md)
 #   gputests         the GPU-only tests (custom ops under torch.compile / CUDA graphs, eval integrity)
 #   eval             `solbench eval` of examples/candidates/silu_and_mul_ours_triton.py against
 #                    ours_triton and torch_compile, timed alike (their records from repeat.jsonl)
 # FRESH=sweep.jsonl,repeat.jsonl starts those files empty instead of resuming them.
-# The lent machine's tool returns at most 8 files from $OUT: pack them after the steps, under a
+# A lent machine's tool may return few files from $OUT: pack them after the steps, under a
 # timeout that kills the steps' process group first:
 #   timeout 540 bash benchmarks/device.sh h200 ...; tar czf /tmp/r.tgz -C $OUT . && rm -rf $OUT/* && mv /tmp/r.tgz $OUT/
 # No network is needed: the package runs from src/ (python -m solbench); optional peers (liger) are
@@ -68,9 +58,7 @@ w() {
 }
 # ab VAR PREFIX OPS MODE...: ours_triton on OPS once per MODE, each in its own process with VAR=MODE,
 # into PREFIX_MODE.jsonl (PREFIX_MODE_again.jsonl when the step already ran in this invocation, so
-# `glustream glustream` is two runs): an A/B of a kernel policy within one call (the paramsfirst,
-# streamhints, glustream and tableab steps; *_MODES, space-separated, picks the modes).
-ROW_NORMS=rms_norm,fused_add_rms_norm,layer_norm,gated_rms_norm,l2_norm
+# `tableab tableab` is two runs): an A/B within one call.
 ab_done=","  # the PREFIX_MODE files ab wrote in this invocation
 # A MODE of the form LABEL=VALUE names the files by LABEL and sets VAR=VALUE (tableab's table paths);
 # AB_SHAPES (a --shapes list) narrows the runs.
@@ -146,48 +134,6 @@ print(json.dumps(h.load_calibration(h.device_key()), indent=1))" >"$cal" || stat
         tests/ops/test_fp8_dynamic_per_token_quant.py tests/ops/test_per_token_group_quant_fp8.py tests/eval \
         tests/test_tuning.py} >"$work/gputests.log" 2>&1 || status=1
       grep -E "FAILED|ERROR|passed|failed" "$work/gputests.log" | tail -n 30 ;;
-    flushcheck)
-      # Does the cold-L2 method move a figure? ours_triton (out= buffers, so the sweep rotated its
-      # large shapes) timed behind a flush of one buffer and of two alternating buffers; compare each
-      # with sweep.jsonl (`solbench compare`). See benchmarks/NOTES.md, "flush vs rotation".
-      for nb in 1 2; do
-        SOLBENCH_FLUSH_BUFFERS=$nb sb run --ops silu_and_mul,rms_norm --impls ours_triton --cold-l2 flush \
-          --out "$work/flush_check_$nb.jsonl" ${budget:+--time-budget "$budget"} >"$work/flush_check_$nb.log" 2>&1 || status=1
-        tail -n 3 "$work/flush_check_$nb.log"
-      done ;;
-    arbiter)
-      # flushcheck found graph+flush 1.09-1.14x slower than graph+rotate at 20-64 MB, with one or two
-      # flush buffers alike. The eager timer subtracts nothing (events right around the call, the
-      # flush before the start event), so eager+flush says whether the flush itself slows the call
-      # or the graph's subtraction is biased. (Session 5 ran this with the old eager timer, which
-      # timed the host below ~200 us; the eager timer now holds the stream while the host queues.)
-      for mode in flush auto; do
-        sb run --ops silu_and_mul,rms_norm --impls ours_triton --timer eager --cold-l2 $mode \
-          --out "$work/eager_$mode.jsonl" ${budget:+--time-budget "$budget"} >"$work/eager_$mode.log" 2>&1 || status=1
-        tail -n 2 "$work/eager_$mode.log"
-      done ;;
-    paramsfirst)
-      # When the row norms load weight/bias/gate (core/rownorm.PARAMS_FIRST_POLICY): repeat.jsonl has
-      # the default ("few_waves": with the row on launches of <= 8 programs per SM); these time ours
-      # with "always" (with the row), "never" (after the reduction) and "decode" (with the row only on
-      # launches that leave SMs idle). Compare each with repeat.jsonl.
-      ab SOLBENCH_ROW_PARAMS_FIRST params "$ROW_NORMS" ${PARAMS_MODES:-always never decode} ;;
-    streamhints)
-      # Cache hints on the row norms' own loads and stores (core/rownorm.streaming_hints).
-      ab SOLBENCH_ROW_STREAM stream "$ROW_NORMS" ${STREAM_MODES:-never many_waves} ;;
-    glustream)
-      # The same cache hints for the GLU kernel (ops/silu_and_mul/triton.GLU_STREAM_POLICY; default never).
-      ab SOLBENCH_GLU_STREAM glu_stream silu_and_mul,gelu_and_mul ${GLU_STREAM_MODES:-never many_waves} ;;
-    layerstats)
-      # LayerNorm's statistics: two dependent reductions, or one of shifted sums on few-wave launches
-      # (core/rownorm.LAYER_STATS; session 9's two_pass / shifted A/B is layer_sums_*.jsonl).
-      ab SOLBENCH_ROW_LAYER_STATS layer_stats_policy layer_norm ${LAYER_STATS_MODES:-two_pass few_waves} ;;
-    decodebytes)
-      # Bytes per thread on decode launches (core/rowwise.DECODE_BYTES_PER_THREAD, default 16): one
-      # 16-byte vector per thread gives layer_norm #11 (1 x 4096) 16 warps, where liger's 8 warps of
-      # two vectors were 7% faster (session 8). DECODE_BYTES_MODES picks the values, DECODE_BYTES_OPS
-      # the operators (default: the row norms).
-      ab SOLBENCH_ROW_DECODE_BYTES_PER_THREAD decode_bytes "${DECODE_BYTES_OPS:-$ROW_NORMS}" ${DECODE_BYTES_MODES:-16 32} ;;
     tableab)
       # One tuned entry with and without (benchmarks/table_variant.py): TABLE_SET ('KERNEL:N=JSON',
       # several separated by ';') and TABLE_DROP ('KERNEL:N;...') change a copy of the packaged table
@@ -206,26 +152,6 @@ print(json.dumps(h.load_calibration(h.device_key()), indent=1))" >"$cal" || stat
         table_copy variant "${TABLE_SET:-}" "${TABLE_DROP:-}"
       fi
       AB_SHAPES=${TABLE_SHAPES:-} ab SOLBENCH_TUNED_TABLE "$tprefix" "${TABLE_OPS:?tableab needs TABLE_OPS}" "${modes[@]}" ;;
-    noiseprobe)
-      # The same flushed decode records in three processes, then warm once: within-run p20-p80 is ~9%
-      # but runs differ by 10-20% (silu #0: 1.51-1.88 us), so the median's sampling error (~1%) is
-      # not the cause. Compare the three with `solbench compare noise_1.jsonl noise_2.jsonl`.
-      probe="--ops silu_and_mul,rms_norm --impls ours_triton,liger,torch_compile --shapes 0,9,12,28,47"
-      for i in 1 2 3; do
-        sb run $probe --out "$work/noise_$i.jsonl" ${budget:+--time-budget "$budget"} >"$work/noise_$i.log" 2>&1 || status=1
-      done
-      sb run $probe --cold-l2 warm --out "$work/noise_warm.jsonl" >"$work/noise_warm.log" 2>&1 || status=1
-      tail -n 2 "$work/noise_3.log" ;;
-    decodeprobe)
-      # Is the 0.3-0.8 us that ours trails liger/compile on decode shapes in the kernel, or in how a
-      # flushed call starts (code, parameters and data all cold)? Shape ids: silu_and_mul 0 9 10 12
-      # 17 and rms_norm 5 28 34 35 43 47 48 54 (the union runs a few more of each; harmless).
-      probe="--ops silu_and_mul,rms_norm --impls ours_triton,liger,torch_compile --shapes 0,5,9,10,12,17,28,34,35,43,47,48,54"
-      sb run $probe --out "$work/decode_default.jsonl" ${budget:+--time-budget "$budget"} >"$work/decode_default.log" 2>&1 || status=1
-      SOLBENCH_FLUSH_BUFFERS=2 sb run $probe --out "$work/decode_flush2.jsonl" ${budget:+--time-budget "$budget"} \
-        >"$work/decode_flush2.log" 2>&1 || status=1
-      sb run $probe --cold-l2 warm --out "$work/decode_warm.jsonl" ${budget:+--time-budget "$budget"} >"$work/decode_warm.log" 2>&1 || status=1
-      tail -n 3 "$work/decode_warm.log" ;;
     eval)
       # Like for like: the exported kernel is timed by run's rule (graph replay; its allocated
       # outputs rotate with the inputs, as ours' out= buffers do), and ours_triton's and

@@ -36,8 +36,8 @@ def main(argv=None) -> int:
     import triton
 
     from solbench.ops.silu_and_mul.activation import ACT_MODES
-    from solbench.sass import opcode
     from solbench.ops.silu_and_mul.triton import _glu_kernel
+    from solbench.sass import opcode
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--block-m", type=int, default=2)

@@ -1,19 +1,25 @@
-"""Print the markdown tables of docs/PERFORMANCE.md from committed results files (nothing is
-measured here: every figure comes from the records, through solbench.core.score).
+"""Print docs/PERFORMANCE.md, or its tables for given files, from committed results files
+(nothing is measured here: every figure comes from the records, through solbench.core.score).
 
-    python benchmarks/performance_tables.py benchmarks/results/h200/sweep.jsonl [more.jsonl ...]
-        [--second-run OTHER.jsonl [--second-run EARLIER.jsonl ...]]
+    python benchmarks/performance_tables.py --doc > docs/PERFORMANCE.md
+    python benchmarks/performance_tables.py FILE.jsonl [more.jsonl ...] [--second-run OTHER.jsonl ...]
 
+``--doc [RESULTS_DIR]`` prints the whole page: one section per GPU folder of
+``benchmarks/results/``, from its JSONL runs (not ``eval_*``, ``tune_log*`` or ``table_*``) but
+``repeat.jsonl``, which is the second run.
 ``--second-run``: a second measurement of (some of) the same operators, in another process; a
-table then lists the shapes where ours trails the best peer in both runs (a flushed 2-µs record
-scatters 2-13% between processes, so one run's ranking of such a shape is not a finding). Given
-more than once, each operator's second run comes from the first of those files that has it (a
-repeat cut by its budget, completed by an earlier one).
+table then lists the shapes where ours trails the best peer in both runs (a 2-us record scatters
+between processes, so one run's ranking of such a shape is not a finding). Given more than once,
+each operator's second run comes from the first of those files that has it.
 """
 from __future__ import annotations
 
+import contextlib
+import io
+import json
 import sys
 from collections import Counter, defaultdict
+from pathlib import Path
 from statistics import median
 
 from solbench.core.score import amdahl_estimate, geomean, op_scores, suite_scores
@@ -119,7 +125,7 @@ def behind_in_both(first, second) -> None:
     for op in ops:
         keys = [k for k in common if k[0] == op]
 
-        def both(limit):
+        def both(limit, op=op, keys=keys):
             hits = [f"{sid} ({a[(op, sid)]:.2f}x / {b[(op, sid)]:.2f}x)" for _, sid in keys
                     if a[(op, sid)] > limit and b[(op, sid)] > limit]
             return ", ".join(hits) if hits else "none"
@@ -128,7 +134,7 @@ def behind_in_both(first, second) -> None:
 
 
 #: "Within this of the best peer" counts as level: the run-to-run scatter of the rotating timer is
-#: about 0.2-0.5% (H200, session 8), so a shape 0.1% behind is a tie, not a loss.
+#: about 0.2-0.5% on the H200, so a shape 0.1% behind is a tie, not a loss.
 TIE = 0.01
 
 
@@ -181,16 +187,90 @@ def bars(recs) -> None:
         slow5 = [f"{sid}" for ratio, sid in sorted(row["ratios"], reverse=True) if ratio > 1.05]
         print(f"| {op} | {n - len(row['not_ok'])}/{n} | {len(row['s_miss'])}/{len(row['n64'])}"
               f"{': ' + ', '.join(row['s_miss']) if row['s_miss'] else ''} | {len(row['wins'])}/{len(row['n_peer'])}"
-              f"{' (>5% slower: ' + ', '.join(slow5) + ')' if slow5 else ''} | {len(row['level'])}/{len(row['n_peer'])} "
+              f"{' (>5% slower: ' + ', '.join(slow5) + ')' if slow5 else ''} "
+              f"| {len(row['level'])}/{len(row['n_peer'])} "
               f"| {worst_txt} | "
               f"{len(row['n_small']) - len(row['small_miss'])}/{len(row['n_small'])}"
               f"{': ' + ', '.join(row['small_miss']) if row['small_miss'] else ''} |")
+
+
+SECOND_RUN = "repeat.jsonl"
+#: JSONL files of a GPU folder that are not runs of the catalog: candidate evaluations, tuner logs, A/Bs.
+NOT_RUNS = ("eval_", "tune_log", "table_")
+
+HEADER = """# Performance
+
+Today's figures, one section per GPU, printed from the files under `benchmarks/results/<gpu>/` by
+`python benchmarks/performance_tables.py --doc > docs/PERFORMANCE.md` (a test checks that this page
+is what it prints). Every record was measured by `solbench run` (CUDA-graph replay, cold L2) and
+carries its environment (`env`: driver, clocks, torch, triton, commit). Achievable S = calibrated
+SOL / measured time; "S" alone is against the datasheet. The steps that produce the files are in
+`benchmarks/device.sh`; why the kernels and the timer are as they are is in docs/DECISIONS.md, and
+the finished experiments are listed in benchmarks/results/ARCHIVE.md.
+"""
+
+
+def _env_summary(recs: list[dict]) -> str:
+    def values(key):
+        return sorted({str(r.get("env", {}).get(key)) for r in recs if r.get("env", {}).get(key)})
+
+    commits = Counter(str(r.get("env", {}).get("commit")) for r in recs)
+    return (f"Driver {', '.join(values('driver')) or '?'}, torch {', '.join(values('torch')) or '?'}, "
+            f"triton {', '.join(values('triton')) or '?'}. Records by the commit they were measured at: "
+            + ", ".join(f"{c} ({n})" for c, n in sorted(commits.items(), key=lambda kv: -kv[1])) + ".")
+
+
+def gpu_section(folder: Path) -> str:
+    """The markdown section of one GPU folder."""
+    files = sorted(p for p in folder.glob("*.jsonl") if p.name != SECOND_RUN and not p.name.startswith(NOT_RUNS))
+    recs = [r for p in files for r in read_records(p)]
+    device = next((r.get("device") for r in recs if r.get("device")), folder.name)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        print(f"## {device} (`benchmarks/results/{folder.name}/`)")
+        print()
+        print(_env_summary(recs))
+        cal = folder / "calibration.json"
+        if cal.is_file():
+            c = json.loads(cal.read_text())
+            print(f"Calibration (`calibration.json`, {c.get('date', '?')[:10]}): copy bandwidth "
+                  f"{c['bandwidth'] / 1e12:.2f} TB/s (read + write), launch floor {c['launch_floor_us']:.2f} µs.")
+        print()
+        print("| file | records | operators |")
+        print("|---|---|---|")
+        second = folder / SECOND_RUN
+        for p in files + ([second] if second.is_file() else []):
+            rs = read_records(p)
+            role = " (second run)" if p == second else ""
+            print(f"| `{p.name}`{role} | {len(rs)} | {len({r['op'] for r in rs})} |")
+        print()
+        print("Production-weighted median achievable S per operator and implementation, operators by\n"
+              "importance (`-`: no correct record); then the suite scores, the plain medians and the bars of\n"
+              "issues #2 and #7 (shape ids after a colon are the misses)" +
+              (";\nlast, the shapes where ours trails the best peer in both runs." if second.is_file() else "."))
+        print()
+        main([str(p) for p in files])
+        if second.is_file():
+            behind_in_both(recs, read_records(second))
+    return out.getvalue()
+
+
+def doc(results: Path | None = None) -> str:
+    """The whole of docs/PERFORMANCE.md (from ``benchmarks/results/`` by default): the GPU with the
+    most records first."""
+    results = results or Path(__file__).resolve().parent / "results"
+    folders = [d for d in results.iterdir() if d.is_dir() and any(d.glob("*.jsonl"))]
+    folders.sort(key=lambda d: (-sum(1 for p in d.glob("*.jsonl") for _ in p.open()), d.name))
+    return HEADER + "".join("\n" + gpu_section(d) for d in folders)
 
 
 if __name__ == "__main__":
     if len(sys.argv) < 2:
         raise SystemExit(__doc__)
     args = sys.argv[1:]
+    if args[0] == "--doc":
+        sys.stdout.buffer.write(doc(Path(args[1]) if len(args) > 1 else None).encode("utf-8"))
+        raise SystemExit(0)
     seconds = []
     while "--second-run" in args:
         i = args.index("--second-run")

@@ -3,7 +3,9 @@ measured here; every figure comes from the records).
 
     python benchmarks/timer_experiments.py DIR [--sweep benchmarks/results/h200/sweep.jsonl]
 
-DIR holds what `benchmarks/device.sh` steps wrote (any of them may be missing):
+DIR holds what `benchmarks/device.sh` steps wrote (any of them may be missing). The probe steps
+(flushcheck, decodeprobe, noiseprobe) are retired, their answers in docs/DECISIONS.md; commit
+92c66b3 has them and their files, to run again if the timer changes:
 
 * ``flush_check_1.jsonl`` / ``flush_check_2.jsonl`` (step ``flushcheck``): ours_triton behind a
   flush of one buffer / two alternating buffers. Against the sweep's ours_triton, which rotated
@@ -17,8 +19,8 @@ DIR holds what `benchmarks/device.sh` steps wrote (any of them may be missing):
 * ``eval_silu_and_mul.jsonl`` (step ``eval``): the exported kernel against ours_triton
   (``speedup.vs_ours_triton``), issue #6's reproduction.
 * every ``*.jsonl``: the work a graph replay held (``calls_per_sample`` x the call's time), by
-  cold-L2 method. Replays of under ~50 us wait for the host to submit them (session 5 found warm
-  replays of 10-50 us); since replays are sized by device time they should hold about 1 ms.
+  cold-L2 method. Replays of under ~50 us wait for the host to submit them; since replays are
+  sized by device time they should hold about 1 ms.
 * ``noise_1..3.jsonl`` (step ``noiseprobe``): the same records from three processes, max/min per
   record: the run-to-run scatter, against the within-run p20-p80 spread.
 """
@@ -117,7 +119,8 @@ def copy_curve(d: Path) -> None:
     if rows:
         print(f"\ncopy by size (calibrated bandwidth {cal['bandwidth'] / 1e12:.2f} TB/s):")
         for row in rows:
-            print(f"  {row['bytes'] / 2**20:7.0f} MiB  {row['us']:8.2f} us  S of the copy {row['bandwidth'] / cal['bandwidth']:.3f}"
+            share = row["bandwidth"] / cal["bandwidth"]
+            print(f"  {row['bytes'] / 2**20:7.0f} MiB  {row['us']:8.2f} us  S of the copy {share:.3f}"
                   f"  ({row['cold_l2']})")
 
 

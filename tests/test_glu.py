@@ -11,7 +11,6 @@ import solbench.ops.silu_and_mul.api  # noqa: F401  (registers torch.ops.solbenc
 from solbench.ops.silu_and_mul.activation import (ActivationSpec, get_activation, known_activations,
                                                  reference_glu, register_activation)
 
-HAS_CUDA = torch.cuda.is_available()
 MODES = ["silu", "swish", "swiglu", "gelu", "gelu_tanh", "geglu", "reglu"]
 TOL = {torch.float32: 2e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
 
@@ -119,7 +118,7 @@ def test_fast_math_only_for_16bit_outputs_on_a_compiled_gpu_kernel():
 
     for dtype in (torch.float32, torch.bfloat16, torch.float16):
         assert not ptx_fast_math(torch.empty(1, dtype=dtype))  # a CPU tensor: never
-    if HAS_CUDA and not interpreting():
+    if torch.cuda.is_available() and not interpreting():
         assert ptx_fast_math(torch.empty(1, dtype=torch.bfloat16, device="cuda"))
         assert not ptx_fast_math(torch.empty(1, dtype=torch.float32, device="cuda"))
 
@@ -162,7 +161,8 @@ def test_errors_name_what_is_supported(device):
     with pytest.raises(ValueError, match="shape"):
         solbench.silu_and_mul(torch.randn(2, 8, device=device), out=torch.empty(2, 8, device=device))
     with pytest.raises(TypeError, match="dtype"):
-        solbench.silu_and_mul(torch.randn(2, 8, device=device), out=torch.empty(2, 4, device=device, dtype=torch.float16))
+        solbench.silu_and_mul(torch.randn(2, 8, device=device),
+                              out=torch.empty(2, 4, device=device, dtype=torch.float16))
     with pytest.raises(ValueError, match="contiguous in its last dimension"):
         solbench.silu_and_mul(torch.randn(8, 4, device=device).t())
     with pytest.raises(ValueError, match="unknown activation 'mish'; known: .*silu"):
@@ -200,7 +200,7 @@ def test_custom_op_passes_opcheck(device):
                           test_utils=("test_schema", "test_faketensor"))
 
 
-@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
+@pytest.mark.gpu
 def test_under_torch_compile_and_cuda_graph():
     x = torch.randn(64, 512, device="cuda", dtype=torch.bfloat16)
     ref = reference_glu(x, get_activation("silu"))
@@ -222,7 +222,7 @@ def test_under_torch_compile_and_cuda_graph():
     _close(out, reference_glu(x, get_activation("silu")), torch.bfloat16)
 
 
-@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
+@pytest.mark.gpu
 def test_large_offsets_past_int32():
     # 2^31 + change elements in x: row offsets overflow int32 unless computed in int64.
     rows, d = (1 << 20) + 3, 1024
@@ -233,7 +233,7 @@ def test_large_offsets_past_int32():
     assert math.prod(x.shape) > 2**31
 
 
-@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
+@pytest.mark.gpu
 def test_exported_candidate_is_bit_identical_to_ours():
     # examples/candidates/silu_and_mul_ours_triton.py is what `eval` times to reproduce `run`:
     # the same launch rule and math must give the same bits (decode, small and large shapes).

@@ -4,7 +4,7 @@ allocated outputs rotate under graph timing, and the eager timer times the devic
 import pytest
 import torch
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+pytestmark = pytest.mark.gpu
 
 
 def test_warm_and_flushed_runs_are_labelled_and_plausible(tmp_path):

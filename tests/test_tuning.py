@@ -236,6 +236,39 @@ def test_tune_keeps_the_entries_it_did_not_measure():
     assert entries["glu_erf"] == {"768": {"config": {"block_m": 8}}}
 
 
+def test_tune_writes_no_machine_path_into_a_table(tmp_path):
+    from solbench.tune import KeyResult, keep_unmeasured
+
+    packaged = tuning.packaged_table_path("NVIDIA_H200")
+    assert tuning.portable_source(str(packaged)) == "solbench/core/tuned/NVIDIA_H200.json"
+    assert tuning.portable_source(str(tmp_path / "cache" / "tuned" / "Fake_GPU.json")) == "Fake_GPU.json"
+    assert tuning.portable_source("first principles (SOLBENCH_TUNED=0)") == "first principles (SOLBENCH_TUNED=0)"
+    current = {"glu": {"1536": {"config": {"block_m": 2}}},
+               "rms_norm": {"4096": {"config": {"block_m": 1}, "kept_from": str(tmp_path / "older.json")}}}
+    entries: dict = {}
+    keep_unmeasured(entries, [KeyResult("glu", 768, "glu", [], {})], current, str(packaged))
+    assert entries["glu"]["1536"]["kept_from"] == "solbench/core/tuned/NVIDIA_H200.json"
+    assert entries["rms_norm"]["4096"]["kept_from"] == "older.json"
+
+
+def test_shipped_tables_name_no_machine_path():
+    def strings(v):
+        if isinstance(v, dict):
+            for x in v.values():
+                yield from strings(x)
+        elif isinstance(v, list):
+            for x in v:
+                yield from strings(x)
+        elif isinstance(v, str):
+            yield v
+
+    tables = sorted(tuning.packaged_dir().glob("*.json"))
+    assert tables
+    for path in tables:
+        absolute = [s for s in strings(json.loads(path.read_text())) if s.startswith(("/", "~")) or s[1:3] == ":\\"]
+        assert not absolute, (path.name, absolute[:3])
+
+
 def test_a_budgeted_tune_is_continued_from_its_log(tmp_path):
     from solbench.tune import KeyResult, measured_keys, write_log
 
@@ -260,7 +293,8 @@ def test_tune_keys_select_by_kernel_or_kernel_and_width():
 
     assert key_selected("rms_norm@few_rows", 1280, ["*@few_rows"])
     assert not key_selected("rms_norm", 1280, ["*@few_rows"])
-    assert key_selected("rms_norm", 1280, ["glu", "rms_norm:1280"]) and not key_selected("rms_norm", 128, ["rms_norm:1280"])
+    assert key_selected("rms_norm", 1280, ["glu", "rms_norm:1280"])
+    assert not key_selected("rms_norm", 128, ["rms_norm:1280"])
 
 
 def test_few_rows_glu_candidates_include_short_threads():

@@ -47,7 +47,8 @@ def _tool(name: str) -> str:
 
     path = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", name)
     if not os.path.exists(path):
-        raise RuntimeError(f"this triton ({triton.__version__}) ships no {name} at {path}: cannot compile for sm_90 here")
+        raise RuntimeError(f"this triton ({triton.__version__}) ships no {name} at {path}: "
+                           "cannot compile for sm_90 here")
     return path
 
 
@@ -104,7 +105,8 @@ def summarize(instructions: Sequence[str], resources: dict) -> dict:
             loads[width(op)] += n
         elif op.startswith("STG"):
             stores[width(op)] += n
-    return {"instructions": len(instructions), "registers": resources.get("reg"), "shared_bytes": resources.get("shared"),
+    return {"instructions": len(instructions), "registers": resources.get("reg"),
+            "shared_bytes": resources.get("shared"),
             "spill_bytes": resources.get("local", 0) + resources.get("stack", 0),
             "global_loads": dict(sorted(loads.items())), "global_stores": dict(sorted(stores.items())),
             "cp_async": sum(n for op, n in ops.items() if op.startswith("LDGSTS")),
@@ -134,7 +136,8 @@ def _compile_main() -> int:
                                         launch["num_warps"], launch["num_stages"], launch.get("maxnreg"))
                 done[key] = summarize(ins, res)
             except Exception as e:  # noqa: BLE001 - reported per launch, the others still compile
-                done[key] = {"error": f"{type(e).__name__}: {str(e).strip().splitlines()[-1][:200] if str(e).strip() else ''}"}
+                last = str(e).strip().splitlines()[-1][:200] if str(e).strip() else ""
+                done[key] = {"error": f"{type(e).__name__}: {last}"}
         print(json.dumps({**launch, **done[key]}))
     return 0
 
@@ -196,9 +199,9 @@ def _capture_main(argv: Sequence[str]) -> int:
     from triton.runtime import interpreter
 
     from solbench.core import tuning
-    from solbench.kernels import common as kernels
     from solbench.core.check import run_impl
     from solbench.core.spec import get_spec, impls_for
+    from solbench.kernels import common as kernels
 
     if a.gpu_table:
         tuning.reload()
@@ -290,7 +293,7 @@ def cmd_sass(args) -> int:
         rows = inspect_op(args.op, split_csv(args.shapes), impl=args.impl, candidate=args.candidate,
                           gpu_table=args.gpu_table, sms=args.sms)
     except (RuntimeError, subprocess.TimeoutExpired) as e:
-        raise SystemExit(f"solbench sass: {e}")
+        raise SystemExit(f"solbench sass: {e}") from e
     if args.json:
         for r in rows:
             print(json.dumps(r))

@@ -1,24 +1,14 @@
 """``solbench tune``: measure launch configurations of our memory-bound kernels on this device
 and write the tuned table that the kernels then use (core/tuning.py).
 
-For every operator with an ``ours_triton`` implementation, the catalog shapes are grouped by the
-``(kernel, n)`` keys their launches look up. Each key is tuned on up to three representative
-shapes that move at least ``MIN_TUNE_BYTES``: the smallest, the one nearest ``TARGET_BYTES`` and
-the largest. Launches over few rows (decode batches, small prefills; see core/tuning.py) look up
-their own ``kernel@few_rows`` key, tuned on the smallest and the largest of those shapes, since
-their best tile is a latency question, not a bandwidth one. Launches over many rows look up
-``kernel@many_rows``, tuned like a regular key (its candidates, three representatives). Every
-candidate is checked for correctness on the shape first (a config that computes a wrong answer is
-never timed), then timed with the runner's timer, exactly as ``run`` times the shape (CUDA-graph
-replay, cold L2: see ``_time``). A key gets an entry only when its best candidate beats the
-baseline by more than ``MIN_GAIN`` (geomean over the representatives) on a second, separate
-measurement of both, and no representative is slower than the baseline by more than
-``MAX_REPRESENTATIVE_LOSS`` in either; the baseline is what the shapes use without the entry:
-first principles, or for a tier's key the kernel's regular entry when it has one (the one this
-tune chose: a regular key is tuned before its tiers' keys). The row-norm kernels (core/rownorm.py)
-can also run persistent: a few programs per SM striding over the tiles with the next tile's loads
-pipelined (family ``row_persistent``); their non-few-rows keys try such launches beside the usual
-tiles, so a persistent grid is used exactly where it measured faster.
+The catalog shapes of every operator with an ``ours_triton`` implementation are grouped by the
+``(kernel, n)`` keys their launches look up (``kernel@few_rows`` / ``kernel@many_rows`` for the
+row-count tiers). Each key is tuned on up to three representative shapes (:func:`representatives`).
+Every candidate is checked for correctness first, then timed exactly as ``run`` times the shape.
+A key gets an entry only when its best candidate beats the baseline (first principles, or for a
+tier's key the kernel's regular entry) by more than ``MIN_GAIN`` in geomean on two separate
+measurements, with no representative slower by more than ``MAX_REPRESENTATIVE_LOSS``. The row-norm
+kernels also try persistent and split-column launches (family ``row_persistent``).
 
 Tuning never happens inside a timed run: ``solbench run`` only reads the table.
 """
@@ -39,9 +29,8 @@ TARGET_BYTES = 32e6
 MAX_TUNE_BYTES = 1.2e9
 MIN_GAIN = 0.03
 #: No representative may get slower than the baseline by more than this (one entry serves every
-#: launch of its key). Looser than MIN_GAIN: when it was set (session 7) the smallest
-#: representatives were flushed 4-10 us launches that scattered 5-9% between runs on the H200;
-#: the losses this guards against were 27-36% (see representatives).
+#: launch of its key). Looser than MIN_GAIN: it must pass run-to-run scatter of small launches
+#: and still catch the 16-49% losses it guards against (see representatives).
 MAX_REPRESENTATIVE_LOSS = 0.08
 
 #: Largest register tile (elements) a candidate may use: beyond it the row no longer fits in
@@ -85,8 +74,8 @@ def candidates(family: str, n: int, elem_bytes: int, rows: int, few_rows: bool =
     tiles split into unpadded column tiles (``split``), and, outside the few-rows regime,
     persistent launches of the small tiles (2-stage pipelined, a few programs per SM within a
     shared-memory budget)."""
-    from solbench.kernels.common import largest_pow2_divisor, next_pow2
     from solbench.core.rowwise import CHUNK_N, MAX_WHOLE_ROW, column_tiles, split_tails
+    from solbench.kernels.common import largest_pow2_divisor, next_pow2
 
     max_m = next_pow2(max(1, rows))
     out: list[dict] = []
@@ -129,7 +118,8 @@ def candidates(family: str, n: int, elem_bytes: int, rows: int, few_rows: bool =
             # one stage ahead; the pipeline holds that tile of x and of the residual in shared memory.
             for cfg in out[:]:
                 tile = cfg["block_m"] * block_n
-                if cfg.get("split") or tile not in (2048, 4096, 8192) or tile * elem_bytes != 32 * 32 * cfg["num_warps"]:
+                full_width = tile * elem_bytes == 32 * 32 * cfg["num_warps"]
+                if cfg.get("split") or tile not in (2048, 4096, 8192) or not full_width:
                     continue
                 for pps in PERSISTENT_PROGRAMS_PER_SM:
                     if pps * 2 * tile * elem_bytes <= PERSISTENT_SMEM_PER_SM:
@@ -205,9 +195,7 @@ def representatives(entries: list, few_rows: bool = False) -> list:
     """The smallest shape, the one nearest TARGET_BYTES (log distance) and the largest one,
     without repeats, smallest first; for a few-rows key the smallest and the largest (its shapes
     span decode to small prefill). The smallest is there because one entry serves every launch
-    of its key: on the H200 a one-warp layer_norm tile adopted on the two larger representatives
-    ran the 187 MB shape 1.12x faster and the 1.3-19 MB ones 1.16-1.49x slower
-    (results/h200/repeat_split_one_warp.jsonl)."""
+    of its key: a tile adopted on large shapes alone can lose 1.16-1.49x on small ones."""
     by_size = sorted(entries, key=lambda e: e[3].total_bytes)
     small, big = by_size[0], by_size[-1]
     if few_rows:
@@ -223,15 +211,8 @@ def representatives(entries: list, few_rows: bool = False) -> list:
 
 
 def _time(spec, impl, shape, device, cost, sets_cache: dict | None = None) -> float | None:
-    """The median time of one representative, timed by ``run``'s rule.
-
-    Few-rows keys used to be timed with a warm L2 when their shapes were decode-sized, because
-    flushed, such a launch scattered 10-20% between runs. The warm choice then lost where it is
-    scored (rms_norm@few_rows:1280, tuned warm, trailed liger on #28 in both runs of session 7),
-    and the scatter turned out to be the flush subtraction's per-process bias (H200, session 8).
-    Decode shapes now rotate their input sets instead, and the tune's two measurements of a
-    candidate agree within 0.2-2% (tune_log_session8_rotated.jsonl). A table entry is judged by the
-    record ``run`` writes, so it is chosen by one."""
+    """The median time of one representative, timed by ``run``'s rule: a table entry is judged by
+    the record ``run`` writes, so it is chosen by one (a warm-L2 tune lost where it was scored)."""
     from solbench.runner import RunConfig, _time_impl
 
     status, _, facts = _time_impl(spec, impl, shape, device, RunConfig(), cost, sets_cache)
@@ -322,7 +303,8 @@ def keep_unmeasured(entries: dict, results: Sequence[KeyResult], current: dict, 
     for kernel, by_n in current.items():
         for n, entry in by_n.items():
             if (kernel, str(n)) not in measured and str(n) not in entries.get(kernel, {}):
-                entries.setdefault(kernel, {})[str(n)] = dict(entry, kept_from=entry.get("kept_from", source))
+                origin = tuning.portable_source(entry.get("kept_from", source))  # the table ships: no machine path
+                entries.setdefault(kernel, {})[str(n)] = dict(entry, kept_from=origin)
                 kept += 1
     return kept
 
@@ -453,6 +435,7 @@ def tune(ops: Sequence[str] | None = None, *, time_budget_s: float | None = None
         torch.cuda.empty_cache()
     kept = keep_unmeasured(entries, results, current, source)
     env = environment("graph")
+    env["launch_configs"] = tuning.portable_source(env["launch_configs"])
     table = {"version": tuning.TABLE_VERSION, "device": hardware.device_name(device),
              "date": time.strftime("%Y-%m-%dT%H:%M:%S"), "env": env,
              "rule": f"adopted when the best candidate beat first principles by > {MIN_GAIN:.0%} on two "

@@ -135,7 +135,8 @@ def test_kernel_compiles_for_sm90_with_16_byte_accesses():
         assert any(o.startswith("st") for o in ops), case
         # the shifted LayerNorm statistics load each row's first value (x and the residual) as a scalar
         scalar_ok = {"ld.global.b16"} if case == "layer_shifted_split" else set()
-        assert all(".v4.b32" in o or o in scalar_ok for o in ops if o.startswith(("ld", "st"))), (case, sorted(set(ops)))
+        accesses = [o for o in ops if o.startswith(("ld", "st"))]
+        assert all(".v4.b32" in o or o in scalar_ok for o in accesses), (case, sorted(set(ops)))
         assert bool(copies) == (case == "fused_add_persistent"), (case, sorted(set(ops)))
         streaming = case == "fused_add_streaming"
         row_loads = [o for o in ops if o.startswith("ld")]
@@ -187,8 +188,8 @@ def test_persistent_pipelined_launch_matches_the_reference(op, device):
     # Shapes with a row count that is not a multiple of tiles x programs, and a decode-sized one.
     from solbench.core import tuning
     from solbench.core.check import run_impl
-    from solbench.kernels.common import next_pow2
     from solbench.core.spec import get_spec, impls_for
+    from solbench.kernels.common import next_pow2
 
     spec, impl = get_spec(op), impls_for(op)["ours_triton"]
     if not impl.available():
@@ -266,7 +267,8 @@ def test_a_tile_can_pin_when_the_parameters_load(pinned, monkeypatch, device):
 
     monkeypatch.setattr(rownorm, "_rownorm_kernel", Recorder())
     x = torch.randn(5, 1152, device=device, dtype=torch.bfloat16)
-    w, b = torch.randn(1152, device=device, dtype=torch.bfloat16), torch.randn(1152, device=device, dtype=torch.bfloat16)
+    w = torch.randn(1152, device=device, dtype=torch.bfloat16)
+    b = torch.randn(1152, device=device, dtype=torch.bfloat16)
     tile = {"block_m": 1, "block_n": 2048, "num_warps": 1, "chunked": False, "split": True, "params_first": pinned}
     with tuning.overriding("layer_norm", 1152, tile):
         y = layer_norm(x, w, b)
@@ -284,7 +286,8 @@ def test_streaming_hints_only_on_many_wave_whole_row_launches(monkeypatch):
     assert rownorm.STREAM_POLICY == "many_waves"  # the default
     assert rownorm.streaming_hints(8 * 132 + 1) == hints and rownorm.streaming_hints(8 * 132) == none
     assert rownorm.streaming_hints(10**6, chunked=True) == none  # later passes re-read the row from L2
-    assert rownorm.streaming_hints(10**6, policy="never") == none and rownorm.streaming_hints(1, policy="always") == hints
+    assert rownorm.streaming_hints(10**6, policy="never") == none
+    assert rownorm.streaming_hints(1, policy="always") == hints
     monkeypatch.setattr(tuning, "sm_count", lambda: None)
     assert rownorm.streaming_hints(10**6) == none  # no device facts: no hints
 

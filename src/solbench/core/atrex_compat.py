@@ -187,7 +187,8 @@ def _paged_attention_decode(shape: Shape):
     # spare), query, block tables [B, ceil(ctx/bs)] and seq_lens in; out [B, H, D]. W: the two
     # matmuls over every context token, plus a B x D term its trace counts.
     b, c = _i(shape, "num_seqs"), _i(shape, "ctx_len")
-    h, kv, d, bs = _i(shape, "num_query_heads"), _i(shape, "num_kv_heads"), _i(shape, "head_size"), _i(shape, "block_size")
+    h, kv = _i(shape, "num_query_heads"), _i(shape, "num_kv_heads")
+    d, bs = _i(shape, "head_size"), _i(shape, "block_size")
     e = _b("fp16" if shape.get("dtype") == "fp16" else "bf16")
     per_seq = math.ceil(c / bs)
     pool = (b * per_seq + 16) * bs * kv * d * e
@@ -210,7 +211,8 @@ def _unified_attention(shape: Shape):
     # out [Tq, H, D] in the query's dtype (bf16).
     lk = [int(x) for x in shape["seq_lens"]]
     lq = [int(x) for x in shape.get("query_lens") or lk]
-    h, kv, d, bs = _i(shape, "num_query_heads"), _i(shape, "num_kv_heads"), _i(shape, "head_size"), _i(shape, "block_size")
+    h, kv = _i(shape, "num_query_heads"), _i(shape, "num_kv_heads")
+    d, bs = _i(shape, "head_size"), _i(shape, "block_size")
     nblk = [math.ceil(x / bs) for x in lk]
     # Causal, bottom-right aligned: query i of L_q sees L_k - L_q + i + 1 keys.
     pairs = sum(a * (m - a) + a * (a + 1) // 2 for a, m in zip(lq, lk))

@@ -19,9 +19,7 @@ def _configure_dynamo() -> None:
             setattr(cfg, key, value)
     # No state from earlier processes: with Inductor's on-disk FX-graph / autotune caches and
     # dynamo's automatic-dynamic profiles on, what torch_compile generates depends on what ran
-    # before on the machine. On the H200 the sweep's fused_add_rms_norm compile reused a graph
-    # compiled by the GPU tests minutes earlier (0.69 s instead of a cold 1.26 s) and its kernels
-    # ran 10-20% slower on 14 of 19 shapes than a cold compile's in the repeat run. Every run
+    # before on the machine (a reused graph ran 10-20% slower: docs/DECISIONS.md). Every run
     # compiles cold, so torch_compile figures (and compile_s) are reproducible.
     import torch._inductor.config as inductor_cfg
 
@@ -135,12 +133,9 @@ def _largest_inputs(op: str, device, supports: Callable) -> tuple[str, dict] | N
     :data:`FIRST_TRACE_MAX_BYTES`) and that ``supports`` accepts on ``device``.
 
     Why: Inductor autotunes each generated kernel on its first launch and keeps the winner for
-    every later shape of the dynamic graph. Traced on whichever shape a run reaches first, that
-    choice was made on a microsecond-scale launch, where timing noise decides: on the H200 two runs
-    of the same code picked different kernels and torch_compile moved by 1.10-1.18x on every
-    silu_and_mul shape above 7 MB and by 1.5x on rms_norm's hidden-128 shapes (results/h200:
-    session 5's repeat.jsonl, in git history, against repeat_pre_first_trace.jsonl).
-    Serving frameworks warm their compiled graphs up at their largest batch; so does this."""
+    every later shape of the dynamic graph; traced on a microsecond-scale launch, timing noise
+    picks it, and torch_compile moved by up to 1.5x between runs (docs/DECISIONS.md). Serving
+    frameworks warm their compiled graphs up at their largest batch; so does this."""
     from solbench.core.spec import get_spec
 
     spec = get_spec(op)

@@ -96,8 +96,8 @@ def compare_tensor(name: str, got, ref, tol: Tolerance) -> tuple[list[str], dict
         n_bad = int(bad.sum())
         if n_bad:
             i = int(bad.flatten().nonzero()[0])
-            return [f"{name}: {n_bad} of {got.numel()} integers differ, first at "
-                    f"{_fmt_index(i, got.shape)} (got {int(got.flatten()[i])}, expected {int(ref.flatten()[i])})"], stats
+            first = f"{_fmt_index(i, got.shape)} (got {int(got.flatten()[i])}, expected {int(ref.flatten()[i])})"
+            return [f"{name}: {n_bad} of {got.numel()} integers differ, first at {first}"], stats
         return [], stats
     return _compare_floats(name, got.detach().reshape(-1), ref.detach().reshape(-1), tuple(got.shape), tol)
 

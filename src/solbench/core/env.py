@@ -29,8 +29,7 @@ def git_commit() -> str | None:
 
 def _gpu_facts() -> dict:
     # The UUID tells two runs on one GPU from runs on two GPUs of one model (`solbench compare`
-    # says so): two device calls of H200 session 9, each on a freshly started lent machine, timed
-    # every implementation, baselines included, about 1% apart (benchmarks/NOTES.md).
+    # says so): two H200s of one model timed every implementation about 1% apart (docs/DECISIONS.md).
     out = _run(["nvidia-smi", "--query-gpu=driver_version,clocks.sm,clocks.mem,clocks.max.sm,power.limit,uuid",
                 "--format=csv,noheader,nounits"])
     if not out:

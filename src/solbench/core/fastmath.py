@@ -1,21 +1,15 @@
 """Approximate fp32 reciprocal, exp2 and sigmoid for kernels whose results are rounded to 16 bits.
 
-Why: Triton lowers ``1.0 / x`` and ``tl.exp2`` to the SFU's approximate instructions plus a
-range fix-up each (a compare, a select and predicated multiplies that keep subnormal inputs and
-results exact). In our bf16 GLU kernel compiled for sm_90 (``python benchmarks/offline_sass.py``,
-no GPU needed; Triton 3.6 and 3.9 alike) the ``.ftz`` forms below take silu from 23 to 16
-instructions per output, the erf GELU from 30.5 to 23.5 and the tanh GELU from 27 to 20 (one more
-each when alpha = 1 and up_shift = 0 are compile-time: 14, 22.5, 19; the erf GELU's relu form,
-one more half: 22). For an
-activation near the issue limit (the erf GELU) that is the difference between waiting on memory
-and waiting on the scheduler. What the fix-ups buy, exact fp32 subnormals (below 1.2e-38), is
-invisible after rounding to fp16 (whose smallest subnormal is 6e-8) and changes a bf16 result by
-less than 1e-38, so kernels take the fast forms only for 16-bit outputs.
+Why: Triton lowers ``1.0 / x`` and ``tl.exp2`` to the SFU's approximate instructions plus a range
+fix-up each that keeps subnormals exact. In our bf16 GLU kernel on sm_90 the ``.ftz`` forms below
+take silu from 23 to 16 instructions per output and the erf GELU from 30.5 to 23.5
+(``benchmarks/offline_sass.py``, no GPU needed): for an activation near the issue limit, the
+difference between waiting on memory and waiting on the scheduler. Exact fp32 subnormals (below
+1.2e-38) are invisible after rounding to 16 bits, so kernels take the fast forms only there.
 
-The PTX instructions (``rcp.approx.ftz.f32``: relative error <= 2^-23; ``ex2.approx.ftz.f32``:
-<= 2^-22.5) exist on every NVIDIA GPU Triton targets. Triton's CPU interpreter cannot run inline
-PTX, so each helper takes ``PTX: tl.constexpr`` and falls back to the plain expression; kernels
-pass :func:`ptx_fast_math` for the tensor they write.
+``rcp.approx.ftz.f32`` (relative error <= 2^-23) and ``ex2.approx.ftz.f32`` (<= 2^-22.5) exist on
+every NVIDIA GPU Triton targets. The CPU interpreter cannot run inline PTX, so each helper takes
+``PTX: tl.constexpr`` and falls back to the plain expression; kernels pass :func:`ptx_fast_math`.
 """
 from __future__ import annotations
 

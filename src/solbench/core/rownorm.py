@@ -1,44 +1,19 @@
-"""One Triton kernel family for the row normalizations: RMSNorm, LayerNorm and L2 norm, with
-optional fused residual add, sigmoid-linear gate, affine weight/bias, and per-segment rows.
+"""One Triton kernel family for the row normalizations (RMSNorm, LayerNorm, L2 norm) with optional
+fused residual add, sigmoid-linear gate, affine weight/bias and per-segment rows, used by rms_norm,
+fused_add_rms_norm, fused_qk_rmsnorm, gated_rms_norm, l2_norm and layer_norm through
+:func:`launch_rownorm`. All math in fp32; each output is rounded once.
 
-Used by the operators rms_norm, fused_add_rms_norm, fused_qk_rmsnorm, gated_rms_norm, l2_norm
-and layer_norm (their ``api.py`` files validate arguments and call :func:`launch_rownorm`
-through a ``torch.library`` custom op). All math is in fp32; each output is rounded once.
+Segment ``r`` of ``n`` elements lives in token ``t = r // segs`` at offset ``t * stride + (r % segs)
+* seg_stride`` (``segs = 1``: plain ``[rows, n]``; more: per-head and group norms without copies).
+Per segment: ``v = x (+ residual``, stored rounded as ``residual_out``, as vLLM normalizes the bf16
+sum); ``v *= silu(z)`` when the gate comes first; ``y = v / sqrt(mean(v^2) + eps)`` (RMS),
+``(v - mean(v)) / sqrt(var(v) + eps)`` (LayerNorm, biased) or ``v / sqrt(sum(v^2) + eps)`` (L2);
+``y = y * w (+ b)`` (``weight2`` from segment ``w2_from``; ``w_seg_stride`` per segment, or shared);
+``y *= silu(z)`` when the gate comes after.
 
-What one "row" is: the kernel normalizes ``rows`` segments of ``n`` elements. Segment ``r`` lives
-in token ``t = r // segs`` at element offset ``t * stride + (r % segs) * seg_stride`` of each
-tensor; ``segs = 1`` is the plain ``[rows, n]`` case. Segments give the per-head norms
-(fused_qk_rmsnorm: q and k heads inside a packed qkv row) and group norms without copies.
-
-Per segment (fp32):
-
-* ``v = x`` (``+ residual``, rounded to the residual dtype and stored as ``residual_out``:
-  vLLM's fused_add_rms_norm normalizes the stored bf16 sum);
-* gate before norm (``norm_before_gate=False``): ``v = v * silu(z)``;
-* MODE 0 RMS: ``y = v / sqrt(mean(v^2) + eps)``; MODE 1 LayerNorm:
-  ``y = (v - mean(v)) / sqrt(var(v) + eps)`` (biased variance); MODE 2 L2:
-  ``y = v / sqrt(sum(v^2) + eps)``;
-* ``y = y * w (+ b)`` where ``w`` is ``weight`` or, for segments ``>= w2_from``, ``weight2``;
-  ``weight`` advances by ``w_seg_stride`` per segment (group norms), or is shared (0);
-* gate after norm (``norm_before_gate=True``): ``y = y * silu(z)``.
-
-One pass over HBM: rows up to :data:`~solbench.core.rowwise.MAX_WHOLE_ROW` elements stay in
-registers between the reduction and the write; longer rows loop over chunks and re-read the
-row from L2 (see core/rowwise.py).
-
-Choices made per launch, each measured on the H200 (the comments at each say what with):
-
-* the tile (core/rowwise.row_config: the device's tuned table or first principles), optionally
-  as two or three unpadded column tiles (``split``, core/rowwise.column_tiles);
-* when the weight/bias/gate are loaded (:func:`params_first`: with the row on launches of a few
-  programs per SM, after the reduction on larger ones);
-* cache hints on the row's own accesses on many-wave launches (:func:`streaming_hints`).
-
-LayerNorm takes its statistics from two dependent reductions (the mean, then the centred
-squares), or, on the launches where it measured faster, from one reduction of the sums of d and
-d^2 with d = v - the row's first value (:func:`shifted_stats`). One Welford reduction of (mean,
-squared deviations, count) triples was 1.3-2.0x slower on every layer_norm shape of the H200 (its
-division per merge; benchmarks/results/h200/layer_stats_*.jsonl, session 8).
+Chosen per launch: the tile (core/rowwise.row_config, optionally split into unpadded column tiles),
+when the weight/bias/gate are loaded (:func:`params_first`), cache hints (:func:`streaming_hints`)
+and LayerNorm's statistics (:func:`shifted_stats`; one Welford reduction was 1.3-2x slower).
 """
 from __future__ import annotations
 
@@ -46,9 +21,9 @@ import triton
 import triton.language as tl
 
 from solbench.core import tuning
+from solbench.core.rowwise import row_config, row_grid
 from solbench.kernels.common import MANY_WAVES_PER_SM, env_choice, stream_policy
 from solbench.kernels.common import streaming_hints as kernel_streaming_hints
-from solbench.core.rowwise import row_config, row_grid
 
 MODES = {"rms": 0, "layer": 1, "l2": 2}
 
@@ -75,10 +50,13 @@ def _prenorm(x_ptr, res_ptr, z_ptr, res_out_ptr, t, seg_off, c, mask,
     ``RELOAD_RES`` (chunked re-pass) reads the already stored sum back instead of recomputing."""
     if HAS_RES:
         if RELOAD_RES:
-            v = tl.load(res_out_ptr + t * res_out_stride + seg_off + c, mask=mask, other=0.0, eviction_policy=LOAD_EVICT).to(tl.float32)
+            v = tl.load(res_out_ptr + t * res_out_stride + seg_off + c, mask=mask, other=0.0,
+                        eviction_policy=LOAD_EVICT).to(tl.float32)
         else:
-            v = tl.load(x_ptr + t * x_stride + seg_off + c, mask=mask, other=0.0, eviction_policy=LOAD_EVICT).to(tl.float32)
-            v += tl.load(res_ptr + t * res_stride + seg_off + c, mask=mask, other=0.0, eviction_policy=LOAD_EVICT).to(tl.float32)
+            v = tl.load(x_ptr + t * x_stride + seg_off + c, mask=mask, other=0.0,
+                        eviction_policy=LOAD_EVICT).to(tl.float32)
+            v += tl.load(res_ptr + t * res_stride + seg_off + c, mask=mask, other=0.0,
+                         eviction_policy=LOAD_EVICT).to(tl.float32)
             v = v.to(res_out_ptr.dtype.element_ty)
             if STORE_RES:
                 tl.store(res_out_ptr + t * res_out_stride + seg_off + c, v, mask=mask, cache_modifier=STORE_CACHE)
@@ -87,7 +65,8 @@ def _prenorm(x_ptr, res_ptr, z_ptr, res_out_ptr, t, seg_off, c, mask,
         v = tl.load(x_ptr + t * x_stride + seg_off + c, mask=mask, other=0.0, eviction_policy=LOAD_EVICT).to(tl.float32)
     if HAS_Z:
         if not NORM_BEFORE_GATE:
-            z = tl.load(z_ptr + t * z_stride + seg_off + c, mask=mask, other=0.0, eviction_policy=LOAD_EVICT).to(tl.float32)
+            z = tl.load(z_ptr + t * z_stride + seg_off + c, mask=mask, other=0.0,
+                        eviction_policy=LOAD_EVICT).to(tl.float32)
             v = v * (z * tl.sigmoid(z))
     return v
 
@@ -138,7 +117,8 @@ def _load_affine(z_ptr, w_ptr, w2_ptr, b_ptr, t, s, seg_off, c, mask, cmask,
             b = tl.load(b_ptr + c, mask=cmask, other=0.0).to(tl.float32)
     if HAS_Z:
         if NORM_BEFORE_GATE:
-            z = tl.load(z_ptr + t * z_stride + seg_off + c, mask=mask, other=0.0, eviction_policy=LOAD_EVICT).to(tl.float32)
+            z = tl.load(z_ptr + t * z_stride + seg_off + c, mask=mask, other=0.0,
+                        eviction_policy=LOAD_EVICT).to(tl.float32)
             g = z * tl.sigmoid(z)
     return w, b, g
 
@@ -156,7 +136,8 @@ def _store_affine(y, w, b, g, out_ptr, t, seg_off, c, mask, out_stride,
     if HAS_Z:
         if NORM_BEFORE_GATE:
             y = y * g
-    tl.store(out_ptr + t * out_stride + seg_off + c, y.to(out_ptr.dtype.element_ty), mask=mask, cache_modifier=STORE_CACHE)
+    tl.store(out_ptr + t * out_stride + seg_off + c, y.to(out_ptr.dtype.element_ty), mask=mask,
+             cache_modifier=STORE_CACHE)
 
 
 @triton.jit
@@ -451,23 +432,14 @@ def launch_rownorm(x, out, *, mode: str, eps: float, n: int, rows: int,
         **{**cfg.launch_kwargs(), **cfg.column_kwargs(n, x.element_size())})
 
 
-#: When the whole-row path loads the weight/bias/gate (H200, session 6: the code of then measured
-#: with ``always`` in its repeat.jsonl, params_never.jsonl / params_decode.jsonl the other two,
-#: ours_triton alone; session 7: ``few_waves`` whole in repeat_split_one_warp.jsonl, ``always``
-#: beside it in params_always.jsonl, rms_norm #14 73.6 against 75.6 us, #53 29.4 against 30.2):
-#:
-#: * ``always``, with the row: closes most of the decode gap to liger (rms_norm #47 3.16 -> 2.48
-#:   us, layer_norm #12 3.75 -> 2.80) and wins 7-9% on launches of a few programs per SM
-#:   (fused_add_rms_norm #9/#15, rms_norm #50/#54);
-#: * ``never``, after the reduction (the code before): 4-5% faster on launches of many waves
-#:   (rms_norm #10-#14 and #53, layer_norm #7/#8, 37-302 MB, 14-62 programs per SM);
-#: * ``decode``: with the row only on launches that leave SMs without a program;
-#: * ``few_waves`` (the default): with the row on launches of at most :data:`FEW_WAVES_PER_SM`
-#:   programs per SM, after the reduction on larger ones -- the rule both session-6 files point to.
+#: When the whole-row path loads the weight/bias/gate (``SOLBENCH_ROW_PARAMS_FIRST``): ``always``
+#: with the row (wins on decode and few-program launches), ``never`` after the reduction (wins on
+#: many waves), ``decode`` with the row only where SMs sit idle, ``few_waves`` (default) with the row
+#: up to :data:`FEW_WAVES_PER_SM` programs per SM. Evidence: docs/DECISIONS.md.
 PARAMS_FIRST_POLICIES = ("always", "never", "decode", "few_waves")
 PARAMS_FIRST_POLICY = env_choice("SOLBENCH_ROW_PARAMS_FIRST", "few_waves", PARAMS_FIRST_POLICIES)
 #: Programs per SM up to which ``few_waves`` loads the parameters first: the launches that gained
-#: had at most 4.8, the ones that lost at least 14 (the many-waves line of core/kernels).
+#: had at most 4.8, the ones that lost at least 14 (the many-waves line of kernels/common).
 FEW_WAVES_PER_SM = MANY_WAVES_PER_SM
 
 
@@ -490,15 +462,8 @@ def params_first(programs: int, policy: str | None = None) -> bool:
 #: * ``shifted``: one reduction of the row's sums of d and d^2, d = v - its first value (one
 #:   cross-warp round instead of two dependent ones, merged by additions);
 #: * ``few_waves`` (the default): shifted on launches that give every SM a program but at most
-#:   :data:`FEW_WAVES_PER_SM`, two passes on the others.
-#:
-#: H200, ours alone, two processes per mode agreeing within 0.4%. Session 9, shifted on every
-#: launch (layer_sums_{two_pass,shifted}{,_again}.jsonl): 3-5% faster at 276-2024 rows (#0-#3), 2-15%
-#: slower at 4100-40560 rows of 1152 (#4-#8: its sm_90 code has 13% more instructions, where the
-#: two passes' static count times the programs per SM is already about 2/3 of what an SM can issue
-#: in the time). Session 10, shifted up to 8 programs per SM (layer_stats_policy_*.jsonl): again
-#: 3-6% faster on #0-#3, but on the one-program launches (#10-#12, one row of 2048/4096/5120) +1%,
-#: -1.3% and -10%, hence the lower bound.
+#:   :data:`FEW_WAVES_PER_SM`, two passes on the others: shifted wins where the cross-warp round
+#:   dominates and loses where instruction issue does, or on one-program launches (docs/DECISIONS.md).
 LAYER_STATS_POLICIES = ("two_pass", "shifted", "few_waves")
 LAYER_STATS = env_choice("SOLBENCH_ROW_LAYER_STATS", "few_waves", LAYER_STATS_POLICIES)
 
@@ -519,18 +484,13 @@ def shifted_stats(programs: int, policy: str | None = None) -> bool:
 
 #: Cache hints on a whole-row launch's own accesses (x, residual, gate: each read once; the
 #: outputs: written once): loads marked first to leave L2 (``evict_first``), stores streaming
-#: (``st.global.cs``). H200, session 7, ours alone, one process each (results/h200/): with both
-#: hints, stream_many_waves.jsonl against stream_never.jsonl was 2.2% faster on the 14-64 MB shapes
-#: (geomean of 26), 1.1% on 64-256 MB (30), level above 256 MB (8) and under 14 MB (44, noise);
-#: rms_norm 0.98, layer_norm 0.96, l2_norm 0.99, fused_add 1.00, gated_rms_norm 1.01. The
-#: experiment before, on another machine (cache_{none,loads,stores,loads_stores}.jsonl, hints on
-#: every launch), agrees: both 3.6% / 1.1% / level; either hint alone level or slower (evict_first
-#: loads alone: 1-4% slower). Policies (``SOLBENCH_ROW_STREAM``):
+#: (``st.global.cs``): both hints together are 1-4% faster on 14-256 MB, either alone is level or
+#: slower (docs/DECISIONS.md). Policies (``SOLBENCH_ROW_STREAM``):
 #:
 #: * ``many_waves`` (the default): on launches of more than :data:`FEW_WAVES_PER_SM` programs per
-#:   SM, where every figure above came from; a decode-sized launch keeps its output an ordinary
+#:   SM, where the gains were measured; a decode-sized launch keeps its output an ordinary
 #:   L2 line for the kernel that reads it next;
-#: * ``never`` / ``always``: for A/B runs (``device.sh streamhints``).
+#: * ``never`` / ``always``: for A/B runs.
 #:
 #: Never on the chunked path: its later passes re-read the row from L2.
 STREAM_POLICY = stream_policy("SOLBENCH_ROW_STREAM", "many_waves")
@@ -538,6 +498,6 @@ STREAM_POLICY = stream_policy("SOLBENCH_ROW_STREAM", "many_waves")
 
 def streaming_hints(programs: int, chunked: bool = False, policy: str | None = None) -> dict:
     """The ``LOAD_EVICT`` / ``STORE_CACHE`` constexprs of a launch of ``programs`` programs
-    (``policy``: default :data:`STREAM_POLICY`; core/kernels.streaming_hints); none on the
+    (``policy``: default :data:`STREAM_POLICY`; kernels/common.streaming_hints); none on the
     chunked path."""
     return kernel_streaming_hints(programs, "never" if chunked else policy or STREAM_POLICY, tuning.sm_count())

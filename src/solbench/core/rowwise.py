@@ -1,41 +1,18 @@
 """Shared mechanics of row-wise kernels (norms, per-token quantization): how a ``[rows, n]``
 problem is tiled, and small ``@triton.jit`` helpers the kernels share.
 
-A row-wise kernel reads each row once, reduces over it (sum of squares, mean, max-abs), and
-writes it once. To stay at one pass over HBM, the whole row must stay on chip between the
-reduction and the write. Two regimes:
+A row-wise kernel reads each row once, reduces over it and writes it once, so the row stays on chip
+in between: up to ``MAX_WHOLE_ROW`` a program owns ``block_m`` whole rows as one register tile;
+longer rows are looped over in chunks, one row per program (the write pass re-reads it from L2).
 
-* **whole row** (``n <= MAX_WHOLE_ROW``): one program owns ``block_m`` complete rows as a
-  ``[block_m, block_n]`` register tile (``block_n = next_pow2(n)``); each byte is read once from
-  HBM and written once.
-* **chunked** (``n > MAX_WHOLE_ROW``): one row per program, looped over in ``block_n`` chunks; the
-  reduction pass reads the row from HBM, the write pass reads it again from L2 (one row of a
-  program is at most a few hundred KB; all resident programs' rows together fit in L2).
+The tile comes from a tuned entry for ``(kernel, n)`` (core/tuning.py), else from first principles
+(:func:`row_config`): ``BYTES_PER_THREAD`` per tensor per thread (enough loads in flight to cover
+HBM latency without spills), about ``TILE_ELEMS`` elements a program (several short rows a program;
+wide rows one row with more warps), and never fewer programs than SMs while a tile could split.
 
-The tile shape is chosen from first principles (see :func:`row_config`), unless this device has
-a tuned configuration for (kernel, n) (``solbench tune``, core/tuning.py) or :data:`OVERRIDES`
-names one. First principles:
-
-* every thread moves ``BYTES_PER_THREAD`` bytes per tensor (two 16-byte vector accesses, enough
-  loads in flight per thread to cover HBM latency without spilling registers);
-* a program holds about ``TILE_ELEMS`` elements: short rows (hidden 64-1024) pack several rows
-  per program, which is also what keeps decode shapes (1-64 rows) from launching a prefill-sized
-  grid of one-warp programs; wide rows (hidden >= ``TILE_ELEMS``) take one row per program with
-  more warps (up to ``MAX_WARPS``);
-* but never so many rows per program that the launch has fewer programs than the device has SMs
-  while a tile could still be split (core/kernels.fill_sms).
-
-Public API (small on purpose; other kernel families build on it):
-
-* :class:`RowConfig`, :func:`row_config` -- the tile for ``(n, rows, elem_bytes)``;
-* :func:`row_grid` -- the launch grid for a config;
-* :func:`rows_view` -- ``x[..., n]`` as a ``[rows, n]`` view with one row stride (no copy);
-* :func:`check_hidden` -- a clear error for unsupported row lengths;
-* :func:`rows_of`, :func:`check_param`, :func:`output_like` -- argument checks for public
-  wrappers (dtype/device/stride errors that name what is supported, ``out=``; aliasing is
-  core/kernels.check_disjoint, called by each custom op's body);
-* ``@triton.jit`` helpers :func:`tile_offsets` and :func:`row_ptrs` (import them into a kernel
-  module and call them from a kernel).
+Public API: :class:`RowConfig`, :func:`row_config`, :func:`row_grid`, :func:`rows_view`,
+:func:`check_hidden`, :func:`rows_of`, :func:`check_param`, :func:`output_like`, and the
+``@triton.jit`` helpers :func:`tile_offsets` and :func:`row_ptrs`.
 """
 from __future__ import annotations
 
@@ -77,10 +54,8 @@ TILE_ELEMS = _env_int("SOLBENCH_ROW_TILE_ELEMS", 4096)
 BYTES_PER_THREAD = _env_int("SOLBENCH_ROW_BYTES_PER_THREAD", 32)
 #: Bytes per thread on a launch too small to give every SM a program (decode: a handful of rows):
 #: there the time is one memory round trip per program, not bandwidth, so each thread issues a
-#: single 16-byte vector of each tensor and the row's reduction spreads over more warps. 32 (no
-#: raise) was 3-6% faster on layer_norm #10/#11 but mixed on rms_norm (#46 2% faster, #18 / #32 /
-#: #42 0.7-2.4% slower) in both of two processes (H200, decode_bytes_*.jsonl, session 9); the
-#: layer_norm shapes got their few-rows entries from the tune instead.
+#: single 16-byte vector of each tensor and the row's reduction spreads over more warps (32 was
+#: mixed across the decode shapes; the tune's few-rows entries cover the exceptions).
 DECODE_BYTES_PER_THREAD = _env_int("SOLBENCH_ROW_DECODE_BYTES_PER_THREAD", 16)
 MAX_WARPS = _env_int("SOLBENCH_ROW_MAX_WARPS", 16)
 #: Hard limit on the row length: column offsets stay int32 inside a row (row offsets are int64).
@@ -153,12 +128,9 @@ class RowConfig:
 #: How wide a split row's tail tiles are (``SOLBENCH_ROW_SPLIT_TAILS``, for A/B runs):
 #:
 #: * ``whole_vectors`` (the default): at least one 16-byte vector per thread of the program (256
-#:   bf16 lanes per warp), the last one masked. A narrower tail gets its own register layout (1152
-#:   on one warp: 1024 lanes at 8 per thread, 128 at 4), and Triton then converts the whole row
-#:   between the two layouts with warp shuffles, on the way in and again on the way out: 136 of
-#:   the 760 sm_90 instructions of layer_norm's one-warp 1024 + 128 tile (624 as 1024 + 256, no
-#:   shuffle left but the reductions'; 568 with the main tile's column mask dropped; `solbench sass`;
-#:   H200: 1% faster at 15k rows, layer_norm #6, results/h200/table_ln6_*, table_lnexact_*);
+#:   bf16 lanes per warp), the last one masked. A narrower tail gets its own register layout, and
+#:   Triton then shuffles the whole row between the two layouts on the way in and out (136 of 760
+#:   sm_90 instructions of layer_norm's one-warp 1024 + 128 tile, `solbench sass`);
 #: * ``exact``: the tails as :func:`column_tiles` cuts them without a width (1152 = 1024 + 128).
 SPLIT_TAILS_POLICIES = ("whole_vectors", "exact")
 SPLIT_TAILS = env_choice("SOLBENCH_ROW_SPLIT_TAILS", "whole_vectors", SPLIT_TAILS_POLICIES)
@@ -228,7 +200,7 @@ def row_config(n: int, rows: int, elem_bytes: int = 2, kernel: str = "",
     launch (``solbench tune`` then tries some); otherwise a tuned persistent entry is launched
     one program per tile. A regular tuned entry (not a row-count tier's, ``kernel@few_rows`` or
     ``kernel@many_rows``) was measured on larger launches, so on this one its rows per program are
-    still split while SMs would go idle (core/kernels.fill_sms); a tier's entry was measured on
+    still split while SMs would go idle (kernels/common.fill_sms); a tier's entry was measured on
     launches like this one and is used as it is.
     """
     check_hidden(n, kernel or "row-wise kernel")
@@ -262,7 +234,7 @@ def row_config(n: int, rows: int, elem_bytes: int = 2, kernel: str = "",
 
 def _decode_warps(block_m: int, block_n: int, warps: int, elem_bytes: int, programs: int, chunked: bool) -> int:
     """``warps``, raised to :data:`DECODE_BYTES_PER_THREAD` per thread when the launch leaves SMs
-    without a program even at one row per program (see core/kernels.fill_sms); whole rows only."""
+    without a program even at one row per program (see kernels/common.fill_sms); whole rows only."""
     sms = tuning.sm_count()
     if chunked or not sms or programs >= sms:
         return warps

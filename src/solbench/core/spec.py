@@ -43,8 +43,6 @@ def torch_dtype(name: str):
 
 
 def dtype_name(dtype) -> str:
-    import torch
-
     for name in DTYPE_BYTES:
         try:
             if torch_dtype(name) == dtype:

@@ -1,31 +1,19 @@
-"""Timers. All return a :class:`Timing` with the median and the p20/p80 spread of per-call times.
+"""Timers. Each returns a :class:`Timing`: the median and the p20/p80 of per-call times.
 
-GPU, default (``graph``): the calls are captured into a CUDA graph and the graph is replayed,
-timed with CUDA events. Inputs come from rotating sets, enough of them to be over twice the L2
-cache together, so every call starts with a cold L2 (up to :data:`MAX_ROTATING_SETS`, i.e. calls
-down to about 3 KB; all but a few of the sets are copies). Only smaller calls are each preceded
-by a read of a 2xL2 buffer (a "flush"), and the time of a graph of flushes alone is subtracted,
-replay by replay (the two graphs alternate).
+GPU ``graph`` (default): the calls are captured into a CUDA graph and replayed, timed with CUDA
+events. Inputs rotate over enough sets to exceed twice the L2, so every call starts cold; calls too
+small for that (:data:`MAX_ROTATING_SETS`) are each preceded by a read of a 2xL2 buffer, and a graph
+of flushes alone is subtracted, replay by replay. A call that allocates its outputs gets a fresh
+buffer per captured call (the timer keeps each return value alive), so its outputs rotate like
+``out=`` buffers instead of staying resident and dirty in L2.
 
-Outputs: a call that allocates its outputs (no ``out=``) and returns them gets, under capture, a
-fresh output buffer per captured call, because the timer keeps every captured call's return value
-alive until the capture ends; replays then write to ``calls_per_sample`` distinct buffers, which
-rotate with the inputs just like preallocated ``out=`` buffers do. Without that, every call would
-write to the one address the caching allocator hands back, which stays resident and dirty in L2.
+GPU ``eager``: each call is launched from Python between two events, the stream first held by a
+device-side spin, so the events time the device's work and not the host's launch. With
+``eager="device_sync"`` (the evaluator's choice, and the fallback when a graph capture fails on
+unjoined streams) a sample is the wall time between two device-wide syncs: side streams count.
 
-GPU, ``eager``: each call is launched from Python between two events, with the same flush. The
-stream is first held by a device-side spin long enough for the host to queue every sample, so the
-events time the device's work, not the host's launch overhead (on the H200 host a Python-side
-launch of our custom op took 81-421 us, which an un-held eager timer reported as kernel time).
-With ``eager="device_sync"`` (the candidate evaluator's choice) a sample is instead the wall time
-between two device-wide synchronizations, less their cost: it covers work on every stream, so
-work hidden on a side stream the events' stream never waits for is timed too. A graph capture
-fails on such work (unjoined streams), so the fallback from graph timing uses the same rule.
-
-CPU: ``time.perf_counter`` around each call, median.
-
-Nothing is allocated, cloned or synchronized inside the timed region: the caller's ``call(i)``
-must only launch work on input set ``i``.
+CPU: ``time.perf_counter`` around each call, median. Nothing is allocated, cloned or synchronized
+inside the timed region: the caller's ``call(i)`` only launches work on input set ``i``.
 """
 from __future__ import annotations
 
@@ -67,17 +55,8 @@ def quantiles(samples: Sequence[float]) -> tuple[float, float, float]:
 
 
 #: At most this many rotating input sets: calls down to about 3 KB (2 x 50 MB of L2 / 32768) rotate
-#: instead of being flushed. Most sets are copies of a few (:func:`input_sets`), so making them is
-#: a few copy kernels; what remains per set is its Python launch inside the graph capture (records
-#: of 2000-8192 sets spent 2-5 s each in timing on the H200 while every set was still made, warmed
-#: up and captured twice: impl_facts.phase_s of repeat_session8_no_liger.jsonl). Why not a flush
-#: for everything under ~12 MB (the old limit was 8 sets): the flush's own time (~36 us on the
-#: H200) is subtracted, and the flush-only graph's time differs from the flushes' time inside the
-#: flush + call graph by an amount that changes from process to process. On the H200
-#: (benchmarks/results/h200/table_*.jsonl) two processes timed the same kernels on 1.7-5.5 MB 0.3
-#: us apart (2.90 / 3.28 us), exactly the 0.33 us between their flush-only times (36.40 / 36.07
-#: us), while flush + call stayed put: a 10% error on a 3 us call, larger than the differences
-#: between implementations it was meant to rank.
+#: instead of being flushed, because a subtracted ~36 us flush drifts by ~0.3 us between processes,
+#: a 10% error on a 3 us call (docs/DECISIONS.md). Most sets are copies (:func:`input_sets`).
 MAX_ROTATING_SETS = 32768
 #: ... unless making that many sets would take longer than this (see :func:`make_sets`).
 MAX_SET_MAKING_S = 3.0
@@ -104,11 +83,9 @@ def plan_sets(bytes_per_call: float, l2_bytes: int, max_sets: int = MAX_ROTATING
     their write traffic never reaches HBM and the call looks faster than it is. Such calls
     (``outputs_rotate=False``) are flushed instead.
 
-    Why rotation is preferred to a flush wherever it fits (H200, benchmarks/NOTES.md): the same
-    kernel, flushed, timed 1.09-1.14x (geomean) slower than rotated at 20-64 MB and up to 5%
-    faster above 500 MB, where the flush (a 2.9 TB/s read) hides the previous call's dirty L2
-    write-back in its unused bandwidth. Rotation is what a kernel meets in a serving step (the
-    previous kernel's data resident and dirty) and what the copy ceiling was calibrated with.
+    Rotation is preferred to a flush wherever it fits: it is what a kernel meets in a serving step
+    (the previous kernel's data resident and dirty) and what the copy ceiling was calibrated with,
+    while a flush biases the next call's time both ways (docs/DECISIONS.md).
     """
     if bytes_per_call <= 0:
         return 2, True
@@ -136,10 +113,8 @@ DISTINCT_SETS = 8
 #: The most memory a plan of many sets may hold in inputs (see input_sets).
 MAX_SETS_BYTES = 2e9
 #: The longest replay (us) a plan of many sets may take; slower calls are flushed (see time_gpu).
-#: On the H200 the 1-token shapes' plans of 27308 sets replay 51-99 ms for ours, liger, torch_compile
-#: and torch_native (2-3.6 us a call) and 70-470 ms for torch_eager (session 9's sweep notes): at
-#: 50 ms most of them were flushed, some implementations of a shape rotated and others not. 150 ms
-#: rotates every compiled kernel there; a replay costs 5 samples x 150 ms at most.
+#: High enough that every compiled kernel of a 1-token shape rotates (so the implementations of a
+#: shape are timed alike), low enough that a replay costs 5 samples x 150 ms at most.
 MAX_ROTATION_REPLAY_US = 150_000.0
 
 
@@ -171,9 +146,8 @@ def make_sets(n_sets: int, flush: bool, make_set: Callable[[int], object],
     """``([make_set(0), ...], flush)`` for a plan of :func:`plan_sets`. Many small sets (a decode
     call rotates thousands) are only affordable when one is cheap to make: the plan falls back to
     two sets and a flush once making them has taken ``budget_s``, or earlier, when the first
-    :data:`SETS_TO_PROJECT` project more than three times that. (A projection from 4 sets was
-    fooled by one slow allocation: layer_norm #10 fell back in one H200 run and rotated in the
-    next, 2.58 against 2.19 us.)"""
+    :data:`SETS_TO_PROJECT` project more than three times that (a projection from a handful of
+    sets is fooled by one slow allocation)."""
     sets: list = []
     started = clock()
     for i in range(n_sets):
@@ -190,13 +164,8 @@ def flush_buffers() -> int:
     """How many flush buffers :class:`_Flusher` alternates between (``SOLBENCH_FLUSH_BUFFERS``,
     1 or 2; default 1). Recorded in every record's ``env``.
 
-    Why 2 exists: the time of a graph of flushes alone is subtracted from a graph of flush + call
-    pairs. Back-to-back flushes of one buffer may find the previous flush's tail still in L2,
-    while a flush after a call finds the call's data there instead; then the subtraction takes off
-    less than the flush cost inside the pairs and the call looks slower. Alternating two buffers
-    makes every flush start from lines it does not own, in both graphs. Measured on the H200
-    (session 5, benchmarks/NOTES.md): one and two buffers give the same figures, so this is not
-    why flushed calls time slower than rotated ones; the switch stays for that experiment."""
+    Two buffers make every flush start from lines it does not own in both the flush-only and the
+    flush + call graph. One and two measured the same (docs/DECISIONS.md): a finished experiment."""
     import os
 
     raw = os.environ.get("SOLBENCH_FLUSH_BUFFERS", "1")
@@ -336,11 +305,8 @@ def _labelled(t: Timing, warm: bool) -> Timing:
 
 def _estimate_us(call, n_sets, reps: int = 3) -> float:
     """Device time (us) of one call: the stream is held while the host queues the calls, so a
-    call whose Python launch path is slower than its kernel is not estimated at its host cost.
-    (It was, before: on the H200 host a 2-us kernel was estimated at 81-421 us, the graph then
-    held only 3-16 calls per replay, and a replay of ~10 us of work waited for the host to
-    submit it: warm and rotated records of small calls included host time, more of it for an
-    implementation with a slower Python path.)"""
+    call whose Python launch path is slower than its kernel is not estimated at its host cost
+    (that would put too few calls in a replay, which then waits for the host to submit it)."""
     start, end = _events(2)
     _hold_stream(_host_us_per_iteration(call, n_sets, None, reps=1) * reps)
     start.record()

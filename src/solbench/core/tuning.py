@@ -1,35 +1,17 @@
 """Device-tuned launch configurations for our memory-bound kernels.
 
-A kernel asks :func:`lookup` for its launch configuration by ``(kernel, n)`` (``n`` is the row
-length, or the GLU's ``d``) before falling back to its first-principles rule. The answer comes
-from, in this order:
+A kernel asks :func:`lookup` for its launch configuration by ``(kernel, n)`` (``n``: the row length,
+or the GLU's ``d``). The answer comes from, in this order: an override (:func:`overriding`, how
+``solbench tune`` tries candidates); this device's table, ``$SOLBENCH_CACHE/tuned/<device>.json``
+written by ``solbench tune``, else the one shipped in ``solbench/core/tuned/``; else ``None``, and
+the kernel uses its first-principles rule. ``SOLBENCH_TUNED=0`` ignores the tables and
+``SOLBENCH_TUNED_TABLE=FILE`` uses that one instead (A/B runs; ``benchmarks/table_variant.py``).
 
-1. an override set by :func:`overriding` (``solbench tune`` uses it to try candidates);
-2. this device's tuned table: ``$SOLBENCH_CACHE/tuned/<device>.json`` written by
-   ``solbench tune``, else the table shipped in ``solbench/core/tuned/<device>.json`` (measured
-   by us on that GPU model and committed with the results it produced);
-3. nothing (``None``): the kernel uses its first-principles configuration.
-
-``SOLBENCH_TUNED=0`` ignores the tables (first principles everywhere), for A/B runs;
-``SOLBENCH_TUNED_TABLE=FILE`` uses that table instead of both (an A/B of one entry: a copy of the
-packaged table with the entry changed, ``benchmarks/table_variant.py``).
-
-Few rows. A launch over fewer rows than :data:`FEW_ROWS_PER_SM` times the device's SM count
-(decode batches, small prefills) is latency-bound: its best tile is not the large shapes' one
-(on the H200 liger's one-row, 16-byte-per-thread programs beat our large-shape tiles by 0.3-1 us
-on such shapes). Look-ups that pass ``rows`` below that limit use the key ``kernel@few_rows``
-first (``solbench tune`` measures it on those shapes), and fall back to ``kernel``'s entry.
-
-Many rows. At the other end, a launch over at least :data:`MANY_ROWS_PER_SM` rows per SM is a
-throughput question of many waves: its best tile can be one whose programs are too slow for the
-same row length at a few thousand rows (H200, layer_norm 1152: one warp per row, no cross-warp
-reduction, 4-12% faster from 4k to 41k rows, #4-#8 at 31-307 rows per SM, and 13% slower at 1k,
-#2 at 7.7; results/h200/table_ln8_*.jsonl, table_ln9_*.jsonl). Such launches look up
-``kernel@many_rows`` first, then ``kernel``.
-
-A table holds only what was measured to beat, on that device, what its shapes would use
-without the entry (first principles; for a tier's key, few or many rows, the kernel's regular
-entry when it has one); each entry keeps its measured speedup and the shapes it was measured on.
+Row-count tiers: a launch over fewer than :data:`FEW_ROWS_PER_SM` rows per SM (decode, small
+prefill) is latency-bound, and one over at least :data:`MANY_ROWS_PER_SM` is a throughput question
+of many waves; neither wants the regular key's tile, so they look up ``kernel@few_rows`` or
+``kernel@many_rows`` first, then ``kernel``. A table holds only entries measured to beat, on that
+device, what the shapes would use without them; each keeps its speedup and shapes.
 """
 from __future__ import annotations
 
@@ -48,9 +30,8 @@ FAMILIES = ("row", "row_persistent", "glu")
 #: Below this many rows per SM a launch counts as "few rows" (see the module docstring).
 FEW_ROWS_PER_SM = 4
 FEW_ROWS_SUFFIX = "@few_rows"
-#: From this many rows per SM on a launch counts as "many rows" (see the module docstring): 24
-#: puts layer_norm #4 (4100 rows, 31 per SM on 132 SMs) with the shapes its tile wins on, and
-#: keeps #2/#3 (7.7 and 15 per SM), where it was 13% slower and level, on the regular entry.
+#: From this many rows per SM on a launch counts as "many rows" (see the module docstring): the
+#: boundary between the row counts where layer_norm's one-warp-per-row tile won and lost on the H200.
 MANY_ROWS_PER_SM = 24
 MANY_ROWS_SUFFIX = "@many_rows"
 #: Keys of a row-count tier: each falls back to the kernel's regular key.
@@ -138,6 +119,18 @@ def reload() -> None:
 def source() -> str:
     """Where launch configurations come from on this device (recorded in every run's env)."""
     return active_table()[0]
+
+
+def portable_source(src: str) -> str:
+    """``src`` (a :func:`source`) without machine paths, for files that ship: a packaged table as
+    ``solbench/core/tuned/<name>``, any other table file by its name, anything else unchanged."""
+    if src.startswith("first principles"):
+        return src
+    p = Path(src)
+    try:
+        return "solbench/" + p.resolve().relative_to(packaged_dir().resolve().parents[1]).as_posix()
+    except ValueError:
+        return p.name
 
 
 @functools.lru_cache(maxsize=1)

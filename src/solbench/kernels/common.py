@@ -1,4 +1,5 @@
-"""Shared mechanics of the kernel library (no benchmark imports here): availability, input validation, row views, ``out=``.
+"""Shared mechanics of the kernel library (no benchmark imports here): availability, input
+validation, row views, ``out=``.
 
 Every public wrapper validates its inputs with errors that name what is supported, accepts any
 leading dims and a row stride (the last dim must be contiguous), and takes ``out=``.
@@ -8,7 +9,6 @@ from __future__ import annotations
 import functools
 import os
 from typing import Iterable, Sequence
-
 
 
 def interpreting() -> bool:
@@ -226,10 +226,9 @@ class KernelOp:
     whose plain eager calls skip the dispatcher and run the op's body directly.
 
     Why: a custom op call goes through the autograd, ADInplaceOrView and dynamo-disable layers
-    before reaching the body, host time spent on every call of a 2-5 us kernel. On the H200 host
-    an eager call of our ops cost 81-421 us of host time in all (benchmarks/results/h200/
-    eager_hostbound_*.jsonl). The direct path is taken only where nothing needs the dispatcher: not
-    while torch.compile / export traces, and only when every tensor argument is a plain
+    before reaching the body, host time spent on every call of a 2-5 us kernel (tens to hundreds
+    of us an eager call: docs/DECISIONS.md). The direct path is taken only where nothing needs
+    the dispatcher: not while torch.compile / export traces, and only when every tensor argument is a plain
     ``torch.Tensor`` (fake tensors, subclasses and proxies go through the op, hence its fake
     implementation). Under CUDA-graph capture the body launches on the capturing stream either way.
     Mutated arguments get their version counter bumped, as the dispatcher would do, so autograd

@@ -94,15 +94,9 @@ def _glu_kernel(x_ptr, out_ptr, rows, d, x_row_stride, out_row_stride, alpha, li
              cache_modifier=STORE_CACHE)
 
 
-#: Cache hints on the GLU's own loads and stores (core/kernels.streaming_hints), from
-#: ``SOLBENCH_GLU_STREAM``; ``never`` by default. The row norms gain 1-4% at 14-256 MB from them on
-#: the H200; the GLU does not. Session 8's A/B (``device.sh glustream``, glu_stream_*.jsonl, two
-#: processes per policy agreeing within 0.1%) had silu 3-6% slower on #4, #23 and #29 and the erf
-#: GELU 1-3.5% faster on its large shapes, but that was with a glu_erf:768 entry since dropped: with
-#: the first-principles tile and hints on for the erf GELU alone, its d = 768 shapes of 113-810 MB
-#: were level and #4, #23, #29 2.5-3.4% slower (benchmarks/results/h200/glu_variants_erf_stream.jsonl
-#: against session 9's first call, whose torch_compile records of those three shapes agree with it
-#: within 0.2%, so the loss is not the calls' drift).
+#: Cache hints on the GLU's own loads and stores (kernels/common.streaming_hints), from
+#: ``SOLBENCH_GLU_STREAM``; ``never`` by default: unlike the row norms, the GLU measured level or
+#: 2.5-6% slower with them on the H200 (docs/DECISIONS.md).
 GLU_STREAM_POLICY = stream_policy("SOLBENCH_GLU_STREAM", "never")
 
 KERNEL = "glu"
