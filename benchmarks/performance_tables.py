@@ -26,6 +26,10 @@ from solbench.core.score import amdahl_estimate, geomean, op_scores, suite_score
 from solbench.runner import read_records
 
 IMPLS = ("ours_triton", "liger", "torch_native", "torch_compile", "torch_eager")
+#: The GLU, norm and fp8-quant operators: the bars table covers them shape by shape already.
+BARS_OPS = {"silu_and_mul", "gelu_and_mul", "gelu_tanh_and_mul", "swiglu_oai", "rms_norm", "fused_add_rms_norm",
+            "fused_qk_rmsnorm", "gated_rms_norm", "l2_norm", "layer_norm", "fp8_dynamic_per_token_quant",
+            "fused_rmsnorm_quant", "per_token_group_quant_fp8"}
 
 
 def fmt(x, digits=2):
@@ -93,7 +97,7 @@ def _ours_vs_best_peer(recs) -> dict:
     """{(op, shape_id): ours' time / the best correct peer's} where both exist."""
     by_shape = defaultdict(dict)
     for r in recs:
-        if r["status"] == "ok" and r.get("time_us"):
+        if r["status"] == "ok" and r.get("time_us") and r.get("role") != "reference":
             by_shape[(r["op"], str(r["shape_id"]))][r["impl"]] = r["time_us"]
     out = {}
     for key, t in by_shape.items():
@@ -210,6 +214,43 @@ the finished experiments are listed in benchmarks/results/ARCHIVE.md.
 """
 
 
+def peer_table(recs: list[dict], name: str = "") -> None:
+    """Shape by shape, for operators with peers beyond the torch baselines or with references:
+    ours against the best peer, and the references (ranked apart) beside them."""
+    ops = {r["op"] for r in recs if r["op"] not in BARS_OPS and r["impl"] == "ours_triton"}
+    if not ops:
+        return
+    shapes = defaultdict(dict)
+    for r in recs:
+        if r["op"] in ops:
+            shapes[(r["op"], str(r["shape_id"]))][r["impl"]] = r
+    print()
+    print(f"`{name}`: ours against every peer of the same run, shape by shape (µs; achievable S in\n"
+          "brackets; references are ranked apart, e.g. a dense kernel on K/V gathered before the timed call):")
+    print()
+    print("| operator | shape | ours | best peer | ours / best peer | references |")
+    print("|---|---|---|---|---|---|")
+    for (op, sid), by in sorted(shapes.items(), key=lambda kv: (kv[0][0], _sid_key(kv[0][1]))):
+        ours = by.get("ours_triton")
+        if ours is None:
+            continue
+        ok = {n: r for n, r in by.items() if r["status"] == "ok" and r.get("time_us")}
+        peers = {n: r for n, r in ok.items() if n != "ours_triton" and r.get("role") != "reference"}
+        refs = {n: r for n, r in ok.items() if r.get("role") == "reference"}
+        cell = (f"{ours['time_us']:.1f} ({fmt(ours.get('s_achievable'))})" if ours["status"] == "ok"
+                else ours["status"].upper())
+        best = min(peers.items(), key=lambda kv: kv[1]["time_us"]) if peers else None
+        ratio = (f"{ours['time_us'] / best[1]['time_us']:.2f}" if best and ours["status"] == "ok" else "-")
+        print(f"| {op} | {sid} | {cell} | " + (f"{best[0]} {best[1]['time_us']:.1f}" if best else "-")
+              + f" | {ratio} | " + (", ".join(f"{n} {r['time_us']:.1f}" for n, r in sorted(refs.items())) or "-")
+              + " |")
+    print()
+
+
+def _sid_key(sid: str):
+    return (0, int(sid), "") if sid.isdigit() else (1, 0, sid)
+
+
 def _env_summary(recs: list[dict]) -> str:
     def values(key):
         return sorted({str(r.get("env", {}).get(key)) for r in recs if r.get("env", {}).get(key)})
@@ -250,6 +291,8 @@ def gpu_section(folder: Path) -> str:
               (";\nlast, the shapes where ours trails the best peer in both runs." if second.is_file() else "."))
         print()
         main([str(p) for p in files])
+        for p in files:  # one file is one run: ours and its peers compared within it
+            peer_table(read_records(p), p.name)
         if second.is_file():
             behind_in_both(recs, read_records(second))
     return out.getvalue()
