@@ -1,8 +1,11 @@
 """gated_delta_rule_update baselines: gates and q/k normalization vectorized over all tokens, then
-a Python loop over tokens (eager, and with a torch.compile'd token step)."""
+a Python loop over tokens (eager, and with a torch.compile'd token step); ours_triton (the fused
+recurrent kernel); the fla-core peer."""
 from __future__ import annotations
 
+from solbench.core.baselines import triton_support
 from solbench.core.linear_attn import expand_heads, register_stepwise_baselines
+from solbench.core.spec import Impl, add_impl
 from solbench.ops.gated_delta_rule_update.spec import spec
 
 
@@ -44,3 +47,52 @@ def run(step, A_log, a, dt_bias, q, k, v, b, initial_state, initial_state_indice
 
 register_stepwise_baselines(spec.name, run, token_step,
                             "vectorized gates + Python loop over tokens (fp32 state)")
+
+
+def ours(A_log, a, dt_bias, q, k, v, b, initial_state, initial_state_indices, softplus_beta, softplus_threshold,
+         use_qk_l2norm, scale):
+    from solbench.kernels.linear_attention import gated_delta_rule_update
+
+    return gated_delta_rule_update(q, k, v, a, b, A_log, dt_bias, initial_state, initial_state_indices, scale=scale,
+                                   softplus_beta=softplus_beta, softplus_threshold=softplus_threshold,
+                                   use_qk_l2norm=use_qk_l2norm)
+
+
+# fla-core peer (optional; written from fla's public API, not run here): fla has no fused gating,
+# so the gates are computed in PyTorch first; the pool rows are gathered and scattered back.
+# T = 1 calls fla's fused recurrent kernel; T > 1 its chunked prefill (bf16 operands, so it may
+# miss this operator's fp32-class tolerance: see spec.tolerance).
+FLA = "fla.ops.gated_delta_rule"
+
+
+def fla(A_log, a, dt_bias, q, k, v, b, initial_state, initial_state_indices, softplus_beta, softplus_threshold,
+        use_qk_l2norm, scale):
+    import torch
+    import torch.nn.functional as F
+
+    from solbench.core.linear_attn import fla_import
+
+    T = v.shape[1]
+    fn, _ = fla_import(FLA, "fused_recurrent_gated_delta_rule" if T == 1 else "chunk_gated_delta_rule")
+    g = -torch.exp(A_log.float()) * F.softplus(a.float() + dt_bias.float(), beta=softplus_beta,
+                                               threshold=softplus_threshold)
+    beta = torch.sigmoid(b.float()).to(v.dtype)
+    idx = initial_state_indices.long()
+    o, final = fn(q, k, v, g, beta, scale=scale, initial_state=initial_state.index_select(0, idx),
+                  output_final_state=True, use_qk_l2norm_in_kernel=use_qk_l2norm)
+    initial_state.index_copy_(0, idx, final.to(initial_state.dtype))
+    return o, initial_state
+
+
+def fla_support():
+    from solbench.core.linear_attn import fla_support as support
+
+    return support(FLA, "chunk_gated_delta_rule")
+
+
+add_impl(Impl(spec.name, "ours_triton", ours, available=triton_support,
+              description="solbench fused recurrent Triton kernel: gates + l2norm inside, [K, BV] state slice "
+                          "in registers over the tokens, read and written once"))
+add_impl(Impl(spec.name, "fla", fla, available=fla_support, baseline=True,
+              description="fla-core fused_recurrent_gated_delta_rule (T = 1) / chunk_gated_delta_rule (T > 1), "
+                          "gates in PyTorch"))
