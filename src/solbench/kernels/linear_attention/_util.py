@@ -84,3 +84,15 @@ def rtne_bf16(x, BY_HAND: tl.constexpr):
         bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
         x = bits.to(tl.float32, bitcast=True)
     return x
+
+
+@triton.jit
+def dot_lp(a, b, BY_HAND: tl.constexpr):
+    """``tl.dot`` of two 16-bit operands with fp32 accumulation. Triton's CPU interpreter
+    multiplies bf16 blocks wrongly, so there (``BY_HAND``, set with :func:`rounds_by_hand`) the
+    same bf16 values are multiplied as fp32, which is exact per product."""
+    if BY_HAND:
+        c = tl.dot(a.to(tl.float32), b.to(tl.float32))
+    else:
+        c = tl.dot(a, b)
+    return c
