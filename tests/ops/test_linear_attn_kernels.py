@@ -65,6 +65,21 @@ def test_gdr_update_matches_reference_with_a_padding_slot(T):
     assert torch.equal(pool[untouched], before[untouched])
 
 
+@pytest.mark.parametrize("T", [5, 70])
+def test_gdr_update_chunked_path(T):
+    # The chunked (WY, tensor-core) path: one partial chunk (forced), and a partial second chunk;
+    # grouped heads and a padding slot.
+    from solbench.kernels.linear_attention import RecurrentOptions
+
+    shape = _gdr_shape(T, B=2, H=1, HV=2, K=16, V=16, S=3)
+    inp = GDR.make_inputs(shape, torch.device(DEV), 3)
+    inp["initial_state_indices"][0] = -1
+    ref_out, ref_pool = GDR.reference(**_clone(inp))
+    out, pool = _gdr_call(inp, options=RecurrentOptions(chunked=True))
+    _ok(GDR, shape, "out", out, ref_out)
+    _ok(GDR, shape, "final_state", pool, ref_pool)
+
+
 def test_gdr_update_strided_inputs_no_l2norm_and_out():
     # q, k, v as views of one fused projection (strided heads and tokens), as vLLM splits them;
     # out= given; the softplus threshold branch on one head.

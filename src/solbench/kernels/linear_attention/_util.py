@@ -96,3 +96,19 @@ def dot_lp(a, b, BY_HAND: tl.constexpr):
     else:
         c = tl.dot(a, b)
     return c
+
+
+@triton.jit
+def gdn_gates(a, b, neg_A, bias, sp_beta, sp_threshold, m, MASKED: tl.constexpr):
+    """Gated DeltaNet gates of a token (or a block of them): the log-decay ``-exp(A_log)
+    softplus_beta(a + dt_bias)`` (torch's linear branch above the threshold, exp clamped there)
+    and ``sigmoid(b)``; with ``MASKED`` both are zero where ``m`` is off (tokens past the end)."""
+    x = a.to(tl.float32) + bias
+    bx = sp_beta * x
+    soft = tl.where(bx <= sp_threshold, tl.log(1.0 + tl.exp(tl.minimum(bx, sp_threshold))) / sp_beta, x)
+    g = neg_A * soft
+    beta = tl.sigmoid(b.to(tl.float32))
+    if MASKED:
+        g = tl.where(m, g, 0.0)
+        beta = tl.where(m, beta, 0.0)
+    return g, beta

@@ -12,7 +12,9 @@ and the final ``S`` is written back into the pool row (nothing is written for a 
 
 One program owns a ``[K, BV]`` slice of one state for the whole call: the slice is read once,
 carried in registers over the tokens and written once, so at T = 1 the kernel moves each state
-row exactly twice, at bandwidth.
+row exactly twice, at bandwidth. Calls of many tokens take the chunked form instead
+(:mod:`solbench.kernels.linear_attention.chunked_update`), tf32 tensor cores with the same
+state traffic.
 """
 from __future__ import annotations
 
@@ -23,11 +25,17 @@ import triton
 import triton.language as tl
 
 from solbench.kernels.common import check_disjoint, check_out, kernel_op, next_pow2
+from solbench.kernels.linear_attention.chunked_update import launch_chunked_update
 from solbench.kernels.linear_attention._util import (check_shape, check_tensor, float_dtypes, index_dtypes,
-                                                     rounds_by_hand, rtne_bf16, same_device, sm_count)
+                                                     gdn_gates, rounds_by_hand, rtne_bf16, same_device,
+                                                     sm_count)
 
 WHAT = "gated_delta_rule_update"
 L2NORM_EPS = 1e-6
+
+
+#: Calls of at least this many tokens take the chunked tensor-core path.
+CHUNKED_MIN_TOKENS = 64
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,16 +44,24 @@ class RecurrentOptions:
 
     block_v: int | None = None    # value columns per program (power of two)
     num_warps: int | None = None
+    chunked: bool | None = None   # the chunked (WY, tf32 tensor-core) path instead of token steps
 
 
 def recurrent_options(B: int, T: int, HV: int, K: int, V: int, sms: int | None,
                       given: RecurrentOptions | None = None) -> RecurrentOptions:
     """Decode (T = 1) is one load and one store of the state: value blocks shrink until the
-    launch covers two waves of SMs, so every SM streams. Longer calls are a chain of dependent
-    steps; narrow blocks on one warp keep each step's K-reductions inside a warp."""
+    launch covers two waves of SMs, so every SM streams. A few tokens stay token steps (narrow
+    blocks on one warp keep each step's K-reductions inside a warp); long calls go by chunks of
+    64 on tensor cores, value blocks of 32 (16 where heads are few) on 8 warps."""
     given = given or RecurrentOptions()
+    chunked = given.chunked if given.chunked is not None else T >= CHUNKED_MIN_TOKENS
     bk, vp = next_pow2(K), next_pow2(V)
-    if T <= 1:
+    if chunked:
+        bv = min(max(vp, 16), 32)
+        if sms and B * HV * triton.cdiv(V, bv) < sms:
+            bv = 16
+        warps = 8
+    elif T <= 1:
         bv = min(vp, 64)
         while bv > 8 and sms and B * HV * triton.cdiv(V, bv) < 2 * sms:
             bv //= 2
@@ -53,9 +69,9 @@ def recurrent_options(B: int, T: int, HV: int, K: int, V: int, sms: int | None,
     else:
         bv, warps = min(vp, 8), 1
     bv = given.block_v or bv
-    if bv & (bv - 1):
-        raise ValueError(f"{WHAT}: block_v must be a power of two, got {bv}")
-    return RecurrentOptions(block_v=bv, num_warps=given.num_warps or warps)
+    if bv & (bv - 1) or (chunked and bv < 16):
+        raise ValueError(f"{WHAT}: block_v must be a power of two (at least 16 when chunked), got {bv}")
+    return RecurrentOptions(block_v=bv, num_warps=given.num_warps or warps, chunked=chunked)
 
 
 @triton.jit
@@ -94,12 +110,8 @@ def _gdr_recurrent_kernel(q, k, v, a, b, A_log, dt_bias, pool, idx, out, T,
         bq = tl.load(q + o_k, mask=m_k, other=0.0).to(tl.float32)
         bk = tl.load(k + o_k, mask=m_k, other=0.0).to(tl.float32)
         bv = tl.load(v + o_v, mask=m_v, other=0.0).to(tl.float32)
-        x = tl.load(a).to(tl.float32) + bias
-        bx = sp_beta * x
-        # softplus_beta with torch's linear branch above the threshold (exp clamped there).
-        soft = tl.where(bx <= sp_threshold, tl.log(1.0 + tl.exp(tl.minimum(bx, sp_threshold))) / sp_beta, x)
-        decay = tl.exp(neg_A * soft)
-        beta = tl.sigmoid(tl.load(b).to(tl.float32))
+        g, beta = gdn_gates(tl.load(a), tl.load(b), neg_A, bias, sp_beta, sp_threshold, None, False)
+        decay = tl.exp(g)
         if L2NORM:
             bq = bq * tl.rsqrt(tl.sum(bq * bq) + EPS)
             bk = bk * tl.rsqrt(tl.sum(bk * bk) + EPS)
@@ -122,12 +134,18 @@ def _gdr_recurrent_kernel(q, k, v, a, b, A_log, dt_bias, pool, idx, out, T,
 def _gdr_update_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
                    A_log: torch.Tensor, dt_bias: torch.Tensor, initial_state: torch.Tensor,
                    initial_state_indices: torch.Tensor, out: torch.Tensor, scale: float, softplus_beta: float,
-                   softplus_threshold: float, use_qk_l2norm: bool, block_v: int, num_warps: int) -> None:
+                   softplus_threshold: float, use_qk_l2norm: bool, block_v: int, num_warps: int,
+                   chunked: bool) -> None:
     check_disjoint(WHAT, (("out", out), ("initial_state", initial_state)),
                    (("q", q), ("k", k), ("v", v), ("a", a), ("b", b), ("initial_state_indices", initial_state_indices)))
     B, T, HV, V = v.shape
     H, K = q.shape[2], q.shape[3]
     if B == 0 or T == 0:
+        return
+    if chunked:
+        launch_chunked_update(q, k, v, a, b, A_log, dt_bias, initial_state, initial_state_indices, out, scale,
+                              softplus_beta, softplus_threshold, bool(use_qk_l2norm), L2NORM_EPS, block_v, num_warps,
+                              rounds_by_hand(out))
         return
     grid = (triton.cdiv(V, block_v), B * HV)
     _gdr_recurrent_kernel[grid](
@@ -142,7 +160,7 @@ def _gdr_update_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, a: torch.T
 
 @_gdr_update_op.register_fake
 def _gdr_update_fake(q, k, v, a, b, A_log, dt_bias, initial_state, initial_state_indices, out, scale,
-                     softplus_beta, softplus_threshold, use_qk_l2norm, block_v, num_warps) -> None:
+                     softplus_beta, softplus_threshold, use_qk_l2norm, block_v, num_warps, chunked) -> None:
     return None
 
 
@@ -192,5 +210,5 @@ def gated_delta_rule_update(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, a
     opts = recurrent_options(B, T, HV, K, V, sm_count(v), options)
     _gdr_update_op(q, k, v, a, b, A_log, dt_bias, initial_state, initial_state_indices, out,
                    float(K ** -0.5 if scale is None else scale), float(softplus_beta), float(softplus_threshold),
-                   bool(use_qk_l2norm), opts.block_v, opts.num_warps)
+                   bool(use_qk_l2norm), opts.block_v, opts.num_warps, opts.chunked)
     return out, initial_state

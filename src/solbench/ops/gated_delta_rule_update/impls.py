@@ -91,8 +91,8 @@ def fla_support():
 
 
 add_impl(Impl(spec.name, "ours_triton", ours, available=triton_support,
-              description="solbench fused recurrent Triton kernel: gates + l2norm inside, [K, BV] state slice "
-                          "in registers over the tokens, read and written once"))
+              description="solbench Triton: T < 64 the fused recurrent step ([K, BV] fp32 state slice in "
+                          "registers, read and written once); T >= 64 chunks of 64 in WY form on tf32 tensor cores"))
 add_impl(Impl(spec.name, "fla", fla, available=fla_support, baseline=True,
               description="fla-core fused_recurrent_gated_delta_rule (T = 1) / chunk_gated_delta_rule (T > 1), "
                           "gates in PyTorch"))

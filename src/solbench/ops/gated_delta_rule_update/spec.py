@@ -25,6 +25,8 @@ sequential recurrence over T (the traced time grows linearly with T).
 """
 from __future__ import annotations
 
+import dataclasses
+
 from solbench.core import inputs as rnd
 from solbench.core.linear_attn import l2norm, recurrent_gated_delta_rule, softplus_gate
 from solbench.core.spec import Cost, OpSpec, Shape, Tolerance, register_spec, tensor_bytes, torch_dtype
@@ -122,6 +124,14 @@ class GatedDeltaRuleUpdate(OpSpec):
         # operator is the fp32 recurrent kernel, so bf16 operands stay outside its contract
         # (tests/ops/test_linear_attn_kernels.py simulates both).
         return Tolerance(atol=2e-4, rtol=8e-3, rms_rtol=4e-3)
+
+    def smoke_shapes(self) -> list[Shape]:
+        # The two smallest catalog shapes are single decode tokens; a reduced prefill (two sequences,
+        # a partial second chunk of 64, grouped heads) also covers the chunked multi-token path.
+        base = super().smoke_shapes()
+        return base + [dataclasses.replace(base[0], id="smoke_prefill", smoke=True, params={
+            **base[0].params, "token_count": 70, "batch_size": 2, "num_q_heads": 1, "num_v_heads": 2,
+            "key_dim": 32, "value_dim": 32, "state_count": 3})]
 
 
 spec = register_spec(GatedDeltaRuleUpdate.from_catalog())
