@@ -37,19 +37,23 @@ def ours(q, k, v, h, g, scale, chunk_size, out=None):
     return chunk_delta_rule_output(q, k, v, h, g, scale, chunk_size=chunk_size, out=out)
 
 
-# fla-core peer (optional; written from fla's public chunk_fwd_o, not run here). Newer fla takes a
-# use_exp2 switch (g in base 2 when set); where it exists it is turned off, g being in base e here.
+# fla-core peer (optional; written from fla's public chunk_fwd_o, checked against fla-core 0.6.0's
+# signature, not run here). Newer fla kernels read g in base 2 (exp2): g is converted for the
+# installed module (a use_exp2 switch, where a version has one, is turned off instead).
 FLA = "fla.ops.common.chunk_o"
 
 
 def fla(q, k, v, h, g, scale, chunk_size):
     import inspect
+    import math
 
-    from solbench.core.linear_attn import fla_import
+    from solbench.core.linear_attn import fla_import, fla_uses_exp2
 
     fn, _ = fla_import(FLA, "chunk_fwd_o")
-    extra = {"use_exp2": False} if "use_exp2" in inspect.signature(fn).parameters else {}
-    return fn(q=q, k=k, v=v, h=h, g=g, scale=scale, chunk_size=chunk_size, **extra)
+    if "use_exp2" in inspect.signature(fn).parameters:
+        return fn(q=q, k=k, v=v, h=h, g=g, scale=scale, chunk_size=chunk_size, use_exp2=False)
+    g_in = g * (1.0 / math.log(2.0)) if fla_uses_exp2(FLA) else g
+    return fn(q=q, k=k, v=v, h=h, g=g_in, scale=scale, chunk_size=chunk_size)
 
 
 def fla_support():
