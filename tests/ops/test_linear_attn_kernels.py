@@ -140,8 +140,8 @@ def _rounded(x, mode):
 
 
 def _chunked_gdr(inp, mode, C=64):
-    """The chunked form of the recurrence with every matrix product's operands rounded to ``mode``
-    (fp32 accumulation), as a tensor-core kernel computes it; the WY inverse in fp32."""
+    """The chunked form of the recurrence as our chunked kernel associates it, every matrix
+    product's operands rounded to ``mode`` (fp32 accumulation); the (I + L)^-1 in fp32."""
     from solbench.core.linear_attn import chunk_local_cumsum, expand_heads, l2norm, softplus_gate
 
     def mm(eq, a, b):
@@ -150,7 +150,8 @@ def _chunked_gdr(inp, mode, C=64):
     g = chunk_local_cumsum(softplus_gate(inp["A_log"], inp["a"], inp["dt_bias"]), C)
     beta = torch.sigmoid(inp["b"].float())
     B, T, HV, V = inp["v"].shape
-    q, k, v = expand_heads(l2norm(inp["q"]), HV), expand_heads(l2norm(inp["k"]), HV), inp["v"].float()
+    q = expand_heads(l2norm(inp["q"]), HV) * inp["scale"]
+    k, v = expand_heads(l2norm(inp["k"]), HV), inp["v"].float()
     S = inp["initial_state"][inp["initial_state_indices"].long()].clone()
     out = torch.empty(B, T, HV, V)
     for t0 in range(0, T, C):
@@ -160,16 +161,15 @@ def _chunked_gdr(inp, mode, C=64):
         gt = gc.permute(0, 2, 1)
         dg = gt[..., :, None] - gt[..., None, :]
         strict = torch.ones(L, L, dtype=torch.bool).tril(-1)
-        A = mm("bihk,bjhk->bhij", kc, kc) * torch.exp(dg.masked_fill(~strict, -float("inf"))) * bc.permute(0, 2, 1)[..., None]
+        A = mm("bihk,bjhk->bhij", kc, kc) * torch.exp(dg.masked_fill(~strict, -float("inf"))) \
+            * bc.permute(0, 2, 1)[..., None]
         eye = torch.eye(L)
         inv = torch.linalg.solve_triangular(eye + A, eye.expand_as(A), upper=False, unitriangular=True)
-        w = mm("bhij,bjhk->bihk", inv, kc * (bc * torch.exp(gc))[..., None])
-        u = mm("bhij,bjhv->bihv", inv, vc * bc[..., None])
-        vn = u - mm("bihk,bhkv->bihv", w, S)
+        y = bc[..., None] * (vc - torch.exp(gc)[..., None] * mm("bihk,bhkv->bihv", kc, S))
+        vn = mm("bhij,bjhv->bihv", inv, y)
         causal = torch.ones(L, L, dtype=torch.bool).tril()
         P = mm("bihk,bjhk->bhij", qc, kc) * torch.exp(dg.masked_fill(~causal, -float("inf")))
-        out[:, t0:t1] = (mm("bihk,bhkv->bihv", qc, S) * torch.exp(gc)[..., None] + mm("bhij,bjhv->bihv", P, vn)) \
-            * inp["scale"]
+        out[:, t0:t1] = torch.exp(gc)[..., None] * mm("bihk,bhkv->bihv", qc, S) + mm("bhij,bjhv->bihv", P, vn)
         gl = gc[:, -1]
         S = S * torch.exp(gl)[..., None, None] + mm("bihk,bihv->bhkv", kc, vn * torch.exp(gl[:, None] - gc)[..., None])
     pool = inp["initial_state"].clone()
@@ -177,11 +177,13 @@ def _chunked_gdr(inp, mode, C=64):
     return out.to(inp["v"].dtype), pool
 
 
-def test_tolerance_admits_a_tf32_chunked_kernel_and_not_bf16_operands():
-    # Catalog head size (K = V = 128) over two chunks: the tf32 products pass with margin, bf16
-    # operands (fla's chunk kernels) miss the final state by ~1% on a share of its elements.
-    shape = _gdr_shape(128, B=1, H=1, HV=2, K=128, V=128, S=2)
-    inp = GDR.make_inputs(shape, torch.device("cpu"), 0)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_tolerance_admits_a_tf32_chunked_kernel_and_not_bf16_operands(seed):
+    # Catalog head size (K = V = 128) over two chunks. tf32 products pass with margin on RMS;
+    # seed 1 puts one of 131072 tiny final-state elements 2e-4 off, what outlier_frac allows.
+    # bf16 operands (fla's chunk kernels) miss the final state by ~1% on ~1% of its elements.
+    shape = _gdr_shape(128, B=1, H=2, HV=4, K=128, V=128, S=2)
+    inp = GDR.make_inputs(shape, torch.device("cpu"), seed)
     ref_out, ref_pool = GDR.reference(**_clone(inp))
     tol = GDR.tolerance(shape)
     out, pool = _chunked_gdr(inp, "tf32")
@@ -191,6 +193,10 @@ def test_tolerance_admits_a_tf32_chunked_kernel_and_not_bf16_operands():
     _, pool = _chunked_gdr(inp, "bf16")
     errs, _ = compare_tensor("final_state", pool, ref_pool, tol)
     assert errs and "elements outside" in errs[0]
+
+
+def test_decode_tolerance_allows_no_outliers():
+    assert GDR.tolerance(_gdr_shape(1)).outlier_frac == 0.0 and GDR.tolerance(_gdr_shape(2)).outlier_frac > 0
 
 
 # ---- causal_conv1d ----------------------------------------------------------------------------------

@@ -98,7 +98,7 @@ class GatedDeltaRuleUpdate(OpSpec):
         # decay K V, S^T k 2 K V, rank-1 update 2 K V, S^T q 2 K V; v - (.) and * beta 2 V; scale q
         # K; the gates ~12 (exp, softplus, sigmoid). Per key head, l2norm of q and k 3 K each.
         # T > 1: a chunked (WY) kernel runs the state products as matrix products on tensor cores
-        # at fp32-class accuracy (tf32 passes the tolerance, bf16 operands do not, see tolerance()),
+        # at fp32-class accuracy (tf32 is admitted by the tolerance, bf16 operands are not),
         # so S^T k, the rank-1 updates and S^T q (6 K V per token and value head, fewer than the
         # chunked form's own count) are priced at the tf32 rate; the per-token state decay folds
         # into scalings of k and q (2 K), and gates and l2norm stay fp32.
@@ -117,13 +117,17 @@ class GatedDeltaRuleUpdate(OpSpec):
 
     def tolerance(self, shape: Shape) -> Tolerance:
         # fp32 state and math upstream; the output is rounded once to bf16 (2^-9 relative) and the
-        # state stays fp32, so the only drift is fp32 summation order over K and T. A chunked (WY)
-        # kernel with tf32 operands passes with margin (out RMS ~1.3e-3 on K = V = 128); one with
-        # bf16 operands (fla's chunk kernels) does not: it rounds the carried state to bf16 each
-        # chunk, ~1% off per element of the final state, which later decode steps inherit. This
-        # operator is the fp32 recurrent kernel, so bf16 operands stay outside its contract
-        # (tests/ops/test_linear_attn_kernels.py simulates both).
-        return Tolerance(atol=2e-4, rtol=8e-3, rms_rtol=4e-3)
+        # state stays fp32, so at T = 1 the only drift is fp32 summation order over K.
+        # T > 1 admits a chunked (WY) kernel on tf32 tensor cores (the cost prices that rate): its
+        # output RMS error is ~1.3e-3 and the final state's ~5e-5 (K = V = 128), but tf32 rounding
+        # of O(1) state entries leaves ~2e-4 absolute error on about 1e-5 of the final state's
+        # elements, the tiny ones, so up to 1e-4 of the elements may miss the per-element bound
+        # (the RMS bound still holds every output). bf16 operands (fla's chunk kernels) stay
+        # outside: rounding the carried state to bf16 each chunk puts ~1% of the final state's
+        # elements 1-2% off, which every later decode step inherits; this operator is the fp32
+        # recurrent kernel. tests/ops/test_linear_attn_kernels.py simulates both.
+        multi = int(shape["token_count"]) > 1
+        return Tolerance(atol=2e-4, rtol=8e-3, rms_rtol=4e-3, outlier_frac=1e-4 if multi else 0.0)
 
     def smoke_shapes(self) -> list[Shape]:
         # The two smallest catalog shapes are single decode tokens; a reduced prefill (two sequences,
