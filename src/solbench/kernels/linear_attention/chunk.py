@@ -100,12 +100,15 @@ def _chunk_state_kernel(k, w, u, g, pool, idx, h, v_new, final, T, NT, sp_n, sp_
     for c in range(NT):
         t = c * BT + o_t
         m_t = t < T
-        tl.store(h + o_k[:, None] * V + o_v[None, :], rtne_bf16(S, RTNE).to(h.dtype.element_ty), mask=m_kv)
-        bw = tl.load(w + t[:, None].to(tl.int64) * sw_t + o_k[None, :], mask=m_t[:, None] & m_k[None, :], other=0.0)
-        bu = tl.load(u + t[:, None].to(tl.int64) * su_t + o_v[None, :], mask=m_t[:, None] & m_v[None, :], other=0.0)
-        vn = bu.to(tl.float32) - dot_lp(bw, rtne_bf16(S, RTNE).to(bw.dtype), RTNE)
-        tl.store(v_new + t[:, None].to(tl.int64) * (H * V) + o_v[None, :], rtne_bf16(vn, RTNE).to(v_new.dtype.element_ty),
-                 mask=m_t[:, None] & m_v[None, :])
+        tt = t[:, None].to(tl.int64)
+        m_tv = m_t[:, None] & m_v[None, :]
+        # h[c] is the state rounded once to the activations' dtype, the operand of w @ S as well.
+        s_lp = rtne_bf16(S, RTNE).to(h.dtype.element_ty)
+        tl.store(h + o_k[:, None] * V + o_v[None, :], s_lp, mask=m_kv)
+        bw = tl.load(w + tt * sw_t + o_k[None, :], mask=m_t[:, None] & m_k[None, :], other=0.0)
+        bu = tl.load(u + tt * su_t + o_v[None, :], mask=m_tv, other=0.0)
+        vn = bu.to(tl.float32) - dot_lp(bw, s_lp, RTNE)
+        tl.store(v_new + tt * (H * V) + o_v[None, :], rtne_bf16(vn, RTNE).to(v_new.dtype.element_ty), mask=m_tv)
         last = tl.minimum(c * BT + BT, T) - 1
         g_last = tl.load(g + last * sg_t).to(tl.float32)
         bg = tl.load(g + t * sg_t, mask=m_t, other=0.0).to(tl.float32)
@@ -236,7 +239,8 @@ def _chunk_output_kernel(q, k, v, h, g, out, T, NT, scale, sq_b, sq_t, sq_h, sk_
     # exp only where visible: above the diagonal g[t] - g[s] > 0 could overflow.
     vis = (o_t[:, None] >= o_t[None, :]) & m_t[None, :]
     a = a * tl.exp(tl.where(vis, bg[:, None] - bg[None, :], float("-inf")))
-    bv = tl.load(v + i_b * sv_b + i_h * sv_h + tt[:, None] * sv_t + o_v[None, :], mask=m_t[:, None] & m_v[None, :], other=0.0)
+    bv = tl.load(v + i_b * sv_b + i_h * sv_h + tt[:, None] * sv_t + o_v[None, :],
+                 mask=m_t[:, None] & m_v[None, :], other=0.0)
     o += dot_lp(rtne_bf16(a, RTNE).to(bv.dtype), bv, RTNE)
     o = o * scale
     tl.store(out + ((tok0 + t) * H + i_h)[:, None] * V + o_v[None, :], rtne_bf16(o, RTNE).to(out.dtype.element_ty),

@@ -60,8 +60,9 @@ def fla(k, w, u, g, initial_state, initial_state_indices, chunk_size):
 
     fn, _ = fla_import(FLA, "chunk_gated_delta_rule_fwd_h")
     g_in = g * (1.0 / math.log(2.0)) if fla_uses_exp2(FLA) else g
-    h, v_new, final = fn(k=k, w=w, u=u, g=g_in, initial_state=initial_state.index_select(0, initial_state_indices.long()),
-                         output_final_state=True, chunk_size=chunk_size, save_new_value=True)
+    init = initial_state.index_select(0, initial_state_indices.long())
+    h, v_new, final = fn(k=k, w=w, u=u, g=g_in, initial_state=init, output_final_state=True, chunk_size=chunk_size,
+                         save_new_value=True)
     return h, v_new, final
 
 

@@ -119,7 +119,8 @@ class ChunkGatedDeltaRuleState(OpSpec):
 
         d = self.dims(shape)
         k, u = inputs["k"], inputs["u"]
-        return (k.new_empty((d["B"], d["NT"], d["H"], d["K"], d["V"])), torch.empty_like(u, memory_format=torch.contiguous_format),
+        return (k.new_empty((d["B"], d["NT"], d["H"], d["K"], d["V"])),
+                torch.empty_like(u, memory_format=torch.contiguous_format),
                 torch.empty((d["B"], d["H"], d["K"], d["V"]), dtype=torch.float32, device=k.device))
 
     def smoke_shapes(self) -> list[Shape]:
