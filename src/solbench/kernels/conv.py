@@ -17,9 +17,10 @@ Two public functions share one kernel:
   ``causal_conv1d`` contract).
 
 A program owns ``BT`` tokens x ``BD`` channels of one sequence; the taps reread the tile shifted
-by one token (L1 hits), so DRAM sees x once. The first token block of a sequence reads the old
-state for its first ``W - 1`` outputs and is also the one that writes the new state (from x's last
-columns), after its reads: no other program touches that pool line.
+by one token (L1 hits), so DRAM sees x once. Only the first token block of a sequence touches its
+pool line: it adds the old state's share to its first ``W - 1`` outputs (channel vectors, so the
+other blocks carry no state code in their tiles) and then writes the new state, from x's last
+columns, after all its reads.
 """
 from __future__ import annotations
 
@@ -46,11 +47,11 @@ class ConvOptions:
 
 
 def conv_options(n_seq: int, max_len: int, dim: int, sms: int | None, given: ConvOptions | None = None) -> ConvOptions:
-    """Tiles of up to 64 tokens x 128 channels (16 KB of bf16 per tap); short calls (decode) take
-    a token block no longer than the sequence and narrower channel blocks until two waves of
-    programs cover the SMs."""
+    """Tiles of up to 32 tokens x 128 channels (8 KB of bf16 per tap; 64 tokens doubles the
+    registers, 96 -> 230 per thread on sm_90); short calls (decode) take a token block no longer
+    than the sequence and narrower channel blocks until two waves of programs cover the SMs."""
     given = given or ConvOptions()
-    bt = given.block_t or min(64, next_pow2(max(1, max_len)))
+    bt = given.block_t or min(32, next_pow2(max(1, max_len)))
     bd = given.block_d or 128
     if not given.block_d:
         while bd > 32 and sms and n_seq * triton.cdiv(max(1, max_len), bt) * triton.cdiv(dim, bd) < 2 * sms:
@@ -71,9 +72,11 @@ def _causal_conv1d_kernel(x, w, bias, state, qsl, idx, has, out, blocks_per_seq,
     pid = tl.program_id(0)
     n = pid // blocks_per_seq
     blk = pid % blocks_per_seq
-    o_c = tl.program_id(1) * BD + tl.arange(0, BD)
-    m_c = o_c < dim
-    o_t = blk * BT + tl.arange(0, BT)
+    c0 = tl.program_id(1).to(tl.int64) * BD
+    o_d = tl.arange(0, BD)
+    m_c = c0 + o_d < dim
+    o_t = tl.arange(0, BT)
+    t0 = blk * BT
     if VARLEN:
         start = tl.load(qsl + n).to(tl.int64)
         L = tl.load(qsl + n + 1).to(tl.int64) - start
@@ -84,41 +87,55 @@ def _causal_conv1d_kernel(x, w, bias, state, qsl, idx, has, out, blocks_per_seq,
         L = T_single
         slot = 0
         use_state = 1 if USE_STATE else 0
-    # Scalar conditions enter masks as vectors (the interpreter refuses scalar mask operands).
-    live_t = (o_t < L) & (o_t * 0 + slot >= 0)
-    line = state + slot * ss_n
+    # 64-bit arithmetic on scalar bases only (a long prompt times dim passes 2^31 elements); the
+    # in-tile offsets stay 32-bit. Scalar conditions enter masks as vectors (the interpreter
+    # refuses scalar mask operands).
+    live_t = (t0 + o_t < L) & (o_t * 0 + slot >= 0)
+    x_blk = x + (start + t0) * sx_t + c0 * sx_c
+    line = state + slot * ss_n + c0 * ss_c
+    m_line = m_c & (o_d * 0 + slot >= 0) & (o_d * 0 + use_state != 0)
     acc = tl.zeros((BT, BD), tl.float32)
     if HAS_BIAS:
-        acc += tl.load(bias + o_c, mask=m_c, other=0.0).to(tl.float32)[None, :]
+        acc += tl.load(bias + c0 + o_d, mask=m_c, other=0.0).to(tl.float32)[None, :]
+    # The taps read x tiles shifted by one token (L1 hits after the first); columns before the
+    # sequence start read as zeros here and come from the state below.
     for j in tl.static_range(W):
-        pos = o_t.to(tl.int64) + (j - (W - 1))          # token index inside the sequence
-        xv = tl.load(x + (start + pos)[:, None] * sx_t + o_c[None, :] * sx_c,
-                     mask=(live_t & (pos >= 0))[:, None] & m_c[None, :], other=0.0).to(tl.float32)
-        if USE_STATE:
-            m_s = live_t & (pos < 0) & (o_t * 0 + use_state != 0)
-            xv += tl.load(line + (pos + (W - 1))[:, None] * ss_j + o_c[None, :] * ss_c,
-                          mask=m_s[:, None] & m_c[None, :], other=0.0).to(tl.float32)
-        wj = tl.load(w + o_c * sw_c + j * sw_j, mask=m_c, other=0.0).to(tl.float32)
-        acc += xv * wj[None, :]
+        rel = o_t + (j - (W - 1))
+        xv = tl.load(x_blk + (rel[:, None] * sx_t + o_d[None, :] * sx_c),
+                     mask=(live_t & (t0 + rel >= 0))[:, None] & m_c[None, :], other=0.0)
+        wj = tl.load(w + (c0 + o_d) * sw_c + j * sw_j, mask=m_c, other=0.0).to(tl.float32)
+        acc += xv.to(tl.float32) * wj[None, :]
+    if USE_STATE:
+        if blk == 0:
+            # Output row r < W - 1 also sees state columns r + j through taps j < W - 1 - r.
+            for r in tl.static_range(W - 1):
+                corr = tl.zeros((BD,), tl.float32)
+                for j in tl.static_range(W - 1 - r):
+                    col = tl.load(line + (r + j) * ss_j + o_d * ss_c, mask=m_line, other=0.0).to(tl.float32)
+                    corr += col * tl.load(w + (c0 + o_d) * sw_c + j * sw_j, mask=m_c, other=0.0).to(tl.float32)
+                acc += tl.where((o_t == r)[:, None], corr[None, :], 0.0)
     if SILU:
         acc = acc * tl.sigmoid(acc)
-    tl.store(out + (start + o_t)[:, None] * so_t + o_c[None, :] * so_c, rtne_bf16(acc, RTNE).to(out.dtype.element_ty),
+    out_blk = out + (start + t0) * so_t + c0 * so_c
+    tl.store(out_blk + (o_t[:, None] * so_t + o_d[None, :] * so_c), rtne_bf16(acc, RTNE).to(out.dtype.element_ty),
              mask=live_t[:, None] & m_c[None, :])
     if WRITE_STATE:
-        # New state column i is p[L + i]: x[L + i - (W - 1)], or an old state column when L < W - 1.
-        o_i = tl.arange(0, WP)
-        pos = L + o_i - (W - 1)
-        first = (blk == 0) & (slot >= 0)
-        m_i = (o_i < W - 1) & (o_i * 0 + first.to(tl.int32) != 0)
-        new = tl.load(x + (start + pos)[None, :] * sx_t + o_c[:, None] * sx_c,
-                      mask=m_c[:, None] & (m_i & (pos >= 0))[None, :], other=0.0)
-        m_old = m_i & (pos < 0) & (o_i * 0 + use_state != 0)
-        new += tl.load(line + (pos + (W - 1))[None, :] * ss_j + o_c[:, None] * ss_c,
-                       mask=m_c[:, None] & m_old[None, :], other=0.0).to(new.dtype)
-        # This program read the old line above; keep its store after those reads.
-        tl.debug_barrier()
-        tl.store(line + o_i[None, :] * ss_j + o_c[:, None] * ss_c, new.to(state.dtype.element_ty),
-                 mask=m_c[:, None] & m_i[None, :])
+        if blk == 0:
+            # New state column i is p[L + i]: x[L + i - (W - 1)], or old column L + i when L < W - 1.
+            # All of them are read before any is stored (a short sequence shifts the old line).
+            o_i = tl.arange(0, WP)
+            new = tl.zeros((BD, WP), tl.float32)
+            for i in tl.static_range(W - 1):
+                p = L + (i - (W - 1))
+                col = tl.load(x + (start + p) * sx_t + c0 * sx_c + o_d * sx_c,
+                              mask=m_c & (o_d * 0 + p >= 0), other=0.0).to(tl.float32)
+                col += tl.load(line + (p + (W - 1)) * ss_j + o_d * ss_c, mask=m_line & (o_d * 0 + p < 0),
+                               other=0.0).to(tl.float32)
+                new = tl.where((o_i == i)[None, :], col[:, None], new)
+            # This program read the old line above; keep its stores after those reads.
+            tl.debug_barrier()
+            tl.store(line + (o_i[None, :] * ss_j + o_d[:, None] * ss_c), new.to(state.dtype.element_ty),
+                     mask=(m_c & (o_d * 0 + slot >= 0))[:, None] & (o_i < W - 1)[None, :])
 
 
 def _is_silu(activation) -> bool:
