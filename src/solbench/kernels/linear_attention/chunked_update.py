@@ -215,6 +215,9 @@ def launch_chunked_update(q, k, v, a, b, A_log, dt_bias, pool, idx, out, scale, 
     bk = max(16, triton.next_power_of_2(K))
     # Tinv of every (chunk, head): fp32, 16 KB each, read back by the value blocks of its head.
     tinv = torch.empty((B, NT, HV, CHUNK, CHUNK), dtype=torch.float32, device=v.device)
+    # sm_90 (K = V = 128): the inverse kernel holds 255 registers and spills ~1.2 KB; the chunk
+    # kernel at 4 warps, value blocks of 32 and two stages holds 255 registers (~0.5 KB spilled)
+    # and 184 KB of shared memory (three stages would pass the 227 KB an SM has).
     _wy_inverse_kernel[(NT, B * HV)](
         k, a, b, A_log, dt_bias, tinv, T, NT, k.stride(0), k.stride(1), k.stride(2), a.stride(0), a.stride(1),
         b.stride(0), b.stride(1), float(sp_beta), float(sp_threshold), HV=HV, GROUP=HV // H, K=K, BK=bk,
@@ -225,4 +228,5 @@ def launch_chunked_update(q, k, v, a, b, A_log, dt_bias, pool, idx, out, scale, 
         v.stride(0), v.stride(1), v.stride(2), a.stride(0), a.stride(1), b.stride(0), b.stride(1),
         out.stride(0), out.stride(1), out.stride(2), pool.stride(0), pool.stride(1),
         float(scale), float(sp_beta), float(sp_threshold),
-        HV=HV, GROUP=HV // H, K=K, V=V, BK=bk, BV=block_v, L2NORM=l2norm, EPS=eps, RTNE=rtne, num_warps=num_warps)
+        HV=HV, GROUP=HV // H, K=K, V=V, BK=bk, BV=block_v, L2NORM=l2norm, EPS=eps, RTNE=rtne, num_warps=num_warps,
+        num_stages=2)

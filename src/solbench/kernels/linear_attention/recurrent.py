@@ -52,7 +52,7 @@ def recurrent_options(B: int, T: int, HV: int, K: int, V: int, sms: int | None,
     """Decode (T = 1) is one load and one store of the state: value blocks shrink until the
     launch covers two waves of SMs, so every SM streams. A few tokens stay token steps (narrow
     blocks on one warp keep each step's K-reductions inside a warp); long calls go by chunks of
-    64 on tensor cores, value blocks of 32 (16 where heads are few) on 8 warps."""
+    64 on tensor cores, value blocks of 32 (16 where heads are few) on 4 warps."""
     given = given or RecurrentOptions()
     chunked = given.chunked if given.chunked is not None else T >= CHUNKED_MIN_TOKENS
     bk, vp = next_pow2(K), next_pow2(V)
@@ -60,7 +60,7 @@ def recurrent_options(B: int, T: int, HV: int, K: int, V: int, sms: int | None,
         bv = min(max(vp, 16), 32)
         if sms and B * HV * triton.cdiv(V, bv) < sms:
             bv = 16
-        warps = 8
+        warps = 4
     elif T <= 1:
         bv = min(vp, 64)
         while bv > 8 and sms and B * HV * triton.cdiv(V, bv) < 2 * sms:
