@@ -328,3 +328,24 @@ def test_chunk_output_checks_the_state_count():
     inp = OUTPUT.make_inputs(OUTPUT.smoke_shapes()[0], torch.device(DEV), 0)
     with pytest.raises(ValueError, match="h has shape"):
         chunk_delta_rule_output(**{**inp, "h": torch.cat([inp["h"]] * 2, 1)})
+
+
+def test_chunk_output_zero_tokens():
+    from solbench.kernels.linear_attention import chunk_delta_rule_output
+
+    inp = OUTPUT.make_inputs(OUTPUT.smoke_shapes()[0], torch.device(DEV), 0)
+    empty = {**inp, **{n: inp[n][:, :0] for n in ("q", "k", "v", "g")}, "h": inp["h"][:, :0]}
+    assert chunk_delta_rule_output(**empty).shape == empty["v"].shape
+
+
+def test_conv_fake_tensors_go_through_the_custom_ops():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from solbench.kernels.conv import causal_conv1d_single
+
+    _, inp = _conv_inputs([3, 2])
+    with FakeTensorMode() as mode:
+        fake = {k: (mode.from_tensor(v) if torch.is_tensor(v) else v) for k, v in inp.items()}
+        out, pool = _conv_call(fake)
+        assert out.shape == inp["x"].shape and pool.shape == inp["initial_state"].shape
+        assert causal_conv1d_single(fake["x"], fake["weight"], None).shape == inp["x"].shape
