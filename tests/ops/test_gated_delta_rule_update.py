@@ -22,6 +22,17 @@ def test_cost_hand_count():
     assert c.flops == {"fp32": 32 * (7 * 128 * 128 + 2 * 128 + 128 + 12) + 16 * 6 * 128}
 
 
+def test_cost_multi_token_prices_state_products_at_tf32():
+    # Catalog #1: 128 tokens. The 6 K V state products per token and value head (S^T k, the
+    # rank-1 update, S^T q) are tf32 tensor-core work; gates, l2norm and the vector scalings fp32.
+    c = SPEC.cost(next(s for s in SPEC.shapes if s.id == 1))
+    T = 128
+    assert c.flops == {"tf32_tc": T * 32 * 6 * 128 * 128,
+                       "fp32": T * (32 * (2 * 128 + 128 + 12) + 16 * 6 * 128) + T * 32 * 2 * 128}
+    # Bytes are unchanged by the FLOP path: the T tokens' activations, one state in and out.
+    assert c.bytes_written == T * 32 * 128 * 2 + 32 * 128 * 128 * 4
+
+
 def _scalar_loop(inp):
     """The upstream kernel's arithmetic, one float at a time."""
     A_log, a, dt_bias, q, k, v, b = (inp[n].double() for n in ("A_log", "a", "dt_bias", "q", "k", "v", "b"))

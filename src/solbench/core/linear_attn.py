@@ -19,6 +19,7 @@ Layouts follow fla: ``q, k [B, T, Hg, K]``, ``v [B, T, H, V]``, ``g, beta [B, T,
 """
 from __future__ import annotations
 
+import functools
 import math
 import time
 from typing import Callable
@@ -173,3 +174,41 @@ def register_stepwise_baselines(op: str, run: Callable, step: Callable, descript
     add_impl(Impl(op, "torch_eager", eager, baseline=True, description=description))
     add_impl(Impl(op, "torch_compile", comp, available=compile_support, baseline=True, prepare=warm,
                   description="the same loop, each step torch.compile(dynamic=True, fullgraph=True)"))
+
+
+# ---- the flash-linear-attention peer (fla-core, optional) ----------------------------------------
+# fla-core is pure Triton (pip install fla-core; it needs einops). Its public functions are called
+# as documented upstream; nothing of it is vendored here. Adapters gather the pool rows a call uses
+# (fla takes one initial state per sequence) and scatter the final states back, as a caller does.
+
+@functools.lru_cache(maxsize=None)
+def fla_import(module: str, name: str):
+    """(object, "") or (None, reason): fla-core is optional."""
+    import importlib
+
+    try:
+        return getattr(importlib.import_module(module), name), ""
+    except Exception as e:  # noqa: BLE001
+        return None, f"fla-core is not importable ({type(e).__name__}: {str(e)[:120]})"
+
+
+def fla_support(module: str, name: str):
+    import torch
+
+    from solbench.core.spec import Support
+
+    fn, why = fla_import(module, name)
+    if fn is None:
+        return Support.no(why)
+    if not torch.cuda.is_available():
+        return Support.no("fla-core's kernels need a CUDA device")
+    return Support.yes()
+
+
+def fla_uses_exp2(module: str) -> bool:
+    """Newer fla chunk kernels take log-decays in base 2 (they call exp2 on g); older ones call
+    exp. The adapter converts ``g`` for whichever the installed module uses."""
+    import importlib
+
+    mod = importlib.import_module(module)
+    return "exp2" in vars(mod) and "exp" not in vars(mod)

@@ -22,6 +22,9 @@ and layout) and ``final_state``: the pool after that update.
 The catalog records one sequence per call (``token_count`` tokens; 1-token calls are single-token
 chunks run through the prefill kernel). Padding entries (``cache_indices == -1``) are skipped
 upstream, leaving their output unwritten; they are not part of this operator's contract.
+
+``causal_conv1d_atrex`` (a variant on the same shapes, not in the catalog score) is Atrex-Bench's
+contract: one sequence, no index arrays, the state only read, the output alone.
 """
 from __future__ import annotations
 
@@ -147,4 +150,66 @@ class CausalConv1d(OpSpec):
         return [base, varlen]
 
 
+class CausalConv1dAtrex(CausalConv1d):
+    """The Atrex-Bench contract of the same shapes (``data/causal_conv1d`` of alibaba/atrex-bench):
+    one sequence ``x [dim, token_count]`` (row-major: tokens contiguous per channel), ``weight
+    [dim, width]``, ``bias [dim]``, ``initial_state [1, dim, width - 1]`` that is only read; the
+    output alone, ``out[:, t] = act(bias + sum_j weight[:, j] * [state | x][:, t + j])``. No index
+    arrays and no state write-back, so it moves one pool line less than the serving contract."""
+
+    name = "causal_conv1d_atrex"
+    catalog = False
+    output_names = ("out",)
+
+    def make_inputs(self, shape: Shape, device, seed: int) -> dict:
+        T, dim, width = int(shape["token_count"]), int(shape["dim"]), int(shape["width"])
+        gen = rnd.generator(device, seed)
+        dt = torch_dtype(self.dtype)
+        return {
+            "x": rnd.randn((dim, T), dt, device, gen),
+            "weight": rnd.randn((dim, width), dt, device, gen, scale=width ** -0.5),
+            "bias": rnd.randn((dim,), dt, device, gen, scale=0.1),
+            "initial_state": rnd.randn((1, dim, width - 1), dt, device, gen),
+            "activation": shape.get("activation", "silu"),
+        }
+
+    def reference(self, x, weight, bias, initial_state, activation):
+        """fp32 taps over ``p = [state | x]``, one cast at the end."""
+        import torch
+
+        width = weight.shape[1]
+        p = torch.cat([initial_state[0].float(), x.float()], dim=1)
+        T = x.shape[1]
+        acc = bias.float()[:, None].expand(-1, T).clone()
+        for j in range(width):
+            acc += weight[:, j:j + 1].float() * p[:, j:j + T]
+        if is_silu(activation):
+            acc = acc * torch.sigmoid(acc)
+        return acc.to(x.dtype)
+
+    def make_outputs(self, shape: Shape, inputs: dict):
+        import torch
+
+        return (torch.empty_like(inputs["x"]),)
+
+    def cost(self, shape: Shape) -> Cost:
+        # Read: x [dim, T], weight [dim, width], bias [dim], the state [dim, width - 1] (bf16).
+        # Write: out [dim, T] bf16. FLOPs as the serving contract.
+        T, dim, width = int(shape["token_count"]), int(shape["dim"]), int(shape["width"])
+        read = (tensor_bytes((dim, T), "bf16") + tensor_bytes((dim, width), "bf16") + tensor_bytes((dim,), "bf16")
+                + tensor_bytes((dim, width - 1), "bf16"))
+        act = 4 if is_silu(shape.get("activation", "silu")) else 0
+        return Cost(flops={"fp32": T * dim * (2 * width + act)}, bytes_read=read,
+                    bytes_written=tensor_bytes((dim, T), "bf16"))
+
+    def smoke_shapes(self) -> list[Shape]:
+        # The one-token decode shape and a reduced prefill (a partial token block, odd dim).
+        base = min(self.shapes, key=lambda s: self.cost(s).total_bytes)
+        return [base, dataclasses.replace(base, id="smoke_prefill", smoke=True,
+                                          params={**base.params, "token_count": 70, "dim": 80})]
+
+
 spec = register_spec(CausalConv1d.from_catalog())
+atrex_spec = register_spec(CausalConv1dAtrex(
+    {**spec.entry, "name": CausalConv1dAtrex.name, "importance": 0.0},
+    [dataclasses.replace(s, op=CausalConv1dAtrex.name) for s in spec.shapes]))

@@ -11,6 +11,8 @@ shape and dtype.
 """
 from __future__ import annotations
 
+import dataclasses
+
 from solbench.core import inputs as rnd
 from solbench.core.linear_attn import chunk_count, expand_heads, l2norm, random_log_decay, chunk_local_cumsum, to_chunks
 from solbench.core.spec import Cost, OpSpec, Shape, Tolerance, register_spec, tensor_bytes, torch_dtype
@@ -114,6 +116,19 @@ class ChunkDeltaRuleOutput(OpSpec):
         # FLA's own tests judge these kernels by RMS error ratio alone; one element per million
         # may miss the per-element bound (seen on H100: 1-4 of 3M-60M, off by one bf16 ulp).
         return Tolerance(atol=5e-4, rtol=1.6e-2, rms_rtol=8e-3, outlier_frac=1e-6)
+
+    def make_outputs(self, shape: Shape, inputs: dict):
+        import torch
+
+        return (torch.empty_like(inputs["v"]),)
+
+    def smoke_shapes(self) -> list[Shape]:
+        # The catalog's head layout (16 q/k, 32 value heads) costs seconds per call in the Triton
+        # interpreter; the CPU check keeps K = V = 128 on a grouped 1:2 layout, with a short
+        # prompt (a 32-token chunk) and one that ends in a partial chunk.
+        base = min(self.shapes, key=lambda s: self.cost(s).total_bytes)
+        return [dataclasses.replace(base, id=f"smoke{i}", smoke=True, params={
+            **base.params, "token_count": t, "num_q_heads": 1, "num_v_heads": 2}) for i, t in enumerate((20, 100))]
 
 
 spec = register_spec(ChunkDeltaRuleOutput.from_catalog())

@@ -1,8 +1,10 @@
-"""chunk_gated_delta_rule_state baselines: the chunk loop in PyTorch with bf16 matmuls (and the
-same loop with a torch.compile'd chunk step)."""
+"""chunk_gated_delta_rule_state implementations: ours_triton; baselines: the chunk loop in PyTorch
+with bf16 matmuls (and the same loop with a torch.compile'd chunk step); the fla-core peer."""
 from __future__ import annotations
 
+from solbench.core.baselines import triton_support
 from solbench.core.linear_attn import chunk_count, expand_heads, register_stepwise_baselines
+from solbench.core.spec import Impl, add_impl
 from solbench.ops.chunk_gated_delta_rule_state.spec import spec
 
 
@@ -36,3 +38,42 @@ def run(step, k, w, u, g, initial_state, initial_state_indices, chunk_size):
 
 register_stepwise_baselines(spec.name, run, chunk_step,
                             "Python loop over chunks; bf16 einsums, fp32 state and gates")
+
+
+def ours(k, w, u, g, initial_state, initial_state_indices, chunk_size, out=None):
+    from solbench.kernels.linear_attention import chunk_gated_delta_rule_state
+
+    return chunk_gated_delta_rule_state(k, w, u, g, initial_state, initial_state_indices, chunk_size=chunk_size,
+                                        out=out)
+
+
+# fla-core peer (optional; written from fla's public chunk_gated_delta_rule_fwd_h, not run here).
+# fla takes one initial state per sequence, so the pool rows are gathered first; its newer kernels
+# read g in base 2 (exp2), older ones in base e: g is converted for the installed module.
+FLA = "fla.ops.common.chunk_delta_h"
+
+
+def fla(k, w, u, g, initial_state, initial_state_indices, chunk_size):
+    import math
+
+    from solbench.core.linear_attn import fla_import, fla_uses_exp2
+
+    fn, _ = fla_import(FLA, "chunk_gated_delta_rule_fwd_h")
+    g_in = g * (1.0 / math.log(2.0)) if fla_uses_exp2(FLA) else g
+    init = initial_state.index_select(0, initial_state_indices.long())
+    h, v_new, final = fn(k=k, w=w, u=u, g=g_in, initial_state=init, output_final_state=True, chunk_size=chunk_size,
+                         save_new_value=True)
+    return h, v_new, final
+
+
+def fla_support():
+    from solbench.core.linear_attn import fla_support as support
+
+    return support(FLA, "chunk_gated_delta_rule_fwd_h")
+
+
+add_impl(Impl(spec.name, "ours_triton", ours, available=triton_support, takes_out=True,
+              description="solbench Triton chunk recurrence: [K, BV] fp32 state slice per program, bf16 "
+                          "tensor-core products per chunk"))
+add_impl(Impl(spec.name, "fla", fla, available=fla_support, baseline=True,
+              description="fla-core chunk_gated_delta_rule_fwd_h (pool rows gathered first)"))

@@ -114,6 +114,15 @@ class ChunkGatedDeltaRuleState(OpSpec):
         # may miss the per-element bound (seen on H100: 1-4 of 3M-60M, off by one bf16 ulp).
         return Tolerance(atol=4e-3, rtol=2e-2, rms_rtol=1e-2, outlier_frac=1e-6)
 
+    def make_outputs(self, shape: Shape, inputs: dict):
+        import torch
+
+        d = self.dims(shape)
+        k, u = inputs["k"], inputs["u"]
+        return (k.new_empty((d["B"], d["NT"], d["H"], d["K"], d["V"])),
+                torch.empty_like(u, memory_format=torch.contiguous_format),
+                torch.empty((d["B"], d["H"], d["K"], d["V"]), dtype=torch.float32, device=k.device))
+
     def smoke_shapes(self) -> list[Shape]:
         # The catalog's smallest shape still carries a 474-state pool (250 MB of fp32); the CPU
         # check uses the TP4/TP8 head layout on a few chunks (one partial) and a small pool.

@@ -25,6 +25,8 @@ sequential recurrence over T (the traced time grows linearly with T).
 """
 from __future__ import annotations
 
+import dataclasses
+
 from solbench.core import inputs as rnd
 from solbench.core.linear_attn import l2norm, recurrent_gated_delta_rule, softplus_gate
 from solbench.core.spec import Cost, OpSpec, Shape, Tolerance, register_spec, tensor_bytes, torch_dtype
@@ -92,23 +94,48 @@ class GatedDeltaRuleUpdate(OpSpec):
         # [HV] bf16; the B gathered states [HV, K, V] fp32 and their int32 indices.
         # Write: out [B, T, HV, V] bf16; the B updated states [HV, K, V] fp32 (the rest of the pool
         # is untouched).
-        # FLOPs (fp32, CUDA cores: matrix-vector work): per token and value head, decay K V,
-        # S^T k 2 K V, rank-1 update 2 K V, S^T q 2 K V; v - (.) and * beta 2 V; scale q K; the
-        # gates ~12 (exp, softplus, sigmoid). Per token and key head, l2norm of q and k 3 K each.
+        # FLOPs at T = 1 (fp32, CUDA cores: matrix-vector work, no tensor-core shape): per value head,
+        # decay K V, S^T k 2 K V, rank-1 update 2 K V, S^T q 2 K V; v - (.) and * beta 2 V; scale q
+        # K; the gates ~12 (exp, softplus, sigmoid). Per key head, l2norm of q and k 3 K each.
+        # T > 1: a chunked (WY) kernel runs the state products as matrix products on tensor cores
+        # at fp32-class accuracy (tf32 is admitted by the tolerance, bf16 operands are not),
+        # so S^T k, the rank-1 updates and S^T q (6 K V per token and value head, fewer than the
+        # chunked form's own count) are priced at the tf32 rate; the per-token state decay folds
+        # into scalings of k and q (2 K), and gates and l2norm stay fp32.
         d = self.dims(shape)
         B, T, H, HV, K, V = d["B"], d["T"], d["H"], d["HV"], d["K"], d["V"]
-        flops = B * T * (HV * (7 * K * V + 2 * V + K + 12) + H * 6 * K)
+        gates_norm = B * T * (HV * (2 * V + K + 12) + H * 6 * K)
+        if T == 1:
+            flops = {"fp32": gates_norm + B * T * HV * 7 * K * V}
+        else:
+            flops = {"tf32_tc": B * T * HV * 6 * K * V, "fp32": gates_norm + B * T * HV * 2 * K}
         state = tensor_bytes((B, HV, K, V), "fp32")
         read = (2 * tensor_bytes((B, T, H, K), "bf16") + tensor_bytes((B, T, HV, V), "bf16")
                 + 2 * tensor_bytes((B, T, HV), "bf16") + tensor_bytes((HV,), "fp32") + tensor_bytes((HV,), "bf16")
                 + state + tensor_bytes((B,), "int32"))
-        return Cost(flops={"fp32": flops}, bytes_read=read,
-                    bytes_written=tensor_bytes((B, T, HV, V), "bf16") + state)
+        return Cost(flops=flops, bytes_read=read, bytes_written=tensor_bytes((B, T, HV, V), "bf16") + state)
 
     def tolerance(self, shape: Shape) -> Tolerance:
         # fp32 state and math upstream; the output is rounded once to bf16 (2^-9 relative) and the
-        # state stays fp32, so the only drift is fp32 summation order over K and T.
-        return Tolerance(atol=2e-4, rtol=8e-3, rms_rtol=4e-3)
+        # state stays fp32, so at T = 1 the only drift is fp32 summation order over K.
+        # T > 1 admits a chunked (WY) kernel on tf32 tensor cores (the cost prices that rate): its
+        # output RMS error is ~1.3e-3 and the final state's ~5e-5 (K = V = 128), but tf32 rounding
+        # of O(1) state entries leaves ~2e-4 absolute error on about 1e-5 of the final state's
+        # elements, the tiny ones, so up to 1e-4 of the elements may miss the per-element bound
+        # (the RMS bound still holds every output). bf16 operands (fla's chunk kernels) stay
+        # outside: rounding the carried state to bf16 each chunk puts ~1% of the final state's
+        # elements 1-2% off, which every later decode step inherits; this operator is the fp32
+        # recurrent kernel. tests/ops/test_linear_attn_kernels.py simulates both.
+        multi = int(shape["token_count"]) > 1
+        return Tolerance(atol=2e-4, rtol=8e-3, rms_rtol=4e-3, outlier_frac=1e-4 if multi else 0.0)
+
+    def smoke_shapes(self) -> list[Shape]:
+        # The two smallest catalog shapes are single decode tokens; a reduced prefill (two sequences,
+        # a partial second chunk of 64, grouped heads) also covers the chunked multi-token path.
+        base = super().smoke_shapes()
+        return base + [dataclasses.replace(base[0], id="smoke_prefill", smoke=True, params={
+            **base[0].params, "token_count": 70, "batch_size": 2, "num_q_heads": 1, "num_v_heads": 2,
+            "key_dim": 32, "value_dim": 32, "state_count": 3})]
 
 
 spec = register_spec(GatedDeltaRuleUpdate.from_catalog())
