@@ -14,6 +14,7 @@ for step in $STEPS; do case $step in
   af) TO=${AF_TO:-150} run af --ops attention_forward --shapes ${AF_SHAPES:-4,17,9} --impls ours_triton,torch_native,sdpa_flash,flex_attention,sdpa_dense ;;
   gemm) TO=${GEMM_TO:-150} run bsm --ops block_scaled_mm --impls ours_triton,torch_native,torch_compile --shapes ${GEMM_SHAPES:-0,5,10,14,20} ;;
   rest) TO=${REST_TO:-120} run rest --ops ${REST_OPS:-reshape_and_cache,topk_filter,fused_qkv_rope,mrope,linear_sigmoid_mul} --impls ours_triton,torch_eager --max-shapes ${REST_SHAPES:-3} ;;
+  linear) TO=${LIN_TO:-90} run linear --ops gated_delta_rule_update,causal_conv1d,chunk_gated_delta_rule_state,chunk_delta_rule_output --impls ours_triton,torch_eager --max-shapes ${LIN_SHAPES:-2} ;;
   tiles) for t in ${TILES:-128,128,8,4 128,64,8,3 64,128,4,3}; do
            SOLBENCH_ATTENTION_TILES=$t TO=60 run tiles_${t//,/_} --ops unified_attention --shapes ${TILE_SHAPES:-20,21} --impls ours_triton; done ;;
 esac; done
