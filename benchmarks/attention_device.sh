@@ -6,7 +6,11 @@ export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,uuid --format=csv,noheader
 G=$(python3 -c "import torch;print('h200' if 'H200' in torch.cuda.get_device_name() else 'h100')")
 python3 -m solbench calibrate --use benchmarks/results/$G/calibration.json > $OUT/log_cal.txt 2>&1 || echo calfail
-run() { local name=$1; shift; timeout ${TO:-150} python3 -m solbench run "$@" --out $OUT/$name.jsonl > $OUT/log_$name.txt 2>&1; echo "$name rc=$?"; }
+# Records and logs go to $W; after every step they are packed into $OUT/r.tgz, so a call cut at its
+# time limit still returns every finished step (the lent machine returns at most 8 files).
+W=$(mktemp -d)
+pack() { tar czf $OUT/r.tmp -C $W . && mv $OUT/r.tmp $OUT/r.tgz; }
+run() { local name=$1; shift; timeout ${TO:-150} python3 -m solbench run "$@" --out $W/$name.jsonl > $W/log_$name.txt 2>&1; echo "$name rc=$?"; pack; }
 STEPS=${STEPS:-ua pd tiles}
 for step in $STEPS; do case $step in
   ua) TO=${UA_TO:-170} run ua --ops unified_attention --shapes ${UA_SHAPES:-20,21,9,16,24,7} --impls ours_triton,ours_dense,torch_native,sdpa_flash,flex_attention,sdpa_dense ;;
@@ -18,7 +22,7 @@ for step in $STEPS; do case $step in
   tiles) for t in ${TILES:-128,128,8,4 128,64,8,3 64,128,4,3}; do
            SOLBENCH_ATTENTION_TILES=$t TO=60 run tiles_${t//,/_} --ops unified_attention --shapes ${TILE_SHAPES:-20,21} --impls ours_triton; done ;;
 esac; done
-cd $OUT && tar czf /tmp/r.tgz . && rm -rf $OUT/* && mv /tmp/r.tgz $OUT/
+pack
 python3 - <<'PY'
 import json, os, tarfile
 t = tarfile.open(os.environ['OUT'] + '/r.tgz')
