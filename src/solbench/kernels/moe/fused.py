@@ -101,12 +101,34 @@ def default_options(num_tokens: int, num_experts: int, hidden: int, inter: int, 
 def _mma(acc, a, b, USE_DOT: tl.constexpr, UPCAST: tl.constexpr):
     if USE_DOT:
         if UPCAST:
-            # Triton's CPU interpreter multiplies bf16 dot operands wrongly; fp32 holds them exactly.
+            # Triton's CPU interpreter multiplies bf16 dot operands wrongly; fp32 holds them (and
+            # fp8) exactly.
             return tl.dot(a.to(tl.float32), b.to(tl.float32), acc)
         return tl.dot(a, b, acc)
     else:
         # One-row blocks (decode): a broadcast product, no tensor-core tile to fill.
         return acc + tl.sum(a.to(tl.float32)[:, :, None] * b.to(tl.float32)[None, :, :], axis=1)
+
+
+@triton.jit
+def _fp8_grid(v, SOFT: tl.constexpr):
+    """``v`` (|v| <= 448) rounded to the nearest e4m3fn value, ties to even, still fp32. ``SOFT``:
+    in integer arithmetic, because the CPU interpreter's fp32 -> fp8 cast does not round to
+    nearest; a GPU's ``cvt.rn`` does, so there the cast alone is used."""
+    if SOFT:
+        b = v.to(tl.int32, bitcast=True)
+        a = b & 0x7FFFFFFF
+        # Normal range: keep 3 mantissa bits, round half to even (a carry moves the exponent).
+        rn = ((a + 0x7FFFF + ((a >> 20) & 1)) & -0x100000).to(tl.float32, bitcast=True)
+        # Subnormals are multiples of 2^-9.
+        x = a.to(tl.float32, bitcast=True) * 512.0
+        m = tl.floor(x)
+        up = ((x - m) > 0.5) | (((x - m) == 0.5) & ((m.to(tl.int32) & 1) == 1))
+        rs = (m + up.to(tl.float32)) * (1.0 / 512.0)
+        r = tl.where(a >= 0x3C800000, rn, rs)
+        return tl.where(b < 0, -r, r)
+    else:
+        return v
 
 
 @triton.jit
@@ -120,6 +142,7 @@ def _moe_gemm_kernel(
         FP8: tl.constexpr, QUANT_OUT: tl.constexpr, DIRECT: tl.constexpr,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
         QBLOCK: tl.constexpr, UPCAST: tl.constexpr):
+    # UPCAST: running in the CPU interpreter (see _mma and _fp8_grid).
     pid = tl.program_id(0)
     num_n = tl.cdiv(N, BLOCK_N)
     # Grouped order: GROUP_M row blocks sweep the N tiles together, so an expert's weight tiles
@@ -187,7 +210,7 @@ def _moe_gemm_kernel(
     if QUANT_OUT:
         # Per-token-group fp8 of the activation (BLOCK_N is the group): scale = amax / 448.
         s = tl.maximum(tl.max(tl.abs(acc), axis=1), 1e-10) / _F8MAX
-        q = tl.minimum(tl.maximum(acc / s[:, None], -_F8MAX), _F8MAX)
+        q = _fp8_grid(tl.minimum(tl.maximum(acc / s[:, None], -_F8MAX), _F8MAX), UPCAST)
         tl.store(c_ptr + crow[:, None] * c_stride + offs_n[None, :], q.to(c_ptr.dtype.element_ty), mask=cmask)
         tl.store(cs_ptr + crow * cs_stride + pid_n, s, mask=valid)
     elif ATOMIC:
@@ -215,7 +238,7 @@ def _launch_gemm(cfg: GemmConfig, num_m: int, n: int, k: int, a, a_scale, w, w_s
         n, k, num_slots, top_k, num_m,
         GATED=gated, A_BY_TOKEN=a_by_token, ROUTER_W=router_w, ATOMIC=atomic, FP8=fp8, QUANT_OUT=quant_out,
         DIRECT=direct, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, GROUP_M=cfg.group_m,
-        QBLOCK=FP8_BLOCK, UPCAST=not gpu_codegen(a) and a.dtype == torch.bfloat16, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+        QBLOCK=FP8_BLOCK, UPCAST=not gpu_codegen(a), num_warps=cfg.num_warps, num_stages=cfg.num_stages)
 
 
 def _run(x, x_scale, w1, w1_scale, w2, w2_scale, topk_weights, topk_ids, out, opt: FusedMoeOptions):
