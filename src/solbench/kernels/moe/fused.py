@@ -19,7 +19,8 @@ expert's weights directly (``direct``), so two GEMM launches stream the touched 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import functools
+from dataclasses import dataclass
 
 import torch
 import triton
@@ -46,9 +47,13 @@ class GemmConfig:
 
 @dataclass(frozen=True)
 class FusedMoeOptions:
-    """Launch options of the fused MoE. ``direct``: one slot per one-row block, no sort (decode);
-    then ``block_m`` is 1. ``combine``: ``"atomic"`` (GEMM2 adds into an fp32 out) or ``"sum"``
-    (per-slot rows, then the top-k sum)."""
+    """Launch options of the fused MoE.
+
+    ``direct`` (decode): no sort; GEMM1 runs one program per (slot, N tile) and GEMM2 one per
+    (token, N tile), the latter summing the token's top-k experts in registers, so the whole
+    layer is two launches and writes ``out`` once. ``block_m`` is then 1.
+    Otherwise ``combine`` says how GEMM2 sums the top-k: ``"atomic"`` adds into an fp32 ``out``
+    (zeroed by GEMM1's programs), ``"sum"`` stores per-slot rows and runs the top-k sum."""
 
     gemm1: GemmConfig
     gemm2: GemmConfig
@@ -60,40 +65,65 @@ class FusedMoeOptions:
             raise ValueError(f"FusedMoeOptions.combine={self.combine!r}: expected 'atomic' or 'sum'")
         if self.gemm1.block_m != self.gemm2.block_m:
             raise ValueError("FusedMoeOptions: both GEMMs share the sorted layout, so block_m must match")
-        if self.direct and self.gemm1.block_m != 1:
-            raise ValueError("FusedMoeOptions: the direct (decode) path runs one-row blocks (block_m=1)")
+        if self.direct != (self.gemm1.block_m == 1):
+            raise ValueError("FusedMoeOptions: block_m=1 is the direct (decode) path and only it")
+
+
+#: Token counts up to this take the direct path: with a handful of tokens a top-k rarely names an
+#: expert twice, so streaming per slot reads each touched expert about once, and the sort's
+#: launches are saved.
+DIRECT_MAX_TOKENS = 4
+
+
+@functools.lru_cache(maxsize=None)
+def _sm_count(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
+def sm_count_of(t: torch.Tensor) -> int | None:
+    return _sm_count(t.device.index or 0) if t.is_cuda else None
+
+
+def _narrow_for_sms(block_n: int, rows: int, n: int, sm_count: int | None, floor: int = 16) -> int:
+    """Halve a decode launch's N tile while it has fewer than two programs per SM: a
+    bandwidth-bound launch needs every SM loading."""
+    while sm_count and block_n > floor and rows * triton.cdiv(n, block_n) < 2 * sm_count:
+        block_n //= 2
+    return block_n
 
 
 def default_options(num_tokens: int, num_experts: int, hidden: int, inter: int, top_k: int, fp8: bool,
-                    out_fp32: bool) -> FusedMoeOptions:
+                    out_fp32: bool, sm_count: int | None = None) -> FusedMoeOptions:
     """Tiles per (E, N, K, token bucket). The bucket is the mean routed rows per expert, which sets
-    how tall a useful block is; fp8 takes 128-wide K steps (one scale per step) and 128-wide GEMM1
-    columns (one activation group per tile, quantized in the epilogue)."""
+    how tall a useful block is; fp8 takes 128-wide K steps (one scale per step) and, on the sorted
+    path, 128-wide GEMM1 columns (one activation group per tile, quantized in the epilogue)."""
     combine = "atomic" if out_fp32 else "sum"
-    if num_tokens <= 4:
-        # Decode: every slot streams its expert's weights; narrow N tiles give enough programs to
-        # keep every SM loading, and the K loop stays long.
-        bn1 = FP8_BLOCK if fp8 else 64
-        g = GemmConfig(1, bn1, 128, group_m=1, num_warps=4, num_stages=4)
-        return FusedMoeOptions(g, replace(g, block_n=64), direct=True, combine=combine)
+    if num_tokens <= DIRECT_MAX_TOKENS:
+        # Decode: long K loops of 128 and N tiles narrow enough to give every SM programs.
+        n_slots = num_tokens * top_k
+        g1 = GemmConfig(1, _narrow_for_sms(64, n_slots, inter, sm_count), 128, group_m=1, num_warps=4, num_stages=4)
+        g2 = GemmConfig(1, _narrow_for_sms(128, num_tokens, hidden, sm_count), 128, group_m=1, num_warps=4,
+                        num_stages=4)
+        return FusedMoeOptions(g1, g2, direct=True, combine=combine)
     per_expert = num_tokens * top_k / num_experts
     if per_expert <= 16:
         bm, warps, stages = 16, 4, 4
     elif per_expert <= 48:
         bm, warps, stages = 32, 4, 4
-    elif per_expert <= 160:
-        bm, warps, stages = 64, 4, 3
+    elif per_expert <= 160 or fp8:
+        # fp8 caps at 64 rows: GEMM1 holds two 128-wide accumulators plus each K step's scaled
+        # partial product.
+        bm, warps, stages = 64, 8 if fp8 else 4, 3
     else:
         bm, warps, stages = 128, 8, 3
+    group = 8 if bm >= 64 else 1
     if fp8:
-        g1 = GemmConfig(bm, FP8_BLOCK, FP8_BLOCK, group_m=16 if bm >= 64 else 1, num_warps=warps, num_stages=stages)
-        g2 = replace(g1, block_n=128)
+        g1 = GemmConfig(bm, FP8_BLOCK, FP8_BLOCK, group_m=group, num_warps=warps, num_stages=stages)
+        g2 = GemmConfig(bm, 128, FP8_BLOCK, group_m=group, num_warps=warps, num_stages=stages)
     else:
         # GEMM1 holds two accumulators (gate and up), so its N tile is half of GEMM2's.
-        g1 = GemmConfig(bm, 64 if bm >= 64 else 32 if per_expert <= 4 else 64, 64,
-                        group_m=8 if bm >= 64 else 1, num_warps=warps, num_stages=stages)
-        g2 = GemmConfig(bm, 128 if bm >= 64 else 64, 64, group_m=8 if bm >= 64 else 1, num_warps=warps,
-                        num_stages=stages)
+        g1 = GemmConfig(bm, 64, 64, group_m=group, num_warps=warps, num_stages=stages)
+        g2 = GemmConfig(bm, 128 if bm >= 64 else 64, 64, group_m=group, num_warps=warps, num_stages=stages)
     return FusedMoeOptions(g1, g2, direct=False, combine=combine)
 
 
@@ -132,18 +162,69 @@ def _fp8_grid(v, SOFT: tl.constexpr):
 
 
 @triton.jit
+def _k_loop(acc, acc2, a_ptr, a_stride, as_ptr, as_stride, arow, amask, w_ptr, w_sn, up_off, ws_ptr, ws_sk,
+            ws_up_off, offs_n, nmask, K,
+            GATED: tl.constexpr, A_FP8: tl.constexpr, W_FP8: tl.constexpr, BLOCK_M: tl.constexpr,
+            BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, QBLOCK: tl.constexpr, UPCAST: tl.constexpr):
+    """``acc (+)= A[arow, :K] @ W[offs_n, :K]^T`` for one expert's weight rows ``w_ptr`` (and the
+    up rows ``up_off`` further into ``acc2`` when GATED). Block-scaled fp8: one K step lies in one
+    128-group, so its partial product is scaled once by the row's group scale (A_FP8) and the
+    column's block scale (W_FP8)."""
+    USE_DOT: tl.constexpr = BLOCK_M >= 16
+    offs_k = tl.arange(0, BLOCK_K)
+    a_ptrs = a_ptr + arow[:, None] * a_stride + offs_k[None, :]
+    b_ptrs = w_ptr + offs_n[None, :].to(tl.int64) * w_sn + offs_k[:, None]
+    for kb in range(0, tl.cdiv(K, BLOCK_K)):
+        kmask = offs_k < K - kb * BLOCK_K
+        a = tl.load(a_ptrs, mask=amask[:, None] & kmask[None, :], other=0.0)
+        bmask = kmask[:, None] & nmask[None, :]
+        b = tl.load(b_ptrs, mask=bmask, other=0.0)
+        if GATED:
+            b2 = tl.load(b_ptrs + up_off, mask=bmask, other=0.0)
+        if W_FP8:
+            kg = (kb * BLOCK_K) // QBLOCK
+            zero = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+            sa = tl.full([BLOCK_M], 1.0, tl.float32)
+            if A_FP8:
+                sa = tl.load(as_ptr + arow * as_stride + kg, mask=amask, other=0.0)
+            sb = tl.load(ws_ptr + kg * ws_sk, mask=nmask, other=0.0)
+            acc += _mma(zero, a, b, USE_DOT, UPCAST) * sa[:, None] * sb[None, :]
+            if GATED:
+                sb2 = tl.load(ws_ptr + ws_up_off + kg * ws_sk, mask=nmask, other=0.0)
+                acc2 += _mma(zero, a, b2, USE_DOT, UPCAST) * sa[:, None] * sb2[None, :]
+        else:
+            acc = _mma(acc, a, b, USE_DOT, UPCAST)
+            if GATED:
+                acc2 = _mma(acc2, a, b2, USE_DOT, UPCAST)
+        a_ptrs += BLOCK_K
+        b_ptrs += BLOCK_K
+    return acc, acc2
+
+
+@triton.jit
 def _moe_gemm_kernel(
         a_ptr, a_stride, as_ptr, as_stride,
         w_ptr, w_se, w_sn, ws_ptr, ws_se, ws_sn, ws_sk,
         c_ptr, c_stride, cs_ptr, cs_stride,
-        sorted_ptr, expert_ptr, ntpp_ptr, topk_w_ptr,
+        sorted_ptr, expert_ptr, ntpp_ptr, topk_w_ptr, zero_ptr, zero_numel, zero_chunk,
         N, K, num_slots, top_k, num_m,
-        GATED: tl.constexpr, A_BY_TOKEN: tl.constexpr, ROUTER_W: tl.constexpr, ATOMIC: tl.constexpr,
-        FP8: tl.constexpr, QUANT_OUT: tl.constexpr, DIRECT: tl.constexpr,
+        GATED: tl.constexpr, A_FP8: tl.constexpr, W_FP8: tl.constexpr, QUANT_OUT: tl.constexpr,
+        MODE: tl.constexpr, ATOMIC: tl.constexpr, ZERO: tl.constexpr,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
         QBLOCK: tl.constexpr, UPCAST: tl.constexpr):
-    # UPCAST: running in the CPU interpreter (see _mma and _fp8_grid).
+    """One grouped-GEMM tile. MODE 0: rows are a block of the sorted layout (one expert);
+    MODE 1: the row is one slot (decode GEMM1; ``sorted_ptr`` holds topk_ids); MODE 2: the row is
+    one token and the program sums its top-k experts (decode GEMM2). GATED: GEMM1 (x rows by
+    token, gate and up columns, silu(g)*u out per slot; QUANT_OUT requantizes it per 128-group).
+    Otherwise GEMM2: rows by slot, times the router weight; ATOMIC adds into out by token.
+    ZERO: the programs first zero ``zero_ptr`` (GEMM2's atomic target), a chunk each.
+    UPCAST: running in the CPU interpreter (see _mma and _fp8_grid)."""
     pid = tl.program_id(0)
+    if ZERO:
+        for z in range(pid * zero_chunk, tl.minimum((pid + 1) * zero_chunk, zero_numel), 1024):
+            zo = z + tl.arange(0, 1024)
+            tl.store(zero_ptr + zo, tl.zeros([1024], dtype=tl.float32),
+                     mask=(zo < zero_numel) & (zo < (pid + 1) * zero_chunk))
     num_n = tl.cdiv(N, BLOCK_N)
     # Grouped order: GROUP_M row blocks sweep the N tiles together, so an expert's weight tiles
     # are reused from L2 by the blocks of the same expert.
@@ -152,93 +233,80 @@ def _moe_gemm_kernel(
     gsize = tl.minimum(num_m - first_m, GROUP_M)
     pid_m = first_m + (pid % per_group) % gsize
     pid_n = (pid % per_group) // gsize
-
-    if DIRECT:
-        slots = pid_m + tl.arange(0, BLOCK_M)
-        expert = tl.load(sorted_ptr + pid_m).to(tl.int64)      # sorted_ptr holds topk_ids here
-    else:
-        if pid_m * BLOCK_M >= tl.load(ntpp_ptr):
-            return
-        slots = tl.load(sorted_ptr + pid_m * BLOCK_M + tl.arange(0, BLOCK_M))
-        expert = tl.load(expert_ptr + pid_m).to(tl.int64)
-    valid = slots < num_slots
-    arow = (slots // top_k) if A_BY_TOKEN else slots
-    arow = tl.where(valid, arow, 0).to(tl.int64)
-
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     nmask = offs_n < N
-    offs_k = tl.arange(0, BLOCK_K)
-    a_ptrs = a_ptr + arow[:, None] * a_stride + offs_k[None, :]
-    b_ptrs = w_ptr + expert * w_se + offs_n[None, :].to(tl.int64) * w_sn + offs_k[:, None]
-    if FP8:
-        as_ptrs = as_ptr + arow * as_stride
-        bs_ptrs = ws_ptr + expert * ws_se + (offs_n // QBLOCK) * ws_sn
-        if GATED:
-            bs2_ptrs = bs_ptrs + (N // QBLOCK) * ws_sn
-    USE_DOT: tl.constexpr = BLOCK_M >= 16
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-    if GATED:
-        acc2 = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-    for kb in range(0, tl.cdiv(K, BLOCK_K)):
-        kmask = offs_k < K - kb * BLOCK_K
-        a = tl.load(a_ptrs, mask=valid[:, None] & kmask[None, :], other=0.0)
-        b = tl.load(b_ptrs, mask=kmask[:, None] & nmask[None, :], other=0.0)
-        if GATED:
-            b2 = tl.load(b_ptrs + N * w_sn, mask=kmask[:, None] & nmask[None, :], other=0.0)
-        if FP8:
-            # One K step lies inside one 128-group: scale the step's partial product once.
-            kg = (kb * BLOCK_K) // QBLOCK
-            sa = tl.load(as_ptrs + kg, mask=valid, other=0.0)
-            sb = tl.load(bs_ptrs + kg * ws_sk, mask=nmask, other=0.0)
-            acc += _mma(tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32), a, b, USE_DOT, UPCAST) * sa[:, None] * sb[None, :]
-            if GATED:
-                sb2 = tl.load(bs2_ptrs + kg * ws_sk, mask=nmask, other=0.0)
-                acc2 += _mma(tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32), a, b2, USE_DOT, UPCAST) * sa[:, None] * sb2[None, :]
-        else:
-            acc = _mma(acc, a, b, USE_DOT, UPCAST)
-            if GATED:
-                acc2 = _mma(acc2, a, b2, USE_DOT, UPCAST)
-        a_ptrs += BLOCK_K
-        b_ptrs += BLOCK_K
+    acc2 = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    up_off = N * w_sn
+    ws_up_off = (N // QBLOCK) * ws_sn
 
-    crow = slots.to(tl.int64)
-    if GATED:
-        acc = acc / (1.0 + tl.exp(-acc)) * acc2
-    if ROUTER_W:
-        acc = acc * tl.load(topk_w_ptr + slots, mask=valid, other=0.0)[:, None]
-    cmask = valid[:, None] & nmask[None, :]
-    if QUANT_OUT:
-        # Per-token-group fp8 of the activation (BLOCK_N is the group): scale = amax / 448.
-        s = tl.maximum(tl.max(tl.abs(acc), axis=1), 1e-10) / _F8MAX
-        q = _fp8_grid(tl.minimum(tl.maximum(acc / s[:, None], -_F8MAX), _F8MAX), UPCAST)
-        tl.store(c_ptr + crow[:, None] * c_stride + offs_n[None, :], q.to(c_ptr.dtype.element_ty), mask=cmask)
-        tl.store(cs_ptr + crow * cs_stride + pid_n, s, mask=valid)
-    elif ATOMIC:
-        orow = (slots // top_k).to(tl.int64)
-        tl.atomic_add(c_ptr + orow[:, None] * c_stride + offs_n[None, :], acc, mask=cmask, sem="relaxed")
+    if MODE == 2:
+        slots = tl.zeros([BLOCK_M], dtype=tl.int32)
+        valid = tl.full([BLOCK_M], 1, tl.int1)
+        for j in range(0, top_k):
+            slot = pid_m * top_k + j
+            expert = tl.load(sorted_ptr + slot).to(tl.int64)
+            part, _ = _k_loop(tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32), acc2, a_ptr, a_stride, as_ptr,
+                              as_stride, (slots + slot).to(tl.int64), valid, w_ptr + expert * w_se, w_sn, up_off,
+                              ws_ptr + expert * ws_se + (offs_n // QBLOCK) * ws_sn, ws_sk, ws_up_off, offs_n,
+                              nmask, K, False, A_FP8, W_FP8, BLOCK_M, BLOCK_N, BLOCK_K, QBLOCK, UPCAST)
+            acc += part * tl.load(topk_w_ptr + slot)
+        tl.store(c_ptr + pid_m.to(tl.int64) * c_stride + offs_n[None, :], acc.to(c_ptr.dtype.element_ty),
+                 mask=nmask[None, :])
     else:
-        tl.store(c_ptr + crow[:, None] * c_stride + offs_n[None, :], acc.to(c_ptr.dtype.element_ty), mask=cmask)
-
+        if MODE == 1:
+            slots = pid_m + tl.arange(0, BLOCK_M)
+            expert = tl.load(sorted_ptr + pid_m).to(tl.int64)
+        else:
+            if pid_m * BLOCK_M >= tl.load(ntpp_ptr):
+                return
+            slots = tl.load(sorted_ptr + pid_m * BLOCK_M + tl.arange(0, BLOCK_M))
+            expert = tl.load(expert_ptr + pid_m).to(tl.int64)
+        valid = slots < num_slots
+        arow = (slots // top_k) if GATED else slots
+        arow = tl.where(valid, arow, 0).to(tl.int64)
+        acc, acc2 = _k_loop(acc, acc2, a_ptr, a_stride, as_ptr, as_stride, arow, valid, w_ptr + expert * w_se,
+                            w_sn, up_off, ws_ptr + expert * ws_se + (offs_n // QBLOCK) * ws_sn, ws_sk, ws_up_off,
+                            offs_n, nmask, K, GATED, A_FP8, W_FP8, BLOCK_M, BLOCK_N, BLOCK_K, QBLOCK, UPCAST)
+        crow = slots.to(tl.int64)
+        cmask = valid[:, None] & nmask[None, :]
+        if GATED:
+            acc = acc / (1.0 + tl.exp(-acc)) * acc2
+        else:
+            acc = acc * tl.load(topk_w_ptr + slots, mask=valid, other=0.0)[:, None]
+        if QUANT_OUT:
+            # Per-token-group fp8 of the activation (BLOCK_N is the group): scale = amax / 448.
+            s = tl.maximum(tl.max(tl.abs(acc), axis=1), 1e-10) / _F8MAX
+            q = _fp8_grid(tl.minimum(tl.maximum(acc / s[:, None], -_F8MAX), _F8MAX), UPCAST)
+            tl.store(c_ptr + crow[:, None] * c_stride + offs_n[None, :], q.to(c_ptr.dtype.element_ty), mask=cmask)
+            tl.store(cs_ptr + crow * cs_stride + pid_n, s, mask=valid)
+        elif ATOMIC:
+            orow = (slots // top_k).to(tl.int64)
+            tl.atomic_add(c_ptr + orow[:, None] * c_stride + offs_n[None, :], acc, mask=cmask, sem="relaxed")
+        else:
+            tl.store(c_ptr + crow[:, None] * c_stride + offs_n[None, :], acc.to(c_ptr.dtype.element_ty), mask=cmask)
 
 
 def _launch_gemm(cfg: GemmConfig, num_m: int, n: int, k: int, a, a_scale, w, w_scale, c, c_scale, sorted_ids,
-                 expert_ids, ntpp, topk_w, num_slots: int, top_k: int, *, gated: bool, a_by_token: bool,
-                 router_w: bool, atomic: bool, fp8: bool, quant_out: bool, direct: bool):
+                 expert_ids, ntpp, topk_w, num_slots: int, top_k: int, *, gated: bool, mode: int, atomic: bool = False,
+                 quant_out: bool = False, zero: torch.Tensor | None = None):
     if num_m == 0:
         return
     dummy = sorted_ids
-    grid = (num_m * triton.cdiv(n, cfg.block_n),)
-    _moe_gemm_kernel[grid](
+    programs = num_m * triton.cdiv(n, cfg.block_n)
+    zero_numel = 0 if zero is None else zero.numel()
+    _moe_gemm_kernel[(programs,)](
         a, a.stride(0), dummy if a_scale is None else a_scale, 0 if a_scale is None else a_scale.stride(0),
         w, w.stride(0), w.stride(1),
         dummy if w_scale is None else w_scale, *((0, 0, 0) if w_scale is None else w_scale.stride()),
         c, c.stride(0), dummy if c_scale is None else c_scale, 0 if c_scale is None else c_scale.stride(0),
         sorted_ids, dummy if expert_ids is None else expert_ids, dummy if ntpp is None else ntpp,
-        dummy if topk_w is None else topk_w,
-        n, k, num_slots, top_k, num_m,
-        GATED=gated, A_BY_TOKEN=a_by_token, ROUTER_W=router_w, ATOMIC=atomic, FP8=fp8, QUANT_OUT=quant_out,
-        DIRECT=direct, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, GROUP_M=cfg.group_m,
-        QBLOCK=FP8_BLOCK, UPCAST=not gpu_codegen(a), num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+        dummy if topk_w is None else topk_w, c if zero is None else zero, zero_numel,
+        triton.cdiv(zero_numel, programs), n, k, num_slots, top_k, num_m,
+        GATED=gated, A_FP8=a_scale is not None, W_FP8=w_scale is not None, QUANT_OUT=quant_out, MODE=mode,
+        ATOMIC=atomic, ZERO=zero is not None, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,
+        GROUP_M=cfg.group_m, QBLOCK=FP8_BLOCK, UPCAST=not gpu_codegen(a), num_warps=cfg.num_warps,
+        num_stages=cfg.num_stages)
 
 
 def _run(x, x_scale, w1, w1_scale, w2, w2_scale, topk_weights, topk_ids, out, opt: FusedMoeOptions):
@@ -249,32 +317,34 @@ def _run(x, x_scale, w1, w1_scale, w2, w2_scale, topk_weights, topk_ids, out, op
     n = t * k
     fp8 = x_scale is not None
     dev = x.device
-    atomic = opt.combine == "atomic"
-    if atomic:
-        out.zero_()
     if n == 0:
         return
     ids = topk_ids.reshape(-1)
     wts = topk_weights.reshape(-1)
-    bm = opt.gemm1.block_m
     if opt.direct:
-        sorted_ids, expert_ids, ntpp, num_m = ids, None, None, n
-    else:
-        cap = aligned_capacity(n, e, bm)
-        sorted_ids = torch.empty(cap, dtype=torch.int32, device=dev)
-        expert_ids = torch.empty(triton.cdiv(cap, bm), dtype=torch.int32, device=dev)
-        ntpp = torch.empty(1, dtype=torch.int32, device=dev)
-        launch_sort(topk_ids, e, bm, sorted_ids, expert_ids=expert_ids, ntpp=ntpp)
-        num_m = triton.cdiv(cap, bm)
+        # The activation stays unrounded (fp32) between the decode GEMMs: they are bound by the
+        # weight stream, and one-row blocks have no tensor-core operand to requantize for.
+        act = torch.empty((n, inter), dtype=torch.float32 if fp8 else x.dtype, device=dev)
+        _launch_gemm(opt.gemm1, n, inter, h, x, x_scale, w1, w1_scale, act, None, ids, None, None, None, n, k,
+                     gated=True, mode=1)
+        _launch_gemm(opt.gemm2, t, h, inter, act, None, w2, w2_scale, out, None, ids, None, None, wts, n, k,
+                     gated=False, mode=2)
+        return
+    bm = opt.gemm1.block_m
+    cap = aligned_capacity(n, e, bm)
+    num_m = triton.cdiv(cap, bm)
+    sorted_ids = torch.empty(cap, dtype=torch.int32, device=dev)
+    expert_ids = torch.empty(num_m, dtype=torch.int32, device=dev)
+    ntpp = torch.empty(1, dtype=torch.int32, device=dev)
+    launch_sort(topk_ids, e, bm, sorted_ids, expert_ids=expert_ids, ntpp=ntpp)
     act = torch.empty((n, inter), dtype=torch.float8_e4m3fn if fp8 else x.dtype, device=dev)
-    act_scale = torch.empty((n, triton.cdiv(inter, FP8_BLOCK)), dtype=torch.float32, device=dev) if fp8 else None
+    act_scale = torch.empty((n, inter // FP8_BLOCK), dtype=torch.float32, device=dev) if fp8 else None
+    atomic = opt.combine == "atomic"
     _launch_gemm(opt.gemm1, num_m, inter, h, x, x_scale, w1, w1_scale, act, act_scale, sorted_ids, expert_ids, ntpp,
-                 None, n, k, gated=True, a_by_token=True, router_w=False, atomic=False, fp8=fp8, quant_out=fp8,
-                 direct=opt.direct)
+                 None, n, k, gated=True, mode=0, quant_out=fp8, zero=out if atomic else None)
     y = out if atomic else torch.empty((n, h), dtype=out.dtype, device=dev)
     _launch_gemm(opt.gemm2, num_m, h, inter, act, act_scale, w2, w2_scale, y, None, sorted_ids, expert_ids, ntpp,
-                 wts, n, k, gated=False, a_by_token=False, router_w=True, atomic=atomic, fp8=fp8, quant_out=False,
-                 direct=opt.direct)
+                 wts, n, k, gated=False, mode=0, atomic=atomic)
     if not atomic:
         moe_sum_reduce(y.view(t, k, h), 1.0, out=out)
 
@@ -307,10 +377,10 @@ def _check_weights(what, x, w1, w2):
         raise ValueError(f"{what}: unsupported strides or sizes")
 
 
-def _options(opt, t, e, h, inter, k, fp8, out_dtype):
+def _options(opt, t, e, h, inter, k, fp8, out):
     if opt is None:
-        return default_options(t, e, h, inter, k, fp8, out_dtype == torch.float32)
-    if opt.combine == "atomic" and out_dtype != torch.float32:
+        return default_options(t, e, h, inter, k, fp8, out.dtype == torch.float32, sm_count_of(out))
+    if opt.combine == "atomic" and not opt.direct and out.dtype != torch.float32:
         raise ValueError("FusedMoeOptions.combine='atomic' adds into out and needs an fp32 out; use 'sum'")
     return opt
 
@@ -367,7 +437,7 @@ def fused_moe(hidden_states: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor, t
         raise ValueError(f"{what}: out must be contiguous")
     require_device(hidden_states, what)
     e, two_i, _ = w1.shape
-    opt = _options(options, t, e, h, two_i // 2, topk_ids.shape[1], False, out.dtype)
+    opt = _options(options, t, e, h, two_i // 2, topk_ids.shape[1], False, out)
     _fused_moe_op(hidden_states, w1, w2, topk_weights, topk_ids, out, _pack(opt), opt.direct, opt.combine)
     return out
 
@@ -428,10 +498,11 @@ def fp8_block_fused_moe(hidden_states: torch.Tensor, w1: torch.Tensor, w2: torch
     if not out.is_contiguous():
         raise ValueError(f"{what}: out must be contiguous")
     require_device(hidden_states, what)
-    opt = _options(options, t, e, h, inter, topk_ids.shape[1], True, out.dtype)
-    if opt.gemm1.block_n != FP8_BLOCK or FP8_BLOCK % opt.gemm1.block_k or FP8_BLOCK % opt.gemm2.block_k:
-        raise ValueError(f"{what}: GEMM1 block_n must be {FP8_BLOCK} (one activation group per tile) and both "
-                         f"block_k must divide {FP8_BLOCK}")
+    opt = _options(options, t, e, h, inter, topk_ids.shape[1], True, out)
+    if (not opt.direct and opt.gemm1.block_n != FP8_BLOCK) or FP8_BLOCK % opt.gemm1.block_k \
+            or FP8_BLOCK % opt.gemm2.block_k:
+        raise ValueError(f"{what}: GEMM1 block_n must be {FP8_BLOCK} on the sorted path (one activation group per "
+                         f"tile) and both block_k must divide {FP8_BLOCK}")
     _fp8_moe_op(hidden_states, w1, w2, topk_weights, topk_ids, a_scale, w1_scale, w2_scale, out, _pack(opt),
                 opt.direct, opt.combine)
     return out
