@@ -111,7 +111,7 @@ SORTED16 = FusedMoeOptions(GemmConfig(16, 32, 32, group_m=2), GemmConfig(16, 64,
     (3, None, True),                                        # direct, a token naming an expert twice
     (21, SORTED16, False),                                  # sorted, 84 slots: no multiple of 16
     (21, SORTED16, True),                                   # sorted with duplicates
-    (21, FusedMoeOptions(SORTED16.gemm1, SORTED16.gemm2, combine="sum"), False),
+    (21, FusedMoeOptions(SORTED16.gemm1, SORTED16.gemm2, combine="atomic"), True),
 ])
 def test_fused_moe_paths(device, t, opt, dup):
     # E=16, k=4: with 3 tokens most experts receive nothing; with 21 some still do.
@@ -124,21 +124,32 @@ def test_fused_moe_paths(device, t, opt, dup):
 def test_fused_moe_bf16_out_and_zero_tokens(device):
     args, ref = _bf16_case(5, 64, 48, 8, 2, device)
     out = torch.full((5, 64), float("nan"), dtype=BF16, device=device)
-    fused_moe(*args, out=out, options=FusedMoeOptions(GemmConfig(16, 32, 32), GemmConfig(16, 32, 32), combine="sum"))
-    torch.testing.assert_close(out.cpu().float(), ref, rtol=3e-2, atol=2e-2)
+    for combine in ("sum", "atomic"):                          # atomic: an fp32 scratch, then a cast
+        out.fill_(float("nan"))
+        fused_moe(*args, out=out, options=FusedMoeOptions(GemmConfig(16, 32, 32), GemmConfig(16, 32, 32),
+                                                          combine=combine))
+        torch.testing.assert_close(out.cpu().float(), ref, rtol=3e-2, atol=2e-2)
     empty, _ = _bf16_case(0, 64, 48, 8, 2, device)
     assert fused_moe(*empty).shape == (0, 64)
 
 
 def test_default_options_by_bucket():
-    dec = default_options(1, 128, 2048, 768, 8, fp8=False, out_fp32=True, sm_count=132)
+    dec = default_options(1, 128, 2048, 768, 8, fp8=False, sm_count=132)
     assert dec.direct and dec.gemm1.block_m == 1
     # 8 slots x 768/BN programs reach two per SM only at BN=16... floored at 16.
     assert dec.gemm1.block_n == 16 and 8 * 768 // 16 >= 264
-    big = default_options(45936, 128, 2048, 768, 8, fp8=False, out_fp32=True)
-    assert not big.direct and big.gemm1.block_m == 128 and big.combine == "atomic"
-    f8 = default_options(3804, 256, 7168, 2048, 8, fp8=True, out_fp32=False)
-    assert f8.gemm1.block_n == 128 and f8.gemm1.block_k == 128 and f8.combine == "sum"
+    big = default_options(45936, 128, 2048, 768, 8, fp8=False)
+    assert not big.direct and big.gemm1.block_m == 128 and big.combine == "sum"
+    f8 = default_options(3804, 256, 7168, 2048, 8, fp8=True)
+    assert f8.gemm1.block_n == 128 and f8.gemm1.block_k == 128 and f8.gemm1.block_m == 64
+
+
+def test_combine_is_chosen_on_the_command_line(monkeypatch):
+    monkeypatch.setenv("SOLBENCH_MOE_COMBINE", "atomic")
+    assert default_options(4000, 128, 2048, 768, 8, fp8=False).combine == "atomic"
+    monkeypatch.setenv("SOLBENCH_MOE_COMBINE", "both")
+    with pytest.raises(ValueError, match="expected one of sum, atomic"):
+        default_options(4000, 128, 2048, 768, 8, fp8=False)
 
 
 # ---- fp8 -----------------------------------------------------------------------------------------------
@@ -175,15 +186,16 @@ def _fp8_model(x, w1, w2, tw, ti, xs, s1, s2, requant: bool):
 @pytest.mark.parametrize("t,dup", [(2, True), (9, False)])
 def test_fp8_fused_moe_matches_a_model_of_its_requantization(device, t, dup):
     # T=2 takes the direct path (activation kept in fp32), T=9 the sorted path (1x128 fp8 requant
-    # in GEMM1's epilogue). The model reproduces each one's rounding, so the check is tight: a
-    # wrong group scale or a truncating conversion is far outside it.
+    # in GEMM1's epilogue). The model reproduces the fp8 rounding, so the check is tight: what is
+    # left is the bf16 per-slot rows (the interpreter truncates them, ~0.3% RMS), while a
+    # truncating fp8 conversion alone gives ~4% and a wrong group scale far more.
     args = _fp8_case(t, 256, 256, 8, 2, device, dup)
     opt = None if t <= 4 else FusedMoeOptions(GemmConfig(16, 128, 128, group_m=1), GemmConfig(16, 64, 128, group_m=1),
                                               combine="sum")
     out = fp8_block_fused_moe(*[a.to(device) for a in args], out=torch.empty(t, 256, device=device), options=opt)
     want = _fp8_model(*args, requant=t > 4)
     rel = (out.cpu() - want).pow(2).mean().sqrt() / want.pow(2).mean().sqrt()
-    assert rel < 2e-3, rel
+    assert rel < 6e-3, rel
 
 
 # ---- validation and custom ops ---------------------------------------------------------------------------
@@ -197,8 +209,8 @@ def test_validation_errors_name_what_is_supported():
         fused_moe(x, w1, w2[:, :, :40], tw, ti)
     with pytest.raises(TypeError, match="hidden_states has dtype float32"):
         fused_moe(x.float(), w1, w2, tw, ti)
-    with pytest.raises(ValueError, match="needs an fp32 out"):
-        fused_moe(x, w1, w2, tw, ti, out_dtype=BF16, options=SORTED16)
+    with pytest.raises(ValueError, match="expected 'atomic' or 'sum'"):
+        FusedMoeOptions(GemmConfig(16, 32, 32), GemmConfig(16, 32, 32), combine="add")
     with pytest.raises(ValueError, match="block_m must match"):
         FusedMoeOptions(GemmConfig(16, 32, 32), GemmConfig(32, 32, 32))
     with pytest.raises(ValueError, match=r"top_k=9 must be in \[1, min\(num_experts=8"):
@@ -210,10 +222,10 @@ def test_validation_errors_name_what_is_supported():
 def test_custom_ops_schema_and_fake():
     args, _ = _bf16_case(3, 64, 48, 8, 2, "cpu")
     out = torch.empty(3, 64)
-    opt = default_options(3, 8, 64, 48, 2, False, True)
+    opt = default_options(3, 8, 64, 48, 2, False)
     from solbench.kernels.moe.fused import _pack
 
-    torch.library.opcheck(torch.ops.solbench.fused_moe_.default, (*args, out, _pack(opt), True, "atomic"),
+    torch.library.opcheck(torch.ops.solbench.fused_moe_.default, (*args, out, _pack(opt), True, "sum"),
                           test_utils=("test_schema", "test_faketensor"))
     _, ids = _ids(6, 8, 2)
     torch.library.opcheck(torch.ops.solbench.moe_count_and_sort_.default,

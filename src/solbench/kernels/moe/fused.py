@@ -26,7 +26,8 @@ import torch
 import triton
 import triton.language as tl
 
-from solbench.kernels.common import check_disjoint, check_dtype, check_out, gpu_codegen, kernel_op, require_device
+from solbench.kernels.common import (check_disjoint, check_dtype, check_out, env_choice, gpu_codegen, kernel_op,
+                                     require_device)
 from solbench.kernels.moe.routing import aligned_capacity, launch_sort, moe_sum_reduce
 
 #: fp8 block size of the weights (128x128) and of the activation groups (1x128).
@@ -52,8 +53,10 @@ class FusedMoeOptions:
     ``direct`` (decode): no sort; GEMM1 runs one program per (slot, N tile) and GEMM2 one per
     (token, N tile), the latter summing the token's top-k experts in registers, so the whole
     layer is two launches and writes ``out`` once. ``block_m`` is then 1.
-    Otherwise ``combine`` says how GEMM2 sums the top-k: ``"atomic"`` adds into an fp32 ``out``
-    (zeroed by GEMM1's programs), ``"sum"`` stores per-slot rows and runs the top-k sum."""
+    Otherwise ``combine`` says how GEMM2 sums the top-k: ``"sum"`` (vLLM's design) stores
+    per-slot rows in the activation dtype and runs the top-k sum; ``"atomic"`` adds into an fp32
+    target (``out`` itself when fp32, else a scratch cast at the end) that GEMM1's programs zero:
+    no per-slot round trip, but T*k*H atomic adds."""
 
     gemm1: GemmConfig
     gemm2: GemmConfig
@@ -92,12 +95,17 @@ def _narrow_for_sms(block_n: int, rows: int, n: int, sm_count: int | None, floor
     return block_n
 
 
+#: ``SOLBENCH_MOE_COMBINE=sum|atomic`` picks the sorted path's top-k combine (read when the
+#: options are made): which one wins depends on the GPU's atomic throughput, to be measured.
+COMBINE_ENV = "SOLBENCH_MOE_COMBINE"
+
+
 def default_options(num_tokens: int, num_experts: int, hidden: int, inter: int, top_k: int, fp8: bool,
-                    out_fp32: bool, sm_count: int | None = None) -> FusedMoeOptions:
+                    sm_count: int | None = None) -> FusedMoeOptions:
     """Tiles per (E, N, K, token bucket). The bucket is the mean routed rows per expert, which sets
     how tall a useful block is; fp8 takes 128-wide K steps (one scale per step) and, on the sorted
     path, 128-wide GEMM1 columns (one activation group per tile, quantized in the epilogue)."""
-    combine = "atomic" if out_fp32 else "sum"
+    combine = env_choice(COMBINE_ENV, "sum", ("sum", "atomic"))
     if num_tokens <= DIRECT_MAX_TOKENS:
         # Decode: long K loops of 128 and N tiles narrow enough to give every SM programs.
         n_slots = num_tokens * top_k
@@ -340,13 +348,17 @@ def _run(x, x_scale, w1, w1_scale, w2, w2_scale, topk_weights, topk_ids, out, op
     act = torch.empty((n, inter), dtype=torch.float8_e4m3fn if fp8 else x.dtype, device=dev)
     act_scale = torch.empty((n, inter // FP8_BLOCK), dtype=torch.float32, device=dev) if fp8 else None
     atomic = opt.combine == "atomic"
+    if atomic:
+        y = out if out.dtype == torch.float32 else torch.empty((t, h), dtype=torch.float32, device=dev)
+    else:
+        # Top-1 rows are the tokens' own rows: GEMM2 writes out directly.
+        y = out if k == 1 else torch.empty((n, h), dtype=torch.bfloat16 if fp8 else x.dtype, device=dev)
     _launch_gemm(opt.gemm1, num_m, inter, h, x, x_scale, w1, w1_scale, act, act_scale, sorted_ids, expert_ids, ntpp,
-                 None, n, k, gated=True, mode=0, quant_out=fp8, zero=out if atomic else None)
-    y = out if atomic else torch.empty((n, h), dtype=out.dtype, device=dev)
+                 None, n, k, gated=True, mode=0, quant_out=fp8, zero=y if atomic else None)
     _launch_gemm(opt.gemm2, num_m, h, inter, act, act_scale, w2, w2_scale, y, None, sorted_ids, expert_ids, ntpp,
                  wts, n, k, gated=False, mode=0, atomic=atomic)
-    if not atomic:
-        moe_sum_reduce(y.view(t, k, h), 1.0, out=out)
+    if y is not out:
+        moe_sum_reduce(y.view(t, -1, h), 1.0, out=out)
 
 
 # ---- validation ------------------------------------------------------------------------------------
@@ -378,11 +390,7 @@ def _check_weights(what, x, w1, w2):
 
 
 def _options(opt, t, e, h, inter, k, fp8, out):
-    if opt is None:
-        return default_options(t, e, h, inter, k, fp8, out.dtype == torch.float32, sm_count_of(out))
-    if opt.combine == "atomic" and not opt.direct and out.dtype != torch.float32:
-        raise ValueError("FusedMoeOptions.combine='atomic' adds into out and needs an fp32 out; use 'sum'")
-    return opt
+    return opt or default_options(t, e, h, inter, k, fp8, sm_count_of(out))
 
 
 # ---- bf16 ----------------------------------------------------------------------------------------
