@@ -161,7 +161,7 @@ def _chunk_histogram_kernel(ids_ptr, n, hist_ptr, E, chunk, EP: tl.constexpr, SU
 @triton.jit
 def _sort_scatter_kernel(ids_ptr, n, hist_ptr, nchunks, sorted_ptr, expert_ids_ptr, counts_ptr, cumsum_ptr,
                          ntpp_ptr, E, chunk, BS: tl.constexpr, EP: tl.constexpr, SUB: tl.constexpr,
-                         SINGLE: tl.constexpr, CB: tl.constexpr, BSP: tl.constexpr,
+                         SINGLE: tl.constexpr, CB: tl.constexpr, JB: tl.constexpr, BB: tl.constexpr,
                          WRITE_EXPERT_IDS: tl.constexpr, WRITE_COUNTS: tl.constexpr, WRITE_CUMSUM: tl.constexpr,
                          WRITE_NTPP: tl.constexpr):
     pid = tl.program_id(0)
@@ -199,18 +199,20 @@ def _sort_scatter_kernel(ids_ptr, n, hist_ptr, nchunks, sorted_ptr, expert_ids_p
         base += tl.sum(oh, axis=0)
     if BS > 1:
         # Segment padding, experts shared round-robin among the programs: positions
-        # starts[e] + counts[e] + j for j < padded[e] - counts[e] hold the sentinel n.
-        j = tl.arange(0, BSP)
+        # starts[e] + counts[e] + j for j < padded[e] - counts[e] hold the sentinel n. The
+        # [E, JB] tiles keep about 8k values live.
         mine = emask & (e % nprog == pid)
-        pm = mine[:, None] & (j[None, :] < (padded - counts)[:, None])
-        tl.store(sorted_ptr + (starts + counts)[:, None] + j[None, :], tl.zeros([EP, BSP], dtype=tl.int32) + n,
-                 mask=pm)
+        pad = tl.where(mine, padded - counts, 0)
+        for j0 in range(0, BS, JB):
+            j = j0 + tl.arange(0, JB)
+            tl.store(sorted_ptr + (starts + counts)[:, None] + j[None, :], tl.zeros([EP, JB], dtype=tl.int32) + n,
+                     mask=j[None, :] < pad[:, None])
     if WRITE_EXPERT_IDS:
         # Block b belongs to the expert whose segment holds position b*BS: the number of segment
         # ends at or below it.
         used = total // BS
-        for b0 in range(pid * 64, used, nprog * 64):
-            b = b0 + tl.arange(0, 64)
+        for b0 in range(pid * BB, used, nprog * BB):
+            b = b0 + tl.arange(0, BB)
             owner = tl.sum(((ends[None, :] <= b[:, None] * BS) & emask[None, :]).to(tl.int32), axis=1)
             tl.store(expert_ids_ptr + b, owner, mask=b < used)
     if pid == 0:
@@ -247,7 +249,8 @@ def launch_sort(topk_ids: torch.Tensor, num_experts: int, block_size: int, sorte
         flat, n, hist, nchunks, sorted_ids, dummy if expert_ids is None else expert_ids,
         dummy if counts is None else counts, dummy if cumsum is None else cumsum, dummy if ntpp is None else ntpp,
         num_experts, max(n, 1) if opt.single else opt.chunk, BS=block_size, EP=ep, SUB=opt.sub, SINGLE=opt.single,
-        CB=max(1, min(32, 8192 // ep)), BSP=next_pow2(block_size), WRITE_EXPERT_IDS=expert_ids is not None,
+        CB=max(1, min(32, 8192 // ep)), JB=max(1, min(next_pow2(block_size), 8192 // ep)),
+        BB=max(16, 8192 // ep), WRITE_EXPERT_IDS=expert_ids is not None,
         WRITE_COUNTS=counts is not None, WRITE_CUMSUM=cumsum is not None, WRITE_NTPP=ntpp is not None,
         num_warps=opt.num_warps)
 
