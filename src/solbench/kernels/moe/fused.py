@@ -114,24 +114,30 @@ def default_options(num_tokens: int, num_experts: int, hidden: int, inter: int, 
                         num_stages=4)
         return FusedMoeOptions(g1, g2, direct=True, combine=combine)
     per_expert = num_tokens * top_k / num_experts
-    if per_expert <= 16:
-        bm, warps, stages = 16, 4, 4
-    elif per_expert <= 48:
-        bm, warps, stages = 32, 4, 4
-    elif per_expert <= 160 or fp8:
-        # fp8 caps at 64 rows: GEMM1 holds two 128-wide accumulators plus each K step's scaled
-        # partial product.
-        bm, warps, stages = 64, 8 if fp8 else 4, 3
-    else:
-        bm, warps, stages = 128, 8, 3
-    group = 8 if bm >= 64 else 1
     if fp8:
-        g1 = GemmConfig(bm, FP8_BLOCK, FP8_BLOCK, group_m=group, num_warps=warps, num_stages=stages)
-        g2 = GemmConfig(bm, 128, FP8_BLOCK, group_m=group, num_warps=warps, num_stages=stages)
+        # 64 rows at most: GEMM1 holds two 128-wide accumulators plus each K step's scaled
+        # partial product; 128-wide K steps carry one scale each.
+        bm = 16 if per_expert <= 16 else 32 if per_expert <= 48 else 64
+        warps = 4 if bm <= 32 else 8
+        g1 = GemmConfig(bm, FP8_BLOCK, FP8_BLOCK, group_m=1, num_warps=warps, num_stages=3)
+        g2 = GemmConfig(bm, 128, FP8_BLOCK, group_m=1, num_warps=warps, num_stages=3)
+        return FusedMoeOptions(g1, g2, direct=False, combine=combine)
+    # (block_m, GEMM1 N tile per accumulator, GEMM2 N tile, block_k, warps, stages) by the mean
+    # rows per expert: taller and wider tiles as experts fill up (the shape of vLLM's tuned H100
+    # tables). GEMM1's two accumulators (gate, up) make its N tile half of GEMM2's; K tiles are 64
+    # where a stage would pass ~40 KB of shared memory.
+    if per_expert <= 8:
+        bm, bn1, bn2, bk, warps, stages = 16, 32, 64, 128, 4, 4
+    elif per_expert <= 24:
+        bm, bn1, bn2, bk, warps, stages = 16, 64, 128, 128, 4, 3
+    elif per_expert <= 48:
+        bm, bn1, bn2, bk, warps, stages = 32, 128, 256, 64, 8, 3
+    elif per_expert <= 96:
+        bm, bn1, bn2, bk, warps, stages = 64, 128, 256, 64, 8, 4
     else:
-        # GEMM1 holds two accumulators (gate and up), so its N tile is half of GEMM2's.
-        g1 = GemmConfig(bm, 64, 64, group_m=group, num_warps=warps, num_stages=stages)
-        g2 = GemmConfig(bm, 128 if bm >= 64 else 64, 64, group_m=group, num_warps=warps, num_stages=stages)
+        bm, bn1, bn2, bk, warps, stages = 128, 128, 256, 64, 8, 4
+    g1 = GemmConfig(bm, bn1, bk, group_m=1, num_warps=warps, num_stages=stages)
+    g2 = GemmConfig(bm, bn2, bk, group_m=1, num_warps=warps, num_stages=stages)
     return FusedMoeOptions(g1, g2, direct=False, combine=combine)
 
 
