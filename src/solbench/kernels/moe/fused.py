@@ -28,7 +28,7 @@ import triton.language as tl
 
 from solbench.kernels.common import (check_disjoint, check_dtype, check_out, env_choice, gpu_codegen, kernel_op,
                                      require_device)
-from solbench.kernels.moe.routing import aligned_capacity, launch_sort, moe_sum_reduce
+from solbench.kernels.moe.routing import MAX_EXPERTS, aligned_capacity, launch_sort, moe_sum_reduce
 
 #: fp8 block size of the weights (128x128) and of the activation groups (1x128).
 FP8_BLOCK = 128
@@ -391,8 +391,9 @@ def _check_weights(what, x, w1, w2):
     for name, v in (("hidden_states", x), ("w1", w1), ("w2", w2)):
         if v.numel() and v.stride(-1) != 1:
             raise ValueError(f"{what}: {name} must be contiguous in its last dimension")
-    if w1.stride(0) < 0 or x.shape[0] * w1.shape[2] >= 2 ** 62:
-        raise ValueError(f"{what}: unsupported strides or sizes")
+    if not 1 <= e <= MAX_EXPERTS:
+        raise ValueError(f"{what}: num_experts={e} must be in [1, {MAX_EXPERTS}] (the expert sort keeps one "
+                         f"count per expert in registers)")
 
 
 def _options(opt, t, e, h, inter, k, fp8, out):
@@ -433,7 +434,8 @@ def fused_moe(hidden_states: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor, t
     ``hidden_states [T, H]``, ``w1 [E, 2I, H]`` (gate rows, then up rows) and ``w2 [E, H, I]`` in
     bf16 or fp16; ``topk_weights`` fp32 and ``topk_ids`` int32 ``[T, k]`` (ids in [0, E); a token
     may name an expert twice). fp32 accumulation; the activation is rounded once to the input
-    dtype between the GEMMs. ``out [T, H]`` fp32 (default) or the input dtype."""
+    dtype between the GEMMs, and with the ``"sum"`` combine each expert's weighted output once
+    more before the fp32 top-k sum. ``out [T, H]`` fp32 (default) or the input dtype."""
     what = "fused_moe"
     check_dtype(hidden_states, (torch.bfloat16, torch.float16), what, "hidden_states")
     _check_weights(what, hidden_states, w1, w2)

@@ -261,12 +261,16 @@ def aligned_capacity(numel: int, num_experts: int, block_size: int) -> int:
     return min(numel * block_size, numel + num_experts * (block_size - 1))
 
 
+#: Most experts the sort supports: per-expert counts and offsets live in one program's registers.
+MAX_EXPERTS = 1024
+
+
 def _check_ids(topk_ids, num_experts, block_size, what):
     check_dtype(topk_ids, (torch.int32,), what, "topk_ids")
     if not topk_ids.is_contiguous():
         raise ValueError(f"{what}: topk_ids must be contiguous")
-    if not 1 <= int(num_experts) <= 1024:
-        raise ValueError(f"{what}: num_experts={num_experts} must be in [1, 1024]")
+    if not 1 <= int(num_experts) <= MAX_EXPERTS:
+        raise ValueError(f"{what}: num_experts={num_experts} must be in [1, {MAX_EXPERTS}]")
     if not 1 <= int(block_size) <= 1024:
         raise ValueError(f"{what}: block_size={block_size} must be in [1, 1024]")
     if topk_ids.numel() >= 2 ** 31 - int(num_experts) * int(block_size):
