@@ -70,6 +70,11 @@ class FusedMoeOptions:
             raise ValueError("FusedMoeOptions: both GEMMs share the sorted layout, so block_m must match")
         if self.direct != (self.gemm1.block_m == 1):
             raise ValueError("FusedMoeOptions: block_m=1 is the direct (decode) path and only it")
+        for g in (self.gemm1, self.gemm2):
+            if g.block_m not in (1, 16, 32, 64, 128, 256) or min(g.block_n, g.block_k) < 16 \
+                    or g.block_n & (g.block_n - 1) or g.block_k & (g.block_k - 1):
+                raise ValueError(f"FusedMoeOptions: {g} needs block_m 1 (direct) or a power of two in [16, 256] "
+                                 "(tensor-core tiles) and power-of-two block_n, block_k >= 16")
 
 
 #: Token counts up to this take the direct path: with a handful of tokens a top-k rarely names an
@@ -150,8 +155,10 @@ def _mma(acc, a, b, USE_DOT: tl.constexpr, UPCAST: tl.constexpr):
             return tl.dot(a.to(tl.float32), b.to(tl.float32), acc)
         return tl.dot(a, b, acc)
     else:
-        # One-row blocks (decode): a broadcast product, no tensor-core tile to fill.
-        return acc + tl.sum(a.to(tl.float32)[:, :, None] * b.to(tl.float32)[None, :, :], axis=1)
+        # One-row blocks (decode): a matrix-vector product on the CUDA cores, no tensor-core tile
+        # to fill.
+        av = tl.reshape(a.to(tl.float32), [a.shape[1]])
+        return acc + tl.reshape(tl.sum(b.to(tl.float32) * av[:, None], axis=0), [1, b.shape[1]])
 
 
 @triton.jit
