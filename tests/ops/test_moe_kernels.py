@@ -136,8 +136,8 @@ def test_fused_moe_bf16_out_and_zero_tokens(device):
 def test_default_options_by_bucket():
     dec = default_options(1, 128, 2048, 768, 8, fp8=False, sm_count=132)
     assert dec.direct and dec.gemm1.block_m == 1
-    # 8 slots x 768/BN programs reach two per SM only at BN=16... floored at 16.
-    assert dec.gemm1.block_n == 16 and 8 * 768 // 16 >= 264
+    # 8 slots x 768/BN programs reach two per SM only at BN=16; K tiles then hold 8k elements.
+    assert dec.gemm1.block_n == 16 and 8 * 768 // 16 >= 264 and dec.gemm1.block_k == 512
     big = default_options(45936, 128, 2048, 768, 8, fp8=False)
     assert not big.direct and big.gemm1.block_m == 128 and big.combine == "sum"
     f8 = default_options(3804, 256, 7168, 2048, 8, fp8=True)
@@ -196,6 +196,17 @@ def test_fp8_fused_moe_matches_a_model_of_its_requantization(device, t, dup):
     want = _fp8_model(*args, requant=t > 4)
     rel = (out.cpu() - want).pow(2).mean().sqrt() / want.pow(2).mean().sqrt()
     assert rel < 6e-3, rel
+
+
+@pytest.mark.parametrize("bk1,bk2", [(256, 512), (1024, 128)])
+def test_fp8_decode_tiles_spanning_several_scale_groups(device, bk1, bk2):
+    # One-row tiles of 2-8 128-groups, each group's partial sum scaled by its own block scale;
+    # H=384 leaves the last K tile partly past the end. No requantization here: exact to fp32.
+    args = _fp8_case(2, 384, 256, 8, 2, device, dup=True)
+    opt = FusedMoeOptions(GemmConfig(1, 32, bk1, group_m=1), GemmConfig(1, 16, bk2, group_m=1), direct=True)
+    out = fp8_block_fused_moe(*[a.to(device) for a in args], out=torch.empty(2, 384, device=device), options=opt)
+    want = _fp8_model(*args, requant=False)
+    torch.testing.assert_close(out.cpu(), want, rtol=1e-4, atol=1e-5)
 
 
 # ---- validation and custom ops ---------------------------------------------------------------------------

@@ -27,7 +27,7 @@ import triton
 import triton.language as tl
 
 from solbench.kernels.common import (check_disjoint, check_dtype, check_out, env_choice, gpu_codegen, kernel_op,
-                                     require_device)
+                                     next_pow2, require_device)
 from solbench.kernels.moe.routing import MAX_EXPERTS, aligned_capacity, launch_sort, moe_sum_reduce
 
 #: fp8 block size of the weights (128x128) and of the activation groups (1x128).
@@ -100,6 +100,10 @@ def _narrow_for_sms(block_n: int, rows: int, n: int, sm_count: int | None, floor
     return block_n
 
 
+def _decode_k(block_n: int, k: int) -> int:
+    return max(128, min(1024, 8192 // block_n, next_pow2(k)))
+
+
 #: ``SOLBENCH_MOE_COMBINE=sum|atomic`` picks the sorted path's top-k combine (read when the
 #: options are made): which one wins depends on the GPU's atomic throughput, to be measured.
 COMBINE_ENV = "SOLBENCH_MOE_COMBINE"
@@ -112,11 +116,13 @@ def default_options(num_tokens: int, num_experts: int, hidden: int, inter: int, 
     path, 128-wide GEMM1 columns (one activation group per tile, quantized in the epilogue)."""
     combine = env_choice(COMBINE_ENV, "sum", ("sum", "atomic"))
     if num_tokens <= DIRECT_MAX_TOKENS:
-        # Decode: long K loops of 128 and N tiles narrow enough to give every SM programs.
+        # Decode: N tiles narrow enough to give every SM programs, K tiles long enough that each
+        # weight load moves ~8k elements (several 128-groups on fp8).
         n_slots = num_tokens * top_k
-        g1 = GemmConfig(1, _narrow_for_sms(64, n_slots, inter, sm_count), 128, group_m=1, num_warps=4, num_stages=4)
-        g2 = GemmConfig(1, _narrow_for_sms(128, num_tokens, hidden, sm_count), 128, group_m=1, num_warps=4,
-                        num_stages=4)
+        bn1 = _narrow_for_sms(64, n_slots, inter, sm_count)
+        bn2 = _narrow_for_sms(128, num_tokens, hidden, sm_count)
+        g1 = GemmConfig(1, bn1, _decode_k(bn1, hidden), group_m=1, num_warps=8, num_stages=3)
+        g2 = GemmConfig(1, bn2, _decode_k(bn2, inter), group_m=1, num_warps=4, num_stages=3)
         return FusedMoeOptions(g1, g2, direct=True, combine=combine)
     per_expert = num_tokens * top_k / num_experts
     if fp8:
@@ -183,14 +189,27 @@ def _fp8_grid(v, SOFT: tl.constexpr):
 
 
 @triton.jit
+def _gemv_groups(a, b, sa, sb, G: tl.constexpr):
+    """One-row block-scaled product over a K tile of ``G`` scale groups: ``sum_g sa[g] * sb[g, n] *
+    sum_{k in g} a[k] b[k, n]`` for ``a [1, BK]``, ``b [BK, BN]``, ``sa [G]``, ``sb [G, BN]``;
+    returns ``[1, BN]``. Decode tiles span several 128-groups so each load moves more bytes."""
+    bk: tl.constexpr = b.shape[0]
+    bn: tl.constexpr = b.shape[1]
+    av = tl.reshape(a.to(tl.float32), [bk])
+    part = tl.sum(tl.reshape(b.to(tl.float32) * av[:, None], [G, bk // G, bn]), axis=1)
+    return tl.reshape(tl.sum(part * sb * sa[:, None], axis=0), [1, bn])
+
+
+@triton.jit
 def _k_loop(acc, acc2, a_ptr, a_stride, as_ptr, as_stride, arow, amask, w_ptr, w_sn, up_off, ws_ptr, ws_sk,
-            ws_up_off, offs_n, nmask, K,
+            ws_up_off, offs_n, nmask, K, n_kgroups,
             GATED: tl.constexpr, A_FP8: tl.constexpr, W_FP8: tl.constexpr, BLOCK_M: tl.constexpr,
-            BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, QBLOCK: tl.constexpr, UPCAST: tl.constexpr):
+            BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, QBLOCK: tl.constexpr, KG: tl.constexpr,
+            UPCAST: tl.constexpr):
     """``acc (+)= A[arow, :K] @ W[offs_n, :K]^T`` for one expert's weight rows ``w_ptr`` (and the
-    up rows ``up_off`` further into ``acc2`` when GATED). Block-scaled fp8: one K step lies in one
-    128-group, so its partial product is scaled once by the row's group scale (A_FP8) and the
-    column's block scale (W_FP8)."""
+    up rows ``up_off`` further into ``acc2`` when GATED). Block-scaled fp8 on tensor cores: one K
+    step lies in one 128-group, so its partial product is scaled once by the row's group scale
+    (A_FP8) and the column's block scale (W_FP8). One-row (decode) tiles may span ``KG`` groups."""
     USE_DOT: tl.constexpr = BLOCK_M >= 16
     offs_k = tl.arange(0, BLOCK_K)
     a_ptrs = a_ptr + arow[:, None] * a_stride + offs_k[None, :]
@@ -202,7 +221,20 @@ def _k_loop(acc, acc2, a_ptr, a_stride, as_ptr, as_stride, arow, amask, w_ptr, w
         b = tl.load(b_ptrs, mask=bmask, other=0.0)
         if GATED:
             b2 = tl.load(b_ptrs + up_off, mask=bmask, other=0.0)
-        if W_FP8:
+        if KG > 1:
+            # Only one-row fp8 tiles span several groups (the launcher keeps KG = 1 otherwise).
+            kg = (kb * BLOCK_K) // QBLOCK + tl.arange(0, KG)
+            gmask = kg < n_kgroups
+            sa = tl.full([KG], 1.0, tl.float32)
+            if A_FP8:
+                sa = tl.reshape(tl.load(as_ptr + arow[:, None] * as_stride + kg[None, :], mask=gmask[None, :],
+                                        other=0.0), [KG])
+            gn = gmask[:, None] & nmask[None, :]
+            acc += _gemv_groups(a, b, sa, tl.load(ws_ptr[None, :] + kg[:, None] * ws_sk, mask=gn, other=0.0), KG)
+            if GATED:
+                acc2 += _gemv_groups(a, b2, sa, tl.load(ws_ptr[None, :] + ws_up_off + kg[:, None] * ws_sk, mask=gn,
+                                                        other=0.0), KG)
+        elif W_FP8:
             kg = (kb * BLOCK_K) // QBLOCK
             zero = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
             sa = tl.full([BLOCK_M], 1.0, tl.float32)
@@ -232,7 +264,7 @@ def _moe_gemm_kernel(
         GATED: tl.constexpr, A_FP8: tl.constexpr, W_FP8: tl.constexpr, QUANT_OUT: tl.constexpr,
         MODE: tl.constexpr, ATOMIC: tl.constexpr, ZERO: tl.constexpr,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
-        QBLOCK: tl.constexpr, UPCAST: tl.constexpr):
+        QBLOCK: tl.constexpr, KG: tl.constexpr, UPCAST: tl.constexpr):
     """One grouped-GEMM tile. MODE 0: rows are a block of the sorted layout (one expert);
     MODE 1: the row is one slot (decode GEMM1; ``sorted_ptr`` holds topk_ids); MODE 2: the row is
     one token and the program sums its top-k experts (decode GEMM2). GATED: GEMM1 (x rows by
@@ -270,7 +302,8 @@ def _moe_gemm_kernel(
             part, _ = _k_loop(tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32), acc2, a_ptr, a_stride, as_ptr,
                               as_stride, (slots + slot).to(tl.int64), valid, w_ptr + expert * w_se, w_sn, up_off,
                               ws_ptr + expert * ws_se + (offs_n // QBLOCK) * ws_sn, ws_sk, ws_up_off, offs_n,
-                              nmask, K, False, A_FP8, W_FP8, BLOCK_M, BLOCK_N, BLOCK_K, QBLOCK, UPCAST)
+                              nmask, K, tl.cdiv(K, QBLOCK), False, A_FP8, W_FP8, BLOCK_M, BLOCK_N, BLOCK_K,
+                              QBLOCK, KG, UPCAST)
             acc += part * tl.load(topk_w_ptr + slot)
         tl.store(c_ptr + pid_m.to(tl.int64) * c_stride + offs_n[None, :], acc.to(c_ptr.dtype.element_ty),
                  mask=nmask[None, :])
@@ -288,7 +321,8 @@ def _moe_gemm_kernel(
         arow = tl.where(valid, arow, 0).to(tl.int64)
         acc, acc2 = _k_loop(acc, acc2, a_ptr, a_stride, as_ptr, as_stride, arow, valid, w_ptr + expert * w_se,
                             w_sn, up_off, ws_ptr + expert * ws_se + (offs_n // QBLOCK) * ws_sn, ws_sk, ws_up_off,
-                            offs_n, nmask, K, GATED, A_FP8, W_FP8, BLOCK_M, BLOCK_N, BLOCK_K, QBLOCK, UPCAST)
+                            offs_n, nmask, K, tl.cdiv(K, QBLOCK), GATED, A_FP8, W_FP8, BLOCK_M, BLOCK_N, BLOCK_K,
+                            QBLOCK, KG, UPCAST)
         crow = slots.to(tl.int64)
         cmask = valid[:, None] & nmask[None, :]
         if GATED:
@@ -326,8 +360,8 @@ def _launch_gemm(cfg: GemmConfig, num_m: int, n: int, k: int, a, a_scale, w, w_s
         triton.cdiv(zero_numel, programs), n, k, num_slots, top_k, num_m,
         GATED=gated, A_FP8=a_scale is not None, W_FP8=w_scale is not None, QUANT_OUT=quant_out, MODE=mode,
         ATOMIC=atomic, ZERO=zero is not None, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,
-        GROUP_M=cfg.group_m, QBLOCK=FP8_BLOCK, UPCAST=not gpu_codegen(a), num_warps=cfg.num_warps,
-        num_stages=cfg.num_stages)
+        GROUP_M=cfg.group_m, QBLOCK=FP8_BLOCK, KG=max(1, cfg.block_k // FP8_BLOCK) if w_scale is not None else 1,
+        UPCAST=not gpu_codegen(a), num_warps=cfg.num_warps, num_stages=cfg.num_stages)
 
 
 def _run(x, x_scale, w1, w1_scale, w2, w2_scale, topk_weights, topk_ids, out, opt: FusedMoeOptions):
@@ -522,10 +556,15 @@ def fp8_block_fused_moe(hidden_states: torch.Tensor, w1: torch.Tensor, w2: torch
         raise ValueError(f"{what}: out must be contiguous")
     require_device(hidden_states, what)
     opt = _options(options, t, e, h, inter, topk_ids.shape[1], True, out)
-    if (not opt.direct and opt.gemm1.block_n != FP8_BLOCK) or FP8_BLOCK % opt.gemm1.block_k \
-            or FP8_BLOCK % opt.gemm2.block_k:
-        raise ValueError(f"{what}: GEMM1 block_n must be {FP8_BLOCK} on the sorted path (one activation group per "
-                         f"tile) and both block_k must divide {FP8_BLOCK}")
+    ks = (opt.gemm1.block_k, opt.gemm2.block_k)
+    if opt.direct:
+        bad = any(bk % FP8_BLOCK and FP8_BLOCK % bk for bk in ks)
+    else:
+        bad = opt.gemm1.block_n != FP8_BLOCK or any(FP8_BLOCK % bk for bk in ks)
+    if bad:
+        raise ValueError(f"{what}: on the sorted path GEMM1 block_n must be {FP8_BLOCK} (one activation group per "
+                         f"tile) and block_k must divide {FP8_BLOCK}; on the direct path block_k must divide or be "
+                         f"a multiple of {FP8_BLOCK}")
     _fp8_moe_op(hidden_states, w1, w2, topk_weights, topk_ids, a_scale, w1_scale, w2_scale, out, _pack(opt),
                 opt.direct, opt.combine)
     return out
