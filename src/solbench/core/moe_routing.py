@@ -143,7 +143,8 @@ def check_aligned(topk_ids, sorted_ids, offsets, block_size: int, num_experts: i
     cap = padded_capacity(n, num_experts, block_size)
     full = sorted_ids.reshape(-1).to(torch.int64)
     if full.numel() != cap:
-        return [f"{name}: length {full.numel()}, expected {cap} (min(numel*block_size, numel + num_experts*(block_size-1)))"]
+        return [f"{name}: length {full.numel()}, expected {cap} "
+                f"(min(numel*block_size, numel + num_experts*(block_size-1)))"]
     total = int(offsets[-1])
     s = full[:total]
     bad = (s < 0) | (s > n)

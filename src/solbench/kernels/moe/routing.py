@@ -23,7 +23,8 @@ import torch
 import triton
 import triton.language as tl
 
-from solbench.kernels.common import as_rows, check_disjoint, check_dtype, check_out, kernel_op, next_pow2, require_device
+from solbench.kernels.common import (as_rows, check_disjoint, check_dtype, check_out, kernel_op, next_pow2,
+                                     require_device)
 
 # ---- top-k gating softmax ------------------------------------------------------------------------
 

@@ -18,7 +18,8 @@ num_tokens_post_pad compared exactly (they are unique).
 """
 from __future__ import annotations
 
-from solbench.core.moe_routing import align_layout, check_aligned, expected_padded_slots, padded_capacity, routing_inputs
+from solbench.core.moe_routing import (align_layout, check_aligned, expected_padded_slots, padded_capacity,
+                                      routing_inputs)
 from solbench.core.spec import Cost, OpSpec, Shape, register_spec
 
 
