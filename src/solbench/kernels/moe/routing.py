@@ -133,13 +133,14 @@ class SortOptions:
     @staticmethod
     def pick(numel: int, num_experts: int) -> "SortOptions":
         ep = next_pow2(num_experts)
-        # The one-hot holds sub * E_pow2 int32 values: keep it around 32k per program.
-        sub = max(16, min(256, 32768 // ep))
+        # The one-hot and its running sum hold sub * E_pow2 int32 values each: ~8k keeps them in
+        # registers (32k spilled on sm_90: 255 registers and 400 B of local memory).
+        sub = max(16, min(256, 8192 // ep))
         sub = min(sub, max(16, next_pow2(numel)))
         single = numel <= 4 * sub
         # At most ~128 programs: each one reads the whole [chunks, E] histogram for its prefix.
         chunk = sub if single else max(sub, next_pow2(triton.cdiv(numel, 128)))
-        return SortOptions(sub=sub, chunk=chunk, single=single, num_warps=8 if sub * ep >= 16384 else 4)
+        return SortOptions(sub=sub, chunk=chunk, single=single, num_warps=8 if sub * ep >= 8192 else 4)
 
 
 @triton.jit
