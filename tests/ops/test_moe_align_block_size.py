@@ -1,8 +1,12 @@
 """moe_align_block_size: vLLM's docstring example, hand-counted cost, and the invariant checker
 accepting any order inside a segment while rejecting wrong layouts."""
+from dataclasses import replace
+
+import pytest
 import torch
 
 from solbench.core.check import check_impl
+from solbench.core.moe_routing import expected_padded_slots, padded_capacity
 from solbench.core.spec import Impl, get_spec
 
 spec = get_spec("moe_align_block_size")
@@ -20,11 +24,39 @@ def test_vllm_docstring_example():
     assert ntpp.tolist() == [16]
 
 
-def test_cost_by_hand_shape_6():
-    # T=8192 k=8 E=128 block 128: buffer 65536 + 128*127 = 81792 int32, 639 blocks.
+def test_cost_counts_the_used_layout():
+    # T=8192 k=8 E=128 block 128: each expert gets Binomial(8192, 1/16) slots, mean 512 (exactly 4
+    # blocks) and sd 23.7, so about half the experts spill into a 5th block: ~4.5 blocks each,
+    # ~73.5k ids and ~575 blocks, not the 81792-slot buffer: the cost counts what a kernel must
+    # write.
     c = spec.cost(next(s for s in spec.shapes if s.id == 6))
     assert c.flops == {} and c.bytes_read == 8192 * 8 * 4
-    assert c.bytes_written == (81_792 + 639 + 1) * 4
+    used = expected_padded_slots(8192, 128, 8, 128)
+    assert 128 * 4.4 * 128 < used < 128 * 4.6 * 128
+    assert c.bytes_written == pytest.approx((used + used / 128 + 1) * 4)
+    # Decode: one token, 8 experts of one padded block each.
+    c0 = spec.cost(next(s for s in spec.shapes if s.id == 0))
+    assert c0.bytes_written == pytest.approx((8 * 128 + 8 + 1) * 4)
+
+
+def test_expected_padded_slots_by_simulation():
+    # The binomial formula against a Monte-Carlo estimate of the seeded routing.
+    import torch
+
+    t, e, k, bs = 40, 16, 4, 8
+    sims = []
+    for seed in range(200):
+        ids = spec.make_inputs(replace(spec.shapes[0], params=dict(token_count=t, num_experts=e, top_k=k,
+                                                                 block_size=bs)), CPU, seed)["topk_ids"]
+        c = torch.bincount(ids.flatten().long(), minlength=e)
+        sims.append(int(((c + bs - 1) // bs * bs).sum()))
+    assert abs(sum(sims) / len(sims) - expected_padded_slots(t, e, k, bs)) < 2.0
+
+
+def test_capacity_is_vllms_cap():
+    # min(T*k*bs, T*k + E*(bs-1)): one token, top-8 of 128, block 128 needs at most 8 blocks.
+    assert padded_capacity(8, 128, 128) == 8 * 128
+    assert padded_capacity(65536, 128, 128) == 65536 + 128 * 127
 
 
 def _inputs():
@@ -64,8 +96,13 @@ def test_wrong_layouts_are_rejected():
     dup = s.clone()
     dup[pad[0]] = s[real[0]]
     assert any("exactly once" in m for m in _check(sh, x, (dup, e, n)))
+    tail = s.clone()
+    tail[int(n):] = -5                                        # past num_tokens_post_pad: free
+    e_tail = e.clone()
+    e_tail[int(n) // 128:] = 77
+    assert _check(sh, x, (tail, e_tail, n)) == []
     garbage = s.clone()
-    garbage[-1] = 0                                           # tail must stay the sentinel
+    garbage[int(n) - 1] = 0                                   # padding before it must be the sentinel
     assert _check(sh, x, (garbage, e, n))
     assert any("num_tokens_post_pad" in m for m in _check(sh, x, (s, e, n + 128)))
     bad_e = e.clone()

@@ -67,8 +67,31 @@ def routing_inputs(shape, device, seed: int, default_block_size: int = 128) -> d
 
 # ---- vLLM moe_align_block_size layout ----------------------------------------------------------
 def padded_capacity(numel: int, num_experts: int, block_size: int) -> int:
-    """Length of vLLM's ``sorted_token_ids``: the worst case, every expert padding block_size-1."""
-    return numel + num_experts * (block_size - 1)
+    """Length of vLLM's ``sorted_token_ids`` buffer: every expert pads at most block_size - 1
+    slots, and no layout holds more than one block per slot (vLLM's cap; the kernel library's
+    ``aligned_capacity`` is the same formula)."""
+    return min(numel * block_size, numel + num_experts * (block_size - 1))
+
+
+def expected_padded_slots(num_tokens: int, num_experts: int, top_k: int, block_size: int) -> float:
+    """Expected ``num_tokens_post_pad`` = sum over experts of ceil(count_e / bs) * bs under
+    :func:`random_routing`: each expert's count is Binomial(T, k/E) (a token picks it with
+    probability k/E, independently of the other tokens), and
+    E[ceil(c / bs)] = sum_{j >= 0} P(c > j * bs)."""
+    import math
+
+    t, e, k, bs = int(num_tokens), int(num_experts), int(top_k), int(block_size)
+    if t <= 0:
+        return 0.0
+    p = k / e
+    if p >= 1.0:
+        return float(e * -(-t // bs) * bs)
+    lq, lp = math.log1p(-p), math.log(p)
+    # pmf of Binomial(t, p) in log space (t is at most a few 10^5 in the catalog).
+    pmf = [math.exp(math.lgamma(t + 1) - math.lgamma(c + 1) - math.lgamma(t - c + 1) + c * lp + (t - c) * lq)
+           for c in range(t + 1)]
+    blocks = sum(pc * -(-c // bs) for c, pc in enumerate(pmf))
+    return e * bs * blocks
 
 
 def align_layout(topk_ids, num_experts: int, block_size: int) -> dict:
@@ -108,33 +131,36 @@ def check_aligned(topk_ids, sorted_ids, offsets, block_size: int, num_experts: i
                   name: str = "sorted_token_ids") -> list[str]:
     """Invariants of an aligned ``sorted_ids`` given the (unique) expert segment ``offsets``.
 
-    Every flat slot i of ``topk_ids`` appears exactly once, inside the segment
-    [offsets[e], offsets[e+1]) of its expert e = topk_ids[i]; every other entry (segment padding
-    and the tail past offsets[E]) is the sentinel numel. Order inside a segment is free (vLLM fills
-    it with atomics)."""
+    The buffer has :func:`padded_capacity` entries, but only the first ``offsets[E]``
+    (num_tokens_post_pad) mean anything: consumers never read past it, so the tail is free.
+    There, every flat slot i of ``topk_ids`` appears exactly once, inside the segment
+    [offsets[e], offsets[e+1]) of its expert e = topk_ids[i], and every other entry (segment
+    padding) is the sentinel numel. Order inside a segment is free (vLLM fills it with atomics)."""
     import torch
 
     flat = topk_ids.reshape(-1).to(torch.int64)
     n = flat.numel()
     cap = padded_capacity(n, num_experts, block_size)
-    s = sorted_ids.reshape(-1).to(torch.int64)
-    if s.numel() != cap:
-        return [f"{name}: length {s.numel()}, expected {cap} (numel + num_experts*(block_size-1))"]
-    errs = []
+    full = sorted_ids.reshape(-1).to(torch.int64)
+    if full.numel() != cap:
+        return [f"{name}: length {full.numel()}, expected {cap} "
+                f"(min(numel*block_size, numel + num_experts*(block_size-1)))"]
+    total = int(offsets[-1])
+    s = full[:total]
     bad = (s < 0) | (s > n)
     if bool(bad.any()):
         i = int(bad.nonzero()[0])
-        return [f"{name}: {int(bad.sum())} entries outside [0, {n}] (first at {i}: {int(s[i])})"]
-    pos = torch.arange(cap, device=s.device)
+        return [f"{name}: {int(bad.sum())} entries before num_tokens_post_pad={total} outside [0, {n}] "
+                f"(first at {i}: {int(s[i])})"]
+    errs = []
+    pos = torch.arange(total, device=s.device)
     real = s != n
-    total = int(offsets[-1])
-    if bool((real & (pos >= total)).any()):
-        errs.append(f"{name}: token ids past num_tokens_post_pad={total} (the tail must be the sentinel {n})")
     hits = torch.bincount(s[real], minlength=n)[:n]
     if int(real.sum()) != n or bool((hits != 1).any()):
         missing = int((hits == 0).sum())
         dup = int((hits > 1).sum())
-        errs.append(f"{name}: every routed slot must appear exactly once ({missing} missing, {dup} repeated)")
+        errs.append(f"{name}: every routed slot must appear exactly once before num_tokens_post_pad "
+                    f"({missing} missing, {dup} repeated)")
         return errs
     seg = torch.searchsorted(offsets[1:].to(torch.int64), pos[real], right=True)
     wrong = seg != flat[s[real]]
@@ -226,7 +252,8 @@ def ceil_div(a: int, b: int) -> int:
     return -(-int(a) // int(b))
 
 
-__all__ = ["random_routing", "expert_counts", "routing_inputs", "expected_experts_hit", "padded_capacity", "align_layout", "check_aligned",
+__all__ = ["random_routing", "expert_counts", "routing_inputs", "expected_experts_hit", "padded_capacity",
+           "expected_padded_slots", "align_layout", "check_aligned",
            "grouped_gemm_support", "grouped_moe", "reference_moe", "moe_ffn_cost", "ceil_div"]
 
 

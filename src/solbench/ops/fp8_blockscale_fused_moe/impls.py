@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 from solbench.core import fp8_blocks
-from solbench.core.baselines import register_torch_baselines
+from solbench.core.baselines import register_torch_baselines, triton_support
+from solbench.core.spec import register_impl
 from solbench.core.moe_routing import grouped_gemm_support, grouped_moe
 from solbench.ops.fp8_blockscale_fused_moe.spec import BLOCK
 
@@ -37,3 +38,11 @@ def _supports(shape, device):
 
 register_torch_baselines("fp8_blockscale_fused_moe", eager,
                          "dequantize all experts to bf16 + torch._grouped_mm MoE", supports=_supports)
+
+
+@register_impl("fp8_blockscale_fused_moe", "ours_triton", available=triton_support, takes_out=True,
+               description="solbench Triton block-fp8 sorted-token grouped GEMMs (group requant fused into GEMM1)")
+def ours(hidden_states, w1, w2, topk_weights, topk_ids, a_scale, fc1_scale, fc2_scale, out=None):
+    from solbench.kernels.moe import fp8_block_fused_moe
+
+    return fp8_block_fused_moe(hidden_states, w1, w2, topk_weights, topk_ids, a_scale, fc1_scale, fc2_scale, out=out)

@@ -1,7 +1,8 @@
-"""fused_moe baselines: torch_eager / torch_compile (sort by expert + torch._grouped_mm in bf16)."""
+"""fused_moe implementations: ours_triton, torch_eager / torch_compile (sort by expert + torch._grouped_mm in bf16)."""
 from __future__ import annotations
 
-from solbench.core.baselines import register_torch_baselines
+from solbench.core.baselines import register_torch_baselines, triton_support
+from solbench.core.spec import register_impl
 from solbench.core.moe_routing import grouped_gemm_support, grouped_moe
 
 
@@ -15,3 +16,11 @@ def eager(hidden_states, w1, w2, topk_weights, topk_ids):
 
 register_torch_baselines("fused_moe", eager, "sort by expert + torch._grouped_mm (bf16) + index_add",
                          supports=lambda shape, device: grouped_gemm_support())
+
+
+@register_impl("fused_moe", "ours_triton", available=triton_support, takes_out=True,
+               description="solbench Triton sorted-token grouped GEMMs (SiLU-mul in GEMM1, router weight in GEMM2)")
+def ours(hidden_states, w1, w2, topk_weights, topk_ids, out=None):
+    from solbench.kernels.moe import fused_moe
+
+    return fused_moe(hidden_states, w1, w2, topk_weights, topk_ids, out=out)

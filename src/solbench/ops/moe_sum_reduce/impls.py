@@ -2,7 +2,8 @@
 torch fallback), and its torch.compile."""
 from __future__ import annotations
 
-from solbench.core.baselines import register_torch_baselines
+from solbench.core.baselines import register_torch_baselines, triton_support
+from solbench.core.spec import register_impl
 from solbench.ops.moe_sum_reduce.spec import spec
 
 
@@ -17,3 +18,11 @@ def eager(expert_outputs, routed_scaling_factor):
 
 
 register_torch_baselines(spec.name, eager, "torch.sum(dim=1) + in-place scale, bf16")
+
+
+@register_impl(spec.name, "ours_triton", available=triton_support, takes_out=True,
+               description="solbench Triton top-k sum (fp32 accumulation, one rounding)")
+def ours(expert_outputs, routed_scaling_factor, out=None):
+    from solbench.kernels.moe import moe_sum_reduce
+
+    return moe_sum_reduce(expert_outputs, routed_scaling_factor, out=out)
