@@ -19,6 +19,7 @@ for step in $STEPS; do case $step in
   gemm) TO=${GEMM_TO:-150} run bsm --ops block_scaled_mm --impls ours_triton,torch_native,torch_compile --shapes ${GEMM_SHAPES:-0,5,10,14,20} ;;
   rest) TO=${REST_TO:-120} run rest --ops ${REST_OPS:-reshape_and_cache,topk_filter,fused_qkv_rope,mrope,linear_sigmoid_mul} --impls ours_triton,torch_eager --max-shapes ${REST_SHAPES:-3} ;;
   linear) TO=${LIN_TO:-90} run linear --ops gated_delta_rule_update,causal_conv1d,chunk_gated_delta_rule_state,chunk_delta_rule_output --impls ours_triton,torch_eager --max-shapes ${LIN_SHAPES:-2} ;;
+  moe) TO=${MOE_TO:-120} run moe --ops fused_moe,fp8_blockscale_fused_moe,moe_topk_gating_softmax,moe_align_block_size,moe_count_and_sort,moe_sum_reduce --impls ours_triton,torch_eager --max-shapes ${MOE_SHAPES:-3} ;;
   tiles) for t in ${TILES:-128,128,8,4 128,64,8,3 64,128,4,3}; do
            SOLBENCH_ATTENTION_TILES=$t TO=60 run tiles_${t//,/_} --ops unified_attention --shapes ${TILE_SHAPES:-20,21} --impls ours_triton; done ;;
 esac; done
