@@ -96,3 +96,12 @@ def test_negative_regression_threshold_is_refused(files, capsys):
     _, _, good = files
     assert main(["compare", str(good), str(good), "--fail-on-regression", "-5"]) == 2
     assert "--fail-on-regression takes a percentage >= 0" in capsys.readouterr().err
+
+
+def test_profile_counts_refuse_negative_numbers(capsys):
+    from solbench.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["profile", "shapes", "trace.json", "--top", "-1"])
+    assert e.value.code == 2
+    assert "-1 is negative" in capsys.readouterr().err

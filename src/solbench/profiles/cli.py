@@ -9,6 +9,19 @@ from solbench.profiles.classifier import CLASSES, UNCLASSIFIED, Classifier, Rule
 from solbench.profiles.model import ProfileError
 
 
+def _count(text: str) -> int:
+    """An argparse type: a whole number >= 0 (a negative count is refused, not read as 'all')."""
+    import argparse
+
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"{n} is negative; give 0 or more")
+    return n
+
+
 def register(sub) -> None:
     p = sub.add_parser("profile", help="operator importance and hot shapes from your nsys / torch profiles")
     psub = p.add_subparsers(dest="profile_cmd", required=True)
@@ -20,7 +33,7 @@ def register(sub) -> None:
     q.add_argument("--rules", action="append", default=[], help="extra rules YAML, tried before the built-in ones")
     q.add_argument("--weighting", choices=("mean", "time"), default="mean",
                    help="'mean' of per-profile shares (default) or total-time-weighted shares")
-    q.add_argument("--top", type=int, default=20, help="unclassified kernels to list")
+    q.add_argument("--top", type=_count, default=20, help="unclassified kernels to list")
     q.add_argument("--skip-bad", action="store_true", help="warn about unreadable files instead of stopping")
     q.add_argument("--json", action="store_true", help="print the weights JSON instead of the table")
     q.add_argument("--explain", action="append", default=[], metavar="NAME",
@@ -31,8 +44,8 @@ def register(sub) -> None:
     q.add_argument("files", nargs="+")
     q.add_argument("--out", help="write the suite JSON (catalog schema) here, for `run --suite`")
     q.add_argument("--rules", action="append", default=[])
-    q.add_argument("--top", type=int, default=20, help="shapes kept per operator (hottest by kernel time)")
-    q.add_argument("--min-calls", type=int, default=1)
+    q.add_argument("--top", type=_count, default=20, help="shapes kept per operator (hottest by kernel time)")
+    q.add_argument("--min-calls", type=_count, default=1)
     q.add_argument("--skip-bad", action="store_true")
     q.set_defaults(func=cmd_shapes)
 
