@@ -11,17 +11,20 @@ from solbench.kernels.common import gpu_codegen
 
 
 @triton.jit
-def _token_rows(page, j, stride_page, stride_tok, PAGE: tl.constexpr):
-    """Offsets of keys j: in page ``page`` at slot j % PAGE, or row j of a dense tensor."""
+def _load_kv_tile(base, page_row, j, n_mask, offs_d, d_mask, stride_page, stride_tok, stride_x,
+                  PAGE: tl.constexpr, X: tl.constexpr, MASKED: tl.constexpr):
+    """A [BLOCK_N, len(offs_d)] tile of keys or values j (``page_row``: this sequence's block-table
+    row, unused when dense). Element d of token j sits at page * stride_page + (j % PAGE) *
+    stride_tok + d * stride_x, or with an x-split head_size (X > 0) at ... + (d // X) *
+    stride_x + d % X."""
     if PAGE > 0:
-        return page.to(tl.int64) * stride_page + (j % PAGE).to(tl.int64) * stride_tok
-    return j.to(tl.int64) * stride_tok
-
-
-@triton.jit
-def _load_kv_tile(base, row, n_mask, offs_d, d_mask, stride_x, X: tl.constexpr, MASKED: tl.constexpr):
-    """A [BLOCK_N, len(offs_d)] tile of keys or values at token offsets ``row``. Element d sits at
-    row + d * stride_x, or with an x-split head_size (X > 0) at row + (d // X) * stride_x + d % X."""
+        if MASKED:
+            page = tl.load(page_row + j // PAGE, mask=n_mask, other=0)
+        else:
+            page = tl.load(page_row + j // PAGE)
+        row = page.to(tl.int64) * stride_page + (j % PAGE).to(tl.int64) * stride_tok
+    else:
+        row = j.to(tl.int64) * stride_tok
     if X == 0:  # head_size contiguous (stride_x is its stride)
         col = offs_d * stride_x
     else:
@@ -41,24 +44,17 @@ def _attend_tiles(acc, acc_b, l_i, m_i, q, q_b, k_base, v_base, page_row, n_lo, 
     row) skip the masks and the empty-row guard. A head_size that is not a power of two runs
     as two column chunks (``acc`` and, when D_B > 0, ``acc_b``): 72 = 64 + 16 (8 masked)
     multiplies 80 columns instead of 128."""
-    # The block-table entries of the next tile are loaded while this one computes: the K/V loads
-    # then never wait on a dependent load (paging cost 28% against pre-gathered K/V without it).
-    page = tl.zeros([BLOCK_N], tl.int32)
-    if PAGE > 0:
-        page = tl.load(page_row + (n_lo + offs_n) // PAGE, mask=n_lo + offs_n < k_len, other=0)
     for n in range(n_lo, n_hi, BLOCK_N):
         j = n + offs_n
         n_mask = j < k_len
-        k_row = _token_rows(page, j, stride_kp, stride_kt, PAGE)
-        v_row = _token_rows(page, j, stride_vp, stride_vt, PAGE)
-        if PAGE > 0:
-            page = tl.load(page_row + (j + BLOCK_N) // PAGE, mask=j + BLOCK_N < k_len, other=0)
-        k = _load_kv_tile(k_base, k_row, n_mask, offs_d, d_mask, stride_kx, KX, MASKED)
+        k = _load_kv_tile(k_base, page_row, j, n_mask, offs_d, d_mask, stride_kp, stride_kt, stride_kx,
+                          PAGE, KX, MASKED)
         if DOT_FP32:
             k = k.to(tl.float32)
         qk = tl.dot(q, tl.trans(k))
         if D_B > 0:
-            k_b = _load_kv_tile(k_base, k_row, n_mask, offs_db, db_mask, stride_kx, KX, MASKED)
+            k_b = _load_kv_tile(k_base, page_row, j, n_mask, offs_db, db_mask, stride_kp, stride_kt, stride_kx,
+                                PAGE, KX, MASKED)
             if DOT_FP32:
                 k_b = k_b.to(tl.float32)
             qk += tl.dot(q_b, tl.trans(k_b))
@@ -78,12 +74,14 @@ def _attend_tiles(acc, acc_b, l_i, m_i, q, q_b, k_base, v_base, page_row, n_lo, 
         p = tl.math.exp2(s - m_ref[:, None])
         alpha = tl.math.exp2(m_i - m_ref)
         l_i = l_i * alpha + tl.sum(p, 1)
-        v = _load_kv_tile(v_base, v_row, n_mask, offs_d, d_mask, stride_vd, 0, MASKED)
+        v = _load_kv_tile(v_base, page_row, j, n_mask, offs_d, d_mask, stride_vp, stride_vt, stride_vd,
+                          PAGE, 0, MASKED)
         if DOT_FP32:
             v = v.to(tl.float32)
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
         if D_B > 0:
-            v_b = _load_kv_tile(v_base, v_row, n_mask, offs_db, db_mask, stride_vd, 0, MASKED)
+            v_b = _load_kv_tile(v_base, page_row, j, n_mask, offs_db, db_mask, stride_vp, stride_vt, stride_vd,
+                                PAGE, 0, MASKED)
             if DOT_FP32:
                 v_b = v_b.to(tl.float32)
             acc_b = acc_b * alpha[:, None] + tl.dot(p.to(v_b.dtype), v_b)

@@ -31,11 +31,9 @@ class MlaConfig:
 
 
 def default_config(heads: int, gpu: bool) -> MlaConfig:
-    """16 heads per program: a [16, 512] fp32 accumulator is 64 registers a thread at 4 warps,
-    and more heads per program would leave SMs idle on the catalog's small batches. 64 latent
-    rows a tile (64 KB of bf16) over two stages: decode calls are a few tiles long, so fewer,
-    larger tiles shorten the dependent chain."""
-    return MlaConfig(16, 64, 4, 2 if gpu else 1)
+    """16 heads per program at most: a [16, 512] fp32 accumulator is 64 registers a thread at 4
+    warps; more heads per program would leave SMs idle on the catalog's small batches."""
+    return MlaConfig(16, 32, 4, 2 if gpu else 1)
 
 
 def _eager(q, kv_cache, kv_indptr, kv_indices, out, kv_lora_rank: int, scale: float) -> None:
