@@ -170,7 +170,8 @@ def _mrope_eager(q, k, cos, sin, q_out, k_out, section_t, section_h, section_w, 
     half = rotary_dim // 2
     i = torch.arange(half, device=cos.device)
     if interleaved:
-        plane = torch.where((i % 3 == 1) & (i <= 3 * section_h), 1, torch.where((i % 3 == 2) & (i <= 3 * section_w), 2, 0))
+        plane = torch.where((i % 3 == 1) & (i <= 3 * section_h), 1,
+                            torch.where((i % 3 == 2) & (i <= 3 * section_w), 2, 0))
     else:
         plane = (i >= section_t).long() + (i >= section_t + section_h).long()
     c, s = cos[plane, :, i].T[:, None, :], sin[plane, :, i].T[:, None, :]    # [T, 1, half]
@@ -181,6 +182,7 @@ def _mrope_eager(q, k, cos, sin, q_out, k_out, section_t, section_h, section_w, 
 
 def _mrope_inplace_eager(q, k, cos, sin, section_t, section_h, section_w, head_size, rotary_dim, interleaved,
                          is_neox_style) -> None:
+    _mrope_out_check(q, k, cos, sin, q, k)
     _mrope_eager(q, k, cos, sin, q, k, section_t, section_h, section_w, head_size, rotary_dim, interleaved,
                  is_neox_style)
 
