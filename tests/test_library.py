@@ -71,6 +71,20 @@ def _samples():
     fp8 = (e(4, 128, dtype=fp8_dtype()), e(64, 128, dtype=fp8_dtype()), torch.rand(4, 1) + 0.5, torch.rand(1, 1) + 0.5)
     out["block_scaled_mm.out"], out["block_scaled_mm"] = (*fp8, e(4, 64, dtype=torch.float32), 128, 128, []), \
         (*fp8, 128, 128, [])
+    key, value, slots = _r(3, 2, 8), _r(3, 2, 8), torch.tensor([1, -1, 6])
+    out["reshape_and_cache_"] = (key, value, _r(2, 4, 2, 8), _r(2, 4, 2, 8), slots)
+    logits = _r(4, 64, dtype=torch.float32)
+    out["top_k_mask_logits.out"], out["top_k_mask_logits"] = (logits, e(4, 64, dtype=torch.float32), 5), (logits, 5)
+    pos = i32(3, 0, 9)
+    out["fused_qkv_rope.out"] = (qkv, None, pos, e(1, 2, 3, 16), e(1, 1, 3, 16), e(1, 1, 3, 16), 2, 1, 16, 16,
+                                 1e4, True)
+    out["fused_qkv_rope"] = (qkv, _r(64), pos, 2, 1, 16, 8, 1e4, False)
+    mq, mk, cs = _r(3, 32), _r(3, 16), (_r(3, 3, 8, dtype=torch.float32), _r(3, 3, 8, dtype=torch.float32) * 0.5)
+    out["mrope_"] = (mq.clone(), mk.clone(), *cs, 2, 3, 3, 16, 16, False, True)
+    out["mrope.out"] = (mq, mk, *cs, e(3, 32), e(3, 16), 2, 3, 3, 16, 16, False, True)
+    out["mrope"] = (mq, mk, *cs, 4, 2, 2, 16, 16, True, False)
+    out["linear_sigmoid_mul.out"] = (x, _r(1, 64), _r(1), res, e(4, 64))
+    out["linear_sigmoid_mul"] = (x, _r(8, 64), None, _r(4, 8))
     return {"solbench::" + k: v for k, v in out.items()}
 
 
@@ -120,7 +134,8 @@ def test_opcheck(name, device, eager_cpu):
 def test_import_registers_every_op_without_decorating_triton_kernels():
     code = textwrap.dedent("""
         import sys, torch, solbench
-        for name in ("rms_norm", "silu_and_mul", "fused_add_rms_norm_", "layer_norm", "per_token_group_quant_fp8"):
+        for name in ("rms_norm", "silu_and_mul", "fused_add_rms_norm_", "layer_norm", "per_token_group_quant_fp8",
+                     "reshape_and_cache_", "top_k_mask_logits", "fused_qkv_rope", "mrope_", "linear_sigmoid_mul"):
             getattr(torch.ops.solbench, name)
         assert hasattr(torch.ops.solbench.rms_norm, "out") and hasattr(torch.ops.solbench.silu_and_mul, "out")
         assert "triton" not in sys.modules, "import solbench must not decorate Triton kernels"
@@ -142,7 +157,11 @@ def test_import_registers_every_op_without_decorating_triton_kernels():
 # order than the reference: compared within the operator's tolerance, not bit for bit).
 KERNEL_FAMILY_OPS = {"solbench.kernels.attention": ("unified_attention", "attention_forward", "paged_attention_decode"),
                      "solbench.kernels.mla": ("mla_decode_attention",),
-                     "solbench.kernels.gemm.block_fp8": ("block_scaled_mm",)}
+                     "solbench.kernels.gemm.block_fp8": ("block_scaled_mm",),
+                     "solbench.kernels.kv_cache": ("reshape_and_cache",),
+                     "solbench.kernels.topk": ("topk_filter",),
+                     "solbench.kernels.rope": ("fused_qkv_rope", "mrope"),
+                     "solbench.kernels.gate": ("linear_sigmoid_mul", "linear_sigmoid_mul_atrex")}
 TOLERANCE_OPS = {op for ops in KERNEL_FAMILY_OPS.values() for op in ops}
 LIBRARY_OPS = sorted({m.split(".")[2] for m in solbench.KERNEL_MODULES if m.startswith("solbench.ops.")}
                      | {"gelu_and_mul", "gelu_tanh_and_mul"} | TOLERANCE_OPS)

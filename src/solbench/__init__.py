@@ -8,6 +8,7 @@
     solbench.ActivationSpec / get_activation / register_activation
     solbench.rms_norm / fused_add_rms_norm(_) / fused_qk_rmsnorm(_) / gated_rms_norm / l2_norm / layer_norm
     solbench.unified_attention / varlen_attention / paged_attention_decode / mla_decode
+    solbench.reshape_and_cache / top_k_mask_logits / fused_qkv_rope / mrope / linear_sigmoid_mul
     solbench.dynamic_per_token_quant_fp8 / rms_norm_quant / fused_add_rms_norm_quant / per_token_group_quant_fp8
 
 Off CUDA (and on the CPU unless ``TRITON_INTERPRET=1``) they compute with their torch formulation.
@@ -40,6 +41,11 @@ _LAZY = {
     "paged_attention_decode": "solbench.kernels.attention",
     "mla_decode": "solbench.kernels.mla",
     "block_scaled_mm": "solbench.kernels.gemm.block_fp8",
+    "reshape_and_cache": "solbench.kernels.kv_cache",
+    "top_k_mask_logits": "solbench.kernels.topk",
+    "fused_qkv_rope": "solbench.kernels.rope",
+    "mrope": "solbench.kernels.rope",
+    "linear_sigmoid_mul": "solbench.kernels.gate",
     "dynamic_per_token_quant_fp8": "solbench.ops.fp8_dynamic_per_token_quant.api",
     "fused_add_rms_norm_quant": "solbench.ops.fused_rmsnorm_quant.api",
     "rms_norm_quant": "solbench.ops.fused_rmsnorm_quant.api",
@@ -67,6 +73,10 @@ KERNEL_MODULES = (
     "solbench.kernels.attention",
     "solbench.kernels.mla",
     "solbench.kernels.gemm.block_fp8",
+    "solbench.kernels.kv_cache",
+    "solbench.kernels.topk",
+    "solbench.kernels.rope",
+    "solbench.kernels.gate",
 )
 
 

@@ -96,14 +96,28 @@ def _ours():
     return fused_qkv_rope
 
 
-@pytest.mark.parametrize("t,h,hkv,d,rd,neox,bias,dtype", [
+CASES = pytest.mark.parametrize("t,h,hkv,d,rd,neox,bias,dtype", [
     (0, 2, 1, 16, 16, True, False, torch.float16),     # 0 tokens
     (1, 4, 2, 16, 16, True, True, torch.bfloat16),     # one token (decode)
     (5, 3, 1, 12, 8, True, True, torch.float32),       # head dim not a power of two, partial rotary
     (3, 2, 2, 16, 12, False, False, torch.float16),    # GPT-J pairs, a pass-through tail
 ])
+
+
+@CASES
 def test_ours_against_reference(t, h, hkv, d, rd, neox, bias, dtype, device):
-    fn = _ours()
+    _against_reference(_ours(), t, h, hkv, d, rd, neox, bias, dtype, device)
+
+
+@CASES
+def test_torch_formulation_off_cuda(t, h, hkv, d, rd, neox, bias, dtype, monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    from solbench.kernels.rope import fused_qkv_rope
+
+    _against_reference(fused_qkv_rope, t, h, hkv, d, rd, neox, bias, dtype, CPU)
+
+
+def _against_reference(fn, t, h, hkv, d, rd, neox, bias, dtype, device):
     g = torch.Generator().manual_seed(t + d)
     width = (h + 2 * hkv) * d
     qkv = torch.randn(t, width, generator=g).to(dtype).to(device)

@@ -146,3 +146,14 @@ def test_ours_rejects_bad_inputs(device):
         fn(x.float(), w, b, p)
     with pytest.raises(ValueError, match="weight"):
         fn(x, w[:, :10], b, p)
+
+
+# ---- the torch formulation (CPU tensors without the interpreter) ------------------------------------
+
+@pytest.mark.parametrize("t,h,n,d,bias", [(0, 64, 1, 64, True), (3, 64, 1, 40, False), (5, 40, 24, 24, True)])
+def test_torch_formulation_off_cuda(t, h, n, d, bias, monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    from solbench.kernels.gate import linear_sigmoid_mul
+
+    x, w, b, p = _case(t, h, n, d, CPU, seed=t + n, bias=bias)
+    assert torch.equal(linear_sigmoid_mul(x, w, b, p), _want(x, w, b, p))

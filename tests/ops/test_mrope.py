@@ -145,3 +145,29 @@ def test_ours_rejects_bad_inputs(device):
         fn(x["q"], x["k"], x["cos"].half(), x["sin"], [1, 1, 0], 6, 4)
     with pytest.raises(ValueError, match="heads"):
         fn(x["q"], x["k"], x["cos"], x["sin"], [1, 1, 0], 4, 4)
+
+
+# ---- the torch formulation (CPU tensors without the interpreter) ------------------------------------
+
+@pytest.mark.parametrize("neox", [True, False])
+@pytest.mark.parametrize("interleaved", [False, True])
+def test_torch_formulation_off_cuda(neox, interleaved, monkeypatch):
+    # In place on views of a fused qkv (v and the pass-through dims untouched), out= leaving q
+    # and k as they were, and 0 tokens.
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    from solbench.kernels.rope import mrope
+
+    x = _tiny_inputs(neox, interleaved)
+    want = spec.reference(**x)
+    qkv = torch.cat([x["q"], x["k"], torch.ones(1, 6, dtype=torch.bfloat16)], dim=1)
+    before = qkv.clone()
+    q, k = qkv[:, :6], qkv[:, 6:12]
+    args = (x["cos"], x["sin"], x["mrope_section"], 6, 4, interleaved, neox)
+    out = (torch.empty_like(q), torch.empty_like(k))
+    got = mrope(q, k, *args, out=out)
+    assert got[0] is out[0] and torch.equal(qkv, before)
+    assert mrope(q, k, *args)[0] is q and torch.equal(qkv[:, 12:], before[:, 12:])
+    for a, b, w in ((q, out[0], want[0]), (k, out[1], want[1])):
+        assert torch.equal(a, w) and torch.equal(b, w)
+    empty = torch.empty(0, 6, dtype=torch.bfloat16)
+    assert mrope(empty, empty.clone(), torch.empty(3, 0, 2), torch.empty(3, 0, 2), [1, 1, 0], 6, 4)[0].shape == (0, 6)

@@ -190,3 +190,17 @@ def test_ours_rejects_bad_inputs(device):
         fn(key, value, kc, vc, sm.float())
     with pytest.raises(ValueError, match="contiguous"):
         fn(key.transpose(1, 2).contiguous().transpose(1, 2), value, kc, vc, sm)
+
+
+# ---- the torch formulation (CPU tensors without the interpreter) ------------------------------------
+
+@pytest.mark.parametrize("slots", [[], [3, -1, 17, 0, -1, 30], [-1, -1]], ids=["0_tokens", "mixed", "all_padding"])
+def test_torch_formulation_off_cuda(slots, monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    from solbench.kernels.kv_cache import reshape_and_cache
+
+    key, value, kc, vc, sm = _case(len(slots), 2, 8, 4, 8, slots, CPU)
+    want = spec.reference(key, value, kc, vc, sm)
+    pool = torch.stack([kc, vc], dim=1)                  # the halves of one [blocks, 2, ...] pool
+    reshape_and_cache(key, value, pool[:, 0], pool[:, 1], sm.int())
+    assert torch.equal(pool[:, 0], want[0]) and torch.equal(pool[:, 1], want[1])

@@ -64,6 +64,13 @@ def _kernels():
     return topk
 
 
+def _launch(*args):
+    """The Triton launcher itself (the public function picks the options)."""
+    from solbench.kernels._topk_triton import launch
+
+    launch(*args)
+
+
 def _logits(rows, vocab, device, seed=0, bf16_grid=True):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(rows, vocab, generator=g) * 3
@@ -105,7 +112,7 @@ def test_ours_chunked_path(rows, vocab, k, device):
     for bf16_grid in (True, False):
         x = _logits(rows, vocab, device, vocab + k, bf16_grid)
         out = torch.full_like(x, float("nan"))
-        topk._launch(x, out, k, topk.TopkOptions(**WIDE))
+        _launch(x, out, k, topk.TopkOptions(**WIDE))
         assert torch.equal(out, spec.reference(x, k))
 
 
@@ -118,7 +125,7 @@ def test_ours_chunked_path_with_more_ties_than_candidates_fit(device):
     x[1] = 1.0
     x[1, 77] = 2.0
     out = torch.empty_like(x)
-    topk._launch(x, out, 5, topk.TopkOptions(**WIDE))
+    _launch(x, out, 5, topk.TopkOptions(**WIDE))
     assert torch.equal(out, spec.reference(x, 5))
 
 
@@ -126,7 +133,7 @@ def test_ours_streamed_search_for_large_k(device):
     topk = _kernels()
     x = _logits(1, 96, device, 4)
     out = torch.empty_like(x)
-    topk._launch(x, out, 50, topk.TopkOptions(row_max=64, chunk=32, cand_max=64))   # 4 chunks x 32 > 64
+    _launch(x, out, 50, topk.TopkOptions(row_max=64, chunk=32, cand_max=64))   # 4 chunks x 32 > 64
     assert torch.equal(out, spec.reference(x, 50))
 
 
@@ -143,3 +150,26 @@ def test_ours_rejects_bad_arguments(device):
         topk.top_k_mask_logits(x[0], 3)
     with pytest.raises(ValueError, match="overlaps"):
         topk.top_k_mask_logits(x, 3, out=x)
+
+
+# ---- the torch formulation (CPU tensors without the interpreter) ------------------------------------
+
+def test_torch_formulation_off_cuda(monkeypatch):
+    # Ties and signed zeros, k past the vocabulary, 0 rows, bf16 logits, NaN ordered by its sign as
+    # the kernel orders it (a positive NaN above +inf, a negative one below -inf).
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    from solbench.kernels.topk import top_k_mask_logits
+
+    x = torch.tensor([[3.0, 1.0, 2.0, 2.0, 0.0, -0.0, -1.0]])
+    for k in range(1, 9):
+        assert torch.equal(top_k_mask_logits(x, k), spec.reference(x, k))
+    assert top_k_mask_logits(torch.empty(0, 5), 2).shape == (0, 5)
+    xb = _logits(3, 50, CPU).bfloat16()
+    assert torch.equal(top_k_mask_logits(xb, 7).float(), spec.reference(xb.float(), 7))
+    nan = torch.tensor([float("nan")]).view(torch.int32)
+    y = torch.tensor([[1.0, 0.0, float("inf"), -float("inf"), 2.0]])
+    y[0, 1] = nan.view(torch.float32)[0]                  # a positive NaN: the largest key
+    y[0, 3] = (nan | torch.tensor([-2 ** 31], dtype=torch.int32)).view(torch.float32)[0]   # negative NaN
+    got = top_k_mask_logits(y, 2)
+    assert torch.isnan(got[0, 1]) and got[0, 2] == float("inf")
+    assert torch.isneginf(got[0, [0, 3, 4]]).all()

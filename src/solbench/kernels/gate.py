@@ -8,6 +8,10 @@ Two forms, picked by the weight's rows:
   tokens' hidden rows once for the dot products, then streams post_mul to out, 16-byte vectors.
 * ``weight [N, H]`` with N > 1 -- a bf16 tensor-core GEMM ``[T, H] x [H, N]`` whose epilogue adds
   the bias, applies the sigmoid and multiplies by ``post_mul [T, N]`` before the one store.
+
+Custom ops ``torch.ops.solbench.linear_sigmoid_mul`` (functional) and ``linear_sigmoid_mul.out``;
+off CUDA they compute with torch. The Triton kernels are in ``_gate_triton`` (imported at the
+first launch).
 """
 from __future__ import annotations
 
@@ -15,13 +19,7 @@ import dataclasses
 
 import torch
 
-from solbench.kernels.common import check_disjoint, check_out, gpu_codegen, kernel_op, next_pow2, require_device
-
-try:
-    import triton
-    import triton.language as tl
-except ImportError:  # pragma: no cover - reported by triton_unavailable_reason()
-    triton = None
+from solbench.kernels.common import check_disjoint, check_out, functional_op, kernel_op
 
 WHAT = "linear_sigmoid_mul"
 DTYPES = (torch.bfloat16, torch.float16)
@@ -58,88 +56,27 @@ def gemm_options(m: int, n: int) -> GemmOptions:
     return GemmOptions(16, 32 if n <= 8192 else 64, 128, 4, 4)
 
 
-if triton is not None:
-
-    @triton.jit
-    def _gate_vector_kernel(x_ptr, w_ptr, b_ptr, p_ptr, out_ptr, T, H, D, x_stride, p_stride, out_stride,
-                            HAS_BIAS: tl.constexpr, BT: tl.constexpr, BH: tl.constexpr, BD: tl.constexpr):
-        rows = tl.program_id(0).to(tl.int64) * BT + tl.arange(0, BT)[:, None]
-        row_ok = rows < T
-        acc = tl.zeros((BT, BH), tl.float32)
-        for h0 in range(0, H, BH):
-            h = h0 + tl.arange(0, BH)[None, :]
-            x = tl.load(x_ptr + rows * x_stride + h, mask=row_ok & (h < H), other=0.0)
-            w = tl.load(w_ptr + h, mask=h < H, other=0.0)
-            acc += x.to(tl.float32) * w.to(tl.float32)
-        logit = tl.sum(acc, axis=1)[:, None]
-        if HAS_BIAS:
-            logit += tl.load(b_ptr).to(tl.float32)
-        gate = 1.0 / (1.0 + tl.exp(-logit))
-        for d0 in range(0, D, BD):
-            d = d0 + tl.arange(0, BD)[None, :]
-            m = row_ok & (d < D)
-            p = tl.load(p_ptr + rows * p_stride + d, mask=m, other=0.0)
-            tl.store(out_ptr + rows * out_stride + d, (gate * p.to(tl.float32)).to(out_ptr.dtype.element_ty), mask=m)
-
-    @triton.jit
-    def _gate_gemm_kernel(x_ptr, w_ptr, b_ptr, p_ptr, out_ptr, M, N, K, x_stride, w_stride, p_stride, out_stride,
-                          HAS_BIAS: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
-                          GROUP_M: tl.constexpr, DOT_FP32: tl.constexpr):
-        # Grouped tile order: GROUP_M row tiles share each weight tile while it is in L2.
-        pid = tl.program_id(0)
-        tiles_m = tl.cdiv(M, BM)
-        tiles_n = tl.cdiv(N, BN)
-        per_group = GROUP_M * tiles_n
-        first_m = (pid // per_group) * GROUP_M
-        group_rows = tl.minimum(tiles_m - first_m, GROUP_M)
-        pid_m = first_m + (pid % per_group) % group_rows
-        pid_n = (pid % per_group) // group_rows
-        rm = (pid_m.to(tl.int64) * BM + tl.arange(0, BM))[:, None]
-        rn = (pid_n.to(tl.int64) * BN + tl.arange(0, BN))[None, :]
-        rk = tl.arange(0, BK)
-        acc = tl.zeros((BM, BN), tl.float32)
-        for k0 in range(0, K, BK):
-            kk = k0 + rk
-            a = tl.load(x_ptr + rm * x_stride + kk[None, :], mask=(rm < M) & (kk[None, :] < K), other=0.0)
-            b = tl.load(w_ptr + rn * w_stride + kk[:, None], mask=(rn < N) & (kk[:, None] < K), other=0.0)
-            if DOT_FP32:  # Triton's CPU interpreter multiplies 16-bit floats in tl.dot wrongly
-                acc = tl.dot(a.to(tl.float32), b.to(tl.float32), acc)
-            else:
-                acc = tl.dot(a, b, acc)
-        if HAS_BIAS:
-            acc += tl.load(b_ptr + rn, mask=rn < N, other=0.0).to(tl.float32)
-        m = (rm < M) & (rn < N)
-        p = tl.load(p_ptr + rm * p_stride + rn, mask=m, other=0.0).to(tl.float32)
-        out = p / (1.0 + tl.exp(-acc))
-        tl.store(out_ptr + rm * out_stride + rn, out.to(out_ptr.dtype.element_ty), mask=m)
-
-
-@kernel_op("solbench::linear_sigmoid_mul_", mutates_args=("out",))
-def _gate_op(hidden_states: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, post_mul: torch.Tensor,
-             out: torch.Tensor) -> None:
+def _check_aliasing(hidden_states, weight, bias, post_mul, out) -> None:
     check_disjoint(WHAT, (("out", out),), (("hidden_states", hidden_states), ("weight", weight), ("bias", bias),
                                           ("post_mul", post_mul)))
-    t, h = hidden_states.shape
-    n, d = weight.shape[0], post_mul.shape[1]
-    if t == 0 or d == 0:
-        return
-    b = bias if bias is not None else weight
-    if n == 1:
-        opts = GateOptions()
-        bh = min(next_pow2(h), opts.tile_elems)
-        bd = min(next_pow2(d), opts.tile_elems)
-        bt = max(1, opts.tile_elems // max(bh, bd))
-        _gate_vector_kernel[(triton.cdiv(t, bt),)](
-            hidden_states, weight, b, post_mul, out, t, h, d, hidden_states.stride(0), post_mul.stride(0),
-            out.stride(0), HAS_BIAS=bias is not None, BT=bt, BH=bh, BD=bd, num_warps=opts.warps)
-        return
-    o = gemm_options(t, n)
-    grid = (triton.cdiv(t, o.block_m) * triton.cdiv(n, o.block_n),)
-    _gate_gemm_kernel[grid](hidden_states, weight, b, post_mul, out, t, n, h, hidden_states.stride(0),
-                            weight.stride(0), post_mul.stride(0), out.stride(0), HAS_BIAS=bias is not None,
-                            BM=o.block_m, BN=o.block_n, BK=o.block_k, GROUP_M=o.group_m,
-                            DOT_FP32=not gpu_codegen(hidden_states), num_warps=o.warps,
-                            num_stages=o.stages)
+
+
+def _eager(hidden_states, weight, bias, post_mul, out) -> None:
+    """The torch formulation (off CUDA): the gate logits in fp32, one rounding."""
+    _check_aliasing(hidden_states, weight, bias, post_mul, out)
+    logit = hidden_states.float() @ weight.float().T
+    if bias is not None:
+        logit = logit + bias.float()
+    out.copy_(torch.sigmoid(logit) * post_mul.float())
+
+
+@kernel_op("solbench::linear_sigmoid_mul.out", mutates_args=("out",), eager=_eager)
+def _gate_op(hidden_states: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, post_mul: torch.Tensor,
+             out: torch.Tensor) -> None:
+    from solbench.kernels._gate_triton import launch
+
+    _check_aliasing(hidden_states, weight, bias, post_mul, out)
+    launch(hidden_states, weight, bias, post_mul, out)
 
 
 @_gate_op.register_fake
@@ -147,8 +84,12 @@ def _gate_fake(hidden_states, weight, bias, post_mul, out) -> None:
     return None
 
 
+functional_op("solbench::linear_sigmoid_mul", _gate_op,
+              lambda hidden_states, weight, bias, post_mul: (
+                  torch.empty_like(post_mul, memory_format=torch.contiguous_format),))
+
+
 def _rows(x, name: str, width: int | None = None):
-    require_device(x, WHAT)
     if x.dtype not in DTYPES:
         raise TypeError(f"{WHAT}: {name} has dtype {x.dtype}; supported: bfloat16, float16")
     if x.dim() != 2 or (width is not None and x.shape[1] != width):
@@ -179,7 +120,6 @@ def linear_sigmoid_mul(hidden_states: torch.Tensor, weight: torch.Tensor, bias: 
         if x.dtype != hidden_states.dtype:
             raise TypeError(f"{WHAT}: {name} has dtype {x.dtype}, hidden_states {hidden_states.dtype}; they must match")
     if bias is not None:
-        require_device(bias, WHAT)
         if tuple(bias.shape) != (n,) or not bias.is_contiguous():
             raise ValueError(f"{WHAT}: bias must be a contiguous [{n}] tensor, got {tuple(bias.shape)}")
     if out is None:

@@ -6,6 +6,9 @@ token t with ``slot = slot_mapping[t] >= 0``; a negative slot (CUDA-graph paddin
 One launch copies key and value: each program moves a tile of whole tokens (or a column slice
 of one wide token) with 16-byte vectors per thread. The copy is exact (bits, not values), and
 every address is formed in int64 so that pools past 2^31 elements work.
+
+Custom op ``torch.ops.solbench.reshape_and_cache_`` (updates the caches in place); off CUDA it
+copies with torch. The Triton kernel is in ``_kv_cache_triton`` (imported at the first launch).
 """
 from __future__ import annotations
 
@@ -13,13 +16,7 @@ import dataclasses
 
 import torch
 
-from solbench.kernels.common import check_disjoint, kernel_op, next_pow2, require_device
-
-try:
-    import triton
-    import triton.language as tl
-except ImportError:  # pragma: no cover - reported by triton_unavailable_reason()
-    triton = None
+from solbench.kernels.common import check_disjoint, kernel_op, next_pow2
 
 WHAT = "reshape_and_cache"
 DTYPES = (torch.bfloat16, torch.float16, torch.float32)
@@ -42,28 +39,6 @@ class CacheWriteOptions:
         return block_t, block_n, max(1, min(16, threads // 32))
 
 
-if triton is not None:
-
-    @triton.jit
-    def _cache_write_kernel(key_ptr, value_ptr, kc_ptr, vc_ptr, slot_ptr, T, N, BS,
-                            k_tok_stride, v_tok_stride, kc_blk_stride, kc_slot_stride,
-                            vc_blk_stride, vc_slot_stride,
-                            BLOCK_T: tl.constexpr, BLOCK_N: tl.constexpr, VEC: tl.constexpr):
-        pid_t = tl.program_id(0)
-        pid_n = tl.program_id(1)
-        toks = pid_t.to(tl.int64) * BLOCK_T + tl.arange(0, BLOCK_T)
-        cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-        cols = tl.max_contiguous(tl.multiple_of(cols, VEC), VEC)
-        slot = tl.load(slot_ptr + toks, mask=toks < T, other=-1).to(tl.int64)
-        blk = slot // BS
-        off = slot - blk * BS
-        mask = (slot >= 0)[:, None] & (cols < N)[None, :]
-        k = tl.load(key_ptr + toks[:, None] * k_tok_stride + cols[None, :], mask=mask)
-        v = tl.load(value_ptr + toks[:, None] * v_tok_stride + cols[None, :], mask=mask)
-        tl.store(kc_ptr + (blk * kc_blk_stride + off * kc_slot_stride)[:, None] + cols[None, :], k, mask=mask)
-        tl.store(vc_ptr + (blk * vc_blk_stride + off * vc_slot_stride)[:, None] + cols[None, :], v, mask=mask)
-
-
 def _token_rows(x, name: str):
     """``x`` [T, H, D] as rows of H·D contiguous elements: returns the token stride."""
     if x.dim() != 3:
@@ -84,24 +59,31 @@ def _cache_strides(c, name: str, h: int, d: int):
     return c.stride(0), c.stride(1)
 
 
-@kernel_op("solbench::reshape_and_cache_", mutates_args=("key_cache", "value_cache"))
-def _reshape_and_cache_op(key: torch.Tensor, value: torch.Tensor, key_cache: torch.Tensor,
-                          value_cache: torch.Tensor, slot_mapping: torch.Tensor) -> None:
+def _check_aliasing(key, value, key_cache, value_cache, slot_mapping) -> None:
     # The two caches are not checked against each other: the halves of one [blocks, 2, ...] pool
     # interleave, and the span test would call them overlapping.
     inputs = (("key", key), ("value", value), ("slot_mapping", slot_mapping))
     check_disjoint(WHAT, (("key_cache", key_cache),), inputs)
     check_disjoint(WHAT, (("value_cache", value_cache),), inputs)
-    t, h, d = key.shape
-    n = h * d
-    if t == 0 or n == 0:
-        return
-    bt, bn, warps = CacheWriteOptions().tile(n, key.element_size())
-    grid = (triton.cdiv(t, bt), triton.cdiv(n, bn))
-    _cache_write_kernel[grid](key, value, key_cache, value_cache, slot_mapping, t, n, key_cache.shape[1],
-                              key.stride(0), value.stride(0), key_cache.stride(0), key_cache.stride(1),
-                              value_cache.stride(0), value_cache.stride(1),
-                              BLOCK_T=bt, BLOCK_N=bn, VEC=max(1, 16 // key.element_size()), num_warps=warps)
+
+
+def _eager(key, value, key_cache, value_cache, slot_mapping) -> None:
+    """The torch formulation (off CUDA): an indexed copy of the tokens that have a slot."""
+    _check_aliasing(key, value, key_cache, value_cache, slot_mapping)
+    keep = slot_mapping >= 0
+    slots = slot_mapping[keep].long()
+    blk, off = slots // key_cache.shape[1], slots % key_cache.shape[1]
+    key_cache[blk, off] = key[keep]
+    value_cache[blk, off] = value[keep]
+
+
+@kernel_op("solbench::reshape_and_cache_", mutates_args=("key_cache", "value_cache"), eager=_eager)
+def _reshape_and_cache_op(key: torch.Tensor, value: torch.Tensor, key_cache: torch.Tensor,
+                          value_cache: torch.Tensor, slot_mapping: torch.Tensor) -> None:
+    from solbench.kernels._kv_cache_triton import launch
+
+    _check_aliasing(key, value, key_cache, value_cache, slot_mapping)
+    launch(key, value, key_cache, value_cache, slot_mapping)
 
 
 @_reshape_and_cache_op.register_fake
@@ -121,7 +103,6 @@ def reshape_and_cache(key: torch.Tensor, value: torch.Tensor, key_cache: torch.T
     Slots must be distinct and below ``num_blocks · block_size`` (not checked: that would need a
     host sync). Returns ``(key_cache, value_cache)``."""
     for name, x in (("key", key), ("value", value), ("key_cache", key_cache), ("value_cache", value_cache)):
-        require_device(x, WHAT)
         if x.dtype not in DTYPES:
             raise TypeError(f"{WHAT}: {name} has dtype {x.dtype}; supported: bfloat16, float16, float32")
         if x.dtype != key.dtype:
