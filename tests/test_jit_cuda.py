@@ -278,3 +278,43 @@ def test_import_solbench_neither_imports_the_bindings_nor_compiles():
     env["PYTHONPATH"] = os.pathsep.join(sys.path)
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+@pytest.mark.parametrize("rows,d,dtype,offset", [(1, 768, torch.bfloat16, 0), (37, 12, torch.float16, 0),
+                                                  (5, 1000, torch.float32, 0), (300, 64, torch.bfloat16, 1),
+                                                  (3, 4096, torch.bfloat16, 0)])
+def test_launch_geometry_covers_every_output_once(rows, d, dtype, offset, monkeypatch):
+    # The launch arithmetic, with the driver replaced by a recorder: the grid of (TX, TY) blocks,
+    # each thread owning VEC outputs of one row (glu.cuh), must cover every output exactly once.
+    import numpy as np
+
+    calls = []
+
+    class Recorder:
+        def launch(self, fn, grid, block, stream, params, device, pdl):
+            calls.append((fn, grid, block, params, pdl))
+
+    from solbench.kernels.cuda import jit as jit_mod
+
+    monkeypatch.setattr(cglu, "_kernels", lambda x, *a: ({v: f"vec{v}" for v in cglu.vec_widths(x.dtype)},
+                                                      cglu._Device(0, 90, True, True), _variant(x.dtype)))
+    monkeypatch.setattr(jit_mod, "launcher", lambda: Recorder())
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: type("S", (), {"cuda_stream": 7})())
+    big = torch.empty(rows, 2 * d + offset + 8, dtype=dtype)
+    x2d = big[:, offset:offset + 2 * d]
+    out2d = torch.empty(rows, d, dtype=dtype)
+    cglu.launch_glu(x2d, out2d, 0, 1.0, None, 0.0, False)
+    (fn, grid, block, params, pdl), = calls
+    vec = int(fn[3:])
+    assert vec == cglu._widest_vec(x2d, out2d, d) and (vec == 1) == (offset % 2 == 1)
+    assert block[0] * block[1] == cglu.THREADS and block[2] == 1 and grid[2] == 1
+    assert (params.x, params.out, params.rows, params.d) == (x2d.data_ptr(), out2d.data_ptr(), rows, d)
+    assert (params.x_stride, params.out_stride) == (x2d.stride(0), d)
+    bx, by, tx, ty = np.meshgrid(np.arange(grid[0]), np.arange(grid[1]), np.arange(block[0]), np.arange(block[1]),
+                                 indexing="ij")
+    row, col = (bx * block[1] + ty).ravel(), ((by * block[0] + tx) * vec).ravel()
+    live = (row < rows) & (col < d)
+    hits = np.zeros((rows, d), dtype=np.int64)
+    for i in range(vec):
+        np.add.at(hits, (row[live], col[live] + i), 1)
+    assert (hits == 1).all()

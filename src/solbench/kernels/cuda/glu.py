@@ -152,44 +152,57 @@ def _device(index: int) -> _Device:
     return dev
 
 
+_fast: dict[tuple, tuple] = {}   # the same, by a plain tuple: what each launch looks up
+
+
 def _kernels(x: torch.Tensor, act: int, interleaved: bool, has_limit: bool, pdl: bool | None = None):
-    dev = _device(x.device.index if x.device.index is not None else torch.cuda.current_device())
+    """``({vec: CUfunction}, device, variant)`` for a launch on ``x``'s device: compiled (or read
+    from the disk cache) and loaded at the first call."""
+    index = x.device.index if x.device.index is not None else torch.cuda.current_device()
+    fast_key = (index, x.dtype, act, interleaved, has_limit, pdl)
+    hit = _fast.get(fast_key)
+    if hit is not None:
+        return hit
+    dev = _device(index)
     variant = Variant(x.dtype, act, interleaved, has_limit, dev.arch, dev.pdl if pdl is None else pdl, dev.fast_math)
     key = (dev.index, variant)
-    hit = _loaded.get(key)
-    if hit is None:
-        from solbench.kernels.cuda import jit
+    with _lock:
+        if key not in _loaded:
+            from solbench.kernels.cuda import jit
 
-        with _lock:
-            hit = _loaded.get(key)
-            if hit is None:
-                t0 = time.perf_counter()
-                compiled = compile_variant(variant)
-                loaded = jit.load(compiled, dev.index)
-                fns = {v: loaded.functions[n] for v, n in zip(vec_widths(x.dtype), variant.names)}
-                facts = {"jit_cache": compiled.cache, "jit_compile_s": round(compiled.seconds, 4),
-                         "jit_load_s": round(loaded.load_s, 4), "jit_first_use_s": round(time.perf_counter() - t0, 4),
-                         "arch": f"sm_{dev.arch}", "fast_math": variant.fast_math, "pdl": variant.pdl,
-                         "nvrtc": ".".join(map(str, jit.nvrtc_version()))}
-                hit = _loaded[key] = (fns, facts)
-    return hit[0], dev, variant
+            t0 = time.perf_counter()
+            compiled = compile_variant(variant)
+            loaded = jit.load(compiled, dev.index)
+            fns = {v: loaded.functions[n] for v, n in zip(vec_widths(x.dtype), variant.names)}
+            facts = {"jit_cache": compiled.cache, "jit_compile_s": round(compiled.seconds, 4),
+                     "jit_load_s": round(loaded.load_s, 4), "jit_first_use_s": round(time.perf_counter() - t0, 4),
+                     "arch": f"sm_{dev.arch}", "fast_math": variant.fast_math, "pdl": variant.pdl,
+                     "nvrtc": ".".join(map(str, jit.nvrtc_version()))}
+            _loaded[key] = (fns, facts)
+        hit = _fast[fast_key] = (_loaded[key][0], dev, variant)
+    return hit
+
+
+def reset() -> None:
+    """Forget the devices' policies and the loaded kernels (the disk cache stays): the next call
+    reads ``SOLBENCH_CUDA_FAST_MATH`` / ``SOLBENCH_CUDA_PDL`` again."""
+    with _lock:
+        _devices.clear()
+        _loaded.clear()
+        _fast.clear()
 
 
 def prepare(dtype, activation="silu", interleaved: bool = False, has_limit: bool = False, device=None) -> dict:
     """Compile and load the kernels a call would use (first use), and say how: ``jit_cache``
     (``miss``: compiled now; ``disk``: read from the disk cache; ``memory``: already loaded in
     this process), the seconds taken, the arch, and the fast-math and PDL choices."""
-    device = torch.device(device if device is not None else "cuda")
-    probe = torch.empty(0, dtype=dtype, device=device)
+    probe = torch.empty(0, dtype=dtype, device=torch.device(device if device is not None else "cuda"))
     act = ACTIVATIONS[activation] if isinstance(activation, str) else int(activation)
-    dev_index = probe.device.index if probe.device.index is not None else torch.cuda.current_device()
-    dev = _device(dev_index)
-    key = (dev.index, Variant(dtype, act, interleaved, has_limit, dev.arch, dev.pdl, dev.fast_math))
-    already = key in _loaded
+    loaded_before = len(_loaded)
     t0 = time.perf_counter()
-    _, _, variant = _kernels(probe, act, interleaved, has_limit)
-    facts = dict(_loaded[key][1])
-    if already:
+    _, dev, variant = _kernels(probe, act, interleaved, has_limit)
+    facts = dict(_loaded[(dev.index, variant)][1])
+    if len(_loaded) == loaded_before:
         facts.update(jit_cache="memory", jit_first_use_s=round(time.perf_counter() - t0, 6))
     return facts
 

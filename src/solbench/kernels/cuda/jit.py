@@ -278,7 +278,10 @@ def _driver():
         from cuda.bindings import driver
     except Exception as e:  # noqa: BLE001
         raise JitUnavailable(f"cuda-bindings is not importable ({type(e).__name__}: {e}); {INSTALL_HINT}") from None
-    (err,) = driver.cuInit(0)
+    try:
+        (err,) = driver.cuInit(0)
+    except Exception as e:  # noqa: BLE001 -- the binding raises when libcuda cannot be found
+        raise JitUnavailable(f"the CUDA driver cannot be loaded ({type(e).__name__}: {str(e)[:200]})") from None
     if err != driver.CUresult.CUDA_SUCCESS:
         raise JitUnavailable(f"cuInit failed ({err.name}): no usable CUDA driver")
     return driver
@@ -330,7 +333,7 @@ def load(compiled: Compiled, device: int) -> Loaded:
     _primary_context(device)
     t0 = time.perf_counter()
     code = compiled.code if compiled.output == "cubin" else compiled.code.rstrip(b"\0") + b"\0"
-    err, module = drv.cuModuleLoadData(code)
+    err, module = drv.cuModuleLoadData(code)  # bytes: read through the buffer protocol
     if err != drv.CUresult.CUDA_SUCCESS:
         raise RuntimeError(f"cuModuleLoadData failed ({err.name}) for sm_{compiled.arch} code from NVRTC "
                            f"{'.'.join(map(str, nvrtc_version()))}: the driver may be older than NVRTC")
