@@ -136,6 +136,7 @@ class _Device:
 
 _devices: dict[int, _Device] = {}
 _loaded: dict[tuple, tuple] = {}   # (device, Variant) -> ({vec: CUfunction}, facts)
+_fast: dict[tuple, tuple] = {}     # by a plain tuple, what each launch looks up -> (functions, device, variant)
 _lock = threading.Lock()
 
 
@@ -152,9 +153,6 @@ def _device(index: int) -> _Device:
     return dev
 
 
-_fast: dict[tuple, tuple] = {}   # the same, by a plain tuple: what each launch looks up
-
-
 def _kernels(x: torch.Tensor, act: int, interleaved: bool, has_limit: bool, pdl: bool | None = None):
     """``({vec: CUfunction}, device, variant)`` for a launch on ``x``'s device: compiled (or read
     from the disk cache) and loaded at the first call."""
@@ -164,6 +162,8 @@ def _kernels(x: torch.Tensor, act: int, interleaved: bool, has_limit: bool, pdl:
     if hit is not None:
         return hit
     dev = _device(index)
+    if pdl and dev.arch < 90:
+        raise ValueError(f"glu_cuda: programmatic dependent launch needs sm_90+, this GPU is sm_{dev.arch}")
     variant = Variant(x.dtype, act, interleaved, has_limit, dev.arch, dev.pdl if pdl is None else pdl, dev.fast_math)
     key = (dev.index, variant)
     with _lock:
