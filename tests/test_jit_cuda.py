@@ -318,3 +318,75 @@ def test_launch_geometry_covers_every_output_once(rows, d, dtype, offset, monkey
     for i in range(vec):
         np.add.at(hits, (row[live], col[live] + i), 1)
     assert (hits == 1).all()
+
+
+@needs_nvrtc
+def test_load_and_launch_through_a_recording_driver(tmp_path, monkeypatch):
+    # The driver calls with cuda-bindings' real structures and a recorder in place of libcuda: the
+    # module is loaded in the device's primary context, pushed only when another one is current
+    # (and popped again), and a PDL launch carries the programmatic-serialization attribute.
+    import ctypes as C
+
+    from cuda.bindings import driver as real
+
+    calls = []
+    ok = real.CUresult.CUDA_SUCCESS
+
+    class Driver:
+        CUresult, CUstream = real.CUresult, real.CUstream
+        CUlaunchConfig, CUlaunchAttribute, CUlaunchAttributeID = (real.CUlaunchConfig, real.CUlaunchAttribute,
+                                                                  real.CUlaunchAttributeID)
+        current = 0
+
+        def cuDeviceGet(self, i):
+            return ok, i
+
+        def cuDevicePrimaryCtxRetain(self, dev):
+            return ok, real.CUcontext(0x1000 + dev)
+
+        def cuCtxGetCurrent(self):
+            return ok, real.CUcontext(self.current)
+
+        def cuCtxPushCurrent(self, ctx):
+            calls.append(("push", int(ctx)))
+            return (ok,)
+
+        def cuCtxPopCurrent(self):
+            calls.append(("pop",))
+            return ok, None
+
+        def cuModuleLoadData(self, code):
+            calls.append(("load", bytes(code[:4])))
+            return ok, "module"
+
+        def cuModuleGetFunction(self, module, sym):
+            return ok, sym.decode()
+
+        def cuLaunchKernelEx(self, cfg, fn, params, extra):
+            argv = C.cast(params, C.POINTER(C.c_void_p))
+            sent = C.cast(argv[0], C.POINTER(cglu._Params)).contents
+            calls.append(("launch", fn, (cfg.gridDimX, cfg.gridDimY, cfg.blockDimX, cfg.blockDimY),
+                          int(cfg.hStream), cfg.numAttrs, [a.id for a in cfg.attrs][:cfg.numAttrs],
+                          sent.rows, sent.d, sent.alpha))
+            return (ok,)
+
+    drv = Driver()
+    monkeypatch.setattr(jit, "_driver", lambda: drv)
+    monkeypatch.setattr(jit, "_contexts", {})
+    jit.launcher.cache_clear()
+    try:
+        compiled = cglu.compile_variant(_variant(), "cubin", tmp_path)
+        loaded = jit.load(compiled, 1)           # nothing current on this thread: push, then pop
+        assert calls[:3] == [("push", 0x1001), ("load", b"\x7fELF"), ("pop",)]
+        assert loaded.functions == compiled.lowered
+        calls.clear()
+        drv.current = 0x1001                     # torch's context already current: no push
+        params = cglu._Params(16, 32, 5, 768, 1536, 768, 1.702, 0.0, 0.0)
+        fn = loaded.functions[_variant().names[0]]
+        jit.launcher().launch(fn, (3, 1, 1), (128, 2, 1), 99, params, 1, pdl=True)
+        jit.launcher().launch(fn, (3, 1, 1), (128, 2, 1), 99, params, 1, pdl=False)
+        pdl_id = real.CUlaunchAttributeID.CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION
+        assert calls == [("launch", fn, (3, 1, 128, 2), 99, 1, [pdl_id], 5, 768, pytest.approx(1.702)),
+                         ("launch", fn, (3, 1, 128, 2), 99, 0, [], 5, 768, pytest.approx(1.702))]
+    finally:
+        jit.launcher.cache_clear()

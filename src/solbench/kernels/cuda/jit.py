@@ -297,9 +297,10 @@ _lock = threading.Lock()
 _contexts: dict[int, object] = {}
 
 
-def _primary_context(device: int):
-    """The device's primary context, the one torch's runtime uses, made current on this thread
-    when another (or none) is."""
+def _enter(device: int) -> bool:
+    """Make ``device``'s primary context (the one torch's runtime uses) current on this thread.
+    Returns True when it had to be pushed: the caller pops it again, so that the thread's current
+    device, as torch sees it, is left as it was."""
     drv = _driver()
     ctx = _contexts.get(device)
     if ctx is None:
@@ -312,10 +313,16 @@ def _primary_context(device: int):
                 _check_cu(err, "cuDevicePrimaryCtxRetain")
                 _contexts[device] = ctx
     err, cur = drv.cuCtxGetCurrent()
-    if err != drv.CUresult.CUDA_SUCCESS or int(cur) != int(ctx):
-        (err,) = drv.cuCtxSetCurrent(ctx)
-        _check_cu(err, "cuCtxSetCurrent")
-    return ctx
+    if err == drv.CUresult.CUDA_SUCCESS and int(cur) == int(ctx):
+        return False
+    (err,) = drv.cuCtxPushCurrent(ctx)
+    _check_cu(err, "cuCtxPushCurrent")
+    return True
+
+
+def _leave(pushed: bool) -> None:
+    if pushed:
+        _driver().cuCtxPopCurrent()
 
 
 @dataclass
@@ -330,19 +337,22 @@ class Loaded:
 def load(compiled: Compiled, device: int) -> Loaded:
     """Load ``compiled`` into ``device``'s primary context."""
     drv = _driver()
-    _primary_context(device)
-    t0 = time.perf_counter()
-    code = compiled.code if compiled.output == "cubin" else compiled.code.rstrip(b"\0") + b"\0"
-    err, module = drv.cuModuleLoadData(code)  # bytes: read through the buffer protocol
-    if err != drv.CUresult.CUDA_SUCCESS:
-        raise RuntimeError(f"cuModuleLoadData failed ({err.name}) for sm_{compiled.arch} code from NVRTC "
-                           f"{'.'.join(map(str, nvrtc_version()))}: the driver may be older than NVRTC")
-    functions = {}
-    for name, sym in compiled.lowered.items():
-        err, fn = drv.cuModuleGetFunction(module, sym.encode())
-        _check_cu(err, f"cuModuleGetFunction({name})")
-        functions[name] = fn
-    return Loaded(module, functions, time.perf_counter() - t0)
+    pushed = _enter(device)
+    try:
+        t0 = time.perf_counter()
+        code = compiled.code if compiled.output == "cubin" else compiled.code.rstrip(b"\0") + b"\0"
+        err, module = drv.cuModuleLoadData(code)  # bytes: read through the buffer protocol
+        if err != drv.CUresult.CUDA_SUCCESS:
+            raise RuntimeError(f"cuModuleLoadData failed ({err.name}) for sm_{compiled.arch} code from NVRTC "
+                               f"{'.'.join(map(str, nvrtc_version()))}: the driver may be older than NVRTC")
+        functions = {}
+        for name, sym in compiled.lowered.items():
+            err, fn = drv.cuModuleGetFunction(module, sym.encode())
+            _check_cu(err, f"cuModuleGetFunction({name})")
+            functions[name] = fn
+        return Loaded(module, functions, time.perf_counter() - t0)
+    finally:
+        _leave(pushed)
 
 
 class Launcher:
@@ -363,7 +373,6 @@ class Launcher:
     def launch(self, fn, grid: tuple[int, int, int], block: tuple[int, int, int], stream: int, params,
                device: int, pdl: bool) -> None:
         drv = self._drv
-        _primary_context(device)
         cfg = drv.CUlaunchConfig()
         cfg.gridDimX, cfg.gridDimY, cfg.gridDimZ = grid
         cfg.blockDimX, cfg.blockDimY, cfg.blockDimZ = block
@@ -375,7 +384,11 @@ class Launcher:
         else:
             cfg.numAttrs = 0
         argv = (ctypes.c_void_p * 1)(ctypes.addressof(params))  # kernelParams: void*[] of one struct
-        (err,) = drv.cuLaunchKernelEx(cfg, fn, ctypes.addressof(argv), 0)
+        pushed = _enter(device)
+        try:
+            (err,) = drv.cuLaunchKernelEx(cfg, fn, ctypes.addressof(argv), 0)
+        finally:
+            _leave(pushed)
         if err != drv.CUresult.CUDA_SUCCESS:
             raise RuntimeError(f"cuLaunchKernelEx failed: {err.name} (grid {grid}, block {block}, pdl {pdl})")
 
