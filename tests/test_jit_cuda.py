@@ -74,6 +74,18 @@ def test_a_compile_error_carries_nvrtc_log(tmp_path, monkeypatch):
         jit.compile_source("glu.cu", _variant().names, 1, (), "ptx", tmp_path)
 
 
+@needs_nvrtc
+def test_compile_timing_command(capsys):
+    import json
+
+    from solbench.kernels.cuda.__main__ import main
+
+    main(["--arch", "90", "--dtype", "fp16"])
+    recs = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["variant"] for r in recs] == ["silu", "gelu", "gelu_tanh", "swiglu"]
+    assert all(r["compile_miss_s"] > 0 and r["disk_hit_s"] < r["compile_miss_s"] and r["kernels"] == 4 for r in recs)
+
+
 def test_cache_key_changes_with_each_input():
     base = dict(src_hash="a" * 64, arch=90, names=["n<bf16>"], options=["--use_fast_math"], output="cubin",
                 compiler=(13, 0))
