@@ -27,6 +27,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)"
 	$(PY) -c "import triton" 2>/dev/null || $(PY) -m pip install -q "triton>=3.0" || echo "triton not installable here: our Triton kernels will be reported as skipped"
 	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q -e ".[cuda]" || echo "cuda-bindings / NVRTC not installable here: the JIT CUDA compile tests will be skipped"
 	touch $@
 
 setup: $(VENV)/.installed

@@ -1,4 +1,4 @@
-"""Implementations of the GLU family: ours_triton, torch_eager, torch_compile, liger."""
+"""Implementations of the GLU family: ours_triton, ours_cuda, torch_eager, torch_compile, liger."""
 from __future__ import annotations
 
 import functools
@@ -51,6 +51,18 @@ def _liger_available() -> Support:
     return Support.yes()
 
 
+def _cuda_jit_available() -> Support:
+    """ours_cuda needs an NVIDIA GPU (sm_80+) and NVRTC through cuda-bindings."""
+    import torch
+
+    if not torch.cuda.is_available() or torch.version.hip:
+        return Support.no("the JIT CUDA kernels need an NVIDIA GPU")
+    from solbench.kernels.cuda import jit
+
+    why = jit.nvrtc_unavailable_reason()
+    return Support.no(why) if why else Support.yes()
+
+
 def _register(op: str) -> None:
     act = GLU_SPECS[op].activation
 
@@ -61,6 +73,23 @@ def _register(op: str) -> None:
 
     add_impl(Impl(op, "ours_triton", ours, available=triton_support, takes_out=True,
                   description="solbench Triton GLU kernel (one pass, fp32 math)"))
+
+    def ours_cuda(x, out=None):
+        from solbench.kernels.cuda import glu as cuda_glu
+
+        return cuda_glu.glu(x, act, out=out)
+
+    def prepare_cuda(shape, inputs):
+        # Compiles (or loads from the disk cache) at first use; the record keeps how long that took
+        # and the fast-math / PDL choices.
+        from solbench.kernels.cuda import glu as cuda_glu
+
+        x = inputs["x"]
+        facts = cuda_glu.prepare(x.dtype, act.kind, act.layout == "interleaved", act.limit is not None, x.device)
+        return {"compile_s": facts.get("jit_first_use_s"), **facts}
+
+    add_impl(Impl(op, "ours_cuda", ours_cuda, available=_cuda_jit_available, takes_out=True, prepare=prepare_cuda,
+                  description="solbench CUDA C++ GLU kernel, NVRTC-compiled at first use (16-byte vectors, PDL on sm_90+)"))
 
     def eager(x):
         return eager_glu(x, act)
