@@ -85,6 +85,8 @@ def _samples():
     out["mrope"] = (mq, mk, *cs, 4, 2, 2, 16, 16, True, False)
     out["linear_sigmoid_mul.out"] = (x, _r(1, 64), _r(1), res, e(4, 64))
     out["linear_sigmoid_mul"] = (x, _r(8, 64), None, _r(4, 8))
+    swiglu = (0, 1.702, 7.0, True, 1.0, True)
+    out["glu_cuda.out"], out["glu_cuda"] = (x, e(4, 32), *swiglu), (x, *swiglu)
     return {"solbench::" + k: v for k, v in out.items()}
 
 
@@ -158,6 +160,8 @@ def test_import_registers_every_op_without_decorating_triton_kernels():
 KERNEL_FAMILY_OPS = {"solbench.kernels.attention": ("unified_attention", "attention_forward", "paged_attention_decode"),
                      "solbench.kernels.mla": ("mla_decode_attention",),
                      "solbench.kernels.gemm.block_fp8": ("block_scaled_mm",),
+                     # ours_cuda, not ours_triton: its CPU path is checked in tests/test_jit_cuda.py
+                     "solbench.kernels.cuda.glu": (),
                      "solbench.kernels.kv_cache": ("reshape_and_cache",),
                      "solbench.kernels.topk": ("topk_filter",),
                      "solbench.kernels.rope": ("fused_qkv_rope", "mrope"),

@@ -77,6 +77,7 @@ KERNEL_MODULES = (
     "solbench.kernels.topk",
     "solbench.kernels.rope",
     "solbench.kernels.gate",
+    "solbench.kernels.cuda.glu",
 )
 
 
