@@ -83,8 +83,8 @@ def _samples():
     out["chunk_delta_rule_output.out"] = (*qkvhg, e(1, 20, 2, 8), 0.25, 16, 16, 4, 2)
     out["chunk_delta_rule_output"] = (*qkvhg, 0.25, 16, 16, 4, 2)
     cx, cw, cb = _r(6, 8).t(), _r(8, 4), _r(8)
-    out["causal_conv1d_"] = (cx, cw, cb, _r(3, 8, 3), i32(0, 2, 5, 6), i32(2, 0, -1), flags, torch.zeros(8, 6, dtype=BF16),
-                             3, True, 4, 8, 1)
+    out["causal_conv1d_"] = (cx, cw, cb, _r(3, 8, 3), i32(0, 2, 5, 6), i32(2, 0, -1), flags,
+                             torch.zeros(8, 6, dtype=BF16), 3, True, 4, 8, 1)
     out["causal_conv1d_single.out"] = (cx, cw, cb, _r(8, 3), e(8, 6), True, 4, 8, 1)
     out["causal_conv1d_single"] = (_r(8, 5), cw, None, None, False, 4, 8, 1)
     fp8 = (e(4, 128, dtype=fp8_dtype()), e(64, 128, dtype=fp8_dtype()), torch.rand(4, 1) + 0.5, torch.rand(1, 1) + 0.5)

@@ -6,7 +6,7 @@ import triton
 import triton.language as tl
 
 from solbench.kernels.common import next_pow2
-from solbench.kernels.conv import ConvOptions, conv_options
+from solbench.kernels.conv import conv_options
 from solbench.kernels.linear_attention._common_triton import rtne_bf16
 from solbench.kernels.linear_attention._util import rounds_by_hand, sm_count
 
