@@ -21,6 +21,10 @@ by one token (L1 hits), so DRAM sees x once. Only the first token block of a seq
 pool line: it adds the old state's share to its first ``W - 1`` outputs (channel vectors, so the
 other blocks carry no state code in their tiles) and then writes the new state, from x's last
 columns, after all its reads.
+
+Ops: ``solbench::causal_conv1d_`` (the pool updated in place, ``out`` written) and
+``solbench::causal_conv1d_single(.out)``; the kernel is in :mod:`._conv_triton`, and off CUDA the
+ops compute with their torch formulation (fp32 taps, one rounding).
 """
 from __future__ import annotations
 

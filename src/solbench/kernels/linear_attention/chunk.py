@@ -13,6 +13,9 @@ log-decay:
 * :func:`chunk_delta_rule_output` -- the parallel part, one program per (chunk, value block)::
 
       out[t] = scale (exp(g[t]) q[t] h[c] + sum_{s <= t in c} (q[t].k[s]) exp(g[t] - g[s]) v[s])
+
+Ops: ``solbench::chunk_gated_delta_rule_state(.out)`` and ``solbench::chunk_delta_rule_output(.out)``;
+the kernels are in :mod:`._chunk_triton`, and off CUDA the ops compute with :mod:`._torch`.
 """
 from __future__ import annotations
 

@@ -15,6 +15,9 @@ carried in registers over the tokens and written once, so at T = 1 the kernel mo
 row exactly twice, at bandwidth. Calls of many tokens take the chunked form instead
 (:mod:`solbench.kernels.linear_attention._chunked_update_triton`), tf32 tensor cores with the same
 state traffic.
+
+Op: ``solbench::gated_delta_rule_update_`` (the pool updated in place, ``out`` written); the kernels
+are in :mod:`._recurrent_triton`, and off CUDA the op computes with :mod:`._torch`.
 """
 from __future__ import annotations
 
