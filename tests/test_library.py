@@ -68,6 +68,25 @@ def _samples():
     out["paged_attention_decode.out"], out["paged_attention_decode"] = (*decode, e(2, 4, 16), 0.25), (*decode, 0.25)
     mla = (_r(2, 4, 48), _r(10, 1, 1, 48), i32(0, 3, 7), i32(9, 2, 5, 0, 7, 1, 4))
     out["mla_decode.out"], out["mla_decode"] = (*mla, e(2, 4, 32), 32, 0.2), (*mla, 32, 0.2)
+    # Gated DeltaNet (pool slot -1: padding) and the causal conv (channel-last x; a padding sequence
+    # leaves its outputs unwritten, so out starts zeroed for opcheck's comparisons).
+    f32, flags = torch.float32, torch.tensor([True, False, True])
+    gdr = (_r(2, 2, 1, 8), _r(2, 2, 1, 8), _r(2, 2, 2, 8), _r(2, 2, 2), _r(2, 2, 2), _r(2, dtype=f32), _r(2),
+           _r(3, 2, 8, 8, dtype=f32), i32(2, -1))
+    out["gated_delta_rule_update_"] = (*gdr, e(2, 2, 2, 8), 0.35, 1.0, 20.0, True, 8, 1, False)
+    kwug = (_r(1, 20, 1, 16), _r(1, 20, 2, 16), _r(1, 20, 2, 8), -_r(1, 20, 2, dtype=f32).abs(),
+            _r(2, 2, 16, 8, dtype=f32), i32(1))
+    out["chunk_gated_delta_rule_state.out"] = (*kwug, e(1, 2, 2, 16, 8), e(1, 20, 2, 8), e(1, 2, 16, 8, dtype=f32),
+                                               16, 16, 4, 2)
+    out["chunk_gated_delta_rule_state"] = (*kwug, 16, 16, 4, 2)
+    qkvhg = (_r(1, 20, 1, 16), _r(1, 20, 1, 16), _r(1, 20, 2, 8), _r(1, 2, 2, 16, 8), -_r(1, 20, 2, dtype=f32).abs())
+    out["chunk_delta_rule_output.out"] = (*qkvhg, e(1, 20, 2, 8), 0.25, 16, 16, 4, 2)
+    out["chunk_delta_rule_output"] = (*qkvhg, 0.25, 16, 16, 4, 2)
+    cx, cw, cb = _r(6, 8).t(), _r(8, 4), _r(8)
+    out["causal_conv1d_"] = (cx, cw, cb, _r(3, 8, 3), i32(0, 2, 5, 6), i32(2, 0, -1), flags,
+                             torch.zeros(8, 6, dtype=BF16), 3, True, 4, 8, 1)
+    out["causal_conv1d_single.out"] = (cx, cw, cb, _r(8, 3), e(8, 6), True, 4, 8, 1)
+    out["causal_conv1d_single"] = (_r(8, 5), cw, None, None, False, 4, 8, 1)
     fp8 = (e(4, 128, dtype=fp8_dtype()), e(64, 128, dtype=fp8_dtype()), torch.rand(4, 1) + 0.5, torch.rand(1, 1) + 0.5)
     out["block_scaled_mm.out"], out["block_scaled_mm"] = (*fp8, e(4, 64, dtype=torch.float32), 128, 128, []), \
         (*fp8, 128, 128, [])
@@ -158,6 +177,10 @@ def test_import_registers_every_op_without_decorating_triton_kernels():
 # Operators of the kernels/ families (their torch formulation computes the same math in another
 # order than the reference: compared within the operator's tolerance, not bit for bit).
 KERNEL_FAMILY_OPS = {"solbench.kernels.attention": ("unified_attention", "attention_forward", "paged_attention_decode"),
+                     "solbench.kernels.linear_attention.recurrent": ("gated_delta_rule_update",),
+                     "solbench.kernels.linear_attention.chunk": ("chunk_gated_delta_rule_state",
+                                                                 "chunk_delta_rule_output"),
+                     "solbench.kernels.conv": ("causal_conv1d", "causal_conv1d_atrex"),
                      "solbench.kernels.mla": ("mla_decode_attention",),
                      "solbench.kernels.gemm.block_fp8": ("block_scaled_mm",),
                      # ours_cuda, not ours_triton: its CPU path is checked in tests/test_jit_cuda.py

@@ -35,6 +35,12 @@ _LAZY = {
     "gated_rms_norm": "solbench.ops.gated_rms_norm.api",
     "l2_norm": "solbench.ops.l2_norm.api",
     "layer_norm": "solbench.ops.layer_norm.api",
+    # Gated DeltaNet and the causal conv (solbench/kernels/linear_attention/, kernels/conv.py)
+    "gated_delta_rule_update": "solbench.kernels.linear_attention",
+    "chunk_gated_delta_rule_state": "solbench.kernels.linear_attention",
+    "chunk_delta_rule_output": "solbench.kernels.linear_attention",
+    "causal_conv1d": "solbench.kernels.conv",
+    "causal_conv1d_single": "solbench.kernels.conv",
     # attention (solbench/kernels/attention.py, kernels/mla.py)
     "unified_attention": "solbench.kernels.attention",
     "varlen_attention": "solbench.kernels.attention",
@@ -70,6 +76,9 @@ KERNEL_MODULES = (
     "solbench.ops.fp8_dynamic_per_token_quant.api",
     "solbench.ops.fused_rmsnorm_quant.api",
     "solbench.ops.per_token_group_quant_fp8.api",
+    "solbench.kernels.linear_attention.recurrent",
+    "solbench.kernels.linear_attention.chunk",
+    "solbench.kernels.conv",
     "solbench.kernels.attention",
     "solbench.kernels.mla",
     "solbench.kernels.gemm.block_fp8",

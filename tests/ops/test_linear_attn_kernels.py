@@ -349,3 +349,64 @@ def test_conv_fake_tensors_go_through_the_custom_ops():
         out, pool = _conv_call(fake)
         assert out.shape == inp["x"].shape and pool.shape == inp["initial_state"].shape
         assert causal_conv1d_single(fake["x"], fake["weight"], None).shape == inp["x"].shape
+
+
+# ---- the torch formulations (CPU tensors without the interpreter) ---------------------------------
+@pytest.fixture
+def eager_cpu(monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+
+
+def test_eager_gdr_update_padding_slot_and_zero_tokens(eager_cpu):
+    shape = _gdr_shape(3)
+    inp = GDR.make_inputs(shape, torch.device("cpu"), 4)
+    inp["initial_state_indices"][0] = -1
+    ref_out, ref_pool = GDR.reference(**_clone(inp))
+    out, pool = _gdr_call(inp)
+    _ok(GDR, shape, "out", out, ref_out)
+    _ok(GDR, shape, "final_state", pool, ref_pool)
+    empty = {**inp, **{n: inp[n][:, :0] for n in ("q", "k", "v", "a", "b")}}
+    before = inp["initial_state"].clone()
+    assert _gdr_call(empty)[0].shape[1] == 0 and torch.equal(inp["initial_state"], before)
+
+
+def test_eager_conv_skips_padding_and_shifts_short_sequences(eager_cpu):
+    shape, inp = _conv_inputs([1, 6, 2], has=[True, False, True])
+    inp = {k: (v.cpu() if torch.is_tensor(v) else v) for k, v in inp.items()}
+    ref_out, ref_pool = CONV.reference(**_clone(inp))
+    out, pool = _conv_call(inp)
+    _ok(CONV, shape, "out", out, ref_out)
+    assert torch.equal(pool, ref_pool)
+    inp["cache_indices"][2] = -1
+    out = torch.full_like(inp["x"], float("nan"))
+    _conv_call(inp, out=out)
+    assert torch.isnan(out[:, 7:].float()).all() and not torch.isnan(out[:, :7].float()).any()
+
+
+def test_eager_chunk_stages_zero_tokens_and_partial_chunks(eager_cpu):
+    from solbench.kernels.linear_attention import chunk_delta_rule_output, chunk_gated_delta_rule_state
+
+    shape = _state_shape(40, 16)
+    inp = STATE.make_inputs(shape, torch.device("cpu"), 1)
+    for T in (40, 0):
+        cut = {**inp, **{n: inp[n][:, :T] for n in ("k", "w", "u", "g")}}
+        ref = STATE.reference(**_clone(cut))
+        got = chunk_gated_delta_rule_state(cut["k"], cut["w"], cut["u"], cut["g"], cut["initial_state"],
+                                           cut["initial_state_indices"], chunk_size=16)
+        for name, a, b in zip(STATE.output_names, got, ref):
+            _ok(STATE, shape, name, a, b)
+    inp = OUTPUT.make_inputs(OUTPUT.smoke_shapes()[1], torch.device("cpu"), 0)
+    _ok(OUTPUT, OUTPUT.smoke_shapes()[1], "out", chunk_delta_rule_output(**inp), OUTPUT.reference(**inp))
+    empty = {**inp, **{n: inp[n][:, :0] for n in ("q", "k", "v", "g")}, "h": inp["h"][:, :0]}
+    assert chunk_delta_rule_output(**empty).shape == empty["v"].shape
+
+
+def test_the_ops_are_registered_in_aten_forms():
+    import solbench  # noqa: F401
+
+    for name, overloads in (("causal_conv1d_", ("default",)), ("causal_conv1d_single", ("default", "out")),
+                            ("gated_delta_rule_update_", ("default",)),
+                            ("chunk_gated_delta_rule_state", ("default", "out")),
+                            ("chunk_delta_rule_output", ("default", "out"))):
+        packet = getattr(torch.ops.solbench, name)
+        assert set(overloads) <= set(packet.overloads()), (name, packet.overloads())

@@ -13,18 +13,19 @@ log-decay:
 * :func:`chunk_delta_rule_output` -- the parallel part, one program per (chunk, value block)::
 
       out[t] = scale (exp(g[t]) q[t] h[c] + sum_{s <= t in c} (q[t].k[s]) exp(g[t] - g[s]) v[s])
+
+Ops: ``solbench::chunk_gated_delta_rule_state(.out)`` and ``solbench::chunk_delta_rule_output(.out)``;
+the kernels are in :mod:`._chunk_triton`, and off CUDA the ops compute with :mod:`._torch`.
 """
 from __future__ import annotations
 
 import dataclasses
 
 import torch
-import triton
-import triton.language as tl
 
-from solbench.kernels.common import check_disjoint, check_out, kernel_op, next_pow2
-from solbench.kernels.linear_attention._util import (check_shape, check_tensor, dot_lp, index_dtypes,
-                                                     rounds_by_hand, rtne_bf16, same_device, sm_count)
+from solbench.kernels.common import check_disjoint, check_out, functional_op, kernel_op, next_pow2
+from solbench.kernels.linear_attention import _torch
+from solbench.kernels.linear_attention._util import cdiv, check_shape, check_tensor, index_dtypes, same_device, sm_count
 
 STATE = "chunk_gated_delta_rule_state"
 OUTPUT = "chunk_delta_rule_output"
@@ -64,7 +65,7 @@ def state_options(B: int, H: int, V: int, sms: int | None, given: ChunkOptions |
     64 where that still gives a program per SM, else 32 or 16 (more, shorter chains in flight)."""
     given = given or ChunkOptions()
     bv = min(64, max(16, next_pow2(V)))
-    while bv > 16 and sms and B * H * triton.cdiv(V, bv) < sms:
+    while bv > 16 and sms and B * H * cdiv(V, bv) < sms:
         bv //= 2
     bv = given.block_v or bv
     if bv & (bv - 1) or bv < 16:
@@ -72,78 +73,48 @@ def state_options(B: int, H: int, V: int, sms: int | None, given: ChunkOptions |
     return ChunkOptions(block_v=bv, num_warps=given.num_warps or 4, num_stages=given.num_stages or 2)
 
 
-@triton.jit
-def _chunk_state_kernel(k, w, u, g, pool, idx, h, v_new, final, T, NT, sp_n, sp_h,
-                        sk_b, sk_t, sk_h, sw_b, sw_t, sw_h, su_b, su_t, su_h, sg_b, sg_t, sg_h,
-                        H: tl.constexpr, GROUP: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
-                        BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, RTNE: tl.constexpr):
-    i_v = tl.program_id(0)
-    i_bh = tl.program_id(1)
-    i_b = (i_bh // H).to(tl.int64)
-    i_h = i_bh % H
-    o_k = tl.arange(0, BK)
-    o_v = i_v * BV + tl.arange(0, BV)
-    m_k = o_k < K
-    m_v = o_v < V
-    m_kv = m_k[:, None] & m_v[None, :]
-    slot = tl.load(idx + i_b).to(tl.int64)
-    S = tl.load(pool + slot * sp_n + i_h * sp_h + o_k[:, None] * V + o_v[None, :], mask=m_kv, other=0.0)
-    S = S.to(tl.float32)
-    # Row bases in int64 (i_b is): B * T * H * K passes 2^31 elements on long prompts.
-    k += i_b * sk_b + (i_h // GROUP) * sk_h
-    w += i_b * sw_b + i_h * sw_h
-    u += i_b * su_b + i_h * su_h
-    v_new += (i_b * T * H + i_h) * V
-    g += i_b * sg_b + i_h * sg_h
-    h += ((i_b * NT) * H + i_h) * K * V
-    o_t = tl.arange(0, BT)
-    for c in range(NT):
-        t = c * BT + o_t
-        m_t = t < T
-        tt = t[:, None].to(tl.int64)
-        m_tv = m_t[:, None] & m_v[None, :]
-        # h[c] is the state rounded once to the activations' dtype, the operand of w @ S as well.
-        s_lp = rtne_bf16(S, RTNE).to(h.dtype.element_ty)
-        tl.store(h + o_k[:, None] * V + o_v[None, :], s_lp, mask=m_kv)
-        bw = tl.load(w + tt * sw_t + o_k[None, :], mask=m_t[:, None] & m_k[None, :], other=0.0)
-        bu = tl.load(u + tt * su_t + o_v[None, :], mask=m_tv, other=0.0)
-        vn = bu.to(tl.float32) - dot_lp(bw, s_lp, RTNE)
-        tl.store(v_new + tt * (H * V) + o_v[None, :], rtne_bf16(vn, RTNE).to(v_new.dtype.element_ty), mask=m_tv)
-        last = tl.minimum(c * BT + BT, T) - 1
-        g_last = tl.load(g + last * sg_t).to(tl.float32)
-        bg = tl.load(g + t * sg_t, mask=m_t, other=0.0).to(tl.float32)
-        vn = vn * tl.where(m_t, tl.exp(g_last - bg), 0.0)[:, None]
-        bkt = tl.load(k + o_k[:, None] + t[None, :].to(tl.int64) * sk_t, mask=m_k[:, None] & m_t[None, :], other=0.0)
-        S = S * tl.exp(g_last) + dot_lp(bkt, rtne_bf16(vn, RTNE).to(bkt.dtype), RTNE)
-        h += H * K * V
-    tl.store(final + (i_b * H + i_h) * K * V + o_k[:, None] * V + o_v[None, :], S, mask=m_kv)
+def _check_state_aliasing(k, w, u, g, initial_state, initial_state_indices, h, v_new, final_state) -> None:
+    check_disjoint(STATE, (("h", h), ("v_new", v_new), ("final_state", final_state)),
+                   (("k", k), ("w", w), ("u", u), ("g", g), ("initial_state", initial_state),
+                    ("initial_state_indices", initial_state_indices)))
 
 
-@kernel_op("solbench::chunk_gated_delta_rule_state_", mutates_args=("h", "v_new", "final_state"))
+def _state_eager(k, w, u, g, initial_state, initial_state_indices, h, v_new, final_state, chunk_size, block_v,
+                 num_warps, num_stages) -> None:
+    _check_state_aliasing(k, w, u, g, initial_state, initial_state_indices, h, v_new, final_state)
+    _torch.chunk_gated_delta_rule_state(k, w, u, g, initial_state, initial_state_indices, h, v_new, final_state,
+                                        chunk_size)
+
+
+@kernel_op("solbench::chunk_gated_delta_rule_state.out", mutates_args=("h", "v_new", "final_state"),
+           eager=_state_eager)
 def _chunk_state_op(k: torch.Tensor, w: torch.Tensor, u: torch.Tensor, g: torch.Tensor, initial_state: torch.Tensor,
                     initial_state_indices: torch.Tensor, h: torch.Tensor, v_new: torch.Tensor,
                     final_state: torch.Tensor, chunk_size: int, block_v: int, num_warps: int,
                     num_stages: int) -> None:
-    check_disjoint(STATE, (("h", h), ("v_new", v_new), ("final_state", final_state)),
-                   (("k", k), ("w", w), ("u", u), ("g", g), ("initial_state", initial_state),
-                    ("initial_state_indices", initial_state_indices)))
-    B, T, H, V = u.shape
-    Hg, K = k.shape[2], k.shape[3]
-    if B == 0 or H == 0:
+    _check_state_aliasing(k, w, u, g, initial_state, initial_state_indices, h, v_new, final_state)
+    if u.shape[0] == 0 or u.shape[2] == 0:
         return
-    NT = h.shape[1]
-    grid = (triton.cdiv(V, block_v), B * H)
-    _chunk_state_kernel[grid](k, w, u, g, initial_state, initial_state_indices, h, v_new, final_state, T, NT,
-                              initial_state.stride(0), initial_state.stride(1), *k.stride()[:3], *w.stride()[:3],
-                              *u.stride()[:3], *g.stride(), H=H, GROUP=H // Hg, K=K, V=V,
-                              BT=chunk_size, BK=max(16, next_pow2(K)), BV=block_v, RTNE=rounds_by_hand(v_new),
-                              num_warps=num_warps, num_stages=num_stages)
+    from solbench.kernels.linear_attention._chunk_triton import launch_state
+
+    launch_state(k, w, u, g, initial_state, initial_state_indices, h, v_new, final_state, chunk_size, block_v,
+                 num_warps, num_stages)
 
 
 @_chunk_state_op.register_fake
 def _chunk_state_fake(k, w, u, g, initial_state, initial_state_indices, h, v_new, final_state, chunk_size, block_v,
                       num_warps, num_stages) -> None:
     return None
+
+
+def _state_outputs(k, w, u, g, initial_state, initial_state_indices, chunk_size, *options):
+    B, T, _, K = k.shape
+    H, V = u.shape[2], u.shape[3]
+    return (k.new_empty((B, cdiv(T, chunk_size), H, K, V)), k.new_empty((B, T, H, V)),
+            torch.empty((B, H, K, V), dtype=torch.float32, device=k.device))
+
+
+functional_op("solbench::chunk_gated_delta_rule_state", _chunk_state_op, _state_outputs)
 
 
 def chunk_gated_delta_rule_state(k: torch.Tensor, w: torch.Tensor, u: torch.Tensor, g: torch.Tensor,
@@ -179,7 +150,7 @@ def chunk_gated_delta_rule_state(k: torch.Tensor, w: torch.Tensor, u: torch.Tens
     if K > 256 or V > 256:
         raise ValueError(f"{STATE}: key_dim and value_dim up to 256 are supported, got K={K}, V={V}")
     same_device(STATE, k, w=w, u=u, g=g, initial_state=initial_state, initial_state_indices=initial_state_indices)
-    NT = triton.cdiv(T, chunk_size)
+    NT = cdiv(T, chunk_size)
     shapes = ((B, NT, H, K, V), (B, T, H, V), (B, H, K, V))
     dtypes = (k.dtype, k.dtype, torch.float32)
     if out is None:
@@ -208,64 +179,28 @@ def output_options(V: int, given: ChunkOptions | None = None) -> ChunkOptions:
     return ChunkOptions(block_v=bv, num_warps=given.num_warps or 4, num_stages=given.num_stages or 2)
 
 
-@triton.jit
-def _chunk_output_kernel(q, k, v, h, g, out, T, NT, scale, sq_b, sq_t, sq_h, sk_b, sk_t, sk_h,
-                         sv_b, sv_t, sv_h, sg_b, sg_t, sg_h,
-                         H: tl.constexpr, GROUP: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
-                         BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, RTNE: tl.constexpr):
-    i_v = tl.program_id(0)
-    i_c = tl.program_id(1)
-    i_bh = tl.program_id(2)
-    i_b = (i_bh // H).to(tl.int64)
-    i_h = i_bh % H
-    o_k = tl.arange(0, BK)
-    o_v = i_v * BV + tl.arange(0, BV)
-    o_t = tl.arange(0, BT)
-    t = i_c * BT + o_t
-    m_k = o_k < K
-    m_v = o_v < V
-    m_t = t < T
-    tok0 = i_b * T
-    tt = t.to(tl.int64)
-    i_hk = i_h // GROUP
-    m_tk = m_t[:, None] & m_k[None, :]
-    bq = tl.load(q + i_b * sq_b + i_hk * sq_h + tt[:, None] * sq_t + o_k[None, :], mask=m_tk, other=0.0)
-    bk = tl.load(k + i_b * sk_b + i_hk * sk_h + tt[:, None] * sk_t + o_k[None, :], mask=m_tk, other=0.0)
-    bh = tl.load(h + ((i_b * NT + i_c) * H + i_h) * K * V + o_k[:, None] * V + o_v[None, :],
-                 mask=m_k[:, None] & m_v[None, :], other=0.0)
-    bg = tl.load(g + i_b * sg_b + i_h * sg_h + tt * sg_t, mask=m_t, other=0.0).to(tl.float32)
-    o = dot_lp(bq, bh, RTNE) * tl.exp(bg)[:, None]
-    a = dot_lp(bq, tl.trans(bk), RTNE)
-    # exp only where visible: above the diagonal g[t] - g[s] > 0 could overflow.
-    vis = (o_t[:, None] >= o_t[None, :]) & m_t[None, :]
-    a = a * tl.exp(tl.where(vis, bg[:, None] - bg[None, :], float("-inf")))
-    bv = tl.load(v + i_b * sv_b + i_h * sv_h + tt[:, None] * sv_t + o_v[None, :],
-                 mask=m_t[:, None] & m_v[None, :], other=0.0)
-    o += dot_lp(rtne_bf16(a, RTNE).to(bv.dtype), bv, RTNE)
-    o = o * scale
-    tl.store(out + ((tok0 + t) * H + i_h)[:, None] * V + o_v[None, :], rtne_bf16(o, RTNE).to(out.dtype.element_ty),
-             mask=m_t[:, None] & m_v[None, :])
+def _output_eager(q, k, v, h, g, out, scale, bt, block_v, num_warps, num_stages) -> None:
+    check_disjoint(OUTPUT, (("out", out),), (("q", q), ("k", k), ("v", v), ("h", h), ("g", g)))
+    _torch.chunk_delta_rule_output(q, k, v, h, g, out, scale, bt)
 
 
-@kernel_op("solbench::chunk_delta_rule_output_", mutates_args=("out",))
+@kernel_op("solbench::chunk_delta_rule_output.out", mutates_args=("out",), eager=_output_eager)
 def _chunk_output_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, h: torch.Tensor, g: torch.Tensor,
                      out: torch.Tensor, scale: float, bt: int, block_v: int, num_warps: int, num_stages: int) -> None:
     check_disjoint(OUTPUT, (("out", out),), (("q", q), ("k", k), ("v", v), ("h", h), ("g", g)))
-    B, T, H, V = v.shape
-    Hg, K = q.shape[2], q.shape[3]
-    NT = h.shape[1]
-    if B == 0 or T == 0 or H == 0:
+    if v.shape[0] == 0 or v.shape[1] == 0 or v.shape[2] == 0:
         return
-    grid = (triton.cdiv(V, block_v), NT, B * H)
-    _chunk_output_kernel[grid](q, k, v, h, g, out, T, NT, float(scale), *q.stride()[:3], *k.stride()[:3],
-                               *v.stride()[:3], *g.stride(), H=H, GROUP=H // Hg, K=K, V=V, BT=bt,
-                               BK=max(16, next_pow2(K)), BV=block_v, RTNE=rounds_by_hand(out), num_warps=num_warps,
-                               num_stages=num_stages)
+    from solbench.kernels.linear_attention._chunk_triton import launch_output
+
+    launch_output(q, k, v, h, g, out, scale, bt, block_v, num_warps, num_stages)
 
 
 @_chunk_output_op.register_fake
 def _chunk_output_fake(q, k, v, h, g, out, scale, bt, block_v, num_warps, num_stages) -> None:
     return None
+
+
+functional_op("solbench::chunk_delta_rule_output", _chunk_output_op, lambda q, k, v, *rest: (v.new_empty(v.shape),))
 
 
 def chunk_delta_rule_output(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, h: torch.Tensor, g: torch.Tensor,
@@ -287,7 +222,7 @@ def chunk_delta_rule_output(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, h
     if chunk_size not in (16, 32, 64, 128):
         raise ValueError(f"{OUTPUT}: chunk_size must be 16, 32, 64 or 128, got {chunk_size}")
     bt = output_chunk_len(T, chunk_size)
-    check_shape(h, (B, triton.cdiv(T, bt), H, K, V), OUTPUT, "h")
+    check_shape(h, (B, cdiv(T, bt), H, K, V), OUTPUT, "h")
     check_shape(g, (B, T, H), OUTPUT, "g")
     if not h.is_contiguous():
         raise ValueError(f"{OUTPUT}: h must be contiguous ([B, NT, H, K, V] as the state stage writes it)")

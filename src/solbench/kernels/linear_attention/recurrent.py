@@ -13,22 +13,22 @@ and the final ``S`` is written back into the pool row (nothing is written for a 
 One program owns a ``[K, BV]`` slice of one state for the whole call: the slice is read once,
 carried in registers over the tokens and written once, so at T = 1 the kernel moves each state
 row exactly twice, at bandwidth. Calls of many tokens take the chunked form instead
-(:mod:`solbench.kernels.linear_attention.chunked_update`), tf32 tensor cores with the same
+(:mod:`solbench.kernels.linear_attention._chunked_update_triton`), tf32 tensor cores with the same
 state traffic.
+
+Op: ``solbench::gated_delta_rule_update_`` (the pool updated in place, ``out`` written); the kernels
+are in :mod:`._recurrent_triton`, and off CUDA the op computes with :mod:`._torch`.
 """
 from __future__ import annotations
 
 import dataclasses
 
 import torch
-import triton
-import triton.language as tl
 
 from solbench.kernels.common import check_disjoint, check_out, kernel_op, next_pow2
-from solbench.kernels.linear_attention.chunked_update import launch_chunked_update
-from solbench.kernels.linear_attention._util import (check_shape, check_tensor, float_dtypes, index_dtypes,
-                                                     gdn_gates, rounds_by_hand, rtne_bf16, same_device,
-                                                     sm_count)
+from solbench.kernels.linear_attention import _torch
+from solbench.kernels.linear_attention._util import (cdiv, check_shape, check_tensor, float_dtypes, index_dtypes,
+                                                     same_device, sm_count)
 
 WHAT = "gated_delta_rule_update"
 L2NORM_EPS = 1e-6
@@ -58,12 +58,12 @@ def recurrent_options(B: int, T: int, HV: int, K: int, V: int, sms: int | None,
     bk, vp = next_pow2(K), next_pow2(V)
     if chunked:
         bv = min(max(vp, 16), 32)
-        if sms and B * HV * triton.cdiv(V, bv) < sms:
+        if sms and B * HV * cdiv(V, bv) < sms:
             bv = 16
         warps = 4
     elif T <= 1:
         bv = min(vp, 64)
-        while bv > 8 and sms and B * HV * triton.cdiv(V, bv) < 2 * sms:
+        while bv > 8 and sms and B * HV * cdiv(V, bv) < 2 * sms:
             bv //= 2
         warps = max(1, min(8, bk * bv // 512))
     else:
@@ -74,88 +74,31 @@ def recurrent_options(B: int, T: int, HV: int, K: int, V: int, sms: int | None,
     return RecurrentOptions(block_v=bv, num_warps=given.num_warps or warps, chunked=chunked)
 
 
-@triton.jit
-def _gdr_recurrent_kernel(q, k, v, a, b, A_log, dt_bias, pool, idx, out, T,
-                          sq_b, sq_t, sq_h, sk_b, sk_t, sk_h, sv_b, sv_t, sv_h,
-                          sa_b, sa_t, sb_b, sb_t, so_b, so_t, so_h, sp_n, sp_h,
-                          scale, sp_beta, sp_threshold,
-                          HV: tl.constexpr, GROUP: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
-                          BK: tl.constexpr, BV: tl.constexpr, L2NORM: tl.constexpr, EPS: tl.constexpr,
-                          RTNE: tl.constexpr):
-    i_v = tl.program_id(0)
-    i_bh = tl.program_id(1)
-    i_b = (i_bh // HV).to(tl.int64)
-    i_h = i_bh % HV
-    i_hk = i_h // GROUP
-    o_k = tl.arange(0, BK)
-    o_v = i_v * BV + tl.arange(0, BV)
-    m_k = o_k < K
-    m_v = o_v < V
-    # int64: a pool of thousands of 64 KB states passes 2^31 bytes.
-    slot = tl.load(idx + i_b).to(tl.int64)
-    # The slot test as a vector (a scalar mask operand is not accepted by the interpreter).
-    m_s = (m_k & (o_k * 0 + slot >= 0))[:, None] & m_v[None, :]
-    p_s = pool + slot * sp_n + i_h * sp_h + o_k[:, None] * V + o_v[None, :]
-    S = tl.load(p_s, mask=m_s, other=0.0).to(tl.float32)
-    neg_A = -tl.exp(tl.load(A_log + i_h).to(tl.float32))
-    bias = tl.load(dt_bias + i_h).to(tl.float32)
-    q += i_b * sq_b + i_hk * sq_h
-    k += i_b * sk_b + i_hk * sk_h
-    v += i_b * sv_b + i_h * sv_h
-    a += i_b * sa_b + i_h
-    b += i_b * sb_b + i_h
-    out += i_b * so_b + i_h * so_h
-    # Pointers step by one token each iteration (64-bit pointer arithmetic, no index product).
-    for _ in range(T):
-        bq = tl.load(q + o_k, mask=m_k, other=0.0).to(tl.float32)
-        bk = tl.load(k + o_k, mask=m_k, other=0.0).to(tl.float32)
-        bv = tl.load(v + o_v, mask=m_v, other=0.0).to(tl.float32)
-        g, beta = gdn_gates(tl.load(a), tl.load(b), neg_A, bias, sp_beta, sp_threshold, None, False)
-        decay = tl.exp(g)
-        if L2NORM:
-            bq = bq * tl.rsqrt(tl.sum(bq * bq) + EPS)
-            bk = bk * tl.rsqrt(tl.sum(bk * bk) + EPS)
-        bq = bq * scale
-        S = S * decay
-        delta = (bv - tl.sum(S * bk[:, None], 0)) * beta
-        S = S + bk[:, None] * delta[None, :]
-        o = tl.sum(S * bq[:, None], 0)
-        tl.store(out + o_v, rtne_bf16(o, RTNE).to(out.dtype.element_ty), mask=m_v)
-        q += sq_t
-        k += sk_t
-        v += sv_t
-        a += sa_t
-        b += sb_t
-        out += so_t
-    tl.store(p_s, S.to(pool.dtype.element_ty), mask=m_s)
+def _check_aliasing(q, k, v, a, b, initial_state, initial_state_indices, out) -> None:
+    check_disjoint(WHAT, (("out", out), ("initial_state", initial_state)),
+                   (("q", q), ("k", k), ("v", v), ("a", a), ("b", b), ("initial_state_indices", initial_state_indices)))
 
 
-@kernel_op("solbench::gated_delta_rule_update_", mutates_args=("initial_state", "out"))
+def _eager(q, k, v, a, b, A_log, dt_bias, initial_state, initial_state_indices, out, scale, softplus_beta,
+           softplus_threshold, use_qk_l2norm, block_v, num_warps, chunked) -> None:
+    _check_aliasing(q, k, v, a, b, initial_state, initial_state_indices, out)
+    _torch.gated_delta_rule_update(q, k, v, a, b, A_log, dt_bias, initial_state, initial_state_indices, out, scale,
+                                   softplus_beta, softplus_threshold, use_qk_l2norm, L2NORM_EPS)
+
+
+@kernel_op("solbench::gated_delta_rule_update_", mutates_args=("initial_state", "out"), eager=_eager)
 def _gdr_update_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
                    A_log: torch.Tensor, dt_bias: torch.Tensor, initial_state: torch.Tensor,
                    initial_state_indices: torch.Tensor, out: torch.Tensor, scale: float, softplus_beta: float,
                    softplus_threshold: float, use_qk_l2norm: bool, block_v: int, num_warps: int,
                    chunked: bool) -> None:
-    check_disjoint(WHAT, (("out", out), ("initial_state", initial_state)),
-                   (("q", q), ("k", k), ("v", v), ("a", a), ("b", b), ("initial_state_indices", initial_state_indices)))
-    B, T, HV, V = v.shape
-    H, K = q.shape[2], q.shape[3]
-    if B == 0 or T == 0:
+    _check_aliasing(q, k, v, a, b, initial_state, initial_state_indices, out)
+    if v.shape[0] == 0 or v.shape[1] == 0:
         return
-    if chunked:
-        launch_chunked_update(q, k, v, a, b, A_log, dt_bias, initial_state, initial_state_indices, out, scale,
-                              softplus_beta, softplus_threshold, bool(use_qk_l2norm), L2NORM_EPS, block_v, num_warps,
-                              rounds_by_hand(out))
-        return
-    grid = (triton.cdiv(V, block_v), B * HV)
-    _gdr_recurrent_kernel[grid](
-        q, k, v, a, b, A_log, dt_bias, initial_state, initial_state_indices, out, T,
-        q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
-        v.stride(0), v.stride(1), v.stride(2), a.stride(0), a.stride(1), b.stride(0), b.stride(1),
-        out.stride(0), out.stride(1), out.stride(2), initial_state.stride(0), initial_state.stride(1),
-        float(scale), float(softplus_beta), float(softplus_threshold),
-        HV=HV, GROUP=HV // H, K=K, V=V, BK=next_pow2(K), BV=block_v, L2NORM=bool(use_qk_l2norm),
-        EPS=L2NORM_EPS, RTNE=rounds_by_hand(out), num_warps=num_warps)
+    from solbench.kernels.linear_attention._recurrent_triton import launch
+
+    launch(q, k, v, a, b, A_log, dt_bias, initial_state, initial_state_indices, out, scale, softplus_beta,
+           softplus_threshold, bool(use_qk_l2norm), L2NORM_EPS, block_v, num_warps, chunked)
 
 
 @_gdr_update_op.register_fake

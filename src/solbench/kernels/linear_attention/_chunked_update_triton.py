@@ -1,5 +1,6 @@
 """The gated delta rule update over many tokens in chunks of 64 (WY form) on tf32 tensor cores, at
-the recurrent kernel's fp32-class accuracy (bf16 operands would round the carried state).
+the recurrent kernel's fp32-class accuracy (bf16 operands would round the carried state): the
+chunked path of :mod:`.recurrent`, imported at its first launch.
 
 Per sequence, value head and chunk of tokens (``g`` the chunk-local cumulative log-decay,
 ``beta`` the write strengths, ``k, q`` l2-normalized)::
@@ -20,7 +21,7 @@ import torch
 import triton
 import triton.language as tl
 
-from solbench.kernels.linear_attention._util import gdn_gates, rtne_bf16
+from solbench.kernels.linear_attention._common_triton import gdn_gates, rtne_bf16
 
 CHUNK = 64
 SUB = 16   # Tinv is built from 16 x 16 blocks: four diagonal inverses, then block substitution

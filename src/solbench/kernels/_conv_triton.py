@@ -1,0 +1,106 @@
+"""The Triton kernel of :mod:`solbench.kernels.conv` (imported at the first launch, so
+``import solbench`` decorates no Triton kernel)."""
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from solbench.kernels.common import next_pow2
+from solbench.kernels.conv import conv_options
+from solbench.kernels.linear_attention._common_triton import rtne_bf16
+from solbench.kernels.linear_attention._util import rounds_by_hand, sm_count
+
+
+@triton.jit
+def _causal_conv1d_kernel(x, w, bias, state, qsl, idx, has, out, blocks_per_seq, T_single, dim,
+                          sx_c, sx_t, so_c, so_t, ss_n, ss_c, ss_j, sw_c, sw_j,
+                          W: tl.constexpr, WP: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr,
+                          VARLEN: tl.constexpr, USE_STATE: tl.constexpr, WRITE_STATE: tl.constexpr,
+                          HAS_BIAS: tl.constexpr, SILU: tl.constexpr, RTNE: tl.constexpr):
+    pid = tl.program_id(0)
+    n = pid // blocks_per_seq
+    blk = pid % blocks_per_seq
+    c0 = tl.program_id(1).to(tl.int64) * BD
+    o_d = tl.arange(0, BD)
+    m_c = c0 + o_d < dim
+    o_t = tl.arange(0, BT)
+    t0 = blk * BT
+    if VARLEN:
+        start = tl.load(qsl + n).to(tl.int64)
+        L = tl.load(qsl + n + 1).to(tl.int64) - start
+        slot = tl.load(idx + n).to(tl.int64)
+        use_state = tl.load(has + n).to(tl.int32)
+    else:
+        start = 0
+        L = T_single
+        slot = 0
+        use_state = 1 if USE_STATE else 0
+    # 64-bit arithmetic on scalar bases only (a long prompt times dim passes 2^31 elements); the
+    # in-tile offsets stay 32-bit. Scalar conditions enter masks as vectors (the interpreter
+    # refuses scalar mask operands).
+    live_t = (t0 + o_t < L) & (o_t * 0 + slot >= 0)
+    x_blk = x + (start + t0) * sx_t + c0 * sx_c
+    line = state + slot * ss_n + c0 * ss_c
+    m_line = m_c & (o_d * 0 + slot >= 0) & (o_d * 0 + use_state != 0)
+    acc = tl.zeros((BT, BD), tl.float32)
+    if HAS_BIAS:
+        acc += tl.load(bias + c0 + o_d, mask=m_c, other=0.0).to(tl.float32)[None, :]
+    # The taps read x tiles shifted by one token (L1 hits after the first); columns before the
+    # sequence start read as zeros here and come from the state below.
+    for j in tl.static_range(W):
+        rel = o_t + (j - (W - 1))
+        xv = tl.load(x_blk + (rel[:, None] * sx_t + o_d[None, :] * sx_c),
+                     mask=(live_t & (t0 + rel >= 0))[:, None] & m_c[None, :], other=0.0)
+        wj = tl.load(w + (c0 + o_d) * sw_c + j * sw_j, mask=m_c, other=0.0).to(tl.float32)
+        acc += xv.to(tl.float32) * wj[None, :]
+    if USE_STATE:
+        if blk == 0:
+            # Output row r < W - 1 also sees state columns r + j through taps j < W - 1 - r.
+            for r in tl.static_range(W - 1):
+                corr = tl.zeros((BD,), tl.float32)
+                for j in tl.static_range(W - 1 - r):
+                    col = tl.load(line + (r + j) * ss_j + o_d * ss_c, mask=m_line, other=0.0).to(tl.float32)
+                    corr += col * tl.load(w + (c0 + o_d) * sw_c + j * sw_j, mask=m_c, other=0.0).to(tl.float32)
+                acc += tl.where((o_t == r)[:, None], corr[None, :], 0.0)
+    if SILU:
+        acc = acc * tl.sigmoid(acc)
+    out_blk = out + (start + t0) * so_t + c0 * so_c
+    tl.store(out_blk + (o_t[:, None] * so_t + o_d[None, :] * so_c), rtne_bf16(acc, RTNE).to(out.dtype.element_ty),
+             mask=live_t[:, None] & m_c[None, :])
+    if WRITE_STATE:
+        if blk == 0:
+            # New state column i is p[L + i]: x[L + i - (W - 1)], or old column L + i when L < W - 1.
+            # All of them are read before any is stored (a short sequence shifts the old line).
+            o_i = tl.arange(0, WP)
+            new = tl.zeros((BD, WP), tl.float32)
+            for i in tl.static_range(W - 1):
+                p = L + (i - (W - 1))
+                col = tl.load(x + (start + p) * sx_t + c0 * sx_c + o_d * sx_c,
+                              mask=m_c & (o_d * 0 + p >= 0), other=0.0).to(tl.float32)
+                col += tl.load(line + (p + (W - 1)) * ss_j + o_d * ss_c, mask=m_line & (o_d * 0 + p < 0),
+                               other=0.0).to(tl.float32)
+                new = tl.where((o_i == i)[None, :], col[:, None], new)
+            # This program read the old line above; keep its stores after those reads.
+            tl.debug_barrier()
+            tl.store(line + (o_i[None, :] * ss_j + o_d[:, None] * ss_c), new.to(state.dtype.element_ty),
+                     mask=(m_c & (o_d * 0 + slot >= 0))[:, None] & (o_i < W - 1)[None, :])
+
+
+def launch(x, weight, bias, state, qsl, idx, has, out, n_seq, max_len, varlen, use_state, write_state, silu,
+            options):
+    dim, T = x.shape
+    W = weight.shape[1]
+    if T == 0 or n_seq == 0 or dim == 0:
+        return
+    opts = conv_options(n_seq, max_len, dim, sm_count(x), options)
+    blocks = triton.cdiv(max(1, max_len), opts.block_t)
+    st = state if state is not None else weight            # any pointer; never read without USE_STATE
+    s_strides = state.stride() if state is not None else (0, 0, 0)
+    grid = (n_seq * blocks, triton.cdiv(dim, opts.block_d))
+    _causal_conv1d_kernel[grid](
+        x, weight, bias if bias is not None else weight, st, qsl if varlen else weight, idx if varlen else weight,
+        has if varlen else weight, out, blocks, T, dim,
+        x.stride(0), x.stride(1), out.stride(0), out.stride(1), *s_strides, weight.stride(0), weight.stride(1),
+        W=W, WP=next_pow2(max(1, W - 1)), BT=opts.block_t, BD=opts.block_d, VARLEN=varlen, USE_STATE=use_state,
+        WRITE_STATE=write_state, HAS_BIAS=bias is not None, SILU=silu, RTNE=rounds_by_hand(out),
+        num_warps=opts.num_warps)
