@@ -130,6 +130,12 @@ class DenseReference:
         hit = self._gathered.get(id(source))
         if hit is not None and hit[0]() is source:
             return hit[1]
+        import torch
+
+        if torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():
+            # The gather would be captured into the timed graph: refuse rather than time it.
+            raise RuntimeError("reference gather reached inside CUDA-graph capture (an input set the timer did "
+                               "not warm up): its time would count")
         dense = gather()
         self._gathered = {k: v for k, v in self._gathered.items() if v[0]() is not None}
         self._gathered[id(source)] = (weakref.ref(source), dense)
