@@ -161,3 +161,23 @@ def test_mla_decode_matches_reference():
     torch.testing.assert_close(got.float(), ref, **TOL)
     with pytest.raises(ValueError, match="power of two"):
         mla_decode(q, kv, indptr, indices, 48)
+
+
+@pytest.mark.gpu
+def test_unified_attention_is_captured_and_replayed_by_a_cuda_graph():
+    """Nothing syncs with the host: the call captures into a CUDA graph, and a replay on new
+    inputs written into the same buffers gives the new result."""
+    from solbench.kernels.attention import unified_attention
+
+    q, kc, vc, cu, sk, bt = _paged([40, 3, 17], [40, 9, 70], 8, 2, 128)
+    out = torch.empty_like(q)
+    unified_attention(q, kc, vc, cu, sk, bt, 40, out=out)  # compile outside the capture
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        unified_attention(q, kc, vc, cu, sk, bt, 40, out=out)
+    q2, kc2, vc2, *_ = _paged([40, 3, 17], [40, 9, 70], 8, 2, 128, seed=4)
+    q.copy_(q2), kc.copy_(kc2), vc.copy_(vc2)
+    out.fill_(float("nan"))
+    graph.replay()
+    torch.cuda.synchronize()
+    torch.testing.assert_close(out.float(), _reference_paged(q, kc, vc, cu, sk, bt), **TOL)
