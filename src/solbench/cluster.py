@@ -1,0 +1,601 @@
+"""``solbench run --cluster``: the benchmark's (operator, shape) units spread over a Ray cluster.
+
+One actor per GPU (``num_gpus=1``; on a cluster without GPUs, a custom resource ``solbench_gpu``
+stands in, which is how the CPU tests and ``--cluster local:N`` run). Each actor runs the same
+runner as a local run (:func:`solbench.runner.run`, one unit at a time, no file), on its own device
+with its own calibration, and sends the unit's records back. The driver alone appends them to the
+one results file (:class:`solbench.resultsfile.ResultsFile`: locked, tail repaired, one unbuffered
+write per record), so resume is unchanged: keys already in the file are skipped.
+
+Failures: a unit whose actor dies (worker process killed, node lost) is queued again for another
+actor, preferably on another node, up to ``attempts`` tries in all; after that it becomes one FAIL
+record per implementation, with the reason. A dead actor is replaced by a fresh one. Records of a
+unit are written once, when the unit comes back, so nothing is lost or written twice.
+
+A cluster with several GPU models runs every unit once per model (records are keyed by device),
+which is what a sweep over H100, H200 and B200 wants. Ray is an optional extra
+(``pip install solbench[cluster]``); nothing else in solbench imports it.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+from solbench.resultsfile import ResultsFile
+from solbench import runner
+
+#: The custom resource that stands in for a GPU on clusters without one (tests, CPU smoke runs).
+GPU_STANDIN = "solbench_gpu"
+DEFAULT_ATTEMPTS = 3
+#: How long an actor may take to start (import torch, calibrate) before the run gives up on it.
+START_TIMEOUT_S = 900.0
+
+
+class ClusterError(ValueError):
+    """The cluster cannot be used (no Ray, unreachable address, no workers): the CLI exits 2."""
+
+
+def import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise ClusterError("--cluster needs Ray, which is not installed here: pip install 'solbench[cluster]' "
+                           "(see docs/CLUSTER.md)") from None
+    return ray
+
+
+# ---- connecting ---------------------------------------------------------------------------------
+
+def _host_port(address: str) -> tuple[str, int]:
+    rest = address.split("://", 1)[1] if "://" in address else address
+    host, _, port = rest.rpartition(":")
+    if not host:  # no port given
+        return rest, 10001 if address.startswith("ray://") else 6379
+    try:
+        return host.strip("[]"), int(port)
+    except ValueError:
+        raise ClusterError(f"--cluster {address}: expected HOST:PORT, ray://HOST:PORT, auto or local:N") from None
+
+
+def parse_local(address: str) -> int | None:
+    """N for ``local:N`` (a Ray instance started here with N workers), else None."""
+    if not address.startswith("local:"):
+        return None
+    try:
+        n = int(address.split(":", 1)[1])
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise ClusterError(f"--cluster {address}: local:N needs a number of workers N >= 1")
+    return n
+
+
+def connect(address: str, *, timeout_s: float = 10.0) -> bool:
+    """Connect this process to the cluster ``address`` (``HOST:PORT``, ``ray://HOST:PORT``, ``auto``
+    or ``local:N``). Returns whether this call started Ray (and so should shut it down). An
+    address that does not answer within ``timeout_s`` is a :class:`ClusterError` (Ray itself would
+    retry for a minute or more)."""
+    ray = import_ray()
+    if ray.is_initialized():
+        return False
+    n_local = parse_local(address)
+    quiet = {"include_dashboard": False, "log_to_driver": False, "logging_level": "WARNING"}
+    try:
+        if n_local is not None:
+            # num_cpus: one per worker actor; Ray detects a local GPU by itself.
+            ray.init(num_cpus=n_local, resources={GPU_STANDIN: n_local}, **quiet)
+            return True
+        if address != "auto":
+            host, port = _host_port(address)
+            try:
+                socket.create_connection((host, port), timeout=timeout_s).close()
+            except OSError as e:
+                raise ClusterError(f"cannot reach a Ray cluster at {address} ({host}:{port}: {e.strerror or e}); "
+                                   "start one with `ray start --head` (docs/CLUSTER.md), check the address, "
+                                   "or run on this machine with --cluster local:N") from None
+        ray.init(address=address, **quiet)
+    except ClusterError:
+        raise
+    except Exception as e:  # noqa: BLE001 - Ray raises ConnectionError, RuntimeError, ValueError...
+        raise ClusterError(f"cannot connect to the Ray cluster at {address}: {type(e).__name__}: "
+                           f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}") from None
+    return True
+
+
+def _forwarded_env(local: bool) -> dict:
+    """The solbench switches of this shell (kernel options, tuned tables, commit), so that workers
+    run what a local run here would; the cache path only on this machine's own Ray instance."""
+    return {k: v for k, v in os.environ.items()
+            if k.startswith("SOLBENCH_") and (local or k != "SOLBENCH_CACHE")}
+
+
+# ---- the worker actor ---------------------------------------------------------------------------
+
+def _gpu_uuid() -> str | None:
+    """The UUID of the one GPU this process sees (Ray sets CUDA_VISIBLE_DEVICES; nvidia-smi's first
+    line, which the record's env reads, is GPU 0 of the node whichever GPU this is)."""
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            return None
+        uuid = getattr(torch.cuda.get_device_properties(0), "uuid", None)
+        if uuid is not None:
+            text = str(uuid)
+            return text if text.startswith("GPU-") else f"GPU-{text}"
+    except Exception:  # noqa: BLE001
+        pass
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")[0]
+    return visible or None
+
+
+class Worker:
+    """One per GPU: runs units with the local runner and returns their records (no file)."""
+
+    def __init__(self, cfg: runner.RunConfig, suite_text: str | None = None):
+        from solbench.cli import _prepare_triton_env
+
+        _prepare_triton_env()  # before any kernel module is imported
+        from solbench.core import hardware
+
+        if suite_text is not None:  # the driver's suite file, which this node may not have
+            import tempfile
+
+            path = Path(tempfile.mkdtemp(prefix="solbench-suite-")) / Path(cfg.suite).name
+            path.write_text(suite_text)
+            cfg = replace(cfg, suite=str(path))
+        self.cfg = cfg
+        device = hardware.current_device()
+        # Same calibration rule as a local run: this device's own, measured once and cached.
+        if not hardware.load_calibration(hardware.device_key()):
+            hardware.calibrate(quick=device.type != "cuda")
+        import ray
+
+        ctx = ray.get_runtime_context()
+        # The record key a local run on this device would write (runner.run decides the same way).
+        smoke = cfg.smoke if cfg.smoke is not None else device.type != "cuda"
+        hw = hardware.get_sku(cfg.hw) if cfg.hw else hardware.datasheet_for_device(device)
+        qualifier = {"flush": "+flush", "warm": "+warm"}.get(cfg.cold_l2, "")
+        self.where = {"node": socket.gethostname(), "node_ip": ray.util.get_node_ip_address(),
+                      "node_id": ctx.get_node_id(), "worker_pid": os.getpid(), "gpu_uuid": _gpu_uuid()}
+        self.device_class = {"device": hardware.device_name(device), "hw": hw.name,
+                             "timer": cfg.timer + qualifier if device.type == "cuda" else "cpu", "smoke": smoke}
+
+    def describe(self) -> dict:
+        return {**self.where, "class": self.device_class}
+
+    def run_unit(self, op: str, shape_id: str, impls: list[str], attempt: int) -> list[dict]:
+        cfg = replace(self.cfg, ops=[op], shapes=[shape_id], impls=impls, out=None, max_shapes=None,
+                      time_budget_s=None, retry_failed=False, remeasure_ops=())
+        res = runner.run(cfg)
+        for rec in res.records:
+            rec["cluster"] = {**self.where, "attempt": attempt}
+            env = rec.get("env")
+            if isinstance(env, dict):
+                env = rec["env"] = dict(env)
+                env["node"] = self.where["node"]
+                if self.where["gpu_uuid"]:
+                    env["gpu_uuid"] = self.where["gpu_uuid"]
+        return res.records
+
+
+# ---- the driver ---------------------------------------------------------------------------------
+
+def class_key(c: dict) -> tuple:
+    return (c["device"], c["hw"], c["timer"], bool(c["smoke"]))
+
+
+def class_label(c: dict) -> str:
+    return f"{c['device']} ({'smoke' if c['smoke'] else 'full'}, {c['timer']})"
+
+
+@dataclass
+class Unit:
+    op: str
+    shape_id: str
+    cls: tuple                     # the device class it runs on
+    impls: list[str]               # implementations not yet in the file
+    attempts: int = 0
+    failed_nodes: set = field(default_factory=set)
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return f"{self.op} #{self.shape_id}"
+
+
+@dataclass
+class _Actor:
+    handle: object
+    index: int
+    info: dict | None = None      # describe(), once started
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def node(self) -> str:
+        return (self.info or {}).get("node", "?")
+
+
+@dataclass
+class ClusterState:
+    """What the progress display shows: units done, running and failed, in all and per node."""
+    total: int = 0
+    done: int = 0
+    failed: int = 0
+    retried: int = 0
+    running: dict = field(default_factory=dict)        # actor index -> (node, unit name)
+    per_node: dict = field(default_factory=dict)       # node -> {"done", "failed", "retried", "workers"}
+    workers: int = 0
+    last: str = ""
+
+    def node(self, name: str) -> dict:
+        return self.per_node.setdefault(name, {"done": 0, "failed": 0, "retried": 0, "workers": 0})
+
+    def line(self) -> str:
+        running = {}
+        for node, _ in self.running.values():
+            running[node] = running.get(node, 0) + 1
+        nodes = "; ".join(f"{n}: {v['done']} done, {running.get(n, 0)} running, {v['failed']} failed"
+                          + (f", {v['retried']} retried" if v["retried"] else "")
+                          for n, v in sorted(self.per_node.items()))
+        return (f"units {self.done + self.failed}/{self.total}: {self.done} done, {len(self.running)} running, "
+                f"{self.failed} failed ({self.workers} workers) | {nodes}")
+
+
+@dataclass
+class ClusterResult(runner.RunResult):
+    classes: list = field(default_factory=list)      # device classes of the workers
+    failed_units: int = 0
+    retries: int = 0
+
+
+def _worker_died(ray, exc: BaseException) -> bool:
+    ex = ray.exceptions
+    kinds = tuple(getattr(ex, n) for n in ("RayActorError", "WorkerCrashedError", "NodeDiedError",
+                                           "ObjectLostError", "OwnerDiedError", "ActorUnavailableError")
+                  if hasattr(ex, n))
+    return isinstance(exc, kinds)
+
+
+def _short(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text[:300]}"
+
+
+def _fail_records(unit: Unit, cls: dict, reason: str, specs: dict, shapes: dict) -> list[dict]:
+    """FAIL records for a unit no worker could finish, with the fields the driver can fill."""
+    from solbench.core import hardware, roofline
+    from solbench.core.spec import impls_for
+
+    spec, shape = specs[unit.op], shapes[(unit.op, unit.shape_id, cls["smoke"])]
+    cost = spec.cost(shape)
+    sol = None
+    if cls["hw"] in hardware.SKUS:
+        sol = roofline.roofline(cost, hardware.SKUS[cls["hw"]]).sol_us
+    registered = impls_for(unit.op)
+    out = []
+    for name in unit.impls:
+        out.append({"schema": runner.SCHEMA_VERSION, "op": unit.op, "shape_id": shape.id, "impl": name,
+                    "hw": cls["hw"], "device": cls["device"], "timer": cls["timer"], "smoke": cls["smoke"],
+                    "role": registered[name].role if name in registered else "", "status": "fail",
+                    "reason": reason, "time_us": None, "p20_us": None, "p80_us": None, "sol_us": sol,
+                    "s": None, "s_achievable": None, "cost": cost.to_record(), "dtype": spec.dtype,
+                    "importance": spec.importance, "weight": shape.weight, "description": shape.description,
+                    "params": dict(shape.params), "provenance": dict(shape.provenance), "check": None,
+                    "timing": None, "speedup": {}, "env": {"device": cls["device"], "timer": cls["timer"]},
+                    "cluster": {"attempts": unit.attempts, "failed_nodes": sorted(unit.failed_nodes)}})
+    return out
+
+
+def run_cluster(cfg: runner.RunConfig, address: str, *, attempts: int = DEFAULT_ATTEMPTS,
+                on_event: Callable[[str, ClusterState], None] | None = None,
+                on_dispatch: Callable[[Unit, dict], None] | None = None,
+                start_timeout_s: float = START_TIMEOUT_S, max_workers: int | None = None) -> ClusterResult:
+    """Run ``cfg`` over the cluster at ``address``; records go to ``cfg.out`` as they arrive.
+
+    ``on_event(kind, message, state)`` is called at each change (for a progress display);
+    ``on_dispatch(unit, worker_info)`` when a unit is handed to a worker."""
+    if attempts < 1:
+        raise ClusterError("--cluster-attempts must be at least 1")
+    ray = import_ray()
+    if cfg.remeasure_ops:
+        runner._check_remeasure(cfg)
+    specs_list = runner.select_ops(cfg)  # unknown operators fail here, before any cluster work
+    started_ray = connect(address)
+    state = ClusterState()
+    result = ClusterResult()
+    actors: dict[int, _Actor] = {}
+    out_f: ResultsFile | None = None
+    t0 = time.monotonic()
+
+    def event(msg: str, kind: str = "info") -> None:
+        state.last = msg
+        if on_event:
+            on_event(kind, msg, state)
+
+    try:
+        resources = ray.cluster_resources()
+        if resources.get("GPU", 0) >= 1:
+            slot, n_slots = {"num_gpus": 1}, int(resources["GPU"])
+        elif resources.get(GPU_STANDIN, 0) >= 1:
+            slot, n_slots = {"resources": {GPU_STANDIN: 1}}, int(resources[GPU_STANDIN])
+        else:
+            raise ClusterError(f"the Ray cluster at {address} has no GPUs (and no {GPU_STANDIN!r} resource standing "
+                               "in for them); start its workers with GPUs visible, or see docs/CLUSTER.md")
+        n_local = parse_local(address)
+        n_workers = min(x for x in (n_slots, n_local, max_workers) if x)
+        suite_text = Path(cfg.suite).read_text() if cfg.suite else None
+        local = n_local is not None or address == "auto"
+        remote_cls = ray.remote(Worker)
+        options = {**slot, "num_cpus": 1, "max_restarts": 0,
+                   "runtime_env": {"env_vars": _forwarded_env(local)}}
+        next_index = [0]
+
+        def start_actor() -> _Actor:
+            a = _Actor(remote_cls.options(**options).remote(cfg, suite_text), next_index[0])
+            next_index[0] += 1
+            actors[a.index] = a
+            return a
+
+        starting: dict = {}  # describe() future -> actor
+        for _ in range(n_workers):
+            a = start_actor()
+            starting[a.handle.describe.remote()] = a
+        event(f"starting {n_workers} workers")
+
+        # ---- the plan: units per device class, once the first worker of the class has said what it is
+        existing: dict[tuple, dict] = {}
+        if cfg.out:
+            out_f = ResultsFile(cfg.out)
+            out_f.acquire()
+            for note in out_f.notes:
+                print(f"solbench: {note}", file=sys.stderr)
+            if Path(cfg.out).exists():
+                for r in runner.read_records(cfg.out):
+                    existing[runner.record_key(r)] = r
+                runner._drop_to_remeasure(cfg.out, existing, failed_too=cfg.retry_failed,
+                                          ops=set(cfg.remeasure_ops), shapes=cfg.shapes)
+            out_f.open_append()
+        written: set = set(existing)
+        specs = {s.name: s for s in specs_list}
+        shapes: dict = {}
+        classes: dict[tuple, dict] = {}
+        queues: dict[tuple, deque] = {}
+        plan_records: dict[tuple, int] = {}
+
+        def plan_class(c: dict) -> None:
+            key = class_key(c)
+            from solbench.core.spec import impls_for
+
+            runner.check_selection(specs_list, cfg, c["smoke"])
+            q = deque()
+            for spec in specs_list:
+                registered = impls_for(spec.name)
+                names = [i for i in cfg.impls if i in registered] if cfg.impls else sorted(registered)
+                if not names:
+                    continue
+                for shape in runner.select_shapes(spec, cfg, c["smoke"]):
+                    shapes[(spec.name, str(shape.id), c["smoke"])] = shape
+                    todo = [n for n in names if runner.record_key(
+                        {"op": spec.name, "shape_id": shape.id, "impl": n, **c}) not in existing]
+                    result.skipped_existing += len(names) - len(todo)
+                    if todo:
+                        q.append(Unit(spec.name, str(shape.id), key, todo))
+            classes[key], queues[key] = c, q
+            plan_records[key] = sum(len(u.impls) for u in q)
+            state.total += len(q)
+            result.classes.append(c)
+            event(f"{class_label(c)}: {len(q)} units to run" + (f", {result.skipped_existing} records already in "
+                                                                f"{cfg.out}" if result.skipped_existing else ""))
+
+        idle: deque = deque()
+        running: dict = {}       # run_unit future -> (actor, unit)
+        measured_any = False
+        budget_hit = False
+
+        def unit_done(unit: Unit, recs: list[dict]) -> None:
+            # Speedups against the shape's records already in the file, as a local resume does.
+            key_shape = (unit.op, unit.shape_id)
+            c = classes[unit.cls]
+            old = [r for r in existing.values() if (r.get("op"), str(r.get("shape_id"))) == key_shape
+                   and runner.record_key(r)[3:] == runner.record_key({**c, "op": None})[3:]]
+            runner._add_speedups(old + recs)
+            for rec in recs:
+                k = runner.record_key(rec)
+                if k in written:  # a unit is written once; never a key twice
+                    continue
+                written.add(k)
+                if out_f:
+                    out_f.append(rec)
+                result.records.append(rec)
+
+        def give_up(unit: Unit, reason: str) -> None:
+            state.failed += 1
+            recs = _fail_records(unit, classes[unit.cls], reason, specs, shapes)
+            unit_done(unit, recs)
+            result.failed_units += 1
+
+        def replace_actor(a: _Actor) -> None:
+            try:
+                ray.kill(a.handle, no_restart=True)
+            except Exception:  # noqa: BLE001 - already gone
+                pass
+            actors.pop(a.index, None)
+            b = start_actor()
+            starting[b.handle.describe.remote()] = b
+            state.workers = sum(1 for x in actors.values() if x.info)
+
+        def next_unit(a: _Actor) -> Unit | None:
+            q = queues.get(class_key(a.info["class"]))
+            if not q:
+                return None
+            key = class_key(a.info["class"])
+            live_nodes = {x.node for x in actors.values() if x.info and class_key(x.info["class"]) == key}
+            for i, u in enumerate(q):  # a retried unit goes to another node while one is left
+                if a.node not in u.failed_nodes or live_nodes <= u.failed_nodes:
+                    del q[i]
+                    return u
+            return None
+
+        first_error = None
+        while True:
+            # Hand out work to idle workers.
+            out_of_time = (cfg.time_budget_s is not None and measured_any
+                           and time.monotonic() - t0 > cfg.time_budget_s)
+            budget_hit = budget_hit or out_of_time
+            for _ in range(len(idle)):
+                a = idle.popleft()
+                u = None if out_of_time else next_unit(a)
+                if u is None:
+                    idle.append(a)
+                    continue
+                u.attempts += 1
+                fut = a.handle.run_unit.remote(u.op, u.shape_id, u.impls, u.attempts)
+                running[fut] = (a, u)
+                state.running[a.index] = (a.node, u.name)
+                if on_dispatch:
+                    on_dispatch(u, a.info)
+                event(f"{u.name} -> {a.node}" + (f" (attempt {u.attempts})" if u.attempts > 1 else ""), "dispatch")
+            # Units wait for a worker of their device class; with none left (and none starting)
+            # they stay unmeasured, for a later run to resume, rather than becoming FAIL records.
+            live = {class_key(a.info["class"]) for a in actors.values() if a.info}
+            takeable = sum(len(q) for key, q in queues.items() if key in live)
+            if not running and not starting and (takeable == 0 or budget_hit):
+                break
+            waiting = list(running) + list(starting)
+            ready, _ = ray.wait(waiting, num_returns=1, timeout=1.0)
+            now = time.monotonic()
+            for fut in ready:
+                if fut in starting:
+                    a = starting.pop(fut)
+                    try:
+                        a.info = ray.get(fut)
+                    except Exception as e:  # noqa: BLE001 - the actor could not start
+                        first_error = first_error or _short(e)
+                        actors.pop(a.index, None)
+                        event(f"a worker failed to start: {_short(e)}")
+                        continue
+                    if class_key(a.info["class"]) not in classes:
+                        plan_class(a.info["class"])
+                    state.node(a.node)["workers"] += 1
+                    state.workers = sum(1 for x in actors.values() if x.info)
+                    idle.append(a)
+                    continue
+                a, u = running.pop(fut)
+                state.running.pop(a.index, None)
+                try:
+                    recs = ray.get(fut)
+                except Exception as e:  # noqa: BLE001
+                    if _worker_died(ray, e):
+                        u.failed_nodes.add(a.node)
+                        u.errors.append(f"attempt {u.attempts} on {a.node}: {_short(e)}")
+                        state.node(a.node)["retried"] += 1
+                        replace_actor(a)
+                        if u.attempts < attempts:
+                            state.retried += 1
+                            result.retries += 1
+                            queues[u.cls].appendleft(u)
+                            event(f"{u.name}: worker on {a.node} died; retrying elsewhere "
+                                  f"({u.attempts}/{attempts} attempts used)")
+                        else:
+                            state.node(a.node)["failed"] += 1
+                            give_up(u, f"its worker died on each of {u.attempts} attempts: " + "; ".join(u.errors))
+                            event(f"{u.name}: FAIL after {u.attempts} attempts")
+                        continue
+                    # The runner turns an implementation's errors into FAIL records itself; what
+                    # escapes it is the same on any worker, so it is not retried.
+                    state.node(a.node)["failed"] += 1
+                    give_up(u, f"the worker on {a.node} raised {_short(getattr(e, 'cause', None) or e)}")
+                    idle.append(a)
+                    event(f"{u.name}: FAIL ({_short(e)[:80]})")
+                    continue
+                unit_done(u, recs)
+                measured_any = True
+                state.done += 1
+                state.node(a.node)["done"] += 1
+                idle.append(a)
+                event(f"{u.name} done on {a.node}")
+            # Workers that never came up (no free GPU, a node that vanished).
+            for fut, a in list(starting.items()):
+                if now - a.started > start_timeout_s:
+                    starting.pop(fut)
+                    actors.pop(a.index, None)
+                    try:
+                        ray.kill(a.handle, no_restart=True)
+                    except Exception:  # noqa: BLE001
+                        pass
+                    first_error = first_error or f"a worker did not start within {start_timeout_s:.0f} s"
+                    event(f"a worker did not start within {start_timeout_s:.0f} s; going on without it")
+        if not classes:
+            raise ClusterError(f"no worker started on the cluster at {address}: {first_error or 'unknown reason'} "
+                               "(is solbench importable on the worker nodes? docs/CLUSTER.md)")
+        result.unfinished = sum(len(u.impls) for q in queues.values() for u in q)
+    finally:
+        if out_f:
+            out_f.close()
+        for a in list(actors.values()):
+            try:
+                ray.kill(a.handle, no_restart=True)
+            except Exception:  # noqa: BLE001
+                pass
+        if started_ray:
+            ray.shutdown()
+    c0 = result.classes[0] if result.classes else {}
+    result.smoke = any(c["smoke"] for c in result.classes)
+    result.device = ", ".join(sorted({c["device"] for c in result.classes})) or "?"
+    result.hw = ", ".join(sorted({c["hw"] for c in result.classes})) or c0.get("hw", "")
+    result.wall_s = time.monotonic() - t0
+    return result
+
+
+# ---- the command line's progress display ---------------------------------------------------------
+
+def run_cli(cfg: runner.RunConfig, address: str, console, *, attempts: int = DEFAULT_ATTEMPTS) -> ClusterResult:
+    """:func:`run_cluster` with a live view on a terminal (a bar of units and a line per node) or
+    one line per event in a log."""
+    if console.is_terminal:
+        from rich.live import Live
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.table import Table
+
+        bar = Progress(TextColumn("cluster"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
+                       TimeElapsedColumn(), console=console)
+        task = bar.add_task("", total=None)
+
+        def view(state: ClusterState):
+            running = {}
+            for node, _ in state.running.values():
+                running[node] = running.get(node, 0) + 1
+            t = Table.grid(padding=(0, 2))
+            for col in ("node", "workers", "done", "running", "failed", "retried"):
+                t.add_column(col, justify="left" if col == "node" else "right")
+            t.add_row(*(f"[b]{c}[/]" for c in ("node", "workers", "done", "running", "failed", "retried")))
+            for node, v in sorted(state.per_node.items()):
+                t.add_row(node, str(v["workers"]), str(v["done"]), str(running.get(node, 0)), str(v["failed"]),
+                          str(v["retried"]))
+            grid = Table.grid()
+            grid.add_row(bar)
+            grid.add_row(t)
+            grid.add_row(f"[dim]{state.last[:120]}[/]")
+            return grid
+
+        with Live(console=console, transient=True, refresh_per_second=4) as live:
+            def on_event(kind, msg, state):
+                bar.update(task, completed=state.done + state.failed, total=state.total or None,
+                           description=f"{len(state.running)} running, {state.failed} failed")
+                live.update(view(state))
+
+            return run_cluster(cfg, address, attempts=attempts, on_event=on_event)
+
+    def on_event(kind, msg, state):
+        if kind == "dispatch":  # a log gets a line per unit finished, failed or retried
+            return
+        print(f"[{state.done + state.failed}/{state.total}] {msg} | {state.line()}", flush=True)
+
+    return run_cluster(cfg, address, attempts=attempts, on_event=on_event)
