@@ -81,27 +81,25 @@ def connect(address: str, *, timeout_s: float = 10.0) -> bool:
     or ``local:N``). Returns whether this call started Ray (and so should shut it down). An
     address that does not answer within ``timeout_s`` is a :class:`ClusterError` (Ray itself would
     retry for a minute or more)."""
-    ray = import_ray()
-    if ray.is_initialized():
-        return False
     n_local = parse_local(address)
+    ray = import_ray()
+    if n_local is None and address != "auto":
+        host, port = _host_port(address)
+        try:
+            socket.create_connection((host, port), timeout=timeout_s).close()
+        except OSError as e:
+            raise ClusterError(f"cannot reach a Ray cluster at {address} ({host}:{port}: {e.strerror or e}); "
+                               "start one with `ray start --head` (docs/CLUSTER.md), check the address, "
+                               "or run on this machine with --cluster local:N") from None
+    if ray.is_initialized():  # a program (or a test) that connected itself
+        return False
     quiet = {"include_dashboard": False, "log_to_driver": False, "logging_level": "WARNING"}
     try:
         if n_local is not None:
             # num_cpus: one per worker actor; Ray detects a local GPU by itself.
             ray.init(num_cpus=n_local, resources={GPU_STANDIN: n_local}, **quiet)
             return True
-        if address != "auto":
-            host, port = _host_port(address)
-            try:
-                socket.create_connection((host, port), timeout=timeout_s).close()
-            except OSError as e:
-                raise ClusterError(f"cannot reach a Ray cluster at {address} ({host}:{port}: {e.strerror or e}); "
-                                   "start one with `ray start --head` (docs/CLUSTER.md), check the address, "
-                                   "or run on this machine with --cluster local:N") from None
         ray.init(address=address, **quiet)
-    except ClusterError:
-        raise
     except Exception as e:  # noqa: BLE001 - Ray raises ConnectionError, RuntimeError, ValueError...
         raise ClusterError(f"cannot connect to the Ray cluster at {address}: {type(e).__name__}: "
                            f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}") from None
@@ -347,6 +345,7 @@ def run_cluster(cfg: runner.RunConfig, address: str, *, attempts: int = DEFAULT_
         for _ in range(n_workers):
             a = start_actor()
             starting[a.handle.describe.remote()] = a
+        first_workers = set(starting)
         event(f"starting {n_workers} workers")
 
         # ---- the plan: units per device class, once the first worker of the class has said what it is
@@ -464,15 +463,20 @@ def run_cluster(cfg: runner.RunConfig, address: str, *, attempts: int = DEFAULT_
                 event(f"{u.name} -> {a.node}" + (f" (attempt {u.attempts})" if u.attempts > 1 else ""), "dispatch")
             # Units wait for a worker of their device class; with none left (and none starting)
             # they stay unmeasured, for a later run to resume, rather than becoming FAIL records.
+            # The plan is complete once every first worker has said which device it has; replacement
+            # workers still starting are not waited for when nothing is left for them.
             live = {class_key(a.info["class"]) for a in actors.values() if a.info}
             takeable = sum(len(q) for key, q in queues.items() if key in live)
-            if not running and not starting and (takeable == 0 or budget_hit):
+            pending = sum(len(q) for q in queues.values())
+            if not running and ((not first_workers and (pending == 0 or budget_hit))
+                                or (not starting and takeable == 0)):
                 break
             waiting = list(running) + list(starting)
             ready, _ = ray.wait(waiting, num_returns=1, timeout=1.0)
             now = time.monotonic()
             for fut in ready:
                 if fut in starting:
+                    first_workers.discard(fut)
                     a = starting.pop(fut)
                     try:
                         a.info = ray.get(fut)
@@ -525,6 +529,7 @@ def run_cluster(cfg: runner.RunConfig, address: str, *, attempts: int = DEFAULT_
             for fut, a in list(starting.items()):
                 if now - a.started > start_timeout_s:
                     starting.pop(fut)
+                    first_workers.discard(fut)
                     actors.pop(a.index, None)
                     try:
                         ray.kill(a.handle, no_restart=True)
