@@ -101,8 +101,13 @@ def connect(address: str, *, timeout_s: float = 10.0) -> bool:
             return True
         ray.init(address=address, **quiet)
     except Exception as e:  # noqa: BLE001 - Ray raises ConnectionError, RuntimeError, ValueError...
+        # Ray 2.59+ starts clusters with token authentication, and a driver that names the address
+        # only sends its token in token mode (refused as "InvalidAuthToken" in Ray's log above).
+        auth = ("; if the cluster uses token authentication (the default of `ray start` since Ray 2.59), set "
+                "RAY_AUTH_MODE=token here, with the head's token in ~/.ray/auth_token or RAY_AUTH_TOKEN "
+                "(`ray get-auth-token` on the head prints it)" if not os.environ.get("RAY_AUTH_MODE") else "")
         raise ClusterError(f"cannot connect to the Ray cluster at {address}: {type(e).__name__}: "
-                           f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}") from None
+                           f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}{auth}") from None
     return True
 
 
@@ -202,6 +207,7 @@ class Unit:
     attempts: int = 0
     failed_nodes: set = field(default_factory=set)
     errors: list[str] = field(default_factory=list)
+    last_worker: dict = field(default_factory=dict)   # where the last attempt ran
 
     @property
     def name(self) -> str:
@@ -266,7 +272,8 @@ def _short(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[:300]}"
 
 
-def _fail_records(unit: Unit, cls: dict, reason: str, specs: dict, shapes: dict) -> list[dict]:
+def _fail_records(unit: Unit, cls: dict, reason: str, specs: dict, shapes: dict,
+                  weights: dict | None) -> list[dict]:
     """FAIL records for a unit no worker could finish, with the fields the driver can fill."""
     from solbench.core import hardware, roofline
     from solbench.core.spec import impls_for
@@ -284,15 +291,16 @@ def _fail_records(unit: Unit, cls: dict, reason: str, specs: dict, shapes: dict)
                     "role": registered[name].role if name in registered else "", "status": "fail",
                     "reason": reason, "time_us": None, "p20_us": None, "p80_us": None, "sol_us": sol,
                     "s": None, "s_achievable": None, "cost": cost.to_record(), "dtype": spec.dtype,
-                    "importance": spec.importance, "weight": shape.weight, "description": shape.description,
+                    "importance": (weights or {}).get(spec.name, spec.importance), "weight": shape.weight, "description": shape.description,
                     "params": dict(shape.params), "provenance": dict(shape.provenance), "check": None,
                     "timing": None, "speedup": {}, "env": {"device": cls["device"], "timer": cls["timer"]},
-                    "cluster": {"attempts": unit.attempts, "failed_nodes": sorted(unit.failed_nodes)}})
+                    "cluster": {**{k: v for k, v in unit.last_worker.items() if k != "class"},
+                                "attempt": unit.attempts, "failed_nodes": sorted(unit.failed_nodes)}})
     return out
 
 
 def run_cluster(cfg: runner.RunConfig, address: str, *, attempts: int = DEFAULT_ATTEMPTS,
-                on_event: Callable[[str, ClusterState], None] | None = None,
+                on_event: Callable[[str, str, ClusterState], None] | None = None,
                 on_dispatch: Callable[[Unit, dict], None] | None = None,
                 start_timeout_s: float = START_TIMEOUT_S, max_workers: int | None = None) -> ClusterResult:
     """Run ``cfg`` over the cluster at ``address``; records go to ``cfg.out`` as they arrive.
@@ -416,7 +424,7 @@ def run_cluster(cfg: runner.RunConfig, address: str, *, attempts: int = DEFAULT_
 
         def give_up(unit: Unit, reason: str) -> None:
             state.failed += 1
-            recs = _fail_records(unit, classes[unit.cls], reason, specs, shapes)
+            recs = _fail_records(unit, classes[unit.cls], reason, specs, shapes, cfg.weights)
             unit_done(unit, recs)
             result.failed_units += 1
 
@@ -455,6 +463,7 @@ def run_cluster(cfg: runner.RunConfig, address: str, *, attempts: int = DEFAULT_
                     idle.append(a)
                     continue
                 u.attempts += 1
+                u.last_worker = a.info
                 fut = a.handle.run_unit.remote(u.op, u.shape_id, u.impls, u.attempts)
                 running[fut] = (a, u)
                 state.running[a.index] = (a.node, u.name)
