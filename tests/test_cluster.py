@@ -28,7 +28,7 @@ def _keys(records):
 def cluster():
     # Two workers' worth of the resource that stands in for GPUs; workers inherit this process's
     # environment (TRITON_INTERPRET, and SOLBENCH_CACHE from conftest, also forwarded explicitly).
-    ray.init(num_cpus=2, resources={GPU_STANDIN: 2}, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, resources={GPU_STANDIN: 2}, include_dashboard=False, log_to_driver=False)
     yield "local:2"
     ray.shutdown()
 

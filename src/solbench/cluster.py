@@ -96,8 +96,9 @@ def connect(address: str, *, timeout_s: float = 10.0) -> bool:
     quiet = {"include_dashboard": False, "log_to_driver": False, "logging_level": "WARNING"}
     try:
         if n_local is not None:
-            # num_cpus: one per worker actor; Ray detects a local GPU by itself.
-            ray.init(num_cpus=n_local, resources={GPU_STANDIN: n_local}, **quiet)
+            # A new instance even where a cluster runs here ("local"); num_cpus: one per worker
+            # actor; Ray detects a local GPU by itself.
+            ray.init(address="local", num_cpus=n_local, resources={GPU_STANDIN: n_local}, **quiet)
             return True
         ray.init(address=address, **quiet)
     except Exception as e:  # noqa: BLE001 - Ray raises ConnectionError, RuntimeError, ValueError...
@@ -313,11 +314,11 @@ def run_cluster(cfg: runner.RunConfig, address: str, *, attempts: int = DEFAULT_
     if cfg.remeasure_ops:
         runner._check_remeasure(cfg)
     specs_list = runner.select_ops(cfg)  # unknown operators fail here, before any cluster work
-    started_ray = connect(address)
     state = ClusterState()
     result = ClusterResult()
     actors: dict[int, _Actor] = {}
     out_f: ResultsFile | None = None
+    started_ray = False
     t0 = time.monotonic()
 
     def event(msg: str, kind: str = "info") -> None:
@@ -326,6 +327,20 @@ def run_cluster(cfg: runner.RunConfig, address: str, *, attempts: int = DEFAULT_
             on_event(kind, msg, state)
 
     try:
+        started_ray = connect(address)
+        # The file before any worker starts: a second driver on it is refused at once.
+        existing: dict[tuple, dict] = {}
+        if cfg.out:
+            out_f = ResultsFile(cfg.out)
+            out_f.acquire()
+            for note in out_f.notes:
+                print(f"solbench: {note}", file=sys.stderr)
+            if Path(cfg.out).exists():
+                for r in runner.read_records(cfg.out):
+                    existing[runner.record_key(r)] = r
+                runner._drop_to_remeasure(cfg.out, existing, failed_too=cfg.retry_failed,
+                                          ops=set(cfg.remeasure_ops), shapes=cfg.shapes)
+            out_f.open_append()
         resources = ray.cluster_resources()
         if resources.get("GPU", 0) >= 1:
             slot, n_slots = {"num_gpus": 1}, int(resources["GPU"])
@@ -357,18 +372,6 @@ def run_cluster(cfg: runner.RunConfig, address: str, *, attempts: int = DEFAULT_
         event(f"starting {n_workers} workers")
 
         # ---- the plan: units per device class, once the first worker of the class has said what it is
-        existing: dict[tuple, dict] = {}
-        if cfg.out:
-            out_f = ResultsFile(cfg.out)
-            out_f.acquire()
-            for note in out_f.notes:
-                print(f"solbench: {note}", file=sys.stderr)
-            if Path(cfg.out).exists():
-                for r in runner.read_records(cfg.out):
-                    existing[runner.record_key(r)] = r
-                runner._drop_to_remeasure(cfg.out, existing, failed_too=cfg.retry_failed,
-                                          ops=set(cfg.remeasure_ops), shapes=cfg.shapes)
-            out_f.open_append()
         written: set = set(existing)
         specs = {s.name: s for s in specs_list}
         shapes: dict = {}
