@@ -27,8 +27,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
-from solbench.resultsfile import ResultsFile
 from solbench import runner
+from solbench.resultsfile import ResultsFile
 
 #: The custom resource that stands in for a GPU on clusters without one (tests, CPU smoke runs).
 GPU_STANDIN = "solbench_gpu"
@@ -101,7 +101,7 @@ def connect(address: str, *, timeout_s: float = 10.0) -> bool:
             ray.init(address="local", num_cpus=n_local, resources={GPU_STANDIN: n_local}, **quiet)
             return True
         ray.init(address=address, **quiet)
-    except Exception as e:  # noqa: BLE001 - Ray raises ConnectionError, RuntimeError, ValueError...
+    except Exception as e:
         # Ray 2.59+ starts clusters with token authentication, and a driver that names the address
         # only sends its token in token mode (refused as "InvalidAuthToken" in Ray's log above).
         auth = ("; if the cluster uses token authentication (the default of `ray start` since Ray 2.59), set "
@@ -133,7 +133,7 @@ def _gpu_uuid() -> str | None:
         if uuid is not None:
             text = str(uuid)
             return text if text.startswith("GPU-") else f"GPU-{text}"
-    except Exception:  # noqa: BLE001
+    except Exception:
         pass
     visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")[0]
     return visible or None
@@ -300,6 +300,202 @@ def _fail_records(unit: Unit, cls: dict, reason: str, specs: dict, shapes: dict,
     return out
 
 
+def _cluster_slots(ray, address: str, max_workers: int | None) -> tuple[dict, int]:
+    """(the actor options that claim one GPU, how many workers to start)."""
+    resources = ray.cluster_resources()
+    if resources.get("GPU", 0) >= 1:
+        slot, n_slots = {"num_gpus": 1}, int(resources["GPU"])
+    elif resources.get(GPU_STANDIN, 0) >= 1:
+        slot, n_slots = {"resources": {GPU_STANDIN: 1}}, int(resources[GPU_STANDIN])
+    else:
+        raise ClusterError(f"the Ray cluster at {address} has no GPUs (and no {GPU_STANDIN!r} resource standing "
+                           "in for them); start its workers with GPUs visible, or see docs/CLUSTER.md")
+    return slot, min(x for x in (n_slots, parse_local(address), max_workers) if x)
+
+
+class _Pool:
+    """Workers on the cluster and the units they run: hands units to idle workers, retries a unit
+    whose worker died on another worker (another node while one is left) up to ``attempts``, and
+    replaces dead workers. What a unit is and what is done with its result is the caller's:
+    ``plan(device_class)`` gives the units for a class of workers the first time one starts,
+    ``submit(handle, unit)`` starts a unit, ``done(unit, value)`` takes its result, and
+    ``give_up(unit, reason)`` takes a unit no worker could finish."""
+
+    def __init__(self, ray, address: str, worker_args: tuple, *, attempts: int, plan, submit, done, give_up,
+                 on_event=None, on_dispatch=None, start_timeout_s: float = START_TIMEOUT_S,
+                 time_budget_s: float | None = None, max_workers: int | None = None):
+        self.ray, self.address, self.attempts = ray, address, attempts
+        self.plan, self.submit, self.done, self.give_up = plan, submit, done, give_up
+        self.on_event, self.on_dispatch = on_event, on_dispatch
+        self.start_timeout_s, self.time_budget_s = start_timeout_s, time_budget_s
+        self.state = ClusterState()
+        self.actors: dict[int, _Actor] = {}
+        self.classes: dict[tuple, dict] = {}
+        self.queues: dict[tuple, deque] = {}
+        self.retries = 0
+        self.first_error: str | None = None
+        slot, self.n_workers = _cluster_slots(ray, address, max_workers)
+        local = parse_local(address) is not None or address == "auto"
+        self._remote = ray.remote(Worker)
+        self._options = {**slot, "num_cpus": 1, "max_restarts": 0,
+                         "runtime_env": {"env_vars": _forwarded_env(local)}}
+        self._worker_args = worker_args
+        self._next_index = 0
+        self._starting: dict = {}  # describe() future -> actor
+
+    def event(self, msg: str, kind: str = "info") -> None:
+        self.state.last = msg
+        if self.on_event:
+            self.on_event(kind, msg, self.state)
+
+    def _start_actor(self) -> _Actor:
+        a = _Actor(self._remote.options(**self._options).remote(*self._worker_args), self._next_index)
+        self._next_index += 1
+        self.actors[a.index] = a
+        self._starting[a.handle.describe.remote()] = a
+        return a
+
+    def _kill(self, a: _Actor) -> None:
+        self.actors.pop(a.index, None)
+        try:
+            self.ray.kill(a.handle, no_restart=True)
+        except Exception:
+            pass
+
+    def close(self) -> None:
+        for a in list(self.actors.values()):
+            self._kill(a)
+
+    def _next_unit(self, a: _Actor):
+        key = class_key(a.info["class"])
+        q = self.queues.get(key)
+        if not q:
+            return None
+        live_nodes = {x.node for x in self.actors.values() if x.info and class_key(x.info["class"]) == key}
+        for i, u in enumerate(q):  # a retried unit goes to another node while one is left
+            if a.node not in u.failed_nodes or live_nodes <= u.failed_nodes:
+                del q[i]
+                return u
+        return None
+
+    def _add_class(self, c: dict) -> None:
+        key = class_key(c)
+        q = deque(self.plan(c))
+        for u in q:
+            u.cls = key
+        self.classes[key], self.queues[key] = c, q
+        self.state.total += len(q)
+        self.event(f"{class_label(c)}: {len(q)} units to run")
+
+    def run(self) -> None:
+        ray, state = self.ray, self.state
+        t0 = time.monotonic()
+        for _ in range(self.n_workers):
+            self._start_actor()
+        first_workers = set(self._starting)
+        self.event(f"starting {self.n_workers} workers")
+        idle: deque = deque()
+        running: dict = {}  # submit() future -> (actor, unit)
+        measured_any = budget_hit = False
+        while True:
+            out_of_time = (self.time_budget_s is not None and measured_any
+                           and time.monotonic() - t0 > self.time_budget_s)
+            budget_hit = budget_hit or out_of_time
+            for _ in range(len(idle)):
+                a = idle.popleft()
+                u = None if out_of_time else self._next_unit(a)
+                if u is None:
+                    idle.append(a)
+                    continue
+                u.attempts += 1
+                u.last_worker = a.info
+                running[self.submit(a.handle, u)] = (a, u)
+                state.running[a.index] = (a.node, u.name)
+                if self.on_dispatch:
+                    self.on_dispatch(u, a.info)
+                self.event(f"{u.name} -> {a.node}" + (f" (attempt {u.attempts})" if u.attempts > 1 else ""),
+                           "dispatch")
+            # The plan is complete once every first worker has said which device it has; replacement
+            # workers still starting are not waited for when nothing is left for them. Units whose
+            # device class has no worker left stay unrun (a later run resumes them), not FAIL.
+            live = {class_key(a.info["class"]) for a in self.actors.values() if a.info}
+            takeable = sum(len(q) for key, q in self.queues.items() if key in live)
+            pending = sum(len(q) for q in self.queues.values())
+            if not running and ((not first_workers and (pending == 0 or budget_hit))
+                                or (not self._starting and takeable == 0)):
+                break
+            ready, _ = ray.wait(list(running) + list(self._starting), num_returns=1, timeout=1.0)
+            for fut in ready:
+                if fut in self._starting:
+                    first_workers.discard(fut)
+                    a = self._starting.pop(fut)
+                    try:
+                        a.info = ray.get(fut)
+                    except Exception as e:
+                        self.first_error = self.first_error or _short(e)
+                        self.actors.pop(a.index, None)
+                        self.event(f"a worker failed to start: {_short(e)}")
+                        continue
+                    if class_key(a.info["class"]) not in self.classes:
+                        self._add_class(a.info["class"])
+                    state.node(a.node)["workers"] += 1
+                    state.workers = sum(1 for x in self.actors.values() if x.info)
+                    idle.append(a)
+                    continue
+                a, u = running.pop(fut)
+                state.running.pop(a.index, None)
+                try:
+                    value = ray.get(fut)
+                except Exception as e:
+                    if _worker_died(ray, e):
+                        u.failed_nodes.add(a.node)
+                        u.errors.append(f"attempt {u.attempts} on {a.node}: {_short(e)}")
+                        state.node(a.node)["retried"] += 1
+                        self._kill(a)
+                        self._start_actor()
+                        state.workers = sum(1 for x in self.actors.values() if x.info)
+                        if u.attempts < self.attempts:
+                            state.retried += 1
+                            self.retries += 1
+                            self.queues[u.cls].appendleft(u)
+                            self.event(f"{u.name}: worker on {a.node} died; retrying elsewhere "
+                                       f"({u.attempts}/{self.attempts} attempts used)")
+                        else:
+                            state.failed += 1
+                            state.node(a.node)["failed"] += 1
+                            self.give_up(u, f"its worker died on each of {u.attempts} attempts: " + "; ".join(u.errors))
+                            self.event(f"{u.name}: FAIL after {u.attempts} attempts")
+                        continue
+                    # What escapes the worker's own error handling is the same on any worker: no retry.
+                    state.failed += 1
+                    state.node(a.node)["failed"] += 1
+                    self.give_up(u, f"the worker on {a.node} raised {_short(getattr(e, 'cause', None) or e)}")
+                    idle.append(a)
+                    self.event(f"{u.name}: FAIL ({_short(e)[:80]})")
+                    continue
+                self.done(u, value)
+                measured_any = True
+                state.done += 1
+                state.node(a.node)["done"] += 1
+                idle.append(a)
+                self.event(f"{u.name} done on {a.node}")
+            now = time.monotonic()
+            for fut, a in list(self._starting.items()):  # workers that never came up (no free GPU, a lost node)
+                if now - a.started > self.start_timeout_s:
+                    self._starting.pop(fut)
+                    first_workers.discard(fut)
+                    self._kill(a)
+                    self.first_error = self.first_error or f"a worker did not start within {self.start_timeout_s:.0f} s"
+                    self.event(f"a worker did not start within {self.start_timeout_s:.0f} s; going on without it")
+        if not self.classes:
+            raise ClusterError(f"no worker started on the cluster at {self.address}: "
+                               f"{self.first_error or 'unknown reason'} (is solbench importable on the worker "
+                               "nodes? docs/CLUSTER.md)")
+
+    def leftover(self) -> list:
+        return [u for q in self.queues.values() for u in q]
+
+
 def run_cluster(cfg: runner.RunConfig, address: str, *, attempts: int = DEFAULT_ATTEMPTS,
                 on_event: Callable[[str, str, ClusterState], None] | None = None,
                 on_dispatch: Callable[[Unit, dict], None] | None = None,
@@ -314,22 +510,17 @@ def run_cluster(cfg: runner.RunConfig, address: str, *, attempts: int = DEFAULT_
     if cfg.remeasure_ops:
         runner._check_remeasure(cfg)
     specs_list = runner.select_ops(cfg)  # unknown operators fail here, before any cluster work
-    state = ClusterState()
+    specs = {s.name: s for s in specs_list}
     result = ClusterResult()
-    actors: dict[int, _Actor] = {}
     out_f: ResultsFile | None = None
+    pool: _Pool | None = None
     started_ray = False
     t0 = time.monotonic()
-
-    def event(msg: str, kind: str = "info") -> None:
-        state.last = msg
-        if on_event:
-            on_event(kind, msg, state)
-
+    existing: dict[tuple, dict] = {}
+    shapes: dict = {}
     try:
         started_ray = connect(address)
         # The file before any worker starts: a second driver on it is refused at once.
-        existing: dict[tuple, dict] = {}
         if cfg.out:
             out_f = ResultsFile(cfg.out)
             out_f.acquire()
@@ -341,80 +532,32 @@ def run_cluster(cfg: runner.RunConfig, address: str, *, attempts: int = DEFAULT_
                 runner._drop_to_remeasure(cfg.out, existing, failed_too=cfg.retry_failed,
                                           ops=set(cfg.remeasure_ops), shapes=cfg.shapes)
             out_f.open_append()
-        resources = ray.cluster_resources()
-        if resources.get("GPU", 0) >= 1:
-            slot, n_slots = {"num_gpus": 1}, int(resources["GPU"])
-        elif resources.get(GPU_STANDIN, 0) >= 1:
-            slot, n_slots = {"resources": {GPU_STANDIN: 1}}, int(resources[GPU_STANDIN])
-        else:
-            raise ClusterError(f"the Ray cluster at {address} has no GPUs (and no {GPU_STANDIN!r} resource standing "
-                               "in for them); start its workers with GPUs visible, or see docs/CLUSTER.md")
-        n_local = parse_local(address)
-        n_workers = min(x for x in (n_slots, n_local, max_workers) if x)
-        suite_text = Path(cfg.suite).read_text() if cfg.suite else None
-        local = n_local is not None or address == "auto"
-        remote_cls = ray.remote(Worker)
-        options = {**slot, "num_cpus": 1, "max_restarts": 0,
-                   "runtime_env": {"env_vars": _forwarded_env(local)}}
-        next_index = [0]
-
-        def start_actor() -> _Actor:
-            a = _Actor(remote_cls.options(**options).remote(cfg, suite_text), next_index[0])
-            next_index[0] += 1
-            actors[a.index] = a
-            return a
-
-        starting: dict = {}  # describe() future -> actor
-        for _ in range(n_workers):
-            a = start_actor()
-            starting[a.handle.describe.remote()] = a
-        first_workers = set(starting)
-        event(f"starting {n_workers} workers")
-
-        # ---- the plan: units per device class, once the first worker of the class has said what it is
         written: set = set(existing)
-        specs = {s.name: s for s in specs_list}
-        shapes: dict = {}
-        classes: dict[tuple, dict] = {}
-        queues: dict[tuple, deque] = {}
-        plan_records: dict[tuple, int] = {}
 
-        def plan_class(c: dict) -> None:
-            key = class_key(c)
+        def plan(c: dict) -> list[Unit]:
+            """The (operator, shape) units with records not yet in the file, for one device class."""
             from solbench.core.spec import impls_for
 
             runner.check_selection(specs_list, cfg, c["smoke"])
-            q = deque()
+            units = []
             for spec in specs_list:
                 registered = impls_for(spec.name)
                 names = [i for i in cfg.impls if i in registered] if cfg.impls else sorted(registered)
-                if not names:
-                    continue
-                for shape in runner.select_shapes(spec, cfg, c["smoke"]):
+                for shape in runner.select_shapes(spec, cfg, c["smoke"]) if names else ():
                     shapes[(spec.name, str(shape.id), c["smoke"])] = shape
                     todo = [n for n in names if runner.record_key(
                         {"op": spec.name, "shape_id": shape.id, "impl": n, **c}) not in existing]
                     result.skipped_existing += len(names) - len(todo)
                     if todo:
-                        q.append(Unit(spec.name, str(shape.id), key, todo))
-            classes[key], queues[key] = c, q
-            plan_records[key] = sum(len(u.impls) for u in q)
-            state.total += len(q)
+                        units.append(Unit(spec.name, str(shape.id), class_key(c), todo))
             result.classes.append(c)
-            event(f"{class_label(c)}: {len(q)} units to run" + (f", {result.skipped_existing} records already in "
-                                                                f"{cfg.out}" if result.skipped_existing else ""))
+            return units
 
-        idle: deque = deque()
-        running: dict = {}       # run_unit future -> (actor, unit)
-        measured_any = False
-        budget_hit = False
-
-        def unit_done(unit: Unit, recs: list[dict]) -> None:
+        def done(unit: Unit, recs: list[dict]) -> None:
             # Speedups against the shape's records already in the file, as a local resume does.
-            key_shape = (unit.op, unit.shape_id)
-            c = classes[unit.cls]
-            old = [r for r in existing.values() if (r.get("op"), str(r.get("shape_id"))) == key_shape
-                   and runner.record_key(r)[3:] == runner.record_key({**c, "op": None})[3:]]
+            same = runner.record_key({**pool.classes[unit.cls], "op": None})[3:]
+            old = [r for r in existing.values() if (r.get("op"), str(r.get("shape_id"))) == (unit.op, unit.shape_id)
+                   and runner.record_key(r)[3:] == same]
             runner._add_speedups(old + recs)
             for rec in recs:
                 k = runner.record_key(rec)
@@ -426,147 +569,26 @@ def run_cluster(cfg: runner.RunConfig, address: str, *, attempts: int = DEFAULT_
                 result.records.append(rec)
 
         def give_up(unit: Unit, reason: str) -> None:
-            state.failed += 1
-            recs = _fail_records(unit, classes[unit.cls], reason, specs, shapes, cfg.weights)
-            unit_done(unit, recs)
+            done(unit, _fail_records(unit, pool.classes[unit.cls], reason, specs, shapes, cfg.weights))
             result.failed_units += 1
 
-        def replace_actor(a: _Actor) -> None:
-            try:
-                ray.kill(a.handle, no_restart=True)
-            except Exception:  # noqa: BLE001 - already gone
-                pass
-            actors.pop(a.index, None)
-            b = start_actor()
-            starting[b.handle.describe.remote()] = b
-            state.workers = sum(1 for x in actors.values() if x.info)
-
-        def next_unit(a: _Actor) -> Unit | None:
-            q = queues.get(class_key(a.info["class"]))
-            if not q:
-                return None
-            key = class_key(a.info["class"])
-            live_nodes = {x.node for x in actors.values() if x.info and class_key(x.info["class"]) == key}
-            for i, u in enumerate(q):  # a retried unit goes to another node while one is left
-                if a.node not in u.failed_nodes or live_nodes <= u.failed_nodes:
-                    del q[i]
-                    return u
-            return None
-
-        first_error = None
-        while True:
-            # Hand out work to idle workers.
-            out_of_time = (cfg.time_budget_s is not None and measured_any
-                           and time.monotonic() - t0 > cfg.time_budget_s)
-            budget_hit = budget_hit or out_of_time
-            for _ in range(len(idle)):
-                a = idle.popleft()
-                u = None if out_of_time else next_unit(a)
-                if u is None:
-                    idle.append(a)
-                    continue
-                u.attempts += 1
-                u.last_worker = a.info
-                fut = a.handle.run_unit.remote(u.op, u.shape_id, u.impls, u.attempts)
-                running[fut] = (a, u)
-                state.running[a.index] = (a.node, u.name)
-                if on_dispatch:
-                    on_dispatch(u, a.info)
-                event(f"{u.name} -> {a.node}" + (f" (attempt {u.attempts})" if u.attempts > 1 else ""), "dispatch")
-            # Units wait for a worker of their device class; with none left (and none starting)
-            # they stay unmeasured, for a later run to resume, rather than becoming FAIL records.
-            # The plan is complete once every first worker has said which device it has; replacement
-            # workers still starting are not waited for when nothing is left for them.
-            live = {class_key(a.info["class"]) for a in actors.values() if a.info}
-            takeable = sum(len(q) for key, q in queues.items() if key in live)
-            pending = sum(len(q) for q in queues.values())
-            if not running and ((not first_workers and (pending == 0 or budget_hit))
-                                or (not starting and takeable == 0)):
-                break
-            waiting = list(running) + list(starting)
-            ready, _ = ray.wait(waiting, num_returns=1, timeout=1.0)
-            now = time.monotonic()
-            for fut in ready:
-                if fut in starting:
-                    first_workers.discard(fut)
-                    a = starting.pop(fut)
-                    try:
-                        a.info = ray.get(fut)
-                    except Exception as e:  # noqa: BLE001 - the actor could not start
-                        first_error = first_error or _short(e)
-                        actors.pop(a.index, None)
-                        event(f"a worker failed to start: {_short(e)}")
-                        continue
-                    if class_key(a.info["class"]) not in classes:
-                        plan_class(a.info["class"])
-                    state.node(a.node)["workers"] += 1
-                    state.workers = sum(1 for x in actors.values() if x.info)
-                    idle.append(a)
-                    continue
-                a, u = running.pop(fut)
-                state.running.pop(a.index, None)
-                try:
-                    recs = ray.get(fut)
-                except Exception as e:  # noqa: BLE001
-                    if _worker_died(ray, e):
-                        u.failed_nodes.add(a.node)
-                        u.errors.append(f"attempt {u.attempts} on {a.node}: {_short(e)}")
-                        state.node(a.node)["retried"] += 1
-                        replace_actor(a)
-                        if u.attempts < attempts:
-                            state.retried += 1
-                            result.retries += 1
-                            queues[u.cls].appendleft(u)
-                            event(f"{u.name}: worker on {a.node} died; retrying elsewhere "
-                                  f"({u.attempts}/{attempts} attempts used)")
-                        else:
-                            state.node(a.node)["failed"] += 1
-                            give_up(u, f"its worker died on each of {u.attempts} attempts: " + "; ".join(u.errors))
-                            event(f"{u.name}: FAIL after {u.attempts} attempts")
-                        continue
-                    # The runner turns an implementation's errors into FAIL records itself; what
-                    # escapes it is the same on any worker, so it is not retried.
-                    state.node(a.node)["failed"] += 1
-                    give_up(u, f"the worker on {a.node} raised {_short(getattr(e, 'cause', None) or e)}")
-                    idle.append(a)
-                    event(f"{u.name}: FAIL ({_short(e)[:80]})")
-                    continue
-                unit_done(u, recs)
-                measured_any = True
-                state.done += 1
-                state.node(a.node)["done"] += 1
-                idle.append(a)
-                event(f"{u.name} done on {a.node}")
-            # Workers that never came up (no free GPU, a node that vanished).
-            for fut, a in list(starting.items()):
-                if now - a.started > start_timeout_s:
-                    starting.pop(fut)
-                    first_workers.discard(fut)
-                    actors.pop(a.index, None)
-                    try:
-                        ray.kill(a.handle, no_restart=True)
-                    except Exception:  # noqa: BLE001
-                        pass
-                    first_error = first_error or f"a worker did not start within {start_timeout_s:.0f} s"
-                    event(f"a worker did not start within {start_timeout_s:.0f} s; going on without it")
-        if not classes:
-            raise ClusterError(f"no worker started on the cluster at {address}: {first_error or 'unknown reason'} "
-                               "(is solbench importable on the worker nodes? docs/CLUSTER.md)")
-        result.unfinished = sum(len(u.impls) for q in queues.values() for u in q)
+        pool = _Pool(ray, address, (cfg, Path(cfg.suite).read_text() if cfg.suite else None), attempts=attempts,
+                     plan=plan, submit=lambda h, u: h.run_unit.remote(u.op, u.shape_id, u.impls, u.attempts),
+                     done=done, give_up=give_up, on_event=on_event, on_dispatch=on_dispatch,
+                     start_timeout_s=start_timeout_s, time_budget_s=cfg.time_budget_s, max_workers=max_workers)
+        pool.run()
+        result.unfinished = sum(len(u.impls) for u in pool.leftover())
+        result.retries = pool.retries
     finally:
         if out_f:
             out_f.close()
-        for a in list(actors.values()):
-            try:
-                ray.kill(a.handle, no_restart=True)
-            except Exception:  # noqa: BLE001
-                pass
+        if pool:
+            pool.close()
         if started_ray:
-            ray.shutdown()
-    c0 = result.classes[0] if result.classes else {}
+            import_ray().shutdown()
     result.smoke = any(c["smoke"] for c in result.classes)
     result.device = ", ".join(sorted({c["device"] for c in result.classes})) or "?"
-    result.hw = ", ".join(sorted({c["hw"] for c in result.classes})) or c0.get("hw", "")
+    result.hw = ", ".join(sorted({c["hw"] for c in result.classes}))
     result.wall_s = time.monotonic() - t0
     return result
 
@@ -578,7 +600,13 @@ def run_cli(cfg: runner.RunConfig, address: str, console, *, attempts: int = DEF
     one line per event in a log."""
     if console.is_terminal:
         from rich.live import Live
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
         from rich.table import Table
 
         bar = Progress(TextColumn("cluster"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
