@@ -1,6 +1,7 @@
 """``solbench run --cluster`` on a local Ray instance: two CPU workers standing in for GPUs (the
 ``solbench_gpu`` resource), the smoke shapes of two cheap operators with torch_eager only."""
 import collections
+import json
 import os
 import signal
 
@@ -98,3 +99,23 @@ def test_interrupted_driver_resumes_from_the_file(cluster, local_records, tmp_pa
     res = run_cluster(_cfg(out), cluster)
     assert res.skipped_existing == len(first)
     assert _keys(read_records(out)) == _keys(local_records)
+
+
+def test_eval_batch_on_the_cluster_writes_the_leaderboard_and_records(cluster, tmp_path, capsys):
+    import shutil
+    from pathlib import Path
+
+    folder = tmp_path / "batch"
+    folder.mkdir()
+    shutil.copy(Path(__file__).parent / "eval" / "candidates" / "model_correct.py", folder / "silu_and_mul.py")
+    out = tmp_path / "eval.jsonl"
+    rc = cli.main(["eval", "--batch", str(folder), "--shapes", "0", "--no-edge", "--out", str(out),
+                   "--cluster", cluster])
+    assert rc == 0, capsys.readouterr()
+    row, = json.loads((folder / "leaderboard.json").read_text())["candidates"]
+    assert row["op"] == "silu_and_mul" and row["fraction_correct"] == 1.0
+    cand = [r for r in read_records(out) if r.get("candidate")]
+    assert cand and all(r["verdict"] == "pass" for r in cand)
+    # The records name the driver's file and where they were evaluated.
+    assert {r["candidate"]["path"] for r in cand} == {str((folder / "silu_and_mul.py").resolve())}
+    assert all(r["cluster"]["node"] for r in cand)

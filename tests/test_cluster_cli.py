@@ -25,3 +25,8 @@ def test_unreachable_address_is_a_clear_error_and_exit_2(capsys):
     assert cli.main(RUN + ["--cluster", "127.0.0.1:1"]) == 2
     err = capsys.readouterr().err
     assert "cannot reach a Ray cluster at 127.0.0.1:1" in err and "ray start --head" in err
+
+
+def test_eval_cluster_needs_a_batch(capsys):
+    assert cli.main(["eval", "cand.py", "--op", "silu_and_mul", "--cluster", "local:2"]) == 2
+    assert "needs --batch DIR" in capsys.readouterr().err

@@ -174,6 +174,25 @@ class Worker:
     def describe(self) -> dict:
         return {**self.where, "class": self.device_class}
 
+    def eval_candidate(self, cfg, candidate_text: str, baselines_text: str | None, attempt: int):
+        """``solbench eval`` of one candidate (its stages in their own sandboxed subprocesses, as
+        locally), from the driver's copy of the file; the records are returned, not written."""
+        import tempfile
+
+        from solbench.eval.evaluate import evaluate
+
+        folder = Path(tempfile.mkdtemp(prefix="solbench-candidate-"))
+        path = folder / Path(cfg.candidate).name
+        path.write_text(candidate_text)
+        local = {"candidate": str(path), "out": None}
+        if baselines_text is not None:
+            local["baselines_from"] = str(folder / "baselines.jsonl")
+            Path(local["baselines_from"]).write_text(baselines_text)
+        res = evaluate(replace(cfg, **local))
+        for rec in res.records + res.baseline_records:
+            rec["cluster"] = {**self.where, "attempt": attempt}
+        return res
+
     def run_unit(self, op: str, shape_id: str, impls: list[str], attempt: int) -> list[dict]:
         cfg = replace(self.cfg, ops=[op], shapes=[shape_id], impls=impls, out=None, max_shapes=None,
                       time_budget_s=None, retry_failed=False, remeasure_ops=())
@@ -209,10 +228,12 @@ class Unit:
     failed_nodes: set = field(default_factory=set)
     errors: list[str] = field(default_factory=list)
     last_worker: dict = field(default_factory=dict)   # where the last attempt ran
+    label: str = ""                                     # a name other than "op #shape" (a candidate file)
+    payload: object = None                              # what the worker needs besides (a candidate's config)
 
     @property
     def name(self) -> str:
-        return f"{self.op} #{self.shape_id}"
+        return self.label or f"{self.op} #{self.shape_id}"
 
 
 @dataclass
@@ -506,6 +527,7 @@ def run_cluster(cfg: runner.RunConfig, address: str, *, attempts: int = DEFAULT_
     ``on_dispatch(unit, worker_info)`` when a unit is handed to a worker."""
     if attempts < 1:
         raise ClusterError("--cluster-attempts must be at least 1")
+    parse_local(address)  # a malformed local:N is refused with or without Ray
     ray = import_ray()
     if cfg.remeasure_ops:
         runner._check_remeasure(cfg)
@@ -593,6 +615,79 @@ def run_cluster(cfg: runner.RunConfig, address: str, *, attempts: int = DEFAULT_
     return result
 
 
+def eval_batch(items: list[tuple], address: str, *, out: str | None = None, attempts: int = DEFAULT_ATTEMPTS,
+               run_cfg: runner.RunConfig | None = None, on_event=None, on_dispatch=None) -> list:
+    """``solbench eval --batch DIR --cluster``: ``items`` are (candidate path, op, EvalConfig); each
+    candidate is a unit on one worker. Returns, in the order of ``items``, each candidate's
+    EvalResult (its paths the driver's) or the reason no worker could evaluate it (a str). With
+    ``out``, the driver alone appends each candidate's records (and baselines) as it comes back.
+
+    A cluster of several GPU models evaluates on the model of the first worker up (a leaderboard
+    compares candidates on one device); the others stay idle."""
+    ray = import_ray()
+    results: list = [None] * len(items)
+    out_f: ResultsFile | None = None
+    pool: _Pool | None = None
+    started_ray = False
+    try:
+        started_ray = connect(address)
+        if out:
+            out_f = ResultsFile(out)
+            out_f.acquire()
+            out_f.open_append()
+
+        def plan(c: dict) -> list[Unit]:
+            if pool.classes:
+                return []
+            units = []
+            for i, (path, op, cfg) in enumerate(items):
+                text = Path(path).read_text()
+                baselines = Path(cfg.baselines_from).read_text() if cfg.baselines_from else None
+                units.append(Unit(op, "", class_key(c), [], label=Path(path).name,
+                                  payload=(i, cfg, text, baselines)))
+            return units
+
+        def done(unit: Unit, res) -> None:
+            i, cfg = unit.payload[:2]
+            driver_path = str(Path(items[i][0]).resolve())
+            for rec in res.records:  # the candidate as the driver names it (same content, same sha256)
+                if isinstance(rec.get("candidate"), dict):
+                    rec["candidate"]["path"] = driver_path
+                if isinstance(rec.get("impl_facts"), dict) and "candidate" in rec["impl_facts"]:
+                    rec["impl_facts"]["candidate"] = driver_path
+            if out_f:
+                reused = cfg.baselines_from and Path(cfg.baselines_from).resolve() == Path(out).resolve()
+                for rec in res.records + ([] if reused else res.baseline_records):
+                    out_f.append(rec)
+            results[i] = res
+
+        def give_up(unit: Unit, reason: str) -> None:
+            results[unit.payload[0]] = reason
+
+        pool = _Pool(ray, address, (run_cfg or runner.RunConfig(), None), attempts=attempts, plan=plan,
+                     submit=lambda h, u: h.eval_candidate.remote(u.payload[1], u.payload[2], u.payload[3],
+                                                                  u.attempts),
+                     done=done, give_up=give_up, on_event=on_event, on_dispatch=on_dispatch)
+        pool.run()
+        for u in pool.leftover():
+            results[u.payload[0]] = "not evaluated: no worker was left to take it"
+    finally:
+        if out_f:
+            out_f.close()
+        if pool:
+            pool.close()
+        if started_ray:
+            import_ray().shutdown()
+    return results
+
+
+def log_events(kind: str, msg: str, state: ClusterState) -> None:
+    """A progress line per unit finished, failed or retried (for a log, or a plain terminal)."""
+    if kind == "dispatch":
+        return
+    print(f"[{state.done + state.failed}/{state.total}] {msg} | {state.line()}", flush=True)
+
+
 # ---- the command line's progress display ---------------------------------------------------------
 
 def run_cli(cfg: runner.RunConfig, address: str, console, *, attempts: int = DEFAULT_ATTEMPTS) -> ClusterResult:
@@ -638,9 +733,4 @@ def run_cli(cfg: runner.RunConfig, address: str, console, *, attempts: int = DEF
 
             return run_cluster(cfg, address, attempts=attempts, on_event=on_event)
 
-    def on_event(kind, msg, state):
-        if kind == "dispatch":  # a log gets a line per unit finished, failed or retried
-            return
-        print(f"[{state.done + state.failed}/{state.total}] {msg} | {state.line()}", flush=True)
-
-    return run_cluster(cfg, address, attempts=attempts, on_event=on_event)
+    return run_cluster(cfg, address, attempts=attempts, on_event=log_events)
