@@ -13,7 +13,8 @@ record per implementation, with the reason. A dead actor is replaced by a fresh 
 unit are written once, when the unit comes back, so nothing is lost or written twice.
 
 A cluster with several GPU models runs every unit once per model (records are keyed by device),
-which is what a sweep over H100, H200 and B200 wants. Ray is an optional extra
+which is what a sweep over H100, H200 and B200 wants. ``solbench eval --batch DIR --cluster``
+spreads candidate files over the same pool of workers (:func:`eval_batch`). Ray is an optional extra
 (``pip install solbench[cluster]``); nothing else in solbench imports it.
 """
 from __future__ import annotations
@@ -445,7 +446,10 @@ class _Pool:
             if not running and ((not first_workers and (pending == 0 or budget_hit))
                                 or (not self._starting and takeable == 0)):
                 break
-            ready, _ = ray.wait(list(running) + list(self._starting), num_returns=1, timeout=1.0)
+            waiting = list(running) + list(self._starting)
+            if not waiting:  # idle workers that none of the queued units may go to
+                break
+            ready, _ = ray.wait(waiting, num_returns=1, timeout=1.0)
             for fut in ready:
                 if fut in self._starting:
                     first_workers.discard(fut)
