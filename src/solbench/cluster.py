@@ -134,10 +134,13 @@ def _gpu_uuid() -> str | None:
         if uuid is not None:
             text = str(uuid)
             return text if text.startswith("GPU-") else f"GPU-{text}"
-    except Exception:
+    except Exception:  # noqa: BLE001 - an older torch: ask nvidia-smi about the visible GPU
         pass
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")[0]
-    return visible or None
+    from solbench.core.env import _run
+
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")[0].strip()
+    uuid = _run(["nvidia-smi", f"--id={visible}", "--query-gpu=uuid", "--format=csv,noheader"]) if visible else None
+    return uuid.splitlines()[0].strip() if uuid else None
 
 
 class Worker:
@@ -182,14 +185,14 @@ class Worker:
 
         from solbench.eval.evaluate import evaluate
 
-        folder = Path(tempfile.mkdtemp(prefix="solbench-candidate-"))
-        path = folder / Path(cfg.candidate).name
-        path.write_text(candidate_text)
-        local = {"candidate": str(path), "out": None}
-        if baselines_text is not None:
-            local["baselines_from"] = str(folder / "baselines.jsonl")
-            Path(local["baselines_from"]).write_text(baselines_text)
-        res = evaluate(replace(cfg, **local))
+        with tempfile.TemporaryDirectory(prefix="solbench-candidate-") as tmp:
+            path = Path(tmp) / Path(cfg.candidate).name
+            path.write_text(candidate_text)
+            local = {"candidate": str(path), "out": None}
+            if baselines_text is not None:
+                local["baselines_from"] = str(Path(tmp) / "baselines.jsonl")
+                Path(local["baselines_from"]).write_text(baselines_text)
+            res = evaluate(replace(cfg, **local))
         for rec in res.records + res.baseline_records:
             rec["cluster"] = {**self.where, "attempt": attempt}
         return res
