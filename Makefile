@@ -27,7 +27,12 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)"
 	$(PY) -c "import triton" 2>/dev/null || $(PY) -m pip install -q "triton>=3.0" || echo "triton not installable here: our Triton kernels will be reported as skipped"
 	$(PY) -m pip install -q -e ".[test]"
+	touch $@
+
+# What only the tests use, best effort: NVRTC for the JIT CUDA compile tests, Ray for the cluster tests.
+$(VENV)/.test-extras: $(VENV)/.installed
 	$(PY) -m pip install -q -e ".[cuda]" || echo "cuda-bindings / NVRTC not installable here: the JIT CUDA compile tests will be skipped"
+	$(PY) -m pip install -q -e ".[cluster]" || echo "ray not installable here: the cluster tests will be skipped"
 	touch $@
 
 setup: $(VENV)/.installed
@@ -38,7 +43,7 @@ run: setup
 	 else cpu="$(CPU_RUN_ARGS)"; fi; \
 	 $(VENV)/bin/solbench run --out $(OUT).jsonl --report $(OUT).html $$cpu $(RUN_ARGS)
 
-test: setup
+test: setup $(VENV)/.test-extras
 	$(PY) -m pytest -q
 
 clean:

@@ -232,15 +232,20 @@ def cmd_run(args) -> int:
     console = _console()
     device = hardware.current_device()
     smoke = cfg.smoke if cfg.smoke is not None else device.type != "cuda"
-    if smoke:
+    # With --cluster, each worker decides smoke or full, and calibrates, on its own device.
+    if smoke and not args.cluster:
         console.print("[yellow]No GPU here: running the CPU smoke subset (each operator's smallest shapes, "
                       "Triton kernels in the interpreter). Timings are CPU timings and say nothing about "
                       "GPU speed.[/]" if device.type != "cuda" else "[yellow]--smoke: running the smoke subset[/]")
-    if not hardware.load_calibration(hardware.device_key()):
+    if not args.cluster and not hardware.load_calibration(hardware.device_key()):
         with console.status("calibrating this device (once; cached)..."):
             hardware.calibrate(quick=device.type != "cuda")
     try:
-        if console.is_terminal:
+        if args.cluster:
+            from solbench.cluster import run_cli
+
+            result = run_cli(cfg, args.cluster, console, attempts=args.cluster_attempts)
+        elif console.is_terminal:
             with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
                           TimeElapsedColumn(), console=console, transient=True) as prog:
                 task = prog.add_task("running", total=None)
@@ -265,9 +270,10 @@ def cmd_run(args) -> int:
     importance = weights or {s.name: s.importance for s in all_specs(include_variants=True)}
     print_run(console, result.records, result.hw, importance)
     n = len(result.records)
+    ceilings = result.achievable.source if result.achievable else "each worker's own calibrated"
     counts = {k: sum(1 for r in result.records if r["status"] == k) for k in ("ok", "fail", "skip")}
     console.print(f"{n} records on {result.device} ({'smoke subset' if result.smoke else 'full shapes'}; "
-                  f"datasheet {result.hw}, achievable from {result.achievable.source} ceilings): "
+                  f"datasheet {result.hw}, achievable from {ceilings} ceilings): "
                   f"{counts['ok']} ok, {counts['fail']} fail, {counts['skip']} skip"
                   + (f"; {result.skipped_existing} reused from {args.out}" if result.skipped_existing else "")
                   + (f"; written to {args.out}" if args.out else "")
@@ -417,6 +423,13 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--time-budget", type=float, metavar="SECONDS",
                    help="start no new shape after this many seconds (the run stops cleanly; with --out a "
                         "rerun resumes)")
+    q.add_argument("--cluster", metavar="ADDRESS",
+                   help="spread (operator, shape) units over a Ray cluster, one worker per GPU: HOST:PORT, "
+                        "ray://HOST:PORT, auto (the cluster this machine is part of) or local:N (start Ray here "
+                        "with N workers); needs pip install 'solbench[cluster]' (docs/CLUSTER.md)")
+    q.add_argument("--cluster-attempts", type=int, default=3, metavar="N",
+                   help="with --cluster: a unit whose worker dies is tried on another worker, N tries in all, "
+                        "then recorded as FAIL with the reason (default 3)")
     q.set_defaults(func=cmd_run)
 
     q = sub.add_parser("tune", help="measure launch configurations of our memory-bound kernels on this GPU "

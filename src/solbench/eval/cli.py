@@ -66,14 +66,26 @@ def cmd_eval(args) -> int:
             raise FileNotFoundError(f"--batch {folder}: no candidate files (*.py)")
         per = []
         any_failed = False
+        todo = []
         for p in files:
             op = _op_for(p)
             if op is None:
                 console.print(f"[yellow]skip {p.name}: no operator (name the file <op>.py or set OP = \"<op>\")[/]")
                 continue
+            todo.append((p, op))
+        spread = _on_cluster(args, todo) if args.cluster else None
+        for i, (p, op) in enumerate(todo):
             console.print(f"[b]{p.name}[/] -> {op}")
-            with console.status(f"evaluating {p.name}...") as st:
-                res = evaluate(_config(args, str(p), op), progress=lambda m: st.update(f"{p.name}: {m}"))
+            if spread is not None:
+                res = spread[i]
+                if isinstance(res, str):  # no worker could evaluate it
+                    console.print(f"[red]{p.name}: FAIL: {res}[/]")
+                    per.append((str(p), []))
+                    any_failed = True
+                    continue
+            else:
+                with console.status(f"evaluating {p.name}...") as st:
+                    res = evaluate(_config(args, str(p), op), progress=lambda m: st.update(f"{p.name}: {m}"))
             print_eval(console, res, brief=True)
             per.append((str(p), res.records))
             any_failed = any_failed or _failed_any(res.records)
@@ -86,6 +98,8 @@ def cmd_eval(args) -> int:
         Path(summary).write_text(json.dumps(board, indent=1))
         console.print(f"leaderboard written to {summary}")
         return _exit_code(args, any_failed)
+    if args.cluster:
+        raise ValueError("eval --cluster spreads a batch: it needs --batch DIR")
     if not args.candidate or not args.op:
         raise ValueError("eval needs CANDIDATE.py and --op OP (or --batch DIR)")
     with console.status("evaluating...") as st:
@@ -97,6 +111,16 @@ def cmd_eval(args) -> int:
     if args.out:
         console.print(f"{len(res.records) + len(res.baseline_records)} records written to {args.out}")
     return _exit_code(args, _failed_any(res.records))
+
+
+def _on_cluster(args, todo) -> list:
+    """``--batch DIR --cluster ADDRESS``: the candidates spread over a Ray cluster (docs/CLUSTER.md)."""
+    from solbench.cluster import eval_batch, log_events
+    from solbench.runner import RunConfig
+
+    run_cfg = RunConfig(timer=args.timer, hw=args.hw, smoke=True if args.smoke else None)
+    return eval_batch([(str(p), op, _config(args, str(p), op)) for p, op in todo], args.cluster, out=args.out,
+                      attempts=args.cluster_attempts, run_cfg=run_cfg, on_event=log_events)
 
 
 def _failed_any(records) -> bool:
@@ -148,6 +172,11 @@ def register(sub) -> None:
     q.add_argument("--audit-seed", type=int,
                    help="ignored (kept for old scripts): the judge draws its audits with `secrets`")
     q.add_argument("--json", action="store_true", help="also print the task scores as JSON")
+    q.add_argument("--cluster", metavar="ADDRESS",
+                   help="with --batch: spread the candidates over a Ray cluster, one worker per GPU (HOST:PORT, "
+                        "auto or local:N; docs/CLUSTER.md); the driver writes --out and the leaderboard")
+    q.add_argument("--cluster-attempts", type=int, default=3, metavar="N",
+                   help="with --cluster: tries of a candidate whose worker dies (default 3)")
     q.add_argument("--report-only", action="store_true",
                    help="exit 0 whatever the verdicts (by default eval exits 1 unless every shape passes)")
     q.add_argument("--strict", action="store_true", help=argparse.SUPPRESS)  # the default now; kept for old scripts
