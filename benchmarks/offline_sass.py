@@ -66,7 +66,7 @@ def main(argv=None) -> int:
         for label, flags in variants:
             ins = sass_of(_glu_kernel, signature,
                           {"ACT": ACT_MODES[mode], "HAS_LIMIT": False, "INTERLEAVED": False,
-                           "BLOCK_M": a.block_m, "BLOCK_N": a.block_n, "LOAD_EVICT": "", "STORE_CACHE": "", **flags},
+                           "BLOCK_M": a.block_m, "BLOCK_N": a.block_n, **flags},
                           divisible_by_16=aligned, num_warps=a.warps)
             mufu = Counter(op for op in map(opcode, ins) if op.startswith("MUFU"))
             if a.json:

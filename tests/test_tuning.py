@@ -484,11 +484,11 @@ def test_a_few_rows_key_must_beat_the_entry_those_shapes_use_today():
 
 def test_tune_makes_a_representatives_input_sets_once(monkeypatch):
     # solbench tune times dozens of configurations per shape; a decode shape rotates thousands of
-    # input sets, so they are made once per key (runner._time_impl's sets_cache), not per candidate.
+    # input sets, so they are made once per key (runner.time_impl's sets_cache), not per candidate.
     import torch
 
     from solbench.core.spec import get_spec, impls_for
-    from solbench.runner import RunConfig, _time_impl
+    from solbench.runner import RunConfig, time_impl
 
     spec = get_spec("rms_norm")
     impl = impls_for("rms_norm")["torch_eager"]
@@ -499,8 +499,8 @@ def test_tune_makes_a_representatives_input_sets_once(monkeypatch):
     cache: dict = {}
     device = torch.device("cpu")
     for _ in range(3):
-        status, reason, facts = _time_impl(spec, impl, shape, device, RunConfig(), spec.cost(shape), cache)
+        status, reason, facts = time_impl(spec, impl, shape, device, RunConfig(), spec.cost(shape), cache)
         assert status == "ok", reason
     assert len(made) == 2 and len(cache) == 1  # two CPU sets, made for the first timing only
-    _time_impl(spec, impl, shape, device, RunConfig(), spec.cost(shape))
+    time_impl(spec, impl, shape, device, RunConfig(), spec.cost(shape))
     assert len(made) == 4  # without a cache: made again

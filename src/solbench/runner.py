@@ -17,14 +17,11 @@ from pathlib import Path
 from typing import Callable, Collection, Iterable, Mapping, Sequence
 
 from solbench.core import check as checker
-from solbench.core import hardware, roofline, timing
+from solbench.core import hardware, record, timing
 from solbench.core.env import environment, running_clocks
+from solbench.core.record import record_key
 from solbench.core.spec import Cost, Impl, OpSpec, Shape, all_specs, get_spec, impls_for
 from solbench.resultsfile import ResultsFile, json_safe
-
-SCHEMA_VERSION = 1
-BASELINES = ("torch_compile", "torch_eager")
-
 
 COLD_L2_MODES = ("auto", "flush", "warm")
 
@@ -119,11 +116,6 @@ def _check_remeasure(cfg: "RunConfig") -> None:
     outside = sorted(set(cfg.remeasure_ops) - set(cfg.ops)) if cfg.ops else []
     if outside:
         raise ValueError(f"--remeasure-ops {', '.join(outside)}: not among --ops, so they would not be measured again")
-
-
-def record_key(r: Mapping) -> tuple:
-    return (r.get("op"), str(r.get("shape_id")), r.get("impl"), r.get("hw"), r.get("device"),
-            r.get("timer"), bool(r.get("smoke")))
 
 
 def read_records(path: str | os.PathLike) -> list[dict]:
@@ -256,7 +248,7 @@ def _prepare_impl(spec: OpSpec, impl: Impl, shape: Shape, device) -> tuple[str, 
     return "", "", facts
 
 
-def _time_impl(spec: OpSpec, impl: Impl, shape: Shape, device, cfg: RunConfig, cost: Cost,
+def time_impl(spec: OpSpec, impl: Impl, shape: Shape, device, cfg: RunConfig, cost: Cost,
                sets_cache: dict | None = None) -> tuple[str, str, dict]:
     """Time one implementation that passed its check: ("ok", "", {"timing": ...}) or a FAIL.
     ``sets_cache`` (``solbench tune``, which times many launch configurations of one
@@ -350,7 +342,7 @@ def measure_shape(spec: OpSpec, impls: Sequence[Impl], shape: Shape, device, cfg
         if progress:
             progress(f"{impl.name}: time")
         t0 = time.perf_counter()
-        status, reason, tf = _time_impl(spec, impl, shape, device, cfg, cost)
+        status, reason, tf = time_impl(spec, impl, shape, device, cfg, cost)
         dt = time.perf_counter() - t0
         f.update(tf)
         f["phase_s"]["timing"] = round(dt, 3)
@@ -411,8 +403,8 @@ def run(cfg: RunConfig, *, progress: Callable | None = None, on_shape_done: Call
     measured_any = False
     try:
         def key_fields(sp: OpSpec, sh: Shape, impl_name: str) -> dict:
-            return {"schema": SCHEMA_VERSION, "op": sp.name, "shape_id": sh.id, "impl": impl_name,
-                    "hw": datasheet.name, "device": device_name, "timer": timer_name, "smoke": smoke}
+            return record.key_fields(sp.name, sh.id, impl_name, hw=datasheet.name, device=device_name,
+                                     timer=timer_name, smoke=smoke)
 
         for idx, (spec, shape, impls) in enumerate(plan):
             base_of = {impl.name: key_fields(spec, shape, impl.name) for impl in impls}
@@ -425,11 +417,6 @@ def run(cfg: RunConfig, *, progress: Callable | None = None, on_shape_done: Call
                                      if record_key(key_fields(sp, sh, i.name)) not in existing)
                 break
             cost = spec.cost(shape)
-            rl_ds = roofline.roofline(cost, datasheet)
-            rl_ach = roofline.roofline(cost, achievable)
-            # The cold floor (calibrate): no kernel of any size beats it, so below it S says
-            # nothing about the kernel; None until the device's calibration has measured it.
-            cold_floor_us = (achievable.extra or {}).get("cold_floor_us")
 
             def shape_progress(msg, _spec=spec, _shape=shape):
                 if progress:
@@ -450,36 +437,17 @@ def run(cfg: RunConfig, *, progress: Callable | None = None, on_shape_done: Call
                     done += 1
                     continue
                 status, reason, facts, wall_s = measured[impl.name]
-                t = facts.get("timing") or {}
-                time_us = t.get("median_us") if status == "ok" else None
-                rec = {
-                    **base, "role": impl.role, "status": status, "reason": reason,
-                    "time_us": time_us, "p20_us": t.get("p20_us"), "p80_us": t.get("p80_us"),
-                    "sol_us": rl_ds.sol_us, "sol_achievable_us": rl_ach.sol_us,
-                    "s": roofline.speed_of_light_fraction(rl_ds.sol_us, time_us),
-                    "s_achievable": roofline.speed_of_light_fraction(rl_ach.sol_us, time_us),
-                    "launch_floor_us": achievable.launch_floor_us,
-                    "cold_floor_us": cold_floor_us,
-                    "s_floor": (max(rl_ach.sol_us, cold_floor_us) / time_us
-                                if cold_floor_us and time_us else None),
-                    "ai": rl_ds.ai, "regime": rl_ds.regime, "bound": rl_ds.bound,
-                    "cost": cost.to_record(), "tolerance": spec.tolerance(shape).to_record(),
-                    "dtype": spec.dtype, "importance": (cfg.weights or {}).get(spec.name, spec.importance),
-                    "weight": shape.weight, "description": shape.description,
-                    "params": dict(shape.params), "provenance": dict(shape.provenance),
-                    "check": facts.get("check"), "timing": t or None,
-                    "compile_s": facts.get("compile_s"), "impl_facts": {k: v for k, v in facts.items()
-                                                                      if k not in ("check", "timing", "compile_s")},
-                    "peaks": {"datasheet": {"bandwidth": datasheet.bandwidth, "peaks": dict(datasheet.peaks)},
-                              "achievable": {"bandwidth": achievable.bandwidth, "peaks": dict(achievable.peaks),
-                                             "source": achievable.source}},
-                    "wall_s": round(wall_s, 3), "env": shape_env,
-                }
+                rec = record.build(
+                    base, role=impl.role, spec=spec, shape=shape, cost=cost, datasheet=datasheet,
+                    achievable=achievable, status=status, reason=reason, timing=facts.get("timing"),
+                    check=facts.get("check"), compile_s=facts.get("compile_s"),
+                    impl_facts={k: v for k, v in facts.items() if k not in ("check", "timing", "compile_s")},
+                    wall_s=wall_s, env=shape_env, importance=(cfg.weights or {}).get(spec.name, spec.importance))
                 shape_records.append(rec)
                 done += 1
             if progress:
                 progress(done, total, f"{spec.name} #{shape.id} done")
-            _add_speedups(shape_records)
+            record.add_speedups(shape_records)
             for rec in shape_records:
                 if record_key(rec) in existing:
                     continue
@@ -497,22 +465,6 @@ def run(cfg: RunConfig, *, progress: Callable | None = None, on_shape_done: Call
     if progress:
         progress(done, total, "done")
     return res
-
-
-def _add_speedups(shape_records: list[dict]) -> None:
-    times = {r["impl"]: r["time_us"] for r in shape_records if r.get("status") == "ok" and r.get("time_us")}
-    roles = {r["impl"]: r.get("role") or ("ours" if r["impl"].startswith("ours") else "peer") for r in shape_records}
-    for r in shape_records:
-        t = times.get(r["impl"]) if r.get("status") == "ok" else None
-        sp = {}
-        if t:
-            for b in BASELINES:
-                if b in times:
-                    sp[f"vs_{b}"] = times[b] / t
-            peers = [bt for name, bt in times.items() if name != r["impl"] and roles.get(name) == "peer"]
-            if peers:
-                sp["vs_best_peer"] = min(peers) / t
-        r["speedup"] = sp
 
 
 def iter_ops(records: Iterable[Mapping]) -> list[str]:

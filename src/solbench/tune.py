@@ -213,9 +213,9 @@ def representatives(entries: list, few_rows: bool = False) -> list:
 def _time(spec, impl, shape, device, cost, sets_cache: dict | None = None) -> float | None:
     """The median time of one representative, timed by ``run``'s rule: a table entry is judged by
     the record ``run`` writes, so it is chosen by one (a warm-L2 tune lost where it was scored)."""
-    from solbench.runner import RunConfig, _time_impl
+    from solbench.runner import RunConfig, time_impl
 
-    status, _, facts = _time_impl(spec, impl, shape, device, RunConfig(), cost, sets_cache)
+    status, _, facts = time_impl(spec, impl, shape, device, RunConfig(), cost, sets_cache)
     return facts["timing"]["median_us"] if status == "ok" else None
 
 

@@ -246,14 +246,19 @@ def test_speedups_name_every_baseline_and_the_baselines_method_reaches_run(monke
     from solbench.core.spec import get_spec
     from solbench.eval import evaluate as ev
 
+    from solbench.core.record import candidate_speedups
+
     base = [{"impl": n, "status": "ok", "time_us": t, "shape_id": 3}
             for n, t in (("ours_triton", 9.0), ("torch_compile", 20.0), ("liger", 12.0))]
     base.append({"impl": "torch_eager", "status": "fail", "time_us": None, "shape_id": 3})
-    sp = ev._speedups({"time_us": 10.0, "shape_id": 3}, base)
+    # A reference is timed beside the others but never ranked as a peer.
+    base.append({"impl": "dense_ref", "role": "reference", "status": "ok", "time_us": 11.0, "shape_id": 3})
+    sp = candidate_speedups({"time_us": 10.0, "shape_id": 3}, base)
     # vs_ours_triton is the reproduction ratio for the exported ours_triton kernel
     assert sp["vs_ours_triton"] == pytest.approx(0.9) and sp["vs_liger"] == pytest.approx(1.2)
     assert sp["vs_torch_compile"] == pytest.approx(2.0) and "vs_torch_eager" not in sp
     assert sp["best_library_impl"] == "ours_triton" and sp["vs_best_peer"] == pytest.approx(1.2)
+    assert sp["vs_dense_ref"] == pytest.approx(1.1)
     # --baselines-cold-l2 flush times the baselines exactly as the candidate is (run --cold-l2 flush)
     seen = {}
     class _NoRun:

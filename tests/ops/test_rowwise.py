@@ -233,17 +233,14 @@ def test_a_regular_tuned_tile_still_fills_the_sms_but_a_few_rows_tile_is_kept(mo
         assert row_config(2048, 300, kernel="rms_norm").block_m == 8  # measured on such launches
 
 
-def test_params_first_policies(monkeypatch):
+def test_params_first_on_few_wave_launches(monkeypatch):
     from solbench.core import rownorm, tuning
 
     monkeypatch.setattr(tuning, "sm_count", lambda: 132)
-    assert rownorm.PARAMS_FIRST_POLICY == "few_waves"  # the default
-    assert rownorm.params_first(10**6, "always") and not rownorm.params_first(10**6)
-    assert not rownorm.params_first(7, "never")
-    assert rownorm.params_first(131, "decode") and not rownorm.params_first(132, "decode")
-    assert rownorm.params_first(8 * 132, "few_waves") and not rownorm.params_first(8 * 132 + 1, "few_waves")
+    assert rownorm.params_first(1) and rownorm.params_first(8 * 132) and not rownorm.params_first(8 * 132 + 1)
+    assert not rownorm.params_first(10**6)
     monkeypatch.setattr(tuning, "sm_count", lambda: None)
-    assert rownorm.params_first(10**6, "few_waves")
+    assert rownorm.params_first(10**6)
 
 
 @pytest.mark.parametrize("pinned", [True, False, None])
@@ -283,25 +280,22 @@ def test_streaming_hints_only_on_many_wave_whole_row_launches(monkeypatch):
     none = {"LOAD_EVICT": "", "STORE_CACHE": ""}
     hints = {"LOAD_EVICT": "evict_first", "STORE_CACHE": ".cs"}
     monkeypatch.setattr(tuning, "sm_count", lambda: 132)
-    assert rownorm.STREAM_POLICY == "many_waves"  # the default
     assert rownorm.streaming_hints(8 * 132 + 1) == hints and rownorm.streaming_hints(8 * 132) == none
     assert rownorm.streaming_hints(10**6, chunked=True) == none  # later passes re-read the row from L2
-    assert rownorm.streaming_hints(10**6, policy="never") == none
-    assert rownorm.streaming_hints(1, policy="always") == hints
     monkeypatch.setattr(tuning, "sm_count", lambda: None)
     assert rownorm.streaming_hints(10**6) == none  # no device facts: no hints
 
 
 #: A non-power-of-two row length per row-norm operator, so the split whole-row path (two or three
-#: column tiles, core/rowwise.column_tiles) runs: 1152 = 1024 + 128, 7168 = 4096 + 2048 + 1024,
-#: 112 = 64 + 32 + 16, 80 = 64 + 16.
+#: column tiles, core/rowwise.column_tiles, with whole-vector tails: rowwise.split_tails) runs on
+#: one warp: 1152 = 1024 + 256 (the last 128 masked), 7168 = 4096 + 2048 + 1024. Whole-vector
+#: tails split no row under 512 bf16, so fused_qk_rmsnorm's heads (at most 256) never split.
 SPLIT_SHAPES = {
     "rms_norm": {"token_count": 5, "hidden_size": 1152, "eps": 1e-6},
     "fused_add_rms_norm": {"token_count": 3, "hidden_size": 7168, "eps": 1e-6},
     "layer_norm": {"shape": [3, 1, 1152]},
     "l2_norm": {"num_tokens": 3, "hidden_size": 1152},
-    "gated_rms_norm": {"rows": 5, "hidden_size": 112, "eps": 1e-6, "norm_before_gate": True, "activation": "silu"},
-    "fused_qk_rmsnorm": {"num_tokens": 3, "head_num": 4, "kv_head_num": 2, "size_per_head": 80, "dtype": "fp16"},
+    "gated_rms_norm": {"rows": 5, "hidden_size": 1152, "eps": 1e-6, "norm_before_gate": True, "activation": "silu"},
 }
 
 
@@ -332,7 +326,6 @@ def test_split_tails_keep_one_vector_per_thread():
     # Tails narrower than one 16-byte vector per thread get their own register layout, and the
     # row is then converted between layouts with shuffles (rowwise.split_tails).
     assert rowwise.split_tails(1, 2) == 256 and rowwise.split_tails(4, 2) == 1024 and rowwise.split_tails(1, 4) == 128
-    assert rowwise.split_tails(4, 2, policy="exact") == 1
     one_warp = RowConfig(block_m=1, block_n=2048, num_warps=1, split=True)
     assert one_warp.column_kwargs(1152) == {"BLOCK_N": 1024, "BLOCK_T1": 256, "BLOCK_T2": 0}
     assert one_warp.column_kwargs(1152, elem_bytes=4) == {"BLOCK_N": 1024, "BLOCK_T1": 128, "BLOCK_T2": 0}
@@ -341,19 +334,12 @@ def test_split_tails_keep_one_vector_per_thread():
     assert RowConfig(block_m=2, block_n=2048, num_warps=4).column_kwargs(1152) == {}
 
 
-#: Whole-vector tails (rowwise.split_tails) split no row under 512 bf16: gated_rms_norm's group
-#: widens to 1152 for them; fused_qk_rmsnorm's heads (at most 256) never split so.
-WHOLE_VECTOR_SHAPES = {**SPLIT_SHAPES, "gated_rms_norm": {**SPLIT_SHAPES["gated_rms_norm"], "hidden_size": 1152}}
-
-
-@pytest.mark.parametrize("op,tails", [(op, tails) for op in ROWNORM_OPS for tails in rowwise.SPLIT_TAILS_POLICIES
-                                      if (op, tails) != ("fused_qk_rmsnorm", "whole_vectors")])
+@pytest.mark.parametrize("op", sorted(SPLIT_SHAPES))
 @pytest.mark.parametrize("block_m", [1, 2])
-def test_split_column_tiles_match_the_reference(op, tails, block_m, device, monkeypatch):
+def test_split_column_tiles_match_the_reference(op, block_m, device):
     # A split config (what `solbench tune` may adopt for rows that are not a power of two) forced
     # on every key the operator looks up, with NaN-poisoned outputs and three seeds (check_impl):
-    # one warp with whole-vector tails (1152 = 1024 + 256, the last 128 masked), two warps with
-    # exact tails (1152 = 1024 + 128, 112 = 64 + 32 + 16).
+    # one warp with whole-vector tails (1152 = 1024 + 256, the last 128 masked).
     from solbench.core import tuning
     from solbench.core.check import run_impl
     from solbench.core.spec import Shape, get_spec, impls_for
@@ -361,12 +347,11 @@ def test_split_column_tiles_match_the_reference(op, tails, block_m, device, monk
     spec, impl = get_spec(op), impls_for(op)["ours_triton"]
     if not impl.available():
         pytest.skip(impl.available().reason)
-    params = (WHOLE_VECTOR_SHAPES if tails == "whole_vectors" else SPLIT_SHAPES)[op]
+    params = SPLIT_SHAPES[op]
     shape = Shape(op=op, id="split", params=params, input_kwargs=params)
     with tuning.recording() as keys:
         run_impl(spec, impl, shape, spec.make_inputs(shape, device, 0))
-    warps = 1 if tails == "whole_vectors" else 2
-    monkeypatch.setattr(rowwise, "SPLIT_TAILS", tails)
+    warps = 1
     split = [(k, n) for k, n, family, _ in keys
              if family == "row_persistent" and rowwise.column_tiles(n, rowwise.split_tails(warps, 2))[1]]
     assert split, f"{op}: no row-norm launch with a splittable row length"
@@ -376,17 +361,15 @@ def test_split_column_tiles_match_the_reference(op, tails, block_m, device, monk
     assert res.ok, (op, res.reason)
 
 
-def test_stream_policies_are_validated_and_the_glu_hints_are_off_by_default(monkeypatch):
+def test_env_choice_is_validated(monkeypatch):
     from solbench.kernels import common as kernels
-    from solbench.ops.silu_and_mul import triton as glu_triton
 
-    monkeypatch.setenv("SOLBENCH_TEST_STREAM", "sometimes")
-    with pytest.raises(ValueError, match="SOLBENCH_TEST_STREAM='sometimes': expected one of many_waves, never, always"):
-        kernels.stream_policy("SOLBENCH_TEST_STREAM", "never")
-    monkeypatch.delenv("SOLBENCH_TEST_STREAM")
-    assert kernels.stream_policy("SOLBENCH_TEST_STREAM", "never") == "never"
-    assert glu_triton.GLU_STREAM_POLICY == "never"  # measured: no GLU mode gains (see its comment)
-    assert kernels.streaming_hints(10**6, "never", 132) == {"LOAD_EVICT": "", "STORE_CACHE": ""}
+    monkeypatch.setenv("SOLBENCH_TEST_CHOICE", "sometimes")
+    with pytest.raises(ValueError, match="SOLBENCH_TEST_CHOICE='sometimes': expected one of sum, atomic"):
+        kernels.env_choice("SOLBENCH_TEST_CHOICE", "sum", ("sum", "atomic"))
+    monkeypatch.delenv("SOLBENCH_TEST_CHOICE")
+    assert kernels.env_choice("SOLBENCH_TEST_CHOICE", "sum", ("sum", "atomic")) == "sum"
+    assert kernels.streaming_hints(10**6, None) == {"LOAD_EVICT": "", "STORE_CACHE": ""}  # no SM count
 
 
 @pytest.mark.parametrize("stats", ["shifted", "two_pass"])
@@ -395,7 +378,7 @@ def test_layer_norm_statistics_match_the_reference(split, stats, device, monkeyp
     # Both ways to the mean and variance (rownorm.shifted_stats: one reduction of the sums of d and
     # d^2, d = v - the row's first value, or the two dependent passes; without an SM count the CPU
     # runs take the two passes everywhere, so the shifted sums are checked here), on the catalog's
-    # smoke shapes and a 1152-wide one, padded or split into 1024 + 128 lanes; and, for the shifted
+    # smoke shapes and a 1152-wide one, padded or split (two warps: 1024 + 512 lanes); and, for the shifted
     # sums, on rows far from zero mean, where sum(x^2) - n mean^2 would cancel.
     import torch
 
@@ -404,7 +387,7 @@ def test_layer_norm_statistics_match_the_reference(split, stats, device, monkeyp
     from solbench.core.spec import Shape, get_spec, impls_for
     from solbench.ops.layer_norm.api import layer_norm
 
-    monkeypatch.setattr(rownorm, "LAYER_STATS", stats)
+    monkeypatch.setattr(rownorm, "shifted_stats", lambda programs: stats == "shifted")
     spec, impl = get_spec("layer_norm"), impls_for("layer_norm")["ours_triton"]
     if not impl.available():
         pytest.skip(impl.available().reason)
@@ -425,30 +408,24 @@ def test_layer_norm_statistics_match_the_reference(split, stats, device, monkeyp
         exact = torch.nn.functional.layer_norm(x.double(), (300,), w.double(), b.double(), 1e-5)
         err = {}
         for stats in ("two_pass", "shifted"):
-            monkeypatch.setattr(rownorm, "LAYER_STATS", stats)
+            monkeypatch.setattr(rownorm, "shifted_stats", lambda programs, s=stats: s == "shifted")
             err[stats] = float((layer_norm(x, w, b, 1e-5).double() - exact).abs().max())
         # (under the interpreter: 7.6e-5 against 2.3e-4 at 1e3, 2.8e-3 against 8.4e-3 at -3e4, where
         # fp32's spacing is 2e-3: the mean itself cannot be held closer)
         assert err["shifted"] <= 1.5 * err["two_pass"] + 1e-5, (offset, err)
 
 
-def test_layer_stats_policies(monkeypatch):
-    # few_waves: shifted from one program per SM up to FEW_WAVES_PER_SM, two passes on fewer or
-    # more and without an SM count (CPU: the interpreter runs the shifted sums' combine function in
-    # Python); the other two are what they say.
+def test_shifted_stats_on_few_wave_launches(monkeypatch):
+    # Shifted from one program per SM up to FEW_WAVES_PER_SM, two passes on fewer or more and
+    # without an SM count (CPU: the interpreter runs the shifted sums' combine function in Python).
     from solbench.core import rownorm, tuning
 
-    assert rownorm.LAYER_STATS == "few_waves"  # the default (SOLBENCH_ROW_LAYER_STATS unset in CI)
     monkeypatch.setattr(tuning, "sm_count", lambda: 132)
     limit = rownorm.FEW_WAVES_PER_SM * 132
-    assert rownorm.shifted_stats(limit, "few_waves") and not rownorm.shifted_stats(limit + 1, "few_waves")
-    assert rownorm.shifted_stats(132, "few_waves") and not rownorm.shifted_stats(131, "few_waves")
-    assert rownorm.shifted_stats(10**6, "shifted") and not rownorm.shifted_stats(1, "two_pass")
+    assert rownorm.shifted_stats(limit) and not rownorm.shifted_stats(limit + 1)
+    assert rownorm.shifted_stats(132) and not rownorm.shifted_stats(131)
     monkeypatch.setattr(tuning, "sm_count", lambda: None)
-    assert not rownorm.shifted_stats(10**6, "few_waves") and not rownorm.shifted_stats(1, "few_waves")
-    monkeypatch.setenv("SOLBENCH_ROW_LAYER_STATS", "bogus")
-    with pytest.raises(ValueError, match="SOLBENCH_ROW_LAYER_STATS"):
-        rownorm.env_choice("SOLBENCH_ROW_LAYER_STATS", "two_pass", rownorm.LAYER_STATS_POLICIES)
+    assert not rownorm.shifted_stats(10**6) and not rownorm.shifted_stats(1)
 
 
 def test_a_register_cap_is_a_launch_option_only_when_set():

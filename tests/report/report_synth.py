@@ -12,8 +12,8 @@ import zlib
 
 from solbench.catalog import make_shapes, operator_entries
 from solbench.core import hardware, roofline
+from solbench.core.record import SCHEMA_VERSION, add_speedups
 from solbench.core.spec import Cost
-from solbench.runner import SCHEMA_VERSION, _add_speedups
 
 # How close to the achievable SOL each made-up implementation gets (median).
 EFFICIENCY = {"ours_triton": 0.8, "torch_compile": 0.5, "torch_eager": 0.25, "liger": 0.6}
@@ -103,7 +103,7 @@ def make_records(ops=None, impls=("ours_triton", "torch_compile", "torch_eager",
                     "wall_s": 0.5, "env": env,
                 }
                 recs.append(rec)
-            _add_speedups(recs)
+            add_speedups(recs)
             out.extend(recs)
     return out
 

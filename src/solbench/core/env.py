@@ -69,9 +69,6 @@ def environment(timer: str) -> dict:
     from solbench.core import tuning
 
     env["launch_configs"] = tuning.source()  # tuned table in use, or "first principles"
-    from solbench.core.timing import flush_buffers
-
-    env["flush_buffers"] = flush_buffers()
     if env.get("device") != "cpu":
         env.update(_gpu_facts())
     return env

@@ -19,7 +19,6 @@ Layouts follow fla: ``q, k [B, T, Hg, K]``, ``v [B, T, H, V]``, ``g, beta [B, T,
 """
 from __future__ import annotations
 
-import functools
 import math
 import time
 from typing import Callable
@@ -176,39 +175,24 @@ def register_stepwise_baselines(op: str, run: Callable, step: Callable, descript
                   description="the same loop, each step torch.compile(dynamic=True, fullgraph=True)"))
 
 
-# ---- the flash-linear-attention peer (fla-core, optional) ----------------------------------------
-# fla-core is pure Triton (pip install fla-core; it needs einops). Its public functions are called
-# as documented upstream; nothing of it is vendored here. Adapters gather the pool rows a call uses
-# (fla takes one initial state per sequence) and scatter the final states back, as a caller does.
+# ---- the flash-linear-attention peer: its plumbing is in solbench.peers (FLA) ---------------------
+# These names stay for the linear-attention operators that still import them from here.
 
-@functools.lru_cache(maxsize=None)
 def fla_import(module: str, name: str):
-    """(object, "") or (None, reason): fla-core is optional."""
-    import importlib
+    """(object, "") or (None, reason), as :data:`solbench.peers.FLA` loads it."""
+    from solbench.peers import FLA
 
-    try:
-        return getattr(importlib.import_module(module), name), ""
-    except Exception as e:  # noqa: BLE001
-        return None, f"fla-core is not importable ({type(e).__name__}: {str(e)[:120]})"
+    obj, support = FLA.load(module, name)
+    return obj, support.reason
 
 
 def fla_support(module: str, name: str):
-    import torch
+    from solbench.peers import FLA
 
-    from solbench.core.spec import Support
-
-    fn, why = fla_import(module, name)
-    if fn is None:
-        return Support.no(why)
-    if not torch.cuda.is_available():
-        return Support.no("fla-core's kernels need a CUDA device")
-    return Support.yes()
+    return FLA.support(module, name)
 
 
 def fla_uses_exp2(module: str) -> bool:
-    """Newer fla chunk kernels take log-decays in base 2 (they call exp2 on g); older ones call
-    exp. The adapter converts ``g`` for whichever the installed module uses."""
-    import importlib
+    from solbench.peers import fla_uses_exp2
 
-    mod = importlib.import_module(module)
-    return "exp2" in vars(mod) and "exp" not in vars(mod)
+    return fla_uses_exp2(module)

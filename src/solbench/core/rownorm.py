@@ -22,7 +22,7 @@ import triton.language as tl
 
 from solbench.core import tuning
 from solbench.core.rowwise import row_config, row_grid
-from solbench.kernels.common import MANY_WAVES_PER_SM, env_choice, stream_policy
+from solbench.kernels.common import MANY_WAVES_PER_SM
 from solbench.kernels.common import streaming_hints as kernel_streaming_hints
 
 MODES = {"rms": 0, "layer": 1, "l2": 2}
@@ -432,72 +432,43 @@ def launch_rownorm(x, out, *, mode: str, eps: float, n: int, rows: int,
         **{**cfg.launch_kwargs(), **cfg.column_kwargs(n, x.element_size())})
 
 
-#: When the whole-row path loads the weight/bias/gate (``SOLBENCH_ROW_PARAMS_FIRST``): ``always``
-#: with the row (wins on decode and few-program launches), ``never`` after the reduction (wins on
-#: many waves), ``decode`` with the row only where SMs sit idle, ``few_waves`` (default) with the row
-#: up to :data:`FEW_WAVES_PER_SM` programs per SM. Evidence: docs/DECISIONS.md.
-PARAMS_FIRST_POLICIES = ("always", "never", "decode", "few_waves")
-PARAMS_FIRST_POLICY = env_choice("SOLBENCH_ROW_PARAMS_FIRST", "few_waves", PARAMS_FIRST_POLICIES)
-#: Programs per SM up to which ``few_waves`` loads the parameters first: the launches that gained
-#: had at most 4.8, the ones that lost at least 14 (the many-waves line of kernels/common).
+#: Programs per SM up to which the whole-row path loads the weight/bias/gate with the row (which
+#: wins on decode and few-program launches; after the reduction wins on many waves): the launches
+#: that gained had at most 4.8, the ones that lost at least 14 (the many-waves line of
+#: kernels/common; docs/DECISIONS.md).
 FEW_WAVES_PER_SM = MANY_WAVES_PER_SM
 
 
-def params_first(programs: int, policy: str | None = None) -> bool:
-    """Whether a launch of ``programs`` programs issues the parameter loads with the row's
-    (``policy``: default :data:`PARAMS_FIRST_POLICY`). Without a device's SM count (CPU, the
-    interpreter) the SM-dependent policies load them first."""
-    policy = policy or PARAMS_FIRST_POLICY
-    if policy in ("always", "never"):
-        return policy == "always"
+def params_first(programs: int) -> bool:
+    """Whether a launch of ``programs`` programs issues the parameter loads with the row's: up to
+    :data:`FEW_WAVES_PER_SM` programs per SM, and always without a device's SM count (CPU, the
+    interpreter)."""
     sms = tuning.sm_count()
     if not sms:
         return True
-    return programs < sms if policy == "decode" else programs <= FEW_WAVES_PER_SM * sms
+    return programs <= FEW_WAVES_PER_SM * sms
 
 
-#: How the whole-row LayerNorm gets its mean and variance (``SOLBENCH_ROW_LAYER_STATS``):
-#:
-#: * ``two_pass``: the mean's reduction, then the centred squares';
-#: * ``shifted``: one reduction of the row's sums of d and d^2, d = v - its first value (one
-#:   cross-warp round instead of two dependent ones, merged by additions);
-#: * ``few_waves`` (the default): shifted on launches that give every SM a program but at most
-#:   :data:`FEW_WAVES_PER_SM`, two passes on the others: shifted wins where the cross-warp round
-#:   dominates and loses where instruction issue does, or on one-program launches (docs/DECISIONS.md).
-LAYER_STATS_POLICIES = ("two_pass", "shifted", "few_waves")
-LAYER_STATS = env_choice("SOLBENCH_ROW_LAYER_STATS", "few_waves", LAYER_STATS_POLICIES)
-
-
-def shifted_stats(programs: int, policy: str | None = None) -> bool:
-    """Whether a LayerNorm launch of ``programs`` programs takes its statistics from one
-    reduction of shifted sums (``policy``: default :data:`LAYER_STATS`). Without a device's SM
-    count (CPU, the interpreter) ``few_waves`` takes the two passes: the interpreter runs a
-    reduction with a combine function element by element in Python, so the shifted sums made one
-    catalog layer_norm record (276 x 1152) take 388 s on CPU against 12 s (the tests check
-    both ways explicitly)."""
-    policy = policy or LAYER_STATS
-    if policy in ("two_pass", "shifted"):
-        return policy == "shifted"
+def shifted_stats(programs: int) -> bool:
+    """Whether a LayerNorm launch of ``programs`` programs takes its mean and variance from one
+    reduction of the row's sums of d and d^2, d = v - its first value (one cross-warp round
+    instead of two dependent ones, merged by additions), rather than the mean's reduction and
+    then the centred squares'. Shifted on launches that give every SM a program but at most
+    :data:`FEW_WAVES_PER_SM`: it wins where the cross-warp round dominates and loses where
+    instruction issue does, or on one-program launches (docs/DECISIONS.md). Without a device's SM
+    count (CPU, the interpreter) the two passes: the interpreter runs a reduction with a combine
+    function element by element in Python, so the shifted sums made one catalog layer_norm
+    record (276 x 1152) take 388 s on CPU against 12 s (the tests check both ways explicitly)."""
     sms = tuning.sm_count()
     return bool(sms) and sms <= programs <= FEW_WAVES_PER_SM * sms
 
 
-#: Cache hints on a whole-row launch's own accesses (x, residual, gate: each read once; the
-#: outputs: written once): loads marked first to leave L2 (``evict_first``), stores streaming
-#: (``st.global.cs``): both hints together are 1-4% faster on 14-256 MB, either alone is level or
-#: slower (docs/DECISIONS.md). Policies (``SOLBENCH_ROW_STREAM``):
-#:
-#: * ``many_waves`` (the default): on launches of more than :data:`FEW_WAVES_PER_SM` programs per
-#:   SM, where the gains were measured; a decode-sized launch keeps its output an ordinary
-#:   L2 line for the kernel that reads it next;
-#: * ``never`` / ``always``: for A/B runs.
-#:
-#: Never on the chunked path: its later passes re-read the row from L2.
-STREAM_POLICY = stream_policy("SOLBENCH_ROW_STREAM", "many_waves")
-
-
-def streaming_hints(programs: int, chunked: bool = False, policy: str | None = None) -> dict:
-    """The ``LOAD_EVICT`` / ``STORE_CACHE`` constexprs of a launch of ``programs`` programs
-    (``policy``: default :data:`STREAM_POLICY`; kernels/common.streaming_hints); none on the
-    chunked path."""
-    return kernel_streaming_hints(programs, "never" if chunked else policy or STREAM_POLICY, tuning.sm_count())
+def streaming_hints(programs: int, chunked: bool = False) -> dict:
+    """The cache hints (``LOAD_EVICT`` / ``STORE_CACHE`` constexprs) on a whole-row launch's own
+    accesses (x, residual, gate: each read once; the outputs: written once): evict-first loads and
+    streaming stores together are 1-4% faster on 14-256 MB, either alone is level or slower
+    (docs/DECISIONS.md). Only on launches of more than :data:`FEW_WAVES_PER_SM` programs per SM,
+    where the gains were measured (a decode-sized launch keeps its output an ordinary L2 line for
+    the kernel that reads it next; kernels/common.streaming_hints), and never on the chunked path,
+    whose later passes re-read the row from L2."""
+    return kernel_streaming_hints(programs, None if chunked else tuning.sm_count())  # no SM count: no hints

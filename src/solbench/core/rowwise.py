@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from typing import Mapping
 
 from solbench.core import tuning
-from solbench.kernels.common import as_rows, env_choice, fill_sms, next_pow2
+from solbench.kernels.common import as_rows, fill_sms, next_pow2
 
 # ---- tunables ---------------------------------------------------------------------------------
 # Each may be overridden from the environment for tuning sweeps on a device without editing code
@@ -125,28 +125,18 @@ class RowConfig:
         return {"BLOCK_N": main, "BLOCK_T1": tail1, "BLOCK_T2": tail2}
 
 
-#: How wide a split row's tail tiles are (``SOLBENCH_ROW_SPLIT_TAILS``, for A/B runs):
-#:
-#: * ``whole_vectors`` (the default): at least one 16-byte vector per thread of the program (256
-#:   bf16 lanes per warp), the last one masked. A narrower tail gets its own register layout, and
-#:   Triton then shuffles the whole row between the two layouts on the way in and out (136 of 760
-#:   sm_90 instructions of layer_norm's one-warp 1024 + 128 tile, `solbench sass`);
-#: * ``exact``: the tails as :func:`column_tiles` cuts them without a width (1152 = 1024 + 128).
-SPLIT_TAILS_POLICIES = ("whole_vectors", "exact")
-SPLIT_TAILS = env_choice("SOLBENCH_ROW_SPLIT_TAILS", "whole_vectors", SPLIT_TAILS_POLICIES)
-
-
 def warp_width(elem_bytes: int) -> int:
     """Elements one warp covers with one 16-byte vector per lane (256 bf16, 128 fp32)."""
     return 32 * max(1, 16 // max(1, elem_bytes))
 
 
-def split_tails(num_warps: int, elem_bytes: int, policy: str | None = None) -> int:
+def split_tails(num_warps: int, elem_bytes: int) -> int:
     """The narrowest tail tile :func:`column_tiles` may cut for a program of ``num_warps``
-    warps over ``elem_bytes``-byte elements (``policy``: default :data:`SPLIT_TAILS`): one
-    16-byte vector per thread, so every column tile of the row shares the main tile's layout."""
-    if (policy or SPLIT_TAILS) == "exact":
-        return 1
+    warps over ``elem_bytes``-byte elements: one 16-byte vector per thread (256 bf16 lanes per
+    warp), the last one masked, so every column tile of the row shares the main tile's layout. A
+    narrower tail gets its own register layout, and Triton then shuffles the whole row between the
+    two layouts on the way in and out (136 of 760 sm_90 instructions of layer_norm's one-warp
+    1024 + 128 tile; 1% slower, docs/DECISIONS.md)."""
     return max(1, num_warps) * warp_width(elem_bytes)
 
 

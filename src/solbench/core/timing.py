@@ -160,41 +160,22 @@ def make_sets(n_sets: int, flush: bool, make_set: Callable[[int], object],
     return sets, flush
 
 
-def flush_buffers() -> int:
-    """How many flush buffers :class:`_Flusher` alternates between (``SOLBENCH_FLUSH_BUFFERS``,
-    1 or 2; default 1). Recorded in every record's ``env``.
-
-    Two buffers make every flush start from lines it does not own in both the flush-only and the
-    flush + call graph. One and two measured the same (docs/DECISIONS.md): a finished experiment."""
-    import os
-
-    raw = os.environ.get("SOLBENCH_FLUSH_BUFFERS", "1")
-    if raw not in ("1", "2"):
-        raise ValueError(f"SOLBENCH_FLUSH_BUFFERS must be 1 or 2, got {raw!r}")
-    return int(raw)
-
-
 class _Flusher:
     """Reads a buffer of twice the L2 so the next kernel starts cold. A read (not a memset) so
-    that the L2 is left holding clean lines: no write-back is charged to the next kernel. With
-    ``buffers=2`` consecutive flushes alternate between two such buffers (see
-    :func:`flush_buffers`); under graph capture each captured flush keeps its buffer."""
+    that the L2 is left holding clean lines: no write-back is charged to the next kernel. One
+    buffer: two alternating ones measured the same (docs/DECISIONS.md)."""
 
-    def __init__(self, device, l2_bytes: int, buffers: int | None = None):
+    def __init__(self, device, l2_bytes: int):
         import torch
 
-        buffers = flush_buffers() if buffers is None else int(buffers)
         n = max(1, (2 * l2_bytes) // 4)
-        self.bufs = [torch.ones(n, dtype=torch.float32, device=device) for _ in range(buffers)]
+        self.buf = torch.ones(n, dtype=torch.float32, device=device)
         self.sink = torch.empty((), dtype=torch.float32, device=device)
-        self._next = 0
 
     def __call__(self):
         import torch
 
-        buf = self.bufs[self._next]
-        self._next = (self._next + 1) % len(self.bufs)
-        torch.sum(buf, dim=0, out=self.sink)
+        torch.sum(self.buf, dim=0, out=self.sink)
 
 
 def _events(n):
@@ -273,8 +254,6 @@ def time_gpu(call: Callable[[int], None], n_sets: int, *, flush: bool, mode: str
     # better estimate, since the flush-only graph is subtracted at the same length).
     per_call = est + (_estimate_us(lambda i: flusher(), 1) if flusher is not None else 0.0)
     k = calls_per_sample(n_sets, per_call, target_sample_us, max_calls_per_sample)
-    if flusher is not None and len(flusher.bufs) == 2 and k % 2:
-        k += 1  # an even count keeps the buffers alternating across the boundary between replays
     # At most about ``max_total_us`` of replays: 30 samples of a 100 ms baseline would spend 3 s
     # per record measuring what 5 samples already pin down to well under its distance from SOL,
     # and a replay of thousands of rotated decode calls already averages over all of them.

@@ -12,9 +12,9 @@ Per shape the verdict is one of
 * ``flagged``: correct, but the timing cannot be trusted (time below the achievable SOL, or work
   on a stream the timer does not see). Never scored.
 
-Records have the ``run`` schema (so ``report`` and ``compare`` read them), with ``status`` ``ok``
-only for ``pass``, plus the fields ``verdict``, ``flags``, ``integrity``, ``edge``,
-``candidate``. Without a GPU there is no timing at all: ``time_us`` is None and ``perf`` says
+Records have the ``run`` schema (:mod:`solbench.core.record`, so ``report`` and ``compare`` read
+them), with ``role`` ``candidate`` and ``status`` ``ok`` only for ``pass``, plus the fields
+``verdict``, ``flags``, ``integrity``, ``edge``, ``candidate``. Without a GPU there is no timing at all: ``time_us`` is None and ``perf`` says
 "not measured: no GPU"; no speedup is computed.
 """
 from __future__ import annotations
@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 from solbench.core import check as checker
-from solbench.core import hardware, roofline
+from solbench.core import hardware, record, roofline
 from solbench.core.env import environment
 from solbench.core.spec import OpSpec, Shape, get_spec, impls_for
 from solbench.eval import contain, integrity
@@ -39,7 +39,6 @@ from solbench.eval.judge import CandidateRaised, Judge, Verdict
 from solbench.eval.sandbox import Worker, WorkerGone, survivors_message
 
 NO_GPU = "not measured: no GPU"
-SCHEMA_VERSION = 1
 
 
 @dataclass
@@ -122,26 +121,6 @@ def measure_baselines(spec: OpSpec, shapes: Sequence[Shape], cfg: EvalConfig, pr
                    out=cfg.baselines_from, smoke=cfg.smoke if cfg.smoke is not None else False,
                    seeds=cfg.seeds, include_variants=True, cold_l2=cfg.baselines_cold_l2)
     return run(rc, progress=(lambda d, t, m: progress(f"baseline {m}")) if progress else None).records
-
-
-def _speedups(rec: dict, baselines: Sequence[Mapping]) -> dict:
-    """The candidate against every baseline timed on its shape (``vs_<impl>``: the baseline's time
-    over the candidate's), the best in-library implementation (ours included) and the best peer
-    (``run``'s meaning: third party and torch, not ours)."""
-    t = rec.get("time_us")
-    if not t:
-        return {}
-    times = {b["impl"]: b["time_us"] for b in baselines
-             if b.get("status") == "ok" and b.get("time_us") and str(b["shape_id"]) == str(rec["shape_id"])}
-    sp = {f"vs_{n}": times[n] / t for n in sorted(times)}
-    if times:
-        best = min(times, key=times.get)
-        sp["vs_best_library"] = times[best] / t
-        sp["best_library_impl"] = best
-    peers = [v for n, v in times.items() if not n.startswith("ours")]
-    if peers:
-        sp["vs_best_peer"] = min(peers) / t
-    return sp
 
 
 @dataclass
@@ -339,32 +318,20 @@ def evaluate(cfg: EvalConfig, progress: Callable[[str], None] | None = None) -> 
             flags += integrity.speed_flags(measured, rl_ach.sol_us, rl_ds.sol_us)
             if flags:
                 verdict, reason = "flagged", "; ".join(flags)
-        time_us = measured if verdict == "pass" else None
         if verdict == "pass" and not gpu:
             reason = "correct"
         elif verdict == "pass" and is_edge:
             reason = "correct (edge case: checked, not timed)"
-        rec = {
-            "schema": SCHEMA_VERSION, "op": spec.name, "shape_id": shape.id, "impl": cfg.name, "hw": datasheet.name,
-            "device": dev_name, "timer": timer_name, "smoke": bool(smoke or is_edge),
-            "status": "ok" if verdict == "pass" else "fail", "reason": reason,
-            "time_us": time_us, "p20_us": t.get("p20_us") if time_us else None,
-            "p80_us": t.get("p80_us") if time_us else None,
-            "sol_us": rl_ds.sol_us, "sol_achievable_us": rl_ach.sol_us,
-            "s": roofline.speed_of_light_fraction(rl_ds.sol_us, time_us),
-            "s_achievable": roofline.speed_of_light_fraction(rl_ach.sol_us, time_us),
-            "launch_floor_us": achievable.launch_floor_us, "ai": rl_ds.ai, "regime": rl_ds.regime,
-            "bound": rl_ds.bound, "cost": cost.to_record(), "tolerance": spec.tolerance(shape).to_record(),
-            "dtype": spec.dtype, "importance": spec.importance, "weight": shape.weight,
-            "description": shape.description, "params": dict(shape.params), "provenance": dict(shape.provenance),
-            "check": facts_.get("check"), "timing": t or None,
-            "compile_s": (result.import_info or {}).get("import_s"),
-            "impl_facts": {"candidate": cand_path, "resolved": (result.import_info or {}).get("desc"),
-                           "memory_cap": (result.import_info or {}).get("memory_cap")},
-            "peaks": {"datasheet": {"bandwidth": datasheet.bandwidth, "peaks": dict(datasheet.peaks)},
-                      "achievable": {"bandwidth": achievable.bandwidth, "peaks": dict(achievable.peaks),
-                                     "source": achievable.source}},
-            "wall_s": round(wall, 3), "env": env,
+        key = record.key_fields(spec.name, shape.id, cfg.name, hw=datasheet.name, device=dev_name, timer=timer_name,
+                                smoke=bool(smoke or is_edge))
+        rec = record.build(
+            key, role="candidate", spec=spec, shape=shape, cost=cost, datasheet=datasheet, achievable=achievable,
+            status="ok" if verdict == "pass" else "fail", reason=reason, timing=t, check=facts_.get("check"),
+            compile_s=(result.import_info or {}).get("import_s"),
+            impl_facts={"candidate": cand_path, "resolved": (result.import_info or {}).get("desc"),
+                        "memory_cap": (result.import_info or {}).get("memory_cap")},
+            wall_s=wall, env=env)
+        rec.update({
             # eval-only fields
             "verdict": verdict, "flags": flags, "edge": is_edge,
             "kind": "edge" if is_edge else ("reduced" if shape.smoke else "catalog"), "measured_time_us": measured,
@@ -375,8 +342,8 @@ def evaluate(cfg: EvalConfig, progress: Callable[[str], None] | None = None) -> 
                           "timing_check": timing_check, "confinement": facts["confinement"],
                           "pid_namespace": facts["namespace"], "survivors": facts["survivors"]},
             "candidate": {"path": cand_path, "sha256": sha, "name": cfg.name},
-        }
-        rec["speedup"] = _speedups(rec, result.baseline_records) if gpu else {}
+        })
+        rec["speedup"] = record.candidate_speedups(rec, result.baseline_records) if gpu else {}
         result.records.append(rec)
     if cfg.out:
         write_records(cfg.out, result.records + ([] if cfg.baselines_from and

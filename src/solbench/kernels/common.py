@@ -131,11 +131,6 @@ def largest_pow2_divisor(n: int, cap: int) -> int:
 
 
 # ---- cache hints on read-once / write-once streams -----------------------------------------------
-#: Policies for the cache hints of a memory-bound launch's own accesses (each kernel family reads
-#: its policy from its own environment variable, see :func:`stream_policy`):
-#: ``many_waves``: on launches of more than :data:`MANY_WAVES_PER_SM` programs per SM; ``never``;
-#: ``always``.
-STREAM_POLICIES = ("many_waves", "never", "always")
 #: Programs per SM above which a launch counts as many waves: bandwidth-bound, every SM with a
 #: queue of programs (a decode launch is one wave of programs waiting on memory).
 MANY_WAVES_PER_SM = 8
@@ -152,18 +147,12 @@ def env_choice(env: str, default: str, choices: Sequence[str]) -> str:
     return value
 
 
-def stream_policy(env: str, default: str) -> str:
-    """The cache-hint policy named by environment variable ``env`` (:func:`env_choice` over
-    :data:`STREAM_POLICIES`)."""
-    return env_choice(env, default, STREAM_POLICIES)
-
-
-def streaming_hints(programs: int, policy: str, sm_count: int | None) -> dict:
-    """The ``LOAD_EVICT`` / ``STORE_CACHE`` constexprs for a launch of ``programs`` programs
-    under ``policy``: loads marked first to leave L2 (``evict_first``) and streaming stores
-    (``st.global.cs``), or no hints (empty strings). Without an SM count (CPU, the interpreter)
-    ``many_waves`` gives none."""
-    on = policy == "always" or (policy == "many_waves" and bool(sm_count) and programs > MANY_WAVES_PER_SM * sm_count)
+def streaming_hints(programs: int, sm_count: int | None) -> dict:
+    """The ``LOAD_EVICT`` / ``STORE_CACHE`` constexprs for a launch of ``programs`` programs:
+    on many waves (more than :data:`MANY_WAVES_PER_SM` programs per SM) loads marked first to
+    leave L2 (``evict_first``) and streaming stores (``st.global.cs``), else no hints (empty
+    strings); none without an SM count (CPU, the interpreter)."""
+    on = bool(sm_count) and programs > MANY_WAVES_PER_SM * sm_count
     return dict(_STREAM_HINTS if on else _NO_HINTS)
 
 

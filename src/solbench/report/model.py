@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from solbench.core import hardware, roofline
+from solbench.core import hardware, record, roofline
 from solbench.core.atrex_compat import DEPLOYED_ATREX_CONTRACT, atrex_sol_for
 from solbench.core.score import DEPLOYED_SKU, amdahl_estimate, suite_scores
 from solbench.report import compare as cmp
@@ -201,7 +201,6 @@ def build(sources: Sequence[Source], *, merge: bool = False, baseline: int | Non
     meta = _catalog_meta()
     ops: dict[str, dict] = {}
     shapes: dict[tuple[str, str], dict] = {}
-    impl_order: list[str] = []
     run_out = []
     for ri, run in enumerate(runs):
         first = run.records[0]
@@ -216,8 +215,6 @@ def build(sources: Sequence[Source], *, merge: bool = False, baseline: int | Non
                 ops[op] = {"name": op, "dtype": r.get("dtype"), "importance": r.get("importance"),
                            "phase": m.get("phase"), "origin": m.get("origin"),
                            "dep_contract": "atrex" if op in DEPLOYED_ATREX_CONTRACT else "native"}
-            if r["impl"] not in impl_order:
-                impl_order.append(r["impl"])
             key = (op, str(r.get("shape_id")))
             sh = shapes.get(key)
             if sh is None:
@@ -301,8 +298,7 @@ def build(sources: Sequence[Source], *, merge: bool = False, baseline: int | Non
     for o in op_list:
         o["shapes"] = [i for i, s in enumerate(shape_list) if s["op"] == o["name"]]
     # Peer order on the page: ours first, then the baselines, then third-party peers.
-    rank = {"torch_compile": 1, "torch_eager": 2}
-    impls = sorted(impl_order, key=lambda n: (0 if n.startswith("ours") else rank.get(n, 3), n))
+    impls = record.display_order(r for run in runs for r in run.records)
     from solbench import __version__ as version
 
     return {

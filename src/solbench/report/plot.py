@@ -13,7 +13,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from solbench.core import hardware, roofline
+from solbench.core import hardware, record, roofline
 from solbench.core.score import weighted_median
 from solbench.core.spec import Cost
 
@@ -58,12 +58,7 @@ def _sid_key(r):
 
 
 def _impl_order(records, impls=None):
-    seen = []
-    for r in records:
-        if r["impl"] not in seen:
-            seen.append(r["impl"])
-    rank = {"torch_compile": 1, "torch_eager": 2}
-    seen.sort(key=lambda n: (0 if n.startswith("ours") else rank.get(n, 3), n))
+    seen = record.display_order(records)
     if impls:
         missing = [i for i in impls if i not in seen]
         if missing:

@@ -5,13 +5,12 @@ does not produce it), so there is no ``torch_native`` peer.
 """
 from __future__ import annotations
 
-import functools
-
 from solbench.core.baselines import register_torch_baselines
 from solbench.core.fp8 import FP8_E4M3FN_MAX, fp8_dtype
 from solbench.core.baselines import triton_support
-from solbench.core.spec import Impl, Support, add_impl
+from solbench.core.spec import Impl, add_impl
 from solbench.ops.fp8_dynamic_per_token_quant.spec import MIN_AMAX
+from solbench.peers import VLLM
 
 OP = "fp8_dynamic_per_token_quant"
 
@@ -30,35 +29,18 @@ def ours(x, out=None):
     return dynamic_per_token_quant_fp8(x, out=out)
 
 
-@functools.lru_cache(maxsize=None)
-def _vllm_ops():
-    try:
-        from vllm import _custom_ops as ops
-    except Exception as e:  # noqa: BLE001
-        return None, f"vllm is not importable ({type(e).__name__}: {str(e)[:120]})"
-    return ops, ""
-
-
-def _vllm_available() -> Support:
-    import torch
-
-    ops, why = _vllm_ops()
-    if ops is None:
-        return Support.no(why)
-    if not torch.cuda.is_available():
-        return Support.no("vLLM's quantization kernels need a CUDA device")
-    return Support.yes()
+_VLLM = ("vllm._custom_ops",)
 
 
 def vllm_per_token(x):
     # vLLM's dynamic per-token fp8 quant; it floors the scale at 1 / (448 * 512) instead of
     # aiter's 1e-10 / 448, which differs only for rows whose max-abs is below 1/512.
-    ops, _ = _vllm_ops()
+    ops = VLLM.get(*_VLLM)
     return ops.scaled_fp8_quant(x, use_per_token_if_dynamic=True)
 
 
 add_impl(Impl(OP, "ours_triton", ours, available=triton_support, takes_out=True,
               description="solbench Triton per-token fp8 quant (one pass: row in registers, max-abs and quantize)"))
 register_torch_baselines(OP, eager_per_token_quant, "fp32 max-abs per row, divide, clamp, cast to fp8")
-add_impl(Impl(OP, "vllm", vllm_per_token, available=_vllm_available, baseline=True,
+add_impl(Impl(OP, "vllm", vllm_per_token, available=lambda: VLLM.support(*_VLLM), baseline=True,
               description="vllm._custom_ops.scaled_fp8_quant(use_per_token_if_dynamic=True)"))

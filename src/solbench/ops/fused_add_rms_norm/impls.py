@@ -5,7 +5,8 @@ from __future__ import annotations
 from solbench.core.baselines import register_torch_baselines
 from solbench.core.baselines import triton_support
 from solbench.core.spec import Impl, add_impl
-from solbench.ops.rms_norm.impls import eager_rms_norm, liger_import, liger_support, native_support
+from solbench.ops.rms_norm.spec import eager_rms_norm
+from solbench.peers import LIGER, torch_rms_norm_support
 
 OP = "fused_add_rms_norm"
 _LIGER = ("liger_kernel.ops.fused_add_rms_norm", "LigerFusedAddRMSNormFunction")
@@ -33,7 +34,7 @@ def ours(x, residual, weight, eps, out=None):
 
 
 def liger(x, residual, weight, eps):
-    fn, _ = liger_import(*_LIGER)
+    fn = LIGER.get(*_LIGER)
     # offset 0, "llama" casting, not in place: returns (out, x + residual).
     return fn.apply(x, residual, weight, eps, 0.0, "llama", False)
 
@@ -41,7 +42,7 @@ def liger(x, residual, weight, eps):
 add_impl(Impl(OP, "ours_triton", ours, available=triton_support, takes_out=True,
               description="solbench Triton fused add + RMSNorm (sum kept on chip, one pass)"))
 register_torch_baselines(OP, eager_fused_add, "add in bf16, then vLLM forward_native RMSNorm")
-add_impl(Impl(OP, "torch_native", native_fused_add, available=native_support, baseline=True,
+add_impl(Impl(OP, "torch_native", native_fused_add, available=torch_rms_norm_support, baseline=True,
               description="x + residual, then torch.nn.functional.rms_norm"))
-add_impl(Impl(OP, "liger", liger, available=lambda: liger_support(*_LIGER), baseline=True,
+add_impl(Impl(OP, "liger", liger, available=lambda: LIGER.support(*_LIGER), baseline=True,
               description="liger_kernel LigerFusedAddRMSNormFunction (casting_mode llama)"))

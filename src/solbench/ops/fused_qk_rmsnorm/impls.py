@@ -5,7 +5,7 @@ from __future__ import annotations
 from solbench.core.baselines import register_torch_baselines
 from solbench.core.baselines import triton_support
 from solbench.core.spec import Impl, add_impl
-from solbench.ops.rms_norm.impls import native_support
+from solbench.peers import torch_rms_norm_support
 
 OP = "fused_qk_rmsnorm"
 
@@ -44,5 +44,5 @@ def ours(hidden_states, q_weight, k_weight, head_num, kv_head_num, size_per_head
 add_impl(Impl(OP, "ours_triton", ours, available=triton_support,
               description="solbench Triton row-norm kernel over (token, head) rows, in place"))
 register_torch_baselines(OP, eager_qk, "per-head fp32 RMSNorm, written back in place")
-add_impl(Impl(OP, "torch_native", native_qk, available=native_support, baseline=True,
+add_impl(Impl(OP, "torch_native", native_qk, available=torch_rms_norm_support, baseline=True,
               description="torch.nn.functional.rms_norm on the q and k head views, copied back"))

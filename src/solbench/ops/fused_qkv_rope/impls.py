@@ -5,9 +5,9 @@ from __future__ import annotations
 from solbench.core.baselines import register_torch_baselines, triton_support
 from solbench.core.spec import Impl, Support, add_impl
 from solbench.ops.fused_qkv_rope.spec import spec
-from solbench.ops.rms_norm.impls import liger_import, liger_support
+from solbench.peers import LIGER
 
-LIGER = ("liger_kernel.ops.rope", "LigerRopeFunction")
+_LIGER = ("liger_kernel.ops.rope", "LigerRopeFunction")
 
 
 def _split_heads(qkv, qkv_bias, num_heads, num_kv_heads, head_dim):
@@ -60,7 +60,7 @@ def liger(qkv, qkv_bias, positions, num_heads, num_kv_heads, head_dim, rope_dim,
     and k viewed as [1, heads, T, D], and the transpose to rtp-llm's dense [1, heads, T, D]."""
     import torch
 
-    fn, _ = liger_import(*LIGER)
+    fn = LIGER.get(*_LIGER)
     # Token-major copies ([1, T, heads, D]): Liger rotates them in place, never qkv itself.
     q, k, v = (y.unsqueeze(0).clone(memory_format=torch.contiguous_format)
                for y in _split_heads(qkv, qkv_bias, num_heads, num_kv_heads, head_dim))
@@ -82,5 +82,5 @@ add_impl(Impl(spec.name, "ours_triton", ours, available=triton_support, takes_ou
               description="solbench Triton: bias add, RoPE (angles in fp64) and the [heads, T, D] split in "
                           "one launch"))
 register_torch_baselines(spec.name, eager, "bias add + split + rotate-half RoPE (fp32 cos/sin) + transpose")
-add_impl(Impl(spec.name, "liger", liger, available=lambda: liger_support(*LIGER), supports=liger_supports,
+add_impl(Impl(spec.name, "liger", liger, available=lambda: LIGER.support(*_LIGER), supports=liger_supports,
               baseline=True, description="torch bias add + head split + cos/sin, then LigerRopeFunction"))

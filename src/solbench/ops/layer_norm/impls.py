@@ -5,7 +5,7 @@ from __future__ import annotations
 from solbench.core.baselines import register_torch_baselines
 from solbench.core.baselines import triton_support
 from solbench.core.spec import Impl, add_impl
-from solbench.ops.rms_norm.impls import liger_import, liger_support
+from solbench.peers import LIGER
 
 OP = "layer_norm"
 _LIGER = ("liger_kernel.ops.layer_norm", "LigerLayerNormFunction")
@@ -34,7 +34,7 @@ def ours(x, weight, bias, eps, out=None):
 
 
 def liger(x, weight, bias, eps):
-    fn, _ = liger_import(*_LIGER)
+    fn = LIGER.get(*_LIGER)
     return fn.apply(x, weight, bias, eps)
 
 
@@ -42,5 +42,5 @@ add_impl(Impl(OP, "ours_triton", ours, available=triton_support, takes_out=True,
               description="solbench Triton row-norm kernel, LayerNorm mode"))
 register_torch_baselines(OP, eager_layer_norm, "fp32 mean/var by hand, affine in bf16")
 add_impl(Impl(OP, "torch_native", native_layer_norm, baseline=True, description="torch.nn.functional.layer_norm"))
-add_impl(Impl(OP, "liger", liger, available=lambda: liger_support(*_LIGER), baseline=True,
+add_impl(Impl(OP, "liger", liger, available=lambda: LIGER.support(*_LIGER), baseline=True,
               description="liger_kernel LigerLayerNormFunction"))

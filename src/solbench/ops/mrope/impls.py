@@ -6,9 +6,9 @@ from __future__ import annotations
 from solbench.core.baselines import register_torch_baselines, triton_support
 from solbench.core.spec import Impl, Support, add_impl
 from solbench.ops.mrope.spec import spec
-from solbench.ops.rms_norm.impls import liger_import, liger_support
+from solbench.peers import LIGER
 
-LIGER = ("liger_kernel.ops.qwen2vl_mrope", "LigerQwen2VLMRopeFunction")
+_LIGER = ("liger_kernel.ops.qwen2vl_mrope", "LigerQwen2VLMRopeFunction")
 
 
 def eager(q, k, cos, sin, mrope_section, head_size, rotary_dim, mrope_interleaved, is_neox_style):
@@ -53,7 +53,7 @@ def liger(q, k, cos, sin, mrope_section, head_size, rotary_dim, mrope_interleave
     torch.cat builds them, a cost a model holding that cache would not pay."""
     import torch
 
-    fn, _ = liger_import(*LIGER)
+    fn = LIGER.get(*_LIGER)
     t = q.shape[0]
     c = torch.cat([cos, cos], dim=-1)[:, None]
     s = torch.cat([sin, sin], dim=-1)[:, None]
@@ -74,5 +74,5 @@ def liger_supports(shape, device) -> Support:
 add_impl(Impl(spec.name, "ours_triton", ours, available=triton_support,
               description="solbench Triton: q and k of several tokens per program, in place, one launch"))
 register_torch_baselines(spec.name, eager, "vLLM forward_native: split/cat sections, rotate-half in bf16")
-add_impl(Impl(spec.name, "liger", liger, available=lambda: liger_support(*LIGER), supports=liger_supports,
+add_impl(Impl(spec.name, "liger", liger, available=lambda: LIGER.support(*_LIGER), supports=liger_supports,
               baseline=True, description="LigerQwen2VLMRopeFunction in place (full-width cos/sin built by torch.cat)"))

@@ -4,13 +4,12 @@ PyTorch has no native per-group fp8 quantization, so there is no ``torch_native`
 """
 from __future__ import annotations
 
-import functools
-
 from solbench.core.baselines import register_torch_baselines
 from solbench.core.fp8 import FP8_E4M3FN_MAX, fp8_dtype
 from solbench.core.baselines import triton_support
 from solbench.core.spec import Impl, Support, add_impl
 from solbench.ops.per_token_group_quant_fp8.spec import GROUP_QUANT_SPECS
+from solbench.peers import VLLM
 
 OP = "per_token_group_quant_fp8"
 
@@ -45,24 +44,7 @@ def _eager_supports(shape, device) -> Support:
     return Support.yes()
 
 
-@functools.lru_cache(maxsize=None)
-def _vllm_fn():
-    try:
-        from vllm.model_executor.layers.quantization.utils.fp8_utils import per_token_group_quant_fp8
-    except Exception as e:  # noqa: BLE001
-        return None, f"vllm is not importable ({type(e).__name__}: {str(e)[:120]})"
-    return per_token_group_quant_fp8, ""
-
-
-def _vllm_available() -> Support:
-    import torch
-
-    fn, why = _vllm_fn()
-    if fn is None:
-        return Support.no(why)
-    if not torch.cuda.is_available():
-        return Support.no("vLLM's quantization kernels need a CUDA device")
-    return Support.yes()
+_VLLM = ("vllm.model_executor.layers.quantization.utils.fp8_utils", "per_token_group_quant_fp8")
 
 
 def _register(spec) -> None:
@@ -77,7 +59,7 @@ def _register(spec) -> None:
         return eager_group_quant(x, group_size, eps, ue8m0)
 
     def vllm(x, group_size, eps):
-        fn, _ = _vllm_fn()
+        fn = VLLM.get(*_VLLM)
         return fn(x, group_size, eps, column_major_scales=colmajor, use_ue8m0=ue8m0)
 
     layout = ("UE8M0 " if ue8m0 else "") + ("column-major" if colmajor else "row-major") + " scales"
@@ -88,7 +70,7 @@ def _register(spec) -> None:
     # torch.compile fuses the same function into one kernel without the fp32 temporaries, so
     # only the eager baseline is refused on the largest shapes: re-register it with that refusal.
     add_impl(Impl(op, "torch_eager", eager, supports=_eager_supports, baseline=True, description=desc))
-    add_impl(Impl(op, "vllm", vllm, available=_vllm_available, baseline=True,
+    add_impl(Impl(op, "vllm", vllm, available=lambda: VLLM.support(*_VLLM), baseline=True,
                   description=f"vllm fp8_utils.per_token_group_quant_fp8 (CUDA kernel, {layout})"))
 
 

@@ -2,11 +2,10 @@
 the flattened caches) and flag-gems' Triton kernel where it imports."""
 from __future__ import annotations
 
-import functools
-
 from solbench.core.baselines import register_torch_baselines, triton_support
-from solbench.core.spec import Impl, Support, add_impl
+from solbench.core.spec import Impl, add_impl
 from solbench.ops.reshape_and_cache.spec import spec
+from solbench.peers import FLAG_GEMS
 
 
 def eager(key, value, key_cache, value_cache, slot_mapping):
@@ -37,35 +36,13 @@ def ours(key, value, key_cache, value_cache, slot_mapping):
     return reshape_and_cache(key, value, key_cache, value_cache, slot_mapping)
 
 
-@functools.lru_cache(maxsize=None)
-def flag_gems_import(module: str, name: str):
-    """(object, "") or (None, reason): flag-gems is an optional peer (installed ``--no-deps``)."""
-    import importlib
-
-    try:
-        return getattr(importlib.import_module(module), name), ""
-    except Exception as e:  # noqa: BLE001
-        return None, f"flag_gems is not importable ({type(e).__name__}: {str(e)[:120]})"
-
-
-def flag_gems_support(module: str, name: str) -> Support:
-    import torch
-
-    fn, why = flag_gems_import(module, name)
-    if fn is None:
-        return Support.no(why)
-    if not torch.cuda.is_available():
-        return Support.no("flag_gems' kernels need a CUDA device")
-    return Support.yes()
-
-
-FLAG_GEMS = ("flag_gems.fused", "reshape_and_cache_flash")
+_FLAG_GEMS = ("flag_gems.fused", "reshape_and_cache_flash")
 
 
 def flag_gems(key, value, key_cache, value_cache, slot_mapping):
     import torch
 
-    fn, _ = flag_gems_import(*FLAG_GEMS)
+    fn = FLAG_GEMS.get(*_FLAG_GEMS)
     one = torch.ones((), dtype=torch.float32, device=key.device)  # scales of an "auto" (unquantized) cache
     fn(key, value, key_cache, value_cache, slot_mapping, "auto", one, one)
     return key_cache, value_cache
@@ -75,5 +52,5 @@ add_impl(Impl(spec.name, "ours_triton", ours, available=triton_support,
               description="solbench Triton scatter: key and value in one launch, 16-byte vectors, "
                           "several tokens per program"))
 register_torch_baselines(spec.name, eager, "in-place index_put_ into the flattened caches (sync-free)")
-add_impl(Impl(spec.name, "flag_gems", flag_gems, available=lambda: flag_gems_support(*FLAG_GEMS), baseline=True,
+add_impl(Impl(spec.name, "flag_gems", flag_gems, available=lambda: FLAG_GEMS.support(*_FLAG_GEMS), baseline=True,
               description="flag_gems.fused.reshape_and_cache_flash (kv_cache_dtype auto)"))

@@ -24,6 +24,16 @@ def rms_normalize(v, eps: float):
     return v * torch.rsqrt(v.square().mean(dim=-1, keepdim=True) + eps)
 
 
+def eager_rms_norm(x, weight, eps):
+    """What vLLM's ``RMSNorm.forward_native`` does: fp32 statistics, round, then weight in bf16
+    (the torch baseline of rms_norm and, after the add, of fused_add_rms_norm)."""
+    import torch
+
+    xf = x.float()
+    xf = xf * torch.rsqrt(xf.pow(2).mean(dim=-1, keepdim=True) + eps)
+    return xf.to(x.dtype) * weight
+
+
 def norm_weight(n: int, dtype, device, gen):
     """A learned-scale-like weight: around 1 with a spread, never zero."""
     return rnd.randn((n,), dtype, device, gen, scale=0.25, shift=1.0)

@@ -1,13 +1,15 @@
 """Implementations of the GLU family: ours_triton, ours_cuda, torch_eager, torch_compile, liger."""
 from __future__ import annotations
 
-import functools
-
 from solbench.core.baselines import register_torch_baselines
 from solbench.core.baselines import triton_support
 from solbench.core.spec import Impl, Support, add_impl
 from solbench.ops.silu_and_mul.activation import ActivationSpec, split_gate_up
 from solbench.ops.silu_and_mul.spec import GLU_SPECS
+from solbench.peers import LIGER
+
+# liger's GLU functions, by liger_kind (0: SiLU, 1: tanh-GELU); the peer needs both to import.
+_LIGER = (("liger_kernel.ops.swiglu", "LigerSiLUMulFunction"), ("liger_kernel.ops.geglu", "LigerGELUMulFunction"))
 
 
 def eager_glu(x, spec: ActivationSpec):
@@ -30,25 +32,8 @@ def eager_glu(x, spec: ActivationSpec):
     return a * (u + spec.up_shift) if spec.up_shift else a * u
 
 
-@functools.lru_cache(maxsize=None)
-def _liger():
-    try:
-        from liger_kernel.ops.geglu import LigerGELUMulFunction
-        from liger_kernel.ops.swiglu import LigerSiLUMulFunction
-    except Exception as e:  # noqa: BLE001
-        return None, f"liger_kernel is not importable ({type(e).__name__}: {str(e)[:120]})"
-    return (LigerSiLUMulFunction, LigerGELUMulFunction), ""
-
-
 def _liger_available() -> Support:
-    import torch
-
-    fns, why = _liger()
-    if fns is None:
-        return Support.no(why)
-    if not torch.cuda.is_available():
-        return Support.no("liger's kernels need a CUDA device")
-    return Support.yes()
+    return LIGER.support(*_LIGER[0]) and LIGER.support(*_LIGER[1])
 
 
 def _cuda_jit_available() -> Support:
@@ -100,7 +85,7 @@ def _register(op: str) -> None:
     if liger_kind is not None:
         def liger(x):
             g, u = split_gate_up(x, "halves")
-            return _liger()[0][liger_kind].apply(g, u)
+            return LIGER.get(*_LIGER[liger_kind]).apply(g, u)
 
         add_impl(Impl(op, "liger", liger, available=_liger_available, baseline=True,
                       description="liger_kernel " + ("LigerSiLUMulFunction" if liger_kind == 0 else "LigerGELUMulFunction")))

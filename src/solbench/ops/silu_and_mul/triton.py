@@ -12,7 +12,7 @@ import triton
 import triton.language as tl
 
 from solbench.core import fastmath, tuning
-from solbench.kernels.common import fill_sms, largest_pow2_divisor, next_pow2, stream_policy, streaming_hints
+from solbench.kernels.common import fill_sms, largest_pow2_divisor, next_pow2
 from solbench.ops.silu_and_mul.activation import ACT_MODES
 
 
@@ -59,8 +59,7 @@ def _half_erfc(ag, FP32_OUT: tl.constexpr, FAST: tl.constexpr):
 def _glu_kernel(x_ptr, out_ptr, rows, d, x_row_stride, out_row_stride, alpha, limit, up_shift,
                 ACT: tl.constexpr, HAS_LIMIT: tl.constexpr, INTERLEAVED: tl.constexpr,
                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, FAST: tl.constexpr,
-                SCALED: tl.constexpr = True, SHIFTED: tl.constexpr = True,
-                LOAD_EVICT: tl.constexpr = "", STORE_CACHE: tl.constexpr = ""):
+                SCALED: tl.constexpr = True, SHIFTED: tl.constexpr = True):
     row = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)[:, None]
     col = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)[None, :]
     row_ok = row < rows
@@ -69,11 +68,11 @@ def _glu_kernel(x_ptr, out_ptr, rows, d, x_row_stride, out_row_stride, alpha, li
     if INTERLEAVED:
         # [g0, u0, g1, u1, ...]: one contiguous load of 2*BLOCK_N values, then split the pairs.
         col2 = tl.program_id(1) * (2 * BLOCK_N) + tl.arange(0, 2 * BLOCK_N)[None, :]
-        pairs = tl.load(x_row + col2, mask=row_ok & (col2 < 2 * d), other=0.0, eviction_policy=LOAD_EVICT).to(tl.float32)
+        pairs = tl.load(x_row + col2, mask=row_ok & (col2 < 2 * d), other=0.0).to(tl.float32)
         g, u = tl.split(tl.reshape(pairs, (BLOCK_M, BLOCK_N, 2)))
     else:
-        g = tl.load(x_row + col, mask=mask, other=0.0, eviction_policy=LOAD_EVICT).to(tl.float32)
-        u = tl.load(x_row + d + col, mask=mask, other=0.0, eviction_policy=LOAD_EVICT).to(tl.float32)
+        g = tl.load(x_row + col, mask=mask, other=0.0).to(tl.float32)
+        u = tl.load(x_row + d + col, mask=mask, other=0.0).to(tl.float32)
     if HAS_LIMIT:
         g = tl.minimum(g, limit)
         u = tl.minimum(tl.maximum(u, -limit), limit)
@@ -90,14 +89,10 @@ def _glu_kernel(x_ptr, out_ptr, rows, d, x_row_stride, out_row_stride, alpha, li
     else:  # relu
         a = tl.maximum(g, 0.0)
     y = a * (u + up_shift) if SHIFTED else a * u  # SHIFTED: up_shift != 0 (swiglu's + 1)
-    tl.store(out_ptr + row * out_row_stride + col, y.to(out_ptr.dtype.element_ty), mask=mask,
-             cache_modifier=STORE_CACHE)
+    # No cache hints, unlike the row norms: with them the GLU measured level or 2.5-6% slower on
+    # the H200 (docs/DECISIONS.md).
+    tl.store(out_ptr + row * out_row_stride + col, y.to(out_ptr.dtype.element_ty), mask=mask)
 
-
-#: Cache hints on the GLU's own loads and stores (kernels/common.streaming_hints), from
-#: ``SOLBENCH_GLU_STREAM``; ``never`` by default: unlike the row norms, the GLU measured level or
-#: 2.5-6% slower with them on the H200 (docs/DECISIONS.md).
-GLU_STREAM_POLICY = stream_policy("SOLBENCH_GLU_STREAM", "never")
 
 KERNEL = "glu"
 #: The erf GELU spends about 1.5x the instructions per element of the others and is near the
@@ -146,5 +141,4 @@ def launch_glu(x2d, out2d, act: int, alpha: float, limit: float | None, up_shift
                       float(limit if limit is not None else 0.0), float(up_shift),
                       ACT=act, HAS_LIMIT=limit is not None, INTERLEAVED=interleaved,
                       BLOCK_M=block_m, BLOCK_N=block_n, FAST=fastmath.ptx_fast_math(out2d),
-                      SCALED=float(alpha) != 1.0, SHIFTED=float(up_shift) != 0.0, num_warps=num_warps,
-                      **streaming_hints(grid[0] * grid[1], GLU_STREAM_POLICY, tuning.sm_count()))
+                      SCALED=float(alpha) != 1.0, SHIFTED=float(up_shift) != 0.0, num_warps=num_warps)

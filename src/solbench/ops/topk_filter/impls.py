@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from solbench.core.baselines import register_torch_baselines, triton_support
 from solbench.core.spec import Impl, add_impl
-from solbench.ops.reshape_and_cache.impls import flag_gems_import, flag_gems_support
+from solbench.peers import FLAG_GEMS
 
 OP = "topk_filter"
-FLAG_GEMS = ("flag_gems", "topk")
+_FLAG_GEMS = ("flag_gems", "topk")
 
 
 def eager(logits, top_k):
@@ -26,7 +26,7 @@ def ours(logits, top_k, out=None):
 
 def flag_gems(logits, top_k):
     """The eager formulation with flag-gems' Triton topk for the k-th value."""
-    topk, _ = flag_gems_import(*FLAG_GEMS)
+    topk = FLAG_GEMS.get(*_FLAG_GEMS)
     k = min(int(top_k), logits.shape[-1])
     kth = topk(logits, k, dim=-1)[0][..., -1:]
     return logits.masked_fill(logits < kth, float("-inf"))
@@ -36,5 +36,5 @@ add_impl(Impl(OP, "ours_triton", ours, available=triton_support, takes_out=True,
               description="solbench Triton bitwise threshold select (row in registers; chunked candidates "
                           "over 16k-wide rows), ties kept"))
 register_torch_baselines(OP, eager, "torch.topk k-th value + masked_fill")
-add_impl(Impl(OP, "flag_gems", flag_gems, available=lambda: flag_gems_support(*FLAG_GEMS), baseline=True,
+add_impl(Impl(OP, "flag_gems", flag_gems, available=lambda: FLAG_GEMS.support(*_FLAG_GEMS), baseline=True,
               description="flag_gems.topk k-th value + masked_fill"))
