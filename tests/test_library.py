@@ -101,7 +101,7 @@ def _samples():
     out["fused_moe.out"], out["fused_moe"] = (*moe, e(3, 64, dtype=torch.float32), tiles, True, "sum"), \
         (*moe, tiles, True, "sum")
     f8, b = fp8_dtype(), 128
-    moe8 = (e(3, 2 * b, dtype=f8), e(8, 2 * b, 2 * b, dtype=f8), e(8, 2 * b, b, dtype=f8), torch.rand(3, 2), ids,
+    moe8 = (_r(3, 2 * b, dtype=f8), _r(8, 2 * b, 2 * b, dtype=f8), _r(8, 2 * b, b, dtype=f8), torch.rand(3, 2), ids,
             torch.rand(3, 2) + 0.5, torch.rand(8, 2, 2) + 0.5, torch.rand(8, 2, 1) + 0.5)
     out["fp8_block_fused_moe.out"], out["fp8_block_fused_moe"] = (*moe8, e(3, 2 * b), tiles, True, "sum"), \
         (*moe8, tiles, True, "sum")
