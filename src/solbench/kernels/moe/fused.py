@@ -29,7 +29,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from solbench.kernels.common import check_disjoint, check_dtype, check_out, env_choice, functional_op, kernel_op, next_pow2
+from solbench.kernels.common import (check_disjoint, check_dtype, check_out, env_choice, functional_op, kernel_op,
+                                     next_pow2)
 from solbench.kernels.moe.routing import MAX_EXPERTS, _expert_sort
 
 #: fp8 block size of the weights (128x128) and of the activation groups (1x128).
