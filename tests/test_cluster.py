@@ -10,9 +10,9 @@ import pytest
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'solbench[cluster]'): "
                                         "the cluster tests need it")
 
-from solbench import cli
-from solbench.cluster import GPU_STANDIN, run_cluster
-from solbench.runner import RunConfig, read_records, record_key, run
+from solbench import cli  # noqa: E402 - after the skip: needs Ray
+from solbench.cluster import GPU_STANDIN, run_cluster  # noqa: E402
+from solbench.runner import RunConfig, read_records, record_key, run  # noqa: E402
 
 OPS = ["silu_and_mul", "rms_norm"]
 

@@ -9,6 +9,8 @@
     solbench.rms_norm / fused_add_rms_norm(_) / fused_qk_rmsnorm(_) / gated_rms_norm / l2_norm / layer_norm
     solbench.unified_attention / varlen_attention / paged_attention_decode / mla_decode
     solbench.reshape_and_cache / top_k_mask_logits / fused_qkv_rope / mrope / linear_sigmoid_mul
+    solbench.topk_gating_softmax / moe_align_block_size / moe_count_and_sort / moe_sum_reduce
+    solbench.fused_moe / fp8_block_fused_moe
     solbench.dynamic_per_token_quant_fp8 / rms_norm_quant / fused_add_rms_norm_quant / per_token_group_quant_fp8
 
 Off CUDA (and on the CPU unless ``TRITON_INTERPRET=1``) they compute with their torch formulation.
@@ -52,6 +54,12 @@ _LAZY = {
     "fused_qkv_rope": "solbench.kernels.rope",
     "mrope": "solbench.kernels.rope",
     "linear_sigmoid_mul": "solbench.kernels.gate",
+    "topk_gating_softmax": "solbench.kernels.moe.routing",
+    "moe_align_block_size": "solbench.kernels.moe.routing",
+    "moe_count_and_sort": "solbench.kernels.moe.routing",
+    "moe_sum_reduce": "solbench.kernels.moe.routing",
+    "fused_moe": "solbench.kernels.moe.fused",
+    "fp8_block_fused_moe": "solbench.kernels.moe.fused",
     "dynamic_per_token_quant_fp8": "solbench.ops.fp8_dynamic_per_token_quant.api",
     "fused_add_rms_norm_quant": "solbench.ops.fused_rmsnorm_quant.api",
     "rms_norm_quant": "solbench.ops.fused_rmsnorm_quant.api",
@@ -87,6 +95,8 @@ KERNEL_MODULES = (
     "solbench.kernels.rope",
     "solbench.kernels.gate",
     "solbench.kernels.cuda.glu",
+    "solbench.kernels.moe.routing",
+    "solbench.kernels.moe.fused",
 )
 
 

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Callable
 
 from solbench import runner
+from solbench.core import record
 from solbench.resultsfile import ResultsFile
 
 #: The custom resource that stands in for a GPU on clusters without one (tests, CPU smoke runs).
@@ -300,28 +301,27 @@ def _short(exc: BaseException) -> str:
 
 def _fail_records(unit: Unit, cls: dict, reason: str, specs: dict, shapes: dict,
                   weights: dict | None) -> list[dict]:
-    """FAIL records for a unit no worker could finish, with the fields the driver can fill."""
-    from solbench.core import hardware, roofline
+    """FAIL records for a unit no worker could finish, built like every record (core/record); the
+    driver has no calibration of the worker's device, so both SOLs are the datasheet's."""
+    from solbench.core import hardware
     from solbench.core.spec import impls_for
 
     spec, shape = specs[unit.op], shapes[(unit.op, unit.shape_id, cls["smoke"])]
-    cost = spec.cost(shape)
-    sol = None
-    if cls["hw"] in hardware.SKUS:
-        sol = roofline.roofline(cost, hardware.SKUS[cls["hw"]]).sol_us
+    sku = hardware.get_sku(cls["hw"])
     registered = impls_for(unit.op)
     out = []
     for name in unit.impls:
-        out.append({"schema": runner.SCHEMA_VERSION, "op": unit.op, "shape_id": shape.id, "impl": name,
-                    "hw": cls["hw"], "device": cls["device"], "timer": cls["timer"], "smoke": cls["smoke"],
-                    "role": registered[name].role if name in registered else "", "status": "fail",
-                    "reason": reason, "time_us": None, "p20_us": None, "p80_us": None, "sol_us": sol,
-                    "s": None, "s_achievable": None, "cost": cost.to_record(), "dtype": spec.dtype,
-                    "importance": (weights or {}).get(spec.name, spec.importance), "weight": shape.weight, "description": shape.description,
-                    "params": dict(shape.params), "provenance": dict(shape.provenance), "check": None,
-                    "timing": None, "speedup": {}, "env": {"device": cls["device"], "timer": cls["timer"]},
-                    "cluster": {**{k: v for k, v in unit.last_worker.items() if k != "class"},
-                                "attempt": unit.attempts, "failed_nodes": sorted(unit.failed_nodes)}})
+        key = record.key_fields(unit.op, shape.id, name, hw=cls["hw"], device=cls["device"], timer=cls["timer"],
+                                smoke=cls["smoke"])
+        rec = record.build(key, role=registered[name].role if name in registered else record.role_of({"impl": name}),
+                           spec=spec, shape=shape, cost=spec.cost(shape), datasheet=sku, achievable=sku,
+                           status="fail", reason=reason, timing=None, check=None, compile_s=None, impl_facts={},
+                           wall_s=0.0, env={"device": cls["device"], "timer": cls["timer"]},
+                           importance=(weights or {}).get(spec.name))
+        rec["speedup"] = {}
+        rec["cluster"] = {**{k: v for k, v in unit.last_worker.items() if k != "class"},
+                          "attempt": unit.attempts, "failed_nodes": sorted(unit.failed_nodes)}
+        out.append(rec)
     return out
 
 
@@ -587,7 +587,7 @@ def run_cluster(cfg: runner.RunConfig, address: str, *, attempts: int = DEFAULT_
             same = runner.record_key({**pool.classes[unit.cls], "op": None})[3:]
             old = [r for r in existing.values() if (r.get("op"), str(r.get("shape_id"))) == (unit.op, unit.shape_id)
                    and runner.record_key(r)[3:] == same]
-            runner._add_speedups(old + recs)
+            record.add_speedups(old + recs)
             for rec in recs:
                 k = runner.record_key(rec)
                 if k in written:  # a unit is written once; never a key twice

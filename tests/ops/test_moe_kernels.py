@@ -11,7 +11,7 @@ from solbench.core import fp8_blocks
 from solbench.core.moe_routing import align_layout, random_routing, reference_moe
 from solbench.kernels.moe import (FusedMoeOptions, GemmConfig, default_options, fp8_block_fused_moe, fused_moe,
                                   moe_align_block_size, moe_count_and_sort, moe_sum_reduce, topk_gating_softmax)
-from solbench.kernels.moe.routing import SortOptions, launch_sort
+from solbench.kernels.moe.routing import SortOptions
 
 BF16 = torch.bfloat16
 
@@ -42,6 +42,8 @@ def test_align_matches_the_layout_up_to_num_tokens_post_pad(device, t, e, k, bs)
 
 
 def test_single_and_chunked_sorts_agree():
+    from solbench.kernels.moe._routing_triton import launch_sort
+
     # 2000 slots: one program would loop over all of them; the chunked sort uses 8 programs.
     _, ids = _ids(250, 32, 8, seed=3, dup=True)
     outs = []
@@ -236,10 +238,10 @@ def test_custom_ops_schema_and_fake():
     opt = default_options(3, 8, 64, 48, 2, False)
     from solbench.kernels.moe.fused import _pack
 
-    torch.library.opcheck(torch.ops.solbench.fused_moe_.default, (*args, out, _pack(opt), True, "sum"),
+    torch.library.opcheck(torch.ops.solbench.fused_moe.out, (*args, out, _pack(opt), True, "sum"),
                           test_utils=("test_schema", "test_faketensor"))
     _, ids = _ids(6, 8, 2)
-    torch.library.opcheck(torch.ops.solbench.moe_count_and_sort_.default,
+    torch.library.opcheck(torch.ops.solbench.moe_count_and_sort.out,
                           (ids, 8, torch.empty(12, dtype=torch.int32), torch.empty(8, dtype=torch.int32),
                            torch.empty(9, dtype=torch.int32)), test_utils=("test_schema", "test_faketensor"))
 
@@ -255,3 +257,47 @@ def test_cuda_graph_capture_of_the_sorted_path():
     out.fill_(float("nan"))
     graph.replay()
     torch.testing.assert_close(out.cpu(), ref, rtol=3e-2, atol=1.5e-2)
+
+
+# ---- the torch formulations (CPU tensors without the interpreter) ------------------------------------------
+
+@pytest.fixture
+def eager_cpu(monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+
+
+def test_routing_torch_formulations_off_cuda(eager_cpu):
+    _, ids = _ids(21, 16, 4, dup=True)
+    ids[3, 1] = 16                                              # outside [0, E): dropped, as the kernel does
+    keep = ids.flatten() < 16
+    s, ex, ntpp = moe_align_block_size(ids, 16, 8)
+    lay = align_layout(ids.flatten()[keep], 16, 8)              # the layout of the routed slots only
+    used = int(lay["offsets"][-1])
+    assert int(ntpp) == used and torch.equal(ex[:used // 8].long(), lay["block_experts"][:used // 8])
+    real = keep.nonzero().flatten()                             # the kept slots' flat indices
+    want = torch.where(lay["sorted_ids"][:used] < keep.sum(), real[lay["sorted_ids"][:used].clamp_max(
+        int(keep.sum()) - 1)], ids.numel())
+    assert torch.equal(s[:used].long(), want)
+    s, c, cs = moe_count_and_sort(ids, 16)
+    n = int(keep.sum())
+    assert torch.equal(s[:n].long(), real[torch.sort(ids.flatten()[keep].long(), stable=True).indices])
+    assert cs[-1] == n and torch.equal(c.long(), torch.bincount(ids.flatten()[keep].long(), minlength=16))
+    x = (torch.randn(9, 24, generator=torch.Generator().manual_seed(0)) * 2).round().to(BF16)
+    w, i = topk_gating_softmax(x, 5, renormalize=True)
+    order = torch.sort(-x.float() + torch.arange(24) * 1e-4, dim=-1, stable=True).indices[:, :5]
+    assert torch.equal(i.long(), order)                          # equal logits: the lower expert first
+    want = torch.softmax(x.float(), -1).gather(1, order)
+    torch.testing.assert_close(w, want / want.sum(-1, keepdim=True))
+    y = torch.randn(5, 3, 40, dtype=BF16)
+    assert torch.equal(moe_sum_reduce(y, 2.5), (y.float().sum(1) * 2.5).to(BF16))
+
+
+def test_fused_moe_torch_formulations_off_cuda(eager_cpu):
+    args, ref = _bf16_case(21, 64, 48, 16, 4, "cpu", dup=True)
+    torch.testing.assert_close(fused_moe(*args), ref, rtol=1e-5, atol=1e-5)
+    out = torch.full((21, 64), float("nan"), dtype=BF16)
+    assert fused_moe(*args, out=out) is out and torch.equal(out, ref.to(BF16))
+    f8 = _fp8_case(9, 256, 128, 8, 2, "cpu", dup=True)
+    torch.testing.assert_close(fp8_block_fused_moe(*f8).float(), _fp8_model(*f8, requant=False).to(BF16).float(),
+                               rtol=1e-2, atol=1e-2)
+    assert fused_moe(*_bf16_case(0, 64, 48, 8, 2, "cpu")[0]).shape == (0, 64)

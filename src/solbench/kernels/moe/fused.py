@@ -6,7 +6,7 @@ bf16 and in DeepSeek-style block-scaled fp8.
 Pipeline (no host sync; the grids are sized by the worst case and idle blocks exit):
 
 1. sort: the T*k flat slots grouped by expert into ``block_m``-padded segments
-   (:func:`~solbench.kernels.moe.routing.launch_sort`), with each block's expert;
+   (the launcher of :func:`~solbench.kernels.moe.routing.moe_align_block_size`), with each block's expert;
 2. GEMM1: each program multiplies ``block_m`` gathered rows of x by the gate and the up columns
    of its expert's w1 (two accumulators) and writes ``silu(g) * u`` per slot (fp8: quantized
    per 1x128 group in the epilogue, so GEMM2 runs on fp8 tensor cores);
@@ -16,6 +16,10 @@ Pipeline (no host sync; the grids are sized by the worst case and idle blocks ex
 
 Decode (a handful of tokens) skips the sort: every slot is its own one-row block reading its
 expert's weights directly (``direct``), so two GEMM launches stream the touched experts' weights.
+
+Custom ops ``torch.ops.solbench.fused_moe`` / ``fp8_block_fused_moe`` (functional: fp32 / bf16
+``out``) and their ``.out`` forms; off CUDA they compute with torch in fp32, as the operators'
+references do. The Triton kernels are in ``_fused_triton`` (imported at the first launch).
 """
 from __future__ import annotations
 
@@ -23,17 +27,15 @@ import functools
 from dataclasses import dataclass
 
 import torch
-import triton
-import triton.language as tl
+import torch.nn.functional as F
 
-from solbench.kernels.common import (check_disjoint, check_dtype, check_out, env_choice, gpu_codegen, kernel_op,
-                                     next_pow2, require_device)
-from solbench.kernels.moe.routing import MAX_EXPERTS, aligned_capacity, launch_sort, moe_sum_reduce
+from solbench.kernels.common import (check_disjoint, check_dtype, check_out, env_choice, functional_op, kernel_op,
+                                     next_pow2)
+from solbench.kernels.moe.routing import MAX_EXPERTS, _expert_sort
 
 #: fp8 block size of the weights (128x128) and of the activation groups (1x128).
 FP8_BLOCK = 128
 FP8_MAX = 448.0
-_F8MAX = tl.constexpr(FP8_MAX)
 
 
 @dataclass(frozen=True)
@@ -95,7 +97,7 @@ def sm_count_of(t: torch.Tensor) -> int | None:
 def _narrow_for_sms(block_n: int, rows: int, n: int, sm_count: int | None, floor: int = 16) -> int:
     """Halve a decode launch's N tile while it has fewer than two programs per SM: a
     bandwidth-bound launch needs every SM loading."""
-    while sm_count and block_n > floor and rows * triton.cdiv(n, block_n) < 2 * sm_count:
+    while sm_count and block_n > floor and rows * -(-n // block_n) < 2 * sm_count:
         block_n //= 2
     return block_n
 
@@ -152,262 +154,6 @@ def default_options(num_tokens: int, num_experts: int, hidden: int, inter: int, 
     return FusedMoeOptions(g1, g2, direct=False, combine=combine)
 
 
-@triton.jit
-def _mma(acc, a, b, USE_DOT: tl.constexpr, UPCAST: tl.constexpr):
-    if USE_DOT:
-        if UPCAST:
-            # Triton's CPU interpreter multiplies bf16 dot operands wrongly; fp32 holds them (and
-            # fp8) exactly.
-            return tl.dot(a.to(tl.float32), b.to(tl.float32), acc)
-        return tl.dot(a, b, acc)
-    else:
-        # One-row blocks (decode): a matrix-vector product on the CUDA cores, no tensor-core tile
-        # to fill.
-        av = tl.reshape(a.to(tl.float32), [a.shape[1]])
-        return acc + tl.reshape(tl.sum(b.to(tl.float32) * av[:, None], axis=0), [1, b.shape[1]])
-
-
-@triton.jit
-def _fp8_grid(v, SOFT: tl.constexpr):
-    """``v`` (|v| <= 448) rounded to the nearest e4m3fn value, ties to even, still fp32. ``SOFT``:
-    in integer arithmetic, because the CPU interpreter's fp32 -> fp8 cast does not round to
-    nearest; a GPU's ``cvt.rn`` does, so there the cast alone is used."""
-    if SOFT:
-        b = v.to(tl.int32, bitcast=True)
-        a = b & 0x7FFFFFFF
-        # Normal range: keep 3 mantissa bits, round half to even (a carry moves the exponent).
-        rn = ((a + 0x7FFFF + ((a >> 20) & 1)) & -0x100000).to(tl.float32, bitcast=True)
-        # Subnormals are multiples of 2^-9.
-        x = a.to(tl.float32, bitcast=True) * 512.0
-        m = tl.floor(x)
-        up = ((x - m) > 0.5) | (((x - m) == 0.5) & ((m.to(tl.int32) & 1) == 1))
-        rs = (m + up.to(tl.float32)) * (1.0 / 512.0)
-        r = tl.where(a >= 0x3C800000, rn, rs)
-        return tl.where(b < 0, -r, r)
-    else:
-        return v
-
-
-@triton.jit
-def _gemv_groups(a, b, sa, sb, G: tl.constexpr):
-    """One-row block-scaled product over a K tile of ``G`` scale groups: ``sum_g sa[g] * sb[g, n] *
-    sum_{k in g} a[k] b[k, n]`` for ``a [1, BK]``, ``b [BK, BN]``, ``sa [G]``, ``sb [G, BN]``;
-    returns ``[1, BN]``. Decode tiles span several 128-groups so each load moves more bytes."""
-    bk: tl.constexpr = b.shape[0]
-    bn: tl.constexpr = b.shape[1]
-    av = tl.reshape(a.to(tl.float32), [bk])
-    part = tl.sum(tl.reshape(b.to(tl.float32) * av[:, None], [G, bk // G, bn]), axis=1)
-    return tl.reshape(tl.sum(part * sb * sa[:, None], axis=0), [1, bn])
-
-
-@triton.jit
-def _k_loop(acc, acc2, a_ptr, a_stride, as_ptr, as_stride, arow, amask, w_ptr, w_sn, up_off, ws_ptr, ws_sk,
-            ws_up_off, offs_n, nmask, K, n_kgroups,
-            GATED: tl.constexpr, A_FP8: tl.constexpr, W_FP8: tl.constexpr, BLOCK_M: tl.constexpr,
-            BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, QBLOCK: tl.constexpr, KG: tl.constexpr,
-            UPCAST: tl.constexpr):
-    """``acc (+)= A[arow, :K] @ W[offs_n, :K]^T`` for one expert's weight rows ``w_ptr`` (and the
-    up rows ``up_off`` further into ``acc2`` when GATED). Block-scaled fp8 on tensor cores: one K
-    step lies in one 128-group, so its partial product is scaled once by the row's group scale
-    (A_FP8) and the column's block scale (W_FP8). One-row (decode) tiles may span ``KG`` groups."""
-    USE_DOT: tl.constexpr = BLOCK_M >= 16
-    offs_k = tl.arange(0, BLOCK_K)
-    a_ptrs = a_ptr + arow[:, None] * a_stride + offs_k[None, :]
-    b_ptrs = w_ptr + offs_n[None, :].to(tl.int64) * w_sn + offs_k[:, None]
-    for kb in range(0, tl.cdiv(K, BLOCK_K)):
-        kmask = offs_k < K - kb * BLOCK_K
-        a = tl.load(a_ptrs, mask=amask[:, None] & kmask[None, :], other=0.0)
-        bmask = kmask[:, None] & nmask[None, :]
-        b = tl.load(b_ptrs, mask=bmask, other=0.0)
-        if GATED:
-            b2 = tl.load(b_ptrs + up_off, mask=bmask, other=0.0)
-        if KG > 1:
-            # Only one-row fp8 tiles span several groups (the launcher keeps KG = 1 otherwise).
-            kg = (kb * BLOCK_K) // QBLOCK + tl.arange(0, KG)
-            gmask = kg < n_kgroups
-            sa = tl.full([KG], 1.0, tl.float32)
-            if A_FP8:
-                sa = tl.reshape(tl.load(as_ptr + arow[:, None] * as_stride + kg[None, :], mask=gmask[None, :],
-                                        other=0.0), [KG])
-            gn = gmask[:, None] & nmask[None, :]
-            acc += _gemv_groups(a, b, sa, tl.load(ws_ptr[None, :] + kg[:, None] * ws_sk, mask=gn, other=0.0), KG)
-            if GATED:
-                acc2 += _gemv_groups(a, b2, sa, tl.load(ws_ptr[None, :] + ws_up_off + kg[:, None] * ws_sk, mask=gn,
-                                                        other=0.0), KG)
-        elif W_FP8:
-            kg = (kb * BLOCK_K) // QBLOCK
-            zero = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-            sa = tl.full([BLOCK_M], 1.0, tl.float32)
-            if A_FP8:
-                sa = tl.load(as_ptr + arow * as_stride + kg, mask=amask, other=0.0)
-            sb = tl.load(ws_ptr + kg * ws_sk, mask=nmask, other=0.0)
-            acc += _mma(zero, a, b, USE_DOT, UPCAST) * sa[:, None] * sb[None, :]
-            if GATED:
-                sb2 = tl.load(ws_ptr + ws_up_off + kg * ws_sk, mask=nmask, other=0.0)
-                acc2 += _mma(zero, a, b2, USE_DOT, UPCAST) * sa[:, None] * sb2[None, :]
-        else:
-            acc = _mma(acc, a, b, USE_DOT, UPCAST)
-            if GATED:
-                acc2 = _mma(acc2, a, b2, USE_DOT, UPCAST)
-        a_ptrs += BLOCK_K
-        b_ptrs += BLOCK_K
-    return acc, acc2
-
-
-@triton.jit
-def _moe_gemm_kernel(
-        a_ptr, a_stride, as_ptr, as_stride,
-        w_ptr, w_se, w_sn, ws_ptr, ws_se, ws_sn, ws_sk,
-        c_ptr, c_stride, cs_ptr, cs_stride,
-        sorted_ptr, expert_ptr, ntpp_ptr, topk_w_ptr, zero_ptr, zero_numel, zero_chunk,
-        N, K, num_slots, top_k, num_m,
-        GATED: tl.constexpr, A_FP8: tl.constexpr, W_FP8: tl.constexpr, QUANT_OUT: tl.constexpr,
-        MODE: tl.constexpr, ATOMIC: tl.constexpr, ZERO: tl.constexpr,
-        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
-        QBLOCK: tl.constexpr, KG: tl.constexpr, UPCAST: tl.constexpr):
-    """One grouped-GEMM tile. MODE 0: rows are a block of the sorted layout (one expert);
-    MODE 1: the row is one slot (decode GEMM1; ``sorted_ptr`` holds topk_ids); MODE 2: the row is
-    one token and the program sums its top-k experts (decode GEMM2). GATED: GEMM1 (x rows by
-    token, gate and up columns, silu(g)*u out per slot; QUANT_OUT requantizes it per 128-group).
-    Otherwise GEMM2: rows by slot, times the router weight; ATOMIC adds into out by token.
-    ZERO: the programs first zero ``zero_ptr`` (GEMM2's atomic target), a chunk each.
-    UPCAST: running in the CPU interpreter (see _mma and _fp8_grid)."""
-    pid = tl.program_id(0)
-    if ZERO:
-        for z in range(pid * zero_chunk, tl.minimum((pid + 1) * zero_chunk, zero_numel), 1024):
-            zo = z + tl.arange(0, 1024)
-            tl.store(zero_ptr + zo, tl.zeros([1024], dtype=tl.float32),
-                     mask=(zo < zero_numel) & (zo < (pid + 1) * zero_chunk))
-    num_n = tl.cdiv(N, BLOCK_N)
-    # Grouped order: GROUP_M row blocks sweep the N tiles together, so an expert's weight tiles
-    # are reused from L2 by the blocks of the same expert.
-    per_group = GROUP_M * num_n
-    first_m = (pid // per_group) * GROUP_M
-    gsize = tl.minimum(num_m - first_m, GROUP_M)
-    pid_m = first_m + (pid % per_group) % gsize
-    pid_n = (pid % per_group) // gsize
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    nmask = offs_n < N
-    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-    acc2 = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-    up_off = N * w_sn
-    ws_up_off = (N // QBLOCK) * ws_sn
-
-    if MODE == 2:
-        slots = tl.zeros([BLOCK_M], dtype=tl.int32)
-        valid = tl.full([BLOCK_M], 1, tl.int1)
-        for j in range(0, top_k):
-            slot = pid_m * top_k + j
-            expert = tl.load(sorted_ptr + slot).to(tl.int64)
-            part, _ = _k_loop(tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32), acc2, a_ptr, a_stride, as_ptr,
-                              as_stride, (slots + slot).to(tl.int64), valid, w_ptr + expert * w_se, w_sn, up_off,
-                              ws_ptr + expert * ws_se + (offs_n // QBLOCK) * ws_sn, ws_sk, ws_up_off, offs_n,
-                              nmask, K, tl.cdiv(K, QBLOCK), False, A_FP8, W_FP8, BLOCK_M, BLOCK_N, BLOCK_K,
-                              QBLOCK, KG, UPCAST)
-            acc += part * tl.load(topk_w_ptr + slot)
-        tl.store(c_ptr + pid_m.to(tl.int64) * c_stride + offs_n[None, :], acc.to(c_ptr.dtype.element_ty),
-                 mask=nmask[None, :])
-    else:
-        if MODE == 1:
-            slots = pid_m + tl.arange(0, BLOCK_M)
-            expert = tl.load(sorted_ptr + pid_m).to(tl.int64)
-        else:
-            if pid_m * BLOCK_M >= tl.load(ntpp_ptr):
-                return
-            slots = tl.load(sorted_ptr + pid_m * BLOCK_M + tl.arange(0, BLOCK_M))
-            expert = tl.load(expert_ptr + pid_m).to(tl.int64)
-        valid = slots < num_slots
-        arow = (slots // top_k) if GATED else slots
-        arow = tl.where(valid, arow, 0).to(tl.int64)
-        acc, acc2 = _k_loop(acc, acc2, a_ptr, a_stride, as_ptr, as_stride, arow, valid, w_ptr + expert * w_se,
-                            w_sn, up_off, ws_ptr + expert * ws_se + (offs_n // QBLOCK) * ws_sn, ws_sk, ws_up_off,
-                            offs_n, nmask, K, tl.cdiv(K, QBLOCK), GATED, A_FP8, W_FP8, BLOCK_M, BLOCK_N, BLOCK_K,
-                            QBLOCK, KG, UPCAST)
-        crow = slots.to(tl.int64)
-        cmask = valid[:, None] & nmask[None, :]
-        if GATED:
-            acc = acc / (1.0 + tl.exp(-acc)) * acc2
-        else:
-            acc = acc * tl.load(topk_w_ptr + slots, mask=valid, other=0.0)[:, None]
-        if QUANT_OUT:
-            # Per-token-group fp8 of the activation (BLOCK_N is the group): scale = amax / 448.
-            s = tl.maximum(tl.max(tl.abs(acc), axis=1), 1e-10) / _F8MAX
-            q = _fp8_grid(tl.minimum(tl.maximum(acc / s[:, None], -_F8MAX), _F8MAX), UPCAST)
-            tl.store(c_ptr + crow[:, None] * c_stride + offs_n[None, :], q.to(c_ptr.dtype.element_ty), mask=cmask)
-            tl.store(cs_ptr + crow * cs_stride + pid_n, s, mask=valid)
-        elif ATOMIC:
-            orow = (slots // top_k).to(tl.int64)
-            tl.atomic_add(c_ptr + orow[:, None] * c_stride + offs_n[None, :], acc, mask=cmask, sem="relaxed")
-        else:
-            tl.store(c_ptr + crow[:, None] * c_stride + offs_n[None, :], acc.to(c_ptr.dtype.element_ty), mask=cmask)
-
-
-def _launch_gemm(cfg: GemmConfig, num_m: int, n: int, k: int, a, a_scale, w, w_scale, c, c_scale, sorted_ids,
-                 expert_ids, ntpp, topk_w, num_slots: int, top_k: int, *, gated: bool, mode: int, atomic: bool = False,
-                 quant_out: bool = False, zero: torch.Tensor | None = None):
-    if num_m == 0:
-        return
-    dummy = sorted_ids
-    programs = num_m * triton.cdiv(n, cfg.block_n)
-    zero_numel = 0 if zero is None else zero.numel()
-    _moe_gemm_kernel[(programs,)](
-        a, a.stride(0), dummy if a_scale is None else a_scale, 0 if a_scale is None else a_scale.stride(0),
-        w, w.stride(0), w.stride(1),
-        dummy if w_scale is None else w_scale, *((0, 0, 0) if w_scale is None else w_scale.stride()),
-        c, c.stride(0), dummy if c_scale is None else c_scale, 0 if c_scale is None else c_scale.stride(0),
-        sorted_ids, dummy if expert_ids is None else expert_ids, dummy if ntpp is None else ntpp,
-        dummy if topk_w is None else topk_w, c if zero is None else zero, zero_numel,
-        triton.cdiv(zero_numel, programs), n, k, num_slots, top_k, num_m,
-        GATED=gated, A_FP8=a_scale is not None, W_FP8=w_scale is not None, QUANT_OUT=quant_out, MODE=mode,
-        ATOMIC=atomic, ZERO=zero is not None, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,
-        GROUP_M=cfg.group_m, QBLOCK=FP8_BLOCK, KG=max(1, cfg.block_k // FP8_BLOCK) if w_scale is not None else 1,
-        UPCAST=not gpu_codegen(a), num_warps=cfg.num_warps, num_stages=cfg.num_stages)
-
-
-def _run(x, x_scale, w1, w1_scale, w2, w2_scale, topk_weights, topk_ids, out, opt: FusedMoeOptions):
-    """The whole pipeline; ``x_scale``/``w*_scale`` are None on the bf16 path."""
-    t, k = topk_ids.shape
-    e, two_i, h = w1.shape
-    inter = two_i // 2
-    n = t * k
-    fp8 = x_scale is not None
-    dev = x.device
-    if n == 0:
-        return
-    ids = topk_ids.reshape(-1)
-    wts = topk_weights.reshape(-1)
-    if opt.direct:
-        # The activation stays unrounded (fp32) between the decode GEMMs: they are bound by the
-        # weight stream, and one-row blocks have no tensor-core operand to requantize for.
-        act = torch.empty((n, inter), dtype=torch.float32 if fp8 else x.dtype, device=dev)
-        _launch_gemm(opt.gemm1, n, inter, h, x, x_scale, w1, w1_scale, act, None, ids, None, None, None, n, k,
-                     gated=True, mode=1)
-        _launch_gemm(opt.gemm2, t, h, inter, act, None, w2, w2_scale, out, None, ids, None, None, wts, n, k,
-                     gated=False, mode=2)
-        return
-    bm = opt.gemm1.block_m
-    cap = aligned_capacity(n, e, bm)
-    num_m = triton.cdiv(cap, bm)
-    sorted_ids = torch.empty(cap, dtype=torch.int32, device=dev)
-    expert_ids = torch.empty(num_m, dtype=torch.int32, device=dev)
-    ntpp = torch.empty(1, dtype=torch.int32, device=dev)
-    launch_sort(topk_ids, e, bm, sorted_ids, expert_ids=expert_ids, ntpp=ntpp)
-    act = torch.empty((n, inter), dtype=torch.float8_e4m3fn if fp8 else x.dtype, device=dev)
-    act_scale = torch.empty((n, inter // FP8_BLOCK), dtype=torch.float32, device=dev) if fp8 else None
-    atomic = opt.combine == "atomic"
-    if atomic:
-        y = out if out.dtype == torch.float32 else torch.empty((t, h), dtype=torch.float32, device=dev)
-    else:
-        # Top-1 rows are the tokens' own rows: GEMM2 writes out directly.
-        y = out if k == 1 else torch.empty((n, h), dtype=torch.bfloat16 if fp8 else x.dtype, device=dev)
-    _launch_gemm(opt.gemm1, num_m, inter, h, x, x_scale, w1, w1_scale, act, act_scale, sorted_ids, expert_ids, ntpp,
-                 None, n, k, gated=True, mode=0, quant_out=fp8, zero=y if atomic else None)
-    _launch_gemm(opt.gemm2, num_m, h, inter, act, act_scale, w2, w2_scale, y, None, sorted_ids, expert_ids, ntpp,
-                 wts, n, k, gated=False, mode=0, atomic=atomic)
-    if y is not out:
-        moe_sum_reduce(y.view(t, -1, h), 1.0, out=out)
-
-
 # ---- validation ------------------------------------------------------------------------------------
 
 def _check_routing(what, topk_weights, topk_ids, t, dev):
@@ -443,17 +189,49 @@ def _options(opt, t, e, h, inter, k, fp8, out):
 
 # ---- bf16 ----------------------------------------------------------------------------------------
 
-@kernel_op("solbench::fused_moe_", mutates_args=("out",))
-def _fused_moe_op(hidden_states: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor, topk_weights: torch.Tensor,
-                  topk_ids: torch.Tensor, out: torch.Tensor, tiles: list[int], direct: bool, combine: str) -> None:
+def _moe_eager(x, num_experts, w1_of, w2_of, topk_weights, topk_ids, out) -> None:
+    """The torch formulation (off CUDA), the math of the operators' references: fp32 throughout,
+    one expert at a time over its routed rows (``w1_of(e)``, ``w2_of(e)``: its fp32 weights), one
+    rounding to ``out``."""
+    t, k = topk_ids.shape
+    order, _, counts, offsets = _expert_sort(topk_ids, num_experts, 1)
+    wflat = topk_weights.reshape(-1).float()
+    acc = torch.zeros(out.shape, dtype=torch.float32, device=out.device)
+    for j, (c, s) in enumerate(zip(counts.tolist(), offsets.tolist())):
+        if c == 0:
+            continue
+        rows = order[s:s + c]
+        tok = rows // k
+        g = x[tok] @ w1_of(j).T
+        i = g.shape[1] // 2
+        acc.index_add_(0, tok, ((F.silu(g[:, :i]) * g[:, i:]) @ w2_of(j).T) * wflat[rows, None])
+    out.copy_(acc)
+
+
+def _fused_moe_eager(hidden_states, w1, w2, topk_weights, topk_ids, out, tiles, direct, combine) -> None:
     check_disjoint("fused_moe", (("out", out),), (("hidden_states", hidden_states), ("w1", w1), ("w2", w2),
                                                   ("topk_weights", topk_weights), ("topk_ids", topk_ids)))
-    _run(hidden_states, None, w1, None, w2, None, topk_weights, topk_ids, out, _unpack(tiles, direct, combine))
+    _moe_eager(hidden_states.float(), w1.shape[0], lambda j: w1[j].float(), lambda j: w2[j].float(), topk_weights,
+               topk_ids, out)
+
+
+@kernel_op("solbench::fused_moe.out", mutates_args=("out",), eager=_fused_moe_eager)
+def _fused_moe_op(hidden_states: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor, topk_weights: torch.Tensor,
+                  topk_ids: torch.Tensor, out: torch.Tensor, tiles: list[int], direct: bool, combine: str) -> None:
+    from solbench.kernels.moe._fused_triton import run
+
+    check_disjoint("fused_moe", (("out", out),), (("hidden_states", hidden_states), ("w1", w1), ("w2", w2),
+                                                  ("topk_weights", topk_weights), ("topk_ids", topk_ids)))
+    run(hidden_states, None, w1, None, w2, None, topk_weights, topk_ids, out, _unpack(tiles, direct, combine))
 
 
 @_fused_moe_op.register_fake
 def _fused_moe_fake(hidden_states, w1, w2, topk_weights, topk_ids, out, tiles, direct, combine) -> None:
     return None
+
+
+functional_op("solbench::fused_moe", _fused_moe_op,
+              lambda x, w1, w2, tw, ti, tiles, direct, combine: (x.new_empty(x.shape, dtype=torch.float32),))
 
 
 def _pack(opt: FusedMoeOptions) -> list[int]:
@@ -492,7 +270,6 @@ def fused_moe(hidden_states: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor, t
         check_out(out, (t, h), out.dtype, hidden_states.device, what)
     if not out.is_contiguous():
         raise ValueError(f"{what}: out must be contiguous")
-    require_device(hidden_states, what)
     e, two_i, _ = w1.shape
     opt = _options(options, t, e, h, two_i // 2, topk_ids.shape[1], False, out)
     _fused_moe_op(hidden_states, w1, w2, topk_weights, topk_ids, out, _pack(opt), opt.direct, opt.combine)
@@ -501,20 +278,42 @@ def fused_moe(hidden_states: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor, t
 
 # ---- block-scaled fp8 ----------------------------------------------------------------------------------
 
-@kernel_op("solbench::fp8_block_fused_moe_", mutates_args=("out",))
+def _dequant(q, s, row_block: int):
+    """``q`` (e4m3) times the scale of its block in fp32: ``s`` holds one scale per
+    ``row_block`` rows and 128 columns."""
+    return q.float() * s.repeat_interleave(row_block, 0).repeat_interleave(FP8_BLOCK, 1)
+
+
+def _fp8_moe_eager(hidden_states, w1, w2, topk_weights, topk_ids, a_scale, w1_scale, w2_scale, out, tiles, direct,
+                   combine) -> None:
+    check_disjoint("fp8_block_fused_moe", (("out", out),), (("hidden_states", hidden_states), ("w1", w1), ("w2", w2),
+                                                            ("topk_weights", topk_weights), ("topk_ids", topk_ids)))
+    b = FP8_BLOCK
+    _moe_eager(_dequant(hidden_states, a_scale, 1), w1.shape[0], lambda j: _dequant(w1[j], w1_scale[j], b),
+               lambda j: _dequant(w2[j], w2_scale[j], b), topk_weights, topk_ids, out)
+
+
+@kernel_op("solbench::fp8_block_fused_moe.out", mutates_args=("out",), eager=_fp8_moe_eager)
 def _fp8_moe_op(hidden_states: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor, topk_weights: torch.Tensor,
                 topk_ids: torch.Tensor, a_scale: torch.Tensor, w1_scale: torch.Tensor, w2_scale: torch.Tensor,
                 out: torch.Tensor, tiles: list[int], direct: bool, combine: str) -> None:
+    from solbench.kernels.moe._fused_triton import run
+
     check_disjoint("fp8_block_fused_moe", (("out", out),), (("hidden_states", hidden_states), ("w1", w1), ("w2", w2),
                                                             ("topk_weights", topk_weights), ("topk_ids", topk_ids)))
-    _run(hidden_states, a_scale, w1, w1_scale, w2, w2_scale, topk_weights, topk_ids, out,
-         _unpack(tiles, direct, combine))
+    run(hidden_states, a_scale, w1, w1_scale, w2, w2_scale, topk_weights, topk_ids, out,
+        _unpack(tiles, direct, combine))
 
 
 @_fp8_moe_op.register_fake
 def _fp8_moe_fake(hidden_states, w1, w2, topk_weights, topk_ids, a_scale, w1_scale, w2_scale, out, tiles, direct,
                   combine) -> None:
     return None
+
+
+functional_op("solbench::fp8_block_fused_moe", _fp8_moe_op,
+              lambda x, w1, w2, tw, ti, xs, s1, s2, tiles, direct, combine:
+              (x.new_empty(x.shape, dtype=torch.bfloat16),))
 
 
 def fp8_block_fused_moe(hidden_states: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor, topk_weights: torch.Tensor,
@@ -554,7 +353,6 @@ def fp8_block_fused_moe(hidden_states: torch.Tensor, w1: torch.Tensor, w2: torch
         check_out(out, (t, h), out.dtype, hidden_states.device, what)
     if not out.is_contiguous():
         raise ValueError(f"{what}: out must be contiguous")
-    require_device(hidden_states, what)
     opt = _options(options, t, e, h, inter, topk_ids.shape[1], True, out)
     ks = (opt.gemm1.block_k, opt.gemm2.block_k)
     if opt.direct:

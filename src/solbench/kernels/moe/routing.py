@@ -14,74 +14,55 @@ The sort is one kernel for small inputs (histogram, prefix sum and scatter in on
 two for larger ones (per-chunk histograms, then every chunk scatters from the prefix over the
 chunks before it); nothing is read back to the host, so CUDA graphs capture it. The order inside
 a segment is the slot order (stable), unlike vLLM's atomics.
+
+Custom ops ``torch.ops.solbench.topk_gating_softmax``, ``moe_align_block_size``,
+``moe_count_and_sort`` and ``moe_sum_reduce`` (functional) with their ``.out`` forms; off CUDA they
+compute with torch. The Triton kernels are in ``_routing_triton`` (imported at the first launch).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
-import triton
-import triton.language as tl
 
-from solbench.kernels.common import (as_rows, check_disjoint, check_dtype, check_out, kernel_op, next_pow2,
-                                     require_device)
+from solbench.kernels.common import as_rows, check_disjoint, check_dtype, check_out, functional_op, kernel_op, next_pow2
 
 # ---- top-k gating softmax ------------------------------------------------------------------------
 
 
-@triton.jit
-def _topk_softmax_kernel(x_ptr, x_stride, w_ptr, ids_ptr, T, E,
-                         TOP_K: tl.constexpr, KP: tl.constexpr, RENORM: tl.constexpr, BLOCK_T: tl.constexpr,
-                         BLOCK_E: tl.constexpr):
-    rows = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
-    cols = tl.arange(0, BLOCK_E)
-    kc = tl.arange(0, KP)
-    rmask = rows < T
-    mask = rmask[:, None] & (cols[None, :] < E)
-    # Rows past T load zeros (finite, no NaN from -inf - -inf); padded experts are -inf.
-    x = tl.load(x_ptr + rows[:, None].to(tl.int64) * x_stride + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-    x = tl.where(cols[None, :] < E, x, float("-inf"))
-    mx = tl.max(x, axis=1)
-    inv = 1.0 / tl.sum(tl.exp(x - mx[:, None]), axis=1)
-    # Select on the logits (exp can merge two logits into one probability); the lowest index
-    # wins a tie, as vLLM's kernel picks it.
-    sel = x
-    w = tl.zeros([BLOCK_T, KP], dtype=tl.float32)
-    ids = tl.zeros([BLOCK_T, KP], dtype=tl.int32)
-    for j in tl.static_range(TOP_K):
-        best = tl.max(sel, axis=1)
-        idx = tl.min(tl.where(sel == best[:, None], cols[None, :], BLOCK_E), axis=1)
-        w = tl.where(kc[None, :] == j, (tl.exp(best - mx) * inv)[:, None], w)
-        ids = tl.where(kc[None, :] == j, idx[:, None], ids)
-        sel = tl.where(cols[None, :] == idx[:, None], float("-inf"), sel)
-    if RENORM:
-        w = w / tl.sum(w, axis=1)[:, None]
-    omask = rmask[:, None] & (kc[None, :] < TOP_K)
-    off = rows[:, None].to(tl.int64) * TOP_K + kc[None, :]
-    tl.store(w_ptr + off, w, mask=omask)
-    tl.store(ids_ptr + off, ids, mask=omask)
-
-
-@kernel_op("solbench::moe_topk_softmax_", mutates_args=("topk_weights", "topk_ids"))
-def _topk_softmax_op(gating_output: torch.Tensor, topk_weights: torch.Tensor, topk_ids: torch.Tensor,
-                     renormalize: bool) -> None:
+def _topk_softmax_eager(gating_output, topk_weights, topk_ids, top_k, renormalize) -> None:
+    """The torch formulation (off CUDA): select on the fp32 logits, equal logits to the lower
+    expert index (a stable descending sort), as the kernel does."""
     check_disjoint("topk_gating_softmax", (("topk_weights", topk_weights), ("topk_ids", topk_ids)),
                    (("gating_output", gating_output),))
-    t, e = gating_output.shape
-    k = topk_ids.shape[1]
-    if t == 0:
-        return
-    be = next_pow2(e)
-    # About 4k logits per program: whole rows, several rows per program on small E.
-    bt = max(1, min(next_pow2(t), 4096 // be))
-    _topk_softmax_kernel[(triton.cdiv(t, bt),)](gating_output, gating_output.stride(0), topk_weights, topk_ids, t, e,
-                                                 TOP_K=k, KP=next_pow2(k), RENORM=renormalize, BLOCK_T=bt, BLOCK_E=be,
-                                                 num_warps=4 if bt * be >= 2048 else 2)
+    x = gating_output.float()
+    idx = torch.sort(x, dim=-1, descending=True, stable=True).indices[:, :top_k]
+    w = torch.softmax(x, dim=-1).gather(1, idx)
+    if renormalize:
+        w = w / w.sum(dim=-1, keepdim=True)
+    topk_weights.copy_(w)
+    topk_ids.copy_(idx)
+
+
+@kernel_op("solbench::topk_gating_softmax.out", mutates_args=("topk_weights", "topk_ids"), eager=_topk_softmax_eager)
+def _topk_softmax_op(gating_output: torch.Tensor, topk_weights: torch.Tensor, topk_ids: torch.Tensor, top_k: int,
+                     renormalize: bool) -> None:
+    from solbench.kernels.moe._routing_triton import launch_topk_softmax
+
+    check_disjoint("topk_gating_softmax", (("topk_weights", topk_weights), ("topk_ids", topk_ids)),
+                   (("gating_output", gating_output),))
+    launch_topk_softmax(gating_output, topk_weights, topk_ids, renormalize)
 
 
 @_topk_softmax_op.register_fake
-def _topk_softmax_fake(gating_output, topk_weights, topk_ids, renormalize) -> None:
+def _topk_softmax_fake(gating_output, topk_weights, topk_ids, top_k, renormalize) -> None:
     return None
+
+
+functional_op("solbench::topk_gating_softmax", _topk_softmax_op,
+              lambda x, top_k, renormalize: (x.new_empty((x.shape[0], top_k), dtype=torch.float32),
+                                             x.new_empty((x.shape[0], top_k), dtype=torch.int32)))
 
 
 #: Largest expert count a row of the gating kernel holds in registers.
@@ -111,8 +92,7 @@ def topk_gating_softmax(gating_output: torch.Tensor, top_k: int, renormalize: bo
     check_out(ids, shape, torch.int32, x.device, what, "topk_ids")
     if not (w.is_contiguous() and ids.is_contiguous()):
         raise ValueError(f"{what}: topk_weights and topk_ids must be contiguous")
-    require_device(x, what)
-    _topk_softmax_op(x, w.view(t, int(top_k)), ids.view(t, int(top_k)), bool(renormalize))
+    _topk_softmax_op(x, w.view(t, int(top_k)), ids.view(t, int(top_k)), int(top_k), bool(renormalize))
     return w, ids
 
 
@@ -139,122 +119,8 @@ class SortOptions:
         sub = min(sub, max(16, next_pow2(numel)))
         single = numel <= 4 * sub
         # At most ~128 programs: each one reads the whole [chunks, E] histogram for its prefix.
-        chunk = sub if single else max(sub, next_pow2(triton.cdiv(numel, 128)))
+        chunk = sub if single else max(sub, next_pow2(-(-numel // 128)))
         return SortOptions(sub=sub, chunk=chunk, single=single, num_warps=8 if sub * ep >= 8192 else 4)
-
-
-@triton.jit
-def _onehot(ids, valid, ep: tl.constexpr):
-    e = tl.arange(0, ep)
-    return ((ids[:, None] == e[None, :]) & valid[:, None]).to(tl.int32)
-
-
-@triton.jit
-def _chunk_histogram_kernel(ids_ptr, n, hist_ptr, E, chunk, EP: tl.constexpr, SUB: tl.constexpr):
-    pid = tl.program_id(0)
-    acc = tl.zeros([EP], dtype=tl.int32)
-    for s in range(0, chunk, SUB):
-        offs = pid * chunk + s + tl.arange(0, SUB)
-        ids = tl.load(ids_ptr + offs, mask=offs < n, other=-1)
-        acc += tl.sum(_onehot(ids, (offs < n) & (ids >= 0) & (ids < E), EP), axis=0)
-    tl.store(hist_ptr + pid * EP + tl.arange(0, EP), acc)
-
-
-@triton.jit
-def _sort_scatter_kernel(ids_ptr, n, hist_ptr, nchunks, sorted_ptr, expert_ids_ptr, counts_ptr, cumsum_ptr,
-                         ntpp_ptr, E, chunk, BS: tl.constexpr, EP: tl.constexpr, SUB: tl.constexpr,
-                         SINGLE: tl.constexpr, CB: tl.constexpr, JB: tl.constexpr, BB: tl.constexpr,
-                         WRITE_EXPERT_IDS: tl.constexpr, WRITE_COUNTS: tl.constexpr, WRITE_CUMSUM: tl.constexpr,
-                         WRITE_NTPP: tl.constexpr):
-    pid = tl.program_id(0)
-    nprog = tl.num_programs(0)
-    e = tl.arange(0, EP)
-    emask = e < E
-    # counts: every routed slot per expert; base: those of the chunks before this one.
-    counts = tl.zeros([EP], dtype=tl.int32)
-    base = tl.zeros([EP], dtype=tl.int32)
-    if SINGLE:
-        for s in range(0, n, SUB):
-            offs = s + tl.arange(0, SUB)
-            ids = tl.load(ids_ptr + offs, mask=offs < n, other=-1)
-            counts += tl.sum(_onehot(ids, (offs < n) & (ids >= 0) & (ids < E), EP), axis=0)
-    else:
-        for c0 in range(0, nchunks, CB):
-            c = c0 + tl.arange(0, CB)
-            h = tl.load(hist_ptr + c[:, None] * EP + e[None, :], mask=(c < nchunks)[:, None], other=0)
-            counts += tl.sum(h, axis=0)
-            base += tl.sum(tl.where((c < pid)[:, None], h, 0), axis=0)
-    padded = (counts + BS - 1) // BS * BS
-    ends = tl.cumsum(padded, axis=0)
-    starts = ends - padded
-    total = tl.sum(padded, axis=0)
-    # Stable scatter: a slot's rank among its expert's slots is its position in a running
-    # one-hot prefix sum (slots of earlier sub-chunks counted in base).
-    for s in range(0, chunk, SUB):
-        offs = pid * chunk + s + tl.arange(0, SUB)
-        inb = offs < n
-        ids = tl.load(ids_ptr + offs, mask=inb, other=-1)
-        oh = _onehot(ids, inb & (ids >= 0) & (ids < E), EP)
-        rank = tl.sum(tl.cumsum(oh, axis=0) * oh, axis=1) - 1
-        dest = tl.sum(oh * (starts + base)[None, :], axis=1) + rank
-        tl.store(sorted_ptr + dest, offs, mask=tl.sum(oh, axis=1) > 0)
-        base += tl.sum(oh, axis=0)
-    if BS > 1:
-        # Segment padding, experts shared round-robin among the programs: positions
-        # starts[e] + counts[e] + j for j < padded[e] - counts[e] hold the sentinel n. The
-        # [E, JB] tiles keep about 8k values live.
-        mine = emask & (e % nprog == pid)
-        pad = tl.where(mine, padded - counts, 0)
-        for j0 in range(0, BS, JB):
-            j = j0 + tl.arange(0, JB)
-            tl.store(sorted_ptr + (starts + counts)[:, None] + j[None, :], tl.zeros([EP, JB], dtype=tl.int32) + n,
-                     mask=j[None, :] < pad[:, None])
-    if WRITE_EXPERT_IDS:
-        # Block b belongs to the expert whose segment holds position b*BS: the number of segment
-        # ends at or below it.
-        used = total // BS
-        for b0 in range(pid * BB, used, nprog * BB):
-            b = b0 + tl.arange(0, BB)
-            owner = tl.sum(((ends[None, :] <= b[:, None] * BS) & emask[None, :]).to(tl.int32), axis=1)
-            tl.store(expert_ids_ptr + b, owner, mask=b < used)
-    if pid == 0:
-        if WRITE_COUNTS:
-            tl.store(counts_ptr + e, counts, mask=emask)
-        if WRITE_CUMSUM:
-            tl.store(cumsum_ptr + 1 + e, ends, mask=emask)
-            tl.store(cumsum_ptr + e, 0, mask=e == 0)
-        if WRITE_NTPP:
-            tl.store(ntpp_ptr + e, total, mask=e == 0)
-
-
-def launch_sort(topk_ids: torch.Tensor, num_experts: int, block_size: int, sorted_ids: torch.Tensor,
-                expert_ids: torch.Tensor | None = None, counts: torch.Tensor | None = None,
-                cumsum: torch.Tensor | None = None, ntpp: torch.Tensor | None = None,
-                options: SortOptions | None = None) -> None:
-    """Sort the flat slots of ``topk_ids`` by expert into ``sorted_ids`` (segments padded to
-    ``block_size`` with the sentinel ``numel``) and write whichever of ``expert_ids`` (per block),
-    ``counts`` [E], ``cumsum`` [E+1] (exclusive prefix sum of the padded counts, then the total)
-    and ``ntpp`` [1] (the padded total) are given. Slots whose id is outside [0, E) are dropped."""
-    flat = topk_ids.reshape(-1)
-    n = flat.numel()
-    opt = options or SortOptions.pick(n, num_experts)
-    ep = next_pow2(num_experts)
-    dummy = sorted_ids
-    if opt.single:
-        nchunks, hist = 1, dummy
-    else:
-        nchunks = triton.cdiv(n, opt.chunk)
-        hist = torch.empty((nchunks, ep), dtype=torch.int32, device=flat.device)
-        _chunk_histogram_kernel[(nchunks,)](flat, n, hist, num_experts, opt.chunk, EP=ep, SUB=opt.sub,
-                                            num_warps=opt.num_warps)
-    _sort_scatter_kernel[(nchunks,)](
-        flat, n, hist, nchunks, sorted_ids, dummy if expert_ids is None else expert_ids,
-        dummy if counts is None else counts, dummy if cumsum is None else cumsum, dummy if ntpp is None else ntpp,
-        num_experts, max(n, 1) if opt.single else opt.chunk, BS=block_size, EP=ep, SUB=opt.sub, SINGLE=opt.single,
-        CB=max(1, min(32, 8192 // ep)), JB=max(1, min(next_pow2(block_size), 8192 // ep)),
-        BB=max(16, 8192 // ep), WRITE_EXPERT_IDS=expert_ids is not None,
-        WRITE_COUNTS=counts is not None, WRITE_CUMSUM=cumsum is not None, WRITE_NTPP=ntpp is not None,
-        num_warps=opt.num_warps)
 
 
 def aligned_capacity(numel: int, num_experts: int, block_size: int) -> int:
@@ -277,12 +143,48 @@ def _check_ids(topk_ids, num_experts, block_size, what):
         raise ValueError(f"{what}: block_size={block_size} must be in [1, 1024]")
     if topk_ids.numel() >= 2 ** 31 - int(num_experts) * int(block_size):
         raise ValueError(f"{what}: {topk_ids.numel()} slots do not fit int32 positions")
-    require_device(topk_ids, what)
 
 
-@kernel_op("solbench::moe_align_block_size_", mutates_args=("sorted_token_ids", "expert_ids", "num_tokens_post_pad"))
+def _expert_sort(topk_ids, num_experts: int, block_size: int):
+    """The sort in torch: ``(order, key, counts, offsets)``: the flat slots stably sorted by expert
+    (ids outside [0, E) keyed E, last), each slot's key, the counts [E] and the exclusive prefix
+    sum [E+1] of the counts padded to ``block_size``."""
+    flat = topk_ids.reshape(-1).long()
+    key = torch.where((flat >= 0) & (flat < num_experts), flat, num_experts)
+    counts = torch.zeros(num_experts + 1, dtype=torch.long, device=flat.device)
+    counts = counts.scatter_add_(0, key, torch.ones_like(key))[:num_experts]
+    offsets = torch.zeros(num_experts + 1, dtype=torch.long, device=flat.device)
+    offsets[1:] = torch.cumsum((counts + block_size - 1) // block_size * block_size, 0)
+    return torch.sort(key, stable=True).indices, key, counts, offsets
+
+
+def _align_eager(topk_ids, num_experts, block_size, sorted_token_ids, expert_ids, num_tokens_post_pad) -> None:
+    """The torch formulation (off CUDA); it also fills what the kernel leaves unwritten (the
+    sentinel past ``num_tokens_post_pad``, expert 0 for the blocks there)."""
+    check_disjoint("moe_align_block_size", (("sorted_token_ids", sorted_token_ids), ("expert_ids", expert_ids),
+                                            ("num_tokens_post_pad", num_tokens_post_pad)), (("topk_ids", topk_ids),))
+    order, key, counts, offsets = _expert_sort(topk_ids, num_experts, block_size)
+    n = key.numel()
+    starts = torch.zeros(num_experts + 2, dtype=torch.long, device=key.device)
+    starts[1:-1] = torch.cumsum(counts, 0)
+    ks = key[order]
+    keep = ks < num_experts
+    dest = offsets[ks] + torch.arange(n, device=key.device) - starts[ks]
+    sorted_token_ids.fill_(n)
+    sorted_token_ids[dest[keep]] = order[keep].to(torch.int32)
+    total = offsets[num_experts]
+    block_start = torch.arange(expert_ids.numel(), device=key.device) * block_size
+    owner = torch.searchsorted(offsets[1:], block_start, right=True)
+    expert_ids.copy_(torch.where(block_start < total, owner, 0))
+    num_tokens_post_pad.copy_(offsets[num_experts:])
+
+
+@kernel_op("solbench::moe_align_block_size.out", mutates_args=("sorted_token_ids", "expert_ids",
+                                                               "num_tokens_post_pad"), eager=_align_eager)
 def _align_op(topk_ids: torch.Tensor, num_experts: int, block_size: int, sorted_token_ids: torch.Tensor,
               expert_ids: torch.Tensor, num_tokens_post_pad: torch.Tensor) -> None:
+    from solbench.kernels.moe._routing_triton import launch_sort
+
     check_disjoint("moe_align_block_size", (("sorted_token_ids", sorted_token_ids), ("expert_ids", expert_ids),
                                             ("num_tokens_post_pad", num_tokens_post_pad)), (("topk_ids", topk_ids),))
     launch_sort(topk_ids, num_experts, block_size, sorted_token_ids, expert_ids=expert_ids, ntpp=num_tokens_post_pad)
@@ -291,6 +193,15 @@ def _align_op(topk_ids: torch.Tensor, num_experts: int, block_size: int, sorted_
 @_align_op.register_fake
 def _align_fake(topk_ids, num_experts, block_size, sorted_token_ids, expert_ids, num_tokens_post_pad) -> None:
     return None
+
+
+def _align_shapes(topk_ids, num_experts: int, block_size: int):
+    cap = aligned_capacity(topk_ids.numel(), num_experts, block_size)
+    return (cap,), (-(-cap // block_size),), (1,)
+
+
+functional_op("solbench::moe_align_block_size", _align_op,
+              lambda ids, e, bs: tuple(ids.new_empty(s) for s in _align_shapes(ids, e, bs)))
 
 
 def moe_align_block_size(topk_ids: torch.Tensor, num_experts: int, block_size: int,
@@ -304,8 +215,7 @@ def moe_align_block_size(topk_ids: torch.Tensor, num_experts: int, block_size: i
     the blocks there) are left unwritten: no consumer reads them."""
     what = "moe_align_block_size"
     _check_ids(topk_ids, num_experts, block_size, what)
-    cap = aligned_capacity(topk_ids.numel(), int(num_experts), int(block_size))
-    shapes = ((cap,), (triton.cdiv(cap, int(block_size)),), (1,))
+    shapes = _align_shapes(topk_ids, int(num_experts), int(block_size))
     if out is None:
         out = tuple(torch.empty(s, dtype=torch.int32, device=topk_ids.device) for s in shapes)
     for t, s, name in zip(out, shapes, ("sorted_token_ids", "expert_ids", "num_tokens_post_pad")):
@@ -316,9 +226,22 @@ def moe_align_block_size(topk_ids: torch.Tensor, num_experts: int, block_size: i
     return out
 
 
-@kernel_op("solbench::moe_count_and_sort_", mutates_args=("sorted_token_ids", "expert_token_counts", "cumsum"))
+def _count_sort_eager(topk_ids, num_experts, sorted_token_ids, expert_token_counts, cumsum) -> None:
+    """The torch formulation (off CUDA); the dropped slots (ids outside [0, E)) fill the tail."""
+    check_disjoint("moe_count_and_sort", (("sorted_token_ids", sorted_token_ids), ("expert_token_counts",
+                                          expert_token_counts), ("cumsum", cumsum)), (("topk_ids", topk_ids),))
+    order, _, counts, offsets = _expert_sort(topk_ids, num_experts, 1)
+    sorted_token_ids.copy_(order)
+    expert_token_counts.copy_(counts)
+    cumsum.copy_(offsets)
+
+
+@kernel_op("solbench::moe_count_and_sort.out", mutates_args=("sorted_token_ids", "expert_token_counts", "cumsum"),
+           eager=_count_sort_eager)
 def _count_sort_op(topk_ids: torch.Tensor, num_experts: int, sorted_token_ids: torch.Tensor,
                    expert_token_counts: torch.Tensor, cumsum: torch.Tensor) -> None:
+    from solbench.kernels.moe._routing_triton import launch_sort
+
     check_disjoint("moe_count_and_sort", (("sorted_token_ids", sorted_token_ids), ("expert_token_counts",
                                           expert_token_counts), ("cumsum", cumsum)), (("topk_ids", topk_ids),))
     launch_sort(topk_ids, num_experts, 1, sorted_token_ids, counts=expert_token_counts, cumsum=cumsum)
@@ -327,6 +250,10 @@ def _count_sort_op(topk_ids: torch.Tensor, num_experts: int, sorted_token_ids: t
 @_count_sort_op.register_fake
 def _count_sort_fake(topk_ids, num_experts, sorted_token_ids, expert_token_counts, cumsum) -> None:
     return None
+
+
+functional_op("solbench::moe_count_and_sort", _count_sort_op,
+              lambda ids, e: (ids.new_empty(ids.numel()), ids.new_empty(e), ids.new_empty(e + 1)))
 
 
 def moe_count_and_sort(topk_ids: torch.Tensor, num_experts: int,
@@ -353,36 +280,27 @@ def moe_count_and_sort(topk_ids: torch.Tensor, num_experts: int,
 # ---- top-k sum -----------------------------------------------------------------------------------
 
 
-@triton.jit
-def _sum_reduce_kernel(x_ptr, x_s0, x_s1, out_ptr, out_s0, T, H, K, scale,
-                       BLOCK_T: tl.constexpr, BLOCK_H: tl.constexpr):
-    rows = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
-    cols = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
-    mask = (rows < T)[:, None] & (cols < H)[None, :]
-    p = x_ptr + rows[:, None].to(tl.int64) * x_s0 + cols[None, :]
-    acc = tl.zeros([BLOCK_T, BLOCK_H], dtype=tl.float32)
-    for j in range(K):
-        acc += tl.load(p + j * x_s1, mask=mask, other=0.0).to(tl.float32)
-    tl.store(out_ptr + rows[:, None].to(tl.int64) * out_s0 + cols[None, :],
-             (acc * scale).to(out_ptr.dtype.element_ty), mask=mask)
-
-
-@kernel_op("solbench::moe_sum_reduce_", mutates_args=("out",))
-def _sum_reduce_op(x: torch.Tensor, out: torch.Tensor, scale: float) -> None:
+def _sum_reduce_eager(x, out, scale) -> None:
+    """The torch formulation (off CUDA): fp32 sum and scale, one rounding."""
     check_disjoint("moe_sum_reduce", (("out", out),), (("expert_outputs", x),))
-    t, k, h = x.shape
-    if t == 0 or h == 0:
-        return
-    bh = min(1024, next_pow2(h))
-    bt = max(1, min(next_pow2(t), 2048 // bh))
-    _sum_reduce_kernel[(triton.cdiv(t, bt), triton.cdiv(h, bh))](x, x.stride(0), x.stride(1), out, out.stride(0),
-                                                                 t, h, k, float(scale), BLOCK_T=bt, BLOCK_H=bh,
-                                                                 num_warps=4)
+    out.copy_(x.float().sum(1) * scale)
+
+
+@kernel_op("solbench::moe_sum_reduce.out", mutates_args=("out",), eager=_sum_reduce_eager)
+def _sum_reduce_op(x: torch.Tensor, out: torch.Tensor, scale: float) -> None:
+    from solbench.kernels.moe._routing_triton import launch_sum_reduce
+
+    check_disjoint("moe_sum_reduce", (("out", out),), (("expert_outputs", x),))
+    launch_sum_reduce(x, out, scale)
 
 
 @_sum_reduce_op.register_fake
 def _sum_reduce_fake(x, out, scale) -> None:
     return None
+
+
+functional_op("solbench::moe_sum_reduce", _sum_reduce_op,
+              lambda x, scale: (x.new_empty((x.shape[0], x.shape[2])),))
 
 
 def moe_sum_reduce(expert_outputs: torch.Tensor, routed_scaling_factor: float = 1.0,
@@ -404,6 +322,5 @@ def moe_sum_reduce(expert_outputs: torch.Tensor, routed_scaling_factor: float = 
         check_dtype(out, (torch.bfloat16, torch.float16, torch.float32), what, "out")
         if h > 1 and out.stride(1) != 1:
             raise ValueError(f"{what}: out must be contiguous in its hidden dim")
-    require_device(expert_outputs, what)
     _sum_reduce_op(expert_outputs, out, float(routed_scaling_factor))
     return out

@@ -1,0 +1,204 @@
+"""The Triton kernels behind :mod:`solbench.kernels.moe.routing` (imported at the first launch, so
+``import solbench`` decorates no Triton kernel): the top-k gating softmax, the expert sort and the
+top-k sum, with their launchers."""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from solbench.kernels.common import next_pow2
+from solbench.kernels.moe.routing import SortOptions
+
+
+@triton.jit
+def _topk_softmax_kernel(x_ptr, x_stride, w_ptr, ids_ptr, T, E,
+                         TOP_K: tl.constexpr, KP: tl.constexpr, RENORM: tl.constexpr, BLOCK_T: tl.constexpr,
+                         BLOCK_E: tl.constexpr):
+    rows = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
+    cols = tl.arange(0, BLOCK_E)
+    kc = tl.arange(0, KP)
+    rmask = rows < T
+    mask = rmask[:, None] & (cols[None, :] < E)
+    # Rows past T load zeros (finite, no NaN from -inf - -inf); padded experts are -inf.
+    x = tl.load(x_ptr + rows[:, None].to(tl.int64) * x_stride + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+    x = tl.where(cols[None, :] < E, x, float("-inf"))
+    mx = tl.max(x, axis=1)
+    inv = 1.0 / tl.sum(tl.exp(x - mx[:, None]), axis=1)
+    # Select on the logits (exp can merge two logits into one probability); the lowest index
+    # wins a tie, as vLLM's kernel picks it.
+    sel = x
+    w = tl.zeros([BLOCK_T, KP], dtype=tl.float32)
+    ids = tl.zeros([BLOCK_T, KP], dtype=tl.int32)
+    for j in tl.static_range(TOP_K):
+        best = tl.max(sel, axis=1)
+        idx = tl.min(tl.where(sel == best[:, None], cols[None, :], BLOCK_E), axis=1)
+        w = tl.where(kc[None, :] == j, (tl.exp(best - mx) * inv)[:, None], w)
+        ids = tl.where(kc[None, :] == j, idx[:, None], ids)
+        sel = tl.where(cols[None, :] == idx[:, None], float("-inf"), sel)
+    if RENORM:
+        w = w / tl.sum(w, axis=1)[:, None]
+    omask = rmask[:, None] & (kc[None, :] < TOP_K)
+    off = rows[:, None].to(tl.int64) * TOP_K + kc[None, :]
+    tl.store(w_ptr + off, w, mask=omask)
+    tl.store(ids_ptr + off, ids, mask=omask)
+
+
+def launch_topk_softmax(x: torch.Tensor, weights: torch.Tensor, ids: torch.Tensor, renormalize: bool) -> None:
+    """``x [T, E]`` (a row stride of its own) into contiguous ``weights``/``ids [T, k]``."""
+    t, e = x.shape
+    k = ids.shape[1]
+    if t == 0:
+        return
+    be = next_pow2(e)
+    # About 4k logits per program: whole rows, several rows per program on small E.
+    bt = max(1, min(next_pow2(t), 4096 // be))
+    _topk_softmax_kernel[(triton.cdiv(t, bt),)](x, x.stride(0), weights, ids, t, e, TOP_K=k, KP=next_pow2(k),
+                                                 RENORM=renormalize, BLOCK_T=bt, BLOCK_E=be,
+                                                 num_warps=4 if bt * be >= 2048 else 2)
+
+
+# ---- expert sort: histogram, prefix sum, stable scatter --------------------------------------------
+
+
+@triton.jit
+def _onehot(ids, valid, ep: tl.constexpr):
+    e = tl.arange(0, ep)
+    return ((ids[:, None] == e[None, :]) & valid[:, None]).to(tl.int32)
+
+
+@triton.jit
+def _chunk_histogram_kernel(ids_ptr, n, hist_ptr, E, chunk, EP: tl.constexpr, SUB: tl.constexpr):
+    pid = tl.program_id(0)
+    acc = tl.zeros([EP], dtype=tl.int32)
+    for s in range(0, chunk, SUB):
+        offs = pid * chunk + s + tl.arange(0, SUB)
+        ids = tl.load(ids_ptr + offs, mask=offs < n, other=-1)
+        acc += tl.sum(_onehot(ids, (offs < n) & (ids >= 0) & (ids < E), EP), axis=0)
+    tl.store(hist_ptr + pid * EP + tl.arange(0, EP), acc)
+
+
+@triton.jit
+def _sort_scatter_kernel(ids_ptr, n, hist_ptr, nchunks, sorted_ptr, expert_ids_ptr, counts_ptr, cumsum_ptr,
+                         ntpp_ptr, E, chunk, BS: tl.constexpr, EP: tl.constexpr, SUB: tl.constexpr,
+                         SINGLE: tl.constexpr, CB: tl.constexpr, JB: tl.constexpr, BB: tl.constexpr,
+                         WRITE_EXPERT_IDS: tl.constexpr, WRITE_COUNTS: tl.constexpr, WRITE_CUMSUM: tl.constexpr,
+                         WRITE_NTPP: tl.constexpr):
+    pid = tl.program_id(0)
+    nprog = tl.num_programs(0)
+    e = tl.arange(0, EP)
+    emask = e < E
+    # counts: every routed slot per expert; base: those of the chunks before this one.
+    counts = tl.zeros([EP], dtype=tl.int32)
+    base = tl.zeros([EP], dtype=tl.int32)
+    if SINGLE:
+        for s in range(0, n, SUB):
+            offs = s + tl.arange(0, SUB)
+            ids = tl.load(ids_ptr + offs, mask=offs < n, other=-1)
+            counts += tl.sum(_onehot(ids, (offs < n) & (ids >= 0) & (ids < E), EP), axis=0)
+    else:
+        for c0 in range(0, nchunks, CB):
+            c = c0 + tl.arange(0, CB)
+            h = tl.load(hist_ptr + c[:, None] * EP + e[None, :], mask=(c < nchunks)[:, None], other=0)
+            counts += tl.sum(h, axis=0)
+            base += tl.sum(tl.where((c < pid)[:, None], h, 0), axis=0)
+    padded = (counts + BS - 1) // BS * BS
+    ends = tl.cumsum(padded, axis=0)
+    starts = ends - padded
+    total = tl.sum(padded, axis=0)
+    # Stable scatter: a slot's rank among its expert's slots is its position in a running
+    # one-hot prefix sum (slots of earlier sub-chunks counted in base).
+    for s in range(0, chunk, SUB):
+        offs = pid * chunk + s + tl.arange(0, SUB)
+        inb = offs < n
+        ids = tl.load(ids_ptr + offs, mask=inb, other=-1)
+        oh = _onehot(ids, inb & (ids >= 0) & (ids < E), EP)
+        rank = tl.sum(tl.cumsum(oh, axis=0) * oh, axis=1) - 1
+        dest = tl.sum(oh * (starts + base)[None, :], axis=1) + rank
+        tl.store(sorted_ptr + dest, offs, mask=tl.sum(oh, axis=1) > 0)
+        base += tl.sum(oh, axis=0)
+    if BS > 1:
+        # Segment padding, experts shared round-robin among the programs: positions
+        # starts[e] + counts[e] + j for j < padded[e] - counts[e] hold the sentinel n. The
+        # [E, JB] tiles keep about 8k values live.
+        mine = emask & (e % nprog == pid)
+        pad = tl.where(mine, padded - counts, 0)
+        for j0 in range(0, BS, JB):
+            j = j0 + tl.arange(0, JB)
+            tl.store(sorted_ptr + (starts + counts)[:, None] + j[None, :], tl.zeros([EP, JB], dtype=tl.int32) + n,
+                     mask=j[None, :] < pad[:, None])
+    if WRITE_EXPERT_IDS:
+        # Block b belongs to the expert whose segment holds position b*BS: the number of segment
+        # ends at or below it.
+        used = total // BS
+        for b0 in range(pid * BB, used, nprog * BB):
+            b = b0 + tl.arange(0, BB)
+            owner = tl.sum(((ends[None, :] <= b[:, None] * BS) & emask[None, :]).to(tl.int32), axis=1)
+            tl.store(expert_ids_ptr + b, owner, mask=b < used)
+    if pid == 0:
+        if WRITE_COUNTS:
+            tl.store(counts_ptr + e, counts, mask=emask)
+        if WRITE_CUMSUM:
+            tl.store(cumsum_ptr + 1 + e, ends, mask=emask)
+            tl.store(cumsum_ptr + e, 0, mask=e == 0)
+        if WRITE_NTPP:
+            tl.store(ntpp_ptr + e, total, mask=e == 0)
+
+
+def launch_sort(topk_ids: torch.Tensor, num_experts: int, block_size: int, sorted_ids: torch.Tensor,
+                expert_ids: torch.Tensor | None = None, counts: torch.Tensor | None = None,
+                cumsum: torch.Tensor | None = None, ntpp: torch.Tensor | None = None,
+                options: SortOptions | None = None) -> None:
+    """Sort the flat slots of ``topk_ids`` by expert into ``sorted_ids`` (segments padded to
+    ``block_size`` with the sentinel ``numel``) and write whichever of ``expert_ids`` (per block),
+    ``counts`` [E], ``cumsum`` [E+1] (exclusive prefix sum of the padded counts, then the total)
+    and ``ntpp`` [1] (the padded total) are given. Slots whose id is outside [0, E) are dropped."""
+    flat = topk_ids.reshape(-1)
+    n = flat.numel()
+    opt = options or SortOptions.pick(n, num_experts)
+    ep = next_pow2(num_experts)
+    dummy = sorted_ids
+    if opt.single:
+        nchunks, hist = 1, dummy
+    else:
+        nchunks = triton.cdiv(n, opt.chunk)
+        hist = torch.empty((nchunks, ep), dtype=torch.int32, device=flat.device)
+        _chunk_histogram_kernel[(nchunks,)](flat, n, hist, num_experts, opt.chunk, EP=ep, SUB=opt.sub,
+                                            num_warps=opt.num_warps)
+    _sort_scatter_kernel[(nchunks,)](
+        flat, n, hist, nchunks, sorted_ids, dummy if expert_ids is None else expert_ids,
+        dummy if counts is None else counts, dummy if cumsum is None else cumsum, dummy if ntpp is None else ntpp,
+        num_experts, max(n, 1) if opt.single else opt.chunk, BS=block_size, EP=ep, SUB=opt.sub, SINGLE=opt.single,
+        CB=max(1, min(32, 8192 // ep)), JB=max(1, min(next_pow2(block_size), 8192 // ep)),
+        BB=max(16, 8192 // ep), WRITE_EXPERT_IDS=expert_ids is not None,
+        WRITE_COUNTS=counts is not None, WRITE_CUMSUM=cumsum is not None, WRITE_NTPP=ntpp is not None,
+        num_warps=opt.num_warps)
+
+
+# ---- top-k sum -----------------------------------------------------------------------------------
+
+
+@triton.jit
+def _sum_reduce_kernel(x_ptr, x_s0, x_s1, out_ptr, out_s0, T, H, K, scale,
+                       BLOCK_T: tl.constexpr, BLOCK_H: tl.constexpr):
+    rows = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
+    cols = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
+    mask = (rows < T)[:, None] & (cols < H)[None, :]
+    p = x_ptr + rows[:, None].to(tl.int64) * x_s0 + cols[None, :]
+    acc = tl.zeros([BLOCK_T, BLOCK_H], dtype=tl.float32)
+    for j in range(K):
+        acc += tl.load(p + j * x_s1, mask=mask, other=0.0).to(tl.float32)
+    tl.store(out_ptr + rows[:, None].to(tl.int64) * out_s0 + cols[None, :],
+             (acc * scale).to(out_ptr.dtype.element_ty), mask=mask)
+
+
+def launch_sum_reduce(x: torch.Tensor, out: torch.Tensor, scale: float) -> None:
+    """``out [T, H] = scale * x.sum(1)`` for ``x [T, k, H]`` (hidden dims contiguous)."""
+    t, k, h = x.shape
+    if t == 0 or h == 0:
+        return
+    bh = min(1024, next_pow2(h))
+    bt = max(1, min(next_pow2(t), 2048 // bh))
+    _sum_reduce_kernel[(triton.cdiv(t, bt), triton.cdiv(h, bh))](x, x.stride(0), x.stride(1), out, out.stride(0),
+                                                                 t, h, k, float(scale), BLOCK_T=bt, BLOCK_H=bh,
+                                                                 num_warps=4)
