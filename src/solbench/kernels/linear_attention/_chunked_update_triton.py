@@ -21,7 +21,7 @@ import torch
 import triton
 import triton.language as tl
 
-from solbench.kernels.linear_attention._common_triton import gdn_gates, rtne_bf16
+from solbench.kernels.linear_attention._common_triton import gdn_gates, load_state, rtne_bf16
 
 CHUNK = 64
 SUB = 16   # Tinv is built from 16 x 16 blocks: four diagonal inverses, then block substitution
@@ -156,22 +156,9 @@ def _chunk_step_kernel(q, k, v, a, b, A_log, dt_bias, pool, idx, tinv, out, T, N
                        HV: tl.constexpr, GROUP: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
                        BK: tl.constexpr, BV: tl.constexpr, L2NORM: tl.constexpr, EPS: tl.constexpr,
                        RTNE: tl.constexpr):
-    i_v = tl.program_id(0)
-    i_bh = tl.program_id(1)
-    i_b = (i_bh // HV).to(tl.int64)
-    i_h = i_bh % HV
-    i_hk = i_h // GROUP
-    o_k = tl.arange(0, BK)
-    o_v = i_v * BV + tl.arange(0, BV)
+    i_b, i_h, i_hk, o_k, o_v, m_k, m_v, m_s, p_s, S, neg_A, bias = load_state(
+        pool, idx, A_log, dt_bias, sp_n, sp_h, HV, GROUP, K, V, BK, BV)
     o_t = tl.arange(0, 64)
-    m_k = o_k < K
-    m_v = o_v < V
-    slot = tl.load(idx + i_b).to(tl.int64)
-    m_s = (m_k & (o_k * 0 + slot >= 0))[:, None] & m_v[None, :]
-    p_s = pool + slot * sp_n + i_h * sp_h + o_k[:, None] * V + o_v[None, :]
-    S = tl.load(p_s, mask=m_s, other=0.0).to(tl.float32)
-    neg_A = -tl.exp(tl.load(A_log + i_h).to(tl.float32))
-    bias = tl.load(dt_bias + i_h).to(tl.float32)
     q += i_b * sq_b + i_hk * sq_h
     k += i_b * sk_b + i_hk * sk_h
     v += i_b * sv_b + i_h * sv_h

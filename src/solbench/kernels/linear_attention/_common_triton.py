@@ -43,3 +43,29 @@ def gdn_gates(a, b, neg_A, bias, sp_beta, sp_threshold, m, MASKED: tl.constexpr)
         g = tl.where(m, g, 0.0)
         beta = tl.where(m, beta, 0.0)
     return g, beta
+
+
+@triton.jit
+def load_state(pool, idx, A_log, dt_bias, sp_n, sp_h, HV: tl.constexpr, GROUP: tl.constexpr, K: tl.constexpr,
+               V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr):
+    """The prologue both update kernels share: this program's batch row, value head and key head
+    (grid: value blocks x batch*HV), its [BK, BV] block of the state pool in fp32 (zeros for a
+    padding slot, index < 0), and the head's decay and dt bias. Returns (i_b, i_h, i_hk, o_k, o_v,
+    m_k, m_v, m_s, p_s, S, neg_A, bias); ``p_s`` / ``m_s`` address the block for the write-back."""
+    i_v = tl.program_id(0)
+    i_bh = tl.program_id(1)
+    i_b = (i_bh // HV).to(tl.int64)
+    i_h = i_bh % HV
+    o_k = tl.arange(0, BK)
+    o_v = i_v * BV + tl.arange(0, BV)
+    m_k = o_k < K
+    m_v = o_v < V
+    # int64: a pool of thousands of 64 KB states passes 2^31 bytes.
+    slot = tl.load(idx + i_b).to(tl.int64)
+    # The slot test as a vector (a scalar mask operand is not accepted by the interpreter).
+    m_s = (m_k & (o_k * 0 + slot >= 0))[:, None] & m_v[None, :]
+    p_s = pool + slot * sp_n + i_h * sp_h + o_k[:, None] * V + o_v[None, :]
+    S = tl.load(p_s, mask=m_s, other=0.0).to(tl.float32)
+    neg_A = -tl.exp(tl.load(A_log + i_h).to(tl.float32))
+    bias = tl.load(dt_bias + i_h).to(tl.float32)
+    return i_b, i_h, i_h // GROUP, o_k, o_v, m_k, m_v, m_s, p_s, S, neg_A, bias
