@@ -60,14 +60,22 @@ def _order_keys(x):
     return torch.where(b >= 0, b, -(b & 0x7FFFFFFF))
 
 
-def _eager(logits, out, top_k) -> None:
-    """The torch formulation (off CUDA): the k-th largest key of each row by torch.topk."""
+def _settled(logits, out, top_k: int) -> bool:
+    """The checks and trivial cases both paths share: True when nothing is left to select (no
+    rows, or k keeps the whole row, which is then copied)."""
     check_disjoint(WHAT, (("out", out),), (("logits", logits),))
     rows, n = logits.shape
     if rows == 0 or n == 0:
-        return
+        return True
     if top_k >= n:
         out.copy_(logits)
+        return True
+    return False
+
+
+def _eager(logits, out, top_k) -> None:
+    """The torch formulation (off CUDA): the k-th largest key of each row by torch.topk."""
+    if _settled(logits, out, top_k):
         return
     key = _order_keys(logits)
     kth = key.topk(int(top_k), dim=-1).values[:, -1:]
@@ -78,12 +86,7 @@ def _eager(logits, out, top_k) -> None:
 def _top_k_mask_op(logits: torch.Tensor, out: torch.Tensor, top_k: int) -> None:
     from solbench.kernels._topk_triton import launch
 
-    check_disjoint(WHAT, (("out", out),), (("logits", logits),))
-    rows, n = logits.shape
-    if rows == 0 or n == 0:
-        return
-    if top_k >= n:
-        out.copy_(logits)
+    if _settled(logits, out, top_k):
         return
     launch(logits, out, int(top_k), TopkOptions())
 
