@@ -609,17 +609,22 @@ def run_cluster(cfg: runner.RunConfig, address: str, *, attempts: int = DEFAULT_
         result.unfinished = sum(len(u.impls) for u in pool.leftover())
         result.retries = pool.retries
     finally:
-        if out_f:
-            out_f.close()
-        if pool:
-            pool.close()
-        if started_ray:
-            import_ray().shutdown()
+        _release(out_f, pool, started_ray)
     result.smoke = any(c["smoke"] for c in result.classes)
     result.device = ", ".join(sorted({c["device"] for c in result.classes})) or "?"
     result.hw = ", ".join(sorted({c["hw"] for c in result.classes}))
     result.wall_s = time.monotonic() - t0
     return result
+
+
+def _release(out_f, pool, started_ray: bool) -> None:
+    """What a driver holds, let go in order: the results file, the workers, a Ray it started."""
+    if out_f:
+        out_f.close()
+    if pool:
+        pool.close()
+    if started_ray:
+        import_ray().shutdown()
 
 
 def eval_batch(items: list[tuple], address: str, *, out: str | None = None, attempts: int = DEFAULT_ATTEMPTS,
@@ -679,12 +684,7 @@ def eval_batch(items: list[tuple], address: str, *, out: str | None = None, atte
         for u in pool.leftover():
             results[u.payload[0]] = "not evaluated: no worker was left to take it"
     finally:
-        if out_f:
-            out_f.close()
-        if pool:
-            pool.close()
-        if started_ray:
-            import_ray().shutdown()
+        _release(out_f, pool, started_ray)
     return results
 
 
