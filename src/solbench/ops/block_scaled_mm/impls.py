@@ -78,14 +78,45 @@ def native(a, b, a_scales, b_scales):
     return fn(a, b.t(), sa, sb).to(torch.float32)
 
 
-@functools.lru_cache(maxsize=None)
-def _native_probe() -> Support:
+def _scaled_mm_missing() -> Support | None:
+    """Why torch._scaled_mm cannot run here at all, or None."""
     import torch
 
     if not hasattr(torch, "_scaled_mm"):
         return Support.no(f"torch {torch.__version__} has no torch._scaled_mm")
     if not torch.cuda.is_available():
         return Support.no("torch._scaled_mm runs on CUDA only (fp8 tensor cores, sm89+)")
+    return None
+
+
+def _first_that_agrees(choices, select, run, ref, label: str, against: str) -> Support:
+    """Probe torch entry points: for each choice, ``select(choice)`` sets it up (or returns why it
+    cannot run), ``run()`` computes the small product, compared with ``ref``. Yes for the first
+    within 1% (relative norm), else No with every choice's reason (``label`` prefixes each)."""
+    why = []
+    for choice in choices:
+        skip = select(choice)
+        if skip:
+            why.append(f"{label}{choice}: {skip}")
+            continue
+        try:
+            err = float((run() - ref).norm() / ref.norm())
+        except Exception as e:  # noqa: BLE001 - the reason is what the report shows
+            why.append(f"{label}{choice}: {type(e).__name__}: {str(e)[:120]}")
+            continue
+        if err < 1e-2:
+            return Support.yes()
+        why.append(f"{label}{choice}: disagrees with {against} (relative error {err:.3g})")
+    return Support.no("; ".join(why))
+
+
+@functools.lru_cache(maxsize=None)
+def _native_probe() -> Support:
+    import torch
+
+    missing = _scaled_mm_missing()
+    if missing is not None:
+        return missing
     # Blockwise scaling depends on the torch build (CUTLASS path, CUDA 12.9+) and the GPU: run a
     # small product through each entry point and compare it with the dequantized fp32 product.
     g = torch.Generator(device="cuda")
@@ -93,22 +124,17 @@ def _native_probe() -> Support:
     a, sa = fp8_blocks.random_blocks((256, 512), (1, 128), "cuda", g)
     b, sb = fp8_blocks.random_blocks((256, 512), (128, 128), "cuda", g, scale=512 ** -0.5)
     ref = fp8_blocks.dequantize(a, sa, (1, 128)) @ fp8_blocks.dequantize(b, sb, (128, 128)).T
-    why = []
-    for name, fn in _ROUTES.items():
+    def route(name):
         if name == "F.scaled_mm" and not hasattr(torch.nn.functional, "scaled_mm"):
-            why.append(f"{name}: not in torch {torch.__version__}")
-            continue
-        _route[:] = [fn]
-        try:
-            err = float((native(a, b, sa, sb) - ref).norm() / ref.norm())
-        except Exception as e:  # noqa: BLE001 - the reason is what the report shows
-            why.append(f"{name}: {type(e).__name__}: {str(e)[:120]}")
-            continue
-        if err < 1e-2:
-            return Support.yes()
-        why.append(f"{name}: disagrees with the dequantized product (relative error {err:.3g})")
+            return f"not in torch {torch.__version__}"
+        _route[:] = [_ROUTES[name]]
+        return None
+
+    found = _first_that_agrees(_ROUTES, route, lambda: native(a, b, sa, sb), ref, "", "the dequantized product")
+    if found.ok:
+        return found
     _route.clear()
-    return Support.no("no blockwise (1x128, 128x128) fp8 GEMM in this torch: " + "; ".join(why))
+    return Support.no("no blockwise (1x128, 128x128) fp8 GEMM in this torch: " + found.reason)
 
 
 def _native_supports(shape, device) -> Support:
@@ -171,27 +197,23 @@ def per_tensor(a, b, a_scale, b_scale):
 def _per_tensor_probe() -> Support:
     import torch
 
-    if not hasattr(torch, "_scaled_mm"):
-        return Support.no(f"torch {torch.__version__} has no torch._scaled_mm")
-    if not torch.cuda.is_available():
-        return Support.no("torch._scaled_mm runs on CUDA only (fp8 tensor cores, sm89+)")
+    missing = _scaled_mm_missing()
+    if missing is not None:
+        return missing
     a = torch.randn(64, 128, device="cuda").to(torch.float8_e4m3fn)
     b = torch.randn(64, 128, device="cuda").to(torch.float8_e4m3fn)
     one = torch.ones((), device="cuda")
     ref = a.float() @ b.float().T
-    why = []
-    for dt in (torch.float32, torch.bfloat16):
+    def out_dtype(dt):
         _PER_TENSOR_OUT[:] = [dt]
-        try:
-            err = float((per_tensor(a, b, one, one) - ref).norm() / ref.norm())
-        except Exception as e:  # noqa: BLE001 - the reason is what the report shows
-            why.append(f"out {dt}: {type(e).__name__}: {str(e)[:120]}")
-            continue
-        if err < 1e-2:
-            return Support.yes()
-        why.append(f"out {dt}: disagrees with the fp32 product (relative error {err:.3g})")
+        return None
+
+    found = _first_that_agrees((torch.float32, torch.bfloat16), out_dtype, lambda: per_tensor(a, b, one, one), ref,
+                               "out ", "the fp32 product")
+    if found.ok:
+        return found
     _PER_TENSOR_OUT.clear()
-    return Support.no("no per-tensor fp8 torch._scaled_mm here: " + "; ".join(why))
+    return Support.no("no per-tensor fp8 torch._scaled_mm here: " + found.reason)
 
 
 def eager_per_tensor(a, b, a_scale, b_scale):
