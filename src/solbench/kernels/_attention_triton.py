@@ -237,6 +237,7 @@ def launch(q, k, v, out, cu_seqlens_q, cu_seqlens_k, seqused_k, block_table, max
             dummy if seqused_k is None else seqused_k, dummy if block_table is None else block_table,
             float(scale) * LOG2E, num_seqs, qt, qh, ot, oh, kp, kt, kh, ks[3], vp, vt, vh, vs[3],
             block_table.stride(0) if paged else 0)
+    # DOT_FP32: Triton's CPU interpreter multiplies bf16 dot operands wrongly, so tiles are upcast there only.
     meta = dict(G=g, D=d, D_A=d_a, D_B=d_b, KX=x, PAGE=page, CAUSAL=bool(causal), DECODE=decode,
                 BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, VEC=vec, DOT_FP32=not gpu, num_warps=cfg.num_warps)
     key = tuple(sorted(meta.items())) + (cfg.num_stages, q.dtype)

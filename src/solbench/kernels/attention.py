@@ -93,8 +93,7 @@ def _launch(*args) -> None:
     launch(*args)
 
 
-def _eager_attention(q, k, v, out, cu_q, cu_k, seqused_k, block_table, scale: float, causal: bool,
-                     x_split_value: bool = False) -> None:
+def _eager_attention(q, k, v, out, cu_q, cu_k, seqused_k, block_table, scale: float, causal: bool) -> None:
     """The torch formulation (off CUDA): per sequence, fp32 scores, bottom-right causal mask,
     softmax, one rounding; a query that sees no key gets 0. Host loops: it syncs, as CPU code may."""
     total, h, d = q.shape
