@@ -173,26 +173,3 @@ def register_stepwise_baselines(op: str, run: Callable, step: Callable, descript
     add_impl(Impl(op, "torch_eager", eager, baseline=True, description=description))
     add_impl(Impl(op, "torch_compile", comp, available=compile_support, baseline=True, prepare=warm,
                   description="the same loop, each step torch.compile(dynamic=True, fullgraph=True)"))
-
-
-# ---- the flash-linear-attention peer: its plumbing is in solbench.peers (FLA) ---------------------
-# These names stay for the linear-attention operators that still import them from here.
-
-def fla_import(module: str, name: str):
-    """(object, "") or (None, reason), as :data:`solbench.peers.FLA` loads it."""
-    from solbench.peers import FLA
-
-    obj, support = FLA.load(module, name)
-    return obj, support.reason
-
-
-def fla_support(module: str, name: str):
-    from solbench.peers import FLA
-
-    return FLA.support(module, name)
-
-
-def fla_uses_exp2(module: str) -> bool:
-    from solbench.peers import fla_uses_exp2
-
-    return fla_uses_exp2(module)

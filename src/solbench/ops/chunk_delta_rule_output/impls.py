@@ -40,26 +40,26 @@ def ours(q, k, v, h, g, scale, chunk_size, out=None):
 # fla-core peer (optional; written from fla's public chunk_fwd_o, checked against fla-core 0.6.0's
 # signature, not run here). Newer fla kernels read g in base 2 (exp2): g is converted for the
 # installed module (a use_exp2 switch, where a version has one, is turned off instead).
-FLA = "fla.ops.common.chunk_o"
+FLA_MODULE = "fla.ops.common.chunk_o"
 
 
 def fla(q, k, v, h, g, scale, chunk_size):
     import inspect
     import math
 
-    from solbench.core.linear_attn import fla_import, fla_uses_exp2
+    from solbench.peers import FLA, fla_uses_exp2
 
-    fn, _ = fla_import(FLA, "chunk_fwd_o")
+    fn, _ = FLA.load(FLA_MODULE, "chunk_fwd_o")
     if "use_exp2" in inspect.signature(fn).parameters:
         return fn(q=q, k=k, v=v, h=h, g=g, scale=scale, chunk_size=chunk_size, use_exp2=False)
-    g_in = g * (1.0 / math.log(2.0)) if fla_uses_exp2(FLA) else g
+    g_in = g * (1.0 / math.log(2.0)) if fla_uses_exp2(FLA_MODULE) else g
     return fn(q=q, k=k, v=v, h=h, g=g_in, scale=scale, chunk_size=chunk_size)
 
 
 def fla_support():
-    from solbench.core.linear_attn import fla_support as support
+    from solbench.peers import FLA
 
-    return support(FLA, "chunk_fwd_o")
+    return FLA.support(FLA_MODULE, "chunk_fwd_o")
 
 
 add_impl(Impl(spec.name, "ours_triton", ours, available=triton_support, takes_out=True,

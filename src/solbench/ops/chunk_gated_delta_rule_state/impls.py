@@ -50,16 +50,16 @@ def ours(k, w, u, g, initial_state, initial_state_indices, chunk_size, out=None)
 # fla-core peer (optional; written from fla's public chunk_gated_delta_rule_fwd_h, not run here).
 # fla takes one initial state per sequence, so the pool rows are gathered first; its newer kernels
 # read g in base 2 (exp2), older ones in base e: g is converted for the installed module.
-FLA = "fla.ops.common.chunk_delta_h"
+FLA_MODULE = "fla.ops.common.chunk_delta_h"
 
 
 def fla(k, w, u, g, initial_state, initial_state_indices, chunk_size):
     import math
 
-    from solbench.core.linear_attn import fla_import, fla_uses_exp2
+    from solbench.peers import FLA, fla_uses_exp2
 
-    fn, _ = fla_import(FLA, "chunk_gated_delta_rule_fwd_h")
-    g_in = g * (1.0 / math.log(2.0)) if fla_uses_exp2(FLA) else g
+    fn, _ = FLA.load(FLA_MODULE, "chunk_gated_delta_rule_fwd_h")
+    g_in = g * (1.0 / math.log(2.0)) if fla_uses_exp2(FLA_MODULE) else g
     init = initial_state.index_select(0, initial_state_indices.long())
     h, v_new, final = fn(k=k, w=w, u=u, g=g_in, initial_state=init, output_final_state=True, chunk_size=chunk_size,
                          save_new_value=True)
@@ -67,9 +67,9 @@ def fla(k, w, u, g, initial_state, initial_state_indices, chunk_size):
 
 
 def fla_support():
-    from solbench.core.linear_attn import fla_support as support
+    from solbench.peers import FLA
 
-    return support(FLA, "chunk_gated_delta_rule_fwd_h")
+    return FLA.support(FLA_MODULE, "chunk_gated_delta_rule_fwd_h")
 
 
 add_impl(Impl(spec.name, "ours_triton", ours, available=triton_support, takes_out=True,

@@ -65,7 +65,7 @@ def ours(A_log, a, dt_bias, q, k, v, b, initial_state, initial_state_indices, so
 # ``fla`` is its fused recurrent kernel (fp32 state math, this operator's accuracy class) at every T;
 # ``fla_chunk`` its chunked prefill for T > 1, whose bf16 operands are expected to miss this
 # operator's tolerance (see spec.tolerance): it is there to show that, and its speed where it passes.
-FLA = "fla.ops.gated_delta_rule"
+FLA_MODULE = "fla.ops.gated_delta_rule"
 
 
 def _fuses_gates(fn) -> bool:
@@ -79,9 +79,9 @@ def _fla(fn_name, A_log, a, dt_bias, q, k, v, b, initial_state, initial_state_in
     import torch
     import torch.nn.functional as F
 
-    from solbench.core.linear_attn import fla_import
+    from solbench.peers import FLA
 
-    fn, _ = fla_import(FLA, fn_name)
+    fn, _ = FLA.load(FLA_MODULE, fn_name)
     if softplus_beta == 1.0 and softplus_threshold == 20.0 and _fuses_gates(fn):
         gates = dict(g=a, beta=b, use_gate_in_kernel=True, A_log=A_log, dt_bias=dt_bias,
                      use_beta_sigmoid_in_kernel=True)
@@ -105,9 +105,9 @@ def fla_chunk(**inputs):
 
 
 def fla_support(name):
-    from solbench.core.linear_attn import fla_support as support
+    from solbench.peers import FLA
 
-    return support(FLA, name)
+    return FLA.support(FLA_MODULE, name)
 
 
 def multi_token(shape, device):
