@@ -50,8 +50,11 @@ def _reference_paged(q, kc, vc, cu, sk, bt, causal=True):
     ([3, 0, 4], [3, 5, 4], 4, 4, 64),       # an empty sequence in the batch
     ([9], [9], 5, 5, 256),                  # G = 1, D = 256
 ])
-def test_unified_matches_reference(lq, lk, h, hkv, d):
+@pytest.mark.parametrize("prefetch", ["0", "1"])
+def test_unified_matches_reference(lq, lk, h, hkv, d, prefetch, monkeypatch):
     from solbench.kernels.attention import unified_attention
+
+    monkeypatch.setenv("SOLBENCH_ATTENTION_PREFETCH", prefetch)  # both block-table load orders
 
     q, kc, vc, cu, sk, bt = _paged(lq, lk, h, hkv, d)
     out = torch.full_like(q, float("nan"))
@@ -121,6 +124,14 @@ def test_paged_decode_x_split(h, hkv, ctx):
                                      torch.tensor([0] + lens, device=DEV).cumsum(0), scale=d ** -0.5, causal=False,
                                      out_dtype=torch.float32)
     torch.testing.assert_close(got.float(), ref, **TOL)
+
+
+def test_prefetch_switch_rejects_other_values(monkeypatch):
+    from solbench.kernels.attention import prefetch_pages
+
+    monkeypatch.setenv("SOLBENCH_ATTENTION_PREFETCH", "yes")
+    with pytest.raises(ValueError, match="expected 0 or 1"):
+        prefetch_pages()
 
 
 def test_errors_name_what_is_supported():

@@ -6,25 +6,32 @@ import torch
 import triton
 import triton.language as tl
 
-from solbench.kernels.attention import LOG2E, default_config, head_dim_chunks, tiles_override
+from solbench.kernels.attention import LOG2E, default_config, head_dim_chunks, prefetch_pages, tiles_override
 from solbench.kernels.common import gpu_codegen
 
 
 @triton.jit
-def _load_kv_tile(base, page_row, j, n_mask, offs_d, d_mask, stride_page, stride_tok, stride_x,
-                  PAGE: tl.constexpr, X: tl.constexpr, MASKED: tl.constexpr):
-    """A [BLOCK_N, len(offs_d)] tile of keys or values j (``page_row``: this sequence's block-table
-    row, unused when dense). Element d of token j sits at page * stride_page + (j % PAGE) *
-    stride_tok + d * stride_x, or with an x-split head_size (X > 0) at ... + (d // X) *
-    stride_x + d % X."""
+def _token_rows(page, j, stride_page, stride_tok, PAGE: tl.constexpr):
+    """Offsets of keys j: slot j % PAGE of page ``page``, or row j of a dense tensor."""
     if PAGE > 0:
-        if MASKED:
-            page = tl.load(page_row + j // PAGE, mask=n_mask, other=0)
-        else:
-            page = tl.load(page_row + j // PAGE)
-        row = page.to(tl.int64) * stride_page + (j % PAGE).to(tl.int64) * stride_tok
-    else:
-        row = j.to(tl.int64) * stride_tok
+        return page.to(tl.int64) * stride_page + (j % PAGE).to(tl.int64) * stride_tok
+    return j.to(tl.int64) * stride_tok
+
+
+@triton.jit
+def _page_of(page_row, j, k_len, PAGE: tl.constexpr, MASKED: tl.constexpr):
+    """Block-table entries of keys j (0 where j is past the sequence; unused when dense)."""
+    if PAGE == 0:
+        return tl.zeros_like(j)
+    if MASKED:
+        return tl.load(page_row + j // PAGE, mask=j < k_len, other=0)
+    return tl.load(page_row + j // PAGE)
+
+
+@triton.jit
+def _load_kv_tile(base, row, n_mask, offs_d, d_mask, stride_x, X: tl.constexpr, MASKED: tl.constexpr):
+    """A [BLOCK_N, len(offs_d)] tile of keys or values at token offsets ``row``. Element d sits at
+    row + d * stride_x, or with an x-split head_size (X > 0) at row + (d // X) * stride_x + d % X."""
     if X == 0:  # head_size contiguous (stride_x is its stride)
         col = offs_d * stride_x
     else:
@@ -34,27 +41,37 @@ def _load_kv_tile(base, page_row, j, n_mask, offs_d, d_mask, stride_page, stride
         return tl.load(ptrs, mask=n_mask[:, None] & d_mask[None, :], other=0.0)
     return tl.load(ptrs, mask=d_mask[None, :], other=0.0)
 
+
 @triton.jit
 def _attend_tiles(acc, acc_b, l_i, m_i, q, q_b, k_base, v_base, page_row, n_lo, n_hi, k_len, t_row, diag,
                   offs_n, offs_d, d_mask, offs_db, db_mask, qk_scale,
                   stride_kp, stride_kt, stride_kx, stride_vp, stride_vt, stride_vd,
                   PAGE: tl.constexpr, KX: tl.constexpr, CAUSAL: tl.constexpr, MASKED: tl.constexpr,
-                  BLOCK_N: tl.constexpr, D_B: tl.constexpr, DOT_FP32: tl.constexpr):
+                  BLOCK_N: tl.constexpr, D_B: tl.constexpr, DOT_FP32: tl.constexpr,
+                  PREFETCH_PAGES: tl.constexpr):
     """Online softmax over key tiles [n_lo, n_hi). Unmasked tiles (every key visible to every
     row) skip the masks and the empty-row guard. A head_size that is not a power of two runs
     as two column chunks (``acc`` and, when D_B > 0, ``acc_b``): 72 = 64 + 16 (8 masked)
-    multiplies 80 columns instead of 128."""
+    multiplies 80 columns instead of 128. PREFETCH_PAGES loads the next tile's block-table
+    entries while this tile computes, so no K/V load waits on a dependent load."""
+    if PREFETCH_PAGES:
+        page = _page_of(page_row, n_lo + offs_n, k_len, PAGE, True)
     for n in range(n_lo, n_hi, BLOCK_N):
         j = n + offs_n
         n_mask = j < k_len
-        k = _load_kv_tile(k_base, page_row, j, n_mask, offs_d, d_mask, stride_kp, stride_kt, stride_kx,
-                          PAGE, KX, MASKED)
+        if PREFETCH_PAGES:
+            cur = page
+            page = _page_of(page_row, j + BLOCK_N, k_len, PAGE, True)
+        else:
+            cur = _page_of(page_row, j, k_len, PAGE, MASKED)
+        k_row = _token_rows(cur, j, stride_kp, stride_kt, PAGE)
+        v_row = _token_rows(cur, j, stride_vp, stride_vt, PAGE)
+        k = _load_kv_tile(k_base, k_row, n_mask, offs_d, d_mask, stride_kx, KX, MASKED)
         if DOT_FP32:
             k = k.to(tl.float32)
         qk = tl.dot(q, tl.trans(k))
         if D_B > 0:
-            k_b = _load_kv_tile(k_base, page_row, j, n_mask, offs_db, db_mask, stride_kp, stride_kt, stride_kx,
-                                PAGE, KX, MASKED)
+            k_b = _load_kv_tile(k_base, k_row, n_mask, offs_db, db_mask, stride_kx, KX, MASKED)
             if DOT_FP32:
                 k_b = k_b.to(tl.float32)
             qk += tl.dot(q_b, tl.trans(k_b))
@@ -74,14 +91,12 @@ def _attend_tiles(acc, acc_b, l_i, m_i, q, q_b, k_base, v_base, page_row, n_lo, 
         p = tl.math.exp2(s - m_ref[:, None])
         alpha = tl.math.exp2(m_i - m_ref)
         l_i = l_i * alpha + tl.sum(p, 1)
-        v = _load_kv_tile(v_base, page_row, j, n_mask, offs_d, d_mask, stride_vp, stride_vt, stride_vd,
-                          PAGE, 0, MASKED)
+        v = _load_kv_tile(v_base, v_row, n_mask, offs_d, d_mask, stride_vd, 0, MASKED)
         if DOT_FP32:
             v = v.to(tl.float32)
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
         if D_B > 0:
-            v_b = _load_kv_tile(v_base, page_row, j, n_mask, offs_db, db_mask, stride_vp, stride_vt, stride_vd,
-                                PAGE, 0, MASKED)
+            v_b = _load_kv_tile(v_base, v_row, n_mask, offs_db, db_mask, stride_vd, 0, MASKED)
             if DOT_FP32:
                 v_b = v_b.to(tl.float32)
             acc_b = acc_b * alpha[:, None] + tl.dot(p.to(v_b.dtype), v_b)
@@ -95,7 +110,8 @@ def _attention_fwd(Q, K, V, O, cu_q, cu_k, seqused_k, block_table, qk_scale, num
                    stride_vp, stride_vt, stride_vh, stride_vd, stride_bt,
                    G: tl.constexpr, D: tl.constexpr, D_A: tl.constexpr, D_B: tl.constexpr, KX: tl.constexpr,
                    PAGE: tl.constexpr, CAUSAL: tl.constexpr, DECODE: tl.constexpr,
-                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, VEC: tl.constexpr, DOT_FP32: tl.constexpr):
+                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, VEC: tl.constexpr, DOT_FP32: tl.constexpr,
+                   PREFETCH_PAGES: tl.constexpr):
     # Strides arrive divided by VEC: multiplied back here, the compiler knows every row start
     # is VEC-aligned (72-wide heads: 144 B) and issues 16-byte vector loads.
     stride_qt *= VEC
@@ -181,11 +197,11 @@ def _attention_fwd(Q, K, V, O, cu_q, cu_k, seqused_k, block_table, qk_scale, num
     acc, acc_b, l_i, m_i = _attend_tiles(acc, acc_b, l_i, m_i, q, q_b, k_base, v_base, page_row, 0, n_full,
                                          k_len, t_row, diag, offs_n, offs_d, d_mask, offs_db, db_mask, qk_scale,
                                          stride_kp, stride_kt, stride_kx, stride_vp, stride_vt, stride_vd,
-                                         PAGE, KX, CAUSAL, False, BLOCK_N, D_B, DOT_FP32)
+                                         PAGE, KX, CAUSAL, False, BLOCK_N, D_B, DOT_FP32, PREFETCH_PAGES)
     acc, acc_b, l_i, m_i = _attend_tiles(acc, acc_b, l_i, m_i, q, q_b, k_base, v_base, page_row, n_full,
                                          n_end, k_len, t_row, diag, offs_n, offs_d, d_mask, offs_db, db_mask,
                                          qk_scale, stride_kp, stride_kt, stride_kx, stride_vp, stride_vt,
-                                         stride_vd, PAGE, KX, CAUSAL, True, BLOCK_N, D_B, DOT_FP32)
+                                         stride_vd, PAGE, KX, CAUSAL, True, BLOCK_N, D_B, DOT_FP32, PREFETCH_PAGES)
     l_i = tl.where(l_i > 0.0, l_i, 1.0)
     o_rows = O + tok[:, None] * stride_ot + head[:, None] * stride_oh
     tl.store(o_rows + offs_d[None, :], (acc / l_i[:, None]).to(O.dtype.element_ty),
@@ -239,7 +255,8 @@ def launch(q, k, v, out, cu_seqlens_q, cu_seqlens_k, seqused_k, block_table, max
             block_table.stride(0) if paged else 0)
     # DOT_FP32: Triton's CPU interpreter multiplies bf16 dot operands wrongly, so tiles are upcast there only.
     meta = dict(G=g, D=d, D_A=d_a, D_B=d_b, KX=x, PAGE=page, CAUSAL=bool(causal), DECODE=decode,
-                BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, VEC=vec, DOT_FP32=not gpu, num_warps=cfg.num_warps)
+                BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, VEC=vec, DOT_FP32=not gpu, num_warps=cfg.num_warps,
+                PREFETCH_PAGES=paged and prefetch_pages())
     key = tuple(sorted(meta.items())) + (cfg.num_stages, q.dtype)
     stages = _STAGES_THAT_FIT.get(key, cfg.num_stages)
     while True:

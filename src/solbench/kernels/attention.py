@@ -85,6 +85,18 @@ def tiles_override() -> AttentionConfig | None:
     return AttentionConfig(bm, bn, warps, stages)
 
 
+def prefetch_pages() -> bool:
+    """``SOLBENCH_ATTENTION_PREFETCH=1``: paged launches load the next key tile's block-table
+    entries one iteration ahead. An A/B switch until a GPU run settles it (benchmarks/NOTES.md
+    question 1; read at each call)."""
+    import os
+
+    value = os.environ.get("SOLBENCH_ATTENTION_PREFETCH", "0")
+    if value not in ("0", "1"):
+        raise ValueError(f"SOLBENCH_ATTENTION_PREFETCH={value!r}: expected 0 or 1")
+    return value == "1"
+
+
 # ---- the custom ops ------------------------------------------------------------------------------
 
 def _launch(*args) -> None:
