@@ -118,6 +118,21 @@ def fill_sms(block_m: int, num_warps: int, programs_of, sm_count: int | None) ->
     return block_m, num_warps
 
 
+@functools.lru_cache(maxsize=None)
+def _sm_count_of(index: int) -> int:
+    import torch
+
+    return int(torch.cuda.get_device_properties(index).multi_processor_count)
+
+
+def sm_count(t) -> int | None:
+    """SMs of the CUDA device holding ``t``; None on the CPU (interpreter), where the launch
+    heuristics keep their first-principles tiles."""
+    if t.device.type != "cuda":
+        return None
+    return _sm_count_of(t.device.index if t.device.index is not None else 0)
+
+
 def next_pow2(n: int) -> int:
     return 1 if n <= 1 else 1 << (int(n) - 1).bit_length()
 

@@ -2,26 +2,11 @@
 Triton helpers are in :mod:`._common_triton`, imported at the first launch)."""
 from __future__ import annotations
 
-import functools
-
-
-@functools.lru_cache(maxsize=None)
-def _sm_count_of(index: int) -> int:
-    import torch
-
-    return int(torch.cuda.get_device_properties(index).multi_processor_count)
+from solbench.kernels.common import sm_count  # noqa: F401 - re-exported for the linear-attention and conv kernels
 
 
 def cdiv(a: int, b: int) -> int:
     return -(-a // b)
-
-
-def sm_count(t) -> int | None:
-    """SMs of the CUDA device holding ``t``; None on the CPU (interpreter), where the launch
-    heuristics keep their first-principles tiles."""
-    if t.device.type != "cuda":
-        return None
-    return _sm_count_of(t.device.index if t.device.index is not None else 0)
 
 
 def check_tensor(x, what: str, arg: str, dims: int, dtypes=None, last_contiguous: bool = True) -> None:
