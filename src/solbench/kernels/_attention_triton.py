@@ -6,8 +6,10 @@ import torch
 import triton
 import triton.language as tl
 
-from solbench.kernels.attention import LOG2E, default_config, head_dim_chunks, prefetch_pages, tiles_override
-from solbench.kernels.common import gpu_codegen
+from solbench.kernels._decode_split_triton import _partial_row, _split_range, _store_partial, combine, split_workspace
+from solbench.kernels.attention import (LOG2E, decode_splits, default_config, head_dim_chunks, prefetch_pages,
+                                        splits_override, tiles_override)
+from solbench.kernels.common import gpu_codegen, sm_count
 
 
 @triton.jit
@@ -111,7 +113,7 @@ def _attention_fwd(Q, K, V, O, cu_q, cu_k, seqused_k, block_table, qk_scale, num
                    G: tl.constexpr, D: tl.constexpr, D_A: tl.constexpr, D_B: tl.constexpr, KX: tl.constexpr,
                    PAGE: tl.constexpr, CAUSAL: tl.constexpr, DECODE: tl.constexpr,
                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, VEC: tl.constexpr, DOT_FP32: tl.constexpr,
-                   PREFETCH_PAGES: tl.constexpr):
+                   PREFETCH_PAGES: tl.constexpr, PART_O, PART_ML, SPLIT: tl.constexpr):
     # Strides arrive divided by VEC: multiplied back here, the compiler knows every row start
     # is VEC-aligned (72-wide heads: 144 B) and issues 16-byte vector loads.
     stride_qt *= VEC
@@ -127,7 +129,8 @@ def _attention_fwd(Q, K, V, O, cu_q, cu_k, seqused_k, block_table, qk_scale, num
     kvh = tl.program_id(1)
     pid = tl.num_programs(0) - 1 - tl.program_id(0)  # last blocks (longest causal rows) first
     if DECODE:
-        # One query per sequence: program s owns sequence s, rows = its G heads.
+        # One query per sequence: program s owns sequence s, rows = its G heads (and with SPLIT,
+        # program (s, kvh, i) the i-th range of its keys: flash-decoding).
         s = pid
         q_start = pid
         q_len = 1
@@ -190,11 +193,15 @@ def _attention_fwd(Q, K, V, O, cu_q, cu_k, seqused_k, block_table, qk_scale, num
         n_end = k_len
         n_full = k_len // BLOCK_N * BLOCK_N
 
+    n_lo = 0
+    if SPLIT:
+        n_lo, n_full, n_end = _split_range(n_full, n_end, BLOCK_N)
+
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, D_A], tl.float32)
     acc_b = tl.zeros([BLOCK_M, 16 if D_B == 0 else D_B], tl.float32)
-    acc, acc_b, l_i, m_i = _attend_tiles(acc, acc_b, l_i, m_i, q, q_b, k_base, v_base, page_row, 0, n_full,
+    acc, acc_b, l_i, m_i = _attend_tiles(acc, acc_b, l_i, m_i, q, q_b, k_base, v_base, page_row, n_lo, n_full,
                                          k_len, t_row, diag, offs_n, offs_d, d_mask, offs_db, db_mask, qk_scale,
                                          stride_kp, stride_kt, stride_kx, stride_vp, stride_vt, stride_vd,
                                          PAGE, KX, CAUSAL, False, BLOCK_N, D_B, DOT_FP32, PREFETCH_PAGES)
@@ -202,6 +209,12 @@ def _attention_fwd(Q, K, V, O, cu_q, cu_k, seqused_k, block_table, qk_scale, num
                                          n_end, k_len, t_row, diag, offs_n, offs_d, d_mask, offs_db, db_mask,
                                          qk_scale, stride_kp, stride_kt, stride_kx, stride_vp, stride_vt,
                                          stride_vd, PAGE, KX, CAUSAL, True, BLOCK_N, D_B, DOT_FP32, PREFETCH_PAGES)
+    if SPLIT:
+        row = _partial_row(s, head, G * tl.num_programs(1))
+        _store_partial(PART_O, PART_ML, row, acc, m_i, l_i, m_mask, offs_d, d_mask, D)
+        if D_B > 0:
+            tl.store(PART_O + row[:, None] * D + offs_db[None, :], acc_b, mask=m_mask[:, None] & db_mask[None, :])
+        return
     l_i = tl.where(l_i > 0.0, l_i, 1.0)
     o_rows = O + tok[:, None] * stride_ot + head[:, None] * stride_oh
     tl.store(o_rows + offs_d[None, :], (acc / l_i[:, None]).to(O.dtype.element_ty),
@@ -244,6 +257,12 @@ def launch(q, k, v, out, cu_seqlens_q, cu_seqlens_k, seqused_k, block_table, max
     cfg = tiles_override() or default_config(d_pad, max(1, int(max_seqlen_q)) * g, gpu)
     blocks = num_seqs if decode else total * g // cfg.block_m + num_seqs
     dummy = q.new_empty(0, dtype=torch.int32)
+    splits = 1
+    if decode:
+        # Host-side bound on a sequence's keys: the block table's width (nothing reads seq_lens).
+        keys = block_table.shape[1] * page if paged else k.shape[0]
+        splits = splits_override() or decode_splits(num_seqs * hkv, sm_count(q), -(-keys // cfg.block_n))
+    part_o, part_ml = split_workspace(num_seqs, h, splits, d, q.device) if splits > 1 else (dummy, dummy)
     row_strides = (q.stride(0), q.stride(1), out.stride(0), out.stride(1), ks[0], ks[1], ks[2], vs[0], vs[1], vs[2])
     vec = 16 // q.element_size()
     vec = vec if all(st % vec == 0 for st in row_strides) else 1
@@ -256,12 +275,12 @@ def launch(q, k, v, out, cu_seqlens_q, cu_seqlens_k, seqused_k, block_table, max
     # DOT_FP32: Triton's CPU interpreter multiplies bf16 dot operands wrongly, so tiles are upcast there only.
     meta = dict(G=g, D=d, D_A=d_a, D_B=d_b, KX=x, PAGE=page, CAUSAL=bool(causal), DECODE=decode,
                 BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, VEC=vec, DOT_FP32=not gpu, num_warps=cfg.num_warps,
-                PREFETCH_PAGES=paged and prefetch_pages())
+                PREFETCH_PAGES=paged and prefetch_pages(), SPLIT=splits > 1)
     key = tuple(sorted(meta.items())) + (cfg.num_stages, q.dtype)
     stages = _STAGES_THAT_FIT.get(key, cfg.num_stages)
     while True:
         try:
-            _attention_fwd[(blocks, hkv)](*args, **meta, num_stages=stages)
+            _attention_fwd[(blocks, hkv, splits)](*args, PART_O=part_o, PART_ML=part_ml, **meta, num_stages=stages)
             break
         except triton.runtime.errors.OutOfResources:
             # A compiler that lays out more shared memory than this one was measured with: one
@@ -270,6 +289,8 @@ def launch(q, k, v, out, cu_seqlens_q, cu_seqlens_k, seqused_k, block_table, max
                 raise
             stages -= 1
     _STAGES_THAT_FIT[key] = stages
+    if splits > 1:
+        combine(part_o, part_ml, out)
 
 
 #: Pipeline depth that fit shared memory, per launch config that needed fewer stages than asked.

@@ -24,6 +24,10 @@ Programs are laid out sequence after sequence with a bound that needs no device-
 (``(cu_q[s] * G) // BLOCK_M + s``), found by a binary search over ``cu_seqlens_q``, and issued
 last-block-first so the longest causal rows start first. Nothing syncs with the host: the grid
 comes from host ints (token count, batch size, ``max_seqlen_q``), so CUDA graphs capture it.
+
+Decode (one query per sequence) splits the keys over programs when sequences x KV heads cannot
+fill the GPU (flash-decoding, :func:`decode_splits`): each split writes fp32 partials to a
+workspace and a combine pass merges them (``_decode_split_triton``).
 """
 from __future__ import annotations
 
@@ -95,6 +99,34 @@ def prefetch_pages() -> bool:
     if value not in ("0", "1"):
         raise ValueError(f"SOLBENCH_ATTENTION_PREFETCH={value!r}: expected 0 or 1")
     return value == "1"
+
+
+def decode_splits(programs: int, sm_count: int | None, key_tiles: int) -> int:
+    """How many programs share one (sequence, KV head) of a decode launch (flash-decoding).
+
+    A decode program is latency-bound: it walks its key tiles one after another. When the
+    one-pass launch has ``programs`` < ``sm_count`` programs, SMs sit idle while a few programs
+    walk long contexts, so the keys are split into ``ceil(sm_count / programs)`` contiguous
+    ranges (about one wave of programs, rounded up: decode tiles are small and several programs
+    fit one SM), at most one range per key tile of the longest context (``key_tiles``, a
+    host-side bound), and a combine pass merges the partial softmaxes. One pass (1) when the
+    launch already fills the SMs, when there is at most one tile, or without a device (CPU)."""
+    if not sm_count or programs <= 0 or programs >= sm_count or key_tiles <= 1:
+        return 1
+    return max(1, min(-(-sm_count // programs), key_tiles))
+
+
+def splits_override() -> int | None:
+    """``SOLBENCH_DECODE_SPLITS=N``: every decode launch (paged and MLA) splits its keys into N
+    ranges whatever :func:`decode_splits` says; for tests and GPU A/B runs (read at each call)."""
+    import os
+
+    value = os.environ.get("SOLBENCH_DECODE_SPLITS")
+    if not value:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"SOLBENCH_DECODE_SPLITS={value!r}: expected a positive integer")
+    return int(value)
 
 
 # ---- the custom ops ------------------------------------------------------------------------------
@@ -310,4 +342,4 @@ def paged_attention_decode(query: torch.Tensor, k_cache: torch.Tensor, v_cache: 
     return out
 
 
-__all__ = ["AttentionConfig", "default_config", "unified_attention", "varlen_attention", "paged_attention_decode"]
+__all__ = ["AttentionConfig", "decode_splits", "default_config", "unified_attention", "varlen_attention", "paged_attention_decode"]

@@ -10,6 +10,9 @@ Design (the FlashMLA idea): a program owns ``BLOCK_H`` heads of one sequence, so
 the M dimension of the tensor-core tile and each latent tile is loaded once for all of them; the
 tile's first R columns serve as the keys' nope part and as the values, the last P as the rope
 part. Pages are one token (SGLang's aiter backend), gathered row by row through ``kv_indices``.
+When batch x head blocks cannot fill the GPU, the latent rows are split over programs
+(flash-decoding) and a combine pass merges them; :func:`solbench.kernels.attention.decode_splits`
+states the rule.
 """
 from __future__ import annotations
 
@@ -99,6 +102,8 @@ def mla_decode(q: torch.Tensor, kv_cache: torch.Tensor, kv_indptr: torch.Tensor,
         out = q.new_empty(b, heads, r)
     else:
         check_out(out, (b, heads, r), q.dtype, q.device, what)
+        if out.stride(-1) != 1:
+            raise ValueError(f"{what}: out must be contiguous in its last dim (stride {out.stride(-1)})")
     scale = d ** -0.5 if sm_scale is None else float(sm_scale)
     _mla_op(q, kv_cache, kv_indptr, kv_indices, out, r, scale)
     return out
