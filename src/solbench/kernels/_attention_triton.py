@@ -113,19 +113,21 @@ def _attention_fwd(Q, K, V, O, cu_q, cu_k, seqused_k, block_table, qk_scale, num
                    G: tl.constexpr, D: tl.constexpr, D_A: tl.constexpr, D_B: tl.constexpr, KX: tl.constexpr,
                    PAGE: tl.constexpr, CAUSAL: tl.constexpr, DECODE: tl.constexpr,
                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, VEC: tl.constexpr, DOT_FP32: tl.constexpr,
+                   VEC_K: tl.constexpr, VEC_V: tl.constexpr,
                    PREFETCH_PAGES: tl.constexpr, PART_O, PART_ML, SPLIT: tl.constexpr):
-    # Strides arrive divided by VEC: multiplied back here, the compiler knows every row start
-    # is VEC-aligned (72-wide heads: 144 B) and issues 16-byte vector loads.
+    # Strides arrive divided by VEC (VEC_K, VEC_V for the caches): multiplied back here, the
+    # compiler knows every row start is VEC-aligned (72-wide heads: 144 B) and issues 16-byte
+    # vector loads. Per tensor: the x-split value cache's token stride 1 must not cost the keys theirs.
     stride_qt *= VEC
     stride_qh *= VEC
     stride_ot *= VEC
     stride_oh *= VEC
-    stride_kp *= VEC
-    stride_kt *= VEC
-    stride_kh *= VEC
-    stride_vp *= VEC
-    stride_vt *= VEC
-    stride_vh *= VEC
+    stride_kp *= VEC_K
+    stride_kt *= VEC_K
+    stride_kh *= VEC_K
+    stride_vp *= VEC_V
+    stride_vt *= VEC_V
+    stride_vh *= VEC_V
     kvh = tl.program_id(1)
     pid = tl.num_programs(0) - 1 - tl.program_id(0)  # last blocks (longest causal rows) first
     if DECODE:
@@ -263,10 +265,13 @@ def launch(q, k, v, out, cu_seqlens_q, cu_seqlens_k, seqused_k, block_table, max
         keys = block_table.shape[1] * page if paged else k.shape[0]
         splits = splits_override() or decode_splits(num_seqs * hkv, sm_count(q), -(-keys // cfg.block_n))
     part_o, part_ml = split_workspace(num_seqs, h, splits, d, q.device) if splits > 1 else (dummy, dummy)
-    row_strides = (q.stride(0), q.stride(1), out.stride(0), out.stride(1), ks[0], ks[1], ks[2], vs[0], vs[1], vs[2])
-    vec = 16 // q.element_size()
-    vec = vec if all(st % vec == 0 for st in row_strides) else 1
-    qt, qh, ot, oh, kp, kt, kh, vp, vt, vh = (st // vec for st in row_strides)
+    widest = 16 // q.element_size()
+    qo_strides = (q.stride(0), q.stride(1), out.stride(0), out.stride(1))
+    vec, vec_k, vec_v = (widest if all(st % widest == 0 for st in group) else 1
+                         for group in (qo_strides, ks[:3], vs[:3]))
+    qt, qh, ot, oh = (st // vec for st in qo_strides)
+    kp, kt, kh = (st // vec_k for st in ks[:3])
+    vp, vt, vh = (st // vec_v for st in vs[:3])
     args = (q, k, v, out,
             dummy if decode else cu_seqlens_q, dummy if cu_seqlens_k is None else cu_seqlens_k,
             dummy if seqused_k is None else seqused_k, dummy if block_table is None else block_table,
@@ -274,8 +279,8 @@ def launch(q, k, v, out, cu_seqlens_q, cu_seqlens_k, seqused_k, block_table, max
             block_table.stride(0) if paged else 0)
     # DOT_FP32: Triton's CPU interpreter multiplies bf16 dot operands wrongly, so tiles are upcast there only.
     meta = dict(G=g, D=d, D_A=d_a, D_B=d_b, KX=x, PAGE=page, CAUSAL=bool(causal), DECODE=decode,
-                BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, VEC=vec, DOT_FP32=not gpu, num_warps=cfg.num_warps,
-                PREFETCH_PAGES=paged and prefetch_pages(), SPLIT=splits > 1)
+                BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, VEC=vec, VEC_K=vec_k, VEC_V=vec_v, DOT_FP32=not gpu,
+                num_warps=cfg.num_warps, PREFETCH_PAGES=paged and prefetch_pages(), SPLIT=splits > 1)
     key = tuple(sorted(meta.items())) + (cfg.num_stages, q.dtype)
     stages = _STAGES_THAT_FIT.get(key, cfg.num_stages)
     while True:
