@@ -108,9 +108,12 @@ def decode_splits(programs: int, sm_count: int | None, key_tiles: int) -> int:
     one-pass launch has ``programs`` < ``sm_count`` programs, SMs sit idle while a few programs
     walk long contexts, so the keys are split into ``ceil(sm_count / programs)`` contiguous
     ranges (about one wave of programs, rounded up: decode tiles are small and several programs
-    fit one SM), at most one range per key tile of the longest context (``key_tiles``, a
-    host-side bound), and a combine pass merges the partial softmaxes. One pass (1) when the
-    launch already fills the SMs, when there is at most one tile, or without a device (CPU)."""
+    fit one SM), at most one range per key tile of a sequence (``key_tiles``, from host ints
+    only: the block table's width for paged decode, the mean context for MLA), and a combine
+    pass merges the partial softmaxes. One pass (1) when the launch already fills the SMs, when
+    there is at most one tile, or without a device (CPU). Catalog examples on 132 SMs: paged
+    #1 (1 seq x 2 KV heads, 4 tiles of 32 keys at D = 256) -> 4; #3 (4 x 4, 2 tiles) -> 2; #0
+    (256 x 16) -> 1; MLA #1 (1 seq, 1 head block, 8 tiles of 32) -> 8."""
     if not sm_count or programs <= 0 or programs >= sm_count or key_tiles <= 1:
         return 1
     return max(1, min(-(-sm_count // programs), key_tiles))
