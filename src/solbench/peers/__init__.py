@@ -62,8 +62,12 @@ class Library:
 
 
 LIGER = Library("liger_kernel", "liger's kernels need a CUDA device")
-# flag-gems is installed --no-deps (benchmarks/device.sh).
+# flag-gems is installed --no-deps (benchmarks/device.sh); importing it also needs sqlalchemy (its kernel-config
+# cache, flag_gems.utils.libentry), PyYAML and packaging, and a GPU (it probes the device at import).
 FLAG_GEMS = Library("flag_gems", "flag_gems' kernels need a CUDA device")
+# flag_gems.flash_attn_varlen_func (vLLM's flash_attn_varlen_func signature) serves the paged and the dense
+# varlen attention operators.
+FLAG_GEMS_VARLEN_ATTENTION = ("flag_gems", "flash_attn_varlen_func")
 # flash-linear-attention (pip install fla-core; it needs einops) is pure Triton. Its public functions
 # are called as documented upstream; nothing of it is vendored. Adapters gather the pool rows a call
 # uses (fla takes one initial state per sequence) and scatter the final states back, as a caller does.
@@ -76,6 +80,15 @@ def fla_uses_exp2(module: str) -> bool:
     exp. The adapter converts ``g`` for whichever the installed module uses."""
     mod = FLA.get(module)
     return "exp2" in vars(mod) and "exp" not in vars(mod)
+
+
+def flag_gems_head_support(head_dim: int) -> Support:
+    """flag-gems' varlen flash attention asserts head sizes that are multiples of 8, at most 256
+    (it pads to a power of two in registers, not in memory)."""
+    if head_dim % 8 or head_dim > 256:
+        return Support.no(f"flag_gems.flash_attn_varlen_func takes head sizes that are multiples of 8 up to 256 "
+                          f"(got {head_dim})")
+    return Support.yes()
 
 
 def torch_rms_norm_support() -> Support:

@@ -2,7 +2,7 @@
 attention (and its torch.compile), ``F.scaled_dot_product_attention`` (torch_native, the backend
 named in the record), SDPA held to its flash backend, compiled FlexAttention, and the
 ``sdpa_dense`` reference (SDPA's fastest backend on the one sequence as strided views, no padding
-copy; ranked apart)."""
+copy; ranked apart), and flag-gems' varlen flash attention where it imports."""
 from __future__ import annotations
 
 from solbench.core import attention_peers as peers
@@ -10,6 +10,7 @@ from solbench.core.attention_ref import dense_scores_support, pad_varlen, unpad_
 from solbench.core.baselines import register_torch_baselines, triton_support
 from solbench.core.spec import Impl, Support, add_impl
 from solbench.ops.attention_forward.spec import spec
+from solbench.peers import FLAG_GEMS, FLAG_GEMS_VARLEN_ATTENTION, flag_gems_head_support
 
 
 def ours(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, softmax_scale, out=None):
@@ -118,6 +119,13 @@ def _single_supports(shape, device):
     return Support.yes()
 
 
+def flag_gems(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, softmax_scale, out=None):
+    """vLLM's flash_attn_varlen_func call on packed q, k, v (cu_seqlens_k, not causal); writes into ``out``."""
+    fn = FLAG_GEMS.get(*FLAG_GEMS_VARLEN_ATTENTION)
+    return fn(q, k, v, max_seqlen_q, cu_seqlens_q, max_seqlen_k, cu_seqlens_k=cu_seqlens_k,
+              softmax_scale=softmax_scale, causal=spec.causal, out=out)
+
+
 add_impl(Impl(spec.name, "ours_triton", ours, available=triton_support, takes_out=True,
               description="solbench Triton varlen flash attention (GQA heads share K/V tiles, no host sync)"))
 register_torch_baselines(spec.name, eager, "padded batch, bf16 einsum + masked softmax + einsum",
@@ -134,3 +142,8 @@ add_impl(Impl(spec.name, "sdpa_dense", sdpa_dense, supports=_single_supports, pr
               role="reference", available=lambda: peers.flash_support(True, True),
               description="reference: SDPA's fastest backend (cuDNN first) on the sequence as strided views, "
                           "no padding copy"))
+add_impl(Impl(spec.name, "flag_gems", flag_gems, available=lambda: FLAG_GEMS.support(*FLAG_GEMS_VARLEN_ATTENTION),
+              supports=lambda shape, device: flag_gems_head_support(int(shape["head_dim"])), takes_out=True,
+              baseline=True,
+              description="flag_gems.flash_attn_varlen_func on packed q/k/v (cu_seqlens_k, causal=False; "
+                          "its Triton FA2 path)"))

@@ -1,6 +1,7 @@
 """block_scaled_mm implementations: ours_triton (kernels/gemm), torch_eager / torch_compile
 (dequantize to bf16 + matmul) and torch_native (F.scaled_mm or torch._scaled_mm with 1x128 /
-128x128 blockwise scales, CUDA 12.9+ builds on sm90). The variant block_scaled_mm_per_tensor has
+128x128 blockwise scales, CUDA 12.9+ builds on sm90), and flag-gems' Triton W8A8 block-fp8 GEMM where it
+imports. The variant block_scaled_mm_per_tensor has
 torch._scaled_mm's per-tensor form: the upper reference for fp8 tensor-core speed without block
 scales."""
 from __future__ import annotations
@@ -10,6 +11,7 @@ import functools
 from solbench.core import fp8_blocks
 from solbench.core.baselines import register_torch_baselines, triton_support
 from solbench.core.spec import Impl, Support, add_impl
+from solbench.peers import FLAG_GEMS
 
 
 def _groups(a, b, a_scales, b_scales):
@@ -178,6 +180,35 @@ add_impl(Impl("block_scaled_mm", "ours_triton", ours, available=triton_support, 
 register_torch_baselines("block_scaled_mm", eager, "dequantize to bf16 + bf16 matmul, fp32 out")
 add_impl(Impl("block_scaled_mm", "torch_native", native, available=_native_probe, supports=_native_supports,
               baseline=True, description="F.scaled_mm / torch._scaled_mm blockwise 1x128 + 128x128 (bf16 out, widened)"))
+
+
+# The top-level name: flag_gems swaps in its Hopper kernel there (flag_gems.ops keeps the generic one).
+_FLAG_GEMS = ("flag_gems", "w8a8_block_fp8_matmul")
+
+
+def flag_gems(a, b, a_scales, b_scales):
+    """Same operand layouts as ours (a [M, K], b [N, K], a_scales [M, K/gk], b_scales [N/gn, K/gk]),
+    fp32 written by the kernel itself."""
+    import torch
+
+    fn = FLAG_GEMS.get(*_FLAG_GEMS)
+    return fn(a, b, a_scales, b_scales, list(_groups(a, b, a_scales, b_scales)), output_dtype=torch.float32)
+
+
+def _flag_gems_supports(shape, device) -> Support:
+    from solbench.ops.block_scaled_mm.spec import mm_dims
+
+    gn, gk = mm_dims(shape)[3:]
+    if any(g & (g - 1) or g < 16 for g in (gn, gk)):
+        return Support.no(f"flag_gems tiles one scale group per block (BLOCK_N = group_n, BLOCK_K = group_k): "
+                          f"powers of two >= 16 only (got {gn}x{gk})")
+    return Support.yes()
+
+
+add_impl(Impl("block_scaled_mm", "flag_gems", flag_gems, available=lambda: FLAG_GEMS.support(*_FLAG_GEMS),
+              supports=_flag_gems_supports, baseline=True,
+              description="flag_gems.w8a8_block_fp8_matmul (the Hopper variant on sm90), block_size [group_n, group_k], "
+                          "output_dtype fp32; no layout change"))
 
 
 # ---- the per-tensor upper reference (variant block_scaled_mm_per_tensor) -------------------------

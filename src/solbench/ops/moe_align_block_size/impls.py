@@ -1,10 +1,16 @@
-"""moe_align_block_size implementations: ours_triton, and a fixed-shape PyTorch formulation (count, padded prefix sum,
-stable sort, scatter) and its torch.compile."""
+"""moe_align_block_size implementations: ours_triton, a fixed-shape PyTorch formulation (count, padded prefix sum,
+stable sort, scatter) and its torch.compile, and flag-gems' Triton kernels where they import."""
 from __future__ import annotations
 
 from solbench.core.baselines import register_torch_baselines, triton_support
-from solbench.core.spec import register_impl
-from solbench.core.moe_routing import align_layout
+from solbench.core.spec import Impl, add_impl, register_impl
+from solbench.core.moe_routing import align_layout, padded_capacity
+from solbench.peers import FLAG_GEMS
+
+OP = "moe_align_block_size"
+# The launcher that writes into caller buffers: flag_gems' own wrapper (moe_align_block_size) allocates
+# T*k + E*(bs-1) ids, without vLLM's cap at T*k*bs that this operator's capacity follows.
+_FLAG_GEMS = ("flag_gems", "moe_align_block_size_triton")
 
 
 def eager(topk_ids, num_experts, block_size):
@@ -15,13 +21,32 @@ def eager(topk_ids, num_experts, block_size):
     return lay["sorted_ids"].to(i32), lay["block_experts"].to(i32), lay["offsets"][-1:].to(i32)
 
 
-register_torch_baselines("moe_align_block_size", eager,
-                         "scatter-add counts + cumsum + stable sort + scatter (fixed shapes)")
+def flag_gems(topk_ids, num_experts, block_size, out=None):
+    import torch
+
+    if out is None:
+        cap = padded_capacity(topk_ids.numel(), num_experts, block_size)
+        dev = topk_ids.device
+        out = (torch.empty(cap, dtype=torch.int32, device=dev),
+               torch.empty(-(-cap // block_size), dtype=torch.int32, device=dev),
+               torch.empty(1, dtype=torch.int32, device=dev))
+    sorted_ids, expert_ids, num_tokens_post_pad = out
+    FLAG_GEMS.get(*_FLAG_GEMS)(topk_ids, num_experts, block_size, sorted_ids, expert_ids, num_tokens_post_pad)
+    return sorted_ids, expert_ids, num_tokens_post_pad
 
 
-@register_impl("moe_align_block_size", "ours_triton", available=triton_support, takes_out=True,
+register_torch_baselines(OP, eager, "scatter-add counts + cumsum + stable sort + scatter (fixed shapes)")
+
+
+@register_impl(OP, "ours_triton", available=triton_support, takes_out=True,
                description="solbench Triton expert sort (chunk histograms + prefix + stable one-hot scatter)")
 def ours(topk_ids, num_experts, block_size, out=None):
     from solbench.kernels.moe import moe_align_block_size
 
     return moe_align_block_size(topk_ids, num_experts, block_size, out=out)
+
+
+add_impl(Impl(OP, "flag_gems", flag_gems, available=lambda: FLAG_GEMS.support(*_FLAG_GEMS), takes_out=True,
+              baseline=True,
+              description="flag_gems.moe_align_block_size_triton into the caller's buffers (vLLM's capacity); "
+                          "like vLLM it also fills the whole buffer with the sentinel, past num_tokens_post_pad"))

@@ -1,7 +1,8 @@
 """unified_attention implementations: ours_triton (the paged varlen flash kernel), the paged cache
 gathered into a padded batch for eager attention (and its torch.compile), SDPA (the backend that
 ran named in the record), SDPA held to its flash backend, compiled FlexAttention, and the
-``sdpa_dense`` reference (K/V gathered before the timed call, ranked apart)."""
+``sdpa_dense`` reference (K/V gathered before the timed call, ranked apart), and flag-gems' paged varlen
+flash attention where it imports."""
 from __future__ import annotations
 
 from solbench.core import attention_peers as peers
@@ -10,6 +11,7 @@ from solbench.core.baselines import register_torch_baselines, triton_support
 from solbench.core.paged import token_slots
 from solbench.core.spec import Impl, Support, add_impl
 from solbench.ops.unified_attention.spec import spec
+from solbench.peers import FLAG_GEMS, FLAG_GEMS_VARLEN_ATTENTION, flag_gems_head_support
 
 
 def ours(q, k_cache, v_cache, cu_seqlens_q, seqused_k, block_table, max_seqlen_q, max_seqlen_k, softmax_scale,
@@ -179,6 +181,15 @@ def _dense_ref_supports(shape, device):
     return Support.yes()
 
 
+def flag_gems(q, k_cache, v_cache, cu_seqlens_q, seqused_k, block_table, max_seqlen_q, max_seqlen_k,
+              softmax_scale, out=None):
+    """vLLM's flash_attn_varlen_func call on the paged cache: block_table + seqused_k, causal
+    (bottom-right), GQA by head ratio; writes into ``out``."""
+    fn = FLAG_GEMS.get(*FLAG_GEMS_VARLEN_ATTENTION)
+    return fn(q, k_cache, v_cache, max_seqlen_q, cu_seqlens_q, max_seqlen_k, seqused_k=seqused_k,
+              softmax_scale=softmax_scale, causal=True, block_table=block_table, out=out)
+
+
 add_impl(Impl(spec.name, "ours_triton", ours, available=triton_support, takes_out=True,
               description="solbench Triton flash attention over the paged cache: GQA heads share K/V tiles, "
                           "unmasked tiles below the causal diagonal, no host sync"))
@@ -199,3 +210,8 @@ add_impl(Impl(spec.name, "sdpa_dense", sdpa_dense, supports=_dense_ref_supports,
 add_impl(Impl(spec.name, "ours_dense", ours_dense, available=triton_support, supports=_dense_ref_supports,
               role="reference",
               description="reference, not paged: our kernel's dense varlen path on K/V gathered before the timed call"))
+add_impl(Impl(spec.name, "flag_gems", flag_gems, available=lambda: FLAG_GEMS.support(*FLAG_GEMS_VARLEN_ATTENTION),
+              supports=lambda shape, device: flag_gems_head_support(spec.heads(shape)[2]), takes_out=True,
+              baseline=True,
+              description="flag_gems.flash_attn_varlen_func on the paged cache (block_table, seqused_k, causal=True; "
+                          "its Triton FA2 path, no page gather)"))
