@@ -3,6 +3,11 @@
 # tiles through SOLBENCH_ATTENTION_TILES. Files land in $OUT (one tarball), a table is printed last.
 set -u
 export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1
+# Peers (fla-core, flag-gems, liger) and pytest travel as wheels in .whl/ (carried by the call).
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    && export PYTHONPATH=$PYTHONPATH:/tmp/site || echo "wheels did not install"
+fi
 nvidia-smi --query-gpu=name,uuid --format=csv,noheader
 G=$(python3 -c "import torch;print('h200' if 'H200' in torch.cuda.get_device_name() else 'h100')")
 python3 -m solbench calibrate --use benchmarks/results/$G/calibration.json > $OUT/log_cal.txt 2>&1 || echo calfail
@@ -13,13 +18,18 @@ pack() { tar czf $OUT/r.tmp -C $W . && mv $OUT/r.tmp $OUT/r.tgz; }
 run() { local name=$1; shift; timeout ${TO:-150} python3 -m solbench run "$@" --out $W/$name.jsonl > $W/log_$name.txt 2>&1; echo "$name rc=$?"; pack; }
 STEPS=${STEPS:-ua pd tiles}
 for step in $STEPS; do case $step in
-  ua) TO=${UA_TO:-170} run ua --ops unified_attention --shapes ${UA_SHAPES:-20,21,9,16,24,7} --impls ours_triton,ours_dense,torch_native,sdpa_flash,flex_attention,sdpa_dense ;;
+  ua) TO=${UA_TO:-170} run ua --ops unified_attention --shapes ${UA_SHAPES:-20,21,9,16,24,7} --impls ${UA_IMPLS:-ours_triton,ours_dense,torch_native,sdpa_flash,flex_attention,sdpa_dense,flag_gems} ;;
   pd) TO=${PD_TO:-200} run pd --ops mla_decode_attention,paged_attention_decode --impls ${PD_IMPLS:-ours_triton,torch_native,torch_compile} ;;
-  af) TO=${AF_TO:-150} run af --ops attention_forward --shapes ${AF_SHAPES:-4,17,9} --impls ours_triton,torch_native,sdpa_flash,flex_attention,sdpa_dense ;;
-  gemm) TO=${GEMM_TO:-150} run bsm --ops block_scaled_mm --impls ours_triton,torch_native,torch_compile --shapes ${GEMM_SHAPES:-0,5,10,14,20} ;;
+  pd1) SOLBENCH_DECODE_SPLITS=1 TO=${PD_TO:-200} run pd_onepass --ops mla_decode_attention,paged_attention_decode --impls ours_triton ;;  # split-KV A/B
+  af) TO=${AF_TO:-150} run af --ops attention_forward --shapes ${AF_SHAPES:-4,17,9} --impls ours_triton,torch_native,sdpa_flash,flex_attention,sdpa_dense,flag_gems ;;
+  gemm) TO=${GEMM_TO:-150} run bsm --ops block_scaled_mm --impls ours_triton,torch_native,torch_compile,flag_gems --shapes ${GEMM_SHAPES:-0,5,10,14,20} ;;
   rest) TO=${REST_TO:-120} run rest --ops ${REST_OPS:-reshape_and_cache,topk_filter,fused_qkv_rope,mrope,linear_sigmoid_mul} --impls ours_triton,torch_eager --max-shapes ${REST_SHAPES:-3} ;;
-  linear) TO=${LIN_TO:-90} run linear --ops gated_delta_rule_update,causal_conv1d,chunk_gated_delta_rule_state,chunk_delta_rule_output --impls ours_triton,torch_eager --max-shapes ${LIN_SHAPES:-2} ;;
-  moe) TO=${MOE_TO:-120} run moe --ops fused_moe,fp8_blockscale_fused_moe,moe_topk_gating_softmax,moe_align_block_size,moe_count_and_sort,moe_sum_reduce --impls ours_triton,torch_eager --max-shapes ${MOE_SHAPES:-3} ;;
+  linear) TO=${LIN_TO:-90} run linear --ops gated_delta_rule_update,causal_conv1d,chunk_gated_delta_rule_state,chunk_delta_rule_output --impls ${LIN_IMPLS:-ours_triton,torch_eager,fla,fla_chunk} --max-shapes ${LIN_SHAPES:-2} ;;
+  moe) TO=${MOE_TO:-120} run moe --ops fused_moe,fp8_blockscale_fused_moe,moe_topk_gating_softmax,moe_align_block_size,moe_count_and_sort,moe_sum_reduce --impls ${MOE_IMPLS:-ours_triton,torch_eager,flag_gems} --max-shapes ${MOE_SHAPES:-3} ;;
+  ab) for i in 1 2; do for p in 0 1; do  # block-table prefetch A/B, each side timed twice
+        SOLBENCH_ATTENTION_PREFETCH=$p TO=${AB_TO:-60} run ab_p${p}_$i --ops unified_attention --shapes ${AB_SHAPES:-20,21} --impls ours_triton; done; done ;;
+  gputests) timeout ${GT_TO:-150} python3 -m pytest -q -p no:cacheprovider --maxfail=30 ${GT_TESTS:-tests/eval tests/test_jit_cuda_gpu.py tests/test_library.py tests/ops/test_attention_kernels.py} > $W/log_gputests.txt 2>&1
+        echo "gputests rc=$?"; tail -25 $W/log_gputests.txt; pack ;;
   tiles) for t in ${TILES:-128,128,8,4 128,64,8,3 64,128,4,3}; do
            SOLBENCH_ATTENTION_TILES=$t TO=60 run tiles_${t//,/_} --ops unified_attention --shapes ${TILE_SHAPES:-20,21} --impls ours_triton; done ;;
 esac; done
