@@ -251,7 +251,7 @@ def test_exported_candidate_is_bit_identical_to_ours():
 
 
 def test_a_regular_tuned_glu_tile_still_fills_the_sms(monkeypatch):
-    from solbench.core import tuning
+    from solbench.runtime import tuning
     from solbench.ops.silu_and_mul import triton as glu_triton
 
     monkeypatch.setattr(tuning, "sm_count", lambda: 132)

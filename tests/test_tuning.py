@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 from solbench import tune as tuner
-from solbench.core import rowwise, tuning
+from solbench.core import rowwise
+from solbench.runtime import tuning
 from solbench.core.rowwise import RowConfig, row_config
 
 
@@ -240,14 +241,14 @@ def test_tune_writes_no_machine_path_into_a_table(tmp_path):
     from solbench.tune import KeyResult, keep_unmeasured
 
     packaged = tuning.packaged_table_path("NVIDIA_H200")
-    assert tuning.portable_source(str(packaged)) == "solbench/core/tuned/NVIDIA_H200.json"
+    assert tuning.portable_source(str(packaged)) == "solbench/runtime/tuned/NVIDIA_H200.json"
     assert tuning.portable_source(str(tmp_path / "cache" / "tuned" / "Fake_GPU.json")) == "Fake_GPU.json"
     assert tuning.portable_source("first principles (SOLBENCH_TUNED=0)") == "first principles (SOLBENCH_TUNED=0)"
     current = {"glu": {"1536": {"config": {"block_m": 2}}},
                "rms_norm": {"4096": {"config": {"block_m": 1}, "kept_from": str(tmp_path / "older.json")}}}
     entries: dict = {}
     keep_unmeasured(entries, [KeyResult("glu", 768, "glu", [], {})], current, str(packaged))
-    assert entries["glu"]["1536"]["kept_from"] == "solbench/core/tuned/NVIDIA_H200.json"
+    assert entries["glu"]["1536"]["kept_from"] == "solbench/runtime/tuned/NVIDIA_H200.json"
     assert entries["rms_norm"]["4096"]["kept_from"] == "older.json"
 
 

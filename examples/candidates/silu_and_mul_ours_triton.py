@@ -18,7 +18,7 @@ import triton.language as tl
 OP = "silu_and_mul"
 
 # The tiles `solbench tune` measured for the GLU kernel, {gpu name: {d: (BLOCK_M, BLOCK_N, warps)}},
-# copied from src/solbench/core/tuned/<gpu>.json so that this file stays standalone (a test checks
+# copied from src/solbench/runtime/tuned/<gpu>.json so that this file stays standalone (a test checks
 # that the copy matches); other GPUs and other d use the first-principles rule below. Launches
 # over fewer than FEW_ROWS_PER_SM rows per SM look in FEW_ROWS_TILES first (the "glu@few_rows" key).
 TUNED_TILES = {"NVIDIA H200": {1536: (2, 2048, 8), 2560: (4, 1024, 8)}}

@@ -330,7 +330,8 @@ def cmd_tune(args) -> int:
     from rich.table import Table
 
     from solbench import tune as tuner
-    from solbench.core import hardware, tuning
+    from solbench.core import hardware
+    from solbench.runtime import tuning
 
     console = _console()
     if hardware.current_device().type != "cuda":
@@ -435,7 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
     q = sub.add_parser("tune", help="measure launch configurations of our memory-bound kernels on this GPU "
                                      "and write the tuned table `run` uses")
     q.add_argument("--ops", action="append", help="operators to tune (default: all with ours_triton)")
-    q.add_argument("--out", help="also write the table here (e.g. src/solbench/core/tuned/<device>.json)")
+    q.add_argument("--out", help="also write the table here (e.g. src/solbench/runtime/tuned/<device>.json)")
     q.add_argument("--log", help="every candidate's measurements as JSONL")
     q.add_argument("--time-budget", type=float, metavar="SECONDS", help="stop tuning new keys after this long")
     q.add_argument("--skip-measured-in", metavar="LOG.jsonl",

@@ -1,5 +1,5 @@
 """``solbench tune``: measure launch configurations of our memory-bound kernels on this device
-and write the tuned table that the kernels then use (core/tuning.py).
+and write the tuned table that the kernels then use (runtime/tuning.py).
 
 The catalog shapes of every operator with an ``ours_triton`` implementation are grouped by the
 ``(kernel, n)`` keys their launches look up (``kernel@few_rows`` / ``kernel@many_rows`` for the
@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Collection, Sequence
 
-from solbench.core import tuning
+from solbench.runtime import tuning
 
 MIN_TUNE_BYTES = 4e6
 TARGET_BYTES = 32e6

@@ -9,7 +9,7 @@ from solbench.core.rowwise import RowConfig, row_config, row_grid, row_ptrs, til
 
 
 def test_short_rows_pack_several_rows_per_program(monkeypatch):
-    from solbench.core import tuning
+    from solbench.runtime import tuning
 
     monkeypatch.setattr(tuning, "sm_count", lambda: None)  # the tile rule alone, no device
     # hidden 128 bf16, prefill: 4096-element tiles = 32 rows, 8 warps x 32 threads x 16 elements.
@@ -22,7 +22,7 @@ def test_short_rows_pack_several_rows_per_program(monkeypatch):
 
 
 def test_on_a_device_tiles_split_until_every_sm_has_a_program(monkeypatch):
-    from solbench.core import tuning
+    from solbench.runtime import tuning
 
     monkeypatch.setattr(tuning, "sm_count", lambda: 132)  # an H100 / H200
     assert row_config(128, 100_000).block_m == 32  # thousands of programs already
@@ -186,7 +186,7 @@ def test_persistent_pipelined_launch_matches_the_reference(op, device):
     # A persistent config (what `solbench tune` may adopt for these kernels) forced on every key
     # the operator looks up: two programs per SM striding over tiles of 2 rows, 2-stage pipeline.
     # Shapes with a row count that is not a multiple of tiles x programs, and a decode-sized one.
-    from solbench.core import tuning
+    from solbench.runtime import tuning
     from solbench.core.check import run_impl
     from solbench.core.spec import get_spec, impls_for
     from solbench.kernels.common import next_pow2
@@ -211,7 +211,7 @@ def _check_with_configs(spec, impl, shape, device, configs):
     forced on those tuned-table keys."""
     import contextlib
 
-    from solbench.core import tuning
+    from solbench.runtime import tuning
     from solbench.core.check import check_impl
 
     with contextlib.ExitStack() as stack:
@@ -221,7 +221,7 @@ def _check_with_configs(spec, impl, shape, device, configs):
 
 
 def test_a_regular_tuned_tile_still_fills_the_sms_but_a_few_rows_tile_is_kept(monkeypatch):
-    from solbench.core import tuning
+    from solbench.runtime import tuning
 
     monkeypatch.setattr(tuning, "sm_count", lambda: 132)
     tile = {"block_m": 8, "block_n": 2048, "num_warps": 8, "chunked": False}
@@ -234,7 +234,8 @@ def test_a_regular_tuned_tile_still_fills_the_sms_but_a_few_rows_tile_is_kept(mo
 
 
 def test_params_first_on_few_wave_launches(monkeypatch):
-    from solbench.core import rownorm, tuning
+    from solbench.core import rownorm
+    from solbench.runtime import tuning
 
     monkeypatch.setattr(tuning, "sm_count", lambda: 132)
     assert rownorm.params_first(1) and rownorm.params_first(8 * 132) and not rownorm.params_first(8 * 132 + 1)
@@ -249,7 +250,8 @@ def test_a_tile_can_pin_when_the_parameters_load(pinned, monkeypatch, device):
     # programs per SM, which without an SM count loads them first; the output stays the reference's.
     import torch
 
-    from solbench.core import rownorm, tuning
+    from solbench.core import rownorm
+    from solbench.runtime import tuning
     from solbench.ops.layer_norm.api import layer_norm
 
     launched = []
@@ -275,7 +277,8 @@ def test_a_tile_can_pin_when_the_parameters_load(pinned, monkeypatch, device):
 
 
 def test_streaming_hints_only_on_many_wave_whole_row_launches(monkeypatch):
-    from solbench.core import rownorm, tuning
+    from solbench.core import rownorm
+    from solbench.runtime import tuning
 
     none = {"LOAD_EVICT": "", "STORE_CACHE": ""}
     hints = {"LOAD_EVICT": "evict_first", "STORE_CACHE": ".cs"}
@@ -340,7 +343,7 @@ def test_split_column_tiles_match_the_reference(op, block_m, device):
     # A split config (what `solbench tune` may adopt for rows that are not a power of two) forced
     # on every key the operator looks up, with NaN-poisoned outputs and three seeds (check_impl):
     # one warp with whole-vector tails (1152 = 1024 + 256, the last 128 masked).
-    from solbench.core import tuning
+    from solbench.runtime import tuning
     from solbench.core.check import run_impl
     from solbench.core.spec import Shape, get_spec, impls_for
 
@@ -382,7 +385,8 @@ def test_layer_norm_statistics_match_the_reference(split, stats, device, monkeyp
     # sums, on rows far from zero mean, where sum(x^2) - n mean^2 would cancel.
     import torch
 
-    from solbench.core import rownorm, tuning
+    from solbench.core import rownorm
+    from solbench.runtime import tuning
     from solbench.core.check import run_impl
     from solbench.core.spec import Shape, get_spec, impls_for
     from solbench.ops.layer_norm.api import layer_norm
@@ -418,7 +422,8 @@ def test_layer_norm_statistics_match_the_reference(split, stats, device, monkeyp
 def test_shifted_stats_on_few_wave_launches(monkeypatch):
     # Shifted from one program per SM up to FEW_WAVES_PER_SM, two passes on fewer or more and
     # without an SM count (CPU: the interpreter runs the shifted sums' combine function in Python).
-    from solbench.core import rownorm, tuning
+    from solbench.core import rownorm
+    from solbench.runtime import tuning
 
     monkeypatch.setattr(tuning, "sm_count", lambda: 132)
     limit = rownorm.FEW_WAVES_PER_SM * 132

@@ -20,10 +20,10 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from solbench.core import tuning
 from solbench.core.rowwise import row_config, row_grid
 from solbench.kernels.common import MANY_WAVES_PER_SM
 from solbench.kernels.common import streaming_hints as kernel_streaming_hints
+from solbench.runtime import tuning
 
 MODES = {"rms": 0, "layer": 1, "l2": 2}
 

@@ -5,7 +5,7 @@ A row-wise kernel reads each row once, reduces over it and writes it once, so th
 in between: up to ``MAX_WHOLE_ROW`` a program owns ``block_m`` whole rows as one register tile;
 longer rows are looped over in chunks, one row per program (the write pass re-reads it from L2).
 
-The tile comes from a tuned entry for ``(kernel, n)`` (core/tuning.py), else from first principles
+The tile comes from a tuned entry for ``(kernel, n)`` (runtime/tuning.py), else from first principles
 (:func:`row_config`): ``BYTES_PER_THREAD`` per tensor per thread (enough loads in flight to cover
 HBM latency without spills), about ``TILE_ELEMS`` elements a program (several short rows a program;
 wide rows one row with more warps), and never fewer programs than SMs while a tile could split.
@@ -19,8 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Mapping
 
-from solbench.core import tuning
 from solbench.kernels.common import as_rows, fill_sms, next_pow2
+from solbench.runtime import tuning
 
 # ---- tunables ---------------------------------------------------------------------------------
 # Each may be overridden from the environment for tuning sweeps on a device without editing code
@@ -233,7 +233,7 @@ def _decode_warps(block_m: int, block_n: int, warps: int, elem_bytes: int, progr
 
 def row_grid(rows: int, cfg: RowConfig, sm_count: int | None = None) -> tuple[int]:
     """One program per ``block_m`` rows; for a persistent config at most ``programs_per_sm``
-    programs per SM (``sm_count`` SMs; None: the current device's, see core/tuning.sm_count)."""
+    programs per SM (``sm_count`` SMs; None: the current device's, see runtime/tuning.sm_count)."""
     tiles = (rows + cfg.block_m - 1) // cfg.block_m
     if cfg.persistent:
         sms = sm_count if sm_count is not None else tuning.sm_count() or 1

@@ -11,7 +11,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from solbench.core import fastmath, tuning
+from solbench.core import fastmath
+from solbench.runtime import tuning
 from solbench.kernels.common import fill_sms, largest_pow2_divisor, next_pow2
 from solbench.ops.silu_and_mul.activation import ACT_MODES
 
@@ -103,7 +104,7 @@ ACT_GELU_ERF = ACT_MODES["gelu"]
 
 
 def _config(rows: int, d: int, elem_bytes: int = 2, act: int = 0) -> tuple[int, int, int]:
-    """(BLOCK_M, BLOCK_N, num_warps): this device's tuned tile for ``d`` (core/tuning.py, with
+    """(BLOCK_M, BLOCK_N, num_warps): this device's tuned tile for ``d`` (runtime/tuning.py, with
     BLOCK_M capped by the row count; a regular entry, tuned on larger launches, also split by
     core/kernels.fill_sms), else about 4-8K output elements per program, so that each
     program keeps enough bytes in flight; decode shapes (few rows) get one row per program and

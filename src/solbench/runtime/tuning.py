@@ -3,7 +3,7 @@
 A kernel asks :func:`lookup` for its launch configuration by ``(kernel, n)`` (``n``: the row length,
 or the GLU's ``d``). The answer comes from, in this order: an override (:func:`overriding`, how
 ``solbench tune`` tries candidates); this device's table, ``$SOLBENCH_CACHE/tuned/<device>.json``
-written by ``solbench tune``, else the one shipped in ``solbench/core/tuned/``; else ``None``, and
+written by ``solbench tune``, else the one shipped in ``solbench/runtime/tuned/``; else ``None``, and
 the kernel uses its first-principles rule. ``SOLBENCH_TUNED=0`` ignores the tables and
 ``SOLBENCH_TUNED_TABLE=FILE`` uses that one instead (A/B runs; ``benchmarks/table_variant.py``).
 
@@ -43,7 +43,7 @@ _ignore_tables = 0  # > 0 inside first_principles()
 
 
 def _cache_dir() -> Path:
-    from solbench.core.hardware import cache_root
+    from solbench.runtime import cache_root
 
     return cache_root() / "tuned"
 
@@ -86,7 +86,7 @@ def _current_device_key() -> str | None:
             return None
     except ImportError:
         return None
-    from solbench.core.hardware import device_key
+    from solbench.runtime import device_key
 
     return device_key()
 
@@ -123,7 +123,7 @@ def source() -> str:
 
 def portable_source(src: str) -> str:
     """``src`` (a :func:`source`) without machine paths, for files that ship: a packaged table as
-    ``solbench/core/tuned/<name>``, any other table file by its name, anything else unchanged."""
+    ``solbench/runtime/tuned/<name>``, any other table file by its name, anything else unchanged."""
     if src.startswith("first principles"):
         return src
     p = Path(src)
