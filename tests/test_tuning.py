@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 
 from solbench import tune as tuner
-from solbench.core import rowwise
+from solbench.kernels import rowwise
 from solbench.runtime import tuning
-from solbench.core.rowwise import RowConfig, row_config
+from solbench.kernels.rowwise import RowConfig, row_config
 
 
 @pytest.fixture(autouse=True)

@@ -28,15 +28,15 @@ _LAZY = {
     "get_activation": "solbench.ops.silu_and_mul.activation",
     "register_activation": "solbench.ops.silu_and_mul.activation",
     "known_activations": "solbench.ops.silu_and_mul.activation",
-    # the normalization family (one Triton row-norm kernel, core/rownorm.py)
-    "rms_norm": "solbench.ops.rms_norm.api",
-    "fused_add_rms_norm": "solbench.ops.fused_add_rms_norm.api",
-    "fused_add_rms_norm_": "solbench.ops.fused_add_rms_norm.api",
-    "fused_qk_rmsnorm": "solbench.ops.fused_qk_rmsnorm.api",
-    "fused_qk_rmsnorm_": "solbench.ops.fused_qk_rmsnorm.api",
-    "gated_rms_norm": "solbench.ops.gated_rms_norm.api",
-    "l2_norm": "solbench.ops.l2_norm.api",
-    "layer_norm": "solbench.ops.layer_norm.api",
+    # the normalization family (one Triton row-norm kernel, kernels/rownorm.py)
+    "rms_norm": "solbench.kernels.rownorm",
+    "fused_add_rms_norm": "solbench.kernels.rownorm",
+    "fused_add_rms_norm_": "solbench.kernels.rownorm",
+    "fused_qk_rmsnorm": "solbench.kernels.rownorm",
+    "fused_qk_rmsnorm_": "solbench.kernels.rownorm",
+    "gated_rms_norm": "solbench.kernels.rownorm",
+    "l2_norm": "solbench.kernels.rownorm",
+    "layer_norm": "solbench.kernels.rownorm",
     # Gated DeltaNet and the causal conv (solbench/kernels/linear_attention/, kernels/conv.py)
     "gated_delta_rule_update": "solbench.kernels.linear_attention",
     "chunk_gated_delta_rule_state": "solbench.kernels.linear_attention",
@@ -75,12 +75,7 @@ _LAZY = {
 #: chooses (``TRITON_INTERPRET`` on a machine without a GPU) only after ``import solbench``.
 KERNEL_MODULES = (
     "solbench.ops.silu_and_mul.api",
-    "solbench.ops.rms_norm.api",
-    "solbench.ops.fused_add_rms_norm.api",
-    "solbench.ops.fused_qk_rmsnorm.api",
-    "solbench.ops.gated_rms_norm.api",
-    "solbench.ops.l2_norm.api",
-    "solbench.ops.layer_norm.api",
+    "solbench.kernels.rownorm",
     "solbench.ops.fp8_dynamic_per_token_quant.api",
     "solbench.ops.fused_rmsnorm_quant.api",
     "solbench.ops.per_token_group_quant_fp8.api",

@@ -34,7 +34,7 @@ MIN_GAIN = 0.03
 MAX_REPRESENTATIVE_LOSS = 0.08
 
 #: Largest register tile (elements) a candidate may use: beyond it the row no longer fits in
-#: registers beside a second tensor (see core/rowwise.MAX_WHOLE_ROW).
+#: registers beside a second tensor (see kernels/rowwise.MAX_WHOLE_ROW).
 MAX_TILE = 16384
 #: Persistent row-kernel candidates: programs per SM tried, and the shared memory their pipeline
 #: (stages - 1 tiles of up to two input tensors) may take on one SM (H100/H200 have 228 KB).
@@ -74,8 +74,8 @@ def candidates(family: str, n: int, elem_bytes: int, rows: int, few_rows: bool =
     tiles split into unpadded column tiles (``split``), and, outside the few-rows regime,
     persistent launches of the small tiles (2-stage pipelined, a few programs per SM within a
     shared-memory budget)."""
-    from solbench.core.rowwise import CHUNK_N, MAX_WHOLE_ROW, column_tiles, split_tails
     from solbench.kernels.common import largest_pow2_divisor, next_pow2
+    from solbench.kernels.rowwise import CHUNK_N, MAX_WHOLE_ROW, column_tiles, split_tails
 
     max_m = next_pow2(max(1, rows))
     out: list[dict] = []
@@ -103,7 +103,7 @@ def candidates(family: str, n: int, elem_bytes: int, rows: int, few_rows: bool =
                     out.append({"block_m": block_m, "block_n": block_n, "num_warps": warps, "chunked": False})
         if family == "row_persistent":
             # Rows that are not a power of two, as two or three column tiles without the padding
-            # (1152 = 1024 + 256 on one warp; core/rowwise.column_tiles, split_tails): per-thread
+            # (1152 = 1024 + 256 on one warp; kernels/rowwise.column_tiles, split_tails): per-thread
             # bytes of the lanes the split covers, where it still splits at that many warps.
             for block_m in _pow2_range(1, min(max_m, 64)):
                 if block_m * block_n > MAX_TILE:

@@ -123,7 +123,7 @@ def test_kernel_odd_shapes(device, t, n):
 
 @needs_triton
 def test_kernel_strided_rows_leading_dims_out_and_chunked(device, monkeypatch):
-    from solbench.core import rowwise
+    from solbench.kernels import rowwise
     from solbench.ops.fp8_dynamic_per_token_quant.api import dynamic_per_token_quant_fp8
 
     spec = get_spec(OP)

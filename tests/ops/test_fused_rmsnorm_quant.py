@@ -107,7 +107,7 @@ def test_kernel_odd_shapes(device, t, n):
 
 @needs_triton
 def test_kernel_strided_out_chunked_and_plain(device, monkeypatch):
-    from solbench.core import rowwise
+    from solbench.kernels import rowwise
     from solbench.ops.fused_rmsnorm_quant.api import fused_add_rms_norm_quant, rms_norm_quant
 
     x, r, w = _inputs(6, 200, device, seed=1, dtype=torch.float16)

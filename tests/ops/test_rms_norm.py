@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from _rownorm_testing import assert_close, wide_rows
-from solbench.core import rowwise
+from solbench.kernels import rowwise
 from solbench.core.spec import get_spec
-from solbench.ops.rms_norm.api import rms_norm
+from solbench.kernels.rownorm import rms_norm
 
 SPEC = get_spec("rms_norm")
 

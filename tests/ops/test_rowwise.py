@@ -1,11 +1,12 @@
-"""core/rowwise.py: the tiling table's first-principles choices and its override hook; the
+"""kernels/rowwise.py: the tiling table's first-principles choices and its override hook; the
 row-norm kernel's int64 row indexing."""
 import inspect
 
 import pytest
 
-from solbench.core import rowwise
-from solbench.core.rowwise import RowConfig, row_config, row_grid, row_ptrs, tile_offsets  # noqa: F401
+from solbench.kernels import rowwise
+from solbench.kernels._rowwise_triton import row_ptrs, tile_offsets
+from solbench.kernels.rowwise import RowConfig, row_config, row_grid  # noqa: F401
 
 
 def test_short_rows_pack_several_rows_per_program(monkeypatch):
@@ -56,7 +57,7 @@ def test_overrides_win_and_are_capped_by_rows():
 
 
 def test_row_indices_are_int64():
-    from solbench.core import rownorm
+    from solbench.kernels import _rownorm_triton as rownorm
 
     src = inspect.getsource(rownorm._rownorm_kernel.fn)
     assert "tl.program_id(0).to(tl.int64)" in src                                  # chunked rows
@@ -68,7 +69,7 @@ import inspect, json, re, sys
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
-from solbench.core.rownorm import _rownorm_kernel
+from solbench.kernels._rownorm_triton import _rownorm_kernel
 
 names = list(inspect.signature(_rownorm_kernel.fn).parameters)
 result = {}
@@ -105,7 +106,7 @@ def test_kernel_compiles_for_sm90_with_16_byte_accesses():
         "gated_params_after_reduction": ({**base, "HAS_Z": True, "PARAMS_FIRST": False}, 8),
         "layer_chunked": ({**base, "MODE": 1, "HAS_B": True, "HAS_RES": True, "BLOCK_M": 1, "BLOCK_N": 4096,
                            "CHUNKED": True}, 8),
-        # split whole rows (core/rowwise.column_tiles): 1152 as 1024 + 128, 7168 as 4096 + 2048 + 1024,
+        # split whole rows (kernels/rowwise.column_tiles): 1152 as 1024 + 128, 7168 as 4096 + 2048 + 1024,
         # every tile still one 16-byte vector per access
         "rms_split_1152": ({**base, "BLOCK_M": 8, "BLOCK_N": 1024, "BLOCK_T1": 128}, 4),
         # one warp, whole-vector tail (rowwise.split_tails): 1024 + 256, one register layout
@@ -234,7 +235,7 @@ def test_a_regular_tuned_tile_still_fills_the_sms_but_a_few_rows_tile_is_kept(mo
 
 
 def test_params_first_on_few_wave_launches(monkeypatch):
-    from solbench.core import rownorm
+    from solbench.kernels import rownorm
     from solbench.runtime import tuning
 
     monkeypatch.setattr(tuning, "sm_count", lambda: 132)
@@ -250,12 +251,12 @@ def test_a_tile_can_pin_when_the_parameters_load(pinned, monkeypatch, device):
     # programs per SM, which without an SM count loads them first; the output stays the reference's.
     import torch
 
-    from solbench.core import rownorm
+    from solbench.kernels import _rownorm_triton
+    from solbench.kernels.rownorm import layer_norm
     from solbench.runtime import tuning
-    from solbench.ops.layer_norm.api import layer_norm
 
     launched = []
-    kernel = rownorm._rownorm_kernel
+    kernel = _rownorm_triton._rownorm_kernel
 
     class Recorder:
         def __getitem__(self, grid):
@@ -264,7 +265,7 @@ def test_a_tile_can_pin_when_the_parameters_load(pinned, monkeypatch, device):
                 return kernel[grid](*args, **kwargs)
             return launch
 
-    monkeypatch.setattr(rownorm, "_rownorm_kernel", Recorder())
+    monkeypatch.setattr(_rownorm_triton, "_rownorm_kernel", Recorder())
     x = torch.randn(5, 1152, device=device, dtype=torch.bfloat16)
     w = torch.randn(1152, device=device, dtype=torch.bfloat16)
     b = torch.randn(1152, device=device, dtype=torch.bfloat16)
@@ -277,7 +278,7 @@ def test_a_tile_can_pin_when_the_parameters_load(pinned, monkeypatch, device):
 
 
 def test_streaming_hints_only_on_many_wave_whole_row_launches(monkeypatch):
-    from solbench.core import rownorm
+    from solbench.kernels import rownorm
     from solbench.runtime import tuning
 
     none = {"LOAD_EVICT": "", "STORE_CACHE": ""}
@@ -290,7 +291,7 @@ def test_streaming_hints_only_on_many_wave_whole_row_launches(monkeypatch):
 
 
 #: A non-power-of-two row length per row-norm operator, so the split whole-row path (two or three
-#: column tiles, core/rowwise.column_tiles, with whole-vector tails: rowwise.split_tails) runs on
+#: column tiles, kernels/rowwise.column_tiles, with whole-vector tails: rowwise.split_tails) runs on
 #: one warp: 1152 = 1024 + 256 (the last 128 masked), 7168 = 4096 + 2048 + 1024. Whole-vector
 #: tails split no row under 512 bf16, so fused_qk_rmsnorm's heads (at most 256) never split.
 SPLIT_SHAPES = {
@@ -385,11 +386,11 @@ def test_layer_norm_statistics_match_the_reference(split, stats, device, monkeyp
     # sums, on rows far from zero mean, where sum(x^2) - n mean^2 would cancel.
     import torch
 
-    from solbench.core import rownorm
+    from solbench.kernels import rownorm
     from solbench.runtime import tuning
     from solbench.core.check import run_impl
     from solbench.core.spec import Shape, get_spec, impls_for
-    from solbench.ops.layer_norm.api import layer_norm
+    from solbench.kernels.rownorm import layer_norm
 
     monkeypatch.setattr(rownorm, "shifted_stats", lambda programs: stats == "shifted")
     spec, impl = get_spec("layer_norm"), impls_for("layer_norm")["ours_triton"]
@@ -422,7 +423,7 @@ def test_layer_norm_statistics_match_the_reference(split, stats, device, monkeyp
 def test_shifted_stats_on_few_wave_launches(monkeypatch):
     # Shifted from one program per SM up to FEW_WAVES_PER_SM, two passes on fewer or more and
     # without an SM count (CPU: the interpreter runs the shifted sums' combine function in Python).
-    from solbench.core import rownorm
+    from solbench.kernels import rownorm
     from solbench.runtime import tuning
 
     monkeypatch.setattr(tuning, "sm_count", lambda: 132)

@@ -115,7 +115,7 @@ _STREAM_HINTS = {"LOAD_EVICT": "evict_first", "STORE_CACHE": ".cs"}
 
 def env_choice(env: str, default: str, choices: Sequence[str]) -> str:
     """A kernel switch read from environment variable ``env``: ``default`` when unset or empty
-    (as core/rowwise reads its integer tunables), else one of ``choices`` or a clear error."""
+    (as kernels/rowwise reads its integer tunables), else one of ``choices`` or a clear error."""
     value = os.environ.get(env) or default
     if value not in choices:
         raise ValueError(f"{env}={value!r}: expected one of {', '.join(choices)}")

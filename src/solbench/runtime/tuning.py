@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Iterator, Mapping
 
 TABLE_VERSION = 1
-#: "row": a core/rowwise RowConfig; "row_persistent": the same for a kernel that can also run a
+#: "row": a kernels/rowwise RowConfig; "row_persistent": the same for a kernel that can also run a
 #: persistent launch (tune tries some); "glu": the GLU tile.
 FAMILIES = ("row", "row_persistent", "glu")
 
@@ -195,7 +195,7 @@ def _find(kernel: str, n: int) -> dict | None:
 
 def lookup(kernel: str, n: int, *, family: str, elem_bytes: int = 2, rows: int | None = None) -> dict | None:
     """The tuned configuration for ``kernel`` on rows of ``n`` elements of ``elem_bytes`` bytes,
-    or None. ``family`` ("row": a core/rowwise RowConfig; "glu": the GLU tile) says which
+    or None. ``family`` ("row": a kernels/rowwise RowConfig; "glu": the GLU tile) says which
     candidates ``solbench tune`` may try for it. With ``rows`` in a tier (below
     :func:`few_rows_limit`, from :func:`many_rows_limit` on) the ``kernel@few_rows`` or
     ``kernel@many_rows`` entry comes first, then ``kernel``'s (the key recorded for ``tune`` is

@@ -15,7 +15,7 @@ import torch
 
 from solbench.core.fp8 import fp8_dtype, quantize_per_token
 from solbench.kernels.common import as_rows, check_disjoint, check_out, functional_op, kernel_op
-from solbench.core.rowwise import rows_of
+from solbench.kernels.rowwise import rows_of
 
 _WHAT = "dynamic_per_token_quant_fp8"
 #: aiter's floor of a row's max-abs: an all-zero row gets a finite, positive scale.

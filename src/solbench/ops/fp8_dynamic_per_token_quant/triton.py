@@ -1,7 +1,7 @@
 """Triton kernel: dynamic per-token fp8 (e4m3fn) quantization in one pass.
 
 Each program owns ``BLOCK_M`` rows as a ``[BLOCK_M, BLOCK_N]`` register tile (tiling from
-core/rowwise.py): it reads the rows once, reduces the max-abs per row, computes the scale and
+kernels/rowwise.py): it reads the rows once, reduces the max-abs per row, computes the scale and
 its reciprocal once per row, and writes the fp8 bytes and the scale once. HBM traffic is the
 minimum: 2 bytes read and 1 byte written per bf16 element, plus 4 bytes of scale per row.
 Rows longer than ``MAX_WHOLE_ROW`` loop over chunks: the max pass reads HBM, the quantize pass
@@ -18,7 +18,8 @@ import triton.language as tl
 
 from solbench.core.fp8 import fp8e4m3_bits, quantize_bits, scale_and_inverse  # noqa: F401 (jit globals)
 from solbench.kernels.common import gpu_codegen
-from solbench.core.rowwise import row_config, row_grid, row_ptrs, tile_offsets
+from solbench.kernels._rowwise_triton import row_ptrs, tile_offsets
+from solbench.kernels.rowwise import row_config, row_grid
 
 KERNEL = "fp8_per_token_quant"
 

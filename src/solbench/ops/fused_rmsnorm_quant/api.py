@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 
 from solbench.core.fp8 import fp8_dtype, quantize_per_token
-from solbench.core.rowwise import check_param, check_residual, output_like, rows_of
+from solbench.kernels.rowwise import check_param, check_residual, output_like, rows_of
 from solbench.kernels.common import as_rows, check_disjoint, functional_op, kernel_op
 from solbench.kernels.eager import rms_normalize
 from solbench.ops.fp8_dynamic_per_token_quant.api import quant_outputs

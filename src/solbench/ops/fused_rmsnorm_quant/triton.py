@@ -3,7 +3,7 @@
 Per row, all in fp32: ``v = x (+ residual)`` (the sum is stored rounded to the residual dtype as
 ``residual_out`` but normalized unrounded, as aiter does), ``y = v / sqrt(mean(v^2) + eps) * w``,
 ``scale = max|y| / 448``, ``q = fp8(clamp(y / scale))``. Each program holds ``BLOCK_M`` whole rows
-in registers (tiling from core/rowwise.py), so every input byte is read once and every output
+in registers (tiling from kernels/rowwise.py), so every input byte is read once and every output
 byte written once: the sum, the normalized row and its max-abs never leave the chip.
 
 Rows longer than ``MAX_WHOLE_ROW`` run three passes over chunks (sum of squares, max-abs,
@@ -17,7 +17,8 @@ import triton.language as tl
 
 from solbench.core.fp8 import fp8e4m3_bits, quantize_bits, scale_and_inverse  # noqa: F401 (jit globals)
 from solbench.kernels.common import gpu_codegen
-from solbench.core.rowwise import row_config, row_grid, row_ptrs, tile_offsets
+from solbench.kernels._rowwise_triton import row_ptrs, tile_offsets
+from solbench.kernels.rowwise import row_config, row_grid
 
 KERNEL = "fused_rmsnorm_quant"
 

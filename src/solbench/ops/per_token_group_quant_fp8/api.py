@@ -18,7 +18,7 @@ import torch
 
 from solbench.core.fp8 import GROUP_EPS, fp8_dtype, quantize_per_group
 from solbench.kernels.common import as_rows, check_disjoint, check_out, functional_op, kernel_op
-from solbench.core.rowwise import rows_of
+from solbench.kernels.rowwise import rows_of
 
 _WHAT = "per_token_group_quant_fp8"
 

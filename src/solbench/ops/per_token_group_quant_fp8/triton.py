@@ -4,7 +4,7 @@ The unit of work is a group: ``GROUP`` consecutive elements of one row. A progra
 ``BLOCK_M`` groups as a ``[BLOCK_M, BLOCK_N]`` register tile (``BLOCK_N = next_pow2(GROUP)``),
 numbered row-major over the whole tensor, so one program covers several groups of a row (and of
 the next rows): loads stay 16-byte vectors along the row, decode shapes (one token) are one
-program, and prefill shapes get tiles of ~4K elements (core/rowwise.py picks the tile for
+program, and prefill shapes get tiles of ~4K elements (kernels/rowwise.py picks the tile for
 ``n = GROUP``). One pass: read once, max-abs per group, scale, quantize, write once.
 
 Scales are stored through two strides, so row-major (default), column-major (DeepGEMM) and
@@ -17,7 +17,7 @@ import triton.language as tl
 
 from solbench.core.fp8 import fp8e4m3_bits, quantize_bits, scale_and_inverse  # noqa: F401 (jit globals)
 from solbench.kernels.common import gpu_codegen, next_pow2
-from solbench.core.rowwise import MAX_WHOLE_ROW, row_config, row_grid
+from solbench.kernels.rowwise import MAX_WHOLE_ROW, row_config, row_grid
 
 KERNEL = "per_token_group_quant_fp8"
 

@@ -11,8 +11,8 @@ HBM latency without spills), about ``TILE_ELEMS`` elements a program (several sh
 wide rows one row with more warps), and never fewer programs than SMs while a tile could split.
 
 Public API: :class:`RowConfig`, :func:`row_config`, :func:`row_grid`, :func:`rows_view`,
-:func:`check_hidden`, :func:`rows_of`, :func:`check_param`, :func:`output_like`, and the
-``@triton.jit`` helpers :func:`tile_offsets` and :func:`row_ptrs`.
+:func:`check_hidden`, :func:`rows_of`, :func:`check_param`, :func:`output_like`; the
+``@triton.jit`` helpers the kernels share (``tile_offsets``, ``row_ptrs``) are in ``_rowwise_triton``.
 """
 from __future__ import annotations
 
@@ -88,7 +88,7 @@ class RowConfig:
 
     ``params_first`` (the row-norm kernel): True / False issues the weight/bias loads with the
     row's / after the reduction for this tile, whatever the launch's size; None (the default)
-    leaves it to core/rownorm.params_first's rule by programs per SM.
+    leaves it to kernels/rownorm.params_first's rule by programs per SM.
     """
 
     block_m: int
@@ -311,7 +311,7 @@ def check_param(t, n: int, x, what: str, arg: str, dtypes=None) -> None:
 
 def output_like(out, x, what: str, arg: str = "out", dtype=None):
     """``out`` validated against ``x``'s shape (and ``dtype``, default x's), or a new tensor.
-    Aliasing is checked by the custom op's body (core/kernels.check_disjoint), where the tensors
+    Aliasing is checked by the custom op's body (kernels/common.check_disjoint), where the tensors
     are real under torch.compile and graph capture too."""
     import torch
 
@@ -324,17 +324,3 @@ def output_like(out, x, what: str, arg: str = "out", dtype=None):
         raise TypeError(f"{what}: {arg} must be a torch.Tensor, got {type(out).__name__}")
     check_out(out, x.shape, dtype, x.device, what, arg)
     return out
-
-
-# ---- @triton.jit helpers ------------------------------------------------------------------------
-#: Defined in core/rowwise_jit.py and imported on first use (``from solbench.core.rowwise import ...`` works
-#: as before): decorating them here would fix interpreter-or-GPU before the CLI has chosen.
-_JIT_HELPERS = ("tile_offsets", "row_ptrs")
-
-
-def __getattr__(name: str):
-    if name in _JIT_HELPERS:
-        from solbench.core import rowwise_jit
-
-        return getattr(rowwise_jit, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
