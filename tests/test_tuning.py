@@ -85,7 +85,7 @@ def test_persistent_entries_apply_where_the_kernel_loops(fake_gpu):
 
 def test_first_principles_leave_no_sm_without_a_program(monkeypatch):
     from solbench.kernels.common import fill_sms
-    from solbench.ops.silu_and_mul.triton import _config
+    from solbench.kernels._glu_triton import _config
 
     # 126 rows of 2048 packed two per program would be 63 programs on a 132-SM part
     assert fill_sms(2, 4, lambda bm: -(-126 // bm), 132) == (1, 2)
@@ -196,7 +196,7 @@ def test_row_config_uses_the_table_and_caps_rows(fake_gpu):
 
 def test_glu_config_uses_the_table(fake_gpu):
     pytest.importorskip("triton")
-    from solbench.ops.silu_and_mul import triton as glu_triton
+    from solbench.kernels import _glu_triton as glu_triton
 
     _write(fake_gpu, {"glu": {"1536": {"config": {"block_m": 16, "block_n": 512, "num_warps": 8}}}})
     tuning.reload()
@@ -209,8 +209,8 @@ def test_gelu_tiles_are_their_own_key_and_divide_d_by_default(fake_gpu):
     # The erf GELU is near the issue limit: its first-principles column block divides d (768 ->
     # 256, 1536 -> 512) and it never borrows the memory-bound modes' tuned tiles.
     pytest.importorskip("triton")
-    from solbench.ops.silu_and_mul import triton as glu_triton
-    from solbench.ops.silu_and_mul.triton import ACT_GELU_ERF, KERNEL_ERF
+    from solbench.kernels import _glu_triton as glu_triton
+    from solbench.kernels._glu_triton import ACT_GELU_ERF, KERNEL_ERF
 
     with tuning.recording() as seen:
         assert glu_triton._config(10_000, 768, act=ACT_GELU_ERF)[1] == 256
@@ -354,7 +354,7 @@ def test_exported_glu_candidate_carries_the_packaged_tiles(monkeypatch):
     import importlib.util
     from pathlib import Path
 
-    from solbench.ops.silu_and_mul.triton import _config
+    from solbench.kernels._glu_triton import _config
 
     pytest.importorskip("triton")
     path = Path(__file__).resolve().parents[1] / "examples" / "candidates" / "silu_and_mul_ours_triton.py"

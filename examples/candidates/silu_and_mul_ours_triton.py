@@ -1,7 +1,7 @@
 """solbench's own ``ours_triton`` silu_and_mul, exported as a standalone candidate file.
 
 It imports torch and triton only (not solbench): the same one-pass kernel as
-``solbench/ops/silu_and_mul/triton.py`` (each program owns a tile of rows x columns of the output,
+``solbench/kernels/_glu_triton.py`` (each program owns a tile of rows x columns of the output,
 reads the matching gate and up tiles once, computes in fp32, rounds once), reduced to the silu case.
 
     solbench eval examples/candidates/silu_and_mul_ours_triton.py --op silu_and_mul

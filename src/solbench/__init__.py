@@ -20,14 +20,14 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 _LAZY = {
-    "glu": "solbench.ops.silu_and_mul.api",
-    "silu_and_mul": "solbench.ops.silu_and_mul.api",
-    "gelu_and_mul": "solbench.ops.silu_and_mul.api",
-    "gelu_tanh_and_mul": "solbench.ops.silu_and_mul.api",
-    "ActivationSpec": "solbench.ops.silu_and_mul.activation",
-    "get_activation": "solbench.ops.silu_and_mul.activation",
-    "register_activation": "solbench.ops.silu_and_mul.activation",
-    "known_activations": "solbench.ops.silu_and_mul.activation",
+    "glu": "solbench.kernels.glu",
+    "silu_and_mul": "solbench.kernels.glu",
+    "gelu_and_mul": "solbench.kernels.glu",
+    "gelu_tanh_and_mul": "solbench.kernels.glu",
+    "ActivationSpec": "solbench.kernels.glu",
+    "get_activation": "solbench.kernels.glu",
+    "register_activation": "solbench.kernels.glu",
+    "known_activations": "solbench.kernels.glu",
     # the normalization family (one Triton row-norm kernel, kernels/rownorm.py)
     "rms_norm": "solbench.kernels.rownorm",
     "fused_add_rms_norm": "solbench.kernels.rownorm",
@@ -74,7 +74,7 @@ _LAZY = {
 #: launcher): ``triton.jit`` fixes compiled-or-interpreted when it decorates, and the command line
 #: chooses (``TRITON_INTERPRET`` on a machine without a GPU) only after ``import solbench``.
 KERNEL_MODULES = (
-    "solbench.ops.silu_and_mul.api",
+    "solbench.kernels.glu",
     "solbench.kernels.rownorm",
     "solbench.ops.fp8_dynamic_per_token_quant.api",
     "solbench.ops.fused_rmsnorm_quant.api",

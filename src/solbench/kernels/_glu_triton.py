@@ -1,20 +1,21 @@
-"""Triton kernel for the GLU family: one kernel, the activation chosen at compile time.
+"""The Triton kernel behind :mod:`solbench.kernels.glu` (imported at the first launch): one kernel,
+the activation chosen at compile time.
 
 Each program owns a [BLOCK_M rows x BLOCK_N cols] tile of the output, reads the matching gate
 and up tiles once and writes the output once: 1.5 x the output bytes per output element, the
 minimum. Row offsets are int64 so tensors past 2^31 elements index correctly. For 16-bit outputs
 on the GPU the sigmoid, reciprocal and exp2 skip their subnormal fix-ups (``FAST``, see
-core/fastmath.py): fp32 outputs, and the CPU interpreter, keep the exact forms.
+kernels/_fastmath_triton.py): fp32 outputs, and the CPU interpreter, keep the exact forms.
 """
 from __future__ import annotations
 
 import triton
 import triton.language as tl
 
-from solbench.core import fastmath
-from solbench.runtime import tuning
+from solbench.kernels import _fastmath_triton as fastmath
 from solbench.kernels.common import fill_sms, largest_pow2_divisor, next_pow2
-from solbench.ops.silu_and_mul.activation import ACT_MODES
+from solbench.kernels.glu import ACT_MODES
+from solbench.runtime import tuning
 
 
 @triton.jit
@@ -47,7 +48,7 @@ def _half_erfc(ag, FP32_OUT: tl.constexpr, FAST: tl.constexpr):
     down to |g| = 6, 2e-5 to the underflow, in fp32 arithmetic), a 5-term one for bf16 / fp16.
     The kernel forms ``g Phi(g) = relu(g) - |g| Phi(-|g|)`` from it, so the negative tail keeps its
     relative accuracy instead of cancelling in ``1 + erf`` (as torch's fp32 gelu does).
-    ``FAST``: the reciprocal and exp2 without their subnormal fix-ups (core/fastmath.py)."""
+    ``FAST``: the reciprocal and exp2 without their subnormal fix-ups (kernels/_fastmath_triton.py)."""
     t = fastmath.rcp(1.0 + 0.35355339059327373 * ag, FAST)
     if FP32_OUT:
         e = _erfc_exponent_fp32(t)
@@ -106,10 +107,10 @@ ACT_GELU_ERF = ACT_MODES["gelu"]
 def _config(rows: int, d: int, elem_bytes: int = 2, act: int = 0) -> tuple[int, int, int]:
     """(BLOCK_M, BLOCK_N, num_warps): this device's tuned tile for ``d`` (runtime/tuning.py, with
     BLOCK_M capped by the row count; a regular entry, tuned on larger launches, also split by
-    core/kernels.fill_sms), else about 4-8K output elements per program, so that each
+    kernels/common.fill_sms), else about 4-8K output elements per program, so that each
     program keeps enough bytes in flight; decode shapes (few rows) get one row per program and
     split the row across programs instead, and no launch packs rows so that SMs go without a
-    program (core/kernels.fill_sms). For the erf GELU the first-principles column block
+    program (kernels/common.fill_sms). For the erf GELU the first-principles column block
     divides ``d`` when a power of two >= 128 does (no masked lanes doing arithmetic)."""
     kernel = KERNEL_ERF if act == ACT_GELU_ERF else KERNEL
     tuned, key = tuning.lookup_keyed(kernel, d, family="glu", elem_bytes=elem_bytes, rows=rows)
