@@ -60,10 +60,10 @@ _LAZY = {
     "moe_sum_reduce": "solbench.kernels.moe.routing",
     "fused_moe": "solbench.kernels.moe.fused",
     "fp8_block_fused_moe": "solbench.kernels.moe.fused",
-    "dynamic_per_token_quant_fp8": "solbench.ops.fp8_dynamic_per_token_quant.api",
-    "fused_add_rms_norm_quant": "solbench.ops.fused_rmsnorm_quant.api",
-    "rms_norm_quant": "solbench.ops.fused_rmsnorm_quant.api",
-    "per_token_group_quant_fp8": "solbench.ops.per_token_group_quant_fp8.api",
+    "dynamic_per_token_quant_fp8": "solbench.kernels.fp8_quant",
+    "fused_add_rms_norm_quant": "solbench.kernels.fp8_quant",
+    "rms_norm_quant": "solbench.kernels.fp8_quant",
+    "per_token_group_quant_fp8": "solbench.kernels.fp8_quant",
 }
 
 
@@ -76,9 +76,7 @@ _LAZY = {
 KERNEL_MODULES = (
     "solbench.kernels.glu",
     "solbench.kernels.rownorm",
-    "solbench.ops.fp8_dynamic_per_token_quant.api",
-    "solbench.ops.fused_rmsnorm_quant.api",
-    "solbench.ops.per_token_group_quant_fp8.api",
+    "solbench.kernels.fp8_quant",
     "solbench.kernels.linear_attention.recurrent",
     "solbench.kernels.linear_attention.chunk",
     "solbench.kernels.conv",
