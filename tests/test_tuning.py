@@ -49,7 +49,7 @@ def test_candidates_respect_register_and_row_bounds():
         assert cands, n
         for c in cands:
             tile = c["block_m"] * c["block_n"]
-            assert tile <= tuner.MAX_TILE and c["block_n"] >= n
+            assert tile <= rowwise.MAX_TILE and c["block_n"] >= n
             assert 16 <= tile * 2 / (32 * c["num_warps"]) <= 128
     # Never more rows per tile than the problem has.
     assert all(c["block_m"] <= 4 for c in tuner.candidates("row", 128, 2, rows=3))
@@ -65,7 +65,7 @@ def test_persistent_candidates_only_for_kernels_that_loop_and_never_for_few_rows
     assert persistent and all(c["stages"] == 2 and c["block_m"] * c["block_n"] in (2048, 4096, 8192)
                               for c in persistent)
     # the pipeline's shared memory (one tile of x and residual ahead) stays within the SM budget
-    assert all(c["programs_per_sm"] * 2 * c["block_m"] * c["block_n"] * 2 <= tuner.PERSISTENT_SMEM_PER_SM
+    assert all(c["programs_per_sm"] * 2 * c["block_m"] * c["block_n"] * 2 <= rowwise.PERSISTENT_SMEM_PER_SM
                for c in persistent)
     assert not any(c.get("programs_per_sm") for c in tuner.candidates("row_persistent", 2048, 2, rows=100,
                                                                        few_rows=True))

@@ -97,6 +97,16 @@ def next_pow2(n: int) -> int:
     return 1 if n <= 1 else 1 << (int(n) - 1).bit_length()
 
 
+def pow2_range(lo: int, hi: int) -> list[int]:
+    """The powers of two in ``[lo, hi]``, ascending."""
+    out, v = [], 1
+    while v <= hi:
+        if v >= lo:
+            out.append(v)
+        v *= 2
+    return out
+
+
 def largest_pow2_divisor(n: int, cap: int) -> int:
     """The largest power of two that divides ``n`` and is at most ``cap``."""
     v = 1

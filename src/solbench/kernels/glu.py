@@ -34,7 +34,10 @@ from typing import Any, Callable
 
 import torch
 
-from solbench.kernels.common import as_rows, check_disjoint, check_dtype, check_out, functional_op, kernel_op
+from solbench.kernels.common import (as_rows, check_disjoint, check_dtype, check_out, functional_op, kernel_op,
+                                     largest_pow2_divisor, next_pow2, pow2_range)
+from solbench.kernels.rowwise import MAX_TILE
+from solbench.runtime import tuning
 
 # Kernel mode ids: the Triton kernel switches on these at compile time.
 ACT_MODES = {"silu": 0, "gelu": 1, "gelu_tanh": 2, "relu": 3}
@@ -263,3 +266,43 @@ def gelu_and_mul(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tens
 def gelu_tanh_and_mul(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """``gelu_tanh(x[..., :d]) * x[..., d:]`` with the tanh-approximated GELU."""
     return glu(x, "gelu_tanh", out=out)
+
+
+# ---- what `solbench tune` tries --------------------------------------------------------------------
+def glu_candidates(d: int, elem_bytes: int, rows: int, few_rows: bool = False) -> list[dict]:
+    """Tiles (``block_m`` rows x ``block_n`` columns, ``num_warps``) worth measuring for the GLU on
+    ``rows`` rows of ``d`` outputs. Column blocks: the first-principles 1024 (or the whole row),
+    2048, and the largest power of two dividing d (no half-masked last block for d = 768, 1536,
+    2560, ...); 32 or 64 bytes per thread on tiles of 4-16K elements. ``few_rows`` (latency-bound
+    launches) adds narrower column blocks and down to one 8-byte vector per thread."""
+    max_m = next_pow2(max(1, rows))
+    divisor = largest_pow2_divisor(d, 2048)
+    widths = {min(next_pow2(d), 1024), min(next_pow2(d), 2048)} | ({divisor} if divisor >= 128 else set())
+    out: list[dict] = []
+    if few_rows:
+        # Latency-bound: any rows-per-program up to the rows there are, narrower column blocks
+        # (more programs for one row), and down to one 8-byte vector per thread: with one or
+        # two warps per SM the activation's arithmetic is a dependent chain per element that
+        # nothing hides (H200: gelu on 183 x 1024 ran 1.4x silu's time with the same 2-warp
+        # tile, 344 against 216 instructions), and more, shorter threads shorten it.
+        widths |= {w for w in (256, 512) if w < next_pow2(d)}
+        for block_n in sorted(widths):
+            for block_m in pow2_range(1, min(max_m, MAX_TILE // block_n)):
+                for thread_bytes in (8, 16, 32, 64):
+                    warps = block_m * block_n * elem_bytes // (32 * thread_bytes)
+                    if 1 <= warps <= 16:
+                        out.append({"block_m": block_m, "block_n": block_n, "num_warps": warps})
+        return out
+    for block_n in sorted(widths):
+        for tile in (4096, 8192, 16384):
+            block_m = tile // block_n
+            if block_m < 1 or block_m > max_m:
+                continue
+            for thread_bytes in (32, 64):
+                warps = tile * elem_bytes // (32 * thread_bytes)
+                if 2 <= warps <= 16:
+                    out.append({"block_m": block_m, "block_n": block_n, "num_warps": warps})
+    return out
+
+
+tuning.register_family("glu", glu_candidates)

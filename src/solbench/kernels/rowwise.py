@@ -16,10 +16,11 @@ Public API: :class:`RowConfig`, :func:`row_config`, :func:`row_grid`, :func:`row
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, replace
 from typing import Mapping
 
-from solbench.kernels.common import as_rows, fill_sms, next_pow2
+from solbench.kernels.common import as_rows, fill_sms, next_pow2, pow2_range
 from solbench.runtime import tuning
 
 # ---- tunables ---------------------------------------------------------------------------------
@@ -324,3 +325,77 @@ def output_like(out, x, what: str, arg: str = "out", dtype=None):
         raise TypeError(f"{what}: {arg} must be a torch.Tensor, got {type(out).__name__}")
     check_out(out, x.shape, dtype, x.device, what, arg)
     return out
+
+
+# ---- what `solbench tune` tries --------------------------------------------------------------------
+#: Largest register tile (elements) a candidate may use: beyond it the row no longer fits in
+#: registers beside a second tensor (see MAX_WHOLE_ROW).
+MAX_TILE = 16384
+#: Persistent row-kernel candidates: programs per SM tried, and the shared memory their pipeline
+#: (stages - 1 tiles of up to two input tensors) may take on one SM (H100/H200 have 228 KB).
+PERSISTENT_PROGRAMS_PER_SM = (2, 4, 8)
+PERSISTENT_SMEM_PER_SM = 160 * 1024
+
+
+def row_candidates(n: int, elem_bytes: int, rows: int, few_rows: bool = False,
+                   persistent: bool = False) -> list[dict]:
+    """Tiles worth measuring for a row kernel on ``rows`` rows of ``n`` elements: each thread
+    moves 16-128 bytes of one tensor per tile (at least one 16-byte vector, at most what fits in
+    registers; ``few_rows``, latency-bound launches, down to 8 bytes), and tiles never hold more
+    rows than there are. ``persistent`` (family ``row_persistent``, the row-norm kernel) adds, for
+    rows that are not a power of two, the same tiles split into unpadded column tiles (``split``),
+    and, outside the few-rows regime, persistent launches of the small tiles (2-stage pipelined, a
+    few programs per SM within a shared-memory budget)."""
+    max_m = next_pow2(max(1, rows))
+    out: list[dict] = []
+
+    def per_thread_ok(tile: int, warps: int) -> bool:
+        # few rows: also 8 bytes per thread, liger's rms_norm tile for short decode rows (3 x 512:
+        # 4 warps of 8-byte loads; ours at 2 warps of 16 bytes trailed it by 0.25 us on the H200)
+        b = tile * elem_bytes / (32 * warps)
+        return (8 if few_rows else 16) <= b <= 128
+
+    if n > MAX_WHOLE_ROW:
+        for block_n in sorted({CHUNK_N, 2048, 4096, 8192}):
+            for warps in pow2_range(1, 16):
+                if per_thread_ok(block_n, warps):
+                    out.append({"block_m": 1, "block_n": block_n, "num_warps": warps, "chunked": True})
+        return out
+    block_n = next_pow2(n)
+    for block_m in pow2_range(1, min(max_m, 64)):
+        tile = block_m * block_n
+        if tile > MAX_TILE:
+            break
+        for warps in pow2_range(1, 16):
+            if per_thread_ok(tile, warps):
+                out.append({"block_m": block_m, "block_n": block_n, "num_warps": warps, "chunked": False})
+    if not persistent:
+        return out
+    # Rows that are not a power of two, as two or three column tiles without the padding
+    # (1152 = 1024 + 256 on one warp; column_tiles, split_tails): per-thread bytes of the lanes the
+    # split covers, where it still splits at that many warps.
+    for block_m in pow2_range(1, min(max_m, 64)):
+        if block_m * block_n > MAX_TILE:
+            break
+        for warps in pow2_range(1, 16):
+            covered = sum(column_tiles(n, split_tails(warps, elem_bytes)))
+            if covered < block_n and per_thread_ok(block_m * covered, warps):
+                out.append({"block_m": block_m, "block_n": block_n, "num_warps": warps, "chunked": False,
+                            "split": True})
+    if not few_rows:
+        # Tiles of 2048-8192 elements at 32 bytes per thread (the first-principles load width),
+        # one stage ahead; the pipeline holds that tile of x and of the residual in shared memory.
+        for cfg in out[:]:
+            tile = cfg["block_m"] * block_n
+            full_width = tile * elem_bytes == 32 * 32 * cfg["num_warps"]
+            if cfg.get("split") or tile not in (2048, 4096, 8192) or not full_width:
+                continue
+            for pps in PERSISTENT_PROGRAMS_PER_SM:
+                if pps * 2 * tile * elem_bytes <= PERSISTENT_SMEM_PER_SM:
+                    out.append({**cfg, "programs_per_sm": pps, "stages": 2})
+    return out
+
+
+# "row": a RowConfig; "row_persistent": the same for a kernel that can also run a persistent launch.
+tuning.register_family("row", row_candidates)
+tuning.register_family("row_persistent", functools.partial(row_candidates, persistent=True))
