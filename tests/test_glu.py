@@ -249,14 +249,41 @@ def test_exported_candidate_is_bit_identical_to_ours():
 
 
 def test_a_regular_tuned_glu_tile_still_fills_the_sms(monkeypatch):
+    from dataclasses import astuple
+
+    from solbench.kernels import glu
     from solbench.runtime import tuning
-    from solbench.kernels import _glu_triton as glu_triton
 
     monkeypatch.setattr(tuning, "sm_count", lambda: 132)
     tile = {"block_m": 2, "block_n": 2048, "num_warps": 8}
-    with tuning.overriding(glu_triton.KERNEL_ERF, 2048, tile):
+    with tuning.overriding(glu.KERNEL_ERF, 2048, tile):
         # gelu #10 on the H200: 183 rows of d = 2048 packed 2 per program ran on 92 of 132 SMs
-        assert glu_triton._config(183, 2048, 2, glu_triton.ACT_GELU_ERF) == (1, 2048, 4)
-        assert glu_triton._config(100_000, 2048, 2, glu_triton.ACT_GELU_ERF) == (2, 2048, 8)
-    with tuning.overriding(glu_triton.KERNEL + tuning.FEW_ROWS_SUFFIX, 2048, tile):
-        assert glu_triton._config(183, 2048, 2, 0) == (2, 2048, 8)
+        assert astuple(glu.glu_options(183, 2048, 2, glu.ACT_GELU_ERF)) == (1, 2048, 4)
+        assert astuple(glu.glu_options(100_000, 2048, 2, glu.ACT_GELU_ERF)) == (2, 2048, 8)
+    with tuning.overriding(glu.KERNEL + tuning.FEW_ROWS_SUFFIX, 2048, tile):
+        assert astuple(glu.glu_options(183, 2048, 2, 0)) == (2, 2048, 8)
+
+
+def test_a_glu_launch_takes_the_options_it_is_given(device):
+    # An argument wins over the tuned table and first principles; block_m is still capped by the rows.
+    from solbench.kernels import _glu_triton
+    from solbench.kernels.glu import GluOptions, glu_options
+
+    assert glu_options(3, 64, options=GluOptions(8, 32, 1)) == GluOptions(4, 32, 1)
+    launched = []
+    kernel = _glu_triton._glu_kernel
+
+    class Recorder:
+        def __getitem__(self, grid):
+            def launch(*args, **kwargs):
+                launched.append((grid, kwargs["BLOCK_M"], kwargs["BLOCK_N"], kwargs["num_warps"]))
+                return kernel[grid](*args, **kwargs)
+            return launch
+
+    x = torch.randn(3, 128, device=device, dtype=torch.bfloat16)
+    out = torch.empty(3, 64, device=device, dtype=torch.bfloat16)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_glu_triton, "_glu_kernel", Recorder())
+        _glu_triton.launch_glu(x, out, 0, 1.0, None, 0.0, False, options=GluOptions(2, 32, 1))
+    assert launched == [((2, 2), 2, 32, 1)]
+    _close(out, reference_glu(x, get_activation("silu")), torch.bfloat16)

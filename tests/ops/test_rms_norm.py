@@ -69,7 +69,7 @@ def test_long_rows_take_the_chunked_path(device, monkeypatch):
     monkeypatch.setattr(rowwise, "CHUNK_N", 32)
     x = torch.randn(3, 100, device=device).to(torch.bfloat16)
     w = torch.randn(100, device=device).to(torch.bfloat16)
-    assert rowwise.row_config(100, 3).chunked
+    assert rowwise.row_options(100, 3).chunked
     assert_close(rms_norm(x, w), _ref(x, w))
 
 

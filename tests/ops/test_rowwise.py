@@ -6,7 +6,7 @@ import pytest
 
 from solbench.kernels import rowwise
 from solbench.kernels._rowwise_triton import row_ptrs, tile_offsets
-from solbench.kernels.rowwise import RowConfig, row_config, row_grid  # noqa: F401
+from solbench.kernels.rowwise import RowOptions, row_options, row_grid  # noqa: F401
 
 
 def test_short_rows_pack_several_rows_per_program(monkeypatch):
@@ -14,46 +14,46 @@ def test_short_rows_pack_several_rows_per_program(monkeypatch):
 
     monkeypatch.setattr(tuning, "sm_count", lambda: None)  # the tile rule alone, no device
     # hidden 128 bf16, prefill: 4096-element tiles = 32 rows, 8 warps x 32 threads x 16 elements.
-    assert row_config(128, 100_000) == RowConfig(block_m=32, block_n=128, num_warps=8)
+    assert row_options(128, 100_000) == RowOptions(block_m=32, block_n=128, num_warps=8)
     # decode: 3 rows -> one program of 4 rows, one warp (16 elements per thread), not 32 rows.
-    cfg = row_config(128, 3)
+    cfg = row_options(128, 3)
     assert (cfg.block_m, cfg.num_warps, row_grid(3, cfg)) == (4, 1, (1,))
     # hidden 1152 pads to 2048: two rows per program.
-    assert row_config(1152, 300).block_m == 2
+    assert row_options(1152, 300).block_m == 2
 
 
 def test_on_a_device_tiles_split_until_every_sm_has_a_program(monkeypatch):
     from solbench.runtime import tuning
 
     monkeypatch.setattr(tuning, "sm_count", lambda: 132)  # an H100 / H200
-    assert row_config(128, 100_000).block_m == 32  # thousands of programs already
-    cfg = row_config(128, 3)  # 3 rows: one row per program, 3 programs, not one of 4 rows
+    assert row_options(128, 100_000).block_m == 32  # thousands of programs already
+    cfg = row_options(128, 3)  # 3 rows: one row per program, 3 programs, not one of 4 rows
     assert (cfg.block_m, cfg.num_warps, row_grid(3, cfg)) == (1, 1, (3,))
-    assert row_config(1152, 300).block_m == 2  # 150 programs >= 132 SMs: unchanged
-    assert row_config(1152, 200).block_m == 1  # 100 programs of 2 rows would idle 32 SMs
+    assert row_options(1152, 300).block_m == 2  # 150 programs >= 132 SMs: unchanged
+    assert row_options(1152, 200).block_m == 1  # 100 programs of 2 rows would idle 32 SMs
 
 
 def test_wide_rows_take_one_row_and_more_warps():
-    cfg = row_config(7168, 53)
+    cfg = row_options(7168, 53)
     assert (cfg.block_m, cfg.block_n, cfg.num_warps, cfg.chunked) == (1, 8192, 16, False)
     # fp32 moves 8 elements per thread for the same 32 bytes: twice the warps of bf16.
-    assert row_config(1024, 4096, elem_bytes=4).num_warps == 2 * row_config(1024, 4096).num_warps
+    assert row_options(1024, 4096, elem_bytes=4).num_warps == 2 * row_options(1024, 4096).num_warps
 
 
 def test_long_rows_are_chunked_and_limits_are_clear():
-    cfg = row_config(rowwise.MAX_WHOLE_ROW + 1, 10)
+    cfg = row_options(rowwise.MAX_WHOLE_ROW + 1, 10)
     assert cfg.chunked and cfg.block_m == 1 and cfg.block_n == rowwise.CHUNK_N
     with pytest.raises(ValueError, match="hidden size 0 is not supported"):
-        row_config(0, 10)
+        row_options(0, 10)
     with pytest.raises(ValueError, match="multiple of 128"):
         rowwise.check_hidden(100, "quant", multiple_of=128)
 
 
-def test_overrides_win_and_are_capped_by_rows():
-    table = {("rms_norm", 2048): RowConfig(block_m=8, block_n=2048, num_warps=4)}
-    assert row_config(2048, 1000, kernel="rms_norm", overrides=table).block_m == 8
-    assert row_config(2048, 2, kernel="rms_norm", overrides=table).block_m == 2
-    assert row_config(2048, 1000, kernel="other", overrides=table).block_m == 2
+def test_given_options_win_and_are_capped_by_rows():
+    given = RowOptions(block_m=8, block_n=2048, num_warps=4)
+    assert row_options(2048, 1000, kernel="rms_norm", options=given).block_m == 8
+    assert row_options(2048, 2, kernel="rms_norm", options=given).block_m == 2
+    assert row_options(2048, 1000, kernel="rms_norm").block_m == 2
 
 
 def test_row_indices_are_int64():
@@ -174,7 +174,7 @@ def test_jit_helpers_tile_a_strided_copy(device):
 
     x = torch.randn(7, 20, device=device)[:, :13]
     y = torch.full((7, 13), float("nan"), device=device)
-    cfg = row_config(13, 7, 4)
+    cfg = row_options(13, 7, 4)
     _copy[row_grid(7, cfg)](x, y, 7, 13, x.stride(0), y.stride(0), BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n)
     assert torch.equal(y, x * 2)
 
@@ -227,11 +227,11 @@ def test_a_regular_tuned_tile_still_fills_the_sms_but_a_few_rows_tile_is_kept(mo
     monkeypatch.setattr(tuning, "sm_count", lambda: 132)
     tile = {"block_m": 8, "block_n": 2048, "num_warps": 8, "chunked": False}
     with tuning.overriding("rms_norm", 2048, tile):
-        assert row_config(2048, 100_000, kernel="rms_norm").block_m == 8  # as tuned
-        cfg = row_config(2048, 300, kernel="rms_norm")  # 8 rows per program: 38 programs
+        assert row_options(2048, 100_000, kernel="rms_norm").block_m == 8  # as tuned
+        cfg = row_options(2048, 300, kernel="rms_norm")  # 8 rows per program: 38 programs
         assert (cfg.block_m, cfg.num_warps, row_grid(300, cfg)) == (2, 2, (150,))
     with tuning.overriding("rms_norm" + tuning.FEW_ROWS_SUFFIX, 2048, tile):
-        assert row_config(2048, 300, kernel="rms_norm").block_m == 8  # measured on such launches
+        assert row_options(2048, 300, kernel="rms_norm").block_m == 8  # measured on such launches
 
 
 def test_params_first_on_few_wave_launches(monkeypatch):
@@ -247,7 +247,7 @@ def test_params_first_on_few_wave_launches(monkeypatch):
 
 @pytest.mark.parametrize("pinned", [True, False, None])
 def test_a_tile_can_pin_when_the_parameters_load(pinned, monkeypatch, device):
-    # RowConfig.params_first (the H200's layer_norm@many_rows:1152 pins True) overrides the rule by
+    # RowOptions.params_first (the H200's layer_norm@many_rows:1152 pins True) overrides the rule by
     # programs per SM, which without an SM count loads them first; the output stays the reference's.
     import torch
 
@@ -330,12 +330,12 @@ def test_split_tails_keep_one_vector_per_thread():
     # Tails narrower than one 16-byte vector per thread get their own register layout, and the
     # row is then converted between layouts with shuffles (rowwise.split_tails).
     assert rowwise.split_tails(1, 2) == 256 and rowwise.split_tails(4, 2) == 1024 and rowwise.split_tails(1, 4) == 128
-    one_warp = RowConfig(block_m=1, block_n=2048, num_warps=1, split=True)
+    one_warp = RowOptions(block_m=1, block_n=2048, num_warps=1, split=True)
     assert one_warp.column_kwargs(1152) == {"BLOCK_N": 1024, "BLOCK_T1": 256, "BLOCK_T2": 0}
     assert one_warp.column_kwargs(1152, elem_bytes=4) == {"BLOCK_N": 1024, "BLOCK_T1": 128, "BLOCK_T2": 0}
-    assert RowConfig(block_m=2, block_n=2048, num_warps=4, split=True).column_kwargs(1152) == {
+    assert RowOptions(block_m=2, block_n=2048, num_warps=4, split=True).column_kwargs(1152) == {
         "BLOCK_N": 2048, "BLOCK_T1": 0, "BLOCK_T2": 0}  # 1024 + 1024 would save nothing
-    assert RowConfig(block_m=2, block_n=2048, num_warps=4).column_kwargs(1152) == {}
+    assert RowOptions(block_m=2, block_n=2048, num_warps=4).column_kwargs(1152) == {}
 
 
 @pytest.mark.parametrize("op", sorted(SPLIT_SHAPES))
@@ -435,7 +435,35 @@ def test_shifted_stats_on_few_wave_launches(monkeypatch):
 
 
 def test_a_register_cap_is_a_launch_option_only_when_set():
-    # RowConfig.maxnreg: ptxas's .maxnreg for the launch (more warps per SM than the compiler's
+    # RowOptions.maxnreg: ptxas's .maxnreg for the launch (more warps per SM than the compiler's
     # own allocation allows); unset, the launch carries no such option.
-    assert "maxnreg" not in RowConfig(1, 2048, 1).launch_kwargs()
-    assert RowConfig(1, 2048, 1, split=True, maxnreg=80).launch_kwargs()["maxnreg"] == 80
+    assert "maxnreg" not in RowOptions(1, 2048, 1).launch_kwargs()
+    assert RowOptions(1, 2048, 1, split=True, maxnreg=80).launch_kwargs()["maxnreg"] == 80
+
+
+def test_a_launch_takes_the_options_it_is_given(device):
+    # An argument wins over the tuned table and first principles (here: 2 rows x 1 warp a program).
+    import torch
+
+    from solbench.kernels import _rownorm_triton
+    from solbench.kernels.eager import rms_normalize
+
+    launched = []
+    kernel = _rownorm_triton._rownorm_kernel
+
+    class Recorder:
+        def __getitem__(self, grid):
+            def launch(*args, **kwargs):
+                launched.append((grid, kwargs["BLOCK_M"], kwargs["num_warps"]))
+                return kernel[grid](*args, **kwargs)
+            return launch
+
+    x = torch.randn(5, 128, device=device, dtype=torch.bfloat16)
+    w = torch.randn(128, device=device, dtype=torch.bfloat16)
+    out = torch.empty_like(x)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_rownorm_triton, "_rownorm_kernel", Recorder())
+        _rownorm_triton.launch_rownorm(x, out, mode="rms", eps=1e-6, n=128, rows=5, weight=w, kernel="rms_norm",
+                                       options=RowOptions(block_m=2, block_n=128, num_warps=1))
+    assert launched == [((3,), 2, 1)]
+    torch.testing.assert_close(out.float(), rms_normalize(x, 1e-6) * w.float(), atol=0.05, rtol=0.02)

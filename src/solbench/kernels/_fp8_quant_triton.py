@@ -14,7 +14,7 @@ import triton.language as tl
 
 from solbench.kernels._rowwise_triton import row_ptrs, tile_offsets
 from solbench.kernels.common import gpu_codegen, next_pow2
-from solbench.kernels.rowwise import MAX_WHOLE_ROW, row_config, row_grid
+from solbench.kernels.rowwise import MAX_WHOLE_ROW, RowOptions, row_grid, row_options
 
 
 # ---- fp8 helpers ----------------------------------------------------------------------------------
@@ -102,15 +102,16 @@ def _per_token_quant_kernel(x_ptr, q_ptr, s_ptr, rows, n, x_stride, q_stride, s_
             tl.store(row_ptrs(q_ptr, r, cc, q_stride), quantize_bits(v, inv, SOFT_FP8), mask=m)
 
 
-def launch_per_token_quant(x2d, q2d, s2d, min_amax: float) -> None:
+def launch_per_token_quant(x2d, q2d, s2d, min_amax: float, options: RowOptions | None = None) -> None:
     """``x2d [rows, n]`` (unit column stride), ``q2d [rows, n]`` fp8, ``s2d [rows, 1]`` fp32;
-    callers validate shapes, dtypes and devices."""
+    callers validate shapes, dtypes and devices. ``options`` replaces the tuned or
+    first-principles tile."""
     import torch
 
     rows, n = x2d.shape
     if rows == 0 or n == 0:
         return
-    cfg = row_config(n, rows, x2d.element_size(), kernel=PER_TOKEN_KERNEL)
+    cfg = row_options(n, rows, x2d.element_size(), kernel=PER_TOKEN_KERNEL, options=options)
     _per_token_quant_kernel[row_grid(rows, cfg)](
         x2d, q2d.view(torch.uint8), s2d, rows, n, x2d.stride(0), q2d.stride(0), s2d.stride(0),
         float(min_amax), SOFT_FP8=not gpu_codegen(x2d), **cfg.launch_kwargs())
@@ -182,9 +183,11 @@ def _rmsnorm_quant_kernel(x_ptr, res_ptr, w_ptr, q_ptr, s_ptr, res_out_ptr, rows
             tl.store(row_ptrs(q_ptr, r, cc, q_stride), quantize_bits(v * rstd * w, inv, SOFT_FP8), mask=m)
 
 
-def launch_rmsnorm_quant(x2d, weight, q2d, s2d, eps: float, residual2d=None, residual_out2d=None) -> None:
+def launch_rmsnorm_quant(x2d, weight, q2d, s2d, eps: float, residual2d=None, residual_out2d=None,
+                         options: RowOptions | None = None) -> None:
     """2-D ``[rows, n]`` views with unit column stride (row strides may differ); ``s2d`` is
-    ``[rows, 1]``. Callers validate shapes, dtypes, devices and overlaps."""
+    ``[rows, 1]``. Callers validate shapes, dtypes, devices and overlaps. ``options`` replaces the
+    tuned or first-principles tile."""
     import torch
 
     rows, n = x2d.shape
@@ -193,7 +196,7 @@ def launch_rmsnorm_quant(x2d, weight, q2d, s2d, eps: float, residual2d=None, res
     if (residual2d is None) != (residual_out2d is None):
         raise ValueError("launch_rmsnorm_quant: residual and residual_out go together")
     has_res = residual2d is not None
-    cfg = row_config(n, rows, x2d.element_size(), kernel=RMSNORM_QUANT_KERNEL)
+    cfg = row_options(n, rows, x2d.element_size(), kernel=RMSNORM_QUANT_KERNEL, options=options)
     dummy = x2d  # never dereferenced when HAS_RES is False
     _rmsnorm_quant_kernel[row_grid(rows, cfg)](
         x2d, residual2d if has_res else dummy, weight, q2d.view(torch.uint8), s2d,
@@ -241,9 +244,11 @@ def max_group_size() -> int:
     return MAX_WHOLE_ROW
 
 
-def launch_group_quant(x2d, q2d, s2d, group_size: int, eps: float, ue8m0: bool) -> None:
+def launch_group_quant(x2d, q2d, s2d, group_size: int, eps: float, ue8m0: bool,
+                       options: RowOptions | None = None) -> None:
     """``x2d``/``q2d`` ``[rows, K]`` (unit column stride), ``s2d`` ``[rows, K // group_size]`` with
-    any strides; callers validate shapes, dtypes and devices."""
+    any strides; callers validate shapes, dtypes and devices. ``options`` (a tile of groups)
+    replaces the tuned or first-principles one."""
     import torch
 
     rows, k = x2d.shape
@@ -253,7 +258,7 @@ def launch_group_quant(x2d, q2d, s2d, group_size: int, eps: float, ue8m0: bool) 
     n_groups = rows * groups_per_row
     if n_groups + 2 * MAX_WHOLE_ROW >= 2 ** 31:  # group ids (plus a tile of slack) are int32
         raise ValueError(f"per_token_group_quant_fp8: {n_groups} groups is too many (supported: < 2^31)")
-    cfg = row_config(group_size, n_groups, x2d.element_size(), kernel=GROUP_KERNEL)
+    cfg = row_options(group_size, n_groups, x2d.element_size(), kernel=GROUP_KERNEL, options=options)
     if cfg.chunked or cfg.block_n != next_pow2(group_size):
         raise ValueError(f"per_token_group_quant_fp8: group_size {group_size} is too large "
                          f"(supported: up to {MAX_WHOLE_ROW})")

@@ -8,7 +8,7 @@ import triton
 import triton.language as tl
 
 from solbench.kernels import rownorm
-from solbench.kernels.rowwise import row_config, row_grid
+from solbench.kernels.rowwise import RowOptions, row_grid, row_options
 
 
 @triton.jit
@@ -384,15 +384,18 @@ def _rownorm_kernel(
 def launch_rownorm(x, out, *, mode: str, eps: float, n: int, rows: int,
                    weight=None, weight2=None, bias=None, residual=None, residual_out=None, z=None,
                    norm_before_gate: bool = True, segs: int = 1, seg_stride: int = 0,
-                   w_seg_stride: int = 0, w2_from: int = 0, kernel: str = "rownorm") -> None:
+                   w_seg_stride: int = 0, w2_from: int = 0, kernel: str = "rownorm",
+                   options: RowOptions | None = None) -> None:
     """Launch the kernel. ``x``, ``out``, ``residual``, ``residual_out`` and ``z`` are 2-D
     ``[tokens, width]`` views with unit column stride (their row strides may differ); callers
-    validate shapes and dtypes. ``rows`` counts segments (``tokens * segs``)."""
+    validate shapes and dtypes. ``rows`` counts segments (``tokens * segs``). ``kernel``: the
+    tuned-table key; ``options`` (a :class:`RowOptions`) replaces what the table or first
+    principles would choose."""
     if rows == 0 or n == 0:
         return
     if (residual is None) != (residual_out is None):
         raise ValueError("launch_rownorm: residual and residual_out go together")
-    cfg = row_config(n, rows, x.element_size(), kernel=kernel, persistent_ok=True)
+    cfg = row_options(n, rows, x.element_size(), kernel=kernel, persistent_ok=True, options=options)
     dummy = out  # never dereferenced: the matching HAS_* constexpr is False
 
     def stride(t):

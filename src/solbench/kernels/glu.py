@@ -34,8 +34,8 @@ from typing import Any, Callable
 
 import torch
 
-from solbench.kernels.common import (as_rows, check_disjoint, check_dtype, check_out, functional_op, kernel_op,
-                                     largest_pow2_divisor, next_pow2, pow2_range)
+from solbench.kernels.common import (as_rows, check_disjoint, check_dtype, check_out, fill_sms, functional_op,
+                                     kernel_op, largest_pow2_divisor, next_pow2, pow2_range)
 from solbench.kernels.rowwise import MAX_TILE
 from solbench.runtime import tuning
 
@@ -266,6 +266,58 @@ def gelu_and_mul(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tens
 def gelu_tanh_and_mul(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """``gelu_tanh(x[..., :d]) * x[..., d:]`` with the tanh-approximated GELU."""
     return glu(x, "gelu_tanh", out=out)
+
+
+# ---- launch options -----------------------------------------------------------------------------
+#: Tuned-table keys: the erf GELU spends about 1.5x the instructions per element of the others and
+#: is near the issue limit, so its tiles are tuned apart from the memory-bound modes (where a
+#: half-masked column block costs nothing, it costs compute here).
+KERNEL = "glu"
+KERNEL_ERF = "glu_erf"
+ACT_GELU_ERF = ACT_MODES["gelu"]
+
+
+@dataclass(frozen=True)
+class GluOptions:
+    """Launch options of the GLU kernel: each program owns ``block_m`` rows x ``block_n`` columns
+    of the output, with ``num_warps`` warps."""
+
+    block_m: int
+    block_n: int
+    num_warps: int
+
+
+def glu_options(rows: int, d: int, elem_bytes: int = 2, act: int = 0,
+                options: GluOptions | None = None) -> GluOptions:
+    """The tile for ``rows`` rows of ``d`` outputs: ``options`` when given, else this device's
+    tuned tile for ``d`` (runtime/tuning.py), ``block_m`` capped by the row count either way;
+    a regular tuned entry, tuned on larger launches, is also split by kernels/common.fill_sms.
+    Else first principles: about 4-8K output elements per program, so that each program keeps
+    enough bytes in flight; decode shapes (few rows) get one row per program and split the row
+    across programs instead, and no launch packs rows so that SMs go without a program
+    (kernels/common.fill_sms). For the erf GELU the first-principles column block divides ``d``
+    when a power of two >= 128 does (no masked lanes doing arithmetic)."""
+    kernel = KERNEL_ERF if act == ACT_GELU_ERF else KERNEL
+    if options is not None:
+        return GluOptions(max(1, min(int(options.block_m), next_pow2(rows))), int(options.block_n),
+                          int(options.num_warps))
+    tuned, key = tuning.lookup_keyed(kernel, d, family="glu", elem_bytes=elem_bytes, rows=rows)
+    if tuned is not None:
+        block_m, block_n = max(1, min(int(tuned["block_m"]), next_pow2(rows))), int(tuned["block_n"])
+        num_warps = int(tuned["num_warps"])
+        if key != kernel:  # a tier's tile (few / many rows), measured on launches like this one: used as it is
+            return GluOptions(block_m, block_n, num_warps)
+    else:
+        block_n = min(next_pow2(d), 1024)
+        if act == ACT_GELU_ERF and d % block_n:
+            divisor = largest_pow2_divisor(d, 1024)
+            block_n = divisor if divisor >= 128 else block_n
+        target = 8192 if rows * d >= (1 << 22) else 4096
+        block_m = max(1, min(next_pow2(rows), target // block_n))
+        num_warps = 8 if block_m * block_n >= 4096 else 4
+    col_blocks = -(-d // block_n)
+    block_m, num_warps = fill_sms(block_m, num_warps, lambda bm: -(-rows // bm) * col_blocks, tuning.sm_count())
+    return GluOptions(block_m, block_n, num_warps)
 
 
 # ---- what `solbench tune` tries --------------------------------------------------------------------

@@ -15,7 +15,7 @@ gate comes first; ``y = v / sqrt(mean(v^2) + eps)`` (RMS), ``(v - mean(v)) / sqr
 segment ``w2_from``; ``w_seg_stride`` per segment, or shared); ``y *= silu(z)`` when the gate
 comes after.
 
-Chosen per launch: the tile (kernels/rowwise.row_config, optionally split into unpadded column
+Chosen per launch: the tile (kernels/rowwise.row_options, optionally split into unpadded column
 tiles), when the weight/bias/gate are loaded (:func:`params_first`), cache hints
 (:func:`streaming_hints`) and LayerNorm's statistics (:func:`shifted_stats`; one Welford reduction
 was 1.3-2x slower).
