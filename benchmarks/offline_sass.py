@@ -36,7 +36,7 @@ def main(argv=None) -> int:
     import triton
 
     from solbench.kernels._glu_triton import _glu_kernel
-    from solbench.kernels.glu import ACT_MODES
+    from solbench.kernels.activation import ACT_MODES
     from solbench.sass import opcode
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])

@@ -7,7 +7,7 @@ import torch
 
 import solbench
 from solbench.kernels.common import interpreting
-from solbench.kernels.glu import ActivationSpec, get_activation, known_activations, reference_glu, register_activation
+from solbench.kernels.activation import ActivationSpec, get_activation, known_activations, reference_glu, register_activation
 
 MODES = ["silu", "swish", "swiglu", "gelu", "gelu_tanh", "geglu", "reglu"]
 TOL = {torch.float32: 2e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}

@@ -11,7 +11,7 @@ import torch
 
 import solbench
 from solbench.core.check import compare_outputs
-from solbench.kernels.fp8_quant import fp8_dtype
+from solbench.kernels.fp8_format import fp8_dtype
 from solbench.core.spec import all_specs, impls_for
 from solbench.kernels.common import OPS
 

@@ -5,7 +5,7 @@ silently wrong result. Each case calls the registered op directly with one overl
 import pytest
 import torch
 
-from solbench.kernels.fp8_quant import fp8_dtype
+from solbench.kernels.fp8_format import fp8_dtype
 
 import solbench  # noqa: E402,F401  (registers every custom op)
 

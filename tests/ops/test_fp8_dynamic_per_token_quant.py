@@ -1,11 +1,11 @@
-"""fp8_dynamic_per_token_quant and the shared fp8 mechanics (kernels/fp8_quant.py, core/fp8.py): the
+"""fp8_dynamic_per_token_quant and the shared fp8 mechanics (kernels/fp8_format.py, core/fp8.py): the
 software e4m3fn encoder against torch's conversion, UE8M0 rounding, the hand-counted cost, the
 reference against a per-token loop, and our kernel on odd sizes, strides, 0 rows, out= and errors."""
 import pytest
 import torch
 
 from solbench.core import fp8
-from solbench.kernels import fp8_quant
+from solbench.kernels import fp8_format
 from solbench.core.check import check_impl
 from solbench.core.baselines import triton_support
 from solbench.core.spec import get_spec
@@ -51,7 +51,7 @@ def test_encoder_matches_torch_rne(device):
 
 def test_ue8m0_ceil():
     s = torch.tensor([1.0, 1.0000001, 0.75, 2.0 ** -20 * 1.5, 3.0, 0.0, 448.0 / 448])
-    assert fp8_quant.ue8m0_ceil(s).tolist() == [1.0, 2.0, 1.0, 2.0 ** -19, 4.0, 0.0, 1.0]
+    assert fp8_format.ue8m0_ceil(s).tolist() == [1.0, 2.0, 1.0, 2.0 ** -19, 4.0, 0.0, 1.0]
 
 
 def test_cost_hand_count():

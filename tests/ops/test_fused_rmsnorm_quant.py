@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from solbench.core import fp8
-from solbench.kernels import fp8_quant
+from solbench.kernels import fp8_format
 from solbench.core.check import check_impl
 from solbench.core.baselines import triton_support
 from solbench.core.spec import Impl, get_spec
@@ -63,7 +63,7 @@ def test_checker_rejects_rounded_sum_norm(device):
     def rounded(x, residual, weight, eps):  # normalizes the stored bf16 sum and rounds y to bf16
         s = x + residual
         y = (s.float() * torch.rsqrt(s.float().pow(2).mean(-1, keepdim=True) + eps) * weight.float()).to(x.dtype)
-        q, sc = fp8_quant.quantize_per_token(y.float().reshape(-1, y.shape[-1]))
+        q, sc = fp8_format.quantize_per_token(y.float().reshape(-1, y.shape[-1]))
         return q.view(x.shape), sc.view(*x.shape[:-1], 1), s
 
     def bad_residual(x, residual, weight, eps):

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from solbench.core import fp8
-from solbench.kernels import fp8_quant
+from solbench.kernels import fp8_format
 from solbench.core.check import compare_outputs
 from solbench.core.baselines import triton_support
 from solbench.core.spec import get_spec, impls_for
@@ -33,7 +33,7 @@ def test_cost_hand_count():
 def test_reference_against_group_loop(ue8m0):
     x = _x(3, 12, torch.device("cpu"), seed=2)
     x[1, 4:8] = 0  # an all-zero group: eps keeps its scale positive
-    q, s = fp8_quant.quantize_per_group(x, 4, 1e-10, ue8m0)
+    q, s = fp8_format.quantize_per_group(x, 4, 1e-10, ue8m0)
     assert q.shape == (3, 12) and s.shape == (3, 3)
     for t in range(3):
         for g in range(3):
@@ -54,7 +54,7 @@ def test_chunked_views_match_whole_comparison(device):
     # The checker's views split big outputs into row chunks; a wrong chunk is still found.
     spec = get_spec(OP)
     x = _x(40, 256, device)
-    rq, rs = fp8_quant.quantize_per_group(x, 128)
+    rq, rs = fp8_format.quantize_per_group(x, 128)
     ref = {"quantized": rq, "scales": rs}
     got = {"quantized": rq.clone(), "scales": rs.clone()}
     gv, rv = fp8.dequant_views(got, ref, {"quantized": ("scales", 128)}, max_elems=1024)
@@ -84,7 +84,7 @@ def test_eager_refuses_only_the_largest_shapes(device):
 def _check(q, s, x, group, ue8m0=False):
     # Bit for bit against the reference formulated as the kernel computes (reciprocal multiply);
     # the division reference (vLLM) is within the dequantized tolerance (test_impls_pass_checker).
-    rq, rs = fp8_quant.quantize_per_group(x, group, 1e-10, ue8m0, reciprocal=True)
+    rq, rs = fp8_format.quantize_per_group(x, group, 1e-10, ue8m0, reciprocal=True)
     assert fp8.check_scales("scales", s.contiguous().view(rs.shape), rs) == []
     assert torch.equal(q.reshape(rq.shape).view(torch.uint8), rq.view(torch.uint8))
 

@@ -1,7 +1,7 @@
 """Checking the fp8 (e4m3) quantization operators (fp8_dynamic_per_token_quant, fused_rmsnorm_quant,
 per_token_group_quant_fp8): tolerances, dequantized comparison views, scale checks, activation-like
 inputs and :class:`Fp8QuantSpec`, the base of their specs. The format, the scale conventions and
-the torch formulations the references use are the library's (:mod:`solbench.kernels.fp8_quant`).
+the torch formulations the references use are the library's (:mod:`solbench.kernels.fp8_format`).
 
 fp8 outputs are compared after dequantization (``q * scale``), through lazy row chunks so that
 outputs of several GB are never widened to float64 at once (:func:`dequant_views`); scales are

@@ -8,7 +8,7 @@ from __future__ import annotations
 from solbench.core.baselines import register_torch_baselines
 from solbench.core.baselines import triton_support
 from solbench.core.spec import Impl, add_impl
-from solbench.kernels.fp8_quant import FP8_E4M3FN_MAX, fp8_dtype
+from solbench.kernels.fp8_format import FP8_E4M3FN_MAX, fp8_dtype
 from solbench.ops.fp8_dynamic_per_token_quant.spec import MIN_AMAX
 from solbench.peers import VLLM
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from solbench.core.baselines import register_torch_baselines
 from solbench.core.baselines import triton_support
 from solbench.core.spec import Impl, Support, add_impl
-from solbench.kernels.fp8_quant import FP8_E4M3FN_MAX, fp8_dtype
+from solbench.kernels.fp8_format import FP8_E4M3FN_MAX, fp8_dtype
 from solbench.ops.per_token_group_quant_fp8.spec import GROUP_QUANT_SPECS
 from solbench.peers import VLLM
 

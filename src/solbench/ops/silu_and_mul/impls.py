@@ -4,7 +4,7 @@ from __future__ import annotations
 from solbench.core.baselines import register_torch_baselines
 from solbench.core.baselines import triton_support
 from solbench.core.spec import Impl, Support, add_impl
-from solbench.kernels.glu import ActivationSpec, split_gate_up
+from solbench.kernels.activation import ActivationSpec, split_gate_up
 from solbench.ops.silu_and_mul.spec import GLU_SPECS
 from solbench.peers import LIGER
 
