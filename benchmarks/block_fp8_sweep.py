@@ -53,7 +53,8 @@ def sweep(shapes, progress=print) -> list[dict]:
         out = torch.empty(m, n, device=dev)
         flops, weight = 2.0 * m * n * k, n * k
         one = torch.ones((), device=dev)
-        t_ref = bench(lambda: torch._scaled_mm(a, b.t(), scale_a=one, scale_b=one, out_dtype=torch.float32))
+        t_ref = bench(lambda a=a, b=b, one=one: torch._scaled_mm(a, b.t(), scale_a=one, scale_b=one,
+                                                                 out_dtype=torch.float32))
         progress(f"M={m} N={n} K={k}: per-tensor torch._scaled_mm {t_ref * 1e3:.1f} us "
                  f"({flops / t_ref / 1e9:.0f} TFLOP/s)")
         best = None
@@ -61,7 +62,7 @@ def sweep(shapes, progress=print) -> list[dict]:
             row = {"m": m, "n": n, "k": k, "options": opt.__dict__, "heuristic": i == 0,
                    "per_tensor_us": t_ref * 1e3}
             try:
-                fn = lambda: launch(a, b, sa, sb, out, 128, 128, opt)  # noqa: E731
+                fn = lambda a=a, b=b, sa=sa, sb=sb, out=out, opt=opt: launch(a, b, sa, sb, out, 128, 128, opt)  # noqa: E731
                 out.fill_(float("nan"))
                 fn()
                 err = float((out - ref).norm() / ref.norm())
@@ -94,7 +95,8 @@ def main(argv=None) -> int:
     if not torch.cuda.is_available():
         print("the sweep times on a CUDA device; none here", file=sys.stderr)
         return 2
-    shapes = DEFAULT_SHAPES if not args.shapes else [tuple(int(v) for v in s.split(",")) for s in args.shapes.split(";")]
+    shapes = DEFAULT_SHAPES if not args.shapes else [tuple(int(v) for v in s.split(","))
+                                                     for s in args.shapes.split(";")]
     rows = sweep(shapes)
     if args.json:
         with open(args.json, "w") as f:

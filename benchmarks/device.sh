@@ -11,7 +11,7 @@
 #   copycurve        add the copy-by-size curve (`calibrate --by-size`) to GPU/calibration.json
 #   tune[:SECONDS]   `solbench tune`: tuned launch table -> GPU/tuned.json (+ the per-candidate log;
 #                    TUNE_CONTINUE=1 continues the committed log's budgeted tune); ship it as
-#                    src/solbench/core/tuned/<device>.json
+#                    src/solbench/runtime/tuned/<device>.json
 #   sweep[:SECONDS]  `solbench run` on the whole catalog into GPU/sweep.jsonl (resumable; budgeted)
 #   glu[:SECONDS]    the GLU variants (gelu, gelu_tanh, swiglu) into GPU/glu_variants.jsonl
 #   repeat[:SECONDS] silu_and_mul and the 9 norm/quant ops again into GPU/repeat.jsonl (the second
@@ -139,7 +139,7 @@ print(json.dumps(h.load_calibration(h.device_key()), indent=1))" >"$cal" || stat
       # several separated by ';') and TABLE_DROP ('KERNEL:N;...') change a copy of the packaged table
       # (TABLE_BASE: another table);
       # ours on TABLE_OPS (TABLE_SHAPES narrows) with the packaged table, then with the copy.
-      base=${TABLE_BASE:-$(python3 -c "from solbench.core import hardware, tuning; print(tuning.packaged_table_path(hardware.device_key()))")}
+      base=${TABLE_BASE:-$(python3 -c "from solbench.runtime import device_key, tuning; print(tuning.packaged_table_path(device_key()))")}
       # TABLE_VARIANTS instead times several copies in one pass: 'LABEL::SETS|LABEL::SETS' (SETS as
       # TABLE_SET), into PREFIX_LABEL.jsonl each, the packaged table first and again last (drift).
       # TABLE_PREFIX (default table) names the files, so two tableab passes of one call keep theirs apart.

@@ -4,12 +4,12 @@
 
 Triton compiles for a named target without a device, and its wheel ships ptxas and nvdisasm, so
 the SASS a kernel would run on an H100/H200 can be read anywhere (``solbench sass`` does it for
-every launch an operator makes; this script compares two builds of one kernel). Static counts say nothing about
-time; they show what a source change does to the instruction stream (core/fastmath.py quotes
-them). Each GLU mode is compiled for bf16 without fast math ("exact") and as it is launched now
-("as launched": the ``FAST`` reciprocal/exp2 without subnormal fix-ups, and alpha = 1 /
-up_shift = 0 known at compile time), with the divisibility-by-16 specialization a launch on
-aligned tensors gets.
+every launch an operator makes; this script compares two builds of one kernel). Static counts say
+nothing about time; they show what a source change does to the instruction stream
+(kernels/_fastmath_triton.py quotes them). Each GLU mode is compiled for bf16 without fast math
+("exact") and as it is launched now ("as launched": the ``FAST`` reciprocal/exp2 without subnormal
+fix-ups, and alpha = 1 / up_shift = 0 known at compile time), with the divisibility-by-16
+specialization a launch on aligned tensors gets.
 """
 from __future__ import annotations
 
@@ -35,8 +35,8 @@ def sass_of(fn, signature: dict, constexprs: dict, divisible_by_16=(), num_warps
 def main(argv=None) -> int:
     import triton
 
-    from solbench.ops.silu_and_mul.activation import ACT_MODES
-    from solbench.ops.silu_and_mul.triton import _glu_kernel
+    from solbench.kernels._glu_triton import _glu_kernel
+    from solbench.kernels.activation import ACT_MODES
     from solbench.sass import opcode
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])

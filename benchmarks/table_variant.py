@@ -2,7 +2,7 @@
 entries on the device (``SOLBENCH_TUNED_TABLE=<the copy> solbench run ...`` against the table
 itself; ``benchmarks/device.sh tableab`` does both).
 
-    python3 benchmarks/table_variant.py --base src/solbench/core/tuned/NVIDIA_H200.json \\
+    python3 benchmarks/table_variant.py --base src/solbench/runtime/tuned/NVIDIA_H200.json \\
         --set 'rms_norm:1152={"block_m": 2, "block_n": 2048, "num_warps": 4, "chunked": false}' \\
         --drop 'rms_norm@few_rows:1280' --out /tmp/variant.json
 
@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from solbench.core import tuning  # noqa: E402
+from solbench.runtime import tuning  # noqa: E402
 
 
 def parse_key(text: str) -> tuple[str, str]:

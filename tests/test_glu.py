@@ -7,9 +7,7 @@ import torch
 
 import solbench
 from solbench.kernels.common import interpreting
-import solbench.ops.silu_and_mul.api  # noqa: F401  (registers torch.ops.solbench.glu)
-from solbench.ops.silu_and_mul.activation import (ActivationSpec, get_activation, known_activations,
-                                                 reference_glu, register_activation)
+from solbench.kernels.activation import ActivationSpec, get_activation, known_activations, reference_glu, register_activation
 
 MODES = ["silu", "swish", "swiglu", "gelu", "gelu_tanh", "geglu", "reglu"]
 TOL = {torch.float32: 2e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
@@ -95,7 +93,7 @@ def _exact_glu(mode: str, g, u):
 @pytest.mark.parametrize("mode", ["silu", "gelu", "gelu_tanh", "swiglu"])
 def test_16bit_outputs_are_one_rounding_of_the_exact_value(mode, dtype, device):
     # 16-bit outputs take shortcuts: a shorter erfc fit for gelu (relative error <= 1e-5) and, on
-    # the GPU, reciprocal / exp2 without subnormal fix-ups (core/fastmath.py). The result must still
+    # the GPU, reciprocal / exp2 without subnormal fix-ups (kernels/_fastmath_triton.py). The result must still
     # be the correctly rounded exact value but for rare one-ulp flips at rounding midpoints, over
     # the whole range: both tails, values whose sigmoid under- or overflows, and tiny inputs.
     gen = torch.Generator().manual_seed(3)
@@ -114,7 +112,7 @@ def test_16bit_outputs_are_one_rounding_of_the_exact_value(mode, dtype, device):
 
 
 def test_fast_math_only_for_16bit_outputs_on_a_compiled_gpu_kernel():
-    from solbench.core.fastmath import ptx_fast_math
+    from solbench.kernels._fastmath_triton import ptx_fast_math
 
     for dtype in (torch.float32, torch.bfloat16, torch.float16):
         assert not ptx_fast_math(torch.empty(1, dtype=dtype))  # a CPU tensor: never
@@ -147,7 +145,7 @@ def test_int64_offsets_are_used():
     # The kernel must index rows with 64-bit offsets: a row stride times row count past 2^31.
     import inspect
 
-    from solbench.ops.silu_and_mul import triton as kernel
+    from solbench.kernels import _glu_triton as kernel
 
     src = inspect.getsource(kernel._glu_kernel.fn if hasattr(kernel._glu_kernel, "fn") else kernel._glu_kernel)
     assert "to(tl.int64)" in src
@@ -251,14 +249,41 @@ def test_exported_candidate_is_bit_identical_to_ours():
 
 
 def test_a_regular_tuned_glu_tile_still_fills_the_sms(monkeypatch):
-    from solbench.core import tuning
-    from solbench.ops.silu_and_mul import triton as glu_triton
+    from dataclasses import astuple
+
+    from solbench.kernels import glu
+    from solbench.runtime import tuning
 
     monkeypatch.setattr(tuning, "sm_count", lambda: 132)
     tile = {"block_m": 2, "block_n": 2048, "num_warps": 8}
-    with tuning.overriding(glu_triton.KERNEL_ERF, 2048, tile):
+    with tuning.overriding(glu.KERNEL_ERF, 2048, tile):
         # gelu #10 on the H200: 183 rows of d = 2048 packed 2 per program ran on 92 of 132 SMs
-        assert glu_triton._config(183, 2048, 2, glu_triton.ACT_GELU_ERF) == (1, 2048, 4)
-        assert glu_triton._config(100_000, 2048, 2, glu_triton.ACT_GELU_ERF) == (2, 2048, 8)
-    with tuning.overriding(glu_triton.KERNEL + tuning.FEW_ROWS_SUFFIX, 2048, tile):
-        assert glu_triton._config(183, 2048, 2, 0) == (2, 2048, 8)
+        assert astuple(glu.glu_options(183, 2048, 2, glu.ACT_GELU_ERF)) == (1, 2048, 4)
+        assert astuple(glu.glu_options(100_000, 2048, 2, glu.ACT_GELU_ERF)) == (2, 2048, 8)
+    with tuning.overriding(glu.KERNEL + tuning.FEW_ROWS_SUFFIX, 2048, tile):
+        assert astuple(glu.glu_options(183, 2048, 2, 0)) == (2, 2048, 8)
+
+
+def test_a_glu_launch_takes_the_options_it_is_given(device):
+    # An argument wins over the tuned table and first principles; block_m is still capped by the rows.
+    from solbench.kernels import _glu_triton
+    from solbench.kernels.glu import GluOptions, glu_options
+
+    assert glu_options(3, 64, options=GluOptions(8, 32, 1)) == GluOptions(4, 32, 1)
+    launched = []
+    kernel = _glu_triton._glu_kernel
+
+    class Recorder:
+        def __getitem__(self, grid):
+            def launch(*args, **kwargs):
+                launched.append((grid, kwargs["BLOCK_M"], kwargs["BLOCK_N"], kwargs["num_warps"]))
+                return kernel[grid](*args, **kwargs)
+            return launch
+
+    x = torch.randn(3, 128, device=device, dtype=torch.bfloat16)
+    out = torch.empty(3, 64, device=device, dtype=torch.bfloat16)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_glu_triton, "_glu_kernel", Recorder())
+        _glu_triton.launch_glu(x, out, 0, 1.0, None, 0.0, False, options=GluOptions(2, 32, 1))
+    assert launched == [((2, 2), 2, 32, 1)]
+    _close(out, reference_glu(x, get_activation("silu")), torch.bfloat16)

@@ -14,7 +14,7 @@ import torch
 from solbench.kernels.common import OPS
 from solbench.kernels.cuda import glu as cglu
 from solbench.kernels.cuda import jit
-from solbench.ops.silu_and_mul.activation import get_activation, reference_glu
+from solbench.kernels.activation import get_activation, reference_glu
 
 NO_NVRTC = jit.nvrtc_unavailable_reason()
 needs_nvrtc = pytest.mark.skipif(NO_NVRTC is not None, reason=f"no NVRTC here: {NO_NVRTC}")

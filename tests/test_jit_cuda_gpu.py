@@ -15,7 +15,7 @@ if jit.nvrtc_unavailable_reason():
 from solbench.core.spec import get_spec  # noqa: E402
 from solbench.kernels.common import OPS  # noqa: E402
 from solbench.kernels.cuda import glu as cglu  # noqa: E402
-from solbench.ops.silu_and_mul.activation import get_activation, reference_glu  # noqa: E402
+from solbench.kernels.activation import get_activation, reference_glu  # noqa: E402
 from solbench.ops.silu_and_mul.spec import GLU_SPECS  # noqa: E402
 
 pytestmark = pytest.mark.gpu

@@ -1,10 +1,10 @@
-"""core/kernels.KernelOp: our custom ops run their body directly on plain eager calls (no
+"""kernels.common.kernel_op: our custom ops run their body directly on plain eager calls (no
 dispatcher round trip), and go through torch.library wherever something traces or wraps tensors."""
 import pytest
 import torch
 
 from solbench.core.baselines import triton_support
-from solbench.ops.rms_norm import api as rms_api
+from solbench.kernels import rownorm as rms_api
 
 pytestmark = pytest.mark.skipif(not triton_support(), reason="needs a GPU or TRITON_INTERPRET=1")
 DEV = "cuda" if torch.cuda.is_available() else "cpu"

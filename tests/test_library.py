@@ -11,7 +11,7 @@ import torch
 
 import solbench
 from solbench.core.check import compare_outputs
-from solbench.core.fp8 import fp8_dtype
+from solbench.kernels.fp8_format import fp8_dtype
 from solbench.core.spec import all_specs, impls_for
 from solbench.kernels.common import OPS
 
@@ -194,10 +194,14 @@ def test_import_registers_every_op_without_decorating_triton_kernels():
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
-# The library's operators: those whose ours_triton implementation calls a KERNEL_MODULES function.
-# Operators of the kernels/ families (their torch formulation computes the same math in another
-# order than the reference: compared within the operator's tolerance, not bit for bit).
-KERNEL_FAMILY_OPS = {"solbench.kernels.attention": ("unified_attention", "attention_forward", "paged_attention_decode"),
+# The library's operators, by the KERNEL_MODULES module whose function their ours_triton implementation
+# calls.
+KERNEL_FAMILY_OPS = {"solbench.kernels.rownorm": ("rms_norm", "fused_add_rms_norm", "fused_qk_rmsnorm", "gated_rms_norm",
+                                                 "l2_norm", "layer_norm"),
+                     "solbench.kernels.glu": ("silu_and_mul", "gelu_and_mul", "gelu_tanh_and_mul"),
+                     "solbench.kernels.fp8_quant": ("fp8_dynamic_per_token_quant", "fused_rmsnorm_quant",
+                                                   "per_token_group_quant_fp8"),
+                     "solbench.kernels.attention": ("unified_attention", "attention_forward", "paged_attention_decode"),
                      "solbench.kernels.linear_attention.recurrent": ("gated_delta_rule_update",),
                      "solbench.kernels.linear_attention.chunk": ("chunk_gated_delta_rule_state",
                                                                  "chunk_delta_rule_output"),
@@ -213,9 +217,11 @@ KERNEL_FAMILY_OPS = {"solbench.kernels.attention": ("unified_attention", "attent
                      "solbench.kernels.moe.routing": ("moe_topk_gating_softmax", "moe_align_block_size",
                                                       "moe_count_and_sort", "moe_sum_reduce"),
                      "solbench.kernels.moe.fused": ("fused_moe", "fp8_blockscale_fused_moe")}
-TOLERANCE_OPS = {op for ops in KERNEL_FAMILY_OPS.values() for op in ops}
-LIBRARY_OPS = sorted({m.split(".")[2] for m in solbench.KERNEL_MODULES if m.startswith("solbench.ops.")}
-                     | {"gelu_and_mul", "gelu_tanh_and_mul"} | TOLERANCE_OPS)
+# Families whose torch formulation is the reference's math in the reference's order (equal bit for bit);
+# the others compute it in another order and are compared within the operator's tolerance.
+EXACT_MODULES = ("solbench.kernels.rownorm", "solbench.kernels.glu", "solbench.kernels.fp8_quant")
+TOLERANCE_OPS = {op for m, ops in KERNEL_FAMILY_OPS.items() if m not in EXACT_MODULES for op in ops}
+LIBRARY_OPS = sorted({op for ops in KERNEL_FAMILY_OPS.values() for op in ops})
 
 
 @pytest.mark.parametrize("op", LIBRARY_OPS)

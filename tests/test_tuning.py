@@ -1,13 +1,16 @@
 """Tuned launch configurations: candidates, the table format, look-up precedence, and that the
 kernels' config functions honour a table (the measuring itself needs a GPU: `solbench tune`)."""
 import json
+from dataclasses import astuple
 from pathlib import Path
 
 import pytest
 
 from solbench import tune as tuner
-from solbench.core import rowwise, tuning
-from solbench.core.rowwise import RowConfig, row_config
+from solbench.kernels import rowwise
+from solbench.runtime import tuning
+from solbench.kernels.glu import glu_options
+from solbench.kernels.rowwise import RowOptions, row_options
 
 
 @pytest.fixture(autouse=True)
@@ -48,7 +51,7 @@ def test_candidates_respect_register_and_row_bounds():
         assert cands, n
         for c in cands:
             tile = c["block_m"] * c["block_n"]
-            assert tile <= tuner.MAX_TILE and c["block_n"] >= n
+            assert tile <= rowwise.MAX_TILE and c["block_n"] >= n
             assert 16 <= tile * 2 / (32 * c["num_warps"]) <= 128
     # Never more rows per tile than the problem has.
     assert all(c["block_m"] <= 4 for c in tuner.candidates("row", 128, 2, rows=3))
@@ -64,7 +67,7 @@ def test_persistent_candidates_only_for_kernels_that_loop_and_never_for_few_rows
     assert persistent and all(c["stages"] == 2 and c["block_m"] * c["block_n"] in (2048, 4096, 8192)
                               for c in persistent)
     # the pipeline's shared memory (one tile of x and residual ahead) stays within the SM budget
-    assert all(c["programs_per_sm"] * 2 * c["block_m"] * c["block_n"] * 2 <= tuner.PERSISTENT_SMEM_PER_SM
+    assert all(c["programs_per_sm"] * 2 * c["block_m"] * c["block_n"] * 2 <= rowwise.PERSISTENT_SMEM_PER_SM
                for c in persistent)
     assert not any(c.get("programs_per_sm") for c in tuner.candidates("row_persistent", 2048, 2, rows=100,
                                                                        few_rows=True))
@@ -74,34 +77,33 @@ def test_persistent_entries_apply_where_the_kernel_loops(fake_gpu):
     cfg = {"block_m": 2, "block_n": 2048, "num_warps": 8, "chunked": False, "programs_per_sm": 4, "stages": 2}
     _write(fake_gpu, {"rms_norm": {"2048": {"config": cfg}}})
     tuning.reload()
-    looping = row_config(2048, 10_000, 2, kernel="rms_norm", persistent_ok=True)
+    looping = row_options(2048, 10_000, 2, kernel="rms_norm", persistent_ok=True)
     assert looping.persistent and looping.stages == 2
     assert rowwise.row_grid(10_000, looping, sm_count=132) == (528,)     # 4 programs per SM
     assert rowwise.row_grid(100, looping, sm_count=132) == (50,)         # never more programs than tiles
-    flat = row_config(2048, 10_000, 2, kernel="rms_norm")                # a kernel without the loop
+    flat = row_options(2048, 10_000, 2, kernel="rms_norm")                # a kernel without the loop
     assert not flat.persistent and flat.block_m == 2 and rowwise.row_grid(10_000, flat) == (5000,)
 
 
 def test_first_principles_leave_no_sm_without_a_program(monkeypatch):
     from solbench.kernels.common import fill_sms
-    from solbench.ops.silu_and_mul.triton import _config
 
     # 126 rows of 2048 packed two per program would be 63 programs on a 132-SM part
     assert fill_sms(2, 4, lambda bm: -(-126 // bm), 132) == (1, 2)
     assert fill_sms(4, 8, lambda bm: -(-10_000 // bm), 132) == (4, 8)   # plenty of programs: unchanged
     assert fill_sms(2, 4, lambda bm: 1, None) == (2, 4)                  # no device facts: unchanged
-    assert row_config(2048, 126, 2).block_m == 2                          # CPU: no SM count
+    assert row_options(2048, 126, 2).block_m == 2                          # CPU: no SM count
     monkeypatch.setattr(tuning, "sm_count", lambda: 132)
-    cfg = row_config(2048, 126, 2)
+    cfg = row_options(2048, 126, 2)
     # still fewer programs than SMs at one row each: a 16-byte vector per thread, more warps per row
     assert cfg.block_m == 1 and cfg.num_warps == rowwise._warps_for(2048, 2, rowwise.DECODE_BYTES_PER_THREAD) == 8
-    assert row_config(1280, 7, 2).num_warps == 8 and row_config(5120, 1, 2).num_warps == 16  # rms_norm #28, #47
-    wide = row_config(2048, 264, 2)  # every SM has a program: bandwidth-bound, 32 B per thread
+    assert row_options(1280, 7, 2).num_warps == 8 and row_options(5120, 1, 2).num_warps == 16  # rms_norm #28, #47
+    wide = row_options(2048, 264, 2)  # every SM has a program: bandwidth-bound, 32 B per thread
     assert (wide.block_m, wide.num_warps) == (2, rowwise._warps_for(2 * 2048, 2))
-    assert row_config(2048, 100_000, 2).block_m == 2                      # prefill: rows still packed
+    assert row_options(2048, 100_000, 2).block_m == 2                      # prefill: rows still packed
     # the GLU: 183 rows of d = 1024 were 46 programs of 4 rows; now one row per program
     monkeypatch.setattr(tuning, "lookup", lambda *a, **k: None)
-    assert _config(183, 1024)[0] == 1 and _config(100_000, 1024)[0] == 8
+    assert glu_options(183, 1024).block_m == 1 and glu_options(100_000, 1024).block_m == 8
 
 
 def test_glu_candidates_include_a_dividing_column_block():
@@ -179,46 +181,38 @@ def test_table_variant_sets_and_drops_entries(tmp_path):
 
 
 def test_row_config_uses_the_table_and_caps_rows(fake_gpu):
-    untuned = row_config(4096, 10_000, 2, kernel="rms_norm")
+    untuned = row_options(4096, 10_000, 2, kernel="rms_norm")
     _write(fake_gpu, {"rms_norm": {"4096": {"config": {"block_m": 4, "block_n": 4096, "num_warps": 16,
                                                        "chunked": False}}}})
     tuning.reload()
-    assert row_config(4096, 10_000, 2, kernel="rms_norm") == RowConfig(4, 4096, 16, False)
-    assert row_config(4096, 1, 2, kernel="rms_norm").block_m == 1   # decode: one row, one program
-    assert row_config(4096, 10_000, 2, kernel="l2_norm") == untuned  # other kernels unaffected
-    rowwise.OVERRIDES[("rms_norm", 4096)] = RowConfig(1, 4096, 2)  # hand overrides still win
-    try:
-        assert row_config(4096, 10_000, 2, kernel="rms_norm").num_warps == 2
-    finally:
-        rowwise.OVERRIDES.clear()
+    assert row_options(4096, 10_000, 2, kernel="rms_norm") == RowOptions(4, 4096, 16, False)
+    assert row_options(4096, 1, 2, kernel="rms_norm").block_m == 1   # decode: one row, one program
+    assert row_options(4096, 10_000, 2, kernel="l2_norm") == untuned  # other kernels unaffected
+    # options given by the caller still win
+    assert row_options(4096, 10_000, 2, kernel="rms_norm", options=RowOptions(1, 4096, 2)).num_warps == 2
 
 
 def test_glu_config_uses_the_table(fake_gpu):
-    pytest.importorskip("triton")
-    from solbench.ops.silu_and_mul import triton as glu_triton
-
     _write(fake_gpu, {"glu": {"1536": {"config": {"block_m": 16, "block_n": 512, "num_warps": 8}}}})
     tuning.reload()
-    assert glu_triton._config(10_000, 1536) == (16, 512, 8)
-    assert glu_triton._config(3, 1536) == (4, 512, 8)
-    assert glu_triton._config(10_000, 2048) != (16, 512, 8)
+    assert astuple(glu_options(10_000, 1536)) == (16, 512, 8)
+    assert astuple(glu_options(3, 1536)) == (4, 512, 8)
+    assert astuple(glu_options(10_000, 2048)) != (16, 512, 8)
 
 
 def test_gelu_tiles_are_their_own_key_and_divide_d_by_default(fake_gpu):
     # The erf GELU is near the issue limit: its first-principles column block divides d (768 ->
     # 256, 1536 -> 512) and it never borrows the memory-bound modes' tuned tiles.
-    pytest.importorskip("triton")
-    from solbench.ops.silu_and_mul import triton as glu_triton
-    from solbench.ops.silu_and_mul.triton import ACT_GELU_ERF, KERNEL_ERF
+    from solbench.kernels.glu import ACT_GELU_ERF, KERNEL_ERF
 
     with tuning.recording() as seen:
-        assert glu_triton._config(10_000, 768, act=ACT_GELU_ERF)[1] == 256
-        assert glu_triton._config(10_000, 1536, act=ACT_GELU_ERF)[1] == 512
-        assert glu_triton._config(10_000, 1536)[1] == 1024  # silu: unchanged rule
-        assert glu_triton._config(10_000, 1000, act=ACT_GELU_ERF)[1] == 1024  # no power-of-two divisor >= 128
+        assert glu_options(10_000, 768, act=ACT_GELU_ERF).block_n == 256
+        assert glu_options(10_000, 1536, act=ACT_GELU_ERF).block_n == 512
+        assert glu_options(10_000, 1536).block_n == 1024  # silu: unchanged rule
+        assert glu_options(10_000, 1000, act=ACT_GELU_ERF).block_n == 1024  # no power-of-two divisor >= 128
     assert (KERNEL_ERF, 768, "glu", 2) in seen and ("glu", 1536, "glu", 2) in seen
     with tuning.overriding("glu", 1536, {"block_m": 2, "block_n": 2048, "num_warps": 8}):
-        assert glu_triton._config(10_000, 1536, act=ACT_GELU_ERF)[1] == 512
+        assert glu_options(10_000, 1536, act=ACT_GELU_ERF).block_n == 512
 
 
 def test_tune_keeps_the_entries_it_did_not_measure():
@@ -240,14 +234,14 @@ def test_tune_writes_no_machine_path_into_a_table(tmp_path):
     from solbench.tune import KeyResult, keep_unmeasured
 
     packaged = tuning.packaged_table_path("NVIDIA_H200")
-    assert tuning.portable_source(str(packaged)) == "solbench/core/tuned/NVIDIA_H200.json"
+    assert tuning.portable_source(str(packaged)) == "solbench/runtime/tuned/NVIDIA_H200.json"
     assert tuning.portable_source(str(tmp_path / "cache" / "tuned" / "Fake_GPU.json")) == "Fake_GPU.json"
     assert tuning.portable_source("first principles (SOLBENCH_TUNED=0)") == "first principles (SOLBENCH_TUNED=0)"
     current = {"glu": {"1536": {"config": {"block_m": 2}}},
                "rms_norm": {"4096": {"config": {"block_m": 1}, "kept_from": str(tmp_path / "older.json")}}}
     entries: dict = {}
     keep_unmeasured(entries, [KeyResult("glu", 768, "glu", [], {})], current, str(packaged))
-    assert entries["glu"]["1536"]["kept_from"] == "solbench/core/tuned/NVIDIA_H200.json"
+    assert entries["glu"]["1536"]["kept_from"] == "solbench/runtime/tuned/NVIDIA_H200.json"
     assert entries["rms_norm"]["4096"]["kept_from"] == "older.json"
 
 
@@ -309,8 +303,8 @@ def test_few_rows_glu_candidates_include_short_threads():
 
 def test_recording_collects_keys():
     with tuning.recording() as seen:
-        row_config(2048, 64, 2, kernel="fused_add_rms_norm")
-        row_config(2048, 64, 2)  # an anonymous kernel has no table key
+        row_options(2048, 64, 2, kernel="fused_add_rms_norm")
+        row_options(2048, 64, 2)  # an anonymous kernel has no table key
     assert seen == {("fused_add_rms_norm", 2048, "row", 2)}
 
 
@@ -334,7 +328,7 @@ def test_packaged_tables_are_valid():
                 family = "glu" if kernel == "glu" else "row"
                 cfg = entry["config"]
                 if family == "row":
-                    RowConfig(**cfg)
+                    RowOptions(**cfg)
                 assert entry["speedup"] > 1.0, (p, kernel, n)
 
 
@@ -352,8 +346,6 @@ def test_exported_glu_candidate_carries_the_packaged_tiles(monkeypatch):
     (else eval would not reproduce run)."""
     import importlib.util
     from pathlib import Path
-
-    from solbench.ops.silu_and_mul.triton import _config
 
     pytest.importorskip("triton")
     path = Path(__file__).resolve().parents[1] / "examples" / "candidates" / "silu_and_mul_ours_triton.py"
@@ -383,7 +375,7 @@ def test_exported_glu_candidate_carries_the_packaged_tiles(monkeypatch):
         monkeypatch.setattr(tuning, "sm_count", lambda: 132)
         for rows in (1, 7, 128, 183, 527, 528, 4096, 100_000):
             for d in (256, 768, 1024, 1536, 2048, 2560, 4096, 7168):
-                assert mod.launch_config(rows, d, gpu, 132) == _config(rows, d), (gpu, rows, d)
+                assert mod.launch_config(rows, d, gpu, 132) == astuple(glu_options(rows, d)), (gpu, rows, d)
 
 
 @pytest.fixture
@@ -399,14 +391,14 @@ def test_few_rows_launches_prefer_their_own_entry_then_the_regular_one(fake_gpu,
                       "rms_norm@few_rows": {"2048": {"config": {"block_m": 1, "block_n": 2048, "num_warps": 8}}}})
     tuning.reload()
     with tuning.recording() as seen:
-        assert row_config(2048, 100, 2, kernel="rms_norm").num_warps == 8      # few rows: its entry
-        assert row_config(2048, 10_000, 2, kernel="rms_norm").num_warps == 4   # many rows: the regular one
-        assert row_config(1024, 100, 2, kernel="rms_norm").block_m == 4        # no entry: first principles
+        assert row_options(2048, 100, 2, kernel="rms_norm").num_warps == 8      # few rows: its entry
+        assert row_options(2048, 10_000, 2, kernel="rms_norm").num_warps == 4   # many rows: the regular one
+        assert row_options(1024, 100, 2, kernel="rms_norm").block_m == 4        # no entry: first principles
     assert seen == {("rms_norm@few_rows", 2048, "row", 2), ("rms_norm", 2048, "row", 2),
                     ("rms_norm@few_rows", 1024, "row", 2)}
     _write(fake_gpu, {"rms_norm": {"2048": {"config": {"block_m": 2, "block_n": 2048, "num_warps": 4}}}})
     tuning.reload()
-    assert row_config(2048, 100, 2, kernel="rms_norm").num_warps == 4  # falls back to the regular entry
+    assert row_options(2048, 100, 2, kernel="rms_norm").num_warps == 4  # falls back to the regular entry
     assert tuning.key_for("glu", None) == "glu" and tuning.base_kernel("glu@few_rows") == "glu"
 
 
@@ -426,12 +418,12 @@ def test_many_rows_launches_prefer_their_own_entry_then_the_regular_one(fake_gpu
                                                                    "split": True}}}})
     tuning.reload()  # clears the (patched) sm_count's cache, which still answers 132
     with tuning.recording() as seen:
-        many = row_config(1152, 40_000, 2, kernel="layer_norm", persistent_ok=True)
-        regular = row_config(1152, 3_000, 2, kernel="layer_norm", persistent_ok=True)
-        fallback = row_config(1024, 40_000, 2, kernel="layer_norm", persistent_ok=True)
+        many = row_options(1152, 40_000, 2, kernel="layer_norm", persistent_ok=True)
+        regular = row_options(1152, 3_000, 2, kernel="layer_norm", persistent_ok=True)
+        fallback = row_options(1024, 40_000, 2, kernel="layer_norm", persistent_ok=True)
     assert (many.num_warps, many.split, many.block_m) == (1, True, 1)
     assert (regular.num_warps, regular.split, regular.block_m) == (4, False, 2)
-    assert fallback == row_config(1024, 40_000, 2)  # no entry for either key: first principles
+    assert fallback == row_options(1024, 40_000, 2)  # no entry for either key: first principles
     assert ("layer_norm@many_rows", 1152, "row_persistent", 2) in seen
     assert ("layer_norm", 1152, "row_persistent", 2) in seen
 

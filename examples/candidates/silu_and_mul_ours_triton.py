@@ -1,7 +1,7 @@
 """solbench's own ``ours_triton`` silu_and_mul, exported as a standalone candidate file.
 
 It imports torch and triton only (not solbench): the same one-pass kernel as
-``solbench/ops/silu_and_mul/triton.py`` (each program owns a tile of rows x columns of the output,
+``solbench/kernels/_glu_triton.py`` (each program owns a tile of rows x columns of the output,
 reads the matching gate and up tiles once, computes in fp32, rounds once), reduced to the silu case.
 
     solbench eval examples/candidates/silu_and_mul_ours_triton.py --op silu_and_mul
@@ -18,7 +18,7 @@ import triton.language as tl
 OP = "silu_and_mul"
 
 # The tiles `solbench tune` measured for the GLU kernel, {gpu name: {d: (BLOCK_M, BLOCK_N, warps)}},
-# copied from src/solbench/core/tuned/<gpu>.json so that this file stays standalone (a test checks
+# copied from src/solbench/runtime/tuned/<gpu>.json so that this file stays standalone (a test checks
 # that the copy matches); other GPUs and other d use the first-principles rule below. Launches
 # over fewer than FEW_ROWS_PER_SM rows per SM look in FEW_ROWS_TILES first (the "glu@few_rows" key).
 TUNED_TILES = {"NVIDIA H200": {1536: (2, 2048, 8), 2560: (4, 1024, 8)}}

@@ -20,23 +20,23 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 _LAZY = {
-    "glu": "solbench.ops.silu_and_mul.api",
-    "silu_and_mul": "solbench.ops.silu_and_mul.api",
-    "gelu_and_mul": "solbench.ops.silu_and_mul.api",
-    "gelu_tanh_and_mul": "solbench.ops.silu_and_mul.api",
-    "ActivationSpec": "solbench.ops.silu_and_mul.activation",
-    "get_activation": "solbench.ops.silu_and_mul.activation",
-    "register_activation": "solbench.ops.silu_and_mul.activation",
-    "known_activations": "solbench.ops.silu_and_mul.activation",
-    # the normalization family (one Triton row-norm kernel, core/rownorm.py)
-    "rms_norm": "solbench.ops.rms_norm.api",
-    "fused_add_rms_norm": "solbench.ops.fused_add_rms_norm.api",
-    "fused_add_rms_norm_": "solbench.ops.fused_add_rms_norm.api",
-    "fused_qk_rmsnorm": "solbench.ops.fused_qk_rmsnorm.api",
-    "fused_qk_rmsnorm_": "solbench.ops.fused_qk_rmsnorm.api",
-    "gated_rms_norm": "solbench.ops.gated_rms_norm.api",
-    "l2_norm": "solbench.ops.l2_norm.api",
-    "layer_norm": "solbench.ops.layer_norm.api",
+    "glu": "solbench.kernels.glu",
+    "silu_and_mul": "solbench.kernels.glu",
+    "gelu_and_mul": "solbench.kernels.glu",
+    "gelu_tanh_and_mul": "solbench.kernels.glu",
+    "ActivationSpec": "solbench.kernels.activation",
+    "get_activation": "solbench.kernels.activation",
+    "register_activation": "solbench.kernels.activation",
+    "known_activations": "solbench.kernels.activation",
+    # the normalization family (one Triton row-norm kernel, kernels/rownorm.py)
+    "rms_norm": "solbench.kernels.rownorm",
+    "fused_add_rms_norm": "solbench.kernels.rownorm",
+    "fused_add_rms_norm_": "solbench.kernels.rownorm",
+    "fused_qk_rmsnorm": "solbench.kernels.rownorm",
+    "fused_qk_rmsnorm_": "solbench.kernels.rownorm",
+    "gated_rms_norm": "solbench.kernels.rownorm",
+    "l2_norm": "solbench.kernels.rownorm",
+    "layer_norm": "solbench.kernels.rownorm",
     # Gated DeltaNet and the causal conv (solbench/kernels/linear_attention/, kernels/conv.py)
     "gated_delta_rule_update": "solbench.kernels.linear_attention",
     "chunk_gated_delta_rule_state": "solbench.kernels.linear_attention",
@@ -60,10 +60,10 @@ _LAZY = {
     "moe_sum_reduce": "solbench.kernels.moe.routing",
     "fused_moe": "solbench.kernels.moe.fused",
     "fp8_block_fused_moe": "solbench.kernels.moe.fused",
-    "dynamic_per_token_quant_fp8": "solbench.ops.fp8_dynamic_per_token_quant.api",
-    "fused_add_rms_norm_quant": "solbench.ops.fused_rmsnorm_quant.api",
-    "rms_norm_quant": "solbench.ops.fused_rmsnorm_quant.api",
-    "per_token_group_quant_fp8": "solbench.ops.per_token_group_quant_fp8.api",
+    "dynamic_per_token_quant_fp8": "solbench.kernels.fp8_quant",
+    "fused_add_rms_norm_quant": "solbench.kernels.fp8_quant",
+    "rms_norm_quant": "solbench.kernels.fp8_quant",
+    "per_token_group_quant_fp8": "solbench.kernels.fp8_quant",
 }
 
 
@@ -74,16 +74,9 @@ _LAZY = {
 #: launcher): ``triton.jit`` fixes compiled-or-interpreted when it decorates, and the command line
 #: chooses (``TRITON_INTERPRET`` on a machine without a GPU) only after ``import solbench``.
 KERNEL_MODULES = (
-    "solbench.ops.silu_and_mul.api",
-    "solbench.ops.rms_norm.api",
-    "solbench.ops.fused_add_rms_norm.api",
-    "solbench.ops.fused_qk_rmsnorm.api",
-    "solbench.ops.gated_rms_norm.api",
-    "solbench.ops.l2_norm.api",
-    "solbench.ops.layer_norm.api",
-    "solbench.ops.fp8_dynamic_per_token_quant.api",
-    "solbench.ops.fused_rmsnorm_quant.api",
-    "solbench.ops.per_token_group_quant_fp8.api",
+    "solbench.kernels.glu",
+    "solbench.kernels.rownorm",
+    "solbench.kernels.fp8_quant",
     "solbench.kernels.linear_attention.recurrent",
     "solbench.kernels.linear_attention.chunk",
     "solbench.kernels.conv",

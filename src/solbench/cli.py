@@ -6,9 +6,9 @@ import argparse
 import importlib
 import importlib.util
 import json
-from pathlib import Path
 import os
 import sys
+from pathlib import Path
 
 # Subcommand providers: each module has ``register(subparsers)``.
 PLUGINS = ("solbench.report.cli", "solbench.eval.cli", "solbench.profiles.cli", "solbench.sass")
@@ -98,7 +98,7 @@ def cmd_calibrate(args) -> int:
         try:
             data = json.loads(Path(args.use).read_text())
         except (OSError, json.JSONDecodeError) as e:
-            raise SystemExit(f"solbench calibrate: cannot read {args.use}: {e}")
+            raise SystemExit(f"solbench calibrate: cannot read {args.use}: {e}") from None
         here = hardware.device_name()
         if data.get("device") != here:
             raise SystemExit(f"solbench calibrate: {args.use} was measured on {data.get('device')!r}, "
@@ -118,14 +118,16 @@ def cmd_calibrate(args) -> int:
         return 0
     console.print(f"[b]{data.get('device')}[/] calibrated {data.get('date')} "
                   f"(cache: {hardware.cache_dir() / (hardware.device_key() + '.json')})")
-    console.print(f"  copy bandwidth   {data['bandwidth'] / 1e12:.3f} TB/s (read + write, {data.get('bandwidth_kernel', '')})")
+    console.print(f"  copy bandwidth   {data['bandwidth'] / 1e12:.3f} TB/s "
+                  f"(read + write, {data.get('bandwidth_kernel', '')})")
     for path, v in sorted(data.get("peaks", {}).items()):
         console.print(f"  matmul {path:<10} {v / 1e12:.1f} TFLOP/s")
     if data.get("launch_floor_us") is not None:
         console.print(f"  launch floor     {data['launch_floor_us']:.2f} µs per kernel under graph replay")
     for row in data.get("copy_by_size") or ():
-        console.print(f"  copy of {row['bytes'] / 2**20:7.0f} MiB  {row['us']:8.2f} µs  {row['bandwidth'] / 1e12:.3f} TB/s "
-                      f"= {row['bandwidth'] / data['bandwidth']:.3f} of the calibrated bandwidth ({row['cold_l2']})")
+        console.print(f"  copy of {row['bytes'] / 2**20:7.0f} MiB  {row['us']:8.2f} µs  "
+                      f"{row['bandwidth'] / 1e12:.3f} TB/s = {row['bandwidth'] / data['bandwidth']:.3f} "
+                      f"of the calibrated bandwidth ({row['cold_l2']})")
     return 0
 
 
@@ -199,7 +201,7 @@ def _load_weights(path: str | None) -> dict | None:
     try:
         data = json.loads(open(path, encoding="utf-8").read())
     except (OSError, json.JSONDecodeError) as e:
-        raise SystemExit(f"solbench: cannot read weights file {path}: {e}")
+        raise SystemExit(f"solbench: cannot read weights file {path}: {e}") from None
     shares = data.get("shares") if isinstance(data, dict) else None
     if not isinstance(shares, dict):
         raise SystemExit(f"solbench: weights file {path} has no 'shares' object "
@@ -330,7 +332,8 @@ def cmd_tune(args) -> int:
     from rich.table import Table
 
     from solbench import tune as tuner
-    from solbench.core import hardware, tuning
+    from solbench.core import hardware
+    from solbench.runtime import tuning
 
     console = _console()
     if hardware.current_device().type != "cuda":
@@ -435,7 +438,7 @@ def build_parser() -> argparse.ArgumentParser:
     q = sub.add_parser("tune", help="measure launch configurations of our memory-bound kernels on this GPU "
                                      "and write the tuned table `run` uses")
     q.add_argument("--ops", action="append", help="operators to tune (default: all with ours_triton)")
-    q.add_argument("--out", help="also write the table here (e.g. src/solbench/core/tuned/<device>.json)")
+    q.add_argument("--out", help="also write the table here (e.g. src/solbench/runtime/tuned/<device>.json)")
     q.add_argument("--log", help="every candidate's measurements as JSONL")
     q.add_argument("--time-budget", type=float, metavar="SECONDS", help="stop tuning new keys after this long")
     q.add_argument("--skip-measured-in", metavar="LOG.jsonl",

@@ -418,9 +418,9 @@ def run(cfg: RunConfig, *, progress: Callable | None = None, on_shape_done: Call
                 break
             cost = spec.cost(shape)
 
-            def shape_progress(msg, _spec=spec, _shape=shape):
+            def shape_progress(msg, _spec=spec, _shape=shape, _done=done):
                 if progress:
-                    progress(done, total, f"{_spec.name} #{_shape.id} {msg}")
+                    progress(_done, total, f"{_spec.name} #{_shape.id} {msg}")
 
             measured = measure_shape(spec, todo, shape, device, cfg, cost, shape_progress) if todo else {}
             measured_any = measured_any or bool(todo)

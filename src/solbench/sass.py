@@ -198,10 +198,10 @@ def _capture_main(argv: Sequence[str]) -> int:
 
     from triton.runtime import interpreter
 
-    from solbench.core import tuning
     from solbench.core.check import run_impl
     from solbench.core.spec import get_spec, impls_for
     from solbench.kernels import common as kernels
+    from solbench.runtime import tuning
 
     if a.gpu_table:
         tuning.reload()

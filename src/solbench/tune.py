@@ -1,14 +1,16 @@
 """``solbench tune``: measure launch configurations of our memory-bound kernels on this device
-and write the tuned table that the kernels then use (core/tuning.py).
+and write the tuned table that the kernels then use (runtime/tuning.py).
 
 The catalog shapes of every operator with an ``ours_triton`` implementation are grouped by the
 ``(kernel, n)`` keys their launches look up (``kernel@few_rows`` / ``kernel@many_rows`` for the
 row-count tiers). Each key is tuned on up to three representative shapes (:func:`representatives`).
 Every candidate is checked for correctness first, then timed exactly as ``run`` times the shape.
-A key gets an entry only when its best candidate beats the baseline (first principles, or for a
-tier's key the kernel's regular entry) by more than ``MIN_GAIN`` in geomean on two separate
-measurements, with no representative slower by more than ``MAX_REPRESENTATIVE_LOSS``. The row-norm
-kernels also try persistent and split-column launches (family ``row_persistent``).
+Each kernel family's module in the library lists the candidates worth trying (its generator,
+registered with runtime/tuning.register_family: the row kernels' tiles, the row-norm kernel's
+persistent and split-column launches too, the GLU's tiles). A key gets an entry only when its
+best candidate beats the baseline (first principles, or for a tier's key the kernel's regular
+entry) by more than ``MIN_GAIN`` in geomean on two separate measurements, with no representative
+slower by more than ``MAX_REPRESENTATIVE_LOSS``.
 
 Tuning never happens inside a timed run: ``solbench run`` only reads the table.
 """
@@ -22,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Collection, Sequence
 
-from solbench.core import tuning
+from solbench.runtime import tuning
 
 MIN_TUNE_BYTES = 4e6
 TARGET_BYTES = 32e6
@@ -32,14 +34,6 @@ MIN_GAIN = 0.03
 #: launch of its key). Looser than MIN_GAIN: it must pass run-to-run scatter of small launches
 #: and still catch the 16-49% losses it guards against (see representatives).
 MAX_REPRESENTATIVE_LOSS = 0.08
-
-#: Largest register tile (elements) a candidate may use: beyond it the row no longer fits in
-#: registers beside a second tensor (see core/rowwise.MAX_WHOLE_ROW).
-MAX_TILE = 16384
-#: Persistent row-kernel candidates: programs per SM tried, and the shared memory their pipeline
-#: (stages - 1 tiles of up to two input tensors) may take on one SM (H100/H200 have 228 KB).
-PERSISTENT_PROGRAMS_PER_SM = (2, 4, 8)
-PERSISTENT_SMEM_PER_SM = 160 * 1024
 
 
 @dataclass
@@ -56,105 +50,11 @@ class KeyResult:
     measurements: list[dict] = field(default_factory=list)
 
 
-def _pow2_range(lo: int, hi: int) -> list[int]:
-    out, v = [], 1
-    while v <= hi:
-        if v >= lo:
-            out.append(v)
-        v *= 2
-    return out
-
-
 def candidates(family: str, n: int, elem_bytes: int, rows: int, few_rows: bool = False) -> list[dict]:
-    """Launch configurations worth trying for ``(family, n)`` on ``rows`` rows: each thread
-    moves 16-128 bytes of one tensor per tile (at least one 16-byte vector, at most what fits in
-    registers), and tiles never hold more rows than there are. ``few_rows`` (latency-bound
-    launches) adds the GLU's small tiles, and 8-byte vectors per thread for both families. Family
-    ``row_persistent`` (the row-norm kernel) adds, for rows that are not a power of two, the same
-    tiles split into unpadded column tiles (``split``), and, outside the few-rows regime,
-    persistent launches of the small tiles (2-stage pipelined, a few programs per SM within a
-    shared-memory budget)."""
-    from solbench.core.rowwise import CHUNK_N, MAX_WHOLE_ROW, column_tiles, split_tails
-    from solbench.kernels.common import largest_pow2_divisor, next_pow2
-
-    max_m = next_pow2(max(1, rows))
-    out: list[dict] = []
-
-    def per_thread_ok(tile: int, warps: int) -> bool:
-        # few rows: also 8 bytes per thread, liger's rms_norm tile for short decode rows (3 x 512:
-        # 4 warps of 8-byte loads; ours at 2 warps of 16 bytes trailed it by 0.25 us on the H200)
-        b = tile * elem_bytes / (32 * warps)
-        return (8 if few_rows else 16) <= b <= 128
-
-    if family in ("row", "row_persistent"):
-        if n > MAX_WHOLE_ROW:
-            for block_n in sorted({CHUNK_N, 2048, 4096, 8192}):
-                for warps in _pow2_range(1, 16):
-                    if per_thread_ok(block_n, warps):
-                        out.append({"block_m": 1, "block_n": block_n, "num_warps": warps, "chunked": True})
-            return out
-        block_n = next_pow2(n)
-        for block_m in _pow2_range(1, min(max_m, 64)):
-            tile = block_m * block_n
-            if tile > MAX_TILE:
-                break
-            for warps in _pow2_range(1, 16):
-                if per_thread_ok(tile, warps):
-                    out.append({"block_m": block_m, "block_n": block_n, "num_warps": warps, "chunked": False})
-        if family == "row_persistent":
-            # Rows that are not a power of two, as two or three column tiles without the padding
-            # (1152 = 1024 + 256 on one warp; core/rowwise.column_tiles, split_tails): per-thread
-            # bytes of the lanes the split covers, where it still splits at that many warps.
-            for block_m in _pow2_range(1, min(max_m, 64)):
-                if block_m * block_n > MAX_TILE:
-                    break
-                for warps in _pow2_range(1, 16):
-                    covered = sum(column_tiles(n, split_tails(warps, elem_bytes)))
-                    if covered < block_n and per_thread_ok(block_m * covered, warps):
-                        out.append({"block_m": block_m, "block_n": block_n, "num_warps": warps, "chunked": False,
-                                    "split": True})
-        if family == "row_persistent" and not few_rows:
-            # Tiles of 2048-8192 elements at 32 bytes per thread (the first-principles load width),
-            # one stage ahead; the pipeline holds that tile of x and of the residual in shared memory.
-            for cfg in out[:]:
-                tile = cfg["block_m"] * block_n
-                full_width = tile * elem_bytes == 32 * 32 * cfg["num_warps"]
-                if cfg.get("split") or tile not in (2048, 4096, 8192) or not full_width:
-                    continue
-                for pps in PERSISTENT_PROGRAMS_PER_SM:
-                    if pps * 2 * tile * elem_bytes <= PERSISTENT_SMEM_PER_SM:
-                        out.append({**cfg, "programs_per_sm": pps, "stages": 2})
-        return out
-    if family == "glu":
-        # Column blocks: the first-principles 1024 (or the whole row), 2048, and the largest power
-        # of two dividing d (no half-masked last block for d = 768, 1536, 2560, ...).
-        divisor = largest_pow2_divisor(n, 2048)
-        widths = {min(next_pow2(n), 1024), min(next_pow2(n), 2048)} | ({divisor} if divisor >= 128 else set())
-        if few_rows:
-            # Latency-bound: any rows-per-program up to the rows there are, narrower column blocks
-            # (more programs for one row), and down to one 8-byte vector per thread: with one or
-            # two warps per SM the activation's arithmetic is a dependent chain per element that
-            # nothing hides (H200: gelu on 183 x 1024 ran 1.4x silu's time with the same 2-warp
-            # tile, 344 against 216 instructions), and more, shorter threads shorten it.
-            widths |= {w for w in (256, 512) if w < next_pow2(n)}
-            for block_n in sorted(widths):
-                for block_m in _pow2_range(1, min(max_m, MAX_TILE // block_n)):
-                    for thread_bytes in (8, 16, 32, 64):
-                        warps = block_m * block_n * elem_bytes // (32 * thread_bytes)
-                        if 1 <= warps <= 16:
-                            out.append({"block_m": block_m, "block_n": block_n, "num_warps": warps})
-            return out
-        for block_n in sorted(widths):
-            for tile in (4096, 8192, 16384):
-                block_m = tile // block_n
-                if block_m < 1 or block_m > max_m:
-                    continue
-                for thread_bytes in (32, 64):
-                    warps = tile * elem_bytes // (32 * thread_bytes)
-                    if 2 <= warps <= 16:
-                        out.append({"block_m": block_m, "block_n": block_n, "num_warps": warps})
-        return out
-    raise ValueError(f"unknown kernel family {family!r}")
+    """The launch configurations worth trying for a key of ``family`` on rows of ``n`` elements, a
+    launch of about ``rows`` rows (``few_rows``: a latency-bound one): the family's own generator,
+    which the library module that owns the family registered (runtime/tuning.register_family)."""
+    return tuning.candidates(family, n, elem_bytes, rows, few_rows)
 
 
 def _rows_of(n: int, bytes_total: float, elem_bytes: int) -> int:

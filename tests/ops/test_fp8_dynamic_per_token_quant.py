@@ -1,10 +1,11 @@
-"""fp8_dynamic_per_token_quant and the shared fp8 mechanics (core/fp8.py): the software e4m3fn
-encoder against torch's conversion, UE8M0 rounding, the hand-counted cost, the reference against
-a per-token loop, and our kernel on odd sizes, strides, 0 rows, out= and errors."""
+"""fp8_dynamic_per_token_quant and the shared fp8 mechanics (kernels/fp8_format.py, core/fp8.py): the
+software e4m3fn encoder against torch's conversion, UE8M0 rounding, the hand-counted cost, the
+reference against a per-token loop, and our kernel on odd sizes, strides, 0 rows, out= and errors."""
 import pytest
 import torch
 
 from solbench.core import fp8
+from solbench.kernels import fp8_format
 from solbench.core.check import check_impl
 from solbench.core.baselines import triton_support
 from solbench.core.spec import get_spec
@@ -18,12 +19,14 @@ def _encode(v, device):
     import triton
     import triton.language as tl
 
+    from solbench.kernels import _fp8_quant_triton
+
     @triton.jit
     def k(v_ptr, o_ptr, n, SOFT: tl.constexpr, BLOCK: tl.constexpr):
         c = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
         tl.store(o_ptr + c, fp8e4m3_bits(tl.load(v_ptr + c, mask=c < n, other=0.0), SOFT), mask=c < n)
 
-    k.fn.__globals__["fp8e4m3_bits"] = fp8.fp8e4m3_bits
+    k.fn.__globals__["fp8e4m3_bits"] = _fp8_quant_triton.fp8e4m3_bits
     out = torch.empty(v.shape, dtype=torch.uint8, device=device)
     k[(triton.cdiv(v.numel(), 1024),)](v, out, v.numel(), SOFT=device.type == "cpu", BLOCK=1024)
     return out
@@ -48,7 +51,7 @@ def test_encoder_matches_torch_rne(device):
 
 def test_ue8m0_ceil():
     s = torch.tensor([1.0, 1.0000001, 0.75, 2.0 ** -20 * 1.5, 3.0, 0.0, 448.0 / 448])
-    assert fp8.ue8m0_ceil(s).tolist() == [1.0, 2.0, 1.0, 2.0 ** -19, 4.0, 0.0, 1.0]
+    assert fp8_format.ue8m0_ceil(s).tolist() == [1.0, 2.0, 1.0, 2.0 ** -19, 4.0, 0.0, 1.0]
 
 
 def test_cost_hand_count():
@@ -111,7 +114,7 @@ def test_checker_rejects_wrong_scale_and_values(device):
 @needs_triton
 @pytest.mark.parametrize("t,n", [(1, 1), (3, 17), (5, 200), (2, 2048), (9, 96)])
 def test_kernel_odd_shapes(device, t, n):
-    from solbench.ops.fp8_dynamic_per_token_quant.api import dynamic_per_token_quant_fp8
+    from solbench.kernels.fp8_quant import dynamic_per_token_quant_fp8
 
     spec = get_spec(OP)
     x = fp8.activation_like((t, n), torch.bfloat16, device, torch.Generator(device).manual_seed(t * n))
@@ -123,8 +126,8 @@ def test_kernel_odd_shapes(device, t, n):
 
 @needs_triton
 def test_kernel_strided_rows_leading_dims_out_and_chunked(device, monkeypatch):
-    from solbench.core import rowwise
-    from solbench.ops.fp8_dynamic_per_token_quant.api import dynamic_per_token_quant_fp8
+    from solbench.kernels import rowwise
+    from solbench.kernels.fp8_quant import dynamic_per_token_quant_fp8
 
     spec = get_spec(OP)
     g = torch.Generator(device).manual_seed(3)
@@ -146,7 +149,7 @@ def test_kernel_strided_rows_leading_dims_out_and_chunked(device, monkeypatch):
 
 @needs_triton
 def test_kernel_zero_rows_and_errors(device):
-    from solbench.ops.fp8_dynamic_per_token_quant.api import dynamic_per_token_quant_fp8
+    from solbench.kernels.fp8_quant import dynamic_per_token_quant_fp8
 
     q, s = dynamic_per_token_quant_fp8(torch.empty((0, 64), dtype=torch.bfloat16, device=device))
     assert q.shape == (0, 64) and s.shape == (0, 1)
@@ -170,7 +173,7 @@ def test_kernel_zero_rows_and_errors(device):
 
 @needs_triton
 def test_custom_op_opcheck(device):
-    from solbench.ops.fp8_dynamic_per_token_quant.api import dynamic_per_token_quant_fp8  # noqa: F401
+    from solbench.kernels.fp8_quant import dynamic_per_token_quant_fp8  # noqa: F401
 
     x = torch.randn(4, 48, device=device).to(torch.bfloat16)
     q = torch.empty((4, 48), dtype=torch.float8_e4m3fn, device=device)
@@ -184,7 +187,7 @@ HAS_CUDA = torch.cuda.is_available()
 
 @pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
 def test_gpu_compile_graph_and_int64_offsets():
-    from solbench.ops.fp8_dynamic_per_token_quant.api import dynamic_per_token_quant_fp8
+    from solbench.kernels.fp8_quant import dynamic_per_token_quant_fp8
 
     spec = get_spec(OP)
     x = torch.randn(100, 1536, device="cuda", dtype=torch.bfloat16)

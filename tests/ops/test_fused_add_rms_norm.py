@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from _rownorm_testing import assert_close, wide_rows
-from solbench.core import rowwise
+from solbench.kernels import rowwise
 from solbench.core.spec import get_spec
-from solbench.ops.fused_add_rms_norm.api import fused_add_rms_norm, fused_add_rms_norm_
+from solbench.kernels.rownorm import fused_add_rms_norm, fused_add_rms_norm_
 
 SPEC = get_spec("fused_add_rms_norm")
 

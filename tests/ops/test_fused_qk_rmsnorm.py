@@ -5,7 +5,7 @@ import torch
 
 from _rownorm_testing import assert_close, wide_rows
 from solbench.core.spec import get_spec
-from solbench.ops.fused_qk_rmsnorm.api import fused_qk_rmsnorm, fused_qk_rmsnorm_
+from solbench.kernels.rownorm import fused_qk_rmsnorm, fused_qk_rmsnorm_
 
 SPEC = get_spec("fused_qk_rmsnorm")
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from solbench.core import fp8
+from solbench.kernels import fp8_format
 from solbench.core.check import check_impl
 from solbench.core.baselines import triton_support
 from solbench.core.spec import Impl, get_spec
@@ -62,7 +63,7 @@ def test_checker_rejects_rounded_sum_norm(device):
     def rounded(x, residual, weight, eps):  # normalizes the stored bf16 sum and rounds y to bf16
         s = x + residual
         y = (s.float() * torch.rsqrt(s.float().pow(2).mean(-1, keepdim=True) + eps) * weight.float()).to(x.dtype)
-        q, sc = fp8.quantize_per_token(y.float().reshape(-1, y.shape[-1]))
+        q, sc = fp8_format.quantize_per_token(y.float().reshape(-1, y.shape[-1]))
         return q.view(x.shape), sc.view(*x.shape[:-1], 1), s
 
     def bad_residual(x, residual, weight, eps):
@@ -98,7 +99,7 @@ def _assert_close_to_reference(q, s, res, x, r, w, eps):
 @needs_triton
 @pytest.mark.parametrize("t,n", [(1, 7), (3, 130), (5, 2048), (2, 1000)])
 def test_kernel_odd_shapes(device, t, n):
-    from solbench.ops.fused_rmsnorm_quant.api import fused_add_rms_norm_quant
+    from solbench.kernels.fp8_quant import fused_add_rms_norm_quant
 
     x, r, w = _inputs(t, n, device, seed=t + n)
     q, s, res = fused_add_rms_norm_quant(x, r, w, 1e-6)
@@ -107,8 +108,8 @@ def test_kernel_odd_shapes(device, t, n):
 
 @needs_triton
 def test_kernel_strided_out_chunked_and_plain(device, monkeypatch):
-    from solbench.core import rowwise
-    from solbench.ops.fused_rmsnorm_quant.api import fused_add_rms_norm_quant, rms_norm_quant
+    from solbench.kernels import rowwise
+    from solbench.kernels.fp8_quant import fused_add_rms_norm_quant, rms_norm_quant
 
     x, r, w = _inputs(6, 200, device, seed=1, dtype=torch.float16)
     xs = torch.empty((6, 256), dtype=x.dtype, device=device)[:, :200]
@@ -130,7 +131,7 @@ def test_kernel_strided_out_chunked_and_plain(device, monkeypatch):
 
 @needs_triton
 def test_kernel_zero_rows_zero_input_and_errors(device):
-    from solbench.ops.fused_rmsnorm_quant.api import fused_add_rms_norm_quant
+    from solbench.kernels.fp8_quant import fused_add_rms_norm_quant
 
     e = torch.empty((0, 32), dtype=torch.bfloat16, device=device)
     w = torch.ones(32, dtype=torch.bfloat16, device=device)
@@ -154,7 +155,7 @@ def test_kernel_zero_rows_zero_input_and_errors(device):
 
 @needs_triton
 def test_custom_op_fake(device):
-    from solbench.ops.fused_rmsnorm_quant.api import fused_add_rms_norm_quant  # noqa: F401
+    from solbench.kernels.fp8_quant import fused_add_rms_norm_quant  # noqa: F401
 
     x, r, w = _inputs(3, 64, device)
     outs = (torch.empty((3, 64), dtype=torch.float8_e4m3fn, device=device), torch.empty((3, 1), device=device),
@@ -168,7 +169,7 @@ HAS_CUDA = torch.cuda.is_available()
 
 @pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
 def test_gpu_compile_graph_and_int64_offsets():
-    from solbench.ops.fused_rmsnorm_quant.api import fused_add_rms_norm_quant
+    from solbench.kernels.fp8_quant import fused_add_rms_norm_quant
 
     dev = torch.device("cuda")
     x, r, w = _inputs(100, 2048, dev)

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from _rownorm_testing import assert_close, wide_rows
 from solbench.core.spec import get_spec
-from solbench.ops.gated_rms_norm.api import gated_rms_norm
+from solbench.kernels.rownorm import gated_rms_norm
 
 SPEC = get_spec("gated_rms_norm")
 

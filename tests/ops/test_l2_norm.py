@@ -6,7 +6,7 @@ import torch
 
 from _rownorm_testing import assert_close, wide_rows
 from solbench.core.spec import get_spec
-from solbench.ops.l2_norm.api import l2_norm
+from solbench.kernels.rownorm import l2_norm
 
 SPEC = get_spec("l2_norm")
 

@@ -5,9 +5,9 @@ import torch
 import torch.nn.functional as F
 
 from _rownorm_testing import assert_close, wide_rows
-from solbench.core import rowwise
+from solbench.kernels import rowwise
 from solbench.core.spec import get_spec
-from solbench.ops.layer_norm.api import layer_norm
+from solbench.kernels.rownorm import layer_norm
 
 SPEC = get_spec("layer_norm")
 

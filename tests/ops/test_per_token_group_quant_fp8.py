@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from solbench.core import fp8
+from solbench.kernels import fp8_format
 from solbench.core.check import compare_outputs
 from solbench.core.baselines import triton_support
 from solbench.core.spec import get_spec, impls_for
@@ -32,7 +33,7 @@ def test_cost_hand_count():
 def test_reference_against_group_loop(ue8m0):
     x = _x(3, 12, torch.device("cpu"), seed=2)
     x[1, 4:8] = 0  # an all-zero group: eps keeps its scale positive
-    q, s = fp8.quantize_per_group(x, 4, 1e-10, ue8m0)
+    q, s = fp8_format.quantize_per_group(x, 4, 1e-10, ue8m0)
     assert q.shape == (3, 12) and s.shape == (3, 3)
     for t in range(3):
         for g in range(3):
@@ -53,7 +54,7 @@ def test_chunked_views_match_whole_comparison(device):
     # The checker's views split big outputs into row chunks; a wrong chunk is still found.
     spec = get_spec(OP)
     x = _x(40, 256, device)
-    rq, rs = fp8.quantize_per_group(x, 128)
+    rq, rs = fp8_format.quantize_per_group(x, 128)
     ref = {"quantized": rq, "scales": rs}
     got = {"quantized": rq.clone(), "scales": rs.clone()}
     gv, rv = fp8.dequant_views(got, ref, {"quantized": ("scales", 128)}, max_elems=1024)
@@ -83,7 +84,7 @@ def test_eager_refuses_only_the_largest_shapes(device):
 def _check(q, s, x, group, ue8m0=False):
     # Bit for bit against the reference formulated as the kernel computes (reciprocal multiply);
     # the division reference (vLLM) is within the dequantized tolerance (test_impls_pass_checker).
-    rq, rs = fp8.quantize_per_group(x, group, 1e-10, ue8m0, reciprocal=True)
+    rq, rs = fp8_format.quantize_per_group(x, group, 1e-10, ue8m0, reciprocal=True)
     assert fp8.check_scales("scales", s.contiguous().view(rs.shape), rs) == []
     assert torch.equal(q.reshape(rq.shape).view(torch.uint8), rq.view(torch.uint8))
 
@@ -91,7 +92,7 @@ def _check(q, s, x, group, ue8m0=False):
 @needs_triton
 @pytest.mark.parametrize("t,k,group", [(1, 2048, 128), (3, 384, 128), (5, 96, 32), (2, 60, 12), (7, 64, 64)])
 def test_kernel_odd_shapes(device, t, k, group):
-    from solbench.ops.per_token_group_quant_fp8.api import per_token_group_quant_fp8
+    from solbench.kernels.fp8_quant import per_token_group_quant_fp8
 
     x = _x(t, k, device, seed=k)
     q, s = per_token_group_quant_fp8(x, group)
@@ -101,7 +102,7 @@ def test_kernel_odd_shapes(device, t, k, group):
 
 @needs_triton
 def test_kernel_scale_layouts_ue8m0_strides_out(device):
-    from solbench.ops.per_token_group_quant_fp8.api import per_token_group_quant_fp8
+    from solbench.kernels.fp8_quant import per_token_group_quant_fp8
 
     base = _x(9, 320, device, seed=4)
     x = base[:, :256]  # strided rows
@@ -124,7 +125,7 @@ def test_kernel_scale_layouts_ue8m0_strides_out(device):
 
 @needs_triton
 def test_kernel_zero_rows_and_errors(device):
-    from solbench.ops.per_token_group_quant_fp8.api import per_token_group_quant_fp8
+    from solbench.kernels.fp8_quant import per_token_group_quant_fp8
 
     q, s = per_token_group_quant_fp8(torch.empty((0, 256), dtype=torch.bfloat16, device=device))
     assert q.shape == (0, 256) and s.shape == (0, 2)
@@ -146,7 +147,7 @@ def test_kernel_zero_rows_and_errors(device):
 
 @needs_triton
 def test_custom_op_fake(device):
-    from solbench.ops.per_token_group_quant_fp8.api import per_token_group_quant_fp8  # noqa: F401
+    from solbench.kernels.fp8_quant import per_token_group_quant_fp8  # noqa: F401
 
     x = _x(2, 256, device)
     args = (x, torch.empty((2, 256), dtype=torch.float8_e4m3fn, device=device), torch.empty((2, 2), device=device),
@@ -160,7 +161,7 @@ HAS_CUDA = torch.cuda.is_available()
 
 @pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
 def test_gpu_compile_graph_and_int64_offsets():
-    from solbench.ops.per_token_group_quant_fp8.api import per_token_group_quant_fp8
+    from solbench.kernels.fp8_quant import per_token_group_quant_fp8
 
     dev = torch.device("cuda")
     x = _x(100, 2048, dev)

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from _rownorm_testing import assert_close, wide_rows
-from solbench.core import rowwise
+from solbench.kernels import rowwise
 from solbench.core.spec import get_spec
-from solbench.ops.rms_norm.api import rms_norm
+from solbench.kernels.rownorm import rms_norm
 
 SPEC = get_spec("rms_norm")
 
@@ -69,7 +69,7 @@ def test_long_rows_take_the_chunked_path(device, monkeypatch):
     monkeypatch.setattr(rowwise, "CHUNK_N", 32)
     x = torch.randn(3, 100, device=device).to(torch.bfloat16)
     w = torch.randn(100, device=device).to(torch.bfloat16)
-    assert rowwise.row_config(100, 3).chunked
+    assert rowwise.row_options(100, 3).chunked
     assert_close(rms_norm(x, w), _ref(x, w))
 
 

@@ -1,62 +1,63 @@
-"""core/rowwise.py: the tiling table's first-principles choices and its override hook; the
+"""kernels/rowwise.py: the tiling table's first-principles choices and its override hook; the
 row-norm kernel's int64 row indexing."""
 import inspect
 
 import pytest
 
-from solbench.core import rowwise
-from solbench.core.rowwise import RowConfig, row_config, row_grid, row_ptrs, tile_offsets  # noqa: F401
+from solbench.kernels import rowwise
+from solbench.kernels._rowwise_triton import row_ptrs, tile_offsets
+from solbench.kernels.rowwise import RowOptions, row_options, row_grid  # noqa: F401
 
 
 def test_short_rows_pack_several_rows_per_program(monkeypatch):
-    from solbench.core import tuning
+    from solbench.runtime import tuning
 
     monkeypatch.setattr(tuning, "sm_count", lambda: None)  # the tile rule alone, no device
     # hidden 128 bf16, prefill: 4096-element tiles = 32 rows, 8 warps x 32 threads x 16 elements.
-    assert row_config(128, 100_000) == RowConfig(block_m=32, block_n=128, num_warps=8)
+    assert row_options(128, 100_000) == RowOptions(block_m=32, block_n=128, num_warps=8)
     # decode: 3 rows -> one program of 4 rows, one warp (16 elements per thread), not 32 rows.
-    cfg = row_config(128, 3)
+    cfg = row_options(128, 3)
     assert (cfg.block_m, cfg.num_warps, row_grid(3, cfg)) == (4, 1, (1,))
     # hidden 1152 pads to 2048: two rows per program.
-    assert row_config(1152, 300).block_m == 2
+    assert row_options(1152, 300).block_m == 2
 
 
 def test_on_a_device_tiles_split_until_every_sm_has_a_program(monkeypatch):
-    from solbench.core import tuning
+    from solbench.runtime import tuning
 
     monkeypatch.setattr(tuning, "sm_count", lambda: 132)  # an H100 / H200
-    assert row_config(128, 100_000).block_m == 32  # thousands of programs already
-    cfg = row_config(128, 3)  # 3 rows: one row per program, 3 programs, not one of 4 rows
+    assert row_options(128, 100_000).block_m == 32  # thousands of programs already
+    cfg = row_options(128, 3)  # 3 rows: one row per program, 3 programs, not one of 4 rows
     assert (cfg.block_m, cfg.num_warps, row_grid(3, cfg)) == (1, 1, (3,))
-    assert row_config(1152, 300).block_m == 2  # 150 programs >= 132 SMs: unchanged
-    assert row_config(1152, 200).block_m == 1  # 100 programs of 2 rows would idle 32 SMs
+    assert row_options(1152, 300).block_m == 2  # 150 programs >= 132 SMs: unchanged
+    assert row_options(1152, 200).block_m == 1  # 100 programs of 2 rows would idle 32 SMs
 
 
 def test_wide_rows_take_one_row_and_more_warps():
-    cfg = row_config(7168, 53)
+    cfg = row_options(7168, 53)
     assert (cfg.block_m, cfg.block_n, cfg.num_warps, cfg.chunked) == (1, 8192, 16, False)
     # fp32 moves 8 elements per thread for the same 32 bytes: twice the warps of bf16.
-    assert row_config(1024, 4096, elem_bytes=4).num_warps == 2 * row_config(1024, 4096).num_warps
+    assert row_options(1024, 4096, elem_bytes=4).num_warps == 2 * row_options(1024, 4096).num_warps
 
 
 def test_long_rows_are_chunked_and_limits_are_clear():
-    cfg = row_config(rowwise.MAX_WHOLE_ROW + 1, 10)
+    cfg = row_options(rowwise.MAX_WHOLE_ROW + 1, 10)
     assert cfg.chunked and cfg.block_m == 1 and cfg.block_n == rowwise.CHUNK_N
     with pytest.raises(ValueError, match="hidden size 0 is not supported"):
-        row_config(0, 10)
+        row_options(0, 10)
     with pytest.raises(ValueError, match="multiple of 128"):
         rowwise.check_hidden(100, "quant", multiple_of=128)
 
 
-def test_overrides_win_and_are_capped_by_rows():
-    table = {("rms_norm", 2048): RowConfig(block_m=8, block_n=2048, num_warps=4)}
-    assert row_config(2048, 1000, kernel="rms_norm", overrides=table).block_m == 8
-    assert row_config(2048, 2, kernel="rms_norm", overrides=table).block_m == 2
-    assert row_config(2048, 1000, kernel="other", overrides=table).block_m == 2
+def test_given_options_win_and_are_capped_by_rows():
+    given = RowOptions(block_m=8, block_n=2048, num_warps=4)
+    assert row_options(2048, 1000, kernel="rms_norm", options=given).block_m == 8
+    assert row_options(2048, 2, kernel="rms_norm", options=given).block_m == 2
+    assert row_options(2048, 1000, kernel="rms_norm").block_m == 2
 
 
 def test_row_indices_are_int64():
-    from solbench.core import rownorm
+    from solbench.kernels import _rownorm_triton as rownorm
 
     src = inspect.getsource(rownorm._rownorm_kernel.fn)
     assert "tl.program_id(0).to(tl.int64)" in src                                  # chunked rows
@@ -68,7 +69,7 @@ import inspect, json, re, sys
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
-from solbench.core.rownorm import _rownorm_kernel
+from solbench.kernels._rownorm_triton import _rownorm_kernel
 
 names = list(inspect.signature(_rownorm_kernel.fn).parameters)
 result = {}
@@ -105,7 +106,7 @@ def test_kernel_compiles_for_sm90_with_16_byte_accesses():
         "gated_params_after_reduction": ({**base, "HAS_Z": True, "PARAMS_FIRST": False}, 8),
         "layer_chunked": ({**base, "MODE": 1, "HAS_B": True, "HAS_RES": True, "BLOCK_M": 1, "BLOCK_N": 4096,
                            "CHUNKED": True}, 8),
-        # split whole rows (core/rowwise.column_tiles): 1152 as 1024 + 128, 7168 as 4096 + 2048 + 1024,
+        # split whole rows (kernels/rowwise.column_tiles): 1152 as 1024 + 128, 7168 as 4096 + 2048 + 1024,
         # every tile still one 16-byte vector per access
         "rms_split_1152": ({**base, "BLOCK_M": 8, "BLOCK_N": 1024, "BLOCK_T1": 128}, 4),
         # one warp, whole-vector tail (rowwise.split_tails): 1024 + 256, one register layout
@@ -173,7 +174,7 @@ def test_jit_helpers_tile_a_strided_copy(device):
 
     x = torch.randn(7, 20, device=device)[:, :13]
     y = torch.full((7, 13), float("nan"), device=device)
-    cfg = row_config(13, 7, 4)
+    cfg = row_options(13, 7, 4)
     _copy[row_grid(7, cfg)](x, y, 7, 13, x.stride(0), y.stride(0), BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n)
     assert torch.equal(y, x * 2)
 
@@ -186,7 +187,7 @@ def test_persistent_pipelined_launch_matches_the_reference(op, device):
     # A persistent config (what `solbench tune` may adopt for these kernels) forced on every key
     # the operator looks up: two programs per SM striding over tiles of 2 rows, 2-stage pipeline.
     # Shapes with a row count that is not a multiple of tiles x programs, and a decode-sized one.
-    from solbench.core import tuning
+    from solbench.runtime import tuning
     from solbench.core.check import run_impl
     from solbench.core.spec import get_spec, impls_for
     from solbench.kernels.common import next_pow2
@@ -211,7 +212,7 @@ def _check_with_configs(spec, impl, shape, device, configs):
     forced on those tuned-table keys."""
     import contextlib
 
-    from solbench.core import tuning
+    from solbench.runtime import tuning
     from solbench.core.check import check_impl
 
     with contextlib.ExitStack() as stack:
@@ -221,20 +222,21 @@ def _check_with_configs(spec, impl, shape, device, configs):
 
 
 def test_a_regular_tuned_tile_still_fills_the_sms_but_a_few_rows_tile_is_kept(monkeypatch):
-    from solbench.core import tuning
+    from solbench.runtime import tuning
 
     monkeypatch.setattr(tuning, "sm_count", lambda: 132)
     tile = {"block_m": 8, "block_n": 2048, "num_warps": 8, "chunked": False}
     with tuning.overriding("rms_norm", 2048, tile):
-        assert row_config(2048, 100_000, kernel="rms_norm").block_m == 8  # as tuned
-        cfg = row_config(2048, 300, kernel="rms_norm")  # 8 rows per program: 38 programs
+        assert row_options(2048, 100_000, kernel="rms_norm").block_m == 8  # as tuned
+        cfg = row_options(2048, 300, kernel="rms_norm")  # 8 rows per program: 38 programs
         assert (cfg.block_m, cfg.num_warps, row_grid(300, cfg)) == (2, 2, (150,))
     with tuning.overriding("rms_norm" + tuning.FEW_ROWS_SUFFIX, 2048, tile):
-        assert row_config(2048, 300, kernel="rms_norm").block_m == 8  # measured on such launches
+        assert row_options(2048, 300, kernel="rms_norm").block_m == 8  # measured on such launches
 
 
 def test_params_first_on_few_wave_launches(monkeypatch):
-    from solbench.core import rownorm, tuning
+    from solbench.kernels import rownorm
+    from solbench.runtime import tuning
 
     monkeypatch.setattr(tuning, "sm_count", lambda: 132)
     assert rownorm.params_first(1) and rownorm.params_first(8 * 132) and not rownorm.params_first(8 * 132 + 1)
@@ -245,15 +247,16 @@ def test_params_first_on_few_wave_launches(monkeypatch):
 
 @pytest.mark.parametrize("pinned", [True, False, None])
 def test_a_tile_can_pin_when_the_parameters_load(pinned, monkeypatch, device):
-    # RowConfig.params_first (the H200's layer_norm@many_rows:1152 pins True) overrides the rule by
+    # RowOptions.params_first (the H200's layer_norm@many_rows:1152 pins True) overrides the rule by
     # programs per SM, which without an SM count loads them first; the output stays the reference's.
     import torch
 
-    from solbench.core import rownorm, tuning
-    from solbench.ops.layer_norm.api import layer_norm
+    from solbench.kernels import _rownorm_triton
+    from solbench.kernels.rownorm import layer_norm
+    from solbench.runtime import tuning
 
     launched = []
-    kernel = rownorm._rownorm_kernel
+    kernel = _rownorm_triton._rownorm_kernel
 
     class Recorder:
         def __getitem__(self, grid):
@@ -262,7 +265,7 @@ def test_a_tile_can_pin_when_the_parameters_load(pinned, monkeypatch, device):
                 return kernel[grid](*args, **kwargs)
             return launch
 
-    monkeypatch.setattr(rownorm, "_rownorm_kernel", Recorder())
+    monkeypatch.setattr(_rownorm_triton, "_rownorm_kernel", Recorder())
     x = torch.randn(5, 1152, device=device, dtype=torch.bfloat16)
     w = torch.randn(1152, device=device, dtype=torch.bfloat16)
     b = torch.randn(1152, device=device, dtype=torch.bfloat16)
@@ -275,7 +278,8 @@ def test_a_tile_can_pin_when_the_parameters_load(pinned, monkeypatch, device):
 
 
 def test_streaming_hints_only_on_many_wave_whole_row_launches(monkeypatch):
-    from solbench.core import rownorm, tuning
+    from solbench.kernels import rownorm
+    from solbench.runtime import tuning
 
     none = {"LOAD_EVICT": "", "STORE_CACHE": ""}
     hints = {"LOAD_EVICT": "evict_first", "STORE_CACHE": ".cs"}
@@ -287,7 +291,7 @@ def test_streaming_hints_only_on_many_wave_whole_row_launches(monkeypatch):
 
 
 #: A non-power-of-two row length per row-norm operator, so the split whole-row path (two or three
-#: column tiles, core/rowwise.column_tiles, with whole-vector tails: rowwise.split_tails) runs on
+#: column tiles, kernels/rowwise.column_tiles, with whole-vector tails: rowwise.split_tails) runs on
 #: one warp: 1152 = 1024 + 256 (the last 128 masked), 7168 = 4096 + 2048 + 1024. Whole-vector
 #: tails split no row under 512 bf16, so fused_qk_rmsnorm's heads (at most 256) never split.
 SPLIT_SHAPES = {
@@ -326,12 +330,12 @@ def test_split_tails_keep_one_vector_per_thread():
     # Tails narrower than one 16-byte vector per thread get their own register layout, and the
     # row is then converted between layouts with shuffles (rowwise.split_tails).
     assert rowwise.split_tails(1, 2) == 256 and rowwise.split_tails(4, 2) == 1024 and rowwise.split_tails(1, 4) == 128
-    one_warp = RowConfig(block_m=1, block_n=2048, num_warps=1, split=True)
+    one_warp = RowOptions(block_m=1, block_n=2048, num_warps=1, split=True)
     assert one_warp.column_kwargs(1152) == {"BLOCK_N": 1024, "BLOCK_T1": 256, "BLOCK_T2": 0}
     assert one_warp.column_kwargs(1152, elem_bytes=4) == {"BLOCK_N": 1024, "BLOCK_T1": 128, "BLOCK_T2": 0}
-    assert RowConfig(block_m=2, block_n=2048, num_warps=4, split=True).column_kwargs(1152) == {
+    assert RowOptions(block_m=2, block_n=2048, num_warps=4, split=True).column_kwargs(1152) == {
         "BLOCK_N": 2048, "BLOCK_T1": 0, "BLOCK_T2": 0}  # 1024 + 1024 would save nothing
-    assert RowConfig(block_m=2, block_n=2048, num_warps=4).column_kwargs(1152) == {}
+    assert RowOptions(block_m=2, block_n=2048, num_warps=4).column_kwargs(1152) == {}
 
 
 @pytest.mark.parametrize("op", sorted(SPLIT_SHAPES))
@@ -340,7 +344,7 @@ def test_split_column_tiles_match_the_reference(op, block_m, device):
     # A split config (what `solbench tune` may adopt for rows that are not a power of two) forced
     # on every key the operator looks up, with NaN-poisoned outputs and three seeds (check_impl):
     # one warp with whole-vector tails (1152 = 1024 + 256, the last 128 masked).
-    from solbench.core import tuning
+    from solbench.runtime import tuning
     from solbench.core.check import run_impl
     from solbench.core.spec import Shape, get_spec, impls_for
 
@@ -382,10 +386,11 @@ def test_layer_norm_statistics_match_the_reference(split, stats, device, monkeyp
     # sums, on rows far from zero mean, where sum(x^2) - n mean^2 would cancel.
     import torch
 
-    from solbench.core import rownorm, tuning
+    from solbench.kernels import rownorm
+    from solbench.runtime import tuning
     from solbench.core.check import run_impl
     from solbench.core.spec import Shape, get_spec, impls_for
-    from solbench.ops.layer_norm.api import layer_norm
+    from solbench.kernels.rownorm import layer_norm
 
     monkeypatch.setattr(rownorm, "shifted_stats", lambda programs: stats == "shifted")
     spec, impl = get_spec("layer_norm"), impls_for("layer_norm")["ours_triton"]
@@ -418,7 +423,8 @@ def test_layer_norm_statistics_match_the_reference(split, stats, device, monkeyp
 def test_shifted_stats_on_few_wave_launches(monkeypatch):
     # Shifted from one program per SM up to FEW_WAVES_PER_SM, two passes on fewer or more and
     # without an SM count (CPU: the interpreter runs the shifted sums' combine function in Python).
-    from solbench.core import rownorm, tuning
+    from solbench.kernels import rownorm
+    from solbench.runtime import tuning
 
     monkeypatch.setattr(tuning, "sm_count", lambda: 132)
     limit = rownorm.FEW_WAVES_PER_SM * 132
@@ -429,7 +435,35 @@ def test_shifted_stats_on_few_wave_launches(monkeypatch):
 
 
 def test_a_register_cap_is_a_launch_option_only_when_set():
-    # RowConfig.maxnreg: ptxas's .maxnreg for the launch (more warps per SM than the compiler's
+    # RowOptions.maxnreg: ptxas's .maxnreg for the launch (more warps per SM than the compiler's
     # own allocation allows); unset, the launch carries no such option.
-    assert "maxnreg" not in RowConfig(1, 2048, 1).launch_kwargs()
-    assert RowConfig(1, 2048, 1, split=True, maxnreg=80).launch_kwargs()["maxnreg"] == 80
+    assert "maxnreg" not in RowOptions(1, 2048, 1).launch_kwargs()
+    assert RowOptions(1, 2048, 1, split=True, maxnreg=80).launch_kwargs()["maxnreg"] == 80
+
+
+def test_a_launch_takes_the_options_it_is_given(device):
+    # An argument wins over the tuned table and first principles (here: 2 rows x 1 warp a program).
+    import torch
+
+    from solbench.kernels import _rownorm_triton
+    from solbench.kernels.eager import rms_normalize
+
+    launched = []
+    kernel = _rownorm_triton._rownorm_kernel
+
+    class Recorder:
+        def __getitem__(self, grid):
+            def launch(*args, **kwargs):
+                launched.append((grid, kwargs["BLOCK_M"], kwargs["num_warps"]))
+                return kernel[grid](*args, **kwargs)
+            return launch
+
+    x = torch.randn(5, 128, device=device, dtype=torch.bfloat16)
+    w = torch.randn(128, device=device, dtype=torch.bfloat16)
+    out = torch.empty_like(x)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_rownorm_triton, "_rownorm_kernel", Recorder())
+        _rownorm_triton.launch_rownorm(x, out, mode="rms", eps=1e-6, n=128, rows=5, weight=w, kernel="rms_norm",
+                                       options=RowOptions(block_m=2, block_n=128, num_warps=1))
+    assert launched == [((3,), 2, 1)]
+    torch.testing.assert_close(out.float(), rms_normalize(x, 1e-6) * w.float(), atol=0.05, rtol=0.02)

@@ -61,8 +61,8 @@ def load_suite(path: str | Path | None = None) -> dict:
             shapes.append({"id": s.get("id", j), **s})
         entry["shapes"] = shapes
         merged.append(entry)
-    return {**{k: v for k, v in base.items() if k != "operators"}, **{k: v for k, v in data.items() if k != "operators"},
-            "operators": merged}
+    return {**{k: v for k, v in base.items() if k != "operators"},
+            **{k: v for k, v in data.items() if k != "operators"}, "operators": merged}
 
 
 def operator_entries(path: str | Path | None = None) -> dict[str, dict]:

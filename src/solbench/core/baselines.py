@@ -148,7 +148,7 @@ def _largest_inputs(op: str, device, supports: Callable) -> tuple[str, dict] | N
 
 def triton_support() -> Support:
     """Our Triton kernels run on a CUDA device, or on the CPU under ``TRITON_INTERPRET=1``."""
-    from solbench.kernels.common import triton_unavailable_reason
+    from solbench.runtime import triton_unavailable_reason
 
     why = triton_unavailable_reason()
     return Support.no(why) if why else Support.yes()

@@ -77,10 +77,10 @@ def _measure_cuda(quick: bool, progress) -> dict:
     candidates = {}
     if tri is not None:
         copy, _ = tri
-        t = time_gpu(lambda i: copy(srcs[i], dsts[i]), 2, flush=False)
+        t = time_gpu(lambda i, srcs=srcs, dsts=dsts: copy(srcs[i], dsts[i]), 2, flush=False)
         candidates["triton_copy"] = 2 * nbytes / (t.median_us * 1e-6)
     # An elementwise torch kernel (x*1 into out=) runs on the SMs as well.
-    t = time_gpu(lambda i: torch.mul(srcs[i], 1.0, out=dsts[i]), 2, flush=False)
+    t = time_gpu(lambda i, srcs=srcs, dsts=dsts: torch.mul(srcs[i], 1.0, out=dsts[i]), 2, flush=False)
     candidates["torch_elementwise"] = 2 * nbytes / (t.median_us * 1e-6)
     best = max(candidates, key=candidates.get)
     out["bandwidth"] = candidates[best]
@@ -95,7 +95,7 @@ def _measure_cuda(quick: bool, progress) -> dict:
         a = [torch.randn(size, size, device=dev, dtype=dtype) for _ in range(2)]
         b = [torch.randn(size, size, device=dev, dtype=dtype) for _ in range(2)]
         c = [torch.empty(size, size, device=dev, dtype=dtype) for _ in range(2)]
-        t = time_gpu(lambda i: torch.matmul(a[i], b[i], out=c[i]), 2, flush=False)
+        t = time_gpu(lambda i, a=a, b=b, c=c: torch.matmul(a[i], b[i], out=c[i]), 2, flush=False)
         out["peaks"][path] = 2 * size**3 / (t.median_us * 1e-6)
         del a, b, c
     why = fp8_unsupported(props.major * 10 + props.minor)
@@ -144,7 +144,7 @@ def cold_floor() -> dict:
     n_sets, flush = plan_sets(2 * COLD_FLOOR_BYTES, l2_bytes_of(dev), bytes_written=COLD_FLOOR_BYTES)
     srcs = [torch.randn(n, device=dev) for _ in range(n_sets)]
     dsts = [torch.empty_like(x) for x in srcs]
-    t = time_gpu(lambda i: torch.mul(srcs[i], 1.0, out=dsts[i]), n_sets, flush=flush)
+    t = time_gpu(lambda i, srcs=srcs, dsts=dsts: torch.mul(srcs[i], 1.0, out=dsts[i]), n_sets, flush=flush)
     return {"cold_floor_us": t.median_us, "cold_floor_cold_l2": t.cold_l2}
 
 
@@ -202,7 +202,7 @@ def copy_by_size(sizes=BY_SIZE_BYTES, progress=None) -> list[dict]:
         n_sets, flush = plan_sets(moved, l2, bytes_written=moved / 2)
         srcs = [torch.randn(n, device=dev) for _ in range(n_sets)]
         dsts = [torch.empty_like(x) for x in srcs]
-        t = time_gpu(lambda i: torch.mul(srcs[i], 1.0, out=dsts[i]), n_sets, flush=flush)
+        t = time_gpu(lambda i, srcs=srcs, dsts=dsts: torch.mul(srcs[i], 1.0, out=dsts[i]), n_sets, flush=flush)
         rows.append({"bytes": 2 * n * 4, "us": t.median_us, "bandwidth": 2 * n * 4 / (t.median_us * 1e-6),
                      "cold_l2": t.cold_l2})
         del srcs, dsts

@@ -66,7 +66,7 @@ def environment(timer: str) -> dict:
     env = dict(_static_env())
     env["timer"] = timer
     env["triton_interpret"] = os.environ.get("TRITON_INTERPRET") == "1"
-    from solbench.core import tuning
+    from solbench.runtime import tuning
 
     env["launch_configs"] = tuning.source()  # tuned table in use, or "first principles"
     if env.get("device") != "cpu":

@@ -1,37 +1,11 @@
-"""FP8 (e4m3) quantization mechanics shared by the fp8 operators (fp8_dynamic_per_token_quant,
-fused_rmsnorm_quant, per_token_group_quant_fp8): constants, scale conventions, torch references,
-dequantized comparison views for the checker, scale checks, and ``@triton.jit`` helpers.
+"""Checking the fp8 (e4m3) quantization operators (fp8_dynamic_per_token_quant, fused_rmsnorm_quant,
+per_token_group_quant_fp8): tolerances, dequantized comparison views, scale checks, activation-like
+inputs and :class:`Fp8QuantSpec`, the base of their specs. The format, the scale conventions and
+the torch formulations the references use are the library's (:mod:`solbench.kernels.fp8_format`).
 
-Format. We target NVIDIA's ``float8_e4m3fn`` (``torch.float8_e4m3fn``, Triton ``float8e4nv``):
-1 sign, 4 exponent (bias 7), 3 mantissa bits, no infinities, largest finite value **448**,
-smallest normal 2^-6, subnormals in steps of 2^-9. ROCm MI300 uses ``float8_e4m3fnuz`` (bias 8,
-largest 240; aiter reads it from ``torch.finfo(dtype).max``, vLLM clamps fnuz to 224); the aiter
-operators in the catalog are measured here with the e4m3fn format and its 448, which is what
-aiter itself uses on e4m3fn hardware (gfx950) and what vLLM uses on NVIDIA.
-
-Scale conventions (``x ~= q * scale``, one fp32 scale per token or per group):
-
-* ``scale = max(amax, min_amax) / 448`` where ``amax`` is the max-abs of the token (group);
-  ``min_amax`` is 1e-10 for vLLM's group quant (its ``eps``) and for aiter's per-token quant
-  (zero rows get a finite, positive scale), 0 for aiter's fused RMSNorm quant (a zero row stores
-  scale 0 and quantizes to 0);
-* ``q = fp8_rne(clamp(x / scale, -448, 448))`` (0 where ``scale == 0``);
-* UE8M0 (vLLM ``use_ue8m0``, DeepGEMM on Blackwell): the scale is rounded *up* to a power of two,
-  ``2^ceil(log2(scale))``, so it fits an 8-bit exponent. Computed exactly on the fp32 bits here;
-  vLLM evaluates ``exp2(ceil(log2(s)))`` in fp32, which can differ only when ``s`` lies within
-  one fp32 ulp above a power of two.
-
-Kernels compute the scale with a correctly rounded division and quantize by multiplying with
-the correctly rounded ``1 / scale`` (one reciprocal per row or group), which is exactly aiter's
-formulation (``x * (1 / scale)``), so the per-token references do the same and our kernels match
-them bit for bit. vLLM's group quantization divides (``x / scale``); the two differ only where
-``x / scale`` is exactly a midpoint between two fp8 values (about 5e-4 of the elements of
-activation-like data, one fp8 step each, RMS-relative 2e-3 after dequantization), which the
-dequantized tolerance accepts and a wrong rounding mode does not.
-
-Checking. fp8 outputs are compared after dequantization (``q * scale``), through lazy row
-chunks so that outputs of several GB are never widened to float64 at once
-(:func:`dequant_views`); scales are checked separately and tightly (:func:`check_scales`).
+fp8 outputs are compared after dequantization (``q * scale``), through lazy row chunks so that
+outputs of several GB are never widened to float64 at once (:func:`dequant_views`); scales are
+checked separately and tightly (:func:`check_scales`).
 """
 from __future__ import annotations
 
@@ -39,16 +13,6 @@ from collections.abc import Mapping
 from typing import Any, Iterator, Sequence
 
 from solbench.core.spec import OpSpec, Tolerance
-
-#: Largest finite float8_e4m3fn value (the quantization range is [-448, 448]).
-FP8_E4M3FN_MAX = 448.0
-#: Largest finite float8_e4m3fnuz value (ROCm MI300); documented, not used by our kernels.
-FP8_E4M3FNUZ_MAX = 240.0
-#: Smallest normal and smallest subnormal e4m3fn magnitudes.
-FP8_E4M3FN_MIN_NORMAL = 2.0 ** -6
-FP8_E4M3FN_MIN_SUBNORMAL = 2.0 ** -9
-#: vLLM's per_token_group_quant_fp8 ``eps`` (the floor of the group max-abs).
-GROUP_EPS = 1e-10
 
 #: Scales of a correct implementation are the reference's up to fp32 rounding of the statistics
 #: (sum-of-squares order, rsqrt); 1e-5 is ~100 fp32 ulps and far below one fp8 step (2^-4).
@@ -65,90 +29,10 @@ DEQUANT_TOLERANCE = Tolerance(atol=2e-2, rtol=0.125, rms_rtol=1e-2)
 CHECK_CHUNK_ELEMS = 1 << 25
 
 
-def fp8_dtype():
-    import torch
-
-    return torch.float8_e4m3fn
-
-
-# ---- torch references (fp32 math, one rounding to fp8) ------------------------------------------
-def ue8m0_ceil(scale):
-    """Smallest power of two >= ``scale`` (fp32, exact on the bits; 0 stays 0)."""
-    import torch
-
-    s = scale.float().contiguous()
-    bits = s.view(torch.int32)
-    # Adding 0x7FFFFF carries into the exponent exactly when some mantissa bit is set.
-    up = ((bits + 0x7FFFFF) & 0x7F800000).view(torch.float32)
-    return torch.where(s > 0, up, s)
-
-
-def scale_from_amax(amax, min_amax: float = 0.0, ue8m0: bool = False):
-    """``max(amax, min_amax) / 448`` in fp32, correctly rounded on every device, rounded up to a
-    power of two when ``ue8m0``.
-
-    The divisor is a tensor on purpose: torch's CUDA division by a Python scalar multiplies by the
-    scalar's fp32 reciprocal (``1/448`` is inexact), which moves some scales by one ulp from the
-    CPU's result and, through ``1 / scale``, flips midpoint roundings of the quantized values. The
-    reference would then depend on the device it runs on; it must not."""
-    import torch
-
-    a = amax.float().clamp_min(float(min_amax))
-    s = torch.div(a, torch.full_like(a, FP8_E4M3FN_MAX))
-    return ue8m0_ceil(s) if ue8m0 else s
-
-
-def quantize(v, scale, reciprocal: bool = False):
-    """``fp8(clamp(v / scale, -448, 448))`` (round to nearest even), 0 where ``scale == 0``.
-    ``v`` is fp32; ``scale`` broadcasts against it. ``reciprocal``: multiply by the fp32
-    ``1 / scale`` instead of dividing (aiter's formulation; it differs from the division only
-    where ``v / scale`` is exactly a rounding midpoint, about 5e-4 of the elements)."""
-    import torch
-
-    safe = torch.where(scale > 0, scale, torch.ones_like(scale))
-    q = v * torch.where(scale > 0, torch.div(torch.ones_like(safe), safe), torch.zeros_like(safe)) if reciprocal else \
-        torch.where(scale > 0, v / safe, torch.zeros_like(v))
-    return q.clamp(-FP8_E4M3FN_MAX, FP8_E4M3FN_MAX).to(fp8_dtype())
-
-
 def row_chunks(rows: int, n: int, max_elems: int = CHECK_CHUNK_ELEMS) -> list[slice]:
     """Row slices of at most ``max_elems`` elements (at least one row each)."""
     step = max(1, int(max_elems) // max(1, int(n)))
     return [slice(r, min(rows, r + step)) for r in range(0, rows, step)] or [slice(0, 0)]
-
-
-def quantize_per_token(v2d, min_amax: float = 0.0, reciprocal: bool = True):
-    """Per-row dynamic quantization of an fp32 ``[rows, n]`` tensor: ``(q, scale[rows, 1])``,
-    by default with aiter's reciprocal multiply (see :func:`quantize`)."""
-    amax = v2d.abs().amax(dim=-1, keepdim=True) if v2d.shape[-1] else v2d.new_zeros((v2d.shape[0], 1))
-    scale = scale_from_amax(amax, min_amax)
-    return quantize(v2d, scale, reciprocal), scale
-
-
-def quantize_per_group(x, group_size: int, eps: float = GROUP_EPS, ue8m0: bool = False,
-                       reciprocal: bool = False):
-    """vLLM ``per_token_group_quant_fp8`` semantics on ``x[..., K]`` (K divisible by
-    ``group_size``): per group of ``group_size`` consecutive elements of a row,
-    ``scale = max(amax, eps) / 448`` (UE8M0: rounded up to a power of two) and
-    ``q = fp8(clamp(x / scale))``. Returns ``(q[..., K], scales[..., K // group_size])``
-    (row-major). vLLM divides (its CUDA kernel computes ``val / y_s``); ``reciprocal`` multiplies
-    by ``1 / scale`` as our kernel does (see :func:`quantize`). Processed in row chunks so that no fp32 copy of a multi-GB input is made."""
-    import torch
-
-    k = int(x.shape[-1])
-    if k % group_size:
-        raise ValueError(f"last dim {k} is not divisible by group_size {group_size}")
-    groups = k // group_size
-    x2 = x.reshape(-1, k)
-    rows = x2.shape[0]
-    q = torch.empty((rows, k), dtype=fp8_dtype(), device=x.device)
-    s = torch.empty((rows, groups), dtype=torch.float32, device=x.device)
-    for sl in row_chunks(rows, k):
-        xg = x2[sl].float().view(-1, groups, group_size)
-        sc = scale_from_amax(xg.abs().amax(dim=-1), eps, ue8m0)
-        q[sl] = quantize(xg, sc[..., None], reciprocal).view(-1, k)
-        s[sl] = sc
-    return q.view(x.shape), s.view(*x.shape[:-1], groups)
 
 
 def dequantize(q, scale, group_size: int | None = None):
@@ -278,20 +162,6 @@ def activation_like(shape: Sequence[int], dtype, device, gen, outlier_channels: 
         z = torch.randn((sl.stop - sl.start, k), generator=gen, device=device)
         out[sl] = (z * tok[sl] * chan).to(dtype)
     return out
-
-
-# ---- @triton.jit helpers ------------------------------------------------------------------------
-#: Defined in core/fp8_jit.py and imported on first use (``from solbench.core.fp8 import ...`` works
-#: as before): decorating them here would fix interpreter-or-GPU before the CLI has chosen.
-_JIT_HELPERS = ("fp8e4m3_bits", "scale_and_inverse", "quantize_bits")
-
-
-def __getattr__(name: str):
-    if name in _JIT_HELPERS:
-        from solbench.core import fp8_jit
-
-        return getattr(fp8_jit, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # ---- a base for the fp8 operator specs ------------------------------------------------------------

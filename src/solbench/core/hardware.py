@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Mapping
+
+from solbench.runtime import cache_root, current_device, device_key, device_name  # noqa: F401 (hardware's API)
 
 T = 1e12
 
@@ -115,31 +116,7 @@ def cpu_hardware() -> Hardware:
                     bandwidth=cores * 10e9, source="estimate", notes="uncalibrated estimate")
 
 
-# ---- device detection ---------------------------------------------------------------------------
-
-def current_device():
-    import torch
-
-    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
-
-
-def device_name(device=None) -> str:
-    import torch
-
-    device = device or current_device()
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return platform.processor() or platform.machine() or "cpu"
-
-
-def device_key(kind: str | None = None) -> str:
-    """A filesystem-safe identity for the calibration cache."""
-    if kind == "cpu" or (kind is None and current_device().type == "cpu"):
-        name = f"cpu-{platform.machine()}-{os.cpu_count()}c"
-    else:
-        name = device_name()
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_")
-
+# ---- the device (detected by solbench.runtime, whose tuned tables key on it too) -----------------
 
 def datasheet_for_device(device=None) -> Hardware:
     device = device or current_device()
@@ -152,12 +129,6 @@ def datasheet_for_device(device=None) -> Hardware:
 
 
 # ---- calibration --------------------------------------------------------------------------------
-
-def cache_root() -> Path:
-    """Where solbench keeps per-device state (calibrations, tuned tables): ``$SOLBENCH_CACHE``,
-    else ``~/.cache/solbench``."""
-    return Path(os.environ.get("SOLBENCH_CACHE", Path.home() / ".cache" / "solbench"))
-
 
 def cache_dir() -> Path:
     return cache_root() / "calibration"

@@ -175,8 +175,9 @@ def check_aligned(topk_ids, sorted_ids, offsets, block_size: int, num_experts: i
 # ---- fixed-shape grouped MoE (the eager baselines) ----------------------------------------------
 def grouped_gemm_support():
     """torch._grouped_mm (PyTorch >= 2.8) runs the per-expert GEMMs of a sorted batch."""
-    from solbench.core.spec import Support
     import torch
+
+    from solbench.core.spec import Support
 
     if not hasattr(torch, "_grouped_mm"):
         return Support.no(f"torch {torch.__version__} has no torch._grouped_mm")
@@ -245,7 +246,8 @@ def moe_ffn_cost(num_tokens: int, hidden: int, inter: int, num_experts: int, top
     """(GEMM FLOPs, expected experts hit) of a gated MoE FFN over the routed rows only:
     2*R*H*2I (gate/up) + 2*R*I*H (down) with R = T*k routed rows."""
     r = num_tokens * top_k
-    return 2.0 * r * hidden * (2 * inter) + 2.0 * r * inter * hidden, expected_experts_hit(num_tokens, num_experts, top_k)
+    flops = 2.0 * r * hidden * (2 * inter) + 2.0 * r * inter * hidden
+    return flops, expected_experts_hit(num_tokens, num_experts, top_k)
 
 
 def ceil_div(a: int, b: int) -> int:

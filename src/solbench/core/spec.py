@@ -315,19 +315,23 @@ def add_impl(impl: Impl) -> Impl:
     return impl
 
 
+#: Where the operator packages are: plugins loaded by name, each registering its spec and
+#: implementations here on import (ops -> benchmark; the benchmark uses none of their names).
+OPERATORS_PACKAGE = "solbench.ops"
+
+
 def load_all() -> None:
-    """Import every ``solbench.ops.<name>`` package so that specs and impls register themselves."""
+    """Import every package of :data:`OPERATORS_PACKAGE` so that specs and impls register themselves."""
     global _LOADED
     if _LOADED:
         return
-    from solbench import ops
-
+    ops = importlib.import_module(OPERATORS_PACKAGE)
     for mod in sorted(pkgutil.iter_modules(ops.__path__), key=lambda m: m.name):
         if mod.ispkg:
             # One broken operator package must not take the whole tool down; it is reported by
             # load_errors() (the CLI prints it, and the test suite fails on it).
             try:
-                importlib.import_module(f"solbench.ops.{mod.name}")
+                importlib.import_module(f"{OPERATORS_PACKAGE}.{mod.name}")
             except Exception as e:  # noqa: BLE001
                 _LOAD_ERRORS[mod.name] = f"{type(e).__name__}: {e}"
     _LOADED = True

@@ -85,7 +85,7 @@ def cmd_eval(args) -> int:
                     continue
             else:
                 with console.status(f"evaluating {p.name}...") as st:
-                    res = evaluate(_config(args, str(p), op), progress=lambda m: st.update(f"{p.name}: {m}"))
+                    res = evaluate(_config(args, str(p), op), progress=lambda m, p=p: st.update(f"{p.name}: {m}"))
             print_eval(console, res, brief=True)
             per.append((str(p), res.records))
             any_failed = any_failed or _failed_any(res.records)

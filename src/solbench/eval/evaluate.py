@@ -14,8 +14,8 @@ Per shape the verdict is one of
 
 Records have the ``run`` schema (:mod:`solbench.core.record`, so ``report`` and ``compare`` read
 them), with ``role`` ``candidate`` and ``status`` ``ok`` only for ``pass``, plus the fields
-``verdict``, ``flags``, ``integrity``, ``edge``, ``candidate``. Without a GPU there is no timing at all: ``time_us`` is None and ``perf`` says
-"not measured: no GPU"; no speedup is computed.
+``verdict``, ``flags``, ``integrity``, ``edge``, ``candidate``. Without a GPU there is no timing at
+all: ``time_us`` is None and ``perf`` says "not measured: no GPU"; no speedup is computed.
 """
 from __future__ import annotations
 

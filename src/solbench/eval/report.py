@@ -58,8 +58,9 @@ def print_eval(console, res: EvalResult, brief: bool = False) -> None:
         else:
             cols += ["performance"]
         cols += ["reason"]
+        numeric = ("µs", "SOL µs ach.", "S ach.", "× compile", "× best lib")
         for c in cols:
-            t.add_column(c, justify="right" if c in ("µs", "SOL µs ach.", "S ach.", "× compile", "× best lib") else "left",
+            t.add_column(c, justify="right" if c in numeric else "left",
                          **({"max_width": 90, "overflow": "fold"} if c == "reason" else {}))
         for r in recs:
             kind = r.get("kind") or ("edge" if r.get("edge") else "catalog")

@@ -136,7 +136,8 @@ def operator_entries(path=None) -> dict:
 
 
 def make_shapes(entry) -> list:
-    return [Shape(op=entry["name"], id=s["id"], params={{**(s.get("init_kwargs") or {{}}), **(s.get("input_kwargs") or {{}})}},
+    return [Shape(op=entry["name"], id=s["id"],
+                  params={{**(s.get("init_kwargs") or {{}}), **(s.get("input_kwargs") or {{}})}},
                   init_kwargs=s.get("init_kwargs"), input_kwargs=s.get("input_kwargs"))
             for s in entry["shapes"]]
 '''
@@ -251,10 +252,11 @@ def _task_md(spec: OpSpec, chosen, edges, ins, outs, smallest, with_hints: bool)
     edge_lines = "\n".join(f"- `{s.id}`: {s.description.replace('edge case: ', '')} ({json.dumps(dict(s.params))})"
                            for s in edges) or "- none"
     structural = ("\nThis operator is **structural**: its integer outputs are judged by invariants (the reference's "
-                  "order is not the only correct one), see `check_invariants` in `_reference/`.\n") if spec.structural else ""
+                  "order is not the only correct one), see `check_invariants` in `_reference/`.\n"
+                  ) if spec.structural else ""
     hints = ""
     if with_hints:
-        hints = f"""
+        hints = """
 ## Hints: the cost model
 
 `hints.json` lists, per shape, the FLOPs per dtype path and the bytes read and written once (the

@@ -10,9 +10,8 @@ import functools
 import os
 from typing import Iterable, Sequence
 
-
-def interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+# Whether Triton can run here is the runtime's answer, shared with the benchmark.
+from solbench.runtime import interpreting, triton_import_error, triton_unavailable_reason  # noqa: F401
 
 
 #: Set by `solbench sass` while it records launches on CPU tensors: they are then described as a
@@ -25,30 +24,6 @@ def gpu_codegen(t) -> bool:
     Triton's CPU interpreter: the switch for code paths only a compiled kernel can take (inline
     PTX, hardware fp8 conversion)."""
     return EMULATE_GPU_CODEGEN or (t.is_cuda and not interpreting())
-
-
-@functools.lru_cache(maxsize=None)
-def triton_import_error() -> str | None:
-    """Why Triton cannot be imported here, or None when it can."""
-    try:
-        import triton  # noqa: F401
-        import triton.language  # noqa: F401
-    except Exception as e:  # noqa: BLE001
-        return f"triton is not importable ({type(e).__name__}: {e})"
-    return None
-
-
-def triton_unavailable_reason() -> str | None:
-    """None when our Triton kernels can run here (a CUDA device, or the CPU under
-    ``TRITON_INTERPRET=1``), else the reason they cannot."""
-    err = triton_import_error()
-    if err:
-        return err
-    import torch
-
-    if torch.cuda.is_available() or interpreting():
-        return None
-    return "no CUDA device, and TRITON_INTERPRET=1 is not set (the CPU runs Triton only in its interpreter)"
 
 
 def require_device(x, what: str) -> None:
@@ -137,6 +112,16 @@ def next_pow2(n: int) -> int:
     return 1 if n <= 1 else 1 << (int(n) - 1).bit_length()
 
 
+def pow2_range(lo: int, hi: int) -> list[int]:
+    """The powers of two in ``[lo, hi]``, ascending."""
+    out, v = [], 1
+    while v <= hi:
+        if v >= lo:
+            out.append(v)
+        v *= 2
+    return out
+
+
 def largest_pow2_divisor(n: int, cap: int) -> int:
     """The largest power of two that divides ``n`` and is at most ``cap``."""
     v = 1
@@ -155,7 +140,7 @@ _STREAM_HINTS = {"LOAD_EVICT": "evict_first", "STORE_CACHE": ".cs"}
 
 def env_choice(env: str, default: str, choices: Sequence[str]) -> str:
     """A kernel switch read from environment variable ``env``: ``default`` when unset or empty
-    (as core/rowwise reads its integer tunables), else one of ``choices`` or a clear error."""
+    (as kernels/rowwise reads its integer tunables), else one of ``choices`` or a clear error."""
     value = os.environ.get(env) or default
     if value not in choices:
         raise ValueError(f"{env}={value!r}: expected one of {', '.join(choices)}")

@@ -144,8 +144,9 @@ def cmd_import(args) -> int:
         return 0
     shares = imp.shares(args.weighting)
     other = imp.shares("time" if args.weighting == "mean" else "mean")
+    weighting = "mean of per-profile shares" if args.weighting == "mean" else "time-weighted"
     t = Table(title=f"GPU kernel time by operator over {imp.profiles} profile(s), "
-                    f"{imp.total_us / 1e3:.3f} ms of kernels ({'mean of per-profile shares' if args.weighting == 'mean' else 'time-weighted'})",
+                    f"{imp.total_us / 1e3:.3f} ms of kernels ({weighting})",
               title_justify="left")
     num = {"justify": "right", "no_wrap": True, "min_width": 8}
     t.add_column("operator / class", no_wrap=True, min_width=12)

@@ -284,8 +284,8 @@ def print_comparison(console, cmp: Comparison, base_name: str, new_name: str, ch
     if cmp.duplicates:
         extra.append(f"{cmp.duplicates} repeated keys (last record kept)")
     if cmp.timers[0] != cmp.timers[1]:
-        extra.append(f"timers differ ({base_name}: {', '.join(cmp.timers[0])}; {new_name}: {', '.join(cmp.timers[1])}): "
-                     "a ratio there is what the timing method changes")
+        extra.append(f"timers differ ({base_name}: {', '.join(cmp.timers[0])}; "
+                     f"{new_name}: {', '.join(cmp.timers[1])}): a ratio there is what the timing method changes")
     if different_gpus(cmp):
         extra.append(f"different GPUs ({base_name}: {', '.join(u[:12] for u in cmp.gpus[0])}; {new_name}: "
                      f"{', '.join(u[:12] for u in cmp.gpus[1])}): a ratio shared by every implementation, "

@@ -241,7 +241,8 @@ def build(sources: Sequence[Source], *, merge: bool = False, baseline: int | Non
             sp = r.get("speedup") or {}
             res = {"st": r.get("status")}
             if r.get("status") == "ok":
-                res.update({"t": _round(r.get("time_us")), "lo": _round(r.get("p20_us")), "hi": _round(r.get("p80_us"))})
+                res.update({"t": _round(r.get("time_us")), "lo": _round(r.get("p20_us")),
+                            "hi": _round(r.get("p80_us"))})
             # A record copied in from another run says so next to its figures.
             carried = f"carried from {r['carried_from']}" if r.get("carried_from") else None
             why = reason("; ".join(x for x in (r.get("reason"), carried) if x))

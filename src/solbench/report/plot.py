@@ -28,7 +28,8 @@ def ceilings(records: Sequence[Mapping], hw: str = "achievable") -> hardware.Har
         for r in records:
             p = (r.get("peaks") or {}).get(which)
             if p and p.get("bandwidth"):
-                name = f"{r.get('device')} ({p.get('source') or 'calibrated'})" if which == "achievable" else f"{r.get('hw')} datasheet"
+                name = (f"{r.get('device')} ({p.get('source') or 'calibrated'})" if which == "achievable"
+                        else f"{r.get('hw')} datasheet")
                 return hardware.Hardware(name=name, peaks=dict(p.get("peaks") or {}), bandwidth=float(p["bandwidth"]),
                                          source=p.get("source") or which)
         raise ValueError(f"the records carry no {which} ceilings; pass --hw with a SKU ({', '.join(hardware.SKUS)})")
@@ -105,8 +106,8 @@ def _roofline_axes(ax, records, impls, hw, colors, title):
                 x, y = zip(*bw_pts[impl])
                 ax.scatter(x, [v / 1e12 for v in y], s=14, color=colors[impl], label=impl, alpha=0.8, zorder=2)
         ax.axhline(hw.bandwidth / 1e12, color="#222", lw=1.5, zorder=1)
-        ax.annotate(f"bandwidth {hw.bandwidth / 1e12:.3g} TB/s", (0.99, hw.bandwidth / 1e12), xycoords=("axes fraction", "data"),
-                    ha="right", va="bottom", fontsize=8)
+        ax.annotate(f"bandwidth {hw.bandwidth / 1e12:.3g} TB/s", (0.99, hw.bandwidth / 1e12),
+                    xycoords=("axes fraction", "data"), ha="right", va="bottom", fontsize=8)
         ax.set_xscale("log")
         ax.set_xlabel("bytes moved per call")
         ax.set_ylabel("attained bandwidth (TB/s)")
@@ -175,7 +176,8 @@ def _s_per_shape(ax, records, impls, hw, colors, op):
     impls = [i for i in impls if i not in skipped]
     if skipped:
         why = {i: next((r.get("reason") for r in records if r["impl"] == i and r.get("reason")), "") for i in skipped}
-        ax.text(0.0, -0.24 if len(shapes) > 20 else -0.16, "skipped: " + "; ".join(f"{i} ({why[i][:70]})" for i in skipped), fontsize=7,
+        ax.text(0.0, -0.24 if len(shapes) > 20 else -0.16,
+                "skipped: " + "; ".join(f"{i} ({why[i][:70]})" for i in skipped), fontsize=7,
                 transform=ax.transAxes, va="top", color="#9a6700")
     width = 0.8 / max(1, len(impls))
     all_s = []

@@ -1,2 +1,2 @@
-"""fp8_dynamic_per_token_quant: spec, implementations and public API (api.py)."""
+"""fp8_dynamic_per_token_quant: spec and implementations (the kernel is solbench.kernels.fp8_quant's)."""
 from solbench.ops.fp8_dynamic_per_token_quant import impls, spec  # noqa: F401  (registers the spec and impls)

@@ -6,9 +6,9 @@ does not produce it), so there is no ``torch_native`` peer.
 from __future__ import annotations
 
 from solbench.core.baselines import register_torch_baselines
-from solbench.core.fp8 import FP8_E4M3FN_MAX, fp8_dtype
 from solbench.core.baselines import triton_support
 from solbench.core.spec import Impl, add_impl
+from solbench.kernels.fp8_format import FP8_E4M3FN_MAX, fp8_dtype
 from solbench.ops.fp8_dynamic_per_token_quant.spec import MIN_AMAX
 from solbench.peers import VLLM
 
@@ -24,7 +24,7 @@ def eager_per_token_quant(x):
 
 
 def ours(x, out=None):
-    from solbench.ops.fp8_dynamic_per_token_quant.api import dynamic_per_token_quant_fp8
+    from solbench.kernels.fp8_quant import dynamic_per_token_quant_fp8
 
     return dynamic_per_token_quant_fp8(x, out=out)
 

@@ -9,7 +9,7 @@ Per token ``t`` (a row of ``x[T, n]``, bf16):
 
 Upstream's scale is ``absmax * (1 / DTYPE_MAX)`` (within an fp32 ulp of ours); its fp8 max is
 ``torch.finfo(out dtype).max`` (240 for e4m3fnuz on MI300, 448 for e4m3fn): we measure the
-e4m3fn format (see core/fp8.py). The 1e-10 floor is aiter's zero-row guard (its test
+e4m3fn format (see kernels/fp8_format.py). The 1e-10 floor is aiter's zero-row guard (its test
 ``test_zero_scale_is_positive`` expects ``amax.clamp_min(1e-10) / max``); it changes nothing for
 rows that are not all zeros.
 """
@@ -18,8 +18,9 @@ from __future__ import annotations
 from dataclasses import replace
 
 from solbench.core import inputs as rnd
-from solbench.core.fp8 import Fp8QuantSpec, activation_like, fp8_dtype, quantize_per_token, row_chunks
+from solbench.core.fp8 import Fp8QuantSpec, activation_like, row_chunks
 from solbench.core.spec import Cost, Shape, register_spec, torch_dtype
+from solbench.kernels.fp8_format import fp8_dtype, quantize_per_token
 
 #: aiter's floor of the row max-abs.
 MIN_AMAX = 1e-10

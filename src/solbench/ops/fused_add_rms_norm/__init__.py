@@ -1,2 +1,2 @@
-"""fused_add_rms_norm: spec, implementations and public API (api.py)."""
+"""fused_add_rms_norm: spec and implementations (the kernel is solbench.kernels.rownorm's)."""
 from solbench.ops.fused_add_rms_norm import impls, spec  # noqa: F401  (registers the spec and impls)

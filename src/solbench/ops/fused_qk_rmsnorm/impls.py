@@ -36,7 +36,7 @@ def native_qk(hidden_states, q_weight, k_weight, head_num, kv_head_num, size_per
 
 
 def ours(hidden_states, q_weight, k_weight, head_num, kv_head_num, size_per_head, eps):
-    from solbench.ops.fused_qk_rmsnorm.api import fused_qk_rmsnorm_
+    from solbench.kernels.rownorm import fused_qk_rmsnorm_
 
     return fused_qk_rmsnorm_(hidden_states, q_weight, k_weight, head_num, kv_head_num, size_per_head, eps)
 

@@ -6,9 +6,9 @@ output), so there is no ``torch_native`` peer; aiter (the upstream kernel) is RO
 from __future__ import annotations
 
 from solbench.core.baselines import register_torch_baselines
-from solbench.core.fp8 import FP8_E4M3FN_MAX, fp8_dtype
 from solbench.core.baselines import triton_support
 from solbench.core.spec import Impl, add_impl
+from solbench.kernels.fp8_format import FP8_E4M3FN_MAX, fp8_dtype
 
 OP = "fused_rmsnorm_quant"
 
@@ -25,7 +25,7 @@ def eager_add_rmsnorm_quant(x, residual, weight, eps):
 
 
 def ours(x, residual, weight, eps, out=None):
-    from solbench.ops.fused_rmsnorm_quant.api import fused_add_rms_norm_quant
+    from solbench.kernels.fp8_quant import fused_add_rms_norm_quant
 
     return fused_add_rms_norm_quant(x, residual, weight, eps, out=out)
 

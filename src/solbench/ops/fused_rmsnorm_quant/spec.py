@@ -10,7 +10,7 @@ Per token ``t`` (row of ``x, residual [T, n]``, bf16), all in fp32:
   fp32 reciprocal first, as upstream's ``n * inv_ys``).
 
 aiter's ``qmax`` is ``torch.finfo(out dtype).max``: 240 for e4m3fnuz (MI300), 448 for e4m3fn;
-we measure e4m3fn (core/fp8.py). eps comes from the shape (``eps``), default 1e-6.
+we measure e4m3fn (kernels/fp8_format.py). eps comes from the shape (``eps``), default 1e-6.
 Outputs, in order: ``quantized``, ``scale``, ``residual_out``.
 """
 from __future__ import annotations
@@ -19,8 +19,9 @@ from dataclasses import replace
 
 from solbench.core import inputs as rnd
 from solbench.core.check import compare_tensor
-from solbench.core.fp8 import Fp8QuantSpec, activation_like, fp8_dtype, quantize_per_token, row_chunks
+from solbench.core.fp8 import Fp8QuantSpec, activation_like, row_chunks
 from solbench.core.spec import DEFAULT_TOLERANCE, Cost, OpSpec, Shape, register_spec, torch_dtype
+from solbench.kernels.fp8_format import fp8_dtype, quantize_per_token
 
 # fp32 operations per element: add (1), square-accumulate (2), * rstd (1), * weight (1),
 # abs + max (2), * 1/scale (1), clamp (2).

@@ -1,2 +1,2 @@
-"""gated_rms_norm: spec, implementations and public API (api.py)."""
+"""gated_rms_norm: spec and implementations (the kernel is solbench.kernels.rownorm's)."""
 from solbench.ops.gated_rms_norm import impls, spec  # noqa: F401  (registers the spec and impls)

@@ -27,7 +27,7 @@ def eager_gated(x, z, weight, eps, norm_before_gate=True, group_size=None):
 
 
 def ours(x, z, weight, eps, norm_before_gate=True, group_size=None, out=None):
-    from solbench.ops.gated_rms_norm.api import gated_rms_norm
+    from solbench.kernels.rownorm import gated_rms_norm
 
     return gated_rms_norm(x, z, weight, eps, norm_before_gate=norm_before_gate, group_size=group_size, out=out)
 

@@ -5,9 +5,9 @@ PyTorch has no native per-group fp8 quantization, so there is no ``torch_native`
 from __future__ import annotations
 
 from solbench.core.baselines import register_torch_baselines
-from solbench.core.fp8 import FP8_E4M3FN_MAX, fp8_dtype
 from solbench.core.baselines import triton_support
 from solbench.core.spec import Impl, Support, add_impl
+from solbench.kernels.fp8_format import FP8_E4M3FN_MAX, fp8_dtype
 from solbench.ops.per_token_group_quant_fp8.spec import GROUP_QUANT_SPECS
 from solbench.peers import VLLM
 
@@ -51,7 +51,7 @@ def _register(spec) -> None:
     op, ue8m0, colmajor = spec.name, spec.ue8m0, spec.column_major
 
     def ours(x, group_size, eps, out=None):
-        from solbench.ops.per_token_group_quant_fp8.api import per_token_group_quant_fp8
+        from solbench.kernels.fp8_quant import per_token_group_quant_fp8
 
         return per_token_group_quant_fp8(x, group_size, eps, column_major_scales=colmajor, use_ue8m0=ue8m0, out=out)
 

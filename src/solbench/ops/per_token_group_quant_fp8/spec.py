@@ -9,7 +9,7 @@ Per group ``g`` of ``group_size`` consecutive elements of row ``t`` of ``x[T, K]
   ``eps = 1e-10``);
 * ``quantized = fp8_e4m3fn(clamp(x / scales[t, g], -448, 448))``, round to nearest even
   (a true division, as vLLM's CUDA kernel; our kernel multiplies by ``1 / scale``, which can
-  land one fp8 step away where the quotient is exactly a midpoint: see core/fp8.py).
+  land one fp8 step away where the quotient is exactly a midpoint: see kernels/fp8_format.py).
 
 448 is vLLM's fp8 max on NVIDIA (``torch.float8_e4m3fn``); vLLM's UE8M0 and column-major scale
 options are kernel options of our API (the catalog shapes use the default row-major fp32 scales).
@@ -22,8 +22,9 @@ from __future__ import annotations
 from dataclasses import replace
 
 from solbench.core import inputs as rnd
-from solbench.core.fp8 import GROUP_EPS, Fp8QuantSpec, activation_like, fp8_dtype, quantize_per_group
+from solbench.core.fp8 import Fp8QuantSpec, activation_like
 from solbench.core.spec import Cost, Shape, register_spec, torch_dtype
+from solbench.kernels.fp8_format import GROUP_EPS, fp8_dtype, quantize_per_group
 
 # fp32 operations per element: abs + max (2), multiply by 1/scale (1), clamp (2).
 FLOPS_PER_ELEM = 5

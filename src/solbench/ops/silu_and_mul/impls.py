@@ -4,7 +4,7 @@ from __future__ import annotations
 from solbench.core.baselines import register_torch_baselines
 from solbench.core.baselines import triton_support
 from solbench.core.spec import Impl, Support, add_impl
-from solbench.ops.silu_and_mul.activation import ActivationSpec, split_gate_up
+from solbench.kernels.activation import ActivationSpec, split_gate_up
 from solbench.ops.silu_and_mul.spec import GLU_SPECS
 from solbench.peers import LIGER
 
@@ -52,7 +52,7 @@ def _register(op: str) -> None:
     act = GLU_SPECS[op].activation
 
     def ours(x, out=None):
-        from solbench.ops.silu_and_mul.api import glu
+        from solbench.kernels.glu import glu
 
         return glu(x, act, out=out)
 

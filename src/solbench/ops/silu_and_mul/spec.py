@@ -12,7 +12,7 @@ from dataclasses import replace
 from solbench.catalog import make_shapes, operator_entries
 from solbench.core import inputs as rnd
 from solbench.core.spec import Cost, OpSpec, Shape, Tolerance, register_spec, tensor_bytes, torch_dtype
-from solbench.ops.silu_and_mul.activation import ActivationSpec, get_activation, reference_glu
+from solbench.kernels.activation import ActivationSpec, get_activation, reference_glu
 
 # Approximate fp32 operations per output element of act(g) (exp and reciprocal count as one each).
 _ACT_FLOPS = {"silu": 5, "gelu": 8, "gelu_tanh": 9, "relu": 1}

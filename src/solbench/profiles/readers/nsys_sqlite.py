@@ -31,8 +31,8 @@ def read_nsys_sqlite(path: str | Path) -> Profile:
         missing = {"start", "end", "correlationId"} - kcols
         name_col = next((c for c in ("demangledName", "shortName", "mangledName") if c in kcols), None)
         if missing or name_col is None:
-            raise ProfileError(path, "table CUPTI_ACTIVITY_KIND_KERNEL lacks column(s) "
-                                     f"{', '.join(sorted(missing | ({'demangledName'} if name_col is None else set())))}")
+            lacking = sorted(missing | ({"demangledName"} if name_col is None else set()))
+            raise ProfileError(path, f"table CUPTI_ACTIVITY_KIND_KERNEL lacks column(s) {', '.join(lacking)}")
         graph_launch: set[int] = set()
         if "CUPTI_ACTIVITY_KIND_RUNTIME" in tables:
             rcols = _columns(con, "CUPTI_ACTIVITY_KIND_RUNTIME")

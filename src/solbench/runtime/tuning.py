@@ -3,7 +3,7 @@
 A kernel asks :func:`lookup` for its launch configuration by ``(kernel, n)`` (``n``: the row length,
 or the GLU's ``d``). The answer comes from, in this order: an override (:func:`overriding`, how
 ``solbench tune`` tries candidates); this device's table, ``$SOLBENCH_CACHE/tuned/<device>.json``
-written by ``solbench tune``, else the one shipped in ``solbench/core/tuned/``; else ``None``, and
+written by ``solbench tune``, else the one shipped in ``solbench/runtime/tuned/``; else ``None``, and
 the kernel uses its first-principles rule. ``SOLBENCH_TUNED=0`` ignores the tables and
 ``SOLBENCH_TUNED_TABLE=FILE`` uses that one instead (A/B runs; ``benchmarks/table_variant.py``).
 
@@ -20,12 +20,9 @@ import functools
 import json
 import os
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Callable, Iterator, Mapping
 
 TABLE_VERSION = 1
-#: "row": a core/rowwise RowConfig; "row_persistent": the same for a kernel that can also run a
-#: persistent launch (tune tries some); "glu": the GLU tile.
-FAMILIES = ("row", "row_persistent", "glu")
 
 #: Below this many rows per SM a launch counts as "few rows" (see the module docstring).
 FEW_ROWS_PER_SM = 4
@@ -37,13 +34,18 @@ MANY_ROWS_SUFFIX = "@many_rows"
 #: Keys of a row-count tier: each falls back to the kernel's regular key.
 TIER_SUFFIXES = (FEW_ROWS_SUFFIX, MANY_ROWS_SUFFIX)
 
+#: Kernel families, by name: the candidate generator of each, registered by the library module that
+#: owns the family (:func:`register_family`). A look-up names its family, and ``solbench tune`` asks
+#: that family's generator which configurations to try for the key.
+_FAMILIES: dict[str, Callable[..., list]] = {}
+
 _overrides: dict[tuple[str, int], dict] = {}
 _recording: list[set] = []
 _ignore_tables = 0  # > 0 inside first_principles()
 
 
 def _cache_dir() -> Path:
-    from solbench.core.hardware import cache_root
+    from solbench.runtime import cache_root
 
     return cache_root() / "tuned"
 
@@ -86,7 +88,7 @@ def _current_device_key() -> str | None:
             return None
     except ImportError:
         return None
-    from solbench.core.hardware import device_key
+    from solbench.runtime import device_key
 
     return device_key()
 
@@ -123,7 +125,7 @@ def source() -> str:
 
 def portable_source(src: str) -> str:
     """``src`` (a :func:`source`) without machine paths, for files that ship: a packaged table as
-    ``solbench/core/tuned/<name>``, any other table file by its name, anything else unchanged."""
+    ``solbench/runtime/tuned/<name>``, any other table file by its name, anything else unchanged."""
     if src.startswith("first principles"):
         return src
     p = Path(src)
@@ -183,6 +185,29 @@ def is_tier_key(key: str) -> bool:
     return base_kernel(key) != key
 
 
+def register_family(name: str, candidates: Callable[..., list]) -> None:
+    """Declare kernel family ``name``: ``candidates(n, elem_bytes, rows, few_rows)`` lists the
+    launch configurations (dicts, as a table entry's ``config``) worth measuring for a key of
+    that family on rows of ``n`` elements, a launch of about ``rows`` rows."""
+    _FAMILIES[name] = candidates
+
+
+def families() -> tuple[str, ...]:
+    return tuple(sorted(_FAMILIES))
+
+
+def _check_family(family: str) -> None:
+    if family not in _FAMILIES:
+        raise ValueError(f"unknown kernel family {family!r}; known: {', '.join(families())}")
+
+
+def candidates(family: str, n: int, elem_bytes: int, rows: int, few_rows: bool = False) -> list[dict]:
+    """The configurations ``solbench tune`` measures for a key of ``family`` (see
+    :func:`register_family`)."""
+    _check_family(family)
+    return _FAMILIES[family](n, elem_bytes, rows, few_rows)
+
+
 def _find(kernel: str, n: int) -> dict | None:
     key = (kernel, int(n))
     if key in _overrides:
@@ -195,8 +220,8 @@ def _find(kernel: str, n: int) -> dict | None:
 
 def lookup(kernel: str, n: int, *, family: str, elem_bytes: int = 2, rows: int | None = None) -> dict | None:
     """The tuned configuration for ``kernel`` on rows of ``n`` elements of ``elem_bytes`` bytes,
-    or None. ``family`` ("row": a core/rowwise RowConfig; "glu": the GLU tile) says which
-    candidates ``solbench tune`` may try for it. With ``rows`` in a tier (below
+    or None. ``family`` (a :func:`register_family` name, e.g. "row" for a kernels/rowwise tile)
+    says which candidates ``solbench tune`` may try for it. With ``rows`` in a tier (below
     :func:`few_rows_limit`, from :func:`many_rows_limit` on) the ``kernel@few_rows`` or
     ``kernel@many_rows`` entry comes first, then ``kernel``'s (the key recorded for ``tune`` is
     the first one looked at)."""
@@ -208,9 +233,8 @@ def lookup_keyed(kernel: str, n: int, *, family: str, elem_bytes: int = 2,
     """:func:`lookup` and the key its configuration came from (None with no configuration).
     Callers use the key to tell a few-rows entry, measured on launches of this size, from the
     regular one, measured on larger launches, whose rows per program may then leave SMs idle
-    (see core/kernels.fill_sms)."""
-    if family not in FAMILIES:
-        raise ValueError(f"unknown kernel family {family!r}; known: {FAMILIES}")
+    (see kernels/common.fill_sms)."""
+    _check_family(family)
     first = key_for(kernel, rows)
     for rec in _recording:
         rec.add((first, int(n), family, int(elem_bytes)))

@@ -1,31 +1,14 @@
-"""One Triton kernel family for the row normalizations (RMSNorm, LayerNorm, L2 norm) with optional
-fused residual add, sigmoid-linear gate, affine weight/bias and per-segment rows, used by rms_norm,
-fused_add_rms_norm, fused_qk_rmsnorm, gated_rms_norm, l2_norm and layer_norm through
-:func:`launch_rownorm`. All math in fp32; each output is rounded once.
-
-Segment ``r`` of ``n`` elements lives in token ``t = r // segs`` at offset ``t * stride + (r % segs)
-* seg_stride`` (``segs = 1``: plain ``[rows, n]``; more: per-head and group norms without copies).
-Per segment: ``v = x (+ residual``, stored rounded as ``residual_out``, as vLLM normalizes the bf16
-sum); ``v *= silu(z)`` when the gate comes first; ``y = v / sqrt(mean(v^2) + eps)`` (RMS),
-``(v - mean(v)) / sqrt(var(v) + eps)`` (LayerNorm, biased) or ``v / sqrt(sum(v^2) + eps)`` (L2);
-``y = y * w (+ b)`` (``weight2`` from segment ``w2_from``; ``w_seg_stride`` per segment, or shared);
-``y *= silu(z)`` when the gate comes after.
-
-Chosen per launch: the tile (core/rowwise.row_config, optionally split into unpadded column tiles),
-when the weight/bias/gate are loaded (:func:`params_first`), cache hints (:func:`streaming_hints`)
-and LayerNorm's statistics (:func:`shifted_stats`; one Welford reduction was 1.3-2x slower).
-"""
+"""The Triton kernel behind :mod:`solbench.kernels.rownorm` (imported at the first launch, so
+``import solbench`` decorates no Triton kernel): one kernel for the RMS, Layer and L2 norms with an
+optional residual add, sigmoid-linear gate, affine weight/bias and per-segment rows. The formula,
+and the launch policy it is given, are in :mod:`solbench.kernels.rownorm`."""
 from __future__ import annotations
 
 import triton
 import triton.language as tl
 
-from solbench.core import tuning
-from solbench.core.rowwise import row_config, row_grid
-from solbench.kernels.common import MANY_WAVES_PER_SM
-from solbench.kernels.common import streaming_hints as kernel_streaming_hints
-
-MODES = {"rms": 0, "layer": 1, "l2": 2}
+from solbench.kernels import rownorm
+from solbench.kernels.rowwise import RowOptions, row_grid, row_options
 
 
 @triton.jit
@@ -234,7 +217,7 @@ def _whole_rows(tile, x_ptr, res_ptr, z_ptr, w_ptr, w2_ptr, b_ptr, out_ptr, res_
     (:func:`params_first`). A row is one column tile of ``BLOCK_N`` (a power of two >= n), or,
     with ``BLOCK_T1`` (and ``BLOCK_T2``) > 0, two or three tiles ``BLOCK_N + BLOCK_T1 (+ BLOCK_T2)``
     that cover n = 1152 as 1024 + 256 (one warp; 256 = a 16-byte vector per thread, 128 of it
-    masked) instead of a 2048-lane tile with 44% of its lanes masked (core/rowwise.column_tiles,
+    masked) instead of a 2048-lane tile with 44% of its lanes masked (kernels/rowwise.column_tiles,
     split_tails). ``LOAD_EVICT`` / ``STORE_CACHE``: cache hints on the row's own
     loads and stores (:func:`streaming_hints`). ``SHIFTED_STATS`` (LayerNorm): the mean and
     variance from one reduction of shifted sums (:func:`shifted_stats`)."""
@@ -401,15 +384,18 @@ def _rownorm_kernel(
 def launch_rownorm(x, out, *, mode: str, eps: float, n: int, rows: int,
                    weight=None, weight2=None, bias=None, residual=None, residual_out=None, z=None,
                    norm_before_gate: bool = True, segs: int = 1, seg_stride: int = 0,
-                   w_seg_stride: int = 0, w2_from: int = 0, kernel: str = "rownorm") -> None:
+                   w_seg_stride: int = 0, w2_from: int = 0, kernel: str = "rownorm",
+                   options: RowOptions | None = None) -> None:
     """Launch the kernel. ``x``, ``out``, ``residual``, ``residual_out`` and ``z`` are 2-D
     ``[tokens, width]`` views with unit column stride (their row strides may differ); callers
-    validate shapes and dtypes. ``rows`` counts segments (``tokens * segs``)."""
+    validate shapes and dtypes. ``rows`` counts segments (``tokens * segs``). ``kernel``: the
+    tuned-table key; ``options`` (a :class:`RowOptions`) replaces what the table or first
+    principles would choose."""
     if rows == 0 or n == 0:
         return
     if (residual is None) != (residual_out is None):
         raise ValueError("launch_rownorm: residual and residual_out go together")
-    cfg = row_config(n, rows, x.element_size(), kernel=kernel, persistent_ok=True)
+    cfg = row_options(n, rows, x.element_size(), kernel=kernel, persistent_ok=True, options=options)
     dummy = out  # never dereferenced: the matching HAS_* constexpr is False
 
     def stride(t):
@@ -422,53 +408,11 @@ def launch_rownorm(x, out, *, mode: str, eps: float, n: int, rows: int,
         bias if bias is not None else dummy, out, residual_out if residual_out is not None else dummy,
         rows, n, float(eps), max(1, segs), seg_stride, w_seg_stride, w2_from,
         x.stride(0), stride(residual), stride(z), out.stride(0), stride(residual_out),
-        MODE=MODES[mode], HAS_RES=residual is not None, HAS_Z=z is not None,
+        MODE=rownorm.MODES[mode], HAS_RES=residual is not None, HAS_Z=z is not None,
         NORM_BEFORE_GATE=bool(norm_before_gate), HAS_W=weight is not None, HAS_W2=weight2 is not None,
         HAS_B=bias is not None, SEGMENTED=segs > 1, W_PER_SEG=segs > 1 and w_seg_stride != 0,
         PERSISTENT=cfg.persistent, STAGES=cfg.stages if cfg.persistent else 1,
-        PARAMS_FIRST=params_first(grid[0]) if cfg.params_first is None else bool(cfg.params_first),
-        SHIFTED_STATS=mode == "layer" and shifted_stats(grid[0]),
-        **streaming_hints(grid[0], cfg.chunked),
+        PARAMS_FIRST=rownorm.params_first(grid[0]) if cfg.params_first is None else bool(cfg.params_first),
+        SHIFTED_STATS=mode == "layer" and rownorm.shifted_stats(grid[0]),
+        **rownorm.streaming_hints(grid[0], cfg.chunked),
         **{**cfg.launch_kwargs(), **cfg.column_kwargs(n, x.element_size())})
-
-
-#: Programs per SM up to which the whole-row path loads the weight/bias/gate with the row (which
-#: wins on decode and few-program launches; after the reduction wins on many waves): the launches
-#: that gained had at most 4.8, the ones that lost at least 14 (the many-waves line of
-#: kernels/common; docs/DECISIONS.md).
-FEW_WAVES_PER_SM = MANY_WAVES_PER_SM
-
-
-def params_first(programs: int) -> bool:
-    """Whether a launch of ``programs`` programs issues the parameter loads with the row's: up to
-    :data:`FEW_WAVES_PER_SM` programs per SM, and always without a device's SM count (CPU, the
-    interpreter)."""
-    sms = tuning.sm_count()
-    if not sms:
-        return True
-    return programs <= FEW_WAVES_PER_SM * sms
-
-
-def shifted_stats(programs: int) -> bool:
-    """Whether a LayerNorm launch of ``programs`` programs takes its mean and variance from one
-    reduction of the row's sums of d and d^2, d = v - its first value (one cross-warp round
-    instead of two dependent ones, merged by additions), rather than the mean's reduction and
-    then the centred squares'. Shifted on launches that give every SM a program but at most
-    :data:`FEW_WAVES_PER_SM`: it wins where the cross-warp round dominates and loses where
-    instruction issue does, or on one-program launches (docs/DECISIONS.md). Without a device's SM
-    count (CPU, the interpreter) the two passes: the interpreter runs a reduction with a combine
-    function element by element in Python, so the shifted sums made one catalog layer_norm
-    record (276 x 1152) take 388 s on CPU against 12 s (the tests check both ways explicitly)."""
-    sms = tuning.sm_count()
-    return bool(sms) and sms <= programs <= FEW_WAVES_PER_SM * sms
-
-
-def streaming_hints(programs: int, chunked: bool = False) -> dict:
-    """The cache hints (``LOAD_EVICT`` / ``STORE_CACHE`` constexprs) on a whole-row launch's own
-    accesses (x, residual, gate: each read once; the outputs: written once): evict-first loads and
-    streaming stores together are 1-4% faster on 14-256 MB, either alone is level or slower
-    (docs/DECISIONS.md). Only on launches of more than :data:`FEW_WAVES_PER_SM` programs per SM,
-    where the gains were measured (a decode-sized launch keeps its output an ordinary L2 line for
-    the kernel that reads it next; kernels/common.streaming_hints), and never on the chunked path,
-    whose later passes re-read the row from L2."""
-    return kernel_streaming_hints(programs, None if chunked else tuning.sm_count())  # no SM count: no hints

@@ -16,7 +16,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from solbench.kernels import common as kernels
+from solbench.kernels.common import gpu_codegen
 
 
 def ptx_fast_math(out) -> bool:
@@ -24,7 +24,7 @@ def ptx_fast_math(out) -> bool:
     CUDA (not ROCm) device, compiled (not the interpreter)."""
     import torch
 
-    return (kernels.gpu_codegen(out) and getattr(torch.version, "hip", None) is None
+    return (gpu_codegen(out) and getattr(torch.version, "hip", None) is None
             and out.dtype in (torch.bfloat16, torch.float16))
 
 

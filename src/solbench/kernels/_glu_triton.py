@@ -1,19 +1,19 @@
-"""Triton kernel for the GLU family: one kernel, the activation chosen at compile time.
+"""The Triton kernel behind :mod:`solbench.kernels.glu` (imported at the first launch): one kernel,
+the activation chosen at compile time.
 
 Each program owns a [BLOCK_M rows x BLOCK_N cols] tile of the output, reads the matching gate
 and up tiles once and writes the output once: 1.5 x the output bytes per output element, the
 minimum. Row offsets are int64 so tensors past 2^31 elements index correctly. For 16-bit outputs
 on the GPU the sigmoid, reciprocal and exp2 skip their subnormal fix-ups (``FAST``, see
-core/fastmath.py): fp32 outputs, and the CPU interpreter, keep the exact forms.
+kernels/_fastmath_triton.py): fp32 outputs, and the CPU interpreter, keep the exact forms.
 """
 from __future__ import annotations
 
 import triton
 import triton.language as tl
 
-from solbench.core import fastmath, tuning
-from solbench.kernels.common import fill_sms, largest_pow2_divisor, next_pow2
-from solbench.ops.silu_and_mul.activation import ACT_MODES
+from solbench.kernels import _fastmath_triton as fastmath
+from solbench.kernels.glu import GluOptions, glu_options
 
 
 @triton.jit
@@ -46,7 +46,7 @@ def _half_erfc(ag, FP32_OUT: tl.constexpr, FAST: tl.constexpr):
     down to |g| = 6, 2e-5 to the underflow, in fp32 arithmetic), a 5-term one for bf16 / fp16.
     The kernel forms ``g Phi(g) = relu(g) - |g| Phi(-|g|)`` from it, so the negative tail keeps its
     relative accuracy instead of cancelling in ``1 + erf`` (as torch's fp32 gelu does).
-    ``FAST``: the reciprocal and exp2 without their subnormal fix-ups (core/fastmath.py)."""
+    ``FAST``: the reciprocal and exp2 without their subnormal fix-ups (kernels/_fastmath_triton.py)."""
     t = fastmath.rcp(1.0 + 0.35355339059327373 * ag, FAST)
     if FP32_OUT:
         e = _erfc_exponent_fp32(t)
@@ -94,51 +94,17 @@ def _glu_kernel(x_ptr, out_ptr, rows, d, x_row_stride, out_row_stride, alpha, li
     tl.store(out_ptr + row * out_row_stride + col, y.to(out_ptr.dtype.element_ty), mask=mask)
 
 
-KERNEL = "glu"
-#: The erf GELU spends about 1.5x the instructions per element of the others and is near the
-#: issue limit, so its tiles are tuned apart from the memory-bound modes (where a half-masked
-#: column block costs nothing, it costs compute here).
-KERNEL_ERF = "glu_erf"
-ACT_GELU_ERF = ACT_MODES["gelu"]
-
-
-def _config(rows: int, d: int, elem_bytes: int = 2, act: int = 0) -> tuple[int, int, int]:
-    """(BLOCK_M, BLOCK_N, num_warps): this device's tuned tile for ``d`` (core/tuning.py, with
-    BLOCK_M capped by the row count; a regular entry, tuned on larger launches, also split by
-    core/kernels.fill_sms), else about 4-8K output elements per program, so that each
-    program keeps enough bytes in flight; decode shapes (few rows) get one row per program and
-    split the row across programs instead, and no launch packs rows so that SMs go without a
-    program (core/kernels.fill_sms). For the erf GELU the first-principles column block
-    divides ``d`` when a power of two >= 128 does (no masked lanes doing arithmetic)."""
-    kernel = KERNEL_ERF if act == ACT_GELU_ERF else KERNEL
-    tuned, key = tuning.lookup_keyed(kernel, d, family="glu", elem_bytes=elem_bytes, rows=rows)
-    if tuned is not None:
-        block_m, block_n = max(1, min(int(tuned["block_m"]), next_pow2(rows))), int(tuned["block_n"])
-        num_warps = int(tuned["num_warps"])
-        if key != kernel:  # a tier's tile (few / many rows), measured on launches like this one: used as it is
-            return block_m, block_n, num_warps
-    else:
-        block_n = min(next_pow2(d), 1024)
-        if act == ACT_GELU_ERF and d % block_n:
-            divisor = largest_pow2_divisor(d, 1024)
-            block_n = divisor if divisor >= 128 else block_n
-        target = 8192 if rows * d >= (1 << 22) else 4096
-        block_m = max(1, min(next_pow2(rows), target // block_n))
-        num_warps = 8 if block_m * block_n >= 4096 else 4
-    col_blocks = triton.cdiv(d, block_n)
-    block_m, num_warps = fill_sms(block_m, num_warps, lambda bm: triton.cdiv(rows, bm) * col_blocks,
-                                  tuning.sm_count())
-    return block_m, block_n, num_warps
-
-
-def launch_glu(x2d, out2d, act: int, alpha: float, limit: float | None, up_shift: float, interleaved: bool):
+def launch_glu(x2d, out2d, act: int, alpha: float, limit: float | None, up_shift: float, interleaved: bool,
+               options: GluOptions | None = None):
+    """``x2d [rows, 2d]`` -> ``out2d [rows, d]`` (unit column strides; callers validate).
+    ``options`` replaces the tuned or first-principles tile (:func:`solbench.kernels.glu.glu_options`)."""
     rows, d = out2d.shape
     if rows == 0 or d == 0:
         return
-    block_m, block_n, num_warps = _config(rows, d, out2d.element_size(), act)
-    grid = (triton.cdiv(rows, block_m), triton.cdiv(d, block_n))
+    opts = glu_options(rows, d, out2d.element_size(), act, options)
+    grid = (triton.cdiv(rows, opts.block_m), triton.cdiv(d, opts.block_n))
     _glu_kernel[grid](x2d, out2d, rows, d, x2d.stride(0), out2d.stride(0), float(alpha),
                       float(limit if limit is not None else 0.0), float(up_shift),
                       ACT=act, HAS_LIMIT=limit is not None, INTERLEAVED=interleaved,
-                      BLOCK_M=block_m, BLOCK_N=block_n, FAST=fastmath.ptx_fast_math(out2d),
-                      SCALED=float(alpha) != 1.0, SHIFTED=float(up_shift) != 0.0, num_warps=num_warps)
+                      BLOCK_M=opts.block_m, BLOCK_N=opts.block_n, FAST=fastmath.ptx_fast_math(out2d),
+                      SCALED=float(alpha) != 1.0, SHIFTED=float(up_shift) != 0.0, num_warps=opts.num_warps)

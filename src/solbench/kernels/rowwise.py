@@ -5,22 +5,25 @@ A row-wise kernel reads each row once, reduces over it and writes it once, so th
 in between: up to ``MAX_WHOLE_ROW`` a program owns ``block_m`` whole rows as one register tile;
 longer rows are looped over in chunks, one row per program (the write pass re-reads it from L2).
 
-The tile comes from a tuned entry for ``(kernel, n)`` (core/tuning.py), else from first principles
-(:func:`row_config`): ``BYTES_PER_THREAD`` per tensor per thread (enough loads in flight to cover
-HBM latency without spills), about ``TILE_ELEMS`` elements a program (several short rows a program;
-wide rows one row with more warps), and never fewer programs than SMs while a tile could split.
+A launch's tile is a :class:`RowOptions` (:func:`row_options`): the caller's, when its launcher is
+given one; else this device's tuned entry for ``(kernel, n)`` (runtime/tuning.py, which
+``solbench tune`` fills from :func:`row_candidates`); else first principles: ``BYTES_PER_THREAD``
+per tensor per thread (enough loads in flight to cover HBM latency without spills), about
+``TILE_ELEMS`` elements a program (several short rows a program; wide rows one row with more
+warps), and never fewer programs than SMs while a tile could split.
 
-Public API: :class:`RowConfig`, :func:`row_config`, :func:`row_grid`, :func:`rows_view`,
-:func:`check_hidden`, :func:`rows_of`, :func:`check_param`, :func:`output_like`, and the
-``@triton.jit`` helpers :func:`tile_offsets` and :func:`row_ptrs`.
+Public API: :class:`RowOptions`, :func:`row_options`, :func:`row_grid`, :func:`rows_view`,
+:func:`check_hidden`, :func:`rows_of`, :func:`check_param`, :func:`output_like`,
+:func:`row_candidates`; the
+``@triton.jit`` helpers the kernels share (``tile_offsets``, ``row_ptrs``) are in ``_rowwise_triton``.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, replace
-from typing import Mapping
 
-from solbench.core import tuning
-from solbench.kernels.common import as_rows, fill_sms, next_pow2
+from solbench.kernels.common import as_rows, fill_sms, next_pow2, pow2_range
+from solbench.runtime import tuning
 
 # ---- tunables ---------------------------------------------------------------------------------
 # Each may be overridden from the environment for tuning sweeps on a device without editing code
@@ -61,14 +64,10 @@ MAX_WARPS = _env_int("SOLBENCH_ROW_MAX_WARPS", 16)
 #: Hard limit on the row length: column offsets stay int32 inside a row (row offsets are int64).
 MAX_N = 1 << 24
 
-#: Device-tuned overrides: ``{(kernel_name, n): RowConfig}`` or ``{(kernel_name, None): ...}``
-#: for all n. Filled by hand from `solbench run` measurements; empty means first principles.
-OVERRIDES: dict[tuple[str, int | None], "RowConfig"] = {}
-
-
 @dataclass(frozen=True)
-class RowConfig:
-    """How one program tiles the rows.
+class RowOptions:
+    """Launch options of a row-wise kernel: how one program tiles the rows (:func:`row_options`
+    fills them from the caller's, the tuned table or first principles).
 
     ``block_m`` rows per program, ``block_n`` columns per tile (a power of two >= n in the whole
     row regime, :data:`CHUNK_N` when ``chunked``), ``num_warps`` warps per program.
@@ -88,7 +87,7 @@ class RowConfig:
 
     ``params_first`` (the row-norm kernel): True / False issues the weight/bias loads with the
     row's / after the reduction for this tile, whatever the launch's size; None (the default)
-    leaves it to core/rownorm.params_first's rule by programs per SM.
+    leaves it to kernels/rownorm.params_first's rule by programs per SM.
     """
 
     block_m: int
@@ -179,14 +178,14 @@ def _warps_for(elems: int, elem_bytes: int, bytes_per_thread: int = BYTES_PER_TH
     return warps
 
 
-def row_config(n: int, rows: int, elem_bytes: int = 2, kernel: str = "",
-               overrides: Mapping[tuple[str, int | None], RowConfig] | None = None,
-               persistent_ok: bool = False) -> RowConfig:
+def row_options(n: int, rows: int, elem_bytes: int = 2, kernel: str = "", persistent_ok: bool = False,
+                options: RowOptions | None = None) -> RowOptions:
     """The tile for ``rows`` rows of ``n`` elements of ``elem_bytes`` bytes each.
 
-    ``kernel`` names the kernel for :data:`OVERRIDES` look-ups. ``block_m`` never exceeds the
-    next power of two of ``rows``, so a 3-row decode batch of hidden 128 is one program of 4 rows,
-    not 32 rows of masked-off work. ``persistent_ok``: the caller's kernel can run a persistent
+    ``options``, when given, wins over the table and the rule. ``kernel`` names the kernel's
+    tuned-table key (none: first principles). ``block_m`` never exceeds the next power of two of
+    ``rows``, so a 3-row decode batch of hidden 128 is one program of 4 rows, not 32 rows of
+    masked-off work. ``persistent_ok``: the caller's kernel can run a persistent
     launch (``solbench tune`` then tries some); otherwise a tuned persistent entry is launched
     one program per tile. A regular tuned entry (not a row-count tier's, ``kernel@few_rows`` or
     ``kernel@many_rows``) was measured on larger launches, so on this one its rows per program are
@@ -195,15 +194,12 @@ def row_config(n: int, rows: int, elem_bytes: int = 2, kernel: str = "",
     """
     check_hidden(n, kernel or "row-wise kernel")
     programs_of = lambda bm: (rows + bm - 1) // bm  # noqa: E731 - the launch's program count for bm rows each
-    table = OVERRIDES if overrides is None else overrides
-    chosen, regular_tuned = None, False
-    if kernel:
-        chosen = next((table[key] for key in ((kernel, int(n)), (kernel, None)) if key in table), None)
-        if chosen is None:
-            tuned, key = tuning.lookup_keyed(kernel, n, family="row_persistent" if persistent_ok else "row",
-                                             elem_bytes=elem_bytes, rows=rows)
-            chosen = RowConfig(**tuned) if tuned is not None else None
-            regular_tuned = key == kernel
+    chosen, regular_tuned = options, False
+    if chosen is None and kernel:
+        tuned, key = tuning.lookup_keyed(kernel, n, family="row_persistent" if persistent_ok else "row",
+                                         elem_bytes=elem_bytes, rows=rows)
+        chosen = RowOptions(**tuned) if tuned is not None else None
+        regular_tuned = key == kernel
     if chosen is not None:
         chosen = replace(chosen, block_m=max(1, min(chosen.block_m, next_pow2(max(1, rows)))))
         if chosen.persistent and not persistent_ok:
@@ -214,12 +210,12 @@ def row_config(n: int, rows: int, elem_bytes: int = 2, kernel: str = "",
                                                                            programs_of(bm), chosen.chunked))
         return chosen
     if n > MAX_WHOLE_ROW:
-        return RowConfig(block_m=1, block_n=CHUNK_N, num_warps=_warps_for(CHUNK_N, elem_bytes), chunked=True)
+        return RowOptions(block_m=1, block_n=CHUNK_N, num_warps=_warps_for(CHUNK_N, elem_bytes), chunked=True)
     block_n = next_pow2(n)
     block_m = max(1, min(TILE_ELEMS // block_n, next_pow2(max(1, rows))))
     block_m, warps = fill_sms(block_m, _warps_for(block_m * block_n, elem_bytes), programs_of, tuning.sm_count())
     warps = _decode_warps(block_m, block_n, warps, elem_bytes, programs_of(block_m), False)
-    return RowConfig(block_m=block_m, block_n=block_n, num_warps=warps)
+    return RowOptions(block_m=block_m, block_n=block_n, num_warps=warps)
 
 
 def _decode_warps(block_m: int, block_n: int, warps: int, elem_bytes: int, programs: int, chunked: bool) -> int:
@@ -231,9 +227,9 @@ def _decode_warps(block_m: int, block_n: int, warps: int, elem_bytes: int, progr
     return max(warps, _warps_for(block_m * block_n, elem_bytes, DECODE_BYTES_PER_THREAD))
 
 
-def row_grid(rows: int, cfg: RowConfig, sm_count: int | None = None) -> tuple[int]:
+def row_grid(rows: int, cfg: RowOptions, sm_count: int | None = None) -> tuple[int]:
     """One program per ``block_m`` rows; for a persistent config at most ``programs_per_sm``
-    programs per SM (``sm_count`` SMs; None: the current device's, see core/tuning.sm_count)."""
+    programs per SM (``sm_count`` SMs; None: the current device's, see runtime/tuning.sm_count)."""
     tiles = (rows + cfg.block_m - 1) // cfg.block_m
     if cfg.persistent:
         sms = sm_count if sm_count is not None else tuning.sm_count() or 1
@@ -311,7 +307,7 @@ def check_param(t, n: int, x, what: str, arg: str, dtypes=None) -> None:
 
 def output_like(out, x, what: str, arg: str = "out", dtype=None):
     """``out`` validated against ``x``'s shape (and ``dtype``, default x's), or a new tensor.
-    Aliasing is checked by the custom op's body (core/kernels.check_disjoint), where the tensors
+    Aliasing is checked by the custom op's body (kernels/common.check_disjoint), where the tensors
     are real under torch.compile and graph capture too."""
     import torch
 
@@ -326,15 +322,75 @@ def output_like(out, x, what: str, arg: str = "out", dtype=None):
     return out
 
 
-# ---- @triton.jit helpers ------------------------------------------------------------------------
-#: Defined in core/rowwise_jit.py and imported on first use (``from solbench.core.rowwise import ...`` works
-#: as before): decorating them here would fix interpreter-or-GPU before the CLI has chosen.
-_JIT_HELPERS = ("tile_offsets", "row_ptrs")
+# ---- what `solbench tune` tries --------------------------------------------------------------------
+#: Largest register tile (elements) a candidate may use: beyond it the row no longer fits in
+#: registers beside a second tensor (see MAX_WHOLE_ROW).
+MAX_TILE = 16384
+#: Persistent row-kernel candidates: programs per SM tried, and the shared memory their pipeline
+#: (stages - 1 tiles of up to two input tensors) may take on one SM (H100/H200 have 228 KB).
+PERSISTENT_PROGRAMS_PER_SM = (2, 4, 8)
+PERSISTENT_SMEM_PER_SM = 160 * 1024
 
 
-def __getattr__(name: str):
-    if name in _JIT_HELPERS:
-        from solbench.core import rowwise_jit
+def row_candidates(n: int, elem_bytes: int, rows: int, few_rows: bool = False,
+                   persistent: bool = False) -> list[dict]:
+    """Tiles worth measuring for a row kernel on ``rows`` rows of ``n`` elements: each thread
+    moves 16-128 bytes of one tensor per tile (at least one 16-byte vector, at most what fits in
+    registers; ``few_rows``, latency-bound launches, down to 8 bytes), and tiles never hold more
+    rows than there are. ``persistent`` (family ``row_persistent``, the row-norm kernel) adds, for
+    rows that are not a power of two, the same tiles split into unpadded column tiles (``split``),
+    and, outside the few-rows regime, persistent launches of the small tiles (2-stage pipelined, a
+    few programs per SM within a shared-memory budget)."""
+    max_m = next_pow2(max(1, rows))
+    out: list[dict] = []
 
-        return getattr(rowwise_jit, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    def per_thread_ok(tile: int, warps: int) -> bool:
+        # few rows: also 8 bytes per thread, liger's rms_norm tile for short decode rows (3 x 512:
+        # 4 warps of 8-byte loads; ours at 2 warps of 16 bytes trailed it by 0.25 us on the H200)
+        b = tile * elem_bytes / (32 * warps)
+        return (8 if few_rows else 16) <= b <= 128
+
+    if n > MAX_WHOLE_ROW:
+        for block_n in sorted({CHUNK_N, 2048, 4096, 8192}):
+            for warps in pow2_range(1, 16):
+                if per_thread_ok(block_n, warps):
+                    out.append({"block_m": 1, "block_n": block_n, "num_warps": warps, "chunked": True})
+        return out
+    block_n = next_pow2(n)
+    for block_m in pow2_range(1, min(max_m, 64)):
+        tile = block_m * block_n
+        if tile > MAX_TILE:
+            break
+        for warps in pow2_range(1, 16):
+            if per_thread_ok(tile, warps):
+                out.append({"block_m": block_m, "block_n": block_n, "num_warps": warps, "chunked": False})
+    if not persistent:
+        return out
+    # Rows that are not a power of two, as two or three column tiles without the padding
+    # (1152 = 1024 + 256 on one warp; column_tiles, split_tails): per-thread bytes of the lanes the
+    # split covers, where it still splits at that many warps.
+    for block_m in pow2_range(1, min(max_m, 64)):
+        if block_m * block_n > MAX_TILE:
+            break
+        for warps in pow2_range(1, 16):
+            covered = sum(column_tiles(n, split_tails(warps, elem_bytes)))
+            if covered < block_n and per_thread_ok(block_m * covered, warps):
+                out.append({"block_m": block_m, "block_n": block_n, "num_warps": warps, "chunked": False,
+                            "split": True})
+    if not few_rows:
+        # Tiles of 2048-8192 elements at 32 bytes per thread (the first-principles load width),
+        # one stage ahead; the pipeline holds that tile of x and of the residual in shared memory.
+        for cfg in out[:]:
+            tile = cfg["block_m"] * block_n
+            full_width = tile * elem_bytes == 32 * 32 * cfg["num_warps"]
+            if cfg.get("split") or tile not in (2048, 4096, 8192) or not full_width:
+                continue
+            for pps in PERSISTENT_PROGRAMS_PER_SM:
+                if pps * 2 * tile * elem_bytes <= PERSISTENT_SMEM_PER_SM:
+                    out.append({**cfg, "programs_per_sm": pps, "stages": 2})
+    return out
+
+
+# "row": a RowOptions; "row_persistent": the same for a kernel that can also run a persistent launch.
+tuning.register_family("row", row_candidates)
+tuning.register_family("row_persistent", functools.partial(row_candidates, persistent=True))

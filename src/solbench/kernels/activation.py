@@ -1,4 +1,5 @@
-"""The GLU activation family: ``out = act(gate) * (up + up_shift)`` with optional clamping.
+"""The GLU activation family: ``out = act(gate) * (up + up_shift)`` with optional clamping, as data
+(what the benchmark's reference and the library's kernel, :mod:`solbench.kernels.glu`, both read).
 
 An :class:`ActivationSpec` names the activation and its parameters; a registry maps names (as
 they appear in model configs) to builders, so a serving framework can go from a HuggingFace

@@ -1,4 +1,4 @@
-"""``@triton.jit`` helpers of the row-wise kernels (``solbench.core.rowwise`` hands them out on first use).
+"""``@triton.jit`` helpers shared by the row-wise kernels (tiling: :mod:`solbench.kernels.rowwise`).
 
 Apart because ``triton.jit`` fixes, when it decorates, whether a function is compiled or run
 by the interpreter (``TRITON_INTERPRET``): ``import solbench`` registers the custom ops before
