@@ -8,6 +8,9 @@ if ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
     && export PYTHONPATH=$PYTHONPATH:/tmp/site || echo "wheels did not install"
 fi
+# An A/B against an earlier commit runs that commit's source tree, copied (untracked) to
+# benchmarks/ab/<name>/src before the call: `git archive <commit> src | tar x -C benchmarks/ab/<name>`.
+tree() { echo $PWD/benchmarks/ab/$1/src:/tmp/site; }
 nvidia-smi --query-gpu=name,uuid --format=csv,noheader
 G=$(python3 -c "import torch;print('h200' if 'H200' in torch.cuda.get_device_name() else 'h100')")
 python3 -m solbench calibrate --use benchmarks/results/$G/calibration.json > $OUT/log_cal.txt 2>&1 || echo calfail
@@ -28,6 +31,17 @@ for step in $STEPS; do case $step in
   moe) TO=${MOE_TO:-120} run moe --ops fused_moe,fp8_blockscale_fused_moe,moe_topk_gating_softmax,moe_align_block_size,moe_count_and_sort,moe_sum_reduce --impls ${MOE_IMPLS:-ours_triton,torch_eager,flag_gems} --max-shapes ${MOE_SHAPES:-3} ;;
   ab) for i in 1 2; do for p in 0 1; do  # block-table prefetch A/B, each side timed twice
         SOLBENCH_ATTENTION_PREFETCH=$p TO=${AB_TO:-60} run ab_p${p}_$i --ops unified_attention --shapes ${AB_SHAPES:-20,21} --impls ours_triton; done; done ;;
+  uab) for i in 1 2; do  # unified: the previous commit's kernel against this one, each twice
+         PYTHONPATH=$(tree base) TO=90 run uab_base_$i --ops unified_attention --shapes ${UAB_SHAPES:-20,21,24,9,0,16,7} --impls ours_triton
+         TO=150 run uab_new_$i --ops unified_attention --shapes ${UAB_SHAPES:-20,21,24,9,0,16,7} --impls ours_triton,ours_dense,sdpa_dense,flag_gems; done
+       SOLBENCH_ATTENTION_STAGE=0 TO=60 run uab_nostage --ops unified_attention --shapes 20,21,24 --impls ours_triton
+       for t in ${UAB_TILES:-128,128,8,3 128,64,8,2 64,64,4,3 64,128,4,2}; do
+         SOLBENCH_ATTENTION_TILES=$t TO=60 run uab_tiles_${t//,/_} --ops unified_attention --shapes 9,0,16 --impls ours_triton; done ;;
+  pdab) for i in 1 2; do  # paged decode: the kernel of the committed H100 records against this one
+          PYTHONPATH=$(tree pd0) TO=60 run pdab_old_$i --ops paged_attention_decode --impls ours_triton
+          TO=60 run pdab_new_$i --ops paged_attention_decode --impls ours_triton; done
+        for t in ${PDAB_TILES:-16,64,4,1 16,64,4,2 16,64,2,1 16,64,2,3 16,32,2,2}; do
+          SOLBENCH_ATTENTION_TILES=$t TO=60 run pdab_t_${t//,/_} --ops paged_attention_decode --impls ours_triton; done ;;
   gputests) timeout ${GT_TO:-150} python3 -m pytest -q -p no:cacheprovider --maxfail=30 ${GT_TESTS:-tests/eval tests/test_jit_cuda_gpu.py tests/test_library.py tests/ops/test_attention_kernels.py} > $W/log_gputests.txt 2>&1
         echo "gputests rc=$?"; tail -25 $W/log_gputests.txt; pack ;;
   tiles) for t in ${TILES:-128,128,8,4 128,64,8,3 64,128,4,3}; do

@@ -50,17 +50,47 @@ def _reference_paged(q, kc, vc, cu, sk, bt, causal=True):
     ([3, 0, 4], [3, 5, 4], 4, 4, 64),       # an empty sequence in the batch
     ([9], [9], 5, 5, 256),                  # G = 1, D = 256
 ])
-@pytest.mark.parametrize("prefetch", ["0", "1"])
-def test_unified_matches_reference(lq, lk, h, hkv, d, prefetch, monkeypatch):
+@pytest.mark.parametrize("prefetch,stage,direct", [
+    ("0", "0", False),  # block-table lookups per tile, packed grid (binary search for the sequence)
+    ("1", "0", True),   # block-table entries one tile ahead, a slot range per sequence
+    ("0", "1", True),   # pages staged dense first (long prefills), direct grid
+    ("0", "1", False),  # staged, packed grid
+])
+def test_unified_matches_reference(lq, lk, h, hkv, d, prefetch, stage, direct, monkeypatch):
+    from solbench.kernels import _attention_triton
     from solbench.kernels.attention import unified_attention
 
-    monkeypatch.setenv("SOLBENCH_ATTENTION_PREFETCH", prefetch)  # both block-table load orders
+    monkeypatch.setenv("SOLBENCH_ATTENTION_PREFETCH", prefetch)
+    monkeypatch.setenv("SOLBENCH_ATTENTION_STAGE", stage)
+    monkeypatch.setattr(_attention_triton, "direct_grid", lambda *a: direct)
 
     q, kc, vc, cu, sk, bt = _paged(lq, lk, h, hkv, d)
     out = torch.full_like(q, float("nan"))
-    got = unified_attention(q, kc, vc, cu, sk, bt, max(lq), out=out)
+    # The staging buffer is bounded by max_seqlen_k when given, else by the block table's width.
+    got = unified_attention(q, kc, vc, cu, sk, bt, max(lq), out=out, max_seqlen_k=max(lk) if direct else None)
     assert got is out
     torch.testing.assert_close(got.float(), _reference_paged(q, kc, vc, cu, sk, bt), **TOL)
+
+
+def test_stage_rule_and_its_switch(monkeypatch):
+    from solbench.kernels.attention import STAGE_MAX_BYTES, STAGE_MIN_ROWS, stage_keys
+
+    monkeypatch.delenv("SOLBENCH_ATTENTION_STAGE", raising=False)
+    assert stage_keys(6294 * 8, 1, 13 << 20)                        # unified #20: one long prefill
+    assert not stage_keys(256 * 4 * 324, 324, 170 << 20)            # #9: 324 sequences of 256 tokens
+    assert not stage_keys(STAGE_MIN_ROWS * 2, 1, STAGE_MAX_BYTES + 1)  # the buffer would not fit
+    monkeypatch.setenv("SOLBENCH_ATTENTION_STAGE", "1")
+    assert stage_keys(1, 1, STAGE_MAX_BYTES * 4)
+    monkeypatch.setenv("SOLBENCH_ATTENTION_STAGE", "yes")
+    with pytest.raises(ValueError, match="SOLBENCH_ATTENTION_STAGE"):
+        stage_keys(1, 1, 1)
+
+
+def test_direct_grid_rule():
+    from solbench.kernels.attention import direct_grid
+
+    assert direct_grid(324, 8, 324 * 8 + 324)       # equal-length prefills: no empty slots
+    assert not direct_grid(201, 256, 4296 * 8 // 128 + 201)  # one long prefill among decodes
 
 
 def test_unified_without_keys_gives_zero_and_fp16():
@@ -148,6 +178,8 @@ def test_errors_name_what_is_supported():
         unified_attention(q, kc[..., None], vc, cu, sk, bt, 4)
     with pytest.raises(ValueError, match="expected"):
         unified_attention(q, kc, vc, cu, sk, bt, 4, out=torch.empty_like(q[:1]))
+    with pytest.raises(ValueError, match="max_seqlen_k"):
+        unified_attention(q, kc, vc, cu, sk, bt, 4, max_seqlen_k=-1)
     with pytest.raises(ValueError, match="head_size"):
         varlen_attention(q, q[:, :2, :32].contiguous(), q[:, :2, :32].contiguous(), cu, cu, 4)
 

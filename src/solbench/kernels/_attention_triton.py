@@ -7,9 +7,9 @@ import triton
 import triton.language as tl
 
 from solbench.kernels._decode_split_triton import _partial_row, _split_range, _store_partial, combine, split_workspace
-from solbench.kernels.attention import (LOG2E, decode_splits, default_config, head_dim_chunks, prefetch_pages,
-                                        splits_override, tiles_override)
-from solbench.kernels.common import gpu_codegen, sm_count
+from solbench.kernels.attention import (LOG2E, decode_splits, default_config, direct_grid, head_dim_chunks,
+                                        prefetch_pages, splits_override, stage_keys, tiles_override)
+from solbench.kernels.common import gpu_codegen, next_pow2, sm_count
 
 
 @triton.jit
@@ -114,7 +114,8 @@ def _attention_fwd(Q, K, V, O, cu_q, cu_k, seqused_k, block_table, qk_scale, num
                    PAGE: tl.constexpr, CAUSAL: tl.constexpr, DECODE: tl.constexpr,
                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, VEC: tl.constexpr, DOT_FP32: tl.constexpr,
                    VEC_K: tl.constexpr, VEC_V: tl.constexpr,
-                   PREFETCH_PAGES: tl.constexpr, PART_O, PART_ML, SPLIT: tl.constexpr):
+                   PREFETCH_PAGES: tl.constexpr, PART_O, PART_ML, SPLIT: tl.constexpr,
+                   tiles_per_seq, stage_rows, STAGED: tl.constexpr):
     # Strides arrive divided by VEC (VEC_K, VEC_V for the caches): multiplied back here, the
     # compiler knows every row start is VEC-aligned (72-wide heads: 144 B) and issues 16-byte
     # vector loads. Per tensor: the x-split value cache's token stride 1 must not cost the keys theirs.
@@ -137,9 +138,17 @@ def _attention_fwd(Q, K, V, O, cu_q, cu_k, seqused_k, block_table, qk_scale, num
         q_start = pid
         q_len = 1
         row0 = 0
+    elif tiles_per_seq > 0:
+        # Direct grid: program slots [s * tiles_per_seq, (s + 1) * tiles_per_seq) belong to
+        # sequence s (tiles_per_seq from the host's max_seqlen_q); slots past a shorter
+        # sequence's rows return at once.
+        s = pid // tiles_per_seq
+        q_start = tl.load(cu_q + s)
+        q_len = tl.load(cu_q + s + 1) - q_start
+        row0 = (pid % tiles_per_seq) * BLOCK_M
     else:
-        # Sequence s owns program slots from (cu_q[s] * G) // BLOCK_M + s on: a bound on the
-        # blocks before it that needs no prefix sum over the batch.
+        # Packed grid: sequence s owns program slots from (cu_q[s] * G) // BLOCK_M + s on: a
+        # bound on the blocks before it that needs no prefix sum over the batch.
         lo = 0
         hi = num_seqs
         while lo < hi:
@@ -160,6 +169,12 @@ def _attention_fwd(Q, K, V, O, cu_q, cu_k, seqused_k, block_table, qk_scale, num
     v_base = V + kvh.to(tl.int64) * stride_vh
     if PAGE > 0:
         k_len = tl.load(seqused_k + s)
+    elif STAGED:
+        # Keys staged dense by _stage_kv: sequence s at rows [s * stage_rows, + seqused_k[s]),
+        # stage_rows being the host's bound on keys per sequence (max_seqlen_k).
+        k_len = tl.minimum(tl.load(seqused_k + s), stage_rows)
+        k_base += (s.to(tl.int64) * stage_rows) * stride_kt
+        v_base += (s.to(tl.int64) * stage_rows) * stride_vt
     else:
         k_start = tl.load(cu_k + s)
         k_len = tl.load(cu_k + s + 1) - k_start
@@ -226,6 +241,58 @@ def _attention_fwd(Q, K, V, O, cu_q, cu_k, seqused_k, block_table, qk_scale, num
                  mask=m_mask[:, None] & db_mask[None, :])
 
 
+@triton.jit
+def _stage_kv(K, V, KS, VS, seqused_k, block_table, stride_bt, stride_kp, stride_kt, stride_kh,
+              stride_vp, stride_vt, stride_vh, stage_rows,
+              PAGE: tl.constexpr, HKV: tl.constexpr, D: tl.constexpr, D_P: tl.constexpr,
+              ROWS: tl.constexpr, PAGES_PER_PROGRAM: tl.constexpr):
+    """Copies the first ``seqused_k`` keys and values (at most ``stage_rows``) of sequence
+    ``program_id(0)``, pages ``program_id(1) * PAGES_PER_PROGRAM`` on, from the nhd caches into the dense
+    ``KS``/``VS`` [num_seqs * stage_rows, HKV, D], sequence s at row s * stage_rows. A page is
+    PAGE * HKV rows of D contiguous elements, copied ROWS rows at a time."""
+    s = tl.program_id(0)
+    k_len = tl.minimum(tl.load(seqused_k + s), stage_rows)
+    offs_r = tl.arange(0, ROWS)
+    offs_d = tl.arange(0, D_P)
+    d_mask = offs_d < D
+    for i in tl.static_range(PAGES_PER_PROGRAM):
+        p = tl.program_id(1) * PAGES_PER_PROGRAM + i
+        if p * PAGE < k_len:
+            page = tl.load(block_table + s.to(tl.int64) * stride_bt + p).to(tl.int64)
+            dst_row0 = (s.to(tl.int64) * stage_rows + p * PAGE) * HKV
+            for r0 in range(0, PAGE * HKV, ROWS):
+                r = r0 + offs_r
+                t = (r // HKV).to(tl.int64)
+                r_mask = ((r < PAGE * HKV) & (p * PAGE + t < k_len))[:, None] & d_mask[None, :]
+                h = (r % HKV).to(tl.int64)
+                dst = (dst_row0 + r)[:, None] * D + offs_d[None, :]
+                # Both loads before either store: twice the bytes in flight per thread.
+                k = tl.load(K + (page * stride_kp + t * stride_kt + h * stride_kh)[:, None] + offs_d[None, :],
+                            mask=r_mask)
+                v = tl.load(V + (page * stride_vp + t * stride_vt + h * stride_vh)[:, None] + offs_d[None, :],
+                            mask=r_mask)
+                tl.store(KS + dst, k, mask=r_mask)
+                tl.store(VS + dst, v, mask=r_mask)
+
+
+def _stage(k, v, seqused_k, block_table, stage_rows: int):
+    """The nhd caches' keys and values of every sequence, dense: [num_seqs * stage_rows, H_kv, D]."""
+    num_seqs = block_table.shape[0]
+    _, page, hkv, d = k.shape
+    ks = k.new_empty(num_seqs * stage_rows, hkv, d)
+    vs = v.new_empty(num_seqs * stage_rows, hkv, d)
+    pages = min(block_table.shape[1], -(-stage_rows // page))
+    # One page a program, up to 8192 elements of K and of V a step (64 a thread): every page's
+    # loads in flight at once for a single long prefill (#20: 394 programs of 32 KiB).
+    per_program = 1
+    rows = min(next_pow2(page * hkv), max(1, 8192 // next_pow2(d)))
+    _stage_kv[(num_seqs, triton.cdiv(pages, per_program))](
+        k, v, ks, vs, seqused_k, block_table, block_table.stride(0), k.stride(0), k.stride(1), k.stride(2),
+        v.stride(0), v.stride(1), v.stride(2), stage_rows, PAGE=page, HKV=hkv, D=d, D_P=next_pow2(d),
+        ROWS=rows, PAGES_PER_PROGRAM=per_program, num_warps=4)
+    return ks, vs
+
+
 def _kv_geometry(k, v, paged: bool):
     """(H_kv, D, page size (0: dense), x (0: head_size not split), key strides (page, token, head,
     d or x-split), value strides (page, token, head, d)) for the three cache layouts."""
@@ -242,9 +309,11 @@ def _kv_geometry(k, v, paged: bool):
 
 
 def launch(q, k, v, out, cu_seqlens_q, cu_seqlens_k, seqused_k, block_table, max_seqlen_q: int, scale: float,
-           causal: bool) -> None:
+           causal: bool, max_seqlen_k: int = 0) -> None:
     """Launch on validated tensors: dense K/V when ``block_table`` is None, paged otherwise (nhd
-    4-D or x-split 5-D key); one query per sequence when ``cu_seqlens_q`` is None."""
+    4-D or x-split 5-D key); one query per sequence when ``cu_seqlens_q`` is None.
+    ``max_seqlen_k`` (host-side, 0: unknown) bounds a paged sequence's keys more tightly than
+    the block table's width when the keys are staged (:func:`stage_keys`)."""
     paged = block_table is not None
     total, h, d_q = q.shape
     decode = cu_seqlens_q is None
@@ -256,8 +325,28 @@ def launch(q, k, v, out, cu_seqlens_q, cu_seqlens_k, seqused_k, block_table, max
     d_a, d_b = head_dim_chunks(d)
     d_pad = d_a + d_b
     gpu = gpu_codegen(q)
-    cfg = tiles_override() or default_config(d_pad, max(1, int(max_seqlen_q)) * g, gpu)
-    blocks = num_seqs if decode else total * g // cfg.block_m + num_seqs
+    rows_per_seq = max(1, int(max_seqlen_q)) * g
+    cfg = tiles_override() or default_config(d_pad, rows_per_seq, gpu)
+    stage_rows = 0
+    if paged and not decode and x == 0:
+        key_bound = block_table.shape[1] * page
+        stage_rows = min(key_bound, int(max_seqlen_k)) if max_seqlen_k else key_bound
+        if stage_keys(total * g, num_seqs, num_seqs * stage_rows * hkv * d * k.element_size() * 2):
+            k, v = _stage(k, v, seqused_k, block_table, stage_rows)
+            hkv, d, page, x, ks, vs = _kv_geometry(k, v, False)
+            paged = False
+        else:
+            stage_rows = 0
+    tiles_per_seq = 0
+    if decode:
+        blocks = num_seqs
+    else:
+        packed = total * g // cfg.block_m + num_seqs
+        tiles_per_seq = -(-rows_per_seq // cfg.block_m)
+        if direct_grid(num_seqs, tiles_per_seq, packed):
+            blocks = num_seqs * tiles_per_seq
+        else:
+            blocks, tiles_per_seq = packed, 0
     dummy = q.new_empty(0, dtype=torch.int32)
     splits = 1
     if decode:
@@ -280,12 +369,14 @@ def launch(q, k, v, out, cu_seqlens_q, cu_seqlens_k, seqused_k, block_table, max
     # DOT_FP32: Triton's CPU interpreter multiplies bf16 dot operands wrongly, so tiles are upcast there only.
     meta = dict(G=g, D=d, D_A=d_a, D_B=d_b, KX=x, PAGE=page, CAUSAL=bool(causal), DECODE=decode,
                 BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, VEC=vec, VEC_K=vec_k, VEC_V=vec_v, DOT_FP32=not gpu,
-                num_warps=cfg.num_warps, PREFETCH_PAGES=paged and prefetch_pages(), SPLIT=splits > 1)
+                num_warps=cfg.num_warps, PREFETCH_PAGES=paged and prefetch_pages(), SPLIT=splits > 1,
+                STAGED=stage_rows > 0)
     key = tuple(sorted(meta.items())) + (cfg.num_stages, q.dtype)
     stages = _STAGES_THAT_FIT.get(key, cfg.num_stages)
     while True:
         try:
-            _attention_fwd[(blocks, hkv, splits)](*args, PART_O=part_o, PART_ML=part_ml, **meta, num_stages=stages)
+            _attention_fwd[(blocks, hkv, splits)](*args, PART_O=part_o, PART_ML=part_ml, tiles_per_seq=tiles_per_seq,
+                                                  stage_rows=stage_rows, **meta, num_stages=stages)
             break
         except triton.runtime.errors.OutOfResources:
             # A compiler that lays out more shared memory than this one was measured with: one

@@ -52,18 +52,62 @@ class AttentionConfig:
     num_stages: int
 
 
+#: Query rows per sequence up to which a prefill takes 64 x 64 tiles with 4 warps: a short
+#: causal sequence is mostly diagonal tiles, and a one-program-per-SM 128 x 128 launch leaves
+#: nothing to hide one program's prologue and epilogue behind (H100, unified #9, 1024 rows).
+SHORT_SEQ_ROWS = 1024
+
+
 def default_config(head_dim_padded: int, rows_per_seq: int, is_cuda: bool) -> AttentionConfig:
     """First-principles tiles: 128 x 128 with 8 warps (two warpgroups of 64 rows) and three
-    stages for long prefills at D <= 128; half the key tile and two stages at D = 256 so the K
-    and V stages fit shared memory; a smaller M when a sequence has few rows (decode: G rows)."""
+    stages for long prefills at D <= 128 (64 x 64 with 4 warps up to ``SHORT_SEQ_ROWS`` rows per
+    sequence); half the key tile and two stages at D = 256 so the K and V stages fit shared
+    memory; a smaller M when a sequence has few rows (decode: G rows)."""
     bm = 128 if rows_per_seq >= 128 else max(16, next_pow2(rows_per_seq))
     if not is_cuda:
         return AttentionConfig(bm, 64 if head_dim_padded <= 128 else 32, 4, 1)
     if bm < 128:
         return AttentionConfig(bm, 64 if head_dim_padded <= 128 else 32, 4, 3 if head_dim_padded <= 128 else 2)
+    if head_dim_padded <= 128 and rows_per_seq <= SHORT_SEQ_ROWS:
+        return AttentionConfig(64, 64, 4, 2)
     if head_dim_padded <= 128:
         return AttentionConfig(128, 128, 8, 3)
     return AttentionConfig(128, 64, 8, 2)
+
+
+#: Mean query rows (tokens x G) per sequence from which a paged launch stages its keys dense
+#: first: each staged key tile is then read by at least 16 row tiles of 128 (half of 32, causal).
+STAGE_MIN_ROWS = 4096
+#: The staging buffer's limit (keys and values of num_seqs x the host-side key bound).
+STAGE_MAX_BYTES = 256 << 20
+
+
+def stage_keys(query_rows: int, num_seqs: int, staged_bytes: int) -> bool:
+    """Whether a paged prefill copies its sequences' pages into dense K/V before attending.
+
+    A paged key tile costs more than a dense one: its rows come from block-table lookups, one
+    page (16 tokens) at a time, without the contiguous rows the compiler pipelines best (H100,
+    #20: the same kernel on pre-gathered K/V took 0.78x the time). Staging costs one read and one
+    write of the keys and values, so it pays when many row tiles read each key tile: mean query
+    rows per sequence >= ``STAGE_MIN_ROWS``, and the buffer fits ``STAGE_MAX_BYTES``.
+    ``SOLBENCH_ATTENTION_STAGE=0|1`` forces it off or on (A/B runs, tests; read at each call)."""
+    import os
+
+    forced = os.environ.get("SOLBENCH_ATTENTION_STAGE", "")
+    if forced not in ("", "0", "1"):
+        raise ValueError(f"SOLBENCH_ATTENTION_STAGE={forced!r}: expected 0 or 1")
+    if forced:
+        return forced == "1"
+    return query_rows >= STAGE_MIN_ROWS * num_seqs and staged_bytes <= STAGE_MAX_BYTES
+
+
+def direct_grid(num_seqs: int, tiles_per_seq: int, packed_blocks: int) -> bool:
+    """Whether a prefill launch gives every sequence ``tiles_per_seq`` program slots (the host's
+    max_seqlen_q rows in row tiles) instead of the packed grid, whose programs find their
+    sequence by a binary search over cu_seqlens_q (log2(batch) dependent loads each, which
+    short sequences cannot hide). Direct when it launches at most twice the packed grid's
+    programs (its extra slots return at once)."""
+    return num_seqs * tiles_per_seq <= 2 * packed_blocks
 
 
 def head_dim_chunks(d: int) -> tuple[int, int]:
@@ -170,15 +214,17 @@ def _eager_attention(q, k, v, out, cu_q, cu_k, seqused_k, block_table, scale: fl
         out[a:a + n] = torch.einsum("hqk,khd->qhd", p, vs).to(out.dtype)
 
 
-def _unified_eager(q, k_cache, v_cache, cu_seqlens_q, seqused_k, block_table, out, max_seqlen_q, scale, causal):
+def _unified_eager(q, k_cache, v_cache, cu_seqlens_q, seqused_k, block_table, out, max_seqlen_q, scale, causal,
+                   max_seqlen_k=0):
     _eager_attention(q, k_cache, v_cache, out, cu_seqlens_q, None, seqused_k, block_table, scale, causal)
 
 
 @kernel_op("solbench::unified_attention.out", mutates_args=("out",), eager=_unified_eager)
 def _unified_op(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, cu_seqlens_q: torch.Tensor,
                 seqused_k: torch.Tensor, block_table: torch.Tensor, out: torch.Tensor, max_seqlen_q: int,
-                scale: float, causal: bool) -> None:
-    _launch(q, k_cache, v_cache, out, cu_seqlens_q, None, seqused_k, block_table, max_seqlen_q, scale, causal)
+                scale: float, causal: bool, max_seqlen_k: int = 0) -> None:
+    _launch(q, k_cache, v_cache, out, cu_seqlens_q, None, seqused_k, block_table, max_seqlen_q, scale, causal,
+            max_seqlen_k)
 
 
 def _varlen_eager(q, k, v, cu_seqlens_q, cu_seqlens_k, out, max_seqlen_q, scale, causal):
@@ -257,15 +303,19 @@ def _output(out, q, what: str):
 def unified_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
                       cu_seqlens_q: torch.Tensor, seqused_k: torch.Tensor, block_table: torch.Tensor,
                       max_seqlen_q: int, softmax_scale: float | None = None, causal: bool = True,
-                      out: torch.Tensor | None = None) -> torch.Tensor:
+                      out: torch.Tensor | None = None, max_seqlen_k: int | None = None) -> torch.Tensor:
     """Paged varlen attention (vLLM ``unified_attention``), prefill, chunked prefill and decode.
 
     ``q`` [total_q, H, D] bf16/fp16 packed by ``cu_seqlens_q`` (int32 [B + 1]); ``k_cache`` /
     ``v_cache`` [num_blocks, block_size, H_kv, D] (vLLM's ``nhd`` layout, rows may be strided);
     ``block_table`` [B, max_blocks] int32; ``seqused_k`` [B] int32 keys per sequence (context
     included, >= the sequence's queries when causal); ``max_seqlen_q`` the host-side bound on
-    queries per sequence (it sizes the tiles; nothing syncs). ``softmax_scale`` defaults to
-    1/sqrt(D). Causal masks align bottom-right. Returns ``out`` [total_q, H, D] in q's dtype.
+    queries per sequence (it sizes the tiles; nothing syncs); ``max_seqlen_k``, if given, the
+    host-side bound on keys per sequence (a sequence past it attends to its first max_seqlen_k
+    keys; without it the block table's width bounds them; it sizes the
+    buffer when long prefills stage their keys dense, :func:`stage_keys`). ``softmax_scale``
+    defaults to 1/sqrt(D). Causal masks align bottom-right. Returns ``out`` [total_q, H, D] in
+    q's dtype.
     """
     what = "unified_attention"
     _check_q(q, what)
@@ -283,8 +333,10 @@ def unified_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Ten
     _check_index(block_table, b, what, "block_table", dims=2)
     out = _output(out, q, what)
     scale = q.shape[2] ** -0.5 if softmax_scale is None else float(softmax_scale)
+    if max_seqlen_k is not None and int(max_seqlen_k) < 0:
+        raise ValueError(f"{what}: max_seqlen_k must be >= 0, got {max_seqlen_k}")
     _unified_op(q, k_cache, v_cache, cu_seqlens_q, seqused_k, block_table, out, int(max_seqlen_q), scale,
-                bool(causal))
+                bool(causal), int(max_seqlen_k or 0))
     return out
 
 
@@ -345,4 +397,4 @@ def paged_attention_decode(query: torch.Tensor, k_cache: torch.Tensor, v_cache: 
     return out
 
 
-__all__ = ["AttentionConfig", "decode_splits", "default_config", "unified_attention", "varlen_attention", "paged_attention_decode"]
+__all__ = ["AttentionConfig", "decode_splits", "default_config", "direct_grid", "stage_keys", "unified_attention", "varlen_attention", "paged_attention_decode"]

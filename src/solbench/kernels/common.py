@@ -299,8 +299,14 @@ def functional_op(name: str, out_op: KernelOp, outputs) -> KernelOp:
     text = "(" + ", ".join(keep) + ") -> " + ret
 
     def merged(args, outs):
-        by_name, it_args = dict(zip(out_op.mutates_args, outs)), iter(args)
-        return [by_name[p] if p in by_name else next(it_args) for p in out_op.params]
+        by_name, it_args, missing = dict(zip(out_op.mutates_args, outs)), iter(args), object()
+        values = []
+        for p in out_op.params:
+            value = by_name[p] if p in by_name else next(it_args, missing)
+            if value is missing:  # trailing arguments left to the out op's defaults
+                break
+            values.append(value)
+        return values
 
     def body(*args):
         outs = tuple(outputs(*args))

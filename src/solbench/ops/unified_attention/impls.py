@@ -19,7 +19,7 @@ def ours(q, k_cache, v_cache, cu_seqlens_q, seqused_k, block_table, max_seqlen_q
     from solbench.kernels.attention import unified_attention
 
     return unified_attention(q, k_cache, v_cache, cu_seqlens_q, seqused_k, block_table, max_seqlen_q,
-                             softmax_scale, causal=True, out=out)
+                             softmax_scale, causal=True, out=out, max_seqlen_k=max_seqlen_k)
 
 
 def _gather_kv(k_cache, v_cache, block_table, max_seqlen_k):
