@@ -84,6 +84,18 @@ def test_topk_gating_softmax_ties_and_renormalization(device, k, renorm):
     assert w0.shape == i0.shape == (0, k)
 
 
+def test_topk_gating_softmax_signed_zeros_and_extreme_logits(device):
+    # -0.0 equals +0.0 (the lower index wins); -inf, huge and tiny logits keep their order.
+    x = torch.tensor([[-0.0, 0.0, -1.0, -2.0, -3.0],
+                      [0.0, -0.0, -1.0, -2.0, -3.0],
+                      [float("-inf"), -1e30, 1e-30, -1e-30, 3e38],
+                      [-5.0, -5.0, -5.0, -5.0, -5.0],
+                      [1.5, -7.25, 1.5, 1.5000001, -0.0]])
+    w, ids = topk_gating_softmax(x.to(device), 3)
+    assert ids.cpu().tolist() == [[0, 1, 2], [0, 1, 2], [4, 2, 3], [0, 1, 2], [3, 0, 2]]
+    torch.testing.assert_close(w.cpu(), torch.softmax(x, -1).gather(1, ids.cpu().long()), rtol=1e-5, atol=1e-6)
+
+
 def test_sum_reduce_scale_and_empty(device):
     x = torch.randn(7, 3, 40, dtype=BF16, device=device)
     out = torch.full((7, 40), float("nan"), device=device)     # an fp32 out is allowed

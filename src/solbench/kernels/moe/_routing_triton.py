@@ -11,6 +11,16 @@ from solbench.kernels.common import next_pow2
 from solbench.kernels.moe.routing import SortOptions
 
 
+_INT64_MIN: tl.constexpr = tl.constexpr(-(2 ** 63))
+
+
+@triton.jit
+def _logit_of(key):
+    """The fp32 logit in the high half of a selection key (the inverse of the order map)."""
+    hi = (key >> 32).to(tl.int32)
+    return tl.where(hi >= 0, hi, hi ^ 0x7FFFFFFF).to(tl.float32, bitcast=True)
+
+
 @triton.jit
 def _topk_softmax_kernel(x_ptr, x_stride, w_ptr, ids_ptr, T, E,
                          TOP_K: tl.constexpr, KP: tl.constexpr, RENORM: tl.constexpr, BLOCK_T: tl.constexpr,
@@ -19,25 +29,31 @@ def _topk_softmax_kernel(x_ptr, x_stride, w_ptr, ids_ptr, T, E,
     cols = tl.arange(0, BLOCK_E)
     kc = tl.arange(0, KP)
     rmask = rows < T
-    mask = rmask[:, None] & (cols[None, :] < E)
-    # Rows past T load zeros (finite, no NaN from -inf - -inf); padded experts are -inf.
-    x = tl.load(x_ptr + rows[:, None].to(tl.int64) * x_stride + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-    x = tl.where(cols[None, :] < E, x, float("-inf"))
-    mx = tl.max(x, axis=1)
-    inv = 1.0 / tl.sum(tl.exp(x - mx[:, None]), axis=1)
-    # Select on the logits (exp can merge two logits into one probability); the lowest index
-    # wins a tie, as vLLM's kernel picks it.
-    sel = x
-    w = tl.zeros([BLOCK_T, KP], dtype=tl.float32)
-    ids = tl.zeros([BLOCK_T, KP], dtype=tl.int32)
-    for j in tl.static_range(TOP_K):
-        best = tl.max(sel, axis=1)
-        idx = tl.min(tl.where(sel == best[:, None], cols[None, :], BLOCK_E), axis=1)
-        w = tl.where(kc[None, :] == j, (tl.exp(best - mx) * inv)[:, None], w)
-        ids = tl.where(kc[None, :] == j, idx[:, None], ids)
-        sel = tl.where(cols[None, :] == idx[:, None], float("-inf"), sel)
+    cmask = cols < E
+    # Rows past T load zeros (finite, no NaN from -inf - -inf); padded experts never win.
+    x = tl.load(x_ptr + rows[:, None].to(tl.int64) * x_stride + cols[None, :],
+                mask=rmask[:, None] & cmask[None, :], other=0.0).to(tl.float32)
+    # One int64 key per logit: an order-preserving image of the fp32 bits above, BLOCK_E-1-col
+    # below. Keys are unique, so each of the k rounds is a single max and the lower expert index
+    # wins a tie (as vLLM's kernel picks it). -0.0 is keyed as +0.0, an equal logit.
+    bits = x.to(tl.int32, bitcast=True)
+    bits = tl.where(x == 0.0, 0, tl.where(bits >= 0, bits, bits ^ 0x7FFFFFFF))
+    key = (bits.to(tl.int64) << 32) | (BLOCK_E - 1 - cols)[None, :].to(tl.int64)
+    key = tl.where(cmask[None, :], key, _INT64_MIN)
+    # Round 0 gives the row max, so the softmax denominator overlaps the later rounds.
+    best = tl.max(key, axis=1)
+    mx = _logit_of(best)
+    inv = 1.0 / tl.sum(tl.exp(tl.where(cmask[None, :], x, float("-inf")) - mx[:, None]), axis=1)
+    lg = tl.zeros([BLOCK_T, KP], dtype=tl.float32) + mx[:, None]
+    ids = tl.zeros([BLOCK_T, KP], dtype=tl.int32) + (BLOCK_E - 1 - (best & 0xFFFFFFFF).to(tl.int32))[:, None]
+    for j in tl.static_range(1, TOP_K):
+        key = tl.where(key == best[:, None], _INT64_MIN, key)
+        best = tl.max(key, axis=1)
+        lg = tl.where(kc[None, :] == j, _logit_of(best)[:, None], lg)
+        ids = tl.where(kc[None, :] == j, (BLOCK_E - 1 - (best & 0xFFFFFFFF).to(tl.int32))[:, None], ids)
+    w = tl.exp(lg - mx[:, None]) * inv[:, None]
     if RENORM:
-        w = w / tl.sum(w, axis=1)[:, None]
+        w = w / tl.sum(tl.where(kc[None, :] < TOP_K, w, 0.0), axis=1)[:, None]
     omask = rmask[:, None] & (kc[None, :] < TOP_K)
     off = rows[:, None].to(tl.int64) * TOP_K + kc[None, :]
     tl.store(w_ptr + off, w, mask=omask)
@@ -51,11 +67,12 @@ def launch_topk_softmax(x: torch.Tensor, weights: torch.Tensor, ids: torch.Tenso
     if t == 0:
         return
     be = next_pow2(e)
-    # About 4k logits per program: whole rows, several rows per program on small E.
-    bt = max(1, min(next_pow2(t), 4096 // be))
+    # A warp per row while that keeps the GPU busy (the k rounds are a latency chain of warp
+    # reductions); four rows per warp on long inputs for more work per program.
+    bt = max(1, min(next_pow2(t), 4 if t <= 4096 else 16, 2048 // be))
+    num_warps = max(1, min(8 if be >= 1024 else 4, bt * be // 128))
     _topk_softmax_kernel[(triton.cdiv(t, bt),)](x, x.stride(0), weights, ids, t, e, TOP_K=k, KP=next_pow2(k),
-                                                 RENORM=renormalize, BLOCK_T=bt, BLOCK_E=be,
-                                                 num_warps=4 if bt * be >= 2048 else 2)
+                                                 RENORM=renormalize, BLOCK_T=bt, BLOCK_E=be, num_warps=num_warps)
 
 
 # ---- expert sort: histogram, prefix sum, stable scatter --------------------------------------------
