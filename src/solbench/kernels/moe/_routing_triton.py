@@ -8,7 +8,7 @@ import triton
 import triton.language as tl
 
 from solbench.kernels.common import next_pow2
-from solbench.kernels.moe.routing import SortOptions
+from solbench.kernels.moe.routing import SortOptions, aligned_capacity
 
 
 _INT64_MIN: tl.constexpr = tl.constexpr(-(2 ** 63))
@@ -79,79 +79,82 @@ def launch_topk_softmax(x: torch.Tensor, weights: torch.Tensor, ids: torch.Tenso
 
 
 @triton.jit
-def _onehot(ids, valid, ep: tl.constexpr):
-    e = tl.arange(0, ep)
-    return ((ids[:, None] == e[None, :]) & valid[:, None]).to(tl.int32)
-
-
-@triton.jit
-def _chunk_histogram_kernel(ids_ptr, n, hist_ptr, E, chunk, EP: tl.constexpr, SUB: tl.constexpr):
-    pid = tl.program_id(0)
-    acc = tl.zeros([EP], dtype=tl.int32)
-    for s in range(0, chunk, SUB):
-        offs = pid * chunk + s + tl.arange(0, SUB)
-        ids = tl.load(ids_ptr + offs, mask=offs < n, other=-1)
-        acc += tl.sum(_onehot(ids, (offs < n) & (ids >= 0) & (ids < E), EP), axis=0)
-    tl.store(hist_ptr + pid * EP + tl.arange(0, EP), acc)
+def _chunk_histogram_kernel(ids_ptr, n, hist_ptr, E, EP: tl.constexpr, CHUNK: tl.constexpr):
+    offs = tl.program_id(0) * CHUNK + tl.arange(0, CHUNK)
+    ids = tl.load(ids_ptr + offs, mask=offs < n, other=-1)
+    tl.store(hist_ptr + tl.program_id(0) * EP + tl.arange(0, EP),
+             tl.histogram(ids, EP, mask=(offs < n) & (ids >= 0) & (ids < E)))
 
 
 @triton.jit
 def _sort_scatter_kernel(ids_ptr, n, hist_ptr, nchunks, sorted_ptr, expert_ids_ptr, counts_ptr, cumsum_ptr,
-                         ntpp_ptr, E, chunk, BS: tl.constexpr, EP: tl.constexpr, SUB: tl.constexpr,
-                         SINGLE: tl.constexpr, CB: tl.constexpr, JB: tl.constexpr, BB: tl.constexpr,
-                         WRITE_EXPERT_IDS: tl.constexpr, WRITE_COUNTS: tl.constexpr, WRITE_CUMSUM: tl.constexpr,
-                         WRITE_NTPP: tl.constexpr):
+                         ntpp_ptr, E, BS: tl.constexpr, BSP: tl.constexpr, EP: tl.constexpr, CHUNK: tl.constexpr,
+                         SUB: tl.constexpr, HSUB: tl.constexpr, SINGLE: tl.constexpr, CB: tl.constexpr,
+                         BB: tl.constexpr, WRITE_EXPERT_IDS: tl.constexpr, WRITE_COUNTS: tl.constexpr,
+                         WRITE_CUMSUM: tl.constexpr, WRITE_NTPP: tl.constexpr):
     pid = tl.program_id(0)
     nprog = tl.num_programs(0)
     e = tl.arange(0, EP)
     emask = e < E
-    # counts: every routed slot per expert; base: those of the chunks before this one.
+    lo = pid * CHUNK
+    # before: this chunk's predecessors' slots per expert; counts: all of them. One launch: every
+    # program histograms the ids itself (cheap below ~16k slots); else from per-chunk histograms.
     counts = tl.zeros([EP], dtype=tl.int32)
-    base = tl.zeros([EP], dtype=tl.int32)
+    before = tl.zeros([EP], dtype=tl.int32)
     if SINGLE:
-        for s in range(0, n, SUB):
-            offs = s + tl.arange(0, SUB)
+        # Bin 2*id + (slot in or after this chunk): both histograms in one pass, HSUB slots a
+        # load so a few thousand slots cost one memory latency.
+        for s0 in range(0, n, HSUB):
+            offs = s0 + tl.arange(0, HSUB)
             ids = tl.load(ids_ptr + offs, mask=offs < n, other=-1)
-            counts += tl.sum(_onehot(ids, (offs < n) & (ids >= 0) & (ids < E), EP), axis=0)
+            h = tl.histogram(ids * 2 + (offs >= lo).to(tl.int32), 2 * EP,
+                             mask=(offs < n) & (ids >= 0) & (ids < E))
+            pre, post = tl.split(tl.reshape(h, [EP, 2]))
+            before += pre
+            counts += pre + post
     else:
         for c0 in range(0, nchunks, CB):
             c = c0 + tl.arange(0, CB)
             h = tl.load(hist_ptr + c[:, None] * EP + e[None, :], mask=(c < nchunks)[:, None], other=0)
             counts += tl.sum(h, axis=0)
-            base += tl.sum(tl.where((c < pid)[:, None], h, 0), axis=0)
+            before += tl.sum(tl.where((c < pid)[:, None], h, 0), axis=0)
     padded = (counts + BS - 1) // BS * BS
     ends = tl.cumsum(padded, axis=0)
     starts = ends - padded
     total = tl.sum(padded, axis=0)
-    # Stable scatter: a slot's rank among its expert's slots is its position in a running
-    # one-hot prefix sum (slots of earlier sub-chunks counted in base).
-    for s in range(0, chunk, SUB):
-        offs = pid * chunk + s + tl.arange(0, SUB)
-        inb = offs < n
-        ids = tl.load(ids_ptr + offs, mask=inb, other=-1)
-        oh = _onehot(ids, inb & (ids >= 0) & (ids < E), EP)
-        rank = tl.sum(tl.cumsum(oh, axis=0) * oh, axis=1) - 1
-        dest = tl.sum(oh * (starts + base)[None, :], axis=1) + rank
-        tl.store(sorted_ptr + dest, offs, mask=tl.sum(oh, axis=1) > 0)
-        base += tl.sum(oh, axis=0)
+    # Stable scatter: a slot lands at its expert's next free position (base) plus its rank among
+    # the same expert's slots earlier in its SUB tile (a [SUB, SUB] comparison).
+    base = starts + before
+    j = tl.arange(0, SUB)
+    # The next tile is loaded before this one is ranked, so its latency overlaps.
+    nxt = tl.load(ids_ptr + lo + j, mask=lo + j < n, other=-1)
+    for s in range(0, CHUNK, SUB):
+        offs = lo + s + j
+        ids = nxt
+        nxt = tl.load(ids_ptr + offs + SUB, mask=(offs + SUB < n) & (s + SUB < CHUNK), other=-1)
+        ok = (offs < n) & (ids >= 0) & (ids < E)
+        same = (ids[:, None] == ids[None, :]) & (j[None, :] < j[:, None]) & ok[None, :]
+        rank = tl.sum(same.to(tl.int32), axis=1)
+        dest = tl.gather(base, tl.where(ok, ids, 0), 0) + rank
+        tl.store(sorted_ptr + dest, offs, mask=ok)
+        base += tl.histogram(ids, EP, mask=ok)
     if BS > 1:
-        # Segment padding, experts shared round-robin among the programs: positions
-        # starts[e] + counts[e] + j for j < padded[e] - counts[e] hold the sentinel n. The
-        # [E, JB] tiles keep about 8k values live.
-        mine = emask & (e % nprog == pid)
-        pad = tl.where(mine, padded - counts, 0)
-        for j0 in range(0, BS, JB):
-            j = j0 + tl.arange(0, JB)
-            tl.store(sorted_ptr + (starts + counts)[:, None] + j[None, :], tl.zeros([EP, JB], dtype=tl.int32) + n,
-                     mask=j[None, :] < pad[:, None])
-    if WRITE_EXPERT_IDS:
-        # Block b belongs to the expert whose segment holds position b*BS: the number of segment
-        # ends at or below it.
+        # Blocks shared among the programs: block b belongs to the expert whose segment holds
+        # b*BS (the number of segment ends at or below it); its positions past that expert's
+        # last slot hold the sentinel n.
+        fill = starts + counts
         used = total // BS
+        col = tl.arange(0, BSP)
         for b0 in range(pid * BB, used, nprog * BB):
             b = b0 + tl.arange(0, BB)
+            bm = b < used
             owner = tl.sum(((ends[None, :] <= b[:, None] * BS) & emask[None, :]).to(tl.int32), axis=1)
-            tl.store(expert_ids_ptr + b, owner, mask=b < used)
+            if WRITE_EXPERT_IDS:
+                tl.store(expert_ids_ptr + b, owner, mask=bm)
+            pos = b[:, None] * BS + col[None, :]
+            first = tl.gather(fill, tl.minimum(owner, EP - 1), 0)
+            tl.store(sorted_ptr + pos, tl.zeros([BB, BSP], dtype=tl.int32) + n,
+                     mask=bm[:, None] & (col < BS)[None, :] & (pos >= first[:, None]))
     if pid == 0:
         if WRITE_COUNTS:
             tl.store(counts_ptr + e, counts, mask=emask)
@@ -173,21 +176,25 @@ def launch_sort(topk_ids: torch.Tensor, num_experts: int, block_size: int, sorte
     flat = topk_ids.reshape(-1)
     n = flat.numel()
     opt = options or SortOptions.pick(n, num_experts)
-    ep = next_pow2(num_experts)
+    ep = max(32, next_pow2(num_experts))
+    nchunks = max(1, triton.cdiv(n, opt.chunk))
     dummy = sorted_ids
     if opt.single:
-        nchunks, hist = 1, dummy
+        hist = dummy
     else:
-        nchunks = triton.cdiv(n, opt.chunk)
         hist = torch.empty((nchunks, ep), dtype=torch.int32, device=flat.device)
-        _chunk_histogram_kernel[(nchunks,)](flat, n, hist, num_experts, opt.chunk, EP=ep, SUB=opt.sub,
+        _chunk_histogram_kernel[(nchunks,)](flat, n, hist, num_experts, EP=ep, CHUNK=opt.chunk,
                                             num_warps=opt.num_warps)
+    bsp = next_pow2(block_size)
+    # Blocks each program covers: the capacity's blocks over the programs, a tile of <= 8k values.
+    blocks = triton.cdiv(aligned_capacity(n, num_experts, block_size), block_size)
+    bb = max(1, min(next_pow2(triton.cdiv(blocks, nchunks)), 8192 // max(bsp, ep)))
     _sort_scatter_kernel[(nchunks,)](
         flat, n, hist, nchunks, sorted_ids, dummy if expert_ids is None else expert_ids,
         dummy if counts is None else counts, dummy if cumsum is None else cumsum, dummy if ntpp is None else ntpp,
-        num_experts, max(n, 1) if opt.single else opt.chunk, BS=block_size, EP=ep, SUB=opt.sub, SINGLE=opt.single,
-        CB=max(1, min(32, 8192 // ep)), JB=max(1, min(next_pow2(block_size), 8192 // ep)),
-        BB=max(16, 8192 // ep), WRITE_EXPERT_IDS=expert_ids is not None,
+        num_experts, BS=block_size, BSP=bsp, EP=ep, CHUNK=opt.chunk, SUB=opt.sub,
+        HSUB=opt.hsub, SINGLE=opt.single,
+        CB=max(1, min(next_pow2(nchunks), 16384 // ep)), BB=bb, WRITE_EXPERT_IDS=expert_ids is not None,
         WRITE_COUNTS=counts is not None, WRITE_CUMSUM=cumsum is not None, WRITE_NTPP=ntpp is not None,
         num_warps=opt.num_warps)
 
