@@ -26,7 +26,7 @@ def _ids(t, e, k, seed=0, dup=False):
 
 # ---- routing ---------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("t,e,k,bs", [(0, 8, 2, 4), (1, 128, 8, 128), (5, 16, 2, 4), (40, 64, 4, 16),
+@pytest.mark.parametrize("t,e,k,bs", [(0, 8, 2, 4), (1, 128, 8, 128), (5, 16, 2, 4), (9, 16, 3, 24), (40, 64, 4, 16),
                                       (300, 32, 4, 8), (20, 300, 8, 64)])
 def test_align_matches_the_layout_up_to_num_tokens_post_pad(device, t, e, k, bs):
     _, ids = _ids(t, e, k)
