@@ -26,7 +26,7 @@ def _ids(t, e, k, seed=0, dup=False):
 
 # ---- routing ---------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("t,e,k,bs", [(0, 8, 2, 4), (1, 128, 8, 128), (5, 16, 2, 4), (40, 64, 4, 16),
+@pytest.mark.parametrize("t,e,k,bs", [(0, 8, 2, 4), (1, 128, 8, 128), (5, 16, 2, 4), (9, 16, 3, 24), (40, 64, 4, 16),
                                       (300, 32, 4, 8), (20, 300, 8, 64)])
 def test_align_matches_the_layout_up_to_num_tokens_post_pad(device, t, e, k, bs):
     _, ids = _ids(t, e, k)
@@ -41,13 +41,16 @@ def test_align_matches_the_layout_up_to_num_tokens_post_pad(device, t, e, k, bs)
         assert (lay["counts"] == 0).any()                      # experts that receive no token
 
 
-def test_single_and_chunked_sorts_agree():
+def test_one_and_two_launch_sorts_agree():
     from solbench.kernels.moe._routing_triton import launch_sort
 
-    # 2000 slots: one program would loop over all of them; the chunked sort uses 8 programs.
+    # 2000 slots, some dropped (ids outside [0, E)): one launch with several histogram loads and
+    # ranked tiles per program, and two launches (per-chunk histograms) of 8 programs.
     _, ids = _ids(250, 32, 8, seed=3, dup=True)
+    ids[7, 2], ids[100, 0], ids[249, 7] = -1, 32, 99
+    lay = align_layout(ids.clamp(0, 31), 32, 16)
     outs = []
-    for opt in (SortOptions(sub=64, chunk=64, single=True, num_warps=4),
+    for opt in (SortOptions(sub=32, chunk=128, single=True, num_warps=4, hsub=256),
                 SortOptions(sub=64, chunk=256, single=False, num_warps=4)):
         s = torch.full((2000 + 32 * 15,), -1, dtype=torch.int32)
         ex = torch.full((s.numel() // 16 + 1,), -1, dtype=torch.int32)
@@ -55,6 +58,14 @@ def test_single_and_chunked_sorts_agree():
         launch_sort(ids, 32, 16, s, expert_ids=ex, ntpp=nt, options=opt)
         outs.append((s[:int(nt)], ex[:int(nt) // 16], nt))
     assert all(torch.equal(a, b) for a, b in zip(*outs))
+    s, ex, nt = outs[0]
+    dropped = {7 * 8 + 2, 100 * 8, 249 * 8 + 7}
+    assert set(s.tolist()) - {2000} == set(range(2000)) - dropped
+    assert int(nt) <= int(lay["offsets"][-1])                 # clamping the dropped ids can only add blocks
+    # Segments ascend by expert and keep the slot order inside.
+    flat = ids.flatten().long()
+    kept = torch.tensor(sorted(set(range(2000)) - dropped))
+    assert torch.equal(s[s < 2000].long(), kept[torch.sort(flat[kept], stable=True).indices])
 
 
 @pytest.mark.parametrize("t", [0, 1, 37])
@@ -82,6 +93,18 @@ def test_topk_gating_softmax_ties_and_renormalization(device, k, renorm):
     torch.testing.assert_close(w.cpu(), want, rtol=1e-5, atol=1e-6)
     w0, i0 = topk_gating_softmax(torch.empty(0, 24, device=device), k)
     assert w0.shape == i0.shape == (0, k)
+
+
+def test_topk_gating_softmax_signed_zeros_and_extreme_logits(device):
+    # -0.0 equals +0.0 (the lower index wins); -inf, huge and tiny logits keep their order.
+    x = torch.tensor([[-0.0, 0.0, -1.0, -2.0, -3.0],
+                      [0.0, -0.0, -1.0, -2.0, -3.0],
+                      [float("-inf"), -1e30, 1e-30, -1e-30, 3e38],
+                      [-5.0, -5.0, -5.0, -5.0, -5.0],
+                      [1.5, -7.25, 1.5, 1.5000001, -0.0]])
+    w, ids = topk_gating_softmax(x.to(device), 3)
+    assert ids.cpu().tolist() == [[0, 1, 2], [0, 1, 2], [4, 2, 3], [0, 1, 2], [3, 0, 2]]
+    torch.testing.assert_close(w.cpu(), torch.softmax(x, -1).gather(1, ids.cpu().long()), rtol=1e-5, atol=1e-6)
 
 
 def test_sum_reduce_scale_and_empty(device):

@@ -10,10 +10,10 @@ and the top-k sum.
   counts and their (unpadded) exclusive prefix sum.
 * :func:`moe_sum_reduce`: ``out[t] = scale * sum_j x[t, j]`` with fp32 accumulation.
 
-The sort is one kernel for small inputs (histogram, prefix sum and scatter in one program) and
-two for larger ones (per-chunk histograms, then every chunk scatters from the prefix over the
-chunks before it); nothing is read back to the host, so CUDA graphs capture it. The order inside
-a segment is the slot order (stable), unlike vLLM's atomics.
+The sort is one kernel up to ~16k slots (every program histograms all the slots, prefix-sums
+the padded counts and scatters its own chunk) and two above (per-chunk histograms first); no
+torch fill runs beside them and nothing is read back to the host, so CUDA graphs capture it.
+The order inside a segment is the slot order (stable), unlike vLLM's atomics.
 
 Custom ops ``torch.ops.solbench.topk_gating_softmax``, ``moe_align_block_size``,
 ``moe_count_and_sort`` and ``moe_sum_reduce`` (functional) with their ``.out`` forms; off CUDA they
@@ -101,26 +101,23 @@ def topk_gating_softmax(gating_output: torch.Tensor, top_k: int, renormalize: bo
 
 @dataclass(frozen=True)
 class SortOptions:
-    """Launch shape of the expert sort. ``sub``: slots ranked at once (a [sub, E] one-hot is built
-    and scanned); ``chunk``: slots per program (a multiple of ``sub``); one program does
-    everything when the input fits ``single_max`` slots."""
+    """Launch shape of the expert sort. ``chunk``: slots per program (at most ~128 programs);
+    ``sub``: slots ranked at once by a [sub, sub] comparison. ``single``: one launch, every
+    program histograms all the slots itself, ``hsub`` per load (cheap up to ~16k slots); else a
+    first launch writes per-chunk histograms that every program of the second one reads."""
 
     sub: int
     chunk: int
     single: bool
     num_warps: int
+    hsub: int = 8192
 
     @staticmethod
     def pick(numel: int, num_experts: int) -> "SortOptions":
-        ep = next_pow2(num_experts)
-        # The one-hot and its running sum hold sub * E_pow2 int32 values each: ~8k keeps them in
-        # registers (32k spilled on sm_90: 255 registers and 400 B of local memory).
-        sub = max(16, min(256, 8192 // ep))
-        sub = min(sub, max(16, next_pow2(numel)))
-        single = numel <= 4 * sub
-        # At most ~128 programs: each one reads the whole [chunks, E] histogram for its prefix.
-        chunk = sub if single else max(sub, next_pow2(-(-numel // 128)))
-        return SortOptions(sub=sub, chunk=chunk, single=single, num_warps=8 if sub * ep >= 8192 else 4)
+        sub = max(16, min(64, next_pow2(numel)))
+        chunk = max(sub, next_pow2(-(-numel // 128)))
+        return SortOptions(sub=sub, chunk=chunk, single=numel <= 16384, num_warps=4 if numel <= 4096 else 8,
+                           hsub=max(16, min(8192, next_pow2(numel))))
 
 
 def aligned_capacity(numel: int, num_experts: int, block_size: int) -> int:

@@ -39,7 +39,8 @@ register_torch_baselines(OP, eager, "scatter-add counts + cumsum + stable sort +
 
 
 @register_impl(OP, "ours_triton", available=triton_support, takes_out=True,
-               description="solbench Triton expert sort (chunk histograms + prefix + stable one-hot scatter)")
+               description="solbench Triton expert sort (one launch to 16k slots: histogram, padded prefix, "
+                           "stable ranked scatter)")
 def ours(topk_ids, num_experts, block_size, out=None):
     from solbench.kernels.moe import moe_align_block_size
 

@@ -21,7 +21,8 @@ register_torch_baselines("moe_count_and_sort", eager, "scatter-add counts + cums
 
 
 @register_impl("moe_count_and_sort", "ours_triton", available=triton_support, takes_out=True,
-               description="solbench Triton expert sort (chunk histograms + prefix + stable one-hot scatter)")
+               description="solbench Triton expert sort (one launch to 16k slots: histogram, padded prefix, "
+                           "stable ranked scatter)")
 def ours(topk_ids, num_experts, out=None):
     from solbench.kernels.moe import moe_count_and_sort
 

@@ -47,7 +47,7 @@ register_torch_baselines(OP, eager, "torch.softmax(fp32) + torch.topk")
 
 
 @register_impl(OP, "ours_triton", available=triton_support, takes_out=True,
-               description="solbench Triton top-k softmax (one pass per row: softmax, k argmax sweeps)")
+               description="solbench Triton top-k softmax (a warp per row: k max rounds over unique int64 keys, softmax beside)")
 def ours(gating_output, top_k, out=None):
     from solbench.kernels.moe import topk_gating_softmax
 
