@@ -43,6 +43,21 @@ for step in $STEPS; do case $step in
           TO=60 run pdab_new_$i --ops paged_attention_decode --impls ours_triton; done
         for t in ${PDAB_TILES:-16,64,4,1 16,64,4,2 16,64,2,1 16,64,2,3 16,32,2,2}; do
           SOLBENCH_ATTENTION_TILES=$t TO=60 run pdab_t_${t//,/_} --ops paged_attention_decode --impls ours_triton; done ;;
+  gemmab) # Launch A/B of the fp8 GEMMs, candidate k of each group in one process (the groups' switches
+          # are separate: SOLBENCH_BLOCK_FP8 for block_scaled_mm #0/#12 (and #2, which --shapes also
+          # picks), SOLBENCH_MOE_GEMM1/2 + COMBINE for the sorted MoE #0, SOLBENCH_MOE_DECODE1/2 for
+          # decode #2); k=0 is the heuristics. Each side twice, alternating; flag_gems once (k0_1).
+    GAB=("" \
+      "SOLBENCH_BLOCK_FP8=split_k=2 SOLBENCH_MOE_COMBINE=atomic SOLBENCH_MOE_DECODE1=num_warps=4" \
+      "SOLBENCH_BLOCK_FP8=split_k=4,num_stages=3,programs_per_sm=3 SOLBENCH_MOE_GEMM1=num_stages=4 SOLBENCH_MOE_DECODE1=block_k=512" \
+      "SOLBENCH_BLOCK_FP8=block_m=128,num_warps=8,programs_per_sm=1 SOLBENCH_MOE_GEMM2=num_stages=4 SOLBENCH_MOE_DECODE2=block_k=1024" \
+      "SOLBENCH_BLOCK_FP8=block_m=128,num_warps=8,split_k=2,programs_per_sm=1 SOLBENCH_MOE_GEMM2=block_n=256 SOLBENCH_MOE_DECODE1=num_warps=4 SOLBENCH_MOE_DECODE2=block_k=1024" \
+      "SOLBENCH_BLOCK_FP8=block_m=128,num_warps=8,num_stages=3,split_k=4 SOLBENCH_MOE_GEMM2=num_warps=4,num_stages=4 SOLBENCH_MOE_DECODE1=block_n=16,block_k=512")
+    for i in 1 2; do for k in ${GAB_K:-0 1 2 3 4 5}; do
+      echo "${GAB[$k]:-heuristics}" > $W/gab_k$k.env
+      impls=ours_triton; [ "$k$i" = 01 ] && impls=ours_triton,flag_gems  # the peer once, in the first run
+      ([ -n "${GAB[$k]}" ] && export ${GAB[$k]}; TO=${GAB_TO:-90} run gab_k${k}_$i --ops block_scaled_mm,fp8_blockscale_fused_moe --shapes 0,2,12 --impls $impls)
+    done; done ;;
   gputests) timeout ${GT_TO:-150} python3 -m pytest -q -p no:cacheprovider --maxfail=30 ${GT_TESTS:-tests/eval tests/test_jit_cuda_gpu.py tests/test_library.py tests/ops/test_attention_kernels.py} > $W/log_gputests.txt 2>&1
         echo "gputests rc=$?"; tail -25 $W/log_gputests.txt; pack ;;
   tiles) for t in ${TILES:-128,128,8,4 128,64,8,3 64,128,4,3}; do

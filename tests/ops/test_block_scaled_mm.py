@@ -191,6 +191,28 @@ def test_default_options_by_m_bucket():
     assert block_fp8.m_bucket(1) == 16 and block_fp8.m_bucket(1000) == 1024 and block_fp8.m_bucket(10 ** 6) == 8192
 
 
+def test_options_from_the_command_line(monkeypatch):
+    # SOLBENCH_BLOCK_FP8 replaces fields of the heuristic's launch (read at each call); the launch
+    # it describes runs and is correct: 16x32 tiles, 3 K splits added by atomics, pointer loads.
+    a, b, sa, sb = _operands(33, 200, 384)
+    monkeypatch.setenv(block_fp8.OPTIONS_ENV, "block_m=16,block_n=32,split_k=3,num_stages=2,tma=0,flatten=1")
+    want = replace(default_options(33, 200, 384, sms=2), block_m=16, block_n=32, split_k=3, num_stages=2,
+                   tma=False, flatten=True)
+    assert block_fp8.env_override(default_options(33, 200, 384, sms=2)) == want
+    _close(block_scaled_mm(a, b, sa, sb), _expected(a, b, sa, sb))
+    monkeypatch.setenv(block_fp8.OPTIONS_ENV, "tma=-1")
+    assert block_fp8.env_override(SMALL).tma is None
+    monkeypatch.setenv(block_fp8.OPTIONS_ENV, "tma=2")
+    with pytest.raises(ValueError, match="tma=2 must be one of"):
+        block_scaled_mm(a, b, sa, sb)
+    monkeypatch.setenv(block_fp8.OPTIONS_ENV, "block_m=48")
+    with pytest.raises(ValueError, match="powers of two"):
+        block_scaled_mm(a, b, sa, sb)
+    monkeypatch.setenv(block_fp8.OPTIONS_ENV, "split_k=3")
+    with pytest.raises(ValueError, match="needs fp32 out"):
+        block_scaled_mm(a, b, sa, sb, out_dtype=torch.bfloat16)
+
+
 def test_options_round_trip_through_the_op_encoding():
     for opt in (SMALL, replace(SMALL, tma=None), replace(SMALL, tma=True, split_k=4, flatten=True)):
         assert BlockFp8Options.decode(opt.encode()) == opt

@@ -177,6 +177,35 @@ def test_combine_is_chosen_on_the_command_line(monkeypatch):
         default_options(4000, 128, 2048, 768, 8, fp8=False)
 
 
+def test_gemm_options_from_the_command_line(device, monkeypatch):
+    # Each path's overrides replace fields of its heuristic's GEMM configs (read at each call), so
+    # one run can A/B the sorted and the decode launches; the launches they describe are correct.
+    from solbench.kernels.moe import fused
+
+    monkeypatch.setenv("SOLBENCH_MOE_GEMM1", "block_k=32,num_stages=2")
+    monkeypatch.setenv("SOLBENCH_MOE_GEMM2", "block_n=32,block_k=32,group_m=2")
+    monkeypatch.setenv("SOLBENCH_MOE_DECODE1", "block_n=16,block_k=32")
+    sorted_opt = fused.env_override(default_options(21, 16, 64, 48, 4, fp8=False))
+    assert not sorted_opt.direct and sorted_opt.gemm1.block_k == 32 and sorted_opt.gemm1.num_stages == 2
+    assert (sorted_opt.gemm2.block_n, sorted_opt.gemm2.block_k, sorted_opt.gemm2.group_m) == (32, 32, 2)
+    dec = fused.env_override(default_options(3, 16, 64, 48, 4, fp8=False))
+    assert dec.direct and (dec.gemm1.block_n, dec.gemm1.block_k) == (16, 32)
+    assert dec.gemm2 == default_options(3, 16, 64, 48, 4, fp8=False).gemm2   # the sorted path's envs stay out
+    for t in (21, 3):
+        args, ref = _bf16_case(t, 64, 48, 16, 4, device)
+        torch.testing.assert_close(fused_moe(*args).cpu(), ref, rtol=3e-2, atol=1.5e-2)
+    monkeypatch.setenv("SOLBENCH_MOE_GEMM1", "block_m=32")
+    with pytest.raises(ValueError, match="block_m must match"):
+        fused.env_override(default_options(21, 16, 64, 48, 4, fp8=False))
+    for env in ("SOLBENCH_MOE_DECODE1", "SOLBENCH_MOE_DECODE2"):
+        monkeypatch.setenv(env, "block_m=16")
+    with pytest.raises(ValueError, match="block_m=1 is the direct"):
+        fused.env_override(default_options(3, 16, 64, 48, 4, fp8=False))
+    monkeypatch.setenv("SOLBENCH_MOE_DECODE2", "stages=2")
+    with pytest.raises(ValueError, match="SOLBENCH_MOE_DECODE2=.*unknown or repeated field 'stages'"):
+        fused.env_override(default_options(3, 16, 64, 48, 4, fp8=False))
+
+
 # ---- fp8 -----------------------------------------------------------------------------------------------
 
 def _fp8_case(t, h, i, e, k, device, dup=False):

@@ -35,7 +35,7 @@ import dataclasses
 
 import torch
 
-from solbench.kernels.common import check_dtype, check_out, functional_op, kernel_op, next_pow2
+from solbench.kernels.common import check_dtype, check_out, env_fields, functional_op, kernel_op, next_pow2
 
 DTYPES = (torch.bfloat16, torch.float16)
 LOG2E = 1.4426950408889634
@@ -121,16 +121,9 @@ def head_dim_chunks(d: int) -> tuple[int, int]:
 def tiles_override() -> AttentionConfig | None:
     """``SOLBENCH_ATTENTION_TILES=block_m,block_n,num_warps,num_stages``: one config for every
     launch, for A/B runs from the command line (read at each call)."""
-    import os
-
-    value = os.environ.get("SOLBENCH_ATTENTION_TILES")
-    if not value:
-        return None
-    try:
-        bm, bn, warps, stages = (int(x) for x in value.split(","))
-    except ValueError:
-        raise ValueError(f"SOLBENCH_ATTENTION_TILES={value!r}: expected block_m,block_n,num_warps,num_stages") from None
-    return AttentionConfig(bm, bn, warps, stages)
+    names = tuple(f.name for f in dataclasses.fields(AttentionConfig))
+    values = env_fields("SOLBENCH_ATTENTION_TILES", names, complete=True)
+    return AttentionConfig(**values) if values else None
 
 
 def prefetch_pages() -> bool:

@@ -102,10 +102,21 @@ def _sm_count_of(index: int) -> int:
 
 def sm_count(t) -> int | None:
     """SMs of the CUDA device holding ``t``; None on the CPU (interpreter), where the launch
-    heuristics keep their first-principles tiles."""
+    heuristics keep their first-principles tiles, except under `solbench sass`
+    (:func:`emulated_sm_count`)."""
     if t.device.type != "cuda":
-        return None
+        return emulated_sm_count()
     return _sm_count_of(t.device.index if t.device.index is not None else 0)
+
+
+def emulated_sm_count() -> int | None:
+    """While `solbench sass` records launches (:data:`EMULATE_GPU_CODEGEN`), the SMs of the GPU
+    it compiles for (its ``--sms``), so grids and SM-filling rules are that GPU's; else None."""
+    if not EMULATE_GPU_CODEGEN:
+        return None
+    from solbench.runtime import tuning
+
+    return tuning.sm_count()
 
 
 def next_pow2(n: int) -> int:
@@ -145,6 +156,35 @@ def env_choice(env: str, default: str, choices: Sequence[str]) -> str:
     if value not in choices:
         raise ValueError(f"{env}={value!r}: expected one of {', '.join(choices)}")
     return value
+
+
+def env_fields(env: str, names: Sequence[str], *, complete: bool = False) -> dict[str, int] | None:
+    """Integer launch fields from environment variable ``env``, for A/B runs from the command line
+    (read when called; None when unset or empty). The value lists ``names`` in order
+    (``"128,64,8,3"``), ``name=value`` items (``"num_warps=8,num_stages=3"``), or positional items
+    then named ones; ``complete``: every name must be given. Anything else (an unknown or
+    repeated name, a non-integer, too many values) is a ValueError naming the variable, its value
+    and the expected form; the caller's options class validates the values themselves."""
+    value = os.environ.get(env, "").strip()
+    if not value:
+        return None
+    form = ",".join(names)
+    out: dict[str, int] = {}
+    try:
+        for i, item in enumerate(x.strip() for x in value.split(",")):
+            name, sep, v = item.rpartition("=")
+            if not sep:
+                if out.keys() - set(names[:i]) or i >= len(names):
+                    raise ValueError("positional values come first, one per field")
+                name = names[i]
+            elif name not in names or name in out:
+                raise ValueError(f"unknown or repeated field {name!r}")
+            out[name] = int(v)
+        if complete and len(out) != len(names):
+            raise ValueError(f"missing {', '.join(n for n in names if n not in out)}")
+    except ValueError as e:
+        raise ValueError(f"{env}={value!r}: expected integers {form} (in order, or as name=value items): {e}") from None
+    return out
 
 
 def streaming_hints(programs: int, sm_count: int | None) -> dict:

@@ -25,8 +25,8 @@ from dataclasses import astuple, dataclass, fields, replace
 import torch
 
 from solbench.kernels.common import (
-    as_rows, check_disjoint, check_dtype, check_out, functional_op, gpu_codegen, kernel_op,
-    triton_unavailable_reason,
+    as_rows, check_disjoint, check_dtype, check_out, emulated_sm_count, env_fields, functional_op, gpu_codegen,
+    kernel_op, triton_unavailable_reason,
 )
 
 WHAT = "block_scaled_mm"
@@ -96,10 +96,10 @@ def _major(device_index: int) -> int:
 
 
 def sm_count(device) -> int:
-    """SMs of a CUDA device; under the interpreter a small stand-in (2), so tests walk the
-    persistent loop over several tiles per program."""
+    """SMs of a CUDA device (under `solbench sass`, its target GPU's); under the interpreter a
+    small stand-in (2), so tests walk the persistent loop over several tiles per program."""
     if device.type != "cuda":
-        return 2
+        return emulated_sm_count() or 2
     return _sm_count(device.index if device.index is not None else torch.cuda.current_device())
 
 
@@ -141,6 +141,27 @@ def default_options(m: int, n: int, k: int, group_k: int = 128, out_dtype=torch.
     while out_dtype == torch.float32 and tiles * split < goal and kb % (2 * split) == 0 and kb // (2 * split) >= 2:
         split *= 2
     return replace(opt, split_k=split)
+
+
+#: ``SOLBENCH_BLOCK_FP8=name=value,...``: fields of :class:`BlockFp8Options` that replace the
+#: heuristic's (``tma`` -1/0/1 for auto/off/on, ``flatten`` 0/1) in every launch without explicit
+#: options; for A/B runs from the command line (read at each call).
+OPTIONS_ENV = "SOLBENCH_BLOCK_FP8"
+
+
+def env_override(opt: BlockFp8Options) -> BlockFp8Options:
+    """``opt`` with the fields :data:`OPTIONS_ENV` sets (unchanged when it is unset)."""
+    values = env_fields(OPTIONS_ENV, [f.name for f in fields(BlockFp8Options)])
+    if not values:
+        return opt
+    for name, allowed in (("tma", (-1, 0, 1)), ("flatten", (0, 1))):
+        if name in values and values[name] not in allowed:
+            raise ValueError(f"{OPTIONS_ENV}: {name}={values[name]} must be one of {allowed}")
+    if "tma" in values:
+        values["tma"] = None if values["tma"] < 0 else bool(values["tma"])
+    if "flatten" in values:
+        values["flatten"] = bool(values["flatten"])
+    return replace(opt, **values)
 
 
 def candidates(m: int, n: int, k: int, group_k: int = 128, out_dtype=torch.float32,
@@ -290,7 +311,7 @@ def launch(a2, b, sa, sb, out2, group_n: int, group_k: int, options: BlockFp8Opt
     if why:
         raise RuntimeError(f"{WHAT}: {why}")
     sms = sm_count(a2.device)
-    opt = options or default_options(m, n, k, group_k, out2.dtype, sms)
+    opt = options or env_override(default_options(m, n, k, group_k, out2.dtype, sms))
     if opt.split_k > 1 and out2.dtype != torch.float32:
         raise ValueError(f"{WHAT}: split_k > 1 needs fp32 out (got {out2.dtype})")
     if _cdiv(k, group_k) % opt.split_k:

@@ -23,14 +23,13 @@ references do. The Triton kernels are in ``_fused_triton`` (imported at the firs
 """
 from __future__ import annotations
 
-import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
 import torch
 import torch.nn.functional as F
 
-from solbench.kernels.common import (check_disjoint, check_dtype, check_out, env_choice, functional_op, kernel_op,
-                                     next_pow2)
+from solbench.kernels.common import (check_disjoint, check_dtype, check_out, env_choice, env_fields, functional_op,
+                                     kernel_op, next_pow2, sm_count)
 from solbench.kernels.moe.routing import MAX_EXPERTS, _expert_sort
 
 #: fp8 block size of the weights (128x128) and of the activation groups (1x128).
@@ -83,15 +82,6 @@ class FusedMoeOptions:
 #: expert twice, so streaming per slot reads each touched expert about once, and the sort's
 #: launches are saved.
 DIRECT_MAX_TOKENS = 4
-
-
-@functools.lru_cache(maxsize=None)
-def _sm_count(index: int) -> int:
-    return torch.cuda.get_device_properties(index).multi_processor_count
-
-
-def sm_count_of(t: torch.Tensor) -> int | None:
-    return _sm_count(t.device.index or 0) if t.is_cuda else None
 
 
 def _narrow_for_sms(block_n: int, rows: int, n: int, sm_count: int | None, floor: int = 16) -> int:
@@ -183,8 +173,26 @@ def _check_weights(what, x, w1, w2):
                          f"count per expert in registers)")
 
 
+#: ``SOLBENCH_MOE_GEMM1`` / ``SOLBENCH_MOE_GEMM2`` (sorted path) and ``SOLBENCH_MOE_DECODE1`` /
+#: ``SOLBENCH_MOE_DECODE2`` (direct decode path) ``= name=value,...``: fields of :class:`GemmConfig`
+#: that replace the heuristic's for that GEMM of that path in every call without explicit options,
+#: so one run can A/B both paths from the command line (read at each call). block_m must still
+#: agree between the GEMMs and stay 1 on the direct path (:class:`FusedMoeOptions` checks).
+GEMM_ENVS = {False: ("SOLBENCH_MOE_GEMM1", "SOLBENCH_MOE_GEMM2"), True: ("SOLBENCH_MOE_DECODE1", "SOLBENCH_MOE_DECODE2")}
+
+
+def env_override(opt: FusedMoeOptions) -> FusedMoeOptions:
+    """``opt`` with the GEMM fields its path's :data:`GEMM_ENVS` set (unchanged when unset)."""
+    names = [f.name for f in fields(GemmConfig)]
+    g1, g2 = (replace(g, **(env_fields(env, names) or {}))
+              for env, g in zip(GEMM_ENVS[opt.direct], (opt.gemm1, opt.gemm2)))
+    if (g1, g2) == (opt.gemm1, opt.gemm2):
+        return opt
+    return FusedMoeOptions(g1, g2, direct=opt.direct, combine=opt.combine)
+
+
 def _options(opt, t, e, h, inter, k, fp8, out):
-    return opt or default_options(t, e, h, inter, k, fp8, sm_count_of(out))
+    return opt or env_override(default_options(t, e, h, inter, k, fp8, sm_count(out)))
 
 
 # ---- bf16 ----------------------------------------------------------------------------------------
