@@ -34,7 +34,8 @@ for step in $STEPS; do case $step in
         SOLBENCH_ATTENTION_PREFETCH=$p TO=${AB_TO:-60} run ab_p${p}_$i --ops unified_attention --shapes ${AB_SHAPES:-20,21} --impls ours_triton; done; done ;;
   uab) for i in 1 2; do  # unified: the previous commit's kernel against this one, each twice
          PYTHONPATH=$(tree base) TO=90 run uab_base_$i --ops unified_attention --shapes ${UAB_SHAPES:-20,21,24,9,0,16,7} --impls ours_triton
-         TO=150 run uab_new_$i --ops unified_attention --shapes ${UAB_SHAPES:-20,21,24,9,0,16,7} --impls ours_triton,ours_dense,sdpa_dense,flag_gems; done
+         peers=ours_dense,sdpa_dense; [ $i = 1 ] && peers=ours_dense,sdpa_dense,flag_gems,sdpa_flash,flex_attention,torch_native
+         TO=200 run uab_new_$i --ops unified_attention --shapes ${UAB_SHAPES:-20,21,24,9,0,16,7} --impls ours_triton,$peers; done
        SOLBENCH_ATTENTION_STAGE=0 TO=60 run uab_nostage --ops unified_attention --shapes 20,21,24 --impls ours_triton
        for t in ${UAB_TILES:-128,128,8,3 128,64,8,2 64,64,4,3 64,128,4,2}; do
          SOLBENCH_ATTENTION_TILES=$t TO=60 run uab_tiles_${t//,/_} --ops unified_attention --shapes 9,0,16 --impls ours_triton; done ;;
