@@ -50,18 +50,17 @@ def _reference_paged(q, kc, vc, cu, sk, bt, causal=True):
     ([3, 0, 4], [3, 5, 4], 4, 4, 64),       # an empty sequence in the batch
     ([9], [9], 5, 5, 256),                  # G = 1, D = 256
 ])
-@pytest.mark.parametrize("prefetch,stage,direct", [
-    ("0", "0", False),  # block-table lookups per tile, packed grid (binary search for the sequence)
-    ("1", "0", True),   # block-table entries one tile ahead, a slot range per sequence
-    ("0", "1", True),   # pages staged dense first (long prefills), direct grid
-    ("0", "1", False),  # staged, packed grid
+@pytest.mark.parametrize("stage,direct", [
+    (False, False),  # block-table lookups per tile, packed grid (binary search for the sequence)
+    (False, True),   # a slot range per sequence
+    (True, True),    # pages staged dense first (long prefills), direct grid
+    (True, False),   # staged, packed grid
 ])
-def test_unified_matches_reference(lq, lk, h, hkv, d, prefetch, stage, direct, monkeypatch):
+def test_unified_matches_reference(lq, lk, h, hkv, d, stage, direct, monkeypatch):
     from solbench.kernels import _attention_triton
     from solbench.kernels.attention import unified_attention
 
-    monkeypatch.setenv("SOLBENCH_ATTENTION_PREFETCH", prefetch)
-    monkeypatch.setenv("SOLBENCH_ATTENTION_STAGE", stage)
+    monkeypatch.setattr(_attention_triton, "stage_keys", lambda *a: stage)
     monkeypatch.setattr(_attention_triton, "direct_grid", lambda *a: direct)
 
     q, kc, vc, cu, sk, bt = _paged(lq, lk, h, hkv, d)
@@ -72,18 +71,27 @@ def test_unified_matches_reference(lq, lk, h, hkv, d, prefetch, stage, direct, m
     torch.testing.assert_close(got.float(), _reference_paged(q, kc, vc, cu, sk, bt), **TOL)
 
 
-def test_stage_rule_and_its_switch(monkeypatch):
+def test_stage_rule():
     from solbench.kernels.attention import STAGE_MAX_BYTES, STAGE_MIN_ROWS, stage_keys
 
-    monkeypatch.delenv("SOLBENCH_ATTENTION_STAGE", raising=False)
     assert stage_keys(6294 * 8, 1, 13 << 20)                        # unified #20: one long prefill
     assert not stage_keys(256 * 4 * 324, 324, 170 << 20)            # #9: 324 sequences of 256 tokens
     assert not stage_keys(STAGE_MIN_ROWS * 2, 1, STAGE_MAX_BYTES + 1)  # the buffer would not fit
-    monkeypatch.setenv("SOLBENCH_ATTENTION_STAGE", "1")
-    assert stage_keys(1, 1, STAGE_MAX_BYTES * 4)
-    monkeypatch.setenv("SOLBENCH_ATTENTION_STAGE", "yes")
-    with pytest.raises(ValueError, match="SOLBENCH_ATTENTION_STAGE"):
-        stage_keys(1, 1, 1)
+
+
+def test_tiles_by_rows_per_sequence():
+    from dataclasses import astuple
+
+    from solbench.kernels.attention import default_config as _config
+
+    def default_config(*args):
+        return astuple(_config(*args))
+
+    assert default_config(128, 8, True) == (16, 32, 2, 2)            # decode: G rows
+    assert default_config(128, 1024, True) == (64, 64, 4, 2)         # unified #9: 256 tokens x G 4
+    assert default_config(128, 2560, True) == (128, 64, 8, 2)        # #0: 256 tokens x G 10
+    assert default_config(128, 6294 * 8, True) == (128, 128, 8, 3)   # #20
+    assert default_config(256, 5926 * 8, True) == (128, 64, 8, 2)    # #24: D 256
 
 
 def test_direct_grid_rule():
@@ -154,14 +162,6 @@ def test_paged_decode_x_split(h, hkv, ctx):
                                      torch.tensor([0] + lens, device=DEV).cumsum(0), scale=d ** -0.5, causal=False,
                                      out_dtype=torch.float32)
     torch.testing.assert_close(got.float(), ref, **TOL)
-
-
-def test_prefetch_switch_rejects_other_values(monkeypatch):
-    from solbench.kernels.attention import prefetch_pages
-
-    monkeypatch.setenv("SOLBENCH_ATTENTION_PREFETCH", "yes")
-    with pytest.raises(ValueError, match="expected 0 or 1"):
-        prefetch_pages()
 
 
 def test_errors_name_what_is_supported():

@@ -169,12 +169,14 @@ def test_default_options_by_bucket():
     assert f8.gemm1.block_n == 128 and f8.gemm1.block_k == 128 and f8.gemm1.block_m == 64
 
 
-def test_combine_is_chosen_on_the_command_line(monkeypatch):
-    monkeypatch.setenv("SOLBENCH_MOE_COMBINE", "atomic")
-    assert default_options(4000, 128, 2048, 768, 8, fp8=False).combine == "atomic"
-    monkeypatch.setenv("SOLBENCH_MOE_COMBINE", "both")
-    with pytest.raises(ValueError, match="expected one of sum, atomic"):
-        default_options(4000, 128, 2048, 768, 8, fp8=False)
+def test_fp8_decode_options():
+    # fp8 decode (DeepSeek-like T=1, E=256, H=7168, I=2048, k=8 on 132 SMs): GEMM1 in 4 warps and
+    # GEMM2 loads of 16k one-byte weights; bf16 keeps 8 warps and 8k-element loads.
+    f8 = default_options(1, 256, 7168, 2048, 8, fp8=True, sm_count=132)
+    assert f8.direct and f8.gemm1.num_warps == 4 and (f8.gemm2.block_n, f8.gemm2.block_k) == (16, 1024)
+    bf = default_options(1, 256, 7168, 2048, 8, fp8=False, sm_count=132)
+    assert bf.gemm1.num_warps == 8 and (bf.gemm2.block_n, bf.gemm2.block_k) == (16, 512)
+    assert default_options(4000, 128, 2048, 768, 8, fp8=True).combine == "sum"
 
 
 def test_gemm_options_from_the_command_line(device, monkeypatch):

@@ -8,7 +8,7 @@ import triton.language as tl
 
 from solbench.kernels._decode_split_triton import _partial_row, _split_range, _store_partial, combine, split_workspace
 from solbench.kernels.attention import (LOG2E, decode_splits, default_config, direct_grid, head_dim_chunks,
-                                        prefetch_pages, splits_override, stage_keys, tiles_override)
+                                        splits_override, stage_keys, tiles_override)
 from solbench.kernels.common import gpu_codegen, next_pow2, sm_count
 
 
@@ -49,23 +49,15 @@ def _attend_tiles(acc, acc_b, l_i, m_i, q, q_b, k_base, v_base, page_row, n_lo, 
                   offs_n, offs_d, d_mask, offs_db, db_mask, qk_scale,
                   stride_kp, stride_kt, stride_kx, stride_vp, stride_vt, stride_vd,
                   PAGE: tl.constexpr, KX: tl.constexpr, CAUSAL: tl.constexpr, MASKED: tl.constexpr,
-                  BLOCK_N: tl.constexpr, D_B: tl.constexpr, DOT_FP32: tl.constexpr,
-                  PREFETCH_PAGES: tl.constexpr):
+                  BLOCK_N: tl.constexpr, D_B: tl.constexpr, DOT_FP32: tl.constexpr):
     """Online softmax over key tiles [n_lo, n_hi). Unmasked tiles (every key visible to every
     row) skip the masks and the empty-row guard. A head_size that is not a power of two runs
     as two column chunks (``acc`` and, when D_B > 0, ``acc_b``): 72 = 64 + 16 (8 masked)
-    multiplies 80 columns instead of 128. PREFETCH_PAGES loads the next tile's block-table
-    entries while this tile computes, so no K/V load waits on a dependent load."""
-    if PREFETCH_PAGES:
-        page = _page_of(page_row, n_lo + offs_n, k_len, PAGE, True)
+    multiplies 80 columns instead of 128."""
     for n in range(n_lo, n_hi, BLOCK_N):
         j = n + offs_n
         n_mask = j < k_len
-        if PREFETCH_PAGES:
-            cur = page
-            page = _page_of(page_row, j + BLOCK_N, k_len, PAGE, True)
-        else:
-            cur = _page_of(page_row, j, k_len, PAGE, MASKED)
+        cur = _page_of(page_row, j, k_len, PAGE, MASKED)
         k_row = _token_rows(cur, j, stride_kp, stride_kt, PAGE)
         v_row = _token_rows(cur, j, stride_vp, stride_vt, PAGE)
         k = _load_kv_tile(k_base, k_row, n_mask, offs_d, d_mask, stride_kx, KX, MASKED)
@@ -114,7 +106,7 @@ def _attention_fwd(Q, K, V, O, cu_q, cu_k, seqused_k, block_table, qk_scale, num
                    PAGE: tl.constexpr, CAUSAL: tl.constexpr, DECODE: tl.constexpr,
                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, VEC: tl.constexpr, DOT_FP32: tl.constexpr,
                    VEC_K: tl.constexpr, VEC_V: tl.constexpr,
-                   PREFETCH_PAGES: tl.constexpr, PART_O, PART_ML, SPLIT: tl.constexpr,
+                   PART_O, PART_ML, SPLIT: tl.constexpr,
                    tiles_per_seq, stage_rows, STAGED: tl.constexpr):
     # Strides arrive divided by VEC (VEC_K, VEC_V for the caches): multiplied back here, the
     # compiler knows every row start is VEC-aligned (72-wide heads: 144 B) and issues 16-byte
@@ -221,11 +213,11 @@ def _attention_fwd(Q, K, V, O, cu_q, cu_k, seqused_k, block_table, qk_scale, num
     acc, acc_b, l_i, m_i = _attend_tiles(acc, acc_b, l_i, m_i, q, q_b, k_base, v_base, page_row, n_lo, n_full,
                                          k_len, t_row, diag, offs_n, offs_d, d_mask, offs_db, db_mask, qk_scale,
                                          stride_kp, stride_kt, stride_kx, stride_vp, stride_vt, stride_vd,
-                                         PAGE, KX, CAUSAL, False, BLOCK_N, D_B, DOT_FP32, PREFETCH_PAGES)
+                                         PAGE, KX, CAUSAL, False, BLOCK_N, D_B, DOT_FP32)
     acc, acc_b, l_i, m_i = _attend_tiles(acc, acc_b, l_i, m_i, q, q_b, k_base, v_base, page_row, n_full,
                                          n_end, k_len, t_row, diag, offs_n, offs_d, d_mask, offs_db, db_mask,
                                          qk_scale, stride_kp, stride_kt, stride_kx, stride_vp, stride_vt,
-                                         stride_vd, PAGE, KX, CAUSAL, True, BLOCK_N, D_B, DOT_FP32, PREFETCH_PAGES)
+                                         stride_vd, PAGE, KX, CAUSAL, True, BLOCK_N, D_B, DOT_FP32)
     if SPLIT:
         row = _partial_row(s, head, G * tl.num_programs(1))
         _store_partial(PART_O, PART_ML, row, acc, m_i, l_i, m_mask, offs_d, d_mask, D)
@@ -369,7 +361,7 @@ def launch(q, k, v, out, cu_seqlens_q, cu_seqlens_k, seqused_k, block_table, max
     # DOT_FP32: Triton's CPU interpreter multiplies bf16 dot operands wrongly, so tiles are upcast there only.
     meta = dict(G=g, D=d, D_A=d_a, D_B=d_b, KX=x, PAGE=page, CAUSAL=bool(causal), DECODE=decode,
                 BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, VEC=vec, VEC_K=vec_k, VEC_V=vec_v, DOT_FP32=not gpu,
-                num_warps=cfg.num_warps, PREFETCH_PAGES=paged and prefetch_pages(), SPLIT=splits > 1,
+                num_warps=cfg.num_warps, SPLIT=splits > 1,
                 STAGED=stage_rows > 0)
     key = tuple(sorted(meta.items())) + (cfg.num_stages, q.dtype)
     stages = _STAGES_THAT_FIT.get(key, cfg.num_stages)

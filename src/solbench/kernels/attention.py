@@ -52,27 +52,36 @@ class AttentionConfig:
     num_stages: int
 
 
-#: Query rows per sequence up to which a prefill takes 64 x 64 tiles with 4 warps: a short
-#: causal sequence is mostly diagonal tiles, and a one-program-per-SM 128 x 128 launch leaves
-#: nothing to hide one program's prologue and epilogue behind (H100, unified #9, 1024 rows).
+#: Query rows (tokens x G) per sequence up to which a prefill takes 64 x 64 tiles with 4 warps,
+#: and up to which 128 x 64 with 8 warps and 2 stages: a short causal sequence is mostly
+#: diagonal tiles, and a one-program-per-SM 128 x 128 launch has nothing to hide one program's
+#: prologue and epilogue behind (docs/DECISIONS.md has the measurements).
 SHORT_SEQ_ROWS = 1024
+MEDIUM_SEQ_ROWS = 4096
 
 
 def default_config(head_dim_padded: int, rows_per_seq: int, is_cuda: bool) -> AttentionConfig:
-    """First-principles tiles: 128 x 128 with 8 warps (two warpgroups of 64 rows) and three
-    stages for long prefills at D <= 128 (64 x 64 with 4 warps up to ``SHORT_SEQ_ROWS`` rows per
-    sequence); half the key tile and two stages at D = 256 so the K and V stages fit shared
-    memory; a smaller M when a sequence has few rows (decode: G rows)."""
+    """First-principles tiles, by query rows per sequence (``rows_per_seq``, G rows for decode):
+
+    * decode (< 128 rows): ``block_m`` = the rows rounded up to 16, 32-key tiles, 2 warps, 2
+      stages: a decode program is latency-bound, so small programs, several per SM;
+    * prefill at D <= 128: 64 x 64 with 4 warps up to ``SHORT_SEQ_ROWS``, 128 x 64 with 8 warps
+      and 2 stages up to ``MEDIUM_SEQ_ROWS``, else 128 x 128 with 8 warps (two warpgroups of 64
+      rows) and 3 stages;
+    * D > 128: 128 x 64, 2 stages, so the K and V stages fit shared memory.
+    """
     bm = 128 if rows_per_seq >= 128 else max(16, next_pow2(rows_per_seq))
     if not is_cuda:
         return AttentionConfig(bm, 64 if head_dim_padded <= 128 else 32, 4, 1)
     if bm < 128:
-        return AttentionConfig(bm, 64 if head_dim_padded <= 128 else 32, 4, 3 if head_dim_padded <= 128 else 2)
-    if head_dim_padded <= 128 and rows_per_seq <= SHORT_SEQ_ROWS:
+        return AttentionConfig(bm, 32, 2, 2)
+    if head_dim_padded > 128:
+        return AttentionConfig(128, 64, 8, 2)
+    if rows_per_seq <= SHORT_SEQ_ROWS:
         return AttentionConfig(64, 64, 4, 2)
-    if head_dim_padded <= 128:
-        return AttentionConfig(128, 128, 8, 3)
-    return AttentionConfig(128, 64, 8, 2)
+    if rows_per_seq <= MEDIUM_SEQ_ROWS:
+        return AttentionConfig(128, 64, 8, 2)
+    return AttentionConfig(128, 128, 8, 3)
 
 
 #: Mean query rows (tokens x G) per sequence from which a paged launch stages its keys dense
@@ -86,18 +95,10 @@ def stage_keys(query_rows: int, num_seqs: int, staged_bytes: int) -> bool:
     """Whether a paged prefill copies its sequences' pages into dense K/V before attending.
 
     A paged key tile costs more than a dense one: its rows come from block-table lookups, one
-    page (16 tokens) at a time, without the contiguous rows the compiler pipelines best (H100,
-    #20: the same kernel on pre-gathered K/V took 0.78x the time). Staging costs one read and one
+    page (16 tokens) at a time, without the contiguous rows the compiler pipelines best.
+    Staging costs one read and one
     write of the keys and values, so it pays when many row tiles read each key tile: mean query
-    rows per sequence >= ``STAGE_MIN_ROWS``, and the buffer fits ``STAGE_MAX_BYTES``.
-    ``SOLBENCH_ATTENTION_STAGE=0|1`` forces it off or on (A/B runs, tests; read at each call)."""
-    import os
-
-    forced = os.environ.get("SOLBENCH_ATTENTION_STAGE", "")
-    if forced not in ("", "0", "1"):
-        raise ValueError(f"SOLBENCH_ATTENTION_STAGE={forced!r}: expected 0 or 1")
-    if forced:
-        return forced == "1"
+    rows per sequence >= ``STAGE_MIN_ROWS``, and the buffer fits ``STAGE_MAX_BYTES``."""
     return query_rows >= STAGE_MIN_ROWS * num_seqs and staged_bytes <= STAGE_MAX_BYTES
 
 
@@ -124,18 +125,6 @@ def tiles_override() -> AttentionConfig | None:
     names = tuple(f.name for f in dataclasses.fields(AttentionConfig))
     values = env_fields("SOLBENCH_ATTENTION_TILES", names, complete=True)
     return AttentionConfig(**values) if values else None
-
-
-def prefetch_pages() -> bool:
-    """``SOLBENCH_ATTENTION_PREFETCH=1``: paged launches load the next key tile's block-table
-    entries one iteration ahead. An A/B switch until a GPU run settles it (benchmarks/NOTES.md
-    question 1; read at each call)."""
-    import os
-
-    value = os.environ.get("SOLBENCH_ATTENTION_PREFETCH", "0")
-    if value not in ("0", "1"):
-        raise ValueError(f"SOLBENCH_ATTENTION_PREFETCH={value!r}: expected 0 or 1")
-    return value == "1"
 
 
 def decode_splits(programs: int, sm_count: int | None, key_tiles: int) -> int:

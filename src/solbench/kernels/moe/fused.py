@@ -28,7 +28,7 @@ from dataclasses import dataclass, fields, replace
 import torch
 import torch.nn.functional as F
 
-from solbench.kernels.common import (check_disjoint, check_dtype, check_out, env_choice, env_fields, functional_op,
+from solbench.kernels.common import (check_disjoint, check_dtype, check_out, env_fields, functional_op,
                                      kernel_op, next_pow2, sm_count)
 from solbench.kernels.moe.routing import MAX_EXPERTS, _expert_sort
 
@@ -92,13 +92,8 @@ def _narrow_for_sms(block_n: int, rows: int, n: int, sm_count: int | None, floor
     return block_n
 
 
-def _decode_k(block_n: int, k: int) -> int:
-    return max(128, min(1024, 8192 // block_n, next_pow2(k)))
-
-
-#: ``SOLBENCH_MOE_COMBINE=sum|atomic`` picks the sorted path's top-k combine (read when the
-#: options are made): which one wins depends on the GPU's atomic throughput, to be measured.
-COMBINE_ENV = "SOLBENCH_MOE_COMBINE"
+def _decode_k(block_n: int, k: int, elements: int = 8192) -> int:
+    return max(128, min(1024, elements // block_n, next_pow2(k)))
 
 
 def default_options(num_tokens: int, num_experts: int, hidden: int, inter: int, top_k: int, fp8: bool,
@@ -106,15 +101,18 @@ def default_options(num_tokens: int, num_experts: int, hidden: int, inter: int, 
     """Tiles per (E, N, K, token bucket). The bucket is the mean routed rows per expert, which sets
     how tall a useful block is; fp8 takes 128-wide K steps (one scale per step) and, on the sorted
     path, 128-wide GEMM1 columns (one activation group per tile, quantized in the epilogue)."""
-    combine = env_choice(COMBINE_ENV, "sum", ("sum", "atomic"))
+    combine = "sum"  # the atomic combine measured 1.33x slower on fp8 MoE #0 (docs/DECISIONS.md)
     if num_tokens <= DIRECT_MAX_TOKENS:
         # Decode: N tiles narrow enough to give every SM programs, K tiles long enough that each
         # weight load moves ~8k elements (several 128-groups on fp8).
         n_slots = num_tokens * top_k
         bn1 = _narrow_for_sms(64, n_slots, inter, sm_count)
         bn2 = _narrow_for_sms(128, num_tokens, hidden, sm_count)
-        g1 = GemmConfig(1, bn1, _decode_k(bn1, hidden), group_m=1, num_warps=8, num_stages=3)
-        g2 = GemmConfig(1, bn2, _decode_k(bn2, inter), group_m=1, num_warps=4, num_stages=3)
+        # fp8: GEMM1 in 4 warps (more programs per SM) and GEMM2 loads of 16k one-byte weights,
+        # the same bytes per load as bf16 (docs/DECISIONS.md: fp8 decode A/B).
+        g1 = GemmConfig(1, bn1, _decode_k(bn1, hidden), group_m=1, num_warps=4 if fp8 else 8, num_stages=3)
+        g2 = GemmConfig(1, bn2, _decode_k(bn2, inter, 16384 if fp8 else 8192), group_m=1, num_warps=4,
+                        num_stages=3)
         return FusedMoeOptions(g1, g2, direct=True, combine=combine)
     per_expert = num_tokens * top_k / num_experts
     if fp8:
