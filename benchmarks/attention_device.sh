@@ -31,13 +31,10 @@ for step in $STEPS; do case $step in
   moe) TO=${MOE_TO:-120} run moe --ops fused_moe,fp8_blockscale_fused_moe,moe_topk_gating_softmax,moe_align_block_size,moe_count_and_sort,moe_sum_reduce --impls ${MOE_IMPLS:-ours_triton,torch_eager,flag_gems} --max-shapes ${MOE_SHAPES:-3} ;;
   truth) TO=${TRUTH_TO:-300} run truth --ops ${TRUTH_OPS:-fused_qkv_rope,reshape_and_cache,linear_sigmoid_mul,causal_conv1d,gated_delta_rule_update} --impls ours_triton,torch_eager,fla,fla_chunk ;;  # the operators whose contract or cost changed (#21), every shape
   routing) TO=${ROUTING_TO:-120} run routing --ops moe_topk_gating_softmax,moe_align_block_size,moe_count_and_sort --impls ours_triton,flag_gems,torch_eager ;;
-  ab) for i in 1 2; do for p in 0 1; do  # block-table prefetch A/B, each side timed twice
-        SOLBENCH_ATTENTION_PREFETCH=$p TO=${AB_TO:-60} run ab_p${p}_$i --ops unified_attention --shapes ${AB_SHAPES:-20,21} --impls ours_triton; done; done ;;
   uab) for i in 1 2; do  # unified: the previous commit's kernel against this one, each twice
          PYTHONPATH=$(tree base) TO=90 run uab_base_$i --ops unified_attention --shapes ${UAB_SHAPES:-20,21,24,9,0,16,7} --impls ours_triton
          peers=ours_dense,sdpa_dense; [ $i = 1 ] && peers=ours_dense,sdpa_dense,flag_gems,sdpa_flash,flex_attention,torch_native
          TO=200 run uab_new_$i --ops unified_attention --shapes ${UAB_SHAPES:-20,21,24,9,0,16,7} --impls ours_triton,$peers; done
-       SOLBENCH_ATTENTION_STAGE=0 TO=60 run uab_nostage --ops unified_attention --shapes 20,21,24 --impls ours_triton
        for t in ${UAB_TILES:-128,128,8,3 128,64,8,2 64,64,4,3 64,128,4,2}; do
          SOLBENCH_ATTENTION_TILES=$t TO=60 run uab_tiles_${t//,/_} --ops unified_attention --shapes 9,0,16 --impls ours_triton; done ;;
   pdab) for i in 1 2; do  # paged decode: the kernel of the committed H100 records against this one
@@ -50,10 +47,10 @@ for step in $STEPS; do case $step in
           # picks), SOLBENCH_MOE_GEMM1/2 + COMBINE for the sorted MoE #0, SOLBENCH_MOE_DECODE1/2 for
           # decode #2); k=0 is the heuristics. Each side twice, alternating; flag_gems once (k0_1).
     GAB=("" \
-      "SOLBENCH_BLOCK_FP8=split_k=2 SOLBENCH_MOE_COMBINE=atomic SOLBENCH_MOE_DECODE1=num_warps=4" \
+      "SOLBENCH_BLOCK_FP8=split_k=2 SOLBENCH_MOE_DECODE1=num_warps=8" \
       "SOLBENCH_BLOCK_FP8=split_k=4,num_stages=3,programs_per_sm=3 SOLBENCH_MOE_GEMM1=num_stages=4 SOLBENCH_MOE_DECODE1=block_k=512" \
       "SOLBENCH_BLOCK_FP8=block_m=128,num_warps=8,programs_per_sm=1 SOLBENCH_MOE_GEMM2=num_stages=4 SOLBENCH_MOE_DECODE2=block_k=1024" \
-      "SOLBENCH_BLOCK_FP8=block_m=128,num_warps=8,split_k=2,programs_per_sm=1 SOLBENCH_MOE_GEMM2=block_n=256 SOLBENCH_MOE_DECODE1=num_warps=4 SOLBENCH_MOE_DECODE2=block_k=1024" \
+      "SOLBENCH_BLOCK_FP8=block_m=128,num_warps=8,split_k=2,programs_per_sm=1 SOLBENCH_MOE_GEMM2=block_n=256 SOLBENCH_MOE_DECODE1=num_warps=8 SOLBENCH_MOE_DECODE2=block_k=512" \
       "SOLBENCH_BLOCK_FP8=block_m=128,num_warps=8,num_stages=3,split_k=4 SOLBENCH_MOE_GEMM2=num_warps=4,num_stages=4 SOLBENCH_MOE_DECODE1=block_n=16,block_k=512")
     for i in 1 2; do for k in ${GAB_K:-0 1 2 3 4 5}; do
       echo "${GAB[$k]:-heuristics}" > $W/gab_k$k.env
