@@ -44,7 +44,7 @@ for step in $STEPS; do case $step in
           SOLBENCH_ATTENTION_TILES=$t TO=60 run pdab_t_${t//,/_} --ops paged_attention_decode --impls ours_triton; done ;;
   gemmab) # Launch A/B of the fp8 GEMMs, candidate k of each group in one process (the groups' switches
           # are separate: SOLBENCH_BLOCK_FP8 for block_scaled_mm #0/#12 (and #2, which --shapes also
-          # picks), SOLBENCH_MOE_GEMM1/2 + COMBINE for the sorted MoE #0, SOLBENCH_MOE_DECODE1/2 for
+          # picks), SOLBENCH_MOE_GEMM1/2 for the sorted MoE #0, SOLBENCH_MOE_DECODE1/2 for
           # decode #2); k=0 is the heuristics. Each side twice, alternating; flag_gems once (k0_1).
     GAB=("" \
       "SOLBENCH_BLOCK_FP8=split_k=2 SOLBENCH_MOE_DECODE1=num_warps=8" \
