@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -219,6 +220,23 @@ def test_crash_hang_memory_and_import_failures_are_fails_and_the_evaluator_survi
     assert hog["verdict"] == "fail" and ("allocate" in hog["reason"] or "memory cap" in hog["reason"]), hog["reason"]
 
 
+@pytest.mark.parametrize("name,namespace,needle", [
+    # Each call well within the limit, the stage of nine calls not: one deadline per stage.
+    ("slow_calls", "1", "check stage ran past its 2 s limit (waiting for the worker's reply to 'call')"),
+    # Bytes keep coming, never a frame: the deadline is checked while reading, not only when idle.
+    ("trickle_reply", "1", "check stage ran past its 2 s limit (waiting for the worker's reply to 'call')"),
+    # End of file on the channel from a worker that stays alive: its exit is waited for a while only.
+    ("closes_channel", "0", "closed its channel to the judge during check"),
+])
+def test_every_wait_on_the_worker_ends_within_its_stage_limit(name, namespace, needle, monkeypatch):
+    monkeypatch.setenv("SOLBENCH_EVAL_NAMESPACE", namespace)
+    t0 = time.monotonic()
+    res = run_eval(name, timeouts={"check": 2.0})
+    r, = res.records
+    assert r["verdict"] == "fail" and needle in r["reason"], r["reason"]
+    assert time.monotonic() - t0 < 60 and res.workers == 1
+
+
 # ---- scores, CLI, batch --------------------------------------------------------------------------
 
 def _rec(shape_id, verdict, t=None, compile_t=None, s=None, weight=1.0, edge=False):
@@ -315,14 +333,25 @@ def test_cli_eval_exits_non_zero_unless_every_shape_passes(tmp_path, capsys):
 
 # ---- GPU part (run on the device; output committed under tests/eval/gpu_results/) -----------------
 
+#: Stage limits for the GPU cheat tests: an honest evaluation of one shape takes seconds, so a
+#: regression that stalls a stage fails the test (with the stage in its reason) within a few
+#: minutes instead of hanging the suite; pytest-timeout, where installed, is the second guard.
+GPU_TEST_TIMEOUTS = {"import": 60.0, "check": 30.0, "perf": 60.0}
+
+
 @gpu_only
+@pytest.mark.timeout(300)
 @pytest.mark.parametrize("name,needle", [("side_stream", "stream"),
                                          ("skip_when_captured", "integrity: fake output: timed call"),
                                          ("less_when_timed", "integrity: fake output: timed call")])
 def test_gpu_stream_capture_and_doing_less_cheats_are_caught(name, needle):
-    r, = run_eval(name, shapes=("1",)).records
+    t0 = time.monotonic()
+    r, = run_eval(name, shapes=("1",), timeouts=GPU_TEST_TIMEOUTS).records
     assert r["verdict"] in ("fail", "flagged") and r["time_us"] is None, (r["verdict"], r["reason"], r.get("timing"))
     assert needle in r["reason"] or any(needle in f for f in r["flags"]), r["reason"]
+    # side_stream's capture fails and its calls are timed eagerly: the judge's clock caps the
+    # samples its near-zero estimate asked for (400 x 200 calls a pass: minutes on an H100).
+    assert time.monotonic() - t0 < 120, (time.monotonic() - t0, r.get("timing"))
 
 
 @gpu_only

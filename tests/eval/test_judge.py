@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import time
 
 import pytest
 import torch
@@ -40,7 +41,10 @@ class InProcess:
         self.w = worker_cls({"device": "cpu"}, w)
         self.w.fn = fn
 
-    def request(self, header, bufs=(), *, stage, max_bytes):
+    def begin(self, stage):
+        pass  # deadlines are the real worker's (test_eval.py)
+
+    def request(self, header, bufs=(), *, stage, max_bytes, cleanup=False):
         import json
 
         header = json.loads(json.dumps(header))  # what crosses the pipe is JSON
@@ -138,6 +142,33 @@ def test_a_reply_that_does_not_follow_the_plan_is_a_protocol_violation():
 
     v = judge_time(honest, Short)
     assert not v.ok and "integrity: protocol" in v.reason, v.reason
+
+
+def test_a_plan_sized_by_a_false_estimate_is_capped_by_the_judges_clock(monkeypatch):
+    # The GPU side-stream candidate, as the judge sees it: the worker's estimate of a call is ~0
+    # (CUDA events on the caller's stream miss side-stream work) while each call is slow. The
+    # plan from that estimate is 400 samples of 50 calls a pass, 40 s here; one sample timed by
+    # the judge's own clock caps a pass at its limit (2 s; 0.3 s in this test).
+    from solbench.eval import judge
+
+    monkeypatch.setitem(judge.PASS_LIMIT_US, "cpu", 3e5)
+    class Underestimates(Worker):
+        def send(self, header, bufs=()):
+            if "est_us" in header:
+                header = {**header, "est_us": 0.0}
+            super().send(header, bufs)
+
+    def slow(x):
+        time.sleep(0.002)
+        return honest(x)
+
+    t0 = time.monotonic()
+    v = judge_time(slow, Underestimates)
+    assert v.ok, v.errors
+    assert time.monotonic() - t0 < 10
+    t = v.facts["timing"]
+    assert t["calls_per_sample"] == 50 and t["samples"] <= 2 * 3, t
+    assert any("by the judge's clock" in n for n in t["notes"]), t["notes"]
 
 
 def test_wire_refuses_what_it_did_not_ask_for():

@@ -298,20 +298,61 @@ def _estimate_us(call, n_sets, reps: int = 3) -> float:
 
 def _capture(body, warm_body=None):
     """A CUDA graph of ``body()``, captured after ``warm_body()`` (default: ``body`` itself) ran
-    once on the capture stream, as torch's graph docs ask."""
+    once on the capture stream, as torch's graph docs ask.
+
+    A capture that fails (a host sync or an error inside ``body``, work left unjoined on a side
+    stream) is cleaned up before this raises: the capture is ended, the caller's current stream is
+    restored and the allocator stops routing to the graph's pool, so the eager timing that falls
+    back runs on a clean stream. (``torch.cuda.graph`` leaves all three behind when its
+    ``capture_end`` raises.)"""
     import torch
 
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(stream):
         (warm_body or body)()
-        torch.cuda.current_stream().wait_stream(stream)
+    torch.cuda.current_stream().wait_stream(stream)
     torch.cuda.synchronize()
+    torch.cuda.empty_cache()
     g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g, stream=stream):
-        body()
+    pool = torch.cuda.graph_pool_handle()
+    with torch.cuda.stream(stream):  # left however the capture ends
+        g.capture_begin(pool=pool)
+        ended = False
+        try:
+            body()
+            g.capture_end()
+            ended = True
+        finally:
+            if not ended:
+                _abandon_capture(g, pool)
     torch.cuda.synchronize()
     return g
+
+
+def _abandon_capture(g, pool) -> None:
+    """After a failed capture, on its stream: end the capture if the stream still captures (every
+    later call on it would fail), then end the allocator's routing of new blocks to the graph's
+    pool, which ``capture_end`` skips when it raises (the allocator would think a capture is
+    under way for good and stop recycling blocks used across streams). Best effort: the
+    allocator's hooks are private and named differently across torch versions."""
+    import torch
+
+    if torch.cuda.is_current_stream_capturing():
+        try:
+            g.capture_end()
+            return  # ended cleanly after all (an exception in Python, not in CUDA): torch tidied up
+        except Exception:  # noqa: BLE001 - an invalidated capture raises as it ends
+            pass
+    device = torch.cuda.current_device()
+    for name in ("_cuda_endAllocateToPool", "_cuda_endAllocateCurrentStreamToPool"):
+        end = getattr(torch._C, name, None)
+        if end is not None:
+            try:
+                end(device, tuple(pool))
+            except Exception:  # noqa: BLE001 - already ended by capture_end
+                pass
+            break
 
 
 def _replay_samples(graphs, samples: int) -> list[list[float]]:

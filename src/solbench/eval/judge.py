@@ -50,6 +50,11 @@ REFILLS = 4
 #: shared machines) the judge may wake up tens of ms after a short pass ended.
 MIN_SHARE = {"cuda": 0.8, "cpu": 0.25}
 SLACK_US = 5_000.0
+#: Samples per pass, at least; and at most what the judge's clock says fits in this long a pass
+#: (us; see :meth:`Judge.cap_samples`): far above an honest pass, so a hiccup of the clock that
+#: measures one sample changes nothing.
+MIN_SAMPLES = 3
+PASS_LIMIT_US = {"cuda": 5e6, "cpu": 2e6}
 
 
 def window_errors(p: int, claimed_us: float, window_us: float, outside_us: float, min_share: float) -> list[str]:
@@ -189,6 +194,7 @@ class Judge:
     def check(self, w: Worker, shape: Shape) -> Verdict:
         v = Verdict()
         spec = self.spec
+        w.begin("check")  # one deadline for the whole check of this shape
         seeds = [_seed() for _ in range(N_SEEDS)]
         names = list(spec.make_inputs(shape, self.device, seeds[0]))
         reply, _ = w.request({"cmd": "signature", "names": names}, stage="check", max_bytes=0)
@@ -213,7 +219,7 @@ class Judge:
             if v.ok:
                 v.facts["audit"] = self.repeat_audit(w, shape, v)
         finally:
-            w.request({"cmd": "drop"}, stage="check", max_bytes=0)
+            w.request({"cmd": "drop"}, stage="check", max_bytes=0, cleanup=True)
         return v
 
     def repeat_audit(self, w: Worker, shape: Shape, v: Verdict) -> dict:
@@ -254,6 +260,7 @@ class Judge:
         v = Verdict()
         spec, dev = self.spec, self.device
         cpu = dev.type != "cuda"
+        w.begin("perf")  # one deadline for the whole timing of this shape
         n_sets, flush = self.plan(shape, cpu)
         bases = [spec.make_inputs(shape, dev, _seed()) for _ in range(min(n_sets, timing.DISTINCT_SETS))]
         if n_sets > timing.DISTINCT_SETS and n_sets * footprint(bases[0]) > timing.MAX_SETS_BYTES:
@@ -281,7 +288,10 @@ class Judge:
             cap = self._ok(w.request({"cmd": "capture", "k": k}, stage="perf", max_bytes=0))
             mode = cap.get("mode") if cap.get("mode") in ("graph", "eager_device_sync", "cpu") else mode
             notes += [str(x)[:300] for x in (cap.get("notes") if isinstance(cap.get("notes"), list) else [])][:3]
-            samples = int(min(400, max(3, math.ceil(PASS_US["cpu" if cpu else "cuda"] / max(k * per_call, 1.0)))))
+            pass_us = PASS_US["cpu" if cpu else "cuda"]
+            samples = int(min(400, max(MIN_SAMPLES, math.ceil(pass_us / max(k * per_call, 1.0)))))
+            if mode != "graph":
+                samples = self.cap_samples(w, samples, k, notes)
             state = {i: bases[i % len(bases)] for i in range(n_sets)}
             refilled: set[int] = set()
             per_call_us: list[float] = []
@@ -317,8 +327,28 @@ class Judge:
                 v.facts["flags"] = flags
         finally:
             if not w.ended:
-                w.request({"cmd": "drop"}, stage="perf", max_bytes=0)
+                w.request({"cmd": "drop"}, stage="perf", max_bytes=0, cleanup=True)
         return v
+
+    def cap_samples(self, w: Worker, samples: int, k: int, notes: list[str]) -> int:
+        """At most as many samples as fit in :data:`PASS_LIMIT_US` by the judge's clock, measured
+        on one sample of ``k`` calls. The plan is sized by the worker's estimate of a call, which
+        can be far off: CUDA events on the caller's stream see nothing of work on a side stream
+        (which also makes the capture fail), so such a candidate's estimate is ~0 and the plan
+        asks for 400 samples of 200 calls, each then run for real by the eager timer: about a
+        minute per pass on an H100. Eager timing only (the fallback after a failed capture,
+        ``--timer eager``, CPU), where a sample is ``k`` real calls."""
+        t0 = time.perf_counter()
+        self._ok(w.request({"cmd": "pass", "samples": 1}, stage="perf", max_bytes=0))
+        sample_us = (time.perf_counter() - t0) * 1e6
+        self._ok(w.reply(stage="perf", max_bytes=0))  # its digests: this sample is not audited
+        limit = PASS_LIMIT_US["cpu" if self.device.type != "cuda" else "cuda"]
+        cap = max(MIN_SAMPLES, int(limit // max(sample_us, 1.0)))
+        if cap < samples:
+            notes.append(f"{samples} samples of {k} calls planned from the worker's estimate, but one sample "
+                         f"took {sample_us / 1e3:.1f} ms by the judge's clock: {cap} samples per pass")
+            return cap
+        return samples
 
     @staticmethod
     def _ok(reply_and_bufs) -> dict:

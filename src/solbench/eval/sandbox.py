@@ -3,8 +3,9 @@ end it and everything it started.
 
 A worker is started in a new session (and, where the system allows, a new PID namespace: see
 :mod:`solbench.eval.contain`) with its stdout and stderr going to a log file the judge only tails,
-commands on its stdin and replies on a pipe of their own. Every request has a deadline (the stage's
-timeout); a reply that does not come in time, a worker that dies, a resident set over the cap or a
+commands on its stdin and replies on a pipe of their own. A stage (import, the check of one shape,
+the timing of one shape) has one deadline, its timeout, shared by all of its requests; a reply that
+does not come in time, a worker that dies or closes its channel, a resident set over the cap or a
 frame that does not parse ends the worker (:class:`WorkerGone` says how). :meth:`Worker.close`
 names the processes the candidate left outside its session and ends every process it started.
 """
@@ -23,6 +24,11 @@ from solbench.eval import contain, wire
 
 DEFAULT_TIMEOUTS = {"import": 120.0, "check": 300.0, "perf": 300.0}
 POLL_S = 0.25
+#: A cleanup request (``drop``) after a stage's verdict gets at least this long, however little of the
+#: stage's time is left.
+CLEANUP_S = 30.0
+#: How long a worker that closed its channel gets to exit before it is ended.
+EXIT_WAIT_S = 5.0
 #: Workers alive in this process (their launcher pids): one evaluation's sweep leaves another's be.
 LIVE: set[int] = set()
 PIPE_BYTES = 1 << 20
@@ -100,26 +106,49 @@ class Worker:
             for f in (fd, cmd_r, reply_w):
                 os.close(f)
         self.stage = "start"
+        self.stage_deadline: float | None = None
+        self.waiting = "the worker to start"
+        self.last_cmd = "start"
+        self._next_rss = 0.0
         self.stage_pids = {self.proc.pid}
         self.ended: WorkerGone | None = None
+        self.begin("import")  # the start frame and the import request share the import stage's deadline
         self.ready = self.request(start, stage="import", max_bytes=0, is_start=True)
         # The stage's own processes (unshare and the worker inside it); anything else is the candidate's.
         self.stage_pids = {self.proc.pid, *self._tree()}
         LIVE.add(self.proc.pid)
 
     # ---- deadlines ----
-    def _deadline(self, stage: str) -> float:
-        return time.monotonic() + float(self.timeouts.get(stage, 300.0)) + (30.0 if stage == "import" else 0.0)
+    def begin(self, stage: str) -> None:
+        """Start ``stage``: every request until the next :meth:`begin` shares one deadline, the
+        stage's timeout. (A deadline per request would let a stage of many requests, each just
+        under the limit, run for many times its limit.)"""
+        self.stage = stage
+        self.stage_deadline = (time.monotonic() + float(self.timeouts.get(stage, 300.0))
+                               + (30.0 if stage == "import" else 0.0))
+
+    def _deadline(self, stage: str, cleanup: bool = False) -> float:
+        if stage != self.stage or self.stage_deadline is None:
+            self.begin(stage)
+        assert self.stage_deadline is not None
+        return max(self.stage_deadline, time.monotonic() + CLEANUP_S) if cleanup else self.stage_deadline
 
     def _tree(self) -> dict:
         return contain.descendants(self.proc.pid)
 
     def _watch(self, deadline: float) -> None:
-        if time.monotonic() > deadline:
+        """Checked on every step of a transfer, not only when the pipe is idle: a worker that
+        trickles a byte at a time must not keep the judge reading past the deadline."""
+        now = time.monotonic()
+        if now > deadline:
             limit = self.timeouts.get(self.stage, 0)
-            self._fail("timeout", f"timed out: {self.stage} stage ran past its {limit:g} s limit")
-        if self.rss_cap and _rss_bytes([self.proc.pid, *self._tree()]) > self.rss_cap:
-            self._fail("memory", f"memory cap: resident set above {self.rss_cap / 2**30:.1f} GiB during {self.stage}")
+            self._fail("timeout", f"timed out: {self.stage} stage ran past its {limit:g} s limit "
+                                  f"(waiting for {self.waiting})")
+        if self.rss_cap and now >= self._next_rss:  # a walk of /proc: at most every POLL_S
+            self._next_rss = now + POLL_S
+            if _rss_bytes([self.proc.pid, *self._tree()]) > self.rss_cap:
+                self._fail("memory", f"memory cap: resident set above {self.rss_cap / 2**30:.1f} GiB during "
+                                     f"{self.stage}")
 
     def _fail(self, kind: str, detail: str):
         self.kill()
@@ -127,7 +156,13 @@ class Worker:
         raise self.ended
 
     def _died(self, error: str | None = None):
-        rc = self.proc.wait()
+        # Also reached when the channel closed (EOF, broken pipe) while the worker may still live:
+        # the wait is bounded like every other.
+        try:
+            rc = self.proc.wait(timeout=EXIT_WAIT_S)
+        except subprocess.TimeoutExpired:
+            self._fail("crash", f"the worker closed its channel to the judge during {self.stage} (waiting for "
+                                f"{self.waiting}) and did not exit; ended")
         from solbench.eval.worker import EXIT_CONTEXT_LOST
 
         if rc == EXIT_CONTEXT_LOST:
@@ -141,10 +176,10 @@ class Worker:
             got = 0
             while got < n:
                 r, _, _ = select.select([fd], [], [], POLL_S)
+                self._watch(deadline)
                 if not r:
                     if self.proc.poll() is not None:
                         self._died()
-                    self._watch(deadline)
                     continue
                 k = os.readv(fd, [view[got:]])
                 if k == 0:
@@ -158,10 +193,10 @@ class Worker:
         view = memoryview(data).cast("B")
         while view.nbytes:
             _, w, _ = select.select([], [self.cmd_w], [], POLL_S)
+            self._watch(deadline)
             if not w:
                 if self.proc.poll() is not None:
                     self._died()
-                self._watch(deadline)
                 continue
             try:
                 n = os.write(self.cmd_w, view[:PIPE_BYTES])
@@ -173,20 +208,24 @@ class Worker:
 
     # ---- requests ----
     def request(self, header: dict, bufs: list = (), *, stage: str, max_bytes: int,
-                is_start: bool = False) -> tuple[dict, list] | dict:
+                is_start: bool = False, cleanup: bool = False) -> tuple[dict, list] | dict:
         """Send one command and return ``(reply, buffers)`` (the bare reply for the start frame).
-        A reply with ``ok: false`` is returned as it is; a dead, late or garbled worker raises."""
+        A reply with ``ok: false`` is returned as it is; a dead, late or garbled worker raises.
+        The deadline is the stage's (:meth:`begin`); a ``cleanup`` request gets at least
+        :data:`CLEANUP_S`."""
         if self.ended:
             raise self.ended
-        self.stage = stage
-        deadline = self._deadline(stage)
+        deadline = self._deadline(stage, cleanup)
+        cmd = self.last_cmd = header.get("cmd", "start")
         # A fresh token per command, echoed in its reply: a frame written ahead of time by anything
         # else on the channel answers no command.
         self.seq = secrets.token_hex(8)
         header = {**header, "seq": self.seq}
+        self.waiting = f"the worker to take the {cmd!r} command"
         self._write(_frame(header, bufs), deadline)
         for b in bufs:
             self._write(b, deadline)
+        self.waiting = f"the worker's reply to {cmd!r}"
         try:
             reply, rbufs = wire.read_frame(self.reply_r, max_bytes + (1 << 20), read_exact=self._read_exact(deadline))
         except wire.WireError as e:
@@ -207,10 +246,10 @@ class Worker:
         """A further reply to the last command (commands that answer with two frames)."""
         if self.ended:
             raise self.ended
-        self.stage = stage
+        deadline = self._deadline(stage)
+        self.waiting = f"the worker's further reply to {self.last_cmd!r}"
         try:
-            reply, bufs = wire.read_frame(self.reply_r, max_bytes + (1 << 20),
-                                          read_exact=self._read_exact(self._deadline(stage)))
+            reply, bufs = wire.read_frame(self.reply_r, max_bytes + (1 << 20), read_exact=self._read_exact(deadline))
         except wire.WireError as e:
             self._fail("protocol", f"integrity: protocol: a reply is not a frame of the evaluator's wire format ({e})")
         self._check_seq(reply, "pass")
