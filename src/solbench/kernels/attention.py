@@ -20,10 +20,14 @@ Design. A program owns one KV head of one sequence and ``BLOCK_M`` rows of the f
 head share every K/V tile it loads, and a decode step (one token, G heads) still fills a
 tensor-core tile. Key tiles wholly visible to every row run without masks; only the tiles on the
 causal diagonal or past ``L_k`` are masked, and tiles past the diagonal are never visited.
-Programs are laid out sequence after sequence with a bound that needs no device-side prefix sum
-(``(cu_q[s] * G) // BLOCK_M + s``), found by a binary search over ``cu_seqlens_q``, and issued
-last-block-first so the longest causal rows start first. Nothing syncs with the host: the grid
-comes from host ints (token count, batch size, ``max_seqlen_q``), so CUDA graphs capture it.
+Programs are issued last-block-first so the longest causal rows start first. When the batch's
+sequences fill their row tiles, sequence s owns the program slots [s * T, (s + 1) * T) for T row
+tiles of ``max_seqlen_q`` (:func:`direct_grid`); otherwise programs are packed sequence after
+sequence with a bound that needs no device-side prefix sum (``(cu_q[s] * G) // BLOCK_M + s``),
+found by a binary search over ``cu_seqlens_q``. Long paged prefills first copy their pages into
+dense K/V (:func:`stage_keys`), so their key tiles are contiguous rows. Nothing syncs with the
+host: grids and buffers come from host ints (token count, batch size, ``max_seqlen_q``,
+``max_seqlen_k`` or the block table's width), so CUDA graphs capture them.
 
 Decode (one query per sequence) splits the keys over programs when sequences x KV heads cannot
 fill the GPU (flash-decoding, :func:`decode_splits`): each split writes fp32 partials to a
