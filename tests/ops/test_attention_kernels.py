@@ -71,6 +71,16 @@ def test_unified_matches_reference(lq, lk, h, hkv, d, stage, direct, monkeypatch
     torch.testing.assert_close(got.float(), _reference_paged(q, kc, vc, cu, sk, bt), **TOL)
 
 
+def test_staged_keys_with_a_page_size_that_is_not_a_power_of_two(monkeypatch):
+    from solbench.kernels import _attention_triton
+    from solbench.kernels.attention import unified_attention
+
+    monkeypatch.setattr(_attention_triton, "stage_keys", lambda *a: True)
+    q, kc, vc, cu, sk, bt = _paged([9, 20], [30, 20], 6, 3, 32, bs=12, seed=7)
+    got = unified_attention(q, kc, vc, cu, sk, bt, 20)
+    torch.testing.assert_close(got.float(), _reference_paged(q, kc, vc, cu, sk, bt), **TOL)
+
+
 def test_stage_rule():
     from solbench.kernels.attention import STAGE_MAX_BYTES, STAGE_MIN_ROWS, stage_keys
 
