@@ -94,7 +94,8 @@ def fill_sms(block_m: int, num_warps: int, programs_of, sm_count: int | None) ->
 
 
 @functools.lru_cache(maxsize=None)
-def _sm_count_of(index: int) -> int:
+def sm_count_of(index: int) -> int:
+    """SMs of CUDA device ``index``."""
     import torch
 
     return int(torch.cuda.get_device_properties(index).multi_processor_count)
@@ -106,7 +107,7 @@ def sm_count(t) -> int | None:
     (:func:`emulated_sm_count`)."""
     if t.device.type != "cuda":
         return emulated_sm_count()
-    return _sm_count_of(t.device.index if t.device.index is not None else 0)
+    return sm_count_of(t.device.index if t.device.index is not None else 0)
 
 
 def emulated_sm_count() -> int | None:

@@ -26,7 +26,7 @@ import torch
 
 from solbench.kernels.common import (
     as_rows, check_disjoint, check_dtype, check_out, emulated_sm_count, env_fields, functional_op, gpu_codegen,
-    kernel_op, triton_unavailable_reason,
+    kernel_op, sm_count_of, triton_unavailable_reason,
 )
 
 WHAT = "block_scaled_mm"
@@ -86,11 +86,6 @@ def m_bucket(m: int) -> int:
 
 
 @functools.lru_cache(maxsize=None)
-def _sm_count(device_index: int) -> int:
-    return int(torch.cuda.get_device_properties(device_index).multi_processor_count)
-
-
-@functools.lru_cache(maxsize=None)
 def _major(device_index: int) -> int:
     return torch.cuda.get_device_capability(device_index)[0]
 
@@ -100,7 +95,7 @@ def sm_count(device) -> int:
     small stand-in (2), so tests walk the persistent loop over several tiles per program."""
     if device.type != "cuda":
         return emulated_sm_count() or 2
-    return _sm_count(device.index if device.index is not None else torch.cuda.current_device())
+    return sm_count_of(device.index if device.index is not None else torch.cuda.current_device())
 
 
 def _cdiv(a: int, b: int) -> int:
