@@ -150,15 +150,6 @@ _NO_HINTS = {"LOAD_EVICT": "", "STORE_CACHE": ""}
 _STREAM_HINTS = {"LOAD_EVICT": "evict_first", "STORE_CACHE": ".cs"}
 
 
-def env_choice(env: str, default: str, choices: Sequence[str]) -> str:
-    """A kernel switch read from environment variable ``env``: ``default`` when unset or empty
-    (as kernels/rowwise reads its integer tunables), else one of ``choices`` or a clear error."""
-    value = os.environ.get(env) or default
-    if value not in choices:
-        raise ValueError(f"{env}={value!r}: expected one of {', '.join(choices)}")
-    return value
-
-
 def env_fields(env: str, names: Sequence[str], *, complete: bool = False) -> dict[str, int] | None:
     """Integer launch fields from environment variable ``env``, for A/B runs from the command line
     (read when called; None when unset or empty). The value lists ``names`` in order
