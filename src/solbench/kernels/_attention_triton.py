@@ -236,52 +236,48 @@ def _attention_fwd(Q, K, V, O, cu_q, cu_k, seqused_k, block_table, qk_scale, num
 @triton.jit
 def _stage_kv(K, V, KS, VS, seqused_k, block_table, stride_bt, stride_kp, stride_kt, stride_kh,
               stride_vp, stride_vt, stride_vh, stage_rows,
-              PAGE: tl.constexpr, HKV: tl.constexpr, D: tl.constexpr, D_P: tl.constexpr,
-              ROWS: tl.constexpr, PAGES_PER_PROGRAM: tl.constexpr):
-    """Copies the first ``seqused_k`` keys and values (at most ``stage_rows``) of sequence
-    ``program_id(0)``, pages ``program_id(1) * PAGES_PER_PROGRAM`` on, from the nhd caches into the dense
+              PAGE: tl.constexpr, HKV: tl.constexpr, D: tl.constexpr, D_P: tl.constexpr, ROWS: tl.constexpr):
+    """Copies page ``program_id(1)`` of sequence ``program_id(0)``, as far as its first
+    ``seqused_k`` keys (at most ``stage_rows``) reach, from the nhd caches into the dense
     ``KS``/``VS`` [num_seqs * stage_rows, HKV, D], sequence s at row s * stage_rows. A page is
     PAGE * HKV rows of D contiguous elements, copied ROWS rows at a time."""
     s = tl.program_id(0)
+    p = tl.program_id(1)
     k_len = tl.minimum(tl.load(seqused_k + s), stage_rows)
+    if p * PAGE >= k_len:
+        return
     offs_r = tl.arange(0, ROWS)
     offs_d = tl.arange(0, D_P)
     d_mask = offs_d < D
-    for i in tl.static_range(PAGES_PER_PROGRAM):
-        p = tl.program_id(1) * PAGES_PER_PROGRAM + i
-        if p * PAGE < k_len:
-            page = tl.load(block_table + s.to(tl.int64) * stride_bt + p).to(tl.int64)
-            dst_row0 = (s.to(tl.int64) * stage_rows + p * PAGE) * HKV
-            for r0 in range(0, PAGE * HKV, ROWS):
-                r = r0 + offs_r
-                t = (r // HKV).to(tl.int64)
-                r_mask = ((r < PAGE * HKV) & (p * PAGE + t < k_len))[:, None] & d_mask[None, :]
-                h = (r % HKV).to(tl.int64)
-                dst = (dst_row0 + r)[:, None] * D + offs_d[None, :]
-                # Both loads before either store: twice the bytes in flight per thread.
-                k = tl.load(K + (page * stride_kp + t * stride_kt + h * stride_kh)[:, None] + offs_d[None, :],
-                            mask=r_mask)
-                v = tl.load(V + (page * stride_vp + t * stride_vt + h * stride_vh)[:, None] + offs_d[None, :],
-                            mask=r_mask)
-                tl.store(KS + dst, k, mask=r_mask)
-                tl.store(VS + dst, v, mask=r_mask)
+    page = tl.load(block_table + s.to(tl.int64) * stride_bt + p).to(tl.int64)
+    dst_row0 = (s.to(tl.int64) * stage_rows + p * PAGE) * HKV
+    for r0 in range(0, PAGE * HKV, ROWS):
+        r = r0 + offs_r
+        t = (r // HKV).to(tl.int64)
+        h = (r % HKV).to(tl.int64)
+        r_mask = ((r < PAGE * HKV) & (p * PAGE + t < k_len))[:, None] & d_mask[None, :]
+        dst = (dst_row0 + r)[:, None] * D + offs_d[None, :]
+        # Both loads before either store: twice the bytes in flight per thread.
+        k = tl.load(K + (page * stride_kp + t * stride_kt + h * stride_kh)[:, None] + offs_d[None, :], mask=r_mask)
+        v = tl.load(V + (page * stride_vp + t * stride_vt + h * stride_vh)[:, None] + offs_d[None, :], mask=r_mask)
+        tl.store(KS + dst, k, mask=r_mask)
+        tl.store(VS + dst, v, mask=r_mask)
 
 
 def _stage(k, v, seqused_k, block_table, stage_rows: int):
-    """The nhd caches' keys and values of every sequence, dense: [num_seqs * stage_rows, H_kv, D]."""
+    """The nhd caches' keys and values of every sequence, dense: [num_seqs * stage_rows, H_kv, D].
+    One page a program, up to 8192 elements of K and of V a step (64 a thread), so a single long
+    prefill has every page's loads in flight at once."""
     num_seqs = block_table.shape[0]
     _, page, hkv, d = k.shape
     ks = k.new_empty(num_seqs * stage_rows, hkv, d)
     vs = v.new_empty(num_seqs * stage_rows, hkv, d)
     pages = min(block_table.shape[1], -(-stage_rows // page))
-    # One page a program, up to 8192 elements of K and of V a step (64 a thread): every page's
-    # loads in flight at once for a single long prefill (#20: 394 programs of 32 KiB).
-    per_program = 1
     rows = min(next_pow2(page * hkv), max(1, 8192 // next_pow2(d)))
-    _stage_kv[(num_seqs, triton.cdiv(pages, per_program))](
+    _stage_kv[(num_seqs, pages)](
         k, v, ks, vs, seqused_k, block_table, block_table.stride(0), k.stride(0), k.stride(1), k.stride(2),
-        v.stride(0), v.stride(1), v.stride(2), stage_rows, PAGE=page, HKV=hkv, D=d, D_P=next_pow2(d),
-        ROWS=rows, PAGES_PER_PROGRAM=per_program, num_warps=4)
+        v.stride(0), v.stride(1), v.stride(2), stage_rows, PAGE=page, HKV=hkv, D=d, D_P=next_pow2(d), ROWS=rows,
+        num_warps=4)
     return ks, vs
 
 
@@ -319,16 +315,15 @@ def launch(q, k, v, out, cu_seqlens_q, cu_seqlens_k, seqused_k, block_table, max
     gpu = gpu_codegen(q)
     rows_per_seq = max(1, int(max_seqlen_q)) * g
     cfg = tiles_override() or default_config(d_pad, rows_per_seq, gpu)
-    stage_rows = 0
+    stage_rows = 0  # > 0: keys staged dense, this many rows per sequence
     if paged and not decode and x == 0:
         key_bound = block_table.shape[1] * page
-        stage_rows = min(key_bound, int(max_seqlen_k)) if max_seqlen_k else key_bound
-        if stage_keys(total * g, num_seqs, num_seqs * stage_rows * hkv * d * k.element_size() * 2):
+        key_bound = min(key_bound, int(max_seqlen_k)) if max_seqlen_k else key_bound
+        if stage_keys(total * g, num_seqs, num_seqs * key_bound * hkv * d * k.element_size() * 2):
+            stage_rows = key_bound
             k, v = _stage(k, v, seqused_k, block_table, stage_rows)
             hkv, d, page, x, ks, vs = _kv_geometry(k, v, False)
             paged = False
-        else:
-            stage_rows = 0
     tiles_per_seq = 0
     if decode:
         blocks = num_seqs
