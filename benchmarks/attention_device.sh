@@ -22,6 +22,12 @@ run() { local name=$1; shift; timeout ${TO:-150} python3 -m solbench run "$@" --
 STEPS=${STEPS:-ua pd tiles}
 for step in $STEPS; do case $step in
   ua) TO=${UA_TO:-170} run ua --ops unified_attention --shapes ${UA_SHAPES:-20,21,9,16,24,7} --impls ${UA_IMPLS:-ours_triton,ours_dense,torch_native,sdpa_flash,flex_attention,sdpa_dense,flag_gems} ;;
+  uaall) TO=${UA_TO:-240} run ua_all --ops unified_attention --impls ${UA_IMPLS:-ours_triton,ours_dense,torch_native,sdpa_flash,flex_attention,sdpa_dense,flag_gems} ;;  # every shape (#21, #22)
+  jit) # issue 28: both GLU backends and the peers in one run, the exact-math side, the PDL chain, compile times
+    TO=${JIT_TO:-200} run glu_family --ops silu_and_mul,gelu_and_mul,gelu_tanh_and_mul,swiglu_oai --impls ours_triton,ours_cuda,torch_compile,torch_eager,liger
+    SOLBENCH_CUDA_FAST_MATH=0 TO=90 run glu_cuda_exact --ops silu_and_mul,gelu_and_mul,gelu_tanh_and_mul,swiglu_oai --impls ours_cuda
+    timeout 120 python3 -m solbench.pdl_chain --out $W/pdl_chain.jsonl > $W/log_pdl.txt 2>&1; echo "pdl rc=$?"; cat $W/log_pdl.txt | tail -8
+    timeout 90 python3 -m solbench.kernels.cuda > $W/jit_compile.jsonl 2> $W/log_jit_compile.txt; echo "jit compile rc=$?"; cat $W/jit_compile.jsonl; pack ;;
   pd) TO=${PD_TO:-200} run pd --ops mla_decode_attention,paged_attention_decode --impls ${PD_IMPLS:-ours_triton,torch_native,torch_compile} ;;
   pd1) SOLBENCH_DECODE_SPLITS=1 TO=${PD_TO:-200} run pd_onepass --ops mla_decode_attention,paged_attention_decode --impls ours_triton ;;  # split-KV A/B
   af) TO=${AF_TO:-150} run af --ops attention_forward --shapes ${AF_SHAPES:-4,17,9} --impls ours_triton,torch_native,sdpa_flash,flex_attention,sdpa_dense,flag_gems ;;
@@ -71,6 +77,8 @@ for m in sorted(t.getmembers(), key=lambda m: m.name):
         continue
     for line in t.extractfile(m).read().decode().splitlines():
         r = json.loads(line)
+        if 'op' not in r:  # the PDL chain and the compile times print themselves above
+            continue
         print(m.name[2:-6], r['op'][:8], r['shape_id'], r['impl'][:14], r['status'], r.get('time_us') and round(r['time_us'], 1),
               r.get('s_achievable') and round(r['s_achievable'], 3), (r.get('reason') or '')[:80],
               (r.get('impl_facts') or {}).get('sdpa_backend', ''))

@@ -2,6 +2,8 @@
 (fast math on and off), every dtype, both layouts, unaligned views (the scalar path), leading dims,
 ``out=`` with a row stride, CUDA-graph capture, torch.compile, PDL on and off, int64 offsets.
 Skipped without a CUDA device or without NVRTC."""
+import json
+
 import pytest
 import torch
 
@@ -155,3 +157,25 @@ def test_int64_offsets_past_2_31_elements():
     _close(out[tail], x[tail], get_activation("silu"), "rows past 2^31 elements")
     del x, out
     torch.cuda.empty_cache()
+
+
+@pytest.mark.skipif(ARCH < 90, reason="PDL needs sm_90+")
+def test_pdl_chain_tool_writes_both_timings(tmp_path):
+    from solbench import pdl_chain
+
+    out = tmp_path / "pdl.jsonl"
+    pdl_chain.main(["--tokens", "1,64", "--d", "1024", "--out", str(out)])
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["tokens"] for r in rows] == [1, 64]
+    for r in rows:
+        assert r["us_per_pair_no_pdl"] > 0 and r["us_per_pair_pdl"] > 0
+        assert r["timing_pdl"]["mode"] == "graph" and r["timing_no_pdl"]["mode"] == "graph"
+
+
+def test_public_glu_backends_agree_on_the_gpu():
+    import solbench
+
+    x = torch.randn(300, 2 * 1000, device="cuda", dtype=torch.bfloat16)
+    ref = reference_glu(x, get_activation("gelu_tanh"))
+    for backend in ("auto", "triton", "cuda"):
+        torch.testing.assert_close(solbench.glu(x, "gelu_tanh", backend=backend), ref, atol=2e-2, rtol=2e-2)

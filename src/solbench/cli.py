@@ -336,6 +336,8 @@ def cmd_tune(args) -> int:
     from solbench.runtime import tuning
 
     console = _console()
+    if args.backends_from:
+        return _tune_backends(args, console)
     if hardware.current_device().type != "cuda":
         console.print("[red]solbench tune needs a CUDA device: it measures launch configurations of GPU kernels "
                       "(CPU and interpreter timings say nothing about them). Nothing was written.[/]")
@@ -363,6 +365,53 @@ def cmd_tune(args) -> int:
     n_adopted = sum(r.adopted for r in results)
     console.print(f"{n_adopted} of {len(results)} kernel keys tuned; table written to "
                   + ", ".join(str(p) for p in paths) + ". `solbench run` uses it on this device.")
+    return 0
+
+
+def _tune_backends(args, console) -> int:
+    """``tune --backends-from RUN.jsonl``: the backend choice per shape bucket, from a measured run of
+    both backends (no GPU needed), merged into that device's tuned table."""
+    from rich.table import Table
+
+    from solbench import tune as tuner
+    from solbench.core import hardware
+    from solbench.runner import read_records
+    from solbench.runtime import key_of_name, tuning
+
+    path = Path(args.backends_from)
+    if not path.is_file():
+        console.print(f"[red]{path}: no such results file[/]")
+        return 2
+    records = [r for r in read_records(path) if r.get("impl") in tuner.BACKEND_IMPLS.values()]
+    devices = sorted({r.get("device") for r in records})
+    if len(devices) != 1:
+        console.print(f"[red]{path}: need the records of one device with both of "
+                      f"{', '.join(tuner.BACKEND_IMPLS.values())}; found devices {devices or 'none'}[/]")
+        return 2
+    device = devices[0]
+    sms = args.sms or (tuning.sm_count() if hardware.device_name() == device else None)
+    if not sms:
+        console.print(f"[red]the row-count tiers need {device}'s SM count: pass --sms (132 on an H100 SXM or H200)[/]")
+        return 2
+    buckets = tuner.backend_buckets(records, sms)
+    if not buckets:
+        console.print(f"[red]{path}: no shape has both backends measured (status ok) for an operator that "
+                      "chooses a backend; nothing was written[/]")
+        return 2
+    out = Path(args.out) if args.out else tuning.user_table_path(key_of_name(device))
+    base = out if out.exists() else tuning.packaged_table_path(key_of_name(device))
+    table = tuning.read_table(base) if base.exists() else None
+    table = tuner.merge_backend_entries(table, buckets, device, path.name)
+    tuner.write_table(table, out)
+    tuning.reload()
+    t = Table(title=f"backend per shape bucket on {device} ({path.name})")
+    for col in ("key", "n", "shapes", "CUDA speedup", "backend / note"):
+        t.add_column(col)
+    for b in buckets:
+        t.add_row(b.kernel, str(b.n), str(len(b.shapes)), f"{b.speedup:.3f}x",
+                  "cuda" if b.adopted else f"triton: {b.note}")
+    console.print(t)
+    console.print(f"{sum(b.adopted for b in buckets)} of {len(buckets)} buckets go to CUDA; table written to {out}")
     return 0
 
 
@@ -446,6 +495,10 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--keys", action="append", metavar="PATTERN",
                    help="tune only the kernel keys matching these shell patterns, tried against KERNEL and "
                         "KERNEL:N (e.g. '*@few_rows', 'rms_norm:1280'); the others keep their entries")
+    q.add_argument("--backends-from", metavar="RUN.jsonl",
+                   help="no measuring: choose each shape bucket's backend (Triton or CUDA) from this run of both "
+                        "and merge the choices into that device's table (--out, else the user's table)")
+    q.add_argument("--sms", type=int, help="with --backends-from away from that GPU: its SM count (row-count tiers)")
     q.set_defaults(func=cmd_tune)
 
     for name in PLUGINS:

@@ -345,6 +345,89 @@ def tune(ops: Sequence[str] | None = None, *, time_budget_s: float | None = None
     return table, results
 
 
+# ---- backend choice from measured runs -------------------------------------------------------------
+#: The two implementations a backend choice compares, by the backend their table entry names.
+BACKEND_IMPLS = {"triton": "ours_triton", "cuda": "ours_cuda"}
+
+
+@dataclass
+class BackendBucket:
+    kernel: str           # the table key, with its row-count tier
+    n: int
+    shapes: list[str]
+    times_us: dict        # {"triton": [...], "cuda": [...]}, shape by shape
+    speedup: float        # geomean of triton / cuda time
+    adopted: bool
+    note: str = ""
+
+
+def backend_buckets(records: Sequence[dict], sms: int) -> list[BackendBucket]:
+    """Which backend each shape bucket of the operators that choose one should take, from run
+    records of a device with ``sms`` SMs that hold both ``ours_triton`` and ``ours_cuda`` for the
+    same shapes. A bucket is the table key a launch looks up (row-count tier, ``n``); it goes to
+    CUDA when CUDA's geomean over the bucket's shapes beats Triton by more than ``MIN_GAIN``, with
+    no shape slower by more than ``MAX_REPRESENTATIVE_LOSS`` (the rule ``tune`` applies to launch
+    configurations); Triton stays otherwise, as the default that costs no compile at first use."""
+    from solbench.core.spec import load_all
+
+    load_all()  # the operators register their backend choices with their implementations
+    devices = {r.get("device") for r in records if r.get("impl") in BACKEND_IMPLS.values()}
+    if len(devices) > 1:
+        raise ValueError(f"records of several devices ({', '.join(sorted(map(str, devices)))}): "
+                         "a backend choice is per device, pass one device's records")
+    times: dict[tuple, dict] = {}
+    params: dict[tuple, dict] = {}
+    for r in records:
+        if r.get("status") != "ok" or r.get("smoke") or r.get("impl") not in BACKEND_IMPLS.values():
+            continue
+        if tuning.backend_bucket(r["op"], r.get("params") or {}) is None:
+            continue
+        key = (r["op"], r["shape_id"])
+        backend = next(b for b, impl in BACKEND_IMPLS.items() if impl == r["impl"])
+        times.setdefault(key, {})[backend] = float(r["time_us"])
+        params[key] = r["params"]
+    groups: dict[tuple, list] = {}
+    for key, t in times.items():
+        if len(t) < 2:
+            continue
+        kernel, n, rows = tuning.backend_bucket(key[0], params[key])
+        groups.setdefault((tuning.tier_key(kernel, rows, sms), int(n)), []).append((f"{key[0]}#{key[1]}", t))
+    out = []
+    for (kernel, n), members in sorted(groups.items()):
+        tri = [t["triton"] for _, t in members]
+        cu = [t["cuda"] for _, t in members]
+        ratio, worst = _geomean_ratio(cu, tri), _worst_ratio(cu, tri)
+        adopted = ratio < 1.0 - MIN_GAIN and worst <= 1.0 + MAX_REPRESENTATIVE_LOSS
+        note = ("" if adopted else
+                f"one shape {worst:.3f}x slower on CUDA" if ratio < 1.0 - MIN_GAIN else
+                f"CUDA {1 / ratio:.3f}x: under the {MIN_GAIN:.0%} bar, Triton kept")
+        out.append(BackendBucket(kernel, n, [name for name, _ in members],
+                                 {"triton": [round(x, 3) for x in tri], "cuda": [round(x, 3) for x in cu]},
+                                 round(1.0 / ratio, 4), adopted, note))
+    return out
+
+
+def merge_backend_entries(table: dict | None, buckets: Sequence[BackendBucket], device: str,
+                          source: str) -> dict:
+    """``table`` (a tuned table, or None for a new one) with its backend entries replaced by one per
+    measured bucket, CUDA or Triton as decided (a Triton entry too, so that a tier's launches do
+    not fall back to a CUDA choice made on the regular key); every other entry is kept as it was."""
+    table = dict(table) if table else {"version": tuning.TABLE_VERSION, "device": device, "entries": {}}
+    if table.get("device") not in (None, device):
+        raise ValueError(f"the table is {table['device']}'s; these records are {device}'s")
+    backend_keys = {b.kernel for b in buckets}
+    entries = {k: dict(v) for k, v in table.get("entries", {}).items()
+               if tuning.base_kernel(k) not in {tuning.base_kernel(b) for b in backend_keys}}
+    for b in buckets:
+        entries.setdefault(b.kernel, {})[str(b.n)] = {
+            "config": {"backend": "cuda" if b.adopted else "triton"}, "cuda_speedup": b.speedup,
+            "shapes": b.shapes, "times_us": b.times_us, "from": source}
+    table["entries"] = entries
+    table["backend_rule"] = (f"CUDA where its geomean over the bucket's shapes beat Triton by > {MIN_GAIN:.0%} "
+                             f"in one run of both, no shape slower by more than {MAX_REPRESENTATIVE_LOSS:.0%}")
+    return table
+
+
 def write_table(table: dict, path: str | Path) -> Path:
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)

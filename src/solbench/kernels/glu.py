@@ -1,10 +1,16 @@
 """The GLU family: ``out = act(gate) * (up + up_shift)`` with optional clamping, one Triton kernel
 (``_glu_triton``, imported at the first launch) with the activation chosen at compile time.
 
-Public functions: :func:`glu` (``glu(x, spec, out=None)``) and the classic fused names
-:func:`silu_and_mul`, :func:`gelu_and_mul`, :func:`gelu_tanh_and_mul`; custom ops
-``torch.ops.solbench.glu`` / ``glu.out`` (the activation passed as its parameters) and the same for
-each classic name, with fake implementations, computed with torch off CUDA (:func:`reference_glu`).
+Public functions: :func:`glu` (``glu(x, spec, out=None, backend="auto")``) and the classic fused
+names :func:`silu_and_mul`, :func:`gelu_and_mul`, :func:`gelu_tanh_and_mul`; custom ops
+``torch.ops.solbench.glu`` / ``glu.out`` (the activation passed as its parameters, then the backend)
+and the same for each classic name, with fake implementations, computed with torch off CUDA
+(:func:`reference_glu`).
+
+Backends: this Triton kernel, and the CUDA C++ one of :mod:`solbench.kernels.cuda.glu`. ``"auto"``
+takes the one this device's tuned table names for the launch's shape bucket (:func:`glu_backend`;
+``solbench tune --backends-from`` writes those entries from measured runs of both), Triton where
+the table names none; ``"triton"`` and ``"cuda"`` force one.
 
 The activation (:class:`ActivationSpec`, its registry and :func:`reference_glu`, the torch
 formulation) is data in :mod:`solbench.kernels.activation`.
@@ -28,7 +34,11 @@ SUPPORTED_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 _KINDS = {mode: kind for kind, mode in ACT_MODES.items()}
 
 
-def _glu_eager(x, out, act, alpha, limit, has_limit, up_shift, interleaved) -> None:
+#: What ``backend=`` accepts.
+BACKENDS = ("auto", "triton", "cuda")
+
+
+def _glu_eager(x, out, act, alpha, limit, has_limit, up_shift, interleaved, backend="auto") -> None:
     check_disjoint("glu", (("out", out),), (("x", x),))
     kind = _KINDS[act]
     spec = ActivationSpec(name="glu", kind=kind, alpha=alpha if kind == "silu" else None,
@@ -43,16 +53,28 @@ def _glu_out_shape(x):
 
 @kernel_op("solbench::glu.out", mutates_args=("out",), eager=_glu_eager)
 def _glu_op(x: torch.Tensor, out: torch.Tensor, act: int, alpha: float, limit: float, has_limit: bool,
-            up_shift: float, interleaved: bool) -> None:
+            up_shift: float, interleaved: bool, backend: str = "auto") -> None:
+    check_disjoint("glu", (("out", out),), (("x", x),))
+    x2d, out2d = as_rows(x, "glu"), as_rows(out, "glu", "out")
+    if backend not in BACKENDS:
+        raise ValueError(f"glu: backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if backend == "auto":
+        backend = glu_backend(x2d.shape[0], out2d.shape[1], act, x.device)
+    if backend == "cuda":
+        from solbench.kernels.cuda.glu import launch_glu as launch_cuda
+
+        if not x.is_cuda:  # the CPU under TRITON_INTERPRET=1: no CUDA to compile for, the torch formulation
+            return _glu_eager(x, out, act, alpha, limit, has_limit, up_shift, interleaved)
+        launch_cuda(x2d, out2d, act, alpha, limit if has_limit else None, up_shift, interleaved)
+        return None
     from solbench.kernels._glu_triton import launch_glu
 
-    check_disjoint("glu", (("out", out),), (("x", x),))
-    launch_glu(as_rows(x, "glu"), as_rows(out, "glu", "out"), act, alpha, limit if has_limit else None,
-               up_shift, interleaved)
+    launch_glu(x2d, out2d, act, alpha, limit if has_limit else None, up_shift, interleaved)
+    return None
 
 
 @_glu_op.register_fake
-def _glu_fake(x, out, act, alpha, limit, has_limit, up_shift, interleaved) -> None:
+def _glu_fake(x, out, act, alpha, limit, has_limit, up_shift, interleaved, backend="auto") -> None:
     return None
 
 
@@ -77,13 +99,17 @@ for _name, _act in (("silu_and_mul", "silu"), ("gelu_and_mul", "gelu"), ("gelu_t
     _register_plain(_name, _act)
 
 
-def glu(x: torch.Tensor, spec: ActivationSpec | str = "silu", out: torch.Tensor | None = None) -> torch.Tensor:
+def glu(x: torch.Tensor, spec: ActivationSpec | str = "silu", out: torch.Tensor | None = None, *,
+        backend: str = "auto") -> torch.Tensor:
     """``act(gate) * (up + up_shift)`` over the last dim of ``x`` (``[..., 2d]`` -> ``[..., d]``).
 
     ``spec`` is an :class:`ActivationSpec` or a registered name. ``x`` may have any leading dims
     and a row stride (its last dim must be contiguous); bf16, fp16 and fp32 are supported. Math
-    is in fp32 with one rounding to ``x.dtype``. Returns ``out``.
+    is in fp32 with one rounding to ``x.dtype``. ``backend``: ``"auto"`` (the tuned table's choice
+    for this shape bucket, see :func:`glu_backend`), ``"triton"`` or ``"cuda"``. Returns ``out``.
     """
+    if backend not in BACKENDS:
+        raise ValueError(f"glu: backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     if isinstance(spec, str):
         spec = get_activation(spec)
     if not isinstance(x, torch.Tensor):
@@ -101,7 +127,7 @@ def glu(x: torch.Tensor, spec: ActivationSpec | str = "silu", out: torch.Tensor 
     as_rows(out, "glu", "out")
     _glu_op(x, out, ACT_MODES[spec.kind], spec.effective_alpha,
                             float(spec.limit) if spec.limit is not None else 0.0, spec.limit is not None,
-                            float(spec.up_shift), spec.layout == "interleaved")
+                            float(spec.up_shift), spec.layout == "interleaved", backend)
     return out
 
 
@@ -118,6 +144,36 @@ def gelu_and_mul(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tens
 def gelu_tanh_and_mul(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """``gelu_tanh(x[..., :d]) * x[..., d:]`` with the tanh-approximated GELU."""
     return glu(x, "gelu_tanh", out=out)
+
+
+# ---- backend choice -----------------------------------------------------------------------------
+#: Tuned-table keys of the backend choice (family "backend"), split like the tiles' keys below: the
+#: erf GELU is compute-heavy where the others are memory-bound, so it is measured and chosen apart.
+BACKEND_KERNEL = "glu_backend"
+BACKEND_KERNEL_ERF = "glu_erf_backend"
+
+
+def backend_kernel(act: int) -> str:
+    """The backend choice's table key for activation id ``act``."""
+    return BACKEND_KERNEL_ERF if act == ACT_GELU_ERF else BACKEND_KERNEL
+
+
+def glu_backend(rows: int, d: int, act: int, device) -> str:
+    """``"cuda"`` or ``"triton"`` for a launch of ``rows`` rows of ``d`` outputs: the CUDA kernel
+    where this device's tuned table names it for the bucket (row-count tier, ``d``) and NVRTC can
+    compile it, else Triton (tuned per device and already compiled). Off CUDA: Triton."""
+    if getattr(device, "type", device) != "cuda" or rows == 0:
+        return "triton"
+    cfg = tuning.lookup(backend_kernel(act), d, family="backend", rows=rows)
+    if cfg is None or cfg.get("backend") != "cuda":
+        return "triton"
+    from solbench.kernels.cuda import jit
+
+    return "cuda" if jit.nvrtc_unavailable_reason() is None else "triton"
+
+
+tuning.register_family("backend", lambda n, elem_bytes, rows, few_rows=False: [{"backend": "triton"},
+                                                                              {"backend": "cuda"}])
 
 
 # ---- launch options -----------------------------------------------------------------------------

@@ -61,6 +61,11 @@ def device_key(kind: str | None = None) -> str:
         name = f"cpu-{platform.machine()}-{os.cpu_count()}c"
     else:
         name = device_name()
+    return key_of_name(name)
+
+
+def key_of_name(name: str) -> str:
+    """:func:`device_key` of a device called ``name`` (e.g. from a record's ``device``)."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_")
 
 

@@ -163,9 +163,19 @@ def many_rows_limit() -> int | None:
 def key_for(kernel: str, rows: int | None) -> str:
     """The table key a launch of ``rows`` rows uses first: ``kernel@few_rows`` below
     :func:`few_rows_limit`, ``kernel@many_rows`` from :func:`many_rows_limit` on, else ``kernel``."""
+    return _tier(kernel, rows, few_rows_limit(), many_rows_limit())
+
+
+def tier_key(kernel: str, rows: int | None, sms: int | None) -> str:
+    """:func:`key_for` on a device of ``sms`` SMs (None: no tiers), for choices made away from it."""
+    if not sms:
+        return kernel
+    return _tier(kernel, rows, FEW_ROWS_PER_SM * sms, MANY_ROWS_PER_SM * sms)
+
+
+def _tier(kernel: str, rows: int | None, few: int | None, many: int | None) -> str:
     if rows is None:
         return kernel
-    few, many = few_rows_limit(), many_rows_limit()
     if few is not None and int(rows) < few:
         return kernel + FEW_ROWS_SUFFIX
     if many is not None and int(rows) >= many:
@@ -190,6 +200,24 @@ def register_family(name: str, candidates: Callable[..., list]) -> None:
     launch configurations (dicts, as a table entry's ``config``) worth measuring for a key of
     that family on rows of ``n`` elements, a launch of about ``rows`` rows."""
     _FAMILIES[name] = candidates
+
+
+#: Operators whose library function chooses between backends per shape bucket (the tuned table's
+#: ``{"backend": ...}`` entries, written from measured runs by ``solbench tune --backends-from``):
+#: op name -> ``bucket(params) -> (kernel key, n, rows)``, the key and ``n`` the launch looks up.
+_BACKEND_OPS: dict[str, Callable[[Mapping], tuple[str, int, int]]] = {}
+
+
+def register_backend_choice(op: str, bucket: Callable[[Mapping], tuple[str, int, int]]) -> None:
+    """Declare that ``op``'s library function picks its backend from the table, per ``bucket``."""
+    _BACKEND_OPS[op] = bucket
+
+
+def backend_bucket(op: str, params: Mapping) -> tuple[str, int, int] | None:
+    """``(kernel key, n, rows)`` of a shape of ``op`` (its catalog params), None when ``op`` makes no
+    backend choice."""
+    bucket = _BACKEND_OPS.get(op)
+    return bucket(params) if bucket else None
 
 
 def families() -> tuple[str, ...]:

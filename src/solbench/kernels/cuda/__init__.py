@@ -6,8 +6,8 @@ file), compiled at first use through NVRTC and cached on disk.
 - :mod:`solbench.kernels.cuda.glu`: the GLU family (silu / gelu / gelu_tanh / relu and-mul,
   swiglu's alpha, limit and up_shift, the interleaved layout) as ``torch.ops.solbench.glu_cuda``.
 - ``python -m solbench.kernels.cuda``: first-use compile and cache-hit times of the GLU variants.
-- :mod:`solbench.kernels.cuda.pdl_chain`: measures programmatic dependent launch on a chain of
-  two dependent kernels in one CUDA graph (``python -m solbench.kernels.cuda.pdl_chain``).
+- :mod:`solbench.pdl_chain`: measures programmatic dependent launch on a chain of
+  two dependent kernels in one CUDA graph (``python -m solbench.pdl_chain``).
 
 See docs/JIT_CUDA.md.
 """

@@ -43,6 +43,7 @@ def main(argv=None) -> None:
                    "nvrtc": ".".join(map(str, jit.nvrtc_version())), "kernels": len(variant.names),
                    "compile_miss_s": round(miss.seconds, 4), "disk_hit_s": round(hit.seconds, 5)}
             if gpu:
+                rec["device"] = torch.cuda.get_device_name()
                 t0 = time.perf_counter()
                 loaded = jit.load(hit, torch.cuda.current_device())
                 rec["load_s"] = round(time.perf_counter() - t0, 5)

@@ -1,12 +1,15 @@
 """Implementations of the GLU family: ours_triton, ours_cuda, torch_eager, torch_compile, liger."""
 from __future__ import annotations
 
+import math
+
 from solbench.core.baselines import register_torch_baselines
 from solbench.core.baselines import triton_support
 from solbench.core.spec import Impl, Support, add_impl
 from solbench.kernels.activation import ActivationSpec, split_gate_up
 from solbench.ops.silu_and_mul.spec import GLU_SPECS
 from solbench.peers import LIGER
+from solbench.runtime import tuning
 
 # liger's GLU functions, by liger_kind (0: SiLU, 1: tanh-GELU); the peer needs both to import.
 _LIGER = (("liger_kernel.ops.swiglu", "LigerSiLUMulFunction"), ("liger_kernel.ops.geglu", "LigerGELUMulFunction"))
@@ -54,7 +57,7 @@ def _register(op: str) -> None:
     def ours(x, out=None):
         from solbench.kernels.glu import glu
 
-        return glu(x, act, out=out)
+        return glu(x, act, out=out, backend="triton")
 
     add_impl(Impl(op, "ours_triton", ours, available=triton_support, takes_out=True,
                   description="solbench Triton GLU kernel (one pass, fp32 math)"))
@@ -75,6 +78,16 @@ def _register(op: str) -> None:
 
     add_impl(Impl(op, "ours_cuda", ours_cuda, available=_cuda_jit_available, takes_out=True, prepare=prepare_cuda,
                   description="solbench CUDA C++ GLU kernel, NVRTC-compiled at first use (16-byte vectors, PDL on sm_90+)"))
+
+    def bucket(params, act=act):
+        # solbench.glu's backend choice looks up (key, d) in the rows' tier (kernels/glu.glu_backend).
+        from solbench.kernels.activation import ACT_MODES
+        from solbench.kernels.glu import backend_kernel
+
+        *lead, width = params["shape"]
+        return backend_kernel(ACT_MODES[act.kind]), width // 2, math.prod(lead)
+
+    tuning.register_backend_choice(op, bucket)
 
     def eager(x):
         return eager_glu(x, act)
