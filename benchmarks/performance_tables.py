@@ -25,7 +25,9 @@ from statistics import median
 from solbench.core.score import amdahl_estimate, geomean, op_scores, suite_scores
 from solbench.runner import read_records
 
-IMPLS = ("ours_triton", "liger", "torch_native", "torch_compile", "torch_eager")
+IMPLS = ("ours_triton", "ours_cuda", "liger", "torch_native", "torch_compile", "torch_eager")
+#: Our other backends: never counted as a peer that ours_triton must beat.
+OURS_OTHER = ("ours_cuda",)
 #: The GLU, norm and fp8-quant operators: the bars table covers them shape by shape already.
 BARS_OPS = {"silu_and_mul", "gelu_and_mul", "gelu_tanh_and_mul", "swiglu_oai", "rms_norm", "fused_add_rms_norm",
             "fused_qk_rmsnorm", "gated_rms_norm", "l2_norm", "layer_norm", "fp8_dynamic_per_token_quant",
@@ -101,7 +103,7 @@ def _ours_vs_best_peer(recs) -> dict:
             by_shape[(r["op"], str(r["shape_id"]))][r["impl"]] = r["time_us"]
     out = {}
     for key, t in by_shape.items():
-        peers = [v for impl, v in t.items() if impl != "ours_triton"]
+        peers = [v for impl, v in t.items() if impl != "ours_triton" and impl not in OURS_OTHER]
         if "ours_triton" in t and peers:
             out[key] = t["ours_triton"] / min(peers)
     return out
@@ -200,7 +202,9 @@ def bars(recs) -> None:
 
 SECOND_RUN = "repeat.jsonl"
 #: JSONL files of a GPU folder that are not runs of the catalog: candidate evaluations, tuner logs, A/Bs.
-NOT_RUNS = ("eval_", "tune_log", "table_")
+NOT_RUNS = ("eval_", "tune_log", "table_", "pdl_chain", "jit_compile")
+#: Within 3% of ours_triton or faster: issue 28's bar for the CUDA backend.
+CUDA_LEVEL = 0.03
 
 HEADER = """# Performance
 
@@ -235,7 +239,8 @@ def peer_table(recs: list[dict], name: str = "") -> None:
         if ours is None:
             continue
         ok = {n: r for n, r in by.items() if r["status"] == "ok" and r.get("time_us")}
-        peers = {n: r for n, r in ok.items() if n != "ours_triton" and r.get("role") != "reference"}
+        peers = {n: r for n, r in ok.items()
+                 if n != "ours_triton" and n not in OURS_OTHER and r.get("role") != "reference"}
         refs = {n: r for n, r in ok.items() if r.get("role") == "reference"}
         cell = (f"{ours['time_us']:.1f} ({fmt(ours.get('s_achievable'))})" if ours["status"] == "ok"
                 else ours["status"].upper())
@@ -293,9 +298,62 @@ def gpu_section(folder: Path) -> str:
         main([str(p) for p in files])
         for p in files:  # one file is one run: ours and its peers compared within it
             peer_table(read_records(p), p.name)
+        jit_section(folder, recs)
         if second.is_file():
             behind_in_both(recs, read_records(second))
     return out.getvalue()
+
+
+def jit_section(folder: Path, recs: list[dict]) -> None:
+    """The JIT CUDA backend (issue 28): ours_cuda against ours_triton shape by shape, where one run
+    holds both; the PDL chain with and without PDL (``pdl_chain.jsonl``); first-use compile and
+    cache-hit times (``jit_compile.jsonl``)."""
+    times = defaultdict(dict)
+    for r in recs:
+        if r["status"] == "ok" and r["impl"] in ("ours_triton", "ours_cuda"):
+            times[(r["op"], str(r["shape_id"]))][r["impl"]] = r["time_us"]
+    per_op = defaultdict(list)
+    for (op, _), t in times.items():
+        if len(t) == 2:
+            per_op[op].append(t["ours_cuda"] / t["ours_triton"])
+    pdl = folder / "pdl_chain.jsonl"
+    compile_times = folder / "jit_compile.jsonl"
+    if not per_op and not pdl.is_file() and not compile_times.is_file():
+        return
+    print()
+    print("JIT CUDA backend (issue 28; docs/JIT_CUDA.md).")
+    if per_op:
+        print()
+        print(f"| operator | shapes | ours_cuda within {CUDA_LEVEL:.0%} of ours_triton or faster | faster "
+              "| geomean ours_cuda / ours_triton | worst |")
+        print("|---|---|---|---|---|---|")
+        for op, ratios in sorted(per_op.items()):
+            level = sum(x <= 1.0 + CUDA_LEVEL for x in ratios)
+            print(f"| {op} | {len(ratios)} | {level}/{len(ratios)} | {sum(x < 1.0 for x in ratios)}/{len(ratios)} "
+                  f"| {geomean(ratios):.3f} | {max(ratios):.2f}x |")
+    if pdl.is_file():
+        rows = [json.loads(line) for line in pdl.read_text().splitlines() if line.strip()]
+        print()
+        print("Programmatic dependent launch (`pdl_chain.jsonl`, `python -m solbench.pdl_chain`): two dependent "
+              "GLU kernels, x [T, 4d] -> [T, 2d] -> [T, d], d = "
+              f"{rows[0]['d'] if rows else '?'}, back to back in one graph (µs per pair, core graph timer).")
+        print()
+        print("| tokens | without PDL | with PDL | gain |")
+        print("|---|---|---|---|")
+        for r in rows:
+            print(f"| {r['tokens']} | {r['us_per_pair_no_pdl']:.2f} | {r['us_per_pair_pdl']:.2f} "
+                  f"| {r['gain_pct']:+.1f}% |")
+    if compile_times.is_file():
+        rows = [json.loads(line) for line in compile_times.read_text().splitlines() if line.strip()]
+        print()
+        print("First use (`jit_compile.jsonl`, `python -m solbench.kernels.cuda`): NVRTC compile on a cache miss, "
+              "then the same request from the disk cache, and the module load.")
+        print()
+        print("| variant | kernels | NVRTC | fast math | compile (miss) s | disk hit s | load s |")
+        print("|---|---|---|---|---|---|---|")
+        for r in rows:
+            print(f"| {r['variant']} {r['dtype']} {r['arch']} | {r['kernels']} | {r['nvrtc']} | {r['fast_math']} "
+                  f"| {r['compile_miss_s']:.3f} | {r['disk_hit_s']:.4f} | {fmt(r.get('load_s'), 4)} |")
 
 
 def doc(results: Path | None = None) -> str:
