@@ -95,7 +95,9 @@ def test_tiles_by_rows_per_sequence():
     from solbench.kernels.attention import default_config as _config
 
     def default_config(*args):
-        return astuple(_config(*args))
+        cfg = _config(*args)
+        assert not cfg.tma  # the pointer path stays the default
+        return astuple(cfg)[:4]
 
     assert default_config(128, 8, True) == (16, 32, 2, 2)            # decode: G rows
     assert default_config(128, 1024, True) == (64, 64, 4, 2)         # unified #9: 256 tokens x G 4
@@ -233,4 +235,150 @@ def test_unified_attention_is_captured_and_replayed_by_a_cuda_graph():
     out.fill_(float("nan"))
     graph.replay()
     torch.cuda.synchronize()
+    torch.testing.assert_close(out.float(), _reference_paged(q, kc, vc, cu, sk, bt), **TOL)
+
+
+# ---- TMA (tensor-descriptor) K/V loads: SOLBENCH_ATTENTION_TMA ------------------------------------
+
+def _spy_tma(monkeypatch) -> list:
+    """Records the TMA constexpr of every attention launch (the launch still runs)."""
+    from solbench.kernels import _attention_triton
+
+    seen, real = [], _attention_triton._attention_fwd
+
+    class Spy:
+        def __getitem__(self, grid):
+            def run(*args, **kwargs):
+                seen.append(kwargs["TMA"])
+                return real[grid](*args, **kwargs)
+            return run
+
+    monkeypatch.setattr(_attention_triton, "_attention_fwd", Spy())
+    return seen
+
+
+@pytest.mark.parametrize("tma", [False, True])
+@pytest.mark.parametrize("lq,lk,h,hkv,d", [
+    ([40, 3, 17], [40, 9, 70], 4, 2, 64),   # chunked prefill, partial tiles, rows past k_len
+    ([5, 0], [21, 6], 4, 1, 32),            # an empty sequence; G = 4
+])
+def test_staged_keys_through_descriptors_match_reference(lq, lk, h, hkv, d, tma, monkeypatch):
+    """Staged keys with the staging buffer's rows past each sequence's keys poisoned with NaN:
+    the descriptor loads (shape = the sequence's keys) must read them as zeros, as the masked
+    pointer loads do."""
+    from solbench.kernels import _attention_triton
+    from solbench.kernels.attention import unified_attention
+
+    real_stage = _attention_triton._stage
+
+    def poisoned_stage(k, v, seqused_k, block_table, stage_rows):
+        ks, vs = real_stage(k, v, seqused_k, block_table, stage_rows)
+        for s, n in enumerate(seqused_k.tolist()):
+            for buf in (ks, vs):
+                buf[s * stage_rows + min(n, stage_rows):(s + 1) * stage_rows] = float("nan")
+        return ks, vs
+
+    monkeypatch.setattr(_attention_triton, "_stage", poisoned_stage)
+    monkeypatch.setenv("SOLBENCH_ATTENTION_STAGE", "1")
+    monkeypatch.setenv("SOLBENCH_ATTENTION_TMA", "1" if tma else "0")
+    seen = _spy_tma(monkeypatch)
+    q, kc, vc, cu, sk, bt = _paged(lq, lk, h, hkv, d, seed=11)
+    got = unified_attention(q, kc, vc, cu, sk, bt, max(lq))
+    assert seen == [tma]
+    torch.testing.assert_close(got.float(), _reference_paged(q, kc, vc, cu, sk, bt), **TOL)
+
+
+def test_varlen_dense_keys_through_descriptors(monkeypatch):
+    """Packed dense K/V: a sequence's descriptor ends at its own keys (the next sequence's rows,
+    and NaN rows past the last sequence, are never attended)."""
+    from solbench.kernels.attention import varlen_attention
+
+    monkeypatch.setenv("SOLBENCH_ATTENTION_TMA", "1")
+    seen = _spy_tma(monkeypatch)
+    gen = torch.Generator(device=DEV).manual_seed(12)
+    lens_q, lens_k = [7, 30, 1], [7, 33, 12]
+    q = torch.randn(sum(lens_q), 4, 64, dtype=torch.bfloat16, device=DEV, generator=gen)
+    k = torch.randn(sum(lens_k) + 70, 2, 64, dtype=torch.bfloat16, device=DEV, generator=gen)
+    v = torch.randn_like(k)
+    n = sum(lens_k)
+    k[n:], v[n:] = float("nan"), float("nan")
+    cq = torch.tensor([0] + lens_q, device=DEV).cumsum(0).to(torch.int32)
+    ck = torch.tensor([0] + lens_k, device=DEV).cumsum(0).to(torch.int32)
+    for causal in (False, True):
+        got = varlen_attention(q, k, v, cq, ck, max(lens_q), causal=causal)
+        ref = varlen_attention_reference(q, k[:n], v[:n], cq, ck, scale=64 ** -0.5, causal=causal,
+                                         out_dtype=torch.float32)
+        torch.testing.assert_close(got.float(), ref, **TOL)
+    assert seen == [True, True]
+
+
+def test_tma_falls_back_to_pointer_loads_where_it_cannot_apply(monkeypatch):
+    """One setting serves a whole run: paged keys that are not staged, and a head_size that is
+    not a power of two, take the pointer path (and stay correct)."""
+    from solbench.kernels.attention import unified_attention, varlen_attention
+
+    monkeypatch.setenv("SOLBENCH_ATTENTION_TMA", "1")
+    monkeypatch.setenv("SOLBENCH_ATTENTION_STAGE", "0")
+    seen = _spy_tma(monkeypatch)
+    q, kc, vc, cu, sk, bt = _paged([6, 2], [6, 11], 4, 2, 64, seed=13)
+    got = unified_attention(q, kc, vc, cu, sk, bt, 6)
+    torch.testing.assert_close(got.float(), _reference_paged(q, kc, vc, cu, sk, bt), **TOL)
+    q = torch.randn(9, 2, 72, dtype=torch.bfloat16, device=DEV)
+    k, v = torch.randn(9, 1, 72, dtype=torch.bfloat16, device=DEV), torch.randn(9, 1, 72, dtype=torch.bfloat16,
+                                                                                 device=DEV)
+    cu9 = torch.tensor([0, 9], dtype=torch.int32, device=DEV)
+    got = varlen_attention(q, k, v, cu9, cu9, 9, causal=True)
+    ref = varlen_attention_reference(q, k, v, cu9, cu9, scale=72 ** -0.5, causal=True, out_dtype=torch.float32)
+    torch.testing.assert_close(got.float(), ref, **TOL)
+    assert seen == [False, False]
+
+
+def test_tma_and_stage_switches_and_rule(monkeypatch):
+    from solbench.kernels.attention import AttentionConfig, kv_load_override, stage_override, tma_eligible
+
+    base = AttentionConfig(128, 128, 8, 3)
+    assert not base.tma
+    monkeypatch.delenv("SOLBENCH_ATTENTION_TMA", raising=False)
+    assert kv_load_override(base) is base
+    for value, want in (("1", True), ("tma=1", True), ("0", False)):
+        monkeypatch.setenv("SOLBENCH_ATTENTION_TMA", value)
+        assert kv_load_override(base) == AttentionConfig(128, 128, 8, 3, tma=want)
+    for value in ("2", "1,1", "yes"):
+        monkeypatch.setenv("SOLBENCH_ATTENTION_TMA", value)
+        with pytest.raises(ValueError, match="SOLBENCH_ATTENTION_TMA"):
+            kv_load_override(base)
+    monkeypatch.delenv("SOLBENCH_ATTENTION_STAGE", raising=False)
+    assert stage_override() is None
+    monkeypatch.setenv("SOLBENCH_ATTENTION_STAGE", "0")
+    assert stage_override() is False
+    monkeypatch.setenv("SOLBENCH_ATTENTION_STAGE", "3")
+    with pytest.raises(ValueError, match="SOLBENCH_ATTENTION_STAGE"):
+        stage_override()
+    assert tma_eligible(False, 128, True) and tma_eligible(False, 256, True) and tma_eligible(False, 64, True)
+    assert not tma_eligible(True, 128, True)    # paged keys: page lookups per tile
+    assert not tma_eligible(False, 72, True)    # two column chunks
+    assert not tma_eligible(False, 128, False)  # rows not 16-byte aligned
+
+
+@pytest.mark.gpu
+def test_tma_loads_are_captured_and_replayed_by_a_cuda_graph(monkeypatch):
+    """The descriptors' global scratch comes from torch's caching allocator at each launch, so a
+    staged TMA launch captures into a CUDA graph and replays on new inputs."""
+    from solbench.kernels.attention import unified_attention
+
+    monkeypatch.setenv("SOLBENCH_ATTENTION_TMA", "1")
+    monkeypatch.setenv("SOLBENCH_ATTENTION_STAGE", "1")
+    seen = _spy_tma(monkeypatch)
+    q, kc, vc, cu, sk, bt = _paged([300, 3, 17], [300, 9, 70], 8, 2, 128)
+    out = torch.empty_like(q)
+    unified_attention(q, kc, vc, cu, sk, bt, 300, out=out)  # compile outside the capture
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        unified_attention(q, kc, vc, cu, sk, bt, 300, out=out)
+    q2, kc2, vc2, *_ = _paged([300, 3, 17], [300, 9, 70], 8, 2, 128, seed=4)
+    q.copy_(q2), kc.copy_(kc2), vc.copy_(vc2)
+    out.fill_(float("nan"))
+    graph.replay()
+    torch.cuda.synchronize()
+    assert seen == [True, True]
     torch.testing.assert_close(out.float(), _reference_paged(q, kc, vc, cu, sk, bt), **TOL)
