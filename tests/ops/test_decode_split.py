@@ -1,7 +1,8 @@
 """Split-KV (flash-decoding) decode: the rule that picks the number of splits, the combine pass,
 and the paged (x-split) and MLA decode kernels with forced split counts against the fp32
 reference, in Triton's CPU interpreter on small shapes: GQA, D = 256, a context shorter than one
-split, an empty sequence, a partial last tile, out=, zero sequences."""
+split, an empty sequence, a partial last tile, out=, zero sequences; and the folded combine
+(SOLBENCH_DECODE_FOLD=1) against the two-launch path, twice in a row (the counters reset)."""
 from __future__ import annotations
 
 import pytest

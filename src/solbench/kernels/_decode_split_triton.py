@@ -88,7 +88,8 @@ def _combine_splits(PART_O, PART_ML, O, num_splits, heads, stride_ob, stride_oh,
     first = tl.full([1], (b.to(tl.int64) * heads + h) * num_splits, tl.int64)
     offs_d = tl.arange(0, DV_PAD)
     d_mask = offs_d < DV
-    out = _merge_splits(PART_O, PART_ML, first, first >= 0, num_splits, offs_d, d_mask, DV, SPLITS_PAD, CHUNK)
+    out = _merge_splits(PART_O, PART_ML, first, tl.full([1], 1, tl.int1), num_splits, offs_d, d_mask, DV,
+                        SPLITS_PAD, CHUNK)
     o_row = O + b.to(tl.int64) * stride_ob + h.to(tl.int64) * stride_oh + tl.zeros([1], tl.int64)
     tl.store(o_row[:, None] + offs_d[None, :], out.to(O.dtype.element_ty), mask=d_mask[None, :])
 
@@ -130,7 +131,7 @@ def split_workspace(batch: int, heads: int, splits: int, dv: int, device) -> tup
 def merge_meta(rows: int, splits: int, dv: int) -> dict:
     """The constexprs of :func:`_merge_splits` for ``rows`` output rows a program: the column and
     split counts padded to powers of two, and splits a chunk such that a chunk's partials are at
-    most 4096 fp32 (32 registers a thread at 4 warps), at least one."""
+    most 4096 fp32 (32 registers a thread at 4 warps, 64 at 2), at least one."""
     dv_pad = max(16, next_pow2(dv))
     return dict(DV_PAD=dv_pad, SPLITS_PAD=max(2, next_pow2(splits)),
                 CHUNK=max(1, min(next_pow2(splits), 4096 // (next_pow2(rows) * dv_pad))))
