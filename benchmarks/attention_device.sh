@@ -36,13 +36,8 @@ for step in $STEPS; do case $step in
          SOLBENCH_ATTENTION_STAGE=1 TO=50 run tma_st_off_$i --ops unified_attention --shapes 0,9,16 --impls ours_triton
          SOLBENCH_ATTENTION_STAGE=1 SOLBENCH_ATTENTION_TMA=1 TO=50 run tma_st_on_$i --ops unified_attention --shapes 0,9,16 --impls ours_triton
        done
-       TO=40 run tma_af_off --ops attention_forward --shapes ${TMA_AF_SHAPES:-9,20} --impls ours_triton
-       SOLBENCH_ATTENTION_TMA=1 TO=40 run tma_af_on --ops attention_forward --shapes ${TMA_AF_SHAPES:-9,20} --impls ours_triton ;;
-  fold) # split-KV decode: the combine folded into the last split (SOLBENCH_DECODE_FOLD=1) against two launches
-        for i in 1 2; do
-          TO=60 run fold0_$i --ops paged_attention_decode,mla_decode_attention --impls ours_triton
-          SOLBENCH_DECODE_FOLD=1 TO=60 run fold1_$i --ops paged_attention_decode,mla_decode_attention --impls ours_triton
-        done ;;
+       TO=40 run tma_af_off --ops attention_forward --shapes 9,10,20 --impls ours_triton
+       SOLBENCH_ATTENTION_TMA=1 TO=40 run tma_af_on --ops attention_forward --shapes 9,10,20 --impls ours_triton ;;
   pd) TO=${PD_TO:-200} run pd --ops mla_decode_attention,paged_attention_decode --impls ${PD_IMPLS:-ours_triton,torch_native,torch_compile} ;;
   pd1) SOLBENCH_DECODE_SPLITS=1 TO=${PD_TO:-200} run pd_onepass --ops mla_decode_attention,paged_attention_decode --impls ours_triton ;;  # split-KV A/B
   af) TO=${AF_TO:-150} run af --ops attention_forward --shapes ${AF_SHAPES:-4,17,9} --impls ours_triton,torch_native,sdpa_flash,flex_attention,sdpa_dense,flag_gems ;;

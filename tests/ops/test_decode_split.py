@@ -1,8 +1,7 @@
 """Split-KV (flash-decoding) decode: the rule that picks the number of splits, the combine pass,
 and the paged (x-split) and MLA decode kernels with forced split counts against the fp32
 reference, in Triton's CPU interpreter on small shapes: GQA, D = 256, a context shorter than one
-split, an empty sequence, a partial last tile, out=, zero sequences; and the folded combine
-(SOLBENCH_DECODE_FOLD=1) against the two-launch path, twice in a row (the counters reset)."""
+split, an empty sequence, a partial last tile, out=, zero sequences."""
 from __future__ import annotations
 
 import pytest
@@ -24,7 +23,6 @@ def _interpret(monkeypatch):
         monkeypatch.setenv("TRITON_INTERPRET", "1")
     monkeypatch.delenv("SOLBENCH_DECODE_SPLITS", raising=False)
     monkeypatch.delenv("SOLBENCH_ATTENTION_TILES", raising=False)
-    monkeypatch.delenv("SOLBENCH_DECODE_FOLD", raising=False)
 
 
 # ---- the rule -----------------------------------------------------------------------------------
@@ -213,15 +211,11 @@ def test_mla_decode_rejects_strided_out():
 # ---- CUDA graphs ---------------------------------------------------------------------------------
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("fold", ["0", "1"])
-def test_split_decode_is_captured_by_a_cuda_graph(fold, monkeypatch):
+def test_split_decode_is_captured_by_a_cuda_graph():
     """The split launches (rule-chosen on a small batch) allocate their workspace and launch the
-    combine (or, folded, take the arrival counters) inside the capture; a replay on new inputs
-    gives the new result, and so does an eager call after it."""
+    combine inside the capture; a replay on new inputs gives the new result."""
     from solbench.kernels.attention import paged_attention_decode
     from solbench.kernels.mla import mla_decode
-
-    monkeypatch.setenv("SOLBENCH_DECODE_FOLD", fold)
 
     query, kc, vc, bt, sl = _x_split_decode([300], 16, 2, 256)
     q, kv, indptr, indices = _mla_inputs([300], h=16, r=512, p=64)
@@ -240,84 +234,3 @@ def test_split_decode_is_captured_by_a_cuda_graph(fold, monkeypatch):
     torch.cuda.synchronize()
     torch.testing.assert_close(out.float(), _x_split_reference(query, kc, vc, bt, sl), **TOL)
     torch.testing.assert_close(out_mla.float(), _mla_reference(q, kv, indptr, indices, 512), **TOL)
-    query.copy_(torch.randn_like(query))
-    torch.testing.assert_close(paged_attention_decode(query, kc, vc, bt, sl).float(),
-                               _x_split_reference(query, kc, vc, bt, sl), **TOL)
-
-
-# ---- the folded combine (SOLBENCH_DECODE_FOLD=1) --------------------------------------------------
-
-def test_decode_fold_switch(monkeypatch):
-    from solbench.kernels.attention import decode_fold
-
-    monkeypatch.delenv("SOLBENCH_DECODE_FOLD", raising=False)
-    assert decode_fold() is False
-    for value, want in (("0", False), ("1", True), ("", False)):
-        monkeypatch.setenv("SOLBENCH_DECODE_FOLD", value)
-        assert decode_fold() is want
-    monkeypatch.setenv("SOLBENCH_DECODE_FOLD", "yes")
-    with pytest.raises(ValueError, match="expected 0 or 1"):
-        decode_fold()
-
-
-def _counters_zero(device):
-    from solbench.kernels._decode_split_triton import _COUNTERS
-
-    bufs = [buf for key, buf in _COUNTERS.items() if key[0] == torch.device(device)]
-    return bool(bufs) and all(bool((buf == 0).all()) for buf in bufs)
-
-
-@needs_triton
-@pytest.mark.parametrize("lens,h,hkv,d", [
-    ([70, 5, 0, 33], 8, 2, 64),   # GQA 4, an empty sequence, a context shorter than one split
-    ([23, 40], 6, 2, 80),         # G = 3 (padded to 4 rows), head_size 64 + 16, partial last tile
-])
-@pytest.mark.parametrize("splits", ["2", "3"])
-def test_paged_decode_folded_combine(lens, h, hkv, d, splits, monkeypatch):
-    """The last split merges in the split launch: the same result as the two-launch path (to
-    fp32 rounding order) and the reference, twice in a row with the counters left at 0, and no
-    combine launch."""
-    import solbench.kernels._attention_triton as attention_triton
-    from solbench.kernels.attention import paged_attention_decode
-
-    monkeypatch.setenv("SOLBENCH_DECODE_SPLITS", splits)
-    monkeypatch.setenv("SOLBENCH_ATTENTION_TILES", "16,16,4,1")
-    query, kc, vc, bt, sl = _x_split_decode(lens, h, hkv, d)
-    two_launch = paged_attention_decode(query, kc, vc, bt, sl)
-    monkeypatch.setenv("SOLBENCH_DECODE_FOLD", "1")
-    monkeypatch.setattr(attention_triton, "combine", lambda *a: pytest.fail("folded path launched the combine"))
-    ref = _x_split_reference(query, kc, vc, bt, sl)
-    for seed in (7, 8):  # second call: new inputs, the counters the first call left
-        if seed == 8:
-            query = torch.randn(query.shape, dtype=query.dtype, device=DEV,
-                                generator=torch.Generator(device=DEV).manual_seed(seed))
-            two_launch, ref = None, _x_split_reference(query, kc, vc, bt, sl)
-        out = torch.full_like(query, float("nan"))
-        got = paged_attention_decode(query, kc, vc, bt, sl, out=out)
-        assert got is out
-        torch.testing.assert_close(got.float(), ref, **TOL)
-        if two_launch is not None:
-            torch.testing.assert_close(got, two_launch, atol=1e-2, rtol=0)
-        assert torch.all(got[[i for i, n in enumerate(lens) if n == 0]] == 0)
-        assert _counters_zero(DEV)
-
-
-@needs_triton
-@pytest.mark.parametrize("splits", ["2", "3"])
-def test_mla_decode_folded_combine(splits, monkeypatch):
-    """Folded MLA: heads not a multiple of the head tile, an empty sequence, twice in a row."""
-    import solbench.kernels._mla_triton as mla_triton
-    from solbench.kernels.mla import mla_decode
-
-    monkeypatch.setenv("SOLBENCH_DECODE_SPLITS", splits)
-    q, kv, indptr, indices = _mla_inputs([70, 0, 7])
-    two_launch = mla_decode(q, kv, indptr, indices, 64)
-    monkeypatch.setenv("SOLBENCH_DECODE_FOLD", "1")
-    monkeypatch.setattr(mla_triton, "combine", lambda *a: pytest.fail("folded path launched the combine"))
-    for _ in range(2):
-        out = torch.full((3, 5, 64), float("nan"), dtype=torch.bfloat16, device=DEV)
-        got = mla_decode(q, kv, indptr, indices, 64, out=out)
-        torch.testing.assert_close(got.float(), _mla_reference(q, kv, indptr, indices, 64), **TOL)
-        torch.testing.assert_close(got, two_launch, atol=1e-2, rtol=0)
-        assert torch.all(got[1] == 0)
-        assert _counters_zero(DEV)

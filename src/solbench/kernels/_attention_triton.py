@@ -6,10 +6,9 @@ import torch
 import triton
 import triton.language as tl
 
-from solbench.kernels._decode_split_triton import (_last_split_combines, _partial_row, _split_range, _store_partial,
-                                                  combine, merge_meta, split_counters, split_workspace)
-from solbench.kernels.attention import (LOG2E, STAGE_MAX_BYTES, decode_fold, decode_splits, default_config,
-                                        direct_grid, head_dim_chunks, kv_load_override, splits_override, stage_keys,
+from solbench.kernels._decode_split_triton import _partial_row, _split_range, _store_partial, combine, split_workspace
+from solbench.kernels.attention import (LOG2E, STAGE_MAX_BYTES, decode_splits, default_config, direct_grid,
+                                        head_dim_chunks, kv_load_override, splits_override, stage_keys,
                                         stage_override, tiles_override, tma_eligible)
 from solbench.kernels.common import gpu_codegen, next_pow2, sm_count
 
@@ -115,8 +114,7 @@ def _attention_fwd(Q, K, V, O, cu_q, cu_k, seqused_k, block_table, qk_scale, num
                    PAGE: tl.constexpr, CAUSAL: tl.constexpr, DECODE: tl.constexpr,
                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, VEC: tl.constexpr, DOT_FP32: tl.constexpr,
                    VEC_K: tl.constexpr, VEC_V: tl.constexpr,
-                   PART_O, PART_ML, SPLIT: tl.constexpr, COUNTS, FOLD_ROWS: tl.constexpr, DV_PAD: tl.constexpr,
-                   SPLITS_PAD: tl.constexpr, CHUNK: tl.constexpr,
+                   PART_O, PART_ML, SPLIT: tl.constexpr,
                    tiles_per_seq, stage_rows, STAGED: tl.constexpr, TMA: tl.constexpr):
     # Strides arrive divided by VEC (VEC_K, VEC_V for the caches): multiplied back here, the
     # compiler knows every row start is VEC-aligned (72-wide heads: 144 B) and issues 16-byte
@@ -246,14 +244,6 @@ def _attention_fwd(Q, K, V, O, cu_q, cu_k, seqused_k, block_table, qk_scale, num
         _store_partial(PART_O, PART_ML, row, acc, m_i, l_i, m_mask, offs_d, d_mask, D)
         if D_B > 0:
             tl.store(PART_O + row[:, None] * D + offs_db[None, :], acc_b, mask=m_mask[:, None] & db_mask[None, :])
-        if FOLD_ROWS > 0:
-            # Folded combine: the G heads of (sequence s, KV head kvh), FOLD_ROWS = G padded.
-            g = tl.arange(0, FOLD_ROWS)
-            heads = kvh * G + g
-            first = (s.to(tl.int64) * (G * tl.num_programs(1)) + heads) * tl.num_programs(2)
-            o_rows = O + s.to(tl.int64) * stride_ot + heads.to(tl.int64) * stride_oh
-            _last_split_combines(COUNTS, s * tl.num_programs(1) + kvh, PART_O, PART_ML, first, g < G, o_rows, D,
-                                 DV_PAD, SPLITS_PAD, CHUNK)
         return
     l_i = tl.where(l_i > 0.0, l_i, 1.0)
     o_rows = O + tok[:, None] * stride_ot + head[:, None] * stride_oh
@@ -375,10 +365,6 @@ def launch(q, k, v, out, cu_seqlens_q, cu_seqlens_k, seqused_k, block_table, max
         keys = block_table.shape[1] * page if paged else k.shape[0]
         splits = splits_override() or decode_splits(num_seqs * hkv, sm_count(q), -(-keys // cfg.block_n))
     part_o, part_ml = split_workspace(num_seqs, h, splits, d, q.device) if splits > 1 else (dummy, dummy)
-    fold = splits > 1 and decode_fold()
-    counts = split_counters(num_seqs * hkv, q.device) if fold else dummy
-    fold_meta = dict(FOLD_ROWS=next_pow2(g), **merge_meta(g, splits, d)) if fold else dict(
-        FOLD_ROWS=0, DV_PAD=16, SPLITS_PAD=2, CHUNK=1)
     widest = 16 // q.element_size()
     qo_strides = (q.stride(0), q.stride(1), out.stride(0), out.stride(1))
     vec, vec_k, vec_v = (widest if all(st % widest == 0 for st in group) else 1
@@ -399,15 +385,14 @@ def launch(q, k, v, out, cu_seqlens_q, cu_seqlens_k, seqused_k, block_table, max
     # DOT_FP32: Triton's CPU interpreter multiplies bf16 dot operands wrongly, so tiles are upcast there only.
     meta = dict(G=g, D=d, D_A=d_a, D_B=d_b, KX=x, PAGE=page, CAUSAL=bool(causal), DECODE=decode,
                 BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, VEC=vec, VEC_K=vec_k, VEC_V=vec_v, DOT_FP32=not gpu,
-                num_warps=cfg.num_warps, SPLIT=splits > 1, **fold_meta,
+                num_warps=cfg.num_warps, SPLIT=splits > 1,
                 STAGED=stage_rows > 0, TMA=tma)
     key = tuple(sorted(meta.items())) + (cfg.num_stages, q.dtype)
     stages = _STAGES_THAT_FIT.get(key, cfg.num_stages)
     while True:
         try:
-            _attention_fwd[(blocks, hkv, splits)](*args, PART_O=part_o, PART_ML=part_ml, COUNTS=counts,
-                                                  tiles_per_seq=tiles_per_seq, stage_rows=stage_rows, **meta,
-                                                  num_stages=stages)
+            _attention_fwd[(blocks, hkv, splits)](*args, PART_O=part_o, PART_ML=part_ml, tiles_per_seq=tiles_per_seq,
+                                                  stage_rows=stage_rows, **meta, num_stages=stages)
             break
         except triton.runtime.errors.OutOfResources:
             # A compiler that lays out more shared memory than this one was measured with: one
@@ -416,7 +401,7 @@ def launch(q, k, v, out, cu_seqlens_q, cu_seqlens_k, seqused_k, block_table, max
                 raise
             stages -= 1
     _STAGES_THAT_FIT[key] = stages
-    if splits > 1 and not fold:
+    if splits > 1:
         combine(part_o, part_ml, out)
 
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from solbench.kernels._decode_split_triton import (_last_split_combines, _partial_row, _split_range, _store_partial,
-                                                  combine, merge_meta, split_counters, split_workspace)
-from solbench.kernels.attention import decode_fold, decode_splits, splits_override
+from solbench.kernels._decode_split_triton import _partial_row, _split_range, _store_partial, combine, split_workspace
+from solbench.kernels.attention import decode_splits, splits_override
 from solbench.kernels.common import gpu_codegen, next_pow2, sm_count
 from solbench.kernels.mla import LOG2E, default_config
 
@@ -14,11 +13,9 @@ from solbench.kernels.mla import LOG2E, default_config
 @triton.jit
 def _mla_decode(Q, C, O, PART_O, PART_ML, indptr, indices, qk_scale, heads, stride_qb, stride_qh, stride_c,
                 stride_ob, stride_oh, R: tl.constexpr, P: tl.constexpr, P_PAD: tl.constexpr, BLOCK_H: tl.constexpr,
-                BLOCK_N: tl.constexpr, DOT_FP32: tl.constexpr, SPLIT: tl.constexpr, COUNTS, FOLD: tl.constexpr,
-                R_PAD: tl.constexpr, SPLITS_PAD: tl.constexpr, CHUNK: tl.constexpr):
+                BLOCK_N: tl.constexpr, DOT_FP32: tl.constexpr, SPLIT: tl.constexpr):
     # Program (b, head block, i) attends the i-th range of sequence b's latent rows (one range
-    # without SPLIT); with SPLIT it writes fp32 partials that _decode_split_triton combines, in a
-    # second launch or (FOLD) in the last split of (b, head block) to finish.
+    # without SPLIT); with SPLIT it writes fp32 partials that _decode_split_triton combines.
     b = tl.program_id(0)
     h = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
     h_mask = h < heads
@@ -59,12 +56,7 @@ def _mla_decode(Q, C, O, PART_O, PART_ML, indptr, indices, qk_scale, heads, stri
         acc = acc * alpha[:, None] + tl.dot(p.to(c_nope.dtype), c_nope)
         m_i = m_new
     if SPLIT:
-        row = _partial_row(b, h, heads)
-        _store_partial(PART_O, PART_ML, row, acc, m_i, l_i, h_mask, offs_r, offs_r < R, R)
-        if FOLD:
-            o_rows = O + b.to(tl.int64) * stride_ob + h.to(tl.int64) * stride_oh
-            _last_split_combines(COUNTS, b * tl.num_programs(1) + tl.program_id(1), PART_O, PART_ML,
-                                 row - tl.program_id(2), h_mask, o_rows, R, R_PAD, SPLITS_PAD, CHUNK)
+        _store_partial(PART_O, PART_ML, _partial_row(b, h, heads), acc, m_i, l_i, h_mask, offs_r, offs_r < R, R)
         return
     l_i = tl.where(l_i > 0.0, l_i, 1.0)
     out = acc / l_i[:, None]
@@ -85,13 +77,10 @@ def launch(q, kv_cache, kv_indptr, kv_indices, out, kv_lora_rank: int, scale: fl
     tiles = -(-kv_indices.shape[0] // (b * cfg.block_n))
     splits = splits_override() or decode_splits(b * head_blocks, sm_count(q), tiles)
     part_o, part_ml = split_workspace(b, heads, splits, r, q.device) if splits > 1 else (out, out)
-    fold = splits > 1 and decode_fold()
-    counts = split_counters(b * head_blocks, q.device) if fold else out
-    merge = merge_meta(cfg.block_h, splits, r) if fold else dict(DV_PAD=16, SPLITS_PAD=2, CHUNK=1)
     _mla_decode[(b, head_blocks, splits)](
         q, c, out, part_o, part_ml, kv_indptr, kv_indices, float(scale) * LOG2E, heads, q.stride(0), q.stride(1),
         c.stride(0), out.stride(0), out.stride(1), R=r, P=p, P_PAD=max(16, next_pow2(p)), BLOCK_H=cfg.block_h,
-        BLOCK_N=cfg.block_n, DOT_FP32=not gpu, SPLIT=splits > 1, COUNTS=counts, FOLD=fold, R_PAD=merge["DV_PAD"],
-        SPLITS_PAD=merge["SPLITS_PAD"], CHUNK=merge["CHUNK"], num_warps=cfg.num_warps, num_stages=cfg.num_stages)
-    if splits > 1 and not fold:
+        BLOCK_N=cfg.block_n, DOT_FP32=not gpu, SPLIT=splits > 1, num_warps=cfg.num_warps,
+        num_stages=cfg.num_stages)
+    if splits > 1:
         combine(part_o, part_ml, out)

@@ -31,8 +31,7 @@ host: grids and buffers come from host ints (token count, batch size, ``max_seql
 
 Decode (one query per sequence) splits the keys over programs when sequences x KV heads cannot
 fill the GPU (flash-decoding, :func:`decode_splits`): each split writes fp32 partials to a
-workspace and a combine pass merges them (``_decode_split_triton``), as a second launch or, with
-:func:`decode_fold`, in the last split of each (sequence, KV head) to finish.
+workspace and a combine pass merges them (``_decode_split_triton``).
 """
 from __future__ import annotations
 
@@ -209,19 +208,6 @@ def splits_override() -> int | None:
     if not value.isdigit() or int(value) < 1:
         raise ValueError(f"SOLBENCH_DECODE_SPLITS={value!r}: expected a positive integer")
     return int(value)
-
-
-def decode_fold() -> bool:
-    """``SOLBENCH_DECODE_FOLD=1``: split decode launches (paged and MLA) merge their splits in
-    the split launch itself, the last split of each (sequence, head group) to finish doing the
-    combine, instead of in a second launch; ``0`` or unset: the second launch (read at each call,
-    for GPU A/B runs)."""
-    import os
-
-    value = os.environ.get("SOLBENCH_DECODE_FOLD", "").strip()
-    if value not in ("", "0", "1"):
-        raise ValueError(f"SOLBENCH_DECODE_FOLD={value!r}: expected 0 or 1")
-    return value == "1"
 
 
 # ---- the custom ops ------------------------------------------------------------------------------
