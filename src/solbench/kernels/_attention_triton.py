@@ -7,9 +7,8 @@ import triton
 import triton.language as tl
 
 from solbench.kernels._decode_split_triton import _partial_row, _split_range, _store_partial, combine, split_workspace
-from solbench.kernels.attention import (LOG2E, STAGE_MAX_BYTES, decode_splits, default_config, direct_grid,
-                                        head_dim_chunks, kv_load_override, splits_override, stage_keys,
-                                        stage_override, tiles_override, tma_eligible)
+from solbench.kernels.attention import (LOG2E, decode_splits, default_config, direct_grid, head_dim_chunks,
+                                        splits_override, stage_keys, tiles_override)
 from solbench.kernels.common import gpu_codegen, next_pow2, sm_count
 
 
@@ -46,26 +45,22 @@ def _load_kv_tile(base, row, n_mask, offs_d, d_mask, stride_x, X: tl.constexpr, 
 
 
 @triton.jit
-def _attend_tiles(acc, acc_b, l_i, m_i, q, q_b, k_base, v_base, k_desc, v_desc, page_row, n_lo, n_hi, k_len,
-                  t_row, diag, offs_n, offs_d, d_mask, offs_db, db_mask, qk_scale,
+def _attend_tiles(acc, acc_b, l_i, m_i, q, q_b, k_base, v_base, page_row, n_lo, n_hi, k_len, t_row, diag,
+                  offs_n, offs_d, d_mask, offs_db, db_mask, qk_scale,
                   stride_kp, stride_kt, stride_kx, stride_vp, stride_vt, stride_vd,
                   PAGE: tl.constexpr, KX: tl.constexpr, CAUSAL: tl.constexpr, MASKED: tl.constexpr,
-                  BLOCK_N: tl.constexpr, D_B: tl.constexpr, DOT_FP32: tl.constexpr, TMA: tl.constexpr):
+                  BLOCK_N: tl.constexpr, D_B: tl.constexpr, DOT_FP32: tl.constexpr):
     """Online softmax over key tiles [n_lo, n_hi). Unmasked tiles (every key visible to every
     row) skip the masks and the empty-row guard. A head_size that is not a power of two runs
     as two column chunks (``acc`` and, when D_B > 0, ``acc_b``): 72 = 64 + 16 (8 masked)
-    multiplies 80 columns instead of 128. With TMA the K and V tiles come from the descriptors
-    ``k_desc``/``v_desc`` (rows past k_len read as zeros, as the masked pointer loads give)."""
+    multiplies 80 columns instead of 128."""
     for n in range(n_lo, n_hi, BLOCK_N):
         j = n + offs_n
         n_mask = j < k_len
-        if TMA:
-            k = k_desc.load([n, 0])
-        else:
-            cur = _page_of(page_row, j, k_len, PAGE, MASKED)
-            k_row = _token_rows(cur, j, stride_kp, stride_kt, PAGE)
-            v_row = _token_rows(cur, j, stride_vp, stride_vt, PAGE)
-            k = _load_kv_tile(k_base, k_row, n_mask, offs_d, d_mask, stride_kx, KX, MASKED)
+        cur = _page_of(page_row, j, k_len, PAGE, MASKED)
+        k_row = _token_rows(cur, j, stride_kp, stride_kt, PAGE)
+        v_row = _token_rows(cur, j, stride_vp, stride_vt, PAGE)
+        k = _load_kv_tile(k_base, k_row, n_mask, offs_d, d_mask, stride_kx, KX, MASKED)
         if DOT_FP32:
             k = k.to(tl.float32)
         qk = tl.dot(q, tl.trans(k))
@@ -90,10 +85,7 @@ def _attend_tiles(acc, acc_b, l_i, m_i, q, q_b, k_base, v_base, k_desc, v_desc, 
         p = tl.math.exp2(s - m_ref[:, None])
         alpha = tl.math.exp2(m_i - m_ref)
         l_i = l_i * alpha + tl.sum(p, 1)
-        if TMA:
-            v = v_desc.load([n, 0])
-        else:
-            v = _load_kv_tile(v_base, v_row, n_mask, offs_d, d_mask, stride_vd, 0, MASKED)
+        v = _load_kv_tile(v_base, v_row, n_mask, offs_d, d_mask, stride_vd, 0, MASKED)
         if DOT_FP32:
             v = v.to(tl.float32)
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
@@ -115,7 +107,7 @@ def _attention_fwd(Q, K, V, O, cu_q, cu_k, seqused_k, block_table, qk_scale, num
                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, VEC: tl.constexpr, DOT_FP32: tl.constexpr,
                    VEC_K: tl.constexpr, VEC_V: tl.constexpr,
                    PART_O, PART_ML, SPLIT: tl.constexpr,
-                   tiles_per_seq, stage_rows, STAGED: tl.constexpr, TMA: tl.constexpr):
+                   tiles_per_seq, stage_rows, STAGED: tl.constexpr):
     # Strides arrive divided by VEC (VEC_K, VEC_V for the caches): multiplied back here, the
     # compiler knows every row start is VEC-aligned (72-wide heads: 144 B) and issues 16-byte
     # vector loads. Per tensor: the x-split value cache's token stride 1 must not cost the keys theirs.
@@ -181,19 +173,6 @@ def _attention_fwd(Q, K, V, O, cu_q, cu_k, seqused_k, block_table, qk_scale, num
         k_base += k_start.to(tl.int64) * stride_kt
         v_base += k_start.to(tl.int64) * stride_vt
     diag = k_len - q_len
-    if TMA:
-        # One descriptor per (sequence, KV head) over its [k_len, D] rows, built in-kernel: its
-        # shape is this sequence's key count, so the rows past it (the next sequence's keys, or a
-        # staged buffer's unwritten rows) read as zeros, exactly what the masked pointer loads
-        # give; a host descriptor over the whole [rows, H_kv, D] buffer could not bound them per
-        # sequence. k_len 0 still makes a valid descriptor (no tile is loaded then).
-        k_desc = tl.make_tensor_descriptor(k_base, shape=[tl.maximum(k_len, 1), D], strides=[stride_kt, 1],
-                                           block_shape=[BLOCK_N, D])
-        v_desc = tl.make_tensor_descriptor(v_base, shape=[tl.maximum(k_len, 1), D], strides=[stride_vt, 1],
-                                           block_shape=[BLOCK_N, D])
-    else:
-        k_desc = k_base
-        v_desc = v_base
 
     offs_m = row0 + tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
@@ -231,14 +210,14 @@ def _attention_fwd(Q, K, V, O, cu_q, cu_k, seqused_k, block_table, qk_scale, num
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, D_A], tl.float32)
     acc_b = tl.zeros([BLOCK_M, 16 if D_B == 0 else D_B], tl.float32)
-    acc, acc_b, l_i, m_i = _attend_tiles(acc, acc_b, l_i, m_i, q, q_b, k_base, v_base, k_desc, v_desc, page_row,
-                                         n_lo, n_full, k_len, t_row, diag, offs_n, offs_d, d_mask, offs_db, db_mask,
-                                         qk_scale, stride_kp, stride_kt, stride_kx, stride_vp, stride_vt, stride_vd,
-                                         PAGE, KX, CAUSAL, False, BLOCK_N, D_B, DOT_FP32, TMA)
-    acc, acc_b, l_i, m_i = _attend_tiles(acc, acc_b, l_i, m_i, q, q_b, k_base, v_base, k_desc, v_desc, page_row,
-                                         n_full, n_end, k_len, t_row, diag, offs_n, offs_d, d_mask, offs_db, db_mask,
-                                         qk_scale, stride_kp, stride_kt, stride_kx, stride_vp, stride_vt, stride_vd,
-                                         PAGE, KX, CAUSAL, True, BLOCK_N, D_B, DOT_FP32, TMA)
+    acc, acc_b, l_i, m_i = _attend_tiles(acc, acc_b, l_i, m_i, q, q_b, k_base, v_base, page_row, n_lo, n_full,
+                                         k_len, t_row, diag, offs_n, offs_d, d_mask, offs_db, db_mask, qk_scale,
+                                         stride_kp, stride_kt, stride_kx, stride_vp, stride_vt, stride_vd,
+                                         PAGE, KX, CAUSAL, False, BLOCK_N, D_B, DOT_FP32)
+    acc, acc_b, l_i, m_i = _attend_tiles(acc, acc_b, l_i, m_i, q, q_b, k_base, v_base, page_row, n_full,
+                                         n_end, k_len, t_row, diag, offs_n, offs_d, d_mask, offs_db, db_mask,
+                                         qk_scale, stride_kp, stride_kt, stride_kx, stride_vp, stride_vt,
+                                         stride_vd, PAGE, KX, CAUSAL, True, BLOCK_N, D_B, DOT_FP32)
     if SPLIT:
         row = _partial_row(s, head, G * tl.num_programs(1))
         _store_partial(PART_O, PART_ML, row, acc, m_i, l_i, m_mask, offs_d, d_mask, D)
@@ -335,15 +314,12 @@ def launch(q, k, v, out, cu_seqlens_q, cu_seqlens_k, seqused_k, block_table, max
     d_pad = d_a + d_b
     gpu = gpu_codegen(q)
     rows_per_seq = max(1, int(max_seqlen_q)) * g
-    cfg = kv_load_override(tiles_override() or default_config(d_pad, rows_per_seq, gpu))
+    cfg = tiles_override() or default_config(d_pad, rows_per_seq, gpu)
     stage_rows = 0  # > 0: keys staged dense, this many rows per sequence
     if paged and not decode and x == 0:
         key_bound = block_table.shape[1] * page
         key_bound = min(key_bound, int(max_seqlen_k)) if max_seqlen_k else key_bound
-        staged_bytes = num_seqs * key_bound * hkv * d * k.element_size() * 2
-        forced = stage_override()
-        if (stage_keys(total * g, num_seqs, staged_bytes) if forced is None
-                else forced and staged_bytes <= STAGE_MAX_BYTES):
+        if stage_keys(total * g, num_seqs, num_seqs * key_bound * hkv * d * k.element_size() * 2):
             stage_rows = key_bound
             k, v = _stage(k, v, seqused_k, block_table, stage_rows)
             hkv, d, page, x, ks, vs = _kv_geometry(k, v, False)
@@ -372,11 +348,6 @@ def launch(q, k, v, out, cu_seqlens_q, cu_seqlens_k, seqused_k, block_table, max
     qt, qh, ot, oh = (st // vec for st in qo_strides)
     kp, kt, kh = (st // vec_k for st in ks[:3])
     vp, vt, vh = (st // vec_v for st in vs[:3])
-    rows_aligned = (vec_k == widest and vec_v == widest and ks[3] == 1 and vs[3] == 1
-                    and k.data_ptr() % 16 == 0 and v.data_ptr() % 16 == 0)
-    tma = cfg.tma and tma_eligible(paged, d, rows_aligned)
-    if tma and gpu:
-        _ensure_allocator()
     args = (q, k, v, out,
             dummy if decode else cu_seqlens_q, dummy if cu_seqlens_k is None else cu_seqlens_k,
             dummy if seqused_k is None else seqused_k, dummy if block_table is None else block_table,
@@ -386,7 +357,7 @@ def launch(q, k, v, out, cu_seqlens_q, cu_seqlens_k, seqused_k, block_table, max
     meta = dict(G=g, D=d, D_A=d_a, D_B=d_b, KX=x, PAGE=page, CAUSAL=bool(causal), DECODE=decode,
                 BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, VEC=vec, VEC_K=vec_k, VEC_V=vec_v, DOT_FP32=not gpu,
                 num_warps=cfg.num_warps, SPLIT=splits > 1,
-                STAGED=stage_rows > 0, TMA=tma)
+                STAGED=stage_rows > 0)
     key = tuple(sorted(meta.items())) + (cfg.num_stages, q.dtype)
     stages = _STAGES_THAT_FIT.get(key, cfg.num_stages)
     while True:
@@ -407,21 +378,3 @@ def launch(q, k, v, out, cu_seqlens_q, cu_seqlens_k, seqused_k, block_table, max
 
 #: Pipeline depth that fit shared memory, per launch config that needed fewer stages than asked.
 _STAGES_THAT_FIT: dict = {}
-
-
-def _scratch(size: int, alignment: int, stream):
-    # torch's caching allocator (blocks 512-byte aligned): under CUDA-graph capture the scratch
-    # comes from the graph's private pool, so a replay finds it where the capture put it.
-    return torch.empty(size, dtype=torch.int8, device="cuda")
-
-
-def _ensure_allocator() -> None:
-    """In-kernel tensor descriptors live in global scratch that Triton allocates at each launch
-    through ``triton.set_allocator``'s allocator; without one the launch fails. Set ours (torch's
-    caching allocator) unless the caller has set theirs. Triton keeps it in a ContextVar, so
-    this runs per launch: another thread or context starts without it."""
-    from triton.runtime import _allocation
-
-    current = getattr(_allocation, "_allocator", None)
-    if current is None or isinstance(current.get(), _allocation.NullAllocator):
-        triton.set_allocator(_scratch)

@@ -48,21 +48,12 @@ LOG2E = 1.4426950408889634
 @dataclasses.dataclass(frozen=True)
 class AttentionConfig:
     """Launch options of the attention kernel. ``block_m`` rows of (token, head) pairs per
-    program, ``block_n`` keys per tile.
-
-    ``tma``: key and value tiles come through Hopper's tensor memory accelerator (in-kernel
-    tensor descriptors) instead of pointer loads, where the launch allows it: dense or staged
-    keys (no page lookups), a power-of-two head_size (64, 128, 256: no padded column chunk) and
-    16-byte aligned K/V rows (:func:`tma_eligible`); any other launch (paged decode, short
-    paged prefills, head_size 72 or 80) takes the pointer path, so one setting serves a whole run.
-    (Triton 3.9's automatic warp specialization, ``tl.range(..., warp_specialize=True)``, leaves
-    this key loop's sm_90 code unchanged, so it is not an option here.)"""
+    program, ``block_n`` keys per tile."""
 
     block_m: int
     block_n: int
     num_warps: int
     num_stages: int
-    tma: bool = False
 
 
 #: Query rows (tokens x G) per sequence up to which a prefill takes 64 x 64 tiles with 4 warps,
@@ -115,20 +106,6 @@ def stage_keys(query_rows: int, num_seqs: int, staged_bytes: int) -> bool:
     return query_rows >= STAGE_MIN_ROWS * num_seqs and staged_bytes <= STAGE_MAX_BYTES
 
 
-def stage_override() -> bool | None:
-    """``SOLBENCH_ATTENTION_STAGE=0|1`` (or ``stage=0|1``): every paged prefill launch stages its
-    keys dense (1; still only where the buffer fits ``STAGE_MAX_BYTES``) or none does (0),
-    whatever :func:`stage_keys`'s rows rule says; for A/B runs, e.g. of the TMA loads
-    (``SOLBENCH_ATTENTION_TMA``), which only dense keys take, on short prefills (read at each
-    call; unset or empty: None, the rule decides)."""
-    values = env_fields("SOLBENCH_ATTENTION_STAGE", ("stage",))
-    if not values:
-        return None
-    if values["stage"] not in (0, 1):
-        raise ValueError(f"SOLBENCH_ATTENTION_STAGE={values['stage']}: expected 0 or 1")
-    return bool(values["stage"])
-
-
 def direct_grid(num_seqs: int, tiles_per_seq: int, packed_blocks: int) -> bool:
     """Whether a prefill launch gives every sequence ``tiles_per_seq`` program slots (the host's
     max_seqlen_q rows in row tiles) instead of the packed grid, whose programs find their
@@ -146,37 +123,12 @@ def head_dim_chunks(d: int) -> tuple[int, int]:
     return a, (0 if rest <= 0 else max(16, next_pow2(rest)))
 
 
-TILE_FIELDS = ("block_m", "block_n", "num_warps", "num_stages")
-
-
 def tiles_override() -> AttentionConfig | None:
     """``SOLBENCH_ATTENTION_TILES=block_m,block_n,num_warps,num_stages``: one config for every
-    launch, for A/B runs from the command line (read at each call). The K/V load path is set
-    apart, by :func:`kv_load_override`."""
-    values = env_fields("SOLBENCH_ATTENTION_TILES", TILE_FIELDS, complete=True)
+    launch, for A/B runs from the command line (read at each call)."""
+    names = tuple(f.name for f in dataclasses.fields(AttentionConfig))
+    values = env_fields("SOLBENCH_ATTENTION_TILES", names, complete=True)
     return AttentionConfig(**values) if values else None
-
-
-def kv_load_override(cfg: AttentionConfig) -> AttentionConfig:
-    """``cfg`` with ``tma`` from ``SOLBENCH_ATTENTION_TMA=0|1`` (or ``tma=0|1``), for A/B runs
-    from the command line (read at each call; unset or empty: ``cfg`` as it is). ``=1``: TMA
-    loads where the launch allows them (:func:`tma_eligible`), the pointer path elsewhere. It
-    combines with ``SOLBENCH_ATTENTION_TILES`` or the default tiles."""
-    values = env_fields("SOLBENCH_ATTENTION_TMA", ("tma",))
-    if not values:
-        return cfg
-    if values["tma"] not in (0, 1):
-        raise ValueError(f"SOLBENCH_ATTENTION_TMA={values['tma']}: expected 0 or 1")
-    return dataclasses.replace(cfg, tma=bool(values["tma"]))
-
-
-def tma_eligible(paged: bool, head_size: int, rows_aligned: bool) -> bool:
-    """Whether a launch can load its K/V tiles through tensor descriptors (``AttentionConfig.tma``):
-    dense or staged keys (``paged`` False: a tile is ``block_n`` consecutive rows of one
-    [keys, head_size] view), a power-of-two head_size of 16 to 256 (one [block_n, head_size]
-    box; 72 or 80 run as two column chunks), rows 16-byte aligned in start and stride (a TMA
-    rule: ``rows_aligned``)."""
-    return not paged and rows_aligned and 16 <= head_size <= 256 and head_size & (head_size - 1) == 0
 
 
 def decode_splits(programs: int, sm_count: int | None, key_tiles: int) -> int:
@@ -431,5 +383,4 @@ def paged_attention_decode(query: torch.Tensor, k_cache: torch.Tensor, v_cache: 
     return out
 
 
-__all__ = ["AttentionConfig", "decode_splits", "default_config", "direct_grid", "kv_load_override", "stage_keys",
-           "stage_override", "tma_eligible", "unified_attention", "varlen_attention", "paged_attention_decode"]
+__all__ = ["AttentionConfig", "decode_splits", "default_config", "direct_grid", "stage_keys", "unified_attention", "varlen_attention", "paged_attention_decode"]
