@@ -3,7 +3,7 @@
 Static facts, never a time. For every kernel launch an implementation makes on a shape (ours, or a
 candidate file's), the machine code Triton and ptxas produce for an H100/H200 (sm_90):
 instructions, registers, shared memory, local memory (spills), global loads and stores by access
-width, SFU operations, barriers and cp.async copies. It is what a kernel engineer, or an agent
+width, SFU operations, barriers, cp.async copies and TMA loads (UTMALDG). It is what a kernel engineer, or an agent
 without a GPU (shared/seeds/004), can check before spending device time: are the accesses 16-byte
 vectors, does a tile spill, did the pipeline happen, what a source change did to the instruction
 count. Whether a kernel is fast is only ever answered by ``solbench run`` on a GPU.
@@ -110,6 +110,7 @@ def summarize(instructions: Sequence[str], resources: dict) -> dict:
             "spill_bytes": resources.get("local", 0) + resources.get("stack", 0),
             "global_loads": dict(sorted(loads.items())), "global_stores": dict(sorted(stores.items())),
             "cp_async": sum(n for op, n in ops.items() if op.startswith("LDGSTS")),
+            "tma_loads": sum(n for op, n in ops.items() if op.startswith("UTMALDG")),
             "sfu": sum(n for op, n in ops.items() if op.startswith("MUFU")),
             "barriers": sum(n for op, n in ops.items() if op.startswith("BAR"))}
 
@@ -301,17 +302,18 @@ def cmd_sass(args) -> int:
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
     t = Table(title=f"{args.op}: sm_90 code of each kernel launch (static facts, not timings)")
     for col in ("shape", "kernel", "grid", "warps", "instr", "regs", "smem B", "spill B", "loads", "stores",
-                "cp.async", "SFU", "bar"):
+                "cp.async", "TMA", "SFU", "bar"):
         t.add_column(col, justify="left" if col in ("shape", "kernel", "loads", "stores") else "right")
     for r in rows:
         if "error" in r:
             t.add_row(str(r["shape_id"]), r["kernel"], "x".join(map(str, r["grid"])), str(r["num_warps"]),
-                      f"[red]{r['error'][:60]}[/]", *[""] * 8)
+                      f"[red]{r['error'][:60]}[/]", *[""] * 9)
             continue
         t.add_row(str(r["shape_id"]), r["kernel"], "x".join(map(str, r["grid"])), str(r["num_warps"]),
                   str(r["instructions"]), str(r["registers"]), str(r["shared_bytes"]),
                   f"[red]{r['spill_bytes']}[/]" if r["spill_bytes"] else "0",
-                  _widths(r["global_loads"]), _widths(r["global_stores"]), str(r["cp_async"]), str(r["sfu"]),
+                  _widths(r["global_loads"]), _widths(r["global_stores"]), str(r["cp_async"]), str(r["tma_loads"]),
+                  str(r["sfu"]),
                   str(r["barriers"]))
     console.print(t)
     if args.candidate:
