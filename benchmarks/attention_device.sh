@@ -28,16 +28,6 @@ for step in $STEPS; do case $step in
     SOLBENCH_CUDA_FAST_MATH=0 TO=90 run glu_cuda_exact --ops silu_and_mul,gelu_and_mul,gelu_tanh_and_mul,swiglu_oai --impls ours_cuda
     timeout 120 python3 -m solbench.pdl_chain --out $W/pdl_chain.jsonl > $W/log_pdl.txt 2>&1; echo "pdl rc=$?"; cat $W/log_pdl.txt | tail -8
     timeout 90 python3 -m solbench.kernels.cuda > $W/jit_compile.jsonl 2> $W/log_jit_compile.txt; echo "jit compile rc=$?"; cat $W/jit_compile.jsonl; pack ;;
-  tma) # TMA K/V loads (SOLBENCH_ATTENTION_TMA) against the pointer path, each side twice; #0/#9/#16 only
-       # reach the dense path when staged, so they run staged on both sides (SOLBENCH_ATTENTION_STAGE=1)
-       for i in 1 2; do
-         TO=60 run tma_off_$i --ops unified_attention --shapes 20,21,24 --impls ours_triton
-         SOLBENCH_ATTENTION_TMA=1 TO=60 run tma_on_$i --ops unified_attention --shapes 20,21,24 --impls ours_triton
-         SOLBENCH_ATTENTION_STAGE=1 TO=50 run tma_st_off_$i --ops unified_attention --shapes 0,9,16 --impls ours_triton
-         SOLBENCH_ATTENTION_STAGE=1 SOLBENCH_ATTENTION_TMA=1 TO=50 run tma_st_on_$i --ops unified_attention --shapes 0,9,16 --impls ours_triton
-       done
-       TO=40 run tma_af_off --ops attention_forward --shapes 9,10,20 --impls ours_triton
-       SOLBENCH_ATTENTION_TMA=1 TO=40 run tma_af_on --ops attention_forward --shapes 9,10,20 --impls ours_triton ;;
   pd) TO=${PD_TO:-200} run pd --ops mla_decode_attention,paged_attention_decode --impls ${PD_IMPLS:-ours_triton,torch_native,torch_compile} ;;
   pd1) SOLBENCH_DECODE_SPLITS=1 TO=${PD_TO:-200} run pd_onepass --ops mla_decode_attention,paged_attention_decode --impls ours_triton ;;  # split-KV A/B
   af) TO=${AF_TO:-150} run af --ops attention_forward --shapes ${AF_SHAPES:-4,17,9} --impls ours_triton,torch_native,sdpa_flash,flex_attention,sdpa_dense,flag_gems ;;

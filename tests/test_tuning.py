@@ -325,9 +325,13 @@ def test_packaged_tables_are_valid():
         table = tuning.read_table(p)
         for kernel, by_n in table["entries"].items():
             for n, entry in by_n.items():
-                family = "glu" if kernel == "glu" else "row"
                 cfg = entry["config"]
-                if family == "row":
+                if "backend" in cfg:  # a backend choice (tune --backends-from): both sides measured
+                    assert set(cfg) == {"backend"} and cfg["backend"] in ("triton", "cuda"), (p, kernel, n)
+                    assert cfg["backend"] == "triton" or entry["cuda_speedup"] > 1.0, (p, kernel, n)
+                    assert len(entry["times_us"]["cuda"]) == len(entry["times_us"]["triton"]) == len(entry["shapes"])
+                    continue
+                if tuning.base_kernel(kernel) not in ("glu", "glu_erf"):
                     RowOptions(**cfg)
                 assert entry["speedup"] > 1.0, (p, kernel, n)
 

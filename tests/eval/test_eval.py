@@ -362,7 +362,8 @@ def test_gpu_fast_candidate_ranks_above_slow_and_matches_run(tmp_path):
     # outputs rotate with its inputs under graph timing just as ours_triton's out= buffers do.
     fast = run_eval(EXAMPLE, shapes=shapes, baselines=["ours_triton", "torch_compile"])
     slow = run_eval("slow_correct", shapes=shapes, baselines=["torch_compile"])
-    assert all(r["verdict"] == "pass" and r["time_us"] for r in fast.records + slow.records)
+    assert all(r["verdict"] == "pass" and r["time_us"] for r in fast.records + slow.records), [
+        (r["shape_id"], r["verdict"], r.get("time_us"), (r.get("reason") or "")[:300]) for r in fast.records + slow.records]
     fs, ss = task_scores(fast.records), task_scores(slow.records)
     assert fs["geomean_vs_torch_compile"] > ss["geomean_vs_torch_compile"] and fs["median_s"] > ss["median_s"]
     for r in fast.records:  # the exported kernel reproduces ours_triton's `run` figure within noise
