@@ -93,6 +93,12 @@ class Flex:
         from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
         if self._fn is None:
+            # One compile per shape (dynamic=False, as FlexAttention is meant to run): with torch's
+            # default limit of 8 recompiles, the 9th shape of a run silently ran uncompiled
+            # (H100 unified_attention: 8-100 ms, graph capture failing, OOM on long prefills).
+            from solbench.core.baselines import configure_dynamo
+
+            configure_dynamo()
             self._fn = torch.compile(flex_attention, dynamic=False)
         lq_t = torch.tensor(lq, device=device)
         lk_t = torch.tensor(lk, device=device)

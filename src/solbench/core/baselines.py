@@ -7,7 +7,10 @@ from typing import Callable
 from solbench.core.spec import Support
 
 
-def _configure_dynamo() -> None:
+def configure_dynamo() -> None:
+    """The torch.compile settings of every compiled peer: a recompile limit that a whole catalog
+    operator's shapes cannot reach, an error (not a silent eager fall-back) if one is reached
+    anyway, and no compile caches carried over from earlier processes."""
     import torch._dynamo.config as cfg
 
     # Compile once with dynamic shapes, and make hitting the recompile limit an error instead of a
@@ -61,7 +64,7 @@ class Compiled:
         if self._compiled is None:
             import torch
 
-            _configure_dynamo()
+            configure_dynamo()
             self._compiled = torch.compile(self.fn, dynamic=True, fullgraph=True)
         return self._compiled
 
