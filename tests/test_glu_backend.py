@@ -38,15 +38,13 @@ def test_auto_takes_the_tables_choice_only_on_cuda_and_only_with_nvrtc(monkeypat
     act = glu_mod.ACT_GELU_ERF
     assert glu_mod.glu_backend(8, 4096, act, torch.device("cpu")) == "triton"
     assert glu_mod.glu_backend(8, 4096, act, torch.device("cuda")) == "triton"  # no entry: Triton
-    from solbench.kernels.cuda import jit
-
     with tuning.overriding(glu_mod.BACKEND_KERNEL_ERF, 4096, {"backend": "cuda"}):
-        monkeypatch.setattr(jit, "nvrtc_unavailable_reason", lambda: None)
+        monkeypatch.setattr(glu_mod, "cuda_backend_ready", lambda: True)
         assert glu_mod.glu_backend(8, 4096, act, torch.device("cuda")) == "cuda"
         assert glu_mod.glu_backend(8, 2048, act, torch.device("cuda")) == "triton"  # another bucket
         assert glu_mod.glu_backend(8, 4096, 0, torch.device("cuda")) == "triton"    # silu's key is apart
         assert glu_mod.glu_backend(0, 4096, act, torch.device("cuda")) == "triton"  # 0 rows launch nothing
-        monkeypatch.setattr(jit, "nvrtc_unavailable_reason", lambda: "no NVRTC here")
+        monkeypatch.setattr(glu_mod, "cuda_backend_ready", lambda: False)  # no NVRTC here
         assert glu_mod.glu_backend(8, 4096, act, torch.device("cuda")) == "triton"
 
 

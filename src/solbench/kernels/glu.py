@@ -17,6 +17,7 @@ formulation) is data in :mod:`solbench.kernels.activation`.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -167,9 +168,16 @@ def glu_backend(rows: int, d: int, act: int, device) -> str:
     cfg = tuning.lookup(backend_kernel(act), d, family="backend", rows=rows)
     if cfg is None or cfg.get("backend") != "cuda":
         return "triton"
+    return "cuda" if cuda_backend_ready() else "triton"
+
+
+@functools.lru_cache(maxsize=1)
+def cuda_backend_ready() -> bool:
+    """Whether NVRTC can compile the CUDA kernels here, asked once per process (a failed import
+    of the bindings is not cached by them, and a table that names CUDA is read on every launch)."""
     from solbench.kernels.cuda import jit
 
-    return "cuda" if jit.nvrtc_unavailable_reason() is None else "triton"
+    return jit.nvrtc_unavailable_reason() is None
 
 
 tuning.register_family("backend", lambda n, elem_bytes, rows, few_rows=False: [{"backend": "triton"},
