@@ -35,6 +35,10 @@ for step in $STEPS; do case $step in
   rest) TO=${REST_TO:-120} run rest --ops ${REST_OPS:-reshape_and_cache,topk_filter,fused_qkv_rope,mrope,linear_sigmoid_mul} --impls ours_triton,torch_eager --max-shapes ${REST_SHAPES:-3} ;;
   linear) TO=${LIN_TO:-90} run linear --ops gated_delta_rule_update,causal_conv1d,chunk_gated_delta_rule_state,chunk_delta_rule_output --impls ${LIN_IMPLS:-ours_triton,torch_eager,fla,fla_chunk} --max-shapes ${LIN_SHAPES:-2} ;;
   moe) TO=${MOE_TO:-120} run moe --ops fused_moe,fp8_blockscale_fused_moe,moe_topk_gating_softmax,moe_align_block_size,moe_count_and_sort,moe_sum_reduce --impls ${MOE_IMPLS:-ours_triton,torch_eager,flag_gems} --max-shapes ${MOE_SHAPES:-3} ;;
+  rest24) # issue 24's bar: every shape of the rest of the catalog with every runnable peer, one run (gated_delta_rule_update is
+          # in changed_contracts.jsonl); torch_compile compiles each shape cold, so this is the long step
+    TO=${REST24_TO:-560} run rest24 --ops ${REST24_OPS:-reshape_and_cache,topk_filter,fused_qkv_rope,causal_conv1d,mrope,linear_sigmoid_mul,chunk_gated_delta_rule_state,chunk_delta_rule_output} \
+      --impls ours_triton,torch_eager,torch_compile,flag_gems,liger,fla ;;
   truth) TO=${TRUTH_TO:-300} run truth --ops ${TRUTH_OPS:-fused_qkv_rope,reshape_and_cache,linear_sigmoid_mul,causal_conv1d,gated_delta_rule_update} --impls ours_triton,torch_eager,fla,fla_chunk ;;  # the operators whose contract or cost changed (#21), every shape
   routing) TO=${ROUTING_TO:-120} run routing --ops moe_topk_gating_softmax,moe_align_block_size,moe_count_and_sort --impls ours_triton,flag_gems,torch_eager ;;
   uab) for i in 1 2; do  # unified: the previous commit's kernel against this one, each twice
