@@ -281,6 +281,13 @@ def gpu_section(folder: Path) -> str:
             c = json.loads(cal.read_text())
             print(f"Calibration (`calibration.json`, {c.get('date', '?')[:10]}): copy bandwidth "
                   f"{c['bandwidth'] / 1e12:.2f} TB/s (read + write), launch floor {c['launch_floor_us']:.2f} µs.")
+        stale_file = folder.parent / "STALE.json"
+        stale = json.loads(stale_file.read_text()) if stale_file.is_file() else {}
+        for name, entry in sorted(stale.items()):
+            if name.startswith(folder.name + "/"):
+                print()
+                print(f"**Older contracts.** `{name.split('/', 1)[1]}`'s records of {', '.join(entry['ops'])} were "
+                      f"{entry['why']}.")
         print()
         print("| file | records | operators |")
         print("|---|---|---|")
