@@ -39,6 +39,10 @@ for step in $STEPS; do case $step in
           # in changed_contracts.jsonl); torch_compile compiles each shape cold, so this is the long step
     TO=${REST24_TO:-560} run rest24 --ops ${REST24_OPS:-reshape_and_cache,topk_filter,fused_qkv_rope,causal_conv1d,mrope,linear_sigmoid_mul,chunk_gated_delta_rule_state,chunk_delta_rule_output} \
       --impls ours_triton,torch_eager,torch_compile,flag_gems,liger,fla ;;
+  truth2) # issue 21's last re-measure: the operators whose SOL changed when overlapping paths began to combine by max,
+          # every shape (H100 files hold 5 of 24 block_scaled_mm shapes, 3 of 23 fused_moe, part of attention_forward)
+    TO=${TRUTH2_TO:-560} run truth2 --ops ${TRUTH2_OPS:-block_scaled_mm,fused_moe,fp8_blockscale_fused_moe,attention_forward} \
+      --impls ours_triton,torch_native,torch_compile,torch_eager,flag_gems,sdpa_flash,sdpa_dense ;;
   truth) TO=${TRUTH_TO:-300} run truth --ops ${TRUTH_OPS:-fused_qkv_rope,reshape_and_cache,linear_sigmoid_mul,causal_conv1d,gated_delta_rule_update} --impls ours_triton,torch_eager,fla,fla_chunk ;;  # the operators whose contract or cost changed (#21), every shape
   routing) TO=${ROUTING_TO:-120} run routing --ops moe_topk_gating_softmax,moe_align_block_size,moe_count_and_sort --impls ours_triton,flag_gems,torch_eager ;;
   uab) for i in 1 2; do  # unified: the previous commit's kernel against this one, each twice
