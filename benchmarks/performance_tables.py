@@ -338,29 +338,31 @@ def jit_section(folder: Path, recs: list[dict]) -> None:
             level = sum(x <= 1.0 + CUDA_LEVEL for x in ratios)
             print(f"| {op} | {len(ratios)} | {level}/{len(ratios)} | {sum(x < 1.0 for x in ratios)}/{len(ratios)} "
                   f"| {geomean(ratios):.3f} | {max(ratios):.2f}x |")
-    if pdl.is_file():
-        rows = [json.loads(line) for line in pdl.read_text().splitlines() if line.strip()]
-        print()
-        print("Programmatic dependent launch (`pdl_chain.jsonl`, `python -m solbench.pdl_chain`): two dependent "
-              "GLU kernels, x [T, 4d] -> [T, 2d] -> [T, d], d = "
-              f"{rows[0]['d'] if rows else '?'}, back to back in one graph (µs per pair, core graph timer).")
-        print()
-        print("| tokens | without PDL | with PDL | gain |")
-        print("|---|---|---|---|")
-        for r in rows:
-            print(f"| {r['tokens']} | {r['us_per_pair_no_pdl']:.2f} | {r['us_per_pair_pdl']:.2f} "
-                  f"| {r['gain_pct']:+.1f}% |")
-    if compile_times.is_file():
-        rows = [json.loads(line) for line in compile_times.read_text().splitlines() if line.strip()]
-        print()
-        print("First use (`jit_compile.jsonl`, `python -m solbench.kernels.cuda`): NVRTC compile on a cache miss, "
-              "then the same request from the disk cache, and the module load.")
-        print()
-        print("| variant | kernels | NVRTC | fast math | compile (miss) s | disk hit s | load s |")
-        print("|---|---|---|---|---|---|---|")
-        for r in rows:
-            print(f"| {r['variant']} {r['dtype']} {r['arch']} | {r['kernels']} | {r['nvrtc']} | {r['fast_math']} "
-                  f"| {r['compile_miss_s']:.3f} | {r['disk_hit_s']:.4f} | {fmt(r.get('load_s'), 4)} |")
+    _lines_table(pdl, lambda rows: "Programmatic dependent launch (`pdl_chain.jsonl`, `python -m solbench.pdl_chain`): "
+                 "two dependent GLU kernels, x [T, 4d] -> [T, 2d] -> [T, d], d = "
+                 f"{rows[0]['d'] if rows else '?'}, back to back in one graph (µs per pair, core graph timer).",
+                 ("tokens", "without PDL", "with PDL", "gain"),
+                 lambda r: (r["tokens"], f"{r['us_per_pair_no_pdl']:.2f}", f"{r['us_per_pair_pdl']:.2f}",
+                            f"{r['gain_pct']:+.1f}%"))
+    _lines_table(compile_times, lambda rows: "First use (`jit_compile.jsonl`, `python -m solbench.kernels.cuda`): "
+                 "NVRTC compile on a cache miss, then the same request from the disk cache, and the module load.",
+                 ("variant", "kernels", "NVRTC", "fast math", "compile (miss) s", "disk hit s", "load s"),
+                 lambda r: (f"{r['variant']} {r['dtype']} {r['arch']}", r["kernels"], r["nvrtc"], r["fast_math"],
+                            f"{r['compile_miss_s']:.3f}", f"{r['disk_hit_s']:.4f}", fmt(r.get("load_s"), 4)))
+
+
+def _lines_table(path: Path, intro, columns: tuple, cells) -> None:
+    """A markdown table of a JSON-lines file that is not a run (one row per line), if it exists."""
+    if not path.is_file():
+        return
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    print()
+    print(intro(rows))
+    print()
+    print("| " + " | ".join(columns) + " |")
+    print("|" + "---|" * len(columns))
+    for r in rows:
+        print("| " + " | ".join(str(c) for c in cells(r)) + " |")
 
 
 def doc(results: Path | None = None) -> str:
