@@ -7,8 +7,8 @@ import triton
 import triton.language as tl
 
 from solbench.kernels._decode_split_triton import _partial_row, _split_range, _store_partial, combine, split_workspace
-from solbench.kernels.attention import (LOG2E, decode_splits, default_config, direct_grid, head_dim_chunks,
-                                        splits_override, stage_keys, tiles_override)
+from solbench.kernels.attention import (LOG2E, decode_splits, direct_grid, head_dim_chunks, launch_config,
+                                        splits_override, stage_keys)
 from solbench.kernels.common import gpu_codegen, next_pow2, sm_count
 
 
@@ -45,15 +45,67 @@ def _load_kv_tile(base, row, n_mask, offs_d, d_mask, stride_x, X: tl.constexpr, 
 
 
 @triton.jit
+def exp2_fma(x):
+    """2^x for x <= 0 (a score minus its row's running max) without the SFU: FADDs, FMAs and
+    integer ops only. x = i + f with i = round(x), f in [-0.5, 0.5]: adding 1.5 * 2^23 rounds x to
+    an integer held in the sum's low mantissa bits, so neither FRND nor F2I (both on the SFU's
+    16-per-clock conversion pipe, like MUFU) is needed. 2^f is the minimax cubic for relative error
+    with p(0) = 1 exactly; its bound on [-0.5, 0.5] is 1.01e-4 (2^-13.3, 2^-13.27 in fp32 Horner),
+    20x under bf16's rounding (2^-9), which P takes for the PV matmul. 2^i scales by adding i << 23
+    to p's bits (the sum's bits << 23 are i << 23 mod 2^32). Below -126 (-inf included) it returns
+    exactly 0, where the exponent field would underflow; the SFU flushes there too."""
+    t = x + 12582912.0
+    f = x - (t - 12582912.0)
+    p = tl.fma(tl.fma(tl.fma(f, 0.05500893, 0.24221095), f, 0.6932829), f, 1.0)
+    bits = p.to(tl.uint32, bitcast=True) + (t.to(tl.uint32, bitcast=True) << 23)
+    return tl.where(x < -126.0, 0.0, bits.to(tl.float32, bitcast=True))
+
+
+@triton.jit
+def _column_halves(x, BLOCK_M: tl.constexpr, N: tl.constexpr):
+    """Columns [0, N/2) and [N/2, N) of every row. The split is on the column index's top bit, a
+    register bit of each thread in the MMA accumulator's layout (the low bits are lanes), so
+    nothing moves between threads."""
+    return tl.split(tl.permute(tl.reshape(x, [BLOCK_M, 2, N // 2]), (0, 2, 1)))
+
+
+@triton.jit
+def _column_join(lo, hi, BLOCK_M: tl.constexpr, N: tl.constexpr):
+    return tl.reshape(tl.permute(tl.join(lo, hi), (0, 2, 1)), [BLOCK_M, N])
+
+
+@triton.jit
+def _exp2_offload(x, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, POLY: tl.constexpr):
+    """2^x of a [BLOCK_M, BLOCK_N] tile (x <= 0), 1/POLY of its columns by :func:`exp2_fma` on the
+    FMA pipes and the rest by ``MUFU.EX2``, in column order. Even and odd columns are the two
+    halves of each thread's register pairs; POLY = 4 and 8 halve the even columns again by their
+    top bit. A ``tl.where`` over a column mask would evaluate both sides for every element."""
+    even, odd = tl.split(tl.reshape(x, [BLOCK_M, BLOCK_N // 2, 2]))
+    odd = tl.math.exp2(odd)
+    if POLY == 2:
+        even = exp2_fma(even)
+    elif POLY == 4:
+        lo, hi = _column_halves(even, BLOCK_M, BLOCK_N // 2)
+        even = _column_join(exp2_fma(lo), tl.math.exp2(hi), BLOCK_M, BLOCK_N // 2)
+    else:
+        lo, hi = _column_halves(even, BLOCK_M, BLOCK_N // 2)
+        lo_lo, lo_hi = _column_halves(lo, BLOCK_M, BLOCK_N // 4)
+        lo = _column_join(exp2_fma(lo_lo), tl.math.exp2(lo_hi), BLOCK_M, BLOCK_N // 4)
+        even = _column_join(lo, tl.math.exp2(hi), BLOCK_M, BLOCK_N // 2)
+    return tl.reshape(tl.join(even, odd), [BLOCK_M, BLOCK_N])
+
+
+@triton.jit
 def _attend_tiles(acc, acc_b, l_i, m_i, q, q_b, k_base, v_base, page_row, n_lo, n_hi, k_len, t_row, diag,
                   offs_n, offs_d, d_mask, offs_db, db_mask, qk_scale,
                   stride_kp, stride_kt, stride_kx, stride_vp, stride_vt, stride_vd,
                   PAGE: tl.constexpr, KX: tl.constexpr, CAUSAL: tl.constexpr, MASKED: tl.constexpr,
-                  BLOCK_N: tl.constexpr, D_B: tl.constexpr, DOT_FP32: tl.constexpr):
+                  BLOCK_N: tl.constexpr, D_B: tl.constexpr, DOT_FP32: tl.constexpr, EXP2_POLY: tl.constexpr):
     """Online softmax over key tiles [n_lo, n_hi). Unmasked tiles (every key visible to every
     row) skip the masks and the empty-row guard. A head_size that is not a power of two runs
     as two column chunks (``acc`` and, when D_B > 0, ``acc_b``): 72 = 64 + 16 (8 masked)
-    multiplies 80 columns instead of 128."""
+    multiplies 80 columns instead of 128. EXP2_POLY > 0: 1/EXP2_POLY of the exponentials on
+    the FMA pipes (:func:`_exp2_offload`)."""
     for n in range(n_lo, n_hi, BLOCK_N):
         j = n + offs_n
         n_mask = j < k_len
@@ -82,7 +134,10 @@ def _attend_tiles(acc, acc_b, l_i, m_i, q, q_b, k_base, v_base, page_row, n_lo, 
             m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
             m_ref = m_new
             s = qk * qk_scale
-        p = tl.math.exp2(s - m_ref[:, None])
+        if EXP2_POLY > 0:
+            p = _exp2_offload(s - m_ref[:, None], qk.shape[0], BLOCK_N, EXP2_POLY)
+        else:
+            p = tl.math.exp2(s - m_ref[:, None])
         alpha = tl.math.exp2(m_i - m_ref)
         l_i = l_i * alpha + tl.sum(p, 1)
         v = _load_kv_tile(v_base, v_row, n_mask, offs_d, d_mask, stride_vd, 0, MASKED)
@@ -107,7 +162,7 @@ def _attention_fwd(Q, K, V, O, cu_q, cu_k, seqused_k, block_table, qk_scale, num
                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, VEC: tl.constexpr, DOT_FP32: tl.constexpr,
                    VEC_K: tl.constexpr, VEC_V: tl.constexpr,
                    PART_O, PART_ML, SPLIT: tl.constexpr,
-                   tiles_per_seq, stage_rows, STAGED: tl.constexpr):
+                   tiles_per_seq, stage_rows, STAGED: tl.constexpr, EXP2_POLY: tl.constexpr):
     # Strides arrive divided by VEC (VEC_K, VEC_V for the caches): multiplied back here, the
     # compiler knows every row start is VEC-aligned (72-wide heads: 144 B) and issues 16-byte
     # vector loads. Per tensor: the x-split value cache's token stride 1 must not cost the keys theirs.
@@ -213,11 +268,11 @@ def _attention_fwd(Q, K, V, O, cu_q, cu_k, seqused_k, block_table, qk_scale, num
     acc, acc_b, l_i, m_i = _attend_tiles(acc, acc_b, l_i, m_i, q, q_b, k_base, v_base, page_row, n_lo, n_full,
                                          k_len, t_row, diag, offs_n, offs_d, d_mask, offs_db, db_mask, qk_scale,
                                          stride_kp, stride_kt, stride_kx, stride_vp, stride_vt, stride_vd,
-                                         PAGE, KX, CAUSAL, False, BLOCK_N, D_B, DOT_FP32)
+                                         PAGE, KX, CAUSAL, False, BLOCK_N, D_B, DOT_FP32, EXP2_POLY)
     acc, acc_b, l_i, m_i = _attend_tiles(acc, acc_b, l_i, m_i, q, q_b, k_base, v_base, page_row, n_full,
                                          n_end, k_len, t_row, diag, offs_n, offs_d, d_mask, offs_db, db_mask,
                                          qk_scale, stride_kp, stride_kt, stride_kx, stride_vp, stride_vt,
-                                         stride_vd, PAGE, KX, CAUSAL, True, BLOCK_N, D_B, DOT_FP32)
+                                         stride_vd, PAGE, KX, CAUSAL, True, BLOCK_N, D_B, DOT_FP32, EXP2_POLY)
     if SPLIT:
         row = _partial_row(s, head, G * tl.num_programs(1))
         _store_partial(PART_O, PART_ML, row, acc, m_i, l_i, m_mask, offs_d, d_mask, D)
@@ -314,7 +369,7 @@ def launch(q, k, v, out, cu_seqlens_q, cu_seqlens_k, seqused_k, block_table, max
     d_pad = d_a + d_b
     gpu = gpu_codegen(q)
     rows_per_seq = max(1, int(max_seqlen_q)) * g
-    cfg = tiles_override() or default_config(d_pad, rows_per_seq, gpu)
+    cfg = launch_config(d_pad, rows_per_seq, gpu)
     stage_rows = 0  # > 0: keys staged dense, this many rows per sequence
     if paged and not decode and x == 0:
         key_bound = block_table.shape[1] * page
@@ -357,7 +412,7 @@ def launch(q, k, v, out, cu_seqlens_q, cu_seqlens_k, seqused_k, block_table, max
     meta = dict(G=g, D=d, D_A=d_a, D_B=d_b, KX=x, PAGE=page, CAUSAL=bool(causal), DECODE=decode,
                 BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, VEC=vec, VEC_K=vec_k, VEC_V=vec_v, DOT_FP32=not gpu,
                 num_warps=cfg.num_warps, SPLIT=splits > 1,
-                STAGED=stage_rows > 0)
+                STAGED=stage_rows > 0, EXP2_POLY=0 if decode else cfg.exp2_poly)
     key = tuple(sorted(meta.items())) + (cfg.num_stages, q.dtype)
     stages = _STAGES_THAT_FIT.get(key, cfg.num_stages)
     while True:
