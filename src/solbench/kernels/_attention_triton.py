@@ -48,8 +48,8 @@ def _load_kv_tile(base, row, n_mask, offs_d, d_mask, stride_x, X: tl.constexpr, 
 def exp2_fma(x):
     """2^x for x <= 0 (a score minus its row's running max) without the SFU: FADDs, FMAs and
     integer ops only. x = i + f with i = round(x), f in [-0.5, 0.5]: adding 1.5 * 2^23 rounds x to
-    an integer held in the sum's low mantissa bits, so neither FRND nor F2I (both on the SFU's
-    16-per-clock conversion pipe, like MUFU) is needed. 2^f is the minimax cubic for relative error
+    an integer held in the sum's low mantissa bits, so neither FRND nor F2I is needed (on sm_90
+    they issue at 16 per clock per SM, MUFU's own rate). 2^f is the minimax cubic for relative error
     with p(0) = 1 exactly; its bound on [-0.5, 0.5] is 1.01e-4 (2^-13.3, 2^-13.27 in fp32 Horner),
     20x under bf16's rounding (2^-9), which P takes for the PV matmul. 2^i scales by adding i << 23
     to p's bits (the sum's bits << 23 are i << 23 mod 2^32). Below -126 (-inf included) it returns
@@ -79,7 +79,9 @@ def _exp2_offload(x, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, POLY: tl.cons
     """2^x of a [BLOCK_M, BLOCK_N] tile (x <= 0), 1/POLY of its columns by :func:`exp2_fma` on the
     FMA pipes and the rest by ``MUFU.EX2``, in column order. Even and odd columns are the two
     halves of each thread's register pairs; POLY = 4 and 8 halve the even columns again by their
-    top bit. A ``tl.where`` over a column mask would evaluate both sides for every element."""
+    top bit. A ``tl.where`` over a column mask would evaluate both sides for every element. On
+    sm_90 a polynomial element is 9 instructions (3 FADD, 3 FFMA, LEA, FSETP, FSEL) for MUFU's 1,
+    so issue slots bound how large a share pays off: hence the choice of 1/2, 1/4, 1/8."""
     even, odd = tl.split(tl.reshape(x, [BLOCK_M, BLOCK_N // 2, 2]))
     odd = tl.math.exp2(odd)
     if POLY == 2:
