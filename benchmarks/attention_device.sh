@@ -39,6 +39,10 @@ for step in $STEPS; do case $step in
           # in changed_contracts.jsonl); torch_compile compiles each shape cold, so this is the long step
     TO=${REST24_TO:-560} run rest24 --ops ${REST24_OPS:-reshape_and_cache,topk_filter,fused_qkv_rope,causal_conv1d,mrope,linear_sigmoid_mul,chunk_gated_delta_rule_state,chunk_delta_rule_output} \
       --impls ours_triton,torch_eager,torch_compile,flag_gems,liger,fla ;;
+  exp2) # part of each prefill tile's exp2 on the FMA pipes (SOLBENCH_ATTENTION_EXP2) against all on the SFU, each side twice
+    for i in 1 2; do for e in sfu poly poly4 poly8; do
+      SOLBENCH_ATTENTION_EXP2=$e TO=60 run exp2_${e}_$i --ops unified_attention --shapes ${EXP2_SHAPES:-20,21,24,9} --impls ours_triton
+    done; done ;;
   truth2) # issue 21's last re-measure: the operators whose SOL changed when overlapping paths began to combine by max,
           # every shape (H100 files hold 5 of 24 block_scaled_mm shapes, 3 of 23 fused_moe, part of attention_forward)
     TO=${TRUTH2_TO:-560} run truth2 --ops ${TRUTH2_OPS:-block_scaled_mm,fused_moe,fp8_blockscale_fused_moe,attention_forward} \
