@@ -376,21 +376,22 @@ def backend_buckets(records: Sequence[dict], sms: int) -> list[BackendBucket]:
         raise ValueError(f"records of several devices ({', '.join(sorted(map(str, devices)))}): "
                          "a backend choice is per device, pass one device's records")
     times: dict[tuple, dict] = {}
-    params: dict[tuple, dict] = {}
+    bucket_of: dict[tuple, tuple] = {}
     for r in records:
         if r.get("status") != "ok" or r.get("smoke") or r.get("impl") not in BACKEND_IMPLS.values():
             continue
-        if tuning.backend_bucket(r["op"], r.get("params") or {}) is None:
+        bucket = tuning.backend_bucket(r["op"], r.get("params") or {})
+        if bucket is None:
             continue
         key = (r["op"], r["shape_id"])
         backend = next(b for b, impl in BACKEND_IMPLS.items() if impl == r["impl"])
         times.setdefault(key, {})[backend] = float(r["time_us"])
-        params[key] = r["params"]
+        bucket_of[key] = bucket
     groups: dict[tuple, list] = {}
     for key, t in times.items():
         if len(t) < 2:
             continue
-        kernel, n, rows = tuning.backend_bucket(key[0], params[key])
+        kernel, n, rows = bucket_of[key]
         groups.setdefault((tuning.tier_key(kernel, rows, sms), int(n)), []).append((f"{key[0]}#{key[1]}", t))
     out = []
     for (kernel, n), members in sorted(groups.items()):
@@ -415,9 +416,8 @@ def merge_backend_entries(table: dict | None, buckets: Sequence[BackendBucket], 
     table = dict(table) if table else {"version": tuning.TABLE_VERSION, "device": device, "entries": {}}
     if table.get("device") not in (None, device):
         raise ValueError(f"the table is {table['device']}'s; these records are {device}'s")
-    backend_keys = {b.kernel for b in buckets}
-    entries = {k: dict(v) for k, v in table.get("entries", {}).items()
-               if tuning.base_kernel(k) not in {tuning.base_kernel(b) for b in backend_keys}}
+    replaced = {tuning.base_kernel(b.kernel) for b in buckets}  # every tier of a decided key
+    entries = {k: dict(v) for k, v in table.get("entries", {}).items() if tuning.base_kernel(k) not in replaced}
     for b in buckets:
         entries.setdefault(b.kernel, {})[str(b.n)] = {
             "config": {"backend": "cuda" if b.adopted else "triton"}, "cuda_speedup": b.speedup,
