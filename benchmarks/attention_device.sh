@@ -39,19 +39,15 @@ for step in $STEPS; do case $step in
           # in changed_contracts.jsonl); torch_compile compiles each shape cold, so this is the long step
     TO=${REST24_TO:-560} run rest24 --ops ${REST24_OPS:-reshape_and_cache,topk_filter,fused_qkv_rope,causal_conv1d,mrope,linear_sigmoid_mul,chunk_gated_delta_rule_state,chunk_delta_rule_output} \
       --impls ours_triton,torch_eager,torch_compile,flag_gems,liger,fla ;;
-  exp2) # part of each prefill tile's exp2 on the FMA pipes (SOLBENCH_ATTENTION_EXP2) against all on the SFU, each side twice
-    for i in 1 2; do for e in sfu poly poly4 poly8; do
-      SOLBENCH_ATTENTION_EXP2=$e TO=60 run exp2_${e}_$i --ops unified_attention --shapes ${EXP2_SHAPES:-20,21,24,9} --impls ours_triton
-    done; done ;;
   truth2) # issue 21's last re-measure: the operators whose SOL changed when overlapping paths began to combine by max,
           # every shape (H100 files hold 5 of 24 block_scaled_mm shapes, 3 of 23 fused_moe, part of attention_forward)
     TO=${TRUTH2_TO:-560} run truth2 --ops ${TRUTH2_OPS:-block_scaled_mm,fused_moe,fp8_blockscale_fused_moe,attention_forward} \
-      --impls ours_triton,torch_native,torch_compile,torch_eager,flag_gems,sdpa_flash,sdpa_dense ;;
+      --impls ${TRUTH2_IMPLS:-ours_triton,torch_native,torch_compile,torch_eager,flag_gems,sdpa_flash,sdpa_dense} ;;
   truth) TO=${TRUTH_TO:-300} run truth --ops ${TRUTH_OPS:-fused_qkv_rope,reshape_and_cache,linear_sigmoid_mul,causal_conv1d,gated_delta_rule_update} --impls ours_triton,torch_eager,fla,fla_chunk ;;  # the operators whose contract or cost changed (#21), every shape
   routing) TO=${ROUTING_TO:-120} run routing --ops moe_topk_gating_softmax,moe_align_block_size,moe_count_and_sort --impls ours_triton,flag_gems,torch_eager ;;
   uab) for i in 1 2; do  # unified: the previous commit's kernel against this one, each twice
          PYTHONPATH=$(tree base) TO=90 run uab_base_$i --ops unified_attention --shapes ${UAB_SHAPES:-20,21,24,9,0,16,7} --impls ours_triton
-         peers=ours_dense,sdpa_dense; [ $i = 1 ] && peers=ours_dense,sdpa_dense,flag_gems,sdpa_flash,flex_attention,torch_native
+         peers=${UAB_PEERS:-ours_dense,sdpa_dense}; [ $i = 1 ] && peers=${UAB_PEERS1:-ours_dense,sdpa_dense,flag_gems,sdpa_flash,flex_attention,torch_native}
          TO=200 run uab_new_$i --ops unified_attention --shapes ${UAB_SHAPES:-20,21,24,9,0,16,7} --impls ours_triton,$peers; done
        for t in ${UAB_TILES:-128,128,8,3 128,64,8,2 64,64,4,3 64,128,4,2}; do
          SOLBENCH_ATTENTION_TILES=$t TO=60 run uab_tiles_${t//,/_} --ops unified_attention --shapes 9,0,16 --impls ours_triton; done ;;

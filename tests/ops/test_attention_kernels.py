@@ -1,18 +1,14 @@
 """Our attention kernel (solbench.kernels.attention) against the fp32 reference, in Triton's CPU
 interpreter on small shapes: GQA ratios, partial pages, chunked prefill (L_q < L_k), one-token
-decode, an empty sequence in a batch, strided q, out=, the x-split decode layout, errors, and the
-softmax exponentials partly on the FMA pipes (SOLBENCH_ATTENTION_EXP2=poly)."""
+decode, an empty sequence in a batch, strided q, out=, the x-split decode layout and errors."""
 from __future__ import annotations
 
 import pytest
 import torch
-import triton
-import triton.language as tl
 
 from solbench.core.attention_ref import varlen_attention_reference
 from solbench.core.baselines import triton_support
 from solbench.core.paged import blocks_needed, packed_from_nhd, pool_blocks, random_block_table, x_split_to_nhd
-from solbench.kernels._attention_triton import exp2_fma
 
 pytestmark = pytest.mark.skipif(not triton_support(), reason="needs a GPU or TRITON_INTERPRET=1")
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
@@ -99,9 +95,7 @@ def test_tiles_by_rows_per_sequence():
     from solbench.kernels.attention import default_config as _config
 
     def default_config(*args):
-        cfg = _config(*args)
-        assert cfg.exp2_poly == 0  # every exponential on the SFU unless SOLBENCH_ATTENTION_EXP2 says otherwise
-        return astuple(cfg)[:4]
+        return astuple(_config(*args))
 
     assert default_config(128, 8, True) == (16, 32, 2, 2)            # decode: G rows
     assert default_config(128, 1024, True) == (64, 64, 4, 2)         # unified #9: 256 tokens x G 4
@@ -158,20 +152,37 @@ def test_varlen_dense_causal_and_not():
         torch.testing.assert_close(got.float(), ref, **TOL)
 
 
-@pytest.mark.parametrize("h,hkv,ctx", [(8, 2, 37), (4, 1, 16), (3, 3, 5)])
-def test_paged_decode_x_split(h, hkv, ctx):
+def _poison_unused_slots(kc, vc, bt, lens, bs):
+    """NaN in every cache slot no sequence reaches (what torch.empty may hold in a serving cache):
+    the kernel may read whole pages, but keys past a sequence must not reach its output."""
+    used = torch.zeros(kc.shape[0], bs, dtype=torch.bool, device=kc.device)
+    for s, n in enumerate(lens):
+        for t in range(n):
+            used[int(bt[s, t // bs]), t % bs] = True
+    kc.masked_fill_(~used[:, None, None, :, None], float("nan"))
+    vc.masked_fill_(~used[:, None, None, :], float("nan"))
+
+
+@pytest.mark.parametrize("h,hkv,ctx,splits", [(8, 2, 37, None), (4, 1, 16, None), (3, 3, 5, None),
+                                              (8, 2, 45, "2"), (4, 1, 70, "3")])
+def test_paged_decode_x_split(h, hkv, ctx, splits, monkeypatch):
     from solbench.kernels.attention import paged_attention_decode
+
+    if splits:  # flash-decoding's key ranges (a CPU launch otherwise takes one pass)
+        monkeypatch.setenv("SOLBENCH_DECODE_SPLITS", splits)
 
     gen = torch.Generator(device=DEV).manual_seed(7)
     b, d, bs, x = 3, 64, 16, 8
     lens = [ctx, max(1, ctx - 4), 1]
-    nb = pool_blocks(sum(blocks_needed(lens, bs)))
+    nb = pool_blocks(len(lens) * max(blocks_needed(lens, bs)))  # the table's stale entries are blocks too
     query = torch.randn(b, h, d, dtype=torch.bfloat16, device=DEV, generator=gen)
     kc = torch.randn(nb, hkv, d // x, bs, x, dtype=torch.bfloat16, device=DEV, generator=gen)
     vc = torch.randn(nb, hkv, d, bs, dtype=torch.bfloat16, device=DEV, generator=gen)
     bt = random_block_table(lens, bs, nb, DEV, gen)
     sl = torch.tensor(lens, dtype=torch.int32, device=DEV)
+    _poison_unused_slots(kc, vc, bt, lens, bs)
     got = paged_attention_decode(query, kc, vc, bt, sl)
+    assert not got.isnan().any()
     k_nhd, v_nhd = x_split_to_nhd(kc, vc)
     k, v = packed_from_nhd(k_nhd, bt, lens), packed_from_nhd(v_nhd, bt, lens)
     ref = varlen_attention_reference(query, k, v, torch.arange(b + 1, device=DEV),
@@ -240,76 +251,3 @@ def test_unified_attention_is_captured_and_replayed_by_a_cuda_graph():
     graph.replay()
     torch.cuda.synchronize()
     torch.testing.assert_close(out.float(), _reference_paged(q, kc, vc, cu, sk, bt), **TOL)
-
-
-# ---- exponentials on the FMA pipes (AttentionConfig.exp2_poly, SOLBENCH_ATTENTION_EXP2) ----------
-
-@triton.jit
-def _exp2_fma_kernel(X, Y, N: tl.constexpr):
-    offs = tl.arange(0, N)
-    tl.store(Y + offs, exp2_fma(tl.load(X + offs)))
-
-
-def test_exp2_fma_against_torch():
-    edges = [0.0, -1e-7, -0.25, -0.5, -0.50000006, -1.0, -1.5, -2.5, -20.3, -125.5, -125.7, -126.0,
-             -126.2, -127.0, -150.0, -1e30, float("-inf")]
-    x = torch.cat([torch.tensor(edges), torch.linspace(-130.0, 0.0, 4096 - len(edges))]).to(DEV)
-    y = torch.full_like(x, float("nan"))
-    _exp2_fma_kernel[(1,)](x, y, N=x.numel())
-    want = torch.exp2(x.double())
-    flushed = x < -126
-    assert torch.all(y[flushed] == 0)                     # -inf (masked scores) and underflow: exactly 0
-    assert y[0] == 1.0 and y[edges.index(-126.0)] == 2.0 ** -126
-    rel = ((y[~flushed].double() - want[~flushed]) / want[~flushed]).abs()
-    assert rel.max() < 1.1e-4, rel.max()                  # the cubic's minimax bound 1.01e-4, plus fp32 rounding
-
-
-@pytest.mark.parametrize("poly", ["poly", "poly4", "poly8"])
-def test_kernel_with_exponentials_on_the_fma_pipes(poly, monkeypatch):
-    from solbench.kernels import _attention_triton
-    from solbench.kernels.attention import unified_attention, varlen_attention
-
-    monkeypatch.setenv("SOLBENCH_ATTENTION_EXP2", poly)
-    seen = []
-    kernel = _attention_triton._attention_fwd
-
-    class Spy:  # the launch's constexprs: the switch reaches the kernel, and only prefill takes it
-        def __getitem__(self, grid):
-            def run(*args, **kw):
-                seen.append((kw["DECODE"], kw["EXP2_POLY"]))
-                return kernel[grid](*args, **kw)
-            return run
-
-    monkeypatch.setattr(_attention_triton, "_attention_fwd", Spy())
-    # GQA (G = 4 and 2), partial tiles, chunked prefill, causal and not.
-    q, kc, vc, cu, sk, bt = _paged([40, 3, 17], [40, 9, 70], 8, 2, 64, seed=11)
-    for causal in (True, False):
-        got = unified_attention(q, kc, vc, cu, sk, bt, 40, causal=causal)
-        torch.testing.assert_close(got.float(), _reference_paged(q, kc, vc, cu, sk, bt, causal=causal), **TOL)
-    gen = torch.Generator(device=DEV).manual_seed(5)
-    q = torch.randn(70, 4, 128, dtype=torch.bfloat16, device=DEV, generator=gen)
-    k, v = (torch.randn(70, 2, 128, dtype=torch.bfloat16, device=DEV, generator=gen) * 2 for _ in range(2))
-    cu = torch.tensor([0, 70], dtype=torch.int32, device=DEV)
-    got = varlen_attention(q, k, v, cu, cu, 70, causal=True)
-    ref = varlen_attention_reference(q, k, v, cu, cu, scale=128 ** -0.5, causal=True, out_dtype=torch.float32)
-    torch.testing.assert_close(got.float(), ref, **TOL)
-    want = {"poly": 2, "poly4": 4, "poly8": 8}[poly]
-    assert seen and all(e == want for decode, e in seen if not decode)
-
-
-def test_exp2_switch(monkeypatch):
-    from solbench.kernels.attention import AttentionConfig, exp2_override, launch_config
-
-    assert exp2_override() is None and launch_config(128, 6294 * 8, True).exp2_poly == 0
-    for value, want in (("sfu", 0), ("poly", 2), ("poly2", 2), ("poly4", 4), ("poly8", 8)):
-        monkeypatch.setenv("SOLBENCH_ATTENTION_EXP2", value)
-        assert exp2_override() == want
-        assert launch_config(128, 6294 * 8, True) == AttentionConfig(128, 128, 8, 3, want)
-    monkeypatch.setenv("SOLBENCH_ATTENTION_TILES", "64,64,4,2")     # over the tiles override too
-    assert launch_config(128, 6294 * 8, True) == AttentionConfig(64, 64, 4, 2, 8)
-    for bad in ("poly3", "POLY", "1", "fma"):
-        monkeypatch.setenv("SOLBENCH_ATTENTION_EXP2", bad)
-        with pytest.raises(ValueError, match="SOLBENCH_ATTENTION_EXP2=.*expected one of sfu, poly"):
-            launch_config(128, 6294 * 8, True)
-    with pytest.raises(ValueError, match="exp2_poly=3"):
-        AttentionConfig(128, 128, 8, 3, exp2_poly=3)

@@ -22,12 +22,16 @@ def _token_rows(page, j, stride_page, stride_tok, PAGE: tl.constexpr):
 
 @triton.jit
 def _page_of(page_row, j, k_len, PAGE: tl.constexpr, MASKED: tl.constexpr):
-    """Block-table entries of keys j (0 where j is past the sequence; unused when dense)."""
+    """Block-table entries of keys j (unused when dense)."""
     if PAGE == 0:
         return tl.zeros_like(j)
+    page = j // PAGE
     if MASKED:
-        return tl.load(page_row + j // PAGE, mask=j < k_len, other=0)
-    return tl.load(page_row + j // PAGE)
+        # Pages past the sequence read as page 0 (a real page). The mask is per page, so the
+        # compiler still sees one page for each PAGE-aligned run of keys (token-major value
+        # loads stay 16-byte vectors).
+        return tl.load(page_row + page, mask=page * PAGE < k_len, other=0)
+    return tl.load(page_row + page)
 
 
 @triton.jit
@@ -45,56 +49,20 @@ def _load_kv_tile(base, row, n_mask, offs_d, d_mask, stride_x, X: tl.constexpr, 
 
 
 @triton.jit
-def exp2_fma(x):
-    """2^x for x <= 0 (a score minus its row's running max) without the SFU: FADDs, FMAs and
-    integer ops only. x = i + f with i = round(x), f in [-0.5, 0.5]: adding 1.5 * 2^23 rounds x to
-    an integer held in the sum's low mantissa bits, so neither FRND nor F2I is needed (on sm_90
-    they issue at 16 per clock per SM, MUFU's own rate). 2^f is the minimax cubic for relative error
-    with p(0) = 1 exactly; its bound on [-0.5, 0.5] is 1.01e-4 (2^-13.3, 2^-13.27 in fp32 Horner),
-    20x under bf16's rounding (2^-9), which P takes for the PV matmul. 2^i scales by adding i << 23
-    to p's bits (the sum's bits << 23 are i << 23 mod 2^32). Below -126 (-inf included) it returns
-    exactly 0, where the exponent field would underflow; the SFU flushes there too."""
-    t = x + 12582912.0
-    f = x - (t - 12582912.0)
-    p = tl.fma(tl.fma(tl.fma(f, 0.05500893, 0.24221095), f, 0.6932829), f, 1.0)
-    bits = p.to(tl.uint32, bitcast=True) + (t.to(tl.uint32, bitcast=True) << 23)
-    return tl.where(x < -126.0, 0.0, bits.to(tl.float32, bitcast=True))
-
-
-@triton.jit
-def _column_halves(x, BLOCK_M: tl.constexpr, N: tl.constexpr):
-    """Columns [0, N/2) and [N/2, N) of every row. The split is on the column index's top bit, a
-    register bit of each thread in the MMA accumulator's layout (the low bits are lanes), so
-    nothing moves between threads."""
-    return tl.split(tl.permute(tl.reshape(x, [BLOCK_M, 2, N // 2]), (0, 2, 1)))
-
-
-@triton.jit
-def _column_join(lo, hi, BLOCK_M: tl.constexpr, N: tl.constexpr):
-    return tl.reshape(tl.permute(tl.join(lo, hi), (0, 2, 1)), [BLOCK_M, N])
-
-
-@triton.jit
-def _exp2_offload(x, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, POLY: tl.constexpr):
-    """2^x of a [BLOCK_M, BLOCK_N] tile (x <= 0), 1/POLY of its columns by :func:`exp2_fma` on the
-    FMA pipes and the rest by ``MUFU.EX2``, in column order. Even and odd columns are the two
-    halves of each thread's register pairs; POLY = 4 and 8 halve the even columns again by their
-    top bit. A ``tl.where`` over a column mask would evaluate both sides for every element. On
-    sm_90 a polynomial element is 9 instructions (3 FADD, 3 FFMA, LEA, FSETP, FSEL) for MUFU's 1,
-    so issue slots bound how large a share pays off: hence the choice of 1/2, 1/4, 1/8."""
-    even, odd = tl.split(tl.reshape(x, [BLOCK_M, BLOCK_N // 2, 2]))
-    odd = tl.math.exp2(odd)
-    if POLY == 2:
-        even = exp2_fma(even)
-    elif POLY == 4:
-        lo, hi = _column_halves(even, BLOCK_M, BLOCK_N // 2)
-        even = _column_join(exp2_fma(lo), tl.math.exp2(hi), BLOCK_M, BLOCK_N // 2)
-    else:
-        lo, hi = _column_halves(even, BLOCK_M, BLOCK_N // 2)
-        lo_lo, lo_hi = _column_halves(lo, BLOCK_M, BLOCK_N // 4)
-        lo = _column_join(exp2_fma(lo_lo), tl.math.exp2(lo_hi), BLOCK_M, BLOCK_N // 4)
-        even = _column_join(lo, tl.math.exp2(hi), BLOCK_M, BLOCK_N // 2)
-    return tl.reshape(tl.join(even, odd), [BLOCK_M, BLOCK_N])
+def _load_v_token_major(base, row, n_mask, offs_d, d_mask, stride_d, V_RUN: tl.constexpr, MASKED: tl.constexpr):
+    """A [BLOCK_N, len(offs_d)] value tile from a cache whose tokens are contiguous within a page
+    (vLLM's x-split value cache ``[num_blocks, H_kv, D, block_size]``). A key-major tile would read
+    2-byte elements 2 * block_size bytes apart, one load instruction each and none of them
+    asynchronous; loaded [D, BLOCK_N], each thread reads runs of V_RUN tokens (one page's, or a
+    tile's if shorter) as 16-byte vectors, and the transpose goes to the dot's shared-memory
+    operand. The runs start V_RUN-aligned and share a page (:func:`_page_of` gives keys past the
+    sequence its last page), so every run is read whole and the keys past the sequence are
+    zeroed after the load, keeping it vectorized."""
+    row = tl.max_contiguous(tl.multiple_of(row, V_RUN), V_RUN)
+    vt = tl.load(base + offs_d[:, None] * stride_d + row[None, :], mask=d_mask[:, None], other=0.0)
+    if MASKED:
+        vt = tl.where(n_mask[None, :], vt, 0.0)
+    return tl.trans(vt)
 
 
 @triton.jit
@@ -102,12 +70,12 @@ def _attend_tiles(acc, acc_b, l_i, m_i, q, q_b, k_base, v_base, page_row, n_lo, 
                   offs_n, offs_d, d_mask, offs_db, db_mask, qk_scale,
                   stride_kp, stride_kt, stride_kx, stride_vp, stride_vt, stride_vd,
                   PAGE: tl.constexpr, KX: tl.constexpr, CAUSAL: tl.constexpr, MASKED: tl.constexpr,
-                  BLOCK_N: tl.constexpr, D_B: tl.constexpr, DOT_FP32: tl.constexpr, EXP2_POLY: tl.constexpr):
+                  BLOCK_N: tl.constexpr, D_B: tl.constexpr, DOT_FP32: tl.constexpr, V_RUN: tl.constexpr):
     """Online softmax over key tiles [n_lo, n_hi). Unmasked tiles (every key visible to every
     row) skip the masks and the empty-row guard. A head_size that is not a power of two runs
     as two column chunks (``acc`` and, when D_B > 0, ``acc_b``): 72 = 64 + 16 (8 masked)
-    multiplies 80 columns instead of 128. EXP2_POLY > 0: 1/EXP2_POLY of the exponentials on
-    the FMA pipes (:func:`_exp2_offload`)."""
+    multiplies 80 columns instead of 128. V_RUN > 0: the value cache is token-major
+    (:func:`_load_v_token_major`)."""
     for n in range(n_lo, n_hi, BLOCK_N):
         j = n + offs_n
         n_mask = j < k_len
@@ -136,18 +104,21 @@ def _attend_tiles(acc, acc_b, l_i, m_i, q, q_b, k_base, v_base, page_row, n_lo, 
             m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
             m_ref = m_new
             s = qk * qk_scale
-        if EXP2_POLY > 0:
-            p = _exp2_offload(s - m_ref[:, None], qk.shape[0], BLOCK_N, EXP2_POLY)
-        else:
-            p = tl.math.exp2(s - m_ref[:, None])
+        p = tl.math.exp2(s - m_ref[:, None])
         alpha = tl.math.exp2(m_i - m_ref)
         l_i = l_i * alpha + tl.sum(p, 1)
-        v = _load_kv_tile(v_base, v_row, n_mask, offs_d, d_mask, stride_vd, 0, MASKED)
+        if V_RUN > 0:
+            v = _load_v_token_major(v_base, v_row, n_mask, offs_d, d_mask, stride_vd, V_RUN, MASKED)
+        else:
+            v = _load_kv_tile(v_base, v_row, n_mask, offs_d, d_mask, stride_vd, 0, MASKED)
         if DOT_FP32:
             v = v.to(tl.float32)
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
         if D_B > 0:
-            v_b = _load_kv_tile(v_base, v_row, n_mask, offs_db, db_mask, stride_vd, 0, MASKED)
+            if V_RUN > 0:
+                v_b = _load_v_token_major(v_base, v_row, n_mask, offs_db, db_mask, stride_vd, V_RUN, MASKED)
+            else:
+                v_b = _load_kv_tile(v_base, v_row, n_mask, offs_db, db_mask, stride_vd, 0, MASKED)
             if DOT_FP32:
                 v_b = v_b.to(tl.float32)
             acc_b = acc_b * alpha[:, None] + tl.dot(p.to(v_b.dtype), v_b)
@@ -164,7 +135,7 @@ def _attention_fwd(Q, K, V, O, cu_q, cu_k, seqused_k, block_table, qk_scale, num
                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, VEC: tl.constexpr, DOT_FP32: tl.constexpr,
                    VEC_K: tl.constexpr, VEC_V: tl.constexpr,
                    PART_O, PART_ML, SPLIT: tl.constexpr,
-                   tiles_per_seq, stage_rows, STAGED: tl.constexpr, EXP2_POLY: tl.constexpr):
+                   tiles_per_seq, stage_rows, STAGED: tl.constexpr, V_RUN: tl.constexpr):
     # Strides arrive divided by VEC (VEC_K, VEC_V for the caches): multiplied back here, the
     # compiler knows every row start is VEC-aligned (72-wide heads: 144 B) and issues 16-byte
     # vector loads. Per tensor: the x-split value cache's token stride 1 must not cost the keys theirs.
@@ -270,11 +241,11 @@ def _attention_fwd(Q, K, V, O, cu_q, cu_k, seqused_k, block_table, qk_scale, num
     acc, acc_b, l_i, m_i = _attend_tiles(acc, acc_b, l_i, m_i, q, q_b, k_base, v_base, page_row, n_lo, n_full,
                                          k_len, t_row, diag, offs_n, offs_d, d_mask, offs_db, db_mask, qk_scale,
                                          stride_kp, stride_kt, stride_kx, stride_vp, stride_vt, stride_vd,
-                                         PAGE, KX, CAUSAL, False, BLOCK_N, D_B, DOT_FP32, EXP2_POLY)
+                                         PAGE, KX, CAUSAL, False, BLOCK_N, D_B, DOT_FP32, V_RUN)
     acc, acc_b, l_i, m_i = _attend_tiles(acc, acc_b, l_i, m_i, q, q_b, k_base, v_base, page_row, n_full,
                                          n_end, k_len, t_row, diag, offs_n, offs_d, d_mask, offs_db, db_mask,
                                          qk_scale, stride_kp, stride_kt, stride_kx, stride_vp, stride_vt,
-                                         stride_vd, PAGE, KX, CAUSAL, True, BLOCK_N, D_B, DOT_FP32, EXP2_POLY)
+                                         stride_vd, PAGE, KX, CAUSAL, True, BLOCK_N, D_B, DOT_FP32, V_RUN)
     if SPLIT:
         row = _partial_row(s, head, G * tl.num_programs(1))
         _store_partial(PART_O, PART_ML, row, acc, m_i, l_i, m_mask, offs_d, d_mask, D)
@@ -402,6 +373,12 @@ def launch(q, k, v, out, cu_seqlens_q, cu_seqlens_k, seqused_k, block_table, max
     qo_strides = (q.stride(0), q.stride(1), out.stride(0), out.stride(1))
     vec, vec_k, vec_v = (widest if all(st % widest == 0 for st in group) else 1
                          for group in (qo_strides, ks[:3], vs[:3]))
+    # Token-major value loads (vLLM's x-split value cache: tokens contiguous within a page) in
+    # 16-byte runs of min(page, block_n) tokens, where the run starts and the d stride keep them aligned.
+    v_run = min(page, cfg.block_n) if x > 0 and vs[1] == 1 else 0
+    if v_run and not (v_run * v.element_size() >= 16 and all(st % v_run == 0 for st in (vs[0], vs[2], vs[3]))
+                      and v.data_ptr() % 16 == 0):
+        v_run = 0
     qt, qh, ot, oh = (st // vec for st in qo_strides)
     kp, kt, kh = (st // vec_k for st in ks[:3])
     vp, vt, vh = (st // vec_v for st in vs[:3])
@@ -414,7 +391,7 @@ def launch(q, k, v, out, cu_seqlens_q, cu_seqlens_k, seqused_k, block_table, max
     meta = dict(G=g, D=d, D_A=d_a, D_B=d_b, KX=x, PAGE=page, CAUSAL=bool(causal), DECODE=decode,
                 BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, VEC=vec, VEC_K=vec_k, VEC_V=vec_v, DOT_FP32=not gpu,
                 num_warps=cfg.num_warps, SPLIT=splits > 1,
-                STAGED=stage_rows > 0, EXP2_POLY=0 if decode else cfg.exp2_poly)
+                STAGED=stage_rows > 0, V_RUN=v_run)
     key = tuple(sorted(meta.items())) + (cfg.num_stages, q.dtype)
     stages = _STAGES_THAT_FIT.get(key, cfg.num_stages)
     while True:

@@ -48,26 +48,14 @@ LOG2E = 1.4426950408889634
 @dataclasses.dataclass(frozen=True)
 class AttentionConfig:
     """Launch options of the attention kernel. ``block_m`` rows of (token, head) pairs per
-    program, ``block_n`` keys per tile. ``exp2_poly`` (prefill only; decode ignores it): 0 computes
-    every softmax exponential on the SFU (``MUFU.EX2``, 16 per clock per SM); k in
-    :data:`EXP2_POLY_SPLITS` computes 1/k of each tile's columns with a polynomial on the FMA pipes
-    instead (FlashAttention-4's offload), to relieve the SFU when it limits the key loop."""
+    program, ``block_n`` keys per tile."""
 
     block_m: int
     block_n: int
     num_warps: int
     num_stages: int
-    exp2_poly: int = 0
-
-    def __post_init__(self):
-        if self.exp2_poly not in (0,) + EXP2_POLY_SPLITS:
-            raise ValueError(f"AttentionConfig.exp2_poly={self.exp2_poly!r}: expected 0 (off) or one of "
-                             f"{EXP2_POLY_SPLITS} (1/k of the exponentials on the FMA pipes)")
 
 
-#: The fractions (1/k) of a tile's exponentials the polynomial may take: column halvings that stay
-#: in each thread's registers (:func:`exp2_override`).
-EXP2_POLY_SPLITS = (2, 4, 8)
 #: The launch fields ``SOLBENCH_ATTENTION_TILES`` sets.
 TILE_FIELDS = ("block_m", "block_n", "num_warps", "num_stages")
 
@@ -146,29 +134,10 @@ def tiles_override() -> AttentionConfig | None:
     return AttentionConfig(**values) if values else None
 
 
-def exp2_override() -> int | None:
-    """``SOLBENCH_ATTENTION_EXP2``: where a prefill launch computes its softmax exponentials, for
-    GPU A/B runs (read at each call; None when unset or empty, the config decides):
-    ``sfu`` every one on the SFU; ``poly`` half of each tile's columns by the FMA polynomial
-    (``poly2`` likewise), ``poly4`` a quarter, ``poly8`` an eighth. It applies over
-    ``SOLBENCH_ATTENTION_TILES`` and the default tiles alike."""
-    import os
-
-    value = os.environ.get("SOLBENCH_ATTENTION_EXP2", "").strip()
-    if not value:
-        return None
-    choices = {"sfu": 0, "poly": 2, **{f"poly{k}": k for k in EXP2_POLY_SPLITS}}
-    if value not in choices:
-        raise ValueError(f"SOLBENCH_ATTENTION_EXP2={value!r}: expected one of {', '.join(choices)}")
-    return choices[value]
-
-
 def launch_config(head_dim_padded: int, rows_per_seq: int, is_cuda: bool) -> AttentionConfig:
     """The config a launch uses: :func:`default_config` unless ``SOLBENCH_ATTENTION_TILES`` says
-    otherwise, with ``SOLBENCH_ATTENTION_EXP2``'s choice when set."""
-    cfg = tiles_override() or default_config(head_dim_padded, rows_per_seq, is_cuda)
-    poly = exp2_override()
-    return cfg if poly is None else dataclasses.replace(cfg, exp2_poly=poly)
+    otherwise."""
+    return tiles_override() or default_config(head_dim_padded, rows_per_seq, is_cuda)
 
 
 def decode_splits(programs: int, sm_count: int | None, key_tiles: int) -> int:
@@ -423,4 +392,4 @@ def paged_attention_decode(query: torch.Tensor, k_cache: torch.Tensor, v_cache: 
     return out
 
 
-__all__ = ["AttentionConfig", "decode_splits", "default_config", "exp2_override", "direct_grid", "stage_keys", "unified_attention", "varlen_attention", "paged_attention_decode"]
+__all__ = ["AttentionConfig", "decode_splits", "default_config", "direct_grid", "stage_keys", "unified_attention", "varlen_attention", "paged_attention_decode"]
