@@ -71,6 +71,11 @@ for step in $STEPS; do case $step in
       impls=ours_triton; [ "$k$i" = 01 ] && impls=ours_triton,flag_gems  # the peer once, in the first run
       ([ -n "${GAB[$k]}" ] && export ${GAB[$k]}; TO=${GAB_TO:-90} run gab_k${k}_$i --ops block_scaled_mm,fp8_blockscale_fused_moe --shapes 0,2,12 --impls $impls)
     done; done ;;
+  gatingab) # top-k gating launches (SOLBENCH_TOPK_SOFTMAX=block_t,num_warps) on the long shapes, each twice; flag_gems once
+    for i in 1 2; do for c in default ${GATING_CANDIDATES:-1,1 2,1}; do
+      impls=ours_triton; [ "$c$i" = default1 ] && impls=ours_triton,flag_gems
+      ([ $c != default ] && export SOLBENCH_TOPK_SOFTMAX=$c; TO=60 run gating_${c//,/_}_$i --ops moe_topk_gating_softmax --shapes 6,7,8,9 --impls $impls)
+    done; done ;;
   gputests) timeout ${GT_TO:-150} python3 -m pytest -q -p no:cacheprovider --maxfail=30 ${GT_TESTS:-tests/eval tests/test_jit_cuda_gpu.py tests/test_library.py tests/ops/test_attention_kernels.py} > $W/log_gputests.txt 2>&1
         echo "gputests rc=$?"; tail -25 $W/log_gputests.txt; pack ;;
   tiles) for t in ${TILES:-128,128,8,4 128,64,8,3 64,128,4,3}; do

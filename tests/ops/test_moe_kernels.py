@@ -95,6 +95,28 @@ def test_topk_gating_softmax_ties_and_renormalization(device, k, renorm):
     assert w0.shape == i0.shape == (0, k)
 
 
+def test_topk_softmax_launch_rule_and_override(device, monkeypatch):
+    from solbench.kernels.moe.routing import topk_softmax_launch
+
+    assert topk_softmax_launch(1, 128) == (1, 1)            # decode: one row, one warp
+    assert topk_softmax_launch(4083, 128) == (4, 4)         # a warp per row
+    assert topk_softmax_launch(8192, 128) == (16, 4)        # four rows per warp past 4096 tokens
+    assert topk_softmax_launch(13526, 256) == (8, 4)
+    monkeypatch.setenv("SOLBENCH_TOPK_SOFTMAX", "2,1")
+    assert topk_softmax_launch(13526, 256) == (2, 1)
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(37, 256, generator=g)                    # an odd row count: the last program is partial
+    w, ids = topk_gating_softmax(x.to(device), 8)
+    p = torch.softmax(x, -1)
+    top = torch.topk(p, 8, dim=-1)
+    assert torch.equal(ids.cpu().long(), top.indices)
+    torch.testing.assert_close(w.cpu(), top.values, rtol=1e-5, atol=1e-6)
+    for bad in ("3,1", "2,3", "2", "0,1"):
+        monkeypatch.setenv("SOLBENCH_TOPK_SOFTMAX", bad)
+        with pytest.raises(ValueError, match="SOLBENCH_TOPK_SOFTMAX"):
+            topk_softmax_launch(64, 256)
+
+
 def test_topk_gating_softmax_signed_zeros_and_extreme_logits(device):
     # -0.0 equals +0.0 (the lower index wins); -inf, huge and tiny logits keep their order.
     x = torch.tensor([[-0.0, 0.0, -1.0, -2.0, -3.0],

@@ -8,7 +8,7 @@ import triton
 import triton.language as tl
 
 from solbench.kernels.common import next_pow2
-from solbench.kernels.moe.routing import SortOptions, aligned_capacity
+from solbench.kernels.moe.routing import SortOptions, aligned_capacity, topk_softmax_launch
 
 
 _INT64_MIN: tl.constexpr = tl.constexpr(-(2 ** 63))
@@ -67,10 +67,7 @@ def launch_topk_softmax(x: torch.Tensor, weights: torch.Tensor, ids: torch.Tenso
     if t == 0:
         return
     be = next_pow2(e)
-    # A warp per row while that keeps the GPU busy (the k rounds are a latency chain of warp
-    # reductions); four rows per warp on long inputs for more work per program.
-    bt = max(1, min(next_pow2(t), 4 if t <= 4096 else 16, 2048 // be))
-    num_warps = max(1, min(8 if be >= 1024 else 4, bt * be // 128))
+    bt, num_warps = topk_softmax_launch(t, be)
     _topk_softmax_kernel[(triton.cdiv(t, bt),)](x, x.stride(0), weights, ids, t, e, TOP_K=k, KP=next_pow2(k),
                                                  RENORM=renormalize, BLOCK_T=bt, BLOCK_E=be, num_warps=num_warps)
 

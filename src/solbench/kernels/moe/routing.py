@@ -26,7 +26,8 @@ from dataclasses import dataclass
 
 import torch
 
-from solbench.kernels.common import as_rows, check_disjoint, check_dtype, check_out, functional_op, kernel_op, next_pow2
+from solbench.kernels.common import (as_rows, check_disjoint, check_dtype, check_out, env_fields, functional_op,
+                                     kernel_op, next_pow2)
 
 # ---- top-k gating softmax ------------------------------------------------------------------------
 
@@ -67,6 +68,28 @@ functional_op("solbench::topk_gating_softmax", _topk_softmax_op,
 
 #: Largest expert count a row of the gating kernel holds in registers.
 MAX_GATING_EXPERTS = 4096
+#: The launch fields ``SOLBENCH_TOPK_SOFTMAX`` sets.
+TOPK_SOFTMAX_FIELDS = ("block_t", "num_warps")
+
+
+def topk_softmax_launch(num_tokens: int, experts_padded: int) -> tuple[int, int]:
+    """(rows per program, warps) of the gating kernel for ``num_tokens`` rows of
+    ``experts_padded`` (a power of two) logits. A warp per row while that keeps the GPU busy
+    (the k rounds are a latency chain of warp reductions); up to 16 rows per program, four per
+    warp, past 4096 tokens; at most 2048 logits a program. ``SOLBENCH_TOPK_SOFTMAX=block_t,num_warps``
+    overrides it for GPU A/B runs (read at each call). On sm_90 a row of 256 logits spans two
+    warps under Triton's layout (4 fp32 a thread, 32 threads: 128 columns a warp), so each round
+    reduces through shared memory (21 barriers against 0 for one row in one warp): the candidate
+    that keeps such rows in one warp is ``SOLBENCH_TOPK_SOFTMAX=1,1`` (or ``2,1``)."""
+    forced = env_fields("SOLBENCH_TOPK_SOFTMAX", TOPK_SOFTMAX_FIELDS, complete=True)
+    if forced:
+        bt, nw = forced["block_t"], forced["num_warps"]
+        if not (bt >= 1 and bt & (bt - 1) == 0 and nw in (1, 2, 4, 8, 16)):
+            raise ValueError(f"SOLBENCH_TOPK_SOFTMAX: block_t must be a power of two >= 1 and num_warps one "
+                             f"of 1, 2, 4, 8, 16 (got {bt}, {nw})")
+        return bt, nw
+    bt = max(1, min(next_pow2(num_tokens), 4 if num_tokens <= 4096 else 16, 2048 // experts_padded))
+    return bt, max(1, min(8 if experts_padded >= 1024 else 4, bt * experts_padded // 128))
 
 
 def topk_gating_softmax(gating_output: torch.Tensor, top_k: int, renormalize: bool = False,
