@@ -306,6 +306,30 @@ def test_chunk_state_matches_reference(T, C):
         _ok(STATE, shape, name, a, b)
 
 
+def test_chunk_state_options_rule_and_override(monkeypatch):
+    from solbench.kernels.linear_attention.chunk import ChunkOptions, state_options
+
+    assert state_options(1, 32, 128, 132) == ChunkOptions(16, 4, 2)  # 32 x 2, then 32 x 4 programs: < 132 SMs
+    assert state_options(1, 2, 128, 132).block_v == 16            # a chain per value block of 16
+    assert state_options(1, 80, 128, 132).block_v == 64
+    monkeypatch.setenv("SOLBENCH_CHUNK_STATE", "block_v=32,num_stages=3")
+    assert state_options(1, 2, 128, 132) == ChunkOptions(32, 4, 3)
+    assert state_options(1, 2, 128, 132, ChunkOptions(block_v=64)) == ChunkOptions(64, 4, 3)  # the caller's wins
+    shape = _state_shape(40, 16, V=64)
+    inp = STATE.make_inputs(shape, torch.device(DEV), 0)
+    ref = STATE.reference(**_clone(inp))
+    from solbench.kernels.linear_attention import chunk_gated_delta_rule_state
+
+    got = chunk_gated_delta_rule_state(inp["k"], inp["w"], inp["u"], inp["g"], inp["initial_state"],
+                                       inp["initial_state_indices"], chunk_size=16)
+    for name, a, b in zip(STATE.output_names, got, ref):
+        _ok(STATE, shape, name, a, b)
+    for bad in ("24", "block_v=32,num_warps=3", "wide=2"):
+        monkeypatch.setenv("SOLBENCH_CHUNK_STATE", bad)
+        with pytest.raises(ValueError, match="SOLBENCH_CHUNK_STATE|block_v|num_warps"):
+            state_options(1, 2, 128, 132)
+
+
 @pytest.mark.parametrize("T", [1, 37])
 def test_chunk_output_matches_reference(T):
     # T = 1 runs a 16-token chunk (upstream's short-prompt rule); 37 with chunk 16 ends in a partial chunk.

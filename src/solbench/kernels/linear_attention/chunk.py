@@ -23,7 +23,7 @@ import dataclasses
 
 import torch
 
-from solbench.kernels.common import check_disjoint, check_out, functional_op, kernel_op, next_pow2
+from solbench.kernels.common import check_disjoint, check_out, env_fields, functional_op, kernel_op, next_pow2
 from solbench.kernels.linear_attention import _torch
 from solbench.kernels.linear_attention._util import cdiv, check_shape, check_tensor, index_dtypes, same_device, sm_count
 
@@ -60,16 +60,30 @@ def _check_acts(what, **tensors):
 
 
 # ---- the chunk-state recurrence -------------------------------------------------------------------
+#: The launch fields ``SOLBENCH_CHUNK_STATE`` sets.
+STATE_FIELDS = ("block_v", "num_warps", "num_stages")
+
+
 def state_options(B: int, H: int, V: int, sms: int | None, given: ChunkOptions | None = None) -> ChunkOptions:
     """The recurrence is a chain of chunk steps per (sequence, head, value block): value blocks of
-    64 where that still gives a program per SM, else 32 or 16 (more, shorter chains in flight)."""
+    64 where that still gives a program per SM, else 32 or 16 (more, shorter chains in flight).
+    Every value block of a head loads the head's whole w and k tiles each step, so narrower
+    blocks trade more chains for more of those loads. ``SOLBENCH_CHUNK_STATE`` (fields
+    ``block_v,num_warps,num_stages``, any subset as ``name=value``) fills what ``given`` leaves
+    open, for GPU A/B runs (read at each call)."""
     given = given or ChunkOptions()
+    forced = env_fields("SOLBENCH_CHUNK_STATE", STATE_FIELDS)
+    if forced:
+        given = dataclasses.replace(given, **{k: getattr(given, k) or v for k, v in forced.items()})
     bv = min(64, max(16, next_pow2(V)))
     while bv > 16 and sms and B * H * cdiv(V, bv) < sms:
         bv //= 2
     bv = given.block_v or bv
     if bv & (bv - 1) or bv < 16:
         raise ValueError(f"{STATE}: block_v must be a power of two >= 16, got {bv}")
+    if (given.num_warps or 4) not in (1, 2, 4, 8, 16) or (given.num_stages or 2) < 1:
+        raise ValueError(f"{STATE}: num_warps must be one of 1, 2, 4, 8, 16 and num_stages >= 1 "
+                         f"(got {given.num_warps}, {given.num_stages})")
     return ChunkOptions(block_v=bv, num_warps=given.num_warps or 4, num_stages=given.num_stages or 2)
 
 
