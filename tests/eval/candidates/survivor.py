@@ -5,12 +5,20 @@ import os
 
 import torch
 
+# The pipe's write end is close-on-exec: reading it to its end waits until the daemon has become
+# "sleep" (on a loaded machine a forked copy of the worker could otherwise still be a python
+# process when the evaluator names what survived).
+ready_r, ready_w = os.pipe()
 if os.fork() == 0:
+    os.close(ready_r)
     os.setsid()
     if os.fork() == 0:
         # The marker lets the test find it: "sleep 37.123" must not outlive the evaluation.
         os.execvp("sleep", ["sleep", "37.123"])
     os._exit(0)
+os.close(ready_w)
+os.read(ready_r, 1)
+os.close(ready_r)
 os.wait()
 
 
