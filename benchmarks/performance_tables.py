@@ -22,6 +22,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from statistics import median
 
+from solbench.catalog import operator_entries
 from solbench.core.score import amdahl_estimate, geomean, op_scores, suite_scores
 from solbench.runner import read_records
 
@@ -32,6 +33,58 @@ OURS_OTHER = ("ours_cuda",)
 BARS_OPS = {"silu_and_mul", "gelu_and_mul", "gelu_tanh_and_mul", "swiglu_oai", "rms_norm", "fused_add_rms_norm",
             "fused_qk_rmsnorm", "gated_rms_norm", "l2_norm", "layer_norm", "fp8_dynamic_per_token_quant",
             "fused_rmsnorm_quant", "per_token_group_quant_fp8"}
+
+#: The kernel families of issues 22-24 (and the first ones, #2/#7), for the before/after table.
+FAMILIES = {
+    "attention (#22)": ("unified_attention", "paged_attention_decode", "mla_decode_attention", "attention_forward"),
+    "MoE and fp8 GEMM (#23)": ("fused_moe", "block_scaled_mm", "fp8_blockscale_fused_moe", "moe_topk_gating_softmax",
+                               "moe_align_block_size", "moe_count_and_sort", "moe_sum_reduce"),
+    "cache, rope, top-k, linear attention (#24)": (
+        "reshape_and_cache", "topk_filter", "gated_delta_rule_update", "fused_qkv_rope", "causal_conv1d",
+        "chunk_gated_delta_rule_state", "mrope", "chunk_delta_rule_output", "linear_sigmoid_mul"),
+    "GLU, norms, fp8 quant (#2, #7)": tuple(sorted(BARS_OPS)),
+}
+
+
+def is_ours(rec) -> bool:
+    """Our kernels (not ``ours_dense``, a reference on K/V gathered before the timed call)."""
+    return rec["impl"].startswith("ours_") and rec.get("role") != "reference" and rec["impl"] != "ours_dense"
+
+
+def is_reference(rec) -> bool:
+    return rec.get("role") == "reference" or rec["impl"] in ("ours_dense", "sdpa_dense")
+
+
+def families(recs, importance) -> None:
+    """Production-weighted S of each family before our kernels (the best runnable peer per
+    operator) and after (the best implementation, ours included), and the suite's; references
+    (a dense kernel on K/V gathered before the timed call) count on neither side."""
+    per_op = op_scores([r for r in recs if not is_reference(r)])
+    peers = op_scores([r for r in recs if not is_reference(r) and not is_ours(r)])
+
+    def score(ops, table):
+        num = cov = 0.0
+        for op in ops:
+            if table.get(op):
+                w = float(importance.get(op, 0.0))
+                num += w * max(table[op].values())
+                cov += w
+        return num, cov
+
+    print()
+    print("Each family's production-weighted S (Σ importance × S / the importance of its operators with\n"
+          "records here, `measured`) before our kernels (the best runnable peer of each operator) and after\n"
+          "(the best implementation, ours included); `importance` is the catalog's, the suite row every operator's.")
+    print()
+    print("| family | importance | measured | S before | S after | Σ importance × S before | after |")
+    print("|---|---|---|---|---|---|---|")
+    catalog = {name: float(e.get("importance") or 0.0) for name, e in operator_entries().items()}
+    rows = list(FAMILIES.items()) + [("suite", tuple(sorted(catalog)))]
+    for name, ops in rows:
+        total = sum(catalog.get(op, 0.0) for op in ops)
+        (b, bcov), (a, acov) = score(ops, peers), score(ops, per_op)
+        print(f"| {name} | {total:.4f} | {acov:.4f} | {fmt(b / bcov if bcov else None)} | "
+              f"{fmt(a / acov if acov else None)} | {b:.4f} | {a:.4f} |")
 
 
 def fmt(x, digits=2):
@@ -69,6 +122,7 @@ def main(paths: list[str]) -> None:
     print("|---|---|---|---|")
     for impl, sc in sorted(scores.items(), key=lambda kv: -kv[1]["score"]):
         print(f"| {impl} | {sc['score']:.4f} | {sc['coverage']:.4f} | {fmt(sc['normalized'])} |")
+    families(recs, importance)
     am = amdahl_estimate(recs)
     if am:
         print()
