@@ -81,6 +81,10 @@ for step in $STEPS; do case $step in
       impls=ours_triton; [ "$c$i" = default1 ] && impls=ours_triton,fla
       ([ $c != default ] && export SOLBENCH_CHUNK_STATE=$c; TO=90 run chunk_${c//,/_}_$i --ops chunk_gated_delta_rule_state --shapes ${CHUNK_SHAPES:-0,1,7,8,10,20,24} --impls $impls)
     done; done ;;
+  convab) # causal_conv1d tiles (SOLBENCH_CONV=block_t,block_d,num_warps) on the large prefills, each twice
+    for i in 1 2; do for c in default ${CONV_CANDIDATES:-64,64,4 128,32,4 128,64,8 64,128,8}; do
+      ([ $c != default ] && export SOLBENCH_CONV=$c; TO=60 run conv_${c//,/_}_$i --ops causal_conv1d --shapes ${CONV_SHAPES:-4,6,7,8} --impls ours_triton)
+    done; done ;;
   gputests) timeout ${GT_TO:-150} python3 -m pytest -q -p no:cacheprovider --maxfail=30 ${GT_TESTS:-tests/eval tests/test_jit_cuda_gpu.py tests/test_library.py tests/ops/test_attention_kernels.py} > $W/log_gputests.txt 2>&1
         echo "gputests rc=$?"; tail -25 $W/log_gputests.txt; pack ;;
   tiles) n=0; for t in ${TILES:-128,128,8,4 128,64,8,3 64,128,4,3}; do  # a tile listed twice runs twice (its own file each time)

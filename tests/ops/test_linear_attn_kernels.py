@@ -231,6 +231,24 @@ def test_conv_varlen_matches_reference(block_t):
     assert torch.equal(pool, ref_pool)                      # pool lines are copies of inputs
 
 
+def test_conv_options_from_the_command_line(monkeypatch):
+    from solbench.kernels.conv import ConvOptions, conv_options
+
+    assert conv_options(1, 14807, 8192, 132) == ConvOptions(32, 128, 4)          # catalog #8
+    monkeypatch.setenv("SOLBENCH_CONV", "block_t=8,block_d=32")
+    assert conv_options(1, 14807, 8192, 132) == ConvOptions(8, 32, 1)
+    assert conv_options(1, 14807, 8192, 132, ConvOptions(block_t=16)) == ConvOptions(16, 32, 2)  # explicit wins
+    shape, inp = _conv_inputs([1, 11, 2, 5], has=[True, True, False, True])   # several 8-token blocks
+    ref_out, ref_pool = CONV.reference(**_clone(inp))
+    out, pool = _conv_call(inp)
+    _ok(CONV, shape, "out", out, ref_out)
+    assert torch.equal(pool, ref_pool)
+    for bad in ("block_t=24", "num_warps=3", "width=2"):
+        monkeypatch.setenv("SOLBENCH_CONV", bad)
+        with pytest.raises(ValueError, match="SOLBENCH_CONV|block_t|num_warps"):
+            conv_options(1, 100, 64, 132)
+
+
 def test_conv_padding_sequence_is_skipped_and_no_activation_no_bias():
     shape, inp = _conv_inputs([3, 2], has=[True, True], seed=1)
     inp["activation"], inp["bias"] = None, None

@@ -179,6 +179,20 @@ def env_fields(env: str, names: Sequence[str], *, complete: bool = False) -> dic
     return out
 
 
+def env_filled(env: str, given):
+    """``given`` (a frozen dataclass of launch options whose ``None`` fields a heuristic fills)
+    with the fields environment variable ``env`` sets (``name=value`` items, or all of them in
+    order) filling those the caller left ``None``: the caller's explicit options win. For GPU A/B
+    runs from the command line (read when called)."""
+    import dataclasses
+
+    names = [f.name for f in dataclasses.fields(given)]
+    forced = env_fields(env, names)
+    if not forced:
+        return given
+    return dataclasses.replace(given, **{k: v for k, v in forced.items() if getattr(given, k) is None})
+
+
 def streaming_hints(programs: int, sm_count: int | None) -> dict:
     """The ``LOAD_EVICT`` / ``STORE_CACHE`` constexprs for a launch of ``programs`` programs:
     on many waves (more than :data:`MANY_WAVES_PER_SM` programs per SM) loads marked first to

@@ -32,7 +32,7 @@ import dataclasses
 
 import torch
 
-from solbench.kernels.common import check_disjoint, check_out, functional_op, kernel_op, next_pow2
+from solbench.kernels.common import check_disjoint, check_out, env_filled, functional_op, kernel_op, next_pow2
 from solbench.kernels.linear_attention._util import (cdiv, check_shape, check_tensor, float_dtypes, index_dtypes,
                                                      same_device, sm_count)
 
@@ -51,8 +51,11 @@ class ConvOptions:
 def conv_options(n_seq: int, max_len: int, dim: int, sms: int | None, given: ConvOptions | None = None) -> ConvOptions:
     """Tiles of up to 32 tokens x 128 channels (8 KB of bf16 per tap; 64 tokens doubles the
     registers, 96 -> 230 per thread on sm_90); short calls (decode) take a token block no longer
-    than the sequence and narrower channel blocks until two waves of programs cover the SMs."""
-    given = given or ConvOptions()
+    than the sequence and narrower channel blocks until two waves of programs cover the SMs.
+    ``SOLBENCH_CONV`` (``block_t,block_d,num_warps``, or any as ``name=value``) fills what
+    ``given`` leaves open, for GPU A/B runs: a channel row holds only block_t tokens contiguous
+    (64 bytes at 32), so longer, narrower tiles are the candidates on the large prefills."""
+    given = env_filled("SOLBENCH_CONV", given or ConvOptions())
     bt = given.block_t or min(32, next_pow2(max(1, max_len)))
     bd = given.block_d or 128
     if not given.block_d:
@@ -62,6 +65,8 @@ def conv_options(n_seq: int, max_len: int, dim: int, sms: int | None, given: Con
         if v & (v - 1):
             raise ValueError(f"{WHAT}: {name} must be a power of two, got {v}")
     warps = given.num_warps or max(1, min(4, bt * bd // 256))
+    if warps not in (1, 2, 4, 8, 16):
+        raise ValueError(f"{WHAT}: num_warps must be one of 1, 2, 4, 8, 16, got {warps}")
     return ConvOptions(block_t=bt, block_d=bd, num_warps=warps)
 
 

@@ -23,7 +23,7 @@ import dataclasses
 
 import torch
 
-from solbench.kernels.common import check_disjoint, check_out, env_fields, functional_op, kernel_op, next_pow2
+from solbench.kernels.common import check_disjoint, check_out, env_filled, functional_op, kernel_op, next_pow2
 from solbench.kernels.linear_attention import _torch
 from solbench.kernels.linear_attention._util import cdiv, check_shape, check_tensor, index_dtypes, same_device, sm_count
 
@@ -60,10 +60,6 @@ def _check_acts(what, **tensors):
 
 
 # ---- the chunk-state recurrence -------------------------------------------------------------------
-#: The launch fields ``SOLBENCH_CHUNK_STATE`` sets.
-STATE_FIELDS = ("block_v", "num_warps", "num_stages")
-
-
 def state_options(B: int, H: int, V: int, sms: int | None, given: ChunkOptions | None = None) -> ChunkOptions:
     """The recurrence is a chain of chunk steps per (sequence, head, value block): value blocks of
     64 where that still gives a program per SM, else 32 or 16 (more, shorter chains in flight).
@@ -71,10 +67,7 @@ def state_options(B: int, H: int, V: int, sms: int | None, given: ChunkOptions |
     blocks trade more chains for more of those loads. ``SOLBENCH_CHUNK_STATE`` (fields
     ``block_v,num_warps,num_stages``, any subset as ``name=value``) fills what ``given`` leaves
     open, for GPU A/B runs (read at each call)."""
-    given = given or ChunkOptions()
-    forced = env_fields("SOLBENCH_CHUNK_STATE", STATE_FIELDS)
-    if forced:
-        given = dataclasses.replace(given, **{k: getattr(given, k) or v for k, v in forced.items()})
+    given = env_filled("SOLBENCH_CHUNK_STATE", given or ChunkOptions())
     bv = min(64, max(16, next_pow2(V)))
     while bv > 16 and sms and B * H * cdiv(V, bv) < sms:
         bv //= 2
