@@ -182,9 +182,9 @@ def _attention_fwd(Q, K, V, O, cu_q, cu_k, seqused_k, block_table, qk_scale, num
         q_start = tl.load(cu_q + s)
         q_len = tl.load(cu_q + s + 1) - q_start
         row0 = (pid - (q_start * G // BLOCK_M + s)) * BLOCK_M
-    n_rows = q_len * G
-    if row0 >= n_rows:
-        return
+    # The sequence's key count is loaded before the early exit below, beside cu_seqlens_q: after
+    # it, it would be a second dependent round trip before the first block-table load. The exit
+    # tests it (a count is never negative) so that the compiler cannot sink the load past it.
     k_base = K + kvh.to(tl.int64) * stride_kh
     v_base = V + kvh.to(tl.int64) * stride_vh
     if PAGE > 0:
@@ -200,6 +200,9 @@ def _attention_fwd(Q, K, V, O, cu_q, cu_k, seqused_k, block_table, qk_scale, num
         k_len = tl.load(cu_k + s + 1) - k_start
         k_base += k_start.to(tl.int64) * stride_kt
         v_base += k_start.to(tl.int64) * stride_vt
+    n_rows = q_len * G
+    if (row0 >= n_rows) | (k_len < 0):
+        return
     diag = k_len - q_len
 
     offs_m = row0 + tl.arange(0, BLOCK_M)
