@@ -14,7 +14,10 @@ if os.fork() == 0:
     os.setsid()
     if os.fork() == 0:
         # The marker lets the test find it: "sleep 37.123" must not outlive the evaluation.
-        os.execvp("sleep", ["sleep", "37.123"])
+        try:
+            os.execvp("sleep", ["sleep", "37.123"])
+        finally:
+            os._exit(127)  # exec failed: never run the worker's code twice
     os._exit(0)
 os.close(ready_w)
 os.read(ready_r, 1)
