@@ -109,6 +109,29 @@ def test_ours_gate_vector(t, h, d, bias, device):
     torch.testing.assert_close(out.float(), _want(x, w, b, p).float(), atol=1e-2, rtol=1.6e-2)
 
 
+def test_gate_vector_rows_per_program():
+    from solbench.kernels.gate import vector_rows
+
+    assert vector_rows(8038, 2048, 132) == 4       # thousands of tokens: the full tile, programs to spare
+    assert vector_rows(1, 2048, 132) == 4          # one token: halving adds no program
+    assert vector_rows(13, 2048, 132) == 1         # catalog #7: 13 one-row programs, not 4 of four rows
+    assert vector_rows(300, 2048, 132) == 2        # 150 programs of two rows fill the 132 SMs
+    assert vector_rows(13, 2048, None) == 4        # off CUDA: the tile as it is
+    assert vector_rows(5, 16384, 132) == 1
+
+
+def test_ours_gate_vector_one_row_programs(device, monkeypatch):
+    # The few-token launch (one row a program) and the full tile agree with the reference.
+    from solbench.kernels import _gate_triton
+
+    fn = _ours()
+    x, w, b, p = _case(13, 256, 1, 256, device, seed=5)
+    for sms in (None, 132):
+        monkeypatch.setattr(_gate_triton, "sm_count", lambda t, sms=sms: sms)
+        out = fn(x, w, b, p)
+        torch.testing.assert_close(out.float(), _want(x, w, b, p).float(), atol=1e-2, rtol=1.6e-2)
+
+
 @pytest.mark.parametrize("t,h,n,bias,dtype", [(0, 32, 16, True, torch.bfloat16), (1, 136, 48, True, torch.bfloat16),
                                               (70, 96, 80, False, torch.float16)])
 def test_ours_gemm(t, h, n, bias, dtype, device):

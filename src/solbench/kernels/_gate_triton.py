@@ -5,8 +5,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from solbench.kernels.common import gpu_codegen, next_pow2
-from solbench.kernels.gate import GateOptions, gemm_options
+from solbench.kernels.common import gpu_codegen, next_pow2, sm_count
+from solbench.kernels.gate import GateOptions, gemm_options, vector_rows
 
 
 @triton.jit
@@ -73,7 +73,7 @@ def launch(hidden_states, weight, bias, post_mul, out) -> None:
         opts = GateOptions()
         bh = min(next_pow2(h), opts.tile_elems)
         bd = min(next_pow2(d), opts.tile_elems)
-        bt = max(1, opts.tile_elems // max(bh, bd))
+        bt = vector_rows(t, max(bh, bd), sm_count(hidden_states), opts.tile_elems)
         _gate_vector_kernel[(triton.cdiv(t, bt),)](
             hidden_states, weight, b, post_mul, out, t, h, d, hidden_states.stride(0), post_mul.stride(0),
             out.stride(0), HAS_BIAS=bias is not None, BT=bt, BH=bh, BD=bd, num_warps=opts.warps)

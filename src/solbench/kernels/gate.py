@@ -46,6 +46,19 @@ class GemmOptions:
     group_m: int = 8
 
 
+def vector_rows(t: int, width: int, sms: int | None, tile_elems: int = GateOptions.tile_elems) -> int:
+    """Rows per program of the gate-vector form: as many as ``tile_elems`` holds at the wider of
+    the hidden and post_mul rows (fewer programs, each streaming more), but halved while the
+    launch has fewer programs than SMs and halving adds programs (``sms``; None off CUDA: the
+    most; one token keeps the tile it was measured with). A program's time is
+    its rows' passes one after another, so a few tokens run fastest as one-row programs side by
+    side: H100, one token (one row) 2.8 us; 13 tokens as 4 programs of 4 rows 3.3 us."""
+    rows = max(1, tile_elems // max(1, width))
+    while sms and rows > 1 and -(-t // rows) < sms and -(-t // (rows // 2)) > -(-t // rows):
+        rows //= 2
+    return rows
+
+
 def gemm_options(m: int, n: int) -> GemmOptions:
     """Large M: 128x256 tiles (tensor-core bound). Decode-sized M: the weight read dominates, so
     narrow N tiles spread it over every SM."""
