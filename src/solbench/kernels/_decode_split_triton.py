@@ -26,8 +26,12 @@ def _split_range(n_full, n_end, BLOCK_N: tl.constexpr):
     ``n_full`` need no mask; lo >= hi (nothing to do) for a split past a short sequence's end."""
     per = tl.cdiv(tl.cdiv(n_end, BLOCK_N), tl.num_programs(2)) * BLOCK_N
     lo = tl.program_id(2) * per
-    hi = tl.minimum(lo + per, n_end)
-    return lo, tl.minimum(tl.maximum(n_full, lo), hi), hi
+    # hi = lo for a split past the end: both of its ranges are empty.
+    hi = tl.maximum(tl.minimum(lo + per, n_end), lo)
+    # A multiple of BLOCK_N already (n_full and lo are; hi is one or is n_end > n_full, or lo);
+    # the floor tells the compiler, so the masked tile's keys keep their page runs (16-byte loads).
+    mid = tl.minimum(tl.maximum(n_full, lo), hi) // BLOCK_N * BLOCK_N
+    return lo, mid, hi
 
 
 @triton.jit
