@@ -85,6 +85,10 @@ for step in $STEPS; do case $step in
     for i in 1 2; do for c in default ${CONV_CANDIDATES:-64,64,4 128,32,4 128,64,8 64,128,8}; do
       ([ $c != default ] && export SOLBENCH_CONV=$c; TO=60 run conv_${c//,/_}_$i --ops causal_conv1d --shapes ${CONV_SHAPES:-4,6,7,8} --impls ours_triton)
     done; done ;;
+  splitsab) # decode split counts (SOLBENCH_DECODE_SPLITS) against decode_splits' rule, each twice
+    for i in 1 2; do for c in default ${SPLITS_LIST:-2 4 16}; do
+      ([ $c != default ] && export SOLBENCH_DECODE_SPLITS=$c; TO=60 run splits_${c}_$i --ops mla_decode_attention,paged_attention_decode --impls ours_triton)
+    done; done ;;
   gputests) timeout ${GT_TO:-150} python3 -m pytest -q -p no:cacheprovider --maxfail=30 ${GT_TESTS:-tests/eval tests/test_jit_cuda_gpu.py tests/test_library.py tests/ops/test_attention_kernels.py} > $W/log_gputests.txt 2>&1
         echo "gputests rc=$?"; tail -25 $W/log_gputests.txt; pack ;;
   tiles) n=0; for t in ${TILES:-128,128,8,4 128,64,8,3 64,128,4,3}; do  # a tile listed twice runs twice (its own file each time)
