@@ -267,11 +267,20 @@ def _attention_fwd(Q, K, V, O, cu_q, cu_k, seqused_k, block_table, qk_scale, num
 @triton.jit
 def _stage_kv(K, V, KS, VS, seqused_k, block_table, stride_bt, stride_kp, stride_kt, stride_kh,
               stride_vp, stride_vt, stride_vh, stage_rows,
-              PAGE: tl.constexpr, HKV: tl.constexpr, D: tl.constexpr, D_P: tl.constexpr, ROWS: tl.constexpr):
+              PAGE: tl.constexpr, HKV: tl.constexpr, D: tl.constexpr, D_P: tl.constexpr, ROWS: tl.constexpr,
+              VEC: tl.constexpr):
     """Copies page ``program_id(1)`` of sequence ``program_id(0)``, as far as its first
     ``seqused_k`` keys (at most ``stage_rows``) reach, from the nhd caches into the dense
     ``KS``/``VS`` [num_seqs * stage_rows, HKV, D], sequence s at row s * stage_rows. A page is
-    PAGE * HKV rows of D contiguous elements, copied ROWS rows at a time."""
+    PAGE * HKV rows of D contiguous elements, copied ROWS rows at a time. The cache strides
+    arrive divided by VEC, as in :func:`_attention_fwd`: a 72-wide head's stride is then known
+    16-byte aligned and the loads are 16-byte vectors."""
+    stride_kp *= VEC
+    stride_kt *= VEC
+    stride_kh *= VEC
+    stride_vp *= VEC
+    stride_vt *= VEC
+    stride_vh *= VEC
     s = tl.program_id(0)
     p = tl.program_id(1)
     k_len = tl.minimum(tl.load(seqused_k + s), stage_rows)
@@ -305,10 +314,12 @@ def _stage(k, v, seqused_k, block_table, stage_rows: int):
     vs = v.new_empty(num_seqs * stage_rows, hkv, d)
     pages = min(block_table.shape[1], -(-stage_rows // page))
     rows = min(next_pow2(page * hkv), max(1, 8192 // next_pow2(d)))
+    strides = (*k.stride()[:3], *v.stride()[:3])
+    widest = 16 // k.element_size()
+    vec = widest if all(st % widest == 0 for st in strides) else 1
     _stage_kv[(num_seqs, pages)](
-        k, v, ks, vs, seqused_k, block_table, block_table.stride(0), k.stride(0), k.stride(1), k.stride(2),
-        v.stride(0), v.stride(1), v.stride(2), stage_rows, PAGE=page, HKV=hkv, D=d, D_P=next_pow2(d), ROWS=rows,
-        num_warps=4)
+        k, v, ks, vs, seqused_k, block_table, block_table.stride(0), *(st // vec for st in strides), stage_rows,
+        PAGE=page, HKV=hkv, D=d, D_P=next_pow2(d), ROWS=rows, VEC=vec, num_warps=4)
     return ks, vs
 
 
