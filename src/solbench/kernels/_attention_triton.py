@@ -21,6 +21,12 @@ def _token_rows(page, j, stride_page, stride_tok, PAGE: tl.constexpr):
 
 
 @triton.jit
+def _times(a, b, c, VEC: tl.constexpr):
+    """Three strides that arrived divided by VEC (:func:`_vector_strides`), multiplied back."""
+    return a * VEC, b * VEC, c * VEC
+
+
+@triton.jit
 def _page_of(page_row, j, k_len, PAGE: tl.constexpr, MASKED: tl.constexpr):
     """Block-table entries of keys j (unused when dense)."""
     if PAGE == 0:
@@ -139,16 +145,10 @@ def _attention_fwd(Q, K, V, O, cu_q, cu_k, seqused_k, block_table, qk_scale, num
     # Strides arrive divided by VEC (VEC_K, VEC_V for the caches): multiplied back here, the
     # compiler knows every row start is VEC-aligned (72-wide heads: 144 B) and issues 16-byte
     # vector loads. Per tensor: the x-split value cache's token stride 1 must not cost the keys theirs.
-    stride_qt *= VEC
-    stride_qh *= VEC
-    stride_ot *= VEC
+    stride_qt, stride_qh, stride_ot = _times(stride_qt, stride_qh, stride_ot, VEC)
     stride_oh *= VEC
-    stride_kp *= VEC_K
-    stride_kt *= VEC_K
-    stride_kh *= VEC_K
-    stride_vp *= VEC_V
-    stride_vt *= VEC_V
-    stride_vh *= VEC_V
+    stride_kp, stride_kt, stride_kh = _times(stride_kp, stride_kt, stride_kh, VEC_K)
+    stride_vp, stride_vt, stride_vh = _times(stride_vp, stride_vt, stride_vh, VEC_V)
     kvh = tl.program_id(1)
     pid = tl.num_programs(0) - 1 - tl.program_id(0)  # last blocks (longest causal rows) first
     if DECODE:
@@ -275,12 +275,8 @@ def _stage_kv(K, V, KS, VS, seqused_k, block_table, stride_bt, stride_kp, stride
     PAGE * HKV rows of D contiguous elements, copied ROWS rows at a time. The cache strides
     arrive divided by VEC, as in :func:`_attention_fwd`: a 72-wide head's stride is then known
     16-byte aligned and the loads are 16-byte vectors."""
-    stride_kp *= VEC
-    stride_kt *= VEC
-    stride_kh *= VEC
-    stride_vp *= VEC
-    stride_vt *= VEC
-    stride_vh *= VEC
+    stride_kp, stride_kt, stride_kh = _times(stride_kp, stride_kt, stride_kh, VEC)
+    stride_vp, stride_vt, stride_vh = _times(stride_vp, stride_vt, stride_vh, VEC)
     s = tl.program_id(0)
     p = tl.program_id(1)
     k_len = tl.minimum(tl.load(seqused_k + s), stage_rows)
@@ -304,6 +300,16 @@ def _stage_kv(K, V, KS, VS, seqused_k, block_table, stride_bt, stride_kp, stride
         tl.store(VS + dst, v, mask=r_mask)
 
 
+def _vector_strides(strides, element_size: int) -> tuple[int, list[int]]:
+    """(VEC, the strides divided by it): VEC is the 16-byte vector's elements when every stride
+    is a multiple of it, else 1. The kernels multiply the strides back by the constexpr VEC, so
+    the compiler knows each row start is 16-byte aligned (a runtime stride like 72 carries no
+    alignment) and issues 16-byte loads."""
+    widest = 16 // element_size
+    vec = widest if all(st % widest == 0 for st in strides) else 1
+    return vec, [st // vec for st in strides]
+
+
 def _stage(k, v, seqused_k, block_table, stage_rows: int):
     """The nhd caches' keys and values of every sequence, dense: [num_seqs * stage_rows, H_kv, D].
     One page a program, up to 8192 elements of K and of V a step (64 a thread), so a single long
@@ -314,11 +320,9 @@ def _stage(k, v, seqused_k, block_table, stage_rows: int):
     vs = v.new_empty(num_seqs * stage_rows, hkv, d)
     pages = min(block_table.shape[1], -(-stage_rows // page))
     rows = min(next_pow2(page * hkv), max(1, 8192 // next_pow2(d)))
-    strides = (*k.stride()[:3], *v.stride()[:3])
-    widest = 16 // k.element_size()
-    vec = widest if all(st % widest == 0 for st in strides) else 1
+    vec, strides = _vector_strides((*k.stride()[:3], *v.stride()[:3]), k.element_size())
     _stage_kv[(num_seqs, pages)](
-        k, v, ks, vs, seqused_k, block_table, block_table.stride(0), *(st // vec for st in strides), stage_rows,
+        k, v, ks, vs, seqused_k, block_table, block_table.stride(0), *strides, stage_rows,
         PAGE=page, HKV=hkv, D=d, D_P=next_pow2(d), ROWS=rows, VEC=vec, num_warps=4)
     return ks, vs
 
@@ -383,19 +387,17 @@ def launch(q, k, v, out, cu_seqlens_q, cu_seqlens_k, seqused_k, block_table, max
         keys = block_table.shape[1] * page if paged else k.shape[0]
         splits = splits_override() or decode_splits(num_seqs * hkv, sm_count(q), -(-keys // cfg.block_n))
     part_o, part_ml = split_workspace(num_seqs, h, splits, d, q.device) if splits > 1 else (dummy, dummy)
-    widest = 16 // q.element_size()
-    qo_strides = (q.stride(0), q.stride(1), out.stride(0), out.stride(1))
-    vec, vec_k, vec_v = (widest if all(st % widest == 0 for st in group) else 1
-                         for group in (qo_strides, ks[:3], vs[:3]))
+    # Per tensor: the x-split value cache's token stride 1 must not cost the keys theirs.
+    vec, (qt, qh, ot, oh) = _vector_strides((q.stride(0), q.stride(1), out.stride(0), out.stride(1)),
+                                            q.element_size())
+    vec_k, (kp, kt, kh) = _vector_strides(ks[:3], k.element_size())
+    vec_v, (vp, vt, vh) = _vector_strides(vs[:3], v.element_size())
     # Token-major value loads (vLLM's x-split value cache: tokens contiguous within a page) in
     # 16-byte runs of min(page, block_n) tokens, where the run starts and the d stride keep them aligned.
     v_run = min(page, cfg.block_n) if x > 0 and vs[1] == 1 else 0
     if v_run and not (v_run * v.element_size() >= 16 and all(st % v_run == 0 for st in (vs[0], vs[2], vs[3]))
                       and v.data_ptr() % 16 == 0):
         v_run = 0
-    qt, qh, ot, oh = (st // vec for st in qo_strides)
-    kp, kt, kh = (st // vec_k for st in ks[:3])
-    vp, vt, vh = (st // vec_v for st in vs[:3])
     args = (q, k, v, out,
             dummy if decode else cu_seqlens_q, dummy if cu_seqlens_k is None else cu_seqlens_k,
             dummy if seqused_k is None else seqused_k, dummy if block_table is None else block_table,
