@@ -69,3 +69,18 @@ def test_heavy_shapes_compile_to_16_byte_accesses_without_spills(op, shape):
         assert r["spill_bytes"] == 0, r
         assert set(r["global_loads"]) == {"16"}, (r["kernel"], r["global_loads"])
         assert r["grid"][0] * (r["grid"][1] if len(r["grid"]) > 1 else 1) >= 132, r["grid"]
+
+
+def test_findings_name_spills_register_cap_shared_memory_and_narrow_accesses():
+    from solbench.sass import findings
+
+    clean = {"kernel": "k", "spill_bytes": 0, "registers": 96, "shared_bytes": 1024,
+             "global_loads": {"16": 8}, "global_stores": {"16": 2}}
+    assert findings(clean) == []
+    bad = {**clean, "spill_bytes": 56, "registers": 255, "shared_bytes": 262144,
+           "global_loads": {"2": 64, "4": 21, "16": 49}, "global_stores": {"1": 3}}
+    got = findings(bad)
+    assert got[0] == "spills 56 B a thread to local memory" and "at the cap" in got[1]
+    assert "262144 B of shared memory" in got[2]
+    assert got[3] == "loads of 64x2B (narrower than 4 bytes)" and got[4] == "stores of 3x1B (narrower than 4 bytes)"
+    assert findings({"kernel": "k", "error": "RuntimeError: x"}) == ["did not compile: RuntimeError: x"]

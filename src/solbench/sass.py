@@ -6,7 +6,9 @@ instructions, registers, shared memory, local memory (spills), global loads and 
 width, SFU operations, barriers, cp.async copies and TMA loads (UTMALDG). It is what a kernel engineer, or an agent
 without a GPU (shared/seeds/004), can check before spending device time: are the accesses 16-byte
 vectors, does a tile spill, did the pipeline happen, what a source change did to the instruction
-count. Whether a kernel is fast is only ever answered by ``solbench run`` on a GPU.
+count. Under the table, each distinct kernel's :func:`findings` (spills, the register cap, shared
+memory past a block's limit, loads or stores narrower than 4 bytes) say where to look first.
+Whether a kernel is fast is only ever answered by ``solbench run`` on a GPU.
 
 How (Triton's interpreter and its compiler cannot share a process, so two subprocesses):
 
@@ -280,6 +282,33 @@ def inspect_op(op: str, shapes: Sequence[str] | None = None, impl: str = "ours_t
     return [json.loads(line) for line in c.stdout.splitlines() if line.startswith("{")]
 
 
+#: Registers a thread can hold on sm_90, and shared memory a block can (227 KB of the SM's 228).
+MAX_REGISTERS = 255
+MAX_SHARED_BYTES = 227 * 1024
+
+
+def findings(row: dict) -> list[str]:
+    """What in one compiled launch is worth a look before spending device time (static facts, never
+    a verdict on speed): local-memory spills, a thread at the register cap, shared memory past
+    what an SM gives one block, and global loads or stores narrower than 4 bytes (one or two
+    bytes an instruction: a tile the compiler could not prove contiguous or aligned, or scalars
+    such as a page index; fp8 data loads one byte an element where nothing wider is proven)."""
+    if "error" in row:
+        return [f"did not compile: {row['error']}"]
+    out = []
+    if row.get("spill_bytes"):
+        out.append(f"spills {row['spill_bytes']} B a thread to local memory")
+    if (row.get("registers") or 0) >= MAX_REGISTERS:
+        out.append(f"{row['registers']} registers a thread: at the cap")
+    if (row.get("shared_bytes") or 0) > MAX_SHARED_BYTES:
+        out.append(f"{row['shared_bytes']} B of shared memory: more than a block may have ({MAX_SHARED_BYTES})")
+    for kind in ("global_loads", "global_stores"):
+        narrow = {w: n for w, n in (row.get(kind) or {}).items() if int(w) < 4}
+        if narrow:
+            out.append(f"{kind.replace('global_', '')} of {_widths(narrow)} (narrower than 4 bytes)")
+    return out
+
+
 def _widths(by_width: dict) -> str:
     return " ".join(f"{n}x{w}B" for w, n in sorted(by_width.items(), key=lambda kv: int(kv[0]))) or "-"
 
@@ -316,6 +345,17 @@ def cmd_sass(args) -> int:
                   str(r["sfu"]),
                   str(r["barriers"]))
     console.print(t)
+    notes, seen = [], set()
+    for r in rows:  # once per distinct compiled kernel
+        key = (r["kernel"], json.dumps(r.get("constexprs"), sort_keys=True, default=str), r.get("num_warps"),
+               r.get("num_stages"))
+        if key not in seen:
+            seen.add(key)
+            notes += [f"#{r['shape_id']} {r['kernel']}: {f}" for f in findings(r)]
+    if notes:
+        console.print("Worth a look before device time (static; the timer decides):")
+        for n in notes:
+            console.print(f"  {n}")
     if args.candidate:
         console.print("The candidate ran on CPU tensors: where it picks a code path by device (x.is_cuda), "
                       "what is shown is its CPU path.")
