@@ -55,16 +55,15 @@ def _load_kv_tile(base, row, n_mask, offs_d, d_mask, stride_x, X: tl.constexpr, 
 
 
 @triton.jit
-def _load_v_token_major(base, row, n_mask, offs_d, d_mask, stride_d, V_RUN: tl.constexpr, MASKED: tl.constexpr):
+def _load_v_token_major(base, row, n_mask, offs_d, d_mask, stride_d, MASKED: tl.constexpr):
     """A [BLOCK_N, len(offs_d)] value tile from a cache whose tokens are contiguous within a page
     (vLLM's x-split value cache ``[num_blocks, H_kv, D, block_size]``). A key-major tile would read
     2-byte elements 2 * block_size bytes apart, one load instruction each and none of them
-    asynchronous; loaded [D, BLOCK_N], each thread reads runs of V_RUN tokens (one page's, or a
-    tile's if shorter) as 16-byte vectors, and the transpose goes to the dot's shared-memory
-    operand. The runs start V_RUN-aligned and share a page (:func:`_page_of` gives keys past the
-    sequence its last page), so every run is read whole and the keys past the sequence are
-    zeroed after the load, keeping it vectorized."""
-    row = tl.max_contiguous(tl.multiple_of(row, V_RUN), V_RUN)
+    asynchronous; loaded [D, BLOCK_N], each thread reads runs of one page's tokens as 16-byte
+    vectors, and the transpose goes to the dot's shared-memory operand. The compiler sees the runs
+    because tiles start page-aligned (:func:`_split_range` floors its bound) and the block-table
+    mask is per page (:func:`_page_of`), so a masked tile loads whole runs and zeroes the keys
+    past the sequence after the load."""
     vt = tl.load(base + offs_d[:, None] * stride_d + row[None, :], mask=d_mask[:, None], other=0.0)
     if MASKED:
         vt = tl.where(n_mask[None, :], vt, 0.0)
@@ -114,7 +113,7 @@ def _attend_tiles(acc, acc_b, l_i, m_i, q, q_b, k_base, v_base, page_row, n_lo, 
         alpha = tl.math.exp2(m_i - m_ref)
         l_i = l_i * alpha + tl.sum(p, 1)
         if V_RUN > 0:
-            v = _load_v_token_major(v_base, v_row, n_mask, offs_d, d_mask, stride_vd, V_RUN, MASKED)
+            v = _load_v_token_major(v_base, v_row, n_mask, offs_d, d_mask, stride_vd, MASKED)
         else:
             v = _load_kv_tile(v_base, v_row, n_mask, offs_d, d_mask, stride_vd, 0, MASKED)
         if DOT_FP32:
@@ -122,7 +121,7 @@ def _attend_tiles(acc, acc_b, l_i, m_i, q, q_b, k_base, v_base, page_row, n_lo, 
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
         if D_B > 0:
             if V_RUN > 0:
-                v_b = _load_v_token_major(v_base, v_row, n_mask, offs_db, db_mask, stride_vd, V_RUN, MASKED)
+                v_b = _load_v_token_major(v_base, v_row, n_mask, offs_db, db_mask, stride_vd, MASKED)
             else:
                 v_b = _load_kv_tile(v_base, v_row, n_mask, offs_db, db_mask, stride_vd, 0, MASKED)
             if DOT_FP32:

@@ -56,10 +56,6 @@ class AttentionConfig:
     num_stages: int
 
 
-#: The launch fields ``SOLBENCH_ATTENTION_TILES`` sets.
-TILE_FIELDS = ("block_m", "block_n", "num_warps", "num_stages")
-
-
 #: Query rows (tokens x G) per sequence up to which a prefill takes 64 x 64 tiles with 4 warps,
 #: and up to which 128 x 64 with 8 warps and 2 stages: a short causal sequence is mostly
 #: diagonal tiles, and a one-program-per-SM 128 x 128 launch has nothing to hide one program's
@@ -104,9 +100,9 @@ def stage_keys(query_rows: int, num_seqs: int, staged_bytes: int) -> bool:
 
     A paged key tile costs more than a dense one: its rows come from block-table lookups, one
     page (16 tokens) at a time, without the contiguous rows the compiler pipelines best.
-    Staging costs one read and one
-    write of the keys and values, so it pays when many row tiles read each key tile: mean query
-    rows per sequence >= ``STAGE_MIN_ROWS``, and the buffer fits ``STAGE_MAX_BYTES``."""
+    Staging costs one read and one write of the keys and values, so it pays when many row tiles
+    read each key tile: mean query rows per sequence >= ``STAGE_MIN_ROWS``, and the buffer fits
+    ``STAGE_MAX_BYTES``."""
     return query_rows >= STAGE_MIN_ROWS * num_seqs and staged_bytes <= STAGE_MAX_BYTES
 
 
@@ -130,7 +126,8 @@ def head_dim_chunks(d: int) -> tuple[int, int]:
 def tiles_override() -> AttentionConfig | None:
     """``SOLBENCH_ATTENTION_TILES=block_m,block_n,num_warps,num_stages``: one config for every
     launch, for A/B runs from the command line (read at each call)."""
-    values = env_fields("SOLBENCH_ATTENTION_TILES", TILE_FIELDS, complete=True)
+    names = tuple(f.name for f in dataclasses.fields(AttentionConfig))
+    values = env_fields("SOLBENCH_ATTENTION_TILES", names, complete=True)
     return AttentionConfig(**values) if values else None
 
 
