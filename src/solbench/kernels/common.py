@@ -179,6 +179,14 @@ def env_fields(env: str, names: Sequence[str], *, complete: bool = False) -> dic
     return out
 
 
+def check_warps(what: str, num_warps: int) -> int:
+    """``num_warps`` if a Triton launch can take it (a power of two up to 16), else an error that
+    names ``what`` (the op or the switch that set it)."""
+    if num_warps not in (1, 2, 4, 8, 16):
+        raise ValueError(f"{what}: num_warps must be one of 1, 2, 4, 8, 16 (got {num_warps})")
+    return num_warps
+
+
 def env_filled(env: str, given):
     """``given`` (a frozen dataclass of launch options whose ``None`` fields a heuristic fills)
     with the fields environment variable ``env`` sets (``name=value`` items, or all of them in

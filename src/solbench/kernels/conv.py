@@ -32,7 +32,8 @@ import dataclasses
 
 import torch
 
-from solbench.kernels.common import check_disjoint, check_out, env_filled, functional_op, kernel_op, next_pow2
+from solbench.kernels.common import (check_disjoint, check_out, check_warps, env_filled, functional_op, kernel_op,
+                                     next_pow2)
 from solbench.kernels.linear_attention._util import (cdiv, check_shape, check_tensor, float_dtypes, index_dtypes,
                                                      same_device, sm_count)
 
@@ -64,9 +65,7 @@ def conv_options(n_seq: int, max_len: int, dim: int, sms: int | None, given: Con
     for name, v in (("block_t", bt), ("block_d", bd)):
         if v & (v - 1):
             raise ValueError(f"{WHAT}: {name} must be a power of two, got {v}")
-    warps = given.num_warps or max(1, min(4, bt * bd // 256))
-    if warps not in (1, 2, 4, 8, 16):
-        raise ValueError(f"{WHAT}: num_warps must be one of 1, 2, 4, 8, 16, got {warps}")
+    warps = check_warps(WHAT, given.num_warps or max(1, min(4, bt * bd // 256)))
     return ConvOptions(block_t=bt, block_d=bd, num_warps=warps)
 
 

@@ -25,8 +25,8 @@ from dataclasses import astuple, dataclass, fields, replace
 import torch
 
 from solbench.kernels.common import (
-    as_rows, check_disjoint, check_dtype, check_out, emulated_sm_count, env_fields, functional_op, gpu_codegen,
-    kernel_op, sm_count_of, triton_unavailable_reason,
+    as_rows, check_disjoint, check_dtype, check_out, check_warps, emulated_sm_count, env_fields, functional_op,
+    gpu_codegen, kernel_op, sm_count_of, triton_unavailable_reason,
 )
 
 WHAT = "block_scaled_mm"
@@ -60,8 +60,7 @@ class BlockFp8Options:
         pow2 = lambda v: v >= 1 and v & (v - 1) == 0  # noqa: E731
         if not (pow2(self.block_m) and pow2(self.block_n) and min(self.block_m, self.block_n) >= 16):
             raise ValueError(f"{WHAT}: block_m and block_n must be powers of two >= 16 (got {self.block_m}, {self.block_n})")
-        if not (pow2(self.num_warps) and self.num_warps <= 16):
-            raise ValueError(f"{WHAT}: num_warps must be a power of two up to 16 (got {self.num_warps})")
+        check_warps(WHAT, self.num_warps)
         if min(self.group_m, self.split_k, self.num_stages, self.programs_per_sm) < 1:
             raise ValueError(f"{WHAT}: group_m, split_k, num_stages and programs_per_sm must be >= 1 ({self})")
 

@@ -23,7 +23,8 @@ import dataclasses
 
 import torch
 
-from solbench.kernels.common import check_disjoint, check_out, env_filled, functional_op, kernel_op, next_pow2
+from solbench.kernels.common import (check_disjoint, check_out, check_warps, env_filled, functional_op, kernel_op,
+                                     next_pow2)
 from solbench.kernels.linear_attention import _torch
 from solbench.kernels.linear_attention._util import cdiv, check_shape, check_tensor, index_dtypes, same_device, sm_count
 
@@ -74,10 +75,10 @@ def state_options(B: int, H: int, V: int, sms: int | None, given: ChunkOptions |
     bv = given.block_v or bv
     if bv & (bv - 1) or bv < 16:
         raise ValueError(f"{STATE}: block_v must be a power of two >= 16, got {bv}")
-    if (given.num_warps or 4) not in (1, 2, 4, 8, 16) or (given.num_stages or 2) < 1:
-        raise ValueError(f"{STATE}: num_warps must be one of 1, 2, 4, 8, 16 and num_stages >= 1 "
-                         f"(got {given.num_warps}, {given.num_stages})")
-    return ChunkOptions(block_v=bv, num_warps=given.num_warps or 4, num_stages=given.num_stages or 2)
+    if (given.num_stages or 2) < 1:
+        raise ValueError(f"{STATE}: num_stages must be >= 1, got {given.num_stages}")
+    return ChunkOptions(block_v=bv, num_warps=check_warps(STATE, given.num_warps or 4),
+                        num_stages=given.num_stages or 2)
 
 
 def _check_state_aliasing(k, w, u, g, initial_state, initial_state_indices, h, v_new, final_state) -> None:

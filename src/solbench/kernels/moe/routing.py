@@ -26,8 +26,8 @@ from dataclasses import dataclass
 
 import torch
 
-from solbench.kernels.common import (as_rows, check_disjoint, check_dtype, check_out, env_fields, functional_op,
-                                     kernel_op, next_pow2)
+from solbench.kernels.common import (as_rows, check_disjoint, check_dtype, check_out, check_warps, env_fields,
+                                     functional_op, kernel_op, next_pow2)
 
 # ---- top-k gating softmax ------------------------------------------------------------------------
 
@@ -83,11 +83,10 @@ def topk_softmax_launch(num_tokens: int, experts_padded: int) -> tuple[int, int]
     that keeps such rows in one warp is ``SOLBENCH_TOPK_SOFTMAX=1,1`` (or ``2,1``)."""
     forced = env_fields("SOLBENCH_TOPK_SOFTMAX", TOPK_SOFTMAX_FIELDS, complete=True)
     if forced:
-        bt, nw = forced["block_t"], forced["num_warps"]
-        if not (bt >= 1 and bt & (bt - 1) == 0 and nw in (1, 2, 4, 8, 16)):
-            raise ValueError(f"SOLBENCH_TOPK_SOFTMAX: block_t must be a power of two >= 1 and num_warps one "
-                             f"of 1, 2, 4, 8, 16 (got {bt}, {nw})")
-        return bt, nw
+        bt = forced["block_t"]
+        if not (bt >= 1 and bt & (bt - 1) == 0):
+            raise ValueError(f"SOLBENCH_TOPK_SOFTMAX: block_t must be a power of two >= 1 (got {bt})")
+        return bt, check_warps("SOLBENCH_TOPK_SOFTMAX", forced["num_warps"])
     bt = max(1, min(next_pow2(num_tokens), 4 if num_tokens <= 4096 else 16, 2048 // experts_padded))
     return bt, max(1, min(8 if experts_padded >= 1024 else 4, bt * experts_padded // 128))
 
