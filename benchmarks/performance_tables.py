@@ -48,7 +48,7 @@ FAMILIES = {
 
 def is_ours(rec) -> bool:
     """Our kernels (not ``ours_dense``, a reference on K/V gathered before the timed call)."""
-    return rec["impl"].startswith("ours_") and rec.get("role") != "reference" and rec["impl"] != "ours_dense"
+    return rec["impl"] == "ours_triton" or rec["impl"] in OURS_OTHER
 
 
 def is_reference(rec) -> bool:
