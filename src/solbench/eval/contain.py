@@ -150,8 +150,26 @@ def kill_all(pids, rounds: int = 5) -> None:
 def leftovers(evaluator: int, before: set[int], keep: set[int]) -> dict[int, tuple]:
     """The evaluator's live descendants that did not exist before the worker started (``before``),
     less ``keep`` (the worker itself): what the candidate left behind, re-parented to the
-    evaluator (the subreaper) or still in the worker's tree."""
-    return {p: st for p, st in descendants(evaluator).items() if p not in before and p not in keep}
+    evaluator (the subreaper) or still in the worker's tree.
+
+    A new process under a helper of the evaluator's own that predates the worker (torch.compile's
+    compile-worker pool, started by the baselines, forks its workers lazily) is not the
+    candidate's: the candidate cannot re-parent a process below a stranger, only to the
+    subreaper."""
+    tree = descendants(evaluator)
+
+    def under_old_helper(p: int) -> bool:
+        seen = set()
+        while p in tree and p not in seen:
+            seen.add(p)
+            p = tree[p][0]
+            if p == evaluator:
+                return False
+            if p in before and p not in keep:
+                return True
+        return False
+
+    return {p: st for p, st in tree.items() if p not in before and p not in keep and not under_old_helper(p)}
 
 
 # ---- Landlock (applied by the worker to itself) --------------------------------------------------
