@@ -99,6 +99,7 @@ def test_tiles_by_rows_per_sequence():
 
     assert default_config(128, 8, True) == (16, 32, 2, 2)            # decode: G rows
     assert default_config(128, 1024, True) == (64, 64, 4, 2)         # unified #9: 256 tokens x G 4
+    assert default_config(128, 1792, True) == (64, 64, 4, 2)         # #16-#19: 256 tokens x G 7
     assert default_config(128, 2560, True) == (128, 64, 8, 2)        # #0: 256 tokens x G 10
     assert default_config(128, 6294 * 8, True) == (128, 128, 8, 3)   # #20
     assert default_config(256, 5926 * 8, True) == (128, 64, 8, 2)    # #24: D 256

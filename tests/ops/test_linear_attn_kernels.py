@@ -327,12 +327,15 @@ def test_chunk_state_matches_reference(T, C):
 def test_chunk_state_options_rule_and_override(monkeypatch):
     from solbench.kernels.linear_attention.chunk import ChunkOptions, state_options
 
-    assert state_options(1, 32, 128, 132) == ChunkOptions(16, 4, 2)  # 32 x 2, then 32 x 4 programs: < 132 SMs
+    assert state_options(1, 32, 128, 132) == ChunkOptions(32, 4, 3)  # 32 x 8 programs is two waves; 32 x 4 is one
+    assert state_options(1, 16, 128, 132) == ChunkOptions(16, 4, 3)  # 16 x 8 = 128 programs: one wave
     assert state_options(1, 2, 128, 132).block_v == 16            # a chain per value block of 16
-    assert state_options(1, 80, 128, 132).block_v == 64
-    monkeypatch.setenv("SOLBENCH_CHUNK_STATE", "block_v=32,num_stages=3")
-    assert state_options(1, 2, 128, 132) == ChunkOptions(32, 4, 3)
-    assert state_options(1, 2, 128, 132, ChunkOptions(block_v=64)) == ChunkOptions(64, 4, 3)  # the caller's wins
+    assert state_options(1, 80, 128, 132).block_v == 64            # wider than 64 is never taken
+    assert state_options(1, 80, 32, 132).block_v == 32             # nor wider than the head
+    assert state_options(1, 80, 128, None).block_v == 16           # no SM count (the interpreter)
+    monkeypatch.setenv("SOLBENCH_CHUNK_STATE", "block_v=32,num_stages=2")
+    assert state_options(1, 2, 128, 132) == ChunkOptions(32, 4, 2)
+    assert state_options(1, 2, 128, 132, ChunkOptions(block_v=64)) == ChunkOptions(64, 4, 2)  # the caller's wins
     shape = _state_shape(40, 16, V=64)
     inp = STATE.make_inputs(shape, torch.device(DEV), 0)
     ref = STATE.reference(**_clone(inp))

@@ -100,8 +100,10 @@ def test_topk_softmax_launch_rule_and_override(device, monkeypatch):
 
     assert topk_softmax_launch(1, 128) == (1, 1)            # decode: one row, one warp
     assert topk_softmax_launch(4083, 128) == (4, 4)         # a warp per row
-    assert topk_softmax_launch(8192, 128) == (16, 4)        # four rows per warp past 4096 tokens
-    assert topk_softmax_launch(13526, 256) == (8, 4)
+    assert topk_softmax_launch(8192, 128) == (1, 1)         # past 4096 tokens, one-warp programs
+    assert topk_softmax_launch(13526, 256) == (1, 1)        # 256 logits: one warp, no shared-memory rounds
+    assert topk_softmax_launch(64, 256) == (1, 1)
+    assert topk_softmax_launch(8192, 1024) == (2, 8)        # wide rows: 2048 logits over 8 warps
     monkeypatch.setenv("SOLBENCH_TOPK_SOFTMAX", "2,1")
     assert topk_softmax_launch(13526, 256) == (2, 1)
     g = torch.Generator().manual_seed(3)

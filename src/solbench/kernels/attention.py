@@ -59,8 +59,9 @@ class AttentionConfig:
 #: Query rows (tokens x G) per sequence up to which a prefill takes 64 x 64 tiles with 4 warps,
 #: and up to which 128 x 64 with 8 warps and 2 stages: a short causal sequence is mostly
 #: diagonal tiles, and a one-program-per-SM 128 x 128 launch has nothing to hide one program's
-#: prologue and epilogue behind (docs/DECISIONS.md has the measurements).
-SHORT_SEQ_ROWS = 1024
+#: prologue and epilogue behind (docs/DECISIONS.md has the measurements: 64 x 64 is 10% faster
+#: than 128 x 64 at 1792 rows, G = 7; 2560 rows, G = 10, is untimed at 64 x 64).
+SHORT_SEQ_ROWS = 2048
 MEDIUM_SEQ_ROWS = 4096
 
 

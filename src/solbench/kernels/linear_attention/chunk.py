@@ -62,23 +62,26 @@ def _check_acts(what, **tensors):
 
 # ---- the chunk-state recurrence -------------------------------------------------------------------
 def state_options(B: int, H: int, V: int, sms: int | None, given: ChunkOptions | None = None) -> ChunkOptions:
-    """The recurrence is a chain of chunk steps per (sequence, head, value block): value blocks of
-    64 where that still gives a program per SM, else 32 or 16 (more, shorter chains in flight).
-    Every value block of a head loads the head's whole w and k tiles each step, so narrower
-    blocks trade more chains for more of those loads. ``SOLBENCH_CHUNK_STATE`` (fields
+    """The recurrence is a chain of chunk steps per (sequence, head, value block): the narrowest
+    value block (16, 32 or 64) whose programs fit one wave of SMs, 4 warps, 3 stages. Every value
+    block of a head loads the head's whole w and k tiles each step, so narrower blocks trade more
+    chains for more of those loads; past one wave the extra chains only queue. H100 (session 17,
+    ``chunk_*`` in the A/B archive): 16 x 4 x 3 wins up to 16 heads (#20 18.7 us against 28.2
+    for the old 16 x 4 x 2 and 23.7 for 32), 32 x 4 x 3 from 20 heads (#7 44.4 against 60.1 and
+    56.1), and the third stage is worth 10-25% everywhere. ``SOLBENCH_CHUNK_STATE`` (fields
     ``block_v,num_warps,num_stages``, any subset as ``name=value``) fills what ``given`` leaves
     open, for GPU A/B runs (read at each call)."""
     given = env_filled("SOLBENCH_CHUNK_STATE", given or ChunkOptions())
-    bv = min(64, max(16, next_pow2(V)))
-    while bv > 16 and sms and B * H * cdiv(V, bv) < sms:
-        bv //= 2
+    bv = 16
+    while bv < min(64, next_pow2(V)) and sms and B * H * cdiv(V, bv) > sms:
+        bv *= 2
     bv = given.block_v or bv
     if bv & (bv - 1) or bv < 16:
         raise ValueError(f"{STATE}: block_v must be a power of two >= 16, got {bv}")
-    if (given.num_stages or 2) < 1:
+    if (given.num_stages or 3) < 1:
         raise ValueError(f"{STATE}: num_stages must be >= 1, got {given.num_stages}")
     return ChunkOptions(block_v=bv, num_warps=check_warps(STATE, given.num_warps or 4),
-                        num_stages=given.num_stages or 2)
+                        num_stages=given.num_stages or 3)
 
 
 def _check_state_aliasing(k, w, u, g, initial_state, initial_state_indices, h, v_new, final_state) -> None:

@@ -74,20 +74,24 @@ TOPK_SOFTMAX_FIELDS = ("block_t", "num_warps")
 
 def topk_softmax_launch(num_tokens: int, experts_padded: int) -> tuple[int, int]:
     """(rows per program, warps) of the gating kernel for ``num_tokens`` rows of
-    ``experts_padded`` (a power of two) logits. A warp per row while that keeps the GPU busy
-    (the k rounds are a latency chain of warp reductions); up to 16 rows per program, four per
-    warp, past 4096 tokens; at most 2048 logits a program. ``SOLBENCH_TOPK_SOFTMAX=block_t,num_warps``
-    overrides it for GPU A/B runs (read at each call). On sm_90 a row of 256 logits spans two
-    warps under Triton's layout (4 fp32 a thread, 32 threads: 128 columns a warp), so each round
-    reduces through shared memory (21 barriers against 0 for one row in one warp): the candidate
-    that keeps such rows in one warp is ``SOLBENCH_TOPK_SOFTMAX=1,1`` (or ``2,1``)."""
+    ``experts_padded`` (a power of two) logits. A warp per row (the k rounds are a latency chain
+    of warp reductions): up to 4096 tokens of at most 128 experts, four rows in four warps; past
+    that, or from 256 experts (to 512), one row in a one-warp program. In a program of several
+    warps, Triton's layout puts 128 columns in a warp (4 fp32 a thread), so a row of 256 spans two
+    warps and every round reduces through shared memory (21 barriers on sm_90, none in one warp);
+    several rows a warp serialise their chains. H100 (session 17): 14.9 against 19.4 us at 8037 x
+    256, 10.1 against 11.2 at 8192 x 128 (flag_gems 14.3 and 10.8). Past 512 experts, up to
+    2048 logits a program over up to 8 warps. ``SOLBENCH_TOPK_SOFTMAX=block_t,num_warps``
+    overrides it for GPU A/B runs (read at each call)."""
     forced = env_fields("SOLBENCH_TOPK_SOFTMAX", TOPK_SOFTMAX_FIELDS, complete=True)
     if forced:
         bt = forced["block_t"]
         if not (bt >= 1 and bt & (bt - 1) == 0):
             raise ValueError(f"SOLBENCH_TOPK_SOFTMAX: block_t must be a power of two >= 1 (got {bt})")
         return bt, check_warps("SOLBENCH_TOPK_SOFTMAX", forced["num_warps"])
-    bt = max(1, min(next_pow2(num_tokens), 4 if num_tokens <= 4096 else 16, 2048 // experts_padded))
+    if experts_padded <= 512 and (num_tokens > 4096 or experts_padded >= 256):
+        return 1, 1
+    bt = max(1, min(next_pow2(num_tokens), 4, 2048 // experts_padded))
     return bt, max(1, min(8 if experts_padded >= 1024 else 4, bt * experts_padded // 128))
 
 
