@@ -91,6 +91,8 @@ for step in $STEPS; do case $step in
     done; done ;;
   gputests) timeout ${GT_TO:-150} python3 -m pytest -q -p no:cacheprovider --maxfail=30 ${GT_TESTS:-tests/eval tests/test_jit_cuda_gpu.py tests/test_library.py tests/ops/test_attention_kernels.py} > $W/log_gputests.txt 2>&1
         echo "gputests rc=$?"; tail -25 $W/log_gputests.txt; pack ;;
+  aftiles) n=0; for t in ${AF_TILES:-64,64,4,2 128,64,8,2}; do  # attention_forward's tiles (each listed tile its own file)
+           n=$((n + 1)); SOLBENCH_ATTENTION_TILES=$t TO=60 run aftiles_${t//,/_}_$n --ops attention_forward --shapes ${AF_TILE_SHAPES:-1,14} --impls ours_triton; done ;;
   tiles) n=0; for t in ${TILES:-128,128,8,4 128,64,8,3 64,128,4,3}; do  # a tile listed twice runs twice (its own file each time)
            n=$((n + 1)); SOLBENCH_ATTENTION_TILES=$t TO=60 run tiles_${t//,/_}_$n --ops unified_attention --shapes ${TILE_SHAPES:-20,21} --impls ours_triton; done ;;
 esac; done
