@@ -85,6 +85,12 @@ for step in $STEPS; do case $step in
     for i in 1 2; do for c in default ${CONV_CANDIDATES:-64,64,4 128,32,4 128,64,8 64,128,8}; do
       ([ $c != default ] && export SOLBENCH_CONV=$c; TO=60 run conv_${c//,/_}_$i --ops causal_conv1d --shapes ${CONV_SHAPES:-4,6,7,8} --impls ours_triton)
     done; done ;;
+  decodeab) # paged decode: one pass over a whole short context in one key tile (SOLBENCH_DECODE_SPLITS=1 with
+            # SOLBENCH_ATTENTION_TILES=block_m,block_n,warps,stages) against the rule's 32-key split launches, each twice
+    for i in 1 2; do for c in default ${DECODE_CANDIDATES:-1:16,128,4,1 1:16,128,4,2 1:16,64,4,2 1:16,128,8,1}; do
+      ([ $c != default ] && export SOLBENCH_DECODE_SPLITS=${c%%:*} SOLBENCH_ATTENTION_TILES=${c#*:}
+       TO=60 run decode_${c//[:,]/_}_$i --ops paged_attention_decode --shapes ${DECODE_SHAPES:-1,3,4,5,6,7} --impls ours_triton)
+    done; done ;;
   splitsab) # decode split counts (SOLBENCH_DECODE_SPLITS) against decode_splits' rule, each twice
     for i in 1 2; do for c in default ${SPLITS_LIST:-2 4 16}; do
       ([ $c != default ] && export SOLBENCH_DECODE_SPLITS=$c; TO=60 run splits_${c}_$i --ops mla_decode_attention,paged_attention_decode --impls ours_triton)
