@@ -105,6 +105,20 @@ def test_tiles_by_rows_per_sequence():
     assert default_config(256, 5926 * 8, True) == (128, 64, 8, 2)    # #24: D 256
 
 
+def test_short_context_decode_rule():
+    from solbench.kernels.attention import AttentionConfig, short_context_config
+
+    decode = AttentionConfig(16, 32, 2, 2)
+    # paged #3-#7: 4 sequences x 4-8 KV heads, 128 keys: one 128-key tile, one pass
+    assert short_context_config(decode, 128, 128, 32, 132) == AttentionConfig(16, 128, 4, 2)
+    assert short_context_config(decode, 128, 48, 1, 132) == AttentionConfig(16, 64, 4, 2)
+    assert short_context_config(decode, 128, 16, 1, 132).block_n == 32
+    assert short_context_config(decode, 256, 128, 2, 132) is None     # paged #1: D 256 spills at 128 keys
+    assert short_context_config(decode, 128, 256, 2, 132) is None     # longer contexts split
+    assert short_context_config(decode, 128, 64, 4096, 132) is None   # paged #0: the launch fills the SMs
+    assert short_context_config(decode, 128, 64, 4, None) is None     # no device
+
+
 def test_direct_grid_rule():
     from solbench.kernels.attention import direct_grid
 

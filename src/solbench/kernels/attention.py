@@ -156,6 +156,25 @@ def decode_splits(programs: int, sm_count: int | None, key_tiles: int) -> int:
     return max(1, min(-(-sm_count // programs), key_tiles))
 
 
+#: Host-side key bound up to which an under-filled decode launch reads a sequence's keys as one
+#: tile in one pass, instead of splitting them over programs and combining.
+SHORT_CONTEXT_KEYS = 128
+
+
+def short_context_config(cfg: AttentionConfig, head_dim_padded: int, keys: int, programs: int,
+                         sm_count: int | None) -> AttentionConfig | None:
+    """The one-pass tile of a decode launch whose sequences hold at most ``SHORT_CONTEXT_KEYS``
+    keys (``keys``: the host-side bound) and whose ``programs`` (sequences x KV heads) leave SMs
+    idle: every key in one tile of up to 128, 4 warps, 2 stages (the K and V loads issue
+    together in the pipeline's prologue), and no combine launch. None where the split launches
+    stay: a full launch, longer contexts, or head_size > 128 (its 128-key tile spills: paged #1,
+    D = 256, 7.4 -> 10.2 us). H100 (session 17, `s17_decode_*`): paged #4/#6/#7 (4 sequences x
+    8 KV heads, 128 keys) 7.1 -> 6.4 us, #3 6.6 -> 6.3, #5 (one program) level at 6.0."""
+    if not sm_count or programs >= sm_count or keys > SHORT_CONTEXT_KEYS or head_dim_padded > 128:
+        return None
+    return AttentionConfig(cfg.block_m, max(32, next_pow2(keys)), 4, 2)
+
+
 def splits_override() -> int | None:
     """``SOLBENCH_DECODE_SPLITS=N``: every decode launch (paged and MLA) splits its keys into N
     ranges whatever :func:`decode_splits` says; for tests and GPU A/B runs (read at each call)."""
