@@ -56,6 +56,9 @@ for step in $STEPS; do case $step in
          TO=200 run uab_new_$i --ops unified_attention --shapes ${UAB_SHAPES:-20,21,24,9,0,16,7} --impls ours_triton,$peers; done
        for t in ${UAB_TILES:-128,128,8,3 128,64,8,2 64,64,4,3 64,128,4,2}; do
          SOLBENCH_ATTENTION_TILES=$t TO=60 run uab_tiles_${t//,/_} --ops unified_attention --shapes 9,0,16 --impls ours_triton; done ;;
+  srcab) for i in 1 2; do  # any operator: the tree in benchmarks/ab/${SRCAB_TREE:-base} against this one, each twice
+           PYTHONPATH=$(tree ${SRCAB_TREE:-base}) TO=90 run srcab_old_$i --ops $SRCAB_OPS ${SRCAB_SHAPES:+--shapes $SRCAB_SHAPES} --impls ours_triton
+           TO=90 run srcab_new_$i --ops $SRCAB_OPS ${SRCAB_SHAPES:+--shapes $SRCAB_SHAPES} --impls ours_triton; done ;;
   pdab) for i in 1 2; do  # paged decode: the kernel of the committed H100 records against this one
           PYTHONPATH=$(tree pd0) TO=60 run pdab_old_$i --ops paged_attention_decode --impls ours_triton
           TO=60 run pdab_new_$i --ops paged_attention_decode --impls ours_triton; done

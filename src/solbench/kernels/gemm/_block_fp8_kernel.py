@@ -67,6 +67,9 @@ def _block_fp8_mm_kernel(
         for i in tl.range(0, kb_per_split):
             kb = kb0 + i
             k0 = kb * BLOCK_K
+            # The scales first: their loads then run under the tensor-core work instead of after it.
+            sa = tl.load(sa_rows + kb * stride_sak)
+            sb = tl.load(sb_rows + kb * stride_sbk)
             if USE_TMA:
                 # Out-of-range rows, columns and K are zero-filled by the copy engine.
                 a = a_desc.load([pid_m * BLOCK_M, k0])
@@ -79,8 +82,6 @@ def _block_fp8_mm_kernel(
                 a = tl.load(a_rows + (k0 + offs_k)[None, :], mask=k_ok, other=0.0)
                 b = tl.load(b_rows + (k0 + offs_k)[None, :], mask=k_ok, other=0.0)
             part = tl.dot(a, tl.trans(b), out_dtype=tl.float32)
-            sa = tl.load(sa_rows + kb * stride_sak)
-            sb = tl.load(sb_rows + kb * stride_sbk)
             if B_SCALE_PER_TILE:
                 acc += part * (sa * sb)[:, None]
             else:
