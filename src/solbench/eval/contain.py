@@ -152,11 +152,18 @@ def leftovers(evaluator: int, before: set[int], keep: set[int]) -> dict[int, tup
     less ``keep`` (the worker itself): what the candidate left behind, re-parented to the
     evaluator (the subreaper) or still in the worker's tree.
 
-    A new process under a helper of the evaluator's own that predates the worker (torch.compile's
-    compile-worker pool, started by the baselines, forks its workers lazily) is not the
-    candidate's: the candidate cannot re-parent a process below a stranger, only to the
-    subreaper."""
+    Two kinds of new process are the evaluator's own, not the candidate's (torch.compile's
+    compile-worker pool, started by the baselines, starts its sidecar and forks its workers
+    lazily, possibly while a worker runs):
+    * one in the evaluator's own session: the worker starts in a new session, and a process can
+      leave a session only for a new one of its own, never join another;
+    * one under a helper older than the worker: the candidate can re-parent a process to the
+      subreaper only, never below a stranger."""
     tree = descendants(evaluator)
+    try:
+        own_session = os.getsid(evaluator)
+    except OSError:
+        own_session = None
 
     def under_old_helper(p: int) -> bool:
         seen = set()
@@ -169,7 +176,8 @@ def leftovers(evaluator: int, before: set[int], keep: set[int]) -> dict[int, tup
                 return True
         return False
 
-    return {p: st for p, st in tree.items() if p not in before and p not in keep and not under_old_helper(p)}
+    return {p: st for p, st in tree.items()
+            if p not in before and p not in keep and st[2] != own_session and not under_old_helper(p)}
 
 
 # ---- Landlock (applied by the worker to itself) --------------------------------------------------
