@@ -59,8 +59,7 @@ class AttentionConfig:
 #: Query rows (tokens x G) per sequence up to which a prefill takes 64 x 64 tiles with 4 warps,
 #: and up to which 128 x 64 with 8 warps and 2 stages: a short causal sequence is mostly
 #: diagonal tiles, and a one-program-per-SM 128 x 128 launch has nothing to hide one program's
-#: prologue and epilogue behind (docs/DECISIONS.md has the measurements: 64 x 64 is 10% faster
-#: than 128 x 64 at 1792 rows, G = 7; 2560 rows, G = 10, is untimed at 64 x 64).
+#: prologue and epilogue behind (docs/DECISIONS.md has the measurements).
 SHORT_SEQ_ROWS = 2048
 MEDIUM_SEQ_ROWS = 4096
 
@@ -167,9 +166,8 @@ def short_context_config(cfg: AttentionConfig, head_dim_padded: int, keys: int, 
     keys (``keys``: the host-side bound) and whose ``programs`` (sequences x KV heads) leave SMs
     idle: every key in one tile of up to 128, 4 warps, 2 stages (the K and V loads issue
     together in the pipeline's prologue), and no combine launch. None where the split launches
-    stay: a full launch, longer contexts, or head_size > 128 (its 128-key tile spills: paged #1,
-    D = 256, 7.4 -> 10.2 us). H100 (session 17, `s17_decode_*`): paged #4/#6/#7 (4 sequences x
-    8 KV heads, 128 keys) 7.1 -> 6.4 us, #3 6.6 -> 6.3, #5 (one program) level at 6.0."""
+    stay: a full launch, longer contexts, or head_size > 128 (its 128-key tile spills at
+    D = 256). docs/DECISIONS.md has the measurements."""
     if not sm_count or programs >= sm_count or keys > SHORT_CONTEXT_KEYS or head_dim_padded > 128:
         return None
     return AttentionConfig(cfg.block_m, max(32, next_pow2(keys)), 4, 2)

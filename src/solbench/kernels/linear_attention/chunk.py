@@ -65,12 +65,10 @@ def state_options(B: int, H: int, V: int, sms: int | None, given: ChunkOptions |
     """The recurrence is a chain of chunk steps per (sequence, head, value block): the narrowest
     value block (16, 32 or 64) whose programs fit one wave of SMs, 4 warps, 3 stages. Every value
     block of a head loads the head's whole w and k tiles each step, so narrower blocks trade more
-    chains for more of those loads; past one wave the extra chains only queue. H100 (session 17,
-    ``chunk_*`` in the A/B archive): 16 x 4 x 3 wins up to 16 heads (#20 18.7 us against 28.2
-    for the old 16 x 4 x 2 and 23.7 for 32), 32 x 4 x 3 from 20 heads (#7 44.4 against 60.1 and
-    56.1), and the third stage is worth 10-25% everywhere. ``SOLBENCH_CHUNK_STATE`` (fields
-    ``block_v,num_warps,num_stages``, any subset as ``name=value``) fills what ``given`` leaves
-    open, for GPU A/B runs (read at each call)."""
+    chains for more of those loads; past one wave the extra chains only queue, and the third
+    stage hides the next step's loads (docs/DECISIONS.md has the measurements).
+    ``SOLBENCH_CHUNK_STATE`` (fields ``block_v,num_warps,num_stages``, any subset as
+    ``name=value``) fills what ``given`` leaves open, for GPU A/B runs (read at each call)."""
     given = env_filled("SOLBENCH_CHUNK_STATE", given or ChunkOptions())
     bv = 16
     while bv < min(64, next_pow2(V)) and sms and B * H * cdiv(V, bv) > sms:

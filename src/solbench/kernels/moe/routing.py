@@ -79,9 +79,8 @@ def topk_softmax_launch(num_tokens: int, experts_padded: int) -> tuple[int, int]
     that, or from 256 experts (to 512), one row in a one-warp program. In a program of several
     warps, Triton's layout puts 128 columns in a warp (4 fp32 a thread), so a row of 256 spans two
     warps and every round reduces through shared memory (21 barriers on sm_90, none in one warp);
-    several rows a warp serialise their chains. H100 (session 17): 14.9 against 19.4 us at 8037 x
-    256, 10.1 against 11.2 at 8192 x 128 (flag_gems 14.3 and 10.8). Past 512 experts, up to
-    2048 logits a program over up to 8 warps. ``SOLBENCH_TOPK_SOFTMAX=block_t,num_warps``
+    several rows a warp serialise their chains (docs/DECISIONS.md has the measurements). Past 512
+    experts, up to 2048 logits a program over up to 8 warps. ``SOLBENCH_TOPK_SOFTMAX=block_t,num_warps``
     overrides it for GPU A/B runs (read at each call)."""
     forced = env_fields("SOLBENCH_TOPK_SOFTMAX", TOPK_SOFTMAX_FIELDS, complete=True)
     if forced:
