@@ -105,7 +105,7 @@ def _k_loop(acc, acc2, a_ptr, a_stride, as_ptr, as_stride, arow, amask, w_ptr, w
                 sa = tl.load(as_ptr + arow * as_stride + kg, mask=amask, other=0.0)
             sb = tl.load(ws_ptr + kg * ws_sk, mask=nmask, other=0.0)
             acc += _mma(zero, a, b, USE_DOT, UPCAST) * sa[:, None] * sb[None, :]
-            if GATED:
+            if GATED:  # one-row tiles (tensor-core tiles take _k_loop_gate_up)
                 sb2 = tl.load(ws_ptr + ws_up_off + kg * ws_sk, mask=nmask, other=0.0)
                 acc2 += _mma(zero, a, b2, USE_DOT, UPCAST) * sa[:, None] * sb2[None, :]
         else:
@@ -115,6 +115,42 @@ def _k_loop(acc, acc2, a_ptr, a_stride, as_ptr, as_stride, arow, amask, w_ptr, w
         a_ptrs += BLOCK_K
         b_ptrs += BLOCK_K
     return acc, acc2
+
+
+@triton.jit
+def _k_loop_gate_up(a_ptr, a_stride, as_ptr, as_stride, arow, amask, w_ptr, w_sn, ws_ptr, ws_sn, ws_sk, pid_n, N, K,
+                    A_FP8: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                    QBLOCK: tl.constexpr, UPCAST: tl.constexpr):
+    """Block-scaled fp8 GEMM1 with the gate and up columns in one ``[BLOCK_K, 2 * BLOCK_N]`` B tile,
+    interleaved (column ``2j`` is gate row ``n_j``, ``2j + 1`` up row ``n_j + N``): one tensor-core
+    product and one wait a K step instead of two, each of which Triton makes wait before the
+    rescale (a product into a fresh accumulator is synchronous). Interleaving puts each gate value
+    beside its up value in the accumulator fragment, so the epilogue's split moves no data.
+    Returns ``(gate, up)``, each ``[BLOCK_M, BLOCK_N]`` fp32."""
+    offs_k = tl.arange(0, BLOCK_K)
+    offs_c = tl.arange(0, 2 * BLOCK_N)
+    n = pid_n * BLOCK_N + offs_c // 2
+    cmask = n < N
+    wrow = n + (offs_c % 2) * N
+    a_ptrs = a_ptr + arow[:, None] * a_stride + offs_k[None, :]
+    b_ptrs = w_ptr + wrow[None, :].to(tl.int64) * w_sn + offs_k[:, None]
+    s_ptrs = ws_ptr + (wrow // QBLOCK) * ws_sn
+    acc = tl.zeros([BLOCK_M, 2 * BLOCK_N], dtype=tl.float32)
+    for kb in range(0, tl.cdiv(K, BLOCK_K)):
+        kmask = offs_k < K - kb * BLOCK_K
+        kg = (kb * BLOCK_K) // QBLOCK
+        a = tl.load(a_ptrs, mask=amask[:, None] & kmask[None, :], other=0.0)
+        b = tl.load(b_ptrs, mask=kmask[:, None] & cmask[None, :], other=0.0)
+        # The scales are issued before the product so their latency hides under it.
+        sa = tl.full([BLOCK_M], 1.0, tl.float32)
+        if A_FP8:
+            sa = tl.load(as_ptr + arow * as_stride + kg, mask=amask, other=0.0)
+        sb = tl.load(s_ptrs + kg * ws_sk, mask=cmask, other=0.0)
+        part = _mma(tl.zeros([BLOCK_M, 2 * BLOCK_N], dtype=tl.float32), a, b, True, UPCAST)
+        acc += part * sa[:, None] * sb[None, :]
+        a_ptrs += BLOCK_K
+        b_ptrs += BLOCK_K
+    return tl.split(tl.reshape(acc, [BLOCK_M, BLOCK_N, 2]))
 
 
 @triton.jit
@@ -182,10 +218,15 @@ def _moe_gemm_kernel(
         valid = slots < num_slots
         arow = (slots // top_k) if GATED else slots
         arow = tl.where(valid, arow, 0).to(tl.int64)
-        acc, acc2 = _k_loop(acc, acc2, a_ptr, a_stride, as_ptr, as_stride, arow, valid, w_ptr + expert * w_se,
-                            w_sn, up_off, ws_ptr + expert * ws_se + (offs_n // QBLOCK) * ws_sn, ws_sk, ws_up_off,
-                            offs_n, nmask, K, tl.cdiv(K, QBLOCK), GATED, A_FP8, W_FP8, BLOCK_M, BLOCK_N, BLOCK_K,
-                            QBLOCK, KG, UPCAST)
+        if GATED and W_FP8 and BLOCK_M >= 16:
+            acc, acc2 = _k_loop_gate_up(a_ptr, a_stride, as_ptr, as_stride, arow, valid, w_ptr + expert * w_se, w_sn,
+                                        ws_ptr + expert * ws_se, ws_sn, ws_sk, pid_n, N, K, A_FP8, BLOCK_M, BLOCK_N,
+                                        BLOCK_K, QBLOCK, UPCAST)
+        else:
+            acc, acc2 = _k_loop(acc, acc2, a_ptr, a_stride, as_ptr, as_stride, arow, valid, w_ptr + expert * w_se,
+                                w_sn, up_off, ws_ptr + expert * ws_se + (offs_n // QBLOCK) * ws_sn, ws_sk, ws_up_off,
+                                offs_n, nmask, K, tl.cdiv(K, QBLOCK), GATED, A_FP8, W_FP8, BLOCK_M, BLOCK_N, BLOCK_K,
+                                QBLOCK, KG, UPCAST)
         crow = slots.to(tl.int64)
         cmask = valid[:, None] & nmask[None, :]
         if GATED:
