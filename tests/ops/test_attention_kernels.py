@@ -119,6 +119,25 @@ def test_short_context_decode_rule():
     assert short_context_config(decode, 128, 64, 4, None) is None     # no device
 
 
+def test_decode_plan_precedence(monkeypatch):
+    from solbench.kernels.attention import AttentionConfig, decode_plan
+
+    monkeypatch.delenv("SOLBENCH_ATTENTION_TILES", raising=False)
+    monkeypatch.delenv("SOLBENCH_DECODE_SPLITS", raising=False)
+    # paged #3 (4 x 4 programs, 128 keys): the one-pass tile, no split
+    assert decode_plan(128, 8, 128, 16, 132, True) == (AttentionConfig(16, 128, 4, 2), 1)
+    # paged #1 (D 256): the default tile, split over its 4 key tiles
+    assert decode_plan(256, 8, 128, 2, 132, True) == (AttentionConfig(16, 32, 2, 2), 4)
+    assert decode_plan(128, 8, 128, 16, None, False) == (AttentionConfig(16, 64, 4, 1), 1)  # CPU
+    monkeypatch.setenv("SOLBENCH_DECODE_SPLITS", "2")
+    assert decode_plan(128, 8, 128, 16, 132, True) == (AttentionConfig(16, 128, 4, 2), 2)
+    # An explicit tile is used as given: the short-context tile does not replace it
+    monkeypatch.setenv("SOLBENCH_ATTENTION_TILES", "16,64,4,1")
+    assert decode_plan(128, 8, 128, 16, 132, True) == (AttentionConfig(16, 64, 4, 1), 2)
+    monkeypatch.delenv("SOLBENCH_DECODE_SPLITS")
+    assert decode_plan(128, 8, 128, 16, 132, True) == (AttentionConfig(16, 64, 4, 1), 2)  # 2 tiles of 64
+
+
 def test_direct_grid_rule():
     from solbench.kernels.attention import direct_grid
 

@@ -7,8 +7,7 @@ import triton
 import triton.language as tl
 
 from solbench.kernels._decode_split_triton import _partial_row, _split_range, _store_partial, combine, split_workspace
-from solbench.kernels.attention import (LOG2E, decode_splits, direct_grid, head_dim_chunks, launch_config,
-                                        short_context_config, splits_override, stage_keys, tiles_override)
+from solbench.kernels.attention import LOG2E, decode_plan, direct_grid, head_dim_chunks, launch_config, stage_keys
 from solbench.kernels.common import gpu_codegen, next_pow2, sm_count
 
 
@@ -384,10 +383,7 @@ def launch(q, k, v, out, cu_seqlens_q, cu_seqlens_k, seqused_k, block_table, max
     if decode:
         # Host-side bound on a sequence's keys: the block table's width (nothing reads seq_lens).
         keys = block_table.shape[1] * page if paged else k.shape[0]
-        short = short_context_config(cfg, d_pad, keys, num_seqs * hkv, sm_count(q)) \
-            if gpu and tiles_override() is None else None
-        cfg = short or cfg
-        splits = splits_override() or (1 if short else decode_splits(num_seqs * hkv, sm_count(q), -(-keys // cfg.block_n)))
+        cfg, splits = decode_plan(d_pad, rows_per_seq, keys, num_seqs * hkv, sm_count(q), gpu)
     part_o, part_ml = split_workspace(num_seqs, h, splits, d, q.device) if splits > 1 else (dummy, dummy)
     # Per tensor: the x-split value cache's token stride 1 must not cost the keys theirs.
     vec, (qt, qh, ot, oh) = _vector_strides((q.stride(0), q.stride(1), out.stride(0), out.stride(1)),

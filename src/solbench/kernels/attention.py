@@ -173,6 +173,22 @@ def short_context_config(cfg: AttentionConfig, head_dim_padded: int, keys: int, 
     return AttentionConfig(cfg.block_m, max(32, next_pow2(keys)), 4, 2)
 
 
+def decode_plan(head_dim_padded: int, rows_per_seq: int, keys: int, programs: int, sm_count: int | None,
+                is_cuda: bool) -> tuple[AttentionConfig, int]:
+    """(tile, key splits) of a decode launch of ``programs`` (sequences x KV heads) over at most
+    ``keys`` keys a sequence (host-side bound). In order of precedence: ``SOLBENCH_ATTENTION_TILES``
+    (then the short-context tile is never substituted), :func:`short_context_config` on a GPU,
+    :func:`default_config`; the splits are ``SOLBENCH_DECODE_SPLITS``, else one pass for the
+    short-context tile, else :func:`decode_splits`."""
+    override = tiles_override()
+    cfg = override or default_config(head_dim_padded, rows_per_seq, is_cuda)
+    short = None if override or not is_cuda else short_context_config(cfg, head_dim_padded, keys, programs,
+                                                                      sm_count)
+    cfg = short or cfg
+    splits = splits_override() or (1 if short else decode_splits(programs, sm_count, -(-keys // cfg.block_n)))
+    return cfg, splits
+
+
 def splits_override() -> int | None:
     """``SOLBENCH_DECODE_SPLITS=N``: every decode launch (paged and MLA) splits its keys into N
     ranges whatever :func:`decode_splits` says; for tests and GPU A/B runs (read at each call)."""
@@ -407,4 +423,4 @@ def paged_attention_decode(query: torch.Tensor, k_cache: torch.Tensor, v_cache: 
     return out
 
 
-__all__ = ["AttentionConfig", "decode_splits", "default_config", "direct_grid", "stage_keys", "unified_attention", "varlen_attention", "paged_attention_decode"]
+__all__ = ["AttentionConfig", "decode_plan", "decode_splits", "default_config", "direct_grid", "stage_keys", "unified_attention", "varlen_attention", "paged_attention_decode"]
