@@ -70,9 +70,10 @@ def _k_loop(acc, acc2, a_ptr, a_stride, as_ptr, as_stride, arow, amask, w_ptr, w
             BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, QBLOCK: tl.constexpr, KG: tl.constexpr,
             UPCAST: tl.constexpr):
     """``acc (+)= A[arow, :K] @ W[offs_n, :K]^T`` for one expert's weight rows ``w_ptr`` (and the
-    up rows ``up_off`` further into ``acc2`` when GATED). Block-scaled fp8 on tensor cores: one K
-    step lies in one 128-group, so its partial product is scaled once by the row's group scale
-    (A_FP8) and the column's block scale (W_FP8). One-row (decode) tiles may span ``KG`` groups."""
+    up rows ``up_off`` further into ``acc2`` when GATED: one-row tiles only, tensor-core tiles take
+    :func:`_k_loop_gate_up`). Block-scaled fp8 on tensor cores: one K step lies in one 128-group,
+    so its partial product is scaled once by the row's group scale (A_FP8) and the column's block
+    scale (W_FP8). One-row (decode) tiles may span ``KG`` groups."""
     USE_DOT: tl.constexpr = BLOCK_M >= 16
     offs_k = tl.arange(0, BLOCK_K)
     a_ptrs = a_ptr + arow[:, None] * a_stride + offs_k[None, :]
@@ -119,13 +120,14 @@ def _k_loop(acc, acc2, a_ptr, a_stride, as_ptr, as_stride, arow, amask, w_ptr, w
 
 @triton.jit
 def _k_loop_gate_up(a_ptr, a_stride, as_ptr, as_stride, arow, amask, w_ptr, w_sn, ws_ptr, ws_sn, ws_sk, pid_n, N, K,
-                    A_FP8: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                    QBLOCK: tl.constexpr, UPCAST: tl.constexpr):
-    """Block-scaled fp8 GEMM1 with the gate and up columns in one ``[BLOCK_K, 2 * BLOCK_N]`` B tile,
-    interleaved (column ``2j`` is gate row ``n_j``, ``2j + 1`` up row ``n_j + N``): one tensor-core
-    product and one wait a K step instead of two, each of which Triton makes wait before the
-    rescale (a product into a fresh accumulator is synchronous). Interleaving puts each gate value
-    beside its up value in the accumulator fragment, so the epilogue's split moves no data.
+                    A_FP8: tl.constexpr, W_FP8: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                    BLOCK_K: tl.constexpr, QBLOCK: tl.constexpr, UPCAST: tl.constexpr):
+    """GEMM1 on tensor cores with the gate and up columns in one ``[BLOCK_K, 2 * BLOCK_N]`` B
+    tile, interleaved (column ``2j`` is gate row ``n_j``, ``2j + 1`` up row ``n_j + N``): each K
+    step is one product twice as wide instead of two, so the A tile is read from shared memory
+    once, and on block-scaled fp8 there is one wait a step instead of two (a product into a fresh
+    accumulator, which the per-block rescale needs, is synchronous). Interleaving puts each gate
+    value beside its up value in the accumulator fragment, so the split at the end moves no data.
     Returns ``(gate, up)``, each ``[BLOCK_M, BLOCK_N]`` fp32."""
     offs_k = tl.arange(0, BLOCK_K)
     offs_c = tl.arange(0, 2 * BLOCK_N)
@@ -138,16 +140,21 @@ def _k_loop_gate_up(a_ptr, a_stride, as_ptr, as_stride, arow, amask, w_ptr, w_sn
     acc = tl.zeros([BLOCK_M, 2 * BLOCK_N], dtype=tl.float32)
     for kb in range(0, tl.cdiv(K, BLOCK_K)):
         kmask = offs_k < K - kb * BLOCK_K
-        kg = (kb * BLOCK_K) // QBLOCK
         a = tl.load(a_ptrs, mask=amask[:, None] & kmask[None, :], other=0.0)
         b = tl.load(b_ptrs, mask=kmask[:, None] & cmask[None, :], other=0.0)
-        # The scales are issued before the product so their latency hides under it.
-        sa = tl.full([BLOCK_M], 1.0, tl.float32)
-        if A_FP8:
-            sa = tl.load(as_ptr + arow * as_stride + kg, mask=amask, other=0.0)
-        sb = tl.load(s_ptrs + kg * ws_sk, mask=cmask, other=0.0)
-        part = _mma(tl.zeros([BLOCK_M, 2 * BLOCK_N], dtype=tl.float32), a, b, True, UPCAST)
-        acc += part * sa[:, None] * sb[None, :]
+        if W_FP8:
+            # One K step lies in one 128-group: its partial product is scaled once by the row's
+            # group scale and the column's block scale, loaded before the product so that their
+            # latency hides under it.
+            kg = (kb * BLOCK_K) // QBLOCK
+            sa = tl.full([BLOCK_M], 1.0, tl.float32)
+            if A_FP8:
+                sa = tl.load(as_ptr + arow * as_stride + kg, mask=amask, other=0.0)
+            sb = tl.load(s_ptrs + kg * ws_sk, mask=cmask, other=0.0)
+            part = _mma(tl.zeros([BLOCK_M, 2 * BLOCK_N], dtype=tl.float32), a, b, True, UPCAST)
+            acc += part * sa[:, None] * sb[None, :]
+        else:
+            acc = _mma(acc, a, b, True, UPCAST)
         a_ptrs += BLOCK_K
         b_ptrs += BLOCK_K
     return tl.split(tl.reshape(acc, [BLOCK_M, BLOCK_N, 2]))
@@ -218,10 +225,10 @@ def _moe_gemm_kernel(
         valid = slots < num_slots
         arow = (slots // top_k) if GATED else slots
         arow = tl.where(valid, arow, 0).to(tl.int64)
-        if GATED and W_FP8 and BLOCK_M >= 16:
+        if GATED and BLOCK_M >= 16:
             acc, acc2 = _k_loop_gate_up(a_ptr, a_stride, as_ptr, as_stride, arow, valid, w_ptr + expert * w_se, w_sn,
-                                        ws_ptr + expert * ws_se, ws_sn, ws_sk, pid_n, N, K, A_FP8, BLOCK_M, BLOCK_N,
-                                        BLOCK_K, QBLOCK, UPCAST)
+                                        ws_ptr + expert * ws_se, ws_sn, ws_sk, pid_n, N, K, A_FP8, W_FP8, BLOCK_M,
+                                        BLOCK_N, BLOCK_K, QBLOCK, UPCAST)
         else:
             acc, acc2 = _k_loop(acc, acc2, a_ptr, a_stride, as_ptr, as_stride, arow, valid, w_ptr + expert * w_se,
                                 w_sn, up_off, ws_ptr + expert * ws_se + (offs_n // QBLOCK) * ws_sn, ws_sk, ws_up_off,
