@@ -103,7 +103,9 @@ for step in $STEPS; do case $step in
     for i in 1 2; do for c in default ${SPLITS_LIST:-2 4 16}; do
       ([ $c != default ] && export SOLBENCH_DECODE_SPLITS=$c; TO=60 run splits_${c}_$i --ops mla_decode_attention,paged_attention_decode --impls ours_triton)
     done; done ;;
-  gputests) timeout ${GT_TO:-150} python3 -m pytest -q -p no:cacheprovider --maxfail=30 ${GT_TESTS:-tests/eval tests/test_jit_cuda_gpu.py tests/test_library.py tests/ops/test_attention_kernels.py} > $W/log_gputests.txt 2>&1
+  gputests) # GT_UNTIL=S: the tests get what is left until S seconds into the call (the log still comes back)
+    gt_to=${GT_TO:-150}; [ -n "${GT_UNTIL:-}" ] && gt_to=$(( GT_UNTIL - SECONDS ))
+    timeout $gt_to python3 -m pytest -q -p no:cacheprovider --maxfail=30 ${GT_TESTS:-tests/eval tests/test_jit_cuda_gpu.py tests/test_library.py tests/ops/test_attention_kernels.py} > $W/log_gputests.txt 2>&1
         echo "gputests rc=$?"; tail -25 $W/log_gputests.txt; pack ;;
   aftiles) n=0; for t in ${AF_TILES:-64,64,4,2 128,64,8,2}; do  # attention_forward's tiles (each listed tile its own file)
            n=$((n + 1)); SOLBENCH_ATTENTION_TILES=$t TO=60 run aftiles_${t//,/_}_$n --ops attention_forward --shapes ${AF_TILE_SHAPES:-1,14} --impls ours_triton; done ;;
