@@ -3,6 +3,8 @@
 fused MoE on its sorted and direct paths (M not a multiple of the tile, duplicates, both
 combines), the fp8 path against a torch model of the same requantization, validation errors and
 the custom ops' schemas and fake implementations."""
+from dataclasses import replace
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -161,6 +163,8 @@ SORTED16 = FusedMoeOptions(GemmConfig(16, 32, 32, group_m=2), GemmConfig(16, 64,
     (21, SORTED16, False),                                  # sorted, 84 slots: no multiple of 16
     (21, SORTED16, True),                                   # sorted with duplicates
     (21, FusedMoeOptions(SORTED16.gemm1, SORTED16.gemm2, combine="atomic"), True),
+    # gate and up in one interleaved tile; I = 48 leaves the second 32-column tile part-empty
+    (21, FusedMoeOptions(replace(SORTED16.gemm1, gate_up_tile=1), SORTED16.gemm2), True),
 ])
 def test_fused_moe_paths(device, t, opt, dup):
     # E=16, k=4: with 3 tokens most experts receive nothing; with 21 some still do.
@@ -191,6 +195,7 @@ def test_default_options_by_bucket():
     assert not big.direct and big.gemm1.block_m == 128 and big.combine == "sum"
     f8 = default_options(3804, 256, 7168, 2048, 8, fp8=True)
     assert f8.gemm1.block_n == 128 and f8.gemm1.block_k == 128 and f8.gemm1.block_m == 64
+    assert f8.gemm1.gate_up_tile == 1 and big.gemm1.gate_up_tile == 0
 
 
 def test_fp8_decode_options():
@@ -263,14 +268,15 @@ def _fp8_model(x, w1, w2, tw, ti, xs, s1, s2, requant: bool):
     return out
 
 
-@pytest.mark.parametrize("t,dup", [(2, True), (9, False)])
-def test_fp8_fused_moe_matches_a_model_of_its_requantization(device, t, dup):
+@pytest.mark.parametrize("t,dup,gate_up_tile", [(2, True, 0), (9, False, 0), (9, True, 1)])
+def test_fp8_fused_moe_matches_a_model_of_its_requantization(device, t, dup, gate_up_tile):
     # T=2 takes the direct path (activation kept in fp32), T=9 the sorted path (1x128 fp8 requant
     # in GEMM1's epilogue). The model reproduces the fp8 rounding, so the check is tight: what is
     # left is the bf16 per-slot rows (the interpreter truncates them, ~0.3% RMS), while a
     # truncating fp8 conversion alone gives ~4% and a wrong group scale far more.
     args = _fp8_case(t, 256, 256, 8, 2, device, dup)
-    opt = None if t <= 4 else FusedMoeOptions(GemmConfig(16, 128, 128, group_m=1), GemmConfig(16, 64, 128, group_m=1),
+    opt = None if t <= 4 else FusedMoeOptions(GemmConfig(16, 128, 128, group_m=1, gate_up_tile=gate_up_tile),
+                                              GemmConfig(16, 64, 128, group_m=1),
                                               combine="sum")
     out = fp8_block_fused_moe(*[a.to(device) for a in args], out=torch.empty(t, 256, device=device), options=opt)
     want = _fp8_model(*args, requant=t > 4)
@@ -304,6 +310,8 @@ def test_validation_errors_name_what_is_supported():
         FusedMoeOptions(GemmConfig(16, 32, 32), GemmConfig(16, 32, 32), combine="add")
     with pytest.raises(ValueError, match="block_m must match"):
         FusedMoeOptions(GemmConfig(16, 32, 32), GemmConfig(32, 32, 32))
+    with pytest.raises(ValueError, match="gate_up_tile is 0 or 1"):
+        FusedMoeOptions(GemmConfig(16, 32, 32, gate_up_tile=2), GemmConfig(16, 32, 32))
     with pytest.raises(ValueError, match=r"top_k=9 must be in \[1, min\(num_experts=8"):
         topk_gating_softmax(torch.randn(2, 8), 9)
     with pytest.raises(ValueError, match="multiples of 128"):

@@ -70,7 +70,7 @@ def _k_loop(acc, acc2, a_ptr, a_stride, as_ptr, as_stride, arow, amask, w_ptr, w
             BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, QBLOCK: tl.constexpr, KG: tl.constexpr,
             UPCAST: tl.constexpr):
     """``acc (+)= A[arow, :K] @ W[offs_n, :K]^T`` for one expert's weight rows ``w_ptr`` (and the
-    up rows ``up_off`` further into ``acc2`` when GATED: one-row tiles only, tensor-core tiles take
+    up rows ``up_off`` further into ``acc2`` when GATED, unless the tile takes
     :func:`_k_loop_gate_up`). Block-scaled fp8 on tensor cores: one K step lies in one 128-group,
     so its partial product is scaled once by the row's group scale (A_FP8) and the column's block
     scale (W_FP8). One-row (decode) tiles may span ``KG`` groups."""
@@ -106,7 +106,7 @@ def _k_loop(acc, acc2, a_ptr, a_stride, as_ptr, as_stride, arow, amask, w_ptr, w
                 sa = tl.load(as_ptr + arow * as_stride + kg, mask=amask, other=0.0)
             sb = tl.load(ws_ptr + kg * ws_sk, mask=nmask, other=0.0)
             acc += _mma(zero, a, b, USE_DOT, UPCAST) * sa[:, None] * sb[None, :]
-            if GATED:  # one-row tiles (tensor-core tiles take _k_loop_gate_up)
+            if GATED:
                 sb2 = tl.load(ws_ptr + ws_up_off + kg * ws_sk, mask=nmask, other=0.0)
                 acc2 += _mma(zero, a, b2, USE_DOT, UPCAST) * sa[:, None] * sb2[None, :]
         else:
@@ -170,13 +170,14 @@ def _moe_gemm_kernel(
         GATED: tl.constexpr, A_FP8: tl.constexpr, W_FP8: tl.constexpr, QUANT_OUT: tl.constexpr,
         MODE: tl.constexpr, ATOMIC: tl.constexpr, ZERO: tl.constexpr,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
-        QBLOCK: tl.constexpr, KG: tl.constexpr, UPCAST: tl.constexpr):
+        QBLOCK: tl.constexpr, KG: tl.constexpr, GATE_UP_TILE: tl.constexpr, UPCAST: tl.constexpr):
     """One grouped-GEMM tile. MODE 0: rows are a block of the sorted layout (one expert);
     MODE 1: the row is one slot (decode GEMM1; ``sorted_ptr`` holds topk_ids); MODE 2: the row is
     one token and the program sums its top-k experts (decode GEMM2). GATED: GEMM1 (x rows by
     token, gate and up columns, silu(g)*u out per slot; QUANT_OUT requantizes it per 128-group).
     Otherwise GEMM2: rows by slot, times the router weight; ATOMIC adds into out by token.
     ZERO: the programs first zero ``zero_ptr`` (GEMM2's atomic target), a chunk each.
+    GATE_UP_TILE: GEMM1's tensor-core tiles take :func:`_k_loop_gate_up`.
     UPCAST: running in the CPU interpreter (see _mma and _fp8_grid)."""
     pid = tl.program_id(0)
     if ZERO:
@@ -225,7 +226,7 @@ def _moe_gemm_kernel(
         valid = slots < num_slots
         arow = (slots // top_k) if GATED else slots
         arow = tl.where(valid, arow, 0).to(tl.int64)
-        if GATED and BLOCK_M >= 16:
+        if GATED and GATE_UP_TILE and BLOCK_M >= 16:
             acc, acc2 = _k_loop_gate_up(a_ptr, a_stride, as_ptr, as_stride, arow, valid, w_ptr + expert * w_se, w_sn,
                                         ws_ptr + expert * ws_se, ws_sn, ws_sk, pid_n, N, K, A_FP8, W_FP8, BLOCK_M,
                                         BLOCK_N, BLOCK_K, QBLOCK, UPCAST)
@@ -272,7 +273,8 @@ def _launch_gemm(cfg: GemmConfig, num_m: int, n: int, k: int, a, a_scale, w, w_s
         GATED=gated, A_FP8=a_scale is not None, W_FP8=w_scale is not None, QUANT_OUT=quant_out, MODE=mode,
         ATOMIC=atomic, ZERO=zero is not None, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,
         GROUP_M=cfg.group_m, QBLOCK=FP8_BLOCK, KG=max(1, cfg.block_k // FP8_BLOCK) if w_scale is not None else 1,
-        UPCAST=not gpu_codegen(a), num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+        GATE_UP_TILE=bool(cfg.gate_up_tile), UPCAST=not gpu_codegen(a), num_warps=cfg.num_warps,
+        num_stages=cfg.num_stages)
 
 
 def run(x, x_scale, w1, w1_scale, w2, w2_scale, topk_weights, topk_ids, out, opt: FusedMoeOptions):

@@ -39,12 +39,17 @@ FP8_MAX = 448.0
 
 @dataclass(frozen=True)
 class GemmConfig:
+    """One GEMM's tiles. ``gate_up_tile`` (GEMM1 on tensor-core tiles): the gate and up columns
+    as one interleaved B tile, one product twice as wide a K step instead of two (1), or two
+    products (0)."""
+
     block_m: int
     block_n: int
     block_k: int
     group_m: int = 8
     num_warps: int = 4
     num_stages: int = 3
+    gate_up_tile: int = 0
 
 
 @dataclass(frozen=True)
@@ -76,6 +81,8 @@ class FusedMoeOptions:
                     or g.block_n & (g.block_n - 1) or g.block_k & (g.block_k - 1):
                 raise ValueError(f"FusedMoeOptions: {g} needs block_m 1 (direct) or a power of two in [16, 256] "
                                  "(tensor-core tiles) and power-of-two block_n, block_k >= 16")
+            if g.gate_up_tile not in (0, 1):
+                raise ValueError(f"FusedMoeOptions: {g}: gate_up_tile is 0 or 1")
 
 
 #: Token counts up to this take the direct path: with a handful of tokens a top-k rarely names an
@@ -120,7 +127,9 @@ def default_options(num_tokens: int, num_experts: int, hidden: int, inter: int, 
         # partial product; 128-wide K steps carry one scale each.
         bm = 16 if per_expert <= 16 else 32 if per_expert <= 48 else 64
         warps = 4 if bm <= 32 else 8
-        g1 = GemmConfig(bm, FP8_BLOCK, FP8_BLOCK, group_m=1, num_warps=warps, num_stages=3)
+        # One B tile for gate and up: each K step's block-scaled product must finish before its
+        # rescale, so two products meant two waits a step (sm_90 code).
+        g1 = GemmConfig(bm, FP8_BLOCK, FP8_BLOCK, group_m=1, num_warps=warps, num_stages=3, gate_up_tile=1)
         g2 = GemmConfig(bm, 128, FP8_BLOCK, group_m=1, num_warps=warps, num_stages=3)
         return FusedMoeOptions(g1, g2, direct=False, combine=combine)
     # (block_m, GEMM1 N tile per accumulator, GEMM2 N tile, block_k, warps, stages) by the mean
@@ -241,13 +250,12 @@ functional_op("solbench::fused_moe", _fused_moe_op,
 
 
 def _pack(opt: FusedMoeOptions) -> list[int]:
-    g1, g2 = opt.gemm1, opt.gemm2
-    return [g1.block_m, g1.block_n, g1.block_k, g1.group_m, g1.num_warps, g1.num_stages,
-            g2.block_m, g2.block_n, g2.block_k, g2.group_m, g2.num_warps, g2.num_stages]
+    return [getattr(g, f.name) for g in (opt.gemm1, opt.gemm2) for f in fields(GemmConfig)]
 
 
 def _unpack(tiles, direct, combine) -> FusedMoeOptions:
-    return FusedMoeOptions(GemmConfig(*tiles[:6]), GemmConfig(*tiles[6:]), direct=direct, combine=combine)
+    n = len(fields(GemmConfig))
+    return FusedMoeOptions(GemmConfig(*tiles[:n]), GemmConfig(*tiles[n:]), direct=direct, combine=combine)
 
 
 def fused_moe(hidden_states: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor, topk_weights: torch.Tensor,
