@@ -216,16 +216,19 @@ def _conv_call(inp, **kw):
                          seq_lens=inp["seq_lens_cpu"], **kw)
 
 
-@pytest.mark.parametrize("block_t", [None, 4])
-def test_conv_varlen_matches_reference(block_t):
+@pytest.mark.parametrize("opts,width", [(None, 4), (dict(block_t=4), 4), (dict(stream=1), 4),
+                                        (dict(stream=1, block_t=4, block_d=16, num_warps=1), 4),
+                                        (dict(stream=1, block_t=8), 3), (dict(stream=1, block_t=4), 2)])
+def test_conv_varlen_matches_reference(opts, width):
     # Sequences shorter than the state (1, 2 tokens), several token blocks (11 with block_t 4),
     # with and without a state; block_t 4 makes the first block write the pool line while later
-    # blocks of the same sequence still compute.
+    # blocks of the same sequence still compute. stream=1: the streaming kernel (lengths not a
+    # multiple of its four-token step, channels past dim with block_d 16, widths below four).
     from solbench.kernels.conv import ConvOptions
 
-    shape, inp = _conv_inputs([1, 11, 2, 5], has=[True, True, False, True])
+    shape, inp = _conv_inputs([1, 11, 2, 5], width=width, has=[True, True, False, True])
     ref_out, ref_pool = CONV.reference(**_clone(inp))
-    out, pool = _conv_call(inp, options=ConvOptions(block_t=block_t) if block_t else None)
+    out, pool = _conv_call(inp, options=ConvOptions(**opts) if opts else None)
     assert pool is inp["initial_state"] and out.stride() == inp["x"].stride()
     _ok(CONV, shape, "out", out, ref_out)
     assert torch.equal(pool, ref_pool)                      # pool lines are copies of inputs
@@ -234,19 +237,27 @@ def test_conv_varlen_matches_reference(block_t):
 def test_conv_options_from_the_command_line(monkeypatch):
     from solbench.kernels.conv import ConvOptions, conv_options
 
-    assert conv_options(1, 14807, 8192, 132) == ConvOptions(32, 128, 4)          # catalog #8
+    assert conv_options(1, 14807, 8192, 132) == ConvOptions(32, 128, 4, 0)       # catalog #8
     monkeypatch.setenv("SOLBENCH_CONV", "block_t=8,block_d=32")
-    assert conv_options(1, 14807, 8192, 132) == ConvOptions(8, 32, 1)
-    assert conv_options(1, 14807, 8192, 132, ConvOptions(block_t=16)) == ConvOptions(16, 32, 2)  # explicit wins
+    assert conv_options(1, 14807, 8192, 132) == ConvOptions(8, 32, 1, 0)
+    assert conv_options(1, 14807, 8192, 132, ConvOptions(block_t=16)) == ConvOptions(16, 32, 2, 0)  # explicit wins
+    monkeypatch.setenv("SOLBENCH_CONV", "stream=1")
+    assert conv_options(1, 14807, 8192, 132) == ConvOptions(64, 1024, 4, 1)     # 16-byte rows a thread
+    assert conv_options(1, 2, 8192, 132) == ConvOptions(4, 1024, 4, 1)          # one four-token step
+    monkeypatch.setenv("SOLBENCH_CONV", "block_t=8,block_d=32")
     shape, inp = _conv_inputs([1, 11, 2, 5], has=[True, True, False, True])   # several 8-token blocks
     ref_out, ref_pool = CONV.reference(**_clone(inp))
     out, pool = _conv_call(inp)
     _ok(CONV, shape, "out", out, ref_out)
     assert torch.equal(pool, ref_pool)
-    for bad in ("block_t=24", "num_warps=3", "width=2"):
+    for bad in ("block_t=24", "num_warps=3", "width=2", "stream=2", "stream=1,block_t=2"):
         monkeypatch.setenv("SOLBENCH_CONV", bad)
-        with pytest.raises(ValueError, match="SOLBENCH_CONV|block_t|num_warps"):
+        with pytest.raises(ValueError, match="SOLBENCH_CONV|block_t|num_warps|stream"):
             conv_options(1, 100, 64, 132)
+    monkeypatch.setenv("SOLBENCH_CONV", "stream=1")
+    _, wide = _conv_inputs([5], width=5)
+    with pytest.raises(ValueError, match="width <= 4, got 5"):
+        _conv_call(wide)
 
 
 def test_conv_padding_sequence_is_skipped_and_no_activation_no_bias():

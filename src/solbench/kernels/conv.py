@@ -47,6 +47,7 @@ class ConvOptions:
     block_t: int | None = None   # tokens per program (power of two)
     block_d: int | None = None   # channels per program (power of two)
     num_warps: int | None = None
+    stream: int | None = None    # 1: the streaming kernel (width <= 4): x loaded once, four tokens a step
 
 
 def conv_options(n_seq: int, max_len: int, dim: int, sms: int | None, given: ConvOptions | None = None) -> ConvOptions:
@@ -57,6 +58,18 @@ def conv_options(n_seq: int, max_len: int, dim: int, sms: int | None, given: Con
     ``given`` leaves open, for GPU A/B runs: a channel row holds only block_t tokens contiguous
     (64 bytes at 32), so longer, narrower tiles are the candidates on the large prefills."""
     given = env_filled("SOLBENCH_CONV", given or ConvOptions())
+    stream = given.stream or 0
+    if stream not in (0, 1):
+        raise ValueError(f"{WHAT}: stream must be 0 or 1, got {stream}")
+    if stream:
+        # One row of channels a step for the whole program: 8 bf16 channels (16 bytes) a thread.
+        bt = given.block_t or min(64, max(4, next_pow2(max(1, max_len))))
+        warps = check_warps(WHAT, given.num_warps or 4)
+        bd = given.block_d or warps * 32 * 8
+        if bt < 4 or bt & (bt - 1) or bd & (bd - 1):
+            raise ValueError(f"{WHAT}: the streaming kernel needs a power-of-two block_t >= 4 (four tokens a "
+                             f"step) and a power-of-two block_d, got {bt}, {bd}")
+        return ConvOptions(block_t=bt, block_d=bd, num_warps=warps, stream=1)
     bt = given.block_t or min(32, next_pow2(max(1, max_len)))
     bd = given.block_d or 128
     if not given.block_d:
@@ -66,7 +79,7 @@ def conv_options(n_seq: int, max_len: int, dim: int, sms: int | None, given: Con
         if v & (v - 1):
             raise ValueError(f"{WHAT}: {name} must be a power of two, got {v}")
     warps = check_warps(WHAT, given.num_warps or max(1, min(4, bt * bd // 256)))
-    return ConvOptions(block_t=bt, block_d=bd, num_warps=warps)
+    return ConvOptions(block_t=bt, block_d=bd, num_warps=warps, stream=0)
 
 
 def _is_silu(activation) -> bool:
@@ -101,7 +114,7 @@ def _check_varlen_aliasing(x, weight, bias, initial_state, query_start_loc, cach
 
 
 def _varlen_eager(x, weight, bias, initial_state, query_start_loc, cache_indices, has_initial_state, out, max_len,
-                  silu, block_t, block_d, num_warps) -> None:
+                  silu, block_t, block_d, num_warps, stream) -> None:
     """Sequence by sequence (host loops: it syncs, as CPU code may); a negative index is padding:
     no output, no state write."""
     _check_varlen_aliasing(x, weight, bias, initial_state, query_start_loc, cache_indices, has_initial_state, out)
@@ -118,17 +131,18 @@ def _varlen_eager(x, weight, bias, initial_state, query_start_loc, cache_indices
 @kernel_op("solbench::causal_conv1d_", mutates_args=("initial_state", "out"), eager=_varlen_eager)
 def _conv_varlen_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, initial_state: torch.Tensor,
                     query_start_loc: torch.Tensor, cache_indices: torch.Tensor, has_initial_state: torch.Tensor,
-                    out: torch.Tensor, max_len: int, silu: bool, block_t: int, block_d: int, num_warps: int) -> None:
+                    out: torch.Tensor, max_len: int, silu: bool, block_t: int, block_d: int, num_warps: int,
+                    stream: int) -> None:
     _check_varlen_aliasing(x, weight, bias, initial_state, query_start_loc, cache_indices, has_initial_state, out)
     from solbench.kernels._conv_triton import launch
 
     launch(x, weight, bias, initial_state, query_start_loc, cache_indices, has_initial_state, out,
-           cache_indices.shape[0], max_len, True, True, True, silu, ConvOptions(block_t, block_d, num_warps))
+           cache_indices.shape[0], max_len, True, True, True, silu, ConvOptions(block_t, block_d, num_warps, stream))
 
 
 @_conv_varlen_op.register_fake
 def _conv_varlen_fake(x, weight, bias, initial_state, query_start_loc, cache_indices, has_initial_state, out,
-                      max_len, silu, block_t, block_d, num_warps) -> None:
+                      max_len, silu, block_t, block_d, num_warps, stream) -> None:
     return None
 
 
@@ -137,7 +151,7 @@ def _check_single_aliasing(x, weight, bias, initial_state, out) -> None:
                                             ("initial_state", initial_state)))
 
 
-def _single_eager(x, weight, bias, initial_state, out, silu, block_t, block_d, num_warps) -> None:
+def _single_eager(x, weight, bias, initial_state, out, silu, block_t, block_d, num_warps, stream) -> None:
     _check_single_aliasing(x, weight, bias, initial_state, out)
     out.copy_(_conv_eager(x, weight, bias, initial_state, silu)[0])
 
@@ -145,17 +159,17 @@ def _single_eager(x, weight, bias, initial_state, out, silu, block_t, block_d, n
 @kernel_op("solbench::causal_conv1d_single.out", mutates_args=("out",), eager=_single_eager)
 def _conv_single_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                     initial_state: torch.Tensor | None, out: torch.Tensor, silu: bool, block_t: int, block_d: int,
-                    num_warps: int) -> None:
+                    num_warps: int, stream: int) -> None:
     _check_single_aliasing(x, weight, bias, initial_state, out)
     from solbench.kernels._conv_triton import launch
 
     state = initial_state.unsqueeze(0) if initial_state is not None else None
     launch(x, weight, bias, state, None, None, None, out, 1, x.shape[1], False, initial_state is not None, False,
-           silu, ConvOptions(block_t, block_d, num_warps))
+           silu, ConvOptions(block_t, block_d, num_warps, stream))
 
 
 @_conv_single_op.register_fake
-def _conv_single_fake(x, weight, bias, initial_state, out, silu, block_t, block_d, num_warps) -> None:
+def _conv_single_fake(x, weight, bias, initial_state, out, silu, block_t, block_d, num_warps, stream) -> None:
     return None
 
 
@@ -214,7 +228,7 @@ def causal_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     max_len = max(seq_lens, default=0) if seq_lens is not None else x.shape[1]
     opts = conv_options(n, max_len, dim, sm_count(x), options)
     _conv_varlen_op(x, weight, bias, initial_state, query_start_loc, cache_indices, has_initial_state, out,
-                    int(max_len), _is_silu(activation), opts.block_t, opts.block_d, opts.num_warps)
+                    int(max_len), _is_silu(activation), opts.block_t, opts.block_d, opts.num_warps, opts.stream)
     return out, initial_state
 
 
@@ -234,5 +248,5 @@ def causal_conv1d_single(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
     out = _output(out, x)
     opts = conv_options(1, x.shape[1], dim, sm_count(x), options)
     _conv_single_op(x, weight, bias, initial_state, out, _is_silu(activation), opts.block_t, opts.block_d,
-                    opts.num_warps)
+                    opts.num_warps, opts.stream)
     return out
