@@ -114,7 +114,7 @@ def _check_varlen_aliasing(x, weight, bias, initial_state, query_start_loc, cach
 
 
 def _varlen_eager(x, weight, bias, initial_state, query_start_loc, cache_indices, has_initial_state, out, max_len,
-                  silu, block_t, block_d, num_warps, stream) -> None:
+                  silu, block_t, block_d, num_warps, stream=0) -> None:
     """Sequence by sequence (host loops: it syncs, as CPU code may); a negative index is padding:
     no output, no state write."""
     _check_varlen_aliasing(x, weight, bias, initial_state, query_start_loc, cache_indices, has_initial_state, out)
@@ -132,7 +132,7 @@ def _varlen_eager(x, weight, bias, initial_state, query_start_loc, cache_indices
 def _conv_varlen_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, initial_state: torch.Tensor,
                     query_start_loc: torch.Tensor, cache_indices: torch.Tensor, has_initial_state: torch.Tensor,
                     out: torch.Tensor, max_len: int, silu: bool, block_t: int, block_d: int, num_warps: int,
-                    stream: int) -> None:
+                    stream: int = 0) -> None:
     _check_varlen_aliasing(x, weight, bias, initial_state, query_start_loc, cache_indices, has_initial_state, out)
     from solbench.kernels._conv_triton import launch
 
@@ -142,7 +142,7 @@ def _conv_varlen_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
 
 @_conv_varlen_op.register_fake
 def _conv_varlen_fake(x, weight, bias, initial_state, query_start_loc, cache_indices, has_initial_state, out,
-                      max_len, silu, block_t, block_d, num_warps, stream) -> None:
+                      max_len, silu, block_t, block_d, num_warps, stream=0) -> None:
     return None
 
 
@@ -151,7 +151,7 @@ def _check_single_aliasing(x, weight, bias, initial_state, out) -> None:
                                             ("initial_state", initial_state)))
 
 
-def _single_eager(x, weight, bias, initial_state, out, silu, block_t, block_d, num_warps, stream) -> None:
+def _single_eager(x, weight, bias, initial_state, out, silu, block_t, block_d, num_warps, stream=0) -> None:
     _check_single_aliasing(x, weight, bias, initial_state, out)
     out.copy_(_conv_eager(x, weight, bias, initial_state, silu)[0])
 
@@ -159,7 +159,7 @@ def _single_eager(x, weight, bias, initial_state, out, silu, block_t, block_d, n
 @kernel_op("solbench::causal_conv1d_single.out", mutates_args=("out",), eager=_single_eager)
 def _conv_single_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                     initial_state: torch.Tensor | None, out: torch.Tensor, silu: bool, block_t: int, block_d: int,
-                    num_warps: int, stream: int) -> None:
+                    num_warps: int, stream: int = 0) -> None:
     _check_single_aliasing(x, weight, bias, initial_state, out)
     from solbench.kernels._conv_triton import launch
 
@@ -169,7 +169,7 @@ def _conv_single_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
 
 
 @_conv_single_op.register_fake
-def _conv_single_fake(x, weight, bias, initial_state, out, silu, block_t, block_d, num_warps, stream) -> None:
+def _conv_single_fake(x, weight, bias, initial_state, out, silu, block_t, block_d, num_warps, stream=0) -> None:
     return None
 
 
