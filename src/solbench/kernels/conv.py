@@ -7,7 +7,7 @@ For one sequence of ``L`` tokens ``x[:, 0..L)`` (``[dim, L]``), width ``W`` and 
 
 and the new state is ``p[:, -(W - 1):]`` (a sequence shorter than the state shifts it).
 
-Two public functions share one kernel:
+Two public functions share the kernels:
 
 * :func:`causal_conv1d` -- the serving contract (sglang/vLLM ``causal_conv1d_fn``): a varlen batch
   packed along tokens (``query_start_loc``), states in a pool indexed by ``cache_indices``
@@ -20,7 +20,9 @@ A program owns ``BT`` tokens x ``BD`` channels of one sequence; the taps reread 
 by one token (L1 hits), so DRAM sees x once. Only the first token block of a sequence touches its
 pool line: it adds the old state's share to its first ``W - 1`` outputs (channel vectors, so the
 other blocks carry no state code in their tiles) and then writes the new state, from x's last
-columns, after all its reads.
+columns, after all its reads. The streaming kernel (``ConvOptions.stream``, width <= 4) instead
+walks its tokens four at a time with the last three in registers, so each element of x is
+loaded once rather than once a tap; its first block starts from the state's columns.
 
 Ops: ``solbench::causal_conv1d_`` (the pool updated in place, ``out`` written) and
 ``solbench::causal_conv1d_single(.out)``; the kernel is in :mod:`._conv_triton`, and off CUDA the

@@ -8,8 +8,9 @@ Pipeline (no host sync; the grids are sized by the worst case and idle blocks ex
 1. sort: the T*k flat slots grouped by expert into ``block_m``-padded segments
    (the launcher of :func:`~solbench.kernels.moe.routing.moe_align_block_size`), with each block's expert;
 2. GEMM1: each program multiplies ``block_m`` gathered rows of x by the gate and the up columns
-   of its expert's w1 (two accumulators) and writes ``silu(g) * u`` per slot (fp8: quantized
-   per 1x128 group in the epilogue, so GEMM2 runs on fp8 tensor cores);
+   of its expert's w1 (two accumulators, or with ``GemmConfig.gate_up_tile`` one B tile holding
+   both, interleaved) and writes ``silu(g) * u`` per slot (fp8: quantized per 1x128 group in the
+   epilogue, so GEMM2 runs on fp8 tensor cores);
 3. GEMM2: the slot rows times w2, scaled by the router weight, then either added atomically into
    an fp32 ``out`` or stored per slot and summed over the top-k by
    :func:`~solbench.kernels.moe.routing.moe_sum_reduce`.
