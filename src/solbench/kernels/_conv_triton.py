@@ -12,6 +12,22 @@ from solbench.kernels.linear_attention._util import rounds_by_hand, sm_count
 
 
 @triton.jit
+def _sequence(qsl, idx, has, n, T_single, VARLEN: tl.constexpr, USE_STATE: tl.constexpr):
+    """(first token, length, pool line, whether it continues a state) of sequence ``n``."""
+    if VARLEN:
+        start = tl.load(qsl + n).to(tl.int64)
+        L = tl.load(qsl + n + 1).to(tl.int64) - start
+        slot = tl.load(idx + n).to(tl.int64)
+        use_state = tl.load(has + n).to(tl.int32)
+    else:
+        start = tl.zeros((), tl.int64)
+        L = tl.zeros((), tl.int64) + T_single
+        slot = tl.zeros((), tl.int64)
+        use_state = tl.zeros((), tl.int32) + (1 if USE_STATE else 0)
+    return start, L, slot, use_state
+
+
+@triton.jit
 def _seq_col(x, line, start, p, c0, o_d, m_c, m_line, sx_c, sx_t, ss_c, ss_j, W: tl.constexpr):
     """Column ``p`` of the sequence padded by its state, ``[state | x]`` (p < 0: state column
     p + W - 1, zeros without a state or before it), as fp32 channels ``c0 + o_d``."""
@@ -52,16 +68,7 @@ def _causal_conv1d_kernel(x, w, bias, state, qsl, idx, has, out, blocks_per_seq,
     m_c = c0 + o_d < dim
     o_t = tl.arange(0, BT)
     t0 = blk * BT
-    if VARLEN:
-        start = tl.load(qsl + n).to(tl.int64)
-        L = tl.load(qsl + n + 1).to(tl.int64) - start
-        slot = tl.load(idx + n).to(tl.int64)
-        use_state = tl.load(has + n).to(tl.int32)
-    else:
-        start = 0
-        L = T_single
-        slot = 0
-        use_state = 1 if USE_STATE else 0
+    start, L, slot, use_state = _sequence(qsl, idx, has, n, T_single, VARLEN, USE_STATE)
     # 64-bit arithmetic on scalar bases only (a long prompt times dim passes 2^31 elements); the
     # in-tile offsets stay 32-bit. Scalar conditions enter masks as vectors (the interpreter
     # refuses scalar mask operands).
@@ -126,16 +133,7 @@ def _causal_conv1d_stream_kernel(x, w, bias, state, qsl, idx, has, out, blocks_p
     o_d = tl.arange(0, BD)
     m_c = c0 + o_d < dim
     t0 = blk * BT
-    if VARLEN:
-        start = tl.load(qsl + n).to(tl.int64)
-        L = tl.load(qsl + n + 1).to(tl.int64) - start
-        slot = tl.load(idx + n).to(tl.int64)
-        use_state = tl.load(has + n).to(tl.int32)
-    else:
-        start = 0
-        L = T_single
-        slot = 0
-        use_state = 1 if USE_STATE else 0
+    start, L, slot, use_state = _sequence(qsl, idx, has, n, T_single, VARLEN, USE_STATE)
     live = m_c & (o_d * 0 + slot >= 0)
     line = state + slot * ss_n + c0 * ss_c
     m_line = live & (o_d * 0 + use_state != 0)
