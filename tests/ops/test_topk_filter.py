@@ -71,6 +71,14 @@ def _launch(*args):
     launch(*args)
 
 
+@pytest.fixture(params=[1, 2], ids=lambda b: f"bits{b}")
+def bits(request, monkeypatch):
+    """Key bits settled a round (TopkOptions.bits_per_round), for the public function through
+    SOLBENCH_TOPK and for the launcher's options directly."""
+    monkeypatch.setenv("SOLBENCH_TOPK", f"bits_per_round={request.param}")
+    return request.param
+
+
 def _logits(rows, vocab, device, seed=0, bf16_grid=True):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(rows, vocab, generator=g) * 3
@@ -78,14 +86,14 @@ def _logits(rows, vocab, device, seed=0, bf16_grid=True):
 
 
 @pytest.mark.parametrize("k", range(1, 9))
-def test_ours_ties_signed_zeros_and_k_past_vocab(k, device):
+def test_ours_ties_signed_zeros_and_k_past_vocab(k, device, bits):
     topk = _kernels()
     x = torch.tensor([[3.0, 1.0, 2.0, 2.0, 0.0, -0.0, -1.0]], device=device)   # -0.0 ties with 0.0
     assert torch.equal(topk.top_k_mask_logits(x, k), spec.reference(x, k))
 
 
 @pytest.mark.parametrize("rows,vocab,k", [(0, 16, 3), (1, 1, 1), (1, 97, 5), (5, 40, 12), (3, 33, 33), (2, 20, 50)])
-def test_ours_rows_path(rows, vocab, k, device):
+def test_ours_rows_path(rows, vocab, k, device, bits):
     topk = _kernels()
     for bf16_grid in (True, False):
         x = _logits(rows, vocab, device, rows + vocab, bf16_grid)
@@ -107,16 +115,16 @@ WIDE = dict(row_max=64, chunk=32, cand_max=1024)
 
 
 @pytest.mark.parametrize("rows,vocab,k", [(2, 300, 5), (1, 257, 20), (2, 200, 40), (1, 65, 64)])
-def test_ours_chunked_path(rows, vocab, k, device):
+def test_ours_chunked_path(rows, vocab, k, device, bits):
     topk = _kernels()
     for bf16_grid in (True, False):
         x = _logits(rows, vocab, device, vocab + k, bf16_grid)
         out = torch.full_like(x, float("nan"))
-        _launch(x, out, k, topk.TopkOptions(**WIDE))
+        _launch(x, out, k, topk.TopkOptions(**WIDE, bits_per_round=bits))
         assert torch.equal(out, spec.reference(x, k))
 
 
-def test_ours_chunked_path_with_more_ties_than_candidates_fit(device):
+def test_ours_chunked_path_with_more_ties_than_candidates_fit(device, bits):
     # One value fills whole chunks: a chunk has more ties with its k-th value than its 2k
     # candidate slots, so the search falls back to the row itself.
     topk = _kernels()
@@ -125,7 +133,7 @@ def test_ours_chunked_path_with_more_ties_than_candidates_fit(device):
     x[1] = 1.0
     x[1, 77] = 2.0
     out = torch.empty_like(x)
-    _launch(x, out, 5, topk.TopkOptions(**WIDE))
+    _launch(x, out, 5, topk.TopkOptions(**WIDE, bits_per_round=bits))
     assert torch.equal(out, spec.reference(x, 5))
 
 
@@ -150,6 +158,19 @@ def test_ours_rejects_bad_arguments(device):
         topk.top_k_mask_logits(x[0], 3)
     with pytest.raises(ValueError, match="overlaps"):
         topk.top_k_mask_logits(x, 3, out=x)
+    with pytest.raises(ValueError, match="bits_per_round must be 1 or 2"):
+        topk.TopkOptions(bits_per_round=4)
+
+
+def test_ours_options_from_the_command_line(monkeypatch, device):
+    topk = _kernels()
+    monkeypatch.setenv("SOLBENCH_TOPK", "bits_per_round=2,chunk=2048")
+    assert topk.options() == topk.TopkOptions(chunk=2048, bits_per_round=2)
+    x = _logits(2, 16, device)
+    for bad, msg in (("bits_per_round=3", "bits_per_round must be 1 or 2"), ("rounds=2", "SOLBENCH_TOPK")):
+        monkeypatch.setenv("SOLBENCH_TOPK", bad)
+        with pytest.raises(ValueError, match=msg):
+            topk.top_k_mask_logits(x, 3)
 
 
 # ---- the torch formulation (CPU tensors without the interpreter) ------------------------------------

@@ -29,7 +29,7 @@ import dataclasses
 
 import torch
 
-from solbench.kernels.common import check_disjoint, check_out, functional_op, kernel_op
+from solbench.kernels.common import check_disjoint, check_out, env_fields, functional_op, kernel_op
 
 WHAT = "top_k_mask_logits"
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -39,18 +39,33 @@ DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 class TopkOptions:
     """``row_max``: widest row held by one program; ``chunk``: elements per program on wider
     rows; ``cand_max``: most candidate keys the second launch holds in registers (beyond it the
-    search streams the row); ``elems_per_thread``: registers' worth of elements per thread."""
+    search streams the row); ``elems_per_thread``: registers' worth of elements per thread;
+    ``bits_per_round``: key bits settled by one block-wide exchange (1 or 2: a 2-bit round
+    counts its three thresholds in one packed sum, so a row's chain of dependent exchanges is
+    half as long; ``SOLBENCH_TOPK`` sets any field for GPU A/B runs)."""
 
     row_max: int = 16384
     chunk: int = 4096
     cand_max: int = 16384
     elems_per_thread: int = 16
+    bits_per_round: int = 1
+
+    def __post_init__(self):
+        if self.bits_per_round not in (1, 2):
+            raise ValueError(f"{WHAT}: bits_per_round must be 1 or 2, got {self.bits_per_round}")
 
     def warps(self, block: int) -> int:
         return max(1, min(16, block // (32 * self.elems_per_thread)))
 
 
 ROW_MAX = TopkOptions().row_max
+
+
+def options() -> TopkOptions:
+    """The launch options: the defaults with the fields ``SOLBENCH_TOPK`` sets (``name=value``
+    items; read at each call, for GPU A/B runs)."""
+    names = [f.name for f in dataclasses.fields(TopkOptions)]
+    return dataclasses.replace(TopkOptions(), **(env_fields("SOLBENCH_TOPK", names) or {}))
 
 
 def _order_keys(x):
@@ -88,7 +103,7 @@ def _top_k_mask_op(logits: torch.Tensor, out: torch.Tensor, top_k: int) -> None:
 
     if _settled(logits, out, top_k):
         return
-    launch(logits, out, int(top_k), TopkOptions())
+    launch(logits, out, int(top_k), options())
 
 
 @_top_k_mask_op.register_fake
