@@ -59,8 +59,9 @@ for step in $STEPS; do case $step in
   srcab) for i in 1 2; do  # any operator: the tree in benchmarks/ab/${SRCAB_TREE:-base} against this one, each twice
            PYTHONPATH=$(tree ${SRCAB_TREE:-base}) TO=90 run srcab_old_$i --ops $SRCAB_OPS ${SRCAB_SHAPES:+--shapes $SRCAB_SHAPES} --impls ours_triton
            TO=90 run srcab_new_$i --ops $SRCAB_OPS ${SRCAB_SHAPES:+--shapes $SRCAB_SHAPES} --impls ours_triton; done ;;
-  envab) for i in 1 2; do for side in off on; do  # ours_triton without and with ENVAB_SET (VAR=VALUE), each twice
-           ([ $side = on ] && export "$ENVAB_SET"; TO=${ENVAB_TO:-90} run envab_${side}_$i --ops $ENVAB_OPS ${ENVAB_SHAPES:+--shapes $ENVAB_SHAPES} --impls ours_triton)
+  envab) for i in 1 2; do for set in off ${ENVAB_SETS:-$ENVAB_SET}; do  # ours_triton without and with each VAR=VALUE, each twice
+           label=${set#*=}; [ $set = off ] && label=off
+           ([ $set != off ] && export "$set"; TO=${ENVAB_TO:-90} run envab_${label//[=,]/_}_$i --ops $ENVAB_OPS ${ENVAB_SHAPES:+--shapes $ENVAB_SHAPES} --impls ours_triton)
          done; done ;;
   pdab) for i in 1 2; do  # paged decode: the kernel of the committed H100 records against this one
           PYTHONPATH=$(tree pd0) TO=60 run pdab_old_$i --ops paged_attention_decode --impls ours_triton
