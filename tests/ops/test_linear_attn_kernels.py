@@ -260,14 +260,17 @@ def test_conv_options_from_the_command_line(monkeypatch):
         _conv_call(wide)
 
 
-def test_conv_padding_sequence_is_skipped_and_no_activation_no_bias():
+@pytest.mark.parametrize("opts", [None, dict(stream=1, block_t=4)])
+def test_conv_padding_sequence_is_skipped_and_no_activation_no_bias(opts):
+    from solbench.kernels.conv import ConvOptions
+
     shape, inp = _conv_inputs([3, 2], has=[True, True], seed=1)
     inp["activation"], inp["bias"] = None, None
     ref_out, ref_pool = CONV.reference(**{**_clone(inp), "bias": torch.zeros_like(inp["weight"][:, 0])})
     inp["cache_indices"][1] = -1
     before = inp["initial_state"].clone()
     out = torch.full_like(inp["x"], float("nan"))
-    _conv_call(inp, out=out)
+    _conv_call(inp, out=out, options=ConvOptions(**opts) if opts else None)
     _ok(CONV, shape, "out", out[:, :3], ref_out[:, :3])
     assert torch.isnan(out[:, 3:].float()).all()              # the padding sequence is not written
     line = int(inp["cache_indices"][0])
@@ -289,17 +292,20 @@ def test_conv_zero_tokens_and_zero_sequences():
     assert causal_conv1d_single(x0, inp["weight"], inp["bias"]).shape == x0.shape
 
 
-def test_conv_atrex_single_sequence_with_and_without_state():
-    from solbench.kernels.conv import causal_conv1d_single
+@pytest.mark.parametrize("opts", [None, dict(stream=1, block_t=4)])
+def test_conv_atrex_single_sequence_with_and_without_state(opts):
+    from solbench.kernels.conv import ConvOptions, causal_conv1d_single
 
+    options = ConvOptions(**opts) if opts else None
     for shape in CONV_ATREX.smoke_shapes():
         inp = CONV_ATREX.make_inputs(shape, torch.device(DEV), 0)
         assert inp["x"].is_contiguous()                        # Atrex's layout: tokens contiguous
         state = inp["initial_state"].clone()
-        _ok(CONV_ATREX, shape, "out", causal_conv1d_single(**inp), CONV_ATREX.reference(**inp))
+        _ok(CONV_ATREX, shape, "out", causal_conv1d_single(**inp, options=options), CONV_ATREX.reference(**inp))
         assert torch.equal(inp["initial_state"], state)       # read only
     zero = {**inp, "initial_state": torch.zeros_like(inp["initial_state"])}
-    _ok(CONV_ATREX, shape, "out", causal_conv1d_single(**{**inp, "initial_state": None}), CONV_ATREX.reference(**zero))
+    _ok(CONV_ATREX, shape, "out", causal_conv1d_single(**{**inp, "initial_state": None}, options=options),
+        CONV_ATREX.reference(**zero))
 
 
 def test_conv_atrex_cost_has_no_index_arrays_and_no_write_back():
