@@ -121,6 +121,20 @@ def test_gdr_update_rejects_what_it_does_not_support():
         _gdr_call({**inp, "q": torch.cat([inp["q"]] * 3, 2), "k": torch.cat([inp["k"]] * 3, 2)})
 
 
+def test_gdr_options_rule_and_command_line(monkeypatch):
+    from solbench.kernels.linear_attention.recurrent import RecurrentOptions, recurrent_options
+
+    monkeypatch.delenv("SOLBENCH_GDR", raising=False)
+    # catalog #7 (8192 tokens, 32 value heads): chunked, 16-column value blocks (32 x 8 programs)
+    assert recurrent_options(1, 8192, 32, 128, 128, 132) == RecurrentOptions(16, 4, True)
+    monkeypatch.setenv("SOLBENCH_GDR", "block_v=32")
+    assert recurrent_options(1, 8192, 32, 128, 128, 132) == RecurrentOptions(32, 4, True)
+    assert recurrent_options(1, 8192, 32, 128, 128, 132, RecurrentOptions(block_v=64)).block_v == 64  # explicit wins
+    monkeypatch.setenv("SOLBENCH_GDR", "warps=4")
+    with pytest.raises(ValueError, match="SOLBENCH_GDR"):
+        recurrent_options(1, 8192, 32, 128, 128, 132)
+
+
 def test_gdr_update_fake_tensors_go_through_the_custom_op():
     from torch._subclasses.fake_tensor import FakeTensorMode
 

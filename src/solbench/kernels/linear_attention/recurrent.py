@@ -25,7 +25,7 @@ import dataclasses
 
 import torch
 
-from solbench.kernels.common import check_disjoint, check_out, kernel_op, next_pow2
+from solbench.kernels.common import check_disjoint, check_out, env_filled, kernel_op, next_pow2
 from solbench.kernels.linear_attention import _torch
 from solbench.kernels.linear_attention._util import (cdiv, check_shape, check_tensor, float_dtypes, index_dtypes,
                                                      same_device, sm_count)
@@ -52,8 +52,10 @@ def recurrent_options(B: int, T: int, HV: int, K: int, V: int, sms: int | None,
     """Decode (T = 1) is one load and one store of the state: value blocks shrink until the
     launch covers two waves of SMs, so every SM streams. A few tokens stay token steps (narrow
     blocks on one warp keep each step's K-reductions inside a warp); long calls go by chunks of
-    64 on tensor cores, value blocks of 32 (16 where heads are few) on 4 warps."""
-    given = given or RecurrentOptions()
+    64 on tensor cores, value blocks of 32 (16 where heads are few) on 4 warps.
+    ``SOLBENCH_GDR`` (``block_v,num_warps,chunked``, or ``name=value`` items) fills what ``given``
+    leaves open, for GPU A/B runs."""
+    given = env_filled("SOLBENCH_GDR", given or RecurrentOptions())
     chunked = given.chunked if given.chunked is not None else T >= CHUNKED_MIN_TOKENS
     bk, vp = next_pow2(K), next_pow2(V)
     if chunked:
