@@ -125,10 +125,12 @@ def test_gdr_options_rule_and_command_line(monkeypatch):
     from solbench.kernels.linear_attention.recurrent import RecurrentOptions, recurrent_options
 
     monkeypatch.delenv("SOLBENCH_GDR", raising=False)
-    # catalog #7 (8192 tokens, 32 value heads): chunked, 16-column value blocks (32 x 8 programs)
-    assert recurrent_options(1, 8192, 32, 128, 128, 132) == RecurrentOptions(16, 4, True)
-    monkeypatch.setenv("SOLBENCH_GDR", "block_v=32")
+    # catalog #7 (8192 tokens, 32 value heads): 16-column blocks would be 256 programs of one an
+    # SM (two waves of the serial chunk chain): 32 columns, one wave; #10 (16 heads): 16 columns
     assert recurrent_options(1, 8192, 32, 128, 128, 132) == RecurrentOptions(32, 4, True)
+    assert recurrent_options(1, 129, 16, 128, 128, 132) == RecurrentOptions(16, 4, True)
+    monkeypatch.setenv("SOLBENCH_GDR", "block_v=16")
+    assert recurrent_options(1, 8192, 32, 128, 128, 132) == RecurrentOptions(16, 4, True)
     assert recurrent_options(1, 8192, 32, 128, 128, 132, RecurrentOptions(block_v=64)).block_v == 64  # explicit wins
     monkeypatch.setenv("SOLBENCH_GDR", "warps=4")
     with pytest.raises(ValueError, match="SOLBENCH_GDR"):

@@ -52,15 +52,19 @@ def recurrent_options(B: int, T: int, HV: int, K: int, V: int, sms: int | None,
     """Decode (T = 1) is one load and one store of the state: value blocks shrink until the
     launch covers two waves of SMs, so every SM streams. A few tokens stay token steps (narrow
     blocks on one warp keep each step's K-reductions inside a warp); long calls go by chunks of
-    64 on tensor cores, value blocks of 32 (16 where heads are few) on 4 warps.
+    64 on tensor cores, value blocks of 32 (16 where those programs still fit one wave) on 4
+    warps.
     ``SOLBENCH_GDR`` (``block_v,num_warps,chunked``, or ``name=value`` items) fills what ``given``
     leaves open, for GPU A/B runs."""
     given = env_filled("SOLBENCH_GDR", given or RecurrentOptions())
     chunked = given.chunked if given.chunked is not None else T >= CHUNKED_MIN_TOKENS
     bk, vp = next_pow2(K), next_pow2(V)
     if chunked:
+        # A chunk program takes ~180 KB of shared memory on sm_90, so one runs an SM: 16-column
+        # blocks only where their programs still fit one wave (as the chunk state's rule), else 32
+        # (at 32 value heads, 16 columns made two waves of the whole serial chunk chain).
         bv = min(max(vp, 16), 32)
-        if sms and B * HV * cdiv(V, bv) < sms:
+        if sms and B * HV * cdiv(V, 16) <= sms:
             bv = 16
         warps = 4
     elif T <= 1:
