@@ -201,6 +201,16 @@ def env_filled(env: str, given):
     return dataclasses.replace(given, **{k: v for k, v in forced.items() if getattr(given, k) is None})
 
 
+def env_replaced(env: str, given):
+    """``given`` (a frozen dataclass of launch options, every field set) with the fields
+    environment variable ``env`` sets replacing its own; ``given`` itself when ``env`` is unset.
+    For GPU A/B runs from the command line (read when called)."""
+    import dataclasses
+
+    forced = env_fields(env, [f.name for f in dataclasses.fields(given)])
+    return dataclasses.replace(given, **forced) if forced else given
+
+
 def streaming_hints(programs: int, sm_count: int | None) -> dict:
     """The ``LOAD_EVICT`` / ``STORE_CACHE`` constexprs for a launch of ``programs`` programs:
     on many waves (more than :data:`MANY_WAVES_PER_SM` programs per SM) loads marked first to

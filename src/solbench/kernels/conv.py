@@ -68,20 +68,19 @@ def conv_options(n_seq: int, max_len: int, dim: int, sms: int | None, given: Con
         bt = given.block_t or min(64, max(4, next_pow2(max(1, max_len))))
         warps = check_warps(WHAT, given.num_warps or 4)
         bd = given.block_d or warps * 32 * 8
-        if bt < 4 or bt & (bt - 1) or bd & (bd - 1):
-            raise ValueError(f"{WHAT}: the streaming kernel needs a power-of-two block_t >= 4 (four tokens a "
-                             f"step) and a power-of-two block_d, got {bt}, {bd}")
-        return ConvOptions(block_t=bt, block_d=bd, num_warps=warps, stream=1)
-    bt = given.block_t or min(32, next_pow2(max(1, max_len)))
-    bd = given.block_d or 128
-    if not given.block_d:
-        while bd > 32 and sms and n_seq * cdiv(max(1, max_len), bt) * cdiv(dim, bd) < 2 * sms:
-            bd //= 2
+        if bt < 4:
+            raise ValueError(f"{WHAT}: the streaming kernel walks four tokens a step: block_t must be >= 4, got {bt}")
+    else:
+        bt = given.block_t or min(32, next_pow2(max(1, max_len)))
+        bd = given.block_d or 128
+        if not given.block_d:
+            while bd > 32 and sms and n_seq * cdiv(max(1, max_len), bt) * cdiv(dim, bd) < 2 * sms:
+                bd //= 2
+        warps = check_warps(WHAT, given.num_warps or max(1, min(4, bt * bd // 256)))
     for name, v in (("block_t", bt), ("block_d", bd)):
         if v & (v - 1):
             raise ValueError(f"{WHAT}: {name} must be a power of two, got {v}")
-    warps = check_warps(WHAT, given.num_warps or max(1, min(4, bt * bd // 256)))
-    return ConvOptions(block_t=bt, block_d=bd, num_warps=warps, stream=0)
+    return ConvOptions(block_t=bt, block_d=bd, num_warps=warps, stream=stream)
 
 
 def _is_silu(activation) -> bool:

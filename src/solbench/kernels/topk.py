@@ -29,7 +29,7 @@ import dataclasses
 
 import torch
 
-from solbench.kernels.common import check_disjoint, check_out, env_fields, functional_op, kernel_op
+from solbench.kernels.common import check_disjoint, check_out, env_replaced, functional_op, kernel_op
 
 WHAT = "top_k_mask_logits"
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -64,8 +64,7 @@ ROW_MAX = TopkOptions().row_max
 def options() -> TopkOptions:
     """The launch options: the defaults with the fields ``SOLBENCH_TOPK`` sets (``name=value``
     items; read at each call, for GPU A/B runs)."""
-    names = [f.name for f in dataclasses.fields(TopkOptions)]
-    return dataclasses.replace(TopkOptions(), **(env_fields("SOLBENCH_TOPK", names) or {}))
+    return env_replaced("SOLBENCH_TOPK", TopkOptions())
 
 
 def _order_keys(x):

@@ -24,12 +24,12 @@ references do. The Triton kernels are in ``_fused_triton`` (imported at the firs
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn.functional as F
 
-from solbench.kernels.common import (check_disjoint, check_dtype, check_out, env_fields, functional_op,
+from solbench.kernels.common import (check_disjoint, check_dtype, check_out, env_replaced, functional_op,
                                      kernel_op, next_pow2, sm_count)
 from solbench.kernels.moe.routing import MAX_EXPERTS, _expert_sort
 
@@ -191,9 +191,7 @@ GEMM_ENVS = {False: ("SOLBENCH_MOE_GEMM1", "SOLBENCH_MOE_GEMM2"), True: ("SOLBEN
 
 def env_override(opt: FusedMoeOptions) -> FusedMoeOptions:
     """``opt`` with the GEMM fields its path's :data:`GEMM_ENVS` set (unchanged when unset)."""
-    names = [f.name for f in fields(GemmConfig)]
-    g1, g2 = (replace(g, **(env_fields(env, names) or {}))
-              for env, g in zip(GEMM_ENVS[opt.direct], (opt.gemm1, opt.gemm2)))
+    g1, g2 = (env_replaced(env, g) for env, g in zip(GEMM_ENVS[opt.direct], (opt.gemm1, opt.gemm2)))
     if (g1, g2) == (opt.gemm1, opt.gemm2):
         return opt
     return FusedMoeOptions(g1, g2, direct=opt.direct, combine=opt.combine)
