@@ -12,8 +12,17 @@ from solbench.kernels.linear_attention._util import rounds_by_hand, sm_count
 
 
 @triton.jit
-def _sequence(qsl, idx, has, n, T_single, VARLEN: tl.constexpr, USE_STATE: tl.constexpr):
-    """(first token, length, pool line, whether it continues a state) of sequence ``n``."""
+def _program_block(qsl, idx, has, blocks_per_seq, T_single, dim, BT: tl.constexpr, BD: tl.constexpr,
+                   VARLEN: tl.constexpr, USE_STATE: tl.constexpr):
+    """This program's block: its token block ``blk`` of sequence ``n`` (first token ``t0`` within
+    the sequence) and channels ``c0 + o_d`` (``m_c``: those below ``dim``), with the sequence's
+    first token, length, pool line and whether it continues a state."""
+    pid = tl.program_id(0)
+    n = pid // blocks_per_seq
+    blk = pid % blocks_per_seq
+    c0 = tl.program_id(1).to(tl.int64) * BD
+    o_d = tl.arange(0, BD)
+    m_c = c0 + o_d < dim
     if VARLEN:
         start = tl.load(qsl + n).to(tl.int64)
         L = tl.load(qsl + n + 1).to(tl.int64) - start
@@ -24,7 +33,7 @@ def _sequence(qsl, idx, has, n, T_single, VARLEN: tl.constexpr, USE_STATE: tl.co
         L = tl.zeros((), tl.int64) + T_single
         slot = tl.zeros((), tl.int64)
         use_state = tl.zeros((), tl.int32) + (1 if USE_STATE else 0)
-    return start, L, slot, use_state
+    return blk, blk * BT, c0, o_d, m_c, start, L, slot, use_state
 
 
 @triton.jit
@@ -60,15 +69,9 @@ def _causal_conv1d_kernel(x, w, bias, state, qsl, idx, has, out, blocks_per_seq,
                           W: tl.constexpr, WP: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr,
                           VARLEN: tl.constexpr, USE_STATE: tl.constexpr, WRITE_STATE: tl.constexpr,
                           HAS_BIAS: tl.constexpr, SILU: tl.constexpr, RTNE: tl.constexpr):
-    pid = tl.program_id(0)
-    n = pid // blocks_per_seq
-    blk = pid % blocks_per_seq
-    c0 = tl.program_id(1).to(tl.int64) * BD
-    o_d = tl.arange(0, BD)
-    m_c = c0 + o_d < dim
+    blk, t0, c0, o_d, m_c, start, L, slot, use_state = _program_block(qsl, idx, has, blocks_per_seq, T_single, dim,
+                                                                      BT, BD, VARLEN, USE_STATE)
     o_t = tl.arange(0, BT)
-    t0 = blk * BT
-    start, L, slot, use_state = _sequence(qsl, idx, has, n, T_single, VARLEN, USE_STATE)
     # 64-bit arithmetic on scalar bases only (a long prompt times dim passes 2^31 elements); the
     # in-tile offsets stay 32-bit. Scalar conditions enter masks as vectors (the interpreter
     # refuses scalar mask operands).
@@ -126,14 +129,8 @@ def _causal_conv1d_stream_kernel(x, w, bias, state, qsl, idx, has, out, blocks_p
     tokens in registers, so each element of x is loaded once (the tile kernel's taps reread the
     tile shifted by one token: four loads an element, which reach L2 as separate requests while
     the first is in flight). Taps are right-aligned to four (weights of missing taps are zero)."""
-    pid = tl.program_id(0)
-    n = pid // blocks_per_seq
-    blk = pid % blocks_per_seq
-    c0 = tl.program_id(1).to(tl.int64) * BD
-    o_d = tl.arange(0, BD)
-    m_c = c0 + o_d < dim
-    t0 = blk * BT
-    start, L, slot, use_state = _sequence(qsl, idx, has, n, T_single, VARLEN, USE_STATE)
+    blk, t0, c0, o_d, m_c, start, L, slot, use_state = _program_block(qsl, idx, has, blocks_per_seq, T_single, dim,
+                                                                      BT, BD, VARLEN, USE_STATE)
     live = m_c & (o_d * 0 + slot >= 0)
     line = state + slot * ss_n + c0 * ss_c
     m_line = live & (o_d * 0 + use_state != 0)
