@@ -91,6 +91,7 @@ def _samples():
     fp8 = (e(4, 128, dtype=fp8_dtype()), e(64, 128, dtype=fp8_dtype()), torch.rand(4, 1) + 0.5, torch.rand(1, 1) + 0.5)
     out["block_scaled_mm.out"], out["block_scaled_mm"] = (*fp8, e(4, 64, dtype=torch.float32), 128, 128, []), \
         (*fp8, 128, 128, [])
+    out["block_scaled_mm_cuda.out"], out["block_scaled_mm_cuda"] = (*fp8, e(4, 64, dtype=torch.float32)), fp8
     key, value, slots = _r(3, 2, 8), _r(3, 2, 8), torch.tensor([1, -1, 6])
     out["reshape_and_cache_"] = (key, value, _r(2, 4, 2, 8), _r(2, 4, 2, 8), slots)
     logits = _r(4, 64, dtype=torch.float32)
@@ -153,7 +154,7 @@ def test_an_op_without_a_torch_formulation_says_so_off_cuda(eager_cpu):
 
 
 # opcheck's schema and AOT tests compare outputs, which torch cannot do for fp8 on CPU.
-FP8_OPS = ("quant", "block_scaled_mm", "fp8_block_fused_moe")
+FP8_OPS = ("quant", "block_scaled_mm", "fp8_block_fused_moe")  # block_scaled_mm_cuda too
 
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -210,6 +211,8 @@ KERNEL_FAMILY_OPS = {"solbench.kernels.rownorm": ("rms_norm", "fused_add_rms_nor
                      "solbench.kernels.gemm.block_fp8": ("block_scaled_mm",),
                      # ours_cuda, not ours_triton: its CPU path is checked in tests/test_jit_cuda.py
                      "solbench.kernels.cuda.glu": (),
+                     # ours_cuda too: its CPU path is checked in tests/ops/test_block_fp8_cuda.py
+                     "solbench.kernels.cuda.block_fp8": (),
                      "solbench.kernels.kv_cache": ("reshape_and_cache",),
                      "solbench.kernels.topk": ("topk_filter",),
                      "solbench.kernels.rope": ("fused_qkv_rope", "mrope"),

@@ -88,6 +88,7 @@ KERNEL_MODULES = (
     "solbench.kernels.rope",
     "solbench.kernels.gate",
     "solbench.kernels.cuda.glu",
+    "solbench.kernels.cuda.block_fp8",
     "solbench.kernels.moe.routing",
     "solbench.kernels.moe.fused",
 )

@@ -77,17 +77,34 @@ def compile_sm90(fn, signature: dict, constexprs: dict, divisible: Sequence[str]
         options["maxnreg"] = maxnreg
     kernel = triton.compile(ASTSource(fn, signature, constexprs, attrs),
                             target=GPUTarget("cuda", TARGET_ARCH, 32), options=options)
-    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
-        f.write(kernel.asm["cubin"])
-        f.flush()
-        text = subprocess.run([_tool("nvdisasm"), "-c", f.name], capture_output=True, text=True, check=True).stdout
-        usage = subprocess.run([_tool("cuobjdump"), "-res-usage", f.name], capture_output=True, text=True,
-                               check=True).stdout
-    instructions = [line.split("*/", 1)[1].strip().rstrip(";").strip() for line in text.splitlines()
-                    if re.match(r"\s*/\*[0-9a-f]{4}\*/", line)]
-    resources = {k.lower(): int(v) for k, v in re.findall(r"\b(REG|LOCAL|STACK):(\d+)", usage)}
+    instructions, resources = disassemble(kernel.asm["cubin"])
     # Triton's shared memory is dynamic (sized at launch), so cuobjdump's static SHARED misses it.
     resources["shared"] = int(getattr(kernel.metadata, "shared", 0) or 0)
+    return instructions, resources
+
+
+def disassemble(cubin: bytes, function: str | None = None) -> tuple[list[str], dict]:
+    """(SASS instructions, resource usage: reg, local, stack) of a cubin, Triton's or NVRTC's;
+    ``function``: one kernel's mangled name, for a cubin of several."""
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(cubin)
+        f.flush()
+        if function:
+            cmd = [_tool("cuobjdump"), "-sass", "-fun", function, f.name]
+        else:
+            cmd = [_tool("nvdisasm"), "-c", f.name]
+        text = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+        usage = subprocess.run([_tool("cuobjdump"), "-res-usage", f.name], capture_output=True, text=True,
+                               check=True).stdout
+    instructions = [line.split("*/", 1)[1].split(";", 1)[0].strip() for line in text.splitlines()
+                    if re.match(r"\s*/\*[0-9a-f]{4}\*/", line)]
+    if function:  # cuobjdump lists every kernel's resources: keep the line after the named one
+        lines = usage.splitlines()
+        at = next((i for i, line in enumerate(lines) if line.strip() == f"Function {function}:"), None)
+        if at is None:
+            raise ValueError(f"no kernel {function!r} in this cubin")
+        usage = lines[at + 1] if at + 1 < len(lines) else ""
+    resources = {k.lower(): int(v) for k, v in re.findall(r"\b(REG|LOCAL|STACK):(\d+)", usage)}
     return instructions, resources
 
 

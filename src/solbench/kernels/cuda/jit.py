@@ -91,6 +91,15 @@ def supported_archs() -> list[int]:
     return [int(a) for a in archs]
 
 
+def arch_number(arch: int | str) -> int:
+    """``90`` for ``90`` and for ``"90a"``: an arch-specific target (``sm_90a``, which warpgroup
+    MMAs and TMA need) is compiled by the NVRTC that supports its base number."""
+    text = str(arch)
+    if not text.rstrip("a").isdigit():
+        raise ValueError(f"arch must be a number such as 90, or one with the arch-specific suffix (90a), got {arch!r}")
+    return int(text.rstrip("a"))
+
+
 def _check_nvrtc(err, what: str, prog=None) -> None:
     nv = _nvrtc()
     if err == nv.nvrtcResult.NVRTC_SUCCESS:
@@ -128,10 +137,10 @@ def source_hash(main: str) -> str:
     return h.hexdigest()
 
 
-def cache_key(src_hash: str, arch: int, names: Sequence[str], options: Sequence[str], output: str,
+def cache_key(src_hash: str, arch: int | str, names: Sequence[str], options: Sequence[str], output: str,
               compiler: tuple[int, int]) -> str:
     """The disk-cache key of one compile: any input that changes the code changes the key."""
-    doc = {"format": CACHE_FORMAT, "source": src_hash, "arch": int(arch), "names": list(names),
+    doc = {"format": CACHE_FORMAT, "source": src_hash, "arch": str(arch), "names": list(names),
            "options": list(options), "output": output, "nvrtc": list(compiler)}
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:32]
 
@@ -202,7 +211,7 @@ def read_entry(path: Path) -> tuple[dict, bytes] | None:
     return meta, code
 
 
-def compile_source(main: str, names: Sequence[str], arch: int, options: Sequence[str] = (),
+def compile_source(main: str, names: Sequence[str], arch: int | str, options: Sequence[str] = (),
                    output: str = "cubin", cache_dir: Path | str | None = None) -> Compiled:
     """Compile ``main`` (a .cu beside this module) for ``sm_<arch>``, instantiating the template
     ``names`` (NVRTC name expressions), through the disk cache. ``output``: ``"cubin"`` (SASS,
@@ -230,10 +239,10 @@ def compile_source(main: str, names: Sequence[str], arch: int, options: Sequence
     return Compiled(key, code, output, lowered, "miss", seconds, arch, tuple(options))
 
 
-def _nvrtc_compile(main: str, names: Sequence[str], arch: int, options: Sequence[str], output: str):
+def _nvrtc_compile(main: str, names: Sequence[str], arch: int | str, options: Sequence[str], output: str):
     nv = _nvrtc()
     archs = supported_archs()
-    if arch not in archs:
+    if arch_number(arch) not in archs:
         raise JitUnavailable(f"NVRTC {'.'.join(map(str, nvrtc_version()))} cannot compile for sm_{arch}; "
                              f"it supports sm_{', sm_'.join(map(str, archs))}")
     (name, text), headers = read_sources(main)
@@ -371,12 +380,14 @@ class Launcher:
         self._pdl_attrs = [attr]
 
     def launch(self, fn, grid: tuple[int, int, int], block: tuple[int, int, int], stream: int, params,
-               device: int, pdl: bool) -> None:
+               device: int, pdl: bool, shared_bytes: int = 0) -> None:
+        """``shared_bytes``: dynamic shared memory; past 48 KB the function must have been allowed
+        that much first (:func:`allow_shared`)."""
         drv = self._drv
         cfg = drv.CUlaunchConfig()
         cfg.gridDimX, cfg.gridDimY, cfg.gridDimZ = grid
         cfg.blockDimX, cfg.blockDimY, cfg.blockDimZ = block
-        cfg.sharedMemBytes = 0
+        cfg.sharedMemBytes = shared_bytes
         cfg.hStream = drv.CUstream(stream)
         if pdl:
             cfg.attrs = self._pdl_attrs
@@ -391,6 +402,18 @@ class Launcher:
             _leave(pushed)
         if err != drv.CUresult.CUDA_SUCCESS:
             raise RuntimeError(f"cuLaunchKernelEx failed: {err.name} (grid {grid}, block {block}, pdl {pdl})")
+
+
+def allow_shared(fn, nbytes: int, device: int) -> None:
+    """Let kernel ``fn`` launch with ``nbytes`` of dynamic shared memory (above the 48 KB default)."""
+    drv = _driver()
+    pushed = _enter(device)
+    try:
+        (err,) = drv.cuFuncSetAttribute(
+            fn, drv.CUfunction_attribute.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, nbytes)
+    finally:
+        _leave(pushed)
+    _check_cu(err, f"cuFuncSetAttribute(max dynamic shared memory = {nbytes} bytes)")
 
 
 @functools.lru_cache(maxsize=None)

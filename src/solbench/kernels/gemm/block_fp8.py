@@ -235,18 +235,27 @@ def _check_inputs(a, b, a_scales, b_scales, block_size):
     return gn, gk
 
 
+BACKENDS = ("triton", "cuda")
+
+
 def block_scaled_mm(a: torch.Tensor, b: torch.Tensor, a_scales: torch.Tensor, b_scales: torch.Tensor,
                     block_size=(128, 128), *, out_dtype=torch.float32, out: torch.Tensor | None = None,
-                    options: BlockFp8Options | None = None) -> torch.Tensor:
+                    options: BlockFp8Options | None = None, backend: str = "triton") -> torch.Tensor:
     """``out = (a * a_scales) @ (b * b_scales)^T`` with fp8 operands and block scales (module doc).
 
     ``a``: ``[..., K]`` float8_e4m3fn, rows may be strided (K contiguous); ``a_scales``:
     ``[..., ceil(K/gk)]`` fp32, any strides (row- or column-major); ``b``: ``[N, K]``
     float8_e4m3fn, K contiguous; ``b_scales``: ``[ceil(N/gn), ceil(K/gk)]`` fp32, any strides;
     ``block_size``: ``(gn, gk)``, gk in 32/64/128/256. ``out``: ``[..., N]`` of ``out_dtype``
-    (fp32, bf16 or fp16), rows may be strided. ``options``: the launch (default: the heuristic).
-    Returns ``out``.
+    (fp32, bf16 or fp16), rows may be strided. ``options``: the Triton launch (default: the
+    heuristic). ``backend``: ``"triton"``, or ``"cuda"`` for the sm_90a warpgroup-MMA kernel
+    (:mod:`solbench.kernels.cuda.block_fp8`: 128 x 128 groups, fp32 or bf16 out, 16-byte aligned
+    rows; anything else is a ValueError that says why). Returns ``out``.
     """
+    if backend not in BACKENDS:
+        raise ValueError(f"{WHAT}: backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "cuda" and options is not None:
+        raise ValueError(f"{WHAT}: options are the Triton kernel's launch; the cuda backend takes none")
     gn, gk = _check_inputs(a, b, a_scales, b_scales, block_size)
     if out is None:
         if out_dtype not in OUT_DTYPES:
@@ -260,6 +269,15 @@ def block_scaled_mm(a: torch.Tensor, b: torch.Tensor, a_scales: torch.Tensor, b_
         raise ValueError(f"{WHAT}: split_k > 1 adds partial sums into the output and needs fp32 out "
                          f"(got {out.dtype})")
     as_rows(a, WHAT, "a")
+    if backend == "cuda":
+        from solbench.kernels.cuda import block_fp8 as cuda_block_fp8
+
+        why = cuda_block_fp8.unsupported_reason(as_rows(a, WHAT, "a"), b, a_scales, b_scales,
+                                                as_rows(out, WHAT, "out"), gn, gk)
+        if why:
+            raise ValueError(f"{WHAT}: the cuda backend cannot run this call: {why}")
+        cuda_block_fp8._block_scaled_mm_cuda_op(a, b, a_scales, b_scales, out)
+        return out
     _block_scaled_mm_op(a, b, a_scales, b_scales, out, gn, gk, options.encode() if options else [])
     return out
 

@@ -177,6 +177,50 @@ def _rows_probe(m_mod_16: int, device: str) -> Support:
 
 add_impl(Impl("block_scaled_mm", "ours_triton", ours, available=triton_support, supports=_ours_supports,
               takes_out=True, description="solbench Triton W8A8 block-fp8 GEMM (kernels/gemm)"))
+
+
+def ours_cuda(a, b, a_scales, b_scales, out=None):
+    from solbench.kernels.gemm import block_scaled_mm
+
+    return block_scaled_mm(a, b, a_scales, b_scales, _groups(a, b, a_scales, b_scales), out=out, backend="cuda")
+
+
+def _cuda_available() -> Support:
+    """ours_cuda needs an sm_90 GPU (warpgroup MMAs, TMA) and NVRTC through cuda-bindings."""
+    import torch
+
+    if not torch.cuda.is_available() or torch.version.hip:
+        return Support.no("the CUDA block-fp8 kernel needs an NVIDIA GPU")
+    if torch.cuda.get_device_capability() != (9, 0):
+        return Support.no("the CUDA block-fp8 kernel is built for sm_90a (H100 / H200) only")
+    from solbench.kernels.cuda import jit
+
+    why = jit.nvrtc_unavailable_reason()
+    return Support.no(why) if why else Support.yes()
+
+
+def _cuda_supports(shape, device) -> Support:
+    from solbench.ops.block_scaled_mm.spec import mm_dims
+
+    m, n, k, gn, gk = mm_dims(shape)
+    if (gn, gk) != (128, 128):
+        return Support.no(f"the CUDA kernel takes 128 x 128 scale groups (got {gn} x {gk})")
+    if k % 16 or n % 2:
+        return Support.no(f"the CUDA kernel needs K a multiple of 16 (TMA rows) and N even (got K {k}, N {n})")
+    return Support.yes()
+
+
+def _prepare_cuda(shape, inputs):
+    # Compiles (or loads from the disk cache) at first use; the record keeps how long that took.
+    from solbench.kernels.cuda import block_fp8 as cuda_block_fp8
+
+    facts = cuda_block_fp8.prepare(inputs["a"].device)
+    return {"compile_s": facts.get("jit_first_use_s"), **facts}
+
+
+add_impl(Impl("block_scaled_mm", "ours_cuda", ours_cuda, available=_cuda_available, supports=_cuda_supports,
+              takes_out=True, prepare=_prepare_cuda,
+              description="solbench CUDA W8A8 block-fp8 GEMM: sm_90a warpgroup MMAs with TMA loads, NVRTC at first use"))
 register_torch_baselines("block_scaled_mm", eager, "dequantize to bf16 + bf16 matmul, fp32 out")
 add_impl(Impl("block_scaled_mm", "torch_native", native, available=_native_probe, supports=_native_supports,
               baseline=True, description="F.scaled_mm / torch._scaled_mm blockwise 1x128 + 128x128 (bf16 out, widened)"))
