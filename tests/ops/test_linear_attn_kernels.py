@@ -80,6 +80,40 @@ def test_gdr_update_chunked_path(T):
     _ok(GDR, shape, "final_state", pool, ref_pool)
 
 
+@pytest.mark.parametrize("T,l2norm,seed", [(5, True, 4), (70, True, 5), (130, False, 6)])
+def test_gdr_update_three_passes(T, l2norm, seed):
+    # The three-pass form (WY terms, state chain, outputs): partial chunks, grouped heads (2 value
+    # heads a key head), a padding slot, a strided out=, with and without the l2 norm; the pool
+    # rows of other sequences untouched.
+    from solbench.kernels.linear_attention import RecurrentOptions
+
+    shape = _gdr_shape(T, B=2, H=2, HV=4, K=16, V=32, S=4)
+    inp = GDR.make_inputs(shape, torch.device(DEV), seed)
+    inp["initial_state_indices"][0] = -1
+    inp["use_qk_l2norm"] = l2norm
+    ref_out, ref_pool = GDR.reference(**_clone(inp))
+    before = inp["initial_state"].clone()
+    B, _, HV, V = inp["v"].shape
+    wide = torch.full((B, T, HV, V + 8), float("nan"), dtype=inp["v"].dtype, device=DEV)
+    out, pool = _gdr_call(inp, out=wide[..., :V], options=RecurrentOptions(chunked=True, passes=3))
+    _ok(GDR, shape, "out", out, ref_out)
+    _ok(GDR, shape, "final_state", pool, ref_pool)
+    assert wide[..., V:].isnan().all()
+    used = int(inp["initial_state_indices"][1])
+    untouched = [i for i in range(pool.shape[0]) if i != used]
+    assert torch.equal(pool[untouched], before[untouched])
+
+
+def test_gdr_update_passes_are_validated():
+    from solbench.kernels.linear_attention import RecurrentOptions
+    from solbench.kernels.linear_attention.recurrent import recurrent_options
+
+    assert recurrent_options(1, 128, 4, 16, 16, 132).passes == 1
+    assert recurrent_options(1, 128, 4, 16, 16, 132, RecurrentOptions(passes=3)).passes == 3
+    with pytest.raises(ValueError, match="passes must be 1 or 3"):
+        recurrent_options(1, 128, 4, 16, 16, 132, RecurrentOptions(passes=2))
+
+
 def test_gdr_update_strided_inputs_no_l2norm_and_out():
     # q, k, v as views of one fused projection (strided heads and tokens), as vLLM splits them;
     # out= given; the softplus threshold branch on one head.
@@ -127,10 +161,10 @@ def test_gdr_options_rule_and_command_line(monkeypatch):
     monkeypatch.delenv("SOLBENCH_GDR", raising=False)
     # catalog #7 (8192 tokens, 32 value heads): 16-column blocks would be 256 programs of one an
     # SM (two waves of the serial chunk chain): 32 columns, one wave; #10 (16 heads): 16 columns
-    assert recurrent_options(1, 8192, 32, 128, 128, 132) == RecurrentOptions(32, 4, True)
-    assert recurrent_options(1, 129, 16, 128, 128, 132) == RecurrentOptions(16, 4, True)
+    assert recurrent_options(1, 8192, 32, 128, 128, 132) == RecurrentOptions(32, 4, True, 1)
+    assert recurrent_options(1, 129, 16, 128, 128, 132) == RecurrentOptions(16, 4, True, 1)
     monkeypatch.setenv("SOLBENCH_GDR", "block_v=16")
-    assert recurrent_options(1, 8192, 32, 128, 128, 132) == RecurrentOptions(16, 4, True)
+    assert recurrent_options(1, 8192, 32, 128, 128, 132) == RecurrentOptions(16, 4, True, 1)
     assert recurrent_options(1, 8192, 32, 128, 128, 132, RecurrentOptions(block_v=64)).block_v == 64  # explicit wins
     monkeypatch.setenv("SOLBENCH_GDR", "warps=4")
     with pytest.raises(ValueError, match="SOLBENCH_GDR"):

@@ -21,18 +21,10 @@ import torch
 import triton
 import triton.language as tl
 
-from solbench.kernels.linear_attention._common_triton import gdn_gates, load_state, rtne_bf16
+from solbench.kernels.linear_attention._common_triton import gdn_gates, l2norm, load_state, rtne_bf16
 
 CHUNK = 64
 SUB = 16   # Tinv is built from 16 x 16 blocks: four diagonal inverses, then block substitution
-
-
-@triton.jit
-def _l2norm_rows(x, L2NORM: tl.constexpr, EPS: tl.constexpr):
-    x = x.to(tl.float32)
-    if L2NORM:
-        x = x * tl.rsqrt(tl.sum(x * x, 1) + EPS)[:, None]
-    return x
 
 
 @triton.jit
@@ -43,7 +35,7 @@ def _load_sub(a, b, k, t, m_t, o_k, m_k, sa_t, sb_t, sk_t, neg_A, bias, sp_beta,
     gt, beta = gdn_gates(tl.load(a + tt * sa_t, mask=m_t, other=0.0), tl.load(b + tt * sb_t, mask=m_t, other=0.0),
                       neg_A, bias, sp_beta, sp_threshold, m_t, True)
     kb = tl.load(k + tt[:, None] * sk_t + o_k[None, :], mask=m_t[:, None] & m_k[None, :], other=0.0)
-    return gt, beta, _l2norm_rows(kb, L2NORM, EPS)
+    return gt, beta, l2norm(kb, 1, L2NORM, EPS)
 
 
 @triton.jit
@@ -176,8 +168,8 @@ def _chunk_step_kernel(q, k, v, a, b, A_log, dt_bias, pool, idx, tinv, out, T, N
         g = tl.cumsum(gt, 0)
         g_last = tl.sum(gt, 0)
         m_tk = m_t[:, None] & m_k[None, :]
-        kc = _l2norm_rows(tl.load(k + tt[:, None] * sk_t + o_k[None, :], mask=m_tk, other=0.0), L2NORM, EPS)
-        qc = _l2norm_rows(tl.load(q + tt[:, None] * sq_t + o_k[None, :], mask=m_tk, other=0.0), L2NORM, EPS) * scale
+        kc = l2norm(tl.load(k + tt[:, None] * sk_t + o_k[None, :], mask=m_tk, other=0.0), 1, L2NORM, EPS)
+        qc = l2norm(tl.load(q + tt[:, None] * sq_t + o_k[None, :], mask=m_tk, other=0.0), 1, L2NORM, EPS) * scale
         vc = tl.load(v + tt[:, None] * sv_t + o_v[None, :], mask=m_t[:, None] & m_v[None, :], other=0.0)
         Ti = tl.load(tinv + o_t[:, None] * 64 + o_t[None, :])
         eg = tl.exp(g)
@@ -192,6 +184,86 @@ def _chunk_step_kernel(q, k, v, a, b, A_log, dt_bias, pool, idx, tinv, out, T, N
         S = S * tl.exp(g_last) + tl.dot(tl.trans(kc), vn, input_precision="tf32")
         tinv += HV * 4096
     tl.store(p_s, S.to(pool.dtype.element_ty), mask=m_s)
+
+
+@triton.jit
+def _wy_apply_kernel(k, v, a, b, A_log, dt_bias, tinv, w, u, g, T, NT,
+                     sk_b, sk_t, sk_h, sv_b, sv_t, sv_h, sa_b, sa_t, sb_b, sb_t, sp_beta, sp_threshold,
+                     HV: tl.constexpr, GROUP: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
+                     BK: tl.constexpr, BV: tl.constexpr, L2NORM: tl.constexpr, EPS: tl.constexpr):
+    """The three-pass form's first pass, for one (chunk, value head): the chunk-local cumulative
+    log-decays g and the WY terms w = Tinv (beta exp(g) k) and u = Tinv (beta v), all fp32 ([B, T,
+    HV, ...] contiguous), so the serial pass only carries v' = u - w S and the state."""
+    i_c = tl.program_id(0)
+    i_bh = tl.program_id(1)
+    i_b = (i_bh // HV).to(tl.int64)
+    i_h = i_bh % HV
+    o_t = tl.arange(0, 64)
+    o_k = tl.arange(0, BK)
+    o_v = tl.arange(0, BV)
+    m_k = o_k < K
+    m_v = o_v < V
+    t = i_c * 64 + o_t
+    m_t = t < T
+    tt = t.to(tl.int64)
+    neg_A = -tl.exp(tl.load(A_log + i_h).to(tl.float32))
+    bias = tl.load(dt_bias + i_h).to(tl.float32)
+    gt, beta = gdn_gates(tl.load(a + i_b * sa_b + i_h + tt * sa_t, mask=m_t, other=0.0),
+                         tl.load(b + i_b * sb_b + i_h + tt * sb_t, mask=m_t, other=0.0),
+                         neg_A, bias, sp_beta, sp_threshold, m_t, True)
+    gc = tl.cumsum(gt, 0)
+    row = (i_b * T + tt) * HV + i_h  # the token's row of the [B, T, HV, ...] outputs
+    tl.store(g + row, gc, mask=m_t)
+    kc = l2norm(tl.load(k + i_b * sk_b + (i_h // GROUP) * sk_h + tt[:, None] * sk_t + o_k[None, :],
+                        mask=m_t[:, None] & m_k[None, :], other=0.0), 1, L2NORM, EPS)
+    vc = tl.load(v + i_b * sv_b + i_h * sv_h + tt[:, None] * sv_t + o_v[None, :],
+                 mask=m_t[:, None] & m_v[None, :], other=0.0).to(tl.float32)
+    Ti = tl.load(tinv + ((i_b * NT + i_c) * HV + i_h) * 4096 + o_t[:, None] * 64 + o_t[None, :])
+    wc = tl.dot(Ti, kc * (beta * tl.exp(gc))[:, None], input_precision="tf32")
+    tl.store(w + row[:, None] * K + o_k[None, :], wc, mask=m_t[:, None] & m_k[None, :])
+    uc = tl.dot(Ti, vc * beta[:, None], input_precision="tf32")
+    tl.store(u + row[:, None] * V + o_v[None, :], uc, mask=m_t[:, None] & m_v[None, :])
+
+
+def launch_three_pass_update(q, k, v, a, b, A_log, dt_bias, pool, idx, out, scale, sp_beta, sp_threshold,
+                             use_l2norm, eps, sms):
+    """The update as three passes (``passes=3``): the WY terms of every chunk in parallel, the
+    serial chain of chunk states (chunk_gated_delta_rule_state's kernel in tf32, carrying only
+    v' = u - w S and S), then every chunk's output in parallel (chunk_delta_rule_output's kernel
+    in tf32). The serial chain is two products a chunk instead of the one-launch form's six, at
+    the price of fp32 intermediates: w, u, v' ([B, T, HV, K or V]) and the chunk-start states h
+    ([B, NT, HV, K, V])."""
+    from solbench.kernels.linear_attention._chunk_triton import launch_output, launch_state
+    from solbench.kernels.linear_attention.chunk import state_options
+
+    B, T, HV, V = v.shape
+    H, K = q.shape[2], q.shape[3]
+    NT = triton.cdiv(T, CHUNK)
+    bk = max(16, triton.next_power_of_2(K))
+    bvf = max(16, triton.next_power_of_2(V))
+    f32 = dict(dtype=torch.float32, device=v.device)
+    tinv = torch.empty((B, NT, HV, CHUNK, CHUNK), **f32)
+    _wy_inverse_kernel[(NT, B * HV)](
+        k, a, b, A_log, dt_bias, tinv, T, NT, k.stride(0), k.stride(1), k.stride(2), a.stride(0), a.stride(1),
+        b.stride(0), b.stride(1), float(sp_beta), float(sp_threshold), HV=HV, GROUP=HV // H, K=K, BK=bk,
+        L2NORM=use_l2norm, EPS=eps, num_warps=4)
+    g = torch.empty((B, T, HV), **f32)
+    w = torch.empty((B, T, HV, K), **f32)
+    u = torch.empty((B, T, HV, V), **f32)
+    _wy_apply_kernel[(NT, B * HV)](
+        k, v, a, b, A_log, dt_bias, tinv, w, u, g, T, NT, k.stride(0), k.stride(1), k.stride(2),
+        v.stride(0), v.stride(1), v.stride(2), a.stride(0), a.stride(1), b.stride(0), b.stride(1),
+        float(sp_beta), float(sp_threshold), HV=HV, GROUP=HV // H, K=K, V=V, BK=bk, BV=bvf,
+        L2NORM=use_l2norm, EPS=eps, num_warps=8)
+    h = torch.empty((B, NT, HV, K, V), **f32)
+    v_new = torch.empty((B, T, HV, V), **f32)
+    l2 = eps if use_l2norm else None
+    # The state pass reads k by key head (its GROUP) and writes the final states into the pool.
+    # (the chunk state's launch rule: the narrowest value block whose chains fit one wave)
+    opts = state_options(B, HV, V, sms)
+    launch_state(k, w, u, g, pool, idx, h, v_new, pool, CHUNK, opts.block_v, opts.num_warps, opts.num_stages,
+                 tf32=True, l2norm_eps=l2, pool_out=True)
+    launch_output(q, k, v_new, h, g, out, scale, CHUNK, min(64, bvf), 4, 2, tf32=True, l2norm_eps=l2)
 
 
 def launch_chunked_update(q, k, v, a, b, A_log, dt_bias, pool, idx, out, scale, sp_beta, sp_threshold, l2norm, eps,

@@ -30,6 +30,29 @@ def dot_lp(a, b, BY_HAND: tl.constexpr):
 
 
 @triton.jit
+def dot_prec(a, b, TF32: tl.constexpr, BY_HAND: tl.constexpr):
+    """With ``TF32``, ``tl.dot`` of fp32 operands on tf32 tensor cores (the gated delta rule's
+    update keeps its fp32-class accuracy that way); else :func:`dot_lp` of 16-bit operands."""
+    if TF32:
+        c = tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="tf32")
+    else:
+        c = dot_lp(a, b, BY_HAND)
+    return c
+
+
+@triton.jit
+def l2norm(x, AXIS: tl.constexpr, ON: tl.constexpr, EPS: tl.constexpr):
+    """``x`` in fp32, scaled along ``AXIS`` to unit L2 norm (``x rsqrt(sum x^2 + EPS)``) when ``ON``."""
+    x = x.to(tl.float32)
+    if ON:
+        if AXIS == 1:
+            x = x * tl.rsqrt(tl.sum(x * x, 1) + EPS)[:, None]
+        else:
+            x = x * tl.rsqrt(tl.sum(x * x, 0) + EPS)[None, :]
+    return x
+
+
+@triton.jit
 def gdn_gates(a, b, neg_A, bias, sp_beta, sp_threshold, m, MASKED: tl.constexpr):
     """Gated DeltaNet gates of a token (or a block of them): the log-decay ``-exp(A_log)
     softplus_beta(a + dt_bias)`` (torch's linear branch above the threshold, exp clamped there)

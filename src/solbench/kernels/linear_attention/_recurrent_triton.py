@@ -7,7 +7,7 @@ import triton.language as tl
 
 from solbench.kernels.common import next_pow2
 from solbench.kernels.linear_attention._common_triton import gdn_gates, load_state, rtne_bf16
-from solbench.kernels.linear_attention._util import rounds_by_hand
+from solbench.kernels.linear_attention._util import rounds_by_hand, sm_count
 
 
 @triton.jit
@@ -52,11 +52,17 @@ def _gdr_recurrent_kernel(q, k, v, a, b, A_log, dt_bias, pool, idx, out, T,
 
 
 def launch(q, k, v, a, b, A_log, dt_bias, pool, idx, out, scale, softplus_beta, softplus_threshold, l2norm, eps,
-           block_v, num_warps, chunked):
-    """The token-step kernel, or both launches of the chunked path (shapes validated by the public
-    wrapper)."""
+           block_v, num_warps, chunked, passes=1):
+    """The token-step kernel, or the launches of the chunked path, in one chain (``passes`` 1) or
+    three passes (shapes validated by the public wrapper)."""
     B, T, HV, V = v.shape
     H, K = q.shape[2], q.shape[3]
+    if chunked and passes == 3:
+        from solbench.kernels.linear_attention._chunked_update_triton import launch_three_pass_update
+
+        launch_three_pass_update(q, k, v, a, b, A_log, dt_bias, pool, idx, out, scale, softplus_beta,
+                                 softplus_threshold, l2norm, eps, sm_count(v))
+        return
     if chunked:
         from solbench.kernels.linear_attention._chunked_update_triton import launch_chunked_update
 

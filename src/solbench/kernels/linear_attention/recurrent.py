@@ -45,6 +45,7 @@ class RecurrentOptions:
     block_v: int | None = None    # value columns per program (power of two)
     num_warps: int | None = None
     chunked: bool | None = None   # the chunked (WY, tf32 tensor-core) path instead of token steps
+    passes: int | None = None     # chunked: 1 (one launch carries everything) or 3 (WY, state chain, outputs)
 
 
 def recurrent_options(B: int, T: int, HV: int, K: int, V: int, sms: int | None,
@@ -54,8 +55,10 @@ def recurrent_options(B: int, T: int, HV: int, K: int, V: int, sms: int | None,
     blocks on one warp keep each step's K-reductions inside a warp); long calls go by chunks of
     64 on tensor cores, value blocks of 32 (16 where those programs still fit one wave) on 4
     warps.
-    ``SOLBENCH_GDR`` (``block_v,num_warps,chunked``, or ``name=value`` items) fills what ``given``
-    leaves open, for GPU A/B runs."""
+    ``passes=3`` (off by default until timed) runs the chunked form as three launches: the WY terms
+    of every chunk in parallel, a serial chain of two products a chunk, every output in parallel.
+    ``SOLBENCH_GDR`` (``block_v,num_warps,chunked,passes``, or ``name=value`` items) fills what
+    ``given`` leaves open, for GPU A/B runs."""
     given = env_filled("SOLBENCH_GDR", given or RecurrentOptions())
     chunked = given.chunked if given.chunked is not None else T >= CHUNKED_MIN_TOKENS
     bk, vp = next_pow2(K), next_pow2(V)
@@ -77,7 +80,10 @@ def recurrent_options(B: int, T: int, HV: int, K: int, V: int, sms: int | None,
     bv = given.block_v or bv
     if bv & (bv - 1) or (chunked and bv < 16):
         raise ValueError(f"{WHAT}: block_v must be a power of two (at least 16 when chunked), got {bv}")
-    return RecurrentOptions(block_v=bv, num_warps=given.num_warps or warps, chunked=chunked)
+    passes = given.passes or 1
+    if passes not in (1, 3):
+        raise ValueError(f"{WHAT}: passes must be 1 or 3, got {passes}")
+    return RecurrentOptions(block_v=bv, num_warps=given.num_warps or warps, chunked=chunked, passes=passes)
 
 
 def _check_aliasing(q, k, v, a, b, initial_state, initial_state_indices, out) -> None:
@@ -86,7 +92,7 @@ def _check_aliasing(q, k, v, a, b, initial_state, initial_state_indices, out) ->
 
 
 def _eager(q, k, v, a, b, A_log, dt_bias, initial_state, initial_state_indices, out, scale, softplus_beta,
-           softplus_threshold, use_qk_l2norm, block_v, num_warps, chunked) -> None:
+           softplus_threshold, use_qk_l2norm, block_v, num_warps, chunked, passes=1) -> None:
     _check_aliasing(q, k, v, a, b, initial_state, initial_state_indices, out)
     _torch.gated_delta_rule_update(q, k, v, a, b, A_log, dt_bias, initial_state, initial_state_indices, out, scale,
                                    softplus_beta, softplus_threshold, use_qk_l2norm, L2NORM_EPS)
@@ -97,19 +103,19 @@ def _gdr_update_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, a: torch.T
                    A_log: torch.Tensor, dt_bias: torch.Tensor, initial_state: torch.Tensor,
                    initial_state_indices: torch.Tensor, out: torch.Tensor, scale: float, softplus_beta: float,
                    softplus_threshold: float, use_qk_l2norm: bool, block_v: int, num_warps: int,
-                   chunked: bool) -> None:
+                   chunked: bool, passes: int = 1) -> None:
     _check_aliasing(q, k, v, a, b, initial_state, initial_state_indices, out)
     if v.shape[0] == 0 or v.shape[1] == 0:
         return
     from solbench.kernels.linear_attention._recurrent_triton import launch
 
     launch(q, k, v, a, b, A_log, dt_bias, initial_state, initial_state_indices, out, scale, softplus_beta,
-           softplus_threshold, bool(use_qk_l2norm), L2NORM_EPS, block_v, num_warps, chunked)
+           softplus_threshold, bool(use_qk_l2norm), L2NORM_EPS, block_v, num_warps, chunked, passes)
 
 
 @_gdr_update_op.register_fake
 def _gdr_update_fake(q, k, v, a, b, A_log, dt_bias, initial_state, initial_state_indices, out, scale,
-                     softplus_beta, softplus_threshold, use_qk_l2norm, block_v, num_warps, chunked) -> None:
+                     softplus_beta, softplus_threshold, use_qk_l2norm, block_v, num_warps, chunked, passes=1) -> None:
     return None
 
 
@@ -159,5 +165,5 @@ def gated_delta_rule_update(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, a
     opts = recurrent_options(B, T, HV, K, V, sm_count(v), options)
     _gdr_update_op(q, k, v, a, b, A_log, dt_bias, initial_state, initial_state_indices, out,
                    float(K ** -0.5 if scale is None else scale), float(softplus_beta), float(softplus_threshold),
-                   bool(use_qk_l2norm), opts.block_v, opts.num_warps, opts.chunked)
+                   bool(use_qk_l2norm), opts.block_v, opts.num_warps, opts.chunked, opts.passes)
     return out, initial_state
