@@ -325,6 +325,20 @@ def _stage(k, v, seqused_k, block_table, stage_rows: int):
     return ks, vs
 
 
+def stage_bound(block_table, page: int, max_seqlen_k: int) -> int:
+    """Rows a sequence gets when its keys are staged dense: the block table's reach, or the
+    host's max_seqlen_k when that is tighter."""
+    key_bound = block_table.shape[1] * page
+    return min(key_bound, int(max_seqlen_k)) if max_seqlen_k else key_bound
+
+
+def stage_dense(k, v, seqused_k, block_table, max_seqlen_k: int):
+    """(dense K, dense V, rows a sequence) of nhd caches: the staged form the CUDA backend reads."""
+    stage_rows = stage_bound(block_table, k.shape[1], max_seqlen_k)
+    k, v = _stage(k, v, seqused_k, block_table, stage_rows)
+    return k, v, stage_rows
+
+
 def _kv_geometry(k, v, paged: bool):
     """(H_kv, D, page size (0: dense), x (0: head_size not split), key strides (page, token, head,
     d or x-split), value strides (page, token, head, d)) for the three cache layouts."""
@@ -361,8 +375,7 @@ def launch(q, k, v, out, cu_seqlens_q, cu_seqlens_k, seqused_k, block_table, max
     cfg = launch_config(d_pad, rows_per_seq, gpu)
     stage_rows = 0  # > 0: keys staged dense, this many rows per sequence
     if paged and not decode and x == 0:
-        key_bound = block_table.shape[1] * page
-        key_bound = min(key_bound, int(max_seqlen_k)) if max_seqlen_k else key_bound
+        key_bound = stage_bound(block_table, page, max_seqlen_k)
         if stage_keys(total * g, num_seqs, num_seqs * key_bound * hkv * d * k.element_size() * 2):
             stage_rows = key_bound
             k, v = _stage(k, v, seqused_k, block_table, stage_rows)

@@ -210,6 +210,41 @@ def _launch(*args) -> None:
     launch(*args)
 
 
+BACKENDS = ("triton", "cuda")
+
+
+def _launch_cuda(q, k, v, out, cu_q, cu_k, seqused_k, block_table, max_seqlen_q: int, scale: float, causal: bool,
+                 max_seqlen_k: int = 0) -> None:
+    """The CUDA backend (sm_90a): paged keys staged dense first, as the Triton kernel's long prefills."""
+    from solbench.kernels.cuda import attention as cuda_attention
+
+    if not q.is_cuda:  # the CPU under TRITON_INTERPRET=1 reaches here: no CUDA to compile for
+        return _eager_attention(q, k, v, out, cu_q, cu_k, seqused_k, block_table, scale, causal)
+    if q.shape[0] == 0 or cu_q.shape[0] < 2:
+        return
+    stage_rows = 0
+    if block_table is not None:
+        from solbench.kernels._attention_triton import stage_dense
+
+        k, v, stage_rows = stage_dense(k, v, seqused_k, block_table, max_seqlen_k)
+    cuda_attention.launch(q, k, v, out, cu_q, cu_k, seqused_k if stage_rows else None, stage_rows, max_seqlen_q,
+                          scale, causal)
+
+
+def _check_backend(backend: str, what: str, q, hkv: int, out, kv=()) -> bool:
+    """True for the CUDA backend (after checking it can run these tensors), False for Triton."""
+    if backend not in BACKENDS:
+        raise ValueError(f"{what}: backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "triton":
+        return False
+    from solbench.kernels.cuda import attention as cuda_attention
+
+    why = cuda_attention.unsupported_reason(q, hkv, out, kv)
+    if why:
+        raise ValueError(f"{what}: the cuda backend cannot run this call: {why}")
+    return True
+
+
 def _eager_attention(q, k, v, out, cu_q, cu_k, seqused_k, block_table, scale: float, causal: bool) -> None:
     """The torch formulation (off CUDA): per sequence, fp32 scores, bottom-right causal mask,
     softmax, one rounding; a query that sees no key gets 0. Host loops: it syncs, as CPU code may."""
@@ -241,26 +276,28 @@ def _eager_attention(q, k, v, out, cu_q, cu_k, seqused_k, block_table, scale: fl
 
 
 def _unified_eager(q, k_cache, v_cache, cu_seqlens_q, seqused_k, block_table, out, max_seqlen_q, scale, causal,
-                   max_seqlen_k=0):
+                   max_seqlen_k=0, cuda=False):
     _eager_attention(q, k_cache, v_cache, out, cu_seqlens_q, None, seqused_k, block_table, scale, causal)
 
 
 @kernel_op("solbench::unified_attention.out", mutates_args=("out",), eager=_unified_eager)
 def _unified_op(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, cu_seqlens_q: torch.Tensor,
                 seqused_k: torch.Tensor, block_table: torch.Tensor, out: torch.Tensor, max_seqlen_q: int,
-                scale: float, causal: bool, max_seqlen_k: int = 0) -> None:
-    _launch(q, k_cache, v_cache, out, cu_seqlens_q, None, seqused_k, block_table, max_seqlen_q, scale, causal,
-            max_seqlen_k)
+                scale: float, causal: bool, max_seqlen_k: int = 0, cuda: bool = False) -> None:
+    (_launch_cuda if cuda else _launch)(q, k_cache, v_cache, out, cu_seqlens_q, None, seqused_k, block_table,
+                                        max_seqlen_q, scale, causal, max_seqlen_k)
 
 
-def _varlen_eager(q, k, v, cu_seqlens_q, cu_seqlens_k, out, max_seqlen_q, scale, causal):
+def _varlen_eager(q, k, v, cu_seqlens_q, cu_seqlens_k, out, max_seqlen_q, scale, causal, cuda=False):
     _eager_attention(q, k, v, out, cu_seqlens_q, cu_seqlens_k, None, None, scale, causal)
 
 
 @kernel_op("solbench::varlen_attention.out", mutates_args=("out",), eager=_varlen_eager)
 def _varlen_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens_q: torch.Tensor,
-               cu_seqlens_k: torch.Tensor, out: torch.Tensor, max_seqlen_q: int, scale: float, causal: bool) -> None:
-    _launch(q, k, v, out, cu_seqlens_q, cu_seqlens_k, None, None, max_seqlen_q, scale, causal)
+               cu_seqlens_k: torch.Tensor, out: torch.Tensor, max_seqlen_q: int, scale: float, causal: bool,
+               cuda: bool = False) -> None:
+    (_launch_cuda if cuda else _launch)(q, k, v, out, cu_seqlens_q, cu_seqlens_k, None, None, max_seqlen_q, scale,
+                                        causal)
 
 
 def _decode_eager(query, k_cache, v_cache, block_tables, seq_lens, out, scale):
@@ -329,7 +366,8 @@ def _output(out, q, what: str):
 def unified_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
                       cu_seqlens_q: torch.Tensor, seqused_k: torch.Tensor, block_table: torch.Tensor,
                       max_seqlen_q: int, softmax_scale: float | None = None, causal: bool = True,
-                      out: torch.Tensor | None = None, max_seqlen_k: int | None = None) -> torch.Tensor:
+                      out: torch.Tensor | None = None, max_seqlen_k: int | None = None,
+                      backend: str = "triton") -> torch.Tensor:
     """Paged varlen attention (vLLM ``unified_attention``), prefill, chunked prefill and decode.
 
     ``q`` [total_q, H, D] bf16/fp16 packed by ``cu_seqlens_q`` (int32 [B + 1]); ``k_cache`` /
@@ -340,8 +378,9 @@ def unified_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Ten
     host-side bound on keys per sequence (a sequence past it attends to its first max_seqlen_k
     keys; without it the block table's width bounds them; it sizes the
     buffer when long prefills stage their keys dense, :func:`stage_keys`). ``softmax_scale``
-    defaults to 1/sqrt(D). Causal masks align bottom-right. Returns ``out`` [total_q, H, D] in
-    q's dtype.
+    defaults to 1/sqrt(D). Causal masks align bottom-right. ``backend="cuda"``: the sm_90a
+    warpgroup-MMA kernel (:mod:`solbench.kernels.cuda.attention`; bf16, head_size 128, keys staged
+    dense first). Returns ``out`` [total_q, H, D] in q's dtype.
     """
     what = "unified_attention"
     _check_q(q, what)
@@ -361,19 +400,21 @@ def unified_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Ten
     scale = q.shape[2] ** -0.5 if softmax_scale is None else float(softmax_scale)
     if max_seqlen_k is not None and int(max_seqlen_k) < 0:
         raise ValueError(f"{what}: max_seqlen_k must be >= 0, got {max_seqlen_k}")
+    cuda = _check_backend(backend, what, q, k_cache.shape[2], out)
     _unified_op(q, k_cache, v_cache, cu_seqlens_q, seqused_k, block_table, out, int(max_seqlen_q), scale,
-                bool(causal), int(max_seqlen_k or 0))
+                bool(causal), int(max_seqlen_k or 0), cuda)
     return out
 
 
 def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens_q: torch.Tensor,
                      cu_seqlens_k: torch.Tensor, max_seqlen_q: int, softmax_scale: float | None = None,
-                     causal: bool = False, out: torch.Tensor | None = None) -> torch.Tensor:
+                     causal: bool = False, out: torch.Tensor | None = None, backend: str = "triton") -> torch.Tensor:
     """Dense varlen attention (``flash_attn_varlen_func``).
 
     ``q`` [total_q, H, D], ``k`` / ``v`` [total_k, H_kv, D] bf16/fp16 packed by ``cu_seqlens_q`` /
     ``cu_seqlens_k`` (int32 [B + 1]); ``max_seqlen_q`` host-side. Causal masks align bottom-right.
-    Returns ``out`` [total_q, H, D] in q's dtype.
+    ``backend="cuda"``: the sm_90a warpgroup-MMA kernel (bf16, head_size 128). Returns ``out``
+    [total_q, H, D] in q's dtype.
     """
     what = "varlen_attention"
     _check_q(q, what)
@@ -387,7 +428,8 @@ def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqle
     _check_index(cu_seqlens_k, cu_seqlens_q.shape[0], what, "cu_seqlens_k")
     out = _output(out, q, what)
     scale = q.shape[2] ** -0.5 if softmax_scale is None else float(softmax_scale)
-    _varlen_op(q, k, v, cu_seqlens_q, cu_seqlens_k, out, int(max_seqlen_q), scale, bool(causal))
+    cuda = _check_backend(backend, what, q, k.shape[1], out, (k, v))
+    _varlen_op(q, k, v, cu_seqlens_q, cu_seqlens_k, out, int(max_seqlen_q), scale, bool(causal), cuda)
     return out
 
 

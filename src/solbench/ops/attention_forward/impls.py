@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from solbench.core import attention_peers as peers
 from solbench.core.attention_ref import dense_scores_support, pad_varlen, unpad_varlen
-from solbench.core.baselines import register_torch_baselines, triton_support
+from solbench.core.baselines import register_torch_baselines, sm90_cuda_support, triton_support
 from solbench.core.spec import Impl, Support, add_impl
 from solbench.ops.attention_forward.spec import spec
 from solbench.peers import FLAG_GEMS, FLAG_GEMS_VARLEN_ATTENTION, flag_gems_head_support
@@ -147,3 +147,21 @@ add_impl(Impl(spec.name, "flag_gems", flag_gems, available=lambda: FLAG_GEMS.sup
               baseline=True,
               description="flag_gems.flash_attn_varlen_func on packed q/k/v (cu_seqlens_k, causal=False; "
                           "its Triton FA2 path)"))
+
+
+def ours_cuda(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, softmax_scale, out=None):
+    from solbench.kernels.attention import varlen_attention
+
+    return varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, softmax_scale,
+                            causal=spec.causal, out=out, backend="cuda")
+
+
+
+def _cuda_supports(shape, device) -> Support:
+    from solbench.kernels.cuda.attention import shape_reason
+
+    why = shape_reason(int(shape["num_heads"]), int(shape["num_heads"]), int(shape["head_dim"]))
+    return Support.no(why) if why else Support.yes()
+
+add_impl(Impl(spec.name, "ours_cuda", ours_cuda, available=sm90_cuda_support, supports=_cuda_supports, takes_out=True,
+              description="solbench CUDA varlen flash attention (sm_90a warpgroup MMAs, TMA, softmax under the p.v products)"))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 
 from solbench.core import fp8_blocks
-from solbench.core.baselines import register_torch_baselines, triton_support
+from solbench.core.baselines import register_torch_baselines, sm90_cuda_support, triton_support
 from solbench.core.spec import Impl, Support, add_impl
 from solbench.peers import FLAG_GEMS
 
@@ -185,20 +185,6 @@ def ours_cuda(a, b, a_scales, b_scales, out=None):
     return block_scaled_mm(a, b, a_scales, b_scales, _groups(a, b, a_scales, b_scales), out=out, backend="cuda")
 
 
-def _cuda_available() -> Support:
-    """ours_cuda needs an sm_90 GPU (warpgroup MMAs, TMA) and NVRTC through cuda-bindings."""
-    import torch
-
-    if not torch.cuda.is_available() or torch.version.hip:
-        return Support.no("the CUDA block-fp8 kernel needs an NVIDIA GPU")
-    if torch.cuda.get_device_capability() != (9, 0):
-        return Support.no("the CUDA block-fp8 kernel is built for sm_90a (H100 / H200) only")
-    from solbench.kernels.cuda import jit
-
-    why = jit.nvrtc_unavailable_reason()
-    return Support.no(why) if why else Support.yes()
-
-
 def _cuda_supports(shape, device) -> Support:
     from solbench.ops.block_scaled_mm.spec import mm_dims
 
@@ -218,7 +204,7 @@ def _prepare_cuda(shape, inputs):
     return {"compile_s": facts.get("jit_first_use_s"), **facts}
 
 
-add_impl(Impl("block_scaled_mm", "ours_cuda", ours_cuda, available=_cuda_available, supports=_cuda_supports,
+add_impl(Impl("block_scaled_mm", "ours_cuda", ours_cuda, available=sm90_cuda_support, supports=_cuda_supports,
               takes_out=True, prepare=_prepare_cuda,
               description="solbench CUDA W8A8 block-fp8 GEMM: sm_90a warpgroup MMAs with TMA loads, NVRTC at first use"))
 register_torch_baselines("block_scaled_mm", eager, "dequantize to bf16 + bf16 matmul, fp32 out")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from solbench.core import attention_peers as peers
 from solbench.core.attention_ref import dense_scores_support, pad_varlen, unpad_varlen, visibility_mask
-from solbench.core.baselines import register_torch_baselines, triton_support
+from solbench.core.baselines import register_torch_baselines, sm90_cuda_support, triton_support
 from solbench.core.paged import token_slots
 from solbench.core.spec import Impl, Support, add_impl
 from solbench.ops.unified_attention.spec import spec
@@ -215,3 +215,22 @@ add_impl(Impl(spec.name, "flag_gems", flag_gems, available=lambda: FLAG_GEMS.sup
               baseline=True,
               description="flag_gems.flash_attn_varlen_func on the paged cache (block_table, seqused_k, causal=True; "
                           "its Triton FA2 path, no page gather)"))
+
+
+def ours_cuda(q, k_cache, v_cache, cu_seqlens_q, seqused_k, block_table, max_seqlen_q, max_seqlen_k,
+              softmax_scale, out=None):
+    from solbench.kernels.attention import unified_attention
+
+    return unified_attention(q, k_cache, v_cache, cu_seqlens_q, seqused_k, block_table, max_seqlen_q,
+                             softmax_scale, causal=True, out=out, max_seqlen_k=max_seqlen_k, backend="cuda")
+
+
+
+def _cuda_supports(shape, device) -> Support:
+    from solbench.kernels.cuda.attention import shape_reason
+
+    why = shape_reason(int(shape["num_query_heads"]), int(shape["num_kv_heads"]), int(shape["head_size"]))
+    return Support.no(why) if why else Support.yes()
+
+add_impl(Impl(spec.name, "ours_cuda", ours_cuda, available=sm90_cuda_support, supports=_cuda_supports, takes_out=True,
+              description="solbench CUDA flash attention (sm_90a warpgroup MMAs, TMA, softmax under the p.v products) on keys staged dense"))

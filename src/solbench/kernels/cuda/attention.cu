@@ -1,0 +1,301 @@
+// Causal / full flash attention forward over packed (varlen) queries and dense K/V on Hopper
+// warpgroup MMAs: the CUDA backend of varlen_attention and of unified_attention's staged prefill
+// (kernels/cuda/attention.py holds the contract and the launch). bf16, head_dim 128.
+//
+//   out[t, h] = sum_j softmax_j(scale * q[t, h] . k[j, h / G]) v[j, h / G]
+//
+// over the keys j of t's sequence (causal: j <= i + L_k - L_q for t the sequence's query i; a
+// query that sees no key gets 0).
+//
+// Why CUDA: Triton issues a key tile's two products and its softmax in sequence, so a warpgroup's
+// tensor cores idle during its softmax. Here a warpgroup issues tile j's q.k products, then tile
+// j-1's p.v products, and runs tile j's softmax while the p.v products are in flight
+// (FlashAttention-3's intra-warpgroup overlap): wgmma.wait_group 1 waits for q.k only.
+//
+// A CTA (256 threads, two warpgroups of 64 rows) owns 128 rows of one sequence and one KV head:
+// rows are (query token, query head of the KV head's group of G), token-major, so the G heads
+// that share a KV head share every K/V tile. Thread 0 issues TMA loads: q once (two 64-column
+// panels), K and V tiles of 128 keys into 3 stages, one tile ahead; a stage is refilled after the
+// barrier of tile j + 1, when both warpgroups have finished the products that read it.
+#include "common.cuh"
+#include "sm90.cuh"
+
+namespace solbench {
+namespace attn {
+
+constexpr int BM = 128, BN = 128, D = 128;
+// -infinity by its bits (NVRTC has no math.h)
+__device__ __forceinline__ float neg_inf() { return __int_as_float(0xff800000); }
+constexpr int THREADS = 256;
+constexpr int STAGES = 3;
+constexpr int PANEL = 128 * 128;        // bytes of one 64-column (128-byte) panel of 128 rows
+constexpr int TILE = 2 * PANEL;         // a 128 x 128 bf16 tile: two panels
+constexpr int SMEM_Q = 0;
+constexpr int SMEM_K = TILE;
+constexpr int SMEM_V = SMEM_K + STAGES * TILE;
+constexpr int SMEM_BARS = SMEM_V + STAGES * TILE;  // q, then k[STAGES], then v[STAGES]
+
+struct Params {
+  sm90::TensorMap map_q;  // q [T, H, D]: dims {D, H, T}, boxes {64, G, 128 / G}
+  sm90::TensorMap map_k;  // k [rows, H_kv, D]: dims {D, H_kv, rows}, boxes {64, 1, 128}
+  sm90::TensorMap map_v;
+  unsigned short* out;    // [T, H, D] bf16
+  const int* cu_q;        // [B + 1]
+  const int* cu_k;        // [B + 1] (dense keys), or null
+  const int* seqused_k;   // [B] (staged keys: sequence s at rows s * stage_rows), or null
+  i64 out_t, out_h;       // out strides (elements)
+  float scale_log2;       // softmax scale * log2(e)
+  int G, stage_rows, tiles_per_seq, causal;
+};
+static_assert(sizeof(Params) == 512 && __builtin_offsetof(Params, out) == 384 &&
+                  __builtin_offsetof(Params, out_t) == 416 && __builtin_offsetof(Params, scale_log2) == 432,
+              "Params layout changed: update _Params in attention.py");
+
+__device__ __forceinline__ unsigned pack_bf16(float lo, float hi) { return DType<bf16>::pack2(lo, hi); }
+
+template <bool CAUSAL>
+struct Tile {
+  // Where this CTA is: its sequence's query and key ranges, its rows, its KV head.
+  int row0;        // first (token, head) row of the CTA within the sequence
+  int q_tok0;      // first query token of the sequence in q (global row)
+  int k_row0;      // first key row of the sequence in k / v
+  int lq, lk;      // query and key counts of the sequence
+  int hk;          // KV head
+  int n_tiles;     // key tiles to visit
+  int full_tiles;  // key tiles every row of the CTA sees in full (no mask)
+};
+
+template <bool CAUSAL>
+struct Attention {
+  const Params& p;
+  unsigned smem, bars;
+  Tile<CAUSAL> t;
+  int row;         // this thread's first row within the warpgroup pair's 128 (the second is + 8)
+  float o[64];     // the output accumulator, fragment order (see block_fp8.cu)
+  float m[2], l[2];
+
+  __device__ __forceinline__ unsigned bar_q() const { return bars; }
+  __device__ __forceinline__ unsigned bar_k(int s) const { return bars + 8 + s * 8; }
+  __device__ __forceinline__ unsigned bar_v(int s) const { return bars + 8 + STAGES * 8 + s * 8; }
+
+  // Thread 0: key tile j's K and V into stage j % STAGES.
+  __device__ __forceinline__ void load_kv(int j) {
+    if (j >= t.n_tiles) return;
+    const int s = j % STAGES;
+    const int key = t.k_row0 + j * BN;
+    sm90::mbar_arrive_expect_tx(bar_k(s), TILE);
+    sm90::tma_load_3d(smem + SMEM_K + s * TILE, &p.map_k, bar_k(s), 0, t.hk, key);
+    sm90::tma_load_3d(smem + SMEM_K + s * TILE + PANEL, &p.map_k, bar_k(s), 64, t.hk, key);
+    sm90::mbar_arrive_expect_tx(bar_v(s), TILE);
+    sm90::tma_load_3d(smem + SMEM_V + s * TILE, &p.map_v, bar_v(s), 0, t.hk, key);
+    sm90::tma_load_3d(smem + SMEM_V + s * TILE + PANEL, &p.map_v, bar_v(s), 64, t.hk, key);
+  }
+
+  // s = q k_j^T for this warpgroup's 64 rows: 8 steps of 16 columns of D, 4 in each panel.
+  __device__ __forceinline__ void issue_qk(int j, float (&s)[64]) {
+    const int st = j % STAGES;
+    sm90::mbar_wait(bar_k(st), (j / STAGES) & 1);
+    const unsigned q_rows = smem + SMEM_Q + (threadIdx.x >> 7) * (64 * 128);
+    const unsigned k_tile = smem + SMEM_K + st * TILE;
+    sm90::fence_regs(s);
+    sm90::wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk) {
+      const unsigned off = (kk >> 2) * PANEL + (kk & 3) * 32;
+      sm90::wgmma_m64n128k16_bf16_ss(s, sm90::desc_k_major_sw128(q_rows + off),
+                                     sm90::desc_k_major_sw128(k_tile + off), kk > 0);
+    }
+    sm90::wgmma_commit();
+  }
+
+  // o += p_j v_j: the keys are the K dimension (16 a step), V is MN-major (D contiguous).
+  __device__ __forceinline__ void issue_pv(int j, const unsigned (&pr)[32]) {
+    const int st = j % STAGES;
+    sm90::mbar_wait(bar_v(st), (j / STAGES) & 1);
+    const unsigned v_tile = smem + SMEM_V + st * TILE;
+    sm90::fence_regs(o);
+    sm90::wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < BN / 16; ++kk) {
+      const unsigned a[4] = {pr[4 * kk], pr[4 * kk + 1], pr[4 * kk + 2], pr[4 * kk + 3]};
+      sm90::wgmma_m64n128k16_bf16_rs_tb(o, a, sm90::desc_mn_major_sw128(v_tile + kk * 16 * 128, PANEL));
+    }
+    sm90::wgmma_commit();
+  }
+
+  // Tile j's softmax on s (this thread's rows row, row + 8): masks where needed, the new running
+  // maxima, p = exp2((s - m) scale log2 e) packed to bf16 into pr, and the factors that rescale o
+  // and l (applied by the caller once the p.v products reading o are done).
+  __device__ __forceinline__ void softmax(int j, float (&s)[64], unsigned (&pr)[32], float (&alpha)[2],
+                                          float (&sum)[2]) {
+    if (j >= t.full_tiles) {  // the causal diagonal, or keys past the sequence's end
+      const int col0 = j * BN + (threadIdx.x & 3) * 2;
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int r = t.row0 + row + 8 * h;
+        int limit = t.lk - 1;  // the last key this row sees
+        if (CAUSAL) limit = min(limit, r / p.G + t.lk - t.lq);
+#pragma unroll
+        for (int jj = 0; jj < 16; ++jj)
+#pragma unroll
+          for (int e = 0; e < 2; ++e)
+            if (col0 + 8 * jj + e > limit) s[4 * jj + 2 * h + e] = neg_inf();
+      }
+    }
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      float mx = m[h];
+#pragma unroll
+      for (int jj = 0; jj < 16; ++jj) mx = fmaxf(mx, fmaxf(s[4 * jj + 2 * h], s[4 * jj + 2 * h + 1]));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffff, mx, 1));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffff, mx, 2));
+      // A row that has seen no key yet keeps m = -inf: exponentiate against 0 so nothing is NaN.
+      const float base = mx == neg_inf() ? 0.f : mx * p.scale_log2;
+      alpha[h] = exp2f(m[h] * p.scale_log2 - base);
+      m[h] = mx;
+      float acc = 0.f;
+#pragma unroll
+      for (int jj = 0; jj < 16; ++jj)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const float x = exp2f(fmaf(s[4 * jj + 2 * h + e], p.scale_log2, -base));
+          s[4 * jj + 2 * h + e] = x;
+          acc += x;
+        }
+      sum[h] = acc;
+    }
+    // The accumulator fragment of 16 key columns is the A fragment of a 16-key step.
+#pragma unroll
+    for (int i = 0; i < 32; ++i) pr[i] = pack_bf16(s[2 * i], s[2 * i + 1]);
+  }
+
+  __device__ __forceinline__ void rescale(const float (&alpha)[2], const float (&sum)[2]) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      float rs = sum[h];
+      rs += __shfl_xor_sync(0xffffffff, rs, 1);
+      rs += __shfl_xor_sync(0xffffffff, rs, 2);
+      l[h] = l[h] * alpha[h] + rs;
+#pragma unroll
+      for (int jj = 0; jj < 16; ++jj) {
+        o[4 * jj + 2 * h] *= alpha[h];
+        o[4 * jj + 2 * h + 1] *= alpha[h];
+      }
+    }
+  }
+
+  __device__ __forceinline__ void store() {
+    const int col0 = (threadIdx.x & 3) * 2;
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int r = t.row0 + row + 8 * h;
+      if (r >= t.lq * p.G) continue;
+      const float inv = l[h] > 0.f ? 1.f / l[h] : 0.f;
+      unsigned short* orow = p.out + (i64)(t.q_tok0 + r / p.G) * p.out_t + (i64)(t.hk * p.G + r % p.G) * p.out_h;
+#pragma unroll
+      for (int jj = 0; jj < 16; ++jj)
+        *reinterpret_cast<unsigned*>(orow + col0 + 8 * jj) =
+            pack_bf16(o[4 * jj + 2 * h] * inv, o[4 * jj + 2 * h + 1] * inv);
+    }
+  }
+};
+
+template <bool CAUSAL>
+__global__ void __launch_bounds__(THREADS, 1) attention_fwd(const __grid_constant__ Params p) {
+  extern __shared__ unsigned char smem_raw[];
+  const unsigned smem = (sm90::smem_addr(smem_raw) + 1023u) & ~1023u;
+  const int seq = blockIdx.z;
+  Attention<CAUSAL> at{p, smem, smem + SMEM_BARS};
+  Tile<CAUSAL>& t = at.t;
+  // Longest causal rows first: the last row tile of each sequence is the first block.
+  t.row0 = (p.tiles_per_seq - 1 - (int)blockIdx.x) * BM;
+  t.hk = blockIdx.y;
+  t.q_tok0 = p.cu_q[seq];
+  t.lq = p.cu_q[seq + 1] - t.q_tok0;
+  if (t.row0 >= t.lq * p.G) return;
+  if (p.seqused_k) {
+    t.k_row0 = seq * p.stage_rows;
+    t.lk = min(p.seqused_k[seq], p.stage_rows);
+  } else {
+    t.k_row0 = p.cu_k[seq];
+    t.lk = p.cu_k[seq + 1] - t.k_row0;
+  }
+  const int last_tok = min((t.row0 + BM - 1) / p.G, t.lq - 1);
+  const int first_tok = t.row0 / p.G;
+  int keys = t.lk, full_keys = t.lk;
+  if (CAUSAL) {
+    keys = max(0, min(t.lk, last_tok + t.lk - t.lq + 1));
+    full_keys = max(0, min(t.lk, first_tok + t.lk - t.lq + 1));
+  }
+  t.n_tiles = (keys + BN - 1) / BN;
+  t.full_tiles = full_keys / BN;
+  at.row = (threadIdx.x >> 7) * 64 + ((threadIdx.x >> 5) & 3) * 16 + ((threadIdx.x & 31) >> 2);
+#pragma unroll
+  for (int i = 0; i < 64; ++i) at.o[i] = 0.f;
+  at.m[0] = at.m[1] = neg_inf();
+  at.l[0] = at.l[1] = 0.f;
+  if (t.n_tiles == 0) {  // no visible key: zeros
+    at.store();
+    return;
+  }
+
+  if (threadIdx.x == 0) {
+    sm90::tma_prefetch_map(&p.map_q);
+    sm90::tma_prefetch_map(&p.map_k);
+    sm90::tma_prefetch_map(&p.map_v);
+    for (int i = 0; i < 1 + 2 * STAGES; ++i) sm90::mbar_init(at.bars + 8 * i, 1);
+    sm90::fence_barrier_init();
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    sm90::mbar_arrive_expect_tx(at.bar_q(), TILE);
+    const int tok = t.q_tok0 + t.row0 / p.G, head = t.hk * p.G;
+    sm90::tma_load_3d(smem + SMEM_Q, &p.map_q, at.bar_q(), 0, head, tok);
+    sm90::tma_load_3d(smem + SMEM_Q + PANEL, &p.map_q, at.bar_q(), 64, head, tok);
+    at.load_kv(0);
+    at.load_kv(1);
+  }
+  sm90::mbar_wait(at.bar_q(), 0);
+
+  float s[64];
+  unsigned p0[32], p1[32];
+  float alpha[2], sum[2];
+  // Tile 0: q.k, softmax; its p.v waits for the loop.
+  at.issue_qk(0, s);
+  sm90::wgmma_wait<0>();
+  sm90::fence_regs(s);
+  at.softmax(0, s, p0, alpha, sum);
+  at.rescale(alpha, sum);
+  // Tile j: barrier (tile j - 2's stage is free: refill it with tile j + 1), q.k of tile j, p.v of
+  // tile j - 1, wait for q.k only, softmax of j while p.v runs, then wait and rescale. Two tiles
+  // an iteration, so the two p register sets stay fixed.
+  auto step = [&](int j, unsigned(&p_prev)[32], unsigned(&p_next)[32]) {
+    __syncthreads();
+    if (threadIdx.x == 0) at.load_kv(j + 1);
+    at.issue_qk(j, s);
+    at.issue_pv(j - 1, p_prev);
+    sm90::wgmma_wait<1>();
+    sm90::fence_regs(s);
+    at.softmax(j, s, p_next, alpha, sum);
+    sm90::wgmma_wait<0>();
+    sm90::fence_regs(at.o);
+    at.rescale(alpha, sum);
+  };
+  int j = 1;
+  for (; j + 1 < t.n_tiles; j += 2) {
+    step(j, p0, p1);
+    step(j + 1, p1, p0);
+  }
+  if (j < t.n_tiles) {
+    step(j, p0, p1);
+    at.issue_pv(j, p1);
+  } else {
+    at.issue_pv(j - 1, p0);
+  }
+  sm90::wgmma_wait<0>();
+  sm90::fence_regs(at.o);
+  at.store();
+}
+
+}  // namespace attn
+}  // namespace solbench

@@ -1,0 +1,170 @@
+"""Flash attention forward in CUDA C++ (attention.cu) for Hopper (sm_90a), compiled through NVRTC
+at first use: the ``backend="cuda"`` of :func:`solbench.kernels.attention.varlen_attention` and of
+:func:`~solbench.kernels.attention.unified_attention`'s prefill, whose paged keys are first staged
+dense as for the Triton kernel.
+
+What the kernel takes (:func:`unsupported_reason` says why not, as a ValueError from the public
+functions): bf16, head_size 128, G = H / H_kv a power of two up to 128, q / k / v rows and heads
+16-byte aligned (TMA), ``out`` with even strides. The launch is one CTA per (128-row tile of
+(token, head) rows, KV head, sequence), longest causal rows first; nothing syncs with the host.
+The kernel's design is in the .cu's header.
+"""
+from __future__ import annotations
+
+import ctypes
+import threading
+import time
+
+import torch
+
+WHAT = "attention (cuda)"
+ARCH = "90a"
+HEAD_DIM = 128
+ROWS = 128      # (token, head) rows a CTA
+KEYS = 128      # keys a tile
+STAGES = 3
+THREADS = 256
+# q (32 KB), K and V stages (64 KB each), 7 barriers, 1 KB alignment slack
+SHARED_BYTES = 32768 + STAGES * 65536 + 7 * 8 + 1024
+
+
+class _Params(ctypes.Structure):
+    """The kernel's attn::Params, field for field (three 128-byte tensor maps first), padded to
+    its 64-byte alignment."""
+
+    _fields_ = [("map_q", ctypes.c_uint64 * 16), ("map_k", ctypes.c_uint64 * 16), ("map_v", ctypes.c_uint64 * 16),
+                ("out", ctypes.c_void_p), ("cu_q", ctypes.c_void_p), ("cu_k", ctypes.c_void_p),
+                ("seqused_k", ctypes.c_void_p), ("out_t", ctypes.c_int64), ("out_h", ctypes.c_int64),
+                ("scale_log2", ctypes.c_float), ("G", ctypes.c_int32), ("stage_rows", ctypes.c_int32),
+                ("tiles_per_seq", ctypes.c_int32), ("causal", ctypes.c_int32), ("_pad", ctypes.c_uint8 * 60)]
+
+
+assert ctypes.sizeof(_Params) == 512
+
+
+def kernel_name(causal: bool) -> str:
+    return f"solbench::attn::attention_fwd<{'true' if causal else 'false'}>"
+
+
+def compile_kernels(output: str = "cubin", cache_dir=None):
+    """Compile (or fetch from the disk cache) the causal and full variants; no GPU needed."""
+    from solbench.kernels.cuda import jit
+
+    return jit.compile_source("attention.cu", [kernel_name(True), kernel_name(False)], ARCH, (), output, cache_dir)
+
+
+def shape_reason(heads: int, kv_heads: int, head_size: int) -> str | None:
+    """Why a problem of these head counts and size cannot run on the kernel (None when it can)."""
+    g = heads // kv_heads
+    if head_size != HEAD_DIM or g & (g - 1) or g > ROWS:
+        return (f"the CUDA kernel takes head_size {HEAD_DIM} and a power-of-two GQA group up to {ROWS} "
+                f"(got head_size {head_size}, group {g})")
+    return None
+
+
+def unsupported_reason(q, hkv: int, out, kv=()) -> str | None:
+    """Why these (validated) tensors cannot run on the CUDA kernel, or None: ``q [T, H, D]`` over
+    ``hkv`` KV heads, ``out`` like q, ``kv`` the dense ``k`` / ``v`` ``[rows, H_kv, D]`` when the
+    caller passes them (staged keys are fresh contiguous buffers)."""
+    if q.dtype != torch.bfloat16:
+        return f"bf16 only (got {q.dtype})"
+    why = shape_reason(q.shape[1], hkv, q.shape[2])
+    if why:
+        return why
+    for name, t in (("q", q), *zip(("k", "v"), kv)):
+        if t.data_ptr() % 16 or any(s % 8 for s in t.stride()[:2]):
+            return f"{name}'s tokens and heads must be 16-byte aligned for TMA (strides {t.stride()})"
+    if out.data_ptr() % 4 or any(s % 2 for s in out.stride()[:2]):
+        return f"out's strides must be even (pairs are stored together), got {out.stride()}"
+    if max([q.shape[0], *(t.shape[0] for t in kv)]) >= 2**31:
+        return "tokens and key rows must be below 2^31"
+    return None
+
+
+_loaded: dict[int, tuple[dict, dict]] = {}
+_lock = threading.Lock()
+
+
+def _kernels(device: int) -> tuple[dict, dict]:
+    hit = _loaded.get(device)
+    if hit is not None:
+        return hit
+    major, minor = torch.cuda.get_device_capability(device)
+    if (major, minor) != (9, 0):
+        raise RuntimeError(f"{WHAT}: the kernel is built for sm_90a (H100 / H200), this GPU is sm_{major}{minor}")
+    with _lock:
+        if device not in _loaded:
+            from solbench.kernels.cuda import jit
+
+            t0 = time.perf_counter()
+            compiled = compile_kernels()
+            loaded = jit.load(compiled, device)
+            fns = {c: loaded.functions[kernel_name(c)] for c in (True, False)}
+            for fn in fns.values():
+                jit.allow_shared(fn, SHARED_BYTES, device)
+            facts = {"jit_cache": compiled.cache, "jit_compile_s": round(compiled.seconds, 4),
+                     "jit_first_use_s": round(time.perf_counter() - t0, 4), "arch": f"sm_{ARCH}"}
+            _loaded[device] = (fns, facts)
+    return _loaded[device]
+
+
+def prepare(device=None) -> dict:
+    """Compile and load the kernels (first use) and say how (``jit_cache`` miss / disk / memory)."""
+    index = torch.device(device if device is not None else "cuda").index
+    index = torch.cuda.current_device() if index is None else index
+    before = index in _loaded
+    t0 = time.perf_counter()
+    facts = dict(_kernels(index)[1])
+    if before:
+        facts.update(jit_cache="memory", jit_first_use_s=round(time.perf_counter() - t0, 6))
+    return facts
+
+
+def _tensor_map(t: torch.Tensor, box_heads: int, box_tokens: int):
+    """A 3-D TMA descriptor of ``t [tokens, heads, 128]`` bf16: boxes of 64 columns (one 128-byte
+    swizzle panel) x ``box_heads`` heads x ``box_tokens`` tokens, zeros out of range."""
+    from solbench.kernels.cuda import jit
+
+    drv = jit._driver()
+    tokens, heads, d = t.shape
+    err, tmap = drv.cuTensorMapEncodeTiled(
+        drv.CUtensorMapDataType.CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 3, t.data_ptr(), [d, heads, tokens],
+        [t.stride(1) * 2, t.stride(0) * 2], [64, box_heads, box_tokens], [1, 1, 1],
+        drv.CUtensorMapInterleave.CU_TENSOR_MAP_INTERLEAVE_NONE, drv.CUtensorMapSwizzle.CU_TENSOR_MAP_SWIZZLE_128B,
+        drv.CUtensorMapL2promotion.CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+        drv.CUtensorMapFloatOOBfill.CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE)
+    if err != drv.CUresult.CUDA_SUCCESS:
+        raise RuntimeError(f"{WHAT}: cuTensorMapEncodeTiled failed ({err.name}) for a {tuple(t.shape)} operand, "
+                           f"strides {t.stride()}")
+    return tmap
+
+
+def launch(q, k, v, out, cu_seqlens_q, cu_seqlens_k, seqused_k, stage_rows: int, max_seqlen_q: int, scale: float,
+           causal: bool) -> None:
+    """One launch on dense keys: packed by ``cu_seqlens_k``, or staged (sequence s at rows
+    ``s * stage_rows``, ``seqused_k[s]`` of them). Tensors validated, :func:`unsupported_reason`
+    None."""
+    from solbench.kernels.cuda import jit
+
+    total, h, _ = q.shape
+    num_seqs = cu_seqlens_q.shape[0] - 1
+    if total == 0 or num_seqs == 0 or max_seqlen_q <= 0:
+        return
+    g = h // k.shape[1]
+    device = q.device.index if q.device.index is not None else torch.cuda.current_device()
+    fns, _ = _kernels(device)
+    params = _Params()
+    for field, t, heads, toks in (("map_q", q, g, ROWS // g), ("map_k", k, 1, KEYS), ("map_v", v, 1, KEYS)):
+        ctypes.memmove(ctypes.addressof(getattr(params, field)), _tensor_map(t, heads, toks).getPtr(), 128)
+    params.out, params.cu_q = out.data_ptr(), cu_seqlens_q.data_ptr()
+    params.cu_k = cu_seqlens_k.data_ptr() if cu_seqlens_k is not None else None
+    params.seqused_k = seqused_k.data_ptr() if seqused_k is not None else None
+    params.out_t, params.out_h = out.stride(0), out.stride(1)
+    params.scale_log2 = float(scale) * 1.4426950408889634
+    params.G, params.stage_rows, params.causal = g, int(stage_rows), int(causal)
+    params.tiles_per_seq = -(-int(max_seqlen_q) * g // ROWS)
+    grid = (params.tiles_per_seq, k.shape[1], num_seqs)
+    if grid[0] > 2**31 - 1 or grid[1] > 65535 or grid[2] > 65535:
+        raise ValueError(f"{WHAT}: grid {grid} is past the launch limits (KV heads and sequences up to 65535)")
+    stream = torch.cuda.current_stream(q.device).cuda_stream
+    jit.launcher().launch(fns[bool(causal)], grid, (THREADS, 1, 1), stream, params, device, False, SHARED_BYTES)

@@ -1,0 +1,88 @@
+"""The CUDA flash attention (kernels/cuda/attention.cu) without a GPU: it compiles through NVRTC for
+sm_90a with the design's SASS (q.k and p.v on warpgroup MMAs, p.v's V operand transposed from
+shared memory, the softmax between a wait that leaves p.v in flight and one that drains it, no
+spills), the host's parameter struct matches the kernel's, the backend's limits are ValueErrors
+that say why, and off CUDA the public functions compute the reference. The GPU side is
+tests/ops/test_attention_cuda_gpu.py."""
+from collections import Counter
+
+import pytest
+import torch
+
+from solbench.kernels.attention import unified_attention, varlen_attention
+from solbench.kernels.cuda import attention as cattn
+from solbench.kernels.cuda import jit
+
+NO_NVRTC = jit.nvrtc_unavailable_reason()
+needs_nvrtc = pytest.mark.skipif(NO_NVRTC is not None, reason=f"no NVRTC here: {NO_NVRTC}")
+
+
+@needs_nvrtc
+def test_compiles_for_sm90a_with_overlapped_products_and_no_spills(tmp_path):
+    from solbench import sass
+
+    compiled = cattn.compile_kernels("cubin", tmp_path)
+    assert compiled.code[:4] == b"\x7fELF" and len(compiled.lowered) == 2
+    for sym in compiled.lowered.values():
+        instructions, res = sass.disassemble(compiled.code, sym)
+        assert res["local"] == 0 and res["stack"] == 0, res
+        ops = Counter(map(sass.opcode, instructions))
+        gmma = [i for i in instructions if i.startswith("HGMMA.64x128x16.F32.BF16")]
+        assert sum(".tnspB" in i for i in gmma) >= 8  # p.v: V MN-major from shared memory
+        assert sum(".tnspB" not in i for i in gmma) >= 8  # q.k
+        assert ops["UTMALDG.3D"] >= 4
+        waits = Counter(i for i in instructions if i.startswith("WARPGROUP.DEPBAR"))
+        assert waits["WARPGROUP.DEPBAR.LE gsb0, 0x1"] >= 2, waits  # softmax under the p.v products
+
+
+def test_params_struct_matches_the_kernel():
+    P = cattn._Params
+    assert (P.map_k.offset, P.out.offset, P.out_t.offset, P.scale_log2.offset) == (128, 384, 416, 432)
+    assert cattn.SHARED_BYTES <= 227 * 1024
+
+
+def _varlen_inputs(lens, h=4, hkv=2, d=128, dtype=torch.bfloat16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    total = sum(lens)
+    q = torch.randn(total, h, d, generator=g).to(dtype)
+    k = torch.randn(total, hkv, d, generator=g).to(dtype)
+    v = torch.randn(total, hkv, d, generator=g).to(dtype)
+    cu = torch.tensor([0, *torch.tensor(lens).cumsum(0).tolist()], dtype=torch.int32)
+    return q, k, v, cu
+
+
+def test_unsupported_calls_say_why():
+    q, k, v, cu = _varlen_inputs([5, 7])
+    out = torch.empty_like(q)
+    assert cattn.unsupported_reason(q, 2, out, (k, v)) is None
+    assert "bf16 only" in cattn.unsupported_reason(q.half(), 2, out, (k, v))
+    assert "power-of-two GQA group" in cattn.shape_reason(6, 2, 128)  # G = 3
+    q72 = torch.zeros(4, 4, 72, dtype=torch.bfloat16)
+    assert "head_size 128" in cattn.unsupported_reason(q72, 2, q72)
+    wide = torch.zeros(12, 4, 136, dtype=torch.bfloat16)[..., 4:132]
+    assert "16-byte aligned" in cattn.unsupported_reason(wide, 2, out)
+    with pytest.raises(ValueError, match="backend must be one of"):
+        varlen_attention(q, k, v, cu, cu, 7, backend="cudnn")
+    with pytest.raises(ValueError, match="cuda backend cannot run this call: bf16 only"):
+        varlen_attention(q.half(), k.half(), v.half(), cu, cu, 7, backend="cuda")
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_off_cuda_the_cuda_backend_computes_the_reference(causal):
+    q, k, v, cu = _varlen_inputs([5, 130, 1], seed=1)
+    ref = varlen_attention(q, k, v, cu, cu, 130, causal=causal)
+    got = varlen_attention(q, k, v, cu, cu, 130, causal=causal, backend="cuda")
+    torch.testing.assert_close(got, ref)
+    # the paged form: one page of 16 a block
+    b, page = 2, 16
+    lens = [20, 9]
+    kc = torch.randn(8, page, 2, 128).to(torch.bfloat16)
+    vc = torch.randn(8, page, 2, 128).to(torch.bfloat16)
+    bt = torch.tensor([[3, 1], [5, 0]], dtype=torch.int32)
+    cu_q = torch.tensor([0, 20, 29], dtype=torch.int32)
+    qq = torch.randn(29, 4, 128).to(torch.bfloat16)
+    used = torch.tensor(lens, dtype=torch.int32)
+    ref = unified_attention(qq, kc, vc, cu_q, used, bt, 20)
+    got = unified_attention(qq, kc, vc, cu_q, used, bt, 20, backend="cuda")
+    torch.testing.assert_close(got, ref)
+    assert b == bt.shape[0]

@@ -1,0 +1,95 @@
+"""The CUDA flash attention on an sm_90 GPU: within the operators' tolerance of the fp32 reference
+and close to the Triton kernel on varlen batches (causal and not, GQA groups 1-8, sequences not a
+multiple of the tiles, one token, L_k > L_q bottom-right), on paged caches (keys staged dense), on
+the catalog's unified #20/#21 shapes, with strided q / out and CUDA-graph capture; NaN-filled
+outputs catch unwritten rows. Skipped without an sm_90 GPU or NVRTC."""
+import pytest
+import torch
+
+from solbench.kernels.cuda import jit
+
+if not torch.cuda.is_available() or torch.cuda.get_device_capability() != (9, 0):
+    pytest.skip("needs an sm_90 GPU (H100 / H200)", allow_module_level=True)
+if jit.nvrtc_unavailable_reason():
+    pytest.skip(f"no NVRTC: {jit.nvrtc_unavailable_reason()}", allow_module_level=True)
+
+from solbench.kernels.attention import _eager_attention, unified_attention, varlen_attention  # noqa: E402
+
+pytestmark = pytest.mark.gpu
+BF16 = torch.bfloat16
+
+
+def _reference(q, k, v, cu_q, cu_k, causal, seqused_k=None, block_table=None):
+    out = torch.empty(q.shape, dtype=torch.float32, device=q.device)
+    _eager_attention(q, k, v, out, cu_q, cu_k, seqused_k, block_table, q.shape[2] ** -0.5, causal)
+    return out
+
+
+def _check(got, ref, what):
+    assert not got.isnan().any(), f"{what}: unwritten (NaN) rows"
+    err = float((got.float() - ref).norm() / ref.norm().clamp_min(1e-6))
+    assert err < 1e-2, f"{what}: relative error {err:.3g}"
+
+
+def _cu(lens):
+    return torch.tensor([0, *torch.tensor(lens).cumsum(0).tolist()], dtype=torch.int32, device="cuda")
+
+
+@pytest.mark.parametrize("lens_q,lens_k,h,hkv", [([1000], [1000], 8, 8), ([37, 300, 1, 129], [37, 300, 1, 129], 32, 4),
+                                                 ([64, 200], [300, 200], 16, 2), ([2018], [2018], 32, 8)])
+@pytest.mark.parametrize("causal", [True, False])
+def test_varlen_matches_the_reference_and_triton(lens_q, lens_k, h, hkv, causal):
+    g = torch.Generator(device="cuda").manual_seed(sum(lens_q))
+    q = torch.randn(sum(lens_q), h, 128, device="cuda", generator=g).to(BF16)
+    k = torch.randn(sum(lens_k), hkv, 128, device="cuda", generator=g).to(BF16)
+    v = torch.randn(sum(lens_k), hkv, 128, device="cuda", generator=g).to(BF16)
+    cu_q, cu_k = _cu(lens_q), _cu(lens_k)
+    out = torch.full_like(q, float("nan"))
+    varlen_attention(q, k, v, cu_q, cu_k, max(lens_q), causal=causal, out=out, backend="cuda")
+    what = f"{lens_q}/{lens_k} {h}/{hkv} causal={causal}"
+    _check(out, _reference(q, k, v, cu_q, cu_k, causal), what)
+    tri = varlen_attention(q, k, v, cu_q, cu_k, max(lens_q), causal=causal)
+    _check(out, tri.float(), what + " against triton")
+
+
+@pytest.mark.parametrize("lens,h,hkv", [([6294], 32, 4), ([2018], 32, 8), ([100, 17, 300], 16, 2)])
+def test_paged_prefill_matches_the_reference(lens, h, hkv):
+    page = 16
+    g = torch.Generator(device="cuda").manual_seed(len(lens))
+    pages = [-(-n // page) for n in lens]
+    kc = torch.randn(sum(pages) + 3, page, hkv, 128, device="cuda", generator=g).to(BF16)
+    vc = torch.randn(sum(pages) + 3, page, hkv, 128, device="cuda", generator=g).to(BF16)
+    perm = torch.randperm(sum(pages) + 3, device="cuda", generator=g)[:sum(pages)].int()
+    bt = torch.zeros(len(lens), max(pages), dtype=torch.int32, device="cuda")
+    at = 0
+    for s, n in enumerate(pages):
+        bt[s, :n] = perm[at:at + n]
+        at += n
+    q = torch.randn(sum(lens), h, 128, device="cuda", generator=g).to(BF16)
+    cu_q = _cu(lens)
+    used = torch.tensor(lens, dtype=torch.int32, device="cuda")
+    out = torch.full_like(q, float("nan"))
+    unified_attention(q, kc, vc, cu_q, used, bt, max(lens), out=out, backend="cuda")
+    _check(out, _reference(q, kc, vc, cu_q, None, True, used, bt), f"paged {lens}")
+
+
+def test_strided_q_and_out_and_graph_capture():
+    lens = [300, 77]
+    g = torch.Generator(device="cuda").manual_seed(9)
+    qkv = torch.randn(sum(lens), 8 + 2 + 2, 128, device="cuda", generator=g).to(BF16)  # one fused projection
+    q, k, v = qkv[:, :8], qkv[:, 8:10], qkv[:, 10:]
+    cu = _cu(lens)
+    wide = torch.full((sum(lens), 8, 136), float("nan"), device="cuda", dtype=BF16)
+    out = wide[..., :128]
+    varlen_attention(q, k, v, cu, cu, 300, causal=True, out=out, backend="cuda")  # compile and load first
+    torch.cuda.synchronize()
+    _check(out, _reference(q, k, v, cu, cu, True), "strided")
+    assert wide[..., 128:].isnan().all()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        varlen_attention(q, k, v, cu, cu, 300, causal=True, out=out, backend="cuda")
+    qkv.normal_()
+    out.fill_(float("nan"))
+    graph.replay()
+    torch.cuda.synchronize()
+    _check(out, _reference(q, k, v, cu, cu, True), "graph replay")
