@@ -84,3 +84,14 @@ def test_findings_name_spills_register_cap_shared_memory_and_narrow_accesses():
     assert "262144 B of shared memory" in got[2]
     assert got[3] == "loads of 64x2B (narrower than 4 bytes)" and got[4] == "stores of 3x1B (narrower than 4 bytes)"
     assert findings({"kernel": "k", "error": "RuntimeError: x"}) == ["did not compile: RuntimeError: x"]
+
+
+def test_instruction_parse_keeps_addresses_past_64_kb():
+    # Kernels over 4096 instructions (the attention kernel, the WY inverse) have 5-digit
+    # addresses; the parse once stopped at 0xfff0 and under-counted them.
+    from solbench.sass import parse_instructions
+
+    text = ("        /*fff0*/                   FFMA R1, R2, R3, R4 ;   /* 0x000 */\n"
+            "                                                            /* 0x000 */\n"
+            "        /*10000*/                  @P0 EXIT ;              /* 0x000 */\n")
+    assert parse_instructions(text) == ["FFMA R1, R2, R3, R4", "@P0 EXIT"]

@@ -83,6 +83,13 @@ def compile_sm90(fn, signature: dict, constexprs: dict, divisible: Sequence[str]
     return instructions, resources
 
 
+def parse_instructions(text: str) -> list[str]:
+    """The instructions of nvdisasm / cuobjdump output: lines ``/*<hex address>*/ <instruction> ;``
+    (addresses grow past four hex digits in kernels over 64 KB of code)."""
+    return [line.split("*/", 1)[1].split(";", 1)[0].strip() for line in text.splitlines()
+            if re.match(r"\s*/\*[0-9a-f]{4,}\*/", line)]
+
+
 def disassemble(cubin: bytes, function: str | None = None) -> tuple[list[str], dict]:
     """(SASS instructions, resource usage: reg, local, stack) of a cubin, Triton's or NVRTC's;
     ``function``: one kernel's mangled name, for a cubin of several."""
@@ -96,8 +103,7 @@ def disassemble(cubin: bytes, function: str | None = None) -> tuple[list[str], d
         text = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
         usage = subprocess.run([_tool("cuobjdump"), "-res-usage", f.name], capture_output=True, text=True,
                                check=True).stdout
-    instructions = [line.split("*/", 1)[1].split(";", 1)[0].strip() for line in text.splitlines()
-                    if re.match(r"\s*/\*[0-9a-f]{4}\*/", line)]
+    instructions = parse_instructions(text)
     if function:  # cuobjdump lists every kernel's resources: keep the line after the named one
         lines = usage.splitlines()
         at = next((i for i, line in enumerate(lines) if line.strip() == f"Function {function}:"), None)
