@@ -149,14 +149,6 @@ def _largest_inputs(op: str, device, supports: Callable) -> tuple[str, dict] | N
     return f"shape {shape.id}", spec.make_inputs(shape, device, 0)
 
 
-def sm90_cuda_support() -> Support:
-    """Our sm_90a CUDA kernels (warpgroup MMAs, TMA) run on an H100 / H200 with NVRTC."""
-    from solbench.kernels.cuda import sm90_unavailable_reason
-
-    why = sm90_unavailable_reason()
-    return Support.no(why) if why else Support.yes()
-
-
 def triton_support() -> Support:
     """Our Triton kernels run on a CUDA device, or on the CPU under ``TRITON_INTERPRET=1``."""
     from solbench.runtime import triton_unavailable_reason

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from solbench.core import attention_peers as peers
 from solbench.core.attention_ref import dense_scores_support, pad_varlen, unpad_varlen
-from solbench.core.baselines import register_torch_baselines, sm90_cuda_support, triton_support
+from solbench.core.baselines import register_torch_baselines, triton_support
 from solbench.core.spec import Impl, Support, add_impl
+from solbench.ops._cuda_support import sm90_cuda_support
 from solbench.ops.attention_forward.spec import spec
 from solbench.peers import FLAG_GEMS, FLAG_GEMS_VARLEN_ATTENTION, flag_gems_head_support
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 import functools
 
 from solbench.core import fp8_blocks
-from solbench.core.baselines import register_torch_baselines, sm90_cuda_support, triton_support
+from solbench.core.baselines import register_torch_baselines, triton_support
 from solbench.core.spec import Impl, Support, add_impl
+from solbench.ops._cuda_support import sm90_cuda_support
 from solbench.peers import FLAG_GEMS
 
 
