@@ -28,3 +28,18 @@ def sm90_unavailable_reason() -> str | None:
     from solbench.kernels.cuda import jit
 
     return jit.nvrtc_unavailable_reason()
+
+
+def lazy_kernels(what: str, source: str, names: dict, shared_bytes: int):
+    """A function that returns ``source``'s :class:`jit.Sm90Kernels`, built at its first call, so
+    that importing a kernel module imports no JIT code."""
+    built = []
+
+    def kernels():
+        if not built:
+            from solbench.kernels.cuda import jit
+
+            built.append(jit.Sm90Kernels(what, source, names, shared_bytes))
+        return built[0]
+
+    return kernels

@@ -12,13 +12,11 @@ The kernel's design is in the .cu's header.
 from __future__ import annotations
 
 import ctypes
-import threading
-import time
 
 import torch
 
+from solbench.kernels.cuda import lazy_kernels
 WHAT = "attention (cuda)"
-ARCH = "90a"
 HEAD_DIM = 128
 ROWS = 128      # (token, head) rows a CTA
 KEYS = 128      # keys a tile
@@ -46,11 +44,17 @@ def kernel_name(causal: bool) -> str:
     return f"solbench::attn::attention_fwd<{'true' if causal else 'false'}>"
 
 
+_kernel_set = lazy_kernels(WHAT, "attention.cu", {c: kernel_name(c) for c in (True, False)}, SHARED_BYTES)
+
+
 def compile_kernels(output: str = "cubin", cache_dir=None):
     """Compile (or fetch from the disk cache) the causal and full variants; no GPU needed."""
-    from solbench.kernels.cuda import jit
+    return _kernel_set().compile(output, cache_dir)
 
-    return jit.compile_source("attention.cu", [kernel_name(True), kernel_name(False)], ARCH, (), output, cache_dir)
+
+def prepare(device=None) -> dict:
+    """Compile and load the kernels (first use) and say how (``jit_cache`` miss / disk / memory)."""
+    return _kernel_set().prepare(device)
 
 
 def shape_reason(heads: int, kv_heads: int, head_size: int) -> str | None:
@@ -81,62 +85,14 @@ def unsupported_reason(q, hkv: int, out, kv=()) -> str | None:
     return None
 
 
-_loaded: dict[int, tuple[dict, dict]] = {}
-_lock = threading.Lock()
-
-
-def _kernels(device: int) -> tuple[dict, dict]:
-    hit = _loaded.get(device)
-    if hit is not None:
-        return hit
-    major, minor = torch.cuda.get_device_capability(device)
-    if (major, minor) != (9, 0):
-        raise RuntimeError(f"{WHAT}: the kernel is built for sm_90a (H100 / H200), this GPU is sm_{major}{minor}")
-    with _lock:
-        if device not in _loaded:
-            from solbench.kernels.cuda import jit
-
-            t0 = time.perf_counter()
-            compiled = compile_kernels()
-            loaded = jit.load(compiled, device)
-            fns = {c: loaded.functions[kernel_name(c)] for c in (True, False)}
-            for fn in fns.values():
-                jit.allow_shared(fn, SHARED_BYTES, device)
-            facts = {"jit_cache": compiled.cache, "jit_compile_s": round(compiled.seconds, 4),
-                     "jit_first_use_s": round(time.perf_counter() - t0, 4), "arch": f"sm_{ARCH}"}
-            _loaded[device] = (fns, facts)
-    return _loaded[device]
-
-
-def prepare(device=None) -> dict:
-    """Compile and load the kernels (first use) and say how (``jit_cache`` miss / disk / memory)."""
-    index = torch.device(device if device is not None else "cuda").index
-    index = torch.cuda.current_device() if index is None else index
-    before = index in _loaded
-    t0 = time.perf_counter()
-    facts = dict(_kernels(index)[1])
-    if before:
-        facts.update(jit_cache="memory", jit_first_use_s=round(time.perf_counter() - t0, 6))
-    return facts
-
-
 def _tensor_map(t: torch.Tensor, box_heads: int, box_tokens: int):
     """A 3-D TMA descriptor of ``t [tokens, heads, 128]`` bf16: boxes of 64 columns (one 128-byte
-    swizzle panel) x ``box_heads`` heads x ``box_tokens`` tokens, zeros out of range."""
+    swizzle panel) x ``box_heads`` heads x ``box_tokens`` tokens."""
     from solbench.kernels.cuda import jit
 
-    drv = jit._driver()
     tokens, heads, d = t.shape
-    err, tmap = drv.cuTensorMapEncodeTiled(
-        drv.CUtensorMapDataType.CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 3, t.data_ptr(), [d, heads, tokens],
-        [t.stride(1) * 2, t.stride(0) * 2], [64, box_heads, box_tokens], [1, 1, 1],
-        drv.CUtensorMapInterleave.CU_TENSOR_MAP_INTERLEAVE_NONE, drv.CUtensorMapSwizzle.CU_TENSOR_MAP_SWIZZLE_128B,
-        drv.CUtensorMapL2promotion.CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
-        drv.CUtensorMapFloatOOBfill.CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE)
-    if err != drv.CUresult.CUDA_SUCCESS:
-        raise RuntimeError(f"{WHAT}: cuTensorMapEncodeTiled failed ({err.name}) for a {tuple(t.shape)} operand, "
-                           f"strides {t.stride()}")
-    return tmap
+    return jit.tensor_map(t.data_ptr(), "BFLOAT16", [d, heads, tokens], [t.stride(1) * 2, t.stride(0) * 2],
+                          [64, box_heads, box_tokens], WHAT)
 
 
 def launch(q, k, v, out, cu_seqlens_q, cu_seqlens_k, seqused_k, stage_rows: int, max_seqlen_q: int, scale: float,
@@ -152,7 +108,7 @@ def launch(q, k, v, out, cu_seqlens_q, cu_seqlens_k, seqused_k, stage_rows: int,
         return
     g = h // k.shape[1]
     device = q.device.index if q.device.index is not None else torch.cuda.current_device()
-    fns, _ = _kernels(device)
+    fns, _ = _kernel_set().get(device)
     params = _Params()
     for field, t, heads, toks in (("map_q", q, g, ROWS // g), ("map_k", k, 1, KEYS), ("map_v", v, 1, KEYS)):
         ctypes.memmove(ctypes.addressof(getattr(params, field)), _tensor_map(t, heads, toks).getPtr(), 128)

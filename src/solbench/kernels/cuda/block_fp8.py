@@ -6,7 +6,7 @@ with ``a [M, K]`` / ``b [N, K]`` float8_e4m3fn, 1 x 128 activation and 128 x 128
 blocks (fp32, any strides), ``out [M, N]`` fp32 or bf16. What the kernel takes (anything else is
 a ValueError naming it, see :func:`unsupported_reason`): scale groups of 128 x 128; ``a`` and
 ``b`` rows 16-byte aligned (TMA); N even and ``out`` rows aligned to two elements. It runs on
-sm_90 only (warpgroup MMAs and TMA), as :data:`ARCH`.
+sm_90 only (warpgroup MMAs and TMA; the sources compile for sm_90a).
 
 Why a second backend: Triton makes each K block's tensor-core product synchronous (its fp32
 partial must be scaled before it joins the sum), so the rescale never overlaps the products;
@@ -21,16 +21,13 @@ with torch.
 from __future__ import annotations
 
 import ctypes
-import threading
-import time
 
 import torch
 
+from solbench.kernels.cuda import lazy_kernels
 from solbench.kernels.common import as_rows, check_disjoint, functional_op, kernel_op
 
 WHAT = "block_scaled_mm_cuda"
-#: The arch-specific target: wgmma and TMA exist on sm_90a only.
-ARCH = "90a"
 GROUP = (128, 128)
 OUT_DTYPES = (torch.float32, torch.bfloat16)
 _OUT_TAGS = {torch.float32: "fp32", torch.bfloat16: "bf16"}
@@ -62,11 +59,17 @@ def kernel_name(out_dtype) -> str:
     return f"solbench::fp8gemm::block_fp8_gemm<{STAGES}, solbench::{_OUT_TAGS[out_dtype]}>"
 
 
+_kernel_set = lazy_kernels(WHAT, "block_fp8.cu", {d: kernel_name(d) for d in OUT_DTYPES}, SHARED_BYTES)
+
+
 def compile_kernels(output: str = "cubin", cache_dir=None):
     """Compile (or fetch from the disk cache) both output variants; no GPU needed."""
-    from solbench.kernels.cuda import jit
+    return _kernel_set().compile(output, cache_dir)
 
-    return jit.compile_source("block_fp8.cu", [kernel_name(d) for d in OUT_DTYPES], ARCH, (), output, cache_dir)
+
+def prepare(device=None) -> dict:
+    """Compile and load the kernels (first use) and say how (``jit_cache`` miss / disk / memory)."""
+    return _kernel_set().prepare(device)
 
 
 def unsupported_reason(a2, b, sa, sb, out2, group_n: int, group_k: int) -> str | None:
@@ -87,80 +90,26 @@ def unsupported_reason(a2, b, sa, sb, out2, group_n: int, group_k: int) -> str |
     return None
 
 
-# ---- per-device state ---------------------------------------------------------------------------
-
-_loaded: dict[int, tuple[dict, dict]] = {}  # device -> ({out dtype: CUfunction}, facts)
-_lock = threading.Lock()
-
-
-def _kernels(device: int) -> tuple[dict, dict]:
-    hit = _loaded.get(device)
-    if hit is not None:
-        return hit
-    major, minor = torch.cuda.get_device_capability(device)
-    if (major, minor) != (9, 0):
-        raise RuntimeError(f"{WHAT}: the kernel is built for sm_90a (H100 / H200), this GPU is sm_{major}{minor}")
-    with _lock:
-        if device not in _loaded:
-            from solbench.kernels.cuda import jit
-
-            t0 = time.perf_counter()
-            compiled = compile_kernels()
-            loaded = jit.load(compiled, device)
-            fns = {d: loaded.functions[kernel_name(d)] for d in OUT_DTYPES}
-            for fn in fns.values():
-                jit.allow_shared(fn, SHARED_BYTES, device)
-            facts = {"jit_cache": compiled.cache, "jit_compile_s": round(compiled.seconds, 4),
-                     "jit_first_use_s": round(time.perf_counter() - t0, 4), "arch": f"sm_{ARCH}",
-                     "nvrtc": ".".join(map(str, jit.nvrtc_version()))}
-            _loaded[device] = (fns, facts)
-    return _loaded[device]
-
-
-def prepare(device=None) -> dict:
-    """Compile and load the kernels (first use) and say how (``jit_cache`` miss / disk / memory)."""
-    index = torch.device(device if device is not None else "cuda").index
-    index = torch.cuda.current_device() if index is None else index
-    before = index in _loaded
-    t0 = time.perf_counter()
-    facts = dict(_kernels(index)[1])
-    if before:
-        facts.update(jit_cache="memory", jit_first_use_s=round(time.perf_counter() - t0, 6))
-    return facts
-
-
 def _tensor_map(t: torch.Tensor):
-    """A 2-D TMA descriptor of the fp8 matrix ``t [rows, K]``: boxes of 128 rows x 128 bytes,
-    128-byte swizzle (the layout the kernel's wgmma descriptors read), zeros out of range."""
+    """A 2-D TMA descriptor of the fp8 matrix ``t [rows, K]``: boxes of 128 rows x 128 bytes."""
     from solbench.kernels.cuda import jit
 
-    drv = jit._driver()
     rows, k = t.shape
-    err, tmap = drv.cuTensorMapEncodeTiled(
-        drv.CUtensorMapDataType.CU_TENSOR_MAP_DATA_TYPE_UINT8, 2, t.data_ptr(), [k, rows],
-        [t.stride(0) if rows > 1 else max(16, -(-k // 16) * 16)], [TILE, TILE], [1, 1],
-        drv.CUtensorMapInterleave.CU_TENSOR_MAP_INTERLEAVE_NONE, drv.CUtensorMapSwizzle.CU_TENSOR_MAP_SWIZZLE_128B,
-        drv.CUtensorMapL2promotion.CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
-        drv.CUtensorMapFloatOOBfill.CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE)
-    if err != drv.CUresult.CUDA_SUCCESS:
-        raise RuntimeError(f"{WHAT}: cuTensorMapEncodeTiled failed ({err.name}) for a [{rows}, {k}] operand, "
-                           f"row stride {t.stride(0)}")
-    return tmap
+    stride = t.stride(0) if rows > 1 else max(16, -(-k // 16) * 16)  # one row: any aligned stride
+    return jit.tensor_map(t.data_ptr(), "UINT8", [k, rows], [stride], [TILE, TILE], WHAT)
 
 
 def launch(a2, b, sa, sb, out2) -> None:
     """Launch on 2-D views (validated, :func:`unsupported_reason` None) on torch's current stream."""
     from solbench.kernels.cuda import jit
+    from solbench.kernels.gemm.block_fp8 import settled_without_a_kernel
 
+    if settled_without_a_kernel(a2, b, out2):
+        return
     m, k = a2.shape
     n = b.shape[0]
-    if m == 0 or n == 0:
-        return
-    if k == 0:
-        out2.zero_()
-        return
     device = a2.device.index if a2.device.index is not None else torch.cuda.current_device()
-    fns, _ = _kernels(device)
+    fns, _ = _kernel_set().get(device)
     params = _Params()
     for field, t in (("map_a", a2), ("map_b", b)):
         ctypes.memmove(ctypes.addressof(getattr(params, field)), _tensor_map(t).getPtr(), 128)

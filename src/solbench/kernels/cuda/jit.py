@@ -416,6 +416,78 @@ def allow_shared(fn, nbytes: int, device: int) -> None:
     _check_cu(err, f"cuFuncSetAttribute(max dynamic shared memory = {nbytes} bytes)")
 
 
+class Sm90Kernels:
+    """The per-device state of one sm_90a source: compiled once (through the disk cache), loaded
+    into a device's context at its first launch there, each kernel allowed ``shared_bytes`` of
+    dynamic shared memory. ``names``: {key: NVRTC name expression}; :meth:`get` returns
+    ({key: CUfunction}, facts about the first use)."""
+
+    ARCH = "90a"
+
+    def __init__(self, what: str, source: str, names: dict, shared_bytes: int):
+        self.what, self.source, self.names, self.shared_bytes = what, source, dict(names), shared_bytes
+        self._loaded: dict[int, tuple[dict, dict]] = {}
+        self._lock = threading.Lock()
+
+    def compile(self, output: str = "cubin", cache_dir=None) -> Compiled:
+        """Every kernel of the source, compiled (or read from the disk cache); no GPU needed."""
+        return compile_source(self.source, list(self.names.values()), self.ARCH, (), output, cache_dir)
+
+    def get(self, device: int) -> tuple[dict, dict]:
+        hit = self._loaded.get(device)
+        if hit is not None:
+            return hit
+        import torch
+
+        major, minor = torch.cuda.get_device_capability(device)
+        if (major, minor) != (9, 0):
+            raise RuntimeError(f"{self.what}: the kernel is built for sm_90a (H100 / H200), this GPU is "
+                               f"sm_{major}{minor}")
+        with self._lock:
+            if device not in self._loaded:
+                t0 = time.perf_counter()
+                compiled = self.compile()
+                loaded = load(compiled, device)
+                fns = {key: loaded.functions[name] for key, name in self.names.items()}
+                for fn in fns.values():
+                    allow_shared(fn, self.shared_bytes, device)
+                facts = {"jit_cache": compiled.cache, "jit_compile_s": round(compiled.seconds, 4),
+                         "jit_first_use_s": round(time.perf_counter() - t0, 4), "arch": f"sm_{self.ARCH}",
+                         "nvrtc": ".".join(map(str, nvrtc_version()))}
+                self._loaded[device] = (fns, facts)
+        return self._loaded[device]
+
+    def prepare(self, device=None) -> dict:
+        """Compile and load (first use) and say how: ``jit_cache`` miss / disk / memory."""
+        import torch
+
+        index = torch.device(device if device is not None else "cuda").index
+        index = torch.cuda.current_device() if index is None else index
+        before = index in self._loaded
+        t0 = time.perf_counter()
+        facts = dict(self.get(index)[1])
+        if before:
+            facts.update(jit_cache="memory", jit_first_use_s=round(time.perf_counter() - t0, 6))
+        return facts
+
+
+def tensor_map(ptr: int, dtype: str, dims, strides_bytes, box, what: str):
+    """A tiled TMA descriptor (``CUtensorMap``, 128 bytes at ``.getPtr()``) with the 128-byte
+    swizzle the sm_90a kernels' MMA descriptors read and zeros out of range. ``dims`` and ``box``
+    innermost first; ``strides_bytes`` of every dimension but the innermost; ``dtype``: the
+    driver's name (``"UINT8"``, ``"BFLOAT16"``)."""
+    drv = _driver()
+    err, tmap = drv.cuTensorMapEncodeTiled(
+        getattr(drv.CUtensorMapDataType, f"CU_TENSOR_MAP_DATA_TYPE_{dtype}"), len(dims), ptr, list(dims),
+        list(strides_bytes), list(box), [1] * len(dims), drv.CUtensorMapInterleave.CU_TENSOR_MAP_INTERLEAVE_NONE,
+        drv.CUtensorMapSwizzle.CU_TENSOR_MAP_SWIZZLE_128B, drv.CUtensorMapL2promotion.CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+        drv.CUtensorMapFloatOOBfill.CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE)
+    if err != drv.CUresult.CUDA_SUCCESS:
+        raise RuntimeError(f"{what}: cuTensorMapEncodeTiled failed ({err.name}) for dims {list(dims)}, "
+                           f"strides {list(strides_bytes)} bytes, box {list(box)}")
+    return tmap
+
+
 @functools.lru_cache(maxsize=None)
 def launcher() -> Launcher:
     return Launcher()

@@ -309,16 +309,24 @@ functional_op("solbench::block_scaled_mm", _block_scaled_mm_op,
               lambda a, b, sa, sb, gn, gk, opts: (a.new_empty((*a.shape[:-1], b.shape[0]), dtype=torch.float32),))
 
 
+def settled_without_a_kernel(a2, b, out2) -> bool:
+    """True when the product needs no launch (either backend): no rows or columns, or K = 0 (a
+    zero output, written here)."""
+    if a2.shape[0] == 0 or b.shape[0] == 0:
+        return True
+    if a2.shape[1] == 0:
+        out2.zero_()
+        return True
+    return False
+
+
 def launch(a2, b, sa, sb, out2, group_n: int, group_k: int, options: BlockFp8Options | None = None) -> None:
     """Launch on 2-D views: ``a2 [M, K]``, ``b [N, K]``, ``sa [M, kb]``, ``sb [nb, kb]``,
     ``out2 [M, N]`` (validated by the caller)."""
+    if settled_without_a_kernel(a2, b, out2):
+        return
     m, k = a2.shape
     n = b.shape[0]
-    if m == 0 or n == 0:
-        return
-    if k == 0:
-        out2.zero_()
-        return
     why = triton_unavailable_reason()
     if why:
         raise RuntimeError(f"{WHAT}: {why}")
