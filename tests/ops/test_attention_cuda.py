@@ -37,7 +37,8 @@ def test_compiles_for_sm90a_with_overlapped_products_and_no_spills(tmp_path):
 
 def test_params_struct_matches_the_kernel():
     P = cattn._Params
-    assert (P.map_k.offset, P.out.offset, P.out_t.offset, P.scale_log2.offset) == (128, 384, 416, 432)
+    assert (P.map_k.offset, P.out.offset, P.out_t.offset, P.scale_log2.offset, P.rows.offset) == \
+        (128, 384, 416, 432, 452)
     assert cattn.SHARED_BYTES <= 227 * 1024
 
 
@@ -56,7 +57,8 @@ def test_unsupported_calls_say_why():
     out = torch.empty_like(q)
     assert cattn.unsupported_reason(q, 2, out, (k, v)) is None
     assert "bf16 only" in cattn.unsupported_reason(q.half(), 2, out, (k, v))
-    assert "power-of-two GQA group" in cattn.shape_reason(6, 2, 128)  # G = 3
+    assert cattn.shape_reason(28, 4, 128) is None and cattn.cta_rows(7) == 126  # G = 7: 18 tokens a CTA
+    assert "up to 128 query heads a KV head" in cattn.shape_reason(129, 1, 128)
     q72 = torch.zeros(4, 4, 72, dtype=torch.bfloat16)
     assert "head_size 128" in cattn.unsupported_reason(q72, 2, q72)
     wide = torch.zeros(12, 4, 136, dtype=torch.bfloat16)[..., 4:132]

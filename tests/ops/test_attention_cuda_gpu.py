@@ -1,5 +1,6 @@
 """The CUDA flash attention on an sm_90 GPU: within the operators' tolerance of the fp32 reference
-and close to the Triton kernel on varlen batches (causal and not, GQA groups 1-8, sequences not a
+and close to the Triton kernel on varlen batches (causal and not, GQA groups 1-10 with 7 and 10, whose
+CTAs hold 126 and 120 rows, sequences not a
 multiple of the tiles, one token, L_k > L_q bottom-right), on paged caches (keys staged dense), on
 the catalog's unified #20/#21 shapes, with strided q / out and CUDA-graph capture; NaN-filled
 outputs catch unwritten rows. Skipped without an sm_90 GPU or NVRTC."""
@@ -36,7 +37,8 @@ def _cu(lens):
 
 
 @pytest.mark.parametrize("lens_q,lens_k,h,hkv", [([1000], [1000], 8, 8), ([37, 300, 1, 129], [37, 300, 1, 129], 32, 4),
-                                                 ([64, 200], [300, 200], 16, 2), ([2018], [2018], 32, 8)])
+                                                 ([64, 200], [300, 200], 16, 2), ([2018], [2018], 32, 8),
+                                                 ([500, 77], [500, 77], 28, 4), ([260], [260], 40, 4)])
 @pytest.mark.parametrize("causal", [True, False])
 def test_varlen_matches_the_reference_and_triton(lens_q, lens_k, h, hkv, causal):
     g = torch.Generator(device="cuda").manual_seed(sum(lens_q))

@@ -12,9 +12,10 @@
 // j-1's p.v products, and runs tile j's softmax while the p.v products are in flight
 // (FlashAttention-3's intra-warpgroup overlap): wgmma.wait_group 1 waits for q.k only.
 //
-// A CTA (256 threads, two warpgroups of 64 rows) owns 128 rows of one sequence and one KV head:
-// rows are (query token, query head of the KV head's group of G), token-major, so the G heads
-// that share a KV head share every K/V tile. Thread 0 issues TMA loads: q once (two 64-column
+// A CTA (256 threads, two warpgroups of 64 rows) owns (128 / G) * G rows of one sequence and one
+// KV head: rows are (query token, query head of the KV head's group of G), token-major, so the G
+// heads that share a KV head share every K/V tile; the last 128 mod G rows of the MMA tile are
+// idle (never stored). Thread 0 issues TMA loads: q once (two 64-column
 // panels), K and V tiles of 128 keys into 3 stages, one tile ahead; a stage is refilled after the
 // barrier of tile j + 1, when both warpgroups have finished the products that read it.
 #include "common.cuh"
@@ -46,9 +47,11 @@ struct Params {
   i64 out_t, out_h;       // out strides (elements)
   float scale_log2;       // softmax scale * log2(e)
   int G, stage_rows, tiles_per_seq, causal;
+  int rows;               // (token, head) rows a CTA owns: (128 / G) * G (126 for G = 7)
 };
 static_assert(sizeof(Params) == 512 && __builtin_offsetof(Params, out) == 384 &&
-                  __builtin_offsetof(Params, out_t) == 416 && __builtin_offsetof(Params, scale_log2) == 432,
+                  __builtin_offsetof(Params, out_t) == 416 && __builtin_offsetof(Params, scale_log2) == 432 &&
+                  __builtin_offsetof(Params, rows) == 452,
               "Params layout changed: update _Params in attention.py");
 
 __device__ __forceinline__ unsigned pack_bf16(float lo, float hi) { return DType<bf16>::pack2(lo, hi); }
@@ -189,7 +192,7 @@ struct Attention {
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       const int r = t.row0 + row + 8 * h;
-      if (r >= t.lq * p.G) continue;
+      if (row + 8 * h >= p.rows || r >= t.lq * p.G) continue;
       const float inv = l[h] > 0.f ? 1.f / l[h] : 0.f;
       unsigned short* orow = p.out + (i64)(t.q_tok0 + r / p.G) * p.out_t + (i64)(t.hk * p.G + r % p.G) * p.out_h;
 #pragma unroll
@@ -208,7 +211,7 @@ __global__ void __launch_bounds__(THREADS, 1) attention_fwd(const __grid_constan
   Attention<CAUSAL> at{p, smem, smem + SMEM_BARS};
   Tile<CAUSAL>& t = at.t;
   // Longest causal rows first: the last row tile of each sequence is the first block.
-  t.row0 = (p.tiles_per_seq - 1 - (int)blockIdx.x) * BM;
+  t.row0 = (p.tiles_per_seq - 1 - (int)blockIdx.x) * p.rows;
   t.hk = blockIdx.y;
   t.q_tok0 = p.cu_q[seq];
   t.lq = p.cu_q[seq + 1] - t.q_tok0;
@@ -220,7 +223,7 @@ __global__ void __launch_bounds__(THREADS, 1) attention_fwd(const __grid_constan
     t.k_row0 = p.cu_k[seq];
     t.lk = p.cu_k[seq + 1] - t.k_row0;
   }
-  const int last_tok = min((t.row0 + BM - 1) / p.G, t.lq - 1);
+  const int last_tok = min((t.row0 + p.rows - 1) / p.G, t.lq - 1);
   const int first_tok = t.row0 / p.G;
   int keys = t.lk, full_keys = t.lk;
   if (CAUSAL) {
@@ -248,7 +251,7 @@ __global__ void __launch_bounds__(THREADS, 1) attention_fwd(const __grid_constan
   }
   __syncthreads();
   if (threadIdx.x == 0) {
-    sm90::mbar_arrive_expect_tx(at.bar_q(), TILE);
+    sm90::mbar_arrive_expect_tx(at.bar_q(), p.rows * 2 * 128);  // two panels of `rows` 128-byte rows
     const int tok = t.q_tok0 + t.row0 / p.G, head = t.hk * p.G;
     sm90::tma_load_3d(smem + SMEM_Q, &p.map_q, at.bar_q(), 0, head, tok);
     sm90::tma_load_3d(smem + SMEM_Q + PANEL, &p.map_q, at.bar_q(), 64, head, tok);

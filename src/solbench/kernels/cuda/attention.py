@@ -4,9 +4,9 @@ at first use: the ``backend="cuda"`` of :func:`solbench.kernels.attention.varlen
 dense as for the Triton kernel.
 
 What the kernel takes (:func:`unsupported_reason` says why not, as a ValueError from the public
-functions): bf16, head_size 128, G = H / H_kv a power of two up to 128, q / k / v rows and heads
-16-byte aligned (TMA), ``out`` with even strides. The launch is one CTA per (128-row tile of
-(token, head) rows, KV head, sequence), longest causal rows first; nothing syncs with the host.
+functions): bf16, head_size 128, G = H / H_kv up to 128, q / k / v rows and heads 16-byte aligned
+(TMA), ``out`` with even strides. The launch is one CTA per (tile of (128 / G) * G (token, head)
+rows, KV head, sequence), longest causal rows first; nothing syncs with the host.
 The kernel's design is in the .cu's header.
 """
 from __future__ import annotations
@@ -34,7 +34,8 @@ class _Params(ctypes.Structure):
                 ("out", ctypes.c_void_p), ("cu_q", ctypes.c_void_p), ("cu_k", ctypes.c_void_p),
                 ("seqused_k", ctypes.c_void_p), ("out_t", ctypes.c_int64), ("out_h", ctypes.c_int64),
                 ("scale_log2", ctypes.c_float), ("G", ctypes.c_int32), ("stage_rows", ctypes.c_int32),
-                ("tiles_per_seq", ctypes.c_int32), ("causal", ctypes.c_int32), ("_pad", ctypes.c_uint8 * 60)]
+                ("tiles_per_seq", ctypes.c_int32), ("causal", ctypes.c_int32), ("rows", ctypes.c_int32),
+                ("_pad", ctypes.c_uint8 * 56)]
 
 
 assert ctypes.sizeof(_Params) == 512
@@ -60,10 +61,15 @@ def prepare(device=None) -> dict:
 def shape_reason(heads: int, kv_heads: int, head_size: int) -> str | None:
     """Why a problem of these head counts and size cannot run on the kernel (None when it can)."""
     g = heads // kv_heads
-    if head_size != HEAD_DIM or g & (g - 1) or g > ROWS:
-        return (f"the CUDA kernel takes head_size {HEAD_DIM} and a power-of-two GQA group up to {ROWS} "
+    if head_size != HEAD_DIM or not 1 <= g <= ROWS:
+        return (f"the CUDA kernel takes head_size {HEAD_DIM} and up to {ROWS} query heads a KV head "
                 f"(got head_size {head_size}, group {g})")
     return None
+
+
+def cta_rows(g: int) -> int:
+    """(token, head) rows a CTA owns: whole tokens of the group in the 128-row MMA tile."""
+    return (ROWS // g) * g
 
 
 def unsupported_reason(q, hkv: int, out, kv=()) -> str | None:
@@ -117,8 +123,8 @@ def launch(q, k, v, out, cu_seqlens_q, cu_seqlens_k, seqused_k, stage_rows: int,
     params.seqused_k = seqused_k.data_ptr() if seqused_k is not None else None
     params.out_t, params.out_h = out.stride(0), out.stride(1)
     params.scale_log2 = float(scale) * 1.4426950408889634
-    params.G, params.stage_rows, params.causal = g, int(stage_rows), int(causal)
-    params.tiles_per_seq = -(-int(max_seqlen_q) * g // ROWS)
+    params.G, params.stage_rows, params.causal, params.rows = g, int(stage_rows), int(causal), cta_rows(g)
+    params.tiles_per_seq = -(-int(max_seqlen_q) * g // params.rows)
     grid = (params.tiles_per_seq, k.shape[1], num_seqs)
     if grid[0] > 2**31 - 1 or grid[1] > 65535 or grid[2] > 65535:
         raise ValueError(f"{WHAT}: grid {grid} is past the launch limits (KV heads and sequences up to 65535)")
