@@ -15,9 +15,9 @@
 // A CTA (256 threads, two warpgroups of 64 rows) owns (128 / G) * G rows of one sequence and one
 // KV head: rows are (query token, query head of the KV head's group of G), token-major, so the G
 // heads that share a KV head share every K/V tile; the last 128 mod G rows of the MMA tile are
-// idle (never stored). Thread 0 issues TMA loads: q once (two 64-column
-// panels), K and V tiles of 128 keys into 3 stages, one tile ahead; a stage is refilled after the
-// barrier of tile j + 1, when both warpgroups have finished the products that read it.
+// idle (never stored). Thread 0 issues TMA loads: q once (two 64-column panels), K and V tiles
+// of 128 keys into 3 stages each, K two tiles ahead and V one; a stage is refilled once both
+// warpgroups have waited for the products that read it (see the loop).
 #include "common.cuh"
 #include "sm90.cuh"
 
@@ -81,18 +81,17 @@ struct Attention {
   __device__ __forceinline__ unsigned bar_k(int s) const { return bars + 8 + s * 8; }
   __device__ __forceinline__ unsigned bar_v(int s) const { return bars + 8 + STAGES * 8 + s * 8; }
 
-  // Thread 0: key tile j's K and V into stage j % STAGES.
-  __device__ __forceinline__ void load_kv(int j) {
+  // Thread 0: key tile j's K (or V) into its stage j % STAGES.
+  __device__ __forceinline__ void load(int j, const sm90::TensorMap* map, unsigned base, unsigned bar) {
     if (j >= t.n_tiles) return;
     const int s = j % STAGES;
     const int key = t.k_row0 + j * BN;
-    sm90::mbar_arrive_expect_tx(bar_k(s), TILE);
-    sm90::tma_load_3d(smem + SMEM_K + s * TILE, &p.map_k, bar_k(s), 0, t.hk, key);
-    sm90::tma_load_3d(smem + SMEM_K + s * TILE + PANEL, &p.map_k, bar_k(s), 64, t.hk, key);
-    sm90::mbar_arrive_expect_tx(bar_v(s), TILE);
-    sm90::tma_load_3d(smem + SMEM_V + s * TILE, &p.map_v, bar_v(s), 0, t.hk, key);
-    sm90::tma_load_3d(smem + SMEM_V + s * TILE + PANEL, &p.map_v, bar_v(s), 64, t.hk, key);
+    sm90::mbar_arrive_expect_tx(bar, TILE);
+    sm90::tma_load_3d(base + s * TILE, map, bar, 0, t.hk, key);
+    sm90::tma_load_3d(base + s * TILE + PANEL, map, bar, 64, t.hk, key);
   }
+  __device__ __forceinline__ void load_k(int j) { load(j, &p.map_k, smem + SMEM_K, bar_k(j % STAGES)); }
+  __device__ __forceinline__ void load_v(int j) { load(j, &p.map_v, smem + SMEM_V, bar_v(j % STAGES)); }
 
   // s = q k_j^T for this warpgroup's 64 rows: 8 steps of 16 columns of D, 4 in each panel.
   __device__ __forceinline__ void issue_qk(int j, float (&s)[64]) {
@@ -255,8 +254,11 @@ __global__ void __launch_bounds__(THREADS, 1) attention_fwd(const __grid_constan
     const int tok = t.q_tok0 + t.row0 / p.G, head = t.hk * p.G;
     sm90::tma_load_3d(smem + SMEM_Q, &p.map_q, at.bar_q(), 0, head, tok);
     sm90::tma_load_3d(smem + SMEM_Q + PANEL, &p.map_q, at.bar_q(), 64, head, tok);
-    at.load_kv(0);
-    at.load_kv(1);
+    at.load_k(0);
+    at.load_v(0);
+    at.load_k(1);
+    at.load_v(1);
+    at.load_k(2);
   }
   sm90::mbar_wait(at.bar_q(), 0);
 
@@ -269,12 +271,17 @@ __global__ void __launch_bounds__(THREADS, 1) attention_fwd(const __grid_constan
   sm90::fence_regs(s);
   at.softmax(0, s, p0, alpha, sum);
   at.rescale(alpha, sum);
-  // Tile j: barrier (tile j - 2's stage is free: refill it with tile j + 1), q.k of tile j, p.v of
-  // tile j - 1, wait for q.k only, softmax of j while p.v runs, then wait and rescale. Two tiles
-  // an iteration, so the two p register sets stay fixed.
+  // Tile j: barrier, refills, q.k of tile j, p.v of tile j - 1, wait for q.k only, softmax of j
+  // while p.v runs, then wait and rescale. Past the barrier every warpgroup has waited for q.k of
+  // tile j - 1 and p.v of tile j - 2, so K runs two tiles ahead (into K_{j-1}'s stage) and V one
+  // (into V_{j-2}'s; V_{j+1} is read two steps later, by p.v in step j + 2). Two tiles an
+  // iteration, so the two p register sets stay fixed.
   auto step = [&](int j, unsigned(&p_prev)[32], unsigned(&p_next)[32]) {
     __syncthreads();
-    if (threadIdx.x == 0) at.load_kv(j + 1);
+    if (threadIdx.x == 0) {
+      at.load_k(j + 2);
+      at.load_v(j + 1);
+    }
     at.issue_qk(j, s);
     at.issue_pv(j - 1, p_prev);
     sm90::wgmma_wait<1>();
