@@ -107,3 +107,20 @@ def test_import_compiles_nothing(monkeypatch):
     a, b, sa, sb = _operands(4, 256, 256)
     block_scaled_mm(a, b, sa, sb, (128, 128), backend="cuda")  # CPU: the torch formulation
     assert calls == []
+
+
+@pytest.mark.skipif(NO_NVRTC is not None, reason="no cuda-bindings here")
+def test_tensor_map_arguments_are_the_types_the_binding_takes():
+    # The binding rejects plain ints in its array arguments (TypeError before any driver call);
+    # without a driver the call then fails to load libcuda, with a GPU it encodes or says why.
+    from cuda.bindings import driver as drv
+
+    for dtype, dims, strides, box in (("UINT8", [2048, 4096], [2048], [128, 128]),
+                                      ("BFLOAT16", [128, 32, 6294], [256, 8192], [64, 8, 16])):
+        args = jit.tensor_map_args(drv, 1 << 20, dtype, dims, strides, box)
+        try:
+            drv.cuTensorMapEncodeTiled(*args)
+        except TypeError as e:
+            pytest.fail(f"the binding refused the arguments: {e}")
+        except Exception:  # noqa: BLE001 -- no driver library on a CPU machine
+            pass

@@ -471,17 +471,25 @@ class Sm90Kernels:
         return facts
 
 
+def tensor_map_args(drv, ptr: int, dtype: str, dims, strides_bytes, box) -> tuple:
+    """``cuTensorMapEncodeTiled``'s arguments as the binding takes them: its array arguments are
+    lists of ``cuuint64_t`` / ``cuuint32_t`` objects (plain ints are a TypeError)."""
+    u64, u32 = drv.cuuint64_t, drv.cuuint32_t
+    return (getattr(drv.CUtensorMapDataType, f"CU_TENSOR_MAP_DATA_TYPE_{dtype}"), len(dims), ptr,
+            [u64(int(d)) for d in dims], [u64(int(st)) for st in strides_bytes], [u32(int(b)) for b in box],
+            [u32(1)] * len(dims), drv.CUtensorMapInterleave.CU_TENSOR_MAP_INTERLEAVE_NONE,
+            drv.CUtensorMapSwizzle.CU_TENSOR_MAP_SWIZZLE_128B,
+            drv.CUtensorMapL2promotion.CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+            drv.CUtensorMapFloatOOBfill.CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE)
+
+
 def tensor_map(ptr: int, dtype: str, dims, strides_bytes, box, what: str):
     """A tiled TMA descriptor (``CUtensorMap``, 128 bytes at ``.getPtr()``) with the 128-byte
     swizzle the sm_90a kernels' MMA descriptors read and zeros out of range. ``dims`` and ``box``
     innermost first; ``strides_bytes`` of every dimension but the innermost; ``dtype``: the
     driver's name (``"UINT8"``, ``"BFLOAT16"``)."""
     drv = _driver()
-    err, tmap = drv.cuTensorMapEncodeTiled(
-        getattr(drv.CUtensorMapDataType, f"CU_TENSOR_MAP_DATA_TYPE_{dtype}"), len(dims), ptr, list(dims),
-        list(strides_bytes), list(box), [1] * len(dims), drv.CUtensorMapInterleave.CU_TENSOR_MAP_INTERLEAVE_NONE,
-        drv.CUtensorMapSwizzle.CU_TENSOR_MAP_SWIZZLE_128B, drv.CUtensorMapL2promotion.CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
-        drv.CUtensorMapFloatOOBfill.CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE)
+    err, tmap = drv.cuTensorMapEncodeTiled(*tensor_map_args(drv, ptr, dtype, dims, strides_bytes, box))
     if err != drv.CUresult.CUDA_SUCCESS:
         raise RuntimeError(f"{what}: cuTensorMapEncodeTiled failed ({err.name}) for dims {list(dims)}, "
                            f"strides {list(strides_bytes)} bytes, box {list(box)}")
