@@ -24,7 +24,7 @@
 namespace solbench {
 namespace attn {
 
-constexpr int BM = 128, BN = 128, D = 128;
+constexpr int BN = 128, D = 128;  // keys a tile, head size
 // -infinity by its bits (NVRTC has no math.h)
 __device__ __forceinline__ float neg_inf() { return __int_as_float(0xff800000); }
 constexpr int THREADS = 256;
@@ -46,17 +46,16 @@ struct Params {
   const int* seqused_k;   // [B] (staged keys: sequence s at rows s * stage_rows), or null
   i64 out_t, out_h;       // out strides (elements)
   float scale_log2;       // softmax scale * log2(e)
-  int G, stage_rows, tiles_per_seq, causal;
+  int G, stage_rows;
   int rows;               // (token, head) rows a CTA owns: (128 / G) * G (126 for G = 7)
 };
-static_assert(sizeof(Params) == 512 && __builtin_offsetof(Params, out) == 384 &&
+static_assert(sizeof(Params) == 448 && __builtin_offsetof(Params, out) == 384 &&
                   __builtin_offsetof(Params, out_t) == 416 && __builtin_offsetof(Params, scale_log2) == 432 &&
-                  __builtin_offsetof(Params, rows) == 452,
+                  __builtin_offsetof(Params, rows) == 444,
               "Params layout changed: update _Params in attention.py");
 
 __device__ __forceinline__ unsigned pack_bf16(float lo, float hi) { return DType<bf16>::pack2(lo, hi); }
 
-template <bool CAUSAL>
 struct Tile {
   // Where this CTA is: its sequence's query and key ranges, its rows, its KV head.
   int row0;        // first (token, head) row of the CTA within the sequence
@@ -72,7 +71,7 @@ template <bool CAUSAL>
 struct Attention {
   const Params& p;
   unsigned smem, bars;
-  Tile<CAUSAL> t;
+  Tile t;
   int row;         // this thread's first row within the warpgroup pair's 128 (the second is + 8)
   float o[64];     // the output accumulator, fragment order (see block_fp8.cu)
   float m[2], l[2];
@@ -208,9 +207,9 @@ __global__ void __launch_bounds__(THREADS, 1) attention_fwd(const __grid_constan
   const unsigned smem = (sm90::smem_addr(smem_raw) + 1023u) & ~1023u;
   const int seq = blockIdx.z;
   Attention<CAUSAL> at{p, smem, smem + SMEM_BARS};
-  Tile<CAUSAL>& t = at.t;
+  Tile& t = at.t;
   // Longest causal rows first: the last row tile of each sequence is the first block.
-  t.row0 = (p.tiles_per_seq - 1 - (int)blockIdx.x) * p.rows;
+  t.row0 = ((int)gridDim.x - 1 - (int)blockIdx.x) * p.rows;
   t.hk = blockIdx.y;
   t.q_tok0 = p.cu_q[seq];
   t.lq = p.cu_q[seq + 1] - t.q_tok0;

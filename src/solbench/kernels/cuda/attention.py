@@ -27,18 +27,17 @@ SHARED_BYTES = 32768 + STAGES * 65536 + 7 * 8 + 1024
 
 
 class _Params(ctypes.Structure):
-    """The kernel's attn::Params, field for field (three 128-byte tensor maps first), padded to
-    its 64-byte alignment."""
+    """The kernel's attn::Params, field for field (three 128-byte tensor maps first; 448 bytes,
+    a multiple of its 64-byte alignment)."""
 
     _fields_ = [("map_q", ctypes.c_uint64 * 16), ("map_k", ctypes.c_uint64 * 16), ("map_v", ctypes.c_uint64 * 16),
                 ("out", ctypes.c_void_p), ("cu_q", ctypes.c_void_p), ("cu_k", ctypes.c_void_p),
                 ("seqused_k", ctypes.c_void_p), ("out_t", ctypes.c_int64), ("out_h", ctypes.c_int64),
                 ("scale_log2", ctypes.c_float), ("G", ctypes.c_int32), ("stage_rows", ctypes.c_int32),
-                ("tiles_per_seq", ctypes.c_int32), ("causal", ctypes.c_int32), ("rows", ctypes.c_int32),
-                ("_pad", ctypes.c_uint8 * 56)]
+                ("rows", ctypes.c_int32)]
 
 
-assert ctypes.sizeof(_Params) == 512
+assert ctypes.sizeof(_Params) == 448
 
 
 def kernel_name(causal: bool) -> str:
@@ -123,9 +122,9 @@ def launch(q, k, v, out, cu_seqlens_q, cu_seqlens_k, seqused_k, stage_rows: int,
     params.seqused_k = seqused_k.data_ptr() if seqused_k is not None else None
     params.out_t, params.out_h = out.stride(0), out.stride(1)
     params.scale_log2 = float(scale) * 1.4426950408889634
-    params.G, params.stage_rows, params.causal, params.rows = g, int(stage_rows), int(causal), cta_rows(g)
-    params.tiles_per_seq = -(-int(max_seqlen_q) * g // params.rows)
-    grid = (params.tiles_per_seq, k.shape[1], num_seqs)
+    params.G, params.stage_rows, params.rows = g, int(stage_rows), cta_rows(g)
+    # Row tiles a sequence (the longest's); causal or not is the kernel's template argument.
+    grid = (-(-int(max_seqlen_q) * g // params.rows), k.shape[1], num_seqs)
     if grid[0] > 2**31 - 1 or grid[1] > 65535 or grid[2] > 65535:
         raise ValueError(f"{WHAT}: grid {grid} is past the launch limits (KV heads and sequences up to 65535)")
     stream = torch.cuda.current_stream(q.device).cuda_stream
