@@ -39,7 +39,8 @@ import dataclasses
 
 import torch
 
-from solbench.kernels.common import check_dtype, check_out, env_fields, functional_op, kernel_op, next_pow2
+from solbench.kernels.common import (check_dtype, check_out, cuda_backend, env_fields, functional_op, kernel_op,
+                                     next_pow2)
 
 DTYPES = (torch.bfloat16, torch.float16)
 LOG2E = 1.4426950408889634
@@ -210,9 +211,6 @@ def _launch(*args) -> None:
     launch(*args)
 
 
-BACKENDS = ("triton", "cuda")
-
-
 def _launch_cuda(q, k, v, out, cu_q, cu_k, seqused_k, block_table, max_seqlen_q: int, scale: float, causal: bool,
                  max_seqlen_k: int = 0) -> None:
     """The CUDA backend (sm_90a): paged keys staged dense first, as the Triton kernel's long prefills."""
@@ -231,18 +229,14 @@ def _launch_cuda(q, k, v, out, cu_q, cu_k, seqused_k, block_table, max_seqlen_q:
                           scale, causal)
 
 
-def _check_backend(backend: str, what: str, q, hkv: int, out, kv=()) -> bool:
+def _cuda_chosen(backend: str, what: str, q, hkv: int, out, kv=()) -> bool:
     """True for the CUDA backend (after checking it can run these tensors), False for Triton."""
-    if backend not in BACKENDS:
-        raise ValueError(f"{what}: backend must be one of {BACKENDS}, got {backend!r}")
-    if backend == "triton":
-        return False
-    from solbench.kernels.cuda import attention as cuda_attention
+    def unsupported():
+        from solbench.kernels.cuda import attention as cuda_attention
 
-    why = cuda_attention.unsupported_reason(q, hkv, out, kv)
-    if why:
-        raise ValueError(f"{what}: the cuda backend cannot run this call: {why}")
-    return True
+        return cuda_attention.unsupported_reason(q, hkv, out, kv)
+
+    return cuda_backend(what, backend, unsupported)
 
 
 def _eager_attention(q, k, v, out, cu_q, cu_k, seqused_k, block_table, scale: float, causal: bool) -> None:
@@ -400,7 +394,7 @@ def unified_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Ten
     scale = q.shape[2] ** -0.5 if softmax_scale is None else float(softmax_scale)
     if max_seqlen_k is not None and int(max_seqlen_k) < 0:
         raise ValueError(f"{what}: max_seqlen_k must be >= 0, got {max_seqlen_k}")
-    cuda = _check_backend(backend, what, q, k_cache.shape[2], out)
+    cuda = _cuda_chosen(backend, what, q, k_cache.shape[2], out)
     _unified_op(q, k_cache, v_cache, cu_seqlens_q, seqused_k, block_table, out, int(max_seqlen_q), scale,
                 bool(causal), int(max_seqlen_k or 0), cuda)
     return out
@@ -428,7 +422,7 @@ def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqle
     _check_index(cu_seqlens_k, cu_seqlens_q.shape[0], what, "cu_seqlens_k")
     out = _output(out, q, what)
     scale = q.shape[2] ** -0.5 if softmax_scale is None else float(softmax_scale)
-    cuda = _check_backend(backend, what, q, k.shape[1], out, (k, v))
+    cuda = _cuda_chosen(backend, what, q, k.shape[1], out, (k, v))
     _varlen_op(q, k, v, cu_seqlens_q, cu_seqlens_k, out, int(max_seqlen_q), scale, bool(causal), cuda)
     return out
 

@@ -93,6 +93,27 @@ def fill_sms(block_m: int, num_warps: int, programs_of, sm_count: int | None) ->
     return block_m, num_warps
 
 
+def cuda_backend(what: str, backend: str, unsupported) -> bool:
+    """Whether a function with a Triton and a CUDA backend takes the CUDA one: ``backend`` is
+    ``"triton"`` (False) or ``"cuda"`` (True, once ``unsupported()`` -- why the CUDA kernel cannot
+    run this call, or None -- says None); anything else, or a reason, is a ValueError."""
+    if backend not in ("triton", "cuda"):
+        raise ValueError(f"{what}: backend must be one of ('triton', 'cuda'), got {backend!r}")
+    if backend == "triton":
+        return False
+    why = unsupported()
+    if why:
+        raise ValueError(f"{what}: the cuda backend cannot run this call: {why}")
+    return True
+
+
+def device_index(device) -> int:
+    """The index of CUDA ``device`` (a ``torch.device``), the current device when it names none."""
+    import torch
+
+    return device.index if device.index is not None else torch.cuda.current_device()
+
+
 @functools.lru_cache(maxsize=None)
 def sm_count_of(index: int) -> int:
     """SMs of CUDA device ``index``."""

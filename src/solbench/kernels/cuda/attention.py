@@ -15,6 +15,7 @@ import ctypes
 
 import torch
 
+from solbench.kernels.common import device_index
 from solbench.kernels.cuda import lazy_kernels
 WHAT = "attention (cuda)"
 HEAD_DIM = 128
@@ -90,14 +91,14 @@ def unsupported_reason(q, hkv: int, out, kv=()) -> str | None:
     return None
 
 
-def _tensor_map(t: torch.Tensor, box_heads: int, box_tokens: int):
-    """A 3-D TMA descriptor of ``t [tokens, heads, 128]`` bf16: boxes of 64 columns (one 128-byte
-    swizzle panel) x ``box_heads`` heads x ``box_tokens`` tokens."""
+def _tensor_map(into, t: torch.Tensor, box_heads: int, box_tokens: int) -> None:
+    """A 3-D TMA descriptor of ``t [tokens, heads, 128]`` bf16, into the params field ``into``:
+    boxes of 64 columns (one 128-byte swizzle panel) x ``box_heads`` heads x ``box_tokens`` tokens."""
     from solbench.kernels.cuda import jit
 
     tokens, heads, d = t.shape
-    return jit.tensor_map(t.data_ptr(), "BFLOAT16", [d, heads, tokens], [t.stride(1) * 2, t.stride(0) * 2],
-                          [64, box_heads, box_tokens], WHAT)
+    jit.tensor_map(into, t.data_ptr(), "BFLOAT16", [d, heads, tokens], [t.stride(1) * 2, t.stride(0) * 2],
+                   [64, box_heads, box_tokens], WHAT)
 
 
 def launch(q, k, v, out, cu_seqlens_q, cu_seqlens_k, seqused_k, stage_rows: int, max_seqlen_q: int, scale: float,
@@ -105,6 +106,7 @@ def launch(q, k, v, out, cu_seqlens_q, cu_seqlens_k, seqused_k, stage_rows: int,
     """One launch on dense keys: packed by ``cu_seqlens_k``, or staged (sequence s at rows
     ``s * stage_rows``, ``seqused_k[s]`` of them). Tensors validated, :func:`unsupported_reason`
     None."""
+    from solbench.kernels.attention import LOG2E
     from solbench.kernels.cuda import jit
 
     total, h, _ = q.shape
@@ -112,16 +114,17 @@ def launch(q, k, v, out, cu_seqlens_q, cu_seqlens_k, seqused_k, stage_rows: int,
     if total == 0 or num_seqs == 0 or max_seqlen_q <= 0:
         return
     g = h // k.shape[1]
-    device = q.device.index if q.device.index is not None else torch.cuda.current_device()
+    device = device_index(q.device)
     fns, _ = _kernel_set().get(device)
     params = _Params()
-    for field, t, heads, toks in (("map_q", q, g, ROWS // g), ("map_k", k, 1, KEYS), ("map_v", v, 1, KEYS)):
-        ctypes.memmove(ctypes.addressof(getattr(params, field)), _tensor_map(t, heads, toks).getPtr(), 128)
+    _tensor_map(params.map_q, q, g, ROWS // g)
+    _tensor_map(params.map_k, k, 1, KEYS)
+    _tensor_map(params.map_v, v, 1, KEYS)
     params.out, params.cu_q = out.data_ptr(), cu_seqlens_q.data_ptr()
     params.cu_k = cu_seqlens_k.data_ptr() if cu_seqlens_k is not None else None
     params.seqused_k = seqused_k.data_ptr() if seqused_k is not None else None
     params.out_t, params.out_h = out.stride(0), out.stride(1)
-    params.scale_log2 = float(scale) * 1.4426950408889634
+    params.scale_log2 = float(scale) * LOG2E
     params.G, params.stage_rows, params.rows = g, int(stage_rows), cta_rows(g)
     # Row tiles a sequence (the longest's); causal or not is the kernel's template argument.
     grid = (-(-int(max_seqlen_q) * g // params.rows), k.shape[1], num_seqs)

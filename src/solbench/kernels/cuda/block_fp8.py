@@ -25,7 +25,7 @@ import ctypes
 import torch
 
 from solbench.kernels.cuda import lazy_kernels
-from solbench.kernels.common import as_rows, check_disjoint, functional_op, kernel_op
+from solbench.kernels.common import as_rows, check_disjoint, device_index, functional_op, kernel_op, sm_count_of
 
 WHAT = "block_scaled_mm_cuda"
 GROUP = (128, 128)
@@ -90,13 +90,14 @@ def unsupported_reason(a2, b, sa, sb, out2, group_n: int, group_k: int) -> str |
     return None
 
 
-def _tensor_map(t: torch.Tensor):
-    """A 2-D TMA descriptor of the fp8 matrix ``t [rows, K]``: boxes of 128 rows x 128 bytes."""
+def _tensor_map(into, t: torch.Tensor) -> None:
+    """A 2-D TMA descriptor of the fp8 matrix ``t [rows, K]``, into the params field ``into``:
+    boxes of 128 rows x 128 bytes."""
     from solbench.kernels.cuda import jit
 
     rows, k = t.shape
     stride = t.stride(0) if rows > 1 else max(16, -(-k // 16) * 16)  # one row: any aligned stride
-    return jit.tensor_map(t.data_ptr(), "UINT8", [k, rows], [stride], [TILE, TILE], WHAT)
+    jit.tensor_map(into, t.data_ptr(), "UINT8", [k, rows], [stride], [TILE, TILE], WHAT)
 
 
 def launch(a2, b, sa, sb, out2) -> None:
@@ -108,20 +109,19 @@ def launch(a2, b, sa, sb, out2) -> None:
         return
     m, k = a2.shape
     n = b.shape[0]
-    device = a2.device.index if a2.device.index is not None else torch.cuda.current_device()
+    device = device_index(a2.device)
     fns, _ = _kernel_set().get(device)
     params = _Params()
-    for field, t in (("map_a", a2), ("map_b", b)):
-        ctypes.memmove(ctypes.addressof(getattr(params, field)), _tensor_map(t).getPtr(), 128)
+    _tensor_map(params.map_a, a2)
+    _tensor_map(params.map_b, b)
     params.sa, params.sb, params.out = sa.data_ptr(), sb.data_ptr(), out2.data_ptr()
     params.ldo = out2.stride(0)
     params.sa_m, params.sa_k = sa.stride(0), sa.stride(1)
     params.sb_n, params.sb_k = sb.stride(0), sb.stride(1)
     params.M, params.N, params.K, params.group_m = m, n, k, GROUP_M
     tiles = -(-m // TILE) * -(-n // TILE)
-    sms = torch.cuda.get_device_properties(device).multi_processor_count
     stream = torch.cuda.current_stream(a2.device).cuda_stream
-    jit.launcher().launch(fns[out2.dtype], (min(tiles, sms), 1, 1), (THREADS, 1, 1), stream, params, device,
+    jit.launcher().launch(fns[out2.dtype], (min(tiles, sm_count_of(device)), 1, 1), (THREADS, 1, 1), stream, params, device,
                           False, SHARED_BYTES)
 
 

@@ -29,7 +29,8 @@ from dataclasses import dataclass
 
 import torch
 
-from solbench.kernels.common import as_rows, check_disjoint, check_dtype, check_out, functional_op, kernel_op
+from solbench.kernels.common import (as_rows, check_disjoint, check_dtype, check_out, device_index, functional_op,
+                                     kernel_op)
 
 #: Activation ids, as in the kernel's GluAct (and the Triton kernel's ACT_MODES).
 ACTIVATIONS = {"silu": 0, "gelu": 1, "gelu_tanh": 2, "relu": 3}
@@ -156,7 +157,7 @@ def _device(index: int) -> _Device:
 def _kernels(x: torch.Tensor, act: int, interleaved: bool, has_limit: bool, pdl: bool | None = None):
     """``({vec: CUfunction}, device, variant)`` for a launch on ``x``'s device: compiled (or read
     from the disk cache) and loaded at the first call."""
-    index = x.device.index if x.device.index is not None else torch.cuda.current_device()
+    index = device_index(x.device)
     fast_key = (index, x.dtype, act, interleaved, has_limit, pdl)
     hit = _fast.get(fast_key)
     if hit is not None:

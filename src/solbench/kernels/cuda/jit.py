@@ -483,17 +483,17 @@ def tensor_map_args(drv, ptr: int, dtype: str, dims, strides_bytes, box) -> tupl
             drv.CUtensorMapFloatOOBfill.CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE)
 
 
-def tensor_map(ptr: int, dtype: str, dims, strides_bytes, box, what: str):
-    """A tiled TMA descriptor (``CUtensorMap``, 128 bytes at ``.getPtr()``) with the 128-byte
-    swizzle the sm_90a kernels' MMA descriptors read and zeros out of range. ``dims`` and ``box``
-    innermost first; ``strides_bytes`` of every dimension but the innermost; ``dtype``: the
-    driver's name (``"UINT8"``, ``"BFLOAT16"``)."""
+def tensor_map(into, ptr: int, dtype: str, dims, strides_bytes, box, what: str) -> None:
+    """A tiled TMA descriptor (``CUtensorMap``) with the 128-byte swizzle the sm_90a kernels' MMA
+    descriptors read and zeros out of range, written into ``into`` (a 128-byte ctypes field of a
+    kernel's parameter struct). ``dims`` and ``box`` innermost first; ``strides_bytes`` of every
+    dimension but the innermost; ``dtype``: the driver's name (``"UINT8"``, ``"BFLOAT16"``)."""
     drv = _driver()
     err, tmap = drv.cuTensorMapEncodeTiled(*tensor_map_args(drv, ptr, dtype, dims, strides_bytes, box))
     if err != drv.CUresult.CUDA_SUCCESS:
         raise RuntimeError(f"{what}: cuTensorMapEncodeTiled failed ({err.name}) for dims {list(dims)}, "
                            f"strides {list(strides_bytes)} bytes, box {list(box)}")
-    return tmap
+    ctypes.memmove(ctypes.addressof(into), tmap.getPtr(), ctypes.sizeof(into))
 
 
 @functools.lru_cache(maxsize=None)

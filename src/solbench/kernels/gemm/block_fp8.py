@@ -25,8 +25,8 @@ from dataclasses import astuple, dataclass, fields, replace
 import torch
 
 from solbench.kernels.common import (
-    as_rows, check_disjoint, check_dtype, check_out, check_warps, emulated_sm_count, env_fields, functional_op,
-    gpu_codegen, kernel_op, sm_count_of, triton_unavailable_reason,
+    as_rows, check_disjoint, check_dtype, check_out, check_warps, cuda_backend, device_index, emulated_sm_count,
+    env_fields, functional_op, gpu_codegen, kernel_op, sm_count_of, triton_unavailable_reason,
 )
 
 WHAT = "block_scaled_mm"
@@ -94,7 +94,7 @@ def sm_count(device) -> int:
     small stand-in (2), so tests walk the persistent loop over several tiles per program."""
     if device.type != "cuda":
         return emulated_sm_count() or 2
-    return sm_count_of(device.index if device.index is not None else torch.cuda.current_device())
+    return sm_count_of(device_index(device))
 
 
 def _cdiv(a: int, b: int) -> int:
@@ -197,7 +197,7 @@ def _tma_possible(a2, b) -> str | None:
         from triton.tools.tensor_descriptor import TensorDescriptor  # noqa: F401
     except ImportError:
         return "this triton has no triton.tools.tensor_descriptor"
-    if a2.is_cuda and _major(a2.device.index if a2.device.index is not None else torch.cuda.current_device()) < 9:
+    if a2.is_cuda and _major(device_index(a2.device)) < 9:
         return "TMA needs sm90 or newer"
     for name, t in (("a", a2), ("b", b)):
         if t.data_ptr() % 16 or t.stride(0) % 16:
@@ -235,9 +235,6 @@ def _check_inputs(a, b, a_scales, b_scales, block_size):
     return gn, gk
 
 
-BACKENDS = ("triton", "cuda")
-
-
 def block_scaled_mm(a: torch.Tensor, b: torch.Tensor, a_scales: torch.Tensor, b_scales: torch.Tensor,
                     block_size=(128, 128), *, out_dtype=torch.float32, out: torch.Tensor | None = None,
                     options: BlockFp8Options | None = None, backend: str = "triton") -> torch.Tensor:
@@ -252,8 +249,6 @@ def block_scaled_mm(a: torch.Tensor, b: torch.Tensor, a_scales: torch.Tensor, b_
     (:mod:`solbench.kernels.cuda.block_fp8`: 128 x 128 groups, fp32 or bf16 out, 16-byte aligned
     rows; anything else is a ValueError that says why). Returns ``out``.
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"{WHAT}: backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "cuda" and options is not None:
         raise ValueError(f"{WHAT}: options are the Triton kernel's launch; the cuda backend takes none")
     gn, gk = _check_inputs(a, b, a_scales, b_scales, block_size)
@@ -268,14 +263,16 @@ def block_scaled_mm(a: torch.Tensor, b: torch.Tensor, a_scales: torch.Tensor, b_
     if options is not None and options.split_k > 1 and out.dtype != torch.float32:
         raise ValueError(f"{WHAT}: split_k > 1 adds partial sums into the output and needs fp32 out "
                          f"(got {out.dtype})")
-    as_rows(a, WHAT, "a")
-    if backend == "cuda":
+    a2 = as_rows(a, WHAT, "a")
+
+    def unsupported():
         from solbench.kernels.cuda import block_fp8 as cuda_block_fp8
 
-        why = cuda_block_fp8.unsupported_reason(as_rows(a, WHAT, "a"), b, a_scales, b_scales,
-                                                as_rows(out, WHAT, "out"), gn, gk)
-        if why:
-            raise ValueError(f"{WHAT}: the cuda backend cannot run this call: {why}")
+        return cuda_block_fp8.unsupported_reason(a2, b, a_scales, b_scales, as_rows(out, WHAT, "out"), gn, gk)
+
+    if cuda_backend(WHAT, backend, unsupported):
+        from solbench.kernels.cuda import block_fp8 as cuda_block_fp8
+
         cuda_block_fp8._block_scaled_mm_cuda_op(a, b, a_scales, b_scales, out)
         return out
     _block_scaled_mm_op(a, b, a_scales, b_scales, out, gn, gk, options.encode() if options else [])
