@@ -225,6 +225,19 @@ def _wy_apply_kernel(k, v, a, b, A_log, dt_bias, tinv, w, u, g, T, NT,
     tl.store(u + row[:, None] * V + o_v[None, :], uc, mask=m_t[:, None] & m_v[None, :])
 
 
+def _tinv(k, a, b, A_log, dt_bias, HV: int, T: int, sp_beta, sp_threshold, use_l2norm, eps):
+    """Tinv of every (chunk, value head), both chunked forms' first launch: fp32 [B, NT, HV, 64,
+    64], 16 KB each. sm_90 (K = 128): the kernel holds 255 registers and spills ~1.2 KB."""
+    B, _, H, K = k.shape
+    NT = triton.cdiv(T, CHUNK)
+    tinv = torch.empty((B, NT, HV, CHUNK, CHUNK), dtype=torch.float32, device=k.device)
+    _wy_inverse_kernel[(NT, B * HV)](
+        k, a, b, A_log, dt_bias, tinv, T, NT, k.stride(0), k.stride(1), k.stride(2), a.stride(0), a.stride(1),
+        b.stride(0), b.stride(1), float(sp_beta), float(sp_threshold), HV=HV, GROUP=HV // H, K=K,
+        BK=max(16, triton.next_power_of_2(K)), L2NORM=use_l2norm, EPS=eps, num_warps=4)
+    return tinv
+
+
 def launch_three_pass_update(q, k, v, a, b, A_log, dt_bias, pool, idx, out, scale, sp_beta, sp_threshold,
                              use_l2norm, eps, sms):
     """The update as three passes (``passes=3``): the WY terms of every chunk in parallel, the
@@ -234,7 +247,7 @@ def launch_three_pass_update(q, k, v, a, b, A_log, dt_bias, pool, idx, out, scal
     the price of fp32 intermediates: w, u, v' ([B, T, HV, K or V]) and the chunk-start states h
     ([B, NT, HV, K, V])."""
     from solbench.kernels.linear_attention._chunk_triton import launch_output, launch_state
-    from solbench.kernels.linear_attention.chunk import state_options
+    from solbench.kernels.linear_attention.chunk import ChunkOptions, output_options, state_options
 
     B, T, HV, V = v.shape
     H, K = q.shape[2], q.shape[3]
@@ -242,11 +255,7 @@ def launch_three_pass_update(q, k, v, a, b, A_log, dt_bias, pool, idx, out, scal
     bk = max(16, triton.next_power_of_2(K))
     bvf = max(16, triton.next_power_of_2(V))
     f32 = dict(dtype=torch.float32, device=v.device)
-    tinv = torch.empty((B, NT, HV, CHUNK, CHUNK), **f32)
-    _wy_inverse_kernel[(NT, B * HV)](
-        k, a, b, A_log, dt_bias, tinv, T, NT, k.stride(0), k.stride(1), k.stride(2), a.stride(0), a.stride(1),
-        b.stride(0), b.stride(1), float(sp_beta), float(sp_threshold), HV=HV, GROUP=HV // H, K=K, BK=bk,
-        L2NORM=use_l2norm, EPS=eps, num_warps=4)
+    tinv = _tinv(k, a, b, A_log, dt_bias, HV, T, sp_beta, sp_threshold, use_l2norm, eps)
     g = torch.empty((B, T, HV), **f32)
     w = torch.empty((B, T, HV, K), **f32)
     u = torch.empty((B, T, HV, V), **f32)
@@ -263,7 +272,11 @@ def launch_three_pass_update(q, k, v, a, b, A_log, dt_bias, pool, idx, out, scal
     opts = state_options(B, HV, V, sms)
     launch_state(k, w, u, g, pool, idx, h, v_new, pool, CHUNK, opts.block_v, opts.num_warps, opts.num_stages,
                  tf32=True, l2norm_eps=l2, pool_out=True)
-    launch_output(q, k, v_new, h, g, out, scale, CHUNK, min(64, bvf), 4, 2, tf32=True, l2norm_eps=l2)
+    # The output stage's launch with value blocks of at most 64: its fp32 h and v' tiles take twice
+    # the registers of the bf16 stage's (sm_90: 188 registers at 64 columns, no spill; unmeasured).
+    out_opts = output_options(V, ChunkOptions(block_v=min(64, bvf)))
+    launch_output(q, k, v_new, h, g, out, scale, CHUNK, out_opts.block_v, out_opts.num_warps, out_opts.num_stages,
+                  tf32=True, l2norm_eps=l2)
 
 
 def launch_chunked_update(q, k, v, a, b, A_log, dt_bias, pool, idx, out, scale, sp_beta, sp_threshold, l2norm, eps,
@@ -273,15 +286,10 @@ def launch_chunked_update(q, k, v, a, b, A_log, dt_bias, pool, idx, out, scale, 
     H, K = q.shape[2], q.shape[3]
     NT = triton.cdiv(T, CHUNK)
     bk = max(16, triton.next_power_of_2(K))
-    # Tinv of every (chunk, head): fp32, 16 KB each, read back by the value blocks of its head.
-    tinv = torch.empty((B, NT, HV, CHUNK, CHUNK), dtype=torch.float32, device=v.device)
-    # sm_90 (K = V = 128): the inverse kernel holds 255 registers and spills ~1.2 KB; the chunk
-    # kernel at 4 warps, value blocks of 32 and two stages holds 255 registers (~0.5 KB spilled)
-    # and 184 KB of shared memory (three stages would pass the 227 KB an SM has).
-    _wy_inverse_kernel[(NT, B * HV)](
-        k, a, b, A_log, dt_bias, tinv, T, NT, k.stride(0), k.stride(1), k.stride(2), a.stride(0), a.stride(1),
-        b.stride(0), b.stride(1), float(sp_beta), float(sp_threshold), HV=HV, GROUP=HV // H, K=K, BK=bk,
-        L2NORM=l2norm, EPS=eps, num_warps=4)
+    # Tinv is read back by the value blocks of its head. sm_90 (K = V = 128): the chunk kernel at
+    # 4 warps, value blocks of 32 and two stages holds 255 registers (~0.5 KB spilled) and 184 KB
+    # of shared memory (three stages would pass the 227 KB an SM has).
+    tinv = _tinv(k, a, b, A_log, dt_bias, HV, T, sp_beta, sp_threshold, l2norm, eps)
     _chunk_step_kernel[(triton.cdiv(V, block_v), B * HV)](
         q, k, v, a, b, A_log, dt_bias, pool, idx, tinv, out, T, NT,
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
