@@ -12,12 +12,17 @@
 // j-1's p.v products, and runs tile j's softmax while the p.v products are in flight
 // (FlashAttention-3's intra-warpgroup overlap): wgmma.wait_group 1 waits for q.k only.
 //
-// A CTA (256 threads, two warpgroups of 64 rows) owns (128 / G) * G rows of one sequence and one
-// KV head: rows are (query token, query head of the KV head's group of G), token-major, so the G
-// heads that share a KV head share every K/V tile; the last 128 mod G rows of the MMA tile are
-// idle (never stored). Thread 0 issues TMA loads: q once (two 64-column panels), K and V tiles
-// of 128 keys into 3 stages each, K two tiles ahead and V one; a stage is refilled once both
-// warpgroups have waited for the products that read it (see the loop).
+// A CTA owns (128 / G) * G rows of one sequence and one KV head: rows are (query token, query
+// head of the KV head's group of G), token-major, so the G heads that share a KV head share every
+// K/V tile; the last 128 mod G rows of the MMA tile are idle (never stored). Its 384 threads are
+// two consumer warpgroups of 64 rows and a producer warpgroup (24 registers a thread, so the
+// consumers get 240; a lone producer warp would cap all at 168, as the register file is split
+// between the SM's four schedulers), whose first thread issues the TMA loads: q
+// once (two 64-column panels), K and V tiles of 128 keys into 3 stages each. Each stage has a
+// `full` barrier (the TMA bytes landed) and an `empty` one (all 8 consumer warps waited for the
+// products that read it), so the producer refills a stage as soon as both warpgroups are done
+// with it and the warpgroups never wait for each other: while one runs its softmax, the other's
+// products keep the tensor cores busy (the warp schedulers interleave them).
 #include "common.cuh"
 #include "sm90.cuh"
 
@@ -27,14 +32,20 @@ namespace attn {
 constexpr int BN = 128, D = 128;  // keys a tile, head size
 // -infinity by its bits (NVRTC has no math.h)
 __device__ __forceinline__ float neg_inf() { return __int_as_float(0xff800000); }
-constexpr int THREADS = 256;
+template <bool B>
+struct BoolConstant {
+  static constexpr bool value = B;
+};
+constexpr int CONSUMERS = 256;           // two warpgroups
+constexpr int THREADS = CONSUMERS + 128;  // and the producer warpgroup
 constexpr int STAGES = 3;
 constexpr int PANEL = 128 * 128;        // bytes of one 64-column (128-byte) panel of 128 rows
 constexpr int TILE = 2 * PANEL;         // a 128 x 128 bf16 tile: two panels
 constexpr int SMEM_Q = 0;
 constexpr int SMEM_K = TILE;
 constexpr int SMEM_V = SMEM_K + STAGES * TILE;
-constexpr int SMEM_BARS = SMEM_V + STAGES * TILE;  // q, then k[STAGES], then v[STAGES]
+constexpr int SMEM_BARS = SMEM_V + STAGES * TILE;  // q; k full, v full, k empty, v empty [STAGES] each
+constexpr int N_BARS = 1 + 4 * STAGES;
 
 struct Params {
   sm90::TensorMap map_q;  // q [T, H, D]: dims {D, H, T}, boxes {64, G, 128 / G}
@@ -77,20 +88,45 @@ struct Attention {
   float m[2], l[2];
 
   __device__ __forceinline__ unsigned bar_q() const { return bars; }
-  __device__ __forceinline__ unsigned bar_k(int s) const { return bars + 8 + s * 8; }
-  __device__ __forceinline__ unsigned bar_v(int s) const { return bars + 8 + STAGES * 8 + s * 8; }
+  __device__ __forceinline__ unsigned bar_k(int s) const { return bars + 8 * (1 + s); }
+  __device__ __forceinline__ unsigned bar_v(int s) const { return bars + 8 * (1 + STAGES + s); }
+  __device__ __forceinline__ unsigned bar_k_empty(int s) const { return bars + 8 * (1 + 2 * STAGES + s); }
+  __device__ __forceinline__ unsigned bar_v_empty(int s) const { return bars + 8 * (1 + 3 * STAGES + s); }
 
-  // Thread 0: key tile j's K (or V) into its stage j % STAGES.
-  __device__ __forceinline__ void load(int j, const sm90::TensorMap* map, unsigned base, unsigned bar) {
-    if (j >= t.n_tiles) return;
+  // Producer: key tile j's K (or V) into stage j % STAGES, once the consumers released the tile
+  // that stage held (j - STAGES: the empty barrier's (j / STAGES - 1)-th phase).
+  __device__ __forceinline__ void load(int j, const sm90::TensorMap* map, unsigned base, unsigned full,
+                                       unsigned empty) {
     const int s = j % STAGES;
+    if (j >= STAGES) sm90::mbar_wait(empty, (j / STAGES + 1) & 1);
     const int key = t.k_row0 + j * BN;
-    sm90::mbar_arrive_expect_tx(bar, TILE);
-    sm90::tma_load_3d(base + s * TILE, map, bar, 0, t.hk, key);
-    sm90::tma_load_3d(base + s * TILE + PANEL, map, bar, 64, t.hk, key);
+    sm90::mbar_arrive_expect_tx(full, TILE);
+    sm90::tma_load_3d(base + s * TILE, map, full, 0, t.hk, key);
+    sm90::tma_load_3d(base + s * TILE + PANEL, map, full, 64, t.hk, key);
   }
-  __device__ __forceinline__ void load_k(int j) { load(j, &p.map_k, smem + SMEM_K, bar_k(j % STAGES)); }
-  __device__ __forceinline__ void load_v(int j) { load(j, &p.map_v, smem + SMEM_V, bar_v(j % STAGES)); }
+  __device__ __forceinline__ void load_k(int j) {
+    load(j, &p.map_k, smem + SMEM_K, bar_k(j % STAGES), bar_k_empty(j % STAGES));
+  }
+  __device__ __forceinline__ void load_v(int j) {
+    load(j, &p.map_v, smem + SMEM_V, bar_v(j % STAGES), bar_v_empty(j % STAGES));
+  }
+  // The producer warp's lane 0: q, then K one tile ahead of V (q.k of tile j + 1 comes before
+  // p.v of tile j), each as soon as its stage is free.
+  __device__ __forceinline__ void produce() {
+    sm90::mbar_arrive_expect_tx(bar_q(), p.rows * 2 * 128);  // two panels of `rows` 128-byte rows
+    const int tok = t.q_tok0 + t.row0 / p.G, head = t.hk * p.G;
+    sm90::tma_load_3d(smem + SMEM_Q, &p.map_q, bar_q(), 0, head, tok);
+    sm90::tma_load_3d(smem + SMEM_Q + PANEL, &p.map_q, bar_q(), 64, head, tok);
+    load_k(0);
+    for (int j = 0; j < t.n_tiles; ++j) {
+      if (j + 1 < t.n_tiles) load_k(j + 1);
+      load_v(j);
+    }
+  }
+  // A consumer warp is done with a stage (its wgmma wait returned): one arrival a warp.
+  __device__ __forceinline__ static void release(unsigned empty) {
+    if ((threadIdx.x & 31) == 0) sm90::mbar_arrive(empty);
+  }
 
   // s = q k_j^T for this warpgroup's 64 rows: 8 steps of 16 columns of D, 4 in each panel.
   __device__ __forceinline__ void issue_qk(int j, float (&s)[64]) {
@@ -124,12 +160,14 @@ struct Attention {
     sm90::wgmma_commit();
   }
 
-  // Tile j's softmax on s (this thread's rows row, row + 8): masks where needed, the new running
-  // maxima, p = exp2((s - m) scale log2 e) packed to bf16 into pr, and the factors that rescale o
-  // and l (applied by the caller once the p.v products reading o are done).
-  __device__ __forceinline__ void softmax(int j, float (&s)[64], unsigned (&pr)[32], float (&alpha)[2],
-                                          float (&sum)[2]) {
-    if (j >= t.full_tiles) {  // the causal diagonal, or keys past the sequence's end
+  // Tile j's softmax on s (this thread's rows row, row + 8), in place: masks (MASK: the causal
+  // diagonal, or keys past the sequence's end), the new running maxima, s = exp2((s - m) scale
+  // log2 e), this thread's part of the row sums l (the quad's four parts are added at the end),
+  // and alpha, the factor that takes o from the old maxima to the new (applied by rescale_o
+  // before the next p.v). Register arithmetic only, no branch.
+  template <bool MASK>
+  __device__ __forceinline__ void softmax(int j, float (&s)[64], float (&alpha)[2]) {
+    if (MASK) {
       const int col0 = j * BN + (threadIdx.x & 3) * 2;
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
@@ -152,37 +190,50 @@ struct Attention {
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffff, mx, 2));
       // A row that has seen no key yet keeps m = -inf: exponentiate against 0 so nothing is NaN.
       const float base = mx == neg_inf() ? 0.f : mx * p.scale_log2;
-      alpha[h] = exp2f(m[h] * p.scale_log2 - base);
+      alpha[h] = sm90::ex2_ftz(m[h] * p.scale_log2 - base);
       m[h] = mx;
       float acc = 0.f;
 #pragma unroll
       for (int jj = 0; jj < 16; ++jj)
 #pragma unroll
         for (int e = 0; e < 2; ++e) {
-          const float x = exp2f(fmaf(s[4 * jj + 2 * h + e], p.scale_log2, -base));
+          const float x = sm90::ex2_ftz(fmaf(s[4 * jj + 2 * h + e], p.scale_log2, -base));
           s[4 * jj + 2 * h + e] = x;
           acc += x;
         }
-      sum[h] = acc;
+      l[h] = l[h] * alpha[h] + acc;
     }
-    // The accumulator fragment of 16 key columns is the A fragment of a 16-key step.
+  }
+
+  // p = s in bf16: the accumulator fragment of 16 key columns is the A fragment of a 16-key step.
+  __device__ __forceinline__ static void pack(const float (&s)[64], unsigned (&pr)[32]) {
 #pragma unroll
     for (int i = 0; i < 32; ++i) pr[i] = pack_bf16(s[2 * i], s[2 * i + 1]);
   }
 
-  __device__ __forceinline__ void rescale(const float (&alpha)[2], const float (&sum)[2]) {
+  // Keys past the sequence's end in its last V tile hold whatever follows it in memory (the next
+  // sequence, padding, unwritten staging rows). p is 0 there, but 0 * NaN is NaN in the product,
+  // so those rows of the tile are zeroed first (whole 128-byte rows: the swizzle only permutes
+  // 16-byte chunks within a row). Each warpgroup clears all of them itself before its product:
+  // the other's stores write the same zeros, so no cross-warpgroup barrier is needed.
+  __device__ __forceinline__ void clear_v_tail(int j) {
+    const int valid = t.lk - j * BN;
+    if (valid >= BN) return;
+    const int st = j % STAGES;
+    sm90::mbar_wait(bar_v(st), (j / STAGES) & 1);
+    const unsigned v_tile = smem + SMEM_V + st * TILE;
+    const int chunks = (BN - valid) * 8;  // 16-byte chunks of a panel's cleared rows
+    for (int i = threadIdx.x & 127; i < 2 * chunks; i += 128)
+      sm90::st_shared_zero16(v_tile + (i / chunks) * PANEL + valid * 128 + (i % chunks) * 16);
+    sm90::fence_proxy_async();
+    sm90::named_barrier(1 + (threadIdx.x >> 7), 128);
+  }
+
+  __device__ __forceinline__ void rescale_o(const float (&alpha)[2]) {
 #pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      float rs = sum[h];
-      rs += __shfl_xor_sync(0xffffffff, rs, 1);
-      rs += __shfl_xor_sync(0xffffffff, rs, 2);
-      l[h] = l[h] * alpha[h] + rs;
+    for (int jj = 0; jj < 16; ++jj)
 #pragma unroll
-      for (int jj = 0; jj < 16; ++jj) {
-        o[4 * jj + 2 * h] *= alpha[h];
-        o[4 * jj + 2 * h + 1] *= alpha[h];
-      }
-    }
+      for (int i = 0; i < 4; ++i) o[4 * jj + i] *= alpha[i >> 1];
   }
 
   __device__ __forceinline__ void store() {
@@ -190,8 +241,11 @@ struct Attention {
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       const int r = t.row0 + row + 8 * h;
+      float sum = l[h];  // the quad's four parts of the row sum
+      sum += __shfl_xor_sync(0xffffffff, sum, 1);
+      sum += __shfl_xor_sync(0xffffffff, sum, 2);
       if (row + 8 * h >= p.rows || r >= t.lq * p.G) continue;
-      const float inv = l[h] > 0.f ? 1.f / l[h] : 0.f;
+      const float inv = sum > 0.f ? 1.f / sum : 0.f;
       unsigned short* orow = p.out + (i64)(t.q_tok0 + r / p.G) * p.out_t + (i64)(t.hk * p.G + r % p.G) * p.out_h;
 #pragma unroll
       for (int jj = 0; jj < 16; ++jj)
@@ -236,7 +290,7 @@ __global__ void __launch_bounds__(THREADS, 1) attention_fwd(const __grid_constan
   at.m[0] = at.m[1] = neg_inf();
   at.l[0] = at.l[1] = 0.f;
   if (t.n_tiles == 0) {  // no visible key: zeros
-    at.store();
+    if (threadIdx.x < CONSUMERS) at.store();
     return;
   }
 
@@ -244,63 +298,58 @@ __global__ void __launch_bounds__(THREADS, 1) attention_fwd(const __grid_constan
     sm90::tma_prefetch_map(&p.map_q);
     sm90::tma_prefetch_map(&p.map_k);
     sm90::tma_prefetch_map(&p.map_v);
-    for (int i = 0; i < 1 + 2 * STAGES; ++i) sm90::mbar_init(at.bars + 8 * i, 1);
+    for (int i = 0; i < 1 + 2 * STAGES; ++i) sm90::mbar_init(at.bars + 8 * i, 1);  // full: the producer's arrival
+    for (int i = 1 + 2 * STAGES; i < N_BARS; ++i) sm90::mbar_init(at.bars + 8 * i, CONSUMERS / 32);  // empty
     sm90::fence_barrier_init();
   }
   __syncthreads();
-  if (threadIdx.x == 0) {
-    sm90::mbar_arrive_expect_tx(at.bar_q(), p.rows * 2 * 128);  // two panels of `rows` 128-byte rows
-    const int tok = t.q_tok0 + t.row0 / p.G, head = t.hk * p.G;
-    sm90::tma_load_3d(smem + SMEM_Q, &p.map_q, at.bar_q(), 0, head, tok);
-    sm90::tma_load_3d(smem + SMEM_Q + PANEL, &p.map_q, at.bar_q(), 64, head, tok);
-    at.load_k(0);
-    at.load_v(0);
-    at.load_k(1);
-    at.load_v(1);
-    at.load_k(2);
+  if (threadIdx.x >= CONSUMERS) {
+    sm90::setmaxnreg_dec<24>();
+    if (threadIdx.x == CONSUMERS) at.produce();
+    return;
   }
+  sm90::setmaxnreg_inc<240>();
   sm90::mbar_wait(at.bar_q(), 0);
 
   float s[64];
-  unsigned p0[32], p1[32];
-  float alpha[2], sum[2];
-  // Tile 0: q.k, softmax; its p.v waits for the loop.
+  unsigned pr[32];
+  float alpha[2];
+  // Tile 0: q.k and softmax (o is 0: no rescale); its p.v comes in step 1.
   at.issue_qk(0, s);
   sm90::wgmma_wait<0>();
+  at.release(at.bar_k_empty(0));
   sm90::fence_regs(s);
-  at.softmax(0, s, p0, alpha, sum);
-  at.rescale(alpha, sum);
-  // Tile j: barrier, refills, q.k of tile j, p.v of tile j - 1, wait for q.k only, softmax of j
-  // while p.v runs, then wait and rescale. Past the barrier every warpgroup has waited for q.k of
-  // tile j - 1 and p.v of tile j - 2, so K runs two tiles ahead (into K_{j-1}'s stage) and V one
-  // (into V_{j-2}'s; V_{j+1} is read two steps later, by p.v in step j + 2). Two tiles an
-  // iteration, so the two p register sets stay fixed.
-  auto step = [&](int j, unsigned(&p_prev)[32], unsigned(&p_next)[32]) {
-    __syncthreads();
-    if (threadIdx.x == 0) {
-      at.load_k(j + 2);
-      at.load_v(j + 1);
-    }
+  if (t.full_tiles > 0)
+    at.template softmax<false>(0, s, alpha);
+  else
+    at.template softmax<true>(0, s, alpha);
+  at.pack(s, pr);
+  // Step j: q.k of tile j, p.v of tile j - 1, wait for q.k only (K_j's stage is free), tile j's
+  // softmax while p.v runs, wait (V_{j-1}'s stage is free), then p and the rescale of o
+  // (FlashAttention-3's order: one p register set, written once p.v is done). No product is in
+  // flight where control flow merges (ptxas would serialize them all), and MASK is a template
+  // argument because ptxas waits for every product where branches merge.
+  auto step = [&](int j, auto mask) {
     at.issue_qk(j, s);
-    at.issue_pv(j - 1, p_prev);
+    at.issue_pv(j - 1, pr);
     sm90::wgmma_wait<1>();
+    at.release(at.bar_k_empty(j % STAGES));
     sm90::fence_regs(s);
-    at.softmax(j, s, p_next, alpha, sum);
+    at.template softmax<decltype(mask)::value>(j, s, alpha);
+    sm90::fence_regs(s);
+    sm90::schedule_fence();  // the softmax stays before the wait (see sm90.cuh)
     sm90::wgmma_wait<0>();
+    at.release(at.bar_v_empty((j - 1) % STAGES));
     sm90::fence_regs(at.o);
-    at.rescale(alpha, sum);
+    at.pack(s, pr);
+    at.rescale_o(alpha);
   };
   int j = 1;
-  for (; j + 1 < t.n_tiles; j += 2) {
-    step(j, p0, p1);
-    step(j + 1, p1, p0);
-  }
-  if (j < t.n_tiles) {
-    step(j, p0, p1);
-    at.issue_pv(j, p1);
-  } else {
-    at.issue_pv(j - 1, p0);
-  }
+  for (const int unmasked = min(t.full_tiles, t.n_tiles); j < unmasked; ++j) step(j, BoolConstant<false>{});
+  for (; j < t.n_tiles; ++j) step(j, BoolConstant<true>{});
+  // The last tile's p.v.
+  at.clear_v_tail(t.n_tiles - 1);
+  at.issue_pv(t.n_tiles - 1, pr);
   sm90::wgmma_wait<0>();
   sm90::fence_regs(at.o);
   at.store();

@@ -22,9 +22,10 @@ HEAD_DIM = 128
 ROWS = 128      # (token, head) rows a CTA
 KEYS = 128      # keys a tile
 STAGES = 3
-THREADS = 256
-# q (32 KB), K and V stages (64 KB each), 7 barriers, 1 KB alignment slack
-SHARED_BYTES = 32768 + STAGES * 65536 + 7 * 8 + 1024
+THREADS = 256 + 128  # two consumer warpgroups and a producer warpgroup
+# q (32 KB), K and V stages (64 KB each), q's barrier and a full and an empty one a stage of K
+# and of V, 1 KB alignment slack
+SHARED_BYTES = 32768 + STAGES * 65536 + (1 + 4 * STAGES) * 8 + 1024
 
 
 class _Params(ctypes.Structure):
@@ -126,6 +127,9 @@ def launch(q, k, v, out, cu_seqlens_q, cu_seqlens_k, seqused_k, stage_rows: int,
     params.out_t, params.out_h = out.stride(0), out.stride(1)
     params.scale_log2 = float(scale) * LOG2E
     params.G, params.stage_rows, params.rows = g, int(stage_rows), cta_rows(g)
+    if int(max_seqlen_q) * g >= 2**31:  # the kernel numbers a sequence's (token, head) rows in int32
+        raise ValueError(f"{WHAT}: max_seqlen_q * (query heads a KV head) must be below 2**31 "
+                         f"(got {max_seqlen_q} * {g})")
     # Row tiles a sequence (the longest's); causal or not is the kernel's template argument.
     grid = (-(-int(max_seqlen_q) * g // params.rows), k.shape[1], num_seqs)
     if grid[0] > 2**31 - 1 or grid[1] > 65535 or grid[2] > 65535:

@@ -53,6 +53,7 @@ struct Cursor {
     tile = t;
     kb = 0;
     const int tiles_m = (p.M + BM - 1) / BM;
+    if (t >= tiles_m * tiles_n) return;  // past the CTA's last tile: nothing to place (rows would be 0)
     const int in_group = p.group_m * tiles_n;
     const int first_m = (t / in_group) * p.group_m;
     const int rows = min(tiles_m - first_m, p.group_m);
@@ -149,6 +150,7 @@ struct Mainloop {
     sm90::mbar_wait(bars + (it % STAGES) * 8, (it / STAGES) & 1);
     __syncthreads();  // both warpgroups are past block it - 2's products
     if (threadIdx.x == 0) load(it + STAGES - 2);
+    __syncwarp();  // warp 0 reconverges before the .sync.aligned wgmma instructions
     const unsigned stage = smem + (it % STAGES) * STAGE_BYTES;
     const unsigned a_tile = stage + (threadIdx.x >> 7) * (64 * BK);
     sm90::fence_regs(part);

@@ -46,6 +46,42 @@ __device__ __forceinline__ void fence_regs(float (&d)[N]) {
 #pragma unroll
   for (int i = 0; i < N; ++i) asm volatile("" : "+f"(d[i])::"memory");
 }
+template <int N>
+__device__ __forceinline__ void fence_regs(unsigned (&d)[N]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) asm volatile("" : "+r"(d[i])::"memory");
+}
+
+// ptxas moves register-only work past a wgmma wait freely (it does not model the products'
+// latency: a softmax written before wait_group 0 was scheduled after it, with the tensor cores
+// idle meanwhile). A CTA-scope fence is an instruction it does not move work across; the thread
+// has no memory traffic of its own in flight there, so it costs a few cycles.
+__device__ __forceinline__ void schedule_fence() { asm volatile("fence.acq_rel.cta;" ::: "memory"); }
+
+// Warp-specialized register budgets (sm_90a): a warpgroup gives registers back to the pool
+// (dec) or takes them (inc), all its warps executing the same instruction. A kernel launched with
+// 384 threads gets 168 a thread; a producer warpgroup at 24 lets two consumers run at 240.
+template <int REGS>
+__device__ __forceinline__ void setmaxnreg_dec() { asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;" ::"n"(REGS)); }
+template <int REGS>
+__device__ __forceinline__ void setmaxnreg_inc() { asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;" ::"n"(REGS)); }
+// Named barrier `id` (1..15; 0 is __syncthreads') over `threads` threads (a multiple of 32).
+__device__ __forceinline__ void named_barrier(unsigned id, unsigned threads) {
+  asm volatile("bar.sync %0, %1;" ::"r"(id), "r"(threads) : "memory");
+}
+// 2^x, flushing subnormal results to zero: one MUFU.EX2 (exp2f adds a range check and two fixups
+// for subnormal results, which a softmax never needs).
+__device__ __forceinline__ float ex2_ftz(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+// Generic-proxy writes to shared memory (st.shared) made visible to the async proxy (wgmma, TMA).
+__device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;" ::: "memory"); }
+// 16 zero bytes at a shared address.
+__device__ __forceinline__ void st_shared_zero16(unsigned addr) {
+  asm volatile("st.shared.v4.u32 [%0], {%1, %1, %1, %1};" ::"r"(addr), "r"(0) : "memory");
+}
 
 // ---- mbarriers and TMA ------------------------------------------------------------------------
 
@@ -65,6 +101,10 @@ __device__ __forceinline__ void fence_barrier_init() {
 // One arrival that also announces `bytes` of TMA traffic the phase must still receive.
 __device__ __forceinline__ void mbar_arrive_expect_tx(unsigned bar, unsigned bytes) {
   asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(bar), "r"(bytes) : "memory");
+}
+// One plain arrival (a consumer releasing a buffer).
+__device__ __forceinline__ void mbar_arrive(unsigned bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(bar) : "memory");
 }
 __device__ __forceinline__ bool mbar_try_wait(unsigned bar, unsigned parity) {
   unsigned done;
