@@ -59,14 +59,14 @@ for step in $STEPS; do case $step in
   srcab) for i in 1 2; do  # any operator: the tree in benchmarks/ab/${SRCAB_TREE:-base} against this one, each twice
            PYTHONPATH=$(tree ${SRCAB_TREE:-base}) TO=90 run srcab_old_$i --ops $SRCAB_OPS ${SRCAB_SHAPES:+--shapes $SRCAB_SHAPES} --impls ours_triton
            TO=90 run srcab_new_$i --ops $SRCAB_OPS ${SRCAB_SHAPES:+--shapes $SRCAB_SHAPES} --impls ours_triton; done ;;
-  envab|envab:*) # ours_triton without and with each VAR=VALUE, each twice; step envab:NAME reads ENVAB_NAME_OPS,
-         # _SHAPES, _SETS and _TO instead of ENVAB_*, so one call can A/B switches of operators with different shapes
+  envab|envab:*) # ours_triton (or ENVAB_IMPLS) without and with each VAR=VALUE, each twice; step envab:NAME reads
+         # ENVAB_NAME_OPS, _SHAPES, _SETS, _IMPLS and _TO instead of ENVAB_*, so one call can A/B switches of operators with different shapes
          sfx=${step#envab}; sfx=${sfx#:}; P=ENVAB${sfx:+_${sfx^^}}
          v=${P}_OPS; e_ops=${!v}; v=${P}_SHAPES; e_shapes=${!v:-}; v=${P}_SETS; e_sets=${!v:-}; v=${P}_SET; e_sets=${e_sets:-${!v:-}}
-         v=${P}_TO; e_to=${!v:-90}
+         v=${P}_TO; e_to=${!v:-90}; v=${P}_IMPLS; e_impls=${!v:-ours_triton}
          for i in 1 2; do for set in off $e_sets; do
            label=${set#*=}; [ $set = off ] && label=off
-           ([ $set != off ] && export "$set"; TO=$e_to run envab${sfx:+_$sfx}_${label//[=,]/_}_$i --ops $e_ops ${e_shapes:+--shapes $e_shapes} --impls ours_triton)
+           ([ $set != off ] && export "$set"; TO=$e_to run envab${sfx:+_$sfx}_${label//[=,]/_}_$i --ops $e_ops ${e_shapes:+--shapes $e_shapes} --impls $e_impls)
          done; done ;;
   pdab) for i in 1 2; do  # paged decode: the kernel of the committed H100 records against this one
           PYTHONPATH=$(tree pd0) TO=60 run pdab_old_$i --ops paged_attention_decode --impls ours_triton

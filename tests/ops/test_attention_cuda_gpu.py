@@ -83,6 +83,21 @@ def test_paged_prefill_matches_the_reference(lens, h, hkv):
 
 
 @pytest.mark.parametrize("causal", [True, False])
+def test_the_ping_pong_variant_matches_the_reference(causal, monkeypatch):
+    # SOLBENCH_ATTN_CUDA=pingpong=1: the consumer warpgroups take turns (named barriers).
+    monkeypatch.setenv("SOLBENCH_ATTN_CUDA", "pingpong=1")
+    lens = [1000, 37, 129]
+    g = torch.Generator(device="cuda").manual_seed(11)
+    q = torch.randn(sum(lens), 32, 128, device="cuda", generator=g).to(BF16)
+    k = torch.randn(sum(lens), 4, 128, device="cuda", generator=g).to(BF16)
+    v = torch.randn(sum(lens), 4, 128, device="cuda", generator=g).to(BF16)
+    cu = _cu(lens)
+    out = torch.full_like(q, float("nan"))
+    varlen_attention(q, k, v, cu, cu, max(lens), causal=causal, out=out, backend="cuda")
+    _check(out, _reference(q, k, v, cu, cu, causal), f"ping-pong causal={causal}")
+
+
+@pytest.mark.parametrize("causal", [True, False])
 def test_rows_past_the_last_key_do_not_reach_the_output(causal):
     # k / v with padding rows after cu_k[-1] (a serving buffer's spare capacity) holding NaN and
     # inf: the last tile's TMA load reads them, p is 0 there, and 0 * NaN would be NaN.

@@ -78,7 +78,7 @@ struct Tile {
   int full_tiles;  // key tiles every row of the CTA sees in full (no mask)
 };
 
-template <bool CAUSAL>
+template <bool CAUSAL, bool PINGPONG>
 struct Attention {
   const Params& p;
   unsigned smem, bars;
@@ -123,6 +123,19 @@ struct Attention {
       load_v(j);
     }
   }
+  // PINGPONG (FlashAttention-3's ping-pong): the consumer warpgroups take turns issuing their
+  // products. Warpgroup w waits at named barrier 3 + w until the other has issued (its arrival
+  // there), issues, then lets the other go; so one's softmax runs while the other's products do,
+  // in strict alternation rather than as the warp schedulers happen to interleave them.
+  // Warpgroup 1 arrives once at the start, so warpgroup 0 goes first, and skips its last
+  // arrival, so every barrier ends balanced.
+  __device__ __forceinline__ static void turn_begin() {
+    if (PINGPONG) sm90::named_barrier(3 + (threadIdx.x >> 7), CONSUMERS);
+  }
+  __device__ __forceinline__ static void turn_end(bool last = false) {
+    if (PINGPONG && !(last && (threadIdx.x >> 7) == 1)) sm90::named_barrier_arrive(3 + ((threadIdx.x >> 7) ^ 1), CONSUMERS);
+  }
+
   // A consumer warp is done with a stage (its wgmma wait returned): one arrival a warp.
   __device__ __forceinline__ static void release(unsigned empty) {
     if ((threadIdx.x & 31) == 0) sm90::mbar_arrive(empty);
@@ -255,12 +268,12 @@ struct Attention {
   }
 };
 
-template <bool CAUSAL>
+template <bool CAUSAL, bool PINGPONG>
 __global__ void __launch_bounds__(THREADS, 1) attention_fwd(const __grid_constant__ Params p) {
   extern __shared__ unsigned char smem_raw[];
   const unsigned smem = (sm90::smem_addr(smem_raw) + 1023u) & ~1023u;
   const int seq = blockIdx.z;
-  Attention<CAUSAL> at{p, smem, smem + SMEM_BARS};
+  Attention<CAUSAL, PINGPONG> at{p, smem, smem + SMEM_BARS};
   Tile& t = at.t;
   // Longest causal rows first: the last row tile of each sequence is the first block.
   t.row0 = ((int)gridDim.x - 1 - (int)blockIdx.x) * p.rows;
@@ -309,13 +322,16 @@ __global__ void __launch_bounds__(THREADS, 1) attention_fwd(const __grid_constan
     return;
   }
   sm90::setmaxnreg_inc<240>();
+  if (PINGPONG && threadIdx.x >= 128) sm90::named_barrier_arrive(3, CONSUMERS);  // warpgroup 0 first
   sm90::mbar_wait(at.bar_q(), 0);
 
   float s[64];
   unsigned pr[32];
   float alpha[2];
   // Tile 0: q.k and softmax (o is 0: no rescale); its p.v comes in step 1.
+  at.turn_begin();
   at.issue_qk(0, s);
+  at.turn_end();
   sm90::wgmma_wait<0>();
   at.release(at.bar_k_empty(0));
   sm90::fence_regs(s);
@@ -330,8 +346,10 @@ __global__ void __launch_bounds__(THREADS, 1) attention_fwd(const __grid_constan
   // flight where control flow merges (ptxas would serialize them all), and MASK is a template
   // argument because ptxas waits for every product where branches merge.
   auto step = [&](int j, auto mask) {
+    at.turn_begin();
     at.issue_qk(j, s);
     at.issue_pv(j - 1, pr);
+    at.turn_end();
     sm90::wgmma_wait<1>();
     at.release(at.bar_k_empty(j % STAGES));
     sm90::fence_regs(s);
@@ -349,7 +367,9 @@ __global__ void __launch_bounds__(THREADS, 1) attention_fwd(const __grid_constan
   for (; j < t.n_tiles; ++j) step(j, BoolConstant<true>{});
   // The last tile's p.v.
   at.clear_v_tail(t.n_tiles - 1);
+  at.turn_begin();
   at.issue_pv(t.n_tiles - 1, pr);
+  at.turn_end(true);
   sm90::wgmma_wait<0>();
   sm90::fence_regs(at.o);
   at.store();

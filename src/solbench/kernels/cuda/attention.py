@@ -12,10 +12,11 @@ The kernel's design is in the .cu's header.
 from __future__ import annotations
 
 import ctypes
+from dataclasses import dataclass
 
 import torch
 
-from solbench.kernels.common import device_index
+from solbench.kernels.common import device_index, env_replaced
 from solbench.kernels.cuda import lazy_kernels
 WHAT = "attention (cuda)"
 HEAD_DIM = 128
@@ -42,15 +43,34 @@ class _Params(ctypes.Structure):
 assert ctypes.sizeof(_Params) == 448
 
 
-def kernel_name(causal: bool) -> str:
-    return f"solbench::attn::attention_fwd<{'true' if causal else 'false'}>"
+@dataclass(frozen=True)
+class CudaAttentionOptions:
+    """Compile-time variants of the kernel. ``pingpong``: the two consumer warpgroups take turns
+    issuing their products (FlashAttention-3's ping-pong) instead of interleaving freely; off
+    until a GPU A/B says otherwise. ``SOLBENCH_ATTN_CUDA=pingpong=1`` sets it for A/B runs."""
+
+    pingpong: bool = False
+
+    def __post_init__(self):
+        if self.pingpong not in (0, 1):
+            raise ValueError(f"{WHAT}: pingpong is 0 or 1 (got {self.pingpong!r})")
 
 
-_kernel_set = lazy_kernels(WHAT, "attention.cu", {c: kernel_name(c) for c in (True, False)}, SHARED_BYTES)
+OPTIONS_ENV = "SOLBENCH_ATTN_CUDA"
+
+
+def kernel_name(causal: bool, pingpong: bool = False) -> str:
+    flag = lambda b: "true" if b else "false"  # noqa: E731
+    return f"solbench::attn::attention_fwd<{flag(causal)}, {flag(pingpong)}>"
+
+
+_VARIANTS = [(c, pp) for c in (True, False) for pp in (False, True)]
+_kernel_set = lazy_kernels(WHAT, "attention.cu", {v: kernel_name(*v) for v in _VARIANTS}, SHARED_BYTES)
 
 
 def compile_kernels(output: str = "cubin", cache_dir=None):
-    """Compile (or fetch from the disk cache) the causal and full variants; no GPU needed."""
+    """Compile (or fetch from the disk cache) the causal and full variants, each with and without
+    ping-pong; no GPU needed."""
     return _kernel_set().compile(output, cache_dir)
 
 
@@ -135,4 +155,6 @@ def launch(q, k, v, out, cu_seqlens_q, cu_seqlens_k, seqused_k, stage_rows: int,
     if grid[0] > 2**31 - 1 or grid[1] > 65535 or grid[2] > 65535:
         raise ValueError(f"{WHAT}: grid {grid} is past the launch limits (KV heads and sequences up to 65535)")
     stream = torch.cuda.current_stream(q.device).cuda_stream
-    jit.launcher().launch(fns[bool(causal)], grid, (THREADS, 1, 1), stream, params, device, False, SHARED_BYTES)
+    opt = env_replaced(OPTIONS_ENV, CudaAttentionOptions())
+    fn = fns[(bool(causal), bool(opt.pingpong))]
+    jit.launcher().launch(fn, grid, (THREADS, 1, 1), stream, params, device, False, SHARED_BYTES)
