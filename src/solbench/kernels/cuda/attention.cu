@@ -32,10 +32,6 @@ namespace attn {
 constexpr int BN = 128, D = 128;  // keys a tile, head size
 // -infinity by its bits (NVRTC has no math.h)
 __device__ __forceinline__ float neg_inf() { return __int_as_float(0xff800000); }
-template <bool B>
-struct BoolConstant {
-  static constexpr bool value = B;
-};
 constexpr int CONSUMERS = 256;           // two warpgroups
 constexpr int THREADS = CONSUMERS + 128;  // and the producer warpgroup
 constexpr int STAGES = 3;
@@ -60,10 +56,7 @@ struct Params {
   int G, stage_rows;
   int rows;               // (token, head) rows a CTA owns: (128 / G) * G (126 for G = 7)
 };
-static_assert(sizeof(Params) == 448 && __builtin_offsetof(Params, out) == 384 &&
-                  __builtin_offsetof(Params, out_t) == 416 && __builtin_offsetof(Params, scale_log2) == 432 &&
-                  __builtin_offsetof(Params, rows) == 444,
-              "Params layout changed: update _Params in attention.py");
+static_assert(sizeof(Params) == 448, "Params layout changed: update _Params in attention.py");
 
 __device__ __forceinline__ unsigned pack_bf16(float lo, float hi) { return DType<bf16>::pack2(lo, hi); }
 
@@ -249,6 +242,30 @@ struct Attention {
       for (int i = 0; i < 4; ++i) o[4 * jj + i] *= alpha[i >> 1];
   }
 
+  // Step j: q.k of tile j, p.v of tile j - 1, wait for q.k only (K_j's stage is free), tile j's
+  // softmax while p.v runs, wait (V_{j-1}'s stage is free), then p and the rescale of o
+  // (FlashAttention-3's order: one p register set, written once p.v is done). No product is in
+  // flight where control flow merges (ptxas would serialize them all), and MASK is a template
+  // argument because ptxas waits for every product where branches merge.
+  template <bool MASK>
+  __device__ __forceinline__ void step(int j, float (&s)[64], unsigned (&pr)[32], float (&alpha)[2]) {
+    turn_begin();
+    issue_qk(j, s);
+    issue_pv(j - 1, pr);
+    turn_end();
+    sm90::wgmma_wait<1>();
+    release(bar_k_empty(j % STAGES));
+    sm90::fence_regs(s);
+    softmax<MASK>(j, s, alpha);
+    sm90::fence_regs(s);
+    sm90::schedule_fence();  // the softmax stays before the wait (see sm90.cuh)
+    sm90::wgmma_wait<0>();
+    release(bar_v_empty((j - 1) % STAGES));
+    sm90::fence_regs(o);
+    pack(s, pr);
+    rescale_o(alpha);
+  }
+
   __device__ __forceinline__ void store() {
     const int col0 = (threadIdx.x & 3) * 2;
 #pragma unroll
@@ -340,31 +357,9 @@ __global__ void __launch_bounds__(THREADS, 1) attention_fwd(const __grid_constan
   else
     at.template softmax<true>(0, s, alpha);
   at.pack(s, pr);
-  // Step j: q.k of tile j, p.v of tile j - 1, wait for q.k only (K_j's stage is free), tile j's
-  // softmax while p.v runs, wait (V_{j-1}'s stage is free), then p and the rescale of o
-  // (FlashAttention-3's order: one p register set, written once p.v is done). No product is in
-  // flight where control flow merges (ptxas would serialize them all), and MASK is a template
-  // argument because ptxas waits for every product where branches merge.
-  auto step = [&](int j, auto mask) {
-    at.turn_begin();
-    at.issue_qk(j, s);
-    at.issue_pv(j - 1, pr);
-    at.turn_end();
-    sm90::wgmma_wait<1>();
-    at.release(at.bar_k_empty(j % STAGES));
-    sm90::fence_regs(s);
-    at.template softmax<decltype(mask)::value>(j, s, alpha);
-    sm90::fence_regs(s);
-    sm90::schedule_fence();  // the softmax stays before the wait (see sm90.cuh)
-    sm90::wgmma_wait<0>();
-    at.release(at.bar_v_empty((j - 1) % STAGES));
-    sm90::fence_regs(at.o);
-    at.pack(s, pr);
-    at.rescale_o(alpha);
-  };
   int j = 1;
-  for (const int unmasked = min(t.full_tiles, t.n_tiles); j < unmasked; ++j) step(j, BoolConstant<false>{});
-  for (; j < t.n_tiles; ++j) step(j, BoolConstant<true>{});
+  for (const int unmasked = min(t.full_tiles, t.n_tiles); j < unmasked; ++j) at.template step<false>(j, s, pr, alpha);
+  for (; j < t.n_tiles; ++j) at.template step<true>(j, s, pr, alpha);
   // The last tile's p.v.
   at.clear_v_tail(t.n_tiles - 1);
   at.turn_begin();

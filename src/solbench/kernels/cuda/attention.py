@@ -147,7 +147,8 @@ def launch(q, k, v, out, cu_seqlens_q, cu_seqlens_k, seqused_k, stage_rows: int,
     params.out_t, params.out_h = out.stride(0), out.stride(1)
     params.scale_log2 = float(scale) * LOG2E
     params.G, params.stage_rows, params.rows = g, int(stage_rows), cta_rows(g)
-    if int(max_seqlen_q) * g >= 2**31:  # the kernel numbers a sequence's (token, head) rows in int32
+    rows = cta_rows(g)
+    if -(-int(max_seqlen_q) * g // rows) * rows + ROWS >= 2**31:  # a sequence's (token, head) rows are int32
         raise ValueError(f"{WHAT}: max_seqlen_q * (query heads a KV head) must be below 2**31 "
                          f"(got {max_seqlen_q} * {g})")
     # Row tiles a sequence (the longest's); causal or not is the kernel's template argument.
