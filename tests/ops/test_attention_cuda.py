@@ -82,6 +82,22 @@ def test_unsupported_calls_say_why():
         varlen_attention(q.half(), k.half(), v.half(), cu, cu, 7, backend="cuda")
 
 
+def test_auto_takes_cuda_only_where_the_rule_prefers_it_and_it_can_run():
+    from solbench.kernels.common import cuda_backend
+
+    runs, cannot = (lambda: None), (lambda: "no sm_90 here")
+    assert cuda_backend("f", "auto", runs, lambda: True) is True
+    assert cuda_backend("f", "auto", runs, lambda: False) is False
+    assert cuda_backend("f", "auto", cannot, lambda: True) is False  # falls back, no error
+    assert cuda_backend("f", "auto", runs) is False                   # no rule: Triton
+    with pytest.raises(ValueError, match="cuda backend cannot run this call: no sm_90 here"):
+        cuda_backend("f", "cuda", cannot)
+    # Off an sm_90 GPU auto is the Triton path, even for a long single prefill.
+    q, k, v, cu = _varlen_inputs([1100], seed=2)
+    got = varlen_attention(q, k, v, cu, cu, 1100, causal=True, backend="auto")
+    torch.testing.assert_close(got, varlen_attention(q, k, v, cu, cu, 1100, causal=True))
+
+
 @pytest.mark.parametrize("causal", [True, False])
 def test_off_cuda_the_cuda_backend_computes_the_reference(causal):
     q, k, v, cu = _varlen_inputs([5, 130, 1], seed=1)

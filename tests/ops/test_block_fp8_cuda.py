@@ -85,6 +85,9 @@ def test_public_backend_validates_and_names_the_reason():
     _, sa64 = fp8_blocks.random_blocks((8, 256), (1, 64), "cpu", g)
     with pytest.raises(ValueError, match="cuda backend cannot run this call: scale groups"):
         block_scaled_mm(a, b64, sa64, sb64, (128, 64), backend="cuda")
+    # auto falls back to Triton where the CUDA kernel cannot run (here: 128 x 64 groups, no GPU)
+    torch.testing.assert_close(block_scaled_mm(a, b64, sa64, sb64, (128, 64), backend="auto"),
+                               block_scaled_mm(a, b64, sa64, sb64, (128, 64)))
 
 
 @pytest.mark.parametrize("m,n,k,out_dtype", [(5, 256, 384, torch.float32), (130, 384, 256, torch.bfloat16),

@@ -229,14 +229,24 @@ def _launch_cuda(q, k, v, out, cu_q, cu_k, seqused_k, block_table, max_seqlen_q:
                           scale, causal)
 
 
-def _cuda_chosen(backend: str, what: str, q, hkv: int, out, kv=()) -> bool:
+#: ``backend="auto"`` takes the CUDA kernel for one sequence of at least this many queries (a
+#: long prefill): on the H100 it beat the Triton kernel by 20-27% on unified #20 / #21 (one
+#: sequence of 6294 / 2018 tokens), but was level on the many-sequence batches #9 / #13 and 9%
+#: slower on #16 (`benchmarks/results/h100/unified_attention_cuda.jsonl`, docs/JIT_CUDA.md).
+CUDA_MIN_QUERIES = 1024
+
+
+def _cuda_chosen(backend: str, what: str, q, hkv: int, out, kv=(), cu_q=None, max_seqlen_q: int = 0) -> bool:
     """True for the CUDA backend (after checking it can run these tensors), False for Triton."""
     def unsupported():
         from solbench.kernels.cuda import attention as cuda_attention
 
         return cuda_attention.unsupported_reason(q, hkv, out, kv)
 
-    return cuda_backend(what, backend, unsupported)
+    def prefer():
+        return cu_q is not None and cu_q.shape[0] == 2 and int(max_seqlen_q) >= CUDA_MIN_QUERIES
+
+    return cuda_backend(what, backend, unsupported, prefer)
 
 
 def _eager_attention(q, k, v, out, cu_q, cu_k, seqused_k, block_table, scale: float, causal: bool) -> None:
@@ -374,7 +384,8 @@ def unified_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Ten
     buffer when long prefills stage their keys dense, :func:`stage_keys`). ``softmax_scale``
     defaults to 1/sqrt(D). Causal masks align bottom-right. ``backend="cuda"``: the sm_90a
     warpgroup-MMA kernel (:mod:`solbench.kernels.cuda.attention`; bf16, head_size 128, keys staged
-    dense first). Returns ``out`` [total_q, H, D] in q's dtype.
+    dense first); ``"auto"``: that kernel for one sequence of :data:`CUDA_MIN_QUERIES` queries or
+    more where it can run, else Triton. Returns ``out`` [total_q, H, D] in q's dtype.
     """
     what = "unified_attention"
     _check_q(q, what)
@@ -394,7 +405,7 @@ def unified_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Ten
     scale = q.shape[2] ** -0.5 if softmax_scale is None else float(softmax_scale)
     if max_seqlen_k is not None and int(max_seqlen_k) < 0:
         raise ValueError(f"{what}: max_seqlen_k must be >= 0, got {max_seqlen_k}")
-    cuda = _cuda_chosen(backend, what, q, k_cache.shape[2], out)
+    cuda = _cuda_chosen(backend, what, q, k_cache.shape[2], out, (), cu_seqlens_q, max_seqlen_q)
     _unified_op(q, k_cache, v_cache, cu_seqlens_q, seqused_k, block_table, out, int(max_seqlen_q), scale,
                 bool(causal), int(max_seqlen_k or 0), cuda)
     return out
@@ -407,8 +418,8 @@ def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqle
 
     ``q`` [total_q, H, D], ``k`` / ``v`` [total_k, H_kv, D] bf16/fp16 packed by ``cu_seqlens_q`` /
     ``cu_seqlens_k`` (int32 [B + 1]); ``max_seqlen_q`` host-side. Causal masks align bottom-right.
-    ``backend="cuda"``: the sm_90a warpgroup-MMA kernel (bf16, head_size 128). Returns ``out``
-    [total_q, H, D] in q's dtype.
+    ``backend="cuda"``: the sm_90a warpgroup-MMA kernel (bf16, head_size 128); ``"auto"``: as
+    :func:`unified_attention`'s. Returns ``out`` [total_q, H, D] in q's dtype.
     """
     what = "varlen_attention"
     _check_q(q, what)
@@ -422,7 +433,7 @@ def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqle
     _check_index(cu_seqlens_k, cu_seqlens_q.shape[0], what, "cu_seqlens_k")
     out = _output(out, q, what)
     scale = q.shape[2] ** -0.5 if softmax_scale is None else float(softmax_scale)
-    cuda = _cuda_chosen(backend, what, q, k.shape[1], out, (k, v))
+    cuda = _cuda_chosen(backend, what, q, k.shape[1], out, (k, v), cu_seqlens_q, max_seqlen_q)
     _varlen_op(q, k, v, cu_seqlens_q, cu_seqlens_k, out, int(max_seqlen_q), scale, bool(causal), cuda)
     return out
 

@@ -93,14 +93,18 @@ def fill_sms(block_m: int, num_warps: int, programs_of, sm_count: int | None) ->
     return block_m, num_warps
 
 
-def cuda_backend(what: str, backend: str, unsupported) -> bool:
+def cuda_backend(what: str, backend: str, unsupported, prefer=None) -> bool:
     """Whether a function with a Triton and a CUDA backend takes the CUDA one: ``backend`` is
-    ``"triton"`` (False) or ``"cuda"`` (True, once ``unsupported()`` -- why the CUDA kernel cannot
-    run this call, or None -- says None); anything else, or a reason, is a ValueError."""
-    if backend not in ("triton", "cuda"):
-        raise ValueError(f"{what}: backend must be one of ('triton', 'cuda'), got {backend!r}")
+    ``"triton"`` (False), ``"cuda"`` (True, once ``unsupported()`` -- why the CUDA kernel cannot
+    run this call, or None -- says None; a reason is a ValueError) or ``"auto"`` (True where
+    ``prefer()``, the function's measured rule, says the CUDA kernel is faster and it can run
+    the call; else False). Anything else is a ValueError."""
+    if backend not in ("triton", "cuda", "auto"):
+        raise ValueError(f"{what}: backend must be one of ('triton', 'cuda', 'auto'), got {backend!r}")
     if backend == "triton":
         return False
+    if backend == "auto":
+        return prefer is not None and bool(prefer()) and unsupported() is None
     why = unsupported()
     if why:
         raise ValueError(f"{what}: the cuda backend cannot run this call: {why}")

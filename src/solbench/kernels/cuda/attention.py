@@ -46,10 +46,11 @@ assert ctypes.sizeof(_Params) == 448
 @dataclass(frozen=True)
 class CudaAttentionOptions:
     """Compile-time variants of the kernel. ``pingpong``: the two consumer warpgroups take turns
-    issuing their products (FlashAttention-3's ping-pong) instead of interleaving freely; off
-    until a GPU A/B says otherwise. ``SOLBENCH_ATTN_CUDA=pingpong=1`` sets it for A/B runs."""
+    issuing their products (FlashAttention-3's ping-pong) instead of interleaving freely: on
+    (H100, session 20, unified #20 / #21 twice each: 533 / 92 us against 538 / 94 without).
+    ``SOLBENCH_ATTN_CUDA=pingpong=0`` turns it off for A/B runs."""
 
-    pingpong: bool = False
+    pingpong: bool = True
 
     def __post_init__(self):
         if self.pingpong not in (0, 1):

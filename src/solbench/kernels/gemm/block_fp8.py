@@ -235,6 +235,13 @@ def _check_inputs(a, b, a_scales, b_scales, block_size):
     return gn, gk
 
 
+#: ``backend="auto"`` takes the CUDA kernel from this many rows: on the H100 it was faster than
+#: the Triton kernel on every catalog shape from M = 4533 (up to 6%; level at 3072, slower at 237
+#: and 349, where its 128 x 128 tiles without split-K leave SMs idle), slower by 1-5% on three
+#: of the N = 4096 shapes (`benchmarks/results/h100/block_scaled_mm_cuda.jsonl`, session 20).
+CUDA_MIN_ROWS = 4096
+
+
 def block_scaled_mm(a: torch.Tensor, b: torch.Tensor, a_scales: torch.Tensor, b_scales: torch.Tensor,
                     block_size=(128, 128), *, out_dtype=torch.float32, out: torch.Tensor | None = None,
                     options: BlockFp8Options | None = None, backend: str = "triton") -> torch.Tensor:
@@ -245,9 +252,11 @@ def block_scaled_mm(a: torch.Tensor, b: torch.Tensor, a_scales: torch.Tensor, b_
     float8_e4m3fn, K contiguous; ``b_scales``: ``[ceil(N/gn), ceil(K/gk)]`` fp32, any strides;
     ``block_size``: ``(gn, gk)``, gk in 32/64/128/256. ``out``: ``[..., N]`` of ``out_dtype``
     (fp32, bf16 or fp16), rows may be strided. ``options``: the Triton launch (default: the
-    heuristic). ``backend``: ``"triton"``, or ``"cuda"`` for the sm_90a warpgroup-MMA kernel
+    heuristic). ``backend``: ``"triton"``, ``"cuda"`` for the sm_90a warpgroup-MMA kernel
     (:mod:`solbench.kernels.cuda.block_fp8`: 128 x 128 groups, fp32 or bf16 out, 16-byte aligned
-    rows; anything else is a ValueError that says why). Returns ``out``.
+    rows; anything else is a ValueError that says why), or ``"auto"``: the CUDA kernel from
+    :data:`CUDA_MIN_ROWS` rows where it can run (and no Triton ``options`` are given), else
+    Triton. Returns ``out``.
     """
     if backend == "cuda" and options is not None:
         raise ValueError(f"{WHAT}: options are the Triton kernel's launch; the cuda backend takes none")
@@ -270,7 +279,10 @@ def block_scaled_mm(a: torch.Tensor, b: torch.Tensor, a_scales: torch.Tensor, b_
 
         return cuda_block_fp8.unsupported_reason(a2, b, a_scales, b_scales, as_rows(out, WHAT, "out"), gn, gk)
 
-    if cuda_backend(WHAT, backend, unsupported):
+    def prefer():
+        return options is None and a2.shape[0] >= CUDA_MIN_ROWS
+
+    if cuda_backend(WHAT, backend, unsupported, prefer):
         from solbench.kernels.cuda import block_fp8 as cuda_block_fp8
 
         cuda_block_fp8._block_scaled_mm_cuda_op(a, b, a_scales, b_scales, out)
