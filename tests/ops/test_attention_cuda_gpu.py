@@ -106,6 +106,24 @@ def test_the_free_running_variant_matches_the_reference(causal, monkeypatch):
     _check(out, _reference(q, k, v, cu, cu, causal), f"free-running causal={causal}")
 
 
+@pytest.mark.parametrize("lens_q,lens_k,h,hkv", [([1000, 37, 129], [1000, 37, 129], 32, 4),
+                                                 ([300, 5, 2018], [150, 5, 2018], 32, 8),  # rows with no key
+                                                 ([700], [700], 28, 4)])
+@pytest.mark.parametrize("causal", [True, False])
+def test_the_persistent_variant_matches_the_reference(lens_q, lens_k, h, hkv, causal, monkeypatch):
+    # SOLBENCH_ATTN_CUDA=persistent=1: one CTA an SM walks the work items, stages and barrier
+    # phases running on across them.
+    monkeypatch.setenv("SOLBENCH_ATTN_CUDA", "persistent=1")
+    g = torch.Generator(device="cuda").manual_seed(len(lens_q) + h)
+    q = torch.randn(sum(lens_q), h, 128, device="cuda", generator=g).to(BF16)
+    k = torch.randn(sum(lens_k), hkv, 128, device="cuda", generator=g).to(BF16)
+    v = torch.randn(sum(lens_k), hkv, 128, device="cuda", generator=g).to(BF16)
+    cu_q, cu_k = _cu(lens_q), _cu(lens_k)
+    out = torch.full_like(q, float("nan"))
+    varlen_attention(q, k, v, cu_q, cu_k, max(lens_q), causal=causal, out=out, backend="cuda")
+    _check(out, _reference(q, k, v, cu_q, cu_k, causal), f"persistent {lens_q}/{lens_k} causal={causal}")
+
+
 @pytest.mark.parametrize("causal", [True, False])
 def test_rows_past_the_last_key_do_not_reach_the_output(causal):
     # k / v with padding rows after cu_k[-1] (a serving buffer's spare capacity) holding NaN and

@@ -40,8 +40,9 @@ constexpr int TILE = 2 * PANEL;         // a 128 x 128 bf16 tile: two panels
 constexpr int SMEM_Q = 0;
 constexpr int SMEM_K = TILE;
 constexpr int SMEM_V = SMEM_K + STAGES * TILE;
-constexpr int SMEM_BARS = SMEM_V + STAGES * TILE;  // q; k full, v full, k empty, v empty [STAGES] each
-constexpr int N_BARS = 1 + 4 * STAGES;
+// q full; k full, v full, k empty, v empty [STAGES] each; q empty (the persistent kernel's next q)
+constexpr int SMEM_BARS = SMEM_V + STAGES * TILE;
+constexpr int N_BARS = 2 + 4 * STAGES;
 
 struct Params {
   sm90::TensorMap map_q;  // q [T, H, D]: dims {D, H, T}, boxes {64, G, 128 / G}
@@ -55,8 +56,10 @@ struct Params {
   float scale_log2;       // softmax scale * log2(e)
   int G, stage_rows;
   int rows;               // (token, head) rows a CTA owns: (128 / G) * G (126 for G = 7)
+  int row_tiles;          // row tiles of the longest sequence (the non-persistent grid's x)
+  int kv_heads, items;    // the persistent kernel's work items: row_tiles * kv_heads * sequences
 };
-static_assert(sizeof(Params) == 448, "Params layout changed: update _Params in attention.py");
+static_assert(sizeof(Params) == 512, "Params layout changed: update _Params in attention.py");
 
 __device__ __forceinline__ unsigned pack_bf16(float lo, float hi) { return DType<bf16>::pack2(lo, hi); }
 
@@ -71,11 +74,14 @@ struct Tile {
   int full_tiles;  // key tiles every row of the CTA sees in full (no mask)
 };
 
-template <bool CAUSAL, bool PINGPONG>
+template <bool CAUSAL, bool PINGPONG, bool PERSISTENT>
 struct Attention {
   const Params& p;
   unsigned smem, bars;
   Tile t;
+  // Key tiles this CTA visited before the current work item, and items it ran: the stages and
+  // barrier phases run on across items (a persistent CTA runs several; otherwise both stay 0).
+  int tiles_before = 0, items_before = 0;
   int row;         // this thread's first row within the warpgroup pair's 128 (the second is + 8)
   float o[64];     // the output accumulator, fragment order (see block_fp8.cu)
   float m[2], l[2];
@@ -85,27 +91,71 @@ struct Attention {
   __device__ __forceinline__ unsigned bar_v(int s) const { return bars + 8 * (1 + STAGES + s); }
   __device__ __forceinline__ unsigned bar_k_empty(int s) const { return bars + 8 * (1 + 2 * STAGES + s); }
   __device__ __forceinline__ unsigned bar_v_empty(int s) const { return bars + 8 * (1 + 3 * STAGES + s); }
+  __device__ __forceinline__ unsigned bar_q_empty() const { return bars + 8 * (1 + 4 * STAGES); }
 
-  // Producer: key tile j's K (or V) into stage j % STAGES, once the consumers released the tile
-  // that stage held (j - STAGES: the empty barrier's (j / STAGES - 1)-th phase).
+  // Work item (x, hk, seq): row tile x from the end of sequence seq (the longest causal rows
+  // first), KV head hk. Fills t; false when the sequence has no rows there.
+  __device__ __forceinline__ bool place(int x, int hk, int seq) {
+    t.row0 = (p.row_tiles - 1 - x) * p.rows;
+    t.hk = hk;
+    t.q_tok0 = p.cu_q[seq];
+    t.lq = p.cu_q[seq + 1] - t.q_tok0;
+    if (t.row0 >= t.lq * p.G) return false;
+    if (p.seqused_k) {
+      t.k_row0 = seq * p.stage_rows;
+      t.lk = min(p.seqused_k[seq], p.stage_rows);
+    } else {
+      t.k_row0 = p.cu_k[seq];
+      t.lk = p.cu_k[seq + 1] - t.k_row0;
+    }
+    const int last_tok = min((t.row0 + p.rows - 1) / p.G, t.lq - 1);
+    const int first_tok = t.row0 / p.G;
+    int keys = t.lk, full_keys = t.lk;
+    if (CAUSAL) {
+      keys = max(0, min(t.lk, last_tok + t.lk - t.lq + 1));
+      full_keys = max(0, min(t.lk, first_tok + t.lk - t.lq + 1));
+    }
+    t.n_tiles = (keys + BN - 1) / BN;
+    t.full_tiles = full_keys / BN;
+    return true;
+  }
+  // The persistent kernel's item i: the longest rows (x = 0) of every head and sequence first.
+  __device__ __forceinline__ bool place_item(int i) {
+    const int per_x = p.kv_heads * (p.items / (p.row_tiles * p.kv_heads));
+    return place(i / per_x, i % p.kv_heads, (i % per_x) / p.kv_heads);
+  }
+  __device__ __forceinline__ void reset() {
+#pragma unroll
+    for (int i = 0; i < 64; ++i) o[i] = 0.f;
+    m[0] = m[1] = neg_inf();
+    l[0] = l[1] = 0.f;
+  }
+
+  // Producer: key tile j's K (or V) into the stage of its CTA-wide index g = tiles_before + j,
+  // once the consumers released the tile that stage held (g - STAGES: the empty barrier's
+  // (g / STAGES - 1)-th phase).
   __device__ __forceinline__ void load(int j, const sm90::TensorMap* map, unsigned base, unsigned full,
                                        unsigned empty) {
-    const int s = j % STAGES;
-    if (j >= STAGES) sm90::mbar_wait(empty, (j / STAGES + 1) & 1);
+    const int g = tiles_before + j, s = g % STAGES;
+    if (g >= STAGES) sm90::mbar_wait(empty, (g / STAGES + 1) & 1);
     const int key = t.k_row0 + j * BN;
     sm90::mbar_arrive_expect_tx(full, TILE);
     sm90::tma_load_3d(base + s * TILE, map, full, 0, t.hk, key);
     sm90::tma_load_3d(base + s * TILE + PANEL, map, full, 64, t.hk, key);
   }
+  __device__ __forceinline__ int stage(int j) const { return (tiles_before + j) % STAGES; }
+  __device__ __forceinline__ unsigned phase(int j) const { return ((tiles_before + j) / STAGES) & 1; }
   __device__ __forceinline__ void load_k(int j) {
-    load(j, &p.map_k, smem + SMEM_K, bar_k(j % STAGES), bar_k_empty(j % STAGES));
+    load(j, &p.map_k, smem + SMEM_K, bar_k(stage(j)), bar_k_empty(stage(j)));
   }
   __device__ __forceinline__ void load_v(int j) {
-    load(j, &p.map_v, smem + SMEM_V, bar_v(j % STAGES), bar_v_empty(j % STAGES));
+    load(j, &p.map_v, smem + SMEM_V, bar_v(stage(j)), bar_v_empty(stage(j)));
   }
-  // The producer warp's lane 0: q, then K one tile ahead of V (q.k of tile j + 1 comes before
-  // p.v of tile j), each as soon as its stage is free.
+  // The producer's thread, one work item: q (once the consumers are done with the previous
+  // item's), then K one tile ahead of V (q.k of tile j + 1 comes before p.v of tile j), each as
+  // soon as its stage is free.
   __device__ __forceinline__ void produce() {
+    if (items_before > 0) sm90::mbar_wait(bar_q_empty(), (items_before - 1) & 1);
     sm90::mbar_arrive_expect_tx(bar_q(), p.rows * 2 * 128);  // two panels of `rows` 128-byte rows
     const int tok = t.q_tok0 + t.row0 / p.G, head = t.hk * p.G;
     sm90::tma_load_3d(smem + SMEM_Q, &p.map_q, bar_q(), 0, head, tok);
@@ -120,13 +170,19 @@ struct Attention {
   // products. Warpgroup w waits at named barrier 3 + w until the other has issued (its arrival
   // there), issues, then lets the other go; so one's softmax runs while the other's products do,
   // in strict alternation rather than as the warp schedulers happen to interleave them.
-  // Warpgroup 1 arrives once at the start, so warpgroup 0 goes first, and skips its last
-  // arrival, so every barrier ends balanced.
+  // Warpgroup 1 arrives once at the start, so warpgroup 0 goes first; warpgroup 0 takes that
+  // extra arrival back at the end (turns_done), so every barrier ends balanced.
   __device__ __forceinline__ static void turn_begin() {
     if (PINGPONG) sm90::named_barrier(3 + (threadIdx.x >> 7), CONSUMERS);
   }
-  __device__ __forceinline__ static void turn_end(bool last = false) {
-    if (PINGPONG && !(last && (threadIdx.x >> 7) == 1)) sm90::named_barrier_arrive(3 + ((threadIdx.x >> 7) ^ 1), CONSUMERS);
+  __device__ __forceinline__ static void turn_end() {
+    if (PINGPONG) sm90::named_barrier_arrive(3 + ((threadIdx.x >> 7) ^ 1), CONSUMERS);
+  }
+  __device__ __forceinline__ static void turns_start() {
+    if (PINGPONG && threadIdx.x >= 128) sm90::named_barrier_arrive(3, CONSUMERS);
+  }
+  __device__ __forceinline__ static void turns_done() {
+    if (PINGPONG && threadIdx.x < 128) sm90::named_barrier(3, CONSUMERS);
   }
 
   // A consumer warp is done with a stage (its wgmma wait returned): one arrival a warp.
@@ -136,8 +192,8 @@ struct Attention {
 
   // s = q k_j^T for this warpgroup's 64 rows: 8 steps of 16 columns of D, 4 in each panel.
   __device__ __forceinline__ void issue_qk(int j, float (&s)[64]) {
-    const int st = j % STAGES;
-    sm90::mbar_wait(bar_k(st), (j / STAGES) & 1);
+    const int st = stage(j);
+    sm90::mbar_wait(bar_k(st), phase(j));
     const unsigned q_rows = smem + SMEM_Q + (threadIdx.x >> 7) * (64 * 128);
     const unsigned k_tile = smem + SMEM_K + st * TILE;
     sm90::fence_regs(s);
@@ -153,8 +209,8 @@ struct Attention {
 
   // o += p_j v_j: the keys are the K dimension (16 a step), V is MN-major (D contiguous).
   __device__ __forceinline__ void issue_pv(int j, const unsigned (&pr)[32]) {
-    const int st = j % STAGES;
-    sm90::mbar_wait(bar_v(st), (j / STAGES) & 1);
+    const int st = stage(j);
+    sm90::mbar_wait(bar_v(st), phase(j));
     const unsigned v_tile = smem + SMEM_V + st * TILE;
     sm90::fence_regs(o);
     sm90::wgmma_fence();
@@ -225,8 +281,8 @@ struct Attention {
   __device__ __forceinline__ void clear_v_tail(int j) {
     const int valid = t.lk - j * BN;
     if (valid >= BN) return;
-    const int st = j % STAGES;
-    sm90::mbar_wait(bar_v(st), (j / STAGES) & 1);
+    const int st = stage(j);
+    sm90::mbar_wait(bar_v(st), phase(j));
     const unsigned v_tile = smem + SMEM_V + st * TILE;
     const int chunks = (BN - valid) * 8;  // 16-byte chunks of a panel's cleared rows
     for (int i = threadIdx.x & 127; i < 2 * chunks; i += 128)
@@ -254,16 +310,47 @@ struct Attention {
     issue_pv(j - 1, pr);
     turn_end();
     sm90::wgmma_wait<1>();
-    release(bar_k_empty(j % STAGES));
+    release(bar_k_empty(stage(j)));
+    if (PERSISTENT && j == t.n_tiles - 1) release(bar_q_empty());  // the item's last q.k is done
     sm90::fence_regs(s);
     softmax<MASK>(j, s, alpha);
     sm90::fence_regs(s);
     sm90::schedule_fence();  // the softmax stays before the wait (see sm90.cuh)
     sm90::wgmma_wait<0>();
-    release(bar_v_empty((j - 1) % STAGES));
+    release(bar_v_empty(stage(j - 1)));
     sm90::fence_regs(o);
     pack(s, pr);
     rescale_o(alpha);
+  }
+
+  // The consumers' work item: tile 0's q.k and softmax, the steps, the last p.v, the store.
+  __device__ __forceinline__ void consume(float (&s)[64], unsigned (&pr)[32], float (&alpha)[2]) {
+    sm90::mbar_wait(bar_q(), items_before & 1);
+    // Tile 0: q.k and softmax (o is 0: no rescale); its p.v comes in step 1.
+    turn_begin();
+    issue_qk(0, s);
+    turn_end();
+    sm90::wgmma_wait<0>();
+    release(bar_k_empty(stage(0)));
+    if (PERSISTENT && t.n_tiles == 1) release(bar_q_empty());
+    sm90::fence_regs(s);
+    if (t.full_tiles > 0)
+      softmax<false>(0, s, alpha);
+    else
+      softmax<true>(0, s, alpha);
+    pack(s, pr);
+    int j = 1;
+    for (const int unmasked = min(t.full_tiles, t.n_tiles); j < unmasked; ++j) step<false>(j, s, pr, alpha);
+    for (; j < t.n_tiles; ++j) step<true>(j, s, pr, alpha);
+    // The last tile's p.v.
+    clear_v_tail(t.n_tiles - 1);
+    turn_begin();
+    issue_pv(t.n_tiles - 1, pr);
+    turn_end();
+    sm90::wgmma_wait<0>();
+    if (PERSISTENT) release(bar_v_empty(stage(t.n_tiles - 1)));  // the stage serves the next item
+    sm90::fence_regs(o);
+    store();
   }
 
   __device__ __forceinline__ void store() {
@@ -285,43 +372,19 @@ struct Attention {
   }
 };
 
-template <bool CAUSAL, bool PINGPONG>
+template <bool CAUSAL, bool PINGPONG, bool PERSISTENT>
 __global__ void __launch_bounds__(THREADS, 1) attention_fwd(const __grid_constant__ Params p) {
   extern __shared__ unsigned char smem_raw[];
   const unsigned smem = (sm90::smem_addr(smem_raw) + 1023u) & ~1023u;
-  const int seq = blockIdx.z;
-  Attention<CAUSAL, PINGPONG> at{p, smem, smem + SMEM_BARS};
-  Tile& t = at.t;
-  // Longest causal rows first: the last row tile of each sequence is the first block.
-  t.row0 = ((int)gridDim.x - 1 - (int)blockIdx.x) * p.rows;
-  t.hk = blockIdx.y;
-  t.q_tok0 = p.cu_q[seq];
-  t.lq = p.cu_q[seq + 1] - t.q_tok0;
-  if (t.row0 >= t.lq * p.G) return;
-  if (p.seqused_k) {
-    t.k_row0 = seq * p.stage_rows;
-    t.lk = min(p.seqused_k[seq], p.stage_rows);
-  } else {
-    t.k_row0 = p.cu_k[seq];
-    t.lk = p.cu_k[seq + 1] - t.k_row0;
-  }
-  const int last_tok = min((t.row0 + p.rows - 1) / p.G, t.lq - 1);
-  const int first_tok = t.row0 / p.G;
-  int keys = t.lk, full_keys = t.lk;
-  if (CAUSAL) {
-    keys = max(0, min(t.lk, last_tok + t.lk - t.lq + 1));
-    full_keys = max(0, min(t.lk, first_tok + t.lk - t.lq + 1));
-  }
-  t.n_tiles = (keys + BN - 1) / BN;
-  t.full_tiles = full_keys / BN;
+  Attention<CAUSAL, PINGPONG, PERSISTENT> at{p, smem, smem + SMEM_BARS};
   at.row = (threadIdx.x >> 7) * 64 + ((threadIdx.x >> 5) & 3) * 16 + ((threadIdx.x & 31) >> 2);
-#pragma unroll
-  for (int i = 0; i < 64; ++i) at.o[i] = 0.f;
-  at.m[0] = at.m[1] = neg_inf();
-  at.l[0] = at.l[1] = 0.f;
-  if (t.n_tiles == 0) {  // no visible key: zeros
-    if (threadIdx.x < CONSUMERS) at.store();
-    return;
+  if constexpr (!PERSISTENT) {  // one work item a CTA: (row tile, KV head, sequence) = blockIdx
+    if (!at.place(blockIdx.x, blockIdx.y, blockIdx.z)) return;
+    if (at.t.n_tiles == 0) {  // no visible key: zeros
+      at.reset();
+      if (threadIdx.x < CONSUMERS) at.store();
+      return;
+    }
   }
 
   if (threadIdx.x == 0) {
@@ -335,39 +398,41 @@ __global__ void __launch_bounds__(THREADS, 1) attention_fwd(const __grid_constan
   __syncthreads();
   if (threadIdx.x >= CONSUMERS) {
     sm90::setmaxnreg_dec<24>();
-    if (threadIdx.x == CONSUMERS) at.produce();
+    if (threadIdx.x != CONSUMERS) return;
+    if constexpr (!PERSISTENT) {
+      at.produce();
+    } else {  // items blockIdx.x, + gridDim.x, ...: the same walk as the consumers'
+      for (int i = blockIdx.x; i < p.items; i += gridDim.x) {
+        if (!at.place_item(i) || at.t.n_tiles == 0) continue;
+        at.produce();
+        at.tiles_before += at.t.n_tiles;
+        ++at.items_before;
+      }
+    }
     return;
   }
   sm90::setmaxnreg_inc<240>();
-  if (PINGPONG && threadIdx.x >= 128) sm90::named_barrier_arrive(3, CONSUMERS);  // warpgroup 0 first
-  sm90::mbar_wait(at.bar_q(), 0);
-
+  at.turns_start();
   float s[64];
   unsigned pr[32];
   float alpha[2];
-  // Tile 0: q.k and softmax (o is 0: no rescale); its p.v comes in step 1.
-  at.turn_begin();
-  at.issue_qk(0, s);
-  at.turn_end();
-  sm90::wgmma_wait<0>();
-  at.release(at.bar_k_empty(0));
-  sm90::fence_regs(s);
-  if (t.full_tiles > 0)
-    at.template softmax<false>(0, s, alpha);
-  else
-    at.template softmax<true>(0, s, alpha);
-  at.pack(s, pr);
-  int j = 1;
-  for (const int unmasked = min(t.full_tiles, t.n_tiles); j < unmasked; ++j) at.template step<false>(j, s, pr, alpha);
-  for (; j < t.n_tiles; ++j) at.template step<true>(j, s, pr, alpha);
-  // The last tile's p.v.
-  at.clear_v_tail(t.n_tiles - 1);
-  at.turn_begin();
-  at.issue_pv(t.n_tiles - 1, pr);
-  at.turn_end(true);
-  sm90::wgmma_wait<0>();
-  sm90::fence_regs(at.o);
-  at.store();
+  if constexpr (!PERSISTENT) {
+    at.reset();
+    at.consume(s, pr, alpha);
+  } else {
+    for (int i = blockIdx.x; i < p.items; i += gridDim.x) {
+      if (!at.place_item(i)) continue;
+      at.reset();
+      if (at.t.n_tiles == 0) {  // no visible key: zeros
+        at.store();
+        continue;
+      }
+      at.consume(s, pr, alpha);
+      at.tiles_before += at.t.n_tiles;
+      ++at.items_before;
+    }
+  }
+  at.turns_done();
 }
 
 }  // namespace attn

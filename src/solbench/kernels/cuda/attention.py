@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from solbench.kernels.common import device_index, env_replaced
+from solbench.kernels.common import device_index, env_replaced, sm_count_of
 from solbench.kernels.cuda import lazy_kernels
 WHAT = "attention (cuda)"
 HEAD_DIM = 128
@@ -24,23 +24,24 @@ ROWS = 128      # (token, head) rows a CTA
 KEYS = 128      # keys a tile
 STAGES = 3
 THREADS = 256 + 128  # two consumer warpgroups and a producer warpgroup
-# q (32 KB), K and V stages (64 KB each), q's barrier and a full and an empty one a stage of K
-# and of V, 1 KB alignment slack
-SHARED_BYTES = 32768 + STAGES * 65536 + (1 + 4 * STAGES) * 8 + 1024
+# q (32 KB), K and V stages (64 KB each), q's full and empty barriers and a full and an empty one
+# a stage of K and of V, 1 KB alignment slack
+SHARED_BYTES = 32768 + STAGES * 65536 + (2 + 4 * STAGES) * 8 + 1024
 
 
 class _Params(ctypes.Structure):
-    """The kernel's attn::Params, field for field (three 128-byte tensor maps first; 448 bytes,
-    a multiple of its 64-byte alignment)."""
+    """The kernel's attn::Params, field for field (three 128-byte tensor maps first), padded to
+    its 512 bytes (a multiple of its 64-byte alignment: the launch copies that many)."""
 
     _fields_ = [("map_q", ctypes.c_uint64 * 16), ("map_k", ctypes.c_uint64 * 16), ("map_v", ctypes.c_uint64 * 16),
                 ("out", ctypes.c_void_p), ("cu_q", ctypes.c_void_p), ("cu_k", ctypes.c_void_p),
                 ("seqused_k", ctypes.c_void_p), ("out_t", ctypes.c_int64), ("out_h", ctypes.c_int64),
                 ("scale_log2", ctypes.c_float), ("G", ctypes.c_int32), ("stage_rows", ctypes.c_int32),
-                ("rows", ctypes.c_int32)]
+                ("rows", ctypes.c_int32), ("row_tiles", ctypes.c_int32), ("kv_heads", ctypes.c_int32),
+                ("items", ctypes.c_int32), ("_pad", ctypes.c_uint8 * 52)]
 
 
-assert ctypes.sizeof(_Params) == 448
+assert ctypes.sizeof(_Params) == 512
 
 
 @dataclass(frozen=True)
@@ -51,21 +52,29 @@ class CudaAttentionOptions:
     ``SOLBENCH_ATTN_CUDA=pingpong=0`` turns it off for A/B runs."""
 
     pingpong: bool = True
+    #: one CTA an SM walks the work items (longest rows first), the producer loading the next
+    #: item's q and keys while the consumers finish this one; with ping-pong only. Off until a
+    #: GPU A/B (``SOLBENCH_ATTN_CUDA=persistent=1``).
+    persistent: bool = False
 
     def __post_init__(self):
-        if self.pingpong not in (0, 1):
-            raise ValueError(f"{WHAT}: pingpong is 0 or 1 (got {self.pingpong!r})")
+        for name in ("pingpong", "persistent"):
+            if getattr(self, name) not in (0, 1):
+                raise ValueError(f"{WHAT}: {name} is 0 or 1 (got {getattr(self, name)!r})")
+        if self.persistent and not self.pingpong:
+            raise ValueError(f"{WHAT}: the persistent kernel runs with pingpong=1 only")
 
 
 OPTIONS_ENV = "SOLBENCH_ATTN_CUDA"
 
 
-def kernel_name(causal: bool, pingpong: bool = False) -> str:
+def kernel_name(causal: bool, pingpong: bool = True, persistent: bool = False) -> str:
     flag = lambda b: "true" if b else "false"  # noqa: E731
-    return f"solbench::attn::attention_fwd<{flag(causal)}, {flag(pingpong)}>"
+    return f"solbench::attn::attention_fwd<{flag(causal)}, {flag(pingpong)}, {flag(persistent)}>"
 
 
-_VARIANTS = [(c, pp) for c in (True, False) for pp in (False, True)]
+#: (causal, pingpong, persistent): the persistent kernel exists with ping-pong only.
+_VARIANTS = [(c, pp, ps) for c in (True, False) for pp, ps in ((False, False), (True, False), (True, True))]
 _kernel_set = lazy_kernels(WHAT, "attention.cu", {v: kernel_name(*v) for v in _VARIANTS}, SHARED_BYTES)
 
 
@@ -156,7 +165,14 @@ def launch(q, k, v, out, cu_seqlens_q, cu_seqlens_k, seqused_k, stage_rows: int,
     grid = (-(-int(max_seqlen_q) * g // params.rows), k.shape[1], num_seqs)
     if grid[0] > 2**31 - 1 or grid[1] > 65535 or grid[2] > 65535:
         raise ValueError(f"{WHAT}: grid {grid} is past the launch limits (KV heads and sequences up to 65535)")
+    params.row_tiles, params.kv_heads = grid[0], grid[1]
+    items = grid[0] * grid[1] * grid[2]
+    if items > 2**31 - 1:
+        raise ValueError(f"{WHAT}: {items} work items (row tiles x KV heads x sequences) are past int32")
+    params.items = items
     stream = torch.cuda.current_stream(q.device).cuda_stream
     opt = env_replaced(OPTIONS_ENV, CudaAttentionOptions())
-    fn = fns[(bool(causal), bool(opt.pingpong))]
+    if opt.persistent:
+        grid = (min(items, sm_count_of(device)), 1, 1)
+    fn = fns[(bool(causal), bool(opt.pingpong), bool(opt.persistent))]
     jit.launcher().launch(fn, grid, (THREADS, 1, 1), stream, params, device, False, SHARED_BYTES)
