@@ -1,7 +1,8 @@
 """The CUDA flash attention on an sm_90 GPU: within the operators' tolerance of the fp32 reference
 and close to the Triton kernel on varlen batches (causal and not, GQA groups 1-10 with 7 and 10, whose
-CTAs hold 126 and 120 rows, sequences not a
-multiple of the tiles, one token, L_k > L_q bottom-right), on paged caches (keys staged dense), on
+CTAs hold 126 and 120 rows, sequences not a multiple of the tiles, one token, L_k > L_q
+bottom-right, L_k < L_q with rows that see no key; each in the kernel's three variants:
+ping-pong, free-running, persistent), on paged caches (keys staged dense), on
 the catalog's unified #20/#21 shapes, with strided q / out and CUDA-graph capture; NaN-filled
 outputs catch unwritten rows, NaN / inf in k / v rows past a sequence's keys (padding, unused
 staging rows) must not reach the output. Skipped without an sm_90 GPU or NVRTC."""
@@ -39,9 +40,13 @@ def _cu(lens):
 
 @pytest.mark.parametrize("lens_q,lens_k,h,hkv", [([1000], [1000], 8, 8), ([37, 300, 1, 129], [37, 300, 1, 129], 32, 4),
                                                  ([64, 200], [300, 200], 16, 2), ([2018], [2018], 32, 8),
-                                                 ([500, 77], [500, 77], 28, 4), ([260], [260], 40, 4)])
+                                                 ([500, 77], [500, 77], 28, 4), ([260], [260], 40, 4),
+                                                 ([300, 5, 2018], [150, 5, 2018], 32, 8)])  # rows with no key
 @pytest.mark.parametrize("causal", [True, False])
-def test_varlen_matches_the_reference_and_triton(lens_q, lens_k, h, hkv, causal):
+# the kernel's variants: default (ping-pong), free-running warpgroups, one persistent CTA an SM
+@pytest.mark.parametrize("variant", ["", "pingpong=0", "persistent=1"])
+def test_varlen_matches_the_reference_and_triton(lens_q, lens_k, h, hkv, causal, variant, monkeypatch):
+    monkeypatch.setenv("SOLBENCH_ATTN_CUDA", variant)
     g = torch.Generator(device="cuda").manual_seed(sum(lens_q))
     q = torch.randn(sum(lens_q), h, 128, device="cuda", generator=g).to(BF16)
     k = torch.randn(sum(lens_k), hkv, 128, device="cuda", generator=g).to(BF16)
@@ -49,7 +54,7 @@ def test_varlen_matches_the_reference_and_triton(lens_q, lens_k, h, hkv, causal)
     cu_q, cu_k = _cu(lens_q), _cu(lens_k)
     out = torch.full_like(q, float("nan"))
     varlen_attention(q, k, v, cu_q, cu_k, max(lens_q), causal=causal, out=out, backend="cuda")
-    what = f"{lens_q}/{lens_k} {h}/{hkv} causal={causal}"
+    what = f"{lens_q}/{lens_k} {h}/{hkv} causal={causal} {variant}"
     _check(out, _reference(q, k, v, cu_q, cu_k, causal), what)
     tri = varlen_attention(q, k, v, cu_q, cu_k, max(lens_q), causal=causal)
     _check(out, tri.float(), what + " against triton")
@@ -89,39 +94,6 @@ def test_paged_prefill_matches_the_reference(lens, h, hkv, monkeypatch):
     out = torch.full_like(q, float("nan"))
     unified_attention(q, kc, vc, cu_q, used, bt, max(lens), out=out, backend="cuda")
     _check(out, _reference(q, kc, vc, cu_q, None, True, used, bt), f"paged {lens}")
-
-
-@pytest.mark.parametrize("causal", [True, False])
-def test_the_free_running_variant_matches_the_reference(causal, monkeypatch):
-    # SOLBENCH_ATTN_CUDA=pingpong=0: the consumer warpgroups issue without taking turns.
-    monkeypatch.setenv("SOLBENCH_ATTN_CUDA", "pingpong=0")
-    lens = [1000, 37, 129]
-    g = torch.Generator(device="cuda").manual_seed(11)
-    q = torch.randn(sum(lens), 32, 128, device="cuda", generator=g).to(BF16)
-    k = torch.randn(sum(lens), 4, 128, device="cuda", generator=g).to(BF16)
-    v = torch.randn(sum(lens), 4, 128, device="cuda", generator=g).to(BF16)
-    cu = _cu(lens)
-    out = torch.full_like(q, float("nan"))
-    varlen_attention(q, k, v, cu, cu, max(lens), causal=causal, out=out, backend="cuda")
-    _check(out, _reference(q, k, v, cu, cu, causal), f"free-running causal={causal}")
-
-
-@pytest.mark.parametrize("lens_q,lens_k,h,hkv", [([1000, 37, 129], [1000, 37, 129], 32, 4),
-                                                 ([300, 5, 2018], [150, 5, 2018], 32, 8),  # rows with no key
-                                                 ([700], [700], 28, 4)])
-@pytest.mark.parametrize("causal", [True, False])
-def test_the_persistent_variant_matches_the_reference(lens_q, lens_k, h, hkv, causal, monkeypatch):
-    # SOLBENCH_ATTN_CUDA=persistent=1: one CTA an SM walks the work items, stages and barrier
-    # phases running on across them.
-    monkeypatch.setenv("SOLBENCH_ATTN_CUDA", "persistent=1")
-    g = torch.Generator(device="cuda").manual_seed(len(lens_q) + h)
-    q = torch.randn(sum(lens_q), h, 128, device="cuda", generator=g).to(BF16)
-    k = torch.randn(sum(lens_k), hkv, 128, device="cuda", generator=g).to(BF16)
-    v = torch.randn(sum(lens_k), hkv, 128, device="cuda", generator=g).to(BF16)
-    cu_q, cu_k = _cu(lens_q), _cu(lens_k)
-    out = torch.full_like(q, float("nan"))
-    varlen_attention(q, k, v, cu_q, cu_k, max(lens_q), causal=causal, out=out, backend="cuda")
-    _check(out, _reference(q, k, v, cu_q, cu_k, causal), f"persistent {lens_q}/{lens_k} causal={causal}")
 
 
 @pytest.mark.parametrize("causal", [True, False])
