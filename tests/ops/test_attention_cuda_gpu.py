@@ -34,6 +34,9 @@ def _check(got, ref, what):
     assert err < 1e-2, f"{what}: relative error {err:.3g}"
 
 
+VARIANTS = ["", "pingpong=0", "persistent=1"]  # SOLBENCH_ATTN_CUDA: default (ping-pong), free-running, persistent
+
+
 def _cu(lens):
     return torch.tensor([0, *torch.tensor(lens).cumsum(0).tolist()], dtype=torch.int32, device="cuda")
 
@@ -43,8 +46,7 @@ def _cu(lens):
                                                  ([500, 77], [500, 77], 28, 4), ([260], [260], 40, 4),
                                                  ([300, 5, 2018], [150, 5, 2018], 32, 8)])  # rows with no key
 @pytest.mark.parametrize("causal", [True, False])
-# the kernel's variants: default (ping-pong), free-running warpgroups, one persistent CTA an SM
-@pytest.mark.parametrize("variant", ["", "pingpong=0", "persistent=1"])
+@pytest.mark.parametrize("variant", VARIANTS)
 def test_varlen_matches_the_reference_and_triton(lens_q, lens_k, h, hkv, causal, variant, monkeypatch):
     monkeypatch.setenv("SOLBENCH_ATTN_CUDA", variant)
     g = torch.Generator(device="cuda").manual_seed(sum(lens_q))
@@ -61,7 +63,9 @@ def test_varlen_matches_the_reference_and_triton(lens_q, lens_k, h, hkv, causal,
 
 
 @pytest.mark.parametrize("lens,h,hkv", [([6294], 32, 4), ([2018], 32, 8), ([100, 17, 300], 16, 2)])
-def test_paged_prefill_matches_the_reference(lens, h, hkv, monkeypatch):
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_paged_prefill_matches_the_reference(lens, h, hkv, variant, monkeypatch):
+    monkeypatch.setenv("SOLBENCH_ATTN_CUDA", variant)
     # The staging buffers are new_empty and staging writes each sequence's keys only: fill the
     # rest with NaN, so keys past a sequence's end in its last tile must not reach the output,
     # not even as 0 * NaN.
@@ -96,22 +100,26 @@ def test_paged_prefill_matches_the_reference(lens, h, hkv, monkeypatch):
     _check(out, _reference(q, kc, vc, cu_q, None, True, used, bt), f"paged {lens}")
 
 
+@pytest.mark.parametrize("lens,hkv", [([100, 300], 2),
+                                      # 1000 items on 132 SMs: persistent CTAs reuse stages they zeroed
+                                      ([37, 300, 129, 5, 77, 201, 1, 64] * 8, 8)])
 @pytest.mark.parametrize("causal", [True, False])
-def test_rows_past_the_last_key_do_not_reach_the_output(causal):
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_rows_past_the_last_key_do_not_reach_the_output(lens, hkv, causal, variant, monkeypatch):
     # k / v with padding rows after cu_k[-1] (a serving buffer's spare capacity) holding NaN and
     # inf: the last tile's TMA load reads them, p is 0 there, and 0 * NaN would be NaN.
-    lens = [100, 300]
+    monkeypatch.setenv("SOLBENCH_ATTN_CUDA", variant)
     g = torch.Generator(device="cuda").manual_seed(5)
-    q = torch.randn(sum(lens), 8, 128, device="cuda", generator=g).to(BF16)
-    k = torch.randn(sum(lens) + 200, 2, 128, device="cuda", generator=g).to(BF16)
-    v = torch.randn(sum(lens) + 200, 2, 128, device="cuda", generator=g).to(BF16)
-    # sequence 2's last tile reads rows 356-483: inf first, then NaN
+    q = torch.randn(sum(lens), 4 * hkv, 128, device="cuda", generator=g).to(BF16)
+    k = torch.randn(sum(lens) + 200, hkv, 128, device="cuda", generator=g).to(BF16)
+    v = torch.randn(sum(lens) + 200, hkv, 128, device="cuda", generator=g).to(BF16)
+    # the last sequence's last tile reads past its end: inf first, then NaN
     k[sum(lens):] = float("nan")
     v[sum(lens):sum(lens) + 20], v[sum(lens) + 20:] = float("inf"), float("nan")
     cu = _cu(lens)
     out = torch.full_like(q, float("nan"))
     varlen_attention(q, k, v, cu, cu, max(lens), causal=causal, out=out, backend="cuda")
-    _check(out, _reference(q, k[:sum(lens)], v[:sum(lens)], cu, cu, causal), f"padded k/v causal={causal}")
+    _check(out, _reference(q, k[:sum(lens)], v[:sum(lens)], cu, cu, causal), f"padded k/v causal={causal} {variant}")
 
 
 def test_strided_q_and_out_and_graph_capture():

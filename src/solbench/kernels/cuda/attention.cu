@@ -151,16 +151,16 @@ struct Attention {
   __device__ __forceinline__ void load_v(int j) {
     load(j, &p.map_v, smem + SMEM_V, bar_v(stage(j)), bar_v_empty(stage(j)));
   }
-  // The producer's thread, one work item: q (once the consumers are done with the previous
-  // item's), then K one tile ahead of V (q.k of tile j + 1 comes before p.v of tile j), each as
-  // soon as its stage is free.
+  // The producer's thread, one work item: its first K tile, q (once the consumers are done with
+  // the previous item's), then K one tile ahead of V (q.k of tile j + 1 comes before p.v of tile
+  // j), each as soon as its stage is free.
   __device__ __forceinline__ void produce() {
+    load_k(0);
     if (items_before > 0) sm90::mbar_wait(bar_q_empty(), (items_before - 1) & 1);
     sm90::mbar_arrive_expect_tx(bar_q(), p.rows * 2 * 128);  // two panels of `rows` 128-byte rows
     const int tok = t.q_tok0 + t.row0 / p.G, head = t.hk * p.G;
     sm90::tma_load_3d(smem + SMEM_Q, &p.map_q, bar_q(), 0, head, tok);
     sm90::tma_load_3d(smem + SMEM_Q + PANEL, &p.map_q, bar_q(), 64, head, tok);
-    load_k(0);
     for (int j = 0; j < t.n_tiles; ++j) {
       if (j + 1 < t.n_tiles) load_k(j + 1);
       load_v(j);

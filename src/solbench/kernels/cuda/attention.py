@@ -79,8 +79,8 @@ _kernel_set = lazy_kernels(WHAT, "attention.cu", {v: kernel_name(*v) for v in _V
 
 
 def compile_kernels(output: str = "cubin", cache_dir=None):
-    """Compile (or fetch from the disk cache) the causal and full variants, each with and without
-    ping-pong; no GPU needed."""
+    """Compile (or fetch from the disk cache) the causal and full kernels, each free-running,
+    ping-pong and persistent (:data:`_VARIANTS`); no GPU needed."""
     return _kernel_set().compile(output, cache_dir)
 
 
@@ -166,13 +166,13 @@ def launch(q, k, v, out, cu_seqlens_q, cu_seqlens_k, seqused_k, stage_rows: int,
     if grid[0] > 2**31 - 1 or grid[1] > 65535 or grid[2] > 65535:
         raise ValueError(f"{WHAT}: grid {grid} is past the launch limits (KV heads and sequences up to 65535)")
     params.row_tiles, params.kv_heads = grid[0], grid[1]
-    items = grid[0] * grid[1] * grid[2]
-    if items > 2**31 - 1:
-        raise ValueError(f"{WHAT}: {items} work items (row tiles x KV heads x sequences) are past int32")
-    params.items = items
     stream = torch.cuda.current_stream(q.device).cuda_stream
     opt = env_replaced(OPTIONS_ENV, CudaAttentionOptions())
-    if opt.persistent:
-        grid = (min(items, sm_count_of(device)), 1, 1)
+    if opt.persistent:  # one CTA an SM walks items blockIdx.x, + gridDim.x, ... (an int32 counter)
+        items, sms = grid[0] * grid[1] * grid[2], sm_count_of(device)
+        if items > 2**31 - 1 - sms:
+            raise ValueError(f"{WHAT}: {items} work items (row tiles x KV heads x sequences) are past int32")
+        params.items = items
+        grid = (min(items, sms), 1, 1)
     fn = fns[(bool(causal), bool(opt.pingpong), bool(opt.persistent))]
     jit.launcher().launch(fn, grid, (THREADS, 1, 1), stream, params, device, False, SHARED_BYTES)
