@@ -52,8 +52,8 @@ def test_compiles_for_sm90a_with_overlapped_products_and_no_spills(tmp_path):
 
 def test_params_struct_matches_the_kernel():
     P = cattn._Params
-    assert (P.map_k.offset, P.out.offset, P.out_t.offset, P.scale_log2.offset, P.rows.offset, P.items.offset) == \
-        (128, 384, 416, 432, 444, 456)
+    assert (P.map_k.offset, P.out.offset, P.out_t.offset, P.scale_log2.offset, P.rows.offset, P.items.offset,
+            P.block_table.offset, P.page.offset) == (128, 384, 416, 432, 444, 456, 464, 476)
     assert ctypes.sizeof(P) == 512  # the kernel's struct: alignas(64) rounds it up
     assert cattn.SHARED_BYTES <= 227 * 1024
 
@@ -66,6 +66,22 @@ def _varlen_inputs(lens, h=4, hkv=2, d=128, dtype=torch.bfloat16, seed=0):
     v = torch.randn(total, hkv, d, generator=g).to(dtype)
     cu = torch.tensor([0, *torch.tensor(lens).cumsum(0).tolist()], dtype=torch.int32)
     return q, k, v, cu
+
+
+def test_paged_caches_read_in_place_only_where_tma_can():
+    kc = torch.zeros(6, 16, 2, 128, dtype=torch.bfloat16)
+    bt = torch.zeros(2, 3, dtype=torch.int32)
+    assert cattn.paged_reason(kc, kc.clone(), bt) is None
+    assert "pages of 16, 32, 64 or 128" in cattn.paged_reason(kc[:, :8], kc[:, :8], bt)
+    assert "int32 with contiguous rows" in cattn.paged_reason(kc, kc, bt.long())
+    assert "int32 with contiguous rows" in cattn.paged_reason(kc, kc, bt.t().contiguous().t())
+    assert "nhd" in cattn.paged_reason(kc.flatten(0, 1), kc.flatten(0, 1), bt)
+    wide = torch.zeros(6, 16, 2, 136, dtype=torch.bfloat16)[..., 4:132]
+    assert "16-byte aligned" in cattn.paged_reason(wide, wide, bt)
+    with pytest.raises(ValueError, match="persistent kernel runs with pingpong=1 only"):
+        cattn.CudaAttentionOptions(pingpong=False, persistent=True)
+    with pytest.raises(ValueError, match="paged is 0 or 1"):
+        cattn.CudaAttentionOptions(paged=2)
 
 
 def test_unsupported_calls_say_why():

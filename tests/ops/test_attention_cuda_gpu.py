@@ -63,7 +63,8 @@ def test_varlen_matches_the_reference_and_triton(lens_q, lens_k, h, hkv, causal,
 
 
 @pytest.mark.parametrize("lens,h,hkv", [([6294], 32, 4), ([2018], 32, 8), ([100, 17, 300], 16, 2)])
-@pytest.mark.parametrize("variant", VARIANTS)
+# and the caches read in place, one TMA box a page (alone and persistent)
+@pytest.mark.parametrize("variant", VARIANTS + ["paged=1", "paged=1,persistent=1"])
 def test_paged_prefill_matches_the_reference(lens, h, hkv, variant, monkeypatch):
     monkeypatch.setenv("SOLBENCH_ATTN_CUDA", variant)
     # The staging buffers are new_empty and staging writes each sequence's keys only: fill the
@@ -74,6 +75,7 @@ def test_paged_prefill_matches_the_reference(lens, h, hkv, variant, monkeypatch)
     staged = tri._stage
 
     def stage_then_poison(k, v, seqused_k, block_table, stage_rows):
+        assert "paged=1" not in variant, "the caches read in place are not staged"
         ks, vs = staged(k, v, seqused_k, block_table, stage_rows)
         for s, n in enumerate(seqused_k.tolist()):
             ks[s * stage_rows + n:(s + 1) * stage_rows] = float("nan")
@@ -93,15 +95,18 @@ def test_paged_prefill_matches_the_reference(lens, h, hkv, variant, monkeypatch)
         bt[s, :n] = perm[at:at + n]
         at += n
     q = torch.randn(sum(lens), h, 128, device="cuda", generator=g).to(BF16)
+    for s, n in enumerate(lens):  # the unused slots of each sequence's last page (read in place)
+        kc[bt[s, pages[s] - 1].long(), n % page or page:] = float("nan")
+        vc[bt[s, pages[s] - 1].long(), n % page or page:] = float("nan")
     cu_q = _cu(lens)
     used = torch.tensor(lens, dtype=torch.int32, device="cuda")
     out = torch.full_like(q, float("nan"))
     unified_attention(q, kc, vc, cu_q, used, bt, max(lens), out=out, backend="cuda")
-    _check(out, _reference(q, kc, vc, cu_q, None, True, used, bt), f"paged {lens}")
+    _check(out, _reference(q, kc, vc, cu_q, None, True, used, bt), f"paged {lens} {variant}")
 
 
 @pytest.mark.parametrize("lens,hkv", [([100, 300], 2),
-                                      # 1000 items on 132 SMs: persistent CTAs reuse stages they zeroed
+                                      # 5120 items on 132 SMs: persistent CTAs reuse stages they zeroed
                                       ([37, 300, 129, 5, 77, 201, 1, 64] * 8, 8)])
 @pytest.mark.parametrize("causal", [True, False])
 @pytest.mark.parametrize("variant", VARIANTS)

@@ -222,8 +222,12 @@ def _launch_cuda(q, k, v, out, cu_q, cu_k, seqused_k, block_table, max_seqlen_q:
         return
     stage_rows = 0
     if block_table is not None:
-        from solbench.kernels._attention_triton import stage_dense
+        from solbench.kernels._attention_triton import stage_bound, stage_dense
 
+        if cuda_attention.options().paged and cuda_attention.paged_reason(k, v, block_table) is None:  # in place
+            cuda_attention.launch(q, k, v, out, cu_q, None, seqused_k, stage_bound(block_table, k.shape[1], max_seqlen_k),
+                                  max_seqlen_q, scale, causal, block_table)
+            return
         k, v, stage_rows = stage_dense(k, v, seqused_k, block_table, max_seqlen_k)
     cuda_attention.launch(q, k, v, out, cu_q, cu_k, seqused_k if stage_rows else None, stage_rows, max_seqlen_q,
                           scale, causal)

@@ -58,6 +58,11 @@ struct Params {
   int rows;               // (token, head) rows a CTA owns: (128 / G) * G (126 for G = 7)
   int row_tiles;          // row tiles of the longest sequence (the non-persistent grid's x)
   int kv_heads, items;    // the persistent kernel's work items: row_tiles * kv_heads * sequences
+  // Paged keys read in place (or null: dense): map_k / map_v are then 4-D over the nhd caches
+  // [blocks, page, H_kv, D] (dims {D, H_kv, page, blocks}, boxes {64, 1, page, 1}), sequence s's
+  // key i in block block_table[s * bt_stride + i / page]; page divides 128 (16 to 128).
+  const int* block_table;
+  int bt_stride, page;
 };
 static_assert(sizeof(Params) == 512, "Params layout changed: update _Params in attention.py");
 
@@ -70,6 +75,7 @@ struct Tile {
   int k_row0;      // first key row of the sequence in k / v
   int lq, lk;      // query and key counts of the sequence
   int hk;          // KV head
+  int seq;         // sequence
   int n_tiles;     // key tiles to visit
   int full_tiles;  // key tiles every row of the CTA sees in full (no mask)
 };
@@ -98,11 +104,12 @@ struct Attention {
   __device__ __forceinline__ bool place(int x, int hk, int seq) {
     t.row0 = (p.row_tiles - 1 - x) * p.rows;
     t.hk = hk;
+    t.seq = seq;
     t.q_tok0 = p.cu_q[seq];
     t.lq = p.cu_q[seq + 1] - t.q_tok0;
     if (t.row0 >= t.lq * p.G) return false;
-    if (p.seqused_k) {
-      t.k_row0 = seq * p.stage_rows;
+    if (p.seqused_k) {  // staged dense (sequence s at rows s * stage_rows) or paged in place
+      t.k_row0 = p.block_table ? 0 : seq * p.stage_rows;
       t.lk = min(p.seqused_k[seq], p.stage_rows);
     } else {
       t.k_row0 = p.cu_k[seq];
@@ -138,10 +145,28 @@ struct Attention {
                                        unsigned empty) {
     const int g = tiles_before + j, s = g % STAGES;
     if (g >= STAGES) sm90::mbar_wait(empty, (g / STAGES + 1) & 1);
+    const unsigned dst = base + s * TILE;
+    if (p.block_table) {  // one box a page holding keys of the tile (rows past them stay stale:
+                          // masked in K, zeroed in V by clear_v_tail)
+      const int first = j * BN, page = p.page;
+      const int pages = min(BN / page, (t.lk - first + page - 1) / page);
+      const int* bt = p.block_table + (i64)t.seq * p.bt_stride + first / page;
+      int block[BN / 16];
+#pragma unroll
+      for (int i = 0; i < BN / 16; ++i) block[i] = i < pages ? bt[i] : 0;  // the loads first, together
+      sm90::mbar_arrive_expect_tx(full, pages * page * 2 * 128);
+#pragma unroll
+      for (int i = 0; i < BN / 16; ++i)
+        if (i < pages) {
+          sm90::tma_load_4d(dst + i * page * 128, map, full, 0, t.hk, 0, block[i]);
+          sm90::tma_load_4d(dst + PANEL + i * page * 128, map, full, 64, t.hk, 0, block[i]);
+        }
+      return;
+    }
     const int key = t.k_row0 + j * BN;
     sm90::mbar_arrive_expect_tx(full, TILE);
-    sm90::tma_load_3d(base + s * TILE, map, full, 0, t.hk, key);
-    sm90::tma_load_3d(base + s * TILE + PANEL, map, full, 64, t.hk, key);
+    sm90::tma_load_3d(dst, map, full, 0, t.hk, key);
+    sm90::tma_load_3d(dst + PANEL, map, full, 64, t.hk, key);
   }
   __device__ __forceinline__ int stage(int j) const { return (tiles_before + j) % STAGES; }
   __device__ __forceinline__ unsigned phase(int j) const { return ((tiles_before + j) / STAGES) & 1; }

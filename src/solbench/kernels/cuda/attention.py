@@ -38,7 +38,8 @@ class _Params(ctypes.Structure):
                 ("seqused_k", ctypes.c_void_p), ("out_t", ctypes.c_int64), ("out_h", ctypes.c_int64),
                 ("scale_log2", ctypes.c_float), ("G", ctypes.c_int32), ("stage_rows", ctypes.c_int32),
                 ("rows", ctypes.c_int32), ("row_tiles", ctypes.c_int32), ("kv_heads", ctypes.c_int32),
-                ("items", ctypes.c_int32), ("_pad", ctypes.c_uint8 * 52)]
+                ("items", ctypes.c_int32), ("block_table", ctypes.c_void_p), ("bt_stride", ctypes.c_int32),
+                ("page", ctypes.c_int32), ("_pad", ctypes.c_uint8 * 32)]
 
 
 assert ctypes.sizeof(_Params) == 512
@@ -56,9 +57,13 @@ class CudaAttentionOptions:
     #: item's q and keys while the consumers finish this one; with ping-pong only. Off until a
     #: GPU A/B (``SOLBENCH_ATTN_CUDA=persistent=1``).
     persistent: bool = False
+    #: paged caches read in place, one TMA box a page, instead of staged dense first (the staging
+    #: copy is ~15 us of unified #20 and 13-15% of the batched prefills). Off until a GPU A/B
+    #: (``SOLBENCH_ATTN_CUDA=paged=1``).
+    paged: bool = False
 
     def __post_init__(self):
-        for name in ("pingpong", "persistent"):
+        for name in ("pingpong", "persistent", "paged"):
             if getattr(self, name) not in (0, 1):
                 raise ValueError(f"{WHAT}: {name} is 0 or 1 (got {getattr(self, name)!r})")
         if self.persistent and not self.pingpong:
@@ -132,11 +137,44 @@ def _tensor_map(into, t: torch.Tensor, box_heads: int, box_tokens: int) -> None:
                    [64, box_heads, box_tokens], WHAT)
 
 
+def options() -> CudaAttentionOptions:
+    """The kernel variant to launch: the defaults, or ``SOLBENCH_ATTN_CUDA``'s fields."""
+    return env_replaced(OPTIONS_ENV, CudaAttentionOptions())
+
+
+def paged_reason(k_cache, v_cache, block_table) -> str | None:
+    """Why the kernel cannot read these paged caches in place (None when it can): nhd
+    ``[blocks, page, H_kv, 128]`` with pages of 16 to 128 keys dividing 128, 16-byte aligned, and
+    an int32 block table with unit stride along a sequence's pages."""
+    if k_cache.dim() != 4 or v_cache.shape != k_cache.shape:
+        return "the caches are not nhd [blocks, page, H_kv, D] alike"
+    if block_table.dtype != torch.int32 or block_table.stride(-1) != 1:
+        return "the block table must be int32 with contiguous rows"
+    for cache in (k_cache, v_cache):
+        if cache.data_ptr() % 16 or any(st % 8 for st in cache.stride()[:3]):
+            return f"the caches' pages, tokens and heads must be 16-byte aligned for TMA (strides {cache.stride()})"
+    page = k_cache.shape[1]
+    if page not in (16, 32, 64, 128):
+        return f"pages of 16, 32, 64 or 128 keys (got {page})"
+    return None
+
+
+def _paged_tensor_map(into, cache: torch.Tensor) -> None:
+    """A 4-D TMA descriptor of the nhd cache ``[blocks, page, H_kv, 128]``: boxes of 64 columns x
+    one head x one page x one block."""
+    from solbench.kernels.cuda import jit
+
+    blocks, page, heads, d = cache.shape
+    jit.tensor_map(into, cache.data_ptr(), "BFLOAT16", [d, heads, page, blocks],
+                   [cache.stride(2) * 2, cache.stride(1) * 2, cache.stride(0) * 2], [64, 1, page, 1], WHAT)
+
+
 def launch(q, k, v, out, cu_seqlens_q, cu_seqlens_k, seqused_k, stage_rows: int, max_seqlen_q: int, scale: float,
-           causal: bool) -> None:
+           causal: bool, block_table=None) -> None:
     """One launch on dense keys: packed by ``cu_seqlens_k``, or staged (sequence s at rows
-    ``s * stage_rows``, ``seqused_k[s]`` of them). Tensors validated, :func:`unsupported_reason`
-    None."""
+    ``s * stage_rows``, ``seqused_k[s]`` of them); or, with ``block_table``, on the nhd caches
+    ``k`` / ``v`` read in place (``seqused_k[s]`` keys, at most ``stage_rows``; :func:`paged_reason`
+    None). Tensors validated, :func:`unsupported_reason` None."""
     from solbench.kernels.attention import LOG2E
     from solbench.kernels.cuda import jit
 
@@ -144,13 +182,19 @@ def launch(q, k, v, out, cu_seqlens_q, cu_seqlens_k, seqused_k, stage_rows: int,
     num_seqs = cu_seqlens_q.shape[0] - 1
     if total == 0 or num_seqs == 0 or max_seqlen_q <= 0:
         return
-    g = h // k.shape[1]
+    hkv = k.shape[-2]
+    g = h // hkv
     device = device_index(q.device)
     fns, _ = _kernel_set().get(device)
     params = _Params()
     _tensor_map(params.map_q, q, g, ROWS // g)
-    _tensor_map(params.map_k, k, 1, KEYS)
-    _tensor_map(params.map_v, v, 1, KEYS)
+    if block_table is not None:
+        _paged_tensor_map(params.map_k, k)
+        _paged_tensor_map(params.map_v, v)
+        params.block_table, params.bt_stride, params.page = block_table.data_ptr(), block_table.stride(0), k.shape[1]
+    else:
+        _tensor_map(params.map_k, k, 1, KEYS)
+        _tensor_map(params.map_v, v, 1, KEYS)
     params.out, params.cu_q = out.data_ptr(), cu_seqlens_q.data_ptr()
     params.cu_k = cu_seqlens_k.data_ptr() if cu_seqlens_k is not None else None
     params.seqused_k = seqused_k.data_ptr() if seqused_k is not None else None
@@ -162,12 +206,12 @@ def launch(q, k, v, out, cu_seqlens_q, cu_seqlens_k, seqused_k, stage_rows: int,
         raise ValueError(f"{WHAT}: max_seqlen_q * (query heads a KV head) must be below 2**31 "
                          f"(got {max_seqlen_q} * {g})")
     # Row tiles a sequence (the longest's); causal or not is the kernel's template argument.
-    grid = (-(-int(max_seqlen_q) * g // params.rows), k.shape[1], num_seqs)
+    grid = (-(-int(max_seqlen_q) * g // params.rows), hkv, num_seqs)
     if grid[0] > 2**31 - 1 or grid[1] > 65535 or grid[2] > 65535:
         raise ValueError(f"{WHAT}: grid {grid} is past the launch limits (KV heads and sequences up to 65535)")
     params.row_tiles, params.kv_heads = grid[0], grid[1]
     stream = torch.cuda.current_stream(q.device).cuda_stream
-    opt = env_replaced(OPTIONS_ENV, CudaAttentionOptions())
+    opt = options()
     if opt.persistent:  # one CTA an SM walks items blockIdx.x, + gridDim.x, ... (an int32 counter)
         items, sms = grid[0] * grid[1] * grid[2], sm_count_of(device)
         if items > 2**31 - 1 - sms:
