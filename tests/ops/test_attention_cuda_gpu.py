@@ -62,10 +62,13 @@ def test_varlen_matches_the_reference_and_triton(lens_q, lens_k, h, hkv, causal,
     _check(out, tri.float(), what + " against triton")
 
 
-@pytest.mark.parametrize("lens,h,hkv", [([6294], 32, 4), ([2018], 32, 8), ([100, 17, 300], 16, 2)])
+# (q_last: chunked prefill, each sequence's last q_last keys are the queries; 0: all of them)
+@pytest.mark.parametrize("lens,h,hkv,page,q_last", [([6294], 32, 4, 16, 0), ([2018], 32, 8, 16, 0),
+                                                    ([100, 17, 300], 16, 2, 16, 0), ([100, 17, 300], 16, 2, 64, 90),
+                                                    ([300, 129], 8, 2, 128, 90)])
 # and the caches read in place, one TMA box a page (alone and persistent)
 @pytest.mark.parametrize("variant", VARIANTS + ["paged=1", "paged=1,persistent=1"])
-def test_paged_prefill_matches_the_reference(lens, h, hkv, variant, monkeypatch):
+def test_paged_prefill_matches_the_reference(lens, h, hkv, page, q_last, variant, monkeypatch):
     monkeypatch.setenv("SOLBENCH_ATTN_CUDA", variant)
     # The staging buffers are new_empty and staging writes each sequence's keys only: fill the
     # rest with NaN, so keys past a sequence's end in its last tile must not reach the output,
@@ -83,7 +86,6 @@ def test_paged_prefill_matches_the_reference(lens, h, hkv, variant, monkeypatch)
         return ks, vs
 
     monkeypatch.setattr(tri, "_stage", stage_then_poison)
-    page = 16
     g = torch.Generator(device="cuda").manual_seed(len(lens))
     pages = [-(-n // page) for n in lens]
     kc = torch.randn(sum(pages) + 3, page, hkv, 128, device="cuda", generator=g).to(BF16)
@@ -94,14 +96,15 @@ def test_paged_prefill_matches_the_reference(lens, h, hkv, variant, monkeypatch)
     for s, n in enumerate(pages):
         bt[s, :n] = perm[at:at + n]
         at += n
-    q = torch.randn(sum(lens), h, 128, device="cuda", generator=g).to(BF16)
+    lens_q = [min(n, q_last) if q_last else n for n in lens]
+    q = torch.randn(sum(lens_q), h, 128, device="cuda", generator=g).to(BF16)
     for s, n in enumerate(lens):  # the unused slots of each sequence's last page (read in place)
         kc[bt[s, pages[s] - 1].long(), n % page or page:] = float("nan")
         vc[bt[s, pages[s] - 1].long(), n % page or page:] = float("nan")
-    cu_q = _cu(lens)
+    cu_q = _cu(lens_q)
     used = torch.tensor(lens, dtype=torch.int32, device="cuda")
     out = torch.full_like(q, float("nan"))
-    unified_attention(q, kc, vc, cu_q, used, bt, max(lens), out=out, backend="cuda")
+    unified_attention(q, kc, vc, cu_q, used, bt, max(lens_q), out=out, backend="cuda")
     _check(out, _reference(q, kc, vc, cu_q, None, True, used, bt), f"paged {lens} {variant}")
 
 

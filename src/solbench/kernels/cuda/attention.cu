@@ -140,11 +140,11 @@ struct Attention {
 
   // Producer: key tile j's K (or V) into the stage of its CTA-wide index g = tiles_before + j,
   // once the consumers released the tile that stage held (g - STAGES: the empty barrier's
-  // (g / STAGES - 1)-th phase).
+  // (g / STAGES - 1)-th phase). Paged keys' block-table entries are loaded before that wait, so
+  // their round trip overlaps it.
   __device__ __forceinline__ void load(int j, const sm90::TensorMap* map, unsigned base, unsigned full,
                                        unsigned empty) {
     const int g = tiles_before + j, s = g % STAGES;
-    if (g >= STAGES) sm90::mbar_wait(empty, (g / STAGES + 1) & 1);
     const unsigned dst = base + s * TILE;
     if (p.block_table) {  // one box a page holding keys of the tile (rows past them stay stale:
                           // masked in K, zeroed in V by clear_v_tail)
@@ -153,7 +153,8 @@ struct Attention {
       const int* bt = p.block_table + (i64)t.seq * p.bt_stride + first / page;
       int block[BN / 16];
 #pragma unroll
-      for (int i = 0; i < BN / 16; ++i) block[i] = i < pages ? bt[i] : 0;  // the loads first, together
+      for (int i = 0; i < BN / 16; ++i) block[i] = i < pages ? bt[i] : 0;  // together, before the stage frees
+      if (g >= STAGES) sm90::mbar_wait(empty, (g / STAGES + 1) & 1);
       sm90::mbar_arrive_expect_tx(full, pages * page * 2 * 128);
 #pragma unroll
       for (int i = 0; i < BN / 16; ++i)
@@ -163,6 +164,7 @@ struct Attention {
         }
       return;
     }
+    if (g >= STAGES) sm90::mbar_wait(empty, (g / STAGES + 1) & 1);
     const int key = t.k_row0 + j * BN;
     sm90::mbar_arrive_expect_tx(full, TILE);
     sm90::tma_load_3d(dst, map, full, 0, t.hk, key);

@@ -156,6 +156,8 @@ def paged_reason(k_cache, v_cache, block_table) -> str | None:
     page = k_cache.shape[1]
     if page not in (16, 32, 64, 128):
         return f"pages of 16, 32, 64 or 128 keys (got {page})"
+    if k_cache.shape[0] == 0 or max(k_cache.stride(0), v_cache.stride(0)) * 2 >= 2**40:
+        return "a tensor map needs at least one block and strides below 2^40 bytes"
     return None
 
 
