@@ -22,8 +22,9 @@ def test_compiles_for_sm90a_with_async_mmas_tma_and_no_spills(tmp_path):
     from solbench import sass
 
     compiled = cfp8.compile_kernels("cubin", tmp_path)
-    assert compiled.code[:4] == b"\x7fELF" and len(compiled.lowered) == 2
-    for sym in compiled.lowered.values():
+    assert compiled.code[:4] == b"\x7fELF" and len(compiled.lowered) == 4  # fp32 / bf16 out, plain / WS
+    for name, sym in compiled.lowered.items():  # name expression -> mangled symbol
+        ws = name.endswith("true>")
         instructions, res = sass.disassemble(compiled.code, sym)
         ops = Counter(map(sass.opcode, instructions))
         assert res["local"] == 0 and res["stack"] == 0, res  # no spills
@@ -35,10 +36,15 @@ def test_compiles_for_sm90a_with_async_mmas_tma_and_no_spills(tmp_path):
         # one group outstanding; only the last block of a CTA drains to zero.
         assert waits["WARPGROUP.DEPBAR.LE gsb0, 0x1"] >= 3, waits
         assert waits["WARPGROUP.DEPBAR.LE gsb0, 0x0"] <= 2, waits
+        # WS: the producer warpgroup gives its registers to the consumers, which meet at no CTA barrier
+        # after the setup (one BAR.SYNC)
+        assert sum(n for op, n in ops.items() if op.startswith("USETMAXREG")) == (2 if ws else 0), ops
+        if ws:
+            assert ops["BAR.SYNC.DEFER_BLOCKING"] + ops["BAR.SYNC"] == 1, ops
 
 
 def test_params_struct_matches_the_kernel():
-    # block_fp8.cu static_asserts the same offsets on its side.
+    # the kernel's struct, field for field (block_fp8.cu asserts its size)
     P = cfp8._Params
     assert torch.Size([P.map_b.offset, P.sa.offset, P.ldo.offset, P.M.offset, P.group_m.offset]) == \
         torch.Size([128, 256, 280, 320, 332])

@@ -45,7 +45,9 @@ SHAPES = [(1, 2048, 2048), (349, 2048, 2048), (4533, 2048, 2048), (6918, 2048, 2
 
 @pytest.mark.parametrize("m,n,k", SHAPES)
 @pytest.mark.parametrize("seed", [0, 1])
-def test_matches_the_fp32_reference_and_triton(m, n, k, seed):
+@pytest.mark.parametrize("variant", ["", "ws=1"])  # SOLBENCH_BLOCK_FP8_CUDA: plain, warp-specialized
+def test_matches_the_fp32_reference_and_triton(m, n, k, seed, variant, monkeypatch):
+    monkeypatch.setenv("SOLBENCH_BLOCK_FP8_CUDA", variant)
     a, b, sa, sb = _operands(m, n, k, seed)
     ref = _reference(a, b, sa, sb)
     out = torch.full((m, n), float("nan"), device="cuda")

@@ -16,6 +16,11 @@
 // engine, zeros past M, N and K) into STAGES stages of 32 KB, STAGES - 2 blocks ahead: the
 // stage it overwrites was last read by the products of block i - 2, which both warpgroups have
 // waited for when they pass block i's barrier.
+//
+// WS (warp-specialized, an A/B variant): 384 threads, a producer warpgroup (24 registers) whose
+// first thread issues the loads as soon as a stage's `empty` barrier says all 8 consumer warps
+// retired the block that read it, and two consumer warpgroups (240 registers) that never meet at
+// a CTA barrier: each runs its issue / retire stream on its own, as DeepGEMM's kernel does.
 #include "common.cuh"
 #include "sm90.cuh"
 
@@ -23,7 +28,8 @@ namespace solbench {
 namespace fp8gemm {
 
 constexpr int BM = 128, BN = 128, BK = 128;  // BK is the scale group along K, BN the group along N
-constexpr int THREADS = 256;
+constexpr int THREADS = 256;     // two warpgroups (WS: the consumers)
+constexpr int WS_THREADS = 384;  // and a producer warpgroup
 constexpr int TILE_BYTES = BM * BK;  // one operand tile of a stage (A and B alike: BM == BN)
 constexpr int STAGE_BYTES = 2 * TILE_BYTES;
 
@@ -92,9 +98,10 @@ __device__ __forceinline__ void store_tile(const Params& p, int m0, int n0, cons
 struct Pending {
   Cursor at;
   float2 scale;
+  int it;  // the block's index in the stream (its stage, for the WS release)
 };
 
-template <int STAGES, typename OutT>
+template <int STAGES, typename OutT, bool WS>
 struct Mainloop {
   const Params& p;
   unsigned smem, bars;  // stage 0 and barrier 0 (shared addresses)
@@ -112,10 +119,17 @@ struct Mainloop {
     for (int i = 0; i < 64; ++i) acc[i] = 0.f;
   }
 
-  // Thread 0: the TMA loads of the next block of the produce cursor (block `it` of the stream).
+  // A stage's full barrier (the TMA bytes landed) and, WS, its empty one (8 consumer warps retired
+  // the block that read it).
+  __device__ __forceinline__ unsigned full_bar(int it) const { return bars + (it % STAGES) * 8; }
+  __device__ __forceinline__ unsigned empty_bar(int it) const { return bars + (STAGES + it % STAGES) * 8; }
+
+  // The loading thread: the TMA loads of the next block of the produce cursor (block `it` of the
+  // stream); WS: once the stage's previous block (it - STAGES) is retired.
   __device__ __forceinline__ void load(int it) {
     if (it >= its) return;
-    const unsigned stage = smem + (it % STAGES) * STAGE_BYTES, bar = bars + (it % STAGES) * 8;
+    if (WS && it >= STAGES) sm90::mbar_wait(empty_bar(it), (it / STAGES + 1) & 1);
+    const unsigned stage = smem + (it % STAGES) * STAGE_BYTES, bar = full_bar(it);
     sm90::mbar_arrive_expect_tx(bar, STAGE_BYTES);
     sm90::tma_load_2d(stage, &p.map_a, bar, produce.kb * BK, produce.m0);
     sm90::tma_load_2d(stage + TILE_BYTES, &p.map_b, bar, produce.kb * BK, produce.n0);
@@ -142,12 +156,15 @@ struct Mainloop {
   // the block's products into `part`.
   __device__ __forceinline__ void issue(int it, float (&part)[64], Pending& pend) {
     pend.at = consume;
+    pend.it = it;
     pend.scale = scales(consume);  // global loads, consumed a block later
     consume.next(p, kblocks, tiles_n);
-    sm90::mbar_wait(bars + (it % STAGES) * 8, (it / STAGES) & 1);
-    __syncthreads();  // both warpgroups are past block it - 2's products
-    if (threadIdx.x == 0) load(it + STAGES - 2);
-    __syncwarp();  // warp 0 reconverges before the .sync.aligned wgmma instructions
+    sm90::mbar_wait(full_bar(it), (it / STAGES) & 1);
+    if constexpr (!WS) {
+      __syncthreads();  // both warpgroups are past block it - 2's products
+      if (threadIdx.x == 0) load(it + STAGES - 2);
+      __syncwarp();  // warp 0 reconverges before the .sync.aligned wgmma instructions
+    }
     const unsigned stage = smem + (it % STAGES) * STAGE_BYTES;
     const unsigned a_tile = stage + (threadIdx.x >> 7) * (64 * BK);
     sm90::fence_regs(part);
@@ -164,6 +181,7 @@ struct Mainloop {
   template <int WAIT>
   __device__ __forceinline__ void retire(float (&part)[64], const Pending& pend) {
     sm90::wgmma_wait<WAIT>();
+    if (WS && (threadIdx.x & 31) == 0) sm90::mbar_arrive(empty_bar(pend.it));  // its stage is free
     sm90::fence_regs(part);
     // In-place FMAs (asm ties each sum to its own register): with plain C++ ptxas left half
     // of the sums in the partial's registers and moved them back, 32 moves a block.
@@ -178,8 +196,8 @@ struct Mainloop {
   }
 };
 
-template <int STAGES, typename OutT>
-__global__ void __launch_bounds__(THREADS, 1) block_fp8_gemm(const __grid_constant__ Params p) {
+template <int STAGES, typename OutT, bool WS>
+__global__ void __launch_bounds__(WS ? WS_THREADS : THREADS, 1) block_fp8_gemm(const __grid_constant__ Params p) {
   static_assert(STAGES >= 3, "loads run STAGES - 2 blocks ahead");
   extern __shared__ unsigned char smem_raw[];
   // Stages on 1024-byte boundaries (the swizzle atom), then one 8-byte barrier a stage; the host
@@ -191,16 +209,27 @@ __global__ void __launch_bounds__(THREADS, 1) block_fp8_gemm(const __grid_consta
   if ((int)blockIdx.x >= tiles) return;
   const int its = ((tiles - (int)blockIdx.x + (int)gridDim.x - 1) / (int)gridDim.x) * kblocks;
 
-  Mainloop<STAGES, OutT> ml(p, smem, kblocks, tiles_n, its);
+  Mainloop<STAGES, OutT, WS> ml(p, smem, kblocks, tiles_n, its);
   if (threadIdx.x == 0) {
     sm90::tma_prefetch_map(&p.map_a);
     sm90::tma_prefetch_map(&p.map_b);
-    for (int s = 0; s < STAGES; ++s) sm90::mbar_init(ml.bars + s * 8, 1);
+    for (int s = 0; s < STAGES; ++s) sm90::mbar_init(ml.full_bar(s), 1);
+    if (WS)
+      for (int s = 0; s < STAGES; ++s) sm90::mbar_init(ml.empty_bar(s), THREADS / 32);
     sm90::fence_barrier_init();
   }
   __syncthreads();
-  if (threadIdx.x == 0)
+  if constexpr (WS) {
+    if (threadIdx.x >= THREADS) {  // the producer warpgroup: its first thread loads every block
+      sm90::setmaxnreg_dec<24>();
+      if (threadIdx.x == THREADS)
+        for (int it = 0; it < its; ++it) ml.load(it);
+      return;
+    }
+    sm90::setmaxnreg_inc<240>();
+  } else if (threadIdx.x == 0) {
     for (int j = 0; j < STAGES - 2; ++j) ml.load(j);
+  }
 
   float part0[64], part1[64];
   Pending pend0, pend1;

@@ -21,11 +21,13 @@ with torch.
 from __future__ import annotations
 
 import ctypes
+from dataclasses import dataclass
 
 import torch
 
 from solbench.kernels.cuda import lazy_kernels
-from solbench.kernels.common import as_rows, check_disjoint, device_index, functional_op, kernel_op, sm_count_of
+from solbench.kernels.common import (as_rows, check_disjoint, device_index, env_replaced, functional_op, kernel_op,
+                                     sm_count_of)
 
 WHAT = "block_scaled_mm_cuda"
 GROUP = (128, 128)
@@ -33,9 +35,11 @@ OUT_DTYPES = (torch.float32, torch.bfloat16)
 _OUT_TAGS = {torch.float32: "fp32", torch.bfloat16: "bf16"}
 #: Shared-memory stages of 32 KB (128 x 128 bytes of a and of b); loads run STAGES - 2 blocks ahead.
 STAGES = 6
-THREADS = 256
+THREADS = 256     # two warpgroups
+WS_THREADS = 384  # and, warp-specialized, a producer warpgroup
 TILE = 128
-SHARED_BYTES = STAGES * 2 * TILE * TILE + STAGES * 8 + 1024  # stages, their barriers, 1 KB alignment slack
+# stages, their full and (WS) empty barriers, 1 KB alignment slack
+SHARED_BYTES = STAGES * 2 * TILE * TILE + 2 * STAGES * 8 + 1024
 #: Row tiles that share a column tile in the grouped order (as the Triton kernel's GROUP_M).
 GROUP_M = 8
 
@@ -55,15 +59,33 @@ class _Params(ctypes.Structure):
 assert ctypes.sizeof(_Params) == 384
 
 
-def kernel_name(out_dtype) -> str:
-    return f"solbench::fp8gemm::block_fp8_gemm<{STAGES}, solbench::{_OUT_TAGS[out_dtype]}>"
+@dataclass(frozen=True)
+class CudaGemmOptions:
+    """Compile-time variants. ``ws``: warp-specialized (a producer warpgroup and empty barriers,
+    so the two consumer warpgroups never meet at a CTA barrier); off until a GPU A/B
+    (``SOLBENCH_BLOCK_FP8_CUDA=ws=1``)."""
+
+    ws: bool = False
+
+    def __post_init__(self):
+        if self.ws not in (0, 1):
+            raise ValueError(f"{WHAT}: ws is 0 or 1 (got {self.ws!r})")
 
 
-_kernel_set = lazy_kernels(WHAT, "block_fp8.cu", {d: kernel_name(d) for d in OUT_DTYPES}, SHARED_BYTES)
+OPTIONS_ENV = "SOLBENCH_BLOCK_FP8_CUDA"
+
+
+def kernel_name(out_dtype, ws: bool = False) -> str:
+    return f"solbench::fp8gemm::block_fp8_gemm<{STAGES}, solbench::{_OUT_TAGS[out_dtype]}, {'true' if ws else 'false'}>"
+
+
+_kernel_set = lazy_kernels(WHAT, "block_fp8.cu", {(d, ws): kernel_name(d, ws) for d in OUT_DTYPES for ws in (False, True)},
+                           SHARED_BYTES)
 
 
 def compile_kernels(output: str = "cubin", cache_dir=None):
-    """Compile (or fetch from the disk cache) both output variants; no GPU needed."""
+    """Compile (or fetch from the disk cache) both output variants, plain and warp-specialized;
+    no GPU needed."""
     return _kernel_set().compile(output, cache_dir)
 
 
@@ -121,8 +143,9 @@ def launch(a2, b, sa, sb, out2) -> None:
     params.M, params.N, params.K, params.group_m = m, n, k, GROUP_M
     tiles = -(-m // TILE) * -(-n // TILE)
     stream = torch.cuda.current_stream(a2.device).cuda_stream
-    jit.launcher().launch(fns[out2.dtype], (min(tiles, sm_count_of(device)), 1, 1), (THREADS, 1, 1), stream, params, device,
-                          False, SHARED_BYTES)
+    ws = bool(env_replaced(OPTIONS_ENV, CudaGemmOptions()).ws)
+    jit.launcher().launch(fns[(out2.dtype, ws)], (min(tiles, sm_count_of(device)), 1, 1),
+                          (WS_THREADS if ws else THREADS, 1, 1), stream, params, device, False, SHARED_BYTES)
 
 
 # ---- custom ops ---------------------------------------------------------------------------------
