@@ -39,13 +39,15 @@ def _check(got, ref, what, tol=1e-3):
 
 # The catalog's (M, N, K) and tails: M of 1 and 349 (a partial row tile), N not a multiple of 128,
 # K past the last full 128 block (the copy engine's zero fill).
+# 9 K blocks (odd streams past the 6-stage ring) and a single block too.
 SHAPES = [(1, 2048, 2048), (349, 2048, 2048), (4533, 2048, 2048), (6918, 2048, 2048), (237, 4096, 4096),
-          (1024, 7168, 2048), (130, 200, 272), (129, 384, 144)]
+          (1024, 7168, 2048), (130, 200, 272), (129, 384, 144), (257, 384, 1152), (130, 256, 128)]
+VARIANTS = ["", "ws=1"]  # SOLBENCH_BLOCK_FP8_CUDA: plain, warp-specialized
 
 
 @pytest.mark.parametrize("m,n,k", SHAPES)
 @pytest.mark.parametrize("seed", [0, 1])
-@pytest.mark.parametrize("variant", ["", "ws=1"])  # SOLBENCH_BLOCK_FP8_CUDA: plain, warp-specialized
+@pytest.mark.parametrize("variant", VARIANTS)
 def test_matches_the_fp32_reference_and_triton(m, n, k, seed, variant, monkeypatch):
     monkeypatch.setenv("SOLBENCH_BLOCK_FP8_CUDA", variant)
     a, b, sa, sb = _operands(m, n, k, seed)
@@ -60,7 +62,9 @@ def test_matches_the_fp32_reference_and_triton(m, n, k, seed, variant, monkeypat
     _check(bf, ref, f"{m}x{n}x{k} bf16", 8e-3)
 
 
-def test_strided_rows_column_major_scales_out_stride_and_leading_dims():
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_strided_rows_column_major_scales_out_stride_and_leading_dims(variant, monkeypatch):
+    monkeypatch.setenv("SOLBENCH_BLOCK_FP8_CUDA", variant)
     m, n, k = 300, 512, 1024
     a, b, sa, sb = _operands(m, n, k, 3)
     ref = _reference(a, b, sa, sb)
@@ -75,7 +79,9 @@ def test_strided_rows_column_major_scales_out_stride_and_leading_dims():
     _check(got.view(m, n), ref, "leading dims")
 
 
-def test_zero_tokens_and_graph_capture():
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_zero_tokens_and_graph_capture(variant, monkeypatch):
+    monkeypatch.setenv("SOLBENCH_BLOCK_FP8_CUDA", variant)
     a, b, sa, sb = _operands(64, 256, 256, 4)
     empty = block_scaled_mm(a[:0], b, sa[:0], sb, (128, 128), backend="cuda")
     assert empty.shape == (0, 256)

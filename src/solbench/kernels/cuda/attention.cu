@@ -424,7 +424,7 @@ __global__ void __launch_bounds__(THREADS, 1) attention_fwd(const __grid_constan
   }
   __syncthreads();
   if (threadIdx.x >= CONSUMERS) {
-    sm90::setmaxnreg_dec<24>();
+    sm90::setmaxnreg_dec<sm90::WS_PRODUCER_REGS>();
     if (threadIdx.x != CONSUMERS) return;
     if constexpr (!PERSISTENT) {
       at.produce();
@@ -438,7 +438,7 @@ __global__ void __launch_bounds__(THREADS, 1) attention_fwd(const __grid_constan
     }
     return;
   }
-  sm90::setmaxnreg_inc<240>();
+  sm90::setmaxnreg_inc<sm90::WS_CONSUMER_REGS>();
   at.turns_start();
   float s[64];
   unsigned pr[32];

@@ -12,7 +12,7 @@
 // Launch: persistent, one 256-thread CTA per SM (two warpgroups, 64 rows of a 128 x 128 output
 // tile each), tiles in grouped order. A CTA walks the (tile, K block) pairs of its tiles as one
 // stream, so the loads of its next tile overlap this tile's last products and its epilogue.
-// One thread issues the TMA loads of both operands (128 x 128 bytes each, swizzled by the copy
+// Plain: thread 0 issues the TMA loads of both operands (128 x 128 bytes each, swizzled by the copy
 // engine, zeros past M, N and K) into STAGES stages of 32 KB, STAGES - 2 blocks ahead: the
 // stage it overwrites was last read by the products of block i - 2, which both warpgroups have
 // waited for when they pass block i's barrier.
@@ -29,7 +29,7 @@ namespace fp8gemm {
 
 constexpr int BM = 128, BN = 128, BK = 128;  // BK is the scale group along K, BN the group along N
 constexpr int THREADS = 256;     // two warpgroups (WS: the consumers)
-constexpr int WS_THREADS = 384;  // and a producer warpgroup
+constexpr int WS_THREADS = 384;  // and a producer warpgroup (sm90.cuh: the register hand-over)
 constexpr int TILE_BYTES = BM * BK;  // one operand tile of a stage (A and B alike: BM == BN)
 constexpr int STAGE_BYTES = 2 * TILE_BYTES;
 
@@ -152,8 +152,8 @@ struct Mainloop {
     return make_float2(s0 * sb, s1 * sb);
   }
 
-  // Block `it`: wait for its stage, let thread 0 refill the stage of block it - 2, and issue
-  // the block's products into `part`.
+  // Block `it`: wait for its stage (plain: then let thread 0 refill the stage of block it - 2),
+  // and issue the block's products into `part`.
   __device__ __forceinline__ void issue(int it, float (&part)[64], Pending& pend) {
     pend.at = consume;
     pend.it = it;
@@ -221,12 +221,12 @@ __global__ void __launch_bounds__(WS ? WS_THREADS : THREADS, 1) block_fp8_gemm(c
   __syncthreads();
   if constexpr (WS) {
     if (threadIdx.x >= THREADS) {  // the producer warpgroup: its first thread loads every block
-      sm90::setmaxnreg_dec<24>();
+      sm90::setmaxnreg_dec<sm90::WS_PRODUCER_REGS>();
       if (threadIdx.x == THREADS)
         for (int it = 0; it < its; ++it) ml.load(it);
       return;
     }
-    sm90::setmaxnreg_inc<240>();
+    sm90::setmaxnreg_inc<sm90::WS_CONSUMER_REGS>();
   } else if (threadIdx.x == 0) {
     for (int j = 0; j < STAGES - 2; ++j) ml.load(j);
   }

@@ -61,6 +61,10 @@ __device__ __forceinline__ void schedule_fence() { asm volatile("fence.acq_rel.c
 // Warp-specialized register budgets (sm_90a): a warpgroup gives registers back to the pool
 // (dec) or takes them (inc), all its warps executing the same instruction. A kernel launched with
 // 384 threads gets 168 a thread; a producer warpgroup at 24 lets two consumers run at 240.
+// The budgets of the warp-specialized kernels (384 threads: a producer warpgroup, two consumers).
+constexpr int WS_PRODUCER_REGS = 24, WS_CONSUMER_REGS = 240;
+static_assert(128 * WS_PRODUCER_REGS + 256 * WS_CONSUMER_REGS <= 384 * 168,
+              "the consumers' allocation would wait forever for registers the pool does not have");
 template <int REGS>
 __device__ __forceinline__ void setmaxnreg_dec() { asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;" ::"n"(REGS)); }
 template <int REGS>
