@@ -213,7 +213,8 @@ def _launch(*args) -> None:
 
 def _launch_cuda(q, k, v, out, cu_q, cu_k, seqused_k, block_table, max_seqlen_q: int, scale: float, causal: bool,
                  max_seqlen_k: int = 0) -> None:
-    """The CUDA backend (sm_90a): paged keys staged dense first, as the Triton kernel's long prefills."""
+    """The CUDA backend (sm_90a): paged keys staged dense first, as the Triton kernel's long
+    prefills, or read in place where the kernel's ``paged`` variant is on and can read them."""
     from solbench.kernels.cuda import attention as cuda_attention
 
     if not q.is_cuda:  # the CPU under TRITON_INTERPRET=1 reaches here: no CUDA to compile for
@@ -234,9 +235,8 @@ def _launch_cuda(q, k, v, out, cu_q, cu_k, seqused_k, block_table, max_seqlen_q:
 
 
 #: ``backend="auto"`` takes the CUDA kernel for one sequence of at least this many queries (a
-#: long prefill): on the H100 it beat the Triton kernel by 20-27% on unified #20 / #21 (one
-#: sequence of 6294 / 2018 tokens), but was level on the many-sequence batches #9 / #13 and 9%
-#: slower on #16 (`benchmarks/results/h100/unified_attention_cuda.jsonl`, docs/JIT_CUDA.md).
+#: long prefill): it measured faster there and no faster on batches of many short sequences
+#: (docs/DECISIONS.md).
 CUDA_MIN_QUERIES = 1024
 
 

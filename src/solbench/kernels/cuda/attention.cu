@@ -128,7 +128,7 @@ struct Attention {
   }
   // The persistent kernel's item i: the longest rows (x = 0) of every head and sequence first.
   __device__ __forceinline__ bool place_item(int i) {
-    const int per_x = p.kv_heads * (p.items / (p.row_tiles * p.kv_heads));
+    const int per_x = p.items / p.row_tiles;  // kv_heads * sequences
     return place(i / per_x, i % p.kv_heads, (i % per_x) / p.kv_heads);
   }
   __device__ __forceinline__ void reset() {
@@ -212,10 +212,8 @@ struct Attention {
     if (PINGPONG && threadIdx.x < 128) sm90::named_barrier(3, CONSUMERS);
   }
 
-  // A consumer warp is done with a stage (its wgmma wait returned): one arrival a warp.
-  __device__ __forceinline__ static void release(unsigned empty) {
-    if ((threadIdx.x & 31) == 0) sm90::mbar_arrive(empty);
-  }
+  // A consumer warp is done with a stage (its wgmma wait returned).
+  __device__ __forceinline__ static void release(unsigned empty) { sm90::warp_arrive(empty); }
 
   // s = q k_j^T for this warpgroup's 64 rows: 8 steps of 16 columns of D, 4 in each panel.
   __device__ __forceinline__ void issue_qk(int j, float (&s)[64]) {

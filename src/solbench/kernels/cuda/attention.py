@@ -48,18 +48,17 @@ assert ctypes.sizeof(_Params) == 512
 @dataclass(frozen=True)
 class CudaAttentionOptions:
     """Compile-time variants of the kernel. ``pingpong``: the two consumer warpgroups take turns
-    issuing their products (FlashAttention-3's ping-pong) instead of interleaving freely: on
-    (H100, session 20, unified #20 / #21 twice each: 533 / 92 us against 538 / 94 without).
-    ``SOLBENCH_ATTN_CUDA=pingpong=0`` turns it off for A/B runs."""
+    issuing their products (FlashAttention-3's ping-pong) instead of interleaving freely: on,
+    as measured faster (docs/DECISIONS.md). ``SOLBENCH_ATTN_CUDA=pingpong=0`` turns it off for
+    A/B runs."""
 
     pingpong: bool = True
     #: one CTA an SM walks the work items (longest rows first), the producer loading the next
     #: item's q and keys while the consumers finish this one; with ping-pong only. Off until a
     #: GPU A/B (``SOLBENCH_ATTN_CUDA=persistent=1``).
     persistent: bool = False
-    #: paged caches read in place, one TMA box a page, instead of staged dense first (the staging
-    #: copy is ~15 us of unified #20 and 13-15% of the batched prefills). Off until a GPU A/B
-    #: (``SOLBENCH_ATTN_CUDA=paged=1``).
+    #: paged caches read in place, one TMA box a page, instead of staged dense first (which
+    #: copies every key once more). Off until a GPU A/B (``SOLBENCH_ATTN_CUDA=paged=1``).
     paged: bool = False
 
     def __post_init__(self):
@@ -202,13 +201,13 @@ def launch(q, k, v, out, cu_seqlens_q, cu_seqlens_k, seqused_k, stage_rows: int,
     params.seqused_k = seqused_k.data_ptr() if seqused_k is not None else None
     params.out_t, params.out_h = out.stride(0), out.stride(1)
     params.scale_log2 = float(scale) * LOG2E
-    params.G, params.stage_rows, params.rows = g, int(stage_rows), cta_rows(g)
     rows = cta_rows(g)
+    params.G, params.stage_rows, params.rows = g, int(stage_rows), rows
     if -(-int(max_seqlen_q) * g // rows) * rows + ROWS >= 2**31:  # a sequence's (token, head) rows are int32
         raise ValueError(f"{WHAT}: max_seqlen_q * (query heads a KV head) must be below 2**31 "
                          f"(got {max_seqlen_q} * {g})")
     # Row tiles a sequence (the longest's); causal or not is the kernel's template argument.
-    grid = (-(-int(max_seqlen_q) * g // params.rows), hkv, num_seqs)
+    grid = (-(-int(max_seqlen_q) * g // rows), hkv, num_seqs)
     if grid[0] > 2**31 - 1 or grid[1] > 65535 or grid[2] > 65535:
         raise ValueError(f"{WHAT}: grid {grid} is past the launch limits (KV heads and sequences up to 65535)")
     params.row_tiles, params.kv_heads = grid[0], grid[1]

@@ -181,7 +181,7 @@ struct Mainloop {
   template <int WAIT>
   __device__ __forceinline__ void retire(float (&part)[64], const Pending& pend) {
     sm90::wgmma_wait<WAIT>();
-    if (WS && (threadIdx.x & 31) == 0) sm90::mbar_arrive(empty_bar(pend.it));  // its stage is free
+    if (WS) sm90::warp_arrive(empty_bar(pend.it));  // its stage is free
     sm90::fence_regs(part);
     // In-place FMAs (asm ties each sum to its own register): with plain C++ ptxas left half
     // of the sums in the partial's registers and moved them back, 32 moves a block.

@@ -235,10 +235,8 @@ def _check_inputs(a, b, a_scales, b_scales, block_size):
     return gn, gk
 
 
-#: ``backend="auto"`` takes the CUDA kernel from this many rows: on the H100 it was faster than
-#: the Triton kernel on every catalog shape from M = 4533 (up to 6%; level at 3072, slower at 237
-#: and 349, where its 128 x 128 tiles without split-K leave SMs idle), slower by 1-5% on three
-#: of the N = 4096 shapes (`benchmarks/results/h100/block_scaled_mm_cuda.jsonl`, session 20).
+#: ``backend="auto"`` takes the CUDA kernel from this many rows: below, its 128 x 128 tiles without
+#: split-K leave SMs idle and the Triton kernel was faster (the measurements: docs/DECISIONS.md).
 CUDA_MIN_ROWS = 4096
 
 
