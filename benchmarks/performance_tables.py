@@ -368,6 +368,7 @@ def gpu_section(folder: Path) -> str:
         for p in files:  # one file is one run: ours and its peers compared within it
             peer_table(read_records(p), p.name)
         jit_section(folder, recs)
+        issue_section(folder)
         if second.is_file():
             behind_in_both(recs, read_records(second))
     return out.getvalue()
@@ -411,6 +412,18 @@ def jit_section(folder: Path, recs: list[dict]) -> None:
                  ("variant", "kernels", "NVRTC", "fast math", "compile (miss) s", "disk hit s", "load s"),
                  lambda r: (f"{r['variant']} {r['dtype']} {r['arch']}", r["kernels"], r["nvrtc"], r["fast_math"],
                             f"{r['compile_miss_s']:.3f}", f"{r['disk_hit_s']:.4f}", fmt(r.get("load_s"), 4)))
+
+
+def issue_section(folder: Path) -> None:
+    """The bars of issues #22-#24 on this folder's runs (solbench.report.issue_bars states the rules;
+    ``solbench bars <folder> --all-misses`` lists every miss)."""
+    from solbench.report.issue_bars import folder_runs, markdown, verdicts
+
+    print()
+    print("The kernel issues' bars (`solbench bars benchmarks/results/" + folder.name + "`; a comparison with a peer "
+          "comes from one run, the one where ours is fastest; unmeasured catalog shapes count as misses; "
+          "at most 12 misses a bar are listed).")
+    print(markdown(verdicts(folder_runs(folder, skip=(SECOND_RUN,), skip_prefixes=NOT_RUNS))), end="")
 
 
 def _lines_table(path: Path, intro, columns: tuple, cells) -> None:

@@ -70,6 +70,34 @@ def cmd_compare(args) -> int:
     return 0
 
 
+def cmd_bars(args) -> int:
+    from pathlib import Path
+
+    from solbench.report.issue_bars import ISSUES, folder_runs, markdown, verdicts
+    from solbench.runner import read_records
+
+    runs = []
+    for given in args.results:
+        path = Path(given)
+        if path.is_dir():
+            found = folder_runs(path)
+            if not found:
+                raise ValueError(f"{given}: no JSONL runs in this folder")
+            runs += found
+        elif path.is_file():
+            runs.append((path.name, read_records(path)))
+        else:
+            raise FileNotFoundError(f"{given}: no such results file or folder")
+    results = verdicts(runs)
+    if args.issue:
+        chosen = {k: v for k, v in results.items() if any(k.startswith(f"#{n.lstrip('#')} ") for n in args.issue)}
+        if not chosen:
+            raise ValueError(f"--issue {', '.join(args.issue)}: known issues are "
+                             + ", ".join(k.split()[0] for k in ISSUES))
+        results = chosen
+    sys.stdout.write(markdown(results, max_misses=10 ** 6 if args.all_misses else 12))
+    return 0
+
 
 def register(sub) -> None:
     q = sub.add_parser("report", help="one self-contained HTML page from results files (opens offline)")
@@ -100,3 +128,9 @@ def register(sub) -> None:
     q.add_argument("--changed-only", action="store_true", help="per-shape table: only shapes that changed")
     q.add_argument("--json", action="store_true", help="machine-readable output")
     q.set_defaults(func=cmd_compare)
+
+    q = sub.add_parser("bars", help="which bar items of the kernel issues (#22-#24) the results meet, and the misses")
+    q.add_argument("results", nargs="+", help="a GPU results folder (each JSONL file one run) or JSONL files")
+    q.add_argument("--issue", action="append", metavar="N", help="only this issue (22, 23 or 24); repeatable")
+    q.add_argument("--all-misses", action="store_true", help="list every miss (default: the first 12 a bar)")
+    q.set_defaults(func=cmd_bars)
