@@ -35,7 +35,7 @@ for step in $STEPS; do case $step in
     timeout 90 python3 -m solbench.kernels.cuda > $W/jit_compile.jsonl 2> $W/log_jit_compile.txt; echo "jit compile rc=$?"; cat $W/jit_compile.jsonl; pack ;;
   pd) TO=${PD_TO:-200} run pd --ops mla_decode_attention,paged_attention_decode --impls ${PD_IMPLS:-ours_triton,torch_native,torch_compile} ;;
   pd1) SOLBENCH_DECODE_SPLITS=1 TO=${PD_TO:-200} run pd_onepass --ops mla_decode_attention,paged_attention_decode --impls ours_triton ;;  # split-KV A/B
-  af) FROM=${AF_FROM:-} REOPS=attention_forward TO=${AF_TO:-150} run af --ops attention_forward --shapes ${AF_SHAPES:-4,17,9} --impls ours_triton,torch_native,sdpa_flash,flex_attention,sdpa_dense,flag_gems ;;
+  af) FROM=${AF_FROM:-} REOPS=attention_forward TO=${AF_TO:-150} run af --ops attention_forward --shapes ${AF_SHAPES:-4,17,9} --impls ${AF_IMPLS:-ours_triton,ours_cuda,torch_native,sdpa_flash,flex_attention,sdpa_dense,flag_gems} ;;
   gemm) FROM=${GEMM_FROM:-} REOPS=block_scaled_mm TO=${GEMM_TO:-150} run bsm --ops block_scaled_mm --impls ${GEMM_IMPLS:-ours_triton,ours_cuda,torch_native,torch_compile,flag_gems} --shapes ${GEMM_SHAPES:-0,5,10,14,20} ;;
   rest) TO=${REST_TO:-120} run rest --ops ${REST_OPS:-reshape_and_cache,topk_filter,fused_qkv_rope,mrope,linear_sigmoid_mul} --impls ours_triton,torch_eager --max-shapes ${REST_SHAPES:-3} ;;
   linear) TO=${LIN_TO:-90} run linear --ops gated_delta_rule_update,causal_conv1d,chunk_gated_delta_rule_state,chunk_delta_rule_output --impls ${LIN_IMPLS:-ours_triton,torch_eager,fla,fla_chunk} --max-shapes ${LIN_SHAPES:-2} ;;

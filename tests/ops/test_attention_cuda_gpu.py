@@ -3,7 +3,8 @@ and close to the Triton kernel on varlen batches (causal and not, GQA groups 1-1
 CTAs hold 126 and 120 rows, sequences not a multiple of the tiles, one token, L_k > L_q
 bottom-right, L_k < L_q with rows that see no key; each in the kernel's three variants:
 ping-pong, free-running, persistent), on paged caches (keys staged dense), on
-the catalog's unified #20/#21 shapes, with strided q / out and CUDA-graph capture; NaN-filled
+the catalog's unified #20/#21 shapes, with strided q / out and CUDA-graph capture, and head sizes
+72 and 80 (the 80-column build: columns past 72 neither read nor written); NaN-filled
 outputs catch unwritten rows, NaN / inf in k / v rows past a sequence's keys (padding, unused
 staging rows) must not reach the output. Skipped without an sm_90 GPU or NVRTC."""
 import pytest
@@ -150,3 +151,54 @@ def test_strided_q_and_out_and_graph_capture():
     graph.replay()
     torch.cuda.synchronize()
     _check(out, _reference(q, k, v, cu, cu, True), "graph replay")
+
+
+@pytest.mark.parametrize("d", [72, 80])
+@pytest.mark.parametrize("lens_q,lens_k,h,hkv", [([1000], [1000], 16, 16), ([37, 300, 1, 129], [37, 300, 1, 129], 32, 4),
+                                                 ([64, 200], [300, 200], 16, 2)])
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("variant", ["", "persistent=1"])
+def test_head_sizes_72_and_80(d, lens_q, lens_k, h, hkv, causal, variant, monkeypatch):
+    monkeypatch.setenv("SOLBENCH_ATTN_CUDA", variant)
+    g = torch.Generator(device="cuda").manual_seed(d + sum(lens_q))
+    # q inside a fused projection (strided heads), out inside a wider NaN buffer: the 80-column
+    # tile's columns past 72 must not be stored (they would land in the next head).
+    qkv = torch.randn(sum(lens_q), h + 2, d, device="cuda", generator=g).to(BF16)
+    q = qkv[:, :h]
+    k = torch.randn(sum(lens_k), hkv, d, device="cuda", generator=g).to(BF16)
+    v = torch.randn(sum(lens_k), hkv, d, device="cuda", generator=g).to(BF16)
+    cu_q, cu_k = _cu(lens_q), _cu(lens_k)
+    wide = torch.full((sum(lens_q), h, d + 8), float("nan"), device="cuda", dtype=BF16)
+    out = wide[..., :d]
+    varlen_attention(q, k, v, cu_q, cu_k, max(lens_q), causal=causal, out=out, backend="cuda")
+    what = f"d={d} {lens_q}/{lens_k} {h}/{hkv} causal={causal} {variant}"
+    _check(out, _reference(q, k, v, cu_q, cu_k, causal), what)
+    assert wide[..., d:].isnan().all(), what + ": wrote past the head size"
+    packed = varlen_attention(q, k, v, cu_q, cu_k, max(lens_q), causal=causal, backend="cuda")
+    torch.testing.assert_close(packed, out, rtol=0, atol=0)
+    _check(out, varlen_attention(q, k, v, cu_q, cu_k, max(lens_q), causal=causal).float(), what + " against triton")
+
+
+@pytest.mark.parametrize("d", [72, 80])
+@pytest.mark.parametrize("variant", ["", "paged=1"])
+def test_head_sizes_72_and_80_paged(d, variant, monkeypatch):
+    monkeypatch.setenv("SOLBENCH_ATTN_CUDA", variant)
+    lens, h, hkv, page = [100, 17, 300], 16, 2, 16
+    g = torch.Generator(device="cuda").manual_seed(d)
+    pages = [-(-n // page) for n in lens]
+    kc = torch.randn(sum(pages) + 3, page, hkv, d, device="cuda", generator=g).to(BF16)
+    vc = torch.randn(sum(pages) + 3, page, hkv, d, device="cuda", generator=g).to(BF16)
+    perm = torch.randperm(sum(pages) + 3, device="cuda", generator=g)[:sum(pages)].int()
+    bt = torch.zeros(len(lens), max(pages), dtype=torch.int32, device="cuda")
+    at = 0
+    for s, n in enumerate(pages):
+        bt[s, :n] = perm[at:at + n]
+        at += n
+        kc[bt[s, n - 1].long(), lens[s] % page or page:] = float("nan")
+        vc[bt[s, n - 1].long(), lens[s] % page or page:] = float("nan")
+    q = torch.randn(sum(lens), h, d, device="cuda", generator=g).to(BF16)
+    cu_q = _cu(lens)
+    used = torch.tensor(lens, dtype=torch.int32, device="cuda")
+    out = torch.full_like(q, float("nan"))
+    unified_attention(q, kc, vc, cu_q, used, bt, max(lens), out=out, backend="cuda")
+    _check(out, _reference(q, kc, vc, cu_q, None, True, used, bt), f"paged d={d} {variant}")

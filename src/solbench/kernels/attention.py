@@ -238,6 +238,8 @@ def _launch_cuda(q, k, v, out, cu_q, cu_k, seqused_k, block_table, max_seqlen_q:
 #: long prefill): it measured faster there and no faster on batches of many short sequences
 #: (docs/DECISIONS.md).
 CUDA_MIN_QUERIES = 1024
+#: ... and of these head sizes: the 80-column build (head sizes 72 and 80) has not been timed yet.
+CUDA_AUTO_HEAD_SIZES = (128,)
 
 
 def _cuda_chosen(backend: str, what: str, q, hkv: int, out, kv=(), cu_q=None, max_seqlen_q: int = 0) -> bool:
@@ -248,7 +250,8 @@ def _cuda_chosen(backend: str, what: str, q, hkv: int, out, kv=(), cu_q=None, ma
         return cuda_attention.unsupported_reason(q, hkv, out, kv)
 
     def prefer():
-        return cu_q is not None and cu_q.shape[0] == 2 and int(max_seqlen_q) >= CUDA_MIN_QUERIES
+        return (cu_q is not None and cu_q.shape[0] == 2 and int(max_seqlen_q) >= CUDA_MIN_QUERIES
+                and q.shape[-1] in CUDA_AUTO_HEAD_SIZES)
 
     return cuda_backend(what, backend, unsupported, prefer)
 
@@ -387,9 +390,9 @@ def unified_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Ten
     keys; without it the block table's width bounds them; it sizes the
     buffer when long prefills stage their keys dense, :func:`stage_keys`). ``softmax_scale``
     defaults to 1/sqrt(D). Causal masks align bottom-right. ``backend="cuda"``: the sm_90a
-    warpgroup-MMA kernel (:mod:`solbench.kernels.cuda.attention`; bf16, head_size 128, keys staged
-    dense first); ``"auto"``: that kernel for one sequence of :data:`CUDA_MIN_QUERIES` queries or
-    more where it can run, else Triton. Returns ``out`` [total_q, H, D] in q's dtype.
+    warpgroup-MMA kernel (:mod:`solbench.kernels.cuda.attention`; bf16, head_size 128, 80 or 72,
+    keys staged dense first); ``"auto"``: that kernel for one sequence of :data:`CUDA_MIN_QUERIES`
+    queries or more and a head size in :data:`CUDA_AUTO_HEAD_SIZES` where it can run, else Triton. Returns ``out`` [total_q, H, D] in q's dtype.
     """
     what = "unified_attention"
     _check_q(q, what)
@@ -422,7 +425,7 @@ def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqle
 
     ``q`` [total_q, H, D], ``k`` / ``v`` [total_k, H_kv, D] bf16/fp16 packed by ``cu_seqlens_q`` /
     ``cu_seqlens_k`` (int32 [B + 1]); ``max_seqlen_q`` host-side. Causal masks align bottom-right.
-    ``backend="cuda"``: the sm_90a warpgroup-MMA kernel (bf16, head_size 128); ``"auto"``: as
+    ``backend="cuda"``: the sm_90a warpgroup-MMA kernel (bf16, head_size 128, 80 or 72); ``"auto"``: as
     :func:`unified_attention`'s. Returns ``out`` [total_q, H, D] in q's dtype.
     """
     what = "varlen_attention"

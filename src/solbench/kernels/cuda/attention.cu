@@ -1,6 +1,7 @@
 // Causal / full flash attention forward over packed (varlen) queries and dense K/V on Hopper
 // warpgroup MMAs: the CUDA backend of varlen_attention and of unified_attention's staged prefill
-// (kernels/cuda/attention.py holds the contract and the launch). bf16, head_dim 128.
+// (kernels/cuda/attention.py holds the contract and the launch). bf16, head sizes 128, and 72 or
+// 80 padded to 80 (see Layout).
 //
 //   out[t, h] = sum_j softmax_j(scale * q[t, h] . k[j, h / G]) v[j, h / G]
 //
@@ -18,7 +19,7 @@
 // two consumer warpgroups of 64 rows and a producer warpgroup (24 registers a thread, so the
 // consumers get 240; a lone producer warp would cap all at 168, as the register file is split
 // between the SM's four schedulers), whose first thread issues the TMA loads: q
-// once (two 64-column panels), K and V tiles of 128 keys into 3 stages each. Each stage has a
+// once (in panels, see Layout), K and V tiles of 128 keys into 3 stages each. Each stage has a
 // `full` barrier (the TMA bytes landed) and an `empty` one (all 8 consumer warps waited for the
 // products that read it), so the producer refills a stage as soon as both warpgroups are done
 // with it and the warpgroups never wait for each other: while one runs its softmax, the other's
@@ -29,24 +30,38 @@
 namespace solbench {
 namespace attn {
 
-constexpr int BN = 128, D = 128;  // keys a tile, head size
+constexpr int BN = 128;  // keys a tile
 // -infinity by its bits (NVRTC has no math.h)
 __device__ __forceinline__ float neg_inf() { return __int_as_float(0xff800000); }
 constexpr int CONSUMERS = 256;           // two warpgroups
 constexpr int THREADS = CONSUMERS + 128;  // and the producer warpgroup
 constexpr int STAGES = 3;
-constexpr int PANEL = 128 * 128;        // bytes of one 64-column (128-byte) panel of 128 rows
-constexpr int TILE = 2 * PANEL;         // a 128 x 128 bf16 tile: two panels
-constexpr int SMEM_Q = 0;
-constexpr int SMEM_K = TILE;
-constexpr int SMEM_V = SMEM_K + STAGES * TILE;
 // q full; k full, v full, k empty, v empty [STAGES] each; q empty (the persistent kernel's next q)
-constexpr int SMEM_BARS = SMEM_V + STAGES * TILE;
 constexpr int N_BARS = 2 + 4 * STAGES;
 
+// Shared memory of a kernel built for DP columns (the padded head size). A tile of 128 rows is
+// stored as panels of the widest swizzle that divides DP, each the box of one TMA load: 128 as two
+// 64-column panels with the 128-byte swizzle; 80 as five 16-column panels with the 32-byte swizzle.
+// Head size 72 runs at 80: the tensor maps end at column 72, so TMA fills columns 72-79 with
+// zeros, which add nothing to q.k and make o's columns 72-79 zero (never stored). A smaller
+// padding would not do: wgmma steps K by 16 and the swizzle needs whole 16-byte chunks.
+template <int DP>
+struct Layout {
+  static_assert(DP == 128 || DP == 80, "the kernel is built for padded head sizes 128 and 80");
+  static constexpr int PANEL_COLS = DP % 64 == 0 ? 64 : 16;
+  static constexpr int SW = 2 * PANEL_COLS;     // the swizzle width: a panel row's bytes
+  static constexpr int PANELS = DP / PANEL_COLS;
+  static constexpr int PANEL = 128 * SW;        // bytes of one panel of 128 rows
+  static constexpr int TILE = PANELS * PANEL;   // a 128 x DP bf16 tile
+  static constexpr int SMEM_Q = 0;
+  static constexpr int SMEM_K = TILE;
+  static constexpr int SMEM_V = SMEM_K + STAGES * TILE;
+  static constexpr int SMEM_BARS = SMEM_V + STAGES * TILE;
+};
+
 struct Params {
-  sm90::TensorMap map_q;  // q [T, H, D]: dims {D, H, T}, boxes {64, G, 128 / G}
-  sm90::TensorMap map_k;  // k [rows, H_kv, D]: dims {D, H_kv, rows}, boxes {64, 1, 128}
+  sm90::TensorMap map_q;  // q [T, H, D]: dims {D, H, T}, boxes {PANEL_COLS, G, 128 / G}
+  sm90::TensorMap map_k;  // k [rows, H_kv, D]: dims {D, H_kv, rows}, boxes {PANEL_COLS, 1, 128}
   sm90::TensorMap map_v;
   unsigned short* out;    // [T, H, D] bf16
   const int* cu_q;        // [B + 1]
@@ -59,10 +74,11 @@ struct Params {
   int row_tiles;          // row tiles of the longest sequence (the non-persistent grid's x)
   int kv_heads, items;    // the persistent kernel's work items: row_tiles * kv_heads * sequences
   // Paged keys read in place (or null: dense): map_k / map_v are then 4-D over the nhd caches
-  // [blocks, page, H_kv, D] (dims {D, H_kv, page, blocks}, boxes {64, 1, page, 1}), sequence s's
-  // key i in block block_table[s * bt_stride + i / page]; page divides 128 (16 to 128).
+  // [blocks, page, H_kv, D] (dims {D, H_kv, page, blocks}, boxes {PANEL_COLS, 1, page, 1}),
+  // sequence s's key i in block block_table[s * bt_stride + i / page]; page divides 128 (16 to 128).
   const int* block_table;
   int bt_stride, page;
+  int d;                  // the head size (<= DP): o's columns past it are not stored
 };
 static_assert(sizeof(Params) == 512, "Params layout changed: update _Params in attention.py");
 
@@ -80,8 +96,9 @@ struct Tile {
   int full_tiles;  // key tiles every row of the CTA sees in full (no mask)
 };
 
-template <bool CAUSAL, bool PINGPONG, bool PERSISTENT>
+template <bool CAUSAL, bool PINGPONG, bool PERSISTENT, int DP>
 struct Attention {
+  using L = Layout<DP>;
   const Params& p;
   unsigned smem, bars;
   Tile t;
@@ -89,7 +106,7 @@ struct Attention {
   // barrier phases run on across items (a persistent CTA runs several; otherwise both stay 0).
   int tiles_before = 0, items_before = 0;
   int row;         // this thread's first row within the warpgroup pair's 128 (the second is + 8)
-  float o[64];     // the output accumulator, fragment order (see block_fp8.cu)
+  float o[DP / 2];  // the output accumulator, fragment order (see block_fp8.cu)
   float m[2], l[2];
 
   __device__ __forceinline__ unsigned bar_q() const { return bars; }
@@ -133,7 +150,7 @@ struct Attention {
   }
   __device__ __forceinline__ void reset() {
 #pragma unroll
-    for (int i = 0; i < 64; ++i) o[i] = 0.f;
+    for (int i = 0; i < DP / 2; ++i) o[i] = 0.f;
     m[0] = m[1] = neg_inf();
     l[0] = l[1] = 0.f;
   }
@@ -145,7 +162,7 @@ struct Attention {
   __device__ __forceinline__ void load(int j, const sm90::TensorMap* map, unsigned base, unsigned full,
                                        unsigned empty) {
     const int g = tiles_before + j, s = g % STAGES;
-    const unsigned dst = base + s * TILE;
+    const unsigned dst = base + s * L::TILE;
     if (p.block_table) {  // one box a page holding keys of the tile (rows past them stay stale:
                           // masked in K, zeroed in V by clear_v_tail)
       const int first = j * BN, page = p.page;
@@ -155,28 +172,30 @@ struct Attention {
 #pragma unroll
       for (int i = 0; i < BN / 16; ++i) block[i] = i < pages ? bt[i] : 0;  // together, before the stage frees
       if (g >= STAGES) sm90::mbar_wait(empty, (g / STAGES + 1) & 1);
-      sm90::mbar_arrive_expect_tx(full, pages * page * 2 * 128);
+      sm90::mbar_arrive_expect_tx(full, pages * page * L::PANELS * L::SW);
 #pragma unroll
       for (int i = 0; i < BN / 16; ++i)
         if (i < pages) {
-          sm90::tma_load_4d(dst + i * page * 128, map, full, 0, t.hk, 0, block[i]);
-          sm90::tma_load_4d(dst + PANEL + i * page * 128, map, full, 64, t.hk, 0, block[i]);
+#pragma unroll
+          for (int c = 0; c < L::PANELS; ++c)
+            sm90::tma_load_4d(dst + c * L::PANEL + i * page * L::SW, map, full, c * L::PANEL_COLS, t.hk, 0,
+                              block[i]);
         }
       return;
     }
     if (g >= STAGES) sm90::mbar_wait(empty, (g / STAGES + 1) & 1);
     const int key = t.k_row0 + j * BN;
-    sm90::mbar_arrive_expect_tx(full, TILE);
-    sm90::tma_load_3d(dst, map, full, 0, t.hk, key);
-    sm90::tma_load_3d(dst + PANEL, map, full, 64, t.hk, key);
+    sm90::mbar_arrive_expect_tx(full, L::TILE);
+#pragma unroll
+    for (int c = 0; c < L::PANELS; ++c) sm90::tma_load_3d(dst + c * L::PANEL, map, full, c * L::PANEL_COLS, t.hk, key);
   }
   __device__ __forceinline__ int stage(int j) const { return (tiles_before + j) % STAGES; }
   __device__ __forceinline__ unsigned phase(int j) const { return ((tiles_before + j) / STAGES) & 1; }
   __device__ __forceinline__ void load_k(int j) {
-    load(j, &p.map_k, smem + SMEM_K, bar_k(stage(j)), bar_k_empty(stage(j)));
+    load(j, &p.map_k, smem + L::SMEM_K, bar_k(stage(j)), bar_k_empty(stage(j)));
   }
   __device__ __forceinline__ void load_v(int j) {
-    load(j, &p.map_v, smem + SMEM_V, bar_v(stage(j)), bar_v_empty(stage(j)));
+    load(j, &p.map_v, smem + L::SMEM_V, bar_v(stage(j)), bar_v_empty(stage(j)));
   }
   // The producer's thread, one work item: its first K tile, q (once the consumers are done with
   // the previous item's), then K one tile ahead of V (q.k of tile j + 1 comes before p.v of tile
@@ -184,10 +203,11 @@ struct Attention {
   __device__ __forceinline__ void produce() {
     load_k(0);
     if (items_before > 0) sm90::mbar_wait(bar_q_empty(), (items_before - 1) & 1);
-    sm90::mbar_arrive_expect_tx(bar_q(), p.rows * 2 * 128);  // two panels of `rows` 128-byte rows
+    sm90::mbar_arrive_expect_tx(bar_q(), p.rows * L::PANELS * L::SW);  // the panels of `rows` rows
     const int tok = t.q_tok0 + t.row0 / p.G, head = t.hk * p.G;
-    sm90::tma_load_3d(smem + SMEM_Q, &p.map_q, bar_q(), 0, head, tok);
-    sm90::tma_load_3d(smem + SMEM_Q + PANEL, &p.map_q, bar_q(), 64, head, tok);
+#pragma unroll
+    for (int c = 0; c < L::PANELS; ++c)
+      sm90::tma_load_3d(smem + L::SMEM_Q + c * L::PANEL, &p.map_q, bar_q(), c * L::PANEL_COLS, head, tok);
     for (int j = 0; j < t.n_tiles; ++j) {
       if (j + 1 < t.n_tiles) load_k(j + 1);
       load_v(j);
@@ -215,34 +235,41 @@ struct Attention {
   // A consumer warp is done with a stage (its wgmma wait returned).
   __device__ __forceinline__ static void release(unsigned empty) { sm90::warp_arrive(empty); }
 
-  // s = q k_j^T for this warpgroup's 64 rows: 8 steps of 16 columns of D, 4 in each panel.
+  // s = q k_j^T for this warpgroup's 64 rows: DP / 16 steps of 16 columns, PANEL_COLS / 16 in
+  // each panel (32 bytes apart within it).
   __device__ __forceinline__ void issue_qk(int j, float (&s)[64]) {
     const int st = stage(j);
     sm90::mbar_wait(bar_k(st), phase(j));
-    const unsigned q_rows = smem + SMEM_Q + (threadIdx.x >> 7) * (64 * 128);
-    const unsigned k_tile = smem + SMEM_K + st * TILE;
+    const unsigned q_rows = smem + L::SMEM_Q + (threadIdx.x >> 7) * (64 * L::SW);
+    const unsigned k_tile = smem + L::SMEM_K + st * L::TILE;
+    constexpr int per_panel = L::PANEL_COLS / 16;
     sm90::fence_regs(s);
     sm90::wgmma_fence();
 #pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk) {
-      const unsigned off = (kk >> 2) * PANEL + (kk & 3) * 32;
-      sm90::wgmma_m64n128k16_bf16_ss(s, sm90::desc_k_major_sw128(q_rows + off),
-                                     sm90::desc_k_major_sw128(k_tile + off), kk > 0);
+    for (int kk = 0; kk < DP / 16; ++kk) {
+      const unsigned off = (kk / per_panel) * L::PANEL + (kk % per_panel) * 32;
+      sm90::wgmma_m64n128k16_bf16_ss(s, sm90::desc_k_major<L::SW>(q_rows + off),
+                                     sm90::desc_k_major<L::SW>(k_tile + off), kk > 0);
     }
     sm90::wgmma_commit();
   }
 
-  // o += p_j v_j: the keys are the K dimension (16 a step), V is MN-major (D contiguous).
+  // o += p_j v_j: the keys are the K dimension (16 a step, 16 panel rows), V is MN-major (D
+  // contiguous, the panels PANEL bytes apart).
   __device__ __forceinline__ void issue_pv(int j, const unsigned (&pr)[32]) {
     const int st = stage(j);
     sm90::mbar_wait(bar_v(st), phase(j));
-    const unsigned v_tile = smem + SMEM_V + st * TILE;
+    const unsigned v_tile = smem + L::SMEM_V + st * L::TILE;
     sm90::fence_regs(o);
     sm90::wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < BN / 16; ++kk) {
       const unsigned a[4] = {pr[4 * kk], pr[4 * kk + 1], pr[4 * kk + 2], pr[4 * kk + 3]};
-      sm90::wgmma_m64n128k16_bf16_rs_tb(o, a, sm90::desc_mn_major_sw128(v_tile + kk * 16 * 128, PANEL));
+      const unsigned long long desc = sm90::desc_mn_major<L::SW>(v_tile + kk * 16 * L::SW, L::PANEL);
+      if constexpr (DP == 128)
+        sm90::wgmma_m64n128k16_bf16_rs_tb(o, a, desc);
+      else
+        sm90::wgmma_m64n80k16_bf16_rs_tb(o, a, desc);
     }
     sm90::wgmma_commit();
   }
@@ -300,7 +327,7 @@ struct Attention {
 
   // Keys past the sequence's end in its last V tile hold whatever follows it in memory (the next
   // sequence, padding, unwritten staging rows). p is 0 there, but 0 * NaN is NaN in the product,
-  // so those rows of the tile are zeroed first (whole 128-byte rows: the swizzle only permutes
+  // so those rows of the tile are zeroed first (whole panel rows: the swizzle only permutes
   // 16-byte chunks within a row). Each warpgroup clears all of them itself before its product:
   // the other's stores write the same zeros, so no cross-warpgroup barrier is needed.
   __device__ __forceinline__ void clear_v_tail(int j) {
@@ -308,17 +335,17 @@ struct Attention {
     if (valid >= BN) return;
     const int st = stage(j);
     sm90::mbar_wait(bar_v(st), phase(j));
-    const unsigned v_tile = smem + SMEM_V + st * TILE;
-    const int chunks = (BN - valid) * 8;  // 16-byte chunks of a panel's cleared rows
-    for (int i = threadIdx.x & 127; i < 2 * chunks; i += 128)
-      sm90::st_shared_zero16(v_tile + (i / chunks) * PANEL + valid * 128 + (i % chunks) * 16);
+    const unsigned v_tile = smem + L::SMEM_V + st * L::TILE;
+    const int chunks = (BN - valid) * (L::SW / 16);  // 16-byte chunks of a panel's cleared rows
+    for (int i = threadIdx.x & 127; i < L::PANELS * chunks; i += 128)
+      sm90::st_shared_zero16(v_tile + (i / chunks) * L::PANEL + valid * L::SW + (i % chunks) * 16);
     sm90::fence_proxy_async();
     sm90::named_barrier(1 + (threadIdx.x >> 7), 128);
   }
 
   __device__ __forceinline__ void rescale_o(const float (&alpha)[2]) {
 #pragma unroll
-    for (int jj = 0; jj < 16; ++jj)
+    for (int jj = 0; jj < DP / 8; ++jj)
 #pragma unroll
       for (int i = 0; i < 4; ++i) o[4 * jj + i] *= alpha[i >> 1];
   }
@@ -390,18 +417,19 @@ struct Attention {
       const float inv = sum > 0.f ? 1.f / sum : 0.f;
       unsigned short* orow = p.out + (i64)(t.q_tok0 + r / p.G) * p.out_t + (i64)(t.hk * p.G + r % p.G) * p.out_h;
 #pragma unroll
-      for (int jj = 0; jj < 16; ++jj)
-        *reinterpret_cast<unsigned*>(orow + col0 + 8 * jj) =
-            pack_bf16(o[4 * jj + 2 * h] * inv, o[4 * jj + 2 * h + 1] * inv);
+      for (int jj = 0; jj < DP / 8; ++jj)
+        if (DP == p.d || 8 * jj < p.d)  // head sizes are multiples of 8: whole 8-column groups
+          *reinterpret_cast<unsigned*>(orow + col0 + 8 * jj) =
+              pack_bf16(o[4 * jj + 2 * h] * inv, o[4 * jj + 2 * h + 1] * inv);
     }
   }
 };
 
-template <bool CAUSAL, bool PINGPONG, bool PERSISTENT>
+template <bool CAUSAL, bool PINGPONG, bool PERSISTENT, int DP>
 __global__ void __launch_bounds__(THREADS, 1) attention_fwd(const __grid_constant__ Params p) {
   extern __shared__ unsigned char smem_raw[];
   const unsigned smem = (sm90::smem_addr(smem_raw) + 1023u) & ~1023u;
-  Attention<CAUSAL, PINGPONG, PERSISTENT> at{p, smem, smem + SMEM_BARS};
+  Attention<CAUSAL, PINGPONG, PERSISTENT, DP> at{p, smem, smem + Layout<DP>::SMEM_BARS};
   at.row = (threadIdx.x >> 7) * 64 + ((threadIdx.x >> 5) & 3) * 16 + ((threadIdx.x & 31) >> 2);
   if constexpr (!PERSISTENT) {  // one work item a CTA: (row tile, KV head, sequence) = blockIdx
     if (!at.place(blockIdx.x, blockIdx.y, blockIdx.z)) return;

@@ -4,8 +4,9 @@ at first use: the ``backend="cuda"`` of :func:`solbench.kernels.attention.varlen
 dense as for the Triton kernel.
 
 What the kernel takes (:func:`unsupported_reason` says why not, as a ValueError from the public
-functions): bf16, head_size 128, G = H / H_kv up to 128, q / k / v rows and heads 16-byte aligned
-(TMA), ``out`` with even strides. The launch is one CTA per (tile of (128 / G) * G (token, head)
+functions): bf16, head_size 128, 80 or 72 (72 runs in the 80-column build, TMA filling the padding
+with zeros), G = H / H_kv up to 128, q / k / v rows and heads 16-byte aligned (TMA), ``out`` with
+even strides. The launch is one CTA per (tile of (128 / G) * G (token, head)
 rows, KV head, sequence), longest causal rows first; nothing syncs with the host.
 The kernel's design is in the .cu's header.
 """
@@ -19,14 +20,27 @@ import torch
 from solbench.kernels.common import device_index, env_replaced, sm_count_of
 from solbench.kernels.cuda import lazy_kernels
 WHAT = "attention (cuda)"
-HEAD_DIM = 128
+#: head size -> the padded size the kernel is built for (attention.cu's Layout).
+PADDED = {128: 128, 80: 80, 72: 80}
 ROWS = 128      # (token, head) rows a CTA
 KEYS = 128      # keys a tile
 STAGES = 3
 THREADS = 256 + 128  # two consumer warpgroups and a producer warpgroup
-# q (32 KB), K and V stages (64 KB each), q's full and empty barriers and a full and an empty one
-# a stage of K and of V, 1 KB alignment slack
-SHARED_BYTES = 32768 + STAGES * 65536 + (2 + 4 * STAGES) * 8 + 1024
+
+
+def panel_cols(padded: int) -> int:
+    """Columns of one TMA box / swizzle panel: 64 (128-byte swizzle) for 128, 16 (32-byte) for 80."""
+    return 64 if padded % 64 == 0 else 16
+
+
+def shared_bytes(padded: int) -> int:
+    """q, 3 stages of K and of V (128 x ``padded`` bf16 each), q's full and empty barriers and a
+    full and an empty one a stage of K and of V, 1 KB alignment slack."""
+    tile = ROWS * padded * 2
+    return tile * (1 + 2 * STAGES) + (2 + 4 * STAGES) * 8 + 1024
+
+
+SHARED_BYTES = shared_bytes(128)
 
 
 class _Params(ctypes.Structure):
@@ -39,7 +53,7 @@ class _Params(ctypes.Structure):
                 ("scale_log2", ctypes.c_float), ("G", ctypes.c_int32), ("stage_rows", ctypes.c_int32),
                 ("rows", ctypes.c_int32), ("row_tiles", ctypes.c_int32), ("kv_heads", ctypes.c_int32),
                 ("items", ctypes.c_int32), ("block_table", ctypes.c_void_p), ("bt_stride", ctypes.c_int32),
-                ("page", ctypes.c_int32), ("_pad", ctypes.c_uint8 * 32)]
+                ("page", ctypes.c_int32), ("d", ctypes.c_int32), ("_pad", ctypes.c_uint8 * 28)]
 
 
 assert ctypes.sizeof(_Params) == 512
@@ -72,32 +86,36 @@ class CudaAttentionOptions:
 OPTIONS_ENV = "SOLBENCH_ATTN_CUDA"
 
 
-def kernel_name(causal: bool, pingpong: bool = True, persistent: bool = False) -> str:
+def kernel_name(causal: bool, pingpong: bool = True, persistent: bool = False, padded: int = 128) -> str:
     flag = lambda b: "true" if b else "false"  # noqa: E731
-    return f"solbench::attn::attention_fwd<{flag(causal)}, {flag(pingpong)}, {flag(persistent)}>"
+    return f"solbench::attn::attention_fwd<{flag(causal)}, {flag(pingpong)}, {flag(persistent)}, {padded}>"
 
 
 #: (causal, pingpong, persistent): the persistent kernel exists with ping-pong only.
 _VARIANTS = [(c, pp, ps) for c in (True, False) for pp, ps in ((False, False), (True, False), (True, True))]
-_kernel_set = lazy_kernels(WHAT, "attention.cu", {v: kernel_name(*v) for v in _VARIANTS}, SHARED_BYTES)
+#: One program a padded head size, so a process that runs only one size compiles only its kernels.
+_kernel_sets = {dp: lazy_kernels(WHAT, "attention.cu", {v: kernel_name(*v, dp) for v in _VARIANTS},
+                                 shared_bytes(dp)) for dp in sorted(set(PADDED.values()))}
 
 
-def compile_kernels(output: str = "cubin", cache_dir=None):
-    """Compile (or fetch from the disk cache) the causal and full kernels, each free-running,
-    ping-pong and persistent (:data:`_VARIANTS`); no GPU needed."""
-    return _kernel_set().compile(output, cache_dir)
+def compile_kernels(output: str = "cubin", cache_dir=None, padded: int = 128):
+    """Compile (or fetch from the disk cache) the causal and full kernels of one padded head size
+    (128 or 80), each free-running, ping-pong and persistent (:data:`_VARIANTS`); no GPU needed."""
+    return _kernel_sets[padded]().compile(output, cache_dir)
 
 
-def prepare(device=None) -> dict:
-    """Compile and load the kernels (first use) and say how (``jit_cache`` miss / disk / memory)."""
-    return _kernel_set().prepare(device)
+def prepare(device=None, padded: int = 128) -> dict:
+    """Compile and load one padded size's kernels (first use) and say how (``jit_cache`` miss /
+    disk / memory)."""
+    return _kernel_sets[padded]().prepare(device)
 
 
 def shape_reason(heads: int, kv_heads: int, head_size: int) -> str | None:
     """Why a problem of these head counts and size cannot run on the kernel (None when it can)."""
     g = heads // kv_heads
-    if head_size != HEAD_DIM or not 1 <= g <= ROWS:
-        return (f"the CUDA kernel takes head_size {HEAD_DIM} and up to {ROWS} query heads a KV head "
+    if head_size not in PADDED or not 1 <= g <= ROWS:
+        sizes = ", ".join(map(str, sorted(PADDED)))
+        return (f"the CUDA kernel takes head_size {sizes} and up to {ROWS} query heads a KV head "
                 f"(got head_size {head_size}, group {g})")
     return None
 
@@ -127,13 +145,15 @@ def unsupported_reason(q, hkv: int, out, kv=()) -> str | None:
 
 
 def _tensor_map(into, t: torch.Tensor, box_heads: int, box_tokens: int) -> None:
-    """A 3-D TMA descriptor of ``t [tokens, heads, 128]`` bf16, into the params field ``into``:
-    boxes of 64 columns (one 128-byte swizzle panel) x ``box_heads`` heads x ``box_tokens`` tokens."""
+    """A 3-D TMA descriptor of ``t [tokens, heads, D]`` bf16, into the params field ``into``:
+    boxes of one swizzle panel's columns (:func:`panel_cols`) x ``box_heads`` heads x ``box_tokens``
+    tokens. The map ends at column D: a box past it (72 in an 80-column build) reads zeros."""
     from solbench.kernels.cuda import jit
 
     tokens, heads, d = t.shape
+    cols = panel_cols(PADDED[d])
     jit.tensor_map(into, t.data_ptr(), "BFLOAT16", [d, heads, tokens], [t.stride(1) * 2, t.stride(0) * 2],
-                   [64, box_heads, box_tokens], WHAT)
+                   [cols, box_heads, box_tokens], WHAT, swizzle=2 * cols)
 
 
 def options() -> CudaAttentionOptions:
@@ -143,7 +163,7 @@ def options() -> CudaAttentionOptions:
 
 def paged_reason(k_cache, v_cache, block_table) -> str | None:
     """Why the kernel cannot read these paged caches in place (None when it can): nhd
-    ``[blocks, page, H_kv, 128]`` with pages of 16 to 128 keys dividing 128, 16-byte aligned, and
+    ``[blocks, page, H_kv, D]`` with pages of 16 to 128 keys dividing 128, 16-byte aligned, and
     an int32 block table with unit stride along a sequence's pages."""
     if k_cache.dim() != 4 or v_cache.shape != k_cache.shape:
         return "the caches are not nhd [blocks, page, H_kv, D] alike"
@@ -161,13 +181,15 @@ def paged_reason(k_cache, v_cache, block_table) -> str | None:
 
 
 def _paged_tensor_map(into, cache: torch.Tensor) -> None:
-    """A 4-D TMA descriptor of the nhd cache ``[blocks, page, H_kv, 128]``: boxes of 64 columns x
-    one head x one page x one block."""
+    """A 4-D TMA descriptor of the nhd cache ``[blocks, page, H_kv, D]``: boxes of one panel's
+    columns x one head x one page x one block."""
     from solbench.kernels.cuda import jit
 
     blocks, page, heads, d = cache.shape
+    cols = panel_cols(PADDED[d])
     jit.tensor_map(into, cache.data_ptr(), "BFLOAT16", [d, heads, page, blocks],
-                   [cache.stride(2) * 2, cache.stride(1) * 2, cache.stride(0) * 2], [64, 1, page, 1], WHAT)
+                   [cache.stride(2) * 2, cache.stride(1) * 2, cache.stride(0) * 2], [cols, 1, page, 1], WHAT,
+                   swizzle=2 * cols)
 
 
 def launch(q, k, v, out, cu_seqlens_q, cu_seqlens_k, seqused_k, stage_rows: int, max_seqlen_q: int, scale: float,
@@ -179,15 +201,17 @@ def launch(q, k, v, out, cu_seqlens_q, cu_seqlens_k, seqused_k, stage_rows: int,
     from solbench.kernels.attention import LOG2E
     from solbench.kernels.cuda import jit
 
-    total, h, _ = q.shape
+    total, h, d = q.shape
     num_seqs = cu_seqlens_q.shape[0] - 1
     if total == 0 or num_seqs == 0 or max_seqlen_q <= 0:
         return
     hkv = k.shape[-2]
     g = h // hkv
+    padded = PADDED[d]
     device = device_index(q.device)
-    fns, _ = _kernel_set().get(device)
+    fns, _ = _kernel_sets[padded]().get(device)
     params = _Params()
+    params.d = d
     _tensor_map(params.map_q, q, g, ROWS // g)
     if block_table is not None:
         _paged_tensor_map(params.map_k, k)
@@ -220,4 +244,4 @@ def launch(q, k, v, out, cu_seqlens_q, cu_seqlens_k, seqused_k, stage_rows: int,
         params.items = items
         grid = (min(items, sms), 1, 1)
     fn = fns[(bool(causal), bool(opt.pingpong), bool(opt.persistent))]
-    jit.launcher().launch(fn, grid, (THREADS, 1, 1), stream, params, device, False, SHARED_BYTES)
+    jit.launcher().launch(fn, grid, (THREADS, 1, 1), stream, params, device, False, shared_bytes(padded))

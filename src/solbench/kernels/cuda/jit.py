@@ -471,25 +471,32 @@ class Sm90Kernels:
         return facts
 
 
-def tensor_map_args(drv, ptr: int, dtype: str, dims, strides_bytes, box) -> tuple:
+#: The swizzle widths (bytes) a tensor map can write and the kernels' MMA descriptors read.
+SWIZZLES = (128, 64, 32)
+
+
+def tensor_map_args(drv, ptr: int, dtype: str, dims, strides_bytes, box, swizzle: int = 128) -> tuple:
     """``cuTensorMapEncodeTiled``'s arguments as the binding takes them: its array arguments are
     lists of ``cuuint64_t`` / ``cuuint32_t`` objects (plain ints are a TypeError)."""
+    if swizzle not in SWIZZLES:
+        raise ValueError(f"tensor maps here swizzle by {SWIZZLES} bytes, got {swizzle}")
     u64, u32 = drv.cuuint64_t, drv.cuuint32_t
     return (getattr(drv.CUtensorMapDataType, f"CU_TENSOR_MAP_DATA_TYPE_{dtype}"), len(dims), ptr,
             [u64(int(d)) for d in dims], [u64(int(st)) for st in strides_bytes], [u32(int(b)) for b in box],
             [u32(1)] * len(dims), drv.CUtensorMapInterleave.CU_TENSOR_MAP_INTERLEAVE_NONE,
-            drv.CUtensorMapSwizzle.CU_TENSOR_MAP_SWIZZLE_128B,
+            getattr(drv.CUtensorMapSwizzle, f"CU_TENSOR_MAP_SWIZZLE_{swizzle}B"),
             drv.CUtensorMapL2promotion.CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
             drv.CUtensorMapFloatOOBfill.CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE)
 
 
-def tensor_map(into, ptr: int, dtype: str, dims, strides_bytes, box, what: str) -> None:
-    """A tiled TMA descriptor (``CUtensorMap``) with the 128-byte swizzle the sm_90a kernels' MMA
-    descriptors read and zeros out of range, written into ``into`` (a 128-byte ctypes field of a
-    kernel's parameter struct). ``dims`` and ``box`` innermost first; ``strides_bytes`` of every
-    dimension but the innermost; ``dtype``: the driver's name (``"UINT8"``, ``"BFLOAT16"``)."""
+def tensor_map(into, ptr: int, dtype: str, dims, strides_bytes, box, what: str, swizzle: int = 128) -> None:
+    """A tiled TMA descriptor (``CUtensorMap``) with the swizzle the sm_90a kernels' MMA
+    descriptors read (``swizzle`` bytes, the box's inner extent in bytes at most) and zeros out of
+    range, written into ``into`` (a 128-byte ctypes field of a kernel's parameter struct). ``dims``
+    and ``box`` innermost first; ``strides_bytes`` of every dimension but the innermost;
+    ``dtype``: the driver's name (``"UINT8"``, ``"BFLOAT16"``)."""
     drv = _driver()
-    err, tmap = drv.cuTensorMapEncodeTiled(*tensor_map_args(drv, ptr, dtype, dims, strides_bytes, box))
+    err, tmap = drv.cuTensorMapEncodeTiled(*tensor_map_args(drv, ptr, dtype, dims, strides_bytes, box, swizzle))
     if err != drv.CUresult.CUDA_SUCCESS:
         raise RuntimeError(f"{what}: cuTensorMapEncodeTiled failed ({err.name}) for dims {list(dims)}, "
                            f"strides {list(strides_bytes)} bytes, box {list(box)}")

@@ -17,20 +17,34 @@ __device__ __forceinline__ unsigned smem_addr(const void* p) {
   return r;
 }
 
-// Shared-memory matrix descriptor of a K-major, 128-byte-swizzled tile starting at `addr`:
-// 8-row core groups 1024 bytes apart (the stride byte offset); the leading offset is unused
-// for swizzled K-major tiles.
-__device__ __forceinline__ unsigned long long desc_k_major_sw128(unsigned addr) {
-  return (unsigned long long)((addr & 0x3FFFF) >> 4) | (1ull << 16) | ((unsigned long long)(1024 >> 4) << 32) |
-         (1ull << 62);
+// Shared-memory matrix descriptors. SW: the swizzle width in bytes (128, 64 or 32), which is
+// also a row's bytes in one panel (what a tensor map with CU_TENSOR_MAP_SWIZZLE_<SW>B writes):
+// a swizzle atom is 8 rows of SW bytes, so 8-row core groups are 8 * SW bytes apart (the stride
+// byte offset). Tiles start on atom boundaries.
+template <int SW>
+__device__ __forceinline__ unsigned long long desc_swizzle_bits() {
+  static_assert(SW == 128 || SW == 64 || SW == 32, "swizzle widths are 128, 64 or 32 bytes");
+  return (unsigned long long)(SW == 128 ? 1 : SW == 64 ? 2 : 3) << 62;
 }
 
-// The same for an MN-major tile (the MMA's N or M dimension contiguous): 64-element (128-byte)
-// panels along MN `panel_bytes` apart (the leading byte offset), 8-row groups along K 1024 bytes
-// apart (the stride byte offset).
-__device__ __forceinline__ unsigned long long desc_mn_major_sw128(unsigned addr, unsigned panel_bytes) {
+// A K-major tile (the MMA's K dimension contiguous, one SW-byte row per M or N index); the
+// leading offset is unused for swizzled K-major tiles.
+template <int SW>
+__device__ __forceinline__ unsigned long long desc_k_major(unsigned addr) {
+  return (unsigned long long)((addr & 0x3FFFF) >> 4) | (1ull << 16) | ((unsigned long long)(8 * SW >> 4) << 32) |
+         desc_swizzle_bits<SW>();
+}
+__device__ __forceinline__ unsigned long long desc_k_major_sw128(unsigned addr) { return desc_k_major<128>(addr); }
+
+// An MN-major tile (the MMA's N or M dimension contiguous): panels of SW / 2 elements along MN
+// `panel_bytes` apart (the leading byte offset), 8-row groups along K 8 * SW bytes apart.
+template <int SW>
+__device__ __forceinline__ unsigned long long desc_mn_major(unsigned addr, unsigned panel_bytes) {
   return (unsigned long long)((addr & 0x3FFFF) >> 4) | ((unsigned long long)((panel_bytes >> 4) & 0x3FFF) << 16) |
-         ((unsigned long long)(1024 >> 4) << 32) | (1ull << 62);
+         ((unsigned long long)(8 * SW >> 4) << 32) | desc_swizzle_bits<SW>();
+}
+__device__ __forceinline__ unsigned long long desc_mn_major_sw128(unsigned addr, unsigned panel_bytes) {
+  return desc_mn_major<128>(addr, panel_bytes);
 }
 
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;" ::: "memory"); }
@@ -209,6 +223,26 @@ __device__ __forceinline__ void wgmma_m64n128k16_bf16_rs_tb(float (&d)[64], cons
       "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
       SM90_ACC64_REGS ", {%64, %65, %66, %67}, %68, p, 1, 1, 1;\n}\n"
       : SM90_ACC64(d)
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b));
+}
+
+// The 40 accumulators of an m64n80 product (an 80-column tile: head sizes 72 and 80 padded).
+#define SM90_ACC40(d) \
+    "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), \
+    "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), \
+    "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), \
+    "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), \
+    "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39])
+#define SM90_ACC40_REGS "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39}"
+
+// d += A B for an m64n80k16 bf16 product: A from registers, B MN-major from shared memory.
+__device__ __forceinline__ void wgmma_m64n80k16_bf16_rs_tb(float (&d)[40], const unsigned (&a)[4],
+                                                           unsigned long long desc_b) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n80k16.f32.bf16.bf16 "
+      SM90_ACC40_REGS ", {%40, %41, %42, %43}, %44, p, 1, 1, 1;\n}\n"
+      : SM90_ACC40(d)
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b));
 }
 
