@@ -15,6 +15,19 @@ from solbench.core.spec import get_spec
 pytestmark = pytest.mark.skipif(not triton_support(), reason="needs a GPU or TRITON_INTERPRET=1")
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 
+try:  # a one-block kernel around the chunked update's 16 x 16 inverse
+    import triton
+    import triton.language as tl
+
+    from solbench.kernels.linear_attention._chunked_update_triton import _inv_unit_lower16
+
+    @triton.jit
+    def _invert16(L, X):
+        o = tl.arange(0, 16)
+        tl.store(X + o[:, None] * 16 + o[None, :], _inv_unit_lower16(tl.load(L + o[:, None] * 16 + o[None, :])))
+except ImportError:  # no Triton: the module is skipped
+    _invert16 = None
+
 GDR = get_spec("gated_delta_rule_update")
 CONV = get_spec("causal_conv1d")
 CONV_ATREX = get_spec("causal_conv1d_atrex")
@@ -179,6 +192,26 @@ def test_gdr_update_fake_tensors_go_through_the_custom_op():
         fake = {k: (mode.from_tensor(v) if torch.is_tensor(v) else v) for k, v in inp.items()}
         out, pool = _gdr_call(fake)
         assert out.shape == inp["v"].shape and pool.shape == inp["initial_state"].shape
+
+
+def test_wy_block_inverse_matches_fp64_on_hard_blocks():
+    # The chunked update's 16 x 16 inverse (recursive block inversion) against fp64 on the blocks
+    # where a power-series form loses digits: nearly parallel keys, no decay, strengths near 1,
+    # and an all-but-ones strictly lower block.
+    g = torch.Generator().manual_seed(0)
+    k = torch.randn(16, 128, generator=g, dtype=torch.float64) + 30 * torch.randn(1, 128, generator=g,
+                                                                                      dtype=torch.float64)
+    k = k / k.norm(dim=1, keepdim=True)
+    beta = 0.9 + 0.1 * torch.rand(16, generator=g, dtype=torch.float64)
+    blocks = [torch.tril(beta[:, None] * (k @ k.T), -1),
+              torch.tril(0.9 + 0.1 * torch.rand(16, 16, generator=g, dtype=torch.float64), -1),
+              torch.zeros(16, 16, dtype=torch.float64)]
+    for L in blocks:
+        truth = torch.linalg.inv(torch.eye(16, dtype=torch.float64) + L)
+        got = torch.empty(16, 16, device=DEV)
+        _invert16[(1,)](L.float().to(DEV), got)
+        err = float((got.double().cpu() - truth).abs().max() / truth.abs().max())
+        assert err < 2e-6, err
 
 
 # ---- tolerance at T > 1: a chunked (WY) kernel with tf32 vs bf16 operands ------------------------
