@@ -41,6 +41,10 @@ def test_compiles_for_sm90a_with_async_mmas_tma_and_no_spills(tmp_path):
         assert sum(n for op, n in ops.items() if op.startswith("USETMAXREG")) == (2 if ws else 0), ops
         if ws:
             assert ops["BAR.SYNC.DEFER_BLOCKING"] + ops["BAR.SYNC"] == 1, ops
+            # setmaxnreg moves registers within the CTA's launch allocation: the consumers' 240
+            # and the producer's 24 (sm90.cuh) must fit in 384 threads at the compiled count, or
+            # the consumers' increase waits forever
+            assert res["reg"] * 384 >= 256 * 240 + 128 * 24, res
 
 
 def test_params_struct_matches_the_kernel():

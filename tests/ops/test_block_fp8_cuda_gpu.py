@@ -98,3 +98,20 @@ def test_zero_tokens_and_graph_capture(variant, monkeypatch):
         graph.replay()
         torch.cuda.synchronize()
         _check(out, _reference(a, b, sa, sb), f"graph replay {seed}")
+
+
+@pytest.mark.parametrize("m,n,k", [(4096, 4096, 128), (2048, 8192, 256), (6918, 2048, 2048)])
+def test_warp_specialized_equals_plain_bit_for_bit(m, n, k, monkeypatch):
+    # Both variants run the same products and FMAs in the same order, so a wrong stage, phase or
+    # tile in one shows as a difference the tolerance would hide. K of one or two blocks with
+    # ~1000 tiles flips the barrier parities inside every tile of the persistent walk.
+    a, b, sa, sb = _operands(m, n, k, 7)
+    outs = []
+    for variant in VARIANTS:
+        monkeypatch.setenv("SOLBENCH_BLOCK_FP8_CUDA", variant)
+        out = torch.full((m, n), float("nan"), device="cuda")
+        block_scaled_mm(a, b, sa, sb, (128, 128), out=out, backend="cuda")
+        outs.append(out)
+    _check(outs[0], _reference(a, b, sa, sb), f"{m}x{n}x{k} plain")
+    assert torch.equal(outs[0], outs[1]), f"{m}x{n}x{k}: ws=1 differs from the plain kernel"
+

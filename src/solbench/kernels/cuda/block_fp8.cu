@@ -163,8 +163,9 @@ struct Mainloop {
     if constexpr (!WS) {
       __syncthreads();  // both warpgroups are past block it - 2's products
       if (threadIdx.x == 0) load(it + STAGES - 2);
-      __syncwarp();  // warp 0 reconverges before the .sync.aligned wgmma instructions
     }
+    __syncwarp();  // the warp reconverges (after thread 0's load, or the wait's retry loop) before
+                   // the .sync.aligned wgmma instructions
     const unsigned stage = smem + (it % STAGES) * STAGE_BYTES;
     const unsigned a_tile = stage + (threadIdx.x >> 7) * (64 * BK);
     sm90::fence_regs(part);
