@@ -114,21 +114,22 @@ def test_paged_prefill_matches_the_reference(lens, h, hkv, page, q_last, variant
                                       ([37, 300, 129, 5, 77, 201, 1, 64] * 8, 8)])
 @pytest.mark.parametrize("causal", [True, False])
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_rows_past_the_last_key_do_not_reach_the_output(lens, hkv, causal, variant, monkeypatch):
+@pytest.mark.parametrize("d", [128, 72])
+def test_rows_past_the_last_key_do_not_reach_the_output(lens, hkv, causal, variant, d, monkeypatch):
     # k / v with padding rows after cu_k[-1] (a serving buffer's spare capacity) holding NaN and
     # inf: the last tile's TMA load reads them, p is 0 there, and 0 * NaN would be NaN.
     monkeypatch.setenv("SOLBENCH_ATTN_CUDA", variant)
     g = torch.Generator(device="cuda").manual_seed(5)
-    q = torch.randn(sum(lens), 4 * hkv, 128, device="cuda", generator=g).to(BF16)
-    k = torch.randn(sum(lens) + 200, hkv, 128, device="cuda", generator=g).to(BF16)
-    v = torch.randn(sum(lens) + 200, hkv, 128, device="cuda", generator=g).to(BF16)
+    q = torch.randn(sum(lens), 4 * hkv, d, device="cuda", generator=g).to(BF16)
+    k = torch.randn(sum(lens) + 200, hkv, d, device="cuda", generator=g).to(BF16)
+    v = torch.randn(sum(lens) + 200, hkv, d, device="cuda", generator=g).to(BF16)
     # the last sequence's last tile reads past its end: inf first, then NaN
     k[sum(lens):] = float("nan")
     v[sum(lens):sum(lens) + 20], v[sum(lens) + 20:] = float("inf"), float("nan")
     cu = _cu(lens)
     out = torch.full_like(q, float("nan"))
     varlen_attention(q, k, v, cu, cu, max(lens), causal=causal, out=out, backend="cuda")
-    _check(out, _reference(q, k[:sum(lens)], v[:sum(lens)], cu, cu, causal), f"padded k/v causal={causal} {variant}")
+    _check(out, _reference(q, k[:sum(lens)], v[:sum(lens)], cu, cu, causal), f"padded k/v d={d} causal={causal} {variant}")
 
 
 def test_strided_q_and_out_and_graph_capture():
@@ -155,9 +156,10 @@ def test_strided_q_and_out_and_graph_capture():
 
 @pytest.mark.parametrize("d", [72, 80])
 @pytest.mark.parametrize("lens_q,lens_k,h,hkv", [([1000], [1000], 16, 16), ([37, 300, 1, 129], [37, 300, 1, 129], 32, 4),
-                                                 ([64, 200], [300, 200], 16, 2)])
+                                                 ([64, 200], [300, 200], 16, 2),
+                                                 ([500, 77], [500, 77], 28, 4)])  # G = 7: 126-row q boxes
 @pytest.mark.parametrize("causal", [True, False])
-@pytest.mark.parametrize("variant", ["", "persistent=1"])
+@pytest.mark.parametrize("variant", VARIANTS)
 def test_head_sizes_72_and_80(d, lens_q, lens_k, h, hkv, causal, variant, monkeypatch):
     monkeypatch.setenv("SOLBENCH_ATTN_CUDA", variant)
     g = torch.Generator(device="cuda").manual_seed(d + sum(lens_q))
@@ -180,7 +182,7 @@ def test_head_sizes_72_and_80(d, lens_q, lens_k, h, hkv, causal, variant, monkey
 
 
 @pytest.mark.parametrize("d", [72, 80])
-@pytest.mark.parametrize("variant", ["", "paged=1"])
+@pytest.mark.parametrize("variant", ["", "paged=1", "paged=1,persistent=1"])
 def test_head_sizes_72_and_80_paged(d, variant, monkeypatch):
     monkeypatch.setenv("SOLBENCH_ATTN_CUDA", variant)
     lens, h, hkv, page = [100, 17, 300], 16, 2, 16

@@ -1,14 +1,14 @@
 """Flash attention forward in CUDA C++ (attention.cu) for Hopper (sm_90a), compiled through NVRTC
 at first use: the ``backend="cuda"`` of :func:`solbench.kernels.attention.varlen_attention` and of
 :func:`~solbench.kernels.attention.unified_attention`'s prefill, whose paged keys are first staged
-dense as for the Triton kernel.
+dense as for the Triton kernel (or, with ``paged=1``, read in place).
 
 What the kernel takes (:func:`unsupported_reason` says why not, as a ValueError from the public
 functions): bf16, head_size 128, 80 or 72 (72 runs in the 80-column build, TMA filling the padding
 with zeros), G = H / H_kv up to 128, q / k / v rows and heads 16-byte aligned (TMA), ``out`` with
-even strides. The launch is one CTA per (tile of (128 / G) * G (token, head)
-rows, KV head, sequence), longest causal rows first; nothing syncs with the host.
-The kernel's design is in the .cu's header.
+even strides. The launch is one CTA per (tile of (128 / G) * G (token, head) rows, KV head,
+sequence), longest causal rows first, or with ``persistent=1`` one CTA an SM walking those work
+items; nothing syncs with the host. The kernel's design is in the .cu's header.
 """
 from __future__ import annotations
 

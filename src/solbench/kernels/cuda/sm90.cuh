@@ -1,11 +1,11 @@
 // Hopper (sm_90a) building blocks of solbench's JIT CUDA kernels: shared-memory addresses,
 // mbarriers, TMA tile loads and warpgroup MMAs (wgmma) on operands in shared memory.
 //
-// Layout convention: an operand tile is K-major, one 128-byte row per M (or N) index, stored
-// with the 128-byte swizzle (what a tensor map with CU_TENSOR_MAP_SWIZZLE_128B writes and wgmma
-// reads): the 16-byte chunk c of row r sits at chunk c ^ (r % 8) of that row. Tiles start on
-// 1024-byte boundaries (one swizzle atom of 8 rows), so a descriptor's start address can step
-// along K by adding the byte offset.
+// Layout convention: an operand tile is stored in panels of SW-byte rows (SW = 128, 64 or 32), one
+// row per M (or N) index when K-major, with the SW-byte swizzle (what a tensor map with
+// CU_TENSOR_MAP_SWIZZLE_<SW>B writes and wgmma reads): 16-byte chunks permuted within a row by the
+// row's index. Panels start on atom boundaries (8 rows, 8 * SW bytes), so a descriptor's start
+// address can step along K inside a 128-byte row by adding the byte offset.
 #pragma once
 
 namespace solbench {
