@@ -383,7 +383,8 @@ def folder_runs(folder: Path, skip=("repeat.jsonl",), skip_prefixes=("eval_", "t
     """The runs of a GPU folder (one JSONL file each), as docs/PERFORMANCE.md reads them."""
     from solbench.runner import read_records
 
-    files = sorted(p for p in Path(folder).glob("*.jsonl") if p.name not in skip and not p.name.startswith(skip_prefixes))
+    files = sorted(p for p in Path(folder).glob("*.jsonl")
+                   if p.name not in skip and not p.name.startswith(skip_prefixes))
     return [(p.name, read_records(p)) for p in files]
 
 
