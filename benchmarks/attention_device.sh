@@ -112,6 +112,11 @@ for step in $STEPS; do case $step in
     for i in 1 2; do for c in default ${SPLITS_LIST:-2 4 16}; do
       ([ $c != default ] && export SOLBENCH_DECODE_SPLITS=$c; TO=60 run splits_${c}_$i --ops mla_decode_attention,paged_attention_decode --impls ours_triton)
     done; done ;;
+  kprof) # where composite operators spend their time, kernel by kernel: KPROF="op:ids[:impl] ..." (solbench breakdown)
+         for e in ${KPROF:-fused_moe:12,10 fp8_blockscale_fused_moe:1,0 gated_delta_rule_update:7 unified_attention:20:ours_cuda}; do
+           IFS=: read -r k_op k_ids k_impl <<< "$e"
+           timeout ${KPROF_TO:-60} python3 -m solbench breakdown --op $k_op --shapes $k_ids --impl ${k_impl:-ours_triton} --json \
+             >> $W/kprof.jsonl 2>> $W/log_kprof.txt; echo "kprof $e rc=$?"; done; pack ;;
   gputests) # GT_UNTIL=S: the tests get what is left until S seconds into the call (the log still comes back)
     gt_to=${GT_TO:-150}; [ -n "${GT_UNTIL:-}" ] && gt_to=$(( GT_UNTIL - SECONDS ))
     timeout $gt_to python3 -m pytest -q -p no:cacheprovider --maxfail=30 ${GT_TESTS:-tests/eval tests/test_jit_cuda_gpu.py tests/test_library.py tests/ops/test_attention_kernels.py} > $W/log_gputests.txt 2>&1

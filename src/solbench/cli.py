@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 # Subcommand providers: each module has ``register(subparsers)``.
-PLUGINS = ("solbench.report.cli", "solbench.eval.cli", "solbench.profiles.cli", "solbench.sass")
+PLUGINS = ("solbench.report.cli", "solbench.eval.cli", "solbench.profiles.cli", "solbench.sass", "solbench.breakdown")
 
 
 def split_csv(values):
