@@ -174,6 +174,20 @@ def test_fused_moe_paths(device, t, opt, dup):
     torch.testing.assert_close(out.cpu(), ref, rtol=3e-2, atol=1.5e-2)
 
 
+@pytest.mark.parametrize("combine,gate_up_tile", [("sum", 0), ("atomic", 0), ("sum", 1)])
+def test_fused_moe_persistent_tiles(device, monkeypatch, combine, gate_up_tile):
+    # Both GEMMs walk the tiles of the occupied blocks with 3 programs (as if the GPU had 3 SMs),
+    # so every program takes several tiles of different experts; unoccupied blocks past
+    # num_tokens_post_pad are never visited (their sorted ids are unwritten).
+    from solbench.kernels.moe import _fused_triton
+
+    monkeypatch.setattr(_fused_triton, "sm_count", lambda t: 3)
+    args, ref = _bf16_case(21, 64, 48, 16, 4, device, True)
+    g1 = replace(SORTED16.gemm1, persistent=1, gate_up_tile=gate_up_tile)
+    out = fused_moe(*args, options=FusedMoeOptions(g1, replace(SORTED16.gemm2, persistent=1), combine=combine))
+    torch.testing.assert_close(out.cpu(), ref, rtol=3e-2, atol=1.5e-2)
+
+
 def test_fused_moe_bf16_out_and_zero_tokens(device):
     args, ref = _bf16_case(5, 64, 48, 8, 2, device)
     out = torch.full((5, 64), float("nan"), dtype=BF16, device=device)
@@ -284,6 +298,19 @@ def test_fp8_fused_moe_matches_a_model_of_its_requantization(device, t, dup, gat
     assert rel < 6e-3, rel
 
 
+def test_fp8_fused_moe_persistent_tiles(device, monkeypatch):
+    from solbench.kernels.moe import _fused_triton
+
+    monkeypatch.setattr(_fused_triton, "sm_count", lambda t: 2)
+    args = _fp8_case(9, 256, 256, 8, 2, device, True)
+    opt = FusedMoeOptions(GemmConfig(16, 128, 128, group_m=1, gate_up_tile=1, persistent=1),
+                          GemmConfig(16, 64, 128, group_m=1, persistent=1), combine="sum")
+    out = fp8_block_fused_moe(*[a.to(device) for a in args], out=torch.empty(9, 256, device=device), options=opt)
+    want = _fp8_model(*args, requant=True)
+    rel = (out.cpu() - want).pow(2).mean().sqrt() / want.pow(2).mean().sqrt()
+    assert rel < 6e-3, rel
+
+
 @pytest.mark.parametrize("bk1,bk2", [(256, 512), (1024, 128)])
 def test_fp8_decode_tiles_spanning_several_scale_groups(device, bk1, bk2):
     # One-row tiles of 2-8 128-groups, each group's partial sum scaled by its own block scale;
@@ -310,8 +337,10 @@ def test_validation_errors_name_what_is_supported():
         FusedMoeOptions(GemmConfig(16, 32, 32), GemmConfig(16, 32, 32), combine="add")
     with pytest.raises(ValueError, match="block_m must match"):
         FusedMoeOptions(GemmConfig(16, 32, 32), GemmConfig(32, 32, 32))
-    with pytest.raises(ValueError, match="gate_up_tile is 0 or 1"):
+    with pytest.raises(ValueError, match="gate_up_tile and persistent are 0 or 1"):
         FusedMoeOptions(GemmConfig(16, 32, 32, gate_up_tile=2), GemmConfig(16, 32, 32))
+    with pytest.raises(ValueError, match="persistent tiles are the sorted path's"):
+        FusedMoeOptions(GemmConfig(1, 32, 32, persistent=1), GemmConfig(1, 32, 32), direct=True)
     with pytest.raises(ValueError, match=r"top_k=9 must be in \[1, min\(num_experts=8"):
         topk_gating_softmax(torch.randn(2, 8), 9)
     with pytest.raises(ValueError, match="multiples of 128"):

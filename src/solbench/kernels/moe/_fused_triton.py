@@ -7,7 +7,7 @@ import torch
 import triton
 import triton.language as tl
 
-from solbench.kernels.common import gpu_codegen
+from solbench.kernels.common import gpu_codegen, sm_count
 from solbench.kernels.moe._routing_triton import launch_sort, launch_sum_reduce
 from solbench.kernels.moe.fused import FP8_BLOCK, FP8_MAX, FusedMoeOptions, GemmConfig
 from solbench.kernels.moe.routing import aligned_capacity
@@ -161,16 +161,79 @@ def _k_loop_gate_up(a_ptr, a_stride, as_ptr, as_stride, arow, amask, w_ptr, w_sn
 
 
 @triton.jit
+def _tile_epilogue(acc, acc2, slots, valid, offs_n, nmask, c_ptr, c_stride, cs_ptr, cs_stride, topk_w_ptr, pid_n,
+                   top_k, GATED: tl.constexpr, QUANT_OUT: tl.constexpr, ATOMIC: tl.constexpr, UPCAST: tl.constexpr):
+    """A tile's output: GEMM1's silu(g) * u (requantized per 128-group when QUANT_OUT), GEMM2's rows
+    times their router weight, stored per slot or added atomically into the token's row."""
+    crow = slots.to(tl.int64)
+    cmask = valid[:, None] & nmask[None, :]
+    if GATED:
+        acc = acc / (1.0 + tl.exp(-acc)) * acc2
+    else:
+        acc = acc * tl.load(topk_w_ptr + slots, mask=valid, other=0.0)[:, None]
+    if QUANT_OUT:
+        # Per-token-group fp8 of the activation (BLOCK_N is the group): scale = amax / 448.
+        s = tl.maximum(tl.max(tl.abs(acc), axis=1), 1e-10) / _F8MAX
+        q = _fp8_grid(tl.minimum(tl.maximum(acc / s[:, None], -_F8MAX), _F8MAX), UPCAST)
+        tl.store(c_ptr + crow[:, None] * c_stride + offs_n[None, :], q.to(c_ptr.dtype.element_ty), mask=cmask)
+        tl.store(cs_ptr + crow * cs_stride + pid_n, s, mask=valid)
+    elif ATOMIC:
+        orow = (slots // top_k).to(tl.int64)
+        tl.atomic_add(c_ptr + orow[:, None] * c_stride + offs_n[None, :], acc, mask=cmask, sem="relaxed")
+    else:
+        tl.store(c_ptr + crow[:, None] * c_stride + offs_n[None, :], acc.to(c_ptr.dtype.element_ty), mask=cmask)
+
+
+@triton.jit
+def _tile_mn(tile, num_m, num_n, GROUP_M: tl.constexpr):
+    """Grouped order: GROUP_M row blocks sweep the N tiles together, so an expert's weight tiles
+    are reused from L2 by the blocks of the same expert."""
+    per_group = GROUP_M * num_n
+    first_m = (tile // per_group) * GROUP_M
+    gsize = tl.minimum(num_m - first_m, GROUP_M)
+    return first_m + (tile % per_group) % gsize, (tile % per_group) // gsize
+
+
+@triton.jit
+def _slot_tile(pid_n, slots, expert, a_ptr, a_stride, as_ptr, as_stride, w_ptr, w_se, w_sn, ws_ptr, ws_se, ws_sn,
+               ws_sk, c_ptr, c_stride, cs_ptr, cs_stride, topk_w_ptr, N, K, num_slots, top_k,
+               GATED: tl.constexpr, A_FP8: tl.constexpr, W_FP8: tl.constexpr, QUANT_OUT: tl.constexpr,
+               ATOMIC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+               QBLOCK: tl.constexpr, KG: tl.constexpr, GATE_UP_TILE: tl.constexpr, UPCAST: tl.constexpr):
+    """One tile whose rows are slots of one expert (a block of the sorted layout, or one decode
+    slot) x N tile ``pid_n``: GEMM1 on the slots' tokens, GEMM2 on the slots' rows, and the epilogue."""
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    nmask = offs_n < N
+    valid = slots < num_slots
+    arow = (slots // top_k) if GATED else slots
+    arow = tl.where(valid, arow, 0).to(tl.int64)
+    if GATED and GATE_UP_TILE and BLOCK_M >= 16:
+        acc, acc2 = _k_loop_gate_up(a_ptr, a_stride, as_ptr, as_stride, arow, valid, w_ptr + expert * w_se, w_sn,
+                                    ws_ptr + expert * ws_se, ws_sn, ws_sk, pid_n, N, K, A_FP8, W_FP8, BLOCK_M,
+                                    BLOCK_N, BLOCK_K, QBLOCK, UPCAST)
+    else:
+        acc, acc2 = _k_loop(tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32),
+                            tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32), a_ptr, a_stride, as_ptr, as_stride,
+                            arow, valid, w_ptr + expert * w_se, w_sn, N * w_sn,
+                            ws_ptr + expert * ws_se + (offs_n // QBLOCK) * ws_sn, ws_sk, (N // QBLOCK) * ws_sn,
+                            offs_n, nmask, K, tl.cdiv(K, QBLOCK), GATED, A_FP8, W_FP8, BLOCK_M, BLOCK_N, BLOCK_K,
+                            QBLOCK, KG, UPCAST)
+    _tile_epilogue(acc, acc2, slots, valid, offs_n, nmask, c_ptr, c_stride, cs_ptr, cs_stride, topk_w_ptr, pid_n,
+                   top_k, GATED, QUANT_OUT, ATOMIC, UPCAST)
+
+
+@triton.jit
 def _moe_gemm_kernel(
         a_ptr, a_stride, as_ptr, as_stride,
         w_ptr, w_se, w_sn, ws_ptr, ws_se, ws_sn, ws_sk,
         c_ptr, c_stride, cs_ptr, cs_stride,
         sorted_ptr, expert_ptr, ntpp_ptr, topk_w_ptr, zero_ptr, zero_numel, zero_chunk,
-        N, K, num_slots, top_k, num_m,
+        N, K, num_slots, top_k, num_m, num_progs,
         GATED: tl.constexpr, A_FP8: tl.constexpr, W_FP8: tl.constexpr, QUANT_OUT: tl.constexpr,
         MODE: tl.constexpr, ATOMIC: tl.constexpr, ZERO: tl.constexpr,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
-        QBLOCK: tl.constexpr, KG: tl.constexpr, GATE_UP_TILE: tl.constexpr, UPCAST: tl.constexpr):
+        QBLOCK: tl.constexpr, KG: tl.constexpr, GATE_UP_TILE: tl.constexpr, UPCAST: tl.constexpr,
+        PERSISTENT: tl.constexpr):
     """One grouped-GEMM tile. MODE 0: rows are a block of the sorted layout (one expert);
     MODE 1: the row is one slot (decode GEMM1; ``sorted_ptr`` holds topk_ids); MODE 2: the row is
     one token and the program sums its top-k experts (decode GEMM2). GATED: GEMM1 (x rows by
@@ -178,7 +241,9 @@ def _moe_gemm_kernel(
     Otherwise GEMM2: rows by slot, times the router weight; ATOMIC adds into out by token.
     ZERO: the programs first zero ``zero_ptr`` (GEMM2's atomic target), a chunk each.
     GATE_UP_TILE: GEMM1's tensor-core tiles take :func:`_k_loop_gate_up`.
-    UPCAST: running in the CPU interpreter (see _mma and _fp8_grid)."""
+    UPCAST: running in the CPU interpreter (see _mma and _fp8_grid).
+    PERSISTENT (MODE 0): ``num_progs`` programs walk the tiles of the occupied blocks (those below
+    num_tokens_post_pad, read once) in one flattened pipeline (:func:`_sorted_tile`)."""
     pid = tl.program_id(0)
     if ZERO:
         for z in range(pid * zero_chunk, tl.minimum((pid + 1) * zero_chunk, zero_numel), 1024):
@@ -186,21 +251,25 @@ def _moe_gemm_kernel(
             tl.store(zero_ptr + zo, tl.zeros([1024], dtype=tl.float32),
                      mask=(zo < zero_numel) & (zo < (pid + 1) * zero_chunk))
     num_n = tl.cdiv(N, BLOCK_N)
-    # Grouped order: GROUP_M row blocks sweep the N tiles together, so an expert's weight tiles
-    # are reused from L2 by the blocks of the same expert.
-    per_group = GROUP_M * num_n
-    first_m = (pid // per_group) * GROUP_M
-    gsize = tl.minimum(num_m - first_m, GROUP_M)
-    pid_m = first_m + (pid % per_group) % gsize
-    pid_n = (pid % per_group) // gsize
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    nmask = offs_n < N
-    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-    acc2 = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-    up_off = N * w_sn
-    ws_up_off = (N // QBLOCK) * ws_sn
-
+    if PERSISTENT:
+        # Only the blocks the sort filled: the grid was sized by the worst case.
+        num_tiles = tl.cdiv(tl.load(ntpp_ptr), BLOCK_M) * num_n
+        for tile in tl.range(pid, num_tiles, num_progs, flatten=True):
+            pid_m, pid_n = _tile_mn(tile, num_m, num_n, GROUP_M)
+            _slot_tile(pid_n, tl.load(sorted_ptr + pid_m * BLOCK_M + tl.arange(0, BLOCK_M)),
+                       tl.load(expert_ptr + pid_m).to(tl.int64), a_ptr, a_stride, as_ptr, as_stride, w_ptr, w_se,
+                       w_sn, ws_ptr, ws_se, ws_sn, ws_sk, c_ptr, c_stride, cs_ptr, cs_stride, topk_w_ptr, N, K,
+                       num_slots, top_k, GATED, A_FP8, W_FP8, QUANT_OUT, ATOMIC, BLOCK_M, BLOCK_N, BLOCK_K, QBLOCK,
+                       KG, GATE_UP_TILE, UPCAST)
+        return
+    pid_m, pid_n = _tile_mn(pid, num_m, num_n, GROUP_M)
     if MODE == 2:
+        offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+        nmask = offs_n < N
+        acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+        acc2 = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+        up_off = N * w_sn
+        ws_up_off = (N // QBLOCK) * ws_sn
         slots = tl.zeros([BLOCK_M], dtype=tl.int32)
         valid = tl.full([BLOCK_M], 1, tl.int1)
         for j in range(0, top_k):
@@ -223,35 +292,9 @@ def _moe_gemm_kernel(
                 return
             slots = tl.load(sorted_ptr + pid_m * BLOCK_M + tl.arange(0, BLOCK_M))
             expert = tl.load(expert_ptr + pid_m).to(tl.int64)
-        valid = slots < num_slots
-        arow = (slots // top_k) if GATED else slots
-        arow = tl.where(valid, arow, 0).to(tl.int64)
-        if GATED and GATE_UP_TILE and BLOCK_M >= 16:
-            acc, acc2 = _k_loop_gate_up(a_ptr, a_stride, as_ptr, as_stride, arow, valid, w_ptr + expert * w_se, w_sn,
-                                        ws_ptr + expert * ws_se, ws_sn, ws_sk, pid_n, N, K, A_FP8, W_FP8, BLOCK_M,
-                                        BLOCK_N, BLOCK_K, QBLOCK, UPCAST)
-        else:
-            acc, acc2 = _k_loop(acc, acc2, a_ptr, a_stride, as_ptr, as_stride, arow, valid, w_ptr + expert * w_se,
-                                w_sn, up_off, ws_ptr + expert * ws_se + (offs_n // QBLOCK) * ws_sn, ws_sk, ws_up_off,
-                                offs_n, nmask, K, tl.cdiv(K, QBLOCK), GATED, A_FP8, W_FP8, BLOCK_M, BLOCK_N, BLOCK_K,
-                                QBLOCK, KG, UPCAST)
-        crow = slots.to(tl.int64)
-        cmask = valid[:, None] & nmask[None, :]
-        if GATED:
-            acc = acc / (1.0 + tl.exp(-acc)) * acc2
-        else:
-            acc = acc * tl.load(topk_w_ptr + slots, mask=valid, other=0.0)[:, None]
-        if QUANT_OUT:
-            # Per-token-group fp8 of the activation (BLOCK_N is the group): scale = amax / 448.
-            s = tl.maximum(tl.max(tl.abs(acc), axis=1), 1e-10) / _F8MAX
-            q = _fp8_grid(tl.minimum(tl.maximum(acc / s[:, None], -_F8MAX), _F8MAX), UPCAST)
-            tl.store(c_ptr + crow[:, None] * c_stride + offs_n[None, :], q.to(c_ptr.dtype.element_ty), mask=cmask)
-            tl.store(cs_ptr + crow * cs_stride + pid_n, s, mask=valid)
-        elif ATOMIC:
-            orow = (slots // top_k).to(tl.int64)
-            tl.atomic_add(c_ptr + orow[:, None] * c_stride + offs_n[None, :], acc, mask=cmask, sem="relaxed")
-        else:
-            tl.store(c_ptr + crow[:, None] * c_stride + offs_n[None, :], acc.to(c_ptr.dtype.element_ty), mask=cmask)
+        _slot_tile(pid_n, slots, expert, a_ptr, a_stride, as_ptr, as_stride, w_ptr, w_se, w_sn, ws_ptr, ws_se,
+                   ws_sn, ws_sk, c_ptr, c_stride, cs_ptr, cs_stride, topk_w_ptr, N, K, num_slots, top_k, GATED,
+                   A_FP8, W_FP8, QUANT_OUT, ATOMIC, BLOCK_M, BLOCK_N, BLOCK_K, QBLOCK, KG, GATE_UP_TILE, UPCAST)
 
 
 def _launch_gemm(cfg: GemmConfig, num_m: int, n: int, k: int, a, a_scale, w, w_scale, c, c_scale, sorted_ids,
@@ -261,6 +304,9 @@ def _launch_gemm(cfg: GemmConfig, num_m: int, n: int, k: int, a, a_scale, w, w_s
         return
     dummy = sorted_ids
     programs = num_m * triton.cdiv(n, cfg.block_n)
+    persistent = bool(cfg.persistent) and mode == 0
+    if persistent:  # one program an SM (the tiles of occupied blocks are counted in the kernel)
+        programs = min(programs, sm_count(a) or programs)
     zero_numel = 0 if zero is None else zero.numel()
     _moe_gemm_kernel[(programs,)](
         a, a.stride(0), dummy if a_scale is None else a_scale, 0 if a_scale is None else a_scale.stride(0),
@@ -269,12 +315,12 @@ def _launch_gemm(cfg: GemmConfig, num_m: int, n: int, k: int, a, a_scale, w, w_s
         c, c.stride(0), dummy if c_scale is None else c_scale, 0 if c_scale is None else c_scale.stride(0),
         sorted_ids, dummy if expert_ids is None else expert_ids, dummy if ntpp is None else ntpp,
         dummy if topk_w is None else topk_w, c if zero is None else zero, zero_numel,
-        triton.cdiv(zero_numel, programs), n, k, num_slots, top_k, num_m,
+        triton.cdiv(zero_numel, programs), n, k, num_slots, top_k, num_m, programs,
         GATED=gated, A_FP8=a_scale is not None, W_FP8=w_scale is not None, QUANT_OUT=quant_out, MODE=mode,
         ATOMIC=atomic, ZERO=zero is not None, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,
         GROUP_M=cfg.group_m, QBLOCK=FP8_BLOCK, KG=max(1, cfg.block_k // FP8_BLOCK) if w_scale is not None else 1,
-        GATE_UP_TILE=bool(cfg.gate_up_tile), UPCAST=not gpu_codegen(a), num_warps=cfg.num_warps,
-        num_stages=cfg.num_stages)
+        GATE_UP_TILE=bool(cfg.gate_up_tile), UPCAST=not gpu_codegen(a), PERSISTENT=persistent,
+        num_warps=cfg.num_warps, num_stages=cfg.num_stages)
 
 
 def run(x, x_scale, w1, w1_scale, w2, w2_scale, topk_weights, topk_ids, out, opt: FusedMoeOptions):
