@@ -42,6 +42,24 @@ def _cu(lens):
     return torch.tensor([0, *torch.tensor(lens).cumsum(0).tolist()], dtype=torch.int32, device="cuda")
 
 
+def _paged_caches(lens, hkv, page, d, g):
+    """nhd K/V caches holding sequences of ``lens`` keys in shuffled blocks (3 spare), the block
+    table, and NaN in each sequence's unused slots of its last page (read in place, they must
+    not reach the output)."""
+    pages = [-(-n // page) for n in lens]
+    kc = torch.randn(sum(pages) + 3, page, hkv, d, device="cuda", generator=g).to(BF16)
+    vc = torch.randn(sum(pages) + 3, page, hkv, d, device="cuda", generator=g).to(BF16)
+    perm = torch.randperm(sum(pages) + 3, device="cuda", generator=g)[:sum(pages)].int()
+    bt = torch.zeros(len(lens), max(pages), dtype=torch.int32, device="cuda")
+    at = 0
+    for s, n in enumerate(pages):
+        bt[s, :n] = perm[at:at + n]
+        at += n
+        kc[bt[s, n - 1].long(), lens[s] % page or page:] = float("nan")
+        vc[bt[s, n - 1].long(), lens[s] % page or page:] = float("nan")
+    return kc, vc, bt
+
+
 @pytest.mark.parametrize("lens_q,lens_k,h,hkv", [([1000], [1000], 8, 8), ([37, 300, 1, 129], [37, 300, 1, 129], 32, 4),
                                                  ([64, 200], [300, 200], 16, 2), ([2018], [2018], 32, 8),
                                                  ([500, 77], [500, 77], 28, 4), ([260], [260], 40, 4),
@@ -88,20 +106,9 @@ def test_paged_prefill_matches_the_reference(lens, h, hkv, page, q_last, variant
 
     monkeypatch.setattr(tri, "_stage", stage_then_poison)
     g = torch.Generator(device="cuda").manual_seed(len(lens))
-    pages = [-(-n // page) for n in lens]
-    kc = torch.randn(sum(pages) + 3, page, hkv, 128, device="cuda", generator=g).to(BF16)
-    vc = torch.randn(sum(pages) + 3, page, hkv, 128, device="cuda", generator=g).to(BF16)
-    perm = torch.randperm(sum(pages) + 3, device="cuda", generator=g)[:sum(pages)].int()
-    bt = torch.zeros(len(lens), max(pages), dtype=torch.int32, device="cuda")
-    at = 0
-    for s, n in enumerate(pages):
-        bt[s, :n] = perm[at:at + n]
-        at += n
+    kc, vc, bt = _paged_caches(lens, hkv, page, 128, g)
     lens_q = [min(n, q_last) if q_last else n for n in lens]
     q = torch.randn(sum(lens_q), h, 128, device="cuda", generator=g).to(BF16)
-    for s, n in enumerate(lens):  # the unused slots of each sequence's last page (read in place)
-        kc[bt[s, pages[s] - 1].long(), n % page or page:] = float("nan")
-        vc[bt[s, pages[s] - 1].long(), n % page or page:] = float("nan")
     cu_q = _cu(lens_q)
     used = torch.tensor(lens, dtype=torch.int32, device="cuda")
     out = torch.full_like(q, float("nan"))
@@ -187,17 +194,7 @@ def test_head_sizes_72_and_80_paged(d, variant, monkeypatch):
     monkeypatch.setenv("SOLBENCH_ATTN_CUDA", variant)
     lens, h, hkv, page = [100, 17, 300], 16, 2, 16
     g = torch.Generator(device="cuda").manual_seed(d)
-    pages = [-(-n // page) for n in lens]
-    kc = torch.randn(sum(pages) + 3, page, hkv, d, device="cuda", generator=g).to(BF16)
-    vc = torch.randn(sum(pages) + 3, page, hkv, d, device="cuda", generator=g).to(BF16)
-    perm = torch.randperm(sum(pages) + 3, device="cuda", generator=g)[:sum(pages)].int()
-    bt = torch.zeros(len(lens), max(pages), dtype=torch.int32, device="cuda")
-    at = 0
-    for s, n in enumerate(pages):
-        bt[s, :n] = perm[at:at + n]
-        at += n
-        kc[bt[s, n - 1].long(), lens[s] % page or page:] = float("nan")
-        vc[bt[s, n - 1].long(), lens[s] % page or page:] = float("nan")
+    kc, vc, bt = _paged_caches(lens, hkv, page, d, g)
     q = torch.randn(sum(lens), h, d, device="cuda", generator=g).to(BF16)
     cu_q = _cu(lens)
     used = torch.tensor(lens, dtype=torch.int32, device="cuda")
