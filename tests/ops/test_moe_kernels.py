@@ -184,7 +184,7 @@ def test_fused_moe_persistent_tiles(device, monkeypatch, combine, gate_up_tile):
     monkeypatch.setattr(_fused_triton, "sm_count", lambda t: 3)
     args, ref = _bf16_case(21, 64, 48, 16, 4, device, True)
     g1 = replace(SORTED16.gemm1, persistent=1, gate_up_tile=gate_up_tile)
-    out = fused_moe(*args, options=FusedMoeOptions(g1, replace(SORTED16.gemm2, persistent=1), combine=combine))
+    out = fused_moe(*args, options=FusedMoeOptions(g1, replace(SORTED16.gemm2, persistent=2), combine=combine))
     torch.testing.assert_close(out.cpu(), ref, rtol=3e-2, atol=1.5e-2)
 
 
@@ -337,8 +337,10 @@ def test_validation_errors_name_what_is_supported():
         FusedMoeOptions(GemmConfig(16, 32, 32), GemmConfig(16, 32, 32), combine="add")
     with pytest.raises(ValueError, match="block_m must match"):
         FusedMoeOptions(GemmConfig(16, 32, 32), GemmConfig(32, 32, 32))
-    with pytest.raises(ValueError, match="gate_up_tile and persistent are 0 or 1"):
+    with pytest.raises(ValueError, match="gate_up_tile is 0 or 1, persistent 0"):
         FusedMoeOptions(GemmConfig(16, 32, 32, gate_up_tile=2), GemmConfig(16, 32, 32))
+    with pytest.raises(ValueError, match=r"persistent 0 \(off\) to 4"):
+        FusedMoeOptions(GemmConfig(16, 32, 32, persistent=5), GemmConfig(16, 32, 32))
     with pytest.raises(ValueError, match="persistent tiles are the sorted path's"):
         FusedMoeOptions(GemmConfig(1, 32, 32, persistent=1), GemmConfig(1, 32, 32), direct=True)
     with pytest.raises(ValueError, match=r"top_k=9 must be in \[1, min\(num_experts=8"):

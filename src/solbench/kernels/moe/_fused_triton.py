@@ -305,8 +305,8 @@ def _launch_gemm(cfg: GemmConfig, num_m: int, n: int, k: int, a, a_scale, w, w_s
     dummy = sorted_ids
     programs = num_m * triton.cdiv(n, cfg.block_n)
     persistent = bool(cfg.persistent) and mode == 0
-    if persistent:  # one program an SM (the tiles of occupied blocks are counted in the kernel)
-        programs = min(programs, sm_count(a) or programs)
+    if persistent:  # cfg.persistent programs an SM (the tiles of occupied blocks are counted in the kernel)
+        programs = min(programs, cfg.persistent * (sm_count(a) or programs))
     zero_numel = 0 if zero is None else zero.numel()
     _moe_gemm_kernel[(programs,)](
         a, a.stride(0), dummy if a_scale is None else a_scale, 0 if a_scale is None else a_scale.stride(0),

@@ -42,10 +42,10 @@ FP8_MAX = 448.0
 class GemmConfig:
     """One GEMM's tiles. ``gate_up_tile`` (GEMM1 on tensor-core tiles): the gate and up columns
     as one interleaved B tile, one product twice as wide a K step instead of two (1), or two
-    products (0). ``persistent`` (sorted path): one program an SM walks the tiles as one software
-    pipeline over every (tile, K step), so the next tile's first loads are in flight during this
-    tile's epilogue, as the block-fp8 GEMM's flattened loop does (1); or one program a tile (0).
-    Off until a GPU A/B (``SOLBENCH_MOE_GEMM1=persistent=1``)."""
+    products (0). ``persistent`` (sorted path): that many programs an SM (1-4) walk the tiles, each
+    as one software pipeline over every (tile, K step), so the next tile's first loads are in
+    flight during this tile's epilogue, as the block-fp8 GEMM's flattened loop does; 0: one
+    program a tile. Off until a GPU A/B (``SOLBENCH_MOE_GEMM1=persistent=1``)."""
 
     block_m: int
     block_n: int
@@ -86,8 +86,9 @@ class FusedMoeOptions:
                     or g.block_n & (g.block_n - 1) or g.block_k & (g.block_k - 1):
                 raise ValueError(f"FusedMoeOptions: {g} needs block_m 1 (direct) or a power of two in [16, 256] "
                                  "(tensor-core tiles) and power-of-two block_n, block_k >= 16")
-            if g.gate_up_tile not in (0, 1) or g.persistent not in (0, 1):
-                raise ValueError(f"FusedMoeOptions: {g}: gate_up_tile and persistent are 0 or 1")
+            if g.gate_up_tile not in (0, 1) or not 0 <= g.persistent <= 4:
+                raise ValueError(f"FusedMoeOptions: {g}: gate_up_tile is 0 or 1, persistent 0 (off) to 4 "
+                                 "(programs an SM)")
             if g.persistent and self.direct:
                 raise ValueError(f"FusedMoeOptions: {g}: persistent tiles are the sorted path's (not direct)")
 
