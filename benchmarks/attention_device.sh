@@ -49,7 +49,7 @@ for step in $STEPS; do case $step in
     TO=${TRUTH2_TO:-560} run truth2 --ops ${TRUTH2_OPS:-block_scaled_mm,fused_moe,fp8_blockscale_fused_moe,attention_forward} \
       --impls ${TRUTH2_IMPLS:-ours_triton,torch_native,torch_compile,torch_eager,flag_gems,sdpa_flash,sdpa_dense} ;;
   truth) TO=${TRUTH_TO:-300} run truth --ops ${TRUTH_OPS:-fused_qkv_rope,reshape_and_cache,linear_sigmoid_mul,causal_conv1d,gated_delta_rule_update} --impls ours_triton,torch_eager,fla,fla_chunk ;;  # the operators whose contract or cost changed (#21), every shape
-  routing) TO=${ROUTING_TO:-120} run routing --ops moe_topk_gating_softmax,moe_align_block_size,moe_count_and_sort --impls ours_triton,flag_gems,torch_eager ;;
+  routing) TO=${ROUTING_TO:-120} run routing --ops moe_topk_gating_softmax,moe_align_block_size,moe_count_and_sort,moe_sum_reduce --impls ours_triton,flag_gems,torch_eager ;;
   uab) for i in 1 2; do  # unified: the previous commit's kernel against this one, each twice
          PYTHONPATH=$(tree base) TO=90 run uab_base_$i --ops unified_attention --shapes ${UAB_SHAPES:-20,21,24,9,0,16,7} --impls ours_triton
          peers=${UAB_PEERS:-ours_dense,sdpa_dense}; [ $i = 1 ] && peers=${UAB_PEERS1:-ours_dense,sdpa_dense,flag_gems,sdpa_flash,flex_attention,torch_native}
