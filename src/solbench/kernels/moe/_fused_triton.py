@@ -243,7 +243,7 @@ def _moe_gemm_kernel(
     GATE_UP_TILE: GEMM1's tensor-core tiles take :func:`_k_loop_gate_up`.
     UPCAST: running in the CPU interpreter (see _mma and _fp8_grid).
     PERSISTENT (MODE 0): ``num_progs`` programs walk the tiles of the occupied blocks (those below
-    num_tokens_post_pad, read once) in one flattened pipeline (:func:`_sorted_tile`)."""
+    num_tokens_post_pad, read once) in one flattened pipeline, each tile a :func:`_slot_tile`."""
     pid = tl.program_id(0)
     if ZERO:
         for z in range(pid * zero_chunk, tl.minimum((pid + 1) * zero_chunk, zero_numel), 1024):
