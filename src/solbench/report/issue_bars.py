@@ -259,8 +259,9 @@ def unified_decode(s: ShapeResults) -> bool:
 
 
 def delta_update(tokens_one: bool):
-    return lambda s: s.op != "gated_delta_rule_update" or ((_tokens(s) <= int(s.params.get("batch_size", 1)))
-                                                           == tokens_one)
+    """The delta-rule update's shapes of one token a sequence (decode, ``tokens_one``) or of more;
+    every other operator's shapes pass."""
+    return lambda s: s.op != "gated_delta_rule_update" or ((_tokens(s) == 1) == tokens_one)
 
 
 def shape_ids(*ids: int):
