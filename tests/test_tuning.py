@@ -500,3 +500,101 @@ def test_tune_makes_a_representatives_input_sets_once(monkeypatch):
     assert len(made) == 2 and len(cache) == 1  # two CPU sets, made for the first timing only
     time_impl(spec, impl, shape, device, RunConfig(), spec.cost(shape))
     assert len(made) == 4  # without a cache: made again
+
+
+# ---- the GEMM families: block_scaled_mm per (N, K, M bucket), fused_moe per layer and rows bucket ----
+
+def test_block_fp8_table_entries_apply_per_n_k_and_m_bucket():
+    from dataclasses import asdict
+
+    import torch
+
+    from solbench.kernels.gemm import block_fp8
+
+    key, bucket = block_fp8.tuned_key(2048, 2048, 128, torch.bfloat16), block_fp8.m_bucket(4533)
+    assert key == "block_fp8_mm:2048x2048:g128:bf16" and bucket == 8192
+    first = block_fp8.tuned_options(4533, 2048, 2048, 128, torch.bfloat16, 132)
+    assert first == block_fp8.default_options(4533, 2048, 2048, 128, torch.bfloat16, 132)
+    cfg = dict(asdict(first), block_m=64, num_warps=4, programs_per_sm=2, flatten=False)
+    with tuning.overriding(key, bucket, cfg):
+        assert block_fp8.tuned_options(4533, 2048, 2048, 128, torch.bfloat16, 132) == block_fp8.BlockFp8Options(**cfg)
+        # another M bucket and another output dtype are other keys
+        for m, dtype in ((349, torch.bfloat16), (4533, torch.float32)):
+            assert block_fp8.tuned_options(m, 2048, 2048, 128, dtype, 132) == \
+                block_fp8.default_options(m, 2048, 2048, 128, dtype, 132)
+
+
+def test_block_fp8_family_candidates_are_valid_options_and_tune_finds_the_key(monkeypatch):
+    import torch
+
+    from solbench.core import fp8_blocks
+    from solbench.kernels.gemm import block_fp8, block_scaled_mm
+
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    g = torch.Generator().manual_seed(0)
+    a, sa = fp8_blocks.random_blocks((5, 256), (1, 128), "cpu", g)
+    b, sb = fp8_blocks.random_blocks((64, 256), (128, 128), "cpu", g, scale=256 ** -0.5)
+    with tuning.recording() as seen:
+        block_scaled_mm(a, b, sa, sb, out_dtype=torch.bfloat16)
+    key = block_fp8.tuned_key(64, 256, 128, torch.bfloat16)
+    assert (key, block_fp8.m_bucket(5), key, 1) in seen
+    cands = tuner.candidates(key, 16, 1, rows=5)
+    assert cands and all(block_fp8.BlockFp8Options(**c).split_k == 1 for c in cands)  # bf16 out: no split-K
+    assert json.loads(json.dumps(cands)) == cands  # a table holds them as they are
+
+
+def test_moe_table_entries_apply_on_the_sorted_path_only():
+    from solbench.kernels.moe import fused
+
+    key = fused.tuned_key(128, 2048, 768, 8, False)
+    bucket = fused.rows_bucket(15809, 8, 128)
+    assert key == "fused_moe:bf16:E128:H2048:I768:k8" and bucket == 1024
+    base = fused.tuned_options(15809, 128, 2048, 768, 8, False, 132)
+    assert base == fused.default_options(15809, 128, 2048, 768, 8, False, 132)
+    cand = fused.tune_candidates(bucket, 128, 2048, 768, 8, False, 132)
+    assert base not in cand and len(set(cand)) == len(cand) >= 6
+    assert any(c.gemm1.persistent for c in cand) and any(c.gemm1.gate_up_tile for c in cand)
+    with tuning.overriding(key, bucket, fused.options_config(cand[0])):
+        assert fused.tuned_options(15809, 128, 2048, 768, 8, False, 132) == cand[0]
+        assert fused.tuned_options(3, 128, 2048, 768, 8, False, 132).direct  # decode never looks up
+    for fp8 in (False, True):
+        for b in (1, 16, 256, 4096):
+            for c in fused.tune_candidates(b, 128, 2048, 768, 8, fp8):
+                assert fused.options_of_config(json.loads(json.dumps(fused.options_config(c)))) == c
+
+
+def test_a_moe_table_entry_runs_and_is_recorded(monkeypatch):
+    import torch
+
+    from solbench.kernels.moe import fused, fused_moe
+    from solbench.kernels.moe.routing import topk_gating_softmax
+
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    g = torch.Generator().manual_seed(3)
+    t, h, i, e, k = 21, 64, 48, 16, 4
+    x = torch.randn(t, h, generator=g).to(torch.bfloat16)
+    w1 = (torch.randn(e, 2 * i, h, generator=g) * h ** -0.5).to(torch.bfloat16)
+    w2 = (torch.randn(e, h, i, generator=g) * i ** -0.5).to(torch.bfloat16)
+    tw, ti = topk_gating_softmax(torch.randn(t, e, generator=g), k, renormalize=True)
+    want = fused_moe(x, w1, w2, tw, ti)
+    key, bucket = fused.tuned_key(e, h, i, k, False), fused.rows_bucket(t, k, e)
+    cfg = {"gemm1": {"block_m": 16, "block_n": 32, "block_k": 32, "group_m": 1, "num_warps": 4, "num_stages": 2,
+                     "gate_up_tile": 1, "persistent": 1},
+           "gemm2": {"block_m": 16, "block_n": 32, "block_k": 32, "group_m": 1, "num_warps": 4, "num_stages": 2,
+                     "gate_up_tile": 0, "persistent": 0}, "combine": "atomic"}
+    with tuning.recording() as seen, tuning.overriding(key, bucket, cfg):
+        got = fused_moe(x, w1, w2, tw, ti)
+    assert (key, bucket, key, 2) in seen
+    torch.testing.assert_close(got, want, rtol=3e-2, atol=1.5e-2)
+
+
+def test_compute_bound_shapes_are_tuned_up_to_a_flop_cap():
+    from solbench.core.spec import Cost
+
+    def cost(flops, nbytes):
+        return Cost(flops={"bf16_tc": flops}, bytes_read=nbytes, bytes_written=0.0)
+
+    assert not tuner.too_big_to_tune(cost(1.19e12, 1.4e9))   # fused_moe #12: compute-bound, 1.4 GB
+    assert tuner.too_big_to_tune(cost(2.1e12, 0.5e9))        # a GEMM past ~3 ms
+    assert tuner.too_big_to_tune(cost(1e9, 1.3e9))           # memory-bound past 1.2 GB
+    assert not tuner.too_big_to_tune(cost(0.0, 1.0e9))

@@ -1,5 +1,6 @@
-"""``solbench tune``: measure launch configurations of our memory-bound kernels on this device
-and write the tuned table that the kernels then use (runtime/tuning.py).
+"""``solbench tune``: measure launch configurations of our kernels on this device and write the
+tuned table that the kernels then use (runtime/tuning.py): the row-wise and GLU kernels' tiles,
+block_scaled_mm's per (N, K, M bucket), the fused MoE's per layer shape and rows-per-expert bucket.
 
 The catalog shapes of every operator with an ``ours_triton`` implementation are grouped by the
 ``(kernel, n)`` keys their launches look up (``kernel@few_rows`` / ``kernel@many_rows`` for the
@@ -28,7 +29,13 @@ from solbench.runtime import tuning
 
 MIN_TUNE_BYTES = 4e6
 TARGET_BYTES = 32e6
+#: The largest shapes a key is tuned on (their time bounds the tune's): memory-bound ones up to this
+#: many bytes (~0.4 ms on an H100), compute-bound ones (at least COMPUTE_BOUND_INTENSITY flops a
+#: byte: the GEMMs, MoE and attention) up to MAX_TUNE_FLOPS (~3 ms), so that a layer as heavy as
+#: fused_moe #12 (1.2 TFLOP over 1.4 GB) is among its key's representatives.
 MAX_TUNE_BYTES = 1.2e9
+MAX_TUNE_FLOPS = 2e12
+COMPUTE_BOUND_INTENSITY = 100.0
 MIN_GAIN = 0.03
 #: No representative may get slower than the baseline by more than this (one entry serves every
 #: launch of its key). Looser than MIN_GAIN: it must pass run-to-run scatter of small launches
@@ -63,6 +70,13 @@ def _rows_of(n: int, bytes_total: float, elem_bytes: int) -> int:
     return max(1, int(bytes_total / max(1, 2 * n * elem_bytes)))
 
 
+def too_big_to_tune(cost) -> bool:
+    """Whether a shape of this cost is past what a tune times (see :data:`MAX_TUNE_BYTES`)."""
+    if cost.total_flops >= COMPUTE_BOUND_INTENSITY * cost.total_bytes:
+        return cost.total_flops > MAX_TUNE_FLOPS
+    return cost.total_bytes > MAX_TUNE_BYTES
+
+
 def discover(specs, device) -> dict[tuple, list]:
     """``{(kernel, n, family, elem_bytes): [(spec, impl, shape, cost), ...]}``: which tuned keys
     each catalog shape's ours_triton launch looks up (found by running it once per shape)."""
@@ -76,7 +90,7 @@ def discover(specs, device) -> dict[tuple, list]:
             continue
         for shape in spec.shapes:
             cost = spec.cost(shape)
-            if cost.total_bytes > MAX_TUNE_BYTES or not impl.supports(shape, device):
+            if too_big_to_tune(cost) or not impl.supports(shape, device):
                 continue
             inputs = spec.make_inputs(shape, device, 0)
             outs = spec.make_outputs(shape, inputs) if impl.takes_out else None

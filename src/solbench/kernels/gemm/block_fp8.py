@@ -10,7 +10,8 @@ The products of fp8 values run on fp8 tensor cores and accumulate in fp32; each 
 partial is scaled once by ``a_scale * b_scale`` and added to the accumulator (no operand is
 dequantized). ``out`` is fp32 (default), bf16 or fp16, rounded once.
 
-The launch (:class:`BlockFp8Options`, from :func:`default_options` per (N, K, M bucket)):
+The launch (:class:`BlockFp8Options`, from the tuned table per (N, K, M bucket) where ``solbench
+tune`` wrote one for this GPU, else :func:`default_options`):
 persistent programs over output tiles in grouped order; BLOCK_K is the scale group ``gk``;
 split-K (fp32 output, added by atomics into a zeroed ``out``) where the output tiles alone would
 leave SMs idle, as at decode sizes where the weight must stream at full bandwidth; operand tiles
@@ -20,7 +21,7 @@ over ``num_stages``).
 from __future__ import annotations
 
 import functools
-from dataclasses import astuple, dataclass, fields, replace
+from dataclasses import asdict, astuple, dataclass, fields, replace
 
 import torch
 
@@ -191,6 +192,45 @@ def candidates(m: int, n: int, k: int, group_k: int = 128, out_dtype=torch.float
     return unique
 
 
+#: Output dtype names in tuned-table keys.
+_OUT_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+
+
+def tuned_key(n: int, k: int, group_k: int, out_dtype) -> str:
+    """The tuned table's kernel key of one (N, K, scale group, output dtype); its ``n`` is the M
+    bucket (:func:`m_bucket`). Each key is its own ``solbench tune`` family, whose candidates
+    (:func:`candidates`) need N and K."""
+    return f"block_fp8_mm:{n}x{k}:g{group_k}:{_OUT_NAMES[out_dtype]}"
+
+
+def _tuning_family(n: int, k: int, group_k: int, out_dtype) -> str:
+    """Register (once) and name the tune family of ``tuned_key(n, k, group_k, out_dtype)``: the
+    M bucket's :func:`candidates` but the heuristic's own launch (the baseline ``tune`` times
+    anyway), as table configs."""
+    from solbench.runtime import tuning
+
+    name = tuned_key(n, k, group_k, out_dtype)
+    if name not in tuning.families():
+        def generate(m_bucket_: int, elem_bytes: int, rows: int, few_rows: bool = False) -> list[dict]:
+            sms = tuning.sm_count() or 132
+            return [asdict(o) for o in candidates(m_bucket_, n, k, group_k, out_dtype, sms)[1:]]
+
+        tuning.register_family(name, generate)
+    return name
+
+
+def tuned_options(m: int, n: int, k: int, group_k: int, out_dtype, sms: int) -> BlockFp8Options:
+    """The launch of an (M, N, K): the tuned table's entry for its (N, K, M bucket) when this
+    device has one (``solbench tune``), else :func:`default_options`."""
+    from solbench.runtime import tuning
+
+    cfg = tuning.lookup(tuned_key(n, k, group_k, out_dtype), m_bucket(m),
+                        family=_tuning_family(n, k, group_k, out_dtype), elem_bytes=1)
+    if cfg is not None:
+        return BlockFp8Options(**cfg)
+    return default_options(m, n, k, group_k, out_dtype, sms)
+
+
 def _tma_possible(a2, b) -> str | None:
     """Why TMA descriptors cannot be used for these operands here, or None when they can."""
     try:
@@ -338,7 +378,7 @@ def launch(a2, b, sa, sb, out2, group_n: int, group_k: int, options: BlockFp8Opt
     if why:
         raise RuntimeError(f"{WHAT}: {why}")
     sms = sm_count(a2.device)
-    opt = options or env_override(default_options(m, n, k, group_k, out2.dtype, sms))
+    opt = options or env_override(tuned_options(m, n, k, group_k, out2.dtype, sms))
     if opt.split_k > 1 and out2.dtype != torch.float32:
         raise ValueError(f"{WHAT}: split_k > 1 needs fp32 out (got {out2.dtype})")
     if _cdiv(k, group_k) % opt.split_k:

@@ -15,7 +15,9 @@ Pipeline (no host sync; the grids are sized by the worst case and idle blocks ex
    an fp32 ``out`` or stored per slot and summed over the top-k by
    :func:`~solbench.kernels.moe.routing.moe_sum_reduce`.
 
-Decode (a handful of tokens) skips the sort: every slot is its own one-row block reading its
+The sorted path's tiles come from the tuned table for the layer shape and rows-per-expert bucket
+where ``solbench tune`` wrote one for this GPU (:func:`tuned_options`), else from the bucket rule
+(:func:`default_options`). Decode (a handful of tokens) skips the sort: every slot is its own one-row block reading its
 expert's weights directly (``direct``), so two GEMM launches stream the touched experts' weights.
 
 Custom ops ``torch.ops.solbench.fused_moe`` / ``fp8_block_fused_moe`` (functional: fp32 / bf16
@@ -24,7 +26,7 @@ references do. The Triton kernels are in ``_fused_triton`` (imported at the firs
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 import torch
 import torch.nn.functional as F
@@ -204,8 +206,99 @@ def env_override(opt: FusedMoeOptions) -> FusedMoeOptions:
     return FusedMoeOptions(g1, g2, direct=opt.direct, combine=opt.combine)
 
 
+# ---- tuned tables (solbench tune) ------------------------------------------------------------------
+
+def tuned_key(num_experts: int, hidden: int, inter: int, top_k: int, fp8: bool) -> str:
+    """The tuned table's kernel key of one MoE layer shape; its ``n`` is the bucket of routed rows
+    per expert (:func:`rows_bucket`). Each key is its own ``solbench tune`` family, whose
+    candidates (:func:`tune_candidates`) need the layer's dimensions."""
+    return f"fused_moe:{'fp8' if fp8 else 'bf16'}:E{num_experts}:H{hidden}:I{inter}:k{top_k}"
+
+
+def rows_bucket(num_tokens: int, top_k: int, num_experts: int) -> int:
+    """Mean routed rows per expert, rounded up to a power of two: the quantity the tiles follow."""
+    return next_pow2(-(-num_tokens * top_k // num_experts))
+
+
+def options_config(opt: FusedMoeOptions) -> dict:
+    """``opt`` as a tuned table's config (JSON)."""
+    return {"gemm1": asdict(opt.gemm1), "gemm2": asdict(opt.gemm2), "combine": opt.combine}
+
+
+def options_of_config(cfg: dict) -> FusedMoeOptions:
+    """A tuned table's config as the sorted path's options (validated as any options are)."""
+    return FusedMoeOptions(GemmConfig(**cfg["gemm1"]), GemmConfig(**cfg["gemm2"]), direct=False,
+                           combine=cfg.get("combine", "sum"))
+
+
+def tune_candidates(bucket: int, num_experts: int, hidden: int, inter: int, top_k: int, fp8: bool,
+                    sm_count: int | None = None) -> list[FusedMoeOptions]:
+    """Sorted-path launches worth timing against :func:`default_options` for a rows-per-expert
+    bucket: half and double the rows a block, one stage more or less, 4 warps, the gate and up
+    columns as one tile (bf16; fp8 has it already), GEMM2's N tile halved, each GEMM persistent,
+    and the atomic top-k combine. Invalid combinations are left out."""
+    tokens = max(DIRECT_MAX_TOKENS + 1, -(-bucket * num_experts // top_k))
+    base = default_options(tokens, num_experts, hidden, inter, top_k, fp8, sm_count)
+    g1, g2 = base.gemm1, base.gemm2
+    out = []
+
+    def add(a: GemmConfig, b: GemmConfig, combine: str = base.combine):
+        try:
+            out.append(FusedMoeOptions(a, b, direct=False, combine=combine))
+        except ValueError:
+            pass
+
+    for bm in (g1.block_m // 2, g1.block_m * 2):
+        if 16 <= bm <= (64 if fp8 else 128):
+            add(replace(g1, block_m=bm), replace(g2, block_m=bm))
+    for d in (-1, 1):
+        if g1.num_stages + d >= 2:
+            add(replace(g1, num_stages=g1.num_stages + d), replace(g2, num_stages=g2.num_stages + d))
+    add(replace(g1, num_warps=4), replace(g2, num_warps=4))
+    if not fp8:
+        add(replace(g1, gate_up_tile=1), g2)
+    if g2.block_n >= 32:
+        add(g1, replace(g2, block_n=g2.block_n // 2))
+    add(replace(g1, persistent=1, num_stages=min(g1.num_stages, 3)), g2)
+    add(g1, replace(g2, persistent=2, num_stages=min(g2.num_stages, 3), block_n=min(g2.block_n, 128)))
+    add(g1, g2, "atomic" if base.combine == "sum" else "sum")
+    unique = []
+    for o in out:
+        if o != base and o not in unique:
+            unique.append(o)
+    return unique
+
+
+def _tuning_family(num_experts: int, hidden: int, inter: int, top_k: int, fp8: bool) -> str:
+    from solbench.runtime import tuning
+
+    name = tuned_key(num_experts, hidden, inter, top_k, fp8)
+    if name not in tuning.families():
+        def generate(bucket: int, elem_bytes: int, rows: int, few_rows: bool = False) -> list[dict]:
+            return [options_config(o) for o in tune_candidates(bucket, num_experts, hidden, inter, top_k, fp8,
+                                                               tuning.sm_count())]
+
+        tuning.register_family(name, generate)
+    return name
+
+
+def tuned_options(num_tokens: int, num_experts: int, hidden: int, inter: int, top_k: int, fp8: bool,
+                  sm_count: int | None) -> FusedMoeOptions:
+    """The launch of a call: on the sorted path, the tuned table's entry for its layer shape and
+    rows-per-expert bucket when this device has one (``solbench tune``), else :func:`default_options`."""
+    base = default_options(num_tokens, num_experts, hidden, inter, top_k, fp8, sm_count)
+    if base.direct:
+        return base
+    from solbench.runtime import tuning
+
+    cfg = tuning.lookup(tuned_key(num_experts, hidden, inter, top_k, fp8),
+                        rows_bucket(num_tokens, top_k, num_experts),
+                        family=_tuning_family(num_experts, hidden, inter, top_k, fp8), elem_bytes=1 if fp8 else 2)
+    return options_of_config(cfg) if cfg is not None else base
+
+
 def _options(opt, t, e, h, inter, k, fp8, out):
-    return opt or env_override(default_options(t, e, h, inter, k, fp8, sm_count(out)))
+    return opt or env_override(tuned_options(t, e, h, inter, k, fp8, sm_count(out)))
 
 
 # ---- bf16 ----------------------------------------------------------------------------------------
