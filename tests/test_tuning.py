@@ -598,3 +598,31 @@ def test_compute_bound_shapes_are_tuned_up_to_a_flop_cap():
     assert tuner.too_big_to_tune(cost(2.1e12, 0.5e9))        # a GEMM past ~3 ms
     assert tuner.too_big_to_tune(cost(1e9, 1.3e9))           # memory-bound past 1.2 GB
     assert not tuner.too_big_to_tune(cost(0.0, 1.0e9))
+
+
+def test_attention_prefill_tiles_come_from_the_table_per_head_size_group_and_mask(monkeypatch):
+    from dataclasses import asdict
+
+    from solbench.kernels import attention as attn
+
+    monkeypatch.delenv("SOLBENCH_ATTENTION_TILES", raising=False)
+    key = attn.tuned_key(128, 8, True)
+    assert key == "attention:d128:g8:causal"
+    default = attn.default_config(128, 6294 * 8, True)
+    assert attn.launch_config(128, 6294 * 8, True, 8, True) == default
+    tile = attn.AttentionConfig(64, 128, 4, 2)
+    with tuning.recording() as seen, tuning.overriding(key, 65536, asdict(tile)):
+        assert attn.launch_config(128, 6294 * 8, True, 8, True) == tile
+        # another group, the full mask, a decode row count and the CPU are other launches
+        assert attn.launch_config(128, 6294 * 8, True, 4, True) == default
+        assert attn.launch_config(128, 6294 * 8, True, 8, False) == default
+        assert attn.launch_config(128, 8, True, 8, True) == attn.default_config(128, 8, True)
+        assert attn.launch_config(128, 6294 * 8, False, 8, True) == attn.default_config(128, 6294 * 8, False)
+        monkeypatch.setenv("SOLBENCH_ATTENTION_TILES", "128,64,8,2")  # an A/B's tiles win
+        assert attn.launch_config(128, 6294 * 8, True, 8, True) == attn.AttentionConfig(128, 64, 8, 2)
+    assert (key, 65536, key, 2) in seen
+    for d, rows in ((128, 4096), (80, 40960), (256, 8192)):
+        family = attn._tuning_family(d, 1, False)  # registered by the first look-up of its key
+        cands = tuner.candidates(family, rows, 2, rows=rows)
+        assert cands and asdict(attn.default_config(d, rows, True)) not in cands
+        assert all(attn.AttentionConfig(**c).block_n <= (128 if d <= 128 else 64) for c in cands)

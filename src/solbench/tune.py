@@ -1,6 +1,7 @@
 """``solbench tune``: measure launch configurations of our kernels on this device and write the
 tuned table that the kernels then use (runtime/tuning.py): the row-wise and GLU kernels' tiles,
-block_scaled_mm's per (N, K, M bucket), the fused MoE's per layer shape and rows-per-expert bucket.
+the attention prefill's per (head size, GQA group, mask, rows bucket), block_scaled_mm's per (N, K,
+M bucket), the fused MoE's per layer shape and rows-per-expert bucket.
 
 The catalog shapes of every operator with an ``ours_triton`` implementation are grouped by the
 ``(kernel, n)`` keys their launches look up (``kernel@few_rows`` / ``kernel@many_rows`` for the

@@ -372,7 +372,7 @@ def launch(q, k, v, out, cu_seqlens_q, cu_seqlens_k, seqused_k, block_table, max
     d_pad = d_a + d_b
     gpu = gpu_codegen(q)
     rows_per_seq = max(1, int(max_seqlen_q)) * g
-    cfg = launch_config(d_pad, rows_per_seq, gpu)
+    cfg = launch_config(d_pad, rows_per_seq, gpu, g, bool(causal))
     stage_rows = 0  # > 0: keys staged dense, this many rows per sequence
     if paged and not decode and x == 0:
         key_bound = stage_bound(block_table, page, max_seqlen_k)

@@ -132,10 +132,48 @@ def tiles_override() -> AttentionConfig | None:
     return AttentionConfig(**values) if values else None
 
 
-def launch_config(head_dim_padded: int, rows_per_seq: int, is_cuda: bool) -> AttentionConfig:
-    """The config a launch uses: :func:`default_config` unless ``SOLBENCH_ATTENTION_TILES`` says
-    otherwise."""
-    return tiles_override() or default_config(head_dim_padded, rows_per_seq, is_cuda)
+#: Prefill tiles ``solbench tune`` tries (block_m, block_n, warps, stages), by padded head size:
+#: up to 128 columns, and past it (K and V stages of 128-wide heads and more must fit shared memory).
+TUNE_TILES = {128: ((64, 64, 4, 2), (64, 64, 4, 3), (128, 64, 8, 2), (128, 64, 8, 3), (128, 128, 8, 2),
+                    (128, 128, 8, 3), (64, 128, 4, 2), (128, 32, 4, 3)),
+              256: ((128, 64, 8, 2), (64, 64, 4, 2), (128, 32, 8, 2), (64, 32, 4, 2))}
+
+
+def tuned_key(head_dim_padded: int, group: int, causal: bool) -> str:
+    """The tuned table's kernel key of a prefill launch: padded head size, GQA group (query heads
+    a KV head), causal or not; its ``n`` is the query rows per sequence (tokens x group) rounded
+    up to a power of two. Each key is its own ``solbench tune`` family (its candidates depend on
+    the head size)."""
+    return f"attention:d{head_dim_padded}:g{group}:{'causal' if causal else 'full'}"
+
+
+def _tuning_family(head_dim_padded: int, group: int, causal: bool) -> str:
+    from solbench.runtime import tuning
+
+    name = tuned_key(head_dim_padded, group, causal)
+    if name not in tuning.families():
+        def generate(rows_bucket: int, elem_bytes: int, rows: int, few_rows: bool = False) -> list[dict]:
+            base = default_config(head_dim_padded, rows_bucket, True)
+            tiles = TUNE_TILES[128 if head_dim_padded <= 128 else 256]
+            return [dataclasses.asdict(c) for c in (AttentionConfig(*t) for t in tiles) if c != base]
+
+        tuning.register_family(name, generate)
+    return name
+
+
+def launch_config(head_dim_padded: int, rows_per_seq: int, is_cuda: bool, group: int = 1,
+                  causal: bool = True) -> AttentionConfig:
+    """The config a prefill launch uses: ``SOLBENCH_ATTENTION_TILES`` when set, else the tuned
+    table's entry for (head size, group, causal, rows bucket) where ``solbench tune`` wrote one
+    for this GPU, else :func:`default_config`."""
+    forced = tiles_override()
+    if forced or not is_cuda or rows_per_seq < 128:
+        return forced or default_config(head_dim_padded, rows_per_seq, is_cuda)
+    from solbench.runtime import tuning
+
+    cfg = tuning.lookup(tuned_key(head_dim_padded, group, causal), next_pow2(rows_per_seq),
+                        family=_tuning_family(head_dim_padded, group, causal))
+    return AttentionConfig(**cfg) if cfg is not None else default_config(head_dim_padded, rows_per_seq, is_cuda)
 
 
 def decode_splits(programs: int, sm_count: int | None, key_tiles: int) -> int:
