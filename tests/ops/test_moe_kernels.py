@@ -174,6 +174,20 @@ def test_fused_moe_paths(device, t, opt, dup):
     torch.testing.assert_close(out.cpu(), ref, rtol=3e-2, atol=1.5e-2)
 
 
+@pytest.mark.parametrize("t,e,k,group_m", [(9, 16, 2, 2), (9, 16, 2, 8), (21, 16, 4, 3)])
+def test_fused_moe_persistent_walk_groups_only_occupied_blocks(device, monkeypatch, t, e, k, group_m):
+    # Grouped order over the occupied blocks alone: with a count of them that group_m does not
+    # divide, grouping over the worst-case block count sent the last group's tiles to unwritten
+    # blocks (and skipped real ones).
+    from solbench.kernels.moe import _fused_triton
+
+    monkeypatch.setattr(_fused_triton, "sm_count", lambda t: 2)
+    args, ref = _bf16_case(t, 64, 48, e, k, device, False, seed=group_m)
+    g = GemmConfig(16, 32, 32, group_m=group_m, persistent=1)
+    out = fused_moe(*args, options=FusedMoeOptions(g, replace(g, block_n=64)))
+    torch.testing.assert_close(out.cpu(), ref, rtol=3e-2, atol=1.5e-2)
+
+
 @pytest.mark.parametrize("combine,gate_up_tile", [("sum", 0), ("atomic", 0), ("sum", 1)])
 def test_fused_moe_persistent_tiles(device, monkeypatch, combine, gate_up_tile):
     # Both GEMMs walk the tiles of the occupied blocks with 3 programs (as if the GPU had 3 SMs),

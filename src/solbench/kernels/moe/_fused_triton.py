@@ -252,10 +252,11 @@ def _moe_gemm_kernel(
                      mask=(zo < zero_numel) & (zo < (pid + 1) * zero_chunk))
     num_n = tl.cdiv(N, BLOCK_N)
     if PERSISTENT:
-        # Only the blocks the sort filled: the grid was sized by the worst case.
-        num_tiles = tl.cdiv(tl.load(ntpp_ptr), BLOCK_M) * num_n
-        for tile in tl.range(pid, num_tiles, num_progs, flatten=True):
-            pid_m, pid_n = _tile_mn(tile, num_m, num_n, GROUP_M)
+        # Only the blocks the sort filled (the grid was sized by the worst case), grouped among
+        # themselves: grouping over num_m would send the last group's tiles past them.
+        occupied = tl.cdiv(tl.load(ntpp_ptr), BLOCK_M)
+        for tile in tl.range(pid, occupied * num_n, num_progs, flatten=True):
+            pid_m, pid_n = _tile_mn(tile, occupied, num_n, GROUP_M)
             _slot_tile(pid_n, tl.load(sorted_ptr + pid_m * BLOCK_M + tl.arange(0, BLOCK_M)),
                        tl.load(expert_ptr + pid_m).to(tl.int64), a_ptr, a_stride, as_ptr, as_stride, w_ptr, w_se,
                        w_sn, ws_ptr, ws_se, ws_sn, ws_sk, c_ptr, c_stride, cs_ptr, cs_stride, topk_w_ptr, N, K,
