@@ -256,7 +256,7 @@ def bars(recs) -> None:
 
 SECOND_RUN = "repeat.jsonl"
 #: JSONL files of a GPU folder that are not runs of the catalog: candidate evaluations, tuner logs, A/Bs.
-NOT_RUNS = ("eval_", "tune_log", "table_", "pdl_chain", "jit_")
+NOT_RUNS = ("eval_", "tune_log", "table_", "pdl_chain", "jit_", "kprof")
 #: Within 3% of ours_triton or faster: issue 28's bar for the CUDA backend.
 CUDA_LEVEL = 0.03
 

@@ -8,10 +8,12 @@ from solbench.cli import main
 from solbench.report import issue_bars as ib
 
 
-def rec(op, sid, impl, t, *, s=0.9, mb=10.0, status="ok", role=None, floor=1.2, gflop=0.0):
+def rec(op, sid, impl, t, *, s=0.9, mb=10.0, status="ok", role=None, floor=1.2, gflop=0.0, path="bf16_tc",
+        peak=1e15, **extra):
     return {"op": op, "shape_id": sid, "impl": impl, "status": status, "time_us": t if status == "ok" else None,
             "s_achievable": s, "launch_floor_us": floor, "role": role or ("ours" if impl.startswith("ours") else "peer"),
-            "cost": {"bytes_read": mb * 1e6, "bytes_written": 0.0, "flops": {"bf16_tc": gflop * 1e9}}}
+            "cost": {"bytes_read": mb * 1e6, "bytes_written": 0.0, "flops": {path: gflop * 1e9}},
+            "peaks": {"achievable": {"peaks": {path: peak}}}, **extra}
 
 
 def table(files, catalog):
@@ -98,13 +100,14 @@ def test_folder_without_our_records_says_so_in_one_line(tmp_path):
 
 
 def test_cli_bars(tmp_path, capsys):
+    # 38 GFLOP of fp8 in 60 us against a 1.4 PFLOP/s calibrated peak: 0.452 of the rate
     (tmp_path / "run.jsonl").write_text("\n".join(json.dumps(r) for r in (
-        rec("block_scaled_mm", 2, "ours_triton", 60.0, s=0.46),
+        rec("block_scaled_mm", 2, "ours_triton", 60.0, s=0.46, gflop=38.0, path="fp8_e4m3_tc", peak=1.4e15),
         rec("block_scaled_mm", 2, "torch_eager", 300.0))) + "\n")
     assert main(["bars", str(tmp_path), "--issue", "23"]) == 0
     out = capsys.readouterr().out
-    assert "| block_scaled_mm M >= 4096: S >= 0.50 (calibrated fp8 rate) |" in out
-    assert "block_scaled_mm #2 S 0.460" in out and "Issue #22" not in out
+    assert "| block_scaled_mm M >= 4096: >= 0.50 of the calibrated fp8 rate |" in out
+    assert "block_scaled_mm #2 rate 0.452" in out and "Issue #22" not in out
     assert main(["bars", str(tmp_path / "missing")]) == 2
     assert "no such results file or folder" in capsys.readouterr().err
     assert main(["bars", str(tmp_path), "--issue", "7"]) == 2
@@ -113,3 +116,39 @@ def test_cli_bars(tmp_path, capsys):
     empty.mkdir()
     assert main(["bars", str(empty)]) == 2
     assert "no JSONL runs" in capsys.readouterr().err
+
+
+def test_rate_bars_divide_tensor_core_flops_by_the_calibrated_peak():
+    # A memory-bound record can have a high S and a low rate: the MoE bars name the rate.
+    s = table([("a.jsonl", [rec("x", 0, "ours_triton", 100.0, s=0.62, gflop=27.0, peak=7.4e14)])],
+              {"x": {0: {}}})[("x", "0")]
+    assert ib.rate_at_least("bf16_tc", 0.45)(s) == "rate 0.365"
+    assert ib.rate_at_least("bf16_tc", 0.30)(s) is None
+    assert "no fp8_e4m3_tc FLOPs" in ib.rate_at_least("fp8_e4m3_tc", 0.4)(s)
+
+
+def test_a_named_peer_never_timed_is_a_miss_but_one_that_cannot_run_is_not():
+    only_flash = [rec("x", 0, "ours_triton", 90.0), rec("x", 0, "sdpa_flash", 100.0)]
+    check = ib.faster_than(("flex_attention", "sdpa_flash"))
+    s = table([("a.jsonl", only_flash)], {"x": {0: {}}})[("x", "0")]
+    assert check(s) == "no flex_attention run"
+    skipped = only_flash + [rec("x", 0, "flex_attention", 0.0, status="skip")]
+    assert check(table([("a.jsonl", skipped)], {"x": {0: {}}})[("x", "0")]) is None
+    assert ib.at_least_of_reference("sdpa_dense", 0.85)(s) == "no sdpa_dense run"
+
+
+def test_only_catalog_records_of_one_gpu_count(tmp_path):
+    cat = {"x": {0: {"m": 4}}}
+    recs = [rec("x", 0, "ours_triton", 5.0, params={"m": 4}),
+            rec("x", 0, "ours_cuda", 1.0, params={"m": 8}),              # the same id in another suite
+            rec("x", 0, "ours_cuda", 0.5, params={"m": 4}, smoke=True),  # a smoke run
+            {"op": "x", "shape_id": 0, "impl": "ours_triton", "lines": []}]  # a breakdown line
+    s = table([("a.jsonl", recs[:3]), ("b.jsonl", recs[3:])], cat)[("x", "0")]
+    assert s.ours()["time_us"] == 5.0 and ib.correct(s) is None
+    h100 = [rec("x", 0, "ours_triton", 5.0, device="NVIDIA H100 80GB HBM3")]
+    h200 = [rec("x", 0, "ours_triton", 5.0, device="NVIDIA H200")]
+    with pytest.raises(ValueError, match="one GPU at a time"):
+        ib.verdicts([("a/run.jsonl", h100), ("b/run.jsonl", h200)])
+    (tmp_path / "kprof.jsonl").write_text(json.dumps({"op": "x", "impl": "ours_triton", "lines": []}) + "\n")
+    (tmp_path / "run.jsonl.replaced.jsonl").write_text(json.dumps(h100[0]) + "\n")
+    assert ib.folder_runs(tmp_path) == []

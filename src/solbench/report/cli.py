@@ -85,7 +85,7 @@ def cmd_bars(args) -> int:
                 raise ValueError(f"{given}: no JSONL runs in this folder")
             runs += found
         elif path.is_file():
-            runs.append((path.name, read_records(path)))
+            runs.append((str(path), read_records(path)))
         else:
             raise FileNotFoundError(f"{given}: no such results file or folder")
     results = verdicts(runs)
