@@ -112,8 +112,9 @@ for step in $STEPS; do case $step in
     for i in 1 2; do for c in default ${SPLITS_LIST:-2 4 16}; do
       ([ $c != default ] && export SOLBENCH_DECODE_SPLITS=$c; TO=60 run splits_${c}_$i --ops mla_decode_attention,paged_attention_decode --impls ours_triton)
     done; done ;;
-  runx|runx:*) # any solbench run: step runx:NAME runs `solbench run $RUNX_NAME_ARGS` into runx_name.jsonl
+  runx|runx:*) # any solbench run: step runx:NAME (letters, digits, _) runs `solbench run $RUNX_NAME_ARGS` into runx_name.jsonl
          sfx=${step#runx}; sfx=${sfx#:}; v=RUNX${sfx:+_${sfx^^}}_ARGS
+         if [[ ! $sfx =~ ^[A-Za-z0-9_]*$ ]] || [ -z "${!v:-}" ]; then echo "runx $sfx: no $v (or a bad step name)"; continue; fi
          TO=${RUNX_TO:-120} run runx${sfx:+_$sfx} ${!v} ;;
   kprof) # where composite operators spend their time, kernel by kernel: KPROF="op:ids[:impl] ..." (solbench breakdown)
          for e in ${KPROF:-fused_moe:12,10 fp8_blockscale_fused_moe:1,0 gated_delta_rule_update:7 unified_attention:20:ours_cuda}; do

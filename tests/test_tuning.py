@@ -591,13 +591,26 @@ def test_a_moe_table_entry_runs_and_is_recorded(monkeypatch):
 def test_compute_bound_shapes_are_tuned_up_to_a_flop_cap():
     from solbench.core.spec import Cost
 
-    def cost(flops, nbytes):
-        return Cost(flops={"bf16_tc": flops}, bytes_read=nbytes, bytes_written=0.0)
+    def cost(flops, nbytes, path="bf16_tc"):
+        return Cost(flops={path: flops}, bytes_read=nbytes, bytes_written=0.0)
 
     assert not tuner.too_big_to_tune(cost(1.19e12, 1.4e9))   # fused_moe #12: compute-bound, 1.4 GB
-    assert tuner.too_big_to_tune(cost(2.1e12, 0.5e9))        # a GEMM past ~3 ms
+    assert not tuner.too_big_to_tune(cost(2.68e12, 11.4e9, "fp8_e4m3_tc"))  # fp8 MoE #1: ~3.8 ms of bytes
+    assert tuner.too_big_to_tune(cost(4.0e12, 0.5e9))        # a bf16 GEMM of ~5.7 ms
     assert tuner.too_big_to_tune(cost(1e9, 1.3e9))           # memory-bound past 1.2 GB
     assert not tuner.too_big_to_tune(cost(0.0, 1.0e9))
+
+
+def test_a_stale_table_entry_warns_and_falls_back(recwarn):
+    import torch
+
+    from solbench.kernels.gemm import block_fp8
+
+    key = block_fp8.tuned_key(2048, 2048, 128, torch.bfloat16)
+    with tuning.overriding(key, 8192, {"block_m": 64, "retired_field": 1}):
+        opt = block_fp8.tuned_options(4533, 2048, 2048, 128, torch.bfloat16, 132)
+    assert opt == block_fp8.default_options(4533, 2048, 2048, 128, torch.bfloat16, 132)
+    assert any("is not a valid config" in str(w.message) and key in str(w.message) for w in recwarn)
 
 
 def test_attention_prefill_tiles_come_from_the_table_per_head_size_group_and_mask(monkeypatch):

@@ -49,7 +49,9 @@ def _device_events(prof, on_cuda: bool):
 
     for e in prof.events():
         if on_cuda:
-            if e.device_type == DeviceType.CUDA:
+            # Kernels, copies and fills are leaves; GPU user annotations (record_function ranges,
+            # e.g. a compiled graph's) span other kernels' time and would count it twice.
+            if e.device_type == DeviceType.CUDA and not getattr(e, "is_user_annotation", False):
                 yield e.name, float(e.device_time_total if hasattr(e, "device_time_total") else e.cuda_time_total)
         elif e.device_type == DeviceType.CPU and e.self_cpu_time_total > 0:
             yield e.name, float(e.self_cpu_time_total)
@@ -108,6 +110,9 @@ def profile_shape(op: str, shape_id: str, impl_name: str = "ours_triton", device
         totals[name] += us
         counts[name] += 1
     grand = sum(totals.values())
+    if not totals:
+        raise RuntimeError(f"breakdown: the profiler recorded no {'device' if on_cuda else 'CPU operator'} activity "
+                           f"for {op}/{impl_name} #{shape_id} (CUPTI unavailable?)")
     lines = [Line(name, counts[name] / iters, totals[name] / iters, totals[name] / grand if grand else 0.0)
              for name in sorted(totals, key=lambda n: -totals[n])]
     return Breakdown(op, str(shape.id), impl_name, device, iters, grand / iters, lines)

@@ -32,11 +32,15 @@ MIN_TUNE_BYTES = 4e6
 TARGET_BYTES = 32e6
 #: The largest shapes a key is tuned on (their time bounds the tune's): memory-bound ones up to this
 #: many bytes (~0.4 ms on an H100), compute-bound ones (at least COMPUTE_BOUND_INTENSITY flops a
-#: byte: the GEMMs, MoE and attention) up to MAX_TUNE_FLOPS (~3 ms), so that a layer as heavy as
-#: fused_moe #12 (1.2 TFLOP over 1.4 GB) is among its key's representatives.
+#: byte: the GEMMs, MoE and attention) up to MAX_TUNE_MS by an H100-class estimate of their time
+#: (:data:`TUNE_RATES` per FLOP path, the bytes at TUNE_BANDWIDTH, whichever is longer), so that
+#: layers as heavy as fused_moe #12 (1.2 bf16 TFLOP) and fp8 MoE #1 (2.7 fp8 TFLOP) represent their keys.
 MAX_TUNE_BYTES = 1.2e9
-MAX_TUNE_FLOPS = 2e12
+MAX_TUNE_MS = 5.0
 COMPUTE_BOUND_INTENSITY = 100.0
+TUNE_RATES = {"fp8_e4m3_tc": 1.4e15, "fp8_e5m2_tc": 1.4e15, "bf16_tc": 7e14, "fp16_tc": 7e14, "tf32_tc": 3.5e14,
+              "fp32": 5e13}
+TUNE_BANDWIDTH = 3e12
 MIN_GAIN = 0.03
 #: No representative may get slower than the baseline by more than this (one entry serves every
 #: launch of its key). Looser than MIN_GAIN: it must pass run-to-run scatter of small launches
@@ -74,7 +78,8 @@ def _rows_of(n: int, bytes_total: float, elem_bytes: int) -> int:
 def too_big_to_tune(cost) -> bool:
     """Whether a shape of this cost is past what a tune times (see :data:`MAX_TUNE_BYTES`)."""
     if cost.total_flops >= COMPUTE_BOUND_INTENSITY * cost.total_bytes:
-        return cost.total_flops > MAX_TUNE_FLOPS
+        compute_s = sum(f / TUNE_RATES.get(path, TUNE_RATES["fp32"]) for path, f in cost.flops.items())
+        return max(compute_s, cost.total_bytes / TUNE_BANDWIDTH) * 1e3 > MAX_TUNE_MS
     return cost.total_bytes > MAX_TUNE_BYTES
 
 

@@ -151,7 +151,7 @@ def _tuning_family(head_dim_padded: int, group: int, causal: bool) -> str:
     from solbench.runtime import tuning
 
     name = tuned_key(head_dim_padded, group, causal)
-    if name not in tuning.families():
+    if not tuning.has_family(name):
         def generate(rows_bucket: int, elem_bytes: int, rows: int, few_rows: bool = False) -> list[dict]:
             base = default_config(head_dim_padded, rows_bucket, True)
             tiles = TUNE_TILES[128 if head_dim_padded <= 128 else 256]
@@ -171,9 +171,10 @@ def launch_config(head_dim_padded: int, rows_per_seq: int, is_cuda: bool, group:
         return forced or default_config(head_dim_padded, rows_per_seq, is_cuda)
     from solbench.runtime import tuning
 
-    cfg = tuning.lookup(tuned_key(head_dim_padded, group, causal), next_pow2(rows_per_seq),
-                        family=_tuning_family(head_dim_padded, group, causal))
-    return AttentionConfig(**cfg) if cfg is not None else default_config(head_dim_padded, rows_per_seq, is_cuda)
+    key, bucket = tuned_key(head_dim_padded, group, causal), next_pow2(rows_per_seq)
+    cfg = tuning.config_or_none(AttentionConfig, tuning.lookup(key, bucket, family=_tuning_family(
+        head_dim_padded, group, causal)), f"{key}:{bucket}")
+    return cfg if cfg is not None else default_config(head_dim_padded, rows_per_seq, is_cuda)
 
 
 def decode_splits(programs: int, sm_count: int | None, key_tiles: int) -> int:

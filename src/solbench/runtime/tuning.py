@@ -224,6 +224,26 @@ def families() -> tuple[str, ...]:
     return tuple(sorted(_FAMILIES))
 
 
+def has_family(name: str) -> bool:
+    return name in _FAMILIES
+
+
+def config_or_none(make, cfg: Mapping | None, where: str):
+    """``make(**cfg)`` for a table entry, or None (with a warning naming ``where``) when the entry
+    no longer fits the kernel's options (a table written by another version): the launch then
+    takes its first-principles config instead of failing."""
+    if cfg is None:
+        return None
+    try:
+        return make(**cfg)
+    except (TypeError, ValueError) as e:
+        import warnings
+
+        warnings.warn(f"tuned table entry {where} is not a valid config ({e}); using the first-principles launch",
+                      stacklevel=3)
+        return None
+
+
 def _check_family(family: str) -> None:
     if family not in _FAMILIES:
         raise ValueError(f"unknown kernel family {family!r}; known: {', '.join(families())}")

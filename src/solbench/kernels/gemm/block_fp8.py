@@ -139,8 +139,8 @@ def default_options(m: int, n: int, k: int, group_k: int = 128, out_dtype=torch.
 
 
 #: ``SOLBENCH_BLOCK_FP8=name=value,...``: fields of :class:`BlockFp8Options` that replace the
-#: heuristic's (``tma`` -1/0/1 for auto/off/on, ``flatten`` 0/1) in every launch without explicit
-#: options; for A/B runs from the command line (read at each call).
+#: launch's (the tuned table's or the heuristic's; ``tma`` -1/0/1 for auto/off/on, ``flatten`` 0/1) in
+#: every launch without explicit options; for A/B runs from the command line (read at each call).
 OPTIONS_ENV = "SOLBENCH_BLOCK_FP8"
 
 
@@ -210,7 +210,7 @@ def _tuning_family(n: int, k: int, group_k: int, out_dtype) -> str:
     from solbench.runtime import tuning
 
     name = tuned_key(n, k, group_k, out_dtype)
-    if name not in tuning.families():
+    if not tuning.has_family(name):
         def generate(m_bucket_: int, elem_bytes: int, rows: int, few_rows: bool = False) -> list[dict]:
             sms = tuning.sm_count() or 132
             return [asdict(o) for o in candidates(m_bucket_, n, k, group_k, out_dtype, sms)[1:]]
@@ -224,11 +224,10 @@ def tuned_options(m: int, n: int, k: int, group_k: int, out_dtype, sms: int) -> 
     device has one (``solbench tune``), else :func:`default_options`."""
     from solbench.runtime import tuning
 
-    cfg = tuning.lookup(tuned_key(n, k, group_k, out_dtype), m_bucket(m),
-                        family=_tuning_family(n, k, group_k, out_dtype), elem_bytes=1)
-    if cfg is not None:
-        return BlockFp8Options(**cfg)
-    return default_options(m, n, k, group_k, out_dtype, sms)
+    key, bucket = tuned_key(n, k, group_k, out_dtype), m_bucket(m)
+    cfg = tuning.lookup(key, bucket, family=_tuning_family(n, k, group_k, out_dtype), elem_bytes=1)
+    opt = tuning.config_or_none(BlockFp8Options, cfg, f"{key}:{bucket}")
+    return opt if opt is not None else default_options(m, n, k, group_k, out_dtype, sms)
 
 
 def _tma_possible(a2, b) -> str | None:

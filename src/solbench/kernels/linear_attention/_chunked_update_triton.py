@@ -10,8 +10,8 @@ Per sequence, value head and chunk of tokens (``g`` the chunk-local cumulative l
     out  = scale (exp(g) q S + tril(q k^T exp(g_i - g_j)) v')
     S    = exp(g_last) S + k^T (exp(g_last - g) v')
 
-Two launches: :func:`_wy_inverse_kernel` builds ``Tinv`` for every (chunk, head) in parallel (the
-only step with a serial inner loop, a 16-row forward substitution, kept out of the chunk chain),
+Two launches: :func:`_wy_inverse_kernel` builds ``Tinv`` for every (chunk, head) in parallel (16 x 16
+diagonal blocks by recursive block inversion, then block substitution, kept out of the chunk chain),
 then :func:`_chunk_step_kernel` carries a ``[K, BV]`` fp32 state slice through the chunks of one
 (sequence, head), reading each state row once and writing it once as the recurrent kernel does.
 """

@@ -192,7 +192,8 @@ def _check_weights(what, x, w1, w2):
 
 #: ``SOLBENCH_MOE_GEMM1`` / ``SOLBENCH_MOE_GEMM2`` (sorted path) and ``SOLBENCH_MOE_DECODE1`` /
 #: ``SOLBENCH_MOE_DECODE2`` (direct decode path) ``= name=value,...``: fields of :class:`GemmConfig`
-#: that replace the heuristic's for that GEMM of that path in every call without explicit options,
+#: that replace the launch's (the tuned table's or the heuristic's) for that GEMM of that path in
+#: every call without explicit options,
 #: so one run can A/B both paths from the command line (read at each call). block_m must still
 #: agree between the GEMMs and stay 1 on the direct path (:class:`FusedMoeOptions` checks).
 GEMM_ENVS = {False: ("SOLBENCH_MOE_GEMM1", "SOLBENCH_MOE_GEMM2"), True: ("SOLBENCH_MOE_DECODE1", "SOLBENCH_MOE_DECODE2")}
@@ -273,7 +274,7 @@ def _tuning_family(num_experts: int, hidden: int, inter: int, top_k: int, fp8: b
     from solbench.runtime import tuning
 
     name = tuned_key(num_experts, hidden, inter, top_k, fp8)
-    if name not in tuning.families():
+    if not tuning.has_family(name):
         def generate(bucket: int, elem_bytes: int, rows: int, few_rows: bool = False) -> list[dict]:
             return [options_config(o) for o in tune_candidates(bucket, num_experts, hidden, inter, top_k, fp8,
                                                                tuning.sm_count())]
@@ -291,10 +292,11 @@ def tuned_options(num_tokens: int, num_experts: int, hidden: int, inter: int, to
         return base
     from solbench.runtime import tuning
 
-    cfg = tuning.lookup(tuned_key(num_experts, hidden, inter, top_k, fp8),
-                        rows_bucket(num_tokens, top_k, num_experts),
-                        family=_tuning_family(num_experts, hidden, inter, top_k, fp8), elem_bytes=1 if fp8 else 2)
-    return options_of_config(cfg) if cfg is not None else base
+    key, bucket = tuned_key(num_experts, hidden, inter, top_k, fp8), rows_bucket(num_tokens, top_k, num_experts)
+    cfg = tuning.lookup(key, bucket, family=_tuning_family(num_experts, hidden, inter, top_k, fp8),
+                        elem_bytes=1 if fp8 else 2)
+    opt = tuning.config_or_none(lambda **c: options_of_config(c), cfg, f"{key}:{bucket}")
+    return opt if opt is not None else base
 
 
 def _options(opt, t, e, h, inter, k, fp8, out):
