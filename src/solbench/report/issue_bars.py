@@ -166,36 +166,36 @@ def correct(s: ShapeResults) -> str | None:
     return None if s.ours() else "unmeasured"
 
 
-def s_at_least(limit: float):
+def _fraction_at_least(label: str, value_of, limit: float):
+    """A check that ours' ``value_of(record)`` (value, or None and why) reaches ``limit``; a miss
+    prints with enough digits never to read as the limit itself (0.4996 against 0.50)."""
     def check(s: ShapeResults) -> str | None:
         o = s.ours()
         if o is None:
             return "unmeasured"
-        v = o.get("s_achievable")
+        v, why = value_of(o)
         if v is None:
-            return "no achievable S in the record"
+            return why
         if v >= limit:
             return None
-        return f"S {v:.3f}" if round(v, 3) < limit else f"S {v:.4f}"  # never print a miss as the limit
+        return f"{label} {v:.3f}" if round(v, 3) < limit else f"{label} {v:.4f}"
     return check
+
+
+def s_at_least(limit: float):
+    return _fraction_at_least("S", lambda o: (o.get("s_achievable"), "no achievable S in the record"), limit)
 
 
 def rate_at_least(path: str, limit: float):
     """The shape's ``path`` tensor-core FLOPs (e.g. ``bf16_tc``) over ours' time, as a fraction of
     the record's calibrated peak of that path: the issues' "of the calibrated bf16 / fp8 rate"."""
-    def check(s: ShapeResults) -> str | None:
-        o = s.ours()
-        if o is None:
-            return "unmeasured"
+    def rate(o):
         flops = (o["cost"].get("flops") or {}).get(path)
         peak = (((o.get("peaks") or {}).get("achievable") or {}).get("peaks") or {}).get(path)
         if not flops or not peak:
-            return f"no {path} FLOPs or calibrated peak in the record"
-        rate = flops / (o["time_us"] * 1e-6) / peak
-        if rate >= limit:
-            return None
-        return f"rate {rate:.3f}" if round(rate, 3) < limit else f"rate {rate:.4f}"
-    return check
+            return None, f"no {path} FLOPs or calibrated peak in the record"
+        return flops / (o["time_us"] * 1e-6) / peak, ""
+    return _fraction_at_least("rate", rate, limit)
 
 
 def near_floor(slack_us: float):
