@@ -24,6 +24,7 @@ from statistics import median
 
 from solbench.catalog import operator_entries
 from solbench.core.score import amdahl_estimate, geomean, op_scores, suite_scores
+from solbench.report.issue_bars import SECOND_RUN, run_files
 from solbench.runner import read_records
 
 IMPLS = ("ours_triton", "ours_cuda", "liger", "torch_native", "torch_compile", "torch_eager")
@@ -254,9 +255,6 @@ def bars(recs) -> None:
               f"{': ' + ', '.join(row['small_miss']) if row['small_miss'] else ''} |")
 
 
-SECOND_RUN = "repeat.jsonl"
-#: JSONL files of a GPU folder that are not runs of the catalog: candidate evaluations, tuner logs, A/Bs.
-NOT_RUNS = ("eval_", "tune_log", "table_", "pdl_chain", "jit_", "kprof")
 #: Within 3% of ours_triton or faster: issue 28's bar for the CUDA backend.
 CUDA_LEVEL = 0.03
 
@@ -330,8 +328,9 @@ def _env_summary(recs: list[dict]) -> str:
 
 def gpu_section(folder: Path) -> str:
     """The markdown section of one GPU folder."""
-    files = sorted(p for p in folder.glob("*.jsonl") if p.name != SECOND_RUN and not p.name.startswith(NOT_RUNS))
-    recs = [r for p in files for r in read_records(p)]
+    files = run_files(folder)
+    runs = [(str(p), read_records(p)) for p in files]
+    recs = [r for _, rs in runs for r in rs]
     device = next((r.get("device") for r in recs if r.get("device")), folder.name)
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
@@ -368,7 +367,7 @@ def gpu_section(folder: Path) -> str:
         for p in files:  # one file is one run: ours and its peers compared within it
             peer_table(read_records(p), p.name)
         jit_section(folder, recs)
-        issue_section(folder)
+        issue_section(folder, runs)
         if second.is_file():
             behind_in_both(recs, read_records(second))
     return out.getvalue()
@@ -414,16 +413,17 @@ def jit_section(folder: Path, recs: list[dict]) -> None:
                             f"{r['compile_miss_s']:.3f}", f"{r['disk_hit_s']:.4f}", fmt(r.get("load_s"), 4)))
 
 
-def issue_section(folder: Path) -> None:
-    """The bars of issues #22-#24 on this folder's runs (solbench.report.issue_bars states the rules;
-    ``solbench bars <folder> --all-misses`` lists every miss)."""
-    from solbench.report.issue_bars import folder_runs, markdown, verdicts
+def issue_section(folder: Path, runs: list) -> None:
+    """The bars of issues #22-#24 on this folder's runs (``(path, records)`` each;
+    solbench.report.issue_bars states the rules; ``solbench bars <folder> --all-misses`` lists
+    every miss)."""
+    from solbench.report.issue_bars import markdown, verdicts
 
     print()
     print("The kernel issues' bars (`solbench bars benchmarks/results/" + folder.name + "`; a comparison with a peer "
           "comes from one run, the one where ours is fastest; unmeasured catalog shapes count as misses; "
           "at most 12 misses a bar are listed).")
-    print(markdown(verdicts(folder_runs(folder, skip=(SECOND_RUN,), skip_prefixes=NOT_RUNS))), end="")
+    print(markdown(verdicts(runs)), end="")
 
 
 def _lines_table(path: Path, intro, columns: tuple, cells) -> None:

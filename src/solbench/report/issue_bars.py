@@ -420,17 +420,27 @@ def markdown(results: dict[str, list[Verdict]], max_misses: int = 12) -> str:
     return "\n".join(lines) + "\n"
 
 
-def folder_runs(folder: Path, skip=("repeat.jsonl",), skip_prefixes=("eval_", "tune_log", "table_", "pdl_chain",
-                                                                     "jit_", "kprof")) -> list[tuple[str, list[dict]]]:
+#: A GPU folder's second run (docs/PERFORMANCE.md compares it apart), and the prefixes of its JSONL
+#: files that are not runs of the catalog: candidate evaluations, tuner logs, A/B tables, the PDL
+#: chain, JIT compile times, breakdowns.
+SECOND_RUN = "repeat.jsonl"
+NOT_RUNS = ("eval_", "tune_log", "table_", "pdl_chain", "jit_", "kprof")
+
+
+def run_files(folder: Path) -> list[Path]:
     """The runs of a GPU folder (one JSONL file each), as docs/PERFORMANCE.md reads them: not the
-    second run, candidate evaluations, tuner logs, breakdowns (``kprof``) or the records a
-    re-measure replaced. Each is named by its path, so two folders' files never merge."""
+    second run, the files of :data:`NOT_RUNS` or the records a re-measure replaced."""
+    return sorted(p for p in Path(folder).glob("*.jsonl")
+                  if p.name != SECOND_RUN and not p.name.startswith(NOT_RUNS)
+                  and not p.name.endswith(".replaced.jsonl"))
+
+
+def folder_runs(folder: Path) -> list[tuple[str, list[dict]]]:
+    """``(path, records)`` of each of :func:`run_files`: named by path, so two folders' files never
+    merge into one run."""
     from solbench.runner import read_records
 
-    files = sorted(p for p in Path(folder).glob("*.jsonl")
-                   if p.name not in skip and not p.name.startswith(skip_prefixes)
-                   and not p.name.endswith(".replaced.jsonl"))
-    return [(str(p), read_records(p)) for p in files]
+    return [(str(p), read_records(p)) for p in run_files(folder)]
 
 
 def main(argv: list[str] | None = None) -> int:
