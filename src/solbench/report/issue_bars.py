@@ -42,6 +42,11 @@ def _is_reference(rec) -> bool:
     return rec.get("role") == "reference" or rec["impl"] in REFERENCES
 
 
+def _timed(rec) -> bool:
+    """A correct record with a time."""
+    return rec.get("status") == "ok" and bool(rec.get("time_us"))
+
+
 @dataclass
 class ShapeResults:
     """Everything measured for one (operator, shape): per file, per implementation, the record."""
@@ -56,8 +61,7 @@ class ShapeResults:
 
     def ours(self) -> dict | None:
         """Our fastest correct record, any backend, any file."""
-        ok = [r for impls in self.by_file.values() for n, r in impls.items()
-              if n in OURS and r.get("status") == "ok" and r.get("time_us")]
+        ok = [r for impls in self.by_file.values() for n, r in impls.items() if n in OURS and _timed(r)]
         return min(ok, key=lambda r: r["time_us"]) if ok else None
 
     def ours_failed(self) -> list[str]:
@@ -70,8 +74,8 @@ class ShapeResults:
         best = None
         for name, impls in self.by_file.items():
             other = impls.get(impl)
-            mine = [r for n, r in impls.items() if n in OURS and r.get("status") == "ok" and r.get("time_us")]
-            if other is None or other.get("status") != "ok" or not other.get("time_us") or not mine:
+            mine = [r for n, r in impls.items() if n in OURS and _timed(r)]
+            if other is None or not _timed(other) or not mine:
                 continue
             t = min(r["time_us"] for r in mine)
             if best is None or t < best[0]:
@@ -81,7 +85,7 @@ class ShapeResults:
     def peers(self) -> list[str]:
         """Implementations other than ours and the references that ran correctly somewhere."""
         return sorted({n for impls in self.by_file.values() for n, r in impls.items()
-                       if n not in OURS and not _is_reference(r) and r.get("status") == "ok" and r.get("time_us")})
+                       if n not in OURS and not _is_reference(r) and _timed(r)})
 
     def ever_timed(self, impl: str) -> bool:
         """Whether any run has a record of ``impl`` for the shape (ok, skipped or failed)."""
