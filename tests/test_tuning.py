@@ -634,8 +634,9 @@ def test_attention_prefill_tiles_come_from_the_table_per_head_size_group_and_mas
         monkeypatch.setenv("SOLBENCH_ATTENTION_TILES", "128,64,8,2")  # an A/B's tiles win
         assert attn.launch_config(128, 6294 * 8, True, 8, True) == attn.AttentionConfig(128, 64, 8, 2)
     assert (key, 65536, key, 2) in seen
+    monkeypatch.delenv("SOLBENCH_ATTENTION_TILES")
     for d, rows in ((128, 4096), (80, 40960), (256, 8192)):
-        family = attn._tuning_family(d, 1, False)  # registered by the first look-up of its key
-        cands = tuner.candidates(family, rows, 2, rows=rows)
+        attn.launch_config(d, rows, True, 1, False)  # a key's family is registered by its first look-up
+        cands = tuner.candidates(attn.tuned_key(d, 1, False), rows, 2, rows=rows)
         assert cands and asdict(attn.default_config(d, rows, True)) not in cands
         assert all(attn.AttentionConfig(**c).block_n <= (128 if d <= 128 else 64) for c in cands)

@@ -147,18 +147,11 @@ def tuned_key(head_dim_padded: int, group: int, causal: bool) -> str:
     return f"attention:d{head_dim_padded}:g{group}:{'causal' if causal else 'full'}"
 
 
-def _tuning_family(head_dim_padded: int, group: int, causal: bool) -> str:
-    from solbench.runtime import tuning
-
-    name = tuned_key(head_dim_padded, group, causal)
-    if not tuning.has_family(name):
-        def generate(rows_bucket: int, elem_bytes: int, rows: int, few_rows: bool = False) -> list[dict]:
-            base = default_config(head_dim_padded, rows_bucket, True)
-            tiles = TUNE_TILES[128 if head_dim_padded <= 128 else 256]
-            return [dataclasses.asdict(c) for c in (AttentionConfig(*t) for t in tiles) if c != base]
-
-        tuning.register_family(name, generate)
-    return name
+def tune_candidates(head_dim_padded: int, rows_bucket: int) -> list[AttentionConfig]:
+    """The prefill tiles ``solbench tune`` times against :func:`default_config`'s for a rows bucket."""
+    base = default_config(head_dim_padded, rows_bucket, True)
+    tiles = TUNE_TILES[128 if head_dim_padded <= 128 else 256]
+    return [c for c in (AttentionConfig(*t) for t in tiles) if c != base]
 
 
 def launch_config(head_dim_padded: int, rows_per_seq: int, is_cuda: bool, group: int = 1,
@@ -171,9 +164,9 @@ def launch_config(head_dim_padded: int, rows_per_seq: int, is_cuda: bool, group:
         return forced or default_config(head_dim_padded, rows_per_seq, is_cuda)
     from solbench.runtime import tuning
 
-    key, bucket = tuned_key(head_dim_padded, group, causal), next_pow2(rows_per_seq)
-    cfg = tuning.config_or_none(AttentionConfig, tuning.lookup(key, bucket, family=_tuning_family(
-        head_dim_padded, group, causal)), f"{key}:{bucket}")
+    cfg = tuning.lookup_config(
+        tuned_key(head_dim_padded, group, causal), next_pow2(rows_per_seq), AttentionConfig,
+        lambda bucket, *_: [dataclasses.asdict(c) for c in tune_candidates(head_dim_padded, bucket)])
     return cfg if cfg is not None else default_config(head_dim_padded, rows_per_seq, is_cuda)
 
 

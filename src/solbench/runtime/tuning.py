@@ -224,14 +224,16 @@ def families() -> tuple[str, ...]:
     return tuple(sorted(_FAMILIES))
 
 
-def has_family(name: str) -> bool:
-    return name in _FAMILIES
-
-
-def config_or_none(make, cfg: Mapping | None, where: str):
-    """``make(**cfg)`` for a table entry, or None (with a warning naming ``where``) when the entry
-    no longer fits the kernel's options (a table written by another version): the launch then
-    takes its first-principles config instead of failing."""
+def lookup_config(kernel: str, n: int, make: Callable, candidates: Callable[..., list], *, elem_bytes: int = 2):
+    """The tuned entry of ``(kernel, n)`` as ``make(**entry)``, or None: no entry, or one that no
+    longer fits the kernel's options (a table of another version: a warning names it and the
+    launch takes its first-principles config instead of failing). For kernels whose candidates
+    depend on more than ``n`` (a GEMM's N and K, a head size): each such key is its own family,
+    ``candidates`` (:func:`register_family`'s signature) registered at the key's first look-up,
+    before ``solbench tune`` asks for them."""
+    if kernel not in _FAMILIES:
+        register_family(kernel, candidates)
+    cfg = lookup(kernel, n, family=kernel, elem_bytes=elem_bytes)
     if cfg is None:
         return None
     try:
@@ -239,8 +241,8 @@ def config_or_none(make, cfg: Mapping | None, where: str):
     except (TypeError, ValueError) as e:
         import warnings
 
-        warnings.warn(f"tuned table entry {where} is not a valid config ({e}); using the first-principles launch",
-                      stacklevel=3)
+        warnings.warn(f"tuned table entry {kernel}:{n} is not a valid config ({e}); using the first-principles "
+                      "launch", stacklevel=2)
         return None
 
 

@@ -203,30 +203,17 @@ def tuned_key(n: int, k: int, group_k: int, out_dtype) -> str:
     return f"block_fp8_mm:{n}x{k}:g{group_k}:{_OUT_NAMES[out_dtype]}"
 
 
-def _tuning_family(n: int, k: int, group_k: int, out_dtype) -> str:
-    """Register (once) and name the tune family of ``tuned_key(n, k, group_k, out_dtype)``: the
-    M bucket's :func:`candidates` but the heuristic's own launch (the baseline ``tune`` times
-    anyway), as table configs."""
-    from solbench.runtime import tuning
-
-    name = tuned_key(n, k, group_k, out_dtype)
-    if not tuning.has_family(name):
-        def generate(m_bucket_: int, elem_bytes: int, rows: int, few_rows: bool = False) -> list[dict]:
-            sms = tuning.sm_count() or 132
-            return [asdict(o) for o in candidates(m_bucket_, n, k, group_k, out_dtype, sms)[1:]]
-
-        tuning.register_family(name, generate)
-    return name
-
-
 def tuned_options(m: int, n: int, k: int, group_k: int, out_dtype, sms: int) -> BlockFp8Options:
     """The launch of an (M, N, K): the tuned table's entry for its (N, K, M bucket) when this
-    device has one (``solbench tune``), else :func:`default_options`."""
+    device has one (``solbench tune``, whose candidates for the bucket are :func:`candidates` but
+    the heuristic's own launch, the baseline it times anyway), else :func:`default_options`."""
     from solbench.runtime import tuning
 
-    key, bucket = tuned_key(n, k, group_k, out_dtype), m_bucket(m)
-    cfg = tuning.lookup(key, bucket, family=_tuning_family(n, k, group_k, out_dtype), elem_bytes=1)
-    opt = tuning.config_or_none(BlockFp8Options, cfg, f"{key}:{bucket}")
+    def generate(bucket: int, *_) -> list[dict]:
+        return [asdict(o) for o in candidates(bucket, n, k, group_k, out_dtype, tuning.sm_count() or 132)[1:]]
+
+    opt = tuning.lookup_config(tuned_key(n, k, group_k, out_dtype), m_bucket(m), BlockFp8Options, generate,
+                               elem_bytes=1)
     return opt if opt is not None else default_options(m, n, k, group_k, out_dtype, sms)
 
 

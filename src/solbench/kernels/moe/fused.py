@@ -270,19 +270,6 @@ def tune_candidates(bucket: int, num_experts: int, hidden: int, inter: int, top_
     return unique
 
 
-def _tuning_family(num_experts: int, hidden: int, inter: int, top_k: int, fp8: bool) -> str:
-    from solbench.runtime import tuning
-
-    name = tuned_key(num_experts, hidden, inter, top_k, fp8)
-    if not tuning.has_family(name):
-        def generate(bucket: int, elem_bytes: int, rows: int, few_rows: bool = False) -> list[dict]:
-            return [options_config(o) for o in tune_candidates(bucket, num_experts, hidden, inter, top_k, fp8,
-                                                               tuning.sm_count())]
-
-        tuning.register_family(name, generate)
-    return name
-
-
 def tuned_options(num_tokens: int, num_experts: int, hidden: int, inter: int, top_k: int, fp8: bool,
                   sm_count: int | None) -> FusedMoeOptions:
     """The launch of a call: on the sorted path, the tuned table's entry for its layer shape and
@@ -292,10 +279,13 @@ def tuned_options(num_tokens: int, num_experts: int, hidden: int, inter: int, to
         return base
     from solbench.runtime import tuning
 
-    key, bucket = tuned_key(num_experts, hidden, inter, top_k, fp8), rows_bucket(num_tokens, top_k, num_experts)
-    cfg = tuning.lookup(key, bucket, family=_tuning_family(num_experts, hidden, inter, top_k, fp8),
-                        elem_bytes=1 if fp8 else 2)
-    opt = tuning.config_or_none(lambda **c: options_of_config(c), cfg, f"{key}:{bucket}")
+    def generate(bucket: int, *_) -> list[dict]:
+        return [options_config(o) for o in tune_candidates(bucket, num_experts, hidden, inter, top_k, fp8,
+                                                           tuning.sm_count())]
+
+    opt = tuning.lookup_config(tuned_key(num_experts, hidden, inter, top_k, fp8),
+                               rows_bucket(num_tokens, top_k, num_experts), lambda **c: options_of_config(c),
+                               generate, elem_bytes=1 if fp8 else 2)
     return opt if opt is not None else base
 
 
